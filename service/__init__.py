@@ -1,0 +1,3 @@
+"""Webhook Bridge: polls an asynchronous job API and pushes each result as a signed webhook."""
+
+__version__ = "0.1.0"

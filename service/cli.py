@@ -1,0 +1,121 @@
+"""The `webhook-bridge` command: serve, migrate, check-config, fake-upstream, listen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service import __version__, config
+from service.errors import BridgeError
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(args.config)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service import logs
+    from service.app import create_app
+
+    settings = _settings(args)
+    logs.configure(settings.log)
+    # Open the store once before serving, so a locked or broken store fails start-up with one
+    # clear line instead of a lifespan traceback.
+    asyncio.run(_check_store(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+async def _check_store(settings: config.Settings) -> None:
+    from service import store
+
+    backend = store.from_url(settings.store.url)
+    await backend.open()
+    await backend.close()
+
+
+def migrate(args: argparse.Namespace) -> int:
+    from service import store
+
+    async def run() -> list[int]:
+        backend = store.from_url(_settings(args).store.url)
+        await backend.open()
+        try:
+            return await backend.migrate()
+        finally:
+            await backend.close()
+
+    applied = asyncio.run(run())
+    print(f"schema up to date (applied now: {applied or 'none'})")
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    print(json.dumps(config.masked(_settings(args)), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from service.devtools import fake_upstream, listener
+
+    parser = argparse.ArgumentParser(
+        prog="webhook-bridge",
+        description="Polls an asynchronous job API and pushes each result as a signed webhook.",
+    )
+    parser.add_argument("--version", action="version", version=f"webhook-bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, run, text in (
+        ("serve", serve, "run the bridge (HTTP API, poller, deliveries)"),
+        ("migrate", migrate, "bring the store's schema up to date"),
+        ("check-config", check_config, "print the effective configuration, secrets masked"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help=f"TOML file (default: ${config.CONFIG_PATH_VARIABLE} or "
+            f"{config.DEFAULT_CONFIG_PATH})",
+        )
+        sub.set_defaults(run=run)
+    fake = commands.add_parser(
+        "fake-upstream", help="run a simulator of the upstream API for trials and tests"
+    )
+    fake_upstream.configure_parser(fake)
+    fake.set_defaults(run=fake_upstream.command)
+    listen = commands.add_parser("listen", help="receive, verify and print webhooks")
+    listener.configure_parser(listen)
+    listen.set_defaults(run=listener.command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except BridgeError as error:
+        print(f"webhook-bridge: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Settings, loaded once at start-up from a TOML file and `BRIDGE_<SECTION>__<KEY>` variables.
+
+The environment overrides the file. Every value is validated and converted here, so the rest
+of the bridge receives a `Settings` object it can trust. A bad value becomes one `ConfigError`
+line that names the key, where it came from and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from service.errors import ConfigError
+
+ENV_PREFIX = "BRIDGE_"
+DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
+CONFIG_PATH_VARIABLE = "BRIDGE_CONFIG"
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class UpstreamSettings(_Section):
+    base_url: HttpUrl = HttpUrl("https://betterwaifu.com")
+    api_key: SecretStr | None = None
+    request_timeout_s: PositiveSeconds = 10.0
+    max_concurrency: int = Field(64, ge=1, le=4096)
+
+    @property
+    def root(self) -> str:
+        return str(self.base_url).rstrip("/")
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///bridge.db"
+    lease_s: float = Field(15.0, ge=1, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, url: str) -> str:
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if str(path) == ":memory:":
+                return url
+            directory = path.parent.resolve()
+            if not directory.is_dir():
+                raise ValueError(f"directory {directory} does not exist")
+            if not os.access(directory, os.W_OK):
+                raise ValueError(f"directory {directory} is not writable")
+            return url
+        if url.startswith(("postgresql://", "postgres://")):
+            return url
+        raise ValueError("use sqlite:///PATH (a file) or postgresql://USER@HOST:PORT/DB")
+
+
+class PollSettings(_Section):
+    interval_s: float = Field(2.5, ge=0.1, le=3600)
+    timeout_s: float = Field(300.0, gt=0, le=7 * 86400)
+    # Bounds for the per-watch overrides `poll_interval_s` and `timeout_s`.
+    min_interval_s: float = Field(2.0, ge=0.1, le=3600)
+    max_timeout_s: float = Field(86400.0, gt=0, le=30 * 86400)
+    jitter: float = Field(0.1, ge=0, lt=1)
+    max_backoff_s: float = Field(60.0, gt=0, le=3600)
+    not_found_grace_s: float = Field(30.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PollSettings:
+        if self.min_interval_s > self.interval_s:
+            raise ValueError("min_interval_s must not exceed interval_s")
+        return self
+
+
+class DeliverySettings(_Section):
+    timeout_s: float = Field(15.0, gt=0, le=300)
+    retry_schedule_s: tuple[PositiveSeconds, ...] = (
+        5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
+    )  # fmt: skip
+    jitter: float = Field(0.2, ge=0, lt=1)
+    max_concurrency: int = Field(64, ge=1, le=4096)
+    max_retry_after_s: float = Field(3600.0, ge=0)
+    max_response_bytes: int = Field(4096, ge=0, le=1 << 20)
+    payload_retention_days: float = Field(30.0, gt=0)
+
+
+def _network(value: str) -> IPv4Network | IPv6Network:
+    return ip_network(value, strict=False)
+
+
+class SecuritySettings(_Section):
+    allow_private_callbacks: bool = False
+    callback_allow_cidrs: tuple[
+        Annotated[str, AfterValidator(lambda v: str(_network(v)))], ...
+    ] = ()
+    require_https: bool = False
+
+    @property
+    def allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(_network(cidr) for cidr in self.callback_allow_cidrs)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with `load`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    store: StoreSettings = StoreSettings()
+    poll: PollSettings = PollSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    security: SecuritySettings = SecuritySettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init arguments; the environment wins over them.
+        return (_MappingEnvSource(settings_cls, _ENVIRON_FOR_LOAD), init_settings)
+
+
+# `load` reads variables from the mapping it is given rather than from os.environ, so tests and
+# `check-config` can pass their own. Settings are built once, at start-up, in one thread.
+_ENVIRON_FOR_LOAD: dict[str, str] = {}
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+SECTIONS = frozenset(Settings.model_fields)
+
+
+def _env_name(location: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location)
+
+
+def _check_variable_names(environ: Mapping[str, str]) -> None:
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_VARIABLE:
+            continue
+        section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("__")
+        if section not in SECTIONS or not key:
+            raise ConfigError(
+                f"{name}: unknown setting; variables look like "
+                f"BRIDGE_<SECTION>__<KEY> with a section among {', '.join(sorted(SECTIONS))}"
+            )
+
+
+def _read_file(path: Path, *, required: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from `path` (or `BRIDGE_CONFIG`, or the default file) and `environ`.
+
+    A missing default file is fine (built-in defaults apply); a file named explicitly must exist.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or CONFIG_PATH_VARIABLE in environ
+    path = path or Path(environ.get(CONFIG_PATH_VARIABLE, DEFAULT_CONFIG_PATH))
+    _check_variable_names(environ)
+    data = _read_file(path, required=explicit)
+    bridge_env = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    _ENVIRON_FOR_LOAD.clear()
+    _ENVIRON_FOR_LOAD.update(bridge_env)
+    try:
+        return Settings(**data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path, bridge_env)) from None
+    finally:
+        _ENVIRON_FOR_LOAD.clear()
+
+
+def _describe(error: ValidationError, path: Path, environ: Mapping[str, str]) -> str:
+    lines = []
+    for item in error.errors():
+        location = tuple(part for part in item["loc"] if isinstance(part, str))
+        key = ".".join(location) or "(top level)"
+        variable = _env_name(location[:2])
+        source = variable if variable in environ else str(path)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{key} (from {source}): {message}")
+    return "; ".join(lines)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets shown as `********`."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,86 @@
+"""The bridge's exceptions: one root, each class documenting itself.
+
+```
+BridgeError
+├── ConfigError            bad configuration; start-up stops with this one line
+├── StoreError             the store failed (driver errors are translated into these)
+│   ├── MigrationError     the schema could not be brought up to date
+│   └── StoreLocked        another process holds the single-process store
+├── LeaseLost              a fenced write-back found its lease taken over
+└── ApiError               an error answered to an HTTP client as a problem document
+    ├── InvalidRequest     422: the body or query is invalid (lists each field)
+    ├── NotFound           404
+    └── Conflict           409
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Something went wrong in the bridge."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid."""
+
+
+class StoreError(BridgeError):
+    """The store failed."""
+
+
+class MigrationError(StoreError):
+    """The store's schema could not be migrated."""
+
+
+class StoreLocked(StoreError):
+    """Another process is using this store."""
+
+
+class LeaseLost(BridgeError):
+    """The lease on this work was lost to another holder; the write was not applied."""
+
+
+class ApiError(BridgeError):
+    """The request could not be served."""
+
+    status = 400
+    code = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.errors = errors
+
+
+class InvalidRequest(ApiError):
+    """The request is invalid."""
+
+    status = 422
+    code = "invalid-request"
+    title = "Invalid request"
+
+
+class NotFound(ApiError):
+    """No such resource."""
+
+    status = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(ApiError):
+    """The request conflicts with an earlier one."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"

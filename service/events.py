@@ -1,0 +1,107 @@
+"""Pure: the webhook bodies, built from what the upstream said (or what the bridge decided).
+
+Envelope bodies carry every key on every event (`null` when empty), because tools such as Make
+infer a webhook's structure from its first sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+SUCCEEDED = "job.succeeded"
+FAILED = "job.failed"
+QUEUED = "job.queued"
+PROCESSING = "job.processing"
+FINAL_EVENTS = (SUCCEEDED, FAILED)
+PROGRESS_EVENTS = (QUEUED, PROCESSING)
+ALL_EVENTS = (*FINAL_EVENTS, *PROGRESS_EVENTS)
+
+# error_code values of `job.failed`.
+GENERATION_FAILED = "generation_failed"
+TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of one job. `body` is the upstream's answer verbatim, when there was one."""
+
+    type: str
+    job_status: str | None
+    body: bytes | None = None
+    document: dict[str, Any] | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a body says about the watch it belongs to."""
+
+    watch_id: str
+    job_id: str
+    metadata: dict[str, Any] | None
+    payload_format: str
+
+
+def iso8601(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def image_urls(document: dict[str, Any] | None) -> list[str] | None:
+    """The image URLs of a succeeded answer (`output.images[].url`), None when there are none."""
+    output = document.get("output") if document else None
+    images = output.get("images") if isinstance(output, dict) else None
+    if not isinstance(images, list):
+        return None
+    urls = [i["url"] for i in images if isinstance(i, dict) and isinstance(i.get("url"), str)]
+    return urls or None
+
+
+def upstream_error(document: dict[str, Any] | None) -> str | None:
+    value = document.get("error") if document else None
+    return value if isinstance(value, str) else None
+
+
+def terminal_event(job_status: str, body: bytes, document: dict[str, Any]) -> Event:
+    """The final event of a job the upstream reports `succeeded` or `failed`."""
+    if job_status == "succeeded":
+        return Event(SUCCEEDED, job_status, body, document)
+    error = upstream_error(document) or "the upstream reported the generation as failed"
+    return Event(FAILED, job_status, body, document, error, GENERATION_FAILED)
+
+
+def bridge_failure(
+    error_code: str, error: str, job_status: str | None, document: dict[str, Any] | None = None
+) -> Event:
+    """A `job.failed` the bridge decides itself (timeout, not_found, unauthorized, ...)."""
+    return Event(FAILED, job_status, None, document, error, error_code)
+
+
+def render(subject: Subject, event: Event, timestamp: float) -> bytes:
+    """The webhook body for `event`, in the subject's payload format."""
+    if subject.payload_format == "raw":
+        if event.body is not None:
+            return event.body
+        return orjson.dumps(
+            {"id": subject.job_id, "status": "failed", "error": event.error,
+             "error_code": event.error_code}
+        )  # fmt: skip
+    return orjson.dumps(
+        {
+            "type": event.type,
+            "timestamp": iso8601(timestamp),
+            "watch_id": subject.watch_id,
+            "job_id": subject.job_id,
+            "status": event.type.removeprefix("job."),
+            "image_urls": image_urls(event.document),
+            "error": event.error,
+            "error_code": event.error_code,
+            "metadata": subject.metadata,
+            "data": event.document,
+        }
+    )

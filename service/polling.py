@@ -1,0 +1,107 @@
+"""Pure: the polling rules of one watch, applied to each observation with an explicit `now`.
+
+Poll at once, then every interval ±jitter. Progress keeps polling; a terminal answer, a refusal
+(400, 401, or 404 past the grace) or the deadline ends it with a final event. Transient failures
+(5xx, 429, timeouts, unreadable bodies) back off exponentially, or as `Retry-After` says, and
+never past the deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service import events, schedule
+from service.upstream import Observation
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    interval_s: float
+    timeout_s: float
+    jitter: float
+    max_backoff_s: float
+    not_found_grace_s: float
+
+
+@dataclass(slots=True)
+class State:
+    """What polling knows of one watch between polls (kept in memory, written on change)."""
+
+    created_at: float
+    events: frozenset[str]
+    job_status: str | None = None
+    queue_position: int | None = None
+    last_error: str | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to do after an observation."""
+
+    next_poll_at: float | None
+    changed: bool = False  # write job_status/queue_position/last_error back
+    progress: tuple[events.Event, ...] = field(default_factory=tuple)
+    final: events.Event | None = None
+
+
+def deadline_passed(state: State, rules: Rules, now: float) -> events.Event | None:
+    """The timeout event when the watch's time is up, else None."""
+    if now < state.created_at + rules.timeout_s:
+        return None
+    seen = f"last seen status: {state.job_status}" if state.job_status else "no status seen"
+    error = f"no terminal status within {rules.timeout_s:g} s ({seen})"
+    if state.last_error:
+        error += f"; last error: {state.last_error}"
+    return events.bridge_failure(events.TIMEOUT, error, state.job_status)
+
+
+def _next(state: State, rules: Rules, now: float, delay: float) -> float:
+    return min(now + delay, state.created_at + rules.timeout_s)
+
+
+def step(state: State, seen: Observation, rules: Rules, now: float, rand: float) -> Step:
+    """Apply one observation to `state` (mutated in place) and say what follows."""
+    if seen.kind == "terminal":
+        assert seen.job_status is not None
+        assert seen.body is not None
+        assert seen.document is not None
+        state.job_status = seen.job_status
+        final = events.terminal_event(seen.job_status, seen.body, seen.document)
+        return Step(None, changed=True, final=final)
+
+    if seen.kind == "refused" and not (
+        seen.error_code == "not_found" and now < state.created_at + rules.not_found_grace_s
+    ):
+        assert seen.error_code is not None
+        assert seen.error is not None
+        state.last_error = seen.error
+        final = events.bridge_failure(seen.error_code, seen.error, state.job_status, seen.document)
+        return Step(None, changed=True, final=final)
+
+    if seen.kind == "progress":
+        changed_status = seen.job_status != state.job_status
+        changed = changed_status or seen.queue_position != state.queue_position
+        state.job_status, state.queue_position = seen.job_status, seen.queue_position
+        state.failures = 0
+        progress: tuple[events.Event, ...] = ()
+        event_type = f"job.{seen.job_status}"
+        if changed_status and event_type in state.events:
+            progress = (events.Event(event_type, seen.job_status, seen.body, seen.document),)
+        delay = schedule.jittered(rules.interval_s, rules.jitter, rand)
+        return Step(_next(state, rules, now, delay), changed=changed, progress=progress)
+
+    if seen.kind == "refused":  # a 404 within the grace after registration: not there yet
+        delay = schedule.jittered(rules.interval_s, rules.jitter, rand)
+        return Step(_next(state, rules, now, delay))
+
+    state.failures += 1
+    changed = seen.error != state.last_error
+    state.last_error = seen.error
+    waited = schedule.retry_after(seen.retry_after, now, rules.max_backoff_s)
+    if waited is None:
+        base = schedule.backoff(state.failures, rules.interval_s, rules.max_backoff_s)
+        waited = schedule.jittered(base, rules.jitter, rand)
+    # A `Retry-After: 0` must not turn into a tight loop of requests.
+    waited = max(waited, min(1.0, rules.interval_s))
+    return Step(_next(state, rules, now, waited), changed=changed)

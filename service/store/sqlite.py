@@ -1,0 +1,568 @@
+"""SQLite backend: the single-process default. See `base.Store` for the contract.
+
+One connection, owned by one worker thread: every call runs as a single function there, so a
+transaction costs one thread hop and calls are serialized without locks. An advisory file lock
+keeps a second process off the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked
+from service.store import migrations
+from service.store.base import (
+    WATCH_STATUSES,
+    Attempt,
+    AttemptOutcome,
+    Completion,
+    Delivery,
+    DuplicateIdempotencyKey,
+    Idempotency,
+    NewDelivery,
+    Progress,
+    Store,
+    Watch,
+)
+
+T = TypeVar("T")
+
+_WATCH_COLUMNS = (
+    "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
+    " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
+    " job_status, queue_position, attempts, last_error, updated_at, completed_at, next_poll_at,"
+    " lease_token"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
+    " w.callback_url, w.callback_method, w.callback_headers, w.secret"
+)
+_ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
+
+
+def _watch(row: sqlite3.Row) -> Watch:
+    return Watch(
+        id=row[0],
+        tenant=row[1],
+        job_id=row[2],
+        callback_url=row[3],
+        callback_method=row[4],
+        callback_headers=json.loads(row[5]),
+        metadata=None if row[6] is None else json.loads(row[6]),
+        events=tuple(json.loads(row[7])),
+        payload_format=row[8],
+        secret=row[9],
+        poll_interval_s=row[10],
+        timeout_s=row[11],
+        upstream_api_key=row[12],
+        created_at=row[13],
+        status=row[14],
+        job_status=row[15],
+        queue_position=row[16],
+        attempts=row[17],
+        last_error=row[18],
+        updated_at=row[19],
+        completed_at=row[20],
+        next_poll_at=row[21],
+        lease_token=row[22],
+    )
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row[0],
+        watch_id=row[1],
+        event_type=row[2],
+        body=row[3],
+        final=bool(row[4]),
+        attempts=row[5],
+        lease_token=row[6],
+        callback_url=row[7],
+        callback_method=row[8],
+        callback_headers=json.loads(row[9]),
+        secret=row[10],
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._lock_file: int | None = None
+
+    # Plumbing.
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StoreError("the store is not open")
+            try:
+                return fn(self._db)
+            except sqlite3.Error as error:
+                raise StoreError(f"sqlite: {error}") from error
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def transact(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self._run(transact)
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            self._lock_file = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_file)
+                self._lock_file = None
+                raise StoreLocked(
+                    f"{Path(self.path).resolve()} is in use by another webhook-bridge process; "
+                    "SQLite serves one process only: stop the other one, or run several "
+                    "replicas on PostgreSQL (store.url = postgresql://...)"
+                ) from None
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk before the caller is told so (a 201 means committed).
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 5000")
+        self._db = db
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        await self.migrate()
+        # This process holds the file lock, so no other lease holder can exist: leases left by
+        # a previous (crashed) process are released now instead of waiting for them to expire.
+        await self._transaction(
+            lambda db: (
+                db.execute("UPDATE watches SET lease_owner = NULL WHERE lease_owner IS NOT NULL"),
+                db.execute(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE lease_owner IS NOT NULL"
+                ),
+            )
+        )
+
+    async def close(self) -> None:
+        def shut(db: sqlite3.Connection) -> None:
+            db.close()
+
+        if self._db is not None:
+            await self._run(shut)
+            self._db = None
+        self._executor.shutdown(wait=True)
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    async def migrate(self) -> list[int]:
+        pending = migrations.load("sqlite")
+
+        def apply(db: sqlite3.Connection) -> list[int]:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL DEFAULT (unixepoch()))"
+            )
+            done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            applied = []
+            for version, sql in pending:
+                if version in done:
+                    continue
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    for statement in sql.split(";\n"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+                    db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    db.execute("ROLLBACK")
+                    raise MigrationError(f"migration {version:04d} failed: {error}") from error
+                applied.append(version)
+            return applied
+
+        return await self._run(apply)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    # Registration and reading.
+
+    async def insert_watch(
+        self,
+        watch: Watch,
+        idempotency: Idempotency | None = None,
+        *,
+        lease_owner: str | None = None,
+        lease_until: float = 0.0,
+    ) -> Watch:
+        token = 1 if lease_owner else 0
+        row = (
+            watch.id, watch.tenant, watch.job_id, watch.callback_url, watch.callback_method,
+            json.dumps(watch.callback_headers),
+            None if watch.metadata is None else json.dumps(watch.metadata),
+            json.dumps(list(watch.events)), watch.payload_format, watch.secret,
+            watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key, watch.created_at,
+            watch.status, watch.created_at, watch.next_poll_at,
+            lease_owner, lease_until if lease_owner else None, token,
+        )  # fmt: skip
+
+        def insert(db: sqlite3.Connection) -> None:
+            if idempotency is not None:
+                try:
+                    db.execute(
+                        "INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
+                        " watch_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (watch.tenant, idempotency.key, idempotency.request_hash,
+                         idempotency.response, watch.id, watch.created_at),
+                    )  # fmt: skip
+                except sqlite3.IntegrityError:
+                    raise DuplicateIdempotencyKey() from None
+            db.execute(
+                "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
+                " callback_headers, metadata, events, payload_format, secret, poll_interval_s,"
+                " timeout_s, upstream_api_key, created_at, status, updated_at, next_poll_at,"
+                " lease_owner, lease_expires_at, lease_token)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        # The watch row must exist before the idempotency row references it.
+        def ordered(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA defer_foreign_keys = ON")
+            insert(db)
+
+        await self._transaction(ordered)
+        return replace(watch, updated_at=watch.created_at, lease_token=token)
+
+    async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT key, request_hash, response FROM idempotency_keys"
+                " WHERE tenant = ? AND key = ?",
+                (tenant, key),
+            ).fetchone()
+        )
+        return None if row is None else Idempotency(row[0], row[1], bytes(row[2]))
+
+    async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
+                (watch_id, tenant),
+            ).fetchone()
+        )
+        return None if row is None else _watch(row)
+
+    async def list_watches(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        before_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Watch]:
+        clauses, params = ["tenant = ?"], [tenant]
+        for clause, value in (
+            ("status = ?", status),
+            ("job_id = ?", job_id),
+            ("id < ?", before_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        sql = (
+            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._run(lambda db: db.execute(sql, (*params, limit)).fetchall())
+        return [_watch(row) for row in rows]
+
+    def _select_watch(self, db: sqlite3.Connection, tenant: str, watch_id: str) -> Watch | None:
+        row = db.execute(
+            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
+            (watch_id, tenant),
+        ).fetchone()
+        return None if row is None else _watch(row)
+
+    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
+        def cancel(db: sqlite3.Connection) -> Watch | None:
+            watch = self._select_watch(db, tenant, watch_id)
+            if watch is None or watch.status not in ("active", "delivering"):
+                return watch
+            db.execute(
+                "UPDATE watches SET status = 'cancelled', updated_at = ?, completed_at = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                (now, now, watch_id),
+            )
+            _end_pending_deliveries(db, watch_id, "cancelled", now)
+            return self._select_watch(db, tenant, watch_id)
+
+        return await self._transaction(cancel)
+
+    async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
+        def redeliver(db: sqlite3.Connection) -> Watch | None:
+            watch = self._select_watch(db, tenant, watch_id)
+            if watch is None or watch.status not in ("delivered", "failed", "gone"):
+                return watch
+            changed = db.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+                " ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE watch_id = ? AND final = 1 AND body IS NOT NULL",
+                (now, watch_id),
+            ).rowcount
+            if changed:
+                db.execute(
+                    "UPDATE watches SET status = 'delivering', attempts = 0, updated_at = ?,"
+                    " completed_at = NULL WHERE id = ?",
+                    (now, watch_id),
+                )
+            return self._select_watch(db, tenant, watch_id)
+
+        return await self._transaction(redeliver)
+
+    async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s,"
+                " a.status_code, a.error, a.next_attempt_at FROM attempts a"
+                " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
+                " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
+                (watch_id, tenant),
+            ).fetchall()
+        )
+        return [Attempt(*row) for row in rows]
+
+    # Polling.
+
+    async def claim_watches(
+        self, owner: str, now: float, lease_until: float, limit: int
+    ) -> list[Watch]:
+        def claim(db: sqlite3.Connection) -> list[Watch]:
+            rows = db.execute(
+                f"UPDATE watches SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
+                " lease_token = lease_token + 1"
+                " WHERE id IN (SELECT id FROM watches WHERE status = 'active'"
+                "   AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+                "   ORDER BY next_poll_at LIMIT ?)"
+                f" RETURNING {_WATCH_COLUMNS}",
+                (owner, lease_until, now, limit),
+            ).fetchall()
+            return [_watch(row) for row in rows]
+
+        return await self._transaction(claim)
+
+    async def renew_watch_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        def renew(db: sqlite3.Connection) -> set[str]:
+            renewed = set()
+            for watch_id, token in held:
+                row = db.execute(
+                    "UPDATE watches SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?"
+                    " AND lease_token = ? AND status = 'active' RETURNING id",
+                    (lease_until, watch_id, owner, token),
+                ).fetchone()
+                if row is not None:
+                    renewed.add(row[0])
+            return renewed
+
+        return await self._transaction(renew)
+
+    async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        await self._transaction(
+            lambda db: db.executemany(
+                "UPDATE watches SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+                [(watch_id, owner, token) for watch_id, token in held],
+            )
+        )
+
+    async def record_progress(
+        self, owner: str, now: float, changes: Sequence[Progress]
+    ) -> set[str]:
+        def record(db: sqlite3.Connection) -> set[str]:
+            lost = set()
+            for change in changes:
+                updated = db.execute(
+                    "UPDATE watches SET job_status = ?, queue_position = ?, last_error = ?,"
+                    " next_poll_at = ?, updated_at = ? WHERE id = ? AND lease_owner = ?"
+                    " AND lease_token = ? AND status = 'active'",
+                    (change.job_status, change.queue_position, change.last_error,
+                     change.next_poll_at, now, change.watch_id, owner, change.lease_token),
+                ).rowcount  # fmt: skip
+                if not updated:
+                    lost.add(change.watch_id)
+                    continue
+                for delivery in change.deliveries:
+                    _insert_delivery(db, change.watch_id, delivery, now, None, 0.0)
+            return lost
+
+        return await self._transaction(record)
+
+    async def complete_watch(
+        self, owner: str, now: float, completion: Completion, delivery_lease_until: float
+    ) -> Delivery:
+        def complete(db: sqlite3.Connection) -> Delivery:
+            updated = db.execute(
+                "UPDATE watches SET status = 'delivering', job_status = ?, queue_position = NULL,"
+                " last_error = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'",
+                (completion.job_status, completion.last_error, now, completion.watch_id, owner,
+                 completion.lease_token),
+            ).rowcount  # fmt: skip
+            if not updated:
+                raise LeaseLost()
+            _insert_delivery(
+                db, completion.watch_id, completion.delivery, now, owner, delivery_lease_until
+            )
+            row = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
+                " JOIN watches w ON w.id = d.watch_id WHERE d.id = ?",
+                (completion.delivery.id,),
+            ).fetchone()
+            return _delivery(row)
+
+        return await self._transaction(complete)
+
+    # Delivery.
+
+    async def claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int
+    ) -> list[Delivery]:
+        def claim(db: sqlite3.Connection) -> list[Delivery]:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"
+                    " lease_token = lease_token + 1"
+                    " WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending'"
+                    "   AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+                    "   ORDER BY next_attempt_at LIMIT ?) RETURNING id",
+                    (owner, lease_until, now, now, limit),
+                )
+            ]
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            rows = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
+                f" JOIN watches w ON w.id = d.watch_id WHERE d.id IN ({marks})",
+                ids,
+            ).fetchall()
+            return [_delivery(row) for row in rows]
+
+        return await self._transaction(claim)
+
+    async def record_attempt(
+        self,
+        owner: str,
+        delivery: Delivery,
+        attempt: Attempt,
+        outcome: AttemptOutcome,
+        now: float,
+    ) -> None:
+        def record(db: sqlite3.Connection) -> None:
+            ended = outcome != "retry"
+            updated = db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, status = ?, next_attempt_at = ?,"
+                " ended_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
+                ("pending" if not ended else outcome, attempt.next_attempt_at,
+                 now if ended else None, delivery.id, owner, delivery.lease_token),
+            ).rowcount  # fmt: skip
+            if not updated:
+                raise LeaseLost()
+            db.execute(
+                "INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
+                " status_code, error, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (delivery.id, attempt.number, attempt.event_type, attempt.started_at,
+                 attempt.duration_s, attempt.status_code, attempt.error, attempt.next_attempt_at),
+            )  # fmt: skip
+            if delivery.final:
+                status = _ENDS_WATCH.get(outcome)
+                db.execute(
+                    "UPDATE watches SET attempts = attempts + 1, last_error = ?, updated_at = ?,"
+                    " status = COALESCE(?, status), completed_at = ?"
+                    " WHERE id = ? AND status = 'delivering'",
+                    (attempt.error, now, status, now if status else None, delivery.watch_id),
+                )
+            if outcome == "gone":
+                db.execute(
+                    "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
+                    " lease_owner = NULL WHERE id = ? AND status IN ('active', 'delivering')",
+                    (now, now, delivery.watch_id),
+                )
+                _end_pending_deliveries(db, delivery.watch_id, "cancelled", now)
+
+        await self._transaction(record)
+
+    # Housekeeping.
+
+    async def purge_bodies(self, completed_before: float) -> int:
+        return await self._transaction(
+            lambda db: (
+                db.execute(
+                    "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
+                    " AND status IN ('succeeded', 'cancelled') AND ended_at < ?",
+                    (completed_before,),
+                ).rowcount
+            )
+        )
+
+    async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
+        where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT status, count(*) FROM watches {where} GROUP BY status",  # noqa: S608
+                params,
+            ).fetchall()
+        )
+        counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
+        counts.update(dict(rows))
+        return counts
+
+
+def _insert_delivery(
+    db: sqlite3.Connection,
+    watch_id: str,
+    delivery: NewDelivery,
+    now: float,
+    owner: str | None,
+    lease_until: float,
+) -> None:
+    db.execute(
+        "INSERT INTO deliveries (id, watch_id, event_type, body, final, status, next_attempt_at,"
+        " created_at, lease_owner, lease_expires_at, lease_token)"
+        " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+        (delivery.id, watch_id, delivery.event_type, delivery.body, int(delivery.final), now, now,
+         owner, lease_until if owner else None, 1 if owner else 0),
+    )  # fmt: skip
+
+
+def _end_pending_deliveries(db: sqlite3.Connection, watch_id: str, status: str, now: float) -> None:
+    db.execute(
+        "UPDATE deliveries SET status = ?, ended_at = ?, lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'",
+        (status, now, watch_id),
+    )

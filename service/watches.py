@@ -1,0 +1,180 @@
+"""The service layer: registering, reading, cancelling and redelivering watches.
+
+HTTP handlers call only this; it owns every store call made on a client's behalf.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from service import ssrf
+from service.api.models import WatchRequest, attempt_view, watch_view
+from service.clock import Clock
+from service.config import Settings
+from service.dispatcher import Dispatcher
+from service.errors import Conflict, InvalidRequest, NotFound
+from service.ids import new_id
+from service.store.base import REDELIVERABLE, DuplicateIdempotencyKey, Idempotency, Store, Watch
+
+log = structlog.get_logger("service.watches")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    status: int  # 201 for a new watch, 200 for an idempotent replay
+    body: bytes
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def field_error(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+class WatchService:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        clock: Clock,
+        resolve: ssrf.Resolve | None = None,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._clock = clock
+        self._resolve = resolve
+        security = settings.security
+        self._policy = ssrf.CallbackPolicy(
+            allow_private=security.allow_private_callbacks,
+            allow_cidrs=security.allowed_networks,
+            require_https=security.require_https,
+        )
+
+    async def register(
+        self, tenant: str, request: WatchRequest, idempotency_key: str | None
+    ) -> Registered:
+        """Validate, commit, and start polling at once. 201, or 200 replaying a retried call."""
+        request_hash = hashlib.sha256(
+            orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+        if idempotency_key is not None:
+            replay = await self._replay(tenant, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        poll = self._settings.poll
+        interval = request.poll_interval_s or poll.interval_s
+        timeout = request.timeout_s or poll.timeout_s
+        if not poll.min_interval_s <= interval <= 3600:
+            raise field_error(
+                "poll_interval_s", f"must be between {poll.min_interval_s:g} and 3600 seconds"
+            )
+        if not 0 < timeout <= poll.max_timeout_s:
+            raise field_error("timeout_s", f"must be above 0 and at most {poll.max_timeout_s:g}")
+        try:
+            await ssrf.check_url(request.callback_url, self._policy, self._resolve)
+        except ssrf.CallbackBlocked as blocked:
+            raise field_error("callback_url", blocked.reason) from None
+
+        now = self._clock.now()
+        secret = request.secret or new_secret()
+        watch = Watch(
+            id=new_id("wch", now),
+            tenant=tenant,
+            job_id=request.job_id,
+            callback_url=request.callback_url,
+            callback_method=request.callback_method,
+            callback_headers=request.callback_headers,
+            metadata=request.metadata,
+            events=tuple(request.events),
+            payload_format=request.payload_format,
+            secret=secret,
+            poll_interval_s=interval,
+            timeout_s=timeout,
+            upstream_api_key=request.upstream_api_key,
+            created_at=now,
+            updated_at=now,
+            next_poll_at=now,
+        )
+        body = orjson.dumps({**watch_view(watch), "secret": secret})
+        idempotency = Idempotency(idempotency_key, request_hash, body) if idempotency_key else None
+        lease_until = now + self._settings.store.lease_s
+        try:
+            stored = await self._store.insert_watch(
+                watch, idempotency, lease_owner=self._dispatcher.owner, lease_until=lease_until
+            )
+        except DuplicateIdempotencyKey:
+            assert idempotency_key is not None  # raised only with a key
+            replay = await self._replay(tenant, idempotency_key, request_hash)
+            assert replay is not None  # the key's row exists: it made this insert fail
+            return replay
+        self._dispatcher.adopt(stored)
+        log.info("watch.registered", watch_id=watch.id, job_id=watch.job_id)
+        return Registered(201, body)
+
+    async def _replay(self, tenant: str, key: str, request_hash: str) -> Registered | None:
+        earlier = await self._store.find_idempotency(tenant, key)
+        if earlier is None:
+            return None
+        if earlier.request_hash != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was already used with a different body; "
+                "use a new key for a new registration"
+            )
+        return Registered(200, earlier.response)
+
+    async def get(self, tenant: str, watch_id: str) -> dict[str, Any]:
+        return watch_view(await self._existing(tenant, watch_id))
+
+    async def _existing(self, tenant: str, watch_id: str) -> Watch:
+        watch = await self._store.get_watch(tenant, watch_id)
+        if watch is None:
+            raise NotFound(f"no watch {watch_id}")
+        return watch
+
+    async def list_page(
+        self, tenant: str, status: str | None, job_id: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        found = await self._store.list_watches(
+            tenant, status=status, job_id=job_id, before_id=cursor, limit=limit + 1
+        )
+        page = found[:limit]
+        next_cursor = page[-1].id if len(found) > limit else None
+        return {"data": [watch_view(w) for w in page], "next_cursor": next_cursor}
+
+    async def cancel(self, tenant: str, watch_id: str) -> dict[str, Any]:
+        watch = await self._store.cancel_watch(tenant, watch_id, self._clock.now())
+        if watch is None:
+            raise NotFound(f"no watch {watch_id}")
+        self._dispatcher.forget(watch_id)
+        log.info("watch.cancelled", watch_id=watch_id, status=watch.status)
+        return watch_view(watch)
+
+    async def attempts(self, tenant: str, watch_id: str) -> dict[str, Any]:
+        await self._existing(tenant, watch_id)
+        found = await self._store.list_attempts(tenant, watch_id)
+        return {"data": [attempt_view(a) for a in found]}
+
+    async def redeliver(self, tenant: str, watch_id: str) -> dict[str, Any]:
+        before = await self._existing(tenant, watch_id)
+        if before.status not in REDELIVERABLE:
+            raise Conflict(
+                f"watch {watch_id} is {before.status}; only delivered, failed and gone watches "
+                "can be redelivered"
+            )
+        after = await self._store.redeliver(tenant, watch_id, self._clock.now())
+        if after is None or after.status != "delivering":
+            raise Conflict(f"the final event of {watch_id} is no longer stored (purged)")
+        await self._dispatcher.tick()
+        log.info("watch.redelivered", watch_id=watch_id)
+        return watch_view(after)
