@@ -1,0 +1,80 @@
+"""Judging receiver answers, and signing per Standard Webhooks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import standardwebhooks
+
+from service.config import DeliverySettings
+from service.delivery import judge, sign
+from service.store.base import Delivery
+
+SETTINGS = DeliverySettings(retry_schedule_s=(5.0, 300.0), jitter=0.2, max_retry_after_s=600.0)
+NOW = 1_767_225_600.0
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "attempts", "outcome", "next_at"),
+    [
+        (200, None, 1, "succeeded", None),  # 2xx succeeds
+        (204, None, 3, "succeeded", None),  # any 2xx
+        (410, None, 1, "gone", None),  # the receiver says it is gone for good
+        (500, None, 1, "retry", NOW + 5.0),  # server error: the first wait of the schedule
+        (None, None, 1, "retry", NOW + 5.0),  # no answer at all: retried the same way
+        (302, None, 1, "retry", NOW + 5.0),  # a redirect is a failure, never followed
+        (404, None, 2, "retry", NOW + 300.0),  # second failure: the second wait
+        (500, None, 3, "failed", None),  # the schedule has run out
+        (503, "60", 1, "retry", NOW + 60.0),  # Retry-After longer than the schedule wins
+        (503, "1", 1, "retry", NOW + 5.0),  # but never earlier than the schedule
+        (503, "99999", 1, "retry", NOW + 600.0),  # and it is capped
+    ],
+)
+def test_judge(
+    status: int | None, retry_after: str | None, attempts: int, outcome: str, next_at: float | None
+) -> None:
+    """Each kind of answer leads to the documented outcome and next attempt time."""
+    verdict = judge(status, retry_after, attempts, SETTINGS, NOW, rand=0.5)
+    assert verdict.outcome == outcome
+    assert verdict.next_attempt_at == next_at
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+DELIVERY = Delivery(
+    id="msg_p5jXN8AQM9LWM0D4loKWxJek",
+    watch_id="wch_1",
+    event_type="job.succeeded",
+    body=b'{"test": 2432232314}',
+    final=True,
+    attempts=0,
+    lease_token=1,
+    callback_url="https://example.com/hook",
+    callback_method="POST",
+    callback_headers={},
+    secret=SECRET,
+)
+
+
+def test_sign_known_answer() -> None:
+    """The signature matches the Standard Webhooks specification's published test vector."""
+    headers = sign(DELIVERY, 1614265330)
+    assert headers == {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
+
+
+def test_signature_verifies_with_the_library() -> None:
+    """A receiver using the standardwebhooks library accepts what the bridge sends."""
+    now = datetime.now(UTC).timestamp()
+    headers = sign(DELIVERY, now)
+    assert standardwebhooks.Webhook(SECRET).verify(DELIVERY.body, headers) == {"test": 2432232314}
+
+
+def test_signature_fails_for_a_tampered_body() -> None:
+    """Changing one byte of the body breaks the signature."""
+    headers = sign(DELIVERY, datetime.now(UTC).timestamp())
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(SECRET).verify(b'{"test": 2432232315}', headers)

@@ -1,0 +1,80 @@
+"""The webhook bodies."""
+
+from __future__ import annotations
+
+import orjson
+
+from service import events
+
+SUBJECT = events.Subject("wch_1", "job_abc123def", {"order": 7}, "envelope")
+RAW = events.Subject("wch_1", "job_abc123def", None, "raw")
+SUCCEEDED_BODY = (
+    b'{"id": "job_abc123def", "status": "succeeded", "output": {"images": '
+    b'[{"url": "https://images.betterwaifu.com/abc123/xyz789.webp", "id": "xK9mP2nQ4vR7tY1w"}],'
+    b' "seed": 1234567890}}'
+)
+ENVELOPE_KEYS = {
+    "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
+    "metadata", "data",
+}  # fmt: skip
+
+
+def test_succeeded_envelope() -> None:
+    """A succeeded job's envelope carries the image URLs, metadata and the upstream body."""
+    event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
+    body = orjson.loads(events.render(SUBJECT, event, 1_767_225_600.5))
+    assert body == {
+        "type": "job.succeeded",
+        "timestamp": "2026-01-01T00:00:00.500Z",
+        "watch_id": "wch_1",
+        "job_id": "job_abc123def",
+        "status": "succeeded",
+        "image_urls": ["https://images.betterwaifu.com/abc123/xyz789.webp"],
+        "error": None,
+        "error_code": None,
+        "metadata": {"order": 7},
+        "data": orjson.loads(SUCCEEDED_BODY),
+    }
+
+
+def test_every_key_present_on_a_bridge_failure() -> None:
+    """A failure the bridge decides has every envelope key, null where empty."""
+    event = events.bridge_failure("timeout", "no terminal status within 300 s", "queued")
+    body = orjson.loads(events.render(SUBJECT, event, 0.0))
+    assert set(body) == ENVELOPE_KEYS
+    assert (body["type"], body["status"], body["error_code"]) == ("job.failed", "failed", "timeout")
+    assert body["image_urls"] is None
+    assert body["data"] is None
+
+
+def test_upstream_failure_carries_its_message() -> None:
+    """An upstream `failed` becomes generation_failed with the upstream's error text."""
+    raw = b'{"id": "j", "status": "failed", "error": "Generation failed due to an internal error"}'
+    event = events.terminal_event("failed", raw, orjson.loads(raw))
+    body = orjson.loads(events.render(SUBJECT, event, 0.0))
+    assert body["error_code"] == "generation_failed"
+    assert body["error"] == "Generation failed due to an internal error"
+
+
+def test_raw_format_is_the_upstream_body_byte_for_byte() -> None:
+    """`raw` sends exactly what the upstream sent, whitespace and key order included."""
+    event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
+    assert events.render(RAW, event, 0.0) == SUCCEEDED_BODY
+
+
+def test_raw_bridge_failure_looks_like_an_upstream_failure() -> None:
+    """In `raw` format, a bridge-decided failure is shaped like the upstream's failed answer."""
+    event = events.bridge_failure("unauthorized", "the upstream refused the API key (401)", None)
+    assert orjson.loads(events.render(RAW, event, 0.0)) == {
+        "id": "job_abc123def",
+        "status": "failed",
+        "error": "the upstream refused the API key (401)",
+        "error_code": "unauthorized",
+    }
+
+
+def test_image_urls_ignores_malformed_entries() -> None:
+    """Odd output shapes give the URLs that are there, or None, never a crash."""
+    assert events.image_urls({"output": {"images": [{"url": "u"}, {"id": 1}, "x"]}}) == ["u"]
+    assert events.image_urls({"output": "nope"}) is None
+    assert events.image_urls(None) is None
