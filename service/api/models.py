@@ -5,19 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service import events
 from service.events import iso8601
 from service.store.base import Attempt, Watch
 
-JobId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
-]
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 # Headers the bridge sets itself, or that would corrupt the request if a client set them.
 RESERVED_HEADERS = frozenset(
@@ -35,7 +33,7 @@ class WatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    job_id: JobId = Field(description="The upstream job id, as returned by its generate call.")
+    job_id: str = Field(description="The upstream job id: 1-128 characters of A-Za-z0-9_.:-")
     callback_url: str = Field(max_length=2048, description="Absolute http(s) URL to deliver to.")
     callback_method: Literal["POST", "PUT"] = "POST"
     callback_headers: dict[str, str] = Field(
@@ -55,6 +53,13 @@ class WatchRequest(BaseModel):
     upstream_api_key: str | None = Field(
         None, min_length=1, max_length=512, description="Else the configured key is used."
     )
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, job_id: str) -> str:
+        if not _JOB_ID.match(job_id):
+            raise ValueError("must be 1 to 128 characters among A-Z a-z 0-9 _ . : -")
+        return job_id
 
     @field_validator("callback_url")
     @classmethod

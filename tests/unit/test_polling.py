@@ -139,7 +139,9 @@ def test_rate_limit_honours_retry_after() -> None:
 def test_retry_after_zero_does_not_spin() -> None:
     """`Retry-After: 0` still waits a moment, never zero."""
     clock = FakeClock()
-    step = polling.step(fresh(clock), answer(429, {}, {"retry-after": "0"}), RULES, clock.now(), MID)
+    step = polling.step(
+        fresh(clock), answer(429, {}, {"retry-after": "0"}), RULES, clock.now(), MID
+    )
     assert step.next_poll_at is not None
     assert step.next_poll_at >= clock.now() + 1.0
 

@@ -1,0 +1,259 @@
+"""The simulated upstream's jobs: what a job is told to do, and how it answers a poll over time.
+
+A job's `sim` settings (or the body of `POST /_sim/jobs`) become a `JobSpec`; every value is
+checked, and a `SpecError` names the first wrong field. A `Job` is created at clock time `t0` and
+answers by elapsed time alone:
+
+```
+t0 ............ t0 + positions*seconds_per_position ...... + processing_s ..........
+   queued (queue_position counts down, at least 1)   processing              succeeded | failed
+```
+
+Its faults are served, in order and `count` times each, to its next polls before the timeline.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import string
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+OUTCOMES = ("succeeded", "failed")
+FAULT_KINDS = ("5xx", "429", "slow", "malformed", "drop", "404", "401", "400")
+DEFAULT_ERROR = "Generation failed due to an internal error"
+
+_LOWER_ALNUM = string.ascii_lowercase + string.digits
+_ALNUM = string.ascii_letters + string.digits
+_SPEC_KEYS = frozenset(
+    {
+        "queue_positions",
+        "seconds_per_position",
+        "processing_s",
+        "outcome",
+        "error",
+        "images",
+        "faults",
+    }
+)
+_FAULT_KEYS = frozenset({"kind", "count", "retry_after", "delay_s"})
+MAX_IMAGES = 100
+
+
+class SpecError(ValueError):
+    """A job's simulation settings are invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One misbehaviour, served `count` times: `retry_after` is for 429, `delay_s` for slow."""
+
+    kind: str
+    count: int = 1
+    retry_after: int = 1
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How one job behaves."""
+
+    queue_positions: int
+    seconds_per_position: float
+    processing_s: float
+    outcome: str
+    error: str = DEFAULT_ERROR
+    images: int = 1
+    faults: tuple[Fault, ...] = ()
+
+
+def _field(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _whole(raw: dict[str, Any], key: str, default: int, where: str, upper: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
+        raise SpecError(f"{_field(where, key)} must be an integer from 0 to {upper}")
+    return value
+
+
+def _seconds(raw: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise SpecError(f"{_field(where, key)} must be a non-negative number of seconds")
+    return float(value)
+
+
+def _check_keys(raw: object, known: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where or 'the body'} must be a JSON object")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known))
+        raise SpecError(f"{_field(where, unknown[0])} is not a known setting ({allowed})")
+    return raw
+
+
+def parse_fault(raw: object, where: str, slow_s: float) -> Fault:
+    """One entry of `faults`; a slow fault without `delay_s` waits `slow_s`."""
+    entry = _check_keys(raw, _FAULT_KEYS, where)
+    kind = entry.get("kind")
+    if kind not in FAULT_KINDS:
+        raise SpecError(f"{where}.kind must be one of {', '.join(FAULT_KINDS)}")
+    count = _whole(entry, "count", 1, where, 1_000_000)
+    if count < 1:
+        raise SpecError(f"{where}.count must be at least 1")
+    return Fault(
+        kind=str(kind),
+        count=count,
+        retry_after=_whole(entry, "retry_after", 1, where, 86_400),
+        delay_s=_seconds(entry, "delay_s", slow_s, where),
+    )
+
+
+def parse_spec(raw: object, defaults: JobSpec, slow_s: float, where: str) -> JobSpec:
+    """The settings in `raw` over `defaults`; `where` prefixes field names in errors."""
+    settings = _check_keys(raw, _SPEC_KEYS, where)
+    outcome = settings.get("outcome", defaults.outcome)
+    if outcome not in OUTCOMES:
+        raise SpecError(f"{_field(where, 'outcome')} must be one of {', '.join(OUTCOMES)}")
+    error = settings.get("error", defaults.error)
+    if not isinstance(error, str):
+        raise SpecError(f"{_field(where, 'error')} must be a string")
+    faults = settings.get("faults", [])
+    if not isinstance(faults, list):
+        raise SpecError(f"{_field(where, 'faults')} must be a list")
+    return JobSpec(
+        queue_positions=_whole(settings, "queue_positions", defaults.queue_positions, where, 10**6),
+        seconds_per_position=_seconds(
+            settings, "seconds_per_position", defaults.seconds_per_position, where
+        ),
+        processing_s=_seconds(settings, "processing_s", defaults.processing_s, where),
+        outcome=str(outcome),
+        error=error,
+        images=_whole(settings, "images", defaults.images, where, MAX_IMAGES),
+        faults=tuple(
+            parse_fault(item, f"{_field(where, 'faults')}[{index}]", slow_s)
+            for index, item in enumerate(faults)
+        ),
+    )
+
+
+def new_job_id(rng: random.Random) -> str:
+    """`job_` and 12 random lower-case alphanumerics."""
+    return "job_" + "".join(rng.choices(_LOWER_ALNUM, k=12))
+
+
+def make_output(rng: random.Random, images: int) -> dict[str, Any]:
+    """A succeeded job's `output`: CDN URLs, image slugs and a seed."""
+    return {
+        "images": [
+            {
+                "url": "https://images.betterwaifu.com/"
+                f"{''.join(rng.choices(_LOWER_ALNUM, k=6))}/"
+                f"{''.join(rng.choices(_LOWER_ALNUM, k=6))}.webp",
+                "id": "".join(rng.choices(_ALNUM, k=16)),
+            }
+            for _ in range(images)
+        ],
+        "seed": rng.randrange(2**32),
+    }
+
+
+@dataclass(slots=True)
+class _Pending:
+    fault: Fault
+    left: int
+
+
+class Job:
+    """One simulated generation: its timeline, its pending faults and its poll count."""
+
+    __slots__ = (
+        "_faults",
+        "_processing_body",
+        "_terminal_body",
+        "created_at",
+        "id",
+        "output",
+        "polls",
+        "queue_end",
+        "spec",
+        "t0",
+        "terminal_time",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        t0: float,
+        created_at: float,
+        output: dict[str, Any] | None,
+    ) -> None:
+        """`t0` is on the simulator's clock, `created_at` on the wall clock; `output` is None
+        exactly when the job fails."""
+        self.id = job_id
+        self.spec = spec
+        self.t0 = t0
+        self.created_at = created_at
+        self.output = output
+        self.polls = 0
+        self.queue_end = t0 + spec.queue_positions * spec.seconds_per_position
+        self.terminal_time = self.queue_end + spec.processing_s
+        self._faults = deque(_Pending(fault, fault.count) for fault in spec.faults)
+        self._processing_body = orjson.dumps({"id": job_id, "status": "processing"})
+        if self.output is not None:
+            terminal = {"id": job_id, "status": "succeeded", "output": self.output}
+        else:
+            terminal = {"id": job_id, "status": "failed", "error": spec.error}
+        self._terminal_body = orjson.dumps(terminal)
+
+    def status(self, now: float) -> str:
+        """queued, processing, succeeded or failed at clock time `now`."""
+        if now < self.queue_end:
+            return "queued"
+        if now < self.terminal_time:
+            return "processing"
+        return self.spec.outcome
+
+    def body(self, now: float) -> bytes:
+        """The JSON a poll at clock time `now` answers, as the vendor documents it."""
+        if now < self.queue_end:
+            spec = self.spec
+            left = spec.queue_positions - (now - self.t0) / spec.seconds_per_position
+            position = max(1, min(spec.queue_positions, math.ceil(left)))
+            return orjson.dumps({"id": self.id, "status": "queued", "queue_position": position})
+        if now < self.terminal_time:
+            return self._processing_body
+        return self._terminal_body
+
+    def next_fault(self) -> Fault | None:
+        """The fault this poll gets, if any are left; each is served `count` times."""
+        if not self._faults:
+            return None
+        pending = self._faults[0]
+        pending.left -= 1
+        if pending.left <= 0:
+            self._faults.popleft()
+        return pending.fault
+
+    def describe(self, now: float) -> dict[str, Any]:
+        """The spec, wall-clock creation and terminal times, polls and the current status."""
+        spec = asdict(self.spec)
+        spec["faults"] = [asdict(fault) for fault in self.spec.faults]
+        return {
+            "id": self.id,
+            "status": self.status(now),
+            **spec,
+            "faults_left": [{"kind": p.fault.kind, "count": p.left} for p in self._faults],
+            "created_at": self.created_at,
+            "terminal_at": self.created_at + (self.terminal_time - self.t0),
+            "polls": self.polls,
+            "output": self.output,
+        }

@@ -1,0 +1,110 @@
+"""Loading settings: file, environment, and one clear line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service import config
+from service.errors import ConfigError
+
+DEFAULT_FILE = Path(__file__).parents[2] / "config" / "bridge.toml"
+
+
+def test_defaults_match_the_documented_file() -> None:
+    """The shipped config file states exactly the built-in defaults."""
+    from_file = config.load(DEFAULT_FILE, environ={})
+    assert config.masked(from_file) == config.masked(config.Settings())
+
+
+def test_documented_defaults() -> None:
+    """The defaults are the ones the README's table promises."""
+    settings = config.Settings()
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8080)
+    assert settings.upstream.root == "https://betterwaifu.com"
+    assert settings.upstream.api_key is None
+    assert settings.store.url == "sqlite:///bridge.db"
+    assert (settings.poll.interval_s, settings.poll.timeout_s) == (2.5, 300.0)
+    assert settings.delivery.timeout_s == 15.0
+    assert settings.delivery.retry_schedule_s == (
+        5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
+    )  # fmt: skip
+    assert settings.security.allow_private_callbacks is False
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    """BRIDGE_<SECTION>__<KEY> wins over the file; lists are JSON."""
+    path = tmp_path / "bridge.toml"
+    path.write_text("[poll]\ninterval_s = 3.0\ntimeout_s = 100\n")
+    settings = config.load(
+        path,
+        environ={"BRIDGE_POLL__INTERVAL_S": "2.2", "BRIDGE_DELIVERY__RETRY_SCHEDULE_S": "[1, 2]"},
+    )
+    assert settings.poll.interval_s == 2.2
+    assert settings.poll.timeout_s == 100
+    assert settings.delivery.retry_schedule_s == (1, 2)
+
+
+def test_config_path_from_the_environment(tmp_path: Path) -> None:
+    """BRIDGE_CONFIG chooses the file."""
+    path = tmp_path / "other.toml"
+    path.write_text("[server]\nport = 9999\n")
+    assert config.load(environ={"BRIDGE_CONFIG": str(path)}).server.port == 9999
+
+
+def test_secrets_are_masked() -> None:
+    """check-config shows that a key is set, never the key."""
+    settings = config.load(DEFAULT_FILE, environ={"BRIDGE_UPSTREAM__API_KEY": "bw_secret123"})
+    assert settings.upstream.api_key is not None
+    assert settings.upstream.api_key.get_secret_value() == "bw_secret123"
+    assert "bw_secret123" not in str(config.masked(settings))
+    assert "bw_secret123" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "toml", "message"),
+    [
+        # a wrong type names the key and the variable it came from
+        ({"BRIDGE_POLL__INTERVAL_S": "abc"}, "",
+         "poll.interval_s (from BRIDGE_POLL__INTERVAL_S): Input should be a valid number"),
+        # an unknown key inside a known section
+        ({"BRIDGE_POLL__INTERVALS": "3"}, "",
+         "poll.intervals (from BRIDGE_POLL__INTERVALS): unknown"),
+        # an unknown section
+        ({"BRIDGE_POLLING__INTERVAL_S": "3"}, "", "BRIDGE_POLLING__INTERVAL_S: unknown setting"),
+        # an unknown key in the file names the file
+        ({}, "[poll]\nintervall_s = 3\n", "poll.intervall_s (from "),
+        # a directory that does not exist for the SQLite file
+        ({"BRIDGE_STORE__URL": "sqlite:////no/such/dir/bridge.db"}, "",
+         "store.url (from BRIDGE_STORE__URL): directory /no/such/dir does not exist"),
+        # an unknown store scheme
+        ({"BRIDGE_STORE__URL": "mysql://x"}, "", "store.url (from BRIDGE_STORE__URL): use sqlite"),
+        # a bad CIDR
+        ({"BRIDGE_SECURITY__CALLBACK_ALLOW_CIDRS": '["10.0.0.0/33"]'}, "",
+         "security.callback_allow_cidrs"),
+        # out of range
+        ({"BRIDGE_SERVER__PORT": "70000"}, "",
+         "server.port (from BRIDGE_SERVER__PORT): Input should be less"),
+        # inconsistent bounds
+        ({"BRIDGE_POLL__MIN_INTERVAL_S": "5"}, "", "min_interval_s must not exceed interval_s"),
+        # not TOML at all
+        ({}, "[poll\n", "is not valid TOML"),
+    ],
+)  # fmt: skip
+def test_bad_values_give_one_clear_line(
+    tmp_path: Path, environ: dict[str, str], toml: str, message: str
+) -> None:
+    """Each bad value stops loading with one line that names the key and the problem."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        config.load(path, environ=environ)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_named_file_must_exist(tmp_path: Path) -> None:
+    """--config pointing nowhere is an error, not a silent fallback to defaults."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "missing.toml", environ={})
