@@ -325,7 +325,7 @@ class Dispatcher:
             log.info("poll.lease_lost", watch_id=watch_id)
             self.forget(watch_id)
         if any(change.deliveries for change in batch):
-            await self._claim_deliveries()
+            await self.claim_deliveries()
 
     # Periodic work.
 
@@ -334,7 +334,7 @@ class Dispatcher:
         if not self._running:
             return
         try:
-            await self._claim_deliveries()
+            await self.claim_deliveries()
             now = self._clock.now()
             if now - self._last_renewal >= self._settings.store.lease_s / 3:
                 await self._renew(now)
@@ -346,7 +346,8 @@ class Dispatcher:
         except StoreError as error:
             log.error("dispatcher.tick_failed", error=str(error))
 
-    async def _claim_deliveries(self) -> None:
+    async def claim_deliveries(self) -> None:
+        """Claim due deliveries now (after a redelivery, say) instead of at the next tick."""
         room = self._deliverer.free_slots
         if room <= 0:
             return

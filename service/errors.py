@@ -10,7 +10,8 @@ BridgeError
 └── ApiError               an error answered to an HTTP client as a problem document
     ├── InvalidRequest     422: the body or query is invalid (lists each field)
     ├── NotFound           404
-    └── Conflict           409
+    ├── Conflict           409
+    └── TooLarge           413
 ```
 """
 
@@ -84,3 +85,11 @@ class Conflict(ApiError):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class TooLarge(ApiError):
+    """The request body is too large."""
+
+    status = 413
+    code = "too-large"
+    title = "Request body too large"

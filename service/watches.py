@@ -175,6 +175,6 @@ class WatchService:
         after = await self._store.redeliver(tenant, watch_id, self._clock.now())
         if after is None or after.status != "delivering":
             raise Conflict(f"the final event of {watch_id} is no longer stored (purged)")
-        await self._dispatcher.tick()
+        await self._dispatcher.claim_deliveries()
         log.info("watch.redelivered", watch_id=watch_id)
         return watch_view(after)

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from service.api.models import WatchRequest
 from service.api.problems import invalid_body
 from service.bridge import Bridge
-from service.errors import ApiError, InvalidRequest
+from service.errors import ApiError, InvalidRequest, TooLarge
 from service.store.base import WATCH_STATUSES
 from service.watches import WatchService
 
@@ -39,9 +39,15 @@ def _tenant(request: Request) -> str:
 
 
 async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    too_large = TooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
