@@ -174,7 +174,10 @@ class WatchService:
             )
         after = await self._store.redeliver(tenant, watch_id, self._clock.now())
         if after is None or after.status != "delivering":
-            raise Conflict(f"the final event of {watch_id} is no longer stored (purged)")
+            raise Conflict(
+                f"watch {watch_id} has no final event to send again: it ended before one was "
+                "recorded, or its body was purged after delivery.payload_retention_days"
+            )
         await self._dispatcher.claim_deliveries()
         log.info("watch.redelivered", watch_id=watch_id)
         return watch_view(after)

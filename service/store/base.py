@@ -219,7 +219,8 @@ class Store(abc.ABC):
         """Start a new series of attempts of the final event of a `delivered`, `failed` or
         `gone` watch: its delivery becomes pending, due at `now`, with its attempt count reset
         and the same id. The watch becomes `delivering`. Returns the watch, unchanged when its
-        status does not allow it; None when not found."""
+        status does not allow it or when there is no final delivery body to send (purged, or a
+        watch that went `gone` on a progress event); None when not found."""
 
     @abc.abstractmethod
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
@@ -232,7 +233,8 @@ class Store(abc.ABC):
         self, owner: str, now: float, lease_until: float, limit: int
     ) -> list[Watch]:
         """Claim up to `limit` `active` watches whose lease is absent or expired at `now`,
-        those due soonest first. Each claim raises the token by one."""
+        due or not, those due soonest first, and return them in that order. Each claim raises
+        the token by one."""
 
     @abc.abstractmethod
     async def renew_watch_leases(
@@ -269,7 +271,7 @@ class Store(abc.ABC):
         self, owner: str, now: float, lease_until: float, limit: int
     ) -> list[Delivery]:
         """Claim up to `limit` pending deliveries due at `now` whose lease is absent or expired,
-        oldest due first."""
+        oldest due first, and return them in that order."""
 
     @abc.abstractmethod
     async def record_attempt(

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -104,14 +105,19 @@ class SQLiteStore(Store):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
-            if self._db is None:
+            if self._db is None:  # closed while this call was queued
                 raise StoreError("the store is not open")
             try:
                 return fn(self._db)
             except sqlite3.Error as error:
                 raise StoreError(f"sqlite: {error}") from error
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        if self._db is None:
+            raise StoreError("the store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except RuntimeError as error:  # the executor shut down: closed meanwhile
+            raise StoreError("the store is not open") from error
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def transact(db: sqlite3.Connection) -> T:
@@ -127,6 +133,10 @@ class SQLiteStore(Store):
         return await self._run(transact)
 
     def _connect(self) -> None:
+        if sqlite3.sqlite_version_info < (3, 37):  # STRICT tables, RETURNING
+            raise StoreError(
+                f"SQLite 3.37 or newer is needed; this Python has {sqlite3.sqlite_version}"
+            )
         if self.path != ":memory:":
             self._lock_file = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -180,7 +190,7 @@ class SQLiteStore(Store):
         def apply(db: sqlite3.Connection) -> list[int]:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL DEFAULT (unixepoch()))"
+                " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
             )
             done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
             applied = []
@@ -192,7 +202,10 @@ class SQLiteStore(Store):
                     for statement in sql.split(";\n"):
                         if statement.strip():
                             db.execute(statement)
-                    db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+                    db.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (version, time.time()),
+                    )
                     db.execute("COMMIT")
                 except sqlite3.Error as error:
                     db.execute("ROLLBACK")
@@ -368,7 +381,7 @@ class SQLiteStore(Store):
                 f" RETURNING {_WATCH_COLUMNS}",
                 (owner, lease_until, now, limit),
             ).fetchall()
-            return [_watch(row) for row in rows]
+            return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
 
         return await self._transaction(claim)
 
@@ -467,7 +480,8 @@ class SQLiteStore(Store):
             marks = ", ".join("?" * len(ids))
             rows = db.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
-                f" JOIN watches w ON w.id = d.watch_id WHERE d.id IN ({marks})",
+                f" JOIN watches w ON w.id = d.watch_id WHERE d.id IN ({marks})"
+                " ORDER BY d.next_attempt_at",
                 ids,
             ).fetchall()
             return [_delivery(row) for row in rows]

@@ -1,0 +1,1097 @@
+"""The store contract (`service/store/base.py`), run against every backend by the `store` fixture.
+
+Only the `Store` interface is used, and every time is passed explicitly: no test reads a clock or
+sleeps. A lease is observed through what others can claim and which fenced writes are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from service.errors import LeaseLost
+from service.store.base import (
+    WATCH_STATUSES,
+    Attempt,
+    AttemptOutcome,
+    Completion,
+    Delivery,
+    DuplicateIdempotencyKey,
+    Idempotency,
+    NewDelivery,
+    Progress,
+    Store,
+    Watch,
+)
+
+T0 = 1_700_000_000.0
+LEASE_S = 30.0
+FAR = T0 + 100_000.0  # every lease set in these tests has expired by then
+A, B, C = "worker-a", "worker-b", "worker-c"
+TENANT, OTHER_TENANT = "acme", "globex"
+# The answer a receiver gave for each outcome.
+STATUS_CODE: dict[AttemptOutcome, int] = {
+    "retry": 503,
+    "succeeded": 200,
+    "failed": 500,
+    "gone": 410,
+}
+ENDS_WATCH = [
+    pytest.param("succeeded", "delivered", id="succeeded"),
+    pytest.param("failed", "failed", id="failed"),
+    pytest.param("gone", "gone", id="gone"),
+]
+
+# Ids are time-ordered like real ones: a later builder call gets a greater id.
+_serial = itertools.count(1)
+
+
+# Builders.
+
+
+def new_watch(**changes: Any) -> Watch:
+    """A new watch as the service layer builds it; `changes` override any field."""
+    created_at = changes.get("created_at", T0)
+    watch = Watch(
+        id=f"wch_{next(_serial):010d}",
+        tenant=TENANT,
+        job_id="job-1",
+        callback_url="https://receiver.example/hooks",
+        callback_method="POST",
+        callback_headers={"X-Trace": "on"},
+        metadata={"order": 42, "tags": ["a", "b"]},
+        events=("job.progress", "job.completed"),
+        payload_format="standard",
+        secret="whsec_c2VjcmV0",
+        poll_interval_s=5.0,
+        timeout_s=3600.0,
+        upstream_api_key=None,
+        created_at=created_at,
+        updated_at=created_at,
+        next_poll_at=created_at,
+    )
+    return replace(watch, **changes)
+
+
+def new_delivery(*, final: bool = False) -> NewDelivery:
+    serial = next(_serial)
+    event_type = "job.completed" if final else "job.progress"
+    return NewDelivery(f"msg_{serial:010d}", event_type, b'{"n": %d}' % serial, final)
+
+
+def progress(
+    watch: Watch,
+    *,
+    token: int = 1,
+    deliveries: Sequence[NewDelivery] = (),
+    job_status: str | None = "running",
+    queue_position: int | None = None,
+    next_poll_at: float = T0 + 5,
+) -> Progress:
+    return Progress(watch.id, token, job_status, queue_position, None, next_poll_at, deliveries)
+
+
+def completion(watch: Watch, *, token: int = 1) -> Completion:
+    return Completion(watch.id, token, "succeeded", None, new_delivery(final=True))
+
+
+def attempt(
+    delivery: Delivery,
+    outcome: AttemptOutcome = "succeeded",
+    *,
+    number: int = 1,
+    started_at: float = T0,
+    next_attempt_at: float | None = None,
+) -> Attempt:
+    code = STATUS_CODE[outcome]
+    return Attempt(
+        delivery_id=delivery.id,
+        event_type=delivery.event_type,
+        number=number,
+        started_at=started_at,
+        duration_s=0.25,
+        status_code=code,
+        error=None if code == 200 else f"HTTP {code}",
+        next_attempt_at=next_attempt_at,
+    )
+
+
+# Steps through the lifecycle.
+
+
+async def register(
+    store: Store, *, owner: str | None = None, lease_until: float = T0 + LEASE_S, **changes: Any
+) -> Watch:
+    """Insert a new watch; claimed by `owner` (token 1) when given."""
+    return await store.insert_watch(
+        new_watch(**changes), lease_owner=owner, lease_until=lease_until
+    )
+
+
+async def delivering(
+    store: Store, *, now: float = T0, lease_until: float | None = None, tenant: str = TENANT
+) -> tuple[Watch, Delivery]:
+    """A watch polled by A until its final event, whose delivery A holds."""
+    watch = await register(store, owner=A, tenant=tenant)
+    until = now + LEASE_S if lease_until is None else lease_until
+    delivery = await store.complete_watch(A, now, completion(watch), until)
+    return watch, delivery
+
+
+async def ended(
+    store: Store, outcome: AttemptOutcome, *, now: float = T0 + 1, tenant: str = TENANT
+) -> tuple[Watch, Delivery]:
+    """A watch whose final delivery ended with `outcome` at `now`, after one attempt."""
+    watch, delivery = await delivering(store, tenant=tenant)
+    await store.record_attempt(
+        A, delivery, attempt(delivery, outcome, started_at=now), outcome, now
+    )
+    return watch, delivery
+
+
+async def held_by(store: Store, owner: str, watch: Watch) -> Watch:
+    """Claim `watch` (the only claimable one) as `owner` at T0, for LEASE_S."""
+    [claimed] = await store.claim_watches(owner, T0, T0 + LEASE_S, 10)
+    assert claimed.id == watch.id
+    return claimed
+
+
+async def pending_ids(store: Store) -> set[str]:
+    """Ids of every pending delivery (claims them all, far in the future, as a bystander)."""
+    return {d.id for d in await store.claim_deliveries("bystander", FAR, FAR + LEASE_S, 1000)}
+
+
+async def reread(store: Store, watch: Watch) -> Watch:
+    """The watch as stored now (it must exist)."""
+    found = await store.get_watch(watch.tenant, watch.id)
+    assert found is not None
+    return found
+
+
+def ids(watches: Sequence[Watch] | Sequence[Delivery]) -> list[str]:
+    return [item.id for item in watches]
+
+
+# Registration and reading.
+
+
+async def test_insert_watch_returns_the_watch_as_stored(store: Store) -> None:
+    """insert_watch answers the new watch exactly as get_watch reads it back, every field kept."""
+    watch = new_watch(upstream_api_key="upk_123", callback_method="PUT", events=("job.failed",))
+    bare = new_watch(metadata=None, callback_headers={})
+
+    assert await store.insert_watch(watch) == watch
+    assert await store.insert_watch(bare) == bare
+    assert await store.get_watch(TENANT, watch.id) == watch
+    assert await store.get_watch(TENANT, bare.id) == bare
+
+
+async def test_get_watch_unknown_id_is_none(store: Store) -> None:
+    """get_watch answers None for an id that was never stored."""
+    await register(store)
+
+    assert await store.get_watch(TENANT, "wch_unknown") is None
+
+
+async def test_another_tenant_sees_nothing(store: Store) -> None:
+    """No read or write of another tenant finds a watch, its key, its attempts or its counts."""
+    key = Idempotency("key-1", "hash-1", b"{}")
+    watch = await store.insert_watch(new_watch(), key)
+    ended_watch, _ = await ended(store, "failed")
+    before = await store.get_watch(TENANT, ended_watch.id)
+
+    assert await store.get_watch(OTHER_TENANT, watch.id) is None
+    assert await store.list_watches(OTHER_TENANT) == []
+    assert await store.find_idempotency(OTHER_TENANT, "key-1") is None
+    assert await store.list_attempts(OTHER_TENANT, ended_watch.id) == []
+    assert await store.cancel_watch(OTHER_TENANT, watch.id, T0 + 5) is None
+    assert await store.redeliver(OTHER_TENANT, ended_watch.id, T0 + 5) is None
+    assert await store.count_watches(OTHER_TENANT) == dict.fromkeys(WATCH_STATUSES, 0)
+    assert await store.get_watch(TENANT, watch.id) == watch
+    assert await store.get_watch(TENANT, ended_watch.id) == before
+
+
+async def test_list_watches_newest_first(store: Store) -> None:
+    """list_watches answers the tenant's watches by descending (time-ordered) id."""
+    registered = [await register(store) for _ in range(3)]
+    await register(store, tenant=OTHER_TENANT)
+
+    assert await store.list_watches(TENANT) == registered[::-1]
+
+
+async def test_list_watches_filters_by_status_and_job(store: Store) -> None:
+    """status and job_id each narrow the listing, and combine."""
+    first = await register(store, job_id="job-1")
+    cancelled = await register(store, job_id="job-1")
+    other_job = await register(store, job_id="job-2")
+    await store.cancel_watch(TENANT, cancelled.id, T0 + 1)
+
+    assert ids(await store.list_watches(TENANT, status="active")) == [other_job.id, first.id]
+    assert ids(await store.list_watches(TENANT, status="cancelled")) == [cancelled.id]
+    assert ids(await store.list_watches(TENANT, job_id="job-1")) == [cancelled.id, first.id]
+    assert ids(await store.list_watches(TENANT, status="active", job_id="job-1")) == [first.id]
+    assert await store.list_watches(TENANT, status="delivered") == []
+    assert await store.list_watches(TENANT, job_id="job-3") == []
+
+
+async def test_list_watches_pages_with_before_id(store: Store) -> None:
+    """Following before_id from the last id of each page walks every watch once, newest first."""
+    registered = [await register(store) for _ in range(5)]
+
+    pages, cursor = [], None
+    for _ in range(5):  # bounded: a cursor that does not advance must fail, not hang
+        page = await store.list_watches(TENANT, before_id=cursor, limit=2)
+        if not page:
+            break
+        pages.append(ids(page))
+        cursor = page[-1].id
+
+    expected = ids(registered[::-1])
+    assert pages == [expected[0:2], expected[2:4], expected[4:5]]
+
+
+async def test_list_watches_before_id_excludes_the_cursor(store: Store) -> None:
+    """before_id answers only the watches strictly older than the cursor."""
+    first, second, third = [await register(store) for _ in range(3)]
+
+    assert ids(await store.list_watches(TENANT, before_id=third.id)) == [second.id, first.id]
+    assert await store.list_watches(TENANT, before_id=first.id) == []
+
+
+# Idempotency.
+
+
+async def test_insert_with_idempotency_records_the_key(store: Store) -> None:
+    """The key, request hash and response are recorded with the watch and found by tenant+key."""
+    key = Idempotency("key-1", "hash-1", b'{"id": "wch_1"}')
+
+    watch = await store.insert_watch(new_watch(), key)
+
+    assert await store.find_idempotency(TENANT, "key-1") == key
+    assert await store.get_watch(TENANT, watch.id) == watch
+
+
+async def test_duplicate_idempotency_key_raises_and_writes_nothing(store: Store) -> None:
+    """Reusing a tenant's key raises DuplicateIdempotencyKey; no watch, lease or key is written."""
+    key = Idempotency("key-1", "hash-1", b"first")
+    first = await store.insert_watch(new_watch(), key)
+    second = new_watch()
+
+    with pytest.raises(DuplicateIdempotencyKey):
+        await store.insert_watch(
+            second, Idempotency("key-1", "hash-2", b"second"), lease_owner=A, lease_until=FAR
+        )
+
+    assert await store.get_watch(TENANT, second.id) is None
+    assert await store.list_watches(TENANT) == [first]
+    assert await store.find_idempotency(TENANT, "key-1") == key
+    assert ids(await store.claim_watches(B, T0, T0 + LEASE_S, 10)) == [first.id]
+
+
+async def test_same_idempotency_key_under_another_tenant_is_independent(store: Store) -> None:
+    """Keys are scoped by tenant: another tenant may use the same key for its own watch."""
+    mine = Idempotency("key-1", "hash-1", b"mine")
+    theirs = Idempotency("key-1", "hash-2", b"theirs")
+    await store.insert_watch(new_watch(), mine)
+
+    watch = await store.insert_watch(new_watch(tenant=OTHER_TENANT), theirs)
+
+    assert await store.get_watch(OTHER_TENANT, watch.id) == watch
+    assert await store.find_idempotency(TENANT, "key-1") == mine
+    assert await store.find_idempotency(OTHER_TENANT, "key-1") == theirs
+
+
+async def test_find_idempotency_unknown_key_is_none(store: Store) -> None:
+    """find_idempotency answers None for a key the tenant never used."""
+    await store.insert_watch(new_watch(), Idempotency("key-1", "hash-1", b"{}"))
+
+    assert await store.find_idempotency(TENANT, "key-2") is None
+
+
+# Registering a watch already claimed.
+
+
+async def test_insert_with_lease_owner_commits_the_watch_claimed(store: Store) -> None:
+    """With lease_owner the watch has token 1 and nobody else can claim it before lease_until."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+
+    assert watch.lease_token == 1
+    assert (await store.get_watch(TENANT, watch.id)) == watch
+    assert await store.claim_watches(B, T0 + LEASE_S - 1, T0 + 2 * LEASE_S, 10) == []
+    [taken] = await store.claim_watches(B, T0 + LEASE_S + 1, T0 + 2 * LEASE_S, 10)
+    assert (taken.id, taken.lease_token) == (watch.id, 2)
+
+
+async def test_insert_with_lease_owner_lets_the_owner_write_back(store: Store) -> None:
+    """The registering owner holds token 1: its fenced writes are applied without a claim."""
+    watch = await register(store, owner=A)
+
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], T0 + 2 * LEASE_S) == {watch.id}
+    assert await store.record_progress(A, T0 + 1, [progress(watch, token=1)]) == set()
+
+
+# Claiming watches.
+
+
+async def test_claim_watches_takes_only_active_watches(store: Store) -> None:
+    """Delivering, ended and cancelled watches are never claimed for polling."""
+    active = await register(store)
+    cancelled = await register(store)
+    await store.cancel_watch(TENANT, cancelled.id, T0)
+    await delivering(store)
+    await ended(store, "succeeded")
+
+    assert ids(await store.claim_watches(B, FAR, FAR + LEASE_S, 10)) == [active.id]
+
+
+async def test_claim_watches_takes_due_soonest_first_up_to_limit(store: Store) -> None:
+    """Under `limit`, the watches due soonest are claimed; the rest wait for a later claim."""
+    late = await register(store, next_poll_at=T0 + 30)
+    soon = await register(store, next_poll_at=T0 + 10)
+    middle = await register(store, next_poll_at=T0 + 20)
+
+    first = await store.claim_watches(A, T0 + 100, T0 + 200, 2)
+    rest = await store.claim_watches(A, T0 + 100, T0 + 200, 2)
+
+    assert set(ids(first)) == {soon.id, middle.id}
+    assert ids(rest) == [late.id]
+
+
+async def test_claim_watches_takes_watches_not_yet_due(store: Store) -> None:
+    """A claim is a lease on polling, not one poll: an unleased active watch is claimed early."""
+    watch = await register(store, next_poll_at=T0 + 600)
+
+    assert ids(await store.claim_watches(A, T0, T0 + LEASE_S, 10)) == [watch.id]
+
+
+async def test_claim_watches_raises_the_token_by_one_per_claim(store: Store) -> None:
+    """Every claim, after a release or an expiry, answers and stores the next token."""
+    watch = await register(store)
+
+    first = await held_by(store, A, watch)
+    await store.release_watches(A, [(watch.id, first.lease_token)])
+    [second] = await store.claim_watches(B, T0 + 1, T0 + 1 + LEASE_S, 10)
+    [third] = await store.claim_watches(C, T0 + 2 + LEASE_S, T0 + 2 + 2 * LEASE_S, 10)
+
+    assert [first.lease_token, second.lease_token, third.lease_token] == [1, 2, 3]
+    assert (await store.get_watch(TENANT, watch.id)) == third
+
+
+async def test_claim_watches_skips_a_held_lease_until_it_expires(store: Store) -> None:
+    """While A's lease holds nobody else claims the watch; once expired, B takes it over."""
+    watch = await register(store)
+    await held_by(store, A, watch)
+
+    assert await store.claim_watches(B, T0 + LEASE_S - 0.5, T0 + 2 * LEASE_S, 10) == []
+    assert await store.claim_watches(A, T0 + LEASE_S - 0.5, T0 + 2 * LEASE_S, 10) == []
+    [taken] = await store.claim_watches(B, T0 + LEASE_S + 0.5, T0 + 2 * LEASE_S, 10)
+    assert (taken.id, taken.lease_token) == (watch.id, 2)
+
+
+async def test_two_owners_never_claim_the_same_watch(store: Store) -> None:
+    """Concurrent claims by two owners split the watches: none is handed to both."""
+    registered = {watch.id for watch in [await register(store) for _ in range(6)]}
+
+    got_a, got_b = await asyncio.gather(
+        store.claim_watches(A, T0, T0 + LEASE_S, 4), store.claim_watches(B, T0, T0 + LEASE_S, 4)
+    )
+
+    assert set(ids(got_a)).isdisjoint(ids(got_b))
+    assert set(ids(got_a)) | set(ids(got_b)) == registered
+    assert len(got_a) + len(got_b) == 6
+    assert await store.claim_watches(C, T0 + 1, T0 + LEASE_S, 10) == []
+
+
+# Renewing and releasing watch leases.
+
+
+async def test_renew_extends_only_leases_still_held_with_their_token(store: Store) -> None:
+    """Renewal answers the ids held by owner+token; only those outlive their first expiry."""
+    first, second = await register(store), await register(store)
+    claimed = {w.id: w.lease_token for w in await store.claim_watches(A, T0, T0 + LEASE_S, 10)}
+
+    renewed = await store.renew_watch_leases(
+        A, [(first.id, claimed[first.id]), (second.id, claimed[second.id] + 1)], T0 + 3 * LEASE_S
+    )
+
+    assert renewed == {first.id}
+    after_expiry = T0 + 2 * LEASE_S
+    assert ids(await store.claim_watches(B, after_expiry, after_expiry + LEASE_S, 10)) == [
+        second.id
+    ]
+
+
+async def test_renew_by_another_owner_renews_nothing(store: Store) -> None:
+    """An owner cannot renew a lease it does not hold, even naming the right token."""
+    watch = await register(store, owner=A)
+
+    assert await store.renew_watch_leases(B, [(watch.id, 1)], FAR) == set()
+    assert ids(await store.claim_watches(C, T0 + LEASE_S + 1, FAR, 10)) == [watch.id]
+
+
+async def test_renew_skips_a_cancelled_watch(store: Store) -> None:
+    """A cancelled watch is not renewed: its holder learns it must stop polling."""
+    watch = await register(store, owner=A)
+    await store.cancel_watch(TENANT, watch.id, T0 + 1)
+
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], T0 + 2 * LEASE_S) == set()
+
+
+async def test_renew_skips_a_completed_watch(store: Store) -> None:
+    """A watch that became delivering is no longer polled, so its lease is not renewed."""
+    watch, _ = await delivering(store)
+
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], T0 + 2 * LEASE_S) == set()
+
+
+async def test_renew_skips_a_watch_taken_over(store: Store) -> None:
+    """After another owner claimed an expired lease, the previous holder's renewal fails."""
+    watch = await register(store, owner=A)
+    [taken] = await store.claim_watches(B, T0 + LEASE_S + 1, T0 + 3 * LEASE_S, 10)
+
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == set()
+    assert await store.renew_watch_leases(B, [(watch.id, taken.lease_token)], FAR) == {watch.id}
+
+
+async def test_release_lets_anyone_claim_at_once(store: Store) -> None:
+    """Released watches are claimable immediately, before their lease would have expired."""
+    first, second = await register(store, owner=A), await register(store, owner=A)
+
+    await store.release_watches(A, [(first.id, 1), (second.id, 1)])
+
+    claimed = await store.claim_watches(B, T0 + 1, T0 + LEASE_S, 10)
+    assert {(w.id, w.lease_token) for w in claimed} == {(first.id, 2), (second.id, 2)}
+
+
+async def test_release_with_a_stale_token_leaves_the_new_lease(store: Store) -> None:
+    """A previous holder releasing with its old token does not free the new holder's lease."""
+    watch = await register(store, owner=A)
+    await store.claim_watches(B, T0 + LEASE_S + 1, T0 + 3 * LEASE_S, 10)
+
+    await store.release_watches(A, [(watch.id, 1)])
+
+    assert await store.claim_watches(C, T0 + LEASE_S + 2, FAR, 10) == []
+
+
+async def test_release_with_an_own_older_token_leaves_the_new_lease(store: Store) -> None:
+    """An owner that claimed the watch again cannot release the new lease with its older token."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+    await store.claim_watches(A, T0 + LEASE_S + 1, T0 + 3 * LEASE_S, 10)
+
+    await store.release_watches(A, [(watch.id, 1)])
+
+    assert await store.claim_watches(C, T0 + LEASE_S + 2, T0 + 3 * LEASE_S - 1, 10) == []
+
+
+# Recording progress.
+
+
+async def test_record_progress_applies_a_change_under_the_lease(store: Store) -> None:
+    """With the right owner and token the change is applied and nothing is reported lost."""
+    watch = await register(store, owner=A)
+
+    lost = await store.record_progress(
+        A, T0 + 5, [progress(watch, job_status="queued", queue_position=3, next_poll_at=T0 + 9)]
+    )
+
+    assert lost == set()
+    assert await store.get_watch(TENANT, watch.id) == replace(
+        watch, job_status="queued", queue_position=3, next_poll_at=T0 + 9, updated_at=T0 + 5
+    )
+
+
+async def test_record_progress_with_a_stale_token_is_lost_and_not_applied(store: Store) -> None:
+    """In one batch, a change whose lease was taken over is reported lost and left unapplied."""
+    kept = await register(store, owner=A, lease_until=FAR)
+    taken = await register(store, owner=A, lease_until=T0 + LEASE_S)
+    await store.claim_watches(B, T0 + LEASE_S + 1, FAR, 10)
+    kept_delivery, taken_delivery = new_delivery(), new_delivery()
+
+    lost = await store.record_progress(
+        A,
+        T0 + LEASE_S + 2,
+        [
+            progress(kept, deliveries=[kept_delivery]),
+            progress(taken, deliveries=[taken_delivery]),
+        ],
+    )
+
+    assert lost == {taken.id}
+    assert (await reread(store, kept)).job_status == "running"
+    untouched = await store.get_watch(TENANT, taken.id)
+    assert untouched is not None
+    assert (untouched.job_status, untouched.next_poll_at) == (None, T0)
+    assert await pending_ids(store) == {kept_delivery.id}
+
+
+async def test_record_progress_with_an_own_older_token_is_lost(store: Store) -> None:
+    """Fencing is by token too: the same owner, having claimed again, cannot write with token 1."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+    [again] = await store.claim_watches(A, T0 + LEASE_S + 1, FAR, 10)
+
+    assert await store.record_progress(A, T0 + LEASE_S + 2, [progress(watch, token=1)]) == {
+        watch.id
+    }
+    assert await store.get_watch(TENANT, watch.id) == again
+
+
+async def test_record_progress_by_another_owner_is_lost(store: Store) -> None:
+    """An owner naming the right token of a lease it does not hold gets the change rejected."""
+    watch = await register(store, owner=A)
+
+    assert await store.record_progress(B, T0 + 1, [progress(watch, token=1)]) == {watch.id}
+    assert await store.get_watch(TENANT, watch.id) == watch
+
+
+async def test_record_progress_after_cancel_is_lost(store: Store) -> None:
+    """Once the watch is cancelled, its holder's change and deliveries are rejected."""
+    watch = await register(store, owner=A)
+    cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 1)
+
+    lost = await store.record_progress(A, T0 + 2, [progress(watch, deliveries=[new_delivery()])])
+
+    assert lost == {watch.id}
+    assert await store.get_watch(TENANT, watch.id) == cancelled
+    assert await pending_ids(store) == set()
+
+
+async def test_record_progress_under_an_expired_lease_nobody_took(store: Store) -> None:
+    """Fencing is by owner and token: an expired lease not yet claimed by anyone still writes."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+
+    assert await store.record_progress(A, T0 + 2 * LEASE_S, [progress(watch)]) == set()
+
+
+async def test_progress_deliveries_are_claimable_at_once(store: Store) -> None:
+    """Deliveries recorded with progress are pending, due at once, and carry the callback."""
+    watch = await register(store, owner=A)
+    first, second = new_delivery(), new_delivery()
+    await store.record_progress(A, T0 + 5, [progress(watch, deliveries=[first, second])])
+
+    claimed = await store.claim_deliveries(B, T0 + 5, T0 + 5 + LEASE_S, 10)
+
+    assert sorted(claimed, key=lambda d: d.id) == [
+        Delivery(
+            id=new.id,
+            watch_id=watch.id,
+            event_type=new.event_type,
+            body=new.body,
+            final=False,
+            attempts=0,
+            lease_token=1,
+            callback_url=watch.callback_url,
+            callback_method=watch.callback_method,
+            callback_headers=watch.callback_headers,
+            secret=watch.secret,
+        )
+        for new in (first, second)
+    ]
+
+
+# Completing a watch.
+
+
+async def test_complete_watch_hands_the_final_delivery_to_its_owner(store: Store) -> None:
+    """The watch becomes delivering and the final delivery is answered claimed by the owner."""
+    watch = await register(store, owner=A)
+    done = completion(watch)
+
+    delivery = await store.complete_watch(A, T0 + 7, done, T0 + 7 + LEASE_S)
+
+    assert delivery == Delivery(
+        id=done.delivery.id,
+        watch_id=watch.id,
+        event_type="job.completed",
+        body=done.delivery.body,
+        final=True,
+        attempts=0,
+        lease_token=delivery.lease_token,
+        callback_url=watch.callback_url,
+        callback_method=watch.callback_method,
+        callback_headers=watch.callback_headers,
+        secret=watch.secret,
+    )
+    stored = await reread(store, watch)
+    assert stored.status == "delivering"
+    assert (stored.job_status, stored.updated_at) == ("succeeded", T0 + 7)
+    assert await store.claim_deliveries(B, T0 + 7 + LEASE_S - 1, FAR, 10) == []
+    await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + 8)
+
+
+async def test_complete_watch_releases_the_watch_lease(store: Store) -> None:
+    """After completion the watch lease is gone: renewing and progress are rejected."""
+    watch, _ = await delivering(store)
+
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == set()
+    assert await store.record_progress(A, T0 + 1, [progress(watch)]) == {watch.id}
+    assert await store.claim_watches(B, FAR, FAR + LEASE_S, 10) == []
+
+
+async def test_final_delivery_is_claimable_by_another_after_its_lease(store: Store) -> None:
+    """Unattempted past its lease, the final delivery goes to another owner with a higher token."""
+    _, delivery = await delivering(store, now=T0, lease_until=T0 + LEASE_S)
+
+    [taken] = await store.claim_deliveries(B, T0 + LEASE_S + 1, T0 + 3 * LEASE_S, 10)
+
+    assert taken.id == delivery.id
+    assert taken.lease_token > delivery.lease_token
+
+
+async def test_complete_watch_with_a_stale_token_raises_and_writes_nothing(store: Store) -> None:
+    """A completion after a takeover raises LeaseLost: the watch stays active, no delivery."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+    [taken] = await store.claim_watches(B, T0 + LEASE_S + 1, FAR, 10)
+
+    with pytest.raises(LeaseLost):
+        await store.complete_watch(A, T0 + LEASE_S + 2, completion(watch, token=1), FAR)
+
+    assert await store.get_watch(TENANT, watch.id) == taken
+    assert await pending_ids(store) == set()
+    assert await store.renew_watch_leases(B, [(watch.id, taken.lease_token)], FAR) == {watch.id}
+
+
+async def test_complete_watch_with_an_own_older_token_raises(store: Store) -> None:
+    """The same owner, having claimed the watch again, cannot complete it with token 1."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+    [again] = await store.claim_watches(A, T0 + LEASE_S + 1, FAR, 10)
+
+    with pytest.raises(LeaseLost):
+        await store.complete_watch(A, T0 + LEASE_S + 2, completion(watch, token=1), FAR)
+
+    assert await store.get_watch(TENANT, watch.id) == again
+    assert await pending_ids(store) == set()
+
+
+async def test_complete_watch_after_cancel_raises(store: Store) -> None:
+    """A cancelled watch cannot be completed by its former holder."""
+    watch = await register(store, owner=A)
+    cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 1)
+
+    with pytest.raises(LeaseLost):
+        await store.complete_watch(A, T0 + 2, completion(watch), FAR)
+
+    assert await store.get_watch(TENANT, watch.id) == cancelled
+    assert await pending_ids(store) == set()
+
+
+# Claiming deliveries.
+
+
+async def test_claim_deliveries_takes_only_due_ones(store: Store) -> None:
+    """A delivery scheduled for later is not claimed before its time, and is claimed at it."""
+    _, delivery = await delivering(store)
+    retry = attempt(delivery, "retry", next_attempt_at=T0 + 60)
+    await store.record_attempt(A, delivery, retry, "retry", T0 + 1)
+
+    assert await store.claim_deliveries(B, T0 + 59, T0 + 59 + LEASE_S, 10) == []
+    assert ids(await store.claim_deliveries(B, T0 + 60, T0 + 60 + LEASE_S, 10)) == [delivery.id]
+
+
+async def test_claim_deliveries_takes_oldest_due_first_up_to_limit(store: Store) -> None:
+    """Under `limit`, the deliveries due earliest are claimed; the rest wait."""
+    watch = await register(store, owner=A, lease_until=FAR)
+    late, early, middle = new_delivery(), new_delivery(), new_delivery()
+    for now, new in ((T0 + 3, late), (T0 + 1, early), (T0 + 2, middle)):
+        await store.record_progress(A, now, [progress(watch, deliveries=[new])])
+
+    first = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 2)
+    rest = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 2)
+
+    assert set(ids(first)) == {early.id, middle.id}
+    assert ids(rest) == [late.id]
+
+
+async def test_claim_deliveries_skips_leased_ones_until_expiry(store: Store) -> None:
+    """A claimed delivery is not handed out again while its lease holds, then with token + 1."""
+    watch = await register(store, owner=A)
+    new = new_delivery()
+    await store.record_progress(A, T0, [progress(watch, deliveries=[new])])
+    [mine] = await store.claim_deliveries(A, T0, T0 + LEASE_S, 10)
+
+    assert await store.claim_deliveries(B, T0 + LEASE_S - 1, FAR, 10) == []
+    [taken] = await store.claim_deliveries(B, T0 + LEASE_S + 1, FAR, 10)
+    assert (taken.id, taken.lease_token) == (mine.id, mine.lease_token + 1)
+
+
+async def test_two_owners_never_claim_the_same_delivery(store: Store) -> None:
+    """Concurrent delivery claims by two owners split the pending deliveries."""
+    watch = await register(store, owner=A)
+    news = [new_delivery() for _ in range(6)]
+    await store.record_progress(A, T0, [progress(watch, deliveries=news)])
+
+    got_a, got_b = await asyncio.gather(
+        store.claim_deliveries(A, T0, T0 + LEASE_S, 4),
+        store.claim_deliveries(B, T0, T0 + LEASE_S, 4),
+    )
+
+    assert set(ids(got_a)).isdisjoint(ids(got_b))
+    assert set(ids(got_a)) | set(ids(got_b)) == {new.id for new in news}
+
+
+# Recording attempts.
+
+
+async def test_retry_keeps_the_delivery_pending_and_releases_it(store: Store) -> None:
+    """A retry logs the attempt, counts it and frees the delivery for anyone at the next time."""
+    watch, delivery = await delivering(store, lease_until=FAR)
+    retry = attempt(delivery, "retry", started_at=T0, next_attempt_at=T0 + 60)
+
+    await store.record_attempt(A, delivery, retry, "retry", T0 + 1)
+
+    [again] = await store.claim_deliveries(B, T0 + 60, T0 + 60 + LEASE_S, 10)
+    assert (again.id, again.attempts) == (delivery.id, 1)
+    assert again.lease_token > delivery.lease_token
+    assert await store.list_attempts(TENANT, watch.id) == [retry]
+    stored = await store.get_watch(TENANT, watch.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == ("delivering", 1)
+
+
+@pytest.mark.parametrize(("outcome", "watch_status"), ENDS_WATCH)
+async def test_ending_the_final_delivery_ends_the_watch(
+    store: Store, outcome: AttemptOutcome, watch_status: str
+) -> None:
+    """The last attempt of the final delivery sets the watch's end status and attempt count."""
+    watch, delivery = await delivering(store)
+    retry = attempt(delivery, "retry", number=1, started_at=T0, next_attempt_at=T0 + 10)
+    await store.record_attempt(A, delivery, retry, "retry", T0 + 1)
+    [again] = await store.claim_deliveries(A, T0 + 10, T0 + 10 + LEASE_S, 10)
+    last = attempt(again, outcome, number=2, started_at=T0 + 10)
+
+    await store.record_attempt(A, again, last, outcome, T0 + 11)
+
+    stored = await store.get_watch(TENANT, watch.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.completed_at) == (watch_status, 2, T0 + 11)
+    assert await store.list_attempts(TENANT, watch.id) == [retry, last]
+    assert await pending_ids(store) == set()
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+async def test_ending_a_progress_delivery_leaves_the_watch_polling(
+    store: Store, outcome: AttemptOutcome
+) -> None:
+    """Success or failure of a non-final delivery changes nothing on its active watch."""
+    watch = await register(store, owner=A)
+    await store.record_progress(A, T0, [progress(watch, deliveries=[new_delivery()])])
+    polled = await store.get_watch(TENANT, watch.id)
+    [delivery] = await store.claim_deliveries(B, T0, T0 + LEASE_S, 10)
+
+    await store.record_attempt(B, delivery, attempt(delivery, outcome), outcome, T0 + 1)
+
+    assert await store.get_watch(TENANT, watch.id) == polled
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == {watch.id}
+    assert await pending_ids(store) == set()
+
+
+async def test_gone_on_a_progress_delivery_stops_the_watch(store: Store) -> None:
+    """410 on any delivery makes the watch gone, cancels its other deliveries and its polling."""
+    watch = await register(store, owner=A)
+    first, second = new_delivery(), new_delivery()
+    await store.record_progress(A, T0, [progress(watch, deliveries=[first, second])])
+    claimed = {d.id: d for d in await store.claim_deliveries(B, T0, T0 + LEASE_S, 10)}
+    gone = claimed[first.id]
+
+    await store.record_attempt(B, gone, attempt(gone, "gone"), "gone", T0 + 1)
+
+    stored = await store.get_watch(TENANT, watch.id)
+    assert stored is not None
+    assert stored.status == "gone"
+    other = claimed[second.id]
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(B, other, attempt(other), "succeeded", T0 + 2)
+    assert await pending_ids(store) == set()
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == set()
+    assert await store.record_progress(A, T0 + 2, [progress(watch)]) == {watch.id}
+    assert await store.claim_watches(C, FAR, FAR + LEASE_S, 10) == []
+
+
+async def test_gone_on_the_final_delivery_cancels_pending_progress(store: Store) -> None:
+    """410 on the final delivery also cancels progress deliveries still pending."""
+    watch = await register(store, owner=A)
+    await store.record_progress(A, T0, [progress(watch, deliveries=[new_delivery()])])
+    delivery = await store.complete_watch(A, T0 + 1, completion(watch), T0 + 1 + LEASE_S)
+
+    await store.record_attempt(A, delivery, attempt(delivery, "gone"), "gone", T0 + 2)
+
+    assert (await reread(store, watch)).status == "gone"
+    assert await pending_ids(store) == set()
+
+
+async def test_record_attempt_with_a_stale_token_raises_and_logs_nothing(store: Store) -> None:
+    """After a takeover the old holder's attempt raises LeaseLost; the new holder's is applied."""
+    watch, delivery = await delivering(store, lease_until=T0 + LEASE_S)
+    [taken] = await store.claim_deliveries(B, T0 + LEASE_S + 1, FAR, 10)
+
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + LEASE_S + 2)
+
+    stored = await store.get_watch(TENANT, watch.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == ("delivering", 0)
+    assert await store.list_attempts(TENANT, watch.id) == []
+    await store.record_attempt(B, taken, attempt(taken), "succeeded", T0 + LEASE_S + 3)
+    assert (await reread(store, watch)).status == "delivered"
+
+
+async def test_record_attempt_with_an_own_older_token_raises(store: Store) -> None:
+    """The same owner, having claimed the delivery again, cannot record with its older token."""
+    watch, delivery = await delivering(store, lease_until=T0 + LEASE_S)
+    [again] = await store.claim_deliveries(A, T0 + LEASE_S + 1, FAR, 10)
+
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + LEASE_S + 2)
+
+    assert await store.list_attempts(TENANT, watch.id) == []
+    await store.record_attempt(A, again, attempt(again), "succeeded", T0 + LEASE_S + 3)
+
+
+async def test_record_attempt_by_another_owner_raises(store: Store) -> None:
+    """An owner that did not claim the delivery cannot record its attempt, even with its token."""
+    watch, delivery = await delivering(store)
+
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(B, delivery, attempt(delivery), "succeeded", T0 + 1)
+
+    assert await store.list_attempts(TENANT, watch.id) == []
+
+
+async def test_record_attempt_releases_the_lease(store: Store) -> None:
+    """A second write-back on the same claim is rejected: recording gave up the lease."""
+    watch, delivery = await delivering(store, lease_until=FAR)
+    retry = attempt(delivery, "retry", next_attempt_at=T0 + 5)
+    await store.record_attempt(A, delivery, retry, "retry", T0 + 1)
+
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(A, delivery, attempt(delivery, number=2), "succeeded", T0 + 2)
+
+    assert await store.list_attempts(TENANT, watch.id) == [retry]
+
+
+# Cancelling.
+
+
+async def test_cancel_an_active_watch(store: Store) -> None:
+    """An active watch becomes cancelled: its lease and its pending deliveries go with it."""
+    watch = await register(store, owner=A)
+    await store.record_progress(A, T0 + 1, [progress(watch, deliveries=[new_delivery()])])
+
+    cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 2)
+
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.updated_at) == ("cancelled", T0 + 2)
+    assert await store.get_watch(TENANT, watch.id) == cancelled
+    assert await pending_ids(store) == set()
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == set()
+    assert await store.claim_watches(B, FAR, FAR + LEASE_S, 10) == []
+
+
+async def test_cancel_a_delivering_watch(store: Store) -> None:
+    """A delivering watch becomes cancelled and the final delivery's holder can no longer write."""
+    watch, delivery = await delivering(store)
+
+    cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 1)
+
+    assert cancelled is not None
+    assert cancelled.status == "cancelled"
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + 2)
+    assert await store.list_attempts(TENANT, watch.id) == []
+    assert await pending_ids(store) == set()
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed", "gone"])
+async def test_cancel_leaves_an_ended_watch_as_it_is(store: Store, outcome: AttemptOutcome) -> None:
+    """Cancelling a delivered, failed or gone watch answers it unchanged."""
+    watch, _ = await ended(store, outcome)
+    before = await store.get_watch(TENANT, watch.id)
+
+    assert await store.cancel_watch(TENANT, watch.id, T0 + 100) == before
+    assert await store.get_watch(TENANT, watch.id) == before
+
+
+async def test_cancel_twice_is_idempotent(store: Store) -> None:
+    """A second cancel answers the watch as the first left it."""
+    watch = await register(store)
+    first = await store.cancel_watch(TENANT, watch.id, T0 + 1)
+
+    assert await store.cancel_watch(TENANT, watch.id, T0 + 2) == first
+    assert await store.get_watch(TENANT, watch.id) == first
+
+
+async def test_cancel_unknown_watch_is_none(store: Store) -> None:
+    """cancel_watch answers None for an id that does not exist."""
+    assert await store.cancel_watch(TENANT, "wch_unknown", T0) is None
+
+
+# Redelivering.
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed", "gone"])
+async def test_redeliver_restarts_the_final_delivery(store: Store, outcome: AttemptOutcome) -> None:
+    """The same final delivery is pending again from `now`, attempts reset; the watch delivering."""
+    watch, delivery = await ended(store, outcome, now=T0 + 1)
+
+    redelivered = await store.redeliver(TENANT, watch.id, T0 + 100)
+
+    assert redelivered is not None
+    assert redelivered.status == "delivering"
+    assert await store.get_watch(TENANT, watch.id) == redelivered
+    assert await store.claim_deliveries(B, T0 + 99, T0 + 99 + LEASE_S, 10) == []
+    [again] = await store.claim_deliveries(B, T0 + 100, T0 + 100 + LEASE_S, 10)
+    assert again == replace(delivery, attempts=0, lease_token=again.lease_token)
+    assert again.lease_token > delivery.lease_token
+
+
+async def test_redelivery_ends_the_watch_again_and_keeps_the_log(store: Store) -> None:
+    """A redelivered watch ends by its new attempts; the attempt log keeps the earlier ones."""
+    watch, _ = await ended(store, "failed", now=T0 + 1)
+    await store.redeliver(TENANT, watch.id, T0 + 100)
+    [again] = await store.claim_deliveries(B, T0 + 100, T0 + 100 + LEASE_S, 10)
+    second = attempt(again, "succeeded", started_at=T0 + 100)
+
+    await store.record_attempt(B, again, second, "succeeded", T0 + 101)
+
+    stored = await store.get_watch(TENANT, watch.id)
+    assert stored is not None
+    assert (stored.status, stored.completed_at) == ("delivered", T0 + 101)
+    log = await store.list_attempts(TENANT, watch.id)
+    assert [a.started_at for a in log] == [T0 + 1, T0 + 100]
+
+
+async def test_redeliver_leaves_an_active_watch_as_it_is(store: Store) -> None:
+    """An active watch is answered unchanged and nothing becomes deliverable."""
+    watch = await register(store)
+
+    assert await store.redeliver(TENANT, watch.id, T0 + 1) == watch
+    assert await store.get_watch(TENANT, watch.id) == watch
+    assert await pending_ids(store) == set()
+
+
+async def test_redeliver_leaves_a_delivering_watch_as_it_is(store: Store) -> None:
+    """A watch still delivering is answered unchanged; its delivery stays with its holder."""
+    watch, delivery = await delivering(store)
+    before = await store.get_watch(TENANT, watch.id)
+
+    assert await store.redeliver(TENANT, watch.id, T0 + 1) == before
+    assert await store.claim_deliveries(B, T0 + 1, T0 + 1 + LEASE_S, 10) == []
+    await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + 2)
+
+
+async def test_redeliver_leaves_a_cancelled_watch_as_it_is(store: Store) -> None:
+    """A cancelled watch is answered unchanged and its cancelled delivery stays cancelled."""
+    watch, _ = await delivering(store)
+    cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 1)
+
+    assert await store.redeliver(TENANT, watch.id, T0 + 2) == cancelled
+    assert await store.get_watch(TENANT, watch.id) == cancelled
+    assert await pending_ids(store) == set()
+
+
+async def test_redeliver_after_the_body_was_purged_leaves_the_watch(store: Store) -> None:
+    """With its final body purged a delivered watch is answered unchanged (not `delivering`)."""
+    watch, _ = await ended(store, "succeeded", now=T0 + 1)
+    before = await store.get_watch(TENANT, watch.id)
+    assert await store.purge_bodies(T0 + 2) == 1
+
+    assert await store.redeliver(TENANT, watch.id, T0 + 3) == before
+    assert await pending_ids(store) == set()
+
+
+async def test_redeliver_unknown_watch_is_none(store: Store) -> None:
+    """redeliver answers None for an id that does not exist."""
+    assert await store.redeliver(TENANT, "wch_unknown", T0) is None
+
+
+# The attempt log.
+
+
+async def test_list_attempts_oldest_first_across_deliveries(store: Store) -> None:
+    """Attempts of all the watch's deliveries come by start time, not by recording order."""
+    watch = await register(store, owner=A)
+    first, second = new_delivery(), new_delivery()
+    await store.record_progress(A, T0, [progress(watch, deliveries=[first, second])])
+    claimed = {d.id: d for d in await store.claim_deliveries(A, T0, T0 + LEASE_S, 10)}
+    early = attempt(claimed[first.id], "succeeded", started_at=T0 + 1)
+    late = attempt(claimed[second.id], "failed", started_at=T0 + 2)
+    other_watch, _ = await ended(store, "succeeded", now=T0 + 1.5)
+
+    await store.record_attempt(A, claimed[second.id], late, "failed", T0 + 3)
+    await store.record_attempt(A, claimed[first.id], early, "succeeded", T0 + 4)
+
+    assert await store.list_attempts(TENANT, watch.id) == [early, late]
+    assert len(await store.list_attempts(TENANT, other_watch.id)) == 1
+
+
+async def test_list_attempts_of_a_watch_never_attempted_is_empty(store: Store) -> None:
+    """A watch without attempts, or an unknown id, has an empty log."""
+    watch = await register(store)
+
+    assert await store.list_attempts(TENANT, watch.id) == []
+    assert await store.list_attempts(TENANT, "wch_unknown") == []
+
+
+# Housekeeping.
+
+
+async def test_purge_bodies_drops_only_ended_succeeded_and_cancelled(store: Store) -> None:
+    """Bodies of succeeded and cancelled deliveries ended before the cutoff are dropped, once."""
+    delivered, _ = await ended(store, "succeeded", now=T0 + 10)
+    failed, failed_delivery = await ended(store, "failed", now=T0 + 10)
+    await ended(store, "gone", now=T0 + 10)
+    cancelled = await register(store, owner=A)
+    await store.record_progress(
+        A, T0, [progress(cancelled, deliveries=[new_delivery(), new_delivery()])]
+    )
+    await store.cancel_watch(TENANT, cancelled.id, T0 + 10)
+    polling = await register(store, owner=A)
+    pending = new_delivery()
+    await store.record_progress(A, T0, [progress(polling, deliveries=[pending])])
+
+    assert await store.purge_bodies(T0 + 5) == 0
+    assert await store.purge_bodies(T0 + 11) == 3
+    assert await store.purge_bodies(T0 + 11) == 0
+
+    assert len(await store.list_attempts(TENANT, delivered.id)) == 1
+    [still_pending] = await store.claim_deliveries(B, T0 + 20, T0 + 20 + LEASE_S, 10)
+    assert (still_pending.id, still_pending.body) == (pending.id, pending.body)
+    await store.redeliver(TENANT, failed.id, T0 + 20)
+    [again] = await store.claim_deliveries(B, T0 + 20, T0 + 20 + LEASE_S, 10)
+    assert (again.id, again.body) == (failed_delivery.id, failed_delivery.body)
+
+
+async def test_count_watches_has_every_status(store: Store) -> None:
+    """Counts cover every status, zero when none, per tenant or over all tenants."""
+    assert await store.count_watches() == dict.fromkeys(WATCH_STATUSES, 0)
+    await register(store)
+    await register(store)
+    await register(store, tenant=OTHER_TENANT)
+    cancelled = await register(store)
+    await store.cancel_watch(TENANT, cancelled.id, T0)
+    await delivering(store)
+    await ended(store, "failed")
+    await ended(store, "gone", tenant=OTHER_TENANT)
+
+    mine = {"active": 2, "delivering": 1, "failed": 1, "cancelled": 1}
+    assert await store.count_watches(TENANT) == {**dict.fromkeys(WATCH_STATUSES, 0), **mine}
+    everyone = {**mine, "active": 3, "gone": 1}
+    assert await store.count_watches() == {**dict.fromkeys(WATCH_STATUSES, 0), **everyone}
+
+
+async def test_migrate_again_applies_nothing(store: Store) -> None:
+    """Opening migrated the schema: later calls, even concurrent ones, apply nothing."""
+    watch = await register(store)
+
+    assert await store.migrate() == []
+    assert await asyncio.gather(store.migrate(), store.migrate()) == [[], []]
+    assert await store.get_watch(TENANT, watch.id) == watch
+
+
+async def test_ping_answers_on_an_open_store(store: Store) -> None:
+    """ping returns quietly when the store answers."""
+    assert await store.ping() is None
