@@ -8,11 +8,13 @@ line that names the key, where it came from and what is wrong.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +32,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from service.errors import ConfigError
@@ -228,8 +231,32 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
         return Settings(**data)
     except ValidationError as error:
         raise ConfigError(_describe(error, path, bridge_env)) from None
+    except SettingsError as error:  # a variable that should hold JSON (a list) does not
+        raise ConfigError(_describe_json_error(error, bridge_env)) from None
     finally:
         _ENVIRON_FOR_LOAD.clear()
+
+
+def _describe_json_error(error: SettingsError, environ: Mapping[str, str]) -> str:
+    cause = str(error.__cause__ or error)
+    section = re.search(r'field "(\w+)"', str(error))
+    prefix = _env_name((section.group(1),)) + "__" if section else ENV_PREFIX
+    suspects = [name for name in sorted(environ) if name.startswith(prefix)]
+    names = ", ".join(suspects) or "a BRIDGE_ variable"
+    return (
+        f"{names}: not valid JSON ({cause}); lists are written as JSON, e.g. [5, 300] "
+        'or ["10.0.0.0/8"]'
+    )
+
+
+def _source(location: tuple[str, ...], path: Path, environ: Mapping[str, str]) -> str:
+    """Where a value came from: its variable, or the section's variables, or the file."""
+    if len(location) >= 2:
+        variable = _env_name(location[:2])
+        return variable if variable in environ else str(path)
+    prefix = _env_name(location) + "__"
+    variables = sorted(name for name in environ if name.startswith(prefix))
+    return ", ".join(variables) if variables else str(path)
 
 
 def _describe(error: ValidationError, path: Path, environ: Mapping[str, str]) -> str:
@@ -237,8 +264,7 @@ def _describe(error: ValidationError, path: Path, environ: Mapping[str, str]) ->
     for item in error.errors():
         location = tuple(part for part in item["loc"] if isinstance(part, str))
         key = ".".join(location) or "(top level)"
-        variable = _env_name(location[:2])
-        source = variable if variable in environ else str(path)
+        source = _source(location, path, environ)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown setting"
@@ -248,4 +274,16 @@ def _describe(error: ValidationError, path: Path, environ: Mapping[str, str]) ->
 
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets shown as `********`."""
-    return settings.model_dump(mode="json")
+    data = settings.model_dump(mode="json")
+    data["store"]["url"] = mask_url_password(settings.store.url)
+    return data
+
+
+def mask_url_password(url: str) -> str:
+    """`scheme://user:********@host/...` for a URL that carries a password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:********@{host}"))

@@ -8,11 +8,13 @@ later with the same `webhook-id`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import standardwebhooks
@@ -170,8 +172,10 @@ class Deliverer:
         self, delivery: Delivery, now: float
     ) -> tuple[int | None, str | None, str | None]:
         """(status code, Retry-After, error) of one request; the body is read up to a cap."""
+        url, authorization = split_credentials(delivery.callback_url)
         headers = {
             **delivery.callback_headers,
+            **({"authorization": authorization} if authorization else {}),
             "content-type": "application/json",
             "user-agent": USER_AGENT,
             **sign(delivery, now),
@@ -179,9 +183,8 @@ class Deliverer:
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 request = self._client.build_request(
-                    delivery.callback_method, delivery.callback_url,
-                    content=delivery.body, headers=headers,
-                )  # fmt: skip
+                    delivery.callback_method, url, content=delivery.body, headers=headers
+                )
                 response = await self._client.send(request, stream=True, follow_redirects=False)
                 try:
                     await _read_capped(response, self._settings.max_response_bytes)
@@ -191,10 +194,24 @@ class Deliverer:
             return None, None, f"no answer within {self._settings.timeout_s:g} s"
         except (httpx.HTTPError, OSError) as failure:
             return None, None, _describe(failure)
+        except Exception as failure:  # anything else must still be recorded as an attempt
+            log.warning("delivery.unexpected_error", delivery_id=delivery.id, exc_info=True)
+            return None, None, _describe(failure)
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         if 300 <= response.status_code < 400:
             error = f"HTTP {response.status_code} (redirects are not followed)"
         return response.status_code, response.headers.get("retry-after"), error
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without userinfo, and the Basic `Authorization` value the userinfo stood for."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user, password = unquote(parts.username), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
@@ -207,10 +224,8 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
 
 
 def _describe(failure: BaseException) -> str:
-    cause: BaseException | None = failure
-    text = str(failure)
-    # The transport wraps the connector's error; its message says what actually happened.
-    while cause is not None and not text:
-        cause = cause.__cause__
-        text = str(cause) if cause else ""
-    return f"{type(failure).__name__}: {text or 'connection failed'}"[:300]
+    # The aiohttp transport maps most connection errors to httpx.ConnectTimeout; the original
+    # error underneath says what actually happened.
+    root = failure.__cause__ or failure
+    text = str(root) or str(failure) or "connection failed"
+    return f"{type(root).__name__}: {text}"[:300]

@@ -101,10 +101,14 @@ def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observa
 
 def network_failure(error: BaseException) -> Observation:
     """The observation of a request that got no answer."""
-    if isinstance(error, httpx.TimeoutException | TimeoutError):
+    # The aiohttp transport reports most connection errors as httpx.ConnectTimeout: judge by
+    # the original error underneath.
+    root = error.__cause__ or error
+    timed_out = isinstance(error, TimeoutError) or isinstance(root, TimeoutError)
+    if timed_out or (root is error and isinstance(error, httpx.TimeoutException)):
         text = "upstream did not answer in time"
     else:
-        detail = str(error) or type(error).__name__
+        detail = str(root) or type(root).__name__
         text = f"upstream request failed: {detail}"[:_MAX_ERROR_TEXT]
     return Observation("transient", error=text)
 
@@ -149,6 +153,8 @@ class UpstreamClient:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.get(url, headers=headers)
         except (httpx.HTTPError, OSError, TimeoutError) as error:
+            return network_failure(error)
+        except Exception as error:  # keep polling, and say why, whatever the client raised
             return network_failure(error)
         finally:
             self.last_duration_s = time.perf_counter() - started

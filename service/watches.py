@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
-from service import ssrf
+from service import events, ssrf
 from service.api.models import WatchRequest, attempt_view, watch_view
 from service.clock import Clock
 from service.config import Settings
@@ -73,8 +73,8 @@ class WatchService:
             if replay is not None:
                 return replay
         poll = self._settings.poll
-        interval = request.poll_interval_s or poll.interval_s
-        timeout = request.timeout_s or poll.timeout_s
+        interval = poll.interval_s if request.poll_interval_s is None else request.poll_interval_s
+        timeout = poll.timeout_s if request.timeout_s is None else request.timeout_s
         if not poll.min_interval_s <= interval <= 3600:
             raise field_error(
                 "poll_interval_s", f"must be between {poll.min_interval_s:g} and 3600 seconds"
@@ -174,9 +174,15 @@ class WatchService:
             )
         after = await self._store.redeliver(tenant, watch_id, self._clock.now())
         if after is None or after.status != "delivering":
+            attempts = await self._store.list_attempts(tenant, watch_id)
+            if not any(a.event_type in events.FINAL_EVENTS for a in attempts):
+                raise Conflict(
+                    f"watch {watch_id} ended ({before.status}) before its job did: there is no "
+                    "final event to send again"
+                )
             raise Conflict(
-                f"watch {watch_id} has no final event to send again: it ended before one was "
-                "recorded, or its body was purged after delivery.payload_retention_days"
+                f"the final event of watch {watch_id} can no longer be sent again: its body "
+                "was purged after delivery.payload_retention_days"
             )
         await self._dispatcher.claim_deliveries()
         log.info("watch.redelivered", watch_id=watch_id)

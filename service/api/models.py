@@ -88,8 +88,11 @@ class WatchRequest(BaseModel):
                 raise ValueError(f"{name!r} is not a valid header name")
             if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
                 raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
-            if len(value) > 4096 or any(ch in value for ch in "\r\n\0"):
-                raise ValueError(f"the value of {name!r} must be one line of at most 4096 chars")
+            if len(value) > 4096 or not value.isascii() or not value.isprintable():
+                raise ValueError(
+                    f"the value of {name!r} must be one line of at most 4096 printable ASCII "
+                    "characters"
+                )
         return headers
 
     @field_validator("metadata")
@@ -133,8 +136,8 @@ class WatchRequest(BaseModel):
     @field_validator("upstream_api_key")
     @classmethod
     def _printable(cls, key: str | None) -> str | None:
-        if key is not None and not key.isprintable():
-            raise ValueError("must be printable characters only")
+        if key is not None and not (key.isascii() and key.isprintable()):
+            raise ValueError("must be printable ASCII characters only")
         return key
 
 

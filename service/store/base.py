@@ -283,7 +283,9 @@ class Store(abc.ABC):
         now: float,
     ) -> None:
         """Fenced by the delivery's lease: log the attempt, count it, and either schedule the
-        next one at `attempt.next_attempt_at` (`retry`) or end the delivery. Ending the final
+        next one at `attempt.next_attempt_at` (`retry`) or end the delivery. An attempt of the
+        final delivery counts in the watch's `attempts` and, when it failed, becomes its
+        `last_error` (a success leaves the last error as it was). Ending the final
         delivery ends its watch (`delivered`, `failed` or `gone`); `gone` on any delivery
         cancels the watch's other pending deliveries and its polling. The lease is released.
         Raises `LeaseLost`."""

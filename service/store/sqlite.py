@@ -516,7 +516,8 @@ class SQLiteStore(Store):
             if delivery.final:
                 status = _ENDS_WATCH.get(outcome)
                 db.execute(
-                    "UPDATE watches SET attempts = attempts + 1, last_error = ?, updated_at = ?,"
+                    "UPDATE watches SET attempts = attempts + 1,"
+                    " last_error = COALESCE(?, last_error), updated_at = ?,"
                     " status = COALESCE(?, status), completed_at = ?"
                     " WHERE id = ? AND status = 'delivering'",
                     (attempt.error, now, status, now if status else None, delivery.watch_id),

@@ -86,8 +86,12 @@ def test_secrets_are_masked() -> None:
         # out of range
         ({"BRIDGE_SERVER__PORT": "70000"}, "",
          "server.port (from BRIDGE_SERVER__PORT): Input should be less"),
-        # inconsistent bounds
-        ({"BRIDGE_POLL__MIN_INTERVAL_S": "5"}, "", "min_interval_s must not exceed interval_s"),
+        # inconsistent bounds name the variables that were set
+        ({"BRIDGE_POLL__MIN_INTERVAL_S": "5"}, "",
+         "poll (from BRIDGE_POLL__MIN_INTERVAL_S): min_interval_s must not exceed interval_s"),
+        # a list that is not JSON names the variable and shows the right spelling
+        ({"BRIDGE_DELIVERY__RETRY_SCHEDULE_S": "[5, 'x']"}, "",
+         "BRIDGE_DELIVERY__RETRY_SCHEDULE_S: not valid JSON"),
         # not TOML at all
         ({}, "[poll\n", "is not valid TOML"),
     ],
@@ -108,3 +112,11 @@ def test_a_named_file_must_exist(tmp_path: Path) -> None:
     """--config pointing nowhere is an error, not a silent fallback to defaults."""
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "missing.toml", environ={})
+
+
+def test_store_password_is_masked() -> None:
+    """check-config never prints the password inside the store URL."""
+    settings = config.load(
+        DEFAULT_FILE, environ={"BRIDGE_STORE__URL": "postgresql://bridge:hunter2@db:5432/bridge"}
+    )
+    assert config.masked(settings)["store"]["url"] == "postgresql://bridge:********@db:5432/bridge"

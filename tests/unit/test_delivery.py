@@ -8,7 +8,7 @@ import pytest
 import standardwebhooks
 
 from service.config import DeliverySettings
-from service.delivery import judge, sign
+from service.delivery import judge, sign, split_credentials
 from service.store.base import Delivery
 
 SETTINGS = DeliverySettings(retry_schedule_s=(5.0, 300.0), jitter=0.2, max_retry_after_s=600.0)
@@ -78,3 +78,18 @@ def test_signature_fails_for_a_tampered_body() -> None:
     headers = sign(DELIVERY, datetime.now(UTC).timestamp())
     with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
         standardwebhooks.Webhook(SECRET).verify(b'{"test": 2432232315}', headers)
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "authorization"),
+    [
+        ("https://h.example/x?y=1", "https://h.example/x?y=1", None),  # nothing to split
+        ("https://alice:s3cret@h.example/x", "https://h.example/x", "Basic YWxpY2U6czNjcmV0"),
+        ("https://a%40b:p%3Aw@h.example:8443/", "https://h.example:8443/",
+         "Basic YUBiOnA6dw=="),  # percent-encoded userinfo is decoded first
+        ("https://token@h.example/", "https://h.example/", "Basic dG9rZW46"),  # user only
+    ],
+)  # fmt: skip
+def test_split_credentials(url: str, bare: str, authorization: str | None) -> None:
+    """Userinfo in a callback URL becomes a Basic Authorization header, off the URL."""
+    assert split_credentials(url) == (bare, authorization)
