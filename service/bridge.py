@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import httpx
@@ -30,13 +31,19 @@ HOUSEKEEPING_S = 3600.0
 STOP_GRACE_S = 10.0
 
 
+def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    # No cookie jar: a cookie one receiver sets must never reach another watch's receiver.
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
 def _http_client(session: aiohttp.ClientSession, timeout_s: float) -> httpx.AsyncClient:
     # The aiohttp transport: several times the throughput of httpx's default one under
-    # concurrency (see docs/performance.md). Redirects are never followed.
+    # concurrency (bench/README.md). Redirects are never followed; cookies never kept.
     return httpx.AsyncClient(
         transport=AiohttpTransport(client=session),
         timeout=timeout_s,
         follow_redirects=False,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 
@@ -58,9 +65,7 @@ class Bridge:
         store = stores.from_url(settings.store.url)
         upstream_limit = settings.upstream.max_concurrency
         upstream_http = _http_client(
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)
-            ),
+            _session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),
             settings.upstream.request_timeout_s,
         )
         policy = ssrf.CallbackPolicy(
@@ -69,9 +74,7 @@ class Bridge:
             require_https=settings.security.require_https,
         )
         delivery_http = _http_client(
-            aiohttp.ClientSession(
-                connector=ssrf.guarded_connector(policy, limit=settings.delivery.max_concurrency)
-            ),
+            _session(ssrf.guarded_connector(policy, limit=settings.delivery.max_concurrency)),
             settings.delivery.timeout_s,
         )
         upstream = UpstreamClient(
