@@ -28,7 +28,6 @@ from service.watches import WatchService
 log = structlog.get_logger("service.bridge")
 TICK_S = 1.0
 HOUSEKEEPING_S = 3600.0
-STOP_GRACE_S = 10.0
 
 
 def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
@@ -106,7 +105,7 @@ class Bridge:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        await self.dispatcher.stop(STOP_GRACE_S)
+        await self.dispatcher.stop(self.settings.server.shutdown_grace_s)
         for client in self._clients:
             await client.aclose()
         await self.store.close()

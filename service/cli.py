@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from service import __version__, config
 from service.errors import BridgeError
@@ -23,23 +24,41 @@ def serve(args: argparse.Namespace) -> int:
     from service import logs
     from service.app import create_app
 
+    _Server = _server_class()
     settings = _settings(args)
     logs.configure(settings.log)
     # Open the store once before serving, so a locked or broken store fails start-up with one
     # clear line instead of a lifespan traceback.
     asyncio.run(_check_store(settings))
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        timeout_graceful_shutdown=15,
+    server = _Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level="warning",
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or 1,
+        )
     )
-    return 0
+    server.run()
+    return 0 if server.started else 1
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Exits 0 after a graceful stop on SIGTERM or SIGINT. uvicorn re-raises the signal
+        once stopped, which supervisors and Kubernetes would read as a crash."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server
 
 
 async def _check_store(settings: config.Settings) -> None:

@@ -51,6 +51,9 @@ class _Section(BaseModel):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # On SIGTERM: seconds for in-flight polls and deliveries to finish before leases are
+    # released for another process to take over.
+    shutdown_grace_s: float = Field(10.0, ge=0, le=600)
 
 
 class UpstreamSettings(_Section):
