@@ -10,9 +10,11 @@ import orjson
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import handlers, openapi
 from service.api.problems import from_error, problem
@@ -20,12 +22,28 @@ from service.bridge import Bridge
 from service.clock import Clock
 from service.config import Settings
 from service.errors import ApiError
+from service.ids import new_id
 
 log = structlog.get_logger("service.app")
 
 
 class State(TypedDict):
     bridge: Bridge
+
+
+class RequestContext:
+    """Binds a request id, the method and the path to every log line of one request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(
+                request_id=new_id("req"), method=scope["method"], path=scope["path"]
+            )
+        await self.app(scope, receive, send)
 
 
 async def _api_error(request: Request, error: Exception) -> Response:
@@ -74,6 +92,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(RequestContext)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

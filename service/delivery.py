@@ -121,6 +121,8 @@ class Deliverer:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _attempt(self, delivery: Delivery) -> None:
+        # Each attempt runs in its own task, so these bind to its log lines only.
+        structlog.contextvars.bind_contextvars(watch_id=delivery.watch_id, webhook_id=delivery.id)
         try:
             async with self._slots:
                 await self._send_and_record(delivery)
@@ -148,16 +150,14 @@ class Deliverer:
         try:
             await self._store.record_attempt(self._owner, delivery, attempt, verdict.outcome, now)
         except LeaseLost:
-            log.info("delivery.lease_lost", delivery_id=delivery.id, watch_id=delivery.watch_id)
+            log.info("delivery.lease_lost")
             return
         except StoreError as failure:
             # Not recorded: the lease expires and the attempt is made again, same webhook-id.
-            log.error("delivery.record_failed", delivery_id=delivery.id, error=str(failure))
+            log.error("delivery.record_failed", error=str(failure))
             return
         log.info(
             "delivery.attempted",
-            watch_id=delivery.watch_id,
-            webhook_id=delivery.id,
             event_type=delivery.event_type,
             attempt=attempts_made,
             status_code=status_code,
@@ -195,7 +195,7 @@ class Deliverer:
         except (httpx.HTTPError, OSError) as failure:
             return None, None, _describe(failure)
         except Exception as failure:  # anything else must still be recorded as an attempt
-            log.warning("delivery.unexpected_error", delivery_id=delivery.id, exc_info=True)
+            log.warning("delivery.unexpected_error", exc_info=True)
             return None, None, _describe(failure)
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         if 300 <= response.status_code < 400:

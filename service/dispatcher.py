@@ -32,7 +32,9 @@ log = structlog.get_logger("service.dispatcher")
 TargetKey = tuple[str, str | None]
 # Claimed watches held in memory by one process; more stay in the store for other replicas.
 MAX_HELD_WATCHES = 200_000
-CLAIM_BATCH = 5_000
+# Claimed per tick: replicas starting together split the backlog, and a restart with many
+# active watches spreads their first polls over a few ticks instead of one burst.
+CLAIM_BATCH = 1_000
 
 
 @dataclass(slots=True)
