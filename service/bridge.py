@@ -61,7 +61,7 @@ class Bridge:
     def build(cls, settings: Settings, clock: Clock | None = None) -> Bridge:
         clock = clock or SystemClock()
         owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        store = stores.from_url(settings.store.url)
+        store = stores.from_settings(settings.store)
         upstream_limit = settings.upstream.max_concurrency
         upstream_http = _http_client(
             _session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),

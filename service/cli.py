@@ -64,7 +64,7 @@ def _server_class() -> type:
 async def _check_store(settings: config.Settings) -> None:
     from service import store
 
-    backend = store.from_url(settings.store.url)
+    backend = store.from_settings(settings.store)
     await backend.open()
     await backend.close()
 
@@ -73,15 +73,16 @@ def migrate(args: argparse.Namespace) -> int:
     from service import store
 
     async def run() -> list[int]:
-        backend = store.from_url(_settings(args).store.url)
-        await backend.open()
+        backend = store.from_settings(_settings(args).store)
+        await backend.open(migrate=False)
         try:
             return await backend.migrate()
         finally:
             await backend.close()
 
     applied = asyncio.run(run())
-    print(f"schema up to date (applied now: {applied or 'none'})")
+    done = ", ".join(f"{version:04d}" for version in applied) or "none, it was up to date"
+    print(f"migrations applied: {done}")
     return 0
 
 

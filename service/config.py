@@ -70,6 +70,15 @@ class UpstreamSettings(_Section):
 class StoreSettings(_Section):
     url: str = "sqlite:///bridge.db"
     lease_s: float = Field(15.0, ge=1, le=300)
+    # PostgreSQL connection pool of each process.
+    pool_min_size: int = Field(1, ge=0, le=100)
+    pool_max_size: int = Field(10, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _pool_ordered(self) -> StoreSettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from service.config import StoreSettings
 from service.errors import ConfigError
 from service.store.base import Store
 
 
-def from_url(url: str) -> Store:
-    """A store for `sqlite:///PATH`; the driver is imported only when its backend is chosen."""
+def from_url(url: str, *, pool_min: int = 1, pool_max: int = 10) -> Store:
+    """A store for `sqlite:///PATH` or `postgresql://...` (also `postgres://`); the driver is
+    imported only when its backend is chosen. The pool sizes apply to PostgreSQL."""
     if url.startswith("sqlite:///"):
         from service.store.sqlite import SQLiteStore
 
         return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        from service.store.postgres import PostgresStore
+
+        return PostgresStore(url, pool_min=pool_min, pool_max=pool_max)
     scheme = url.split(":", 1)[0]
-    raise ConfigError(f"store.url: no store backend for scheme {scheme!r}; use sqlite:///PATH")
+    raise ConfigError(
+        f"store.url: no store backend for scheme {scheme!r};"
+        " use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+    )
+
+
+def from_settings(settings: StoreSettings) -> Store:
+    """The store the settings describe, not yet opened."""
+    return from_url(settings.url, pool_min=settings.pool_min_size, pool_max=settings.pool_max_size)

@@ -150,8 +150,8 @@ class Store(abc.ABC):
     """Durable state of watches, deliveries and attempts."""
 
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and bring the schema up to date (see `migrate`)."""
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect and, unless told not to, bring the schema up to date (see `migrate`)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

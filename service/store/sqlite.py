@@ -157,8 +157,10 @@ class SQLiteStore(Store):
         db.execute("PRAGMA busy_timeout = 5000")
         self._db = db
 
-    async def open(self) -> None:
+    async def open(self, *, migrate: bool = True) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        if not migrate:
+            return
         await self.migrate()
         # This process holds the file lock, so no other lease holder can exist: leases left by
         # a previous (crashed) process are released now instead of waiting for them to expire.

@@ -1095,3 +1095,14 @@ async def test_migrate_again_applies_nothing(store: Store) -> None:
 async def test_ping_answers_on_an_open_store(store: Store) -> None:
     """ping returns quietly when the store answers."""
     assert await store.ping() is None
+
+
+async def test_metadata_keeps_its_key_order(store: Store) -> None:
+    """Metadata comes back with the client's key order (it is echoed in webhook bodies)."""
+    metadata = {"zulu": 1, "alpha": {"y": 2, "b": 3}, "mike": [3, 1]}
+    await store.insert_watch(new_watch(id="wch_ordered", metadata=metadata))
+    got = await store.get_watch(TENANT, "wch_ordered")
+    assert got is not None
+    assert got.metadata is not None
+    assert list(got.metadata) == ["zulu", "alpha", "mike"]
+    assert list(got.metadata["alpha"]) == ["y", "b"]
