@@ -92,12 +92,17 @@ class Deliverer:
         self._rand = rand
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sending: set[str] = set()
+        # In-flight deliveries and the lease tokens they were claimed with, for renewals.
+        self._sending: dict[str, int] = {}
         self.on_outcome: Callable[[Delivery, AttemptOutcome, float], None] | None = None
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def held(self) -> list[tuple[str, int]]:
+        """(id, lease token) of every delivery being attempted (their leases need renewing)."""
+        return list(self._sending.items())
 
     @property
     def free_slots(self) -> int:
@@ -107,7 +112,7 @@ class Deliverer:
         """Attempt `delivery` (claimed by this process) in the background."""
         if delivery.id in self._sending:
             return
-        self._sending.add(delivery.id)
+        self._sending[delivery.id] = delivery.lease_token
         task = asyncio.create_task(self._attempt(delivery), name=f"deliver {delivery.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -127,7 +132,7 @@ class Deliverer:
             async with self._slots:
                 await self._send_and_record(delivery)
         finally:
-            self._sending.discard(delivery.id)
+            self._sending.pop(delivery.id, None)
 
     async def _send_and_record(self, delivery: Delivery) -> None:
         started = self._clock.now()

@@ -299,8 +299,8 @@ class Dispatcher:
         self._deliverer.submit(delivery)
 
     def _delivery_lease_s(self) -> float:
-        # An attempt must finish well inside its lease, or another holder could start it too.
-        return max(self._settings.store.lease_s, self._settings.delivery.timeout_s + 15.0)
+        # Renewed with the watch leases while the attempt is in flight.
+        return self._settings.store.lease_s
 
     # Writing changes.
 
@@ -359,13 +359,16 @@ class Dispatcher:
             self._deliverer.submit(delivery)
 
     async def _renew(self, now: float) -> None:
-        held = self._held()
         self._last_renewal = now
+        lease_until = now + self._settings.store.lease_s
+        sending = self._deliverer.held()
+        if sending:
+            # An attempt whose lease was lost finds out when it records its outcome.
+            await self._store.renew_delivery_leases(self.owner, sending, lease_until)
+        held = self._held()
         if not held:
             return
-        renewed = await self._store.renew_watch_leases(
-            self.owner, held, now + self._settings.store.lease_s
-        )
+        renewed = await self._store.renew_watch_leases(self.owner, held, lease_until)
         for watch_id, _ in held:
             if watch_id not in renewed:
                 self.forget(watch_id)

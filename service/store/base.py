@@ -274,6 +274,13 @@ class Store(abc.ABC):
         oldest due first, and return them in that order."""
 
     @abc.abstractmethod
+    async def renew_delivery_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        """Extend the leases of `held` (id, token) pending deliveries that `owner` still holds
+        (their attempts are in flight); return the ids renewed."""
+
+    @abc.abstractmethod
     async def record_attempt(
         self,
         owner: str,

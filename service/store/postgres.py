@@ -367,6 +367,25 @@ class PostgresStore(Store):
         )
         return {row[0] for row in rows}
 
+    async def renew_delivery_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        if not held:
+            return set()
+        rows = await self._fetch(
+            "WITH held AS (SELECT d.id FROM deliveries d"
+            " JOIN unnest($2::text[], $3::bigint[]) AS h (id, token) ON d.id = h.id"
+            " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
+            " ORDER BY d.id FOR NO KEY UPDATE OF d)"
+            " UPDATE deliveries d SET lease_expires_at = $4 FROM held WHERE d.id = held.id"
+            " RETURNING d.id",
+            owner,
+            [delivery_id for delivery_id, _ in held],
+            [token for _, token in held],
+            lease_until,
+        )
+        return {row[0] for row in rows}
+
     async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
         if not held:
             return

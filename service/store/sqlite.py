@@ -490,6 +490,23 @@ class SQLiteStore(Store):
 
         return await self._transaction(claim)
 
+    async def renew_delivery_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        def renew(db: sqlite3.Connection) -> set[str]:
+            renewed = set()
+            for delivery_id, token in held:
+                row = db.execute(
+                    "UPDATE deliveries SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?"
+                    " AND lease_token = ? AND status = 'pending' RETURNING id",
+                    (lease_until, delivery_id, owner, token),
+                ).fetchone()
+                if row is not None:
+                    renewed.add(row[0])
+            return renewed
+
+        return await self._transaction(renew)
+
     async def record_attempt(
         self,
         owner: str,

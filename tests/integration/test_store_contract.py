@@ -1106,3 +1106,29 @@ async def test_metadata_keeps_its_key_order(store: Store) -> None:
     assert got.metadata is not None
     assert list(got.metadata) == ["zulu", "alpha", "mike"]
     assert list(got.metadata["alpha"]) == ["y", "b"]
+
+
+async def test_renew_delivery_leases_extends_only_what_is_still_held(store: Store) -> None:
+    """An in-flight delivery's renewed lease keeps others off; a stale token renews nothing."""
+    watch = await register(store, owner=A)
+    first, second = new_delivery(), new_delivery()
+    await store.record_progress(A, T0, [progress(watch, deliveries=[first, second])])
+    mine = await store.claim_deliveries(A, T0, T0 + LEASE_S, 10)
+    held = [(d.id, d.lease_token) for d in mine]
+    stale = [(first.id, mine[0].lease_token - 1)]
+
+    assert await store.renew_delivery_leases(A, held, T0 + 2 * LEASE_S) == {first.id, second.id}
+    assert await store.renew_delivery_leases(B, held, FAR) == set()  # not B's to renew
+    assert await store.renew_delivery_leases(A, stale, FAR) == set()
+    # Past the first lease, still held thanks to the renewal; past the renewed one, free.
+    assert await store.claim_deliveries(B, T0 + LEASE_S + 1, FAR, 10) == []
+    taken = await store.claim_deliveries(B, T0 + 2 * LEASE_S + 1, FAR, 10)
+    assert set(ids(taken)) == {first.id, second.id}
+
+
+async def test_renew_delivery_leases_skips_ended_deliveries(store: Store) -> None:
+    """A delivery that ended (its attempt was recorded) is not renewed."""
+    _, delivery = await delivering(store)
+    await store.record_attempt(A, delivery, attempt(delivery, "succeeded"), "succeeded", T0 + 1)
+    held = [(delivery.id, delivery.lease_token)]
+    assert await store.renew_delivery_leases(A, held, FAR) == set()
