@@ -85,6 +85,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         Route("/v1/watches/{watch_id}", handlers.cancel_watch, methods=["DELETE"]),
         Route("/v1/watches/{watch_id}/deliveries", handlers.list_deliveries, methods=["GET"]),
         Route("/v1/watches/{watch_id}/redeliver", handlers.redeliver, methods=["POST"]),
+        Route("/v1/me", handlers.me, methods=["GET"]),
         Route("/livez", handlers.livez, methods=["GET"]),
         Route("/readyz", handlers.readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -16,6 +16,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from service import ssrf
 from service import store as stores
+from service.auth import Authenticator, RateLimiter
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.delivery import Deliverer
@@ -55,6 +56,8 @@ class Bridge:
     deliverer: Deliverer
     watches: WatchService
     scheduler: AsyncIOScheduler
+    auth: Authenticator
+    limiter: RateLimiter
     _clients: tuple[httpx.AsyncClient, ...]
 
     @classmethod
@@ -83,8 +86,12 @@ class Bridge:
         dispatcher = Dispatcher(store, upstream, deliverer, settings, clock, owner)
         watches = WatchService(store, dispatcher, settings, clock)
         scheduler = AsyncIOScheduler()
+        auth = Authenticator(settings.auth.tokens)
+        limiter = RateLimiter(
+            settings.auth.registrations_per_s, settings.auth.registration_burst, clock
+        )
         return cls(
-            settings, clock, store, dispatcher, deliverer, watches, scheduler,
+            settings, clock, store, dispatcher, deliverer, watches, scheduler, auth, limiter,
             (upstream_http, delivery_http),
         )  # fmt: skip
 

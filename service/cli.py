@@ -91,6 +91,15 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def hash_token(args: argparse.Namespace) -> int:
+    from service.auth import new_token
+
+    token, digest = new_token()
+    print(f"token (give it to the client, once): {token}")
+    print(f'configure (BRIDGE_AUTH__TOKENS):     [{{"name": "{args.name}", "sha256": "{digest}"}}]')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from service.devtools import fake_upstream, listener
 
@@ -114,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
             f"{config.DEFAULT_CONFIG_PATH})",
         )
         sub.set_defaults(run=run)
+    token = commands.add_parser(
+        "hash-token", help="make a new API token and the hashed form to configure"
+    )
+    token.add_argument("--name", default="default", help="the tenant the token stands for")
+    token.set_defaults(run=hash_token)
     fake = commands.add_parser(
         "fake-upstream", help="run a simulator of the upstream API for trials and tests"
     )

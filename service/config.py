@@ -7,11 +7,12 @@ line that names the key, where it came from and what is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -143,6 +144,57 @@ class SecuritySettings(_Section):
         return tuple(_network(cidr) for cidr in self.callback_allow_cidrs)
 
 
+class ApiToken(_Section):
+    """One API client: a name (its tenant) and its token, ideally as a SHA-256 hex digest."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ApiToken:
+        if (self.sha256 is None) == (self.token is None):
+            raise ValueError(
+                f"token {self.name!r}: give exactly one of sha256 (preferred; "
+                "`webhook-bridge hash-token` makes one) or token"
+            )
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        if self.sha256 is not None:
+            return bytes.fromhex(self.sha256)
+        assert self.token is not None
+        return hashlib.sha256(self.token.get_secret_value().encode()).digest()
+
+
+class AuthSettings(_Section):
+    tokens: tuple[ApiToken, ...] = ()
+    # Serve the API without tokens on a non-loopback address anyway (behind your own gateway).
+    allow_unauthenticated: bool = False
+    # Registrations each token may make: a sustained rate per second and a burst.
+    registrations_per_s: float = Field(20.0, gt=0)
+    registration_burst: int = Field(100, ge=1)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, tokens: tuple[ApiToken, ...]) -> tuple[ApiToken, ...]:
+        names = [token.name for token in tokens]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"token names must be unique; repeated: {', '.join(duplicates)}")
+        return tokens
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -164,7 +216,20 @@ class Settings(BaseSettings):
     poll: PollSettings = PollSettings()
     delivery: DeliverySettings = DeliverySettings()
     security: SecuritySettings = SecuritySettings()
+    auth: AuthSettings = AuthSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> Settings:
+        auth, host = self.auth, self.server.host
+        if not auth.tokens and not auth.allow_unauthenticated and not is_loopback(host):
+            raise ValueError(
+                f"server.host is {host} but no auth.tokens are configured, so anyone who can "
+                "reach it could use the API; add tokens (BRIDGE_AUTH__TOKENS, see "
+                "`webhook-bridge hash-token`), listen on 127.0.0.1, or set "
+                "auth.allow_unauthenticated=true if a gateway in front authenticates"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -275,11 +340,14 @@ def _describe(error: ValidationError, path: Path, environ: Mapping[str, str]) ->
     lines = []
     for item in error.errors():
         location = tuple(part for part in item["loc"] if isinstance(part, str))
-        key = ".".join(location) or "(top level)"
+        key = ".".join(location)
         source = _source(location, path, environ)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown setting"
+        if not key:  # a rule across sections names its keys itself
+            lines.append(message)
+            continue
         lines.append(f"{key} (from {source}): {message}")
     return "; ".join(lines)
 

@@ -10,8 +10,10 @@ BridgeError
 └── ApiError               an error answered to an HTTP client as a problem document
     ├── InvalidRequest     422: the body or query is invalid (lists each field)
     ├── NotFound           404
+    ├── Unauthorized       401
     ├── Conflict           409
-    └── TooLarge           413
+    ├── TooLarge           413
+    └── TooManyRequests    429
 ```
 """
 
@@ -58,9 +60,16 @@ class ApiError(BridgeError):
     code = "bad-request"
     title = "Bad request"
 
-    def __init__(self, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.errors = errors
+        self.headers = headers
 
 
 class InvalidRequest(ApiError):
@@ -93,3 +102,19 @@ class TooLarge(ApiError):
     status = 413
     code = "too-large"
     title = "Request body too large"
+
+
+class Unauthorized(ApiError):
+    """Send an API token as `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+
+class TooManyRequests(ApiError):
+    """Too many requests; retry after the time in the Retry-After header."""
+
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests"

@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from service.api.models import WatchRequest
 from service.api.problems import invalid_body
+from service.auth import Caller, retry_after_header
 from service.bridge import Bridge
-from service.errors import ApiError, InvalidRequest, TooLarge
+from service.errors import ApiError, InvalidRequest, TooLarge, TooManyRequests, Unauthorized
 from service.store.base import WATCH_STATUSES
 from service.watches import WatchService
 
@@ -33,9 +34,27 @@ def _watches(request: Request) -> WatchService:
     return _bridge(request).watches
 
 
+def _caller(request: Request) -> Caller:
+    caller = _bridge(request).auth.identify(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
+    if caller is None:
+        raise Unauthorized(
+            "a valid API token is required: send Authorization: Bearer <token> or "
+            "X-API-Key: <token>",
+            headers={"WWW-Authenticate": 'Bearer realm="webhook-bridge"'},
+        )
+    return caller
+
+
 def _tenant(request: Request) -> str:
-    # One tenant until API tokens exist; every store call is already scoped by it.
-    return ""
+    """The caller's tenant; every store call is scoped by it."""
+    return _caller(request).tenant
+
+
+async def me(request: Request) -> Response:
+    caller = _caller(request)
+    return json_response({"tenant": caller.tenant, "authenticated": caller.authenticated})
 
 
 async def _json_body(request: Request) -> Any:
@@ -65,18 +84,21 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 async def create_watch(request: Request) -> Response:
+    tenant = _tenant(request)
+    wait = _bridge(request).limiter.take(tenant)
+    if wait is not None:
+        raise TooManyRequests(
+            f"too many registrations for this token; retry in {wait:.1f} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
     data = await _json_body(request)
     if not isinstance(data, dict):
-        raise InvalidRequest(
-            "the body must be a JSON object", errors=[{"field": "(body)", "message": "object"}]
-        )
+        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
     try:
         watch_request = WatchRequest.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
-    registered = await _watches(request).register(
-        _tenant(request), watch_request, _idempotency_key(request)
-    )
+    registered = await _watches(request).register(tenant, watch_request, _idempotency_key(request))
     return Response(registered.body, registered.status, media_type="application/json")
 
 

@@ -92,6 +92,7 @@ def _problem(description: str) -> dict[str, Any]:
 _WATCH_REF = {"$ref": "#/components/schemas/Watch"}
 _ID = {"name": "watch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _NOT_FOUND = _problem("No such watch.")
+_UNAUTHORIZED = _problem("No valid API token (when tokens are configured).")
 
 
 def spec() -> dict[str, Any]:
@@ -131,27 +132,42 @@ def spec() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_CREATED, "Committed; polling has started."),
                         "200": _json(_CREATED, "A replay of an earlier call with the same key."),
-                        "400": _problem("The body is not JSON."),
+                        "400": _problem("The body is not a JSON object."),
+                        "401": _UNAUTHORIZED,
                         "409": _problem("The Idempotency-Key was used with another body."),
+                        "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),
+                        "429": _problem("Too many registrations; see Retry-After."),
                     },
                 },
                 "get": {
                     "summary": "List watches, newest first",
                     "parameters": query,
-                    "responses": {"200": _json(page, "A page of watches."), "422": _problem("")},
+                    "responses": {
+                        "200": _json(page, "A page of watches."),
+                        "401": _UNAUTHORIZED,
+                        "422": _problem("A query parameter is invalid."),
+                    },
                 },
             },
             "/v1/watches/{watch_id}": {
                 "get": {
                     "summary": "Read a watch",
                     "parameters": [_ID],
-                    "responses": {"200": _json(_WATCH_REF, "The watch."), "404": _NOT_FOUND},
+                    "responses": {
+                        "200": _json(_WATCH_REF, "The watch."),
+                        "401": _UNAUTHORIZED,
+                        "404": _NOT_FOUND,
+                    },
                 },
                 "delete": {
                     "summary": "Cancel polling and pending deliveries (idempotent)",
                     "parameters": [_ID],
-                    "responses": {"200": _json(_WATCH_REF, "The watch."), "404": _NOT_FOUND},
+                    "responses": {
+                        "200": _json(_WATCH_REF, "The watch."),
+                        "401": _UNAUTHORIZED,
+                        "404": _NOT_FOUND,
+                    },
                 },
             },
             "/v1/watches/{watch_id}/deliveries": {
@@ -171,6 +187,7 @@ def spec() -> dict[str, Any]:
                             },
                             "The attempts.",
                         ),
+                        "401": _UNAUTHORIZED,
                         "404": _NOT_FOUND,
                     },
                 }
@@ -181,15 +198,42 @@ def spec() -> dict[str, Any]:
                     "parameters": [_ID],
                     "responses": {
                         "202": _json(_WATCH_REF, "A new series of attempts has started."),
+                        "401": _UNAUTHORIZED,
                         "404": _NOT_FOUND,
                         "409": _problem("The watch is not delivered, failed or gone."),
                     },
                 }
             },
-            "/livez": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
+            "/v1/me": {
+                "get": {
+                    "summary": "Who the token belongs to (to test a connection)",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["tenant", "authenticated"],
+                                "properties": {
+                                    "tenant": {"type": "string"},
+                                    "authenticated": {"type": "boolean"},
+                                },
+                            },
+                            "The caller.",
+                        ),
+                        "401": _UNAUTHORIZED,
+                    },
+                }
+            },
+            "/livez": {
+                "get": {
+                    "summary": "Alive",
+                    "security": [],
+                    "responses": {"200": {"description": "ok"}},
+                }
+            },
             "/readyz": {
                 "get": {
                     "summary": "Store reachable and scheduler running",
+                    "security": [],
                     "responses": {
                         "200": {"description": "ready"},
                         "503": {"description": "not ready, with the reason"},
@@ -197,15 +241,24 @@ def spec() -> dict[str, Any]:
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This document", "responses": {"200": {"description": "ok"}}}
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "ok"}},
+                }
             },
         },
+        "security": [{"bearer": []}, {"apiKey": []}],
         "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
             "schemas": {
                 "Watch": _WATCH,
                 "Attempt": _ATTEMPT,
                 "Problem": _PROBLEM,
                 **defs,
-            }
+            },
         },
     }

@@ -33,7 +33,9 @@ def problem(
 
 
 def from_error(error: ApiError) -> Response:
-    return problem(error.status, error.code, error.title, error.message, error.errors)
+    return problem(
+        error.status, error.code, error.title, error.message, error.errors, error.headers
+    )
 
 
 def _field(location: tuple[int | str, ...]) -> str:

@@ -170,13 +170,14 @@ def test_invalid_registration_is_a_422_problem_naming_the_field(
 
 @pytest.mark.e2e
 def test_unparseable_bodies_are_problems(bridge: Bridge) -> None:
-    """Invalid JSON is a 400 problem; JSON that is not an object is a 422 problem."""
+    """Invalid JSON and JSON that is not an object are 400 problems saying so."""
     response = bridge.client.post(
         "/v1/watches", content=b'{"job_id": "x",', headers={"content-type": "application/json"}
     )
     assert "JSON" in assert_problem(response, 400)["detail"]
-    assert_problem(bridge.client.post("/v1/watches", json=["job_x"]), 422)
-    assert_problem(bridge.client.post("/v1/watches", content=b"null"), 422)
+    listed = assert_problem(bridge.client.post("/v1/watches", json=["job_x"]), 400)
+    assert "must be a JSON object, not list" in listed["detail"]
+    assert_problem(bridge.client.post("/v1/watches", content=b"null"), 400)
     assert_problem(bridge.client.post("/v1/watches", content=b""), 400)
 
 

@@ -12,22 +12,25 @@ from starlette.types import Receive, Scope, Send
 
 from service import config
 from service.app import create_app
+from service.clock import FakeClock
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(
+    tmp_path: Path, clock: FakeClock | None = None, **environ: str
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = config.load(
         environ={
             "BRIDGE_STORE__URL": f"sqlite:///{tmp_path}/bridge.db",
             # Nothing listens there: polls fail quietly, which these tests don't look at.
             "BRIDGE_UPSTREAM__BASE_URL": "http://127.0.0.1:9",
             "BRIDGE_CONFIG": str(Path(__file__).parents[2] / "config" / "bridge.toml"),
+            **environ,
         },
     )
-    app = create_app(settings)
+    app = create_app(settings, clock)
     async with app.router.lifespan_context(app) as state:
 
         async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,6 +42,30 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async for served in serve(tmp_path):
+        yield served
+
+
+TOKENS = '[{"name": "acme", "token": "acme-token"}, {"name": "globex", "token": "globex-token"}]'
+ACME = {"Authorization": "Bearer acme-token"}
+GLOBEX = {"X-API-Key": "globex-token"}
+
+
+@pytest.fixture
+async def authed(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A bridge with two tenants' tokens and a small registration burst."""
+    async for served in serve(
+        tmp_path,
+        FakeClock(),  # the rate limit must not refill while a test runs
+        BRIDGE_AUTH__TOKENS=TOKENS,
+        BRIDGE_AUTH__REGISTRATION_BURST="3",
+        BRIDGE_AUTH__REGISTRATIONS_PER_S="0.5",
+    ):
+        yield served
 
 
 async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
@@ -224,3 +251,80 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         served.setdefault(route.path, set()).update(m.lower() for m in route.methods - {"HEAD"})
     documented = {path: set(ops) for path, ops in spec["paths"].items()}
     assert documented == served
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/watches"),
+        ("GET", "/v1/watches"),
+        ("GET", "/v1/watches/wch_x"),
+        ("DELETE", "/v1/watches/wch_x"),
+        ("GET", "/v1/watches/wch_x/deliveries"),
+        ("POST", "/v1/watches/wch_x/redeliver"),
+        ("GET", "/v1/me"),
+    ],
+)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"X-API-Key": "nope"}])
+async def test_every_api_route_needs_a_token(
+    authed: httpx.AsyncClient, method: str, path: str, headers: dict[str, str]
+) -> None:
+    """Without a valid token every /v1 route answers a 401 problem naming both headers."""
+    response = await authed.request(method, path, headers=headers, json=GOOD)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "X-API-Key" in response.json()["detail"]
+
+
+async def test_health_and_spec_need_no_token(authed: httpx.AsyncClient) -> None:
+    """Probes and the API description stay reachable without a token."""
+    for path in ("/livez", "/readyz", "/openapi.json"):
+        assert (await authed.get(path)).status_code == 200
+
+
+async def test_me_names_the_tenant(authed: httpx.AsyncClient) -> None:
+    """GET /v1/me tells a no-code tool whose token it holds."""
+    assert (await authed.get("/v1/me", headers=GLOBEX)).json() == {
+        "tenant": "globex",
+        "authenticated": True,
+    }
+
+
+async def test_tenants_see_only_their_own_watches(authed: httpx.AsyncClient) -> None:
+    """Another tenant's watch is a 404 for every operation, and absent from lists."""
+    mine = (await authed.post("/v1/watches", json=GOOD, headers=ACME)).json()["id"]
+    for method, path in (
+        ("GET", f"/v1/watches/{mine}"),
+        ("DELETE", f"/v1/watches/{mine}"),
+        ("GET", f"/v1/watches/{mine}/deliveries"),
+        ("POST", f"/v1/watches/{mine}/redeliver"),
+    ):
+        assert (await authed.request(method, path, headers=GLOBEX)).status_code == 404, path
+    assert (await authed.get("/v1/watches", headers=GLOBEX)).json()["data"] == []
+    listed = (await authed.get("/v1/watches", headers=ACME)).json()["data"]
+    assert [w["id"] for w in listed] == [mine]
+    assert (await authed.get(f"/v1/watches/{mine}", headers=ACME)).json()["status"] == "active"
+
+
+async def test_idempotency_keys_are_per_tenant(authed: httpx.AsyncClient) -> None:
+    """Two tenants using the same Idempotency-Key get two watches, not each other's."""
+    key = {"Idempotency-Key": "same"}
+    first = await authed.post("/v1/watches", json=GOOD, headers={**ACME, **key})
+    second = await authed.post("/v1/watches", json=GOOD, headers={**GLOBEX, **key})
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["id"] != second.json()["id"]
+
+
+async def test_registrations_are_rate_limited_per_token(authed: httpx.AsyncClient) -> None:
+    """Past the burst a token gets 429 with Retry-After; another token is unaffected."""
+    codes = [
+        (await authed.post("/v1/watches", json=GOOD, headers=ACME)).status_code for _ in range(4)
+    ]
+    assert codes == [201, 201, 201, 429]
+    limited = await authed.post("/v1/watches", json=GOOD, headers=ACME)
+    assert limited.status_code == 429
+    assert limited.headers["content-type"] == "application/problem+json"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert (await authed.post("/v1/watches", json=GOOD, headers=GLOBEX)).status_code == 201
+    assert (await authed.get("/v1/watches", headers=ACME)).status_code == 200  # reads are not

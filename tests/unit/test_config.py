@@ -120,3 +120,46 @@ def test_store_password_is_masked() -> None:
         DEFAULT_FILE, environ={"BRIDGE_STORE__URL": "postgresql://bridge:hunter2@db:5432/bridge"}
     )
     assert config.masked(settings)["store"]["url"] == "postgresql://bridge:********@db:5432/bridge"
+
+
+@pytest.mark.parametrize(
+    ("environ", "starts"),
+    [
+        ({"BRIDGE_SERVER__HOST": "127.0.0.1"}, True),  # loopback without tokens: the sidecar case
+        ({"BRIDGE_SERVER__HOST": "::1"}, True),
+        ({"BRIDGE_SERVER__HOST": "0.0.0.0"}, False),  # the network without tokens: refused
+        ({"BRIDGE_SERVER__HOST": "0.0.0.0", "BRIDGE_AUTH__ALLOW_UNAUTHENTICATED": "true"}, True),
+        ({"BRIDGE_SERVER__HOST": "0.0.0.0",
+          "BRIDGE_AUTH__TOKENS": '[{"name": "acme", "token": "t"}]'}, True),
+    ],
+)  # fmt: skip
+def test_api_is_only_open_on_loopback(environ: dict[str, str], starts: bool) -> None:
+    """Without tokens the API may only listen on loopback, unless explicitly allowed."""
+    if starts:
+        config.load(DEFAULT_FILE, environ=environ)
+        return
+    with pytest.raises(ConfigError, match=r"no auth\.tokens are configured"):
+        config.load(DEFAULT_FILE, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ('[{"name": "a"}]', "exactly one of sha256"),  # neither form
+        ('[{"name": "a", "token": "x", "sha256": "' + "0" * 64 + '"}]', "exactly one of sha256"),
+        ('[{"name": "a", "sha256": "xyz"}]', "should match pattern"),  # not a hex digest
+        ('[{"name": "a", "token": "x"}, {"name": "a", "token": "y"}]', "repeated: a"),
+    ],
+)
+def test_bad_tokens(tokens: str, message: str) -> None:
+    """Token entries are checked at start-up."""
+    with pytest.raises(ConfigError, match=message):
+        config.load(DEFAULT_FILE, environ={"BRIDGE_AUTH__TOKENS": tokens})
+
+
+def test_tokens_are_masked() -> None:
+    """check-config never shows a plain token."""
+    settings = config.load(
+        DEFAULT_FILE, environ={"BRIDGE_AUTH__TOKENS": '[{"name": "a", "token": "t0k3n-value"}]'}
+    )
+    assert "t0k3n-value" not in str(config.masked(settings))

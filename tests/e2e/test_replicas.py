@@ -1,0 +1,443 @@
+"""Several `webhook-bridge serve` replicas on one PostgreSQL database.
+
+Each test gets a database of its own on the test server (`BRIDGE_TEST_POSTGRES_URL`, by default
+`postgresql://postgres@127.0.0.1:5432/test`), created before its replicas start and dropped WITH
+(FORCE) afterwards. Without a server the tests are skipped, or fail under CI=true, as the
+integration suite's PostgreSQL tests are. The test reads the database directly only to see who
+holds what at a given moment; every outcome is checked through the API, the receiver and the
+simulator's poll counts.
+
+(A second `serve` on a SQLite file in use is refused: see test_durability.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from tests.e2e import harness
+from tests.e2e.harness import Bridge, Hook, Receiver, Upstream, unique, wait_until
+
+POSTGRES_URL = os.environ.get(
+    "BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+INTERVAL_S = 0.5
+# Short leases and fast polls, so a crash is taken over within seconds.
+REPLICA_ENV = {
+    "BRIDGE_STORE__LEASE_S": "3",
+    "BRIDGE_POLL__INTERVAL_S": str(INTERVAL_S),
+    "BRIDGE_POLL__MIN_INTERVAL_S": "0.2",
+    "BRIDGE_DELIVERY__RETRY_SCHEDULE_S": "[1, 0.5, 0.5, 0.5, 0.5]",
+    # Hundreds of registrations within seconds.
+    "BRIDGE_AUTH__REGISTRATIONS_PER_S": "100000",
+    "BRIDGE_AUTH__REGISTRATION_BURST": "100000",
+}
+# Why the PostgreSQL server could not be used, once known: later tests skip (or fail) at once.
+_postgres_down: list[str] = []
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+# The database.
+
+
+def _sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one statement, run on a connection of its own."""
+
+    async def run() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(url, timeout=5)
+        try:
+            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+            return rows
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def _admin(query: str) -> None:
+    """Run `query` on the test server; skip the test without one, or fail it under CI=true."""
+    if not _postgres_down:
+        try:
+            _sql(POSTGRES_URL, query)
+            return
+        except (asyncpg.PostgresConnectionError, OSError, ValueError) as error:
+            _postgres_down.append(f"{type(error).__name__}: {error}")
+    parts = urlsplit(POSTGRES_URL)
+    where = parts.netloc.rpartition("@")[2] + parts.path
+    reason = f"PostgreSQL at {where} cannot be used ({_postgres_down[0]})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; PostgreSQL tests must run in CI", pytrace=False)
+    pytest.skip(
+        f"{reason}: start PostgreSQL there (trust auth, database `test`) or set"
+        " BRIDGE_TEST_POSTGRES_URL to the URL of a server to run the PostgreSQL tests"
+    )
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """The URL of a fresh, empty database on the test server, dropped after the test."""
+    name = f"e2e_{secrets.token_hex(6)}"
+    _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(POSTGRES_URL)._replace(path=f"/{name}").geturl()
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# The replicas.
+
+StartReplicas = Callable[..., list[Bridge]]
+
+
+@pytest.fixture
+def replicas(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    database: str,
+    upstream: Upstream,
+    receiver: Receiver,
+) -> Iterator[StartReplicas]:
+    """`replicas(count, BRIDGE_X__Y="...")`: that many `serve` processes on the test's database,
+    started at the same moment, once all are ready."""
+    started: list[Bridge] = []
+
+    def start(count: int, **overrides: str) -> list[Bridge]:
+        names = [f"{request.node.name}.replica{len(started) + n + 1}" for n in range(count)]
+        env = {**REPLICA_ENV, "BRIDGE_STORE__URL": database, **overrides}
+        # The SQLite path is not used: BRIDGE_STORE__URL names the PostgreSQL database.
+        unused = tmp_path / "unused.db"
+        with ThreadPoolExecutor(count) as pool:
+            futures = [
+                pool.submit(harness.launch_bridge, name, tmp_path, upstream.url, unused, **env)
+                for name in names
+            ]
+            launched = [future.result() for future in futures]
+        started.extend(launched)
+        return launched
+
+    try:
+        yield start
+    finally:
+        for bridge in started:
+            harness.close_bridge(bridge)
+
+
+def owner(bridge: Bridge) -> str:
+    """The lease owner name a replica logged at start."""
+    for line in bridge.process.stderr().splitlines():
+        if '"bridge.started"' in line:
+            name: str = json.loads(line)["owner"]
+            return name
+    raise AssertionError(f"{bridge.process.name} logged no bridge.started")
+
+
+def all_statuses(bridge: Bridge) -> dict[str, str]:
+    """The status of every watch, read page by page through `bridge`."""
+    found: dict[str, str] = {}
+    cursor: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 200}
+        if cursor:
+            params["cursor"] = cursor
+        response = bridge.client.get("/v1/watches", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        found.update((watch["id"], watch["status"]) for watch in page["data"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found
+
+
+def wait_all_delivered(bridge: Bridge, watch_ids: list[str], timeout: float) -> None:
+    def behind() -> list[tuple[str, str]]:
+        found = all_statuses(bridge)
+        return [(w, found.get(w, "?")) for w in watch_ids if found.get(w) != "delivered"]
+
+    wait_until(lambda: not behind(), timeout, interval=0.5, what="every watch delivered")
+
+
+def hooks_by_name(receiver: Receiver) -> dict[str, list[Hook]]:
+    """Every recorded request, by the callback name of its path (/hooks/NAME)."""
+    found: dict[str, list[Hook]] = defaultdict(list)
+    for hook in receiver.hooks():
+        found[hook.path.removeprefix("/hooks/")].append(hook)
+    return found
+
+
+def check_final_webhook(
+    hooks: list[Hook], watch: dict[str, Any], job: str, refused_first: int = 0
+) -> int:
+    """Check that `hooks` carry one webhook, the watch's job.succeeded, signed with its secret;
+    the number of extra copies the receiver accepted (`refused_first` were answered 500)."""
+    assert hooks, f"no webhook for {watch['id']} (job {job})"
+    assert len({hook.webhook_id for hook in hooks}) == 1, (watch["id"], hooks)
+    assert len({hook.body for hook in hooks}) == 1, (watch["id"], hooks)
+    body = hooks[-1].verify(watch["secret"])
+    assert (body["type"], body["job_id"], body["watch_id"]) == ("job.succeeded", job, watch["id"])
+    assert body["data"]["status"] == "succeeded"
+    return max(0, len(hooks) - refused_first - 1)
+
+
+# The tests.
+
+
+def test_two_replicas_deliver_every_job_after_one_is_sigkilled(
+    replicas: StartReplicas, database: str, upstream: Upstream, receiver: Receiver
+) -> None:
+    """500 watches over two replicas, one SIGKILLed midway: every job delivered, none lost."""
+    first, second = replicas(2)
+    # Jobs from 0.5 to 4.75 s long, created as they are registered (alternately on each
+    # replica); every fifth receiver answers 500 first.
+    registered: list[tuple[dict[str, Any], str, str, int]] = []
+    for index in range(500):
+        job = upstream.create_job(
+            queue_positions=index % 3, seconds_per_position=1.0, processing_s=0.5 + index % 4 * 0.75
+        )
+        name = unique("replicas")
+        refused = 1 if index % 5 == 0 else 0
+        query = {"respond": "500,200"} if refused else {}
+        bridge = first if index % 2 == 0 else second
+        watch = bridge.register(job_id=job, callback_url=receiver.callback(name, **query))
+        registered.append((watch, job, name, refused))
+
+    # Just before the kill, on the replica to be killed: ten finished jobs whose receiver
+    # answers 500 first (their retry is pending at the kill), and three whose receiver takes 2 s
+    # to answer (their attempt is in flight at the kill: the other replica sends it again once
+    # the delivery's lease has expired).
+    pending = []
+    for refused, query in [(1, {"respond": "500,200"})] * 10 + [(0, {"delay_s": 2})] * 3:
+        job = upstream.create_job(queue_positions=0, processing_s=0)
+        name = unique("replicas_late")
+        watch = first.register(job_id=job, callback_url=receiver.callback(name, **query))
+        pending.append((watch, job, name, refused))
+    for _, _, name, _ in pending:
+        receiver.wait_for(name, 1)
+    late_ids = [watch["id"] for watch, _, _, _ in pending]
+    killed = owner(first)
+    wait_until(
+        lambda: _sql(
+            database,
+            "SELECT count(*) FILTER (WHERE attempts >= 1) = 10 AND count(*) = 13 FROM deliveries"
+            " WHERE watch_id = ANY($1) AND status = 'pending'",
+            late_ids,
+        )[0][0],
+        what="the 500s recorded, the slow attempts still in flight",
+    )
+    [held] = _sql(
+        database,
+        "SELECT (SELECT count(*) FROM watches WHERE status = 'active' AND lease_owner = $1)"
+        " AS watches, (SELECT count(*) FROM deliveries WHERE status = 'pending')"
+        " AS pending, (SELECT count(*) FROM deliveries WHERE status = 'pending'"
+        " AND lease_owner = $1) AS in_flight",
+        killed,
+    )
+    assert first.process.kill() == -signal.SIGKILL
+    killed_at = time.time()
+    print(f"\nat the SIGKILL the killed replica held {dict(held)}")
+    assert held["watches"] >= 1, dict(held)
+    assert held["in_flight"] >= 3, dict(held)
+    assert held["pending"] >= 13, dict(held)
+
+    everything = registered + pending
+    wait_all_delivered(second, [watch["id"] for watch, _, _, _ in everything], timeout=60)
+    delivered_s = time.time() - killed_at
+
+    hooks = hooks_by_name(receiver)
+    duplicates = {
+        watch["id"]: extra
+        for watch, job, name, refused in everything
+        if (extra := check_final_webhook(hooks[name], watch, job, refused))
+    }
+    polls, over = [], []
+    for watch, job, _, _ in everything:
+        described = upstream.job(job)
+        running_s = max(0.0, described["terminal_at"] - harness.epoch(watch["created_at"]))
+        # One poller polls at registration, then every interval (±10%) until the end; a takeover
+        # adds one poll at most. Two pollers at once would double the count.
+        bound = running_s / INTERVAL_S * 1.5 + 4
+        polls.append(described["polls"])
+        if described["polls"] > bound:
+            over.append((job, described["polls"], round(bound, 1)))
+    report = (
+        f"{len(everything)} jobs, {sum(len(hooks[name]) for _, _, name, _ in everything)}"
+        f" webhooks received, {sum(duplicates.values())} duplicate(s) (same webhook-id accepted"
+        f" again) on {len(duplicates)} watch(es), all delivered {delivered_s:.1f} s after the"
+        f" kill; upstream polls per job: mean {sum(polls) / len(polls):.2f}, max {max(polls)},"
+        f" total {sum(polls)}; over the one-poller bound: {over}"
+    )
+    print(report)
+    assert not over, report
+    for _, _, name, _ in pending:  # answered 500, or not before the kill: sent again
+        assert len(hooks[name]) >= 2, (name, report)
+
+
+def test_a_second_replica_does_not_double_the_polling(
+    replicas: StartReplicas, database: str, upstream: Upstream, receiver: Receiver
+) -> None:
+    """40 watches registered on one of two replicas: each job is polled once per interval."""
+    first, second = replicas(2)
+    jobs = [upstream.create_job(queue_positions=60, seconds_per_position=1.0) for _ in range(40)]
+    for job in jobs:
+        first.register(job_id=job, callback_url=receiver.callback(unique("shared")))
+
+    def polls() -> list[int]:
+        return [upstream.polls(job) for job in jobs]
+
+    # Past the first polls, count each job's polls until every one has had eight more.
+    wait_until(lambda: min(polls()) >= 2, what="every job polled twice")
+    began, before = time.monotonic(), polls()
+    after = wait_until(
+        lambda: (
+            (now := polls()) if min(a - b for a, b in zip(now, before, strict=True)) >= 8 else None
+        ),
+        timeout=30,
+        interval=0.25,
+        what="eight more polls of every job",
+    )
+    elapsed = time.monotonic() - began
+    # Polls per job per interval: 1 for one poller (a little above: the window ends when the
+    # slowest job has its eighth poll); 2 if both replicas polled the jobs.
+    rate = sum(after) - sum(before)
+    per_interval = rate / len(jobs) / (elapsed / INTERVAL_S)
+    holders = _sql(
+        database, "SELECT lease_owner, count(*) FROM watches GROUP BY lease_owner ORDER BY 1"
+    )
+    report = (
+        f"{rate} polls of {len(jobs)} jobs in {elapsed:.2f} s: {per_interval:.2f} per job per"
+        f" {INTERVAL_S:g} s interval; leases: {[tuple(row) for row in holders]}"
+        f" (replicas {owner(first)}, {owner(second)})"
+    )
+    print(f"\n{report}")
+    assert 0.7 <= per_interval <= 1.35, report
+
+
+def test_sigterm_hands_the_watches_to_the_other_replica_at_once(
+    replicas: StartReplicas, upstream: Upstream, receiver: Receiver
+) -> None:
+    """SIGTERM: exit 0 within the grace; the other replica polls its jobs at once, not after
+    the 30 s lease, and delivers every one."""
+    grace_s = 3.0
+    first, second = replicas(
+        2, BRIDGE_STORE__LEASE_S="30", BRIDGE_SERVER__SHUTDOWN_GRACE_S=str(grace_s)
+    )
+    registered = []
+    for _ in range(20):
+        job = upstream.create_job(queue_positions=6, seconds_per_position=1.0, processing_s=1.0)
+        name = unique("handover")
+        registered.append((first.register(job_id=job, callback_url=receiver.callback(name)), job))
+    jobs = [job for _, job in registered]
+    wait_until(lambda: all(upstream.polls(job) >= 1 for job in jobs), what="a first poll each")
+
+    first.process.popen.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert first.process.wait(grace_s + 5) == 0
+    stopped = time.monotonic()
+    assert '"event": "dispatcher.stopped"' in first.process.stderr()
+    polls = {job: upstream.polls(job) for job in jobs}
+    wait_until(
+        lambda: all(upstream.polls(job) > polls[job] for job in jobs),
+        timeout=10,
+        interval=0.1,
+        what="the other replica polling every job",
+    )
+    resumed = time.monotonic()
+    print(
+        f"\nSIGTERM to exit: {stopped - signalled:.2f} s; exit to every job polled again:"
+        f" {resumed - stopped:.2f} s (lease 30 s)"
+    )
+    assert stopped - signalled <= grace_s
+    assert resumed - stopped <= 5.0  # a tick or two, far from the 30 s lease
+
+    wait_all_delivered(second, [watch["id"] for watch, _ in registered], timeout=30)
+    hooks = hooks_by_name(receiver)
+    for watch, job in registered:
+        name = watch["callback_url"].rsplit("/", 1)[1]
+        assert check_final_webhook(hooks[name], watch, job) == 0
+
+
+def test_sigterm_hands_an_unfinished_delivery_to_the_other_replica_at_once(
+    replicas: StartReplicas, database: str, upstream: Upstream, receiver: Receiver
+) -> None:
+    """SIGTERM with an attempt still in flight past the grace: exit 0 within about the grace,
+    and the other replica sends it again at once, not after the 30 s lease."""
+    grace_s = 1.0
+    first, second = replicas(
+        2,
+        BRIDGE_STORE__LEASE_S="30",
+        BRIDGE_SERVER__SHUTDOWN_GRACE_S=str(grace_s),
+        BRIDGE_DELIVERY__TIMEOUT_S="20",
+    )
+    job = upstream.create_job(queue_positions=0, processing_s=0)
+    name = unique("handover_delivery")
+    # The receiver takes 6 s to answer the first request, the next ones at once.
+    watch = first.register(job_id=job, callback_url=receiver.callback(name, delay_s=6))
+    receiver.wait_for(name, 1)
+
+    first.process.popen.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert first.process.wait(grace_s + 10) == 0
+    stopped = time.monotonic()
+    [lease] = _sql(
+        database,
+        "SELECT d.lease_owner, d.lease_expires_at - extract(epoch FROM now()) AS left_s"
+        " FROM deliveries d WHERE d.watch_id = $1",
+        watch["id"],
+    )
+    print(f"\nSIGTERM to exit: {stopped - signalled:.2f} s; the delivery's lease: {dict(lease)}")
+    assert stopped - signalled <= 2 * grace_s + 1.0
+    # Released by the replica that stopped, so the other one sends it again within a tick or two.
+    receiver.wait_for(name, 2, timeout=5)
+    second.wait_for_status(watch["id"], "delivered", timeout=5)
+    hooks = receiver.hooks(name)
+    assert len({hook.webhook_id for hook in hooks}) == 1
+    assert hooks[-1].verify(watch["secret"])["job_id"] == job
+
+
+def test_replicas_started_together_migrate_the_fresh_database_once(
+    replicas: StartReplicas,
+    database: str,
+    upstream: Upstream,
+    receiver: Receiver,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two replicas started at once on an empty database both serve; `migrate` then finds
+    nothing left to apply."""
+    started = replicas(2)
+    versions = [row[0] for row in _sql(database, "SELECT version FROM schema_migrations")]
+    assert versions == [1]
+
+    env = harness.bridge_env(
+        upstream.url, tmp_path / "unused.db", harness.free_port(), BRIDGE_STORE__URL=database
+    )
+    migrate = harness.start_process(f"{request.node.name}.migrate", tmp_path, ["migrate"], env)
+    try:
+        assert migrate.wait(harness.START_DEADLINE_S) == 0, migrate.stderr()
+    finally:
+        migrate.kill()
+    assert migrate.stdout().strip() == "migrations applied: none, it was up to date"
+
+    # Both work: each delivers a watch registered through it.
+    for bridge in started:
+        job = upstream.create_job(queue_positions=0, processing_s=0.5)
+        name = unique("raced")
+        watch = bridge.register(job_id=job, callback_url=receiver.callback(name))
+        assert bridge.wait_for_status(watch["id"], "delivered")["job_status"] == "succeeded"
+        [hook] = receiver.hooks(name)
+        assert hook.verify(watch["secret"])["job_id"] == job
+    for bridge in started:
+        assert '"level": "error"' not in bridge.process.stderr()
