@@ -24,6 +24,7 @@ from service.dispatcher import Dispatcher
 from service.errors import StoreError
 from service.store.base import Store
 from service.upstream import UpstreamClient
+from service.vault import Vault
 from service.watches import WatchService
 
 log = structlog.get_logger("service.bridge")
@@ -82,9 +83,10 @@ class Bridge:
         upstream = UpstreamClient(
             upstream_http, settings.upstream.root, settings.upstream.request_timeout_s
         )
-        deliverer = Deliverer(store, delivery_http, settings.delivery, clock, owner)
-        dispatcher = Dispatcher(store, upstream, deliverer, settings, clock, owner)
-        watches = WatchService(store, dispatcher, settings, clock)
+        vault = Vault(settings.security.encryption_keys)
+        deliverer = Deliverer(store, delivery_http, settings.delivery, clock, owner, vault=vault)
+        dispatcher = Dispatcher(store, upstream, deliverer, settings, clock, owner, vault=vault)
+        watches = WatchService(store, dispatcher, settings, clock, vault)
         scheduler = AsyncIOScheduler()
         auth = Authenticator(settings.auth.tokens)
         limiter = RateLimiter(

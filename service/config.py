@@ -138,6 +138,25 @@ class SecuritySettings(_Section):
         Annotated[str, AfterValidator(lambda v: str(_network(v)))], ...
     ] = ()
     require_https: bool = False
+    # Fernet key(s) encrypting stored secrets, comma-separated, newest first (the first
+    # encrypts, all decrypt). `webhook-bridge new-encryption-key` makes one.
+    encryption_key: SecretStr | None = None
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from service.vault import parse_keys
+
+            parse_keys(value.get_secret_value())
+        return value
+
+    @property
+    def encryption_keys(self) -> list[str]:
+        from service.vault import parse_keys
+
+        key = self.encryption_key
+        return parse_keys(key.get_secret_value()) if key is not None else []
 
     @property
     def allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:

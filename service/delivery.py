@@ -11,7 +11,7 @@ import asyncio
 import base64
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -25,6 +25,7 @@ from service.clock import Clock
 from service.config import DeliverySettings
 from service.errors import LeaseLost, StoreError
 from service.store.base import Attempt, AttemptOutcome, Delivery, Store
+from service.vault import Vault, VaultError
 
 log = structlog.get_logger("service.delivery")
 USER_AGENT = f"webhook-bridge/{__version__}"
@@ -61,16 +62,16 @@ def judge(
     return Verdict("retry", now + max(delay, asked or 0.0))
 
 
-def sign(delivery: Delivery, timestamp: float) -> dict[str, str]:
-    """The Standard Webhooks headers for one attempt (the timestamp is the attempt's)."""
+def sign(message_id: str, body: bytes, timestamp: float, secrets: Sequence[str]) -> dict[str, str]:
+    """The Standard Webhooks headers for one attempt (the timestamp is the attempt's). With
+    several secrets (a rotation), one signature each, space-separated."""
     moment = datetime.fromtimestamp(int(timestamp), UTC)
-    signature = standardwebhooks.Webhook(delivery.secret).sign(
-        delivery.id, moment, delivery.body.decode()
-    )
+    text = body.decode()
+    signatures = [standardwebhooks.Webhook(s).sign(message_id, moment, text) for s in secrets]
     return {
-        "webhook-id": delivery.id,
+        "webhook-id": message_id,
         "webhook-timestamp": str(int(timestamp)),
-        "webhook-signature": signature,
+        "webhook-signature": " ".join(signatures),
     }
 
 
@@ -83,8 +84,10 @@ class Deliverer:
         clock: Clock,
         owner: str,
         rand: Callable[[], float] = random.random,
+        vault: Vault | None = None,
     ) -> None:
         self._store = store
+        self._vault = vault or Vault([])
         self._client = client
         self._settings = settings
         self._clock = clock
@@ -178,13 +181,17 @@ class Deliverer:
     ) -> tuple[int | None, str | None, str | None]:
         """(status code, Retry-After, error) of one request; the body is read up to a cap."""
         url, authorization = split_credentials(delivery.callback_url)
-        headers = {
-            **delivery.callback_headers,
-            **({"authorization": authorization} if authorization else {}),
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            **sign(delivery, now),
-        }
+        try:
+            secret = self._vault.open(delivery.secret)
+            headers = {
+                **{k: self._vault.open(v) for k, v in delivery.callback_headers.items()},
+                **({"authorization": authorization} if authorization else {}),
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                **sign(delivery.id, delivery.body, now, [secret]),
+            }
+        except VaultError as unreadable:
+            return None, None, unreadable.message
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 request = self._client.build_request(

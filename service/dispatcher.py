@@ -26,6 +26,7 @@ from service.errors import LeaseLost, StoreError
 from service.ids import new_id
 from service.store.base import Completion, NewDelivery, Progress, Store, Watch
 from service.upstream import UpstreamClient
+from service.vault import Vault, VaultError
 
 log = structlog.get_logger("service.dispatcher")
 
@@ -65,8 +66,10 @@ class Dispatcher:
         clock: Clock,
         owner: str,
         rand: Callable[[], float] = random.random,
+        vault: Vault | None = None,
     ) -> None:
         self._store = store
+        self._vault = vault or Vault([])
         self._upstream = upstream
         self._deliverer = deliverer
         self._settings = settings
@@ -154,7 +157,13 @@ class Dispatcher:
         )
         due = max(watch.next_poll_at, watch.created_at)
         tracked = Tracked(watch, watch.lease_token, state, rules, due)
-        key = (watch.job_id, watch.upstream_api_key or self._default_key())
+        try:
+            api_key = self._vault.open(watch.upstream_api_key) if watch.upstream_api_key else None
+        except VaultError as error:
+            # Left unclaimed here; its lease expires for a process that has the key.
+            log.error("poll.key_unreadable", watch_id=watch.id, error=error.message)
+            return
+        key = (watch.job_id, api_key or self._default_key())
         target = self._targets.get(key)
         if target is None:
             target = self._targets[key] = Target(key)

@@ -22,6 +22,7 @@ from service.dispatcher import Dispatcher
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.store.base import REDELIVERABLE, DuplicateIdempotencyKey, Idempotency, Store, Watch
+from service.vault import Vault
 
 log = structlog.get_logger("service.watches")
 
@@ -47,9 +48,11 @@ class WatchService:
         dispatcher: Dispatcher,
         settings: Settings,
         clock: Clock,
+        vault: Vault | None = None,
         resolve: ssrf.Resolve | None = None,
     ) -> None:
         self._store = store
+        self._vault = vault or Vault([])
         self._dispatcher = dispatcher
         self._settings = settings
         self._clock = clock
@@ -81,12 +84,19 @@ class WatchService:
             )
         if not 0 < timeout <= poll.max_timeout_s:
             raise field_error("timeout_s", f"must be above 0 and at most {poll.max_timeout_s:g}")
+        if request.upstream_api_key is not None and not self._vault.enabled:
+            raise field_error(
+                "upstream_api_key",
+                "per-watch API keys are stored encrypted and security.encryption_key is not "
+                "set; set it, or leave this field out to use the configured upstream.api_key",
+            )
         try:
             await ssrf.check_url(request.callback_url, self._policy, self._resolve)
         except ssrf.CallbackBlocked as blocked:
             raise field_error("callback_url", blocked.reason) from None
 
         now = self._clock.now()
+        seal = self._vault.seal
         secret = request.secret or new_secret()
         watch = Watch(
             id=new_id("wch", now),
@@ -94,20 +104,27 @@ class WatchService:
             job_id=request.job_id,
             callback_url=request.callback_url,
             callback_method=request.callback_method,
-            callback_headers=request.callback_headers,
+            callback_headers={k: seal(v) for k, v in request.callback_headers.items()},
             metadata=request.metadata,
             events=tuple(request.events),
             payload_format=request.payload_format,
-            secret=secret,
+            secret=seal(secret),
             poll_interval_s=interval,
             timeout_s=timeout,
-            upstream_api_key=request.upstream_api_key,
+            upstream_api_key=None
+            if request.upstream_api_key is None
+            else seal(request.upstream_api_key),
             created_at=now,
             updated_at=now,
             next_poll_at=now,
         )
         body = orjson.dumps({**watch_view(watch), "secret": secret})
-        idempotency = Idempotency(idempotency_key, request_hash, body) if idempotency_key else None
+        # The stored answer holds the secret, so it is sealed like the secret itself.
+        idempotency = (
+            Idempotency(idempotency_key, request_hash, seal(body.decode()).encode())
+            if idempotency_key
+            else None
+        )
         lease_until = now + self._settings.store.lease_s
         try:
             stored = await self._store.insert_watch(
@@ -131,7 +148,7 @@ class WatchService:
                 "this Idempotency-Key was already used with a different body; "
                 "use a new key for a new registration"
             )
-        return Registered(200, earlier.response)
+        return Registered(200, self._vault.open(earlier.response.decode()).encode())
 
     async def get(self, tenant: str, watch_id: str) -> dict[str, Any]:
         return watch_view(await self._existing(tenant, watch_id))

@@ -29,6 +29,8 @@ from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "bw_test_key"
+# A fixed Fernet key, so per-watch upstream keys may be registered (they are stored encrypted).
+ENCRYPTION_KEY = "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw="
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 20.0
 BANNER = re.compile(r"listening on (http://\S+)")
@@ -50,6 +52,7 @@ BRIDGE_ENV: dict[str, str] = {
     "BRIDGE_DELIVERY__RETRY_SCHEDULE_S": "[0.5, 0.5, 0.5]",
     "BRIDGE_DELIVERY__TIMEOUT_S": "3",
     "BRIDGE_LOG__FORMAT": "json",
+    "BRIDGE_SECURITY__ENCRYPTION_KEY": ENCRYPTION_KEY,
 }
 
 

@@ -58,7 +58,7 @@ DELIVERY = Delivery(
 
 def test_sign_known_answer() -> None:
     """The signature matches the Standard Webhooks specification's published test vector."""
-    headers = sign(DELIVERY, 1614265330)
+    headers = sign(DELIVERY.id, DELIVERY.body, 1614265330, [SECRET])
     assert headers == {
         "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
         "webhook-timestamp": "1614265330",
@@ -69,13 +69,13 @@ def test_sign_known_answer() -> None:
 def test_signature_verifies_with_the_library() -> None:
     """A receiver using the standardwebhooks library accepts what the bridge sends."""
     now = datetime.now(UTC).timestamp()
-    headers = sign(DELIVERY, now)
+    headers = sign(DELIVERY.id, DELIVERY.body, now, [SECRET])
     assert standardwebhooks.Webhook(SECRET).verify(DELIVERY.body, headers) == {"test": 2432232314}
 
 
 def test_signature_fails_for_a_tampered_body() -> None:
     """Changing one byte of the body breaks the signature."""
-    headers = sign(DELIVERY, datetime.now(UTC).timestamp())
+    headers = sign(DELIVERY.id, DELIVERY.body, datetime.now(UTC).timestamp(), [SECRET])
     with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
         standardwebhooks.Webhook(SECRET).verify(b'{"test": 2432232315}', headers)
 
@@ -93,3 +93,12 @@ def test_signature_fails_for_a_tampered_body() -> None:
 def test_split_credentials(url: str, bare: str, authorization: str | None) -> None:
     """Userinfo in a callback URL becomes a Basic Authorization header, off the URL."""
     assert split_credentials(url) == (bare, authorization)
+
+
+def test_rotation_signs_with_every_secret() -> None:
+    """With two secrets, the header carries two signatures and each verifies on its own."""
+    new = "whsec_" + "bmV3LXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHMh"
+    headers = sign(DELIVERY.id, DELIVERY.body, datetime.now(UTC).timestamp(), [new, SECRET])
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (new, SECRET):
+        assert standardwebhooks.Webhook(secret).verify(DELIVERY.body, headers) is not None
