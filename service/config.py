@@ -70,7 +70,8 @@ class UpstreamSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "sqlite:///bridge.db"
-    lease_s: float = Field(15.0, ge=1, le=300)
+    # At least 3 s: leases are renewed on a 1 s tick, a third of a lease at a time.
+    lease_s: float = Field(15.0, ge=3, le=300)
     # PostgreSQL connection pool of each process.
     pool_min_size: int = Field(1, ge=0, le=100)
     pool_max_size: int = Field(10, ge=1, le=100)

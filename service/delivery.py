@@ -120,13 +120,17 @@ class Deliverer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, grace_s: float) -> None:
-        """Wait up to `grace_s` for attempts in flight, then cancel the rest."""
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+    async def drain(self, grace_s: float) -> list[tuple[str, int]]:
+        """Wait up to `grace_s` for attempts in flight, then cancel the rest; return the
+        (id, lease token) of those abandoned, whose leases the caller should release."""
+        if not self._tasks:
+            return []
+        _, pending = await asyncio.wait(set(self._tasks), timeout=max(grace_s, 0.0))
+        abandoned = self.held()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return abandoned
 
     async def _attempt(self, delivery: Delivery) -> None:
         # Each attempt runs in its own task, so these bind to its log lines only.

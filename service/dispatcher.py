@@ -107,17 +107,19 @@ class Dispatcher:
         self._running = False
         self._wake.set()
         self._flush_wanted.set()
+        deadline = asyncio.get_running_loop().time() + grace_s  # one grace for all of it
         if self._polls:
             await asyncio.wait(set(self._polls), timeout=grace_s)
         for task in (*self._polls, *self._loops):
             task.cancel()
         await asyncio.gather(*self._polls, *self._loops, return_exceptions=True)
         await self._flush()
-        await self._deliverer.drain(grace_s)
+        abandoned = await self._deliverer.drain(deadline - asyncio.get_running_loop().time())
         held = self._held()
         with contextlib.suppress(StoreError):
             await self._store.release_watches(self.owner, held)
-        log.info("dispatcher.stopped", released=len(held))
+            await self._store.release_deliveries(self.owner, abandoned)
+        log.info("dispatcher.stopped", released=len(held), abandoned=len(abandoned))
 
     @property
     def held_count(self) -> int:

@@ -281,6 +281,11 @@ class Store(abc.ABC):
         (their attempts are in flight); return the ids renewed."""
 
     @abc.abstractmethod
+    async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        """Give up the leases of `held` (id, token) pending deliveries whose attempts were
+        abandoned (a shutdown), so any process may attempt them at once."""
+
+    @abc.abstractmethod
     async def record_attempt(
         self,
         owner: str,

@@ -386,6 +386,21 @@ class PostgresStore(Store):
         )
         return {row[0] for row in rows}
 
+    async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        if not held:
+            return
+        await self._execute(
+            "WITH held AS (SELECT d.id FROM deliveries d"
+            " JOIN unnest($2::text[], $3::bigint[]) AS h (id, token) ON d.id = h.id"
+            " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
+            " ORDER BY d.id FOR NO KEY UPDATE OF d)"
+            " UPDATE deliveries d SET lease_owner = NULL, lease_expires_at = NULL"
+            " FROM held WHERE d.id = held.id",
+            owner,
+            [delivery_id for delivery_id, _ in held],
+            [token for _, token in held],
+        )
+
     async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
         if not held:
             return

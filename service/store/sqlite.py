@@ -413,6 +413,15 @@ class SQLiteStore(Store):
             )
         )
 
+    async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        await self._transaction(
+            lambda db: db.executemany(
+                "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
+                [(delivery_id, owner, token) for delivery_id, token in held],
+            )
+        )
+
     async def record_progress(
         self, owner: str, now: float, changes: Sequence[Progress]
     ) -> set[str]:

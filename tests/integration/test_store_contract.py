@@ -1132,3 +1132,14 @@ async def test_renew_delivery_leases_skips_ended_deliveries(store: Store) -> Non
     await store.record_attempt(A, delivery, attempt(delivery, "succeeded"), "succeeded", T0 + 1)
     held = [(delivery.id, delivery.lease_token)]
     assert await store.renew_delivery_leases(A, held, FAR) == set()
+
+
+async def test_release_deliveries_frees_abandoned_attempts(store: Store) -> None:
+    """Released deliveries are claimable at once; a stale token releases nothing."""
+    _, delivery = await delivering(store, lease_until=FAR)
+    await store.release_deliveries(A, [(delivery.id, delivery.lease_token - 1)])
+    assert await store.claim_deliveries(B, T0 + 1, FAR, 10) == []
+
+    await store.release_deliveries(A, [(delivery.id, delivery.lease_token)])
+    [taken] = await store.claim_deliveries(B, T0 + 1, FAR, 10)
+    assert (taken.id, taken.lease_token) == (delivery.id, delivery.lease_token + 1)
