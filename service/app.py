@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
@@ -25,6 +25,7 @@ from service.errors import ApiError
 from service.ids import new_id
 
 log = structlog.get_logger("service.app")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class State(TypedDict):
@@ -55,12 +56,31 @@ async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     detail = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed here"}
     text = detail.get(error.status_code, str(error.detail))
-    return problem(error.status_code, f"http-{error.status_code}", str(error.detail), text)
+    # Keep the exception's headers: a 405 must say what is allowed (`Allow`).
+    return problem(
+        error.status_code,
+        f"http-{error.status_code}",
+        str(error.detail),
+        text,
+        headers=dict(error.headers or {}),
+    )
 
 
 async def _crash(request: Request, error: Exception) -> Response:
     log.exception("api.crashed", path=request.url.path)
     return problem(500, "internal", "Internal error", "the bridge failed; see its logs")
+
+
+def _route(path: str, **endpoints: Endpoint) -> Route:
+    """One route for all the methods of `path`, so that a 405 lists every allowed method (with
+    one route per method, Starlette's `Allow` would name only the first route's)."""
+    if "GET" in endpoints:
+        endpoints["HEAD"] = endpoints["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return Route(path, endpoint, methods=list(endpoints))
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
@@ -79,16 +99,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             await bridge.stop()
 
     routes = [
-        Route("/v1/watches", handlers.create_watch, methods=["POST"]),
-        Route("/v1/watches", handlers.list_watches, methods=["GET"]),
-        Route("/v1/watches/{watch_id}", handlers.get_watch, methods=["GET"]),
-        Route("/v1/watches/{watch_id}", handlers.cancel_watch, methods=["DELETE"]),
-        Route("/v1/watches/{watch_id}/deliveries", handlers.list_deliveries, methods=["GET"]),
-        Route("/v1/watches/{watch_id}/redeliver", handlers.redeliver, methods=["POST"]),
-        Route("/v1/me", handlers.me, methods=["GET"]),
-        Route("/livez", handlers.livez, methods=["GET"]),
-        Route("/readyz", handlers.readyz, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
+        _route("/v1/watches", POST=handlers.create_watch, GET=handlers.list_watches),
+        _route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
+        _route("/v1/watches/{watch_id}/deliveries", GET=handlers.list_deliveries),
+        _route("/v1/watches/{watch_id}/redeliver", POST=handlers.redeliver),
+        _route("/v1/me", GET=handlers.me),
+        _route("/livez", GET=handlers.livez),
+        _route("/readyz", GET=handlers.readyz),
+        _route("/openapi.json", GET=openapi_json),
     ]
     return Starlette(
         routes=routes,

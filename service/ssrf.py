@@ -404,6 +404,8 @@ async def check_url(url: str, policy: CallbackPolicy, resolve: Resolve | None = 
         addresses = await (resolve or _getaddrinfo)(host, parsed.port or 0)
     except OSError as exc:
         raise CallbackBlocked(f"callback_url host {host} could not be resolved: {exc}") from exc
+    except UnicodeError:  # a label over 63 characters, or an empty one
+        raise CallbackBlocked(f"callback_url host {host} is not a valid host name") from None
     if not addresses:
         raise CallbackBlocked(f"callback_url host {host} could not be resolved: no addresses")
     for address in addresses:

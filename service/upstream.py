@@ -3,13 +3,17 @@
 `read_answer` is pure: it turns a status code, headers and body into an `Observation`, the
 only thing the polling rules look at. `UpstreamClient` makes the requests, sharing one
 in-flight request between every watch of the same job and key.
+
+Whatever the upstream answers costs bounded time and memory: the whole request is under the
+timeout, the body is read up to a cap, and answers that are too large, not JSON, nested too
+deeply or of the wrong types are transient failures that say why (never a crash).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -28,6 +32,13 @@ REFUSALS: Mapping[int, tuple[str, str]] = {
     404: ("not_found", "the upstream does not know this job (404)"),
 }
 _MAX_ERROR_TEXT = 200
+# A job's status is a few KiB; reading stops past this.
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+# Real answers nest a handful of levels; the bridge re-serializes what it keeps (orjson stops
+# at 255 levels), so deeper documents are refused at the door.
+MAX_DEPTH = 64
+# The store keeps queue positions in a 64-bit column; a real queue is far shorter.
+_MAX_QUEUE_POSITION = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +63,48 @@ def _upstream_message(document: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and objects more than `limit` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The body as a JSON object, or None and why it is not one."""
+    if not body:
+        return None, "an empty body"
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        return None, f"a body that is not JSON ({error})"
+    if not isinstance(parsed, dict):
+        return None, f"JSON that is not an object but {type(parsed).__name__}"
+    if _deeper_than(parsed, MAX_DEPTH):
+        return None, f"JSON nested more than {MAX_DEPTH} levels deep"
+    return parsed, ""
+
+
+def _queue_position(value: Any) -> int | None:
+    """A queue position worth trusting: a small non-negative integer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= _MAX_QUEUE_POSITION else None
+    return None
+
+
 def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observation:
     """Classify one upstream answer."""
-    try:
-        parsed = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    document = parsed if isinstance(parsed, dict) else None
+    document, unreadable = _parse(body)
 
     if status in REFUSALS:
         code, sentence = REFUSALS[status]
@@ -76,23 +122,32 @@ def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observa
         )  # fmt: skip
     if document is None:
         return Observation(
-            "transient", error="upstream answered a body that is not a JSON object",
+            "transient", error=f"upstream answered {unreadable}"[:_MAX_ERROR_TEXT],
             http_status=status,
         )  # fmt: skip
     job_status = document.get("status")
+    if not isinstance(job_status, str):
+        shown = (
+            "no status" if job_status is None else f"a status of type {type(job_status).__name__}"
+        )
+        return Observation("transient", error=f"upstream answered {shown}", http_status=status)
     if job_status in PROGRESS_STATUSES:
-        position = document.get("queue_position")
-        ok_position = isinstance(position, int) and not isinstance(position, bool)
         return Observation(
-            "progress", job_status=str(job_status),
-            queue_position=position if ok_position else None,
+            "progress", job_status=job_status,
+            queue_position=_queue_position(document.get("queue_position")),
             body=body, document=document, http_status=status,
+        )  # fmt: skip
+    output = document.get("output")
+    if job_status == "succeeded" and output is not None and not isinstance(output, dict):
+        # Receivers read the images from `output`; a malformed one may be fixed by a later poll.
+        return Observation(
+            "transient", http_status=status,
+            error=f"upstream answered succeeded with an output of type {type(output).__name__}",
         )  # fmt: skip
     if job_status in TERMINAL_STATUSES:
         return Observation(
-            "terminal", job_status=str(job_status), body=body, document=document,
-            http_status=status,
-        )  # fmt: skip
+            "terminal", job_status=job_status, body=body, document=document, http_status=status
+        )
     shown = repr(job_status)[:40]
     return Observation(
         "transient", error=f"upstream answered an unknown status {shown}", http_status=status
@@ -117,10 +172,17 @@ class UpstreamClient:
     """GETs job statuses. One request is in flight per (job, key) at a time; concurrent
     callers for the same pair share its observation."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        timeout_s: float,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
+        self._max_body = max_body_bytes
         self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation]] = {}
         self.requests = 0
         self.last_duration_s = 0.0
@@ -150,12 +212,40 @@ class UpstreamClient:
         self.requests += 1
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.get(url, headers=headers)
+            # The whole exchange, body included, is under the timeout: a slow drip is cut too.
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client.stream("GET", url, headers=headers) as response,
+            ):
+                body = await _read_capped(response, self._max_body)
         except (httpx.HTTPError, OSError, TimeoutError) as error:
             return network_failure(error)
         except Exception as error:  # keep polling, and say why, whatever the client raised
             return network_failure(error)
         finally:
             self.last_duration_s = time.perf_counter() - started
-        return read_answer(response.status_code, response.headers, response.content)
+        if body is None:
+            return Observation(
+                "transient",
+                error=f"upstream answered more than {self._max_body} bytes (HTTP "
+                f"{response.status_code}); the rest was not read",
+                retry_after=response.headers.get("retry-after"),
+                http_status=response.status_code,
+            )
+        return read_answer(response.status_code, response.headers, body)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The (decoded) body, or None as soon as it is known to be longer than `cap` bytes.
+
+    Decoded, not raw: the answer may be compressed. A compressed chunk expands by at most
+    about a thousand times, so one chunk past the cap is the most ever held."""
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > cap):
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)

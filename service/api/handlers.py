@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -9,16 +10,29 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api.models import WatchRequest
+from service.api.models import JOB_ID, WatchRequest
 from service.api.problems import invalid_body
 from service.auth import Caller, retry_after_header
 from service.bridge import Bridge
-from service.errors import ApiError, InvalidRequest, TooLarge, TooManyRequests, Unauthorized
+from service.errors import (
+    ApiError,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
 from service.store.base import WATCH_STATUSES
 from service.watches import WatchService
 
 MAX_BODY_BYTES = 64 * 1024
+# Deeper bodies are refused before validation (orjson cannot serialize past 255 levels).
+MAX_BODY_DEPTH = 32
 MAX_PAGE = 200
+# What a watch id can look like (service.ids: `wch_` and a base32 suffix). Anything else names
+# no watch: it gets its 404 without reaching the store, whose drivers may choke on it (NUL).
+WATCH_ID_PATTERN = "^wch_[0-9A-Za-z]{1,64}$"
+_WATCH_ID = re.compile(WATCH_ID_PATTERN)
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -60,7 +74,9 @@ async def me(request: Request) -> Response:
 async def _json_body(request: Request) -> Any:
     too_large = TooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int); too many is too large.
+    digits = declared.isascii() and declared.isdigit()
+    if digits and (len(declared) > len(str(MAX_BODY_BYTES)) or int(declared) > MAX_BODY_BYTES):
         raise too_large
     body = bytearray()
     async for chunk in request.stream():
@@ -71,6 +87,31 @@ async def _json_body(request: Request) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise ApiError(f"the body is not valid JSON: {error}") from None
+
+
+def _check_values(data: dict[str, Any]) -> None:
+    """Refuse a body nested deeper than MAX_BODY_DEPTH (400), and strings with a NUL character
+    (422 naming the field): PostgreSQL cannot store them."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_BODY_DEPTH:
+            raise ApiError(f"the body is nested more than {MAX_BODY_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise _nul((*path, key))
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, str(index))) for index, item in enumerate(value))
+        elif isinstance(value, str) and "\x00" in value:
+            raise _nul(path)
+
+
+def _nul(path: tuple[str, ...]) -> InvalidRequest:
+    field = ".".join(path)
+    message = "must not contain NUL (U+0000) characters"
+    return InvalidRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -94,6 +135,7 @@ async def create_watch(request: Request) -> Response:
     data = await _json_body(request)
     if not isinstance(data, dict):
         raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
+    _check_values(data)
     try:
         watch_request = WatchRequest.model_validate(data)
     except ValidationError as error:
@@ -102,27 +144,41 @@ async def create_watch(request: Request) -> Response:
     return Response(registered.body, registered.status, media_type="application/json")
 
 
+def _query_error(name: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{name}: {message}", errors=[{"field": name, "message": message}])
+
+
 def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        message = f"must be an integer from {low} to {high}"
-        raise InvalidRequest(f"{name}: {message}", errors=[{"field": name, "message": message}])
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and short enough for int().
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))
+    if not digits or not low <= int(raw) <= high:
+        raise _query_error(name, f"must be an integer from {low} to {high}")
     return int(raw)
 
 
+def _query_text(request: Request, name: str, rule: re.Pattern[str], message: str) -> str | None:
+    raw = request.query_params.get(name) or None
+    if raw is not None and not rule.fullmatch(raw):
+        raise _query_error(name, message)
+    return raw
+
+
 async def list_watches(request: Request) -> Response:
+    tenant = _tenant(request)  # 401 before any other answer
     status = request.query_params.get("status") or None
     if status is not None and status not in WATCH_STATUSES:
-        message = f"must be one of {', '.join(WATCH_STATUSES)}"
-        raise InvalidRequest(f"status: {message}", errors=[{"field": "status", "message": message}])
+        raise _query_error("status", f"must be one of {', '.join(WATCH_STATUSES)}")
     page = await _watches(request).list_page(
-        _tenant(request),
+        tenant,
         status=status,
-        job_id=request.query_params.get("job_id") or None,
+        job_id=_query_text(
+            request, "job_id", JOB_ID, "must be 1 to 128 characters among A-Z a-z 0-9 _ . : -"
+        ),
         limit=_query_int(request, "limit", 50, 1, MAX_PAGE),
-        cursor=request.query_params.get("cursor") or None,
+        cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )
     return json_response(page)
 
@@ -145,7 +201,10 @@ async def redeliver(request: Request) -> Response:
 
 
 def _watch_id(request: Request) -> str:
-    return str(request.path_params["watch_id"])
+    watch_id = str(request.path_params["watch_id"])
+    if not _WATCH_ID.fullmatch(watch_id):
+        raise NotFound(f"no watch {watch_id[:80]}")
+    return watch_id
 
 
 async def livez(request: Request) -> Response:

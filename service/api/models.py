@@ -15,8 +15,8 @@ from service import events
 from service.events import iso8601
 from service.store.base import Attempt, Watch
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 # Headers the bridge sets itself, or that would corrupt the request if a client set them.
 RESERVED_HEADERS = frozenset(
     {
@@ -57,7 +57,7 @@ class WatchRequest(BaseModel):
     @field_validator("job_id")
     @classmethod
     def _job_id(cls, job_id: str) -> str:
-        if not _JOB_ID.match(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise ValueError("must be 1 to 128 characters among A-Z a-z 0-9 _ . : -")
         return job_id
 
@@ -84,7 +84,7 @@ class WatchRequest(BaseModel):
             raise ValueError(f"at most {MAX_HEADERS} headers")
         for name, value in headers.items():
             lower = name.lower()
-            if not _HEADER_NAME.match(name):
+            if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
                 raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
@@ -98,7 +98,11 @@ class WatchRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _small(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-        if metadata is not None and len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        try:
+            size = len(orjson.dumps(metadata)) if metadata is not None else 0
+        except orjson.JSONEncodeError:
+            raise ValueError("must be a JSON object nested at most 32 levels deep") from None
+        if size > MAX_METADATA_BYTES:
             raise ValueError(f"must serialize to at most {MAX_METADATA_BYTES} bytes of JSON")
         return metadata
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import __version__
-from service.api.models import WatchRequest
+from service import __version__, events
+from service.api.handlers import MAX_PAGE, WATCH_ID_PATTERN
+from service.api.models import HEADER_NAME, JOB_ID, MAX_HEADERS, WatchRequest
 from service.store.base import WATCH_STATUSES
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -84,19 +85,76 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _problem(description: str) -> dict[str, Any]:
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     ref = {"$ref": "#/components/schemas/Problem"}
-    return {"description": description, "content": {"application/problem+json": {"schema": ref}}}
+    answer = {"description": description, "content": {"application/problem+json": {"schema": ref}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": schema}
 
 
 _WATCH_REF = {"$ref": "#/components/schemas/Watch"}
-_ID = {"name": "watch_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_NOT_FOUND = _problem("No such watch.")
-_UNAUTHORIZED = _problem("No valid API token (when tokens are configured).")
+_ID = {
+    "name": "watch_id",
+    "in": "path",
+    "required": True,
+    "description": "Any other form names no watch (404).",
+    "schema": {"type": "string", "pattern": WATCH_ID_PATTERN},
+}
+_NOT_FOUND = _problem("No such watch (or another tenant's).")
+_UNAUTHORIZED = _problem(
+    "No valid API token (when tokens are configured).",
+    {"WWW-Authenticate": _header("The scheme to use: Bearer.", {"type": "string"})},
+)
+_CRASHED = _problem("The bridge failed; its logs say why.")
+_STATUS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"const": "ok"}},
+}
+_UNREADY = {
+    "type": "object",
+    "required": ["status", "reason"],
+    "properties": {"status": {"const": "unavailable"}, "reason": {"type": "string"}},
+}
+_NUMBER = {"type": "number"}
+
+
+def _refine(request_schema: dict[str, Any]) -> dict[str, Any]:
+    """The request schema from the model, with the rules its validators enforce spelled out
+    (so that clients, and generated tests, know them)."""
+    fields = request_schema["properties"]
+    fields["job_id"].update(pattern=JOB_ID.pattern)
+    fields["callback_url"].update(pattern="^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+")
+    fields["callback_headers"].update(
+        maxProperties=MAX_HEADERS,
+        propertyNames={"pattern": HEADER_NAME.pattern},
+        additionalProperties={"type": "string", "maxLength": 4096},
+    )
+    fields["events"].update(
+        items={"enum": list(events.ALL_EVENTS)},
+        allOf=[{"contains": {"const": name}} for name in events.FINAL_EVENTS],
+    )
+    fields["secret"]["anyOf"][0].update(pattern="^whsec_[A-Za-z0-9+/]+={0,2}$")
+    bounds: dict[str, dict[str, Any]] = {
+        # poll.min_interval_s (at least 0.1) is the floor in force.
+        "poll_interval_s": {"minimum": 0.1, "maximum": 3600},
+        # poll.max_timeout_s (at most 30 days) is the ceiling in force.
+        "timeout_s": {"exclusiveMinimum": 0, "maximum": 30 * 86400},
+    }
+    for name, bound in bounds.items():
+        fields[name]["anyOf"][0] = {**_NUMBER, **bound}
+    return request_schema
 
 
 def spec() -> dict[str, Any]:
-    request_schema = WatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    request_schema = _refine(
+        WatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
     defs = request_schema.pop("$defs", {})
     page = {
         "type": "object",
@@ -107,15 +165,20 @@ def spec() -> dict[str, Any]:
     }
     query = [
         {"name": "status", "in": "query", "schema": {"enum": list(WATCH_STATUSES)}},
-        {"name": "job_id", "in": "query", "schema": {"type": "string"}},
+        {"name": "job_id", "in": "query", "schema": {"type": "string", "pattern": JOB_ID.pattern}},
         {
             "name": "limit",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
         },
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "The next_cursor of the previous page.",
+            "schema": {"type": "string", "pattern": WATCH_ID_PATTERN},
+        },
     ]
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Webhook Bridge", "version": __version__},
         "paths": {
@@ -123,7 +186,12 @@ def spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Register a job and a callback",
                     "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "description": "A retry with the same key and body replays the answer.",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
                     ],
                     "requestBody": {
                         "required": True,
@@ -132,12 +200,22 @@ def spec() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_CREATED, "Committed; polling has started."),
                         "200": _json(_CREATED, "A replay of an earlier call with the same key."),
-                        "400": _problem("The body is not a JSON object."),
+                        "400": _problem(
+                            "The body is not JSON, not an object, or nested too deeply."
+                        ),
                         "401": _UNAUTHORIZED,
                         "409": _problem("The Idempotency-Key was used with another body."),
                         "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),
-                        "429": _problem("Too many registrations; see Retry-After."),
+                        "429": _problem(
+                            "Too many registrations for this token.",
+                            {
+                                "Retry-After": _header(
+                                    "Whole seconds to wait.",
+                                    {"type": "string", "pattern": "^[0-9]+$"},
+                                )
+                            },
+                        ),
                     },
                 },
                 "get": {
@@ -227,7 +305,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "Alive",
                     "security": [],
-                    "responses": {"200": {"description": "ok"}},
+                    "responses": {"200": _json(_STATUS, "Alive.")},
                 }
             },
             "/readyz": {
@@ -235,8 +313,8 @@ def spec() -> dict[str, Any]:
                     "summary": "Store reachable and scheduler running",
                     "security": [],
                     "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "not ready, with the reason"},
+                        "200": _json(_STATUS, "Ready."),
+                        "503": _json(_UNREADY, "Not ready, and why."),
                     },
                 }
             },
@@ -244,7 +322,7 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": {"description": "ok"}},
+                    "responses": {"200": _json({"type": "object"}, "This document.")},
                 }
             },
         },
@@ -262,3 +340,7 @@ def spec() -> dict[str, Any]:
             },
         },
     }
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"]["500"] = _CRASHED
+    return document

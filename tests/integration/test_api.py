@@ -78,6 +78,8 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"job_id": "has space"}, "job_id", "A-Z a-z 0-9"),  # outside the allowed characters
         ({"job_id": "x" * 129}, "job_id", "1 to 128"),  # too long
         ({"job_id": ""}, "job_id", "1 to 128"),  # empty
+        ({"job_id": "job_1\n"}, "job_id", "1 to 128"),  # a trailing newline is not allowed
+        ({"callback_headers": {"X-A\n": "v"}}, "callback_headers", "valid header name"),
         ({"callback_url": "ftp://x/y"}, "callback_url", "http"),  # not http(s)
         ({"callback_url": "/relative"}, "callback_url", "http"),  # not absolute
         ({"callback_url": "https://x/" + "a" * 2048}, "callback_url", "2048"),  # too long

@@ -1,0 +1,352 @@
+"""Hostile peers on real loopback sockets: an upstream and receivers that answer huge, endless,
+slow, malformed or reset answers cost the bridge a bounded amount of time and memory.
+
+Each test talks to a raw asyncio server through the bridge's own HTTP clients (bridge.py's
+`_http_client` and `_session`, the SSRF-guarded connector for deliveries). Times are measured
+around the real call and compared with generous bounds; nothing sleeps and then asserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from service import config, ssrf
+from service.bridge import _http_client, _session
+from service.clock import SystemClock
+from service.delivery import Deliverer
+from service.ids import new_id
+from service.store.base import Completion, Delivery, NewDelivery, Watch
+from service.store.sqlite import SQLiteStore
+from service.upstream import DEFAULT_MAX_BODY_BYTES, Observation, UpstreamClient
+from service.watches import new_secret
+
+TIMEOUT_S = 1.0
+# What a loaded CI machine may add to a timeout before the bridge gives up and moves on.
+SLACK_S = 5.0
+HUGE = 50 * 1024 * 1024
+CHUNK = b"x" * 65536
+# Peak Python memory allowed while a peer offers 50 MiB or an endless body.
+MEMORY_BOUND = 16 * 1024 * 1024
+
+Writer = asyncio.StreamWriter
+Behaviour = Callable[["Peer", str, Writer], Awaitable[None]]
+
+
+def _head(status: int, *headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status} Whatever", *headers, "Connection: close", "", ""]
+    return "\r\n".join(lines).encode()
+
+
+async def _send(peer: Peer, name: str, writer: Writer, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+    peer.sent[name] = peer.sent.get(name, 0) + len(data)
+
+
+def json_answer(document: object, status: int = 200) -> Behaviour:
+    async def answer(peer: Peer, name: str, writer: Writer) -> None:
+        body = document if isinstance(document, bytes) else orjson.dumps(document)
+        headers = ("Content-Type: application/json", f"Content-Length: {len(body)}")
+        await _send(peer, name, writer, _head(status, *headers) + body)
+
+    return answer
+
+
+def huge(status: int) -> Behaviour:
+    """A 50 MiB body, announced in Content-Length."""
+
+    async def answer(peer: Peer, name: str, writer: Writer) -> None:
+        await _send(peer, name, writer, _head(status, f"Content-Length: {HUGE}"))
+        for _ in range(HUGE // len(CHUNK)):
+            await _send(peer, name, writer, CHUNK)
+
+    return answer
+
+
+def endless(status: int) -> Behaviour:
+    """A chunked body that never ends."""
+
+    async def answer(peer: Peer, name: str, writer: Writer) -> None:
+        await _send(peer, name, writer, _head(status, "Transfer-Encoding: chunked"))
+        frame = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK)
+        while True:
+            await _send(peer, name, writer, frame)
+
+    return answer
+
+
+async def silent(peer: Peer, name: str, writer: Writer) -> None:
+    """Accepts the request and never answers (the test's teardown ends it)."""
+    await asyncio.Event().wait()
+
+
+async def drip(peer: Peer, name: str, writer: Writer) -> None:
+    """Answers the head at once, then one byte of the body every 50 ms, for ever."""
+    await _send(peer, name, writer, _head(200, "Content-Length: 1000000"))
+    while True:
+        await _send(peer, name, writer, b"{")
+        await asyncio.sleep(0.05)
+
+
+async def reset(peer: Peer, name: str, writer: Writer) -> None:
+    """Resets the connection (RST) instead of answering."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class Peer:
+    """A loopback HTTP/1.1 server whose answer to a request is chosen by the last segment of
+    its path. Counts the bytes it managed to send to each."""
+
+    def __init__(self, behaviours: dict[str, Behaviour]) -> None:
+        self.behaviours = behaviours
+        self.sent: dict[str, int] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Peer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            target = head.split(b" ", 2)[1].decode()
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    await reader.readexactly(int(value))
+            behaviour = target.rstrip("/").rsplit("/", 1)[-1]
+            await self.behaviours[behaviour](self, behaviour, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the bridge hung up: what these tests want
+        finally:
+            writer.close()
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[list[int]]:
+    """The peak of Python allocations inside the block, in bytes (filled in on exit)."""
+    peak: list[int] = []
+    tracemalloc.start()
+    try:
+        yield peak
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+
+
+# The upstream.
+
+UPSTREAM = {
+    "huge": huge(200),
+    "huge-error": huge(503),
+    "endless": endless(200),
+    "html": json_answer(b"<html><body>Bad gateway</body></html>", 200),
+    "deep": json_answer(b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+    "deep-but-parseable": json_answer(b'{"a":' * 100 + b"1" + b"}" * 100),
+    "status-42": json_answer({"id": "j", "status": 42}),
+    "status-list": json_answer({"id": "j", "status": ["queued"]}),
+    "output-string": json_answer({"id": "j", "status": "succeeded", "output": "done"}),
+    "not-an-object": json_answer([1, 2, 3]),
+    "silent": silent,
+    "drip": drip,
+    "reset": reset,
+}
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Peer, UpstreamClient]]:
+    """A hostile upstream and the bridge's upstream client pointed at it, built as bridge.py
+    builds it."""
+    async with (
+        Peer(dict(UPSTREAM)) as peer,
+        _http_client(_session(aiohttp.TCPConnector(limit_per_host=0)), TIMEOUT_S) as http,
+    ):
+        yield peer, UpstreamClient(http, peer.url, TIMEOUT_S)
+
+
+@pytest.mark.parametrize(
+    ("job", "reason"),
+    [
+        # Bodies past the cap: reading stops there (announced, or streamed without end).
+        ("huge", f"more than {DEFAULT_MAX_BODY_BYTES} bytes"),
+        ("huge-error", f"more than {DEFAULT_MAX_BODY_BYTES} bytes (HTTP 503)"),
+        ("endless", f"more than {DEFAULT_MAX_BODY_BYTES} bytes"),
+        # Bodies that are not a usable JSON object.
+        ("html", "not JSON"),
+        ("deep", "not JSON (depth limit exceeded"),  # 100,000 levels: orjson refuses
+        ("deep-but-parseable", "nested more than 64 levels"),  # too deep to pass on
+        ("not-an-object", "not an object but list"),
+        # The right shape, the wrong types.
+        ("status-42", "a status of type int"),
+        ("status-list", "a status of type list"),
+        ("output-string", "succeeded with an output of type str"),
+        # No usable answer in time, or none at all.
+        ("silent", "did not answer in time"),
+        ("drip", "did not answer in time"),
+        ("reset", "upstream request failed"),
+    ],
+)
+async def test_hostile_upstream_answers_are_transient(
+    upstream: tuple[Peer, UpstreamClient], job: str, reason: str
+) -> None:
+    """Every bad answer is a transient failure saying why, within the request timeout, and
+    holding at most about the body cap in memory."""
+    peer, client = upstream
+    with peak_memory() as peak:
+        started = time.perf_counter()
+        seen = await client.fetch(job, None)
+        elapsed = time.perf_counter() - started
+    assert seen.kind == "transient", seen
+    assert seen.error is not None
+    assert reason in seen.error, seen.error
+    assert elapsed < TIMEOUT_S + SLACK_S, elapsed
+    assert peak[0] < MEMORY_BOUND, peak[0]
+    assert peer.sent.get(job, 0) < HUGE  # whatever was offered, it was not all taken
+
+
+async def test_a_bad_queue_position_is_dropped_not_trusted(
+    upstream: tuple[Peer, UpstreamClient],
+) -> None:
+    """queue_position "x" (or a number no queue has) leaves the position unknown; the status
+    itself is good, so the poll counts as progress."""
+    peer, client = upstream
+    peer.behaviours["position-x"] = json_answer({"status": "queued", "queue_position": "x"})
+    peer.behaviours["position-negative"] = json_answer({"status": "queued", "queue_position": -1})
+    peer.behaviours["position-huge"] = json_answer({"status": "queued", "queue_position": 2**40})
+    for job in ("position-x", "position-negative", "position-huge"):
+        seen = await client.fetch(job, None)
+        assert seen == Observation(
+            "progress", "queued", None, seen.body, seen.document, http_status=200
+        )
+
+
+# The receivers.
+
+RECEIVERS = {
+    "endless": endless(503),
+    "endless-ok": endless(200),
+    "huge": huge(500),
+    "silent": silent,
+    "drip": drip,
+    "reset": reset,
+}
+
+
+@pytest.fixture
+async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, Deliverer]]:
+    """Hostile receivers, a real SQLite store, and a Deliverer built as bridge.py builds it."""
+    settings = config.load(
+        environ={
+            "BRIDGE_CONFIG": str(Path(__file__).parents[2] / "config" / "bridge.toml"),
+            "BRIDGE_STORE__URL": f"sqlite:///{tmp_path}/bridge.db",
+            "BRIDGE_DELIVERY__TIMEOUT_S": str(TIMEOUT_S),
+            # The receivers listen on loopback.
+            "BRIDGE_SECURITY__ALLOW_PRIVATE_CALLBACKS": "true",
+        }
+    )
+    policy = ssrf.CallbackPolicy(
+        allow_private=settings.security.allow_private_callbacks,
+        allow_cidrs=settings.security.allowed_networks,
+        require_https=settings.security.require_https,
+    )
+    store = SQLiteStore(str(tmp_path / "bridge.db"))
+    await store.open()
+    connector = ssrf.guarded_connector(policy, limit=settings.delivery.max_concurrency)
+    try:
+        async with (
+            Peer(dict(RECEIVERS)) as peer,
+            _http_client(_session(connector), settings.delivery.timeout_s) as http,
+        ):
+            owner = "hostile-peers"
+            yield peer, store, Deliverer(store, http, settings.delivery, SystemClock(), owner)
+    finally:
+        await store.close()
+
+
+async def _delivery_to(store: SQLiteStore, url: str, owner: str) -> tuple[Watch, Delivery]:
+    """A watch whose final event is ready to send to `url`, its delivery held by `owner`."""
+    now = time.time()
+    watch = Watch(
+        id=new_id("wch", now), tenant="", job_id="job_1", callback_url=url,
+        callback_method="POST", callback_headers={}, metadata=None,
+        events=("job.succeeded", "job.failed"), payload_format="envelope", secret=new_secret(),
+        poll_interval_s=2.5, timeout_s=300.0, upstream_api_key=None, created_at=now,
+        updated_at=now, next_poll_at=now,
+    )  # fmt: skip
+    await store.insert_watch(watch, lease_owner=owner, lease_until=now + 60)
+    final = NewDelivery(new_id("msg", now), "job.succeeded", b'{"type": "job.succeeded"}', True)
+    return watch, await store.complete_watch(
+        owner, now, Completion(watch.id, 1, "succeeded", None, final), now + 60
+    )
+
+
+@pytest.mark.parametrize(
+    ("receiver", "status_code", "error"),
+    [
+        # A 503 whose body never ends: the status is read, 4 KiB of the body, no more.
+        ("endless", 503, "HTTP 503"),
+        # The same with a 200: delivered, and no waiting for the end of the body.
+        ("endless-ok", 200, None),
+        # 50 MiB announced with a 500.
+        ("huge", 500, "HTTP 500"),
+        # No answer at all, or a body one byte at a time: cut at the attempt timeout.
+        ("silent", None, f"no answer within {TIMEOUT_S:g} s"),
+        ("drip", None, f"no answer within {TIMEOUT_S:g} s"),
+        # The connection reset instead of an answer.
+        ("reset", None, "Error"),
+    ],
+)
+async def test_hostile_receivers_cost_one_bounded_attempt(
+    receivers: tuple[Peer, SQLiteStore, Deliverer],
+    receiver: str,
+    status_code: int | None,
+    error: str | None,
+) -> None:
+    """The attempt is recorded within the attempt timeout, reading at most a few KiB of
+    whatever the receiver sends."""
+    peer, store, deliverer = receivers
+    watch, delivery = await _delivery_to(store, f"{peer.url}/{receiver}", "hostile-peers")
+    with peak_memory() as peak:
+        started = time.perf_counter()
+        deliverer.submit(delivery)
+        await deliverer.drain(grace_s=60)
+        elapsed = time.perf_counter() - started
+    [attempt] = await store.list_attempts("", watch.id)
+    assert attempt.status_code == status_code, attempt
+    if error is None:
+        assert attempt.error is None
+    else:
+        assert attempt.error is not None
+        assert error in attempt.error, attempt.error
+    assert elapsed < TIMEOUT_S + SLACK_S, elapsed
+    assert attempt.duration_s < TIMEOUT_S + SLACK_S
+    assert peak[0] < MEMORY_BOUND, peak[0]
+    assert peer.sent.get(receiver, 0) < HUGE
