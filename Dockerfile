@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# Webhook Bridge: `docker run -v bridge-data:/data -p 8080:8080 IMAGE` serves the API on 0.0.0.0
+# inside the container (configure auth tokens, or it refuses to start), state in /data (SQLite).
+# Runs as a numeric non-root user and works with a read-only root filesystem.
+
+ARG PYTHON=python:3.11-slim-bookworm
+
+FROM ${PYTHON} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first, pinned by the lock, so they stay cached until it or pyproject changes:
+# an empty package stands in for the source while they install.
+COPY pyproject.toml requirements.lock README.md ./
+RUN mkdir service && touch service/__init__.py \
+    && pip install --constraint requirements.lock . \
+    && pip uninstall --yes webhook-bridge
+COPY service ./service
+RUN pip install --no-deps . \
+    && python -m compileall -q /opt/venv
+
+FROM ${PYTHON}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BRIDGE_CONFIG=/etc/webhook-bridge/bridge.toml \
+    BRIDGE_SERVER__HOST=0.0.0.0 \
+    BRIDGE_STORE__URL=sqlite:////data/bridge.db
+COPY --from=build /opt/venv /opt/venv
+COPY config/bridge.toml /etc/webhook-bridge/bridge.toml
+# /data holds the SQLite database: mount a volume there (and an emptyDir on /tmp with a
+# read-only root filesystem).
+RUN mkdir /data && chown 10001:10001 /data
+USER 10001:10001
+WORKDIR /data
+EXPOSE 8080
+ENTRYPOINT ["webhook-bridge"]
+CMD ["serve"]
