@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -117,6 +118,22 @@ class PollSettings(_Section):
         return self
 
 
+class SigningSecret(_Section):
+    """A signing secret for watches registered without their own; `expires_at` ends an old
+    one's use after a rotation."""
+
+    secret: SecretStr
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, secret: SecretStr) -> SecretStr:
+        from service.signing import check_secret
+
+        check_secret(secret.get_secret_value())
+        return secret
+
+
 class DeliverySettings(_Section):
     timeout_s: float = Field(15.0, gt=0, le=300)
     retry_schedule_s: tuple[PositiveSeconds, ...] = (
@@ -127,6 +144,27 @@ class DeliverySettings(_Section):
     max_retry_after_s: float = Field(3600.0, ge=0)
     max_response_bytes: int = Field(4096, ge=0, le=1 << 20)
     payload_retention_days: float = Field(30.0, gt=0)
+    # Secrets that sign the webhooks of watches registered without a `secret`, current first;
+    # during a rotation every unexpired one signs (receivers accept any of the signatures).
+    signing_secrets: tuple[SigningSecret, ...] = ()
+
+    @field_validator("signing_secrets")
+    @classmethod
+    def _current_first(cls, found: tuple[SigningSecret, ...]) -> tuple[SigningSecret, ...]:
+        if found and found[0].expires_at is not None:
+            raise ValueError(
+                "the first signing secret is the current one and has no expires_at; list the "
+                "new secret first and give the old one an expires_at"
+            )
+        return found
+
+    def signing_secrets_at(self, now: float) -> list[str]:
+        """The configured signing secrets still valid at `now`, current first."""
+        return [
+            entry.secret.get_secret_value()
+            for entry in self.signing_secrets
+            if entry.expires_at is None or entry.expires_at.timestamp() > now
+        ]
 
 
 def _network(value: str) -> IPv4Network | IPv6Network:

@@ -11,19 +11,18 @@ import asyncio
 import base64
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
-import standardwebhooks
 import structlog
 
 from service import __version__, schedule
 from service.clock import Clock
 from service.config import DeliverySettings
 from service.errors import LeaseLost, StoreError
+from service.signing import sign
 from service.store.base import Attempt, AttemptOutcome, Delivery, Store
 from service.vault import Vault, VaultError
 
@@ -60,19 +59,6 @@ def judge(
         return Verdict("failed", None)
     asked = schedule.retry_after(retry_after, now, settings.max_retry_after_s)
     return Verdict("retry", now + max(delay, asked or 0.0))
-
-
-def sign(message_id: str, body: bytes, timestamp: float, secrets: Sequence[str]) -> dict[str, str]:
-    """The Standard Webhooks headers for one attempt (the timestamp is the attempt's). With
-    several secrets (a rotation), one signature each, space-separated."""
-    moment = datetime.fromtimestamp(int(timestamp), UTC)
-    text = body.decode()
-    signatures = [standardwebhooks.Webhook(s).sign(message_id, moment, text) for s in secrets]
-    return {
-        "webhook-id": message_id,
-        "webhook-timestamp": str(int(timestamp)),
-        "webhook-signature": " ".join(signatures),
-    }
 
 
 class Deliverer:
@@ -186,13 +172,19 @@ class Deliverer:
         """(status code, Retry-After, error) of one request; the body is read up to a cap."""
         url, authorization = split_credentials(delivery.callback_url)
         try:
-            secret = self._vault.open(delivery.secret)
+            secrets = (
+                [self._vault.open(delivery.secret)]
+                if delivery.secret
+                else self._settings.signing_secrets_at(now)
+            )
+            if not secrets:
+                return None, None, "no delivery.signing_secrets is configured to sign this watch"
             headers = {
                 **{k: self._vault.open(v) for k, v in delivery.callback_headers.items()},
                 **({"authorization": authorization} if authorization else {}),
                 "content-type": "application/json",
                 "user-agent": USER_AGENT,
-                **sign(delivery.id, delivery.body, now, [secret]),
+                **sign(delivery.id, delivery.body, now, secrets),
             }
         except VaultError as unreadable:
             return None, None, unreadable.message

@@ -5,9 +5,7 @@ HTTP handlers call only this; it owns every store call made on a client's behalf
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +19,7 @@ from service.config import Settings
 from service.dispatcher import Dispatcher
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
+from service.signing import new_secret
 from service.store.base import REDELIVERABLE, DuplicateIdempotencyKey, Idempotency, Store, Watch
 from service.vault import Vault
 
@@ -31,10 +30,6 @@ log = structlog.get_logger("service.watches")
 class Registered:
     status: int  # 201 for a new watch, 200 for an idempotent replay
     body: bytes
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def field_error(field: str, message: str) -> InvalidRequest:
@@ -97,7 +92,10 @@ class WatchService:
 
         now = self._clock.now()
         seal = self._vault.seal
-        secret = request.secret or new_secret()
+        # Without its own secret a watch is signed with the configured signing secrets, if any
+        # (stored as ""), else with one generated for it.
+        shared = request.secret is None and bool(self._settings.delivery.signing_secrets)
+        secret = "" if shared else request.secret or new_secret()
         watch = Watch(
             id=new_id("wch", now),
             tenant=tenant,
@@ -108,7 +106,7 @@ class WatchService:
             metadata=request.metadata,
             events=tuple(request.events),
             payload_format=request.payload_format,
-            secret=seal(secret),
+            secret=seal(secret) if secret else "",
             poll_interval_s=interval,
             timeout_s=timeout,
             upstream_api_key=None
@@ -118,7 +116,7 @@ class WatchService:
             updated_at=now,
             next_poll_at=now,
         )
-        body = orjson.dumps({**watch_view(watch), "secret": secret})
+        body = orjson.dumps({**watch_view(watch), "secret": secret or None})
         # The stored answer holds the secret, so it is sealed like the secret itself.
         idempotency = (
             Idempotency(idempotency_key, request_hash, seal(body.decode()).encode())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -11,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service import events
+from service import events, signing
 from service.events import iso8601
 from service.store.base import Attempt, Watch
 
@@ -125,17 +123,7 @@ class WatchRequest(BaseModel):
     @field_validator("secret")
     @classmethod
     def _whsec(cls, secret: str | None) -> str | None:
-        if secret is None:
-            return None
-        if not secret.startswith("whsec_"):
-            raise ValueError("must start with whsec_ followed by base64 of 24 to 64 random bytes")
-        try:
-            raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error:
-            raise ValueError("must be whsec_ followed by valid base64") from None
-        if not 24 <= len(raw) <= 64:
-            raise ValueError(f"must encode 24 to 64 bytes, not {len(raw)}")
-        return secret
+        return None if secret is None else signing.check_secret(secret)
 
     @field_validator("upstream_api_key")
     @classmethod

@@ -45,7 +45,13 @@ _CREATED = {
         {
             "type": "object",
             "required": ["secret"],
-            "properties": {"secret": {"type": "string", "description": "Only in this answer."}},
+            "properties": {
+                "secret": {
+                    "type": ["string", "null"],
+                    "description": "Only in this answer; null when the watch is signed with "
+                    "the configured delivery.signing_secrets.",
+                }
+            },
         },
     ]
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from tests.e2e import harness
 from tests.e2e.harness import API_KEY, ENCRYPTION_KEY, Receiver, StartBridge, Upstream, unique
@@ -120,3 +121,30 @@ def test_harness_key_is_valid() -> None:
     from service.vault import parse_keys
 
     assert parse_keys(harness.ENCRYPTION_KEY) == [harness.ENCRYPTION_KEY]
+
+
+@pytest.mark.e2e
+def test_configured_signing_secrets_sign_during_a_rotation(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """Watches without a secret are signed with every unexpired configured secret."""
+    new = "whsec_bmV3LXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHMh"
+    old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    gone = "whsec_ZXhwaXJlZC1zZWNyZXQtZm9yLXJvdGF0aW9uIQ=="
+    bridge = start_bridge(
+        BRIDGE_DELIVERY__SIGNING_SECRETS=(
+            f'[{{"secret": "{new}"}}, {{"secret": "{old}", "expires_at": "2999-01-01T00:00:00Z"}},'
+            f' {{"secret": "{gone}", "expires_at": "2000-01-01T00:00:00Z"}}]'
+        )
+    )
+    job = upstream.create_job(queue_positions=1, seconds_per_position=0.3, processing_s=0.3)
+    name = unique("rotation-global")
+    watch = bridge.register(job_id=job, callback_url=receiver.callback(name))
+    assert watch["secret"] is None
+    bridge.wait_for_status(watch["id"], "delivered")
+    [hook] = receiver.hooks(name)
+    assert len(hook.headers["webhook-signature"].split(" ")) == 2
+    assert hook.verify(new)["job_id"] == job
+    assert hook.verify(old)["job_id"] == job
+    with pytest.raises(WebhookVerificationError, match="signature"):
+        hook.verify(gone)

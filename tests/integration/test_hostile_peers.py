@@ -26,10 +26,10 @@ from service.bridge import _http_client, _session
 from service.clock import SystemClock
 from service.delivery import Deliverer
 from service.ids import new_id
+from service.signing import new_secret
 from service.store.base import Completion, Delivery, NewDelivery, Watch
 from service.store.sqlite import SQLiteStore
 from service.upstream import DEFAULT_MAX_BODY_BYTES, Observation, UpstreamClient
-from service.watches import new_secret
 
 TIMEOUT_S = 1.0
 # What a loaded CI machine may add to a timeout before the bridge gives up and moves on.

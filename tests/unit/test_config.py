@@ -163,3 +163,40 @@ def test_tokens_are_masked() -> None:
         DEFAULT_FILE, environ={"BRIDGE_AUTH__TOKENS": '[{"name": "a", "token": "t0k3n-value"}]'}
     )
     assert "t0k3n-value" not in str(config.masked(settings))
+
+
+NEW_SECRET = "whsec_bmV3LXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHMh"
+OLD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_signing_secrets_in_rotation() -> None:
+    """Unexpired signing secrets sign, current first; an expired one drops out on time."""
+    settings = config.load(
+        DEFAULT_FILE,
+        environ={
+            "BRIDGE_DELIVERY__SIGNING_SECRETS": (
+                f'[{{"secret": "{NEW_SECRET}"}},'
+                f' {{"secret": "{OLD_SECRET}", "expires_at": "2026-01-01T00:00:00Z"}}]'
+            )
+        },
+    )
+    expiry = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    assert settings.delivery.signing_secrets_at(expiry - 1) == [NEW_SECRET, OLD_SECRET]
+    assert settings.delivery.signing_secrets_at(expiry) == [NEW_SECRET]
+    assert NEW_SECRET not in str(config.masked(settings))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (f'[{{"secret": "{OLD_SECRET}", "expires_at": "2026-01-01T00:00:00Z"}}]',
+         "the first signing secret is the current one"),
+        ('[{"secret": "nope"}]', "must start with whsec_"),
+        (f'[{{"secret": "{OLD_SECRET}", "expires_at": "2026-01-01T00:00:00"}}]',
+         "timezone"),  # an expiry without a time zone is ambiguous
+    ],
+)  # fmt: skip
+def test_bad_signing_secrets(value: str, message: str) -> None:
+    """Signing secrets are checked at start-up."""
+    with pytest.raises(ConfigError, match=message):
+        config.load(DEFAULT_FILE, environ={"BRIDGE_DELIVERY__SIGNING_SECRETS": value})

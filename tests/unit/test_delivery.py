@@ -8,7 +8,8 @@ import pytest
 import standardwebhooks
 
 from service.config import DeliverySettings
-from service.delivery import judge, sign, split_credentials
+from service.delivery import judge, split_credentials
+from service.signing import sign
 from service.store.base import Delivery
 
 SETTINGS = DeliverySettings(retry_schedule_s=(5.0, 300.0), jitter=0.2, max_retry_after_s=600.0)
