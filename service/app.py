@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypedDict
@@ -9,12 +10,13 @@ from typing import TypedDict
 import orjson
 import structlog
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import handlers, openapi
 from service.api.problems import from_error, problem
@@ -32,19 +34,34 @@ class State(TypedDict):
     bridge: Bridge
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
 class RequestContext:
-    """Binds a request id, the method and the path to every log line of one request."""
+    """Binds a request id, the method and the path to every log line of one request. A
+    caller's `X-Request-ID` is kept when it is a plain token, else one is made; either way it
+    is echoed in the answer's `X-Request-ID`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(
-                request_id=new_id("req"), method=scope["method"], path=scope["path"]
-            )
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else new_id("req")
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, method=scope["method"], path=scope["path"]
+        )
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 async def _api_error(request: Request, error: Exception) -> Response:
@@ -106,6 +123,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         _route("/v1/me", GET=handlers.me),
         _route("/livez", GET=handlers.livez),
         _route("/readyz", GET=handlers.readyz),
+        _route("/metrics", GET=handlers.metrics),
         _route("/openapi.json", GET=openapi_json),
     ]
     return Starlette(

@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
@@ -22,6 +23,7 @@ from service.config import Settings
 from service.delivery import Deliverer
 from service.dispatcher import Dispatcher
 from service.errors import StoreError
+from service.metrics import Metrics
 from service.store.base import Store
 from service.upstream import UpstreamClient
 from service.vault import Vault
@@ -30,6 +32,7 @@ from service.watches import WatchService
 log = structlog.get_logger("service.bridge")
 TICK_S = 1.0
 HOUSEKEEPING_S = 3600.0
+GAUGES_S = 10.0
 
 
 def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
@@ -59,6 +62,7 @@ class Bridge:
     scheduler: AsyncIOScheduler
     auth: Authenticator
     limiter: RateLimiter
+    metrics: Metrics
     _clients: tuple[httpx.AsyncClient, ...]
 
     @classmethod
@@ -88,13 +92,17 @@ class Bridge:
         dispatcher = Dispatcher(store, upstream, deliverer, settings, clock, owner, vault=vault)
         watches = WatchService(store, dispatcher, settings, clock, vault)
         scheduler = AsyncIOScheduler()
+        metrics = Metrics()
+        upstream.observe = metrics.polled
+        deliverer.on_outcome = metrics.attempted
+        dispatcher.lateness = metrics.poll_lateness.observe
         auth = Authenticator(settings.auth.tokens)
         limiter = RateLimiter(
             settings.auth.registrations_per_s, settings.auth.registration_burst, clock
         )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, scheduler, auth, limiter,
-            (upstream_http, delivery_http),
+            metrics, (upstream_http, delivery_http),
         )  # fmt: skip
 
     async def start(self) -> None:
@@ -103,6 +111,10 @@ class Bridge:
         self.scheduler.add_job(
             self.dispatcher.tick, "interval", seconds=TICK_S, id="dispatch",
             max_instances=1, coalesce=True, misfire_grace_time=None,
+        )  # fmt: skip
+        self.scheduler.add_job(
+            self.refresh_gauges, "interval", seconds=GAUGES_S, id="gauges",
+            max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
         )  # fmt: skip
         self.scheduler.add_job(
             self.housekeeping, "interval", seconds=HOUSEKEEPING_S, id="housekeeping",
@@ -129,6 +141,23 @@ class Bridge:
             return
         if purged:
             log.info("housekeeping.purged", deliveries=purged)
+
+    async def refresh_gauges(self) -> None:
+        """Watches per status come from the store, so they are counted every few seconds,
+        not at each scrape."""
+        try:
+            counts = await self.store.count_watches()
+        except StoreError as error:
+            log.warning("metrics.count_failed", error=str(error))
+            return
+        for status, count in counts.items():
+            self.metrics.watches.labels(status).set(count)
+
+    def render_metrics(self) -> bytes:
+        self.metrics.held_watches.set(self.dispatcher.held_count)
+        self.metrics.poll_backlog.set(self.dispatcher.due_backlog())
+        self.metrics.deliveries_in_flight.set(self.deliverer.in_flight)
+        return self.metrics.render()
 
     async def ready(self) -> str | None:
         """None when ready, else why not."""

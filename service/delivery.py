@@ -83,7 +83,8 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         # In-flight deliveries and the lease tokens they were claimed with, for renewals.
         self._sending: dict[str, int] = {}
-        self.on_outcome: Callable[[Delivery, AttemptOutcome, float], None] | None = None
+        # Told of each recorded attempt: metrics.
+        self.on_outcome: Callable[[Delivery, Attempt, AttemptOutcome, float], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -164,7 +165,7 @@ class Deliverer:
             duration_s=round(duration, 4),
         )
         if self.on_outcome is not None:
-            self.on_outcome(delivery, verdict.outcome, now)
+            self.on_outcome(delivery, attempt, verdict.outcome, now)
 
     async def _send(
         self, delivery: Delivery, now: float

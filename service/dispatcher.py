@@ -121,6 +121,13 @@ class Dispatcher:
             await self._store.release_deliveries(self.owner, abandoned)
         log.info("dispatcher.stopped", released=len(held), abandoned=len(abandoned))
 
+    def due_backlog(self) -> int:
+        """Targets whose poll is due and not started: how far behind polling is."""
+        now = self._clock.now()
+        return sum(
+            1 for t in self._targets.values() if not t.polling and t.watches and t.due <= now
+        )
+
     @property
     def held_count(self) -> int:
         return len(self._by_watch)

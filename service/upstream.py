@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -186,6 +186,8 @@ class UpstreamClient:
         self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation]] = {}
         self.requests = 0
         self.last_duration_s = 0.0
+        # Told of each request made (not of shared answers): metrics.
+        self.observe: Callable[[Observation, float], None] | None = None
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
         key = (job_id, api_key)
@@ -196,6 +198,8 @@ class UpstreamClient:
         self._in_flight[key] = future
         try:
             observation = await self._get(job_id, api_key)
+            if self.observe is not None:
+                self.observe(observation, self.last_duration_s)
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # marks it retrieved when nobody shares it

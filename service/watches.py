@@ -60,7 +60,11 @@ class WatchService:
         )
 
     async def register(
-        self, tenant: str, request: WatchRequest, idempotency_key: str | None
+        self,
+        tenant: str,
+        request: WatchRequest,
+        idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> Registered:
         """Validate, commit, and start polling at once. 201, or 200 replaying a retried call."""
         request_hash = hashlib.sha256(
@@ -92,6 +96,9 @@ class WatchService:
 
         now = self._clock.now()
         seal = self._vault.seal
+        headers = dict(request.callback_headers)
+        if traceparent and "traceparent" not in {name.lower() for name in headers}:
+            headers["traceparent"] = traceparent  # the caller's trace goes on in the webhook
         # Without its own secret a watch is signed with the configured signing secrets, if any
         # (stored as ""), else with one generated for it.
         shared = request.secret is None and bool(self._settings.delivery.signing_secrets)
@@ -102,7 +109,7 @@ class WatchService:
             job_id=request.job_id,
             callback_url=request.callback_url,
             callback_method=request.callback_method,
-            callback_headers={k: seal(v) for k, v in request.callback_headers.items()},
+            callback_headers={k: seal(v) for k, v in headers.items()},
             metadata=request.metadata,
             events=tuple(request.events),
             payload_format=request.payload_format,

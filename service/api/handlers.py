@@ -22,6 +22,7 @@ from service.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.store.base import WATCH_STATUSES
 from service.watches import WatchService
 
@@ -124,6 +125,16 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _traceparent(request: Request) -> str | None:
+    """A W3C `traceparent` to carry to the webhooks (an invalid one is ignored, as the spec
+    says)."""
+    value = request.headers.get("traceparent", "").strip().lower()
+    return value if _TRACEPARENT.match(value) else None
+
+
 async def create_watch(request: Request) -> Response:
     tenant = _tenant(request)
     wait = _bridge(request).limiter.take(tenant)
@@ -140,7 +151,9 @@ async def create_watch(request: Request) -> Response:
         watch_request = WatchRequest.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
-    registered = await _watches(request).register(tenant, watch_request, _idempotency_key(request))
+    registered = await _watches(request).register(
+        tenant, watch_request, _idempotency_key(request), _traceparent(request)
+    )
     return Response(registered.body, registered.status, media_type="application/json")
 
 
@@ -205,6 +218,10 @@ def _watch_id(request: Request) -> str:
     if not _WATCH_ID.fullmatch(watch_id):
         raise NotFound(f"no watch {watch_id[:80]}")
     return watch_id
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_bridge(request).render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
 
 async def livez(request: Request) -> Response:

@@ -324,6 +324,18 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (aggregate, no per-tenant or per-job labels)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -108,6 +108,8 @@ class Delivery:
     callback_method: str
     callback_headers: dict[str, str]
     secret: str
+    # When the event happened (for a final event: when the upstream's ending was seen).
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ _WATCH_COLUMNS = ", ".join(_WATCH_FIELDS)
 _W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in _WATCH_FIELDS)
 _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
-    " w.callback_url, w.callback_method, w.callback_headers, w.secret"
+    " w.callback_url, w.callback_method, w.callback_headers, w.secret, d.created_at"
 )
 # The watches of ($2 ids, $3 tokens) that $1 holds, locked in id order, so that set writes to the
 # same watches (a renewal and a progress flush, say) wait for each other instead of deadlocking.
@@ -479,6 +479,7 @@ class PostgresStore(Store):
             final=new.final,
             attempts=0,
             lease_token=1,
+            created_at=now,
             **row,
         )
 

@@ -45,7 +45,7 @@ _WATCH_COLUMNS = (
 )
 _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
-    " w.callback_url, w.callback_method, w.callback_headers, w.secret"
+    " w.callback_url, w.callback_method, w.callback_headers, w.secret, d.created_at"
 )
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 
@@ -91,6 +91,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         callback_method=row[8],
         callback_headers=json.loads(row[9]),
         secret=row[10],
+        created_at=row[11],
     )
 
 

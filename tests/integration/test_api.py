@@ -330,3 +330,15 @@ async def test_registrations_are_rate_limited_per_token(authed: httpx.AsyncClien
     assert int(limited.headers["retry-after"]) >= 1
     assert (await authed.post("/v1/watches", json=GOOD, headers=GLOBEX)).status_code == 201
     assert (await authed.get("/v1/watches", headers=ACME)).status_code == 200  # reads are not
+
+
+async def test_request_ids_are_echoed_or_made(client: httpx.AsyncClient) -> None:
+    """A caller's X-Request-ID comes back as it was; without one (or a bad one) one is made."""
+    kept = await client.get("/livez", headers={"X-Request-ID": "trace-42.a:b"})
+    assert kept.headers["x-request-id"] == "trace-42.a:b"
+    made = await client.get("/v1/watches")
+    assert made.headers["x-request-id"].startswith("req_")
+    odd = await client.get("/v1/watches", headers={"X-Request-ID": "a b\\tc"})
+    assert odd.headers["x-request-id"].startswith("req_")
+    problem = await client.get("/v1/watches/wch_missing", headers={"X-Request-ID": "r-1"})
+    assert problem.headers["x-request-id"] == "r-1"  # errors carry it too

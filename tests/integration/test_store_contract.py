@@ -588,6 +588,7 @@ async def test_progress_deliveries_are_claimable_at_once(store: Store) -> None:
             callback_method=watch.callback_method,
             callback_headers=watch.callback_headers,
             secret=watch.secret,
+            created_at=T0 + 5,  # when the event was recorded
         )
         for new in (first, second)
     ]
@@ -615,6 +616,7 @@ async def test_complete_watch_hands_the_final_delivery_to_its_owner(store: Store
         callback_method=watch.callback_method,
         callback_headers=watch.callback_headers,
         secret=watch.secret,
+        created_at=T0 + 7,  # when the ending was seen
     )
     stored = await reread(store, watch)
     assert stored.status == "delivering"

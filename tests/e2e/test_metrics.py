@@ -1,0 +1,71 @@
+"""Prometheus metrics of a real run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.harness import Bridge, Receiver, StartBridge, Upstream, unique, wait_until
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in the Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if wanted else ''} (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.e2e
+def test_metrics_follow_a_job_from_poll_to_delivery(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """Polls, lateness, deliveries and notification latency are counted; no job id appears."""
+    bridge = start_bridge()
+    job = upstream.create_job(queue_positions=1, seconds_per_position=0.3, processing_s=0.3)
+    failing = upstream.create_job(faults=[{"kind": "5xx", "count": 1}], processing_s=0.2)
+    name = unique("metrics")
+    first = bridge.register(job_id=job, callback_url=receiver.callback(name, respond="500,200"))
+    second = bridge.register(job_id=failing, callback_url=receiver.callback(unique("metrics")))
+    bridge.wait_all([first["id"], second["id"]], "delivered")
+
+    response = bridge.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert sample(text, "bridge_upstream_requests_total", outcome="terminal") == 2
+    assert sample(text, "bridge_upstream_requests_total", outcome="transient") >= 1
+    assert sample(text, "bridge_upstream_requests_total", outcome="progress") >= 1
+    assert sample(text, "bridge_upstream_request_duration_seconds_count") >= 4
+    assert sample(text, "bridge_poll_lateness_seconds_count") >= 4
+    assert sample(text, "bridge_delivery_attempts_total", outcome="retry") == 1
+    assert sample(text, "bridge_delivery_attempts_total", outcome="succeeded") == 2
+    assert sample(text, "bridge_notification_latency_seconds_count") == 2
+    assert sample(text, "bridge_held_watches") == 0
+    for secret_or_id in (job, failing, first["id"], first["secret"]):
+        assert secret_or_id not in text
+
+    def counted() -> bool:
+        gauges = bridge.client.get("/metrics").text
+        return sample(gauges, "bridge_watches", status="delivered") == 2
+
+    wait_until(counted, 30.0, what="the watches gauge to count both delivered watches")
+
+
+@pytest.mark.e2e
+def test_traceparent_reaches_the_webhook(
+    bridge: Bridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """A traceparent sent with the registration is sent with the webhook request."""
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job = upstream.create_job(queue_positions=1, seconds_per_position=0.2, processing_s=0.2)
+    name = unique("trace")
+    response = bridge.client.post(
+        "/v1/watches",
+        json={"job_id": job, "callback_url": receiver.callback(name)},
+        headers={"traceparent": trace},
+    )
+    assert response.status_code == 201, response.text
+    [hook] = receiver.wait_for(name)
+    assert hook.headers["traceparent"] == trace
