@@ -130,3 +130,25 @@ def verdict(ok: bool | None, target: str) -> str:
     if ok is None:
         return f"{target} (not measured)"
     return f"{target}  {'PASS' if ok else 'FAIL'}"
+
+
+def grid(title: str, head: Sequence[str], rows: Iterable[tuple[str, Sequence[str]]]) -> str:
+    """A plain-text table of several columns: a label, then a value per column. A row without
+    values is a section heading."""
+    rows = list(rows)
+    columns = len(head)
+    cells = [[label, *values] if values else [label] for label, values in rows]
+    width = [
+        max(len(row[i]) for row in [list(head), *cells] if i < len(row)) for i in range(columns)
+    ]
+    # A heading may be wider than the first column: it is not counted.
+    width[0] = max(len(row[0]) for row in [list(head), *cells] if len(row) > 1)
+    line = "  ".join("-" * w for w in width)
+
+    def render(row: Sequence[str]) -> str:
+        if len(row) == 1:
+            return row[0]
+        parts = [f"{row[0]:<{width[0]}}", *(f"{v:>{width[i + 1]}}" for i, v in enumerate(row[1:]))]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([title, line, render(head), line, *map(render, cells), line])

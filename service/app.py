@@ -110,6 +110,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         bridge = Bridge.build(settings, clock)
         await bridge.start()
+        app.state.bridge = bridge  # for the health port's app
         try:
             yield {"bridge": bridge}
         finally:
@@ -136,3 +137,28 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             Exception: _crash,
         },
     )
+
+
+def create_health_app(api: Starlette) -> ASGIApp:
+    """`/livez`, `/readyz` and `/metrics` of the bridge that `api` runs, for a port of their
+    own: a sidecar's API listens on localhost, where the kubelet's probes cannot reach."""
+    health = Starlette(
+        routes=[
+            _route("/livez", GET=handlers.livez),
+            _route("/readyz", GET=handlers.readyz),
+            _route("/metrics", GET=handlers.metrics),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _crash},
+    )
+
+    async def with_bridge(scope: Scope, receive: Receive, send: Send) -> None:
+        bridge = getattr(api.state, "bridge", None)
+        if scope["type"] == "http" and bridge is None:
+            unready = problem(503, "starting", "Starting", "the bridge has not started yet")
+            await unready(scope, receive, send)
+            return
+        if scope["type"] == "http":
+            scope["state"] = {"bridge": bridge}
+        await health(scope, receive, send)
+
+    return with_bridge

@@ -64,6 +64,7 @@ class Bridge:
     limiter: RateLimiter
     metrics: Metrics
     _clients: tuple[httpx.AsyncClient, ...]
+    draining: bool = False
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Bridge:
@@ -124,6 +125,7 @@ class Bridge:
         log.info("bridge.started", owner=self.dispatcher.owner, store=_safe_url(self))
 
     async def stop(self) -> None:
+        self.draining = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.dispatcher.stop(self.settings.server.shutdown_grace_s)
@@ -161,6 +163,8 @@ class Bridge:
 
     async def ready(self) -> str | None:
         """None when ready, else why not."""
+        if self.draining:
+            return "draining: the bridge is shutting down"
         if not self.scheduler.running or not self.dispatcher.running:
             return "the scheduler is not running"
         try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from service import __version__, config
 from service.errors import BridgeError
@@ -20,34 +22,59 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    import uvloop
 
     from service import logs
-    from service.app import create_app
+    from service.app import create_app, create_health_app
 
-    _Server = _server_class()
     settings = _settings(args)
     logs.configure(settings.log)
     # Open the store once before serving, so a locked or broken store fails start-up with one
     # clear line instead of a lifespan traceback.
     asyncio.run(_check_store(settings))
-    server = _Server(
+    server = settings.server
+    common: dict[str, Any] = {"log_level": "warning", "access_log": False, "http": "httptools"}
+    app = create_app(settings)
+    api = _api_server_class()(
         uvicorn.Config(
-            create_app(settings),
-            host=settings.server.host,
-            port=settings.server.port,
-            log_level="warning",
-            access_log=False,
-            loop="uvloop",
-            http="httptools",
+            app,
+            host=server.host,
+            port=server.port,
             lifespan="on",
-            timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) or 1,
+            timeout_graceful_shutdown=int(server.shutdown_grace_s) or 1,
+            **common,
         )
     )
-    server.run()
-    return 0 if server.started else 1
+    health = None
+    if server.health_port is not None:
+        health = _health_server_class()(
+            uvicorn.Config(
+                create_health_app(app),
+                host=server.health_host,
+                port=server.health_port,
+                lifespan="off",
+                **common,
+            )
+        )
+    uvloop.run(_serve(api, health))
+    return 0 if api.started else 1
 
 
-def _server_class() -> type:
+async def _serve(api: Any, health: Any) -> None:
+    """Serve the API and, beside it, the health port, which answers (`/readyz` 503 while
+    draining) until the API's shutdown is over."""
+    if health is None:
+        await api.serve()
+        return
+    health_task = asyncio.create_task(health.serve())
+    try:
+        await api.serve()
+    finally:
+        health.should_exit = True
+        await health_task
+
+
+def _api_server_class() -> type:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -59,6 +86,19 @@ def _server_class() -> type:
             self._captured_signals.clear()
 
     return Server
+
+
+def _health_server_class() -> type:
+    import uvicorn
+
+    class HealthServer(uvicorn.Server):
+        """Leaves signals to the API server, and stops when told to after it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return HealthServer
 
 
 async def _check_store(settings: config.Settings) -> None:

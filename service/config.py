@@ -56,6 +56,16 @@ class ServerSettings(_Section):
     # On SIGTERM: seconds for in-flight polls and deliveries to finish before leases are
     # released for another process to take over.
     shutdown_grace_s: float = Field(10.0, ge=0, le=600)
+    # A second port for /livez, /readyz and /metrics only (unset: they are on the API port).
+    # A sidecar's API listens on 127.0.0.1, which the kubelet's probes cannot reach.
+    health_port: int | None = Field(None, ge=1, le=65535)
+    health_host: str = "0.0.0.0"
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServerSettings:
+        if self.health_port is not None and self.health_port == self.port:
+            raise ValueError("health_port must differ from port")
+        return self
 
 
 class UpstreamSettings(_Section):

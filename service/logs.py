@@ -1,4 +1,4 @@
-"""Structured logs: dotted event names, flat fields, JSON when not on a terminal."""
+"""Structured logs on stdout: dotted event names, flat fields, JSON when not on a terminal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from service.config import LogSettings
 
 def configure(settings: LogSettings) -> None:
     level = logging.getLevelNamesMapping()[settings.level.upper()]
-    console = settings.format == "console" or (settings.format == "auto" and sys.stderr.isatty())
+    console = settings.format == "console" or (settings.format == "auto" and sys.stdout.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
@@ -25,6 +25,6 @@ def configure(settings: LogSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )

@@ -140,7 +140,7 @@ async def create_watch(request: Request) -> Response:
     wait = _bridge(request).limiter.take(tenant)
     if wait is not None:
         raise TooManyRequests(
-            f"too many registrations for this token; retry in {wait:.1f} s",
+            f"too many registrations for this token; retry in {retry_after_header(wait)} s",
             headers={"Retry-After": retry_after_header(wait)},
         )
     data = await _json_body(request)

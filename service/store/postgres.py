@@ -83,6 +83,10 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+async def _no_reset(connection: Any) -> None:
+    return None
+
+
 async def _init_connection(connection: Any) -> None:
     # json, not jsonb: it keeps the client's key order (metadata is echoed in webhooks), and
     # the bridge never queries inside these columns.
@@ -144,7 +148,12 @@ class PostgresStore(Store):
         return status
 
     async def open(self, *, migrate: bool = True) -> None:
-        settings = {"application_name": "webhook-bridge"}
+        settings = {
+            "application_name": "webhook-bridge",
+            # Plan each statement for its arguments: a generic plan cached while `watches` was
+            # small (or never analyzed) scans the whole table for a one-row write.
+            "plan_cache_mode": "force_custom_plan",
+        }
         if self.schema is not None:
             # Startup parameters, not SET: the pool's RESET ALL on release keeps them.
             settings["search_path"] = _quote(self.schema)
@@ -155,6 +164,9 @@ class PostgresStore(Store):
                 max_size=self.pool_max,
                 timeout=CONNECT_TIMEOUT_S,
                 server_settings=settings,
+                # The store keeps no session state between calls (settings are startup
+                # parameters; migrate() unlocks its own lock), so skip asyncpg's reset query.
+                reset=_no_reset,
                 init=_init_connection,
             )
         except (*_DRIVER_ERRORS, ValueError) as error:  # ValueError: a malformed URL

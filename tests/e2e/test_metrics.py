@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import re
+import signal
 
+import httpx
 import pytest
 
-from tests.e2e.harness import Bridge, Receiver, StartBridge, Upstream, unique, wait_until
+from tests.e2e.harness import (
+    Bridge,
+    Receiver,
+    StartBridge,
+    Upstream,
+    free_port,
+    unique,
+    wait_until,
+)
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -69,3 +79,40 @@ def test_traceparent_reaches_the_webhook(
     assert response.status_code == 201, response.text
     [hook] = receiver.wait_for(name)
     assert hook.headers["traceparent"] == trace
+
+
+@pytest.mark.e2e
+def test_health_port_serves_probes_and_reports_draining(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """With server.health_port, probes and metrics answer there; SIGTERM turns readyz to 503."""
+    port = free_port()
+    bridge = start_bridge(
+        BRIDGE_SERVER__HEALTH_PORT=str(port),
+        BRIDGE_SERVER__HEALTH_HOST="127.0.0.1",
+        BRIDGE_SERVER__SHUTDOWN_GRACE_S="4",
+    )
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as health:
+        assert health.get("/livez").json() == {"status": "ok"}
+        assert health.get("/readyz").status_code == 200
+        assert "bridge_upstream_requests_total" in health.get("/metrics").text
+        assert health.get("/v1/watches").status_code == 404  # the API is not on this port
+
+        # A delivery to a receiver that takes its time keeps the bridge draining a while.
+        job = upstream.create_job(queue_positions=1, seconds_per_position=0.1, processing_s=0.1)
+        slow = receiver.callback(unique("slow"), delay_s=3)
+        watch = bridge.register(job_id=job, callback_url=slow)
+        wait_until(
+            lambda: bridge.watch(watch["id"])["status"] == "delivering", 30.0, what="delivering"
+        )
+        bridge.process.popen.send_signal(signal.SIGTERM)
+
+        def draining() -> bool:
+            try:
+                return health.get("/readyz").status_code == 503
+            except httpx.TransportError:
+                return False
+
+        wait_until(draining, 10.0, interval=0.05, what="readyz to answer 503 while draining")
+        assert "draining" in health.get("/readyz").json()["reason"]
+    assert bridge.process.wait(20.0) == 0

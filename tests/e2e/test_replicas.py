@@ -148,7 +148,7 @@ def replicas(
 
 def owner(bridge: Bridge) -> str:
     """The lease owner name a replica logged at start."""
-    for line in bridge.process.stderr().splitlines():
+    for line in bridge.process.stdout().splitlines():
         if '"bridge.started"' in line:
             name: str = json.loads(line)["owner"]
             return name
@@ -390,7 +390,7 @@ def test_sigterm_hands_the_watches_to_the_other_replica_at_once(
     signalled = time.monotonic()
     assert first.process.wait(grace_s + 5) == 0
     stopped = time.monotonic()
-    assert '"event": "dispatcher.stopped"' in first.process.stderr()
+    assert '"event": "dispatcher.stopped"' in first.process.stdout()
     polls = {job: upstream.polls(job) for job in jobs}
     wait_until(
         lambda: all(upstream.polls(job) > polls[job] for job in jobs),
@@ -483,4 +483,5 @@ def test_replicas_started_together_migrate_the_fresh_database_once(
         [hook] = receiver.hooks(name)
         assert hook.verify(watch["secret"])["job_id"] == job
     for bridge in started:
-        assert '"level": "error"' not in bridge.process.stderr()
+        logs = bridge.process.stdout() + bridge.process.stderr()
+        assert '"level": "error"' not in logs

@@ -62,7 +62,7 @@ def test_bridge_decided_failures_carry_their_error_code(
     # Neither the API key nor the secret is ever shown, nor logged.
     shown = bridge.client.get(f"/v1/watches/{watches['unauthorized']['id']}").text
     listed = bridge.client.get("/v1/watches", params={"job_id": exists}).text
-    logged = bridge.process.stderr()
+    logged = bridge.process.stdout() + bridge.process.stderr()
     for text in (shown, listed, logged):
         assert "bw_not_a_valid_key" not in text
         assert watches["unauthorized"]["secret"] not in text
