@@ -61,6 +61,13 @@ _HELD = (
     " JOIN unnest($2::text[], $3::bigint[]) AS h (id, token) ON w.id = h.id"
     " AND w.lease_token = h.token WHERE w.lease_owner = $1 ORDER BY w.id FOR NO KEY UPDATE OF w)"
 )
+# The pending deliveries of ($2 ids, $3 tokens) that $1 holds, locked in id order.
+_HELD_DELIVERIES = (
+    "WITH held AS (SELECT d.id FROM deliveries d"
+    " JOIN unnest($2::text[], $3::bigint[]) AS h (id, token) ON d.id = h.id"
+    " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
+    " ORDER BY d.id FOR NO KEY UPDATE OF d)"
+)
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 
 
@@ -385,10 +392,7 @@ class PostgresStore(Store):
         if not held:
             return set()
         rows = await self._fetch(
-            "WITH held AS (SELECT d.id FROM deliveries d"
-            " JOIN unnest($2::text[], $3::bigint[]) AS h (id, token) ON d.id = h.id"
-            " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
-            " ORDER BY d.id FOR NO KEY UPDATE OF d)"
+            f"{_HELD_DELIVERIES}"  # noqa: S608 - constant SQL, values are parameters
             " UPDATE deliveries d SET lease_expires_at = $4 FROM held WHERE d.id = held.id"
             " RETURNING d.id",
             owner,
@@ -402,10 +406,7 @@ class PostgresStore(Store):
         if not held:
             return
         await self._execute(
-            "WITH held AS (SELECT d.id FROM deliveries d"
-            " JOIN unnest($2::text[], $3::bigint[]) AS h (id, token) ON d.id = h.id"
-            " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
-            " ORDER BY d.id FOR NO KEY UPDATE OF d)"
+            f"{_HELD_DELIVERIES}"  # noqa: S608 - constant SQL, values are parameters
             " UPDATE deliveries d SET lease_owner = NULL, lease_expires_at = NULL"
             " FROM held WHERE d.id = held.id",
             owner,
