@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	VENV=$(VENV) bash helm/check.sh
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

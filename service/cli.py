@@ -140,6 +140,13 @@ def hash_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def new_encryption_key(args: argparse.Namespace) -> int:
+    from service.vault import new_key
+
+    print(new_key())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from service.devtools import fake_upstream, listener
 
@@ -168,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--name", default="default", help="the tenant the token stands for")
     token.set_defaults(run=hash_token)
+    key = commands.add_parser(
+        "new-encryption-key", help="print a new key for security.encryption_key"
+    )
+    key.set_defaults(run=new_encryption_key)
     fake = commands.add_parser(
         "fake-upstream", help="run a simulator of the upstream API for trials and tests"
     )

@@ -61,3 +61,12 @@ def test_parse_keys_names_the_bad_key() -> None:
     """A malformed key is refused with its position and how to make a good one."""
     with pytest.raises(ValueError, match=r"key 2 is not a Fernet key.*new-encryption-key"):
         parse_keys(f"{NEW},not-a-key")
+
+
+def test_cli_makes_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """`webhook-bridge new-encryption-key` prints a key the vault accepts."""
+    from service.cli import main
+
+    assert main(["new-encryption-key"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert Vault(parse_keys(key)).open(Vault([key]).seal("x")) == "x"

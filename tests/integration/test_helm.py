@@ -1,0 +1,638 @@
+"""The Helm chart (helm/webhook-bridge), rendered offline by Helm's Go SDK through the same
+helm/helmtool.py that helm/check.sh uses: the rules it enforces, the sidecar templates, the
+secrets, the security context, and that the bridge accepts what the chart renders (its
+bridge.toml and environment are loaded by `service.config`, and the sidecar's exec probes are
+run against a real bridge started with them).
+
+helm/check.sh checks the examples' schemas and the manifests' Kubernetes schemas; this file
+checks behaviour.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import pytest
+import yaml
+from kubernetes_validate import utils as kubernetes_validate
+
+from service import config
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "webhook-bridge"
+APP = ROOT / "helm" / "examples" / "sidecar-app"
+EXAMPLES = ROOT / "helm" / "examples"
+
+_spec = importlib.util.spec_from_file_location("helmtool", ROOT / "helm" / "helmtool.py")
+assert _spec is not None
+assert _spec.loader is not None
+helmtool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(helmtool)
+
+DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+TOKENS = [{"name": "app", "sha256": DIGEST}]
+# Values that render in deployment mode: API tokens are required there.
+AUTHENTICATED: dict[str, Any] = {"secret": {"authTokens": TOKENS}}
+POSTGRES_URL = "postgresql://bridge@db.example:5432/bridge"
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def render(chart: Path = CHART, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The chart's manifests (NOTES.txt left out), parsed."""
+    rendered = helmtool.render(chart, values, name="bridge", namespace="ns")
+    return [doc for doc in yaml.safe_load_all(helmtool.manifests(rendered)) if doc]
+
+
+def render_app(bridge: dict[str, Any]) -> list[dict[str, Any]]:
+    """The example application chart, with `bridge` merged into its webhook-bridge values."""
+    return render(APP, {"webhook-bridge": bridge})
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [manifest for manifest in manifests if manifest["kind"] == kind]
+
+
+def one(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (manifest,) = by_kind(manifests, kind)
+    return manifest
+
+
+def pod_spec(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def bridge_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = pod_spec(manifests)
+    containers: list[dict[str, Any]] = [*spec.get("initContainers", []), *spec["containers"]]
+    (container,) = [c for c in containers if c["name"] == "webhook-bridge"]
+    return container
+
+
+def example(name: str) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+    return values
+
+
+def with_values(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = helmtool.merge(base, extra)
+    return merged
+
+
+# The rules the chart enforces.
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # Two replicas on the default store, SQLite.
+        ({"replicaCount": 2}, "replicaCount is 2 but the store is SQLite"),
+        # An autoscaler may add replicas: refused on SQLite too.
+        ({"autoscaling": {"enabled": True}}, "autoscaling.enabled is true but the store is SQLite"),
+        # An existing Secret that holds no store URL does not make the store PostgreSQL.
+        (
+            {"replicaCount": 3, "secret": {"existingSecret": "s"}},
+            "replicaCount is 3 but the store is SQLite",
+        ),
+    ],
+)
+def test_more_than_one_replica_on_sqlite_is_refused(values: dict[str, Any], message: str) -> None:
+    """Several replicas (or an autoscaler) on SQLite stop the render with a message naming the
+    fix (a PostgreSQL URL)."""
+    with pytest.raises(helm_python.HelmError, match=message) as caught:
+        render(values=with_values(AUTHENTICATED, values))
+    assert "set a PostgreSQL URL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # A passwordless URL in the values.
+        {"store": {"url": POSTGRES_URL}},
+        # A URL with a password in the created Secret.
+        {"secret": {"storeUrl": "postgresql://bridge:pw@db:5432/bridge"}},
+        # A URL in an existing Secret, declared by naming its key.
+        {"secret": {"existingSecret": "s", "existingSecretKeys": {"storeUrl": "url"}}},
+    ],
+)
+def test_a_postgresql_url_allows_replicas(values: dict[str, Any]) -> None:
+    """With a PostgreSQL URL from any source, replicas run side by side with rolling updates
+    and no claim is made."""
+    manifests = render(values=with_values(AUTHENTICATED, {"replicaCount": 3, **values}))
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert by_kind(manifests, "PersistentVolumeClaim") == []
+
+
+def test_a_password_in_store_url_is_refused_by_the_schema() -> None:
+    """store.url is not secret, so a URL with a password there fails schema validation."""
+    with pytest.raises(helm_python.HelmValuesError, match="store/url"):
+        render(values={"store": {"url": "postgresql://bridge:pw@db:5432/bridge"}})
+
+
+def test_sqlite_runs_one_replica_on_a_claim_and_recreates() -> None:
+    """The default store: one replica, its database on a PersistentVolumeClaim mounted at /data,
+    and the old pod stopped before the new one opens the file."""
+    manifests = render(values=AUTHENTICATED)
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    claim = one(manifests, "PersistentVolumeClaim")
+    volumes = {volume["name"]: volume for volume in pod_spec(manifests)["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    env = {e["name"]: e.get("value") for e in bridge_container(manifests)["env"]}
+    assert env["BRIDGE_STORE__URL"] == "sqlite:////data/bridge.db"
+
+
+def test_deployment_mode_without_tokens_is_refused() -> None:
+    """The bridge refuses to serve 0.0.0.0 without tokens, so the chart refuses first and says
+    how to add them (or opt out)."""
+    with pytest.raises(helm_python.HelmError, match="without API tokens") as caught:
+        render()
+    assert "allow_unauthenticated" in str(caught.value)
+    manifests = render(values={"config": {"auth": {"allow_unauthenticated": True}}})
+    assert one(manifests, "Deployment")
+
+
+def test_a_grace_period_shorter_than_the_bridge_shutdown_is_refused() -> None:
+    """terminationGracePeriodSeconds must exceed the preStop sleep plus shutdown_grace_s; by
+    default it is computed to."""
+    values = with_values(AUTHENTICATED, {"config": {"server": {"shutdown_grace_s": 30}}})
+    assert pod_spec(render(values=values))["terminationGracePeriodSeconds"] == 5 + 30 + 10
+    with pytest.raises(helm_python.HelmError, match="must exceed"):
+        render(values=with_values(values, {"terminationGracePeriodSeconds": 35}))
+
+
+# Optional resources.
+
+
+@pytest.mark.parametrize(
+    ("values", "kinds"),
+    [
+        # Off by default.
+        ({}, set()),
+        ({"metrics": {"serviceMonitor": {"enabled": True}}}, {"ServiceMonitor"}),
+        ({"autoscaling": {"enabled": True}}, {"HorizontalPodAutoscaler"}),
+        (
+            {"autoscaling": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}},
+            {"HorizontalPodAutoscaler", "ServiceMonitor"},
+        ),
+    ],
+)
+def test_service_monitor_and_autoscaler_only_when_enabled(
+    values: dict[str, Any], kinds: set[str]
+) -> None:
+    """ServiceMonitor and HorizontalPodAutoscaler appear exactly when their values enable them."""
+    base = with_values(AUTHENTICATED, {"store": {"url": POSTGRES_URL}})
+    manifests = render(values=with_values(base, values))
+    optional = {m["kind"] for m in manifests} & {"ServiceMonitor", "HorizontalPodAutoscaler"}
+    assert optional == kinds
+    if "HorizontalPodAutoscaler" in kinds:
+        assert "replicas" not in one(manifests, "Deployment")["spec"]
+        target = one(manifests, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+        assert target["name"] == one(manifests, "Deployment")["metadata"]["name"]
+    if "ServiceMonitor" in kinds:
+        monitor = one(manifests, "ServiceMonitor")
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == "http"
+        assert endpoint["path"] == "/metrics"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector == one(manifests, "Service")["spec"]["selector"]
+
+
+# Secrets.
+
+
+def test_secrets_come_from_the_existing_secret() -> None:
+    """With existingSecret no Secret is made and every secret variable reads the named keys of
+    the existing one; a key named "" is not referenced."""
+    values = {
+        "secret": {
+            "existingSecret": "bridge-secrets",
+            "existingSecretKeys": {"authTokens": "tokens", "encryptionKey": "", "storeUrl": "pg"},
+            # Ignored with existingSecret.
+            "upstreamApiKey": "bw_ignored",
+        }
+    }
+    manifests = render(values=values)
+    assert by_kind(manifests, "Secret") == []
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in bridge_container(manifests)["env"]
+        if "valueFrom" in e
+    }
+    assert refs == {
+        "BRIDGE_UPSTREAM__API_KEY": {"name": "bridge-secrets", "key": "upstream-api-key"},
+        "BRIDGE_AUTH__TOKENS": {"name": "bridge-secrets", "key": "tokens"},
+        "BRIDGE_STORE__URL": {"name": "bridge-secrets", "key": "pg"},
+    }
+
+
+def test_secret_values_go_into_the_created_secret_only() -> None:
+    """Secret values land base64-encoded in the chart's Secret (tokens as JSON), are read from
+    it by secretKeyRef, and appear nowhere else in the manifests."""
+    values = {
+        "secret": {
+            "authTokens": TOKENS,
+            "upstreamApiKey": "bw_secret_value",
+            "encryptionKey": "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw=",
+        }
+    }
+    manifests = render(values=values)
+    secret = one(manifests, "Secret")
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert data == {
+        "auth-tokens": json.dumps(TOKENS, separators=(",", ":")),
+        "upstream-api-key": "bw_secret_value",
+        "encryption-key": values["secret"]["encryptionKey"],
+    }
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for e in bridge_container(manifests)["env"]
+        if "valueFrom" in e
+    }
+    assert refs == set(data)
+    others = yaml.safe_dump_all([m for m in manifests if m["kind"] != "Secret"])
+    assert "bw_secret_value" not in others
+    assert DIGEST not in others
+
+
+# Security, labels, probes.
+
+
+def _assert_restricted(container: dict[str, Any]) -> None:
+    assert container["securityContext"] == RESTRICTED_CONTAINER
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert {"/tmp", "/data", "/etc/webhook-bridge"} <= set(mounts)
+    assert mounts["/etc/webhook-bridge"]["readOnly"] is True
+
+
+def test_deployment_pods_are_restricted() -> None:
+    """The pod and its container meet the restricted Pod Security Standard, with writable
+    /tmp and /data volumes under the read-only root filesystem."""
+    manifests = render(values=AUTHENTICATED)
+    spec = pod_spec(manifests)
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec["automountServiceAccountToken"] is False
+    _assert_restricted(bridge_container(manifests))
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    assert "emptyDir" in volumes["tmp"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_sidecar_containers_are_restricted(native: bool) -> None:
+    """The sidecar carries the whole restricted context itself, whatever the application's pod
+    sets."""
+    manifests = render_app({"sidecar": {"native": native}})
+    _assert_restricted(bridge_container(manifests))
+
+
+def test_every_resource_has_the_standard_labels() -> None:
+    """Each resource carries app.kubernetes.io/{name,instance,version,component,managed-by}."""
+    values = with_values(AUTHENTICATED, {"store": {"url": POSTGRES_URL}})
+    values["autoscaling"] = {"enabled": True}
+    values["metrics"] = {"serviceMonitor": {"enabled": True}}
+    values["secret"]["upstreamApiKey"] = "bw_x"
+    manifests = render(values=values)
+    assert len(manifests) == 7
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "webhook-bridge"
+        assert labels["app.kubernetes.io/instance"] == "bridge"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/component"] == "webhook-bridge"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_deployment_probes_are_http_on_the_api_port() -> None:
+    """In deployment mode the kubelet reaches the API port: httpGet probes on /livez and
+    /readyz there, a startupProbe first."""
+    container = bridge_container(render(values=AUTHENTICATED))
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+
+@pytest.mark.parametrize("mode", ["deployment", "sidecar"])
+def test_a_separate_health_port_is_probed_over_http(mode: str) -> None:
+    """healthPort set apart from the API port (for the planned server.health_port) becomes
+    BRIDGE_SERVER__HEALTH_PORT and a `health` container port that every probe uses."""
+    bridge = {"healthPort": 9090, "mode": mode}
+    if mode == "deployment":
+        container = bridge_container(render(values=with_values(AUTHENTICATED, bridge)))
+    else:
+        container = bridge_container(render_app(bridge))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BRIDGE_SERVER__HEALTH_PORT"] == "9090"
+    assert {"name": "health", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "health"
+
+
+# Sidecar mode.
+
+
+def test_native_sidecar_is_an_init_container_that_restarts_always() -> None:
+    """sidecar.native renders the bridge as an initContainers entry with restartPolicy Always
+    and a startupProbe on /readyz, listening on 127.0.0.1 with loopback callbacks allowed."""
+    manifests = render_app({"sidecar": {"native": True}})
+    spec = pod_spec(manifests)
+    (init,) = spec["initContainers"]
+    assert init["name"] == "webhook-bridge"
+    assert init["restartPolicy"] == "Always"
+    assert "/readyz" in init["startupProbe"]["exec"]["command"][-1]
+    assert [c["name"] for c in spec["containers"]] == ["app"]
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    assert env["BRIDGE_SERVER__HOST"] == "127.0.0.1"
+    toml = one(manifests, "ConfigMap")["data"]["bridge.toml"]
+    assert 'callback_allow_cidrs = ["127.0.0.0/8", "::1/128"]' in toml
+    volumes = {volume["name"] for volume in spec["volumes"]}
+    assert {"webhook-bridge-config", "webhook-bridge-data", "webhook-bridge-tmp"} <= volumes
+
+
+def test_legacy_sidecar_is_a_plain_container() -> None:
+    """sidecar.native false renders the bridge beside the application in containers, with no
+    restartPolicy and no initContainers."""
+    spec = pod_spec(render_app({"sidecar": {"native": False}}))
+    assert "initContainers" not in spec
+    assert [c["name"] for c in spec["containers"]] == ["app", "webhook-bridge"]
+    assert "restartPolicy" not in spec["containers"][1]
+    assert "exec" in spec["containers"][1]["startupProbe"]
+
+
+def test_sidecar_mode_renders_no_workload_of_its_own() -> None:
+    """Installed alone in sidecar mode, the chart holds only the configuration (and Secret)."""
+    kinds = {
+        m["kind"] for m in render(values={"mode": "sidecar", "secret": {"upstreamApiKey": "k"}})
+    }
+    assert kinds == {"ConfigMap", "Secret"}
+
+
+def test_including_the_sidecar_in_deployment_mode_is_refused() -> None:
+    """The sidecar template names the value to change when the dependency is not in sidecar
+    mode."""
+    bridge = {"mode": "deployment", "config": {"auth": {"allow_unauthenticated": True}}}
+    with pytest.raises(helm_python.HelmError, match="set mode: sidecar"):
+        render_app(bridge)
+
+
+def test_kubernetes_schemas_tell_native_from_legacy_sidecars() -> None:
+    """The bundled Kubernetes schemas accept the native sidecar from 1.29 on and refuse it in
+    1.25, where the legacy one passes (what helm/check.sh relies on)."""
+    native = one(render_app({"sidecar": {"native": True}}), "Deployment")
+    legacy = one(render_app({"sidecar": {"native": False}}), "Deployment")
+    assert kubernetes_validate.validate(native, "1.29.0", strict=True)
+    assert kubernetes_validate.validate(legacy, "1.25.0", strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError, match="restartPolicy"):
+        kubernetes_validate.validate(native, "1.25.0", strict=True)
+
+
+# The bridge accepts what the chart renders.
+
+
+def _environment(container: dict[str, Any], secrets: dict[str, str]) -> dict[str, str]:
+    """The container's environment, secretKeyRef values taken from `secrets` by key."""
+    environ = {}
+    for variable in container["env"]:
+        if "value" in variable:
+            environ[variable["name"]] = variable["value"]
+        else:
+            environ[variable["name"]] = secrets[variable["valueFrom"]["secretKeyRef"]["key"]]
+    return environ
+
+
+SECRETS = {
+    "upstream-api-key": "bw_test_key",
+    "auth-tokens": json.dumps(TOKENS),
+    "encryption-key": "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw=",
+    "store-url": "postgresql://bridge:pw@db.example:5432/bridge",
+}
+
+
+# A value other than the bridge's default for every key of `config`.
+EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
+    "server": {"port": 9000, "shutdown_grace_s": 12.5},
+    "upstream": {
+        "base_url": "https://jobs.example.com",
+        "request_timeout_s": 7.5,
+        "max_concurrency": 32,
+    },
+    "store": {"lease_s": 20, "pool_min_size": 2, "pool_max_size": 5},
+    "poll": {
+        "interval_s": 3.5,
+        "timeout_s": 600,
+        "min_interval_s": 2.5,
+        "max_timeout_s": 43200,
+        "jitter": 0.05,
+        "max_backoff_s": 30,
+        "not_found_grace_s": 10,
+    },
+    "delivery": {
+        "timeout_s": 20,
+        "retry_schedule_s": [1, 2.5, 60],
+        "jitter": 0.1,
+        "max_concurrency": 16,
+        "max_retry_after_s": 600,
+        "max_response_bytes": 2048,
+        "payload_retention_days": 7.5,
+    },
+    "security": {
+        "allow_private_callbacks": True,
+        "callback_allow_cidrs": ["10.0.0.0/8"],
+        "require_https": True,
+    },
+    "auth": {"allow_unauthenticated": True, "registrations_per_s": 2.5, "registration_burst": 10},
+    "log": {"level": "debug", "format": "json"},
+}
+
+
+def test_every_config_key_is_changed_by_the_table_below() -> None:
+    """EVERY_KEY_CHANGED covers each key of config in values.yaml, so the next test checks
+    the rendering of every one."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    assert {s: set(k) for s, k in EVERY_KEY_CHANGED.items()} == {
+        s: set(k) for s, k in defaults.items()
+    }
+    for section, keys in EVERY_KEY_CHANGED.items():
+        for key, value in keys.items():
+            assert value != defaults[section][key], f"config.{section}.{key}"
+
+
+@pytest.mark.parametrize("name", ["sqlite-single", "postgresql-ha", "every-key-changed"])
+def test_the_bridge_loads_the_rendered_configuration(name: str, tmp_path: Path) -> None:
+    """bridge.toml from the ConfigMap plus the container's environment load as the bridge's
+    settings, every config value as the chart's defaults and the values chose it."""
+    values = (
+        with_values(AUTHENTICATED, {"config": EVERY_KEY_CHANGED})
+        if name == "every-key-changed"
+        else example(name)
+    )
+    manifests = render(values=values)
+    (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
+    environ = _environment(bridge_container(manifests), SECRETS)
+    assert environ.pop("BRIDGE_CONFIG") == "/etc/webhook-bridge/bridge.toml"
+    if environ["BRIDGE_STORE__URL"] == "sqlite:////data/bridge.db":
+        environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
+    settings = config.load(tmp_path / "bridge.toml", environ)
+    chosen = helmtool.merge(
+        yaml.safe_load((CHART / "values.yaml").read_text())["config"], values["config"]
+    )
+    for section, keys in chosen.items():
+        for key, value in keys.items():
+            loaded = getattr(getattr(settings, section), key)
+            if isinstance(loaded, tuple):
+                loaded = [str(item) for item in loaded] if section == "security" else list(loaded)
+            elif key == "base_url":
+                loaded = str(loaded).rstrip("/")
+            assert loaded == value, f"config.{section}.{key}"
+    assert settings.server.host == "0.0.0.0"
+    assert [t.name for t in settings.auth.tokens] == ["app"]
+    if name == "postgresql-ha":
+        assert settings.store.url == SECRETS["store-url"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _run_probe(command: list[str]) -> subprocess.CompletedProcess[str]:
+    assert command[:2] == ["python", "-c"]
+    return subprocess.run(
+        [sys.executable, *command[1:]], capture_output=True, text=True, timeout=10, check=False
+    )
+
+
+@pytest.fixture
+def sidecar_bridge(tmp_path: Path) -> Iterator[tuple[dict[str, Any], subprocess.Popen[bytes]]]:
+    """A real bridge started with the native sidecar's rendered configuration and environment
+    (on a free port, SQLite in tmp_path), and its container."""
+    port = _free_port()
+    manifests = render_app({"config": {"server": {"port": port}}})
+    container = bridge_container(manifests)
+    (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
+    environ = _environment(container, SECRETS)
+    environ["BRIDGE_CONFIG"] = str(tmp_path / "bridge.toml")
+    environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
+    assert _run_probe(container["startupProbe"]["exec"]["command"]).returncode != 0
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    log = (tmp_path / "bridge.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"],
+        cwd=tmp_path,
+        env={**base, **environ},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield container, process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+def test_sidecar_exec_probes_pass_against_the_rendered_bridge(
+    sidecar_bridge: tuple[dict[str, Any], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The bridge starts on 127.0.0.1 from the rendered sidecar settings, and the exec probes
+    (python -c against 127.0.0.1) fail before it listens and pass once it is ready."""
+    container, process = sidecar_bridge
+    deadline = time.monotonic() + 30
+    while True:
+        startup = _run_probe(container["startupProbe"]["exec"]["command"])
+        if startup.returncode == 0:
+            break
+        log = (tmp_path / "bridge.log").read_text()
+        assert process.poll() is None, f"the bridge exited:\n{log}"
+        assert time.monotonic() < deadline, f"never ready: {startup.stderr}\n{log}"
+        time.sleep(0.2)
+    assert _run_probe(container["livenessProbe"]["exec"]["command"]).returncode == 0
+    assert _run_probe(container["readinessProbe"]["exec"]["command"]).returncode == 0
+    assert process.poll() is None
+
+
+# values.yaml and values.schema.json describe the same values.
+
+
+def _schema_leaves(
+    schema: dict[str, Any], path: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], Any]:
+    """Every value the schema describes that is not an object of named properties, by path."""
+    if "properties" not in schema:
+        return {path: schema}
+    leaves: dict[tuple[str, ...], Any] = {}
+    for key, sub in schema["properties"].items():
+        leaves.update(_schema_leaves(sub, (*path, key)))
+    return leaves
+
+
+def _documented_keys(text: str) -> dict[tuple[str, ...], bool]:
+    """Each mapping key of a block-style YAML file, by path: whether a comment line sits right
+    above it."""
+    keys: dict[tuple[str, ...], bool] = {}
+    stack: list[tuple[int, str]] = []
+    previous = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "-")) and ":" in stripped:
+            indent = len(line) - len(line.lstrip())
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, stripped.split(":", 1)[0]))
+            keys[tuple(key for _, key in stack)] = previous.startswith("#")
+        if stripped:
+            previous = stripped
+    return keys
+
+
+def test_every_value_is_in_the_schema_and_documented() -> None:
+    """values.yaml and values.schema.json name the same values, each with a description in the
+    schema and a comment right above it in values.yaml."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    leaves = _schema_leaves(schema)
+    del leaves[("global",)]  # Helm's, for a parent chart
+    keys = _documented_keys((CHART / "values.yaml").read_text())
+    assert sorted(set(leaves) - set(keys)) == [], "in the schema, not in values.yaml"
+    # Every key of values.yaml is a value of the schema, leads to one, or lies inside one.
+    stray = [
+        key
+        for key in keys
+        if not any(leaf[: len(key)] == key or key[: len(leaf)] == leaf for leaf in leaves)
+    ]
+    assert stray == [], "in values.yaml, not in the schema"
+    undocumented = sorted(".".join(path) for path in leaves if not keys[path])
+    assert undocumented == []
+    described = sorted(".".join(p) for p, s in leaves.items() if not s.get("description"))
+    assert described == []
