@@ -149,11 +149,13 @@ class Bridge:
         not at each scrape."""
         try:
             counts = await self.store.count_watches()
+            due = await self.store.count_due_deliveries(self.clock.now())
         except StoreError as error:
             log.warning("metrics.count_failed", error=str(error))
             return
         for status, count in counts.items():
             self.metrics.watches.labels(status).set(count)
+        self.metrics.delivery_backlog.set(due)
 
     def render_metrics(self) -> bytes:
         self.metrics.held_watches.set(self.dispatcher.held_count)

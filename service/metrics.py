@@ -29,6 +29,11 @@ class Metrics:
             "Polls that are due and not started yet (a growing value means falling behind).",
             registry=registry,
         )
+        self.delivery_backlog = Gauge(
+            "bridge_delivery_backlog",
+            "Webhook attempts that are due and not started by any replica.",
+            registry=registry,
+        )
         self.deliveries_in_flight = Gauge(
             "bridge_deliveries_in_flight", "Webhook attempts in progress.", registry=registry
         )

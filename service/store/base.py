@@ -312,6 +312,10 @@ class Store(abc.ABC):
         given time (their attempt log stays); return how many."""
 
     @abc.abstractmethod
+    async def count_due_deliveries(self, now: float) -> int:
+        """Pending deliveries due at `now` that nobody holds a live lease on (the backlog)."""
+
+    @abc.abstractmethod
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         """Watches per status (every status present, zero when none)."""
 

@@ -574,6 +574,14 @@ class PostgresStore(Store):
         )
         return _count(status)
 
+    async def count_due_deliveries(self, now: float) -> int:
+        rows = await self._fetch(
+            "SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1"
+            " AND (lease_owner IS NULL OR lease_expires_at <= $1)",
+            now,
+        )
+        return int(rows[0][0])
+
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         rows = await self._fetch(
             "SELECT status, count(*) FROM watches WHERE $1::text IS NULL OR tenant = $1"

@@ -574,6 +574,16 @@ class SQLiteStore(Store):
             )
         )
 
+    async def count_due_deliveries(self, now: float) -> int:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
+                " AND (lease_owner IS NULL OR lease_expires_at <= ?)",
+                (now, now),
+            ).fetchone()
+        )
+        return int(row[0])
+
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
         rows = await self._run(

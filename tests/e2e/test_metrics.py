@@ -58,7 +58,8 @@ def test_metrics_follow_a_job_from_poll_to_delivery(
 
     def counted() -> bool:
         gauges = bridge.client.get("/metrics").text
-        return sample(gauges, "bridge_watches", status="delivered") == 2
+        delivered = sample(gauges, "bridge_watches", status="delivered") == 2
+        return delivered and "\nbridge_delivery_backlog 0.0" in gauges
 
     wait_until(counted, 30.0, what="the watches gauge to count both delivered watches")
 

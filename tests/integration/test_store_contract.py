@@ -1145,3 +1145,16 @@ async def test_release_deliveries_frees_abandoned_attempts(store: Store) -> None
     await store.release_deliveries(A, [(delivery.id, delivery.lease_token)])
     [taken] = await store.claim_deliveries(B, T0 + 1, FAR, 10)
     assert (taken.id, taken.lease_token) == (delivery.id, delivery.lease_token + 1)
+
+
+async def test_count_due_deliveries_counts_the_unheld_backlog(store: Store) -> None:
+    """Only pending, due deliveries without a live lease count as backlog."""
+    watch = await register(store, owner=A)
+    news = [new_delivery() for _ in range(3)]
+    await store.record_progress(A, T0, [progress(watch, deliveries=news)])
+    assert await store.count_due_deliveries(T0 - 1) == 0  # not due yet
+    assert await store.count_due_deliveries(T0) == 3
+    [held] = await store.claim_deliveries(B, T0, T0 + LEASE_S, 1)
+    assert await store.count_due_deliveries(T0 + 1) == 2  # one is being attempted
+    await store.record_attempt(B, held, attempt(held, "succeeded"), "succeeded", T0 + 2)
+    assert await store.count_due_deliveries(T0 + LEASE_S + 1) == 2
