@@ -76,11 +76,7 @@ class Bridge:
             _session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),
             settings.upstream.request_timeout_s,
         )
-        policy = ssrf.CallbackPolicy(
-            allow_private=settings.security.allow_private_callbacks,
-            allow_cidrs=settings.security.allowed_networks,
-            require_https=settings.security.require_https,
-        )
+        policy = settings.security.callback_policy()
         delivery_http = _http_client(
             _session(ssrf.guarded_connector(policy, limit=settings.delivery.max_concurrency)),
             settings.delivery.timeout_s,

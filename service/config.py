@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -38,6 +38,9 @@ from pydantic_settings import (
 )
 
 from service.errors import ConfigError
+
+if TYPE_CHECKING:
+    from service.ssrf import CallbackPolicy
 
 ENV_PREFIX = "BRIDGE_"
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
@@ -210,6 +213,16 @@ class SecuritySettings(_Section):
     @property
     def allowed_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         return tuple(_network(cidr) for cidr in self.callback_allow_cidrs)
+
+    def callback_policy(self) -> CallbackPolicy:
+        """What callbacks may reach, for the registration check and the delivery connector."""
+        from service.ssrf import CallbackPolicy
+
+        return CallbackPolicy(
+            allow_private=self.allow_private_callbacks,
+            allow_cidrs=self.allowed_networks,
+            require_https=self.require_https,
+        )
 
 
 class ApiToken(_Section):

@@ -52,12 +52,7 @@ class WatchService:
         self._settings = settings
         self._clock = clock
         self._resolve = resolve
-        security = settings.security
-        self._policy = ssrf.CallbackPolicy(
-            allow_private=security.allow_private_callbacks,
-            allow_cidrs=security.allowed_networks,
-            require_https=security.require_https,
-        )
+        self._policy = settings.security.callback_policy()
 
     async def register(
         self,
