@@ -16,6 +16,7 @@ import pytest
 from service.devtools import fake_upstream
 from service.devtools.asgi import ConnectionDropped
 from service.devtools.fake_upstream import SimulatorConfig
+from tests.unit.doubles import Sleeps
 
 AUTH = {"Authorization": "Bearer bw_test_key"}
 URL_RE = re.compile(r"^https://images\.betterwaifu\.com/[a-z0-9]+/[a-z0-9]+\.webp$")
@@ -31,27 +32,12 @@ class Clock:
         return self.now
 
 
-class Sleeps:
-    """A sleep that returns at once and remembers what it was asked for."""
-
-    def __init__(self) -> None:
-        self.asked: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.asked.append(seconds)
-
-
 Make = Callable[..., httpx.AsyncClient]
 
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
 
 
 @pytest.fixture
