@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,10 @@ import aiohttp
 import httpx
 import orjson
 from harness import BenchError, cpu_seconds, machine_busy_seconds
-from httpx_aiohttp import AiohttpTransport
 from measure import Reading
+
+from service.bridge import _http_client, _session
+from service.upstream import DEFAULT_MAX_BODY_BYTES, UpstreamClient, get_capped
 
 REQUEST_TIMEOUT_S = 10.0  # the bridge's default upstream.request_timeout_s
 
@@ -138,90 +140,137 @@ async def probe(
 
 # Bare loops: the same GETs the bridge makes, with nothing else around them.
 
-Get = Callable[[str], Awaitable[bytes]]
+Get = Callable[[str], Awaitable[bytes | None]]
+Make = Callable[[str, str, int], "Client"]
 
 
 @dataclass
 class Client:
     name: str
-    get: Get
+    get: Get  # a job id's status: its body, read up to the cap (None past it)
     close: Callable[[], Awaitable[None]]
 
 
 def _bridge_like_session(concurrency: int) -> aiohttp.ClientSession:
     # As service/bridge.py builds its upstream session.
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
-    )
+    return _session(aiohttp.TCPConnector(limit=concurrency, limit_per_host=0))
 
 
-def httpx_aiohttp_client(headers: dict[str, str], concurrency: int) -> Client:
-    """httpx on the httpx-aiohttp transport, exactly as service/bridge.py builds it."""
+def bridge_request_client(base_url: str, api_key: str, concurrency: int) -> Client:
+    """The bridge's own request: its httpx client on the aiohttp transport, built by
+    service/bridge.py's functions, and `UpstreamClient.request` sent by `upstream.get_capped`
+    (the headers, the 1 MiB cap, the whole-exchange timeout). The reference of the ratios: the
+    bridge's polls/s over this loop's is what the bridge adds to the HTTP client's cost."""
     session = _bridge_like_session(concurrency)
-    client = httpx.AsyncClient(
-        transport=AiohttpTransport(client=session),
-        timeout=REQUEST_TIMEOUT_S,
-        follow_redirects=False,
-    )
+    client = _http_client(session, REQUEST_TIMEOUT_S)
+    upstream = UpstreamClient(client, base_url, REQUEST_TIMEOUT_S)
+    transport = client._transport
 
-    async def get(url: str) -> bytes:
-        async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            response = await client.get(url, headers=headers)
-        return response.content
+    async def get(job_id: str) -> bytes | None:
+        request = upstream.request(job_id, api_key)
+        _, _, body = await get_capped(transport, request, REQUEST_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES)
+        return body
 
     async def close() -> None:
         await client.aclose()
         await session.close()
 
-    return Client("httpx + aiohttp transport (bridge's)", get, close)
+    return Client("httpx + aiohttp transport, the bridge's request", get, close)
 
 
-def httpx_default_client(headers: dict[str, str], concurrency: int) -> Client:
+async def _capped(chunks: AsyncIterator[bytes]) -> bytes | None:
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > DEFAULT_MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+def httpx_aiohttp_client(base_url: str, api_key: str, concurrency: int) -> Client:
+    """The same httpx client, through its client layer (`client.stream`: URL merging, cookie
+    jar, auth and redirect handling), the body read up to the cap."""
+    session = _bridge_like_session(concurrency)
+    client = _http_client(session, REQUEST_TIMEOUT_S)
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    async def get(job_id: str) -> bytes | None:
+        url = f"{base_url}/api/v1/generate/{job_id}"
+        async with (
+            asyncio.timeout(REQUEST_TIMEOUT_S),
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            return await _capped(response.aiter_bytes())
+
+    async def close() -> None:
+        await client.aclose()
+        await session.close()
+
+    return Client("httpx + aiohttp transport, client.stream", get, close)
+
+
+def httpx_default_client(base_url: str, api_key: str, concurrency: int) -> Client:
     """httpx on its default (httpcore) transport, default pool limits."""
     client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, follow_redirects=False)
+    headers = {"Authorization": f"Bearer {api_key}"}
 
-    async def get(url: str) -> bytes:
-        async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            response = await client.get(url, headers=headers)
-        return response.content
+    async def get(job_id: str) -> bytes | None:
+        url = f"{base_url}/api/v1/generate/{job_id}"
+        async with (
+            asyncio.timeout(REQUEST_TIMEOUT_S),
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            return await _capped(response.aiter_bytes())
 
     return Client("httpx default transport", get, client.aclose)
 
 
-def aiohttp_client(headers: dict[str, str], concurrency: int) -> Client:
-    """Plain aiohttp with the bridge's connector settings."""
+def aiohttp_client(base_url: str, api_key: str, concurrency: int) -> Client:
+    """Plain aiohttp with the bridge's connector settings, the body read up to the cap."""
     session = _bridge_like_session(concurrency)
+    headers = {"Authorization": f"Bearer {api_key}"}
 
-    async def get(url: str) -> bytes:
+    async def get(job_id: str) -> bytes | None:
+        url = f"{base_url}/api/v1/generate/{job_id}"
         async with asyncio.timeout(REQUEST_TIMEOUT_S), session.get(url, headers=headers) as r:
-            return await r.read()
+            return await _capped(r.content.iter_any())
 
     return Client("plain aiohttp", get, session.close)
 
 
-CLIENTS = (httpx_aiohttp_client, httpx_default_client, aiohttp_client)
+# By the name --bare-loops takes; the first is the reference of the ratios.
+CLIENTS: dict[str, Make] = {
+    "bridge": bridge_request_client,
+    "httpx-aiohttp": httpx_aiohttp_client,
+    "httpx": httpx_default_client,
+    "aiohttp": aiohttp_client,
+}
 
 
 async def bare_loop(
     client: Client,
-    urls: Sequence[str],
+    job_ids: Sequence[str],
     concurrency: int,
     warmup_s: float,
     window_s: float,
     control: Control,
     sim_pid: int,
 ) -> dict[str, Any]:
-    """`concurrency` workers GET `urls` round-robin and parse each JSON body; after `warmup_s`,
+    """`concurrency` workers GET the jobs' statuses round-robin and parse each JSON body (a
+    body past the cap counts as an error); after `warmup_s`,
     count requests, the simulator's GETs and CPU (this process's, the simulator's and every other
     process's) for `window_s` seconds."""
-    targets = itertools.cycle(urls)
+    targets = itertools.cycle(job_ids)
     counts = {"ok": 0, "errors": 0}
     stop = asyncio.Event()
 
     async def worker() -> None:
         while not stop.is_set():
             try:
-                orjson.loads(await client.get(next(targets)))
+                body = await client.get(next(targets))
+                if body is None:
+                    raise ValueError("a body past the cap")
+                orjson.loads(body)
             except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError, ValueError):
                 counts["errors"] += 1
             else:

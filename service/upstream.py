@@ -24,6 +24,9 @@ import orjson
 Kind = Literal["progress", "terminal", "refused", "transient"]
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
+# Each known status as one string: every held watch keeps the last status it saw, and a parsed
+# body makes a new string each time.
+_KNOWN_STATUSES = {status: status for status in PROGRESS_STATUSES | TERMINAL_STATUSES}
 # Upstream answers that end a watch with a failure the bridge decides itself.
 REFUSALS: Mapping[int, tuple[str, str]] = {
     400: ("bad_request", "the upstream refused the request as malformed (400)"),
@@ -90,7 +93,10 @@ def _parse(body: bytes) -> tuple[dict[str, Any] | None, str]:
         return None, f"a body that is not JSON ({error})"
     if not isinstance(parsed, dict):
         return None, f"JSON that is not an object but {type(parsed).__name__}"
-    if _deeper_than(parsed, MAX_DEPTH):
+    # Each level opens a bracket: a body with few of them (in strings too) is shallow enough
+    # without walking it.
+    brackets = body.count(b"{") + body.count(b"[")
+    if brackets > MAX_DEPTH and _deeper_than(parsed, MAX_DEPTH):
         return None, f"JSON nested more than {MAX_DEPTH} levels deep"
     return parsed, ""
 
@@ -131,6 +137,7 @@ def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observa
             "no status" if job_status is None else f"a status of type {type(job_status).__name__}"
         )
         return Observation("transient", error=f"upstream answered {shown}", http_status=status)
+    job_status = _KNOWN_STATUSES.get(job_status, job_status)
     if job_status in PROGRESS_STATUSES:
         return Observation(
             "progress", job_status=job_status,
@@ -170,7 +177,12 @@ def network_failure(error: BaseException) -> Observation:
 
 class UpstreamClient:
     """GETs job statuses. One request is in flight per (job, key) at a time; concurrent
-    callers for the same pair share its observation."""
+    callers for the same pair share its observation.
+
+    Requests go straight to the httpx client's transport, with the client's default headers
+    and timeouts: its cookie jar, auth, redirect and event-hook layers do nothing for a GET
+    whose answer is only read (redirects are never followed, cookies never kept), and cost
+    about a third of each poll's CPU (bench/README.md)."""
 
     def __init__(
         self,
@@ -179,11 +191,15 @@ class UpstreamClient:
         timeout_s: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        self._client = client
+        # The transport the client would send through: no mounts or proxies are set on it.
+        self._transport: httpx.AsyncBaseTransport = client._transport
+        self._headers = tuple(client.headers.raw)
+        self._extensions = {"timeout": client.timeout.as_dict()}
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
         self._max_body = max_body_bytes
-        self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation]] = {}
+        # A request's future is made only when a second caller comes to share its answer.
+        self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation] | None] = {}
         self.requests = 0
         self.last_duration_s = 0.0
         # Told of each request made (not of shared answers): metrics.
@@ -191,52 +207,74 @@ class UpstreamClient:
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
         key = (job_id, api_key)
-        shared = self._in_flight.get(key)
-        if shared is not None:
+        in_flight = self._in_flight
+        if key in in_flight:
+            shared = in_flight[key]
+            if shared is None:
+                shared = in_flight[key] = asyncio.get_running_loop().create_future()
             return await asyncio.shield(shared)
-        future: asyncio.Future[Observation] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
+        in_flight[key] = None
         try:
             observation = await self._get(job_id, api_key)
             if self.observe is not None:
                 self.observe(observation, self.last_duration_s)
         except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # marks it retrieved when nobody shares it
+            shared = in_flight.pop(key)
+            if shared is not None:
+                shared.set_exception(error)
+                shared.exception()  # marks it retrieved should every sharer be gone
             raise
-        else:
-            future.set_result(observation)
-            return observation
-        finally:
-            del self._in_flight[key]
+        shared = in_flight.pop(key)
+        if shared is not None:
+            shared.set_result(observation)
+        return observation
+
+    def request(self, job_id: str, api_key: str | None) -> httpx.Request:
+        """The GET of one job's status."""
+        headers = self._headers
+        if api_key:
+            headers = (*headers, (b"Authorization", b"Bearer " + api_key.encode()))
+        url = f"{self._base}/api/v1/generate/{quote(job_id, safe='')}"
+        return httpx.Request("GET", url, headers=headers, extensions=self._extensions)
 
     async def _get(self, job_id: str, api_key: str | None) -> Observation:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        url = f"{self._base}/api/v1/generate/{quote(job_id, safe='')}"
         self.requests += 1
         started = time.perf_counter()
         try:
-            # The whole exchange, body included, is under the timeout: a slow drip is cut too.
-            async with (
-                asyncio.timeout(self._timeout),
-                self._client.stream("GET", url, headers=headers) as response,
-            ):
-                body = await _read_capped(response, self._max_body)
+            answer = await get_capped(
+                self._transport, self.request(job_id, api_key), self._timeout, self._max_body
+            )
         except (httpx.HTTPError, OSError, TimeoutError) as error:
             return network_failure(error)
         except Exception as error:  # keep polling, and say why, whatever the client raised
             return network_failure(error)
         finally:
             self.last_duration_s = time.perf_counter() - started
+        status, headers, body = answer
         if body is None:
             return Observation(
                 "transient",
                 error=f"upstream answered more than {self._max_body} bytes (HTTP "
-                f"{response.status_code}); the rest was not read",
-                retry_after=response.headers.get("retry-after"),
-                http_status=response.status_code,
+                f"{status}); the rest was not read",
+                retry_after=headers.get("retry-after"),
+                http_status=status,
             )
-        return read_answer(response.status_code, response.headers, body)
+        return read_answer(status, headers, body)
+
+
+async def get_capped(
+    transport: httpx.AsyncBaseTransport, request: httpx.Request, timeout_s: float, cap: int
+) -> tuple[int, httpx.Headers, bytes | None]:
+    """Send `request` and read its answer's body up to `cap` bytes (None past it): the status,
+    the headers and the body. The whole exchange, body included, is under `timeout_s`: a slow
+    drip is cut too. The connection goes back to the pool, or is closed, before it returns."""
+    async with asyncio.timeout(timeout_s):
+        response = await transport.handle_async_request(request)
+        try:
+            body = await _read_capped(response, cap)
+        finally:
+            await response.aclose()
+    return response.status_code, response.headers, body
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:

@@ -9,17 +9,21 @@ import pytest
 from aiohttp import web
 
 from service.bridge import _http_client, _session
+from service.upstream import UpstreamClient
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, list[str | None]]]:
-    """A server that sets a cookie on /set and records the Cookie header of every request."""
+    """A server that sets a cookie on .../set, redirects .../moved, and records the Cookie
+    header of every request."""
     seen: list[str | None] = []
 
     async def handle(request: web.Request) -> web.Response:
         seen.append(request.headers.get("Cookie"))
+        if request.path.endswith("/moved"):
+            raise web.HTTPFound("/elsewhere")
         response = web.Response(text="{}", content_type="application/json")
-        if request.path == "/set":
+        if request.path.endswith("/set"):
             response.set_cookie("session", "receiver-a-secret")
         return response
 
@@ -46,3 +50,18 @@ async def test_cookies_never_carry_over_between_requests(
         assert "receiver-a-secret" in first.headers["set-cookie"]
         await client.post(f"{base}/next", content=b"{}")
     assert seen == [None, None]
+
+
+async def test_upstream_polls_carry_no_cookie_and_follow_no_redirect(
+    server: tuple[str, list[str | None]],
+) -> None:
+    """The upstream client, built as bridge.py builds it, sends no cookie the upstream set, and
+    reads a redirect as the answer it is instead of following it."""
+    base, seen = server
+    async with _http_client(_session(aiohttp.TCPConnector()), timeout_s=5) as client:
+        upstream = UpstreamClient(client, base, timeout_s=5)
+        await upstream.fetch("set", "bw_key")  # answers with a Set-Cookie
+        await upstream.fetch("next", "bw_key")
+        moved = await upstream.fetch("moved", "bw_key")
+    assert seen == [None, None, None]  # and no request to /elsewhere
+    assert (moved.kind, moved.error) == ("transient", "upstream answered HTTP 302")

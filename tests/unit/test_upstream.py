@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -79,3 +80,83 @@ async def test_network_failures_are_transient(failure: Exception) -> None:
     assert observation.kind == "transient"
     assert observation.error is not None
     assert observation.error.startswith("upstream")
+
+
+async def test_requests_carry_the_clients_headers_and_never_a_cookie() -> None:
+    """Each GET has the client's default headers, and a cookie the upstream set, or one in the
+    client's jar, is never sent back."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, json={"id": "j", "status": "queued"}, headers={"Set-Cookie": "session=up"}
+        )
+
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(handler),
+        headers={"User-Agent": "bridge-test"},
+        cookies={"jar": "kept"},
+    ) as client:
+        upstream = UpstreamClient(client, "https://up.example", timeout_s=5)
+        await upstream.fetch("job_1", "bw_key")
+        await upstream.fetch("job_1", None)
+    assert [r.headers.get("user-agent") for r in seen] == ["bridge-test", "bridge-test"]
+    assert [r.headers.get("cookie") for r in seen] == [None, None]
+    assert "authorization" not in seen[1].headers  # no key, no header
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        # Exactly the cap: read, then judged on what it says ("{}" and spaces).
+        (10, "upstream answered no status"),
+        # One byte past it: not read.
+        (11, "upstream answered more than 10 bytes (HTTP 200); the rest was not read"),
+    ],
+)
+@pytest.mark.parametrize("announced", [True, False])
+async def test_the_body_cap_is_exact(size: int, error: str, announced: bool) -> None:
+    """A body of the cap's size is read; one byte more is a transient failure, whether its
+    length was announced or it was streamed in chunks."""
+    body = b"{}".ljust(size)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body[:4]
+        yield body[4:]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body if announced else chunks())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=10)
+        seen = await upstream.fetch("j", None)
+    assert (seen.kind, seen.error) == ("transient", error)
+
+
+@pytest.mark.parametrize("status", ["queued", "processing", "succeeded", "failed"])
+def test_known_statuses_are_one_string_each(status: str) -> None:
+    """Every held watch keeps the last status it saw: a known status is the same string
+    object from one answer to the next, not a new one per answer."""
+    body = b'{"status": "%s", "output": {}}' % status.encode()
+    first, second = read_answer(200, {}, body), read_answer(200, {}, body)
+    assert first.job_status == status
+    assert first.job_status is second.job_status
+
+
+@pytest.mark.parametrize(
+    ("inner", "kind"),
+    [
+        (63, "progress"),  # 64 levels in all: the most passed on
+        (64, "transient"),  # 65 levels: refused
+    ],
+)
+@pytest.mark.parametrize(("opening", "closing"), [(b'{"a":', b"}"), (b"[", b"]")])
+def test_depth_limit_is_exact(inner: int, kind: str, opening: bytes, closing: bytes) -> None:
+    """An answer nesting up to 64 levels is read; one level more is refused, for objects and
+    lists alike."""
+    body = b'{"status": "queued", "x": ' + opening * inner + b"1" + closing * inner + b"}"
+    seen = read_answer(200, {}, body)
+    assert seen.kind == kind
+    if kind == "transient":
+        assert seen.error == "upstream answered JSON nested more than 64 levels deep"
