@@ -4,13 +4,17 @@ Poll at once, then every interval ±jitter. Progress keeps polling; a terminal a
 (400, 401, or 404 past the grace) or the deadline ends it with a final event. Transient failures
 (5xx, 429, timeouts, unreadable bodies) back off exponentially, or as `Retry-After` says, and
 never past the deadline.
+
+With an `outlook` (adaptive pacing, `service.pacing`), a progress answer's next poll is the one
+the pacing planner places from what the upstream taught it; the fixed interval stays the
+fallback when the planner has nothing to say.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service import events, schedule
+from service import events, pacing, schedule
 from service.upstream import Observation
 
 
@@ -60,8 +64,16 @@ def _next(state: State, rules: Rules, now: float, delay: float) -> float:
     return min(now + delay, state.created_at + rules.timeout_s)
 
 
-def step(state: State, seen: Observation, rules: Rules, now: float, rand: float) -> Step:
-    """Apply one observation to `state` (mutated in place) and say what follows."""
+def step(
+    state: State,
+    seen: Observation,
+    rules: Rules,
+    now: float,
+    rand: float,
+    outlook: pacing.Outlook | None = None,
+) -> Step:
+    """Apply one observation to `state` (mutated in place) and say what follows; `outlook` is
+    the job's adaptive pacing, None for the fixed interval."""
     if seen.kind == "terminal":
         assert seen.job_status is not None
         assert seen.body is not None
@@ -88,8 +100,15 @@ def step(state: State, seen: Observation, rules: Rules, now: float, rand: float)
         event_type = f"job.{seen.job_status}"
         if changed_status and event_type in state.events:
             progress = (events.Event(event_type, seen.job_status, seen.body, seen.document),)
-        delay = schedule.jittered(rules.interval_s, rules.jitter, rand)
-        return Step(_next(state, rules, now, delay), changed=changed, progress=progress)
+        planned = None
+        if outlook is not None:
+            deadline = state.created_at + rules.timeout_s
+            floor_s = outlook.floor_for(rules.interval_s)
+            planned = pacing.next_poll_at(outlook, now, floor_s, deadline)
+        if planned is None:
+            delay = schedule.jittered(rules.interval_s, rules.jitter, rand)
+            planned = _next(state, rules, now, delay)
+        return Step(planned, changed=changed, progress=progress)
 
     if seen.kind == "refused":  # a 404 within the grace after registration: not there yet
         delay = schedule.jittered(rules.interval_s, rules.jitter, rand)

@@ -11,6 +11,11 @@ GET  /_sim/stats             request counters of /api/v1 (the /_sim endpoints ar
 POST /_sim/reset             forget every job and counter
 ```
 
+Every job follows the settings `--queue-positions`, `--seconds-per-position` and
+`--processing-s` unless its sim object says otherwise; with `--workload realistic` each job's
+queue and processing times are drawn instead, from the distributions documented on
+`upstream_jobs.realistic_spec` (and in docs/pacing.md): `GET /_sim/jobs/{id}` shows the draw.
+
 `/api/v1` needs `Authorization: Bearer <key>`; `/_sim` needs nothing. A `drop` fault closes the
 connection without a byte of answer (see `asgi.drop_connection` for what clients see). The app
 and its settings live in `simulator`, a job's timeline and faults in `upstream_jobs`; this module
@@ -43,7 +48,9 @@ def build_app(
     return FakeUpstream(config, clock, sleep)
 
 
-_FLAG_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "int | None": int, "float": float}
+_FLAG_TYPES: dict[str, Callable[[str], Any]] = {
+    "int": int, "int | None": int, "float": float, "str": str,
+}  # fmt: skip
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

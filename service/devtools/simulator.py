@@ -8,6 +8,7 @@ dict lookup and at most one orjson encoding.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from service.devtools.upstream_jobs import (
     make_output,
     new_job_id,
     parse_spec,
+    realistic_spec,
 )
 
 API = "/api/v1/"
@@ -46,6 +48,11 @@ FAULT_ANSWERS = {
 }
 
 Headers = Sequence[tuple[bytes, bytes]]
+WORKLOADS = ("fixed", "realistic")
+# GETs are also counted per 100 ms slot of wall-clock time (GET /_sim/timeline), for the last
+# this many slots (10 minutes).
+TIMELINE_SLOT_S = 0.1
+TIMELINE_SLOTS = 6000
 
 
 _RATES = (
@@ -71,6 +78,13 @@ class SimulatorConfig:
     queue_positions: int = field(default=3, metadata={"help": "initial queue position of a job"})
     seconds_per_position: float = field(default=1.0, metadata={"help": "seconds per position"})
     processing_s: float = field(default=3.0, metadata={"help": "seconds spent processing"})
+    workload: str = field(
+        default="fixed",
+        metadata={
+            "help": "fixed: every job as the three settings above; realistic: each job's queue "
+            "and processing times drawn as documented in upstream_jobs.realistic_spec"
+        },
+    )
     failure_rate: float = _rate("fraction of jobs that end failed")
     seed: int | None = field(default=None, metadata={"help": "seed for ids, outcomes, faults"})
     error_rate: float = _rate("fraction of API requests answered 503")
@@ -90,6 +104,8 @@ class SimulatorConfig:
         for name in _DURATIONS:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}")
 
     def fault_rates(self) -> list[tuple[Fault, float]]:
         """Each global fault with its rate."""
@@ -100,6 +116,17 @@ class SimulatorConfig:
             (Fault("malformed"), self.malformed_rate),
             (Fault("slow", delay_s=self.slow_s), self.slow_rate),
         ]
+
+
+def _thresholds(config: SimulatorConfig) -> tuple[tuple[float, Fault], ...]:
+    """The cumulative fault rates that one random draw is compared with."""
+    thresholds: list[tuple[float, Fault]] = []
+    total = 0.0
+    for fault, rate in config.fault_rates():
+        if rate > 0:
+            total += rate
+            thresholds.append((total, fault))
+    return tuple(thresholds)
 
 
 class FakeUpstream:
@@ -115,19 +142,15 @@ class FakeUpstream:
         self._auth = frozenset(
             f"{scheme} {key}".encode() for key in config.api_keys for scheme in ("Bearer", "bearer")
         )
-        thresholds: list[tuple[float, Fault]] = []
-        total = 0.0
-        for fault, rate in config.fault_rates():
-            if rate > 0:
-                total += rate
-                thresholds.append((total, fault))
-        self._thresholds = tuple(thresholds)
+        self._thresholds = _thresholds(config)
         self._jobs: dict[str, Job] = {}
         self._reset_counters()
 
     def _reset_counters(self) -> None:
         self._requests = self._gets = self._posts = self._dropped = 0
         self._by_status: dict[int, int] = {}
+        self._gets_by_key: dict[str, int] = {}
+        self._timeline: dict[int, int] = {}
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] == "http":
@@ -152,6 +175,7 @@ class FakeUpstream:
         self._requests += 1
         if method == "GET":
             self._gets += 1
+            self._count_get(scope)
         elif method == "POST":
             self._posts += 1
         if self._thresholds:
@@ -174,6 +198,19 @@ class FakeUpstream:
                 await self._not_allowed(send, b"GET")
         else:
             await self._answer(send, 404, PATH_NOT_FOUND)
+
+    def _count_get(self, scope: asgi.Scope) -> None:
+        """Count a GET by its API key (as sent, "none" without one) and its 100 ms slot."""
+        auth = asgi.header(scope, b"authorization")
+        key = auth.split(b" ", 1)[-1].decode(errors="replace") if auth else "none"
+        self._gets_by_key[key] = self._gets_by_key.get(key, 0) + 1
+        slot = int(time.time() / TIMELINE_SLOT_S)
+        timeline = self._timeline
+        if slot not in timeline:
+            timeline[slot] = 0
+            if len(timeline) > TIMELINE_SLOTS:
+                del timeline[min(timeline)]
+        timeline[slot] += 1
 
     async def _not_allowed(self, send: asgi.Send, allow: bytes) -> None:
         await self._answer(send, 405, NOT_ALLOWED, [(b"allow", allow)])
@@ -205,6 +242,7 @@ class FakeUpstream:
             await self._answer(send, 404, NOT_FOUND)
             return
         job.polls += 1
+        job.poll_times.append(self._clock())
         fault = job.next_fault()
         if fault is not None and await self._fault(fault, receive, send):
             return
@@ -234,13 +272,17 @@ class FakeUpstream:
     def _spec(self, raw: object, where: str) -> JobSpec:
         config = self.config
         failed = config.failure_rate > 0 and self._rng.random() < config.failure_rate
-        defaults = JobSpec(
-            queue_positions=config.queue_positions,
-            seconds_per_position=config.seconds_per_position,
-            processing_s=config.processing_s,
-            outcome="failed" if failed else "succeeded",
-            error=DEFAULT_ERROR,
-        )
+        outcome = "failed" if failed else "succeeded"
+        if config.workload == "realistic":
+            defaults = realistic_spec(self._rng, outcome)
+        else:
+            defaults = JobSpec(
+                queue_positions=config.queue_positions,
+                seconds_per_position=config.seconds_per_position,
+                processing_s=config.processing_s,
+                outcome=outcome,
+                error=DEFAULT_ERROR,
+            )
         return parse_spec(raw, defaults, config.slow_s, where)
 
     def _add(self, spec: JobSpec, job_id: str | None) -> Job:
@@ -265,6 +307,11 @@ class FakeUpstream:
                 await asgi.send_json(send, 200, job.describe(self._clock()))
         elif route == "stats" and method == "GET":
             await asgi.send_json(send, 200, self.stats())
+        elif route == "timeline" and method == "GET":
+            gets = [[slot * TIMELINE_SLOT_S, n] for slot, n in sorted(self._timeline.items())]
+            await asgi.send_json(send, 200, {"slot_s": TIMELINE_SLOT_S, "gets": gets})
+        elif route == "faults" and method == "POST":
+            await self._control_faults(receive, send)
         elif route == "reset" and method == "POST":
             self._jobs.clear()
             self._reset_counters()
@@ -287,6 +334,24 @@ class FakeUpstream:
             return
         await asgi.send_json(send, 200, {"id": self._add(spec, job_id).id})
 
+    async def _control_faults(self, receive: asgi.Receive, send: asgi.Send) -> None:
+        """Change the global fault rates at run time: a body such as {"error_rate": 1.0}; the
+        rates not named keep their values."""
+        try:
+            payload = await self._json_object(receive)
+            unknown = sorted(set(payload) - set(_RATES))
+            if unknown:
+                raise SpecError(f"{unknown[0]} is not a fault rate ({', '.join(_RATES)})")
+            if any(isinstance(v, bool) or not isinstance(v, int | float) for v in payload.values()):
+                raise SpecError("fault rates must be numbers")
+            config = dataclasses.replace(self.config, **payload)
+        except (SpecError, ValueError) as exc:
+            await asgi.send_json(send, 400, {"error": str(exc)})
+            return
+        self.config = config
+        self._thresholds = _thresholds(config)
+        await asgi.send_json(send, 200, {name: getattr(config, name) for name in _RATES})
+
     def stats(self) -> dict[str, Any]:
         """Counters of the /api/v1 requests since start or the last reset."""
         return {
@@ -295,5 +360,6 @@ class FakeUpstream:
             "posts_total": self._posts,
             "by_status_code": {str(code): n for code, n in sorted(self._by_status.items())},
             "dropped_total": self._dropped,
+            "gets_by_key": dict(self._gets_by_key),
             "jobs_total": len(self._jobs),
         }

@@ -5,9 +5,14 @@ checked, and a `SpecError` names the first wrong field. A `Job` is created at cl
 answers by elapsed time alone:
 
 ```
-t0 ............ t0 + positions*seconds_per_position ...... + processing_s ..........
-   queued (queue_position counts down, at least 1)   processing              succeeded | failed
+t0 ........ t0 + (positions - queue_phase)*seconds_per_position ........ + processing_s ......
+   queued (queue_position counts down, at least 1)          processing         succeeded | failed
 ```
+
+`queue_phase` (0 to 1, default 0) is the part of the first position's time already gone when the
+job is created: a real queue moves when a job ahead of it finishes, at any moment.
+`realistic_spec` draws a job as a busy upstream would serve it (the simulator's `--workload
+realistic`); the distributions are documented on it.
 
 Its faults are served, in order and `count` times each, to its next polls before the timeline.
 """
@@ -33,6 +38,7 @@ _SPEC_KEYS = frozenset(
     {
         "queue_positions",
         "seconds_per_position",
+        "queue_phase",
         "processing_s",
         "outcome",
         "error",
@@ -42,6 +48,7 @@ _SPEC_KEYS = frozenset(
 )
 _FAULT_KEYS = frozenset({"kind", "count", "retry_after", "delay_s"})
 MAX_IMAGES = 100
+MAX_POLL_TIMES = 64
 
 
 class SpecError(ValueError):
@@ -66,6 +73,7 @@ class JobSpec:
     seconds_per_position: float
     processing_s: float
     outcome: str
+    queue_phase: float = 0.0
     error: str = DEFAULT_ERROR
     images: int = 1
     faults: tuple[Fault, ...] = ()
@@ -86,6 +94,13 @@ def _seconds(raw: dict[str, Any], key: str, default: float, where: str) -> float
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
         raise SpecError(f"{_field(where, key)} must be a non-negative number of seconds")
+    return float(value)
+
+
+def _fraction(raw: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise SpecError(f"{_field(where, key)} must be a number from 0 to less than 1")
     return float(value)
 
 
@@ -134,6 +149,7 @@ def parse_spec(raw: object, defaults: JobSpec, slow_s: float, where: str) -> Job
             settings, "seconds_per_position", defaults.seconds_per_position, where
         ),
         processing_s=_seconds(settings, "processing_s", defaults.processing_s, where),
+        queue_phase=_fraction(settings, "queue_phase", defaults.queue_phase, where),
         outcome=str(outcome),
         error=error,
         images=_whole(settings, "images", defaults.images, where, MAX_IMAGES),
@@ -141,6 +157,36 @@ def parse_spec(raw: object, defaults: JobSpec, slow_s: float, where: str) -> Job
             parse_fault(item, f"{_field(where, 'faults')}[{index}]", slow_s)
             for index, item in enumerate(faults)
         ),
+    )
+
+
+# The realistic workload: a busy upstream with a few workers (see `realistic_spec`).
+REALISTIC_POSITIONS = (1, 8)
+REALISTIC_STEP_S = (3.0, 0.1)
+REALISTIC_PROCESSING_S = (12.0, 0.03)
+
+
+def realistic_spec(rng: random.Random, outcome: str) -> JobSpec:
+    """A job drawn as a busy upstream serves it, the distributions being:
+
+    - `queue_positions`: uniform from 1 to 8: the service is busy, a new job always waits;
+    - `seconds_per_position`: normal, mean 3 s, standard deviation 0.1 s (at least 0.5 s),
+      drawn per job: a position frees each time one of the 4 workers finishes a job (12 s of
+      processing over 4 workers), a pace that drifts a little over minutes;
+    - `queue_phase`: uniform from 0 to 1: the job ahead is anywhere in its processing;
+    - `processing_s`: log-normal, median 12 s, sigma 0.03 (about ±0.36 s): fixed-step sampling
+      on a dedicated GPU takes nearly the same time every run.
+
+    A job is thus 21 s from creation to its end on average (9 to 38 s)."""
+    low, high = REALISTIC_POSITIONS
+    step_mean, step_sd = REALISTIC_STEP_S
+    median, sigma = REALISTIC_PROCESSING_S
+    return JobSpec(
+        queue_positions=rng.randint(low, high),
+        seconds_per_position=max(0.5, rng.gauss(step_mean, step_sd)),
+        processing_s=median * math.exp(rng.gauss(0.0, sigma)),
+        outcome=outcome,
+        queue_phase=rng.random(),
     )
 
 
@@ -181,6 +227,7 @@ class Job:
         "created_at",
         "id",
         "output",
+        "poll_times",
         "polls",
         "queue_end",
         "spec",
@@ -204,7 +251,12 @@ class Job:
         self.created_at = created_at
         self.output = output
         self.polls = 0
-        self.queue_end = t0 + spec.queue_positions * spec.seconds_per_position
+        # When the last polls came, on the simulator's clock (the bench reads their pattern).
+        self.poll_times: deque[float] = deque(maxlen=MAX_POLL_TIMES)
+        self.queue_end = t0
+        if spec.queue_positions:
+            waited = spec.queue_positions - spec.queue_phase
+            self.queue_end = t0 + waited * spec.seconds_per_position
         self.terminal_time = self.queue_end + spec.processing_s
         self._faults = deque(_Pending(fault, fault.count) for fault in spec.faults)
         self._processing_body = orjson.dumps({"id": job_id, "status": "processing"})
@@ -226,7 +278,8 @@ class Job:
         """The JSON a poll at clock time `now` answers, as the vendor documents it."""
         if now < self.queue_end:
             spec = self.spec
-            left = spec.queue_positions - (now - self.t0) / spec.seconds_per_position
+            gone = spec.queue_phase + (now - self.t0) / spec.seconds_per_position
+            left = spec.queue_positions - gone
             position = max(1, min(spec.queue_positions, math.ceil(left)))
             return orjson.dumps({"id": self.id, "status": "queued", "queue_position": position})
         if now < self.terminal_time:
@@ -244,7 +297,8 @@ class Job:
         return pending.fault
 
     def describe(self, now: float) -> dict[str, Any]:
-        """The spec, wall-clock creation and terminal times, polls and the current status."""
+        """The spec, wall-clock creation and terminal times, the poll count and the times of
+        the last `MAX_POLL_TIMES` polls (wall clock), and the current status."""
         spec = asdict(self.spec)
         spec["faults"] = [asdict(fault) for fault in self.spec.faults]
         return {
@@ -255,5 +309,6 @@ class Job:
             "created_at": self.created_at,
             "terminal_at": self.created_at + (self.terminal_time - self.t0),
             "polls": self.polls,
+            "poll_times": [self.created_at + (at - self.t0) for at in self.poll_times],
             "output": self.output,
         }

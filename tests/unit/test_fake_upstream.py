@@ -358,6 +358,10 @@ async def test_control_create_with_chosen_id_and_describe(
     assert before <= info["created_at"] <= time.time()
     assert info["terminal_at"] == pytest.approx(info["created_at"] + 3.0)
     assert info["polls"] == 2
+    assert info["poll_times"] == [
+        pytest.approx(info["created_at"]),
+        pytest.approx(info["created_at"] + 3.0),
+    ]
     assert info["status"] == "succeeded"
     assert (info["queue_positions"], info["processing_s"], info["outcome"]) == (1, 2.0, "succeeded")
     assert info["output"] == (await poll(client, "job_mine")).json()["output"]
@@ -412,3 +416,57 @@ def test_every_setting_has_a_flag() -> None:
     for setting in dataclasses.fields(SimulatorConfig):
         if setting.name != "api_keys":
             assert hasattr(args, setting.name), setting.name
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected"),
+    [
+        (0.0, {"status": "queued", "queue_position": 2}),  # a quarter of the first step gone
+        (2.99, {"status": "queued", "queue_position": 2}),  # 3 s left of its first step
+        (3.0, {"status": "queued", "queue_position": 1}),
+        (6.99, {"status": "queued", "queue_position": 1}),
+        (7.0, {"status": "processing"}),  # (2 - 0.25) * 4 s of queue
+    ],
+)
+async def test_queue_phase_shortens_the_first_step(
+    client: httpx.AsyncClient, clock: Clock, elapsed: float, expected: dict[str, Any]
+) -> None:
+    """sim.queue_phase is the share of the first position's time already gone at creation."""
+    job_id = await create(client, queue_positions=2, seconds_per_position=4, queue_phase=0.25)
+    clock.now += elapsed
+    assert (await poll(client, job_id)).json() == {"id": job_id, **expected}
+
+
+@pytest.mark.parametrize("phase", [1, 1.5, -0.1, "half", True])
+async def test_queue_phase_must_be_a_fraction(client: httpx.AsyncClient, phase: object) -> None:
+    """queue_phase outside [0, 1) is refused with the field named."""
+    response = await client.post("/_sim/jobs", json={"queue_phase": phase})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("queue_phase must be")
+
+
+async def test_realistic_workload_draws_each_job(make: Make) -> None:
+    """--workload realistic draws queue positions, steps, phases and processing times per job,
+    from the documented ranges, and a job's own sim settings still win."""
+    client = make(seed=3, workload="realistic")
+    infos = []
+    for index in range(200):
+        await client.post("/_sim/jobs", json={"id": f"job_{index}"})
+        infos.append((await client.get(f"/_sim/jobs/job_{index}")).json())
+    positions = {info["queue_positions"] for info in infos}
+    assert positions == set(range(1, 9))
+    steps = [info["seconds_per_position"] for info in infos]
+    assert 2.9 < sum(steps) / len(steps) < 3.1
+    assert len(set(steps)) == len(steps)
+    assert all(0 <= info["queue_phase"] < 1 for info in infos)
+    processing = sorted(info["processing_s"] for info in infos)
+    assert 11.8 < processing[len(processing) // 2] < 12.2
+    assert 10.0 < processing[0] <= processing[-1] < 14.0
+    await client.post("/_sim/jobs", json={"id": "job_mine", "processing_s": 1})
+    assert (await client.get("/_sim/jobs/job_mine")).json()["processing_s"] == 1.0
+
+
+def test_unknown_workload_is_refused() -> None:
+    """Only the documented workloads exist."""
+    with pytest.raises(ValueError, match="workload must be one of fixed, realistic"):
+        SimulatorConfig(workload="busy")

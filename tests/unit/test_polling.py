@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
-from service import events, polling
+from service import events, pacing, polling
 from service.clock import FakeClock
 from service.upstream import Observation, read_answer
 
@@ -197,3 +199,38 @@ def test_deadline_produces_a_timeout_event() -> None:
     assert event is not None
     assert (event.type, event.error_code) == (events.FAILED, "timeout")
     assert "queued" in (event.error or "")
+
+
+def planned_outlook(now: float) -> pacing.Outlook:
+    """A planned job seen at position 8, its start expected in (now + 27, now + 33]."""
+    track = pacing.Track("queued", 8, now, now - 2, now, now, math.inf, now + 27, now + 33,
+                         explores=False)  # fmt: skip
+    steps = pacing.Window(samples=(3.0,) * pacing.MIN_SAMPLES)
+    processing = pacing.Window(samples=(12.0,) * pacing.MIN_SAMPLES)
+    return pacing.Outlook(track, steps, processing, floor_s=2.0, interval_s=2.5)
+
+
+def test_adaptive_pacing_places_the_next_progress_poll() -> None:
+    """With an outlook the planner can use, a progress answer's next poll is the planned one
+    (three steps before the middle of the expected start: 21 s on), not one interval later."""
+    clock = FakeClock()
+    state = fresh(clock)
+    now = clock.now()
+    outlook = planned_outlook(now)
+    seen = answer(200, {"status": "queued", "queue_position": 8})
+    step = polling.step(state, seen, RULES, now, MID, outlook)
+    assert step.next_poll_at == pytest.approx(now + 21)
+    # An explorer (or any job the planner has nothing for) keeps the fixed interval.
+    outlook.track.explores = True
+    assert polling.step(state, seen, RULES, now, MID, outlook).next_poll_at == now + 2.5
+
+
+def test_adaptive_pacing_never_passes_the_deadline() -> None:
+    """A planned poll past the watch's timeout is pulled back to the deadline."""
+    clock = FakeClock()
+    state = fresh(clock)
+    clock.advance(RULES.timeout_s - 5)
+    now = clock.now()
+    step = polling.step(state, answer(200, {"status": "queued", "queue_position": 8}), RULES,
+                        now, MID, planned_outlook(now))  # fmt: skip
+    assert step.next_poll_at == state.created_at + RULES.timeout_s

@@ -1,0 +1,344 @@
+"""Benchmark of adaptive poll pacing against the fixed interval: see bench/README.md.
+
+    .venv/bin/python bench/pacing.py [--rate 2] [--duration 100] [--warmup 40] ...
+
+One simulator (`--workload realistic`), one receiver and two bridges, one polling every 2.5 s
+(`poll.strategy = "fixed"`) and one adaptive, watch the same stream of jobs in the same run:
+each job is drawn once and created twice with the same timeline, one copy per bridge. Measured
+per bridge, over the jobs started after the warm-up: upstream requests per job (the simulator's
+count of GETs per job) and push latency (the receiver's `received_at` minus the job's terminal
+time in the simulator, both wall clocks of this machine). The table is printed and the whole
+result written to bench/results/<time>-pacing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import measure
+import orjson
+from harness import ROOT, BenchError, Service, Services, cpu_seconds, machine_busy_seconds
+from loops import Control
+from measure import fmt_ms, fmt_num
+
+API_KEY = "bw_bench_key"
+STRATEGIES = ("fixed", "adaptive")
+REQUESTS_RATIO_TARGET = 0.6
+LATENCY_P50_TARGET_S = 1.0
+# A job's timeline as the simulator describes it: copied to create its twin.
+TIMELINE = ("queue_positions", "seconds_per_position", "queue_phase", "processing_s", "outcome")
+# The longest realistic job is under 40 s; webhooks are awaited this long after the last start.
+DRAIN_S = 60.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Adaptive pacing against the fixed interval (see bench/README.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--rate", type=float, default=2.0, help="new jobs per second (each bridge)")
+    parser.add_argument("--duration", type=float, default=100.0, help="seconds of new jobs")
+    parser.add_argument(
+        "--warmup", type=float, default=40.0,
+        help="jobs started in the first seconds are not measured (the adaptive bridge learns)",
+    )  # fmt: skip
+    parser.add_argument("--interval", type=float, default=2.5, help="poll.interval_s of both")
+    parser.add_argument("--min-interval", type=float, default=2.0, help="poll.min_interval_s")
+    parser.add_argument("--seed", type=int, default=1, help="the simulator's seed")
+    parser.add_argument(
+        "--results", type=Path, default=ROOT / "bench" / "results", help="directory for JSON"
+    )
+    parser.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+        help="BRIDGE_LOG__LEVEL of both bridges (their logs stay with --keep-temp)",
+    )  # fmt: skip
+    parser.add_argument("--keep-temp", action="store_true", help="keep logs, databases, records")
+    return parser.parse_args(argv)
+
+
+def bridge_env(
+    args: argparse.Namespace, sim: Service, workdir: Path, strategy: str
+) -> dict[str, str]:
+    return {
+        "BRIDGE_UPSTREAM__BASE_URL": sim.url,
+        "BRIDGE_UPSTREAM__API_KEY": API_KEY,
+        "BRIDGE_STORE__URL": f"sqlite:///{workdir / strategy}.db",
+        "BRIDGE_SECURITY__ALLOW_PRIVATE_CALLBACKS": "true",
+        "BRIDGE_AUTH__REGISTRATIONS_PER_S": "1000000",
+        "BRIDGE_AUTH__REGISTRATION_BURST": "1000000",
+        "BRIDGE_POLL__INTERVAL_S": str(args.interval),
+        "BRIDGE_POLL__MIN_INTERVAL_S": str(args.min_interval),
+        "BRIDGE_POLL__STRATEGY": strategy,
+        "BRIDGE_LOG__LEVEL": args.log_level,
+        "BRIDGE_LOG__FORMAT": "json",
+    }
+
+
+def read_records(path: Path) -> dict[str, float]:
+    """The first `received_at` of each job's webhook, by job id (from the callback path)."""
+    first: dict[str, float] = {}
+    if not path.exists():
+        return first
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line)
+        first.setdefault(record["path"].rsplit("/", 1)[-1], record["received_at"])
+    return first
+
+
+async def stream(
+    args: argparse.Namespace,
+    control: Control,
+    bridges: dict[str, Service],
+    listener: Service,
+) -> list[dict[str, Any]]:
+    """Start `--rate` job pairs a second for `--duration` seconds; one twin per bridge, the
+    order of creation alternating so neither bridge's copy is always the older."""
+    pairs: list[dict[str, Any]] = []
+    tasks: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    async def start(index: int, offset: float) -> None:
+        ids = {strategy: f"job_pace{index:05d}{strategy[0]}" for strategy in STRATEGIES}
+        order = STRATEGIES if index % 2 == 0 else STRATEGIES[::-1]
+        await control.create_job({"id": ids[order[0]]})
+        drawn = await control.job(ids[order[0]])
+        await control.create_job({"id": ids[order[1]], **{key: drawn[key] for key in TIMELINE}})
+        await asyncio.gather(
+            *(
+                control.register(
+                    bridges[strategy].url, ids[strategy], f"{listener.url}/hooks/{ids[strategy]}"
+                )
+                for strategy in STRATEGIES
+            )
+        )
+        pairs.append({"index": index, "offset_s": offset, "ids": ids, "spec": drawn})
+
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+
+    began = time.monotonic()
+    count = int(args.rate * args.duration)
+    for index in range(count):
+        offset = index / args.rate
+        await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
+        if failures:
+            raise BenchError(f"starting a job failed: {failures[0]}")
+        task = asyncio.create_task(start(index, offset))
+        tasks.add(task)
+        task.add_done_callback(done)
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if failures:
+        raise BenchError(f"starting a job failed: {failures[0]}")
+    return sorted(pairs, key=lambda pair: pair["index"])
+
+
+async def bench(args: argparse.Namespace, services: Services, workdir: Path) -> dict[str, Any]:
+    records = workdir / "hooks.jsonl"
+    sim = await services.start_devtool(
+        "simulator",
+        [
+            "fake-upstream",
+            "--api-key",
+            API_KEY,
+            "--seed",
+            str(args.seed),
+            "--workload",
+            "realistic",
+        ],
+    )
+    listener = await services.start_devtool(
+        "listener", ["listen", "--quiet", "--record", str(records)]
+    )
+    bridges = {
+        strategy: await services.start_bridge(
+            f"bridge-{strategy}", bridge_env(args, sim, workdir, strategy)
+        )
+        for strategy in STRATEGIES
+    }
+    pids = {"simulator": sim.pid, "listener": listener.pid}
+    pids.update({f"bridge {strategy}": bridge.pid for strategy, bridge in bridges.items()})
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    machine0, t0 = machine_busy_seconds(), time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        control = Control(session, sim.url)
+        pairs = await stream(args, control, bridges, listener)
+        ids = [pair["ids"][strategy] for pair in pairs for strategy in STRATEGIES]
+        deadline = time.monotonic() + DRAIN_S
+        received = read_records(records)
+        while any(job_id not in received for job_id in ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            received = read_records(records)
+        seconds = time.monotonic() - t0
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        others = machine_busy_seconds() - machine0 - sum(cpu.values())
+        jobs = {job_id: await control.job(job_id) for job_id in ids}
+        stats = await control.stats()
+    measured = [pair for pair in pairs if pair["offset_s"] >= args.warmup]
+    timelines = [
+        {
+            "strategy": strategy,
+            "offset_s": pair["offset_s"],
+            "spec": {key: pair["spec"][key] for key in TIMELINE},
+            "created_at": jobs[job_id]["created_at"],
+            "terminal_at": jobs[job_id]["terminal_at"],
+            "received_at": received.get(job_id),
+            "poll_times": jobs[job_id]["poll_times"],
+        }
+        for pair in pairs
+        for strategy, job_id in pair["ids"].items()
+    ]
+    per_strategy: dict[str, Any] = {}
+    for strategy in STRATEGIES:
+        requests: list[float] = []
+        latencies: list[float] = []
+        missing = 0
+        for pair in measured:
+            job = jobs[pair["ids"][strategy]]
+            requests.append(job["polls"])
+            if pair["ids"][strategy] in received:
+                latencies.append(received[pair["ids"][strategy]] - job["terminal_at"])
+            else:
+                missing += 1
+        per_strategy[strategy] = {
+            "jobs": len(measured),
+            "webhooks_missing": missing,
+            "requests_per_job": measure.summary(requests),
+            "push_latency_s": measure.summary(latencies),
+            "cpu_percent": 100 * cpu[f"bridge {strategy}"] / seconds,
+        }
+    fixed = per_strategy["fixed"]["requests_per_job"]["mean"]
+    adaptive = per_strategy["adaptive"]["requests_per_job"]["mean"]
+    durations = [
+        jobs[pair["ids"]["fixed"]]["terminal_at"] - jobs[pair["ids"]["fixed"]]["created_at"]
+        for pair in measured
+    ]
+    return {
+        "strategies": per_strategy,
+        "requests_ratio": adaptive / fixed if fixed else None,
+        "job_duration_s": measure.summary(durations),
+        "window_s": seconds,
+        "cpu_percent": {name: 100 * value / seconds for name, value in cpu.items()},
+        "other_cpu_percent": 100 * max(0.0, others) / seconds,
+        "simulator_stats": stats,
+        "jobs": timelines,
+    }
+
+
+def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
+    fixed, adaptive = (result["strategies"][s] for s in STRATEGIES)
+
+    def row(label: str, pick: Callable[[dict[str, Any]], str]) -> tuple[str, list[str]]:
+        return (label, [pick(fixed), pick(adaptive)])
+
+    ratio = result["requests_ratio"]
+    p50 = adaptive["push_latency_s"]["p50"]
+    lines = [
+        row("jobs measured (after the warm-up)", lambda s: fmt_num(s["jobs"])),
+        row("webhooks missing", lambda s: fmt_num(s["webhooks_missing"])),
+        row("upstream requests per job, mean", lambda s: fmt_num(s["requests_per_job"]["mean"], 2)),
+        row("upstream requests per job, p90", lambda s: fmt_num(s["requests_per_job"]["p90"], 1)),
+        row("push latency p50", lambda s: fmt_ms(s["push_latency_s"]["p50"])),
+        row("push latency p90", lambda s: fmt_ms(s["push_latency_s"]["p90"])),
+        row("push latency p99", lambda s: fmt_ms(s["push_latency_s"]["p99"])),
+        row("push latency max", lambda s: fmt_ms(s["push_latency_s"]["max"])),
+        row("bridge CPU", lambda s: fmt_num(s["cpu_percent"], 1, "%")),
+    ]
+    table = measure.grid(
+        f"Pacing: {args.rate:g} jobs/s for {args.duration:g} s, realistic workload "
+        f"(jobs {fmt_num(result['job_duration_s']['p50'], 1)} s median), "
+        f"other processes' CPU {result['other_cpu_percent']:.0f} %",
+        ("metric", "fixed 2.5 s", "adaptive"),
+        lines,
+    )
+    verdicts = [
+        f"requests per job, adaptive / fixed: {fmt_num(ratio, 2)}  "
+        + measure.verdict(None if ratio is None else ratio <= REQUESTS_RATIO_TARGET, "<= 0.6"),
+        f"adaptive push latency p50: {fmt_ms(p50)}  "
+        + measure.verdict(None if p50 is None else p50 <= LATENCY_P50_TARGET_S, "<= 1,000 ms"),
+    ]
+    return "\n".join([table, *verdicts])
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    ratio = result["requests_ratio"]
+    p50 = result["strategies"]["adaptive"]["push_latency_s"]["p50"]
+    return {
+        "requests_ratio": {
+            "target": f"<= {REQUESTS_RATIO_TARGET}",
+            "value": ratio,
+            "met": None if ratio is None else ratio <= REQUESTS_RATIO_TARGET,
+        },
+        "adaptive_push_latency_p50_s": {
+            "target": f"<= {LATENCY_P50_TARGET_S}",
+            "value": p50,
+            "met": None if p50 is None else p50 <= LATENCY_P50_TARGET_S,
+        },
+    }
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    args.results.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    services = Services(workdir)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            result = runner.run(bench(args, services, workdir))
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process", file=sys.stderr)
+        return 130
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    finally:
+        services.close()
+        if args.keep_temp:
+            print(f"kept {workdir}")
+        else:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(workdir)
+    print(report(args, result))
+    output = {
+        "started_at": started.isoformat(),
+        "command": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "cpus": os.cpu_count(),
+        "targets": targets(result),
+        **result,
+    }
+    path = args.results / f"{stamp}-pacing.json"
+    path.write_text(json.dumps(output, indent=2) + "\n")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""Pure: adaptive poll pacing. Learn how the upstream moves; poll where the news is likely.
+
+A job goes `queued` (its `queue_position` counting down) → `processing` → `succeeded`/`failed`.
+The `Learner` sees every poll's answer and keeps, per upstream, two rolling windows of measured
+durations: the seconds one queue position takes (`steps`) and the seconds processing takes
+(`processing`), each read as a normal distribution.
+
+Measuring. A poll only brackets a change: it happened after the previous poll and at or before
+this one. A duration is measured between the middles of two brackets, and each bracket adds
+its width²/12 of variance, which the window takes out again. That is sound only when the polls
+fall independently of the job's timeline, as fixed-interval polls do; the planner's polls
+cluster where changes are expected, so the middle of their brackets would be biased. So every
+job is learned from while too little is known, and afterwards one new job in `EXPLORE_EVERY`
+is an *explorer*: both are polled at the fixed interval (as the fixed strategy would: they cost
+nothing extra) and learned from; the others are planned.
+Brackets wider than two fixed intervals are not used. Queue steps are measured once per job,
+when processing starts, over every position since its first well-bracketed change, or since it
+was first seen queued at position p (it held p since a random moment of that step, as a queue
+moves when a job ahead finishes: p - 1/2 steps on average, used from `FIRST_SEEN_POSITIONS` on).
+
+Planning. Per job, a `Track` holds what its polls showed, and where processing starts: after
+the last poll that saw the job queued, at or before the first that saw it processing, and,
+while queued, within the window its queue predicts. A poll at t that sees position q places
+the start in (t + (q-1)·step, t + q·step] (with leeway for the step's spread): each sighting
+narrows the window (one that disagrees replaces it). The completion is then that window plus
+the learned processing time. `next_poll_at`:
+
+- queued, the start window still wider than `SETTLED_S`: the poll that halves it. Any poll
+  splits the window at t + k·step for every k, so a time a whole number of steps (at most
+  `SPLIT_STEPS`) before the window's middle will do: one poll per step as the start nears,
+  and the phase of the queue is pinned down finer than the 2 s between two polls of a job
+  could. Far back in the queue, a poll every `MAX_WAIT_S` at most;
+- processing, or queued with a settled start: polls on a grid `floor_s` apart through the
+  `ANCHOR` quantile of the predicted completion, from its `LOW` quantile on: just after where
+  completions are likely, at the vendor's pace as the end nears, none while it is unlikely;
+- an explorer, too little history, odd answers, a start later than predicted, or a job past
+  the learned maximum (its start + mean + 3 standard deviations of processing): None, and the
+  caller polls at its fixed interval. A job that runs long is thus never abandoned.
+
+Every planned time is at least `floor_s` after `now`, at most `MAX_WAIT_S` after it (a stale
+prediction is corrected soon) and never past the deadline. The learner does O(1) work per
+observation (a window's sums are recomputed once per new sample, over at most `WINDOW`) and
+holds at most `max_tracks` jobs, the oldest forgotten first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+QUEUED = "queued"
+PROCESSING = "processing"
+TERMINAL = frozenset({"succeeded", "failed"})
+
+WINDOW = 64  # samples per rolling window
+EXPLORE_EVERY = 20  # one new job in this many is polled at the fixed interval, to learn from
+MIN_SAMPLES = 5  # fewer than this: no prediction, the fixed interval
+FIRST_SEEN_POSITIONS = 3  # learn from a job first seen at least this many positions back
+# The learned standard deviation is at least this share of the mean: taking the measurement
+# noise out of a few dozen samples is itself noisy.
+MIN_SPREAD = 0.03
+LONGEST_Z = 3.0  # the learned maximum: mean + 3 standard deviations
+START_Z = 2.0  # leeway of a predicted start, in standard deviations of the queue steps
+LOW = -1.28  # no completion poll before the 10 % quantile of the predicted completion...
+ANCHOR = 1.0  # ...and the grid of completion polls goes through its 84 % quantile
+SETTLED_S = 1.0  # a start window this narrow is not split further
+SPLIT_STEPS = 3  # the first split of the start window comes at most this many steps before
+GRID_SLACK = 0.25  # a poll this share of `floor_s` late still counts as on its grid point
+MAX_WAIT_S = 30.0  # never wait longer than this between polls: predictions may be stale
+MAX_TRACKS = 200_000
+_INF = math.inf
+
+
+class Window:
+    """The last `size` measured durations of one kind, each with the variance its measurement
+    adds (a change bracketed by polls `w` seconds apart is known to ±w/2: variance w²/12).
+
+    Read as a normal distribution: the mean of the samples, and a standard deviation that is
+    the samples' own less the measurement noise (at least `min_spread` of the mean), so that
+    coarse polling does not make the upstream look less predictable than it is; each sample
+    weighs by its precision, 1 / (its noise + (min_spread · mean)²). The sums are
+    recomputed when read after a new sample, over at most `size` samples."""
+
+    __slots__ = ("_mean", "_min_spread", "_samples", "_sd")
+
+    def __init__(
+        self, size: int = WINDOW, min_spread: float = MIN_SPREAD, samples: tuple[float, ...] = ()
+    ) -> None:
+        self._samples: deque[tuple[float, float]] = deque(maxlen=size)
+        self._min_spread = min_spread
+        self._mean: float | None = None
+        self._sd = 0.0
+        for sample in samples:
+            self.add(sample)
+
+    def add(self, value: float, noise_var: float = 0.0) -> None:
+        """One duration and the variance of its measurement; a negative or infinite one is left
+        out (not a too uncertain one: which values that drops depends on the value)."""
+        finite = math.isfinite(value) and math.isfinite(noise_var)
+        if not finite or value <= 0 or noise_var < 0:
+            return
+        self._samples.append((value, noise_var))
+        self._mean = None
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def _fit(self) -> float:
+        if self._mean is None:
+            samples = self._samples
+            rough = math.fsum(value for value, _ in samples) / len(samples)
+            # Each sample weighs by its precision: a sample measured through wide brackets
+            # says little, and would make the spread noisy.
+            floor = max((self._min_spread * rough) ** 2, 1e-9)
+            weighted = [(1.0 / (noise + floor), value, noise) for value, noise in samples]
+            total = math.fsum(w for w, _, _ in weighted)
+            mean = math.fsum(w * value for w, value, _ in weighted) / total
+            spread = math.fsum(w * (value - mean) ** 2 for w, value, _ in weighted)
+            variance = (spread - math.fsum(w * noise for w, _, noise in weighted)) / total
+            self._sd = max(math.sqrt(max(variance, 0.0)), self._min_spread * mean)
+            self._mean = mean
+        return self._mean
+
+    @property
+    def mean(self) -> float:
+        """The mean duration; the window must not be empty."""
+        return self._fit()
+
+    @property
+    def sd(self) -> float:
+        """The standard deviation of the durations, measurement noise taken out."""
+        self._fit()
+        return self._sd
+
+    @property
+    def longest(self) -> float:
+        """The longest duration to expect."""
+        return self.mean + LONGEST_Z * self.sd
+
+
+@dataclass(slots=True)
+class Track:
+    """What is known of one job in progress. Times are clock seconds; -inf/inf: unknown."""
+
+    status: str
+    position: int | None
+    seen_at: float  # the last poll that saw it in progress
+    change_lo: float  # the current status and position began after this...
+    change_hi: float  # ...and at or before this
+    start_lo: float = -_INF  # processing starts (or started) after this...
+    start_hi: float = _INF  # ...and at or before this (both seen, not predicted)
+    expect_lo: float = -_INF  # processing is expected to start after this...
+    expect_hi: float = _INF  # ...and at or before this (predicted from the queue)
+    # Where its queue steps are measured from: a change to `origin_position` in (origin_lo,
+    # origin_hi], or its first sighting there at origin_hi (origin_lo -inf: phase unknown).
+    origin_lo: float = -_INF
+    origin_hi: float = -_INF
+    origin_position: int = 0
+    explores: bool = True  # polled regardless of its timeline and learned from (see the module)
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """A job's track and the upstream's learned windows: what the planner needs, with the
+    shortest gap between two polls (`floor_s`) and the fixed interval it goes with."""
+
+    track: Track
+    steps: Window
+    processing: Window
+    floor_s: float
+    interval_s: float
+
+    def floor_for(self, interval_s: float) -> float:
+        """The floor for a watch polled every `interval_s` when fixed: a watch that asked for
+        slower polling than the default keeps the same proportion."""
+        return max(self.floor_s, interval_s * self.floor_s / self.interval_s)
+
+
+def _mid(lo: float, hi: float) -> float:
+    return (lo + hi) / 2
+
+
+def expected_start(position: int, now: float, steps: Window) -> tuple[float, float]:
+    """Where processing should start for a job seen queued at `position` at `now`: the
+    position's last step ends within one step, the others take a step each (with
+    `START_Z` standard deviations of leeway per step); (-inf, inf) without history."""
+    if len(steps) < MIN_SAMPLES:
+        return (-_INF, _INF)
+    positions = max(position, 1)  # 0 is read as "next"
+    leeway = START_Z * positions * steps.sd
+    return (now + (positions - 1) * steps.mean - leeway, now + positions * steps.mean + leeway)
+
+
+def start_window(track: Track, longest_s: float) -> tuple[float, float] | None:
+    """Where processing starts (or started): what the polls saw, narrowed by what the queue
+    predicts when the two agree (a job seen processing at once started at most `longest_s`
+    before); None when nothing bounds it."""
+    lo, hi = max(track.start_lo, track.expect_lo), min(track.start_hi, track.expect_hi)
+    if lo > hi:  # the prediction was wrong: only what was seen
+        lo, hi = track.start_lo, track.start_hi
+    if lo == -_INF and hi < _INF:
+        lo = hi - longest_s
+    if hi == _INF:
+        return None
+    return (lo, hi)
+
+
+class Learner:
+    """Learns one upstream's queue and processing times from every poll's answer.
+
+    One learner per upstream (the dispatcher's), not per API key: the keys of one upstream share
+    its queue and workers, and one window per key would learn slower from fewer jobs."""
+
+    def __init__(
+        self, floor_s: float, interval_s: float, window: int = WINDOW, max_tracks: int = MAX_TRACKS
+    ) -> None:
+        self.floor_s, self.interval_s = floor_s, interval_s
+        self.steps = Window(window)
+        self.processing = Window(window)
+        self._tracks: dict[object, Track] = {}
+        self._created = 0
+        self._max_tracks = max_tracks
+
+    @property
+    def ready(self) -> bool:
+        """Whether enough has been learned to plan polls."""
+        return len(self.steps) >= MIN_SAMPLES and len(self.processing) >= MIN_SAMPLES
+
+    @property
+    def tracked(self) -> int:
+        """Jobs with a track."""
+        return len(self._tracks)
+
+    def forget(self, job: object) -> None:
+        self._tracks.pop(job, None)
+
+    def _outlook(self, track: Track) -> Outlook:
+        return Outlook(track, self.steps, self.processing, self.floor_s, self.interval_s)
+
+    def _narrow_enough(self, lo: float, hi: float) -> bool:
+        return hi - lo <= 2 * self.interval_s
+
+    def observe(
+        self, job: object, status: str | None, position: int | None, now: float
+    ) -> Outlook | None:
+        """Take one poll's answer for `job` at `now` (status None: no answer, an error) and
+        return the job's outlook while it is in progress."""
+        track = self._tracks.get(job)
+        if status is None:
+            return None if track is None else self._outlook(track)
+        if status in TERMINAL:
+            self._tracks.pop(job, None)
+            if track is not None and track.status == PROCESSING and now >= track.seen_at:
+                self._learn_processing(track, now)
+            return None
+        if status not in (QUEUED, PROCESSING):
+            return None
+        if status == PROCESSING:
+            position = None
+        if track is None or now < track.seen_at:  # new, or the clock went back: start over
+            track = self._track(job, status, position, now)
+        elif status != track.status or position != track.position:
+            self._changed(track, status, position, now)
+        track.seen_at = now
+        if track.status == QUEUED:
+            track.start_lo = max(track.start_lo, now)  # still queued: not started yet
+            if track.position is not None:
+                expected = expected_start(track.position, now, self.steps)
+                lo, hi = max(track.expect_lo, expected[0]), min(track.expect_hi, expected[1])
+                # Each sighting narrows the window; one that disagrees replaces it.
+                track.expect_lo, track.expect_hi = (lo, hi) if lo <= hi else expected
+        return self._outlook(track)
+
+    def _track(self, job: object, status: str, position: int | None, now: float) -> Track:
+        track = Track(status, position, now, -_INF, now)
+        self._created += 1
+        track.explores = self._created % EXPLORE_EVERY == 0 or not self.ready
+        if status == QUEUED:
+            if position is not None:
+                track.origin_hi, track.origin_position = now, position
+        else:
+            track.start_hi = now
+        self._tracks.pop(job, None)
+        self._tracks[job] = track
+        while len(self._tracks) > self._max_tracks:
+            del self._tracks[next(iter(self._tracks))]
+        return track
+
+    def _learn_processing(self, track: Track, now: float) -> None:
+        lo, hi = track.start_lo, track.start_hi
+        if not track.explores or not self._narrow_enough(lo, hi):
+            return
+        end_lo = track.seen_at
+        if self._narrow_enough(end_lo, now):
+            self.processing.add(
+                _mid(end_lo, now) - _mid(lo, hi), ((now - end_lo) ** 2 + (hi - lo) ** 2) / 12
+            )
+
+    def _learn_step(self, track: Track, lo: float, hi: float, went_to: int) -> None:
+        """At the start of processing (`went_to` 0), the seconds per position since the job's
+        origin: one sample per job, over as many positions as it was seen to go through (the
+        brackets' noise is divided by as many, and the samples of one job do not share it)."""
+        if not (track.explores and self._narrow_enough(lo, hi)):
+            return
+        if went_to > 0:
+            if track.origin_lo == -_INF:  # a first well-known change: measure from it
+                track.origin_lo, track.origin_hi, track.origin_position = lo, hi, went_to
+            return
+        positions = track.origin_position
+        if track.origin_hi == -_INF or positions < 1:
+            return
+        if track.origin_lo > -_INF:
+            noise = ((hi - lo) ** 2 + (track.origin_hi - track.origin_lo) ** 2) / 12
+            elapsed = _mid(lo, hi) - _mid(track.origin_lo, track.origin_hi)
+            self.steps.add(elapsed / positions, noise / positions**2)
+        elif positions >= FIRST_SEEN_POSITIONS:
+            spent = positions - 0.5  # half of the first step, on average, had passed
+            step = (_mid(lo, hi) - track.origin_hi) / spent
+            self.steps.add(step, ((hi - lo) ** 2 / 12 + step**2 / 12) / spent**2)
+
+    def _changed(self, track: Track, status: str, position: int | None, now: float) -> None:
+        lo, hi = track.seen_at, now
+        went_from = track.position if track.status == QUEUED else None
+        went_to = 0 if status == PROCESSING else position
+        forward = went_from is not None and went_to is not None and went_to < went_from
+        if forward:
+            self._learn_step(track, lo, hi, went_to or 0)
+        if status == PROCESSING:
+            track.start_hi = min(track.start_hi, now)
+        track.status, track.position = status, position
+        track.change_lo, track.change_hi = lo, hi
+        if status == QUEUED and not forward:  # moved back, or from processing: start over
+            track.start_lo, track.start_hi = -_INF, _INF
+            track.expect_lo, track.expect_hi = -_INF, _INF
+            track.origin_lo = track.origin_hi = -_INF
+
+
+def next_poll_at(outlook: Outlook, now: float, floor_s: float, deadline: float) -> float | None:
+    """When to poll this job next, or None for the caller's fixed interval (see the module).
+
+    The result is in [now + floor_s, deadline] (the deadline itself when it is sooner)."""
+    planned = _plan(outlook, now, floor_s)
+    if planned is None:
+        return None
+    earliest = now + floor_s
+    latest = now + max(MAX_WAIT_S, floor_s)
+    return min(max(planned, earliest), latest, deadline)
+
+
+def _plan(outlook: Outlook, now: float, floor_s: float) -> float | None:
+    track, processing, steps = outlook.track, outlook.processing, outlook.steps
+    if track.explores or len(processing) < MIN_SAMPLES or len(steps) < MIN_SAMPLES:
+        return None  # an explorer, or no history: the fixed interval
+    window = start_window(track, processing.longest)
+    if window is None:
+        return None
+    lo, hi = window
+    if track.status == QUEUED:
+        if track.position is None or now >= hi or len(steps) < MIN_SAMPLES:
+            return None  # odd, past the prediction, or nothing learned of the queue
+        split = _split(lo, hi, now + floor_s, steps.mean)
+        if split is not None:
+            return split
+    elif now >= hi + processing.longest:  # past the learned maximum
+        return None
+    mean = _mid(lo, hi) + processing.mean
+    sd = math.sqrt((hi - lo) ** 2 / 12 + processing.sd**2)
+    earliest = max(now + floor_s, mean + LOW * sd)
+    anchor = mean + ANCHOR * sd
+    # A poll a moment past a grid point stays on the grid (the caller keeps `floor_s`).
+    return anchor + math.ceil((earliest - anchor) / floor_s - GRID_SLACK) * floor_s
+
+
+def _split(lo: float, hi: float, earliest: float, step_s: float) -> float | None:
+    """A poll that halves the window (lo, hi] where processing should start, or None when it
+    is narrow enough or no poll can halve it any more (then: poll for the completion).
+
+    A poll at t that sees position q places the start in (t + (q-1)·step, t + q·step]: it
+    splits the window at every t + k·step. So the poll goes a whole number of steps before
+    the window's middle: at most `SPLIT_STEPS` (the fewer, the less the steps' spread blurs
+    it; and none while far back), as early as allowed within that (one split per step)."""
+    if hi - lo <= SETTLED_S:
+        return None
+    middle = _mid(lo, hi)
+    if middle < earliest:
+        return earliest if earliest < hi else None
+    steps_before = min(SPLIT_STEPS, math.floor((middle - earliest) / step_s))
+    return middle - steps_before * step_s
