@@ -93,6 +93,7 @@ class Bridge:
         upstream.observe = metrics.polled
         deliverer.on_outcome = metrics.attempted
         dispatcher.lateness = metrics.poll_lateness.observe
+        dispatcher.on_circuit = metrics.circuit_changed
         auth = Authenticator(settings.auth.tokens)
         limiter = RateLimiter(
             settings.auth.registrations_per_s, settings.auth.registration_burst, clock
@@ -156,6 +157,7 @@ class Bridge:
     def render_metrics(self) -> bytes:
         self.metrics.held_watches.set(self.dispatcher.held_count)
         self.metrics.poll_backlog.set(self.dispatcher.due_backlog())
+        self.metrics.throttled.set(self.dispatcher.throttled)
         self.metrics.deliveries_in_flight.set(self.deliverer.in_flight)
         return self.metrics.render()
 

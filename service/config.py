@@ -76,6 +76,28 @@ class UpstreamSettings(_Section):
     api_key: SecretStr | None = None
     request_timeout_s: PositiveSeconds = 10.0
     max_concurrency: int = Field(64, ge=1, le=4096)
+    # Request-rate caps (token buckets), across all keys and per API key; 0 is no cap. The
+    # burst is how many requests may go at once after a quiet spell.
+    max_requests_per_s: float = Field(0.0, ge=0, le=1e6)
+    request_burst: int = Field(10, ge=1, le=1_000_000)
+    max_requests_per_s_per_key: float = Field(0.0, ge=0, le=1e6)
+    request_burst_per_key: int = Field(10, ge=1, le=1_000_000)
+    # Circuit breaker: opens when at least `circuit_failure_ratio` of at least
+    # `circuit_min_requests` requests within `circuit_window_s` were 5xx or unanswered, or when
+    # `circuit_consecutive_failures` were in a row.
+    circuit_breaker: bool = True
+    circuit_window_s: float = Field(10.0, ge=1, le=3600)
+    circuit_min_requests: int = Field(20, ge=1, le=1_000_000)
+    circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
+    circuit_consecutive_failures: int = Field(20, ge=1, le=1_000_000)
+    circuit_cooldown_s: float = Field(5.0, gt=0, le=3600)
+    circuit_max_cooldown_s: float = Field(60.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _cooldowns_ordered(self) -> UpstreamSettings:
+        if self.circuit_cooldown_s > self.circuit_max_cooldown_s:
+            raise ValueError("circuit_cooldown_s must not exceed circuit_max_cooldown_s")
+        return self
 
     @property
     def root(self) -> str:
@@ -123,6 +145,9 @@ class PollSettings(_Section):
     jitter: float = Field(0.1, ge=0, lt=1)
     max_backoff_s: float = Field(60.0, gt=0, le=3600)
     not_found_grace_s: float = Field(30.0, ge=0, le=3600)
+    # "adaptive": learn the upstream's queue and processing times and poll where news is
+    # likely (service/pacing.py); "fixed": every interval_s.
+    strategy: Literal["adaptive", "fixed"] = "adaptive"
 
     @model_validator(mode="after")
     def _ordered(self) -> PollSettings:
@@ -154,6 +179,8 @@ class DeliverySettings(_Section):
     )  # fmt: skip
     jitter: float = Field(0.2, ge=0, lt=1)
     max_concurrency: int = Field(64, ge=1, le=4096)
+    # Of those, at most this many to one callback host (scheme, host and port).
+    max_per_host: int = Field(16, ge=1, le=4096)
     max_retry_after_s: float = Field(3600.0, ge=0)
     max_response_bytes: int = Field(4096, ge=0, le=1 << 20)
     payload_retention_days: float = Field(30.0, gt=0)

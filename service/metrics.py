@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from service import breaker
 from service.store.base import Attempt, AttemptOutcome, Delivery
 from service.upstream import Observation
 
@@ -73,14 +74,36 @@ class Metrics:
             buckets=_SLOW,
             registry=registry,
         )
+        self.circuit_state = Gauge(
+            "bridge_upstream_circuit_state",
+            "Upstream circuit breaker: 0 closed (polling), 1 half open (probing), 2 open (paused).",
+            registry=registry,
+        )
+        self.circuit_transitions = Counter(
+            "bridge_upstream_circuit_transitions_total",
+            "Changes of the upstream circuit breaker's state, by the state entered.",
+            ["state"],
+            registry=registry,
+        )
+        self.throttled = Gauge(
+            "bridge_upstream_throttled",
+            "Due polls waiting for the request-rate cap or the circuit breaker.",
+            registry=registry,
+        )
         for outcome in ("progress", "terminal", "refused", "transient"):
             self.upstream_requests.labels(outcome)
+        for state in breaker.STATES:
+            self.circuit_transitions.labels(state)
         for outcome in ("succeeded", "retry", "failed", "gone"):
             self.delivery_attempts.labels(outcome)
 
     def polled(self, seen: Observation, duration_s: float) -> None:
         self.upstream_requests.labels(seen.kind).inc()
         self.upstream_duration.observe(duration_s)
+
+    def circuit_changed(self, change: breaker.Transition) -> None:
+        self.circuit_state.set(breaker.STATES.index(change.after))
+        self.circuit_transitions.labels(change.after).inc()
 
     def attempted(
         self, delivery: Delivery, attempt: Attempt, outcome: AttemptOutcome, now: float

@@ -1,0 +1,172 @@
+"""Pure: the circuit breaker that pauses upstream polling while the upstream is failing.
+
+```
+closed --(failure ratio >= threshold over the rolling window, enough requests;
+          or that many failures in a row)--> open
+open   --(cool-down over)--> half_open: one probe request
+half_open --(probe succeeds)--> closed      (the cool-down starts again from its base)
+half_open --(probe fails)--> open           (the cool-down doubles, up to its cap)
+```
+
+A failure is an upstream 5xx or a request that got no answer (timeout, connection error);
+refusals (4xx) and rate limiting (429) are answers, not failures: the upstream is up. Outcomes
+of requests started before the latest change of state are ignored, so a request sent before the
+circuit opened cannot close it, nor a slow one re-open it. A probe that never reports (its watch
+ended without a request, say) is replaced after `probe_timeout_s`.
+
+Time is always an argument; the window is counted in `WINDOW_SLICES` slices of
+`window_s / WINDOW_SLICES`, so its memory is fixed whatever the request rate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from service.upstream import Observation
+
+State = Literal["closed", "open", "half_open"]
+STATES: tuple[State, ...] = ("closed", "half_open", "open")  # the gauge's values: 0, 1, 2
+WINDOW_SLICES = 10
+
+
+def is_failure(seen: Observation) -> bool:
+    """Whether an observation says the upstream is failing (5xx or no answer)."""
+    if seen.kind != "transient":
+        return False
+    return seen.http_status is None or seen.http_status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    window_s: float = 10.0
+    min_requests: int = 20
+    # A sudden outage trips at once, not once failures outweigh the window's earlier successes.
+    consecutive_failures: int = 20
+    failure_ratio: float = 0.5
+    cooldown_s: float = 5.0
+    max_cooldown_s: float = 120.0
+    probe_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of state, with why (for the logs and metrics)."""
+
+    before: State
+    after: State
+    reason: str
+    at: float
+    # While open: when a probe may go.
+    retry_at: float | None = None
+
+
+class Breaker:
+    def __init__(self, rules: Rules, now: float) -> None:
+        self.rules = rules
+        self.state: State = "closed"
+        self._since = now
+        self._slice_s = rules.window_s / WINDOW_SLICES
+        # [slice number, requests, failures], oldest first, and their sums.
+        self._slices: deque[list[int]] = deque()
+        self._requests = self._failures = 0
+        self._trips = 0
+        self._in_a_row = 0
+        self._retry_at = now
+        self._probe_at: float | None = None
+
+    @property
+    def retry_at(self) -> float | None:
+        """While open: when the next probe may go."""
+        return self._retry_at if self.state == "open" else None
+
+    @property
+    def probe_until(self) -> float | None:
+        """While half open with a probe out: when another may replace it."""
+        if self.state != "half_open" or self._probe_at is None:
+            return None
+        return self._probe_at + self.rules.probe_timeout_s
+
+    def unprobe(self) -> None:
+        """The request `allow` admitted as the probe did not go: another may."""
+        if self.state == "half_open":
+            self._probe_at = None
+
+    def allow(self, now: float) -> tuple[bool, Transition | None]:
+        """Whether a request may start at `now` (and the change of state that brings)."""
+        if self.state == "closed":
+            return True, None
+        if self.state == "open":
+            if now < self._retry_at:
+                return False, None
+            change = self._move("half_open", "cool-down over: probing", now)
+            self._probe_at = now
+            return True, change
+        # Half open: one probe at a time, another if it never reported.
+        if self._probe_at is not None and now < self._probe_at + self.rules.probe_timeout_s:
+            return False, None
+        self._probe_at = now
+        return True, None
+
+    def record(self, now: float, started_at: float, failed: bool) -> Transition | None:
+        """Count the outcome of a request started at `started_at`; the change it causes."""
+        if started_at < self._since:
+            return None
+        if self.state == "half_open":
+            if failed:
+                self._trips += 1
+                return self._open("the probe failed", now)
+            self._trips = 0
+            self._forget_window()
+            return self._move("closed", "the probe succeeded", now)
+        if self.state == "open":
+            return None
+        requests, failures = self._count(now, failed)
+        rules = self.rules
+        self._in_a_row = self._in_a_row + 1 if failed else 0
+        if self._in_a_row >= rules.consecutive_failures:
+            self._trips = 1
+            return self._open(f"{self._in_a_row} requests in a row failed (5xx or no answer)", now)
+        if requests >= rules.min_requests and failures >= rules.failure_ratio * requests:
+            self._trips = 1
+            reason = (
+                f"{failures} of the last {requests} requests failed (5xx or no answer) within "
+                f"{rules.window_s:g} s"
+            )
+            return self._open(reason, now)
+        return None
+
+    def _count(self, now: float, failed: bool) -> tuple[int, int]:
+        """Add one outcome to the window; the window's requests and failures."""
+        current = int(now // self._slice_s)
+        slices = self._slices
+        oldest = current - WINDOW_SLICES + 1
+        while slices and slices[0][0] < oldest:
+            _, requests, failures = slices.popleft()
+            self._requests -= requests
+            self._failures -= failures
+        if not slices or slices[-1][0] != current:
+            slices.append([current, 0, 0])
+        slices[-1][1] += 1
+        slices[-1][2] += failed
+        self._requests += 1
+        self._failures += failed
+        return self._requests, self._failures
+
+    def _forget_window(self) -> None:
+        self._slices.clear()
+        self._requests = self._failures = 0
+
+    def _open(self, reason: str, now: float) -> Transition:
+        rules = self.rules
+        cooldown = min(rules.cooldown_s * 2 ** min(self._trips - 1, 30), rules.max_cooldown_s)
+        self._retry_at = now + cooldown
+        self._probe_at = None
+        self._forget_window()
+        self._in_a_row = 0
+        return self._move("open", reason, now)
+
+    def _move(self, after: State, reason: str, now: float) -> Transition:
+        before, self.state, self._since = self.state, after, now
+        return Transition(before, after, reason, now, self.retry_at)
