@@ -62,10 +62,13 @@ class WatchService:
         traceparent: str | None = None,
     ) -> Registered:
         """Validate, commit, and start polling at once. 201, or 200 replaying a retried call."""
-        request_hash = hashlib.sha256(
-            orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()
+        # Only a call with an Idempotency-Key needs its body's hash (to tell a retry from a new
+        # body under the same key).
+        request_hash = ""
         if idempotency_key is not None:
+            request_hash = hashlib.sha256(
+                orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()
             replay = await self._replay(tenant, idempotency_key, request_hash)
             if replay is not None:
                 return replay

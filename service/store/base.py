@@ -30,7 +30,8 @@ clock, so tests drive time explicitly.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -148,6 +149,36 @@ class Completion:
     delivery: NewDelivery
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt's outcome to record, at `now` (see `Store.record_attempt`)."""
+
+    delivery: Delivery
+    attempt: Attempt
+    outcome: AttemptOutcome
+    now: float
+
+
+# scheme, then the authority's host and port after any userinfo (the last `@` of it).
+_HOST = re.compile(r"^([^:/?#]+)://(?:[^/?#]*@)?([^@/?#]*)")
+# The same in PostgreSQL's regular expressions, over `w.callback_url`: both must agree.
+HOST_SQL_PG = (
+    "lower(substring(w.callback_url from '^([^:/?#]+)://') || '://'"
+    " || substring(w.callback_url from '^[^:/?#]+://(?:[^/?#]*@)?([^@/?#]*)'))"
+)
+
+
+def callback_host(url: str) -> str:
+    """The key of the per-host delivery limit: `scheme://host[:port]` of a callback URL as
+    written, lower-cased, without userinfo (`https://u:p@API.example:8443/x` gives
+    `https://api.example:8443`). The port is not filled in, so `https://h` and `https://h:443`
+    are two keys. Backends compute the same key in SQL."""
+    found = _HOST.match(url)
+    if found is None:
+        return url.lower()
+    return f"{found.group(1)}://{found.group(2)}".lower()
+
+
 class Store(abc.ABC):
     """Durable state of watches, deliveries and attempts."""
 
@@ -188,6 +219,10 @@ class Store(abc.ABC):
 
         With `lease_owner`, the watch is committed already claimed by that owner until
         `lease_until` (token 1), so the registering process polls it without a claim round.
+
+        Concurrent calls may be committed together (one transaction, one flush to disk), yet
+        each succeeds or fails on its own: one call's error never fails or undoes another's,
+        and a call returns only once its watch is committed.
         """
 
     @abc.abstractmethod
@@ -270,10 +305,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_deliveries(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_host: int | None = None,
+        host_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         """Claim up to `limit` pending deliveries due at `now` whose lease is absent or expired,
-        oldest due first, and return them in that order."""
+        oldest due first, and return them in that order.
+
+        Per host (the `callback_host` key of the watch's callback URL), at most
+        `host_limits[host]` are claimed for a host listed there (0: its deliveries are left
+        alone) and at most `per_host` for any other, so a host with a large backlog cannot
+        crowd the others out of a claim. With either, the choice is made among the `4 * limit`
+        oldest due candidates of the hosts not left alone (the cost of a claim stays bounded
+        by `limit`, apart from skipping the rows of hosts left alone): a host may get fewer
+        than its limit, never more."""
 
     @abc.abstractmethod
     async def renew_delivery_leases(
@@ -303,6 +353,12 @@ class Store(abc.ABC):
         delivery ends its watch (`delivered`, `failed` or `gone`); `gone` on any delivery
         cancels the watch's other pending deliveries and its polling. The lease is released.
         Raises `LeaseLost`."""
+
+    @abc.abstractmethod
+    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+        """`record_attempt` for each record, in order, in one transaction: all are committed
+        together or none (`StoreError`). A record whose lease was lost changes nothing; the
+        ids of those deliveries are returned instead of raising `LeaseLost`."""
 
     # Housekeeping.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,9 +23,11 @@ import asyncpg
 from service.errors import LeaseLost, MigrationError, StoreError
 from service.store import migrations
 from service.store.base import (
+    HOST_SQL_PG,
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
+    AttemptRecord,
     Completion,
     Delivery,
     DuplicateIdempotencyKey,
@@ -499,12 +501,43 @@ class PostgresStore(Store):
     # Delivery.
 
     async def claim_deliveries(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_host: int | None = None,
+        host_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
+        if per_host is None and not host_limits:
+            due = (
+                "SELECT id FROM deliveries WHERE status = 'pending'"
+                " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
+                " ORDER BY next_attempt_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED"
+            )
+            args: tuple[Any, ...] = ()
+        else:
+            # The candidates are locked; those not chosen are unlocked at commit.
+            due = (
+                "WITH c AS (SELECT d.id, d.next_attempt_at AS at,"  # noqa: S608
+                f" {HOST_SQL_PG} AS host FROM deliveries d JOIN watches w ON w.id = d.watch_id"
+                " WHERE d.status = 'pending' AND d.next_attempt_at <= $2"
+                " AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)"
+                f" AND NOT ({HOST_SQL_PG} = ANY($5::text[]))"
+                " ORDER BY d.next_attempt_at LIMIT $6 FOR NO KEY UPDATE OF d SKIP LOCKED)"
+                " SELECT id FROM (SELECT id, at, host,"
+                " row_number() OVER (PARTITION BY host ORDER BY at, id) AS n FROM c) r"
+                " WHERE n <= coalesce(($8::jsonb ->> host)::int, $7) ORDER BY at, id LIMIT $4"
+            )
+            limits = dict(host_limits or {})
+            skipped = sorted(host for host, most in limits.items() if most <= 0)
+            args = (
+                skipped, 4 * limit, per_host if per_host is not None else limit,
+                json.dumps(limits),
+            )  # fmt: skip
         rows = await self._fetch(
-            "WITH due AS (SELECT id FROM deliveries WHERE status = 'pending'"  # noqa: S608
-            " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
-            " ORDER BY next_attempt_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED),"
+            f"WITH due AS ({due}),"  # noqa: S608
             " d AS (UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $3,"
             " lease_token = d.lease_token + 1 FROM due WHERE d.id = due.id RETURNING d.*)"
             f" SELECT {_DELIVERY_COLUMNS} FROM d JOIN watches w ON w.id = d.watch_id"
@@ -513,6 +546,7 @@ class PostgresStore(Store):
             now,
             lease_until,
             limit,
+            *args,
         )
         return [Delivery(**row) for row in rows]
 
@@ -524,45 +558,21 @@ class PostgresStore(Store):
         outcome: AttemptOutcome,
         now: float,
     ) -> None:
-        ended = outcome != "retry"
         async with self._transaction() as db:
-            # The watch is locked (in `w`) before the delivery is updated.
-            recorded = await db.fetchval(
-                "WITH w AS (SELECT id FROM watches WHERE id = $1 FOR NO KEY UPDATE),"
-                " d AS (UPDATE deliveries d SET attempts = d.attempts + 1, status = $5,"
-                " next_attempt_at = $6, ended_at = $7, lease_owner = NULL, lease_expires_at = NULL"
-                " FROM w WHERE d.id = $2 AND d.watch_id = w.id AND d.lease_owner = $3"
-                " AND d.lease_token = $4 AND d.status = 'pending' RETURNING d.id)"
-                " INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
-                " status_code, error, next_attempt_at)"
-                " SELECT id, $8, $9, $10, $11, $12, $13, $6 FROM d RETURNING true",
-                delivery.watch_id, delivery.id, owner, delivery.lease_token,
-                outcome if ended else "pending", attempt.next_attempt_at, now if ended else None,
-                attempt.number, attempt.event_type, attempt.started_at, attempt.duration_s,
-                attempt.status_code, _text(attempt.error),
-            )  # fmt: skip
-            if not recorded:
+            if not await _record_attempt(db, owner, AttemptRecord(delivery, attempt, outcome, now)):
                 raise LeaseLost()
-            if delivery.final:
-                status = _ENDS_WATCH.get(outcome)
-                await db.execute(
-                    "UPDATE watches SET attempts = attempts + 1,"
-                    " last_error = COALESCE($1, last_error), updated_at = $2,"
-                    " status = COALESCE($3, status), completed_at = $4"
-                    " WHERE id = $5 AND status = 'delivering'",
-                    _text(attempt.error), now, status, now if status else None, delivery.watch_id,
-                )  # fmt: skip
-            if outcome == "gone":
-                await db.execute(
-                    "WITH w AS (UPDATE watches SET status = 'gone', updated_at = $2,"
-                    " completed_at = $2, lease_owner = NULL, lease_expires_at = NULL"
-                    " WHERE id = $1 AND status IN ('active', 'delivering'))"
-                    " UPDATE deliveries SET status = 'cancelled', ended_at = $2,"
-                    " lease_owner = NULL, lease_expires_at = NULL"
-                    " WHERE watch_id = $1 AND status = 'pending'",
-                    delivery.watch_id,
-                    now,
-                )
+
+    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+        if not records:
+            return set()
+        lost: set[str] = set()
+        async with self._transaction() as db:
+            # Watches are locked in id order, as every set write does (no deadlocks); records of
+            # one watch keep their order (the sort is stable).
+            for record in sorted(records, key=lambda r: r.delivery.watch_id):
+                if not await _record_attempt(db, owner, record):
+                    lost.add(record.delivery.id)
+        return lost
 
     # Housekeeping.
 
@@ -591,3 +601,48 @@ class PostgresStore(Store):
         counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
         counts.update((row[0], row[1]) for row in rows)
         return counts
+
+
+async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
+    """Apply one fenced attempt record (see `Store.record_attempt`) in the caller's
+    transaction; False: the lease was lost."""
+    delivery, attempt, outcome, now = record.delivery, record.attempt, record.outcome, record.now
+    ended = outcome != "retry"
+    # The watch is locked (in `w`) before the delivery is updated.
+    recorded = await db.fetchval(
+        "WITH w AS (SELECT id FROM watches WHERE id = $1 FOR NO KEY UPDATE),"
+        " d AS (UPDATE deliveries d SET attempts = d.attempts + 1, status = $5,"
+        " next_attempt_at = $6, ended_at = $7, lease_owner = NULL, lease_expires_at = NULL"
+        " FROM w WHERE d.id = $2 AND d.watch_id = w.id AND d.lease_owner = $3"
+        " AND d.lease_token = $4 AND d.status = 'pending' RETURNING d.id)"
+        " INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
+        " status_code, error, next_attempt_at)"
+        " SELECT id, $8, $9, $10, $11, $12, $13, $6 FROM d RETURNING true",
+        delivery.watch_id, delivery.id, owner, delivery.lease_token,
+        outcome if ended else "pending", attempt.next_attempt_at, now if ended else None,
+        attempt.number, attempt.event_type, attempt.started_at, attempt.duration_s,
+        attempt.status_code, _text(attempt.error),
+    )  # fmt: skip
+    if not recorded:
+        return False
+    if delivery.final:
+        status = _ENDS_WATCH.get(outcome)
+        await db.execute(
+            "UPDATE watches SET attempts = attempts + 1,"
+            " last_error = COALESCE($1, last_error), updated_at = $2,"
+            " status = COALESCE($3, status), completed_at = $4"
+            " WHERE id = $5 AND status = 'delivering'",
+            _text(attempt.error), now, status, now if status else None, delivery.watch_id,
+        )  # fmt: skip
+    if outcome == "gone":
+        await db.execute(
+            "WITH w AS (UPDATE watches SET status = 'gone', updated_at = $2,"
+            " completed_at = $2, lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = $1 AND status IN ('active', 'delivering'))"
+            " UPDATE deliveries SET status = 'cancelled', ended_at = $2,"
+            " lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE watch_id = $1 AND status = 'pending'",
+            delivery.watch_id,
+            now,
+        )
+    return True

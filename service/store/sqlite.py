@@ -3,19 +3,26 @@
 One connection, owned by one worker thread: every call runs as a single function there, so a
 transaction costs one thread hop and calls are serialized without locks. An advisory file lock
 keeps a second process off the same database.
+
+Registrations are group-committed: `insert_watch` calls that arrive while the thread is busy
+(a commit's fsync, say) wait in a queue, and the next turn of the thread commits all of them
+in one transaction, so one fsync covers the whole group. Each one has its own savepoint: one
+that fails (a duplicate idempotency key) is rolled back alone and gets its own error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +32,7 @@ from service.store.base import (
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
+    AttemptRecord,
     Completion,
     Delivery,
     DuplicateIdempotencyKey,
@@ -33,6 +41,7 @@ from service.store.base import (
     Progress,
     Store,
     Watch,
+    callback_host,
 )
 
 T = TypeVar("T")
@@ -47,6 +56,8 @@ _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
     " w.callback_url, w.callback_method, w.callback_headers, w.secret, d.created_at"
 )
+# Leases renewed per transaction: a few milliseconds of the thread each.
+RENEWAL_CHUNK = 1000
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 
 
@@ -101,6 +112,14 @@ class SQLiteStore(Store):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
+        # Registrations waiting for the next group commit, and whether one is queued on the
+        # thread (it takes the whole list when it starts). Shared by the loop and the thread.
+        self._registrations: list[_Registration] = []
+        self._registrations_lock = threading.Lock()
+        self._commit_queued = False
+        # Transactions that committed registrations: fewer than the registrations themselves
+        # when they were grouped.
+        self.group_commits = 0
 
     # Plumbing.
 
@@ -156,6 +175,8 @@ class SQLiteStore(Store):
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA busy_timeout = 5000")
+        # The per-host delivery limit's key, as `base.callback_host` computes it.
+        db.create_function("callback_host", 1, callback_host, deterministic=True)
         self._db = db
 
     async def open(self, *, migrate: bool = True) -> None:
@@ -242,33 +263,51 @@ class SQLiteStore(Store):
             lease_owner, lease_until if lease_owner else None, token,
         )  # fmt: skip
 
-        def insert(db: sqlite3.Connection) -> None:
-            if idempotency is not None:
-                try:
-                    db.execute(
-                        "INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
-                        " watch_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (watch.tenant, idempotency.key, idempotency.request_hash,
-                         idempotency.response, watch.id, watch.created_at),
-                    )  # fmt: skip
-                except sqlite3.IntegrityError:
-                    raise DuplicateIdempotencyKey() from None
-            db.execute(
-                "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
-                " callback_headers, metadata, events, payload_format, secret, poll_interval_s,"
-                " timeout_s, upstream_api_key, created_at, status, updated_at, next_poll_at,"
-                " lease_owner, lease_expires_at, lease_token)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-
-        # The watch row must exist before the idempotency row references it.
-        def ordered(db: sqlite3.Connection) -> None:
-            db.execute("PRAGMA defer_foreign_keys = ON")
-            insert(db)
-
-        await self._transaction(ordered)
+        keyed = (
+            None
+            if idempotency is None
+            else (watch.tenant, idempotency.key, idempotency.request_hash,
+                  idempotency.response, watch.id, watch.created_at)
+        )  # fmt: skip
+        await self._group_commit(_Registration(row, keyed))
         return replace(watch, updated_at=watch.created_at, lease_token=token)
+
+    async def _group_commit(self, registration: _Registration) -> None:
+        """Queue `registration` for the next group commit and wait for its own outcome."""
+        if self._db is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        registration.future = loop.create_future()
+        with self._registrations_lock:
+            self._registrations.append(registration)
+            submit = not self._commit_queued
+            self._commit_queued = True
+        if submit:
+            try:
+                self._executor.submit(self._commit_registrations, loop)
+            except RuntimeError as error:  # the executor shut down: closed meanwhile
+                # Nothing else can be waiting: a registration queued after this one would
+                # have found a commit queued, and none ran in between (no await).
+                with self._registrations_lock:
+                    self._registrations.clear()
+                    self._commit_queued = False
+                raise StoreError("the store is not open") from error
+        await registration.future
+
+    def _commit_registrations(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the thread: commit every queued registration in one transaction, then settle
+        each one's future on the loop."""
+        with self._registrations_lock:
+            group, self._registrations = self._registrations, []
+            self._commit_queued = False
+        if self._db is None:  # closed while this commit was queued
+            for registration in group:
+                registration.error = StoreError("the store is not open")
+        else:
+            _insert_registrations(self._db, group)
+            self.group_commits += 1
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(_settle, group)
 
     async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
         row = await self._run(
@@ -391,19 +430,24 @@ class SQLiteStore(Store):
     async def renew_watch_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        def renew(db: sqlite3.Connection) -> set[str]:
-            renewed = set()
-            for watch_id, token in held:
-                row = db.execute(
-                    "UPDATE watches SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?"
-                    " AND lease_token = ? AND status = 'active' RETURNING id",
-                    (lease_until, watch_id, owner, token),
-                ).fetchone()
-                if row is not None:
-                    renewed.add(row[0])
-            return renewed
+        # One statement over a JSON object {id: token}, not one per watch: a bridge holds
+        # thousands, and a Python loop over them would hold the GIL (the event loop) meanwhile.
+        # A watch is held once, so its id is a key once. In chunks, each its own transaction,
+        # so that registrations waiting for a commit go in between instead of after them all.
+        def renew(tokens: str) -> Callable[[sqlite3.Connection], list[tuple[str]]]:
+            return lambda db: db.execute(
+                "UPDATE watches SET lease_expires_at = ?"
+                " FROM (SELECT key AS id, value AS token FROM json_each(?)) AS held"
+                " WHERE watches.id = held.id AND watches.lease_token = held.token"
+                " AND watches.lease_owner = ? AND watches.status = 'active' RETURNING watches.id",
+                (lease_until, tokens, owner),
+            ).fetchall()
 
-        return await self._transaction(renew)
+        renewed: set[str] = set()
+        for start in range(0, len(held), RENEWAL_CHUNK):
+            chunk = json.dumps(dict(held[start : start + RENEWAL_CHUNK]))
+            renewed.update(row[0] for row in await self._transaction(renew(chunk)))
+        return renewed
 
     async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
         await self._transaction(
@@ -473,18 +517,48 @@ class SQLiteStore(Store):
     # Delivery.
 
     async def claim_deliveries(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_host: int | None = None,
+        host_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         def claim(db: sqlite3.Connection) -> list[Delivery]:
+            if per_host is None and not host_limits:
+                chosen = (
+                    "SELECT id FROM deliveries WHERE status = 'pending'"
+                    " AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+                    " ORDER BY next_attempt_at LIMIT ?"
+                )
+                params: tuple[object, ...] = (now, now, limit)
+            else:
+                chosen = (
+                    "SELECT id FROM (SELECT id, at, host, row_number() OVER"
+                    "  (PARTITION BY host ORDER BY at, id) AS n FROM"
+                    "  (SELECT d.id, d.next_attempt_at AS at, callback_host(w.callback_url) AS host"
+                    "   FROM deliveries d JOIN watches w ON w.id = d.watch_id"
+                    "   WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
+                    "   AND (d.lease_owner IS NULL OR d.lease_expires_at <= ?)"
+                    "   AND callback_host(w.callback_url) NOT IN (SELECT value FROM json_each(?))"
+                    "   ORDER BY d.next_attempt_at LIMIT ?))"
+                    " WHERE n <= coalesce((SELECT value FROM json_each(?) WHERE key = host), ?)"
+                    " ORDER BY at LIMIT ?"
+                )
+                limits = dict(host_limits or {})
+                skipped = sorted(host for host, most in limits.items() if most <= 0)
+                params = (
+                    now, now, json.dumps(skipped), 4 * limit, json.dumps(limits),
+                    per_host if per_host is not None else limit, limit,
+                )  # fmt: skip
             ids = [
                 row[0]
                 for row in db.execute(
-                    "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"
-                    " lease_token = lease_token + 1"
-                    " WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending'"
-                    "   AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
-                    "   ORDER BY next_attempt_at LIMIT ?) RETURNING id",
-                    (owner, lease_until, now, now, limit),
+                    "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
+                    f" lease_token = lease_token + 1 WHERE id IN ({chosen}) RETURNING id",
+                    (owner, lease_until, *params),
                 )
             ]
             if not ids:
@@ -525,41 +599,19 @@ class SQLiteStore(Store):
         outcome: AttemptOutcome,
         now: float,
     ) -> None:
-        def record(db: sqlite3.Connection) -> None:
-            ended = outcome != "retry"
-            updated = db.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, status = ?, next_attempt_at = ?,"
-                " ended_at = ?, lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
-                ("pending" if not ended else outcome, attempt.next_attempt_at,
-                 now if ended else None, delivery.id, owner, delivery.lease_token),
-            ).rowcount  # fmt: skip
-            if not updated:
-                raise LeaseLost()
-            db.execute(
-                "INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
-                " status_code, error, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (delivery.id, attempt.number, attempt.event_type, attempt.started_at,
-                 attempt.duration_s, attempt.status_code, attempt.error, attempt.next_attempt_at),
-            )  # fmt: skip
-            if delivery.final:
-                status = _ENDS_WATCH.get(outcome)
-                db.execute(
-                    "UPDATE watches SET attempts = attempts + 1,"
-                    " last_error = COALESCE(?, last_error), updated_at = ?,"
-                    " status = COALESCE(?, status), completed_at = ?"
-                    " WHERE id = ? AND status = 'delivering'",
-                    (attempt.error, now, status, now if status else None, delivery.watch_id),
-                )
-            if outcome == "gone":
-                db.execute(
-                    "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
-                    " lease_owner = NULL WHERE id = ? AND status IN ('active', 'delivering')",
-                    (now, now, delivery.watch_id),
-                )
-                _end_pending_deliveries(db, delivery.watch_id, "cancelled", now)
+        record = AttemptRecord(delivery, attempt, outcome, now)
 
-        await self._transaction(record)
+        def one(db: sqlite3.Connection) -> None:
+            if not _record_attempt(db, owner, record):
+                raise LeaseLost()
+
+        await self._transaction(one)
+
+    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+        def every(db: sqlite3.Connection) -> set[str]:
+            return {r.delivery.id for r in records if not _record_attempt(db, owner, r)}
+
+        return await self._transaction(every) if records else set()
 
     # Housekeeping.
 
@@ -597,6 +649,70 @@ class SQLiteStore(Store):
         return counts
 
 
+@dataclass(slots=True)
+class _Registration:
+    """One `insert_watch` waiting for a group commit: its rows, then its outcome."""
+
+    watch: tuple[object, ...]
+    idempotency: tuple[object, ...] | None
+    future: asyncio.Future[None] | None = None
+    error: Exception | None = None
+
+
+def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]) -> None:
+    """Insert each registration under its own savepoint, all in one transaction: one that
+    fails is rolled back alone and keeps its error; a failed commit fails them all."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for registration in group:
+            db.execute("SAVEPOINT registration")
+            try:
+                # The watch first: the idempotency row references it.
+                db.execute(
+                    "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
+                    " callback_headers, metadata, events, payload_format, secret,"
+                    " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
+                    " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    registration.watch,
+                )
+                if registration.idempotency is not None:
+                    try:
+                        db.execute(
+                            "INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
+                            " watch_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                            registration.idempotency,
+                        )
+                    except sqlite3.IntegrityError:
+                        registration.error = DuplicateIdempotencyKey()
+            except sqlite3.Error as error:
+                registration.error = StoreError(f"sqlite: {error}")
+            if registration.error is not None:
+                db.execute("ROLLBACK TO registration")
+            db.execute("RELEASE registration")
+        db.execute("COMMIT")
+    # Not only sqlite3.Error: whatever it is, every caller must hear of it, not wait forever.
+    except Exception as error:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        # Nothing of the group was written (a duplicate key too may have been its own).
+        for registration in group:
+            registration.error = StoreError(f"sqlite: {error}")
+
+
+def _settle(group: Sequence[_Registration]) -> None:
+    """On the loop: hand each registration its outcome (unless its caller gave up)."""
+    for registration in group:
+        future = registration.future
+        if future is None or future.done():
+            continue
+        if registration.error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(registration.error)
+
+
 def _insert_delivery(
     db: sqlite3.Connection,
     watch_id: str,
@@ -620,3 +736,41 @@ def _end_pending_deliveries(db: sqlite3.Connection, watch_id: str, status: str, 
         " lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'",
         (status, now, watch_id),
     )
+
+
+def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -> bool:
+    """Apply one fenced attempt record (see `Store.record_attempt`); False: the lease was lost."""
+    delivery, attempt, outcome, now = record.delivery, record.attempt, record.outcome, record.now
+    ended = outcome != "retry"
+    updated = db.execute(
+        "UPDATE deliveries SET attempts = attempts + 1, status = ?, next_attempt_at = ?,"
+        " ended_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
+        ("pending" if not ended else outcome, attempt.next_attempt_at,
+         now if ended else None, delivery.id, owner, delivery.lease_token),
+    ).rowcount  # fmt: skip
+    if not updated:
+        return False
+    db.execute(
+        "INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
+        " status_code, error, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (delivery.id, attempt.number, attempt.event_type, attempt.started_at,
+         attempt.duration_s, attempt.status_code, attempt.error, attempt.next_attempt_at),
+    )  # fmt: skip
+    if delivery.final:
+        status = _ENDS_WATCH.get(outcome)
+        db.execute(
+            "UPDATE watches SET attempts = attempts + 1,"
+            " last_error = COALESCE(?, last_error), updated_at = ?,"
+            " status = COALESCE(?, status), completed_at = ?"
+            " WHERE id = ? AND status = 'delivering'",
+            (attempt.error, now, status, now if status else None, delivery.watch_id),
+        )
+    if outcome == "gone":
+        db.execute(
+            "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
+            " lease_owner = NULL WHERE id = ? AND status IN ('active', 'delivering')",
+            (now, now, delivery.watch_id),
+        )
+        _end_pending_deliveries(db, delivery.watch_id, "cancelled", now)
+    return True

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from service.errors import StoreError, StoreLocked
 from service.store import migrations
-from service.store.base import Idempotency
-from service.store.sqlite import SQLiteStore
+from service.store.base import DuplicateIdempotencyKey, Idempotency
+from service.store.sqlite import RENEWAL_CHUNK, SQLiteStore
 from tests.integration.test_store_contract import (
     FAR,
     LEASE_S,
@@ -21,6 +23,7 @@ from tests.integration.test_store_contract import (
     A,
     B,
     attempt,
+    ids,
     new_delivery,
     new_watch,
     progress,
@@ -82,6 +85,116 @@ async def test_data_survives_close_and_reopen(path: str) -> None:
         assert await store.list_attempts(TENANT, watch.id) == [logged]
         [again] = await store.claim_deliveries(B, T0 + 60, T0 + 60 + LEASE_S, 10)
         assert (again.id, again.body, again.attempts) == (delivery.id, delivery.body, 1)
+
+
+async def _queued(store: SQLiteStore, count: int) -> None:
+    """Wait until exactly `count` registrations wait for the next commit, none being queued
+    on the thread when 0 (a condition with a deadline)."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(store._registrations) != count or (count == 0 and store._commit_queued):
+        assert asyncio.get_running_loop().time() < deadline, "the registrations never queued"
+        await asyncio.sleep(0.001)
+
+
+async def test_registrations_waiting_for_a_commit_are_committed_together(path: str) -> None:
+    """While a commit waits (another connection holds the write lock), the registrations that
+    arrive queue up and are all committed by the next one, one refused alone for its reused
+    key, the rest on disk for the next process."""
+    async with opened(path) as store:
+        taken = Idempotency("key-taken", "hash-0", b"first")
+        first = await store.insert_watch(new_watch(), taken)
+        watches = [new_watch(job_id=f"job-{i}") for i in range(30)]
+        keys = [Idempotency(f"key-{i}", f"hash-{i}", b"%d" % i) for i in range(30)]
+        keys[9] = Idempotency("key-taken", "hash-9", b"conflict")
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            blocked = asyncio.ensure_future(store.insert_watch(new_watch()))
+            await asyncio.sleep(0)  # it has queued its registration
+            await _queued(store, 0)  # its commit is on the thread, waiting for the lock
+            commits = store.group_commits
+            pending = asyncio.gather(
+                *(store.insert_watch(w, k) for w, k in zip(watches, keys, strict=True)),
+                return_exceptions=True,
+            )
+            await _queued(store, 30)
+            other.execute("ROLLBACK")
+            outcomes = await pending
+            await blocked
+
+        assert store.group_commits - commits == 2  # the blocked one, then the 30 together
+        assert isinstance(outcomes[9], DuplicateIdempotencyKey)
+        assert [o for i, o in enumerate(outcomes) if i != 9] == [
+            w for i, w in enumerate(watches) if i != 9
+        ]
+
+    async with opened(path) as store:
+        for i, watch in enumerate(watches):
+            expected = None if i == 9 else watch
+            assert await store.get_watch(TENANT, watch.id) == expected
+        assert await store.find_idempotency(TENANT, "key-taken") == taken
+        assert await store.find_idempotency(TENANT, "key-3") == keys[3]
+        assert len(await store.list_watches(TENANT, limit=100)) == 31  # and first, blocked
+        assert await store.get_watch(TENANT, first.id) == first
+
+
+async def test_a_registration_that_fails_in_a_group_fails_alone(path: str) -> None:
+    """A registration refused by the database (a watch id already stored) gets StoreError; the
+    registrations committed with it are stored."""
+    async with opened(path) as store:
+        existing = await store.insert_watch(new_watch())
+        clash = replace(new_watch(), id=existing.id)
+        others = [new_watch() for _ in range(5)]
+
+        outcomes = await asyncio.gather(
+            *(store.insert_watch(w) for w in [*others[:2], clash, *others[2:]]),
+            return_exceptions=True,
+        )
+
+        assert isinstance(outcomes[2], StoreError)
+        assert [o for i, o in enumerate(outcomes) if i != 2] == others
+        assert await store.get_watch(TENANT, existing.id) == existing
+        for watch in others:
+            assert await store.get_watch(TENANT, watch.id) == watch
+
+
+async def test_registrations_queued_when_the_store_closes_are_committed_first(
+    path: str,
+) -> None:
+    """close() lets the registrations already queued commit: none is lost or left waiting."""
+    store = SQLiteStore(path)
+    await store.open()
+    watches = [new_watch() for _ in range(10)]
+    pending = asyncio.gather(*(store.insert_watch(w) for w in watches))
+    await asyncio.sleep(0)  # every insert_watch has queued its registration
+    await store.close()
+
+    assert await pending == watches
+    async with opened(path) as reopened:
+        assert len(await reopened.list_watches(TENANT)) == 10
+
+
+async def test_renewal_of_more_leases_than_a_chunk_renews_each_one_held(path: str) -> None:
+    """Leases renewed over several transactions: every one still held is renewed; one named
+    with a stale token or cancelled is not, wherever it falls among the chunks."""
+    async with opened(path) as store:
+        watches = await asyncio.gather(
+            *(
+                store.insert_watch(new_watch(), lease_owner=A, lease_until=T0 + LEASE_S)
+                for _ in range(RENEWAL_CHUNK * 2 + 10)
+            )
+        )
+        held = [(w.id, w.lease_token) for w in watches]
+        for stale in (5, RENEWAL_CHUNK + 3):
+            held[stale] = (watches[stale].id, 7)  # a token this owner never had
+        await store.cancel_watch(TENANT, watches[-1].id, T0)
+
+        renewed = await store.renew_watch_leases(A, held, T0 + 10 * LEASE_S)
+
+        lost = {watches[5].id, watches[RENEWAL_CHUNK + 3].id}
+        assert renewed == {w.id for w in watches[:-1]} - lost
+        # Once the old leases expire, only the two not renewed can be taken.
+        later = T0 + LEASE_S + 1
+        assert set(ids(await store.claim_watches(B, later, later + LEASE_S, 100))) == lost
 
 
 async def test_open_releases_leases_left_by_a_previous_process(path: str) -> None:

@@ -19,6 +19,7 @@ from service.store.base import (
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
+    AttemptRecord,
     Completion,
     Delivery,
     DuplicateIdempotencyKey,
@@ -27,6 +28,7 @@ from service.store.base import (
     Progress,
     Store,
     Watch,
+    callback_host,
 )
 
 T0 = 1_700_000_000.0
@@ -311,6 +313,62 @@ async def test_find_idempotency_unknown_key_is_none(store: Store) -> None:
     await store.insert_watch(new_watch(), Idempotency("key-1", "hash-1", b"{}"))
 
     assert await store.find_idempotency(TENANT, "key-2") is None
+
+
+# Concurrent registrations (a backend may commit them together).
+
+
+async def test_concurrent_registrations_each_get_their_own_outcome(store: Store) -> None:
+    """Of 40 registrations at once, the one reusing a key fails alone; the others are stored."""
+    taken = Idempotency("key-taken", "hash-0", b"first")
+    first = await store.insert_watch(new_watch(), taken)
+    watches = [new_watch(job_id=f"job-{i}") for i in range(40)]
+    keys = [Idempotency(f"key-{i}", f"hash-{i}", b"%d" % i) for i in range(40)]
+    keys[17] = Idempotency("key-taken", "hash-17", b"conflict")
+
+    outcomes = await asyncio.gather(
+        *(
+            store.insert_watch(watch, key, lease_owner=A, lease_until=FAR)
+            for watch, key in zip(watches, keys, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+    assert isinstance(outcomes[17], DuplicateIdempotencyKey)
+    stored = [w for i, w in enumerate(watches) if i != 17]
+    assert [o for i, o in enumerate(outcomes) if i != 17] == [
+        replace(w, lease_token=1) for w in stored
+    ]
+    assert await store.get_watch(TENANT, watches[17].id) is None
+    assert await store.find_idempotency(TENANT, "key-taken") == taken
+    for watch, key in zip(watches, keys, strict=True):
+        if key.key != "key-taken":
+            assert await store.get_watch(TENANT, watch.id) == replace(watch, lease_token=1)
+            assert await store.find_idempotency(TENANT, key.key) == key
+    assert len(await store.list_watches(TENANT, limit=100)) == len(stored) + 1
+    # The others were committed claimed by A: only the first, unclaimed, is free to take.
+    assert ids(await store.claim_watches(B, T0, T0 + LEASE_S, 100)) == [first.id]
+
+
+async def test_concurrent_registrations_with_one_key_store_one_watch(store: Store) -> None:
+    """Registrations racing with the same key: exactly one is stored, the others are refused."""
+    watches = [new_watch() for _ in range(5)]
+    keys = [Idempotency("key-1", f"hash-{i}", b"%d" % i) for i in range(5)]
+
+    outcomes = await asyncio.gather(
+        *(store.insert_watch(w, k) for w, k in zip(watches, keys, strict=True)),
+        return_exceptions=True,
+    )
+
+    won = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, Watch)]
+    assert len(won) == 1
+    assert all(
+        isinstance(outcome, DuplicateIdempotencyKey)
+        for i, outcome in enumerate(outcomes)
+        if i not in won
+    )
+    assert await store.list_watches(TENANT) == [watches[won[0]]]
+    assert await store.find_idempotency(TENANT, "key-1") == keys[won[0]]
 
 
 # Registering a watch already claimed.
@@ -733,6 +791,81 @@ async def test_two_owners_never_claim_the_same_delivery(store: Store) -> None:
 
     assert set(ids(got_a)).isdisjoint(ids(got_b))
     assert set(ids(got_a)) | set(ids(got_b)) == {new.id for new in news}
+
+
+async def backlog(store: Store, url: str, count: int, at: float) -> list[NewDelivery]:
+    """`count` progress deliveries of one watch calling back `url`, due from `at` on."""
+    watch = await register(store, owner=A, lease_until=FAR, callback_url=url)
+    news = [new_delivery() for _ in range(count)]
+    for n, new in enumerate(news):
+        await store.record_progress(A, at + n * 0.01, [progress(watch, deliveries=[new])])
+    return news
+
+
+async def test_claim_deliveries_caps_each_host(store: Store) -> None:
+    """With `per_host`, one host's big older backlog leaves room for the other hosts' deliveries
+    in the same claim, oldest first within each host."""
+    slow = await backlog(store, "https://slow.example/hooks", 8, T0)
+    fast = await backlog(store, "https://fast.example:8443/a", 2, T0 + 1)
+    other = await backlog(store, "https://user:pw@FAST.example:8443/b?x=1", 1, T0 + 2)
+
+    claimed = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 5, per_host=2)
+
+    assert ids(claimed) == [slow[0].id, slow[1].id, fast[0].id, fast[1].id]
+    assert other[0].id not in ids(claimed)  # same host as `fast` (port kept, userinfo not)
+    assert {callback_host(d.callback_url) for d in claimed} == {
+        "https://slow.example", "https://fast.example:8443",
+    }  # fmt: skip
+
+
+async def test_claim_deliveries_follows_each_hosts_own_limit(store: Store) -> None:
+    """`host_limits` sets one host's share (0: none, its deliveries neither claimed nor leased,
+    whatever their number), `per_host` the others'."""
+    slow = await backlog(store, "https://slow.example/hooks", 50, T0)
+    busy = await backlog(store, "https://busy.example/hooks", 4, T0 + 1)
+    fast = await backlog(store, "https://fast.example/hooks", 4, T0 + 2)
+    limits = {"https://slow.example": 0, "https://busy.example": 1}
+
+    claimed = await store.claim_deliveries(
+        B, T0 + 10, T0 + 10 + LEASE_S, 10, per_host=3, host_limits=limits
+    )
+    assert ids(claimed) == [busy[0].id, *(new.id for new in fast[:3])]
+    again = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 10, per_host=4)
+    assert ids(again) == [new.id for new in slow[:4]]
+
+
+async def test_two_owners_claiming_per_host_never_claim_the_same_delivery(store: Store) -> None:
+    """Concurrent per-host claims by two owners split the due deliveries too."""
+    news = await backlog(store, "https://receiver.example/hooks", 6, T0)
+    got_a, got_b = await asyncio.gather(
+        store.claim_deliveries(A, T0 + 1, T0 + 1 + LEASE_S, 4, per_host=4, host_limits={}),
+        store.claim_deliveries(B, T0 + 1, T0 + 1 + LEASE_S, 4, per_host=4, host_limits={}),
+    )
+    assert set(ids(got_a)).isdisjoint(ids(got_b))
+    assert set(ids(got_a)) | set(ids(got_b)) == {new.id for new in news}
+
+
+async def test_record_attempts_commits_a_batch_and_reports_lost_leases(store: Store) -> None:
+    """A batch records every attempt still held; one whose lease was taken over is reported
+    and changes nothing, the others are recorded all the same."""
+    news = await backlog(store, "https://receiver.example/hooks", 3, T0)
+    first, second, third = await store.claim_deliveries(A, T0 + 1, T0 + 1 + LEASE_S, 10)
+    [taken] = await store.claim_deliveries(
+        B, T0 + 2 + LEASE_S, FAR, 1, per_host=1
+    )  # the first one's lease ran out and B took it
+    assert taken.id == first.id == news[0].id
+    second_retry = attempt(second, "retry", next_attempt_at=T0 + 100)
+    records = [
+        AttemptRecord(first, attempt(first), "succeeded", T0 + 3 + LEASE_S),
+        AttemptRecord(second, second_retry, "retry", T0 + 3 + LEASE_S),
+        AttemptRecord(third, attempt(third), "succeeded", T0 + 3 + LEASE_S),
+    ]
+
+    assert await store.record_attempts(A, records) == {first.id}
+    assert await store.record_attempts(A, []) == set()
+    [retried] = await store.claim_deliveries(C, T0 + 100, FAR, 10)
+    assert (retried.id, retried.attempts) == (second.id, 1)
+    await store.record_attempt(B, taken, attempt(taken), "succeeded", T0 + 4 + LEASE_S)
 
 
 # Recording attempts.
