@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
+import hmac
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-import standardwebhooks
 
 PREFIX = "whsec_"
 
@@ -33,12 +33,24 @@ def check_secret(secret: str) -> str:
 
 def sign(message_id: str, body: bytes, timestamp: float, secrets: Sequence[str]) -> dict[str, str]:
     """The Standard Webhooks headers for one attempt (the timestamp is the attempt's). With
-    several secrets (a rotation), one signature each, space-separated."""
-    moment = datetime.fromtimestamp(int(timestamp), UTC)
-    text = body.decode()
-    signatures = [standardwebhooks.Webhook(s).sign(message_id, moment, text) for s in secrets]
+    several secrets (a rotation), one signature each, space-separated.
+
+    Each signature is `v1,` and the base64 HMAC-SHA256, keyed with the secret's bytes, of
+    `{id}.{timestamp}.{body}` (what the `standardwebhooks` library computes)."""
+    stamp = str(int(timestamp))
+    signed = b"%s.%s.%s" % (message_id.encode(), stamp.encode(), body)
+    signatures = [
+        "v1," + base64.b64encode(hmac.digest(_key(s), signed, hashlib.sha256)).decode()
+        for s in secrets
+    ]
     return {
         "webhook-id": message_id,
-        "webhook-timestamp": str(int(timestamp)),
+        "webhook-timestamp": stamp,
         "webhook-signature": " ".join(signatures),
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _key(secret: str) -> bytes:
+    # As the library reads it: after the prefix, base64 that may lack its padding.
+    return base64.b64decode(secret.removeprefix(PREFIX) + "==")

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Bridge, Receiver, Upstream, epoch, unique, wait_until
+from tests.e2e.harness import (
+    Bridge,
+    Receiver,
+    StartBridge,
+    Upstream,
+    banner_url,
+    epoch,
+    start_process,
+    unique,
+    wait_until,
+)
 
 
 def _register(
@@ -206,3 +217,53 @@ def test_gone_on_a_progress_event_ends_the_watch_before_its_final_event(
     response = bridge.client.post(f"/v1/watches/{watch['id']}/redeliver")
     assert response.status_code == 409
     assert "purged" not in response.json()["detail"]
+
+
+@pytest.mark.e2e
+def test_a_slow_receiver_only_costs_its_own_slots(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A receiver that answers after 15 s, with three times the bridge's per-host limit waiting,
+    holds only that many requests; another receiver's webhooks all arrive meanwhile."""
+    record = tmp_path / "fast.jsonl"
+    process = start_process(
+        "fast_receiver", tmp_path, ["listen", "--port", "0", "--quiet", "--record", str(record)], {}
+    )
+    try:
+        fast = Receiver(process, banner_url(process), record)
+        # 8 requests in flight in all, 4 per host: without the per-host limit the slow
+        # receiver's backlog would take all 8 for 15 s.
+        bridge = start_bridge(
+            BRIDGE_DELIVERY__MAX_CONCURRENCY="8",
+            BRIDGE_DELIVERY__MAX_PER_HOST="4",
+            BRIDGE_DELIVERY__TIMEOUT_S="20",
+            BRIDGE_SERVER__SHUTDOWN_GRACE_S="1",
+        )
+        slow_paths = [unique("slow") for _ in range(12)]
+        slow = [
+            bridge.register(
+                job_id=upstream.create_job(queue_positions=0, processing_s=0),
+                callback_url=receiver.callback(path, delay_s=15),
+            )
+            for path in slow_paths
+        ]
+
+        def slow_in_flight() -> int:
+            return sum(len(receiver.hooks(path)) for path in slow_paths)
+
+        wait_until(lambda: slow_in_flight() >= 4, 10, what="the slow receiver's 4 requests")
+        fast_paths = [unique("fast") for _ in range(10)]
+        for path in fast_paths:
+            job = upstream.create_job(queue_positions=0, processing_s=0)
+            bridge.register(job_id=job, callback_url=fast.callback(path))
+
+        def fast_arrived() -> bool:
+            return all(fast.hooks(path) for path in fast_paths)
+
+        wait_until(fast_arrived, 12, what="every webhook to the fast receiver")
+        # Still within the slow receiver's first 15 s: none of its attempts has ended.
+        assert slow_in_flight() == 4
+        assert all(bridge.deliveries(w["id"]) == [] for w in slow)
+        assert all(bridge.watch(w["id"])["status"] == "delivering" for w in slow)
+    finally:
+        process.stop()

@@ -1,0 +1,310 @@
+"""The per-host delivery limit: its bookkeeping (`HostSlots`) and the `Deliverer` around it,
+with a fake store and an HTTP transport of the test's own at the edges."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from service.clock import FakeClock
+from service.config import DeliverySettings
+from service.delivery import ClaimPlan, Deliverer, HostSlots
+from service.store.base import AttemptRecord, Delivery, Store, callback_host
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SLOW, FAST = "http://slow.example:8001", "http://fast.example:8002"
+
+
+def delivery(n: int, host: str = SLOW) -> Delivery:
+    return Delivery(
+        id=f"msg_{host[-4:]}_{n}",
+        watch_id=f"wch_{n}",
+        event_type="job.succeeded",
+        body=b'{"n": %d}' % n,
+        final=True,
+        attempts=0,
+        lease_token=7,
+        callback_url=f"{host}/hooks/{n}",
+        callback_method="POST",
+        callback_headers={},
+        secret=SECRET,
+    )
+
+
+# The bookkeeping.
+
+
+def test_host_slots_run_then_wait_then_release() -> None:
+    """Up to `per_host` run, as many more wait in line, the rest go back; other hosts are apart."""
+    slots = HostSlots(per_host=2, line=1)
+    decisions = [slots.admit(SLOW, delivery(n)) for n in range(6)]
+    assert decisions == ["run", "run", "wait", "wait", "release", "release"]
+    assert slots.admit(FAST, delivery(0, FAST)) == "run"
+    assert slots.limits() == {SLOW: 0, FAST: 3}
+    assert slots.room("https://idle.example") == 4
+    assert [d.id for d in slots.waiting(SLOW)] == [delivery(2).id, delivery(3).id]
+    assert slots.waiting(FAST) == []
+
+
+def test_host_slots_pass_a_freed_slot_to_the_next_waiting_in_order() -> None:
+    """An ended attempt hands its slot to the oldest waiting delivery; with none, it frees it."""
+    slots = HostSlots(per_host=1, line=1)
+    assert [slots.admit(SLOW, delivery(n)) for n in range(3)] == ["run", "wait", "release"]
+    assert slots.done(SLOW) == delivery(1)
+    assert slots.running(SLOW) == 1  # taken over by delivery 1
+    assert slots.done(SLOW) is None
+    assert slots.running(SLOW) == 0
+    assert slots.limits() == {}
+    assert slots.admit(SLOW, delivery(4)) == "run"
+
+
+def test_host_slots_line_is_a_multiple_of_the_limit() -> None:
+    """With a line of 3, a host takes 2 running and 6 waiting before any goes back."""
+    slots = HostSlots(per_host=2, line=3)
+    decisions = [slots.admit(SLOW, delivery(n)) for n in range(9)]
+    assert decisions == ["run"] * 2 + ["wait"] * 6 + ["release"]
+    assert slots.room(SLOW) == 0
+    assert slots.done(SLOW) == delivery(2)
+    assert slots.room(SLOW) == 1
+
+
+def test_host_slots_forget_idle_hosts() -> None:
+    """A host with nothing running or waiting takes no memory: thousands of hosts come and go."""
+    slots = HostSlots(per_host=4)
+    for n in range(5000):
+        host = f"https://h{n}.example"
+        assert slots.admit(host, delivery(n, host)) == "run"
+        assert slots.done(host) is None
+    assert slots._hosts == {}
+
+
+def test_host_slots_clear_waiting_returns_what_never_started() -> None:
+    """A shutdown takes the waiting deliveries out of line (their leases are to be released)."""
+    slots = HostSlots(per_host=1, line=1)
+    for n in range(3):
+        slots.admit(SLOW, delivery(n))
+    assert slots.clear_waiting() == [delivery(1)]
+    assert slots.waiting() == []
+    assert slots.done(SLOW) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("https://receiver.example/hooks", "https://receiver.example"),
+        ("http://127.0.0.1:9000/hooks/a?delay_s=15", "http://127.0.0.1:9000"),  # port kept
+        ("https://alice:s3cret@API.Example:8443/x", "https://api.example:8443"),  # no userinfo
+        ("https://a@b@h.example/", "https://h.example"),  # the last @ ends the userinfo
+        ("http://[::1]:8080/p", "http://[::1]:8080"),  # IPv6 literal
+        ("https://h.example?next=@evil", "https://h.example"),  # an @ in the query is not one
+        ("HTTPS://H.example#top", "https://h.example"),  # case folded
+    ],
+)
+def test_callback_host(url: str, key: str) -> None:
+    """The per-host key is scheme, host and port of the URL as written."""
+    assert callback_host(url) == key
+
+
+# The deliverer, with a fake store.
+
+
+class FakeStore:
+    """Records what the deliverer writes; `hold` makes the next commits wait for the test."""
+
+    def __init__(self) -> None:
+        self.recorded: list[AttemptRecord] = []
+        self.commits: list[int] = []
+        self.released: list[tuple[str, int]] = []
+        self.hold: asyncio.Event | None = None
+
+    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+        if self.hold is not None:
+            await self.hold.wait()
+        self.commits.append(len(records))
+        self.recorded.extend(records)
+        return set()
+
+    async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        self.released.extend(held)
+
+    def ids(self) -> list[str]:
+        return [r.delivery.id for r in self.recorded]
+
+
+class Receivers:
+    """An HTTP transport: the slow host answers once `open_slow` is set, others at once."""
+
+    def __init__(self) -> None:
+        self.open_slow = asyncio.Event()
+        self.requests: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(str(request.url))
+        if request.url.host == "slow.example":
+            await self.open_slow.wait()
+        return httpx.Response(200, stream=Body(b'{"ok": true}'))
+
+
+class Body(httpx.AsyncByteStream):
+    """An answer body streamed as a real connection's is (the deliverer reads it capped)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aiter__(self) -> Any:
+        yield self._data
+
+
+async def eventually(predicate: Callable[[], Any], what: str, within_s: float = 5.0) -> None:
+    """Until `predicate()` is true; fail at the deadline (no fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    # Polled: the state is the deliverer's own, which signals nothing when it changes.
+    while not predicate():
+        assert loop.time() < deadline, f"not within {within_s:g} s: {what}"
+        await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def setup() -> Any:
+    store = FakeStore()
+    receivers = Receivers()
+    settings = DeliverySettings(max_concurrency=8, max_per_host=2, retry_schedule_s=(5.0,))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
+        deliverer = Deliverer(cast(Store, store), client, settings, FakeClock(), "me")
+        yield store, receivers, deliverer
+        receivers.open_slow.set()
+        await deliverer.drain(5.0)
+
+
+async def test_a_slow_host_only_holds_its_own_slots(setup: Any) -> None:
+    """Ten deliveries to a host that does not answer take two slots; the fast host's go through
+    at once; six wait (held, leases renewed, no global slot), two go back to the store."""
+    store, receivers, deliverer = setup
+    for n in range(10):
+        deliverer.submit(delivery(n))
+    for n in range(3):
+        deliverer.submit(delivery(n, FAST))
+    await eventually(lambda: len(store.recorded) == 3, "the fast host's three recorded")
+    assert {r.delivery.callback_url[:24] for r in store.recorded} == {FAST}
+    assert len([u for u in receivers.requests if "slow" in u]) == 2
+    await eventually(lambda: deliverer.in_flight == 2, "only the slow host's two in flight")
+    assert deliverer.free_slots == 6
+    await eventually(lambda: len(store.released) == 2, "two handed back")
+    assert store.released == [(delivery(8).id, 7), (delivery(9).id, 7)]
+    held = {delivery_id for delivery_id, _ in deliverer.held()}
+    assert held == {delivery(n).id for n in range(8)}
+    assert deliverer.claim_plan() == ClaimPlan(6, 2, {SLOW: 0})
+
+    receivers.open_slow.set()
+    await eventually(lambda: len(store.recorded) == 11, "the slow host's eight recorded")
+    assert sorted(store.ids()[3:]) == sorted(delivery(n).id for n in range(8))
+    await eventually(lambda: deliverer.held() == [], "nothing held once all is recorded")
+    assert deliverer.claim_plan().host_limits == {}
+
+
+async def test_outcomes_are_committed_together_and_only_then_done(setup: Any) -> None:
+    """Outcomes arriving while a commit runs share the next one; none counts before it commits."""
+    store, receivers, deliverer = setup
+    store.hold = asyncio.Event()
+    outcomes: list[str] = []
+    deliverer.on_outcome = lambda d, attempt, outcome, now: outcomes.append(d.id)
+    for n in range(6):
+        deliverer.submit(delivery(n, f"http://h{n}.example"))
+    await eventually(lambda: len(receivers.requests) == 6, "six requests sent")
+    await asyncio.sleep(0)
+    assert outcomes == []  # sent, not committed: not done
+    assert len(deliverer.held()) == 6  # still held: their leases are renewed
+    store.hold.set()
+    await eventually(lambda: len(outcomes) == 6, "six outcomes")
+    assert sum(store.commits) == 6
+    assert len(store.commits) < 6
+
+
+async def test_drain_hands_back_waiting_and_unfinished_deliveries(setup: Any) -> None:
+    """On shutdown, what waited for its host and what was still in flight are returned for
+    release; nothing waiting is started."""
+    store, receivers, deliverer = setup
+    for n in range(4):
+        deliverer.submit(delivery(n))
+    await eventually(lambda: len(receivers.requests) == 2, "two slow requests in flight")
+    abandoned = await deliverer.drain(0.05)
+    assert sorted(abandoned) == sorted((delivery(n).id, 7) for n in range(4))
+    assert store.recorded == []
+    assert len(receivers.requests) == 2
+    assert deliverer.held() == []
+
+
+async def test_refill_claims_when_a_host_left_out_has_room_again(setup: Any) -> None:
+    """A claim that left a full host out is made again once that host has room, not only at
+    the next tick; a claim that found nothing more for anyone is not repeated in a loop."""
+    store, receivers, deliverer = setup
+    claims: list[ClaimPlan] = []
+
+    async def refill() -> None:
+        plan = deliverer.claim_plan()
+        claims.append(plan)
+        deliverer.claimed(plan, [])
+
+    deliverer.refill = refill
+    for n in range(8):  # two run, six wait: no room
+        deliverer.submit(delivery(n))
+    plan = deliverer.claim_plan()
+    assert plan.host_limits == {SLOW: 0}
+    deliverer.claimed(plan, [])  # the store had nothing for the other hosts
+    deliverer.submit(delivery(0, FAST))
+    await eventually(lambda: len(store.recorded) == 1, "the fast one recorded")
+    assert claims == []  # FAST was not left out, and the last claim found nothing
+    receivers.open_slow.set()
+    await eventually(lambda: len(store.recorded) == 9, "the slow ones recorded")
+    await eventually(lambda: len(claims) >= 1, "a claim once SLOW had room")
+    for _ in range(200):  # the event loop goes round; a claim loop would show here
+        await asyncio.sleep(0)
+    assert len(claims) <= 8  # one per freed slot at most, then quiet
+    assert claims[0].host_limits.get(SLOW, 8) >= 4  # topped up once two thirds of the line are free
+
+
+async def test_a_claim_takes_what_each_host_has_room_for(setup: Any) -> None:
+    """A host with two running gets room for its line of six; with its line full, none."""
+    store, _, deliverer = setup
+    for n in range(2):
+        deliverer.submit(delivery(n))
+    plan = deliverer.claim_plan()
+    assert plan == ClaimPlan(6, 2, {SLOW: 6})
+    deliverer.claimed(plan, [delivery(n) for n in range(2, 8)])
+    assert len(deliverer.held()) == 8
+    assert deliverer.claim_plan().host_limits == {SLOW: 0}
+    assert store.released == []
+
+
+async def test_a_waiting_delivery_whose_lease_was_lost_is_dropped(setup: Any) -> None:
+    """A delivery waiting for its host whose lease could not be renewed is never sent; the
+    ones in flight and the others waiting are kept."""
+    store, receivers, deliverer = setup
+    for n in range(5):
+        deliverer.submit(delivery(n))
+    deliverer.lost({delivery(0).id, delivery(3).id, "msg_unknown"})
+    held = {delivery_id for delivery_id, _ in deliverer.held()}
+    assert held == {delivery(n).id for n in (0, 1, 2, 4)}
+    receivers.open_slow.set()
+    await eventually(lambda: len(store.recorded) == 4, "four recorded")
+    assert sorted(store.ids()) == sorted(delivery(n).id for n in (0, 1, 2, 4))
+    assert not [u for u in receivers.requests if u.endswith("/hooks/3")]
+
+
+async def test_a_redelivered_copy_of_a_held_delivery_is_not_sent_twice(setup: Any) -> None:
+    """Submitting a delivery already held (running or waiting) changes nothing."""
+    store, receivers, deliverer = setup
+    for n in range(3):
+        deliverer.submit(delivery(n))
+    deliverer.submit(replace(delivery(2), lease_token=8))
+    deliverer.submit(delivery(0))
+    assert len(deliverer.held()) == 3
+    receivers.open_slow.set()
+    await eventually(lambda: len(store.recorded) == 3, "three recorded")
+    assert sorted(store.ids()) == sorted(delivery(n).id for n in range(3))
