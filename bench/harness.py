@@ -120,9 +120,10 @@ class Services:
         self._running.append(service)
         return service
 
-    async def start_devtool(self, name: str, args: list[str]) -> Service:
-        """Start `webhook-bridge <args> --port 0` and wait for the URL in its start line."""
-        argv = [*WEBHOOK_BRIDGE, *args, "--host", "127.0.0.1", "--port", "0"]
+    async def start_devtool(self, name: str, args: list[str], port: int = 0) -> Service:
+        """Start `webhook-bridge <args> --port PORT` (any free one by default) and wait for the
+        URL in its start line."""
+        argv = [*WEBHOOK_BRIDGE, *args, "--host", "127.0.0.1", "--port", str(port)]
         service = self._spawn(name, argv, dict(os.environ))
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
