@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-interval", type=float, default=2.0, help="poll.min_interval_s")
     parser.add_argument("--seed", type=int, default=1, help="the simulator's seed")
     parser.add_argument(
+        "--processing-sigma", type=float, default=0.03,
+        help="log-normal sigma of the jobs' processing times (0.03: about ±0.36 s of 12 s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--results", type=Path, default=ROOT / "bench" / "results", help="directory for JSON"
     )
     parser.add_argument(
@@ -161,6 +165,8 @@ async def bench(args: argparse.Namespace, services: Services, workdir: Path) -> 
             str(args.seed),
             "--workload",
             "realistic",
+            "--processing-sigma",
+            str(args.processing_sigma),
         ],
     )
     listener = await services.start_devtool(
@@ -262,6 +268,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     ]
     table = measure.grid(
         f"Pacing: {args.rate:g} jobs/s for {args.duration:g} s, realistic workload "
+        f"(processing sigma {args.processing_sigma:g}) "
         f"(jobs {fmt_num(result['job_duration_s']['p50'], 1)} s median), "
         f"other processes' CPU {result['other_cpu_percent']:.0f} %",
         ("metric", "fixed 2.5 s", "adaptive"),

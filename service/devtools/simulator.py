@@ -63,7 +63,10 @@ _RATES = (
     "malformed_rate",
     "drop_rate",
 )
-_DURATIONS = ("queue_positions", "seconds_per_position", "processing_s", "retry_after", "slow_s")
+_DURATIONS = (
+    "queue_positions", "seconds_per_position", "processing_s", "processing_sigma", "retry_after",
+    "slow_s",
+)  # fmt: skip
 
 
 def _rate(help_text: str) -> Any:
@@ -84,6 +87,10 @@ class SimulatorConfig:
             "help": "fixed: every job as the three settings above; realistic: each job's queue "
             "and processing times drawn as documented in upstream_jobs.realistic_spec"
         },
+    )
+    processing_sigma: float = field(
+        default=0.03,
+        metadata={"help": "realistic workload: log-normal sigma of the processing time"},
     )
     failure_rate: float = _rate("fraction of jobs that end failed")
     seed: int | None = field(default=None, metadata={"help": "seed for ids, outcomes, faults"})
@@ -274,7 +281,7 @@ class FakeUpstream:
         failed = config.failure_rate > 0 and self._rng.random() < config.failure_rate
         outcome = "failed" if failed else "succeeded"
         if config.workload == "realistic":
-            defaults = realistic_spec(self._rng, outcome)
+            defaults = realistic_spec(self._rng, outcome, config.processing_sigma)
         else:
             defaults = JobSpec(
                 queue_positions=config.queue_positions,

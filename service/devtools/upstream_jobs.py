@@ -166,7 +166,9 @@ REALISTIC_STEP_S = (3.0, 0.1)
 REALISTIC_PROCESSING_S = (12.0, 0.03)
 
 
-def realistic_spec(rng: random.Random, outcome: str) -> JobSpec:
+def realistic_spec(
+    rng: random.Random, outcome: str, processing_sigma: float = REALISTIC_PROCESSING_S[1]
+) -> JobSpec:
     """A job drawn as a busy upstream serves it, the distributions being:
 
     - `queue_positions`: uniform from 1 to 8: the service is busy, a new job always waits;
@@ -174,17 +176,18 @@ def realistic_spec(rng: random.Random, outcome: str) -> JobSpec:
       drawn per job: a position frees each time one of the 4 workers finishes a job (12 s of
       processing over 4 workers), a pace that drifts a little over minutes;
     - `queue_phase`: uniform from 0 to 1: the job ahead is anywhere in its processing;
-    - `processing_s`: log-normal, median 12 s, sigma 0.03 (about ±0.36 s): fixed-step sampling
-      on a dedicated GPU takes nearly the same time every run.
+    - `processing_s`: log-normal, median 12 s, sigma `processing_sigma` (0.03 by default, about
+      ±0.36 s): fixed-step sampling on a dedicated GPU takes nearly the same time every run; a
+      larger sigma models mixed models, sizes or hardware.
 
     A job is thus 21 s from creation to its end on average (9 to 38 s)."""
     low, high = REALISTIC_POSITIONS
     step_mean, step_sd = REALISTIC_STEP_S
-    median, sigma = REALISTIC_PROCESSING_S
+    median = REALISTIC_PROCESSING_S[0]
     return JobSpec(
         queue_positions=rng.randint(low, high),
         seconds_per_position=max(0.5, rng.gauss(step_mean, step_sd)),
-        processing_s=median * math.exp(rng.gauss(0.0, sigma)),
+        processing_s=median * math.exp(rng.gauss(0.0, processing_sigma)),
         outcome=outcome,
         queue_phase=rng.random(),
     )

@@ -466,6 +466,22 @@ async def test_realistic_workload_draws_each_job(make: Make) -> None:
     assert (await client.get("/_sim/jobs/job_mine")).json()["processing_s"] == 1.0
 
 
+@pytest.mark.parametrize(("sigma", "lowest", "highest"), [(0.0, 12.0, 12.0), (0.15, 6.0, 24.0)])
+async def test_realistic_processing_spread_is_configurable(
+    make: Make, sigma: float, lowest: float, highest: float
+) -> None:
+    """--processing-sigma sets the log-normal spread of the realistic processing times: none
+    at 0, several seconds either side of the 12 s median at 0.15."""
+    client = make(seed=5, workload="realistic", processing_sigma=sigma)
+    processing = []
+    for index in range(200):
+        await client.post("/_sim/jobs", json={"id": f"job_{index}"})
+        processing.append((await client.get(f"/_sim/jobs/job_{index}")).json()["processing_s"])
+    assert lowest <= min(processing) <= max(processing) <= highest
+    if sigma:
+        assert max(processing) - min(processing) > 6.0
+
+
 def test_unknown_workload_is_refused() -> None:
     """Only the documented workloads exist."""
     with pytest.raises(ValueError, match="workload must be one of fixed, realistic"):
