@@ -20,15 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import shutil
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +43,7 @@ from harness import (
 )
 from loops import Control, each
 from measure import fmt_ms, fmt_num
+from runner import run_bench
 
 from service.bridge import _http_client, _session
 from service.delivery import USER_AGENT
@@ -477,40 +474,12 @@ async def bench(args: argparse.Namespace, services: Services, workdir: Path, sta
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    args.results.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    services = Services(workdir)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(bench(args, services, workdir, stamp))
-    except KeyboardInterrupt:
-        print("interrupted: stopping every process", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    finally:
-        services.close()
-        if args.keep_temp:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(report(result))
-    output = {
-        "started_at": started.isoformat(),
-        "command": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        **result,
-    }
-    path = args.results / f"{stamp}-delivery.json"
-    path.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"results: {path}")
-    return 0
+    return run_bench(
+        args,
+        "delivery",
+        lambda services, workdir, stamp: bench(args, services, workdir, stamp),
+        report=report,
+    )
 
 
 if __name__ == "__main__":

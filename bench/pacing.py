@@ -15,16 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +27,7 @@ import orjson
 from harness import ROOT, BenchError, Service, Services, cpu_seconds, machine_busy_seconds
 from loops import Control
 from measure import fmt_ms, fmt_num
+from runner import run_bench
 
 API_KEY = "bw_bench_key"
 STRATEGIES = ("fixed", "adaptive")
@@ -300,51 +294,15 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    args.results.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    services = Services(workdir)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(bench(args, services, workdir))
-    except KeyboardInterrupt:
-        print("interrupted: stopping every process", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    finally:
-        services.close()
-        if args.keep_temp:
-            print(f"kept {workdir}")
-        else:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(workdir)
-    print(report(args, result))
-    output = {
-        "started_at": started.isoformat(),
-        "command": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "cpus": os.cpu_count(),
-        "targets": targets(result),
-        **result,
-    }
-    path = args.results / f"{stamp}-pacing.json"
-    path.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"results: {path}")
-    return 0
+    return run_bench(
+        args,
+        "pacing",
+        lambda services, workdir, _: bench(args, services, workdir),
+        report=lambda result: report(args, result),
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

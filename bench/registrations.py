@@ -21,17 +21,13 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,7 @@ import run as base
 from harness import BenchError, Service, Services, cpu_seconds, machine_busy_seconds
 from loops import Control, each
 from measure import fmt_ms, fmt_num, verdict
+from runner import run_bench
 
 RATE_TARGET = 2000.0  # registrations/s from 8 clients
 P99_TARGET_S = 0.050  # at a paced 500/s
@@ -456,42 +453,11 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    args.results.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    services = Services(workdir)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    factory = base._loop_factory()
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            result = runner.run(bench(args, services, workdir, stamp))
-    except KeyboardInterrupt:
-        print("interrupted: stopping every process", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    finally:
-        services.close()
-        if args.keep_temp:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(report(args, result))
-    output = {
-        "started_at": started.isoformat(),
-        "command": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "event_loop": factory.__module__,
-        "environment": base.environment(),
-        "targets": targets(result),
-        **result,
-    }
-    path = args.results / f"{stamp}-registrations.json"
-    path.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"results: {path}")
-    return 0
+    return run_bench(
+        args, "registrations",
+        lambda services, workdir, stamp: bench(args, services, workdir, stamp),
+        report=lambda result: report(args, result), targets=targets,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,19 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +38,7 @@ from harness import (
 )
 from loops import CLIENTS, Control, ProbeResults, bare_loop, each, probe
 from measure import fmt_kib, fmt_mib, fmt_ms, fmt_num, fmt_s, verdict
+from runner import run_bench
 
 API_KEY = "bw_bench_key"
 LATENESS_TARGET_S = 0.250
@@ -542,36 +537,6 @@ def report_b(b: dict[str, Any]) -> str:
     return measure.table("Phase B: saturation", rows)
 
 
-def environment() -> dict[str, Any]:
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(
-                ["git", "--no-optional-locks", *args], cwd=ROOT, capture_output=True,
-                text=True, check=True, timeout=10,
-            ).stdout.strip()  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain")
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "packages": {
-            name: version(name)
-            for name in ("webhook-bridge", "httpx", "aiohttp", "httpx-aiohttp", "uvloop", "uvicorn")
-        },
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-    }
-
-
 async def bench(
     args: argparse.Namespace, services: Services, workdir: Path, stamp: str
 ) -> dict[str, Any]:
@@ -636,52 +601,14 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    args.results.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    services = Services(workdir)
-    # SIGTERM stops the run like Ctrl-C does: through the cleanup below.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    factory = _loop_factory()
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            result = runner.run(bench(args, services, workdir, stamp))
-    except KeyboardInterrupt:
-        print("interrupted: stopping every process", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    finally:
-        services.close()
-        if args.keep_temp:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    output = {
-        "started_at": started.isoformat(),
-        "command": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "event_loop": factory.__module__,
-        "environment": environment(),
-        "targets": targets(result),
-        **result,
-    }
-    path = args.results / f"{stamp}.json"
-    path.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"results: {path}")
-    return 0
+    return run_bench(
+        args,
+        "",
+        lambda services, workdir, stamp: bench(args, services, workdir, stamp),
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

@@ -20,18 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import secrets
-import shutil
-import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +37,7 @@ import run as base
 from harness import BenchError, Service, Services, cpu_seconds, machine_busy_seconds
 from loops import Control, ProbeResults, each, probe
 from measure import fmt_ms, fmt_num, fmt_s
+from runner import run_bench
 
 MACHINE = "machine"
 # A poll interval at which a watch registered for the registration count is polled once (when it
@@ -813,47 +809,20 @@ async def bench(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    args.results.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="bridge-stores-"))
-    services = Services(workdir)
     postgres = Postgres(args.pg_url, args.pg_setting)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    factory = base._loop_factory()
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            result = runner.run(bench(args, services, workdir, postgres))
-    except KeyboardInterrupt:
-        print("interrupted: stopping every process", file=sys.stderr)
-        return 130
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    finally:
-        services.close()
+
+    def drop_leftovers() -> None:
         if postgres.created:  # interrupted before the run dropped them
             asyncio.run(postgres.drop_all())
-        if args.keep_temp:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    output = {
-        "started_at": started.isoformat(),
-        "command": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
-        "arguments": {
-            **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+
+    return run_bench(
+        args, "stores", lambda services, workdir, _: bench(args, services, workdir, postgres),
+        arguments={
             "setups": [setup.key for setup in args.setups],
             "pg_url": args.pg_url.split("@", 1)[-1],
         },
-        "event_loop": factory.__module__,
-        "environment": base.environment(),
-        **result,
-    }
-    path = args.results / f"{stamp}-stores.json"
-    path.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"results: {path}")
-    return 0
+        cleanup=drop_leftovers, prefix="bridge-stores-",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

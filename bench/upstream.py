@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import re
-import shutil
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import uvloop
 from cryptography.fernet import Fernet
 from harness import ROOT, BenchError, Service, Services
 from loops import Control, each
 from measure import fmt_num, fmt_s, table, verdict
-from run import background_load, environment
+from run import background_load
+from runner import run_bench
 
 KEYS = ("bw_key_big", "bw_key_mid", "bw_key_small")
 LONG_QUEUE = 1_000_000
@@ -372,30 +368,12 @@ async def main_async(args: argparse.Namespace, services: Services, workdir: Path
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    with contextlib.ExitStack() as stack:
-        tmp = tempfile.mkdtemp(prefix="bridge-bench-")
-        if not args.keep_temp:
-            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        else:
-            print(f"logs and databases kept in {tmp}")
-        services = Services(Path(tmp))
-        try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                result = runner.run(main_async(args, services, Path(tmp)))
-        except BenchError as error:
-            print(f"benchmark failed: {error}", file=sys.stderr)
-            return 1
-        finally:
-            services.close()
-    print(report(result))
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = args.results / f"{stamp}-upstream.json"
-    result["args"] = {k: str(v) for k, v in vars(args).items()}
-    result["environment"] = environment()
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"results: {out}")
-    return 0
+    return run_bench(
+        args,
+        "upstream",
+        lambda services, workdir, _: main_async(args, services, workdir),
+        report=report,
+    )
 
 
 if __name__ == "__main__":
