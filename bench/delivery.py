@@ -21,10 +21,10 @@ import argparse
 import asyncio
 import itertools
 import os
-import shutil
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from harness import (
 )
 from loops import Control, each
 from measure import fmt_ms, fmt_num
-from runner import run_bench
+from runner import py_spy, run_bench
 
 from service.bridge import _http_client, _session
 from service.delivery import USER_AGENT
@@ -321,23 +321,9 @@ async def bare_posts(
     return result
 
 
-def _profile(run: Run, bridge: Service) -> Any:
-    exe = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}")
-    if exe is None:
-        raise BenchError("py-spy is not installed: .venv/bin/pip install py-spy")
-    out = run.args.results / f"{run.stamp}-delivery.speedscope.json"
-    spy = run.services.spawn_tool(
-        "py-spy",
-        [exe, "record", "--pid", str(bridge.pid), "--duration", str(round(run.args.duration)),
-         "--rate", "100", "--nonblocking", "--format", "speedscope", "--output", str(out)],
-    )  # fmt: skip
-
-    def wait() -> None:
-        spy.process.wait(60)
-        run.services.stop(spy)
-        print(f"  py-spy profile: {out}")
-
-    return wait
+def _profile(run: Run, bridge: Service) -> Callable[[], None]:
+    stem = run.args.results / f"{run.stamp}-delivery"
+    return py_spy(run.services, bridge.pid, "drain", "speedscope", stem, run.args.duration)
 
 
 # (b) Isolation.

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +35,7 @@ import run as base
 from harness import BenchError, Service, Services, cpu_seconds, machine_busy_seconds
 from loops import Control, each
 from measure import fmt_ms, fmt_num, verdict
-from runner import run_bench
+from runner import py_spy, run_bench
 
 RATE_TARGET = 2000.0  # registrations/s from 8 clients
 P99_TARGET_S = 0.050  # at a paced 500/s
@@ -263,26 +260,9 @@ def profile(bench: Bench, label: str, seconds: float) -> Callable[[], None]:
     fmt = bench.args.py_spy
     if fmt is None:
         return lambda: None
-    exe = shutil.which(
-        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    )
-    if exe is None:
-        raise BenchError("py-spy is not installed: .venv/bin/pip install py-spy")
-    suffix = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[fmt]
-    out = bench.args.results / f"{bench.stamp}-{label}.{suffix}"
-    spy = bench.services.spawn_tool(
-        f"py-spy-{label}",
-        [exe, "record", "--pid", str(bench.bridge.pid), "--duration", str(max(1, round(seconds))),
-         "--rate", "200", "--native", "--format", fmt, "--output", str(out)],
-    )  # fmt: skip
-
-    def wait() -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            spy.process.wait(30)
-        bench.services.stop(spy)
-        print(f"  py-spy profile of {label}: {out}")
-
-    return wait
+    stem = bench.args.results / f"{bench.stamp}-{label}"
+    options = ("--rate", "200", "--native")
+    return py_spy(bench.services, bench.bridge.pid, label, fmt, stem, seconds, options)
 
 
 def summarize(window: Window, clients: int | None) -> dict[str, Any]:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +26,6 @@ import measure
 import orjson
 from harness import (
     ROOT,
-    BenchError,
     Service,
     Services,
     cpu_seconds,
@@ -38,7 +34,7 @@ from harness import (
 )
 from loops import CLIENTS, Control, ProbeResults, bare_loop, each, probe
 from measure import fmt_kib, fmt_mib, fmt_ms, fmt_num, fmt_s, verdict
-from runner import run_bench
+from runner import py_spy, run_bench
 
 API_KEY = "bw_bench_key"
 LATENESS_TARGET_S = 0.250
@@ -170,26 +166,8 @@ class Run:
         fmt = self.args.py_spy
         if fmt is None:
             return lambda: None
-        exe = shutil.which(
-            "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        )
-        if exe is None:
-            raise BenchError("py-spy is not installed: .venv/bin/pip install py-spy")
-        suffix = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[fmt]
-        out = self.args.results / f"{self.stamp}-{label}.{suffix}"
-        spy = self.services.spawn_tool(
-            f"py-spy-{label}",
-            [exe, "record", "--pid", str(bridge.pid), "--duration", str(max(1, round(seconds))),
-             "--rate", "100", "--nonblocking", "--format", fmt, "--output", str(out)],
-        )  # fmt: skip
-
-        def wait() -> None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                spy.process.wait(30)
-            self.services.stop(spy)
-            print(f"  py-spy profile of {label}: {out}")
-
-        return wait
+        stem = self.args.results / f"{self.stamp}-{label}"
+        return py_spy(self.services, bridge.pid, label, fmt, stem, seconds)
 
 
 @dataclass

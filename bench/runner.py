@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +71,43 @@ def environment() -> dict[str, Any]:
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
     }
+
+
+# py-spy's output formats, and the ending of their files.
+PY_SPY_SUFFIXES = {"flamegraph": "svg", "speedscope": "speedscope.json", "raw": "txt"}
+
+
+def py_spy(
+    services: Services,
+    pid: int,
+    label: str,
+    fmt: str,
+    stem: Path,
+    seconds: float,
+    options: Sequence[str] = ("--rate", "100", "--nonblocking"),
+) -> Callable[[], None]:
+    """Start py-spy (from the virtualenv) recording process `pid` for `seconds`, in `fmt` (a
+    key of PY_SPY_SUFFIXES), into `stem` plus the format's ending; returns the function that
+    waits for it."""
+    out = stem.with_name(f"{stem.name}.{PY_SPY_SUFFIXES[fmt]}")
+    exe = shutil.which(
+        "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
+    if exe is None:
+        raise BenchError("py-spy is not installed: .venv/bin/pip install py-spy")
+    spy = services.spawn_tool(
+        f"py-spy-{label}",
+        [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+         *options, "--format", fmt, "--output", str(out)],
+    )  # fmt: skip
+
+    def wait() -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.process.wait(60)
+        services.stop(spy)
+        print(f"  py-spy profile of {label}: {out}")
+
+    return wait
 
 
 def run_bench(
