@@ -376,13 +376,17 @@ class Dispatcher:
                 self._polls.add(task)
                 task.add_done_callback(self._polls.discard)
 
+    async def _end_expired(self, target: Target, now: float) -> None:
+        """Finish, with their timeout event, the watches of `target` whose time is up."""
+        for tracked in list(target.watches.values()):
+            timeout = polling.deadline_passed(tracked.state, tracked.rules, now)
+            if timeout is not None:
+                await self._finish(tracked, timeout, now)
+
     async def _expire(self, target: Target) -> None:
         try:
             now = self._clock.now()
-            for tracked in list(target.watches.values()):
-                timeout = polling.deadline_passed(tracked.state, tracked.rules, now)
-                if timeout is not None:
-                    await self._finish(tracked, timeout, now)
+            await self._end_expired(target, now)
         except Exception:
             log.exception("poll.crashed", job_id=target.key[0])
         finally:
@@ -449,10 +453,7 @@ class Dispatcher:
     async def _poll(self, target: Target) -> None:
         try:
             now = self._clock.now()
-            for tracked in list(target.watches.values()):
-                timeout = polling.deadline_passed(tracked.state, tracked.rules, now)
-                if timeout is not None:
-                    await self._finish(tracked, timeout, now)
+            await self._end_expired(target, now)
             if not target.watches:
                 return
             job_id, api_key = target.key
