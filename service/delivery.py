@@ -21,7 +21,7 @@ import base64
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -64,15 +64,20 @@ def judge(
     settings: DeliverySettings,
     now: float,
     rand: float,
+    final_statuses: Collection[int] = (),
 ) -> Verdict:
     """What an attempt's answer (None: no answer) means for its delivery.
 
-    2xx succeeds; 410 is `gone`; anything else, 3xx included, is retried on the schedule (not
-    before a `Retry-After`, capped) until it runs out."""
+    2xx succeeds; 410 is `gone`; a status among the endpoint's `final_statuses` fails at once
+    (a receiver that will never take this event, such as an n8n resume URL whose execution is
+    over); anything else, 3xx included, is retried on the schedule (not before a `Retry-After`,
+    capped) until it runs out."""
     if status_code is not None and 200 <= status_code < 300:
         return Verdict("succeeded", None)
     if status_code == 410:
         return Verdict("gone", None)
+    if status_code in final_statuses:
+        return Verdict("failed", None)
     delay = schedule.next_delivery_delay(
         attempts_made, settings.retry_schedule_s, settings.jitter, rand
     )
@@ -445,7 +450,10 @@ class Deliverer:
         )  # fmt: skip
         now = self._clock.now()
         attempts_made = delivery.attempts + 1
-        verdict = judge(status_code, retry_after, attempts_made, self._settings, now, self._rand())
+        verdict = judge(
+            status_code, retry_after, attempts_made, self._settings, now, self._rand(),
+            delivery.final_statuses,
+        )  # fmt: skip
         attempt = Attempt(
             delivery_id=delivery.id,
             event_type=delivery.event_type,

@@ -3,8 +3,10 @@
 Watches are claimed with a lease and renewed in bulk, so a poll that sees nothing new costs no
 database write. Watches of the same job and API key form one *target*, polled with one request.
 A timer loop pops due targets off a heap; state changes are batched into one transaction per
-flush; a final event is committed before its delivery is first attempted. APScheduler drives the
-periodic `tick` (claiming new work and due deliveries, renewing leases).
+flush; a final event is committed before its deliveries are first attempted. Every status change
+is recorded as an event (the store fans it out to the watch's callback, when it asked for the
+type, and to the tenant's subscriptions); `notify` hears of each watch whose events committed.
+APScheduler drives the periodic `tick` (claiming new work and due deliveries, renewing leases).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import LeaseLost, StoreError
 from service.ids import new_id
-from service.store.base import Completion, NewDelivery, Progress, Store, Watch
+from service.store.base import Completion, NewDelivery, NewEvent, Progress, Store, Watch
 from service.upstream import Observation, UpstreamClient
 from service.vault import Vault, VaultError
 
@@ -55,6 +57,8 @@ class Tracked:
     job_id: str
     metadata: dict[str, Any] | None
     payload_format: str
+    # The event types its own callback gets (shared instances); empty: it has no callback.
+    callback_events: frozenset[str]
     token: int
     state: polling.State
     rules: polling.Rules  # shared by every watch with the same interval and timeout
@@ -62,6 +66,17 @@ class Tracked:
 
     def subject(self) -> events.Subject:
         return events.Subject(self.watch_id, self.job_id, self.metadata, self.payload_format)
+
+    def event(self, event: events.Event, now: float) -> NewEvent:
+        """`event` to record: its envelope, and its callback delivery if the watch wants it."""
+        subject, event_id = self.subject(), new_id("evt", now)
+        body = events.envelope(subject, event, now, event_id)
+        final = event.type in events.FINAL_EVENTS
+        callback = None
+        if event.type in self.callback_events:
+            sent = body if self.payload_format != "raw" else events.render(subject, event, now, "")
+            callback = NewDelivery(new_id("msg", now), event.type, sent, final)
+        return NewEvent(event_id, event.type, final, body, callback)
 
 
 @dataclass(slots=True)
@@ -84,8 +99,11 @@ class Dispatcher:
         owner: str,
         rand: Callable[[], float] = random.random,
         vault: Vault | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        # Told the id of each watch whose events were just committed.
+        self._notify = notify
         self._vault = vault or Vault([])
         self._upstream = upstream
         self._deliverer = deliverer
@@ -200,7 +218,6 @@ class Dispatcher:
             return
         state = polling.State(
             created_at=watch.created_at,
-            events=self._shared(watch.events),
             job_status=_intern(watch.job_status),
             queue_position=watch.queue_position,
             last_error=watch.last_error,
@@ -208,6 +225,7 @@ class Dispatcher:
         due = max(watch.next_poll_at, watch.created_at, not_before)
         tracked = Tracked(
             watch.id, watch.job_id, watch.metadata, sys.intern(watch.payload_format),
+            self._shared(watch.events if watch.callback_url else ()),
             watch.lease_token, state, self._rules_for(watch), due,
         )  # fmt: skip
         try:
@@ -490,13 +508,9 @@ class Dispatcher:
 
     def _record(self, tracked: Tracked, progress: tuple[events.Event, ...], now: float) -> None:
         watch_id, state = tracked.watch_id, tracked.state
-        subject = tracked.subject()
         earlier = self._changes.get(watch_id)
-        deliveries = tuple(earlier.deliveries) if earlier else ()
-        deliveries += tuple(
-            NewDelivery(new_id("msg", now), event.type, events.render(subject, event, now), False)
-            for event in progress
-        )
+        recorded = tuple(earlier.events) if earlier else ()
+        recorded += tuple(tracked.event(event, now) for event in progress)
         self._changes[watch_id] = Progress(
             watch_id=watch_id,
             lease_token=tracked.token,
@@ -504,25 +518,24 @@ class Dispatcher:
             queue_position=state.queue_position,
             last_error=state.last_error,
             next_poll_at=tracked.next_poll_at,
-            deliveries=deliveries,
+            events=recorded,
         )
         self._flush_wanted.set()
 
     async def _finish(self, tracked: Tracked, event: events.Event, now: float) -> None:
-        """Commit the final event, stop polling the watch, and attempt the delivery at once."""
+        """Commit the final event, stop polling the watch, and attempt its deliveries at once."""
         subject = tracked.subject()
-        body = events.render(subject, event, now)
         self._changes.pop(subject.watch_id, None)
         completion = Completion(
             watch_id=subject.watch_id,
             lease_token=tracked.token,
             job_status=tracked.state.job_status,
             last_error=event.error if event.error_code != events.GENERATION_FAILED else None,
-            delivery=NewDelivery(new_id("msg", now), event.type, body, True),
+            event=tracked.event(event, now),
         )
         lease_until = now + self._delivery_lease_s()
         try:
-            delivery = await self._store.complete_watch(self.owner, now, completion, lease_until)
+            deliveries = await self._store.complete_watch(self.owner, now, completion, lease_until)
         except LeaseLost:
             log.info("poll.lease_lost", watch_id=subject.watch_id)
             self.forget(subject.watch_id)
@@ -537,7 +550,18 @@ class Dispatcher:
             "watch.completed", watch_id=subject.watch_id, job_id=subject.job_id,
             event_type=event.type, error_code=event.error_code,
         )  # fmt: skip
-        self._deliverer.submit(delivery)
+        self._notified(subject.watch_id)
+        for delivery in deliveries:
+            self._deliverer.submit(delivery)
+
+    def _notified(self, watch_id: str) -> None:
+        """Tell `notify` of a watch's committed events; its failure is not polling's."""
+        if self._notify is None:
+            return
+        try:
+            self._notify(watch_id)
+        except Exception:
+            log.exception("dispatcher.notify_failed", watch_id=watch_id)
 
     def _delivery_lease_s(self) -> float:
         # Renewed with the watch leases while the attempt is in flight.
@@ -567,7 +591,10 @@ class Dispatcher:
         for watch_id in lost:
             log.info("poll.lease_lost", watch_id=watch_id)
             self.forget(watch_id)
-        if any(change.deliveries for change in batch):
+        recorded = [c.watch_id for c in batch if c.events and c.watch_id not in lost]
+        for watch_id in recorded:
+            self._notified(watch_id)
+        if recorded:  # their deliveries (callback or subscriptions) are due now
             await self.claim_deliveries()
 
     # Periodic work.

@@ -1,7 +1,9 @@
 """Pure: the webhook bodies, built from what the upstream said (or what the bridge decided).
 
 Envelope bodies carry every key on every event (`null` when empty), because tools such as Make
-infer a webhook's structure from its first sample.
+infer a webhook's structure from its first sample. Their first key is the event's id, the same at
+every endpoint (callback, subscriptions, event API), so a receiver can tell an event it saw
+before.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def bridge_failure(
     return Event(FAILED, job_status, None, document, error, error_code)
 
 
-def render(subject: Subject, event: Event, timestamp: float) -> bytes:
+def render(subject: Subject, event: Event, timestamp: float, event_id: str) -> bytes:
     """The webhook body for `event`, in the subject's payload format."""
     if subject.payload_format == "raw":
         if event.body is not None:
@@ -91,8 +93,15 @@ def render(subject: Subject, event: Event, timestamp: float) -> bytes:
             {"id": subject.job_id, "status": "failed", "error": event.error,
              "error_code": event.error_code}
         )  # fmt: skip
+    return envelope(subject, event, timestamp, event_id)
+
+
+def envelope(subject: Subject, event: Event, timestamp: float, event_id: str) -> bytes:
+    """The envelope body of `event`, whatever the subject's payload format: what subscriptions
+    and the event API carry."""
     return orjson.dumps(
         {
+            "id": event_id,
             "type": event.type,
             "timestamp": iso8601(timestamp),
             "watch_id": subject.watch_id,

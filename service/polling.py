@@ -1,6 +1,8 @@
 """Pure: the polling rules of one watch, applied to each observation with an explicit `now`.
 
-Poll at once, then every interval ±jitter. Progress keeps polling; a terminal answer, a refusal
+Poll at once, then every interval ±jitter. Progress keeps polling, with a progress event at
+each change of the job's status (whoever asked for it: the events are kept, and subscriptions
+and API clients may want them); a terminal answer, a refusal
 (400, 401, or 404 past the grace) or the deadline ends it with a final event. Transient failures
 (5xx, 429, timeouts, unreadable bodies) back off exponentially, or as `Retry-After` says, and
 never past the deadline.
@@ -32,7 +34,6 @@ class State:
     """What polling knows of one watch between polls (kept in memory, written on change)."""
 
     created_at: float
-    events: frozenset[str]
     job_status: str | None = None
     queue_position: int | None = None
     last_error: str | None = None
@@ -98,7 +99,7 @@ def step(
         state.failures = 0
         progress: tuple[events.Event, ...] = ()
         event_type = f"job.{seen.job_status}"
-        if changed_status and event_type in state.events:
+        if changed_status and event_type in events.PROGRESS_EVENTS:
             progress = (events.Event(event_type, seen.job_status, seen.body, seen.document),)
         planned = None
         if outlook is not None:

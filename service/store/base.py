@@ -2,14 +2,26 @@
 
 Records
 -------
-A *watch* is one registration: poll one upstream job, deliver its events to one callback.
-A *delivery* is one event of one watch addressed to its callback; its id is the `webhook-id`,
-stable across every attempt and redelivery. An *attempt* is one HTTP request of a delivery.
+A *watch* is one registration: poll one upstream job and record its events. An *event* is one
+status change of the job (`job.queued`, `job.processing`, or the final `job.succeeded` or
+`job.failed`); every event of every watch is kept, whatever the watch asked to be told, in the
+order it was recorded (API clients read them back, see `list_events`).
 
-Watch statuses: `active` (polling) → `delivering` (final event recorded, delivery pending) →
-`delivered` | `failed` (attempts ran out) | `gone` (receiver answered 410). `active` and
-`delivering` watches may become `cancelled`. `delivered`, `failed` and `gone` may go back to
-`delivering` by a redelivery.
+A *subscription* is a tenant-wide endpoint: every event of every watch of its tenant whose type
+it lists is addressed to it. A *delivery* is one event addressed to one endpoint: the watch's own
+callback, when it has one and its `events` include the type, or a subscription. Its id is the
+`webhook-id`, stable across every attempt and redelivery (one per event and endpoint). An
+*attempt* is one HTTP request of a delivery.
+
+Watch statuses: `active` (polling) → `delivering` (final event recorded, its callback delivery
+pending) → `delivered` | `failed` (attempts ran out) | `gone` (receiver answered 410). A watch
+without a callback goes from `active` to `completed` when its final event is recorded. `active`
+and `delivering` watches may become `cancelled`. `delivered`, `failed` and `gone` may go back to
+`delivering` by a redelivery. A watch's status follows its own callback only: subscription
+deliveries never change it.
+
+Subscription statuses: `active` → `deleted` (by its tenant) | `gone` (it answered 410). Only an
+`active` subscription gets new deliveries; leaving `active` cancels its pending ones.
 
 Leases
 ------
@@ -35,11 +47,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-WatchStatus = Literal["active", "delivering", "delivered", "failed", "cancelled", "gone"]
+WatchStatus = Literal[
+    "active", "delivering", "delivered", "failed", "cancelled", "gone", "completed"
+]  # fmt: skip
 WATCH_STATUSES: tuple[WatchStatus, ...] = (
-    "active", "delivering", "delivered", "failed", "cancelled", "gone",
+    "active", "delivering", "delivered", "failed", "cancelled", "gone", "completed",
 )  # fmt: skip
-REDELIVERABLE: frozenset[str] = frozenset({"delivered", "failed", "gone"})
+REDELIVERABLE: frozenset[str] = frozenset({"delivered", "failed", "gone", "completed"})
+
+SubscriptionStatus = Literal["active", "deleted", "gone"]
 
 DeliveryStatus = Literal["pending", "succeeded", "failed", "gone", "cancelled"]
 # What one attempt's outcome does to its delivery: try again later, or end it.
@@ -51,7 +67,7 @@ class Watch:
     id: str
     tenant: str
     job_id: str
-    callback_url: str
+    callback_url: str | None  # None: no callback of its own (subscriptions and API clients only)
     callback_method: str
     callback_headers: dict[str, str]
     metadata: dict[str, Any] | None
@@ -71,6 +87,8 @@ class Watch:
     completed_at: float | None = None
     next_poll_at: float = 0.0
     lease_token: int = 0
+    # Receiver statuses that end the callback's retries as `failed` (besides 410 → `gone`).
+    final_statuses: tuple[int, ...] = ()
 
     @property
     def deadline_at(self) -> float:
@@ -87,11 +105,55 @@ class Idempotency:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscription:
+    """A tenant-wide endpoint. `secret` and the `headers` values are sealed by the caller
+    (`secret` "" signs with the shared signing secrets); `url` may carry credentials."""
+
+    id: str
+    tenant: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    headers: dict[str, str]
+    final_statuses: tuple[int, ...]
+    status: SubscriptionStatus
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewDelivery:
+    """The watch's own callback delivery of an event."""
+
     id: str
     event_type: str
     body: bytes
     final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to record. `body` is its envelope (what subscriptions and API clients get);
+    `callback` is the watch's own delivery of it (its body in the watch's payload format), None
+    when the watch has no callback or did not ask for this type."""
+
+    id: str
+    type: str
+    final: bool
+    body: bytes
+    callback: NewDelivery | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A recorded event, as API clients read it back: `body` is the envelope."""
+
+    id: str
+    watch_id: str
+    type: str
+    final: bool
+    body: bytes
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +173,12 @@ class Delivery:
     secret: str
     # When the event happened (for a final event: when the upstream's ending was seen).
     created_at: float = 0.0
+    # None: the watch's own callback. Else url, headers and secret are the subscription's,
+    # and the method is POST.
+    subscription_id: str | None = None
+    event_id: str | None = None  # None for deliveries recorded before events were kept
+    # Receiver statuses that end retries as `failed`: the watch's or the subscription's.
+    final_statuses: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +191,7 @@ class Attempt:
     status_code: int | None
     error: str | None
     next_attempt_at: float | None = None
+    subscription_id: str | None = None  # the endpoint: None for the watch's own callback
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +204,7 @@ class Progress:
     queue_position: int | None
     last_error: str | None
     next_poll_at: float
-    deliveries: Sequence[NewDelivery] = field(default_factory=tuple)
+    events: Sequence[NewEvent] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +215,7 @@ class Completion:
     lease_token: int
     job_status: str | None
     last_error: str | None
-    delivery: NewDelivery
+    event: NewEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,11 +230,20 @@ class AttemptRecord:
 
 # scheme, then the authority's host and port after any userinfo (the last `@` of it).
 _HOST = re.compile(r"^([^:/?#]+)://(?:[^/?#]*@)?([^@/?#]*)")
-# The same in PostgreSQL's regular expressions, over `w.callback_url`: both must agree.
-HOST_SQL_PG = (
-    "lower(substring(w.callback_url from '^([^:/?#]+)://') || '://'"
-    " || substring(w.callback_url from '^[^:/?#]+://(?:[^/?#]*@)?([^@/?#]*)'))"
-)
+
+
+def host_sql_pg(url: str) -> str:
+    """`callback_host` in PostgreSQL's regular expressions, over the SQL expression `url`:
+    both must agree."""
+    return (
+        f"lower(substring({url} from '^([^:/?#]+)://') || '://'"
+        f" || substring({url} from '^[^:/?#]+://(?:[^/?#]*@)?([^@/?#]*)'))"
+    )
+
+
+# The endpoint of a delivery `d` of watch `w`: its subscription `s` (left-joined), else the
+# watch's callback.
+HOST_SQL_PG = host_sql_pg("coalesce(s.url, w.callback_url)")
 
 
 def callback_host(url: str) -> str:
@@ -180,7 +258,7 @@ def callback_host(url: str) -> str:
 
 
 class Store(abc.ABC):
-    """Durable state of watches, deliveries and attempts."""
+    """Durable state of watches, events, subscriptions, deliveries and attempts."""
 
     @abc.abstractmethod
     async def open(self, *, migrate: bool = True) -> None:
@@ -247,21 +325,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
-        """Cancel an `active` or `delivering` watch and its pending deliveries; release leases.
+        """Cancel an `active` or `delivering` watch and its pending deliveries (to its callback
+        and to subscriptions); release leases.
 
         Other statuses are left as they are (cancelling is idempotent). None when not found."""
 
     @abc.abstractmethod
     async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
-        """Start a new series of attempts of the final event of a `delivered`, `failed` or
-        `gone` watch: its delivery becomes pending, due at `now`, with its attempt count reset
-        and the same id. The watch becomes `delivering`. Returns the watch, unchanged when its
-        status does not allow it or when there is no final delivery body to send (purged, or a
-        watch that went `gone` on a progress event); None when not found."""
+        """Start a new series of attempts of the final event of a `delivered`, `failed`, `gone`
+        or `completed` watch: its ended final deliveries (to its callback, and to subscriptions
+        still `active`) become pending, due at `now`, with their attempt counts reset and the
+        same ids. A watch with a callback delivery made pending becomes `delivering`; a
+        `completed` watch stays `completed`. Returns the watch, unchanged when its status does
+        not allow it or when there is no final delivery body to send (purged, or a watch that
+        went `gone` on a progress event); None when not found."""
 
     @abc.abstractmethod
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
-        """Every attempt of every delivery of the watch, oldest first."""
+        """Every attempt of every delivery of the watch (callback and subscriptions), oldest
+        first."""
 
     # Polling, on behalf of the dispatcher.
 
@@ -289,17 +371,23 @@ class Store(abc.ABC):
     async def record_progress(
         self, owner: str, now: float, changes: Sequence[Progress]
     ) -> set[str]:
-        """Apply each fenced change and insert its progress deliveries, in one transaction.
+        """Apply each fenced change and record its events, in one transaction.
+
+        Recording an event inserts it, its callback delivery if any, and one delivery (a new
+        `msg_` id, the event's body) per `active` subscription of the watch's tenant whose
+        `events` include the type. Deliveries are pending, due at `now`, unclaimed.
 
         Returns the ids whose lease was lost (their changes were not applied)."""
 
     @abc.abstractmethod
     async def complete_watch(
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> Delivery:
-        """Fenced by the watch's lease: record the final state, make the watch `delivering`,
-        release its lease and insert the final delivery, due at `now` and claimed by `owner`
-        until `delivery_lease_until` so the caller attempts it at once. Raises `LeaseLost`."""
+    ) -> list[Delivery]:
+        """Fenced by the watch's lease: record the final state and the final event (as
+        `record_progress` records events), release the watch's lease and make it `delivering`
+        (it has a callback delivery) or `completed` (it has none). Every final delivery is
+        due at `now` and claimed by `owner` until `delivery_lease_until`, so the caller
+        attempts them at once; they are returned, the callback's first. Raises `LeaseLost`."""
 
     # Delivery, on behalf of the dispatcher.
 
@@ -317,7 +405,8 @@ class Store(abc.ABC):
         """Claim up to `limit` pending deliveries due at `now` whose lease is absent or expired,
         oldest due first, and return them in that order.
 
-        Per host (the `callback_host` key of the watch's callback URL), at most
+        Per host (the `callback_host` key of the delivery's endpoint: the subscription's URL,
+        else the watch's callback URL), at most
         `host_limits[host]` are claimed for a host listed there (0: its deliveries are left
         alone) and at most `per_host` for any other, so a host with a large backlog cannot
         crowd the others out of a claim. With either, the choice is made among the `4 * limit`
@@ -347,12 +436,17 @@ class Store(abc.ABC):
         now: float,
     ) -> None:
         """Fenced by the delivery's lease: log the attempt, count it, and either schedule the
-        next one at `attempt.next_attempt_at` (`retry`) or end the delivery. An attempt of the
-        final delivery counts in the watch's `attempts` and, when it failed, becomes its
-        `last_error` (a success leaves the last error as it was). Ending the final
-        delivery ends its watch (`delivered`, `failed` or `gone`); `gone` on any delivery
-        cancels the watch's other pending deliveries and its polling. The lease is released.
-        Raises `LeaseLost`."""
+        next one at `attempt.next_attempt_at` (`retry`) or end the delivery. The lease is
+        released. Raises `LeaseLost`.
+
+        Only the watch's own callback deliveries change the watch. An attempt of its final
+        callback delivery counts in the watch's `attempts` and, when it failed, becomes its
+        `last_error` (a success leaves the last error as it was). Ending that delivery ends
+        its watch (`delivered`, `failed` or `gone`); `gone` on any callback delivery cancels
+        the watch's other pending callback deliveries and its polling.
+
+        `gone` on a subscription delivery makes the subscription `gone` and cancels its
+        pending deliveries (of every watch); the watch is left as it is."""
 
     @abc.abstractmethod
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
@@ -360,12 +454,54 @@ class Store(abc.ABC):
         together or none (`StoreError`). A record whose lease was lost changes nothing; the
         ids of those deliveries are returned instead of raising `LeaseLost`."""
 
+    # Subscriptions, on behalf of API clients (scoped by `tenant` like watches).
+
+    @abc.abstractmethod
+    async def insert_subscription(self, subscription: Subscription) -> Subscription:
+        """Commit a new subscription; return it as stored. Events recorded from then on are
+        addressed to it; earlier ones are not."""
+
+    @abc.abstractmethod
+    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
+        """The tenant's `active` subscriptions, oldest first."""
+
+    @abc.abstractmethod
+    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+        """The subscription whatever its status, or None when it does not exist for this
+        tenant."""
+
+    @abc.abstractmethod
+    async def delete_subscription(
+        self, tenant: str, subscription_id: str, now: float
+    ) -> Subscription | None:
+        """Make an `active` subscription `deleted` and cancel its pending deliveries; return
+        it as stored. None when not found or not `active`."""
+
+    # Events, on behalf of API clients.
+
+    @abc.abstractmethod
+    async def list_events(
+        self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
+    ) -> list[EventRecord]:
+        """The tenant's most recent events, newest first (the order they were recorded in),
+        only those of `types` when given."""
+
+    @abc.abstractmethod
+    async def watch_events(
+        self, tenant: str, watch_id: str, *, after: str | None = None
+    ) -> list[EventRecord]:
+        """The watch's events oldest first; with `after`, only those recorded after that
+        event (all of them when `after` is not an event of this watch). Empty when the watch
+        does not exist for this tenant."""
+
     # Housekeeping.
 
     @abc.abstractmethod
     async def purge_bodies(self, completed_before: float) -> int:
         """Drop the stored bodies of succeeded or cancelled deliveries that ended before the
-        given time (their attempt log stays); return how many."""
+        given time (their attempt log stays); return how many. Events recorded before that
+        time whose watch has ended (neither `active` nor `delivering`) are deleted too (not
+        counted)."""
 
     @abc.abstractmethod
     async def count_due_deliveries(self, now: float) -> int:

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from service.errors import LeaseLost, MigrationError, StoreError
+from service.ids import new_id
 from service.store import migrations
 from service.store.base import (
     HOST_SQL_PG,
@@ -31,9 +32,13 @@ from service.store.base import (
     Completion,
     Delivery,
     DuplicateIdempotencyKey,
+    EventRecord,
     Idempotency,
+    NewDelivery,
+    NewEvent,
     Progress,
     Store,
+    Subscription,
     Watch,
 )
 
@@ -48,14 +53,23 @@ _WATCH_FIELDS = (
     "id", "tenant", "job_id", "callback_url", "callback_method", "callback_headers", "metadata",
     "events", "payload_format", "secret", "poll_interval_s", "timeout_s", "upstream_api_key",
     "created_at", "status", "job_status", "queue_position", "attempts", "last_error", "updated_at",
-    "completed_at", "next_poll_at", "lease_token",
+    "completed_at", "next_poll_at", "lease_token", "final_statuses",
 )  # fmt: skip
 _WATCH_COLUMNS = ", ".join(_WATCH_FIELDS)
 _W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in _WATCH_FIELDS)
+# A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
-    " w.callback_url, w.callback_method, w.callback_headers, w.secret, d.created_at"
+    " coalesce(s.url, w.callback_url) AS callback_url,"
+    " CASE WHEN s.id IS NULL THEN w.callback_method ELSE 'POST' END AS callback_method,"
+    " coalesce(s.headers, w.callback_headers) AS callback_headers,"
+    " coalesce(s.secret, w.secret) AS secret, d.created_at, d.subscription_id, d.event_id,"
+    " coalesce(s.final_statuses, w.final_statuses) AS final_statuses"
 )
+_SUBSCRIPTION_COLUMNS = (
+    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
+)
+_EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # The watches of ($2 ids, $3 tokens) that $1 holds, locked in id order, so that set writes to the
 # same watches (a renewal and a progress flush, say) wait for each other instead of deadlocking.
 _HELD = (
@@ -74,7 +88,28 @@ _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 
 
 def _watch(row: Any) -> Watch:
-    return Watch(**{**row, "events": tuple(row["events"])})
+    return Watch(
+        **{
+            **row,
+            "callback_url": row["callback_url"] or None,
+            "events": tuple(row["events"]),
+            "final_statuses": tuple(row["final_statuses"]),
+        }
+    )
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(**{**row, "final_statuses": tuple(row["final_statuses"])})
+
+
+def _subscription(row: Any) -> Subscription:
+    return Subscription(
+        **{
+            **row,
+            "events": tuple(row["events"]),
+            "final_statuses": tuple(row["final_statuses"]),
+        }
+    )
 
 
 def _quote(identifier: str) -> str:
@@ -244,19 +279,20 @@ class PostgresStore(Store):
     ) -> Watch:
         token = 1 if lease_owner else 0
         values = (
-            watch.id, watch.tenant, watch.job_id, watch.callback_url, watch.callback_method,
+            watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
             watch.callback_headers, watch.metadata, list(watch.events), watch.payload_format,
             watch.secret, watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key,
             watch.created_at, watch.status, watch.next_poll_at,
             lease_owner, lease_until if lease_owner else None, token,
+            list(watch.final_statuses),
         )  # fmt: skip
         insert = (
             "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
             " callback_headers, metadata, events, payload_format, secret, poll_interval_s,"
             " timeout_s, upstream_api_key, created_at, status, updated_at, next_poll_at,"
-            " lease_owner, lease_expires_at, lease_token)"
+            " lease_owner, lease_expires_at, lease_token, final_statuses)"
             " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16,"
-            " $17, $18, $19"
+            " $17, $18, $19, $20"
         )
         if idempotency is None:
             await self._execute(insert, *values)
@@ -264,7 +300,7 @@ class PostgresStore(Store):
             # One statement: the key is inserted unless the tenant used it, the watch only with it.
             status = await self._execute(
                 "WITH key AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response,"  # noqa: S608
-                " watch_id, created_at) VALUES ($2, $20, $21, $22, $1, $14)"
+                " watch_id, created_at) VALUES ($2, $21, $22, $23, $1, $14)"
                 " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1) "
                 f"{insert} WHERE EXISTS (SELECT FROM key)",
                 *values, idempotency.key, idempotency.request_hash, idempotency.response,
@@ -329,13 +365,16 @@ class PostgresStore(Store):
     async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         row = await self._fetchrow(
             "WITH ended AS (SELECT id FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
-            " AND status IN ('delivered', 'failed', 'gone') FOR NO KEY UPDATE),"
-            " final AS (UPDATE deliveries SET status = 'pending', attempts = 0,"
+            " AND status IN ('delivered', 'failed', 'gone', 'completed') FOR NO KEY UPDATE),"
+            " final AS (UPDATE deliveries d SET status = 'pending', attempts = 0,"
             " next_attempt_at = $3, ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE watch_id IN (SELECT id FROM ended) AND final AND body IS NOT NULL"
-            " RETURNING watch_id)"
+            " WHERE d.watch_id IN (SELECT id FROM ended) AND d.final AND d.body IS NOT NULL"
+            " AND d.status <> 'pending' AND (d.subscription_id IS NULL OR EXISTS (SELECT FROM"
+            " subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active'))"
+            " RETURNING d.watch_id, d.subscription_id)"
             " UPDATE watches w SET status = 'delivering', attempts = 0, updated_at = $3,"
-            " completed_at = NULL WHERE w.id IN (SELECT watch_id FROM final)"
+            " completed_at = NULL"
+            " WHERE w.id IN (SELECT watch_id FROM final WHERE subscription_id IS NULL)"
             f" RETURNING {_W_WATCH_COLUMNS}",
             watch_id,
             tenant,
@@ -346,7 +385,7 @@ class PostgresStore(Store):
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         rows = await self._fetch(
             "SELECT a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s,"
-            " a.status_code, a.error, a.next_attempt_at FROM attempts a"
+            " a.status_code, a.error, a.next_attempt_at, d.subscription_id FROM attempts a"
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
             " WHERE w.id = $1 AND w.tenant = $2 ORDER BY a.started_at, a.seq",
             watch_id,
@@ -432,71 +471,67 @@ class PostgresStore(Store):
     ) -> set[str]:
         if not changes:
             return set()
-        news = [(change.watch_id, new) for change in changes for new in change.deliveries]
-        # One statement: the fenced updates, then the deliveries of the watches they applied to.
-        rows = await self._fetch(
-            f"{_HELD}, c AS (SELECT * FROM unnest($2::text[], $5::text[], $6::bigint[],"  # noqa: S608
-            " $7::text[], $8::float8[])"
-            " AS c (id, job_status, queue_position, last_error, next_poll_at)),"
-            " applied AS (UPDATE watches w SET job_status = c.job_status,"
-            " queue_position = c.queue_position, last_error = c.last_error,"
-            " next_poll_at = c.next_poll_at, updated_at = $4"
-            " FROM held JOIN c ON c.id = held.id WHERE w.id = held.id AND w.status = 'active'"
-            " RETURNING w.id),"
-            " inserted AS (INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
-            " next_attempt_at, created_at)"
-            " SELECT n.id, n.watch_id, n.event_type, n.body, n.final, 'pending', $4, $4"
-            " FROM unnest($9::text[], $10::text[], $11::text[], $12::bytea[], $13::boolean[])"
-            " AS n (id, watch_id, event_type, body, final)"
-            " WHERE n.watch_id IN (SELECT id FROM applied))"
-            " SELECT id FROM applied",
-            owner,
-            [change.watch_id for change in changes],
-            [change.lease_token for change in changes],
-            now,
-            [change.job_status for change in changes],
-            [change.queue_position for change in changes],
-            [_text(change.last_error) for change in changes],
-            [change.next_poll_at for change in changes],
-            [new.id for _, new in news],
-            [watch_id for watch_id, _ in news],
-            [new.event_type for _, new in news],
-            [new.body for _, new in news],
-            [new.final for _, new in news],
-        )
-        return {change.watch_id for change in changes} - {row[0] for row in rows}
+        async with self._transaction() as db:
+            # The fenced updates; then the events of the watches they applied to.
+            rows = await db.fetch(
+                f"{_HELD}, c AS (SELECT * FROM unnest($2::text[], $5::text[], $6::bigint[],"  # noqa: S608
+                " $7::text[], $8::float8[])"
+                " AS c (id, job_status, queue_position, last_error, next_poll_at))"
+                " UPDATE watches w SET job_status = c.job_status,"
+                " queue_position = c.queue_position, last_error = c.last_error,"
+                " next_poll_at = c.next_poll_at, updated_at = $4"
+                " FROM held JOIN c ON c.id = held.id WHERE w.id = held.id AND w.status = 'active'"
+                " RETURNING w.id, w.tenant",
+                owner,
+                [change.watch_id for change in changes],
+                [change.lease_token for change in changes],
+                now,
+                [change.job_status for change in changes],
+                [change.queue_position for change in changes],
+                [_text(change.last_error) for change in changes],
+                [change.next_poll_at for change in changes],
+            )
+            tenants = {row[0]: row[1] for row in rows}
+            recorded = [
+                (tenants[change.watch_id], change.watch_id, event)
+                for change in changes
+                if change.watch_id in tenants
+                for event in change.events
+            ]
+            if recorded:
+                await _record_events(db, recorded, now, None, None)
+        return {change.watch_id for change in changes} - tenants.keys()
 
     async def complete_watch(
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> Delivery:
-        new = completion.delivery
-        row = await self._fetchrow(
-            "WITH w AS (UPDATE watches SET status = 'delivering', job_status = $4,"
-            " queue_position = NULL, last_error = $5, updated_at = $3, lease_owner = NULL,"
-            " lease_expires_at = NULL"
-            " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
-            " RETURNING id, callback_url, callback_method, callback_headers, secret),"
-            " d AS (INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
-            " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token)"
-            " SELECT $7, id, $8, $9, $10, 'pending', $3, $3, $2, $11, 1 FROM w)"
-            " SELECT callback_url, callback_method, callback_headers, secret FROM w",
-            completion.watch_id, owner, now, completion.job_status, _text(completion.last_error),
-            completion.lease_token, new.id, new.event_type, new.body, new.final,
-            delivery_lease_until,
-        )  # fmt: skip
-        if row is None:
-            raise LeaseLost()
-        return Delivery(
-            id=new.id,
-            watch_id=completion.watch_id,
-            event_type=new.event_type,
-            body=new.body,
-            final=new.final,
-            attempts=0,
-            lease_token=1,
-            created_at=now,
-            **row,
-        )
+    ) -> list[Delivery]:
+        event = completion.event
+        async with self._transaction() as db:
+            tenant = await db.fetchval(
+                "UPDATE watches SET status = $7, job_status = $4, queue_position = NULL,"
+                " last_error = $5, updated_at = $3, completed_at = $8, lease_owner = NULL,"
+                " lease_expires_at = NULL"
+                " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
+                " RETURNING tenant",
+                completion.watch_id, owner, now, completion.job_status,
+                _text(completion.last_error), completion.lease_token,
+                "delivering" if event.callback else "completed",
+                None if event.callback else now,
+            )  # fmt: skip
+            if tenant is None:
+                raise LeaseLost()
+            ids = await _record_events(
+                db, [(tenant, completion.watch_id, event)], now, owner, delivery_lease_until
+            )
+            rows = await db.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
+                " JOIN watches w ON w.id = d.watch_id"
+                " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+                " WHERE d.id = ANY($1::text[])",
+                ids,
+            )
+        found = {row["id"]: _delivery(row) for row in rows}
+        return [found[delivery_id] for delivery_id in ids]
 
     # Delivery.
 
@@ -522,6 +557,7 @@ class PostgresStore(Store):
             due = (
                 "WITH c AS (SELECT d.id, d.next_attempt_at AS at,"  # noqa: S608
                 f" {HOST_SQL_PG} AS host FROM deliveries d JOIN watches w ON w.id = d.watch_id"
+                " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
                 " WHERE d.status = 'pending' AND d.next_attempt_at <= $2"
                 " AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)"
                 f" AND NOT ({HOST_SQL_PG} = ANY($5::text[]))"
@@ -541,6 +577,7 @@ class PostgresStore(Store):
             " d AS (UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $3,"
             " lease_token = d.lease_token + 1 FROM due WHERE d.id = due.id RETURNING d.*)"
             f" SELECT {_DELIVERY_COLUMNS} FROM d JOIN watches w ON w.id = d.watch_id"
+            " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
             " ORDER BY d.next_attempt_at, d.id",
             owner,
             now,
@@ -548,7 +585,7 @@ class PostgresStore(Store):
             limit,
             *args,
         )
-        return [Delivery(**row) for row in rows]
+        return [_delivery(row) for row in rows]
 
     async def record_attempt(
         self,
@@ -574,14 +611,93 @@ class PostgresStore(Store):
                     lost.add(record.delivery.id)
         return lost
 
+    # Subscriptions.
+
+    async def insert_subscription(self, subscription: Subscription) -> Subscription:
+        sub = subscription
+        await self._execute(
+            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            sub.id, sub.tenant, sub.url, list(sub.events), sub.secret, sub.headers,
+            list(sub.final_statuses), sub.status, sub.created_at, sub.updated_at,
+        )  # fmt: skip
+        return sub
+
+    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
+        rows = await self._fetch(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            " WHERE tenant = $1 AND status = 'active' ORDER BY id",
+            tenant,
+        )
+        return [_subscription(row) for row in rows]
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+        row = await self._fetchrow(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            " WHERE id = $1 AND tenant = $2",
+            subscription_id,
+            tenant,
+        )
+        return None if row is None else _subscription(row)
+
+    async def delete_subscription(
+        self, tenant: str, subscription_id: str, now: float
+    ) -> Subscription | None:
+        async with self._transaction() as db:
+            row = await db.fetchrow(
+                "UPDATE subscriptions SET status = 'deleted', updated_at = $3"  # noqa: S608
+                " WHERE id = $1 AND tenant = $2 AND status = 'active'"
+                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                subscription_id,
+                tenant,
+                now,
+            )
+            if row is None:
+                return None
+            await _end_subscription_deliveries(db, subscription_id, now)
+        return _subscription(row)
+
+    # Events.
+
+    async def list_events(
+        self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
+    ) -> list[EventRecord]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = $1"  # noqa: S608
+            " AND ($2::text[] IS NULL OR e.type = ANY($2::text[])) ORDER BY e.seq DESC LIMIT $3",
+            tenant,
+            None if types is None else list(types),
+            limit,
+        )
+        return [EventRecord(*row) for row in rows]
+
+    async def watch_events(
+        self, tenant: str, watch_id: str, *, after: str | None = None
+    ) -> list[EventRecord]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
+            " WHERE e.watch_id = $1 AND e.tenant = $2 AND e.seq > coalesce("
+            " (SELECT seq FROM events WHERE id = $3 AND watch_id = $1), 0) ORDER BY e.seq",
+            watch_id,
+            tenant,
+            after,
+        )
+        return [EventRecord(*row) for row in rows]
+
     # Housekeeping.
 
     async def purge_bodies(self, completed_before: float) -> int:
-        status = await self._execute(
-            "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
-            " AND status IN ('succeeded', 'cancelled') AND ended_at < $1",
-            completed_before,
-        )
+        async with self._transaction() as db:
+            await db.execute(
+                "DELETE FROM events e USING watches w WHERE w.id = e.watch_id"
+                " AND e.created_at < $1 AND w.status NOT IN ('active', 'delivering')",
+                completed_before,
+            )
+            status = await db.execute(
+                "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
+                " AND status IN ('succeeded', 'cancelled') AND ended_at < $1",
+                completed_before,
+            )
         return _count(status)
 
     async def count_due_deliveries(self, now: float) -> int:
@@ -625,6 +741,17 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
     )  # fmt: skip
     if not recorded:
         return False
+    if delivery.subscription_id is not None:
+        # A subscription's answer never changes the watch; 410 ends the subscription.
+        if outcome == "gone":
+            await db.execute(
+                "UPDATE subscriptions SET status = 'gone', updated_at = $2"
+                " WHERE id = $1 AND status = 'active'",
+                delivery.subscription_id,
+                now,
+            )
+            await _end_subscription_deliveries(db, delivery.subscription_id, now)
+        return True
     if delivery.final:
         status = _ENDS_WATCH.get(outcome)
         await db.execute(
@@ -641,8 +768,84 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
             " WHERE id = $1 AND status IN ('active', 'delivering'))"
             " UPDATE deliveries SET status = 'cancelled', ended_at = $2,"
             " lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE watch_id = $1 AND status = 'pending'",
+            " WHERE watch_id = $1 AND status = 'pending' AND subscription_id IS NULL",
             delivery.watch_id,
             now,
         )
     return True
+
+
+async def _end_subscription_deliveries(db: Any, subscription_id: str, now: float) -> None:
+    """Cancel the pending deliveries of a subscription that just left `active`. A statement of
+    its own, after the one that changed the subscription: its snapshot sees the deliveries of
+    every fan-out that held the subscription (`FOR SHARE`) while that one waited."""
+    await db.execute(
+        "UPDATE deliveries SET status = 'cancelled', ended_at = $2, lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE subscription_id = $1 AND status = 'pending'",
+        subscription_id,
+        now,
+    )
+
+
+async def _record_events(
+    db: Any,
+    recorded: Sequence[tuple[str, str, NewEvent]],
+    now: float,
+    owner: str | None,
+    lease_until: float | None,
+) -> list[str]:
+    """Insert (tenant, watch id, event) events, their callback deliveries and a delivery per
+    matching active subscription, claimed by `owner` when given, in the caller's transaction
+    (which holds the watches); the delivery ids, each event's callback first.
+
+    The tenants' subscriptions are read once, locked `FOR SHARE`: a subscription leaving
+    `active` meanwhile waits for this commit and then cancels what it got, or, having committed
+    first, is no longer matched."""
+    tenants = sorted({tenant for tenant, _, _ in recorded})
+    rows = await db.fetch(
+        "SELECT id, tenant, events FROM subscriptions WHERE tenant = ANY($1::text[])"
+        " AND status = 'active' ORDER BY id FOR SHARE",
+        tenants,
+    )
+    subscriptions: dict[str, list[tuple[str, frozenset[str]]]] = {}
+    for row in rows:
+        subscriptions.setdefault(row[1], []).append((row[0], frozenset(row[2])))
+    news: list[tuple[str, NewDelivery, str | None, str]] = []
+    for tenant, watch_id, event in recorded:
+        if event.callback is not None:
+            news.append((watch_id, event.callback, None, event.id))
+        for subscription_id, types in subscriptions.get(tenant, ()):
+            if event.type in types:
+                new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
+                news.append((watch_id, new, subscription_id, event.id))
+    await db.execute(
+        "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
+        " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+        " $5::boolean[], $6::bytea[]))"
+        " INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
+        " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
+        " subscription_id, event_id)"
+        " SELECT n.id, n.watch_id, n.event_type, n.body, n.final, 'pending', $7, $7, $8::text,"
+        " $9::float8,"
+        " CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END, n.subscription_id, n.event_id"
+        " FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[], $14::boolean[],"
+        " $15::text[], $16::text[])"
+        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id)",
+        [event.id for _, _, event in recorded],
+        [tenant for tenant, _, _ in recorded],
+        [watch_id for _, watch_id, _ in recorded],
+        [event.type for _, _, event in recorded],
+        [event.final for _, _, event in recorded],
+        [event.body for _, _, event in recorded],
+        now,
+        owner,
+        lease_until,
+        [new.id for _, new, _, _ in news],
+        [watch_id for watch_id, _, _, _ in news],
+        [new.event_type for _, new, _, _ in news],
+        [new.body for _, new, _, _ in news],
+        [new.final for _, new, _, _ in news],
+        [subscription_id for _, _, subscription_id, _ in news],
+        [event_id for _, _, _, event_id in news],
+    )
+    return [new.id for _, new, _, _ in news]

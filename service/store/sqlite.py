@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked
+from service.ids import new_id
 from service.store import migrations
 from service.store.base import (
+    REDELIVERABLE,
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
@@ -36,10 +38,13 @@ from service.store.base import (
     Completion,
     Delivery,
     DuplicateIdempotencyKey,
+    EventRecord,
     Idempotency,
     NewDelivery,
+    NewEvent,
     Progress,
     Store,
+    Subscription,
     Watch,
     callback_host,
 )
@@ -50,12 +55,23 @@ _WATCH_COLUMNS = (
     "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
     " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
     " job_status, queue_position, attempts, last_error, updated_at, completed_at, next_poll_at,"
-    " lease_token"
+    " lease_token, final_statuses"
 )
+# A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
-    " w.callback_url, w.callback_method, w.callback_headers, w.secret, d.created_at"
+    " coalesce(s.url, w.callback_url), iif(s.id IS NULL, w.callback_method, 'POST'),"
+    " coalesce(s.headers, w.callback_headers), coalesce(s.secret, w.secret), d.created_at,"
+    " d.subscription_id, d.event_id, coalesce(s.final_statuses, w.final_statuses)"
 )
+_DELIVERY_FROM = (
+    "deliveries d JOIN watches w ON w.id = d.watch_id"
+    " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+)
+_SUBSCRIPTION_COLUMNS = (
+    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
+)
+_EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # Leases renewed per transaction: a few milliseconds of the thread each.
 RENEWAL_CHUNK = 1000
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
@@ -66,7 +82,7 @@ def _watch(row: sqlite3.Row) -> Watch:
         id=row[0],
         tenant=row[1],
         job_id=row[2],
-        callback_url=row[3],
+        callback_url=row[3] or None,
         callback_method=row[4],
         callback_headers=json.loads(row[5]),
         metadata=None if row[6] is None else json.loads(row[6]),
@@ -86,6 +102,7 @@ def _watch(row: sqlite3.Row) -> Watch:
         completed_at=row[20],
         next_poll_at=row[21],
         lease_token=row[22],
+        final_statuses=tuple(json.loads(row[23])),
     )
 
 
@@ -103,7 +120,29 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         callback_headers=json.loads(row[9]),
         secret=row[10],
         created_at=row[11],
+        subscription_id=row[12],
+        event_id=row[13],
+        final_statuses=tuple(json.loads(row[14])),
     )
+
+
+def _subscription(row: sqlite3.Row) -> Subscription:
+    return Subscription(
+        id=row[0],
+        tenant=row[1],
+        url=row[2],
+        events=tuple(json.loads(row[3])),
+        secret=row[4],
+        headers=json.loads(row[5]),
+        final_statuses=tuple(json.loads(row[6])),
+        status=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+    )
+
+
+def _event(row: sqlite3.Row) -> EventRecord:
+    return EventRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
 
 
 class SQLiteStore(Store):
@@ -254,13 +293,14 @@ class SQLiteStore(Store):
     ) -> Watch:
         token = 1 if lease_owner else 0
         row = (
-            watch.id, watch.tenant, watch.job_id, watch.callback_url, watch.callback_method,
+            watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
             json.dumps(watch.callback_headers),
             None if watch.metadata is None else json.dumps(watch.metadata),
             json.dumps(list(watch.events)), watch.payload_format, watch.secret,
             watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key, watch.created_at,
             watch.status, watch.created_at, watch.next_poll_at,
             lease_owner, lease_until if lease_owner else None, token,
+            json.dumps(list(watch.final_statuses)),
         )  # fmt: skip
 
         keyed = (
@@ -378,15 +418,18 @@ class SQLiteStore(Store):
     async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         def redeliver(db: sqlite3.Connection) -> Watch | None:
             watch = self._select_watch(db, tenant, watch_id)
-            if watch is None or watch.status not in ("delivered", "failed", "gone"):
+            if watch is None or watch.status not in REDELIVERABLE:
                 return watch
             changed = db.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
                 " ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE watch_id = ? AND final = 1 AND body IS NOT NULL",
+                " WHERE watch_id = ? AND final = 1 AND body IS NOT NULL AND status <> 'pending'"
+                " AND (subscription_id IS NULL OR subscription_id IN"
+                "  (SELECT id FROM subscriptions WHERE status = 'active'))"
+                " RETURNING subscription_id",
                 (now, watch_id),
-            ).rowcount
-            if changed:
+            ).fetchall()
+            if any(row[0] is None for row in changed):
                 db.execute(
                     "UPDATE watches SET status = 'delivering', attempts = 0, updated_at = ?,"
                     " completed_at = NULL WHERE id = ?",
@@ -400,7 +443,7 @@ class SQLiteStore(Store):
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s,"
-                " a.status_code, a.error, a.next_attempt_at FROM attempts a"
+                " a.status_code, a.error, a.next_attempt_at, d.subscription_id FROM attempts a"
                 " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
                 " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
                 (watch_id, tenant),
@@ -472,45 +515,54 @@ class SQLiteStore(Store):
     ) -> set[str]:
         def record(db: sqlite3.Connection) -> set[str]:
             lost = set()
+            fan_out = _FanOut(db)
             for change in changes:
                 updated = db.execute(
                     "UPDATE watches SET job_status = ?, queue_position = ?, last_error = ?,"
                     " next_poll_at = ?, updated_at = ? WHERE id = ? AND lease_owner = ?"
-                    " AND lease_token = ? AND status = 'active'",
+                    " AND lease_token = ? AND status = 'active' RETURNING tenant",
                     (change.job_status, change.queue_position, change.last_error,
                      change.next_poll_at, now, change.watch_id, owner, change.lease_token),
-                ).rowcount  # fmt: skip
-                if not updated:
+                ).fetchone()  # fmt: skip
+                if updated is None:
                     lost.add(change.watch_id)
                     continue
-                for delivery in change.deliveries:
-                    _insert_delivery(db, change.watch_id, delivery, now, None, 0.0)
+                for event in change.events:
+                    fan_out.record(updated[0], change.watch_id, event, now, None, 0.0)
             return lost
 
         return await self._transaction(record)
 
     async def complete_watch(
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> Delivery:
-        def complete(db: sqlite3.Connection) -> Delivery:
+    ) -> list[Delivery]:
+        event = completion.event
+
+        def complete(db: sqlite3.Connection) -> list[Delivery]:
             updated = db.execute(
-                "UPDATE watches SET status = 'delivering', job_status = ?, queue_position = NULL,"
-                " last_error = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'",
-                (completion.job_status, completion.last_error, now, completion.watch_id, owner,
-                 completion.lease_token),
-            ).rowcount  # fmt: skip
-            if not updated:
+                "UPDATE watches SET status = ?, job_status = ?, queue_position = NULL,"
+                " last_error = ?, updated_at = ?, completed_at = ?, lease_owner = NULL,"
+                " lease_expires_at = NULL"
+                " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'"
+                " RETURNING tenant",
+                ("delivering" if event.callback else "completed", completion.job_status,
+                 completion.last_error, now, None if event.callback else now,
+                 completion.watch_id, owner, completion.lease_token),
+            ).fetchone()  # fmt: skip
+            if updated is None:
                 raise LeaseLost()
-            _insert_delivery(
-                db, completion.watch_id, completion.delivery, now, owner, delivery_lease_until
+            ids = _FanOut(db).record(
+                updated[0], completion.watch_id, event, now, owner, delivery_lease_until
             )
-            row = db.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
-                " JOIN watches w ON w.id = d.watch_id WHERE d.id = ?",
-                (completion.delivery.id,),
-            ).fetchone()
-            return _delivery(row)
+            if not ids:
+                return []
+            rows = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
+                f" WHERE d.id IN ({', '.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            found = {row[0]: _delivery(row) for row in rows}
+            return [found[delivery_id] for delivery_id in ids]
 
         return await self._transaction(complete)
 
@@ -538,11 +590,12 @@ class SQLiteStore(Store):
                 chosen = (
                     "SELECT id FROM (SELECT id, at, host, row_number() OVER"
                     "  (PARTITION BY host ORDER BY at, id) AS n FROM"
-                    "  (SELECT d.id, d.next_attempt_at AS at, callback_host(w.callback_url) AS host"
-                    "   FROM deliveries d JOIN watches w ON w.id = d.watch_id"
+                    "  (SELECT d.id, d.next_attempt_at AS at, callback_host(coalesce(s.url,"
+                    "   w.callback_url)) AS host FROM deliveries d JOIN watches w ON"
+                    "   w.id = d.watch_id LEFT JOIN subscriptions s ON s.id = d.subscription_id"
                     "   WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
                     "   AND (d.lease_owner IS NULL OR d.lease_expires_at <= ?)"
-                    "   AND callback_host(w.callback_url) NOT IN (SELECT value FROM json_each(?))"
+                    "   AND host NOT IN (SELECT value FROM json_each(?))"
                     "   ORDER BY d.next_attempt_at LIMIT ?))"
                     " WHERE n <= coalesce((SELECT value FROM json_each(?) WHERE key = host), ?)"
                     " ORDER BY at LIMIT ?"
@@ -565,9 +618,8 @@ class SQLiteStore(Store):
                 return []
             marks = ", ".join("?" * len(ids))
             rows = db.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
-                f" JOIN watches w ON w.id = d.watch_id WHERE d.id IN ({marks})"
-                " ORDER BY d.next_attempt_at",
+                f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
+                f" WHERE d.id IN ({marks}) ORDER BY d.next_attempt_at",
                 ids,
             ).fetchall()
             return [_delivery(row) for row in rows]
@@ -613,18 +665,109 @@ class SQLiteStore(Store):
 
         return await self._transaction(every) if records else set()
 
+    # Subscriptions.
+
+    async def insert_subscription(self, subscription: Subscription) -> Subscription:
+        sub = subscription
+        row = (
+            sub.id, sub.tenant, sub.url, json.dumps(list(sub.events)), sub.secret,
+            json.dumps(sub.headers), json.dumps(list(sub.final_statuses)), sub.status,
+            sub.created_at, sub.updated_at,
+        )  # fmt: skip
+        await self._transaction(
+            lambda db: db.execute(
+                f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+        return sub
+
+    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+                " WHERE tenant = ? AND status = 'active' ORDER BY id",
+                (tenant,),
+            ).fetchall()
+        )
+        return [_subscription(row) for row in rows]
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+                " WHERE id = ? AND tenant = ?",
+                (subscription_id, tenant),
+            ).fetchone()
+        )
+        return None if row is None else _subscription(row)
+
+    async def delete_subscription(
+        self, tenant: str, subscription_id: str, now: float
+    ) -> Subscription | None:
+        def delete(db: sqlite3.Connection) -> Subscription | None:
+            row = db.execute(
+                "UPDATE subscriptions SET status = 'deleted', updated_at = ?"  # noqa: S608
+                " WHERE id = ? AND tenant = ? AND status = 'active'"
+                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                (now, subscription_id, tenant),
+            ).fetchone()
+            if row is None:
+                return None
+            _end_subscription_deliveries(db, subscription_id, now)
+            return _subscription(row)
+
+        return await self._transaction(delete)
+
+    # Events.
+
+    async def list_events(
+        self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
+    ) -> list[EventRecord]:
+        clause, params = "", [tenant]
+        if types is not None:
+            clause = f" AND e.type IN ({', '.join('?' * len(types))})"
+            params += list(types)
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
+                " ORDER BY e.seq DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        )
+        return [_event(row) for row in rows]
+
+    async def watch_events(
+        self, tenant: str, watch_id: str, *, after: str | None = None
+    ) -> list[EventRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
+                " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
+                "  (SELECT seq FROM events WHERE id = ? AND watch_id = ?), 0)"
+                " ORDER BY e.seq",
+                (watch_id, tenant, after, watch_id),
+            ).fetchall()
+        )
+        return [_event(row) for row in rows]
+
     # Housekeeping.
 
     async def purge_bodies(self, completed_before: float) -> int:
-        return await self._transaction(
-            lambda db: (
-                db.execute(
-                    "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
-                    " AND status IN ('succeeded', 'cancelled') AND ended_at < ?",
-                    (completed_before,),
-                ).rowcount
+        def purge(db: sqlite3.Connection) -> int:
+            db.execute(
+                "DELETE FROM events WHERE created_at < ? AND watch_id IN (SELECT id FROM"
+                " watches WHERE status NOT IN ('active', 'delivering'))",
+                (completed_before,),
             )
-        )
+            return db.execute(
+                "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
+                " AND status IN ('succeeded', 'cancelled') AND ended_at < ?",
+                (completed_before,),
+            ).rowcount
+
+        return await self._transaction(purge)
 
     async def count_due_deliveries(self, now: float) -> int:
         row = await self._run(
@@ -672,8 +815,9 @@ def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]
                     "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
                     " callback_headers, metadata, events, payload_format, secret,"
                     " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
-                    " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token,"
+                    " final_statuses)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     registration.watch,
                 )
                 if registration.idempotency is not None:
@@ -713,21 +857,60 @@ def _settle(group: Sequence[_Registration]) -> None:
             future.set_exception(registration.error)
 
 
-def _insert_delivery(
-    db: sqlite3.Connection,
-    watch_id: str,
-    delivery: NewDelivery,
-    now: float,
-    owner: str | None,
-    lease_until: float,
-) -> None:
-    db.execute(
-        "INSERT INTO deliveries (id, watch_id, event_type, body, final, status, next_attempt_at,"
-        " created_at, lease_owner, lease_expires_at, lease_token)"
-        " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
-        (delivery.id, watch_id, delivery.event_type, delivery.body, int(delivery.final), now, now,
-         owner, lease_until if owner else None, 1 if owner else 0),
-    )  # fmt: skip
+class _FanOut:
+    """Records events in one transaction: each event, its callback delivery, and a delivery
+    per matching subscription. A tenant's active subscriptions are read once per transaction,
+    however many of its watches record events in it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._subscriptions: dict[str, list[tuple[str, frozenset[str]]]] = {}
+
+    def _of(self, tenant: str) -> list[tuple[str, frozenset[str]]]:
+        found = self._subscriptions.get(tenant)
+        if found is None:
+            rows = self._db.execute(
+                "SELECT id, events FROM subscriptions WHERE tenant = ? AND status = 'active'"
+                " ORDER BY id",
+                (tenant,),
+            ).fetchall()
+            found = self._subscriptions[tenant] = [
+                (row[0], frozenset(json.loads(row[1]))) for row in rows
+            ]
+        return found
+
+    def record(
+        self,
+        tenant: str,
+        watch_id: str,
+        event: NewEvent,
+        now: float,
+        owner: str | None,
+        lease_until: float,
+    ) -> list[str]:
+        """Insert `event` and its deliveries (claimed by `owner` when given); their ids, the
+        callback's first."""
+        self._db.execute(
+            "INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.id, tenant, watch_id, event.type, int(event.final), event.body, now),
+        )
+        news: list[tuple[NewDelivery, str | None]] = []
+        if event.callback is not None:
+            news.append((event.callback, None))
+        for subscription_id, types in self._of(tenant):
+            if event.type in types:
+                new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
+                news.append((new, subscription_id))
+        self._db.executemany(
+            "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
+            " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
+            " subscription_id, event_id) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            [(new.id, watch_id, new.event_type, new.body, int(new.final), now, now, owner,
+              lease_until if owner else None, 1 if owner else 0, subscription_id, event.id)
+             for new, subscription_id in news],
+        )  # fmt: skip
+        return [new.id for new, _ in news]
 
 
 def _end_pending_deliveries(db: sqlite3.Connection, watch_id: str, status: str, now: float) -> None:
@@ -735,6 +918,14 @@ def _end_pending_deliveries(db: sqlite3.Connection, watch_id: str, status: str, 
         "UPDATE deliveries SET status = ?, ended_at = ?, lease_owner = NULL,"
         " lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'",
         (status, now, watch_id),
+    )
+
+
+def _end_subscription_deliveries(db: sqlite3.Connection, subscription_id: str, now: float) -> None:
+    db.execute(
+        "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE subscription_id = ? AND status = 'pending'",
+        (now, subscription_id),
     )
 
 
@@ -757,6 +948,16 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
         (delivery.id, attempt.number, attempt.event_type, attempt.started_at,
          attempt.duration_s, attempt.status_code, attempt.error, attempt.next_attempt_at),
     )  # fmt: skip
+    if delivery.subscription_id is not None:
+        # A subscription's answer never changes the watch; 410 ends the subscription.
+        if outcome == "gone":
+            db.execute(
+                "UPDATE subscriptions SET status = 'gone', updated_at = ?"
+                " WHERE id = ? AND status = 'active'",
+                (now, delivery.subscription_id),
+            )
+            _end_subscription_deliveries(db, delivery.subscription_id, now)
+        return True
     if delivery.final:
         status = _ENDS_WATCH.get(outcome)
         db.execute(
@@ -772,5 +973,11 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
             " lease_owner = NULL WHERE id = ? AND status IN ('active', 'delivering')",
             (now, now, delivery.watch_id),
         )
-        _end_pending_deliveries(db, delivery.watch_id, "cancelled", now)
+        # Only the callback's: the subscriptions still want the events already recorded.
+        db.execute(
+            "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'"
+            " AND subscription_id IS NULL",
+            (now, delivery.watch_id),
+        )
     return True

@@ -15,7 +15,7 @@ from service import __version__
 from tests.e2e.harness import Bridge, Receiver, Upstream, epoch, unique
 
 ENVELOPE_KEYS = {
-    "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
+    "id", "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
     "metadata", "data",
 }  # fmt: skip
 
@@ -74,7 +74,9 @@ def test_succeeded_and_failed_jobs_each_get_one_signed_envelope(
     body = ok_hook.verify(ok["secret"])
     assert set(body) == ENVELOPE_KEYS
     assert abs(epoch(body["timestamp"]) - ok_hook.received_at) < 60
+    assert body["id"].startswith("evt_")
     assert body == {
+        "id": body["id"],
         "type": "job.succeeded",
         "timestamp": body["timestamp"],
         "watch_id": ok["id"],
@@ -91,6 +93,7 @@ def test_succeeded_and_failed_jobs_each_get_one_signed_envelope(
     body = bad_hook.verify(bad["secret"])
     assert set(body) == ENVELOPE_KEYS
     assert body == {
+        "id": body["id"],
         "type": "job.failed",
         "timestamp": body["timestamp"],
         "watch_id": bad["id"],
@@ -173,6 +176,7 @@ def test_progress_events_are_delivered_once_per_status_change(
         "job.queued": 1, "job.processing": 1, "job.succeeded": 1,
     }  # fmt: skip
     assert len({hook.webhook_id for hook in hooks}) == 3
+    assert len({body["id"] for body in bodies}) == 3  # one event id each
     by_type = {body["type"]: body for body in bodies}
     queued, processing = by_type["job.queued"], by_type["job.processing"]
     assert set(queued) == set(processing) == ENVELOPE_KEYS

@@ -27,7 +27,7 @@ from service.clock import SystemClock
 from service.delivery import Deliverer
 from service.ids import new_id
 from service.signing import new_secret
-from service.store.base import Completion, Delivery, NewDelivery, Watch
+from service.store.base import Completion, Delivery, NewDelivery, NewEvent, Watch
 from service.store.sqlite import SQLiteStore
 from service.upstream import DEFAULT_MAX_BODY_BYTES, Observation, UpstreamClient
 
@@ -302,10 +302,13 @@ async def _delivery_to(store: SQLiteStore, url: str, owner: str) -> tuple[Watch,
         updated_at=now, next_poll_at=now,
     )  # fmt: skip
     await store.insert_watch(watch, lease_owner=owner, lease_until=now + 60)
-    final = NewDelivery(new_id("msg", now), "job.succeeded", b'{"type": "job.succeeded"}', True)
-    return watch, await store.complete_watch(
-        owner, now, Completion(watch.id, 1, "succeeded", None, final), now + 60
+    body = b'{"type": "job.succeeded"}'
+    final = NewDelivery(new_id("msg", now), "job.succeeded", body, True)
+    event = NewEvent(new_id("evt", now), "job.succeeded", True, body, final)
+    [delivery] = await store.complete_watch(
+        owner, now, Completion(watch.id, 1, "succeeded", None, event), now + 60
     )
+    return watch, delivery
 
 
 @pytest.mark.parametrize(

@@ -220,7 +220,8 @@ async def test_a_cancel_racing_the_final_attempt_lets_exactly_one_win(
     held = []
     for _ in range(30):
         watch = await store_a.insert_watch(new_watch(), lease_owner=A, lease_until=T0 + LEASE_S)
-        held.append(await store_a.complete_watch(A, T0, completion(watch), T0 + LEASE_S))
+        [final] = await store_a.complete_watch(A, T0, completion(watch), T0 + LEASE_S)
+        held.append(final)
 
     async def deliver(delivery: Delivery) -> bool:
         try:
@@ -275,7 +276,7 @@ async def test_a_stale_delivery_holder_is_fenced_after_another_replica_took_over
     """After B re-claimed A's expired delivery lease, A's attempt is rejected and not logged."""
     store_a, store_b, _, _ = replicas
     watch = await store_a.insert_watch(new_watch(), lease_owner=A, lease_until=T0 + LEASE_S)
-    delivery = await store_a.complete_watch(A, T0, completion(watch), T0 + LEASE_S)
+    [delivery] = await store_a.complete_watch(A, T0, completion(watch), T0 + LEASE_S)
     [taken] = await store_b.claim_deliveries(B, T0 + LEASE_S + 1, T0 + 3 * LEASE_S, 10)
 
     with pytest.raises(LeaseLost):
@@ -419,7 +420,7 @@ async def test_nul_in_upstream_and_receiver_text_is_stored_replaced(
     polled = await store.get_watch(TENANT, watch.id)
     assert polled is not None
     assert polled.last_error == "upstream said \ufffd"
-    delivery = await store.complete_watch(A, T0 + 1, completion(watch), FAR_LEASE)
+    [delivery] = await store.complete_watch(A, T0 + 1, completion(watch), FAR_LEASE)
     failed = replace(attempt(delivery, "failed"), error="receiver said \x00")
 
     await store.record_attempt(A, delivery, failed, "failed", T0 + 2)

@@ -25,6 +25,7 @@ from service.store.base import (
     DuplicateIdempotencyKey,
     Idempotency,
     NewDelivery,
+    NewEvent,
     Progress,
     Store,
     Watch,
@@ -86,20 +87,33 @@ def new_delivery(*, final: bool = False) -> NewDelivery:
     return NewDelivery(f"msg_{serial:010d}", event_type, b'{"n": %d}' % serial, final)
 
 
+def event_of(callback: NewDelivery) -> NewEvent:
+    """The event a callback delivery is of (its envelope is the delivery's body here)."""
+    event_id = f"evt_{next(_serial):010d}"
+    return NewEvent(event_id, callback.event_type, callback.final, callback.body, callback)
+
+
 def progress(
     watch: Watch,
     *,
     token: int = 1,
     deliveries: Sequence[NewDelivery] = (),
+    events: Sequence[NewEvent] = (),
     job_status: str | None = "running",
     queue_position: int | None = None,
     next_poll_at: float = T0 + 5,
 ) -> Progress:
-    return Progress(watch.id, token, job_status, queue_position, None, next_poll_at, deliveries)
+    """A progress write-back recording `events`, and an event per callback delivery."""
+    recorded = [*(event_of(new) for new in deliveries), *events]
+    return Progress(watch.id, token, job_status, queue_position, None, next_poll_at, recorded)
 
 
-def completion(watch: Watch, *, token: int = 1) -> Completion:
-    return Completion(watch.id, token, "succeeded", None, new_delivery(final=True))
+def completion(watch: Watch, *, token: int = 1, callback: bool = True) -> Completion:
+    """The end of a watch: its final event, with a callback delivery unless told not to."""
+    event = event_of(new_delivery(final=True))
+    return Completion(
+        watch.id, token, "succeeded", None, event if callback else replace(event, callback=None)
+    )
 
 
 def attempt(
@@ -141,7 +155,7 @@ async def delivering(
     """A watch polled by A until its final event, whose delivery A holds."""
     watch = await register(store, owner=A, tenant=tenant)
     until = now + LEASE_S if lease_until is None else lease_until
-    delivery = await store.complete_watch(A, now, completion(watch), until)
+    [delivery] = await store.complete_watch(A, now, completion(watch), until)
     return watch, delivery
 
 
@@ -628,27 +642,29 @@ async def test_record_progress_under_an_expired_lease_nobody_took(store: Store) 
 async def test_progress_deliveries_are_claimable_at_once(store: Store) -> None:
     """Deliveries recorded with progress are pending, due at once, and carry the callback."""
     watch = await register(store, owner=A)
-    first, second = new_delivery(), new_delivery()
-    await store.record_progress(A, T0 + 5, [progress(watch, deliveries=[first, second])])
+    first, second = event_of(new_delivery()), event_of(new_delivery())
+    await store.record_progress(A, T0 + 5, [progress(watch, events=[first, second])])
 
     claimed = await store.claim_deliveries(B, T0 + 5, T0 + 5 + LEASE_S, 10)
 
     assert sorted(claimed, key=lambda d: d.id) == [
         Delivery(
-            id=new.id,
+            id=event.callback.id,
             watch_id=watch.id,
-            event_type=new.event_type,
-            body=new.body,
+            event_type=event.type,
+            body=event.callback.body,
             final=False,
             attempts=0,
             lease_token=1,
-            callback_url=watch.callback_url,
+            callback_url=watch.callback_url or "",
             callback_method=watch.callback_method,
             callback_headers=watch.callback_headers,
             secret=watch.secret,
             created_at=T0 + 5,  # when the event was recorded
+            event_id=event.id,
         )
-        for new in (first, second)
+        for event in (first, second)
+        if event.callback is not None
     ]
 
 
@@ -660,21 +676,23 @@ async def test_complete_watch_hands_the_final_delivery_to_its_owner(store: Store
     watch = await register(store, owner=A)
     done = completion(watch)
 
-    delivery = await store.complete_watch(A, T0 + 7, done, T0 + 7 + LEASE_S)
+    [delivery] = await store.complete_watch(A, T0 + 7, done, T0 + 7 + LEASE_S)
 
+    assert done.event.callback is not None
     assert delivery == Delivery(
-        id=done.delivery.id,
+        id=done.event.callback.id,
         watch_id=watch.id,
         event_type="job.completed",
-        body=done.delivery.body,
+        body=done.event.callback.body,
         final=True,
         attempts=0,
         lease_token=delivery.lease_token,
-        callback_url=watch.callback_url,
+        callback_url=watch.callback_url or "",
         callback_method=watch.callback_method,
         callback_headers=watch.callback_headers,
         secret=watch.secret,
         created_at=T0 + 7,  # when the ending was seen
+        event_id=done.event.id,
     )
     stored = await reread(store, watch)
     assert stored.status == "delivering"
@@ -950,7 +968,7 @@ async def test_gone_on_the_final_delivery_cancels_pending_progress(store: Store)
     """410 on the final delivery also cancels progress deliveries still pending."""
     watch = await register(store, owner=A)
     await store.record_progress(A, T0, [progress(watch, deliveries=[new_delivery()])])
-    delivery = await store.complete_watch(A, T0 + 1, completion(watch), T0 + 1 + LEASE_S)
+    [delivery] = await store.complete_watch(A, T0 + 1, completion(watch), T0 + 1 + LEASE_S)
 
     await store.record_attempt(A, delivery, attempt(delivery, "gone"), "gone", T0 + 2)
 

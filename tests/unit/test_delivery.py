@@ -41,6 +41,26 @@ def test_judge(
     assert verdict.next_attempt_at == next_at
 
 
+@pytest.mark.parametrize(
+    ("status", "final_statuses", "outcome", "next_at"),
+    [
+        (404, (404, 409), "failed", None),  # listed: ends at the first attempt
+        (409, (404, 409), "failed", None),  # any listed status
+        (500, (404, 409), "retry", NOW + 5.0),  # not listed: the schedule as usual
+        (None, (404,), "retry", NOW + 5.0),  # no answer is never a listed status
+        (200, (404,), "succeeded", None),  # 2xx still succeeds
+        (410, (404,), "gone", None),  # 410 still means gone
+        (404, (), "retry", NOW + 5.0),  # nothing listed: 404 is retried
+    ],
+)
+def test_judge_final_statuses(
+    status: int | None, final_statuses: tuple[int, ...], outcome: str, next_at: float | None
+) -> None:
+    """A status the endpoint lists as final fails the delivery without further attempts."""
+    verdict = judge(status, None, 1, SETTINGS, NOW, rand=0.5, final_statuses=final_statuses)
+    assert (verdict.outcome, verdict.next_attempt_at) == (outcome, next_at)
+
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DELIVERY = Delivery(
     id="msg_p5jXN8AQM9LWM0D4loKWxJek",

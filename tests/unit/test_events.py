@@ -13,8 +13,9 @@ SUCCEEDED_BODY = (
     b'[{"url": "https://images.betterwaifu.com/abc123/xyz789.webp", "id": "xK9mP2nQ4vR7tY1w"}],'
     b' "seed": 1234567890}}'
 )
+EVENT_ID = "evt_01jq0000000000000000000000"
 ENVELOPE_KEYS = {
-    "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
+    "id", "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
     "metadata", "data",
 }  # fmt: skip
 
@@ -22,8 +23,9 @@ ENVELOPE_KEYS = {
 def test_succeeded_envelope() -> None:
     """A succeeded job's envelope carries the image URLs, metadata and the upstream body."""
     event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
-    body = orjson.loads(events.render(SUBJECT, event, 1_767_225_600.5))
+    body = orjson.loads(events.render(SUBJECT, event, 1_767_225_600.5, EVENT_ID))
     assert body == {
+        "id": EVENT_ID,
         "type": "job.succeeded",
         "timestamp": "2026-01-01T00:00:00.500Z",
         "watch_id": "wch_1",
@@ -37,10 +39,29 @@ def test_succeeded_envelope() -> None:
     }
 
 
+def test_the_event_id_comes_first() -> None:
+    """The envelope opens with the event's id, so a receiver reading it sees that first."""
+    event = events.bridge_failure("timeout", "no terminal status within 300 s", None)
+    assert events.render(SUBJECT, event, 0.0, EVENT_ID).startswith(
+        b'{"id":"%s",' % EVENT_ID.encode()
+    )
+
+
+def test_the_envelope_of_a_raw_watch_is_an_envelope() -> None:
+    """Subscriptions and the event API get the envelope even of a watch whose own callback gets
+    the upstream body."""
+    event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
+    body = orjson.loads(events.envelope(RAW, event, 0.0, EVENT_ID))
+    assert set(body) == ENVELOPE_KEYS
+    assert (body["id"], body["job_id"], body["data"]) == (
+        EVENT_ID, "job_abc123def", orjson.loads(SUCCEEDED_BODY),
+    )  # fmt: skip
+
+
 def test_every_key_present_on_a_bridge_failure() -> None:
     """A failure the bridge decides has every envelope key, null where empty."""
     event = events.bridge_failure("timeout", "no terminal status within 300 s", "queued")
-    body = orjson.loads(events.render(SUBJECT, event, 0.0))
+    body = orjson.loads(events.render(SUBJECT, event, 0.0, EVENT_ID))
     assert set(body) == ENVELOPE_KEYS
     assert (body["type"], body["status"], body["error_code"]) == ("job.failed", "failed", "timeout")
     assert body["image_urls"] is None
@@ -51,7 +72,7 @@ def test_upstream_failure_carries_its_message() -> None:
     """An upstream `failed` becomes generation_failed with the upstream's error text."""
     raw = b'{"id": "j", "status": "failed", "error": "Generation failed due to an internal error"}'
     event = events.terminal_event("failed", raw, orjson.loads(raw))
-    body = orjson.loads(events.render(SUBJECT, event, 0.0))
+    body = orjson.loads(events.render(SUBJECT, event, 0.0, EVENT_ID))
     assert body["error_code"] == "generation_failed"
     assert body["error"] == "Generation failed due to an internal error"
 
@@ -59,13 +80,13 @@ def test_upstream_failure_carries_its_message() -> None:
 def test_raw_format_is_the_upstream_body_byte_for_byte() -> None:
     """`raw` sends exactly what the upstream sent, whitespace and key order included."""
     event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
-    assert events.render(RAW, event, 0.0) == SUCCEEDED_BODY
+    assert events.render(RAW, event, 0.0, EVENT_ID) == SUCCEEDED_BODY
 
 
 def test_raw_bridge_failure_looks_like_an_upstream_failure() -> None:
     """In `raw` format, a bridge-decided failure is shaped like the upstream's failed answer."""
     event = events.bridge_failure("unauthorized", "the upstream refused the API key (401)", None)
-    assert orjson.loads(events.render(RAW, event, 0.0)) == {
+    assert orjson.loads(events.render(RAW, event, 0.0, EVENT_ID)) == {
         "id": "job_abc123def",
         "status": "failed",
         "error": "the upstream refused the API key (401)",

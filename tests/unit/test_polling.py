@@ -21,8 +21,8 @@ def answer(status: int, body: object, headers: dict[str, str] | None = None) -> 
     return read_answer(status, headers or {}, orjson.dumps(body))
 
 
-def fresh(clock: FakeClock, subscribed: tuple[str, ...] = events.FINAL_EVENTS) -> polling.State:
-    return polling.State(created_at=clock.now(), events=frozenset(subscribed))
+def fresh(clock: FakeClock) -> polling.State:
+    return polling.State(created_at=clock.now())
 
 
 def test_progress_polls_again_after_one_interval() -> None:
@@ -49,19 +49,21 @@ def test_unchanged_progress_writes_nothing() -> None:
     assert step.progress == ()
 
 
-def test_progress_events_only_when_subscribed_and_once_per_change() -> None:
-    """job.processing is emitted on the change to processing, once, and only if subscribed."""
+def test_a_progress_event_at_each_status_change_once() -> None:
+    """job.queued, then job.processing, each once on the change to it, whoever asked for them
+    (the watch's callback filter is applied when the event is recorded)."""
     clock = FakeClock()
-    subscribed = fresh(clock, (*events.FINAL_EVENTS, events.PROCESSING))
-    unsubscribed = fresh(clock)
+    state = fresh(clock)
+    queued = answer(200, {"status": "queued", "queue_position": 2})
     processing = answer(200, {"status": "processing"})
-    first = polling.step(subscribed, processing, RULES, clock.now(), MID)
-    again = polling.step(subscribed, processing, RULES, clock.now() + 2.5, MID)
-    silent = polling.step(unsubscribed, processing, RULES, clock.now(), MID)
-    assert [e.type for e in first.progress] == [events.PROCESSING]
-    assert again.progress == ()
-    assert silent.progress == ()
-    assert silent.changed
+    steps = [
+        polling.step(state, seen, RULES, clock.now() + 2.5 * n, MID)
+        for n, seen in enumerate((queued, queued, processing, processing))
+    ]
+    assert [[e.type for e in step.progress] for step in steps] == [
+        [events.QUEUED], [], [events.PROCESSING], [],
+    ]  # fmt: skip
+    assert steps[2].progress[0].document == {"status": "processing"}
 
 
 @pytest.mark.parametrize(
