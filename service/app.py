@@ -118,9 +118,17 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
 
     routes = [
         _route("/v1/watches", POST=handlers.create_watch, GET=handlers.list_watches),
+        _route("/v1/generate", POST=handlers.generate),
         _route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
         _route("/v1/watches/{watch_id}/deliveries", GET=handlers.list_deliveries),
         _route("/v1/watches/{watch_id}/redeliver", POST=handlers.redeliver),
+        _route("/v1/watches/{watch_id}/wait", GET=handlers.wait_for_watch),
+        _route("/v1/watches/{watch_id}/events", GET=handlers.stream_events),
+        _route("/v1/events", GET=handlers.list_events),
+        _route(
+            "/v1/subscriptions", POST=handlers.create_subscription, GET=handlers.list_subscriptions
+        ),
+        _route("/v1/subscriptions/{subscription_id}", DELETE=handlers.delete_subscription),
         _route("/v1/me", GET=handlers.me),
         _route("/livez", GET=handlers.livez),
         _route("/readyz", GET=handlers.readyz),

@@ -23,8 +23,12 @@ from service.config import Settings
 from service.delivery import Deliverer
 from service.dispatcher import Dispatcher
 from service.errors import StoreError
+from service.event_feed import EventFeed
+from service.event_hub import EventHub
+from service.generate import GenerateService
 from service.metrics import Metrics
 from service.store.base import Store
+from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
 from service.watches import WatchService
@@ -59,6 +63,9 @@ class Bridge:
     dispatcher: Dispatcher
     deliverer: Deliverer
     watches: WatchService
+    generation: GenerateService
+    subscriptions: SubscriptionService
+    feed: EventFeed
     scheduler: AsyncIOScheduler
     auth: Authenticator
     limiter: RateLimiter
@@ -86,8 +93,15 @@ class Bridge:
         )
         vault = Vault(settings.security.encryption_keys)
         deliverer = Deliverer(store, delivery_http, settings.delivery, clock, owner, vault=vault)
-        dispatcher = Dispatcher(store, upstream, deliverer, settings, clock, owner, vault=vault)
+        # Clients waiting on a watch (long-poll, event stream) wake when its events commit.
+        hub = EventHub()
+        dispatcher = Dispatcher(
+            store, upstream, deliverer, settings, clock, owner, vault=vault, notify=hub.publish
+        )
         watches = WatchService(store, dispatcher, settings, clock, vault)
+        subscriptions = SubscriptionService(store, settings, clock, vault)
+        feed = EventFeed(store, hub, settings.api.sse_keepalive_s)
+        generation = GenerateService(watches, upstream, settings)
         scheduler = AsyncIOScheduler()
         metrics = Metrics()
         upstream.observe = metrics.polled
@@ -99,8 +113,8 @@ class Bridge:
             settings.auth.registrations_per_s, settings.auth.registration_burst, clock
         )
         return cls(
-            settings, clock, store, dispatcher, deliverer, watches, scheduler, auth, limiter,
-            metrics, (upstream_http, delivery_http),
+            settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
+            feed, scheduler, auth, limiter, metrics, (upstream_http, delivery_http),
         )  # fmt: skip
 
     async def start(self) -> None:

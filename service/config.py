@@ -303,6 +303,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ApiSettings(_Section):
+    # Seconds between the keep-alive comments of an event stream, so that proxies and clients
+    # do not take a quiet stream for a dead one.
+    sse_keepalive_s: PositiveSeconds = 15.0
+    # Longest a long-poll (`GET /v1/watches/{id}/wait`) is held; a longer timeout_s is cut to it.
+    max_wait_s: float = Field(60.0, ge=0, le=60)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -325,6 +333,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     security: SecuritySettings = SecuritySettings()
     auth: AuthSettings = AuthSettings()
+    api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

@@ -13,7 +13,9 @@ BridgeError
     ├── Unauthorized       401
     ├── Conflict           409
     ├── TooLarge           413
-    └── TooManyRequests    429
+    ├── TooManyRequests    429
+    ├── UpstreamRefused    the upstream's own 4xx, passed through (POST /v1/generate)
+    └── BadGateway         502: the upstream failed or did not answer in time
 ```
 """
 
@@ -118,3 +120,22 @@ class TooManyRequests(ApiError):
     status = 429
     code = "rate-limited"
     title = "Too many requests"
+
+
+class UpstreamRefused(ApiError):
+    """The upstream refused the request."""
+
+    code = "upstream-refused"
+    title = "The upstream refused the request"
+
+    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None):
+        super().__init__(detail, headers=headers)
+        self.status = status  # the upstream's own status: a client reacts to it as to a direct call
+
+
+class BadGateway(ApiError):
+    """The upstream failed or did not answer in time."""
+
+    status = 502
+    code = "upstream-failed"
+    title = "The upstream failed"

@@ -2,7 +2,8 @@
 
 `read_answer` is pure: it turns a status code, headers and body into an `Observation`, the
 only thing the polling rules look at. `UpstreamClient` makes the requests, sharing one
-in-flight request between every watch of the same job and key.
+in-flight request between every watch of the same job and key. It also makes the one POST that
+starts a job (`create`, for `POST /v1/generate`), whose answer `read_creation` reads.
 
 Whatever the upstream answers costs bounded time and memory: the whole request is under the
 timeout, the body is read up to a cap, and answers that are too large, not JSON, nested too
@@ -175,6 +176,52 @@ def network_failure(error: BaseException) -> Observation:
     return Observation("transient", error=text)
 
 
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """What the upstream answered a request to start a job."""
+
+    kind: Literal["created", "refused", "failed"]
+    job_id: str | None = None
+    # The answer, parsed, of a created job.
+    document: dict[str, Any] | None = None
+    http_status: int | None = None
+    # Why it was refused (the upstream's own words) or why it failed.
+    error: str | None = None
+    retry_after: str | None = None
+
+
+def _excerpt(body: bytes) -> str:
+    """The start of a body as one line of printable text."""
+    text = body[: _MAX_ERROR_TEXT * 4].decode(errors="replace")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+
+
+def read_creation(status: int, headers: Mapping[str, str], body: bytes) -> Creation:
+    """Classify the answer to `POST /api/v1/generate`: a 2xx JSON object with a string `id`
+    started a job; a 4xx refused the request (its `error`, else the start of its body, says
+    why); anything else failed, and may or may not have started a job."""
+    document, unreadable = _parse(body)
+    if 400 <= status < 500:
+        message = _upstream_message(document) or _excerpt(body) or f"HTTP {status}"
+        return Creation(
+            "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
+        )
+    if not 200 <= status < 300:
+        # A redirect too: following one could send the key and the request elsewhere.
+        return Creation("failed", http_status=status, error=f"upstream answered HTTP {status}")
+    if document is None:
+        error = f"upstream answered {unreadable}"[:_MAX_ERROR_TEXT]
+        return Creation("failed", http_status=status, error=error)
+    job_id = document.get("id")
+    if not isinstance(job_id, str) or not job_id:
+        shown = "no job id" if job_id is None else f"a job id of type {type(job_id).__name__}"
+        if job_id == "":
+            shown = "an empty job id"
+        return Creation("failed", http_status=status, error=f"upstream answered {shown}")
+    return Creation("created", job_id=job_id, document=document, http_status=status)
+
+
 class UpstreamClient:
     """GETs job statuses. One request is in flight per (job, key) at a time; concurrent
     callers for the same pair share its observation.
@@ -260,6 +307,32 @@ class UpstreamClient:
                 http_status=status,
             )
         return read_answer(status, headers, body)
+
+    async def create(
+        self, body: bytes, api_key: str | None, idempotency_key: str | None
+    ) -> Creation:
+        """POST `body` (a JSON object) to start a job, and read the answer. Never shared and
+        never retried: each call may start a job; `idempotency_key` lets the upstream tell a
+        retry from a new request."""
+        headers = [*self._headers, (b"Content-Type", b"application/json")]
+        if api_key:
+            headers.append((b"Authorization", b"Bearer " + api_key.encode()))
+        if idempotency_key:
+            headers.append((b"Idempotency-Key", idempotency_key.encode()))
+        request = httpx.Request(
+            "POST", f"{self._base}/api/v1/generate", headers=headers, content=body,
+            extensions=self._extensions,
+        )  # fmt: skip
+        try:
+            status, answer_headers, answer = await get_capped(
+                self._transport, request, self._timeout, self._max_body
+            )
+        except Exception as error:  # whatever the client raised: say why, never crash
+            return Creation("failed", error=network_failure(error).error)
+        if answer is None:
+            too_long = f"upstream answered more than {self._max_body} bytes (HTTP {status})"
+            return Creation("failed", http_status=status, error=too_long)
+        return read_creation(status, answer_headers, answer)
 
 
 async def get_capped(

@@ -6,6 +6,7 @@ HTTP handlers call only this; it owns every store call made on a client's behalf
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import orjson
 import structlog
 
 from service import events, ssrf
-from service.api.models import WatchRequest, attempt_view, watch_view
+from service.api.models import WatchOptions, WatchRequest, attempt_view, watch_view
 from service.clock import Clock
 from service.config import Settings
 from service.dispatcher import Dispatcher
@@ -60,47 +61,39 @@ class WatchService:
         request: WatchRequest,
         idempotency_key: str | None,
         traceparent: str | None = None,
+        *,
+        request_hash: str = "",
+        answer: Callable[[bytes], bytes] | None = None,
     ) -> Registered:
-        """Validate, commit, and start polling at once. 201, or 200 replaying a retried call."""
+        """Validate, commit, and start polling at once. 201, or 200 replaying a retried call.
+
+        `POST /v1/generate` records the hash of its own request, and its own `answer` (made
+        from this one), under the key."""
         # Only a call with an Idempotency-Key needs its body's hash (to tell a retry from a new
         # body under the same key).
-        request_hash = ""
         if idempotency_key is not None:
-            request_hash = hashlib.sha256(
-                orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-            ).hexdigest()
-            replay = await self._replay(tenant, idempotency_key, request_hash)
+            request_hash = (
+                request_hash
+                or hashlib.sha256(
+                    orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+                ).hexdigest()
+            )
+            replay = await self.replay(tenant, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        poll = self._settings.poll
-        interval = poll.interval_s if request.poll_interval_s is None else request.poll_interval_s
-        timeout = poll.timeout_s if request.timeout_s is None else request.timeout_s
-        if not poll.min_interval_s <= interval <= 3600:
-            raise field_error(
-                "poll_interval_s", f"must be between {poll.min_interval_s:g} and 3600 seconds"
-            )
-        if not 0 < timeout <= poll.max_timeout_s:
-            raise field_error("timeout_s", f"must be above 0 and at most {poll.max_timeout_s:g}")
-        if request.upstream_api_key is not None and not self._vault.enabled:
-            raise field_error(
-                "upstream_api_key",
-                "per-watch API keys are stored encrypted and security.encryption_key is not "
-                "set; set it, or leave this field out to use the configured upstream.api_key",
-            )
-        try:
-            await ssrf.check_url(request.callback_url, self._policy, self._resolve)
-        except ssrf.CallbackBlocked as blocked:
-            raise field_error("callback_url", blocked.reason) from None
+        interval, timeout = await self.check(request)
 
         now = self._clock.now()
         seal = self._vault.seal
         headers = dict(request.callback_headers)
-        if traceparent and "traceparent" not in {name.lower() for name in headers}:
+        callback = request.callback_url
+        if callback and traceparent and "traceparent" not in {name.lower() for name in headers}:
             headers["traceparent"] = traceparent  # the caller's trace goes on in the webhook
         # Without its own secret a watch is signed with the configured signing secrets, if any
-        # (stored as ""), else with one generated for it.
+        # (stored as ""), else with one generated for it. A watch without a callback signs
+        # nothing (subscriptions have their own secrets).
         shared = request.secret is None and bool(self._settings.delivery.signing_secrets)
-        secret = "" if shared else request.secret or new_secret()
+        secret = "" if shared or callback is None else request.secret or new_secret()
         watch = Watch(
             id=new_id("wch", now),
             tenant=tenant,
@@ -120,8 +113,11 @@ class WatchService:
             created_at=now,
             updated_at=now,
             next_poll_at=now,
+            final_statuses=tuple(request.final_statuses),
         )
         body = orjson.dumps({**watch_view(watch), "secret": secret or None})
+        if answer is not None:
+            body = answer(body)
         # The stored answer holds the secret, so it is sealed like the secret itself.
         idempotency = (
             Idempotency(idempotency_key, request_hash, seal(body.decode()).encode())
@@ -135,14 +131,40 @@ class WatchService:
             )
         except DuplicateIdempotencyKey:
             assert idempotency_key is not None  # raised only with a key
-            replay = await self._replay(tenant, idempotency_key, request_hash)
+            replay = await self.replay(tenant, idempotency_key, request_hash)
             assert replay is not None  # the key's row exists: it made this insert fail
             return replay
         self._dispatcher.adopt(stored)
         log.info("watch.registered", watch_id=watch.id, job_id=watch.job_id)
         return Registered(201, body)
 
-    async def _replay(self, tenant: str, key: str, request_hash: str) -> Registered | None:
+    async def check(self, request: WatchOptions) -> tuple[float, float]:
+        """Refuse (422) what the request model alone cannot judge: the intervals against the
+        settings, a per-watch key without an encryption key, where the callback points. The
+        poll interval and timeout to use."""
+        poll = self._settings.poll
+        interval = poll.interval_s if request.poll_interval_s is None else request.poll_interval_s
+        timeout = poll.timeout_s if request.timeout_s is None else request.timeout_s
+        if not poll.min_interval_s <= interval <= 3600:
+            raise field_error(
+                "poll_interval_s", f"must be between {poll.min_interval_s:g} and 3600 seconds"
+            )
+        if not 0 < timeout <= poll.max_timeout_s:
+            raise field_error("timeout_s", f"must be above 0 and at most {poll.max_timeout_s:g}")
+        if request.upstream_api_key is not None and not self._vault.enabled:
+            raise field_error(
+                "upstream_api_key",
+                "per-watch API keys are stored encrypted and security.encryption_key is not "
+                "set; set it, or leave this field out to use the configured upstream.api_key",
+            )
+        if request.callback_url is not None:
+            try:
+                await ssrf.check_url(request.callback_url, self._policy, self._resolve)
+            except ssrf.CallbackBlocked as blocked:
+                raise field_error("callback_url", blocked.reason) from None
+        return interval, timeout
+
+    async def replay(self, tenant: str, key: str, request_hash: str) -> Registered | None:
         earlier = await self._store.find_idempotency(tenant, key)
         if earlier is None:
             return None
@@ -189,11 +211,20 @@ class WatchService:
         before = await self._existing(tenant, watch_id)
         if before.status not in REDELIVERABLE:
             raise Conflict(
-                f"watch {watch_id} is {before.status}; only delivered, failed and gone watches "
-                "can be redelivered"
+                f"watch {watch_id} is {before.status}; only delivered, failed, gone and "
+                "completed watches can be redelivered"
             )
         after = await self._store.redeliver(tenant, watch_id, self._clock.now())
-        if after is None or after.status != "delivering":
+        # A completed watch (no callback) stays completed: what was sent again shows in its
+        # final event still being kept (events go with the bodies, after the retention).
+        resent = after is not None and (
+            after.status == "delivering"
+            or (
+                after.status == "completed"
+                and any(e.final for e in await self._store.watch_events(tenant, watch_id))
+            )
+        )
+        if after is None or not resent:
             attempts = await self._store.list_attempts(tenant, watch_id)
             if not any(a.event_type in events.FINAL_EVENTS for a in attempts):
                 raise Conflict(

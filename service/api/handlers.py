@@ -8,9 +8,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from service.api.models import JOB_ID, WatchRequest
+from service import events
+from service.api.models import JOB_ID, GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
 from service.auth import Caller, retry_after_header
 from service.bridge import Bridge
@@ -34,6 +35,12 @@ MAX_PAGE = 200
 # no watch: it gets its 404 without reaching the store, whose drivers may choke on it (NUL).
 WATCH_ID_PATTERN = "^wch_[0-9A-Za-z]{1,64}$"
 _WATCH_ID = re.compile(WATCH_ID_PATTERN)
+SUBSCRIPTION_ID_PATTERN = "^sub_[0-9A-Za-z]{1,64}$"
+_SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
+EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
+MAX_WAIT_S = 60
+MAX_EVENTS = 100
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -135,7 +142,8 @@ def _traceparent(request: Request) -> str | None:
     return value if _TRACEPARENT.match(value) else None
 
 
-async def create_watch(request: Request) -> Response:
+async def _registration(request: Request) -> tuple[str, dict[str, Any]]:
+    """The tenant and the JSON object of a registration, within the tenant's rate."""
     tenant = _tenant(request)
     wait = _bridge(request).limiter.take(tenant)
     if wait is not None:
@@ -147,12 +155,30 @@ async def create_watch(request: Request) -> Response:
     if not isinstance(data, dict):
         raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
     _check_values(data)
+    return tenant, data
+
+
+async def create_watch(request: Request) -> Response:
+    tenant, data = await _registration(request)
     try:
         watch_request = WatchRequest.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
     registered = await _watches(request).register(
         tenant, watch_request, _idempotency_key(request), _traceparent(request)
+    )
+    return Response(registered.body, registered.status, media_type="application/json")
+
+
+async def generate(request: Request) -> Response:
+    """Start an upstream job and watch it (`service.generate`)."""
+    tenant, data = await _registration(request)
+    try:
+        generate_request = GenerateRequest.model_validate(data)
+    except ValidationError as error:
+        raise invalid_body(error) from None
+    registered = await _bridge(request).generation.generate(
+        tenant, generate_request, _idempotency_key(request), _traceparent(request)
     )
     return Response(registered.body, registered.status, media_type="application/json")
 
@@ -218,6 +244,84 @@ def _watch_id(request: Request) -> str:
     if not _WATCH_ID.fullmatch(watch_id):
         raise NotFound(f"no watch {watch_id[:80]}")
     return watch_id
+
+
+async def wait_for_watch(request: Request) -> Response:
+    tenant = _tenant(request)
+    watch_id = _watch_id(request)
+    asked = _query_int(request, "timeout_s", 30, 0, MAX_WAIT_S)
+    timeout_s = min(asked, _bridge(request).settings.api.max_wait_s)
+    waited = await _bridge(request).feed.wait(tenant, watch_id, timeout_s)
+    # 202 "not yet": ask again at once (the wait itself was the delay).
+    headers = {"Retry-After": "0"} if waited.status == 202 else None
+    return Response(waited.body, waited.status, headers, media_type="application/json")
+
+
+async def stream_events(request: Request) -> Response:
+    tenant = _tenant(request)
+    watch_id = _watch_id(request)
+    # An EventSource sends the last id it saw when it reconnects; other clients may say it
+    # in the query.
+    field, after = "Last-Event-ID", request.headers.get("last-event-id")
+    if after is None:
+        field, after = "last_event_id", request.query_params.get("last_event_id")
+    if after is not None and not _EVENT_ID.fullmatch(after):
+        raise _query_error(field, "must be the id of an event of this stream (evt_...)")
+    feed = _bridge(request).feed
+    await feed.existing(tenant, watch_id)  # a 404 before the stream starts
+    # No caching, and no buffering by a proxy in front (nginx honours X-Accel-Buffering).
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":  # the headers only, not a stream held open for nothing
+        return Response(None, headers=headers, media_type="text/event-stream")
+    return StreamingResponse(
+        feed.stream(tenant, watch_id, after), headers=headers, media_type="text/event-stream"
+    )
+
+
+async def list_events(request: Request) -> Response:
+    tenant = _tenant(request)
+    chosen = [
+        name.strip()
+        for value in request.query_params.getlist("type")
+        for name in value.split(",")
+        if name.strip()
+    ]
+    unknown = [name for name in chosen if name not in events.ALL_EVENTS]
+    if unknown:
+        raise _query_error(
+            "type",
+            f"unknown event {unknown[0][:80]!r}; choose among {', '.join(events.ALL_EVENTS)}",
+        )
+    limit = _query_int(request, "limit", 50, 1, MAX_EVENTS)
+    body = await _bridge(request).feed.recent(tenant, chosen or None, limit)
+    return Response(body, media_type="application/json")
+
+
+async def create_subscription(request: Request) -> Response:
+    tenant = _tenant(request)
+    data = await _json_body(request)
+    if not isinstance(data, dict):
+        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
+    _check_values(data)
+    try:
+        subscription_request = SubscriptionRequest.model_validate(data)
+    except ValidationError as error:
+        raise invalid_body(error) from None
+    created = await _bridge(request).subscriptions.create(tenant, subscription_request)
+    return json_response(created, 201)
+
+
+async def list_subscriptions(request: Request) -> Response:
+    return json_response(await _bridge(request).subscriptions.list(_tenant(request)))
+
+
+async def delete_subscription(request: Request) -> Response:
+    tenant = _tenant(request)
+    subscription_id = str(request.path_params["subscription_id"])
+    if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+        raise NotFound(f"no active subscription {subscription_id[:80]}")
+    await _bridge(request).subscriptions.delete(tenant, subscription_id)
+    return Response(status_code=204)
 
 
 async def metrics(request: Request) -> Response:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from service import events, signing
 from service.events import iso8601
-from service.store.base import Attempt, Watch
+from service.store.base import Attempt, Subscription, Watch
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
@@ -26,13 +34,80 @@ MAX_HEADERS = 20
 MAX_METADATA_BYTES = 4096
 
 
-class WatchRequest(BaseModel):
-    """The body of `POST /v1/watches`."""
+MAX_FINAL_STATUSES = 10
+FINAL_STATUSES_DESCRIPTION = (
+    "Receiver statuses (300-599, at most 10) that end retries as failed, as 410 ends them as "
+    "gone; e.g. [404, 409] for a resume URL whose execution is over."
+)
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL naming a host (where it points is checked later: SSRF)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if any(ch in url for ch in "\r\n\t "):
+        raise ValueError("must not contain whitespace")
+    try:
+        parts.port  # noqa: B018 - raises on an invalid port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return url
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        lower = name.lower()
+        if not HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
+            raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
+        if len(value) > 4096 or not value.isascii() or not value.isprintable():
+            raise ValueError(
+                f"the value of {name!r} must be one line of at most 4096 printable ASCII characters"
+            )
+    return headers
+
+
+def check_final_statuses(statuses: list[int]) -> list[int]:
+    if len(statuses) > MAX_FINAL_STATUSES:
+        raise ValueError(f"at most {MAX_FINAL_STATUSES} statuses")
+    for status in statuses:
+        if not 300 <= status <= 599:
+            raise ValueError(f"{status} is not a status from 300 to 599 (2xx is a success)")
+        if status == 410:
+            raise ValueError("410 already ends retries (the receiver is gone); leave it out")
+    if len(set(statuses)) != len(statuses):
+        raise ValueError("lists a status twice")
+    return sorted(statuses)
+
+
+def _only_with_callback(info: ValidationInfo, field: str) -> None:
+    # Fields validate in declaration order, so callback_url's outcome is known here; when it
+    # was invalid it is missing from info.data and its own error is enough.
+    if "callback_url" in info.data and info.data["callback_url"] is None:
+        raise ValueError(
+            f"{field} is only used to deliver to a callback_url; set callback_url or leave "
+            f"{field} out (subscriptions have their own)"
+        )
+
+
+class WatchOptions(BaseModel):
+    """What a watch can be asked to do, whatever names its job (`POST /v1/watches` gives a
+    job id, `POST /v1/generate` starts the job)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    job_id: str = Field(description="The upstream job id: 1-128 characters of A-Za-z0-9_.:-")
-    callback_url: str = Field(max_length=2048, description="Absolute http(s) URL to deliver to.")
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Absolute http(s) URL to deliver to; none: events reach the tenant's "
+        "subscriptions and the event endpoints only.",
+    )
     callback_method: Literal["POST", "PUT"] = "POST"
     callback_headers: dict[str, str] = Field(
         default_factory=dict, description="Sent with every delivery (at most 20)."
@@ -51,47 +126,21 @@ class WatchRequest(BaseModel):
     upstream_api_key: str | None = Field(
         None, min_length=1, max_length=512, description="Else the configured key is used."
     )
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, job_id: str) -> str:
-        if not JOB_ID.fullmatch(job_id):
-            raise ValueError("must be 1 to 128 characters among A-Z a-z 0-9 _ . : -")
-        return job_id
+    final_statuses: list[StrictInt] = Field(
+        default_factory=list, description=FINAL_STATUSES_DESCRIPTION
+    )
 
     @field_validator("callback_url")
     @classmethod
-    def _absolute_http(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if not parts.hostname:
-            raise ValueError("must name a host")
-        if any(ch in url for ch in "\r\n\t "):
-            raise ValueError("must not contain whitespace")
-        try:
-            parts.port  # noqa: B018 - raises on an invalid port
-        except ValueError:
-            raise ValueError("has an invalid port") from None
-        return url
+    def _absolute_http(cls, url: str | None) -> str | None:
+        return None if url is None else check_url(url)
 
     @field_validator("callback_headers")
     @classmethod
-    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        if len(headers) > MAX_HEADERS:
-            raise ValueError(f"at most {MAX_HEADERS} headers")
-        for name, value in headers.items():
-            lower = name.lower()
-            if not HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid header name")
-            if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
-                raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
-            if len(value) > 4096 or not value.isascii() or not value.isprintable():
-                raise ValueError(
-                    f"the value of {name!r} must be one line of at most 4096 printable ASCII "
-                    "characters"
-                )
-        return headers
+    def _headers(cls, headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if headers:
+            _only_with_callback(info, "callback_headers")
+        return check_headers(headers)
 
     @field_validator("metadata")
     @classmethod
@@ -107,23 +156,22 @@ class WatchRequest(BaseModel):
     @field_validator("events")
     @classmethod
     def _known_events(cls, chosen: list[str]) -> list[str]:
-        unknown = [name for name in chosen if name not in events.ALL_EVENTS]
-        if unknown:
-            raise ValueError(
-                f"unknown event {unknown[0]!r}; choose among {', '.join(events.ALL_EVENTS)}"
-            )
+        chosen = _known(chosen)
         missing = [name for name in events.FINAL_EVENTS if name not in chosen]
         if missing:
             raise ValueError(
                 f"must include {' and '.join(events.FINAL_EVENTS)}: the final event is always "
                 "delivered (add job.queued or job.processing for progress)"
             )
-        return [name for name in events.ALL_EVENTS if name in chosen]
+        return chosen
 
     @field_validator("secret")
     @classmethod
-    def _whsec(cls, secret: str | None) -> str | None:
-        return None if secret is None else signing.check_secret(secret)
+    def _whsec(cls, secret: str | None, info: ValidationInfo) -> str | None:
+        if secret is None:
+            return None
+        _only_with_callback(info, "secret")
+        return signing.check_secret(secret)
 
     @field_validator("upstream_api_key")
     @classmethod
@@ -131,6 +179,78 @@ class WatchRequest(BaseModel):
         if key is not None and not (key.isascii() and key.isprintable()):
             raise ValueError("must be printable ASCII characters only")
         return key
+
+    @field_validator("final_statuses")
+    @classmethod
+    def _final_statuses(cls, statuses: list[int]) -> list[int]:
+        return check_final_statuses(statuses)
+
+
+class WatchRequest(WatchOptions):
+    """The body of `POST /v1/watches`."""
+
+    job_id: str = Field(description="The upstream job id: 1-128 characters of A-Za-z0-9_.:-")
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, job_id: str) -> str:
+        if not JOB_ID.fullmatch(job_id):
+            raise ValueError("must be 1 to 128 characters among A-Z a-z 0-9 _ . : -")
+        return job_id
+
+
+class GenerateRequest(WatchOptions):
+    """The body of `POST /v1/generate`: the upstream's request, and how to watch its job."""
+
+    input: dict[str, Any] = Field(
+        description="The JSON object sent unchanged as the body of the upstream's "
+        "POST /api/v1/generate."
+    )
+
+
+def _known(chosen: list[str]) -> list[str]:
+    """The chosen event types in their canonical order; an unknown one is an error."""
+    unknown = [name for name in chosen if name not in events.ALL_EVENTS]
+    if unknown:
+        raise ValueError(
+            f"unknown event {unknown[0]!r}; choose among {', '.join(events.ALL_EVENTS)}"
+        )
+    return [name for name in events.ALL_EVENTS if name in chosen]
+
+
+class SubscriptionRequest(BaseModel):
+    """The body of `POST /v1/subscriptions`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    url: Annotated[str, AfterValidator(check_url)] = Field(
+        max_length=2048, description="Absolute http(s) URL to deliver to."
+    )
+    events: list[str] = Field(
+        default_factory=lambda: list(events.FINAL_EVENTS),
+        description="Any of job.queued, job.processing, job.succeeded, job.failed; by default "
+        "the two final ones.",
+    )
+    secret: str | None = Field(None, description="A whsec_ signing key; generated when absent.")
+    headers: Annotated[dict[str, str], AfterValidator(check_headers)] = Field(
+        default_factory=dict, description="Sent with every delivery (at most 20)."
+    )
+    final_statuses: Annotated[list[StrictInt], AfterValidator(check_final_statuses)] = Field(
+        default_factory=list, description=FINAL_STATUSES_DESCRIPTION
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, chosen: list[str]) -> list[str]:
+        chosen = _known(chosen)
+        if not chosen:
+            raise ValueError(f"choose at least one of {', '.join(events.ALL_EVENTS)}")
+        return chosen
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, secret: str | None) -> str | None:
+        return None if secret is None else signing.check_secret(secret)
 
 
 def public_url(url: str) -> str:
@@ -150,7 +270,7 @@ def watch_view(watch: Watch) -> dict[str, Any]:
     return {
         "id": watch.id,
         "job_id": watch.job_id,
-        "callback_url": public_url(watch.callback_url),
+        "callback_url": None if watch.callback_url is None else public_url(watch.callback_url),
         "callback_method": watch.callback_method,
         "callback_headers": dict.fromkeys(watch.callback_headers, "********"),
         "events": list(watch.events),
@@ -158,6 +278,7 @@ def watch_view(watch: Watch) -> dict[str, Any]:
         "metadata": watch.metadata,
         "poll_interval_s": watch.poll_interval_s,
         "timeout_s": watch.timeout_s,
+        "final_statuses": list(watch.final_statuses),
         "status": watch.status,
         "job_status": watch.job_status,
         "queue_position": watch.queue_position,
@@ -170,9 +291,25 @@ def watch_view(watch: Watch) -> dict[str, Any]:
     }
 
 
+def subscription_view(subscription: Subscription) -> dict[str, Any]:
+    """A subscription as clients see it: never its secret; URL credentials and header values
+    hidden."""
+    return {
+        "id": subscription.id,
+        "url": public_url(subscription.url),
+        "events": list(subscription.events),
+        "headers": dict.fromkeys(subscription.headers, "********"),
+        "final_statuses": list(subscription.final_statuses),
+        "status": subscription.status,
+        "created_at": _time(subscription.created_at),
+    }
+
+
 def attempt_view(attempt: Attempt) -> dict[str, Any]:
     return {
         "webhook_id": attempt.delivery_id,
+        # None: the watch's own callback; else the subscription the attempt was addressed to.
+        "subscription_id": attempt.subscription_id,
         "event": attempt.event_type,
         "attempt": attempt.number,
         "attempted_at": _time(attempt.started_at),

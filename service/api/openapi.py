@@ -5,8 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from service import __version__, events
-from service.api.handlers import MAX_PAGE, WATCH_ID_PATTERN
-from service.api.models import HEADER_NAME, JOB_ID, MAX_HEADERS, WatchRequest
+from service.api.handlers import (
+    EVENT_ID_PATTERN,
+    MAX_EVENTS,
+    MAX_PAGE,
+    MAX_WAIT_S,
+    SUBSCRIPTION_ID_PATTERN,
+    WATCH_ID_PATTERN,
+)
+from service.api.models import (
+    HEADER_NAME,
+    JOB_ID,
+    MAX_FINAL_STATUSES,
+    MAX_HEADERS,
+    GenerateRequest,
+    SubscriptionRequest,
+    WatchRequest,
+)
 from service.store.base import WATCH_STATUSES
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -16,7 +31,10 @@ _WATCH: dict[str, Any] = {
     "properties": {
         "id": {"type": "string", "pattern": "^wch_"},
         "job_id": {"type": "string"},
-        "callback_url": {"type": "string", "description": "Without any credentials."},
+        "callback_url": {
+            "type": ["string", "null"],
+            "description": "Without any credentials; null: the watch has no callback.",
+        },
         "callback_method": {"enum": ["POST", "PUT"]},
         "callback_headers": {
             "type": "object",
@@ -28,7 +46,11 @@ _WATCH: dict[str, Any] = {
         "metadata": {"type": ["object", "null"]},
         "poll_interval_s": {"type": "number"},
         "timeout_s": {"type": "number"},
-        "status": {"enum": list(WATCH_STATUSES)},
+        "final_statuses": {"type": "array", "items": {"type": "integer"}},
+        "status": {
+            "enum": list(WATCH_STATUSES),
+            "description": "`completed`: the job ended and the watch has no callback.",
+        },
         "job_status": {"type": ["string", "null"]},
         "queue_position": {"type": ["integer", "null"]},
         "attempts": {"type": "integer"},
@@ -49,7 +71,7 @@ _CREATED = {
                 "secret": {
                     "type": ["string", "null"],
                     "description": "Only in this answer; null when the watch is signed with "
-                    "the configured delivery.signing_secrets.",
+                    "the configured delivery.signing_secrets, or has no callback.",
                 }
             },
         },
@@ -59,6 +81,10 @@ _ATTEMPT = {
     "type": "object",
     "properties": {
         "webhook_id": {"type": "string"},
+        "subscription_id": {
+            "type": ["string", "null"],
+            "description": "The subscription addressed; null: the watch's own callback.",
+        },
         "event": {"type": "string"},
         "attempt": {"type": "integer"},
         "attempted_at": _TIME,
@@ -67,6 +93,66 @@ _ATTEMPT = {
         "error": {"type": ["string", "null"]},
         "next_attempt_at": _TIME,
     },
+}
+_SUBSCRIPTION: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "url", "events", "headers", "final_statuses", "status", "created_at"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^sub_"},
+        "url": {"type": "string", "description": "Without any credentials."},
+        "events": {"type": "array", "items": {"enum": list(events.ALL_EVENTS)}},
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Header names; values are masked.",
+        },
+        "final_statuses": {"type": "array", "items": {"type": "integer"}},
+        "status": {"enum": ["active", "deleted", "gone"]},
+        "created_at": _TIME,
+    },
+}
+_SUBSCRIPTION_CREATED = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Subscription"},
+        {
+            "type": "object",
+            "required": ["secret"],
+            "properties": {
+                "secret": {
+                    "type": ["string", "null"],
+                    "description": "Only in this answer; null when the configured "
+                    "delivery.signing_secrets sign for it.",
+                }
+            },
+        },
+    ]
+}
+# The envelope: the body of every webhook to a subscription (and of envelope-format callbacks).
+_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id", "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error",
+        "error_code", "metadata", "data",
+    ],
+    "properties": {
+        "id": {"type": "string", "pattern": "^evt_", "description": "The same for every endpoint."},
+        "type": {"enum": list(events.ALL_EVENTS)},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "watch_id": {"type": "string"},
+        "job_id": {"type": "string"},
+        "status": {"enum": [name.removeprefix("job.") for name in events.ALL_EVENTS]},
+        "image_urls": {"type": ["array", "null"], "items": {"type": "string"}},
+        "error": {"type": ["string", "null"]},
+        "error_code": {"type": ["string", "null"]},
+        "metadata": {"type": ["object", "null"]},
+        "data": {"type": ["object", "null"], "description": "The upstream's answer."},
+    },
+}  # fmt: skip
+_FINAL_STATUSES = {
+    "type": "array",
+    "maxItems": MAX_FINAL_STATUSES,
+    "uniqueItems": True,
+    "items": {"type": "integer", "minimum": 300, "maximum": 599, "not": {"const": 410}},
 }
 _PROBLEM = {
     "type": "object",
@@ -111,6 +197,8 @@ _ID = {
     "description": "Any other form names no watch (404).",
     "schema": {"type": "string", "pattern": WATCH_ID_PATTERN},
 }
+_EVENT_REF = {"$ref": "#/components/schemas/Event"}
+_SUBSCRIPTION_REF = {"$ref": "#/components/schemas/Subscription"}
 _NOT_FOUND = _problem("No such watch (or another tenant's).")
 _UNAUTHORIZED = _problem(
     "No valid API token (when tokens are configured).",
@@ -130,12 +218,35 @@ _UNREADY = {
 _NUMBER = {"type": "number"}
 
 
+_URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"
+
+
+def _subscription_request() -> dict[str, Any]:
+    """The subscription request schema from the model, its validators' rules spelled out."""
+    request_schema = SubscriptionRequest.model_json_schema()
+    fields = request_schema["properties"]
+    fields["url"].update(pattern=_URL_PATTERN)
+    fields["headers"].update(
+        maxProperties=MAX_HEADERS,
+        propertyNames={"pattern": HEADER_NAME.pattern},
+        additionalProperties={"type": "string", "maxLength": 4096},
+    )
+    fields["events"].update(items={"enum": list(events.ALL_EVENTS)}, minItems=1)
+    fields["secret"]["anyOf"][0].update(pattern="^whsec_[A-Za-z0-9+/]+={0,2}$")
+    fields["final_statuses"].update(_FINAL_STATUSES)
+    return request_schema
+
+
 def _refine(request_schema: dict[str, Any]) -> dict[str, Any]:
     """The request schema from the model, with the rules its validators enforce spelled out
     (so that clients, and generated tests, know them)."""
     fields = request_schema["properties"]
     fields["job_id"].update(pattern=JOB_ID.pattern)
-    fields["callback_url"].update(pattern="^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+")
+    fields["callback_url"]["anyOf"][0].update(pattern=_URL_PATTERN)
+    fields["callback_url"]["description"] += (
+        " callback_headers and secret need it: without a callback, they are refused."
+    )
+    fields["final_statuses"].update(_FINAL_STATUSES)
     fields["callback_headers"].update(
         maxProperties=MAX_HEADERS,
         propertyNames={"pattern": HEADER_NAME.pattern},
@@ -157,11 +268,38 @@ def _refine(request_schema: dict[str, Any]) -> dict[str, Any]:
     return request_schema
 
 
+def _generate_schema(watch_schema: dict[str, Any]) -> dict[str, Any]:
+    """The body of `POST /v1/generate`: the (refined) watch request without `job_id`, with
+    `input`."""
+    options = {name: rule for name, rule in watch_schema["properties"].items() if name != "job_id"}
+    own = GenerateRequest.model_json_schema()["properties"]["input"]
+    return {
+        **watch_schema,
+        "title": GenerateRequest.__name__,
+        "description": GenerateRequest.__doc__,
+        "properties": {"input": own, **options},
+        "required": ["input"],
+    }
+
+
+def _generated(created: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["job_id", "upstream", "watch"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "upstream": {"type": "object", "description": "The upstream's answer, as sent."},
+            "watch": created,
+        },
+    }
+
+
 def spec() -> dict[str, Any]:
     request_schema = _refine(
         WatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     )
     defs = request_schema.pop("$defs", {})
+    generate_schema = _generate_schema(request_schema)
     page = {
         "type": "object",
         "properties": {
@@ -234,6 +372,61 @@ def spec() -> dict[str, Any]:
                     },
                 },
             },
+            "/v1/generate": {
+                "post": {
+                    "summary": "Start an upstream job and watch it, in one call",
+                    "description": "Sends `input` to the upstream's POST /api/v1/generate (with "
+                    "upstream_api_key, else the configured key), then registers a watch of the "
+                    "job it started, as POST /v1/watches does. Every field is checked before "
+                    "the upstream is called; when the upstream refuses or fails, nothing is "
+                    "registered.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "description": "A retry with the same key and body replays the "
+                            "answer (200) without calling the upstream again; the upstream gets "
+                            "a key derived from it.",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": generate_schema}},
+                    },
+                    "responses": {
+                        "201": _json(_generated(_CREATED), "Started and watched."),
+                        "200": _json(
+                            _generated(_CREATED), "A replay of an earlier call with the same key."
+                        ),
+                        "400": _problem(
+                            "The body is not JSON, not an object, or nested too deeply; or "
+                            "the upstream answered 400 (see 4XX)."
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "409": _problem("The Idempotency-Key was used with another body."),
+                        "413": _problem("The body is larger than 64 KiB."),
+                        "422": _problem("A field is invalid; `errors` names each."),
+                        "429": _problem(
+                            "Too many registrations for this token, or the upstream's own 429.",
+                            {
+                                "Retry-After": {
+                                    "description": "Whole seconds to wait.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        ),
+                        "4XX": _problem(
+                            "The upstream refused the generation: its own status, and its "
+                            "message in `detail` (type /problems/upstream-refused)."
+                        ),
+                        "502": _problem(
+                            "The upstream failed, answered something unreadable, or did not "
+                            "answer in time."
+                        ),
+                    },
+                },
+            },
             "/v1/watches/{watch_id}": {
                 "get": {
                     "summary": "Read a watch",
@@ -284,7 +477,162 @@ def spec() -> dict[str, Any]:
                         "202": _json(_WATCH_REF, "A new series of attempts has started."),
                         "401": _UNAUTHORIZED,
                         "404": _NOT_FOUND,
-                        "409": _problem("The watch is not delivered, failed or gone."),
+                        "409": _problem("The watch is not delivered, failed, gone or completed."),
+                    },
+                }
+            },
+            "/v1/watches/{watch_id}/wait": {
+                "get": {
+                    "summary": "Long-poll: the final event as soon as there is one",
+                    "parameters": [
+                        _ID,
+                        {
+                            "name": "timeout_s",
+                            "in": "query",
+                            "description": "Seconds to wait at most (api.max_wait_s may cut it).",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(_EVENT_REF, "The final event: the body a webhook carries."),
+                        "202": {
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "required": ["status", "watch"],
+                                    "properties": {
+                                        "status": {"const": "pending"},
+                                        "watch": _WATCH_REF,
+                                    },
+                                },
+                                "Not yet: the watch as it stands. Ask again.",
+                            ),
+                            "headers": {"Retry-After": _header("0", {"const": "0"})},
+                        },
+                        "401": _UNAUTHORIZED,
+                        "404": _NOT_FOUND,
+                        "409": _problem(
+                            "The watch ended without a final event (cancelled), or its events "
+                            "were purged."
+                        ),
+                        "422": _problem("timeout_s is invalid."),
+                    },
+                }
+            },
+            "/v1/watches/{watch_id}/events": {
+                "get": {
+                    "summary": "Server-Sent Events of the watch, ending after the final one",
+                    "description": "`retry: 2000` first, then per event `id: evt_...`, "
+                    "`event: <type>`, `data: <envelope>`; a `: keep-alive` comment every "
+                    "api.sse_keepalive_s. The stream ends after the final event, or when the "
+                    "watch was cancelled. `Last-Event-ID` resumes after that event.",
+                    "parameters": [
+                        _ID,
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "description": "Resume after this event (EventSource sends it).",
+                            "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
+                        },
+                        {
+                            "name": "last_event_id",
+                            "in": "query",
+                            "description": "The same, for clients that cannot set headers.",
+                            "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The event stream.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "401": _UNAUTHORIZED,
+                        "404": _NOT_FOUND,
+                        "422": _problem("Last-Event-ID is not an event id."),
+                    },
+                }
+            },
+            "/v1/events": {
+                "get": {
+                    "summary": "Recent events of every watch, newest first (for polling)",
+                    "parameters": [
+                        {
+                            "name": "type",
+                            "in": "query",
+                            "description": "Only these types: repeat it, or separate with commas.",
+                            "style": "form",
+                            "explode": True,
+                            "schema": {"type": "array", "items": {"enum": list(events.ALL_EVENTS)}},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"type": "array", "items": _EVENT_REF},
+                            "The envelopes, each the body its webhooks carry.",
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "422": _problem("A query parameter is invalid."),
+                    },
+                }
+            },
+            "/v1/subscriptions": {
+                "post": {
+                    "summary": "Subscribe an endpoint to every event of the tenant's watches",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _subscription_request()}},
+                    },
+                    "responses": {
+                        "201": _json(
+                            _SUBSCRIPTION_CREATED, "Subscribed; the secret is shown once."
+                        ),
+                        "400": _problem(
+                            "The body is not JSON, not an object, or nested too deeply."
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "409": _problem("The tenant already has 100 active subscriptions."),
+                        "413": _problem("The body is larger than 64 KiB."),
+                        "422": _problem("A field is invalid; `errors` names each."),
+                    },
+                },
+                "get": {
+                    "summary": "The active subscriptions, oldest first",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["data"],
+                                "properties": {
+                                    "data": {"type": "array", "items": _SUBSCRIPTION_REF}
+                                },
+                            },
+                            "The subscriptions.",
+                        ),
+                        "401": _UNAUTHORIZED,
+                    },
+                },
+            },
+            "/v1/subscriptions/{subscription_id}": {
+                "delete": {
+                    "summary": "Unsubscribe: nothing more is sent, pending deliveries included",
+                    "parameters": [
+                        {
+                            "name": "subscription_id",
+                            "in": "path",
+                            "required": True,
+                            "description": "Any other form names no subscription (404).",
+                            "schema": {"type": "string", "pattern": SUBSCRIPTION_ID_PATTERN},
+                        }
+                    ],
+                    "responses": {
+                        "204": {"description": "Unsubscribed."},
+                        "401": _UNAUTHORIZED,
+                        "404": _problem("No such active subscription (or another tenant's)."),
                     },
                 }
             },
@@ -353,6 +701,8 @@ def spec() -> dict[str, Any]:
             "schemas": {
                 "Watch": _WATCH,
                 "Attempt": _ATTEMPT,
+                "Subscription": _SUBSCRIPTION,
+                "Event": _EVENT,
                 "Problem": _PROBLEM,
                 **defs,
             },

@@ -346,4 +346,4 @@ def test_openapi_lists_every_route_and_describes_the_answers(
     request = spec["paths"]["/v1/watches"]["post"]["requestBody"]["content"]["application/json"]
     request_schema = _resolve(request["schema"], spec)
     assert request_schema.get("additionalProperties") is False
-    assert set(request_schema["required"]) == {"job_id", "callback_url"}
+    assert set(request_schema["required"]) == {"job_id"}  # a callback is optional

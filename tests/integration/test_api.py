@@ -99,6 +99,14 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"colour": "blue"}, "colour", "unknown field"),  # unknown fields are refused
         ({"callback_url": "http://10.0.0.5/x"}, "callback_url", "private"),  # SSRF guard
         ({"callback_url": "http://169.254.169.254/x"}, "callback_url", "link-local"),
+        # Without a callback there is nothing to sign or to send headers with.
+        ({"callback_url": None, "secret": SECRET}, "secret", "set callback_url"),
+        ({"callback_url": None, "callback_headers": {"X-A": "b"}}, "callback_headers", "only"),
+        ({"final_statuses": [200]}, "final_statuses", "300 to 599"),  # a 2xx is a success
+        ({"final_statuses": [410]}, "final_statuses", "already ends"),  # 410 means gone
+        ({"final_statuses": [404, 404]}, "final_statuses", "twice"),
+        ({"final_statuses": list(range(400, 411))}, "final_statuses", "at most 10"),
+        ({"final_statuses": ["404"]}, "final_statuses.0", "integer"),  # numbers, not strings
     ],
 )
 async def test_invalid_registrations_name_the_field(
@@ -116,12 +124,9 @@ async def test_invalid_registrations_name_the_field(
 
 
 async def test_missing_fields_are_listed(client: httpx.AsyncClient) -> None:
-    """An empty object names both required fields."""
+    """An empty object names the one required field (a callback is optional)."""
     problem = (await client.post("/v1/watches", json={})).json()
-    assert {(e["field"], e["message"]) for e in problem["errors"]} == {
-        ("job_id", "required"),
-        ("callback_url", "required"),
-    }
+    assert {(e["field"], e["message"]) for e in problem["errors"]} == {("job_id", "required")}
 
 
 async def test_invalid_json_is_a_400_problem(client: httpx.AsyncClient) -> None:
@@ -211,7 +216,7 @@ async def test_cancel_is_idempotent(client: httpx.AsyncClient) -> None:
 
 
 async def test_redeliver_refuses_an_active_watch(client: httpx.AsyncClient) -> None:
-    """Only delivered, failed and gone watches can be redelivered."""
+    """Only delivered, failed, gone and completed watches can be redelivered."""
     watch_id = (await register(client)).json()["id"]
     response = await client.post(f"/v1/watches/{watch_id}/redeliver")
     assert response.status_code == 409
@@ -225,6 +230,10 @@ async def test_redeliver_refuses_an_active_watch(client: httpx.AsyncClient) -> N
         ("DELETE", "/v1/watches/wch_missing", 404),
         ("GET", "/v1/watches/wch_missing/deliveries", 404),
         ("POST", "/v1/watches/wch_missing/redeliver", 404),
+        ("GET", "/v1/watches/wch_missing/wait?timeout_s=0", 404),
+        ("GET", "/v1/watches/wch_missing/events", 404),
+        ("DELETE", "/v1/subscriptions/sub_missing", 404),
+        ("DELETE", "/v1/subscriptions/not-an-id", 404),
         ("GET", "/v1/nothing", 404),
         ("PUT", "/v1/watches", 405),
     ],
@@ -264,6 +273,12 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("DELETE", "/v1/watches/wch_x"),
         ("GET", "/v1/watches/wch_x/deliveries"),
         ("POST", "/v1/watches/wch_x/redeliver"),
+        ("GET", "/v1/watches/wch_x/wait"),
+        ("GET", "/v1/watches/wch_x/events"),
+        ("GET", "/v1/events"),
+        ("POST", "/v1/subscriptions"),
+        ("GET", "/v1/subscriptions"),
+        ("DELETE", "/v1/subscriptions/sub_x"),
         ("GET", "/v1/me"),
     ],
 )
@@ -342,3 +357,218 @@ async def test_request_ids_are_echoed_or_made(client: httpx.AsyncClient) -> None
     assert odd.headers["x-request-id"].startswith("req_")
     problem = await client.get("/v1/watches/wch_missing", headers={"X-Request-ID": "r-1"})
     assert problem.headers["x-request-id"] == "r-1"  # errors carry it too
+
+
+HOOK = "https://93.184.215.14/hooks/all"
+
+
+async def test_a_watch_without_a_callback(client: httpx.AsyncClient) -> None:
+    """No callback_url: registered, nothing to sign (secret null), shown with a null callback."""
+    created = await client.post("/v1/watches", json={"job_id": "job_1", "final_statuses": [409]})
+    assert created.status_code == 201, created.text
+    assert created.json()["secret"] is None
+    shown = (await client.get(f"/v1/watches/{created.json()['id']}")).json()
+    assert (shown["callback_url"], shown["final_statuses"], shown["status"]) == (
+        None,
+        [409],
+        "active",
+    )
+    with_callback = (await register(client, final_statuses=[409, 404])).json()
+    assert with_callback["final_statuses"] == [404, 409]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({}, "url", "required"),
+        ({"url": "ftp://x/y"}, "url", "http"),
+        ({"url": "http://10.0.0.5/x"}, "url", "private"),  # SSRF guard, as for callbacks
+        ({"url": HOOK, "events": []}, "events", "at least one"),
+        ({"url": HOOK, "events": ["job.done"]}, "events", "unknown event"),
+        ({"url": HOOK, "headers": {"webhook-signature": "x"}}, "headers", "set by the bridge"),
+        ({"url": HOOK, "secret": "nope"}, "secret", "whsec_"),
+        ({"url": HOOK, "final_statuses": [410]}, "final_statuses", "already ends"),
+        ({"url": HOOK, "callback_url": HOOK}, "callback_url", "unknown field"),
+    ],
+)
+async def test_invalid_subscriptions_name_the_field(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str, words: str
+) -> None:
+    """Each invalid subscription field gets a 422 problem naming it."""
+    response = await client.post("/v1/subscriptions", json=body)
+    assert response.status_code == 422, response.text
+    named = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert words in named[field], named
+
+
+async def test_subscriptions_are_created_listed_and_deleted(client: httpx.AsyncClient) -> None:
+    """201 shows the secret once; the list hides it, URL credentials and header values; a
+    deleted subscription leaves the list and cannot be deleted twice."""
+    created = await client.post(
+        "/v1/subscriptions",
+        json={"url": "https://user:pw@93.184.215.14/h", "headers": {"X-Token": "t0ps3cret"}},
+    )
+    assert created.status_code == 201, created.text
+    view = created.json()
+    assert view["secret"].startswith("whsec_")
+    assert (view["url"], view["events"], view["status"]) == (
+        "https://93.184.215.14/h", ["job.succeeded", "job.failed"], "active",
+    )  # fmt: skip
+    own = await client.post("/v1/subscriptions", json={"url": HOOK, "secret": SECRET})
+    assert own.json()["secret"] == SECRET
+    listed = await client.get("/v1/subscriptions")
+    assert [s["id"] for s in listed.json()["data"]] == [view["id"], own.json()["id"]]
+    for secret in (view["secret"], SECRET, "t0ps3cret", "user:pw"):
+        assert secret not in listed.text
+    assert listed.json()["data"][0]["headers"] == {"X-Token": "********"}
+    assert (await client.delete(f"/v1/subscriptions/{view['id']}")).status_code == 204
+    assert (await client.delete(f"/v1/subscriptions/{view['id']}")).status_code == 404
+    listed = await client.get("/v1/subscriptions")
+    assert [s["id"] for s in listed.json()["data"]] == [own.json()["id"]]
+
+
+async def test_at_most_100_active_subscriptions(client: httpx.AsyncClient) -> None:
+    """The 101st active subscription is a 409; deleting one makes room again."""
+    ids = []
+    for _ in range(100):
+        created = await client.post("/v1/subscriptions", json={"url": HOOK})
+        assert created.status_code == 201
+        ids.append(created.json()["id"])
+    refused = await client.post("/v1/subscriptions", json={"url": HOOK})
+    assert refused.status_code == 409
+    assert "100" in refused.json()["detail"]
+    await client.delete(f"/v1/subscriptions/{ids[0]}")
+    assert (await client.post("/v1/subscriptions", json={"url": HOOK})).status_code == 201
+
+
+async def test_subscriptions_are_per_tenant(authed: httpx.AsyncClient) -> None:
+    """Another tenant's subscription is neither listed nor deletable."""
+    mine = await authed.post("/v1/subscriptions", json={"url": HOOK}, headers=ACME)
+    assert (await authed.get("/v1/subscriptions", headers=GLOBEX)).json()["data"] == []
+    deleted = await authed.delete(f"/v1/subscriptions/{mine.json()['id']}", headers=GLOBEX)
+    assert deleted.status_code == 404
+    assert len((await authed.get("/v1/subscriptions", headers=ACME)).json()["data"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("timeout_s=61", "timeout_s"), ("timeout_s=-1", "timeout_s"), ("timeout_s=1.5", "timeout_s")],
+)
+async def test_bad_wait_queries(client: httpx.AsyncClient, query: str, field: str) -> None:
+    """timeout_s is a whole number of seconds from 0 to 60."""
+    watch_id = (await register(client)).json()["id"]
+    response = await client.get(f"/v1/watches/{watch_id}/wait?{query}")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == field
+
+
+async def test_wait_answers_not_yet_then_conflict_once_cancelled(
+    client: httpx.AsyncClient,
+) -> None:
+    """An active watch at timeout: 202, the watch, Retry-After 0. Cancelled before its job
+    ended: 409, there will never be a final event."""
+    watch_id = (await register(client)).json()["id"]
+    pending = await client.get(f"/v1/watches/{watch_id}/wait?timeout_s=0")
+    assert pending.status_code == 202
+    assert pending.headers["retry-after"] == "0"
+    assert pending.json()["status"] == "pending"
+    assert pending.json()["watch"]["id"] == watch_id
+    await client.delete(f"/v1/watches/{watch_id}")
+    cancelled = await client.get(f"/v1/watches/{watch_id}/wait?timeout_s=5")
+    assert cancelled.status_code == 409
+    assert "cancelled" in cancelled.json()["detail"]
+
+
+async def test_the_stream_of_a_cancelled_watch_ends_at_once(client: httpx.AsyncClient) -> None:
+    """A watch cancelled before any event: the stream says its retry delay and ends."""
+    watch_id = (await register(client)).json()["id"]
+    await client.delete(f"/v1/watches/{watch_id}")
+    streamed = await client.get(f"/v1/watches/{watch_id}/events")
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.text == "retry: 2000\n\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "field"),
+    [
+        ({"Last-Event-ID": "42"}, "", "Last-Event-ID"),
+        ({}, "?last_event_id=evt_%00", "last_event_id"),
+    ],
+)
+async def test_bad_last_event_ids(
+    client: httpx.AsyncClient, headers: dict[str, str], query: str, field: str
+) -> None:
+    """A Last-Event-ID that is no event id is a 422 naming where it came from."""
+    watch_id = (await register(client)).json()["id"]
+    response = await client.get(f"/v1/watches/{watch_id}/events{query}", headers=headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("type=job.done", "type"),
+        ("type=job.failed,nope", "type"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+    ],
+)
+async def test_bad_event_queries(client: httpx.AsyncClient, query: str, field: str) -> None:
+    """Unknown types and limits outside 1-100 are 422 problems naming the parameter."""
+    response = await client.get(f"/v1/events?{query}")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == field
+
+
+async def test_no_events_yet_is_an_empty_list(client: httpx.AsyncClient) -> None:
+    """Polling tools get a JSON array even before anything happened."""
+    response = await client.get("/v1/events?type=job.succeeded&type=job.failed&limit=5")
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+# POST /v1/generate. The upstream is a closed port here: a request that reaches it is a 502.
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"input": None}, "input", "dictionary"),  # input is required, and an object
+        ({"input": "a cat"}, "input", "dictionary"),
+        ({"job_id": "job_1"}, "job_id", "unknown field"),  # the upstream names the job
+        ({"callback_url": "http://10.0.0.5/x"}, "callback_url", "private"),  # SSRF guard
+        ({"poll_interval_s": 0.5}, "poll_interval_s", "between 2"),
+        # Per-watch keys are stored encrypted; no encryption key is configured here.
+        ({"upstream_api_key": "bw_own"}, "upstream_api_key", "encryption_key"),
+    ],
+)
+async def test_generate_checks_everything_before_calling_the_upstream(
+    client: httpx.AsyncClient, changes: dict[str, Any], field: str, words: str
+) -> None:
+    """An invalid generate call is a 422 naming the field, never the 502 of an upstream call."""
+    body = {"input": {"prompt": "a cat"}, **changes}
+    response = await client.post("/v1/generate", json=body)
+    assert response.status_code == 422, response.text
+    named = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert words in named[field], named
+
+
+async def test_generate_without_an_upstream_is_a_502_and_registers_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """An unreachable upstream is a 502 problem saying why; no watch is registered and the
+    Idempotency-Key is not used up; no lock outlives the calls."""
+    for _ in range(2):  # the second call is not a replay of the first failure
+        response = await client.post(
+            "/v1/generate", json={"input": {"prompt": "a cat"}}, headers={"Idempotency-Key": "k"}
+        )
+        assert response.status_code == 502, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["type"] == "/problems/upstream-failed"
+        assert problem["detail"].startswith("upstream request failed"), problem
+    assert (await client.get("/v1/watches")).json()["data"] == []
+    bridge = client.app.state.bridge  # type: ignore[attr-defined]
+    assert bridge.generation.pending_keys == 0

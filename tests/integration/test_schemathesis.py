@@ -66,10 +66,23 @@ CONFIG = schemathesis.Config.from_dict(
             "unsupported_method": {"enabled": True},
             "allow_header_conformance": {"enabled": True},
         },
+        "operations": [
+            {
+                # The upstream is a closed port: a valid generate call gets its documented 502
+                # (any other 5xx is still a failure).
+                "include-path": "/v1/generate",
+                "checks": {
+                    "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "502"]}
+                },
+            }
+        ],
     }
 )
 # What /openapi.json serves (the fixture checks that it is this very document).
 schema = schemathesis.openapi.from_dict(openapi.spec(), config=CONFIG)
+# The event stream of a watch whose job never ends is never complete, so no generated call of
+# it could be checked; tests/e2e/test_wait_and_stream.py reads it from a real server.
+generated = schema.exclude(path="/v1/watches/{watch_id}/events")
 
 
 def _public(url: Any) -> Any:
@@ -140,6 +153,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             "BRIDGE_CONFIG": str(Path(__file__).parents[2] / "config" / "bridge.toml"),
             # Registrations get past the rate limit to validation and 201.
             "BRIDGE_AUTH__REGISTRATION_BURST": "100000",
+            # No job ever ends: every long-poll of the registered watch waits this long.
+            "BRIDGE_API__MAX_WAIT_S": "0.2",
         }
         headers = {}
         if request.param == "token":
@@ -157,11 +172,12 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield Run(app, headers, created.json()["id"])
 
 
-@schema.parametrize()
+@generated.parametrize()
 def test_api_conforms_to_its_description(case: Any, run: Run) -> None:
     """No generated request gets a 5xx, and every answer matches /openapi.json."""
-    if isinstance(case.body, dict) and "callback_url" in case.body:
-        case.body = {**case.body, "callback_url": _public(case.body["callback_url"])}
+    for field in ("callback_url", "url"):  # of a watch, of a subscription
+        if isinstance(case.body, dict) and field in case.body:
+            case.body = {**case.body, field: _public(case.body[field])}
     watch_id = (case.path_parameters or {}).get("watch_id")
     # Half the well-formed ids (by length) name the registered watch: its answers are checked
     # too, not only the 404s of ids that name none.

@@ -1,4 +1,4 @@
-"""The upstream client: requests, and one shared request per job and key."""
+"""The upstream client: polls, one shared request per job and key, and starting a job."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
-from service.upstream import UpstreamClient, read_answer
+from service.upstream import UpstreamClient, read_answer, read_creation
 
 
 def test_queue_position_must_be_an_integer() -> None:
@@ -160,3 +161,122 @@ def test_depth_limit_is_exact(inner: int, kind: str, opening: bytes, closing: by
     assert seen.kind == kind
     if kind == "transient":
         assert seen.error == "upstream answered JSON nested more than 64 levels deep"
+
+
+# Starting a job (POST /v1/generate).
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "error"),
+    [
+        # The simulator's own answer: a job started.
+        (200, b'{"id": "job_1", "status": "queued"}', "created", None),
+        (201, b'{"id": "job_1"}', "created", None),  # any 2xx with an id
+        # A refusal quotes the upstream's `error`...
+        (400, b'{"error": "prompt is required"}', "refused", "prompt is required"),
+        (402, b'{"error": "Insufficient credits"}', "refused", "Insufficient credits"),
+        # ... else the start of its body, on one line...
+        (403, b"<h1>Forbidden</h1>\n\tby policy", "refused", "<h1>Forbidden</h1> by policy"),
+        # ... else its status.
+        (404, b"", "refused", "HTTP 404"),
+        (429, b'{"error": "Too many requests"}', "refused", "Too many requests"),
+        # Whether a job started is unknown: failures.
+        (500, b'{"error": "boom"}', "failed", "upstream answered HTTP 500"),
+        (503, b"", "failed", "upstream answered HTTP 503"),
+        # A redirect is not followed: the key would go wherever it points.
+        (307, b"", "failed", "upstream answered HTTP 307"),
+        (200, b"<html>", "failed", "upstream answered a body that is not JSON"),
+        (200, b'["job_1"]', "failed", "upstream answered JSON that is not an object but list"),
+        (200, b'{"status": "queued"}', "failed", "upstream answered no job id"),
+        (200, b'{"id": 7}', "failed", "upstream answered a job id of type int"),
+        (200, b'{"id": ""}', "failed", "upstream answered an empty job id"),
+    ],
+)
+def test_creation_answers(status: int, body: bytes, kind: str, error: str | None) -> None:
+    """A 2xx object with a string id starts a job; a 4xx refuses with the upstream's words;
+    anything else is a failure that says why."""
+    seen = read_creation(status, {}, body)
+    assert (seen.kind, seen.http_status) == (kind, status)
+    if error is None:
+        assert seen.error is None
+        assert seen.job_id == "job_1"
+        assert seen.document == orjson.loads(body)
+    else:
+        assert (seen.error or "").startswith(error), seen.error
+        assert seen.job_id is None
+
+
+def test_a_refusal_keeps_retry_after_and_a_long_message_is_cut() -> None:
+    """A 429's Retry-After is kept for the client; a long message is cut to 200 characters."""
+    seen = read_creation(429, {"retry-after": "30"}, b'{"error": "%s"}' % (b"x" * 500))
+    assert seen.retry_after == "30"
+    assert seen.error == "x" * 200
+
+
+async def test_create_posts_the_body_unchanged_with_key_and_idempotency_key() -> None:
+    """One POST to /api/v1/generate: the body as given, JSON, the Bearer key and the
+    Idempotency-Key; without a key, no Authorization header."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"id": f"job_{len(seen)}", "status": "queued"})
+
+    body = b'{"prompt": "a cat", "n": 2, "nested": {"k": [1, 2]}}'
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(client, "https://up.example/", timeout_s=5)
+        first = await upstream.create(body, "bw_key", "idem-1")
+        second = await upstream.create(body, None, None)
+    assert (first.kind, first.job_id, second.job_id) == ("created", "job_1", "job_2")
+    assert [(r.method, str(r.url)) for r in seen] == [
+        ("POST", "https://up.example/api/v1/generate")
+    ] * 2
+    assert seen[0].content == body
+    assert seen[0].headers["content-type"] == "application/json"
+    assert seen[0].headers["authorization"] == "Bearer bw_key"
+    assert seen[0].headers["idempotency-key"] == "idem-1"
+    assert "authorization" not in seen[1].headers
+    assert "idempotency-key" not in seen[1].headers
+    assert upstream.requests == 0  # polls only: the poll metrics are not skewed
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (httpx.ConnectError("refused"), "upstream request failed: refused"),
+        (httpx.ReadTimeout("slow"), "upstream did not answer in time"),
+    ],
+)
+async def test_create_without_an_answer_fails(failure: Exception, error: str) -> None:
+    """A POST that gets no answer is a failure saying why, never an exception."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise failure
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        seen = await UpstreamClient(client, "https://up.example", 5).create(b"{}", "k", None)
+    assert (seen.kind, seen.error, seen.http_status) == ("failed", error, None)
+
+
+async def test_create_times_out_on_a_slow_answer() -> None:
+    """The whole POST is under the upstream timeout."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        seen = await UpstreamClient(client, "https://up.example", 0.05).create(b"{}", "k", None)
+    assert (seen.kind, seen.error) == ("failed", "upstream did not answer in time")
+
+
+async def test_create_reads_at_most_the_cap() -> None:
+    """An answer past the body cap is a failure, not read whole."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b'{"id": "job_1", "pad": "' + b"x" * 100 + b'"}')
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=50)
+        seen = await upstream.create(b"{}", "k", None)
+    assert (seen.kind, seen.error) == ("failed", "upstream answered more than 50 bytes (HTTP 200)")

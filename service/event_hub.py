@@ -1,0 +1,66 @@
+"""In-process wake-ups for API clients waiting on a watch's events (long-poll and SSE).
+
+The store holds the events; the hub only says "watch X has new ones, read again". A client
+starts listening *before* it reads the store, so an event committed between its read and its
+wait still wakes it. Events committed by another replica never reach this hub: waiting clients
+also read the store again every second or so.
+
+Only watches someone is listening to take memory: the entry of a watch goes with its last
+listener, and publishing to a watch nobody listens to does nothing.
+
+Everything runs on the event loop's thread (the dispatcher publishes from it), so nothing here
+is locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+
+class Listener:
+    """One client's wake-up signal for one watch."""
+
+    def __init__(self) -> None:
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait until woken or `timeout_s` passed; True when woken. A wake-up that came while
+        no one was waiting is not lost: it ends the next wait at once."""
+        if timeout_s > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), timeout_s)
+        woken = self._woken.is_set()
+        self._woken.clear()
+        return woken
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[Listener]] = {}
+
+    def publish(self, watch_id: str) -> None:
+        """Wake every client listening to the watch (its events were committed)."""
+        for listener in self._listeners.get(watch_id, ()):
+            listener.wake()
+
+    @contextmanager
+    def listen(self, watch_id: str) -> Iterator[Listener]:
+        listener = Listener()
+        self._listeners.setdefault(watch_id, set()).add(listener)
+        try:
+            yield listener
+        finally:
+            listeners = self._listeners[watch_id]
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[watch_id]
+
+    @property
+    def watched(self) -> int:
+        """How many watches have listeners (each holds memory until its last one leaves)."""
+        return len(self._listeners)

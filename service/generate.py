@@ -1,0 +1,154 @@
+"""The service layer of `POST /v1/generate`: start an upstream job and watch it, in one call.
+
+Every check a registration makes runs before the upstream is called, so a request the bridge
+would refuse starts no job. When the upstream refuses or fails, nothing is registered; when it
+starts a job, the job is watched exactly as `POST /v1/watches` would watch it.
+
+With an `Idempotency-Key`, a retried call answers what the first one did without calling the
+upstream again. Calls with the same key wait for each other in one process; across processes
+the upstream gets the same key (derived per tenant) and the store keeps one registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import orjson
+import structlog
+
+from service.api.models import JOB_ID, GenerateRequest, WatchRequest
+from service.config import Settings
+from service.errors import BadGateway, UpstreamRefused
+from service.upstream import UpstreamClient
+from service.watches import Registered, WatchService
+
+log = structlog.get_logger("service.generate")
+
+
+@dataclass(slots=True)
+class _Turn:
+    """The lock of one (tenant, key) and how many calls hold or await it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+def request_hash(request: GenerateRequest) -> str:
+    """The hash an `Idempotency-Key` is recorded with; namespaced, so that a key reused on
+    `POST /v1/watches` is a conflict, never a replay of the other endpoint's answer."""
+    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(b"POST /v1/generate\n" + body).hexdigest()
+
+
+def upstream_key(tenant: str, key: str) -> str:
+    """The `Idempotency-Key` sent upstream: stable for one tenant's key, and distinct between
+    tenants, who may share the configured upstream API key and choose the same keys."""
+    return hashlib.sha256(f"{tenant}\x00{key}".encode()).hexdigest()
+
+
+class GenerateService:
+    def __init__(self, watches: WatchService, upstream: UpstreamClient, settings: Settings) -> None:
+        self._watches = watches
+        self._upstream = upstream
+        self._settings = settings
+        self._turns: dict[tuple[str, str], _Turn] = {}
+
+    async def generate(
+        self,
+        tenant: str,
+        request: GenerateRequest,
+        idempotency_key: str | None,
+        traceparent: str | None = None,
+    ) -> Registered:
+        """Start the job and register its watch: 201, or 200 replaying a retried call."""
+        if idempotency_key is None:
+            return await self._generate(tenant, request, None, "", traceparent)
+        hashed = request_hash(request)
+        async with self._one_at_a_time(tenant, idempotency_key):
+            replay = await self._watches.replay(tenant, idempotency_key, hashed)
+            if replay is not None:
+                log.info("generate.replayed")
+                return replay
+            return await self._generate(tenant, request, idempotency_key, hashed, traceparent)
+
+    async def _generate(
+        self,
+        tenant: str,
+        request: GenerateRequest,
+        idempotency_key: str | None,
+        hashed: str,
+        traceparent: str | None,
+    ) -> Registered:
+        await self._watches.check(request)
+        creation = await self._upstream.create(
+            orjson.dumps(request.input),
+            request.upstream_api_key or self._default_key(),
+            None if idempotency_key is None else upstream_key(tenant, idempotency_key),
+        )
+        if creation.kind == "refused":
+            assert creation.http_status is not None
+            log.info("generate.refused", http_status=creation.http_status, error=creation.error)
+            retry_after = creation.retry_after
+            raise UpstreamRefused(
+                creation.http_status,
+                f"the upstream refused the generation: {creation.error}",
+                headers={"Retry-After": retry_after} if retry_after else None,
+            )
+        job_id = creation.job_id
+        if creation.kind != "created" or job_id is None:
+            log.warning("generate.failed", http_status=creation.http_status, error=creation.error)
+            raise BadGateway(f"{creation.error}; nothing was registered")
+        if not JOB_ID.fullmatch(job_id):
+            # Started, but its id cannot be polled as a path segment the bridge trusts.
+            log.error("generate.unwatchable", job_id=job_id[:200])
+            raise BadGateway(
+                f"the upstream started job {job_id[:80]!r}, whose id the bridge cannot watch "
+                "(1 to 128 characters among A-Z a-z 0-9 _ . : -); nothing was registered"
+            )
+        options = request.model_dump(exclude={"input"})
+        watch_request = WatchRequest.model_validate({**options, "job_id": job_id})
+
+        def answer(watch: bytes) -> bytes:
+            return orjson.dumps(
+                {"job_id": job_id, "upstream": creation.document, "watch": orjson.Fragment(watch)}
+            )
+
+        try:
+            registered = await self._watches.register(
+                tenant, watch_request, idempotency_key, traceparent,
+                request_hash=hashed, answer=answer,
+            )  # fmt: skip
+        except Exception:
+            # The job runs unwatched: say which, so that it can be registered by hand.
+            log.exception("generate.unregistered", job_id=job_id)
+            raise
+        log.info("generate.started", job_id=job_id, replayed=registered.status != 201)
+        return registered
+
+    def _default_key(self) -> str | None:
+        key = self._settings.upstream.api_key
+        return key.get_secret_value() if key is not None else None
+
+    @asynccontextmanager
+    async def _one_at_a_time(self, tenant: str, key: str) -> AsyncIterator[None]:
+        """Hold the lock of (tenant, key); it is dropped once no call holds or awaits it."""
+        turn = self._turns.get((tenant, key))
+        if turn is None:
+            turn = self._turns[(tenant, key)] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[(tenant, key)]
+
+    @property
+    def pending_keys(self) -> int:
+        """How many keys have a call in progress (their locks are held in memory)."""
+        return len(self._turns)
