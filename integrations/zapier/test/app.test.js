@@ -1,0 +1,199 @@
+'use strict';
+
+// The app's tests, run with zapier-platform-core's app tester against a real bridge:
+//
+//   BRIDGE_URL       the bridge (its security.allow_private_callbacks on, to reach the receiver)
+//   BRIDGE_TOKEN     one of its API tokens
+//   RECEIVER_URL     a `webhook-bridge listen --record FILE` receiver, standing in for Zapier's
+//   RECEIVER_RECORD  hook URLs, and the FILE it records every request to
+//   GENERATE_INPUT   optional: a JSON object of extra upstream parameters for the generation
+//
+// Without BRIDGE_URL only the app definition is checked. tests/e2e/test_zapier_app.py starts
+// all of these and runs `npm test`.
+
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const { describe, it } = require('node:test');
+
+const zapier = require('zapier-platform-core');
+const schema = require('zapier-platform-core/src/tools/schema');
+
+const App = require('../index');
+const sample = require('../samples/event.json');
+
+const appTester = zapier.createAppTester(App);
+const env = process.env;
+const live = env.BRIDGE_URL ? {} : { skip: 'BRIDGE_URL is not set: no bridge to test against' };
+const authData = { base_url: env.BRIDGE_URL, api_key: env.BRIDGE_TOKEN };
+const trigger = App.triggers.generation_finished.operation;
+const DEADLINE_MS = 45000;
+
+/** Poll `probe` until it returns something truthy; fail after `ms` naming `what`. */
+const waitFor = async (probe, what, ms = DEADLINE_MS) => {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value) {
+      return value;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`not within ${ms} ms: ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+};
+
+/** The requests the receiver recorded at `path`, oldest first. */
+const recorded = (path) => {
+  let text = '';
+  try {
+    text = fs.readFileSync(env.RECEIVER_RECORD, 'utf8');
+  } catch (error) {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((line) => line.endsWith('}')) // a line being written is not complete yet
+    .map((line) => JSON.parse(line))
+    .filter((hook) => hook.path === path);
+};
+
+/** Standard Webhooks: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the whsec_ key. */
+const signatureValid = (hook, secret) => {
+  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+  const signed = `${hook.headers['webhook-id']}.${hook.headers['webhook-timestamp']}.${hook.body}`;
+  const expected = crypto.createHmac('sha256', key).update(signed).digest('base64');
+  return hook.headers['webhook-signature'].split(' ').includes(`v1,${expected}`);
+};
+
+/** GET /v1/subscriptions directly, not through the app: what the bridge really holds. */
+const subscriptionIds = async () => {
+  const response = await fetch(`${env.BRIDGE_URL}/v1/subscriptions`, {
+    headers: { Authorization: `Bearer ${env.BRIDGE_TOKEN}` },
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  return (await response.json()).data.map((subscription) => subscription.id);
+};
+
+describe('the app definition', () => {
+  it('is valid for the Zapier platform', () => {
+    assert.deepEqual(schema.validateApp(schema.compileApp({ ...App })), []);
+  });
+
+  it('has a trigger sample shaped like the webhook envelope, id first', () => {
+    assert.equal(Object.keys(sample)[0], 'id');
+    assert.deepEqual(Object.keys(sample).slice(1), [
+      'type', 'timestamp', 'watch_id', 'job_id', 'status', 'image_urls', 'error', 'error_code',
+      'metadata', 'data',
+    ]);
+  });
+});
+
+describe('authentication', live, () => {
+  it('accepts a valid token and labels the connection with its tenant', async () => {
+    const me = await appTester(App.authentication.test, { authData });
+    assert.equal(me.authenticated, true);
+    assert.equal(typeof me.tenant, 'string');
+    if (env.BRIDGE_TENANT) {
+      assert.equal(me.tenant, env.BRIDGE_TENANT);
+    }
+  });
+
+  it('refuses a wrong token with a readable error', async () => {
+    const wrong = { ...authData, api_key: 'wbt_not_a_real_token' };
+    await assert.rejects(appTester(App.authentication.test, { authData: wrong }), (error) => {
+      assert.match(error.message, /refused the API token/);
+      assert.match(error.message, /AuthenticationError/);
+      return true;
+    });
+  });
+});
+
+describe('generation finished, end to end', live, () => {
+  const path = `/hooks/zapier-${crypto.randomUUID()}`;
+  const state = {};
+  // Each step builds on the previous ones: after a failure the rest skip instead of timing out.
+  const after = (t, ...needed) => {
+    const missing = needed.filter((name) => !state[name]);
+    if (missing.length) {
+      t.skip(`an earlier step failed: no ${missing.join(', ')}`);
+    }
+    return missing.length === 0;
+  };
+
+  it('subscribes: the bridge holds a subscription to the target URL', async () => {
+    const bundle = { authData, targetUrl: `${env.RECEIVER_URL}${path}` };
+    state.subscription = await appTester(trigger.performSubscribe, bundle);
+    assert.match(state.subscription.id, /^sub_/);
+    assert.equal(state.subscription.url, bundle.targetUrl);
+    assert.deepEqual([...state.subscription.events].sort(), ['job.failed', 'job.succeeded']);
+    assert.ok((await subscriptionIds()).includes(state.subscription.id));
+  });
+
+  it('generates: the action starts a job and a watch without a callback', async (t) => {
+    if (!after(t, 'subscription')) return;
+    const extra = JSON.parse(env.GENERATE_INPUT || '{}');
+    const inputData = {
+      prompt: 'a lighthouse at dusk',
+      input_json: JSON.stringify(extra),
+      metadata: { zap_run: path },
+    };
+    state.generated = await appTester(App.creates.generate_image.operation.perform, {
+      authData,
+      inputData,
+    });
+    assert.equal(typeof state.generated.job_id, 'string');
+    assert.equal(state.generated.watch.job_id, state.generated.job_id);
+    assert.equal(state.generated.watch.callback_url, null);
+  });
+
+  it('delivers the finished event to the target URL, signed', async (t) => {
+    if (!after(t, 'subscription', 'generated')) return;
+    const hook = await waitFor(
+      () => recorded(path).find((h) => JSON.parse(h.body).job_id === state.generated.job_id),
+      `the finished event at ${path}`,
+    );
+    state.event = JSON.parse(hook.body);
+    assert.match(state.event.id, /^evt_/);
+    assert.ok(['job.succeeded', 'job.failed'].includes(state.event.type));
+    assert.deepEqual(state.event.metadata, { zap_run: path });
+    assert.deepEqual(Object.keys(state.event), Object.keys(sample));
+    assert.ok(signatureValid(hook, state.subscription.secret), 'signature does not verify');
+  });
+
+  it('performs: the hook body is the trigger output', async (t) => {
+    if (!after(t, 'event')) return;
+    const results = await appTester(trigger.perform, {
+      authData,
+      cleanedRequest: state.event,
+      subscribeData: state.subscription,
+    });
+    assert.deepEqual(results, [state.event]);
+  });
+
+  it('lists the same event, with the same id, from GET /v1/events', async (t) => {
+    if (!after(t, 'event')) return;
+    const listed = await appTester(trigger.performList, { authData });
+    assert.ok(Array.isArray(listed));
+    const same = listed.find((event) => event.id === state.event.id);
+    assert.ok(same, `event ${state.event.id} not in ${JSON.stringify(listed.map((e) => e.id))}`);
+    assert.deepEqual(same, state.event);
+  });
+
+  it('unsubscribes: the subscription is gone, and a second unsubscribe is harmless', async (t) => {
+    if (!after(t, 'subscription')) return;
+    const bundle = { authData, subscribeData: state.subscription };
+    await appTester(trigger.performUnsubscribe, bundle);
+    assert.ok(!(await subscriptionIds()).includes(state.subscription.id));
+    await appTester(trigger.performUnsubscribe, bundle);
+  });
+
+  it('reports a field the bridge refuses, naming it', async () => {
+    const inputData = { prompt: 'x', callback_url: 'not a url' };
+    await assert.rejects(
+      appTester(App.creates.generate_image.operation.perform, { authData, inputData }),
+      /callback_url/,
+    );
+  });
+});

@@ -1,0 +1,107 @@
+"""The Zapier app (integrations/zapier) passes its own tests against a real bridge.
+
+The app's tests (`npm test`: node's test runner and zapier-platform-core's app tester) do the
+real calls; this test starts what they call: the simulator, a bridge with an API token that may
+call back to loopback, and the receiver standing in for Zapier's hook URLs. `npm ci` runs first
+when node_modules is missing or older than package-lock.json. Without node or npm the test is
+skipped, except in CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.e2e.harness import ROOT, Receiver, StartBridge
+
+APP = ROOT / "integrations" / "zapier"
+TOKEN = "wbt_zapier_app_test_token"
+TENANT = "zapier"
+INSTALL_TIMEOUT_S = 300
+TEST_TIMEOUT_S = 240
+# Steers the simulator's job (passed unchanged in the generate call's `input`): done in a second.
+GENERATE_INPUT = {"sim": {"queue_positions": 0, "processing_s": 0.3}}
+
+
+def _require(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        reason = f"{tool} is not installed: the Zapier app's tests need Node.js 18+ and npm"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; they must run in CI", pytrace=False)
+        pytest.skip(reason)
+    return found
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float) -> str:
+    """Run `argv` in the app's directory; its output, or a failure showing it unless it exits 0."""
+    done = subprocess.run(
+        argv, cwd=APP, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"{' '.join(argv)} exited {done.returncode}\n--- stdout ---\n{done.stdout}"
+            f"\n--- stderr ---\n{done.stderr}",
+            pytrace=False,
+        )
+    return done.stdout
+
+
+def _installed() -> bool:
+    """node_modules is there and no older than package-lock.json (npm writes this marker)."""
+    marker = APP / "node_modules" / ".package-lock.json"
+    lock = APP / "package-lock.json"
+    return marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime
+
+
+def _npm_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(npm_config_update_notifier="false", npm_config_fund="false", **extra)
+    return env
+
+
+@pytest.mark.e2e
+def test_zapier_app_tests_pass_against_a_real_bridge(
+    start_bridge: StartBridge, receiver: Receiver
+) -> None:
+    """Auth, subscribe, generate, hook delivery, performList and unsubscribe all work for real."""
+    _require("node")
+    npm = _require("npm")
+    bridge = start_bridge(
+        BRIDGE_AUTH__TOKENS=json.dumps([{"name": TENANT, "token": TOKEN}]),
+    )
+    if not _installed():
+        _run([npm, "ci", "--no-audit"], _npm_env({}), INSTALL_TIMEOUT_S)
+    output = _run(
+        [npm, "test"],
+        _npm_env(
+            {
+                "BRIDGE_URL": bridge.url,
+                "BRIDGE_TOKEN": TOKEN,
+                "BRIDGE_TENANT": TENANT,
+                "RECEIVER_URL": receiver.url,
+                "RECEIVER_RECORD": str(receiver.record),
+                "GENERATE_INPUT": json.dumps(GENERATE_INPUT),
+            }
+        ),
+        TEST_TIMEOUT_S,
+    )
+    # Every test ran (TAP, as package.json asks): none skipped for a missing setting.
+    assert "# SKIP" not in output, output
+    assert re.search(r"^# pass [1-9]", output, re.MULTILINE), output
+
+
+def test_node_modules_is_never_committed() -> None:
+    """The app's dependencies are installed from the lock file, not kept in the repository."""
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "node_modules/" in ignored
+    assert (APP / "package-lock.json").exists()
+    lock = json.loads((APP / "package-lock.json").read_text())
+    pinned = json.loads((APP / "package.json").read_text())["dependencies"]
+    assert lock["packages"][""]["dependencies"] == pinned
+    assert all(version[0].isdigit() for version in pinned.values()), pinned  # exact versions
