@@ -43,7 +43,7 @@ from harness import (
 )
 from loops import Control, each
 from measure import fmt_ms, fmt_num
-from runner import py_spy, run_bench
+from runner import PY_SPY_SUFFIXES, py_spy, run_bench
 
 from service.bridge import _http_client, _session
 from service.delivery import USER_AGENT
@@ -76,7 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--log-level", default="warning", help="the bridges' log level")
     add("--results", type=Path, default=ROOT / "bench" / "results", help="directory for JSON")
     add("--keep-temp", action="store_true", help="keep the temporary directory")
-    add("--py-spy", action="store_true", help="profile the draining bridge (speedscope JSON)")
+    add("--py-spy", action="store_true", help="profile the draining bridge (py-spy --gil)")
+    add("--py-spy-format", default="speedscope", choices=sorted(PY_SPY_SUFFIXES),
+        help="the profile's format (raw: collapsed stacks, one line each)")  # fmt: skip
+    add("--backlog", type=Path, help="a SQLite file of a built backlog to start from (built"
+        " and saved there when missing): saves the build's minutes between runs")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -152,24 +156,23 @@ async def throughput(run: Run) -> dict[str, Any]:
         BRIDGE_DELIVERY__RETRY_SCHEDULE_S="[3600]",
         BRIDGE_DELIVERY__JITTER="0",
     )
-    print(f"(a) building a backlog of {args.jobs:,} webhooks ...", flush=True)
-    began = time.monotonic()
-    jobs = await run.finished_jobs("t", args.jobs)
-    setup = await run.services.start_bridge("bridge-backlog", env)
-    await each(
-        jobs,
-        lambda job: run.control.register(setup.url, job, f"{receiver_url}/hooks/{job}"),
-        args.clients,
-    )
-    await wait_for(
-        "every first attempt to fail",
-        lambda: db_count(db, "SELECT count(*) FROM deliveries WHERE attempts >= 1") >= args.jobs,
-        120,
-    )
-    run.services.stop(setup)
-    print(f"    backlog ready in {time.monotonic() - began:.0f} s; draining ...", flush=True)
+    if args.backlog is not None and args.backlog.exists():
+        print(f"(a) the backlog of {args.backlog} ...", flush=True)
+        _copy_db(args.backlog, db)
+    else:
+        await build_backlog(run, db, env, receiver_url)
+        if args.backlog is not None:
+            _copy_db(db, args.backlog)
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE deliveries SET next_attempt_at = 0 WHERE status = 'pending'")
+        # To this run's receiver (a saved backlog was built for another port).
+        conn.execute(
+            "UPDATE watches SET callback_url = ? || substr(callback_url, instr(callback_url,"
+            " '/hooks/'))",
+            (receiver_url,),
+        )
+    backlog = db_count(db, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
+    print(f"    draining {backlog:,} due webhooks ...", flush=True)
     receiver = await run.services.start_devtool("receiver-fast", ["listen", "--quiet"], port)
 
     bridge = await run.services.start_bridge("bridge-drain", env)
@@ -205,8 +208,39 @@ async def throughput(run: Run) -> dict[str, Any]:
     ratio_post = bridge_side["per_s"] / posted["per_s"] if posted["per_s"] else None
     return {
         "bridge": bridge_side, "bare": bare, "ratio": ratio, "bare_client_post": posted,
-        "ratio_client_post": ratio_post, "jobs": args.jobs,
+        "ratio_client_post": ratio_post, "jobs": backlog,
     }  # fmt: skip
+
+
+async def build_backlog(run: Run, db: Path, env: dict[str, str], receiver_url: str) -> None:
+    """`--jobs` deliveries in `db`, each with one failed attempt and the next an hour away."""
+    args = run.args
+    print(f"(a) building a backlog of {args.jobs:,} webhooks ...", flush=True)
+    began = time.monotonic()
+    jobs = await run.finished_jobs("t", args.jobs)
+    setup = await run.services.start_bridge("bridge-backlog", env)
+    await each(
+        jobs,
+        lambda job: run.control.register(setup.url, job, f"{receiver_url}/hooks/{job}"),
+        args.clients,
+    )
+    await wait_for(
+        "every first attempt to fail",
+        lambda: db_count(db, "SELECT count(*) FROM deliveries WHERE attempts >= 1") >= args.jobs,
+        120,
+    )
+    run.services.stop(setup)
+    print(f"    backlog ready in {time.monotonic() - began:.0f} s", flush=True)
+
+
+def _copy_db(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (its WAL included)."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
 
 
 async def _sample(
@@ -323,7 +357,8 @@ async def bare_posts(
 
 def _profile(run: Run, bridge: Service) -> Callable[[], None]:
     stem = run.args.results / f"{run.stamp}-delivery"
-    return py_spy(run.services, bridge.pid, "drain", "speedscope", stem, run.args.duration)
+    fmt = run.args.py_spy_format
+    return py_spy(run.services, bridge.pid, "drain", fmt, stem, run.args.duration)
 
 
 # (b) Isolation.

@@ -84,7 +84,8 @@ def py_spy(
     fmt: str,
     stem: Path,
     seconds: float,
-    options: Sequence[str] = ("--rate", "100", "--nonblocking"),
+    # --gil: only the thread holding the interpreter, where CPU-bound Python time goes.
+    options: Sequence[str] = ("--rate", "100", "--nonblocking", "--gil"),
 ) -> Callable[[], None]:
     """Start py-spy (from the virtualenv) recording process `pid` for `seconds`, in `fmt` (a
     key of PY_SPY_SUFFIXES), into `stem` plus the format's ending; returns the function that

@@ -49,6 +49,13 @@ log = structlog.get_logger("service.delivery")
 # is topped up by few, large claims.
 LINE = 3
 USER_AGENT = f"webhook-bridge/{__version__}"
+# Under load, the least time between two commits of outcomes: what arrives meanwhile goes into
+# one transaction (one fsync, one trip to the store's thread). A lone outcome is committed at
+# once; the deliveries wait for their commit, not their slots.
+COMMIT_GAP_S = 0.01
+# Callback URLs whose parsing is kept (see `_Target`): the busiest ones stay, as a claim's
+# deliveries mostly go to few receivers.
+TARGETS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,17 @@ class _Sent:
     status_code: int | None
     retry_after: str | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a callback URL gives every request to it, worked out once: the URL parsed (without
+    its userinfo), the Basic credentials the userinfo stood for, and its host key."""
+
+    url: httpx.URL | None
+    authorization: str | None
+    host: str
+    invalid: str | None = None  # why the URL cannot be requested
 
 
 @dataclass(slots=True)
@@ -228,6 +246,8 @@ class Deliverer:
         self._rand = rand
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._hosts = HostSlots(settings.max_per_host)
+        # One task per running slot of a host: it attempts one delivery, then the host's next
+        # waiting one, and so on (not a task per attempt).
         self._tasks: set[asyncio.Task[None]] = set()
         # Attempts whose request is not over yet (the others are committing their outcome).
         self._posting = 0
@@ -235,7 +255,7 @@ class Deliverer:
         # token it was claimed with, for renewals.
         self._sending: dict[str, int] = {}
         # Outcomes waiting for the next commit, and the one task that commits them.
-        self._records: list[tuple[AttemptRecord, asyncio.Future[str | None]]] = []
+        self._records: list[AttemptRecord] = []
         self._writer: asyncio.Task[None] | None = None
         # Deliveries handed back to the store, and the task that does it.
         self._releases: list[tuple[str, int]] = []
@@ -253,12 +273,13 @@ class Deliverer:
         self._refill_again: set[str] = set()
         self._top_up = LINE * settings.max_per_host * 2 // 3 or 1
         self._closing = False
+        self._targets: dict[str, _Target] = {}
         # Told of each recorded attempt: metrics.
         self.on_outcome: Callable[[Delivery, Attempt, AttemptOutcome, float], None] | None = None
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return self._posting
 
     def held(self) -> list[tuple[str, int]]:
         """(id, lease token) of every delivery held: being attempted or waiting for its host
@@ -288,7 +309,7 @@ class Deliverer:
         """Take the deliveries a claim made with `plan` returned."""
         got: dict[str, int] = {}
         for delivery in deliveries:
-            host = callback_host(delivery.callback_url)
+            host = self._target(delivery.callback_url).host
             got[host] = got.get(host, 0) + 1
         self._more_for = {h for h, room in plan.host_limits.items() if room <= 0}
         self._more_for.update(
@@ -302,7 +323,7 @@ class Deliverer:
         """Attempt `delivery` (claimed by this process) now, or once its host has a free slot."""
         if delivery.id in self._sending or self._closing:
             return
-        host = callback_host(delivery.callback_url)
+        host = self._target(delivery.callback_url).host
         admission = self._hosts.admit(host, delivery)
         self._sending[delivery.id] = delivery.lease_token
         if admission == "run":
@@ -310,11 +331,34 @@ class Deliverer:
         elif admission == "release":
             self._release(delivery)
 
+    def _target(self, callback_url: str) -> _Target:
+        target = self._targets.get(callback_url)
+        if target is None:
+            if len(self._targets) >= TARGETS:  # the oldest goes
+                del self._targets[next(iter(self._targets))]
+            target = self._targets[callback_url] = _parse_target(callback_url)
+        return target
+
     def _start(self, delivery: Delivery, host: str) -> None:
         self._posting += 1
-        task = asyncio.create_task(self._attempt(delivery, host), name=f"deliver {delivery.id}")
+        task = asyncio.create_task(self._run(delivery, host), name=f"deliver to {host}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, delivery: Delivery | None, host: str) -> None:
+        """A slot of `host`: attempt `delivery`, then each delivery waiting for the host until
+        none is left (the slot is then given up). Each attempt is counted in `_posting` from
+        the moment its delivery has the slot."""
+        while delivery is not None:
+            await self._attempt(delivery, host)
+            if self._closing:
+                return
+            # The host's slot passes to its next waiting delivery.
+            delivery = self._hosts.done(host)
+            if delivery is None:
+                self._slot_freed(host)
+            else:
+                self._posting += 1
 
     async def drain(self, grace_s: float) -> list[tuple[str, int]]:
         """Wait up to `grace_s` for attempts in flight, then cancel the rest; return the
@@ -332,7 +376,6 @@ class Deliverer:
         pending: set[asyncio.Task[None]] = set()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=max(grace_s, 0.0))
-        abandoned = self.held()  # before the cancelled tasks forget theirs
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -340,33 +383,26 @@ class Deliverer:
             if helper is not None and not helper.done():
                 # Outcomes already sent are worth committing; a little past the grace if need be.
                 await asyncio.wait({helper}, timeout=max(deadline - loop.time(), 1.0))
+        # Cancelled attempts, and outcomes not committed, are still held: handed back.
+        abandoned = self.held()
+        self._sending.clear()
         return [*never_started, *abandoned]
 
     async def _attempt(self, delivery: Delivery, host: str) -> None:
-        """One attempt: the request in a global slot and a slot of its host, then the outcome's
-        commit. The slots are given up as soon as the answer is in (the receiver is done with
-        it); the delivery stays held until its outcome is committed."""
-        # Each attempt runs in its own task, so these bind to its log lines only.
-        structlog.contextvars.bind_contextvars(watch_id=delivery.watch_id, webhook_id=delivery.id)
+        """One attempt: the request in a global slot (the host's is its caller's), then its
+        outcome queued for the next commit. The slots are given up as soon as the answer is in
+        (the receiver is done with it); the delivery stays held until its outcome is committed
+        (a cancelled attempt stays held too: `drain` hands it back)."""
         try:
-            sent: _Sent | None = None
-            try:
-                async with self._slots:
-                    sent = await self._post(delivery)
-            except Exception:
-                log.exception("delivery.crashed")
-            finally:
-                self._posting -= 1
-                # The host's slot passes to its next waiting delivery.
-                following = self._hosts.done(host) if not self._closing else None
-                if following is not None:
-                    self._start(following, host)
-                elif not self._closing:
-                    self._slot_freed(host)
-            if sent is not None:
-                await self._record(delivery, sent)
-        finally:
+            async with self._slots:
+                sent = await self._post(delivery)
+        except Exception:
+            log.exception("delivery.crashed", watch_id=delivery.watch_id, webhook_id=delivery.id)
             self._sending.pop(delivery.id, None)
+            return
+        finally:
+            self._posting -= 1
+        self._record(delivery, sent)
 
     def _worth_claiming(self, host: str) -> bool:
         """Whether a claim now would likely find work: the store has more for `host` and it
@@ -411,32 +447,47 @@ class Deliverer:
             for delivery_id, _ in batch:
                 self._sending.pop(delivery_id, None)
 
-    async def _commit(self, record: AttemptRecord) -> str | None:
-        """Record `record` with the next batch; None once committed, else why not."""
-        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._records.append((record, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all(), name="delivery records")
-        return await asyncio.shield(done)
-
     async def _write_all(self) -> None:
-        # Outcomes that arrive while a batch is being committed form the next batch.
+        # Outcomes that arrive while a batch is being committed form the next batch. Each
+        # delivery is let go once its outcome is committed (or could not be).
         while self._records:
             batch, self._records = self._records, []
             try:
-                lost = await self._store.record_attempts(self._owner, [r for r, _ in batch])
+                lost = await self._store.record_attempts(self._owner, batch)
             except StoreError as failure:
-                verdicts: list[str | None] = [f"store: {failure}"] * len(batch)
-            except BaseException:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result("not recorded: shutting down")
-                raise
+                for record in batch:
+                    self._sending.pop(record.delivery.id, None)
+                    # Not recorded: the lease expires and the attempt is made again, same
+                    # webhook-id.
+                    log.error(
+                        "delivery.record_failed", watch_id=record.delivery.watch_id,
+                        webhook_id=record.delivery.id, error=f"store: {failure}",
+                    )  # fmt: skip
             else:
-                verdicts = ["lease lost" if r.delivery.id in lost else None for r, _ in batch]
-            for (_, done), verdict in zip(batch, verdicts, strict=True):
-                if not done.done():
-                    done.set_result(verdict)
+                for record in batch:
+                    self._recorded(record, record.delivery.id in lost)
+            if self._records and not self._closing:
+                await asyncio.sleep(COMMIT_GAP_S)
+
+    def _recorded(self, record: AttemptRecord, lost: bool) -> None:
+        delivery, attempt = record.delivery, record.attempt
+        self._sending.pop(delivery.id, None)
+        if lost:
+            log.info("delivery.lease_lost", watch_id=delivery.watch_id, webhook_id=delivery.id)
+            return
+        log.info(
+            "delivery.attempted",
+            watch_id=delivery.watch_id,
+            webhook_id=delivery.id,
+            event_type=delivery.event_type,
+            attempt=attempt.number,
+            status_code=attempt.status_code,
+            error=attempt.error,
+            outcome=record.outcome,
+            duration_s=round(attempt.duration_s, 4),
+        )
+        if self.on_outcome is not None:
+            self.on_outcome(delivery, attempt, record.outcome, record.now)
 
     async def _post(self, delivery: Delivery) -> _Sent:
         started = self._clock.now()
@@ -444,51 +495,35 @@ class Deliverer:
         status_code, retry_after, error = await self._send(delivery, started)
         return _Sent(started, time.perf_counter() - began, status_code, retry_after, error)
 
-    async def _record(self, delivery: Delivery, sent: _Sent) -> None:
-        started, duration, status_code, retry_after, error = (
-            sent.started, sent.duration, sent.status_code, sent.retry_after, sent.error
-        )  # fmt: skip
+    def _record(self, delivery: Delivery, sent: _Sent) -> None:
+        """Judge the answer and queue the outcome for the next commit."""
         now = self._clock.now()
         attempts_made = delivery.attempts + 1
         verdict = judge(
-            status_code, retry_after, attempts_made, self._settings, now, self._rand(),
+            sent.status_code, sent.retry_after, attempts_made, self._settings, now, self._rand(),
             delivery.final_statuses,
         )  # fmt: skip
         attempt = Attempt(
             delivery_id=delivery.id,
             event_type=delivery.event_type,
             number=attempts_made,
-            started_at=started,
-            duration_s=duration,
-            status_code=status_code,
-            error=error,
+            started_at=sent.started,
+            duration_s=sent.duration,
+            status_code=sent.status_code,
+            error=sent.error,
             next_attempt_at=verdict.next_attempt_at,
         )
-        failure = await self._commit(AttemptRecord(delivery, attempt, verdict.outcome, now))
-        if failure == "lease lost":
-            log.info("delivery.lease_lost")
-            return
-        if failure is not None:
-            # Not recorded: the lease expires and the attempt is made again, same webhook-id.
-            log.error("delivery.record_failed", error=failure)
-            return
-        log.info(
-            "delivery.attempted",
-            event_type=delivery.event_type,
-            attempt=attempts_made,
-            status_code=status_code,
-            error=error,
-            outcome=verdict.outcome,
-            duration_s=round(duration, 4),
-        )
-        if self.on_outcome is not None:
-            self.on_outcome(delivery, attempt, verdict.outcome, now)
+        self._records.append(AttemptRecord(delivery, attempt, verdict.outcome, now))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name="delivery records")
 
     async def _send(
         self, delivery: Delivery, now: float
     ) -> tuple[int | None, str | None, str | None]:
         """(status code, Retry-After, error) of one request; the body is read up to a cap."""
-        url, authorization = split_credentials(delivery.callback_url)
+        target = self._target(delivery.callback_url)
+        if target.url is None:
+            return None, None, target.invalid
         try:
             secrets = (
                 [self._vault.open(delivery.secret)]
@@ -499,7 +534,7 @@ class Deliverer:
                 return None, None, "no delivery.signing_secrets is configured to sign this watch"
             headers = {
                 **{k: self._vault.open(v) for k, v in delivery.callback_headers.items()},
-                **({"authorization": authorization} if authorization else {}),
+                **({"authorization": target.authorization} if target.authorization else {}),
                 "content-type": "application/json",
                 "user-agent": USER_AGENT,
                 **sign(delivery.id, delivery.body, now, secrets),
@@ -509,7 +544,7 @@ class Deliverer:
         try:
             async with asyncio.timeout(self._settings.timeout_s):
                 request = httpx.Request(
-                    delivery.callback_method, url, content=delivery.body, headers=headers,
+                    delivery.callback_method, target.url, content=delivery.body, headers=headers,
                     extensions=self._extensions,
                 )  # fmt: skip
                 response = await self._transport.handle_async_request(request)
@@ -522,7 +557,10 @@ class Deliverer:
         except (httpx.HTTPError, OSError) as failure:
             return None, None, _describe(failure)
         except Exception as failure:  # anything else must still be recorded as an attempt
-            log.warning("delivery.unexpected_error", exc_info=True)
+            log.warning(
+                "delivery.unexpected_error", watch_id=delivery.watch_id, webhook_id=delivery.id,
+                exc_info=True,
+            )  # fmt: skip
             return None, None, _describe(failure)
         error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         if 300 <= response.status_code < 400:
@@ -541,6 +579,15 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     user, password = unquote(parts.username), unquote(parts.password or "")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
+
+
+def _parse_target(callback_url: str) -> _Target:
+    url, authorization = split_credentials(callback_url)
+    host = callback_host(callback_url)
+    try:
+        return _Target(httpx.URL(url), authorization, host)
+    except Exception as invalid:  # whatever httpx refuses, recorded as the attempt's error
+        return _Target(None, authorization, host, _describe(invalid))
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
