@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import handlers, openapi
@@ -25,6 +25,7 @@ from service.clock import Clock
 from service.config import Settings
 from service.errors import ApiError
 from service.ids import new_id
+from service.ui.routes import create_ui_app
 
 log = structlog.get_logger("service.app")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -116,7 +117,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         finally:
             await bridge.stop()
 
-    routes = [
+    routes: list[BaseRoute] = [
         _route("/v1/watches", POST=handlers.create_watch, GET=handlers.list_watches),
         _route("/v1/generate", POST=handlers.generate),
         _route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
@@ -135,6 +136,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         _route("/metrics", GET=handlers.metrics),
         _route("/openapi.json", GET=openapi_json),
     ]
+    if settings.ui.enabled:
+        # `/ui` itself is redirected to `/ui/` by the router.
+        routes.append(Mount("/ui", app=create_ui_app(settings)))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -311,6 +311,13 @@ class ApiSettings(_Section):
     max_wait_s: float = Field(60.0, ge=0, le=60)
 
 
+class UiSettings(_Section):
+    # The dashboard at /ui/ (service/ui). false: every /ui route answers 404.
+    enabled: bool = True
+    # Hours a dashboard sign-in lasts.
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -334,6 +341,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     auth: AuthSettings = AuthSettings()
     api: ApiSettings = ApiSettings()
+    ui: UiSettings = UiSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

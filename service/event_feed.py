@@ -44,6 +44,11 @@ class EventFeed:
         self._hub = hub
         self._keepalive_s = keepalive_s
 
+    @property
+    def hub(self) -> EventHub:
+        """The wake-ups of this process's committed events (the dashboard listens too)."""
+        return self._hub
+
     async def recent(self, tenant: str, types: Sequence[str] | None, limit: int) -> bytes:
         """A JSON array of the tenant's latest envelopes, newest first."""
         found = await self._store.list_events(tenant, types=types, limit=limit)

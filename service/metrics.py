@@ -18,8 +18,40 @@ _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0)
 
 
+class RecentAttempts:
+    """Webhook attempts of the last `window_s` by outcome, in `slices` buckets of time (fixed
+    memory): the dashboard's delivery failure rate, the same figure as
+    `1 - rate(bridge_delivery_attempts_total{outcome="succeeded"}[1h]) /
+    rate(bridge_delivery_attempts_total[1h])` over this process's attempts."""
+
+    def __init__(self, window_s: float = 3600.0, slices: int = 60) -> None:
+        self._slice_s = window_s / slices
+        self._slices = slices
+        self._buckets: dict[int, list[int]] = {}  # slice number -> [attempts, failures]
+
+    def record(self, now: float, failed: bool) -> None:
+        bucket = self._buckets.setdefault(int(now // self._slice_s), [0, 0])
+        bucket[0] += 1
+        bucket[1] += failed
+        if len(self._buckets) > self._slices:
+            self._drop_before(int(now // self._slice_s) - self._slices + 1)
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(attempts, failures) within the window ending at `now`."""
+        self._drop_before(int(now // self._slice_s) - self._slices + 1)
+        return (
+            sum(b[0] for b in self._buckets.values()),
+            sum(b[1] for b in self._buckets.values()),
+        )
+
+    def _drop_before(self, first: int) -> None:
+        for number in [n for n in self._buckets if n < first]:
+            del self._buckets[number]
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.recent_attempts = RecentAttempts()
         self.registry = registry = CollectorRegistry()
         self.watches = Gauge("bridge_watches", "Watches by status.", ["status"], registry=registry)
         self.held_watches = Gauge(
@@ -109,6 +141,7 @@ class Metrics:
         self, delivery: Delivery, attempt: Attempt, outcome: AttemptOutcome, now: float
     ) -> None:
         self.delivery_attempts.labels(outcome).inc()
+        self.recent_attempts.record(now, outcome != "succeeded")
         self.delivery_duration.observe(attempt.duration_s)
         if outcome == "succeeded" and delivery.final and delivery.created_at:
             self.notification_latency.observe(max(0.0, now - delivery.created_at))

@@ -182,6 +182,22 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A delivery of a watch as its tenant reads it back (the dashboard): `body` is what was
+    sent, None once purged."""
+
+    id: str
+    event_type: str
+    final: bool
+    status: DeliveryStatus
+    attempts: int
+    body: bytes | None
+    created_at: float
+    subscription_id: str | None = None  # None: the watch's own callback
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     delivery_id: str
     event_type: str
@@ -344,6 +360,12 @@ class Store(abc.ABC):
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         """Every attempt of every delivery of the watch (callback and subscriptions), oldest
         first."""
+
+    @abc.abstractmethod
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+        """Every delivery of the watch with its body as sent, oldest first; of one event, the
+        callback's first, then the subscriptions' (oldest subscription first). Empty when the
+        watch does not exist for this tenant."""
 
     # Polling, on behalf of the dispatcher.
 

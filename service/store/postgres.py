@@ -31,6 +31,7 @@ from service.store.base import (
     AttemptRecord,
     Completion,
     Delivery,
+    DeliveryRecord,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
@@ -392,6 +393,17 @@ class PostgresStore(Store):
             tenant,
         )
         return [Attempt(*row) for row in rows]
+
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+        rows = await self._fetch(
+            "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"
+            " d.subscription_id, d.event_id FROM deliveries d"
+            " JOIN watches w ON w.id = d.watch_id WHERE w.id = $1 AND w.tenant = $2"
+            " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
+            watch_id,
+            tenant,
+        )
+        return [DeliveryRecord(*row) for row in rows]
 
     # Polling.
 

@@ -37,6 +37,7 @@ from service.store.base import (
     AttemptRecord,
     Completion,
     Delivery,
+    DeliveryRecord,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
@@ -450,6 +451,18 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [Attempt(*row) for row in rows]
+
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"
+                " d.subscription_id, d.event_id FROM deliveries d"
+                " JOIN watches w ON w.id = d.watch_id WHERE w.id = ? AND w.tenant = ?"
+                " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
+                (watch_id, tenant),
+            ).fetchall()
+        )
+        return [DeliveryRecord(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
 
     # Polling.
 

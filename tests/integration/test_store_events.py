@@ -13,6 +13,7 @@ from typing import Any
 from service.store.base import (
     AttemptOutcome,
     Delivery,
+    DeliveryRecord,
     NewDelivery,
     NewEvent,
     Store,
@@ -410,6 +411,49 @@ async def test_purge_deletes_old_events_of_ended_watches_only(store: Store) -> N
 
     assert await store.watch_events(TENANT, ended.id) == []
     assert len(await store.watch_events(TENANT, polling.id)) == 1
+
+
+async def test_watch_deliveries_are_the_bodies_sent_in_order_and_of_their_tenant_only(
+    store: Store,
+) -> None:
+    """watch_deliveries lists a watch's deliveries oldest first (the callback's before the
+    subscriptions' of one event), each with
+    the body as sent (the callback's in its format, a subscription's the envelope), its
+    endpoint, status and attempt count; another tenant reads nothing; a purged body is None."""
+    subscription = await subscribe(store)
+    watch = await register(store, owner=A, lease_until=FAR)
+    queued = event("job.queued")
+    await store.record_progress(A, T0, [progress(watch, events=[queued])])
+    final = event("job.succeeded")
+    callback, to_subscription = await finish(store, watch, final, now=T0 + 1)
+    await store.record_attempt(A, callback, attempt(callback), "succeeded", T0 + 2)
+    outcome: AttemptOutcome = "retry"
+    later = attempt(to_subscription, outcome, next_attempt_at=T0 + 60)
+    await store.record_attempt(A, to_subscription, later, outcome, T0 + 2)
+    assert queued.callback is not None
+    assert final.callback is not None
+
+    found = await store.watch_deliveries(TENANT, watch.id)
+
+    assert found == [
+        DeliveryRecord(
+            queued.callback.id, "job.queued", False, "pending", 0, queued.callback.body, T0,
+            None, queued.id,
+        ),
+        DeliveryRecord(
+            callback.id, "job.succeeded", True, "succeeded", 1, final.callback.body, T0 + 1,
+            None, final.id,
+        ),
+        DeliveryRecord(
+            to_subscription.id, "job.succeeded", True, "pending", 1, final.body, T0 + 1,
+            subscription.id, final.id,
+        ),
+    ]  # fmt: skip
+    assert await store.watch_deliveries(OTHER_TENANT, watch.id) == []
+    await store.purge_bodies(T0 + 3)
+    purged = {d.id: d.body for d in await store.watch_deliveries(TENANT, watch.id)}
+    assert purged[callback.id] is None
+    assert purged[to_subscription.id] == final.body  # still pending: kept
 
 
 # Sending.

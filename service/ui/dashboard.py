@@ -1,0 +1,256 @@
+"""What the dashboard shows: the tenant's watches and counts, one watch's timeline and the body it
+sent, the bridge's health. Reads go through the store's tenant-scoped calls; actions through the
+API's service layer (`WatchService`), so they follow the same rules."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from service.api.models import public_url
+from service.bridge import Bridge
+from service.delivery import USER_AGENT
+from service.store.base import (
+    REDELIVERABLE,
+    WATCH_STATUSES,
+    Attempt,
+    DeliveryRecord,
+    EventRecord,
+    Watch,
+)
+
+PAGE_SIZE = 50
+CANCELLABLE = frozenset({"active", "delivering"})
+MASK = "********"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The figures of /metrics that say whether the bridge is keeping up."""
+
+    circuit: str  # closed, half_open, open
+    delivery_backlog: int  # `bridge_delivery_backlog` (counted every few seconds)
+    poll_backlog: int  # `bridge_poll_backlog`
+    attempts: int  # webhook attempts of this process over the last hour
+    failures: int  # of those, the ones that did not succeed
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failures / self.attempts if self.attempts else None
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    watches: list[Watch]
+    counts: dict[str, int]
+    next_cursor: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of a watch's timeline."""
+
+    at: float
+    kind: Literal["registered", "event", "attempt", "ended"]
+    title: str
+    endpoint: str | None = None
+    status_code: int | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The final event's body as sent (pretty-printed; None once purged) and the headers that
+    went with it, secrets masked."""
+
+    endpoint: str
+    body: str | None
+    headers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPage:
+    watch: Watch
+    callback_url: str | None  # credentials removed
+    metadata: str | None  # pretty-printed JSON
+    timeline: list[Step]
+    sent: Sent | None
+    can_redeliver: bool
+    can_cancel: bool
+    fingerprint: str
+
+
+def pretty(body: bytes) -> str:
+    try:
+        return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(orjson.dumps(data)).hexdigest()[:32]
+
+
+_ORDER = {"registered": 0, "event": 1, "attempt": 2, "ended": 3}
+
+
+class Dashboard:
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+        self._store = bridge.store
+
+    async def list_page(
+        self, tenant: str, status: str | None, job_id: str | None, cursor: str | None
+    ) -> ListPage:
+        found = await self._store.list_watches(
+            tenant, status=status, job_id=job_id, before_id=cursor, limit=PAGE_SIZE + 1
+        )
+        watches = found[:PAGE_SIZE]
+        counts = await self._store.count_watches(tenant)
+        counts = {name: counts.get(name, 0) for name in WATCH_STATUSES}
+        next_cursor = watches[-1].id if len(found) > PAGE_SIZE else None
+        shown = [(w.id, w.status, w.job_status, w.attempts, w.updated_at) for w in watches]
+        return ListPage(watches, counts, next_cursor, _digest([counts, shown]))
+
+    async def list_fingerprint(
+        self, tenant: str, status: str | None, job_id: str | None, cursor: str | None
+    ) -> str:
+        return (await self.list_page(tenant, status, job_id, cursor)).fingerprint
+
+    async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
+        watch = await self._store.get_watch(tenant, watch_id)
+        if watch is None:
+            return None
+        recorded = await self._store.watch_events(tenant, watch_id)
+        attempts = await self._store.list_attempts(tenant, watch_id)
+        steps = [Step(watch.created_at, "registered", "Registered")]
+        steps += [_event_step(event) for event in recorded]
+        for attempt in attempts:
+            code = attempt.status_code
+            steps.append(
+                Step(
+                    attempt.started_at,
+                    "attempt",
+                    f"Delivery attempt {attempt.number} of {attempt.event_type}",
+                    endpoint=attempt.subscription_id or "callback",
+                    status_code=code,
+                    duration_ms=round(attempt.duration_s * 1000, 1),
+                    error=attempt.error,
+                    ok=attempt.error is None and code is not None and 200 <= code < 300,
+                )
+            )
+        if watch.status == "cancelled":
+            ended = watch.completed_at or watch.updated_at
+            steps.append(Step(ended, "ended", "Cancelled", ok=False))
+        steps.sort(key=lambda step: (step.at, _ORDER[step.kind]))
+        sent = await self._sent(tenant, watch, recorded)
+        return WatchPage(
+            watch=watch,
+            callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
+            metadata=None if watch.metadata is None else pretty(orjson.dumps(watch.metadata)),
+            timeline=steps,
+            sent=sent,
+            can_redeliver=watch.status in REDELIVERABLE,
+            can_cancel=watch.status in CANCELLABLE,
+            fingerprint=_watch_fingerprint(watch, recorded, attempts),
+        )
+
+    async def watch_fingerprint(self, tenant: str, watch_id: str) -> str | None:
+        """What changes whenever the watch's page would (its status, events, attempts)."""
+        watch = await self._store.get_watch(tenant, watch_id)
+        if watch is None:
+            return None
+        recorded = await self._store.watch_events(tenant, watch_id)
+        attempts = await self._store.list_attempts(tenant, watch_id)
+        return _watch_fingerprint(watch, recorded, attempts)
+
+    async def _sent(self, tenant: str, watch: Watch, recorded: list[EventRecord]) -> Sent | None:
+        """The final event as the watch's callback got it; without a callback, as its first
+        subscription got it; without either, as API clients read it."""
+        deliveries = [d for d in await self._store.watch_deliveries(tenant, watch.id) if d.final]
+        own = next((d for d in deliveries if d.subscription_id is None), None)
+        if own is not None and watch.callback_url is not None:
+            headers = [(name, MASK) for name in watch.callback_headers]
+            if "@" in urlsplit(watch.callback_url).netloc:  # credentials in the URL
+                headers.append(("authorization", MASK))
+            return Sent(
+                f"{watch.callback_method} {public_url(watch.callback_url)}",
+                None if own.body is None else pretty(own.body),
+                headers + _standard_headers(own),
+            )
+        if deliveries:
+            first = deliveries[0]
+            assert first.subscription_id is not None
+            subscription = await self._store.get_subscription(tenant, first.subscription_id)
+            names = [] if subscription is None else list(subscription.headers)
+            url = "" if subscription is None else f" {public_url(subscription.url)}"
+            return Sent(
+                f"POST{url} (subscription {first.subscription_id})",
+                None if first.body is None else pretty(first.body),
+                [(name, MASK) for name in names] + _standard_headers(first),
+            )
+        final = next((event for event in recorded if event.final), None)
+        if final is None:
+            return None
+        return Sent("no endpoint: read through the event API", pretty(final.body), [])
+
+    def health(self) -> Health:
+        bridge = self._bridge
+        backlog = bridge.metrics.registry.get_sample_value("bridge_delivery_backlog") or 0.0
+        attempts, failures = bridge.metrics.recent_attempts.counts(bridge.clock.now())
+        return Health(
+            circuit=bridge.dispatcher.circuit_state,
+            delivery_backlog=int(backlog),
+            poll_backlog=bridge.dispatcher.due_backlog(),
+            attempts=attempts,
+            failures=failures,
+        )
+
+    async def cancel(self, tenant: str, watch_id: str) -> None:
+        await self._bridge.watches.cancel(tenant, watch_id)
+
+    async def redeliver(self, tenant: str, watch_id: str) -> None:
+        await self._bridge.watches.redeliver(tenant, watch_id)
+
+
+def _watch_fingerprint(
+    watch: Watch, recorded: Sequence[EventRecord], attempts: Sequence[Attempt]
+) -> str:
+    last = attempts[-1] if attempts else None
+    return _digest(
+        [
+            watch.status, watch.job_status, watch.queue_position, watch.attempts,
+            watch.last_error, watch.updated_at, len(recorded), len(attempts),
+            None if last is None else (last.delivery_id, last.number, last.started_at),
+        ]
+    )  # fmt: skip
+
+
+def _standard_headers(delivery: DeliveryRecord) -> list[tuple[str, str]]:
+    return [
+        ("content-type", "application/json"),
+        ("user-agent", USER_AGENT),
+        ("webhook-id", delivery.id),
+        ("webhook-timestamp", "the time of each attempt, in Unix seconds"),
+        ("webhook-signature", f"v1,{MASK}"),
+    ]
+
+
+def _event_step(event: EventRecord) -> Step:
+    error = None
+    try:
+        envelope = orjson.loads(event.body)
+    except orjson.JSONDecodeError:
+        envelope = None
+    if isinstance(envelope, dict) and isinstance(envelope.get("error"), str):
+        error = envelope["error"]
+    failed = event.type == "job.failed"
+    return Step(event.created_at, "event", f"Upstream: {event.type}", error=error, ok=not failed)

@@ -1,0 +1,446 @@
+"""The dashboard's pages: parse the request, check the sign-in (and the CSRF token of a form),
+call the dashboard, render a template. Mounted at `/ui` by `service.app` when `ui.enabled`.
+
+Pages work without JavaScript; `app.js` adds a confirmation dialog to the action buttons and
+live updates: an EventSource on `/ui/live` says `changed`, and the page fetches its own URL with
+`?fragment=1` and swaps the part that changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import structlog
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from service.api.handlers import WATCH_ID_PATTERN
+from service.api.models import JOB_ID
+from service.bridge import Bridge
+from service.config import Settings, is_loopback
+from service.errors import ApiError
+from service.events import iso8601
+from service.store.base import WATCH_STATUSES
+from service.ui.dashboard import Dashboard
+from service.ui.session import COOKIE, Session, Sessions
+
+log = structlog.get_logger("service.ui")
+HERE = Path(__file__).parent
+FLASH_COOKIE = "bridge_ui_flash"
+MAX_FORM_BYTES = 16 * 1024
+# How often a live stream looks for changes (other replicas' changes wake nobody here), and
+# how often a quiet one sends a comment so that proxies keep it open.
+RECHECK_S = 1.0
+KEEPALIVE_S = 15.0
+_WATCH_ID = re.compile(WATCH_ID_PATTERN)
+_FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
+# Every page: no framing (the action buttons), no inline script, nothing from elsewhere.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+STATUS_LABELS = {
+    "active": "Active",
+    "delivering": "Delivering",
+    "delivered": "Delivered",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "gone": "Gone",
+    "completed": "Completed",
+}
+
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+def _time(value: float | None) -> str:
+    return "" if value is None else iso8601(value)
+
+
+def _when(value: float | None) -> str:
+    """A time as people read it: `2026-01-02 13:04:05 UTC`."""
+    return "" if value is None else iso8601(value)[:19].replace("T", " ") + " UTC"
+
+
+def _encode_flash(message: str) -> str:
+    return base64.urlsafe_b64encode(message.encode()).decode()
+
+
+def _decode_flash(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value.encode()).decode()[:500]
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class Pages:
+    def __init__(self, settings: Settings) -> None:
+        self.sessions = Sessions(settings)
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.filters["time"] = _time
+        self.templates.filters["when"] = _when
+        self.templates.globals["STATUS_LABELS"] = STATUS_LABELS
+        self.templates.globals["STATUSES"] = WATCH_STATUSES
+
+    # Plumbing.
+
+    def render(
+        self, request: Request, name: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = self.templates.get_template(name).render(request=request, **context)
+        return HTMLResponse(html, status, headers=SECURITY_HEADERS)
+
+    def _session(self, request: Request) -> Session | None:
+        bridge: Bridge = request.state.bridge
+        return self.sessions.verify(request.cookies.get(COOKIE), bridge.clock.now())
+
+    def _page(self, request: Request, session: Session, **context: Any) -> dict[str, Any]:
+        return {
+            "session": session,
+            "open": self.sessions.open,
+            "csrf": self.sessions.csrf(session),
+            **context,
+        }
+
+    def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """The handler, for a signed-in caller; others are sent to the sign-in page."""
+
+        async def endpoint(request: Request) -> Response:
+            session = self._session(request)
+            if session is None:
+                return RedirectResponse("/ui/login", 303)
+            try:
+                return await handler(request, session)
+            except BadRequest as bad:
+                return self.error(request, 400, "Bad request", bad.message, session)
+
+        return endpoint
+
+    def error(
+        self, request: Request, status: int, title: str, text: str, session: Session | None
+    ) -> HTMLResponse:
+        context = self._page(request, session) if session is not None else {"session": None}
+        return self.render(request, "error.html", status, title=title, text=text, **context)
+
+    async def _form(self, request: Request, session: Session | None) -> dict[str, str]:
+        """The urlencoded form of a POST after the same-origin checks (and the CSRF token's,
+        when signed in). Raises `HTTPException(403)` when a check fails."""
+        if not _same_origin(request):
+            raise HTTPException(403, "this form was not sent from this dashboard's own pages")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise HTTPException(413, "the form is too large")
+        try:
+            parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
+        except ValueError:
+            raise HTTPException(400, "the form has too many fields") from None
+        form = {name: values[0] for name, values in parsed.items()}
+        if session is not None and not self.sessions.check_csrf(session, form.get("csrf")):
+            raise HTTPException(
+                403, "the form's security token is missing or stale; reload the page and retry"
+            )
+        return form
+
+    # Signing in and out.
+
+    async def login_form(self, request: Request) -> Response:
+        if self._session(request) is not None and not self.sessions.open:
+            return RedirectResponse("/ui/", 303)
+        return self.render(request, "login.html", session=None, open=self.sessions.open, error=None)
+
+    async def login(self, request: Request) -> Response:
+        form = await self._form(request, None)
+        bridge: Bridge = request.state.bridge
+        if self.sessions.open:
+            return RedirectResponse("/ui/", 303)
+        token = form.get("token", "").strip()
+        caller = bridge.auth.identify(None, token) if token else None
+        if caller is None:
+            log.info("ui.sign_in_refused")
+            return self.render(
+                request, "login.html", 401, session=None, open=False,
+                error="That token is not valid for this bridge.",
+            )  # fmt: skip
+        session = self.sessions.issue(caller.tenant, bridge.clock.now())
+        log.info("ui.signed_in", tenant=caller.tenant)
+        response = RedirectResponse("/ui/", 303)
+        response.set_cookie(
+            COOKIE, session.value, max_age=self.sessions.lifetime_s, path="/ui",
+            secure=_secure(request), httponly=True, samesite="strict",
+        )  # fmt: skip
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is not None:
+            await self._form(request, session)
+        response = RedirectResponse("/ui/login", 303)
+        response.delete_cookie(
+            COOKIE, path="/ui", secure=_secure(request), httponly=True, samesite="strict"
+        )
+        return response
+
+    # Pages.
+
+    async def watches(self, request: Request, session: Session) -> Response:
+        status, job_id, cursor = _filters(request)
+        dashboard = Dashboard(request.state.bridge)
+        page = await dashboard.list_page(session.tenant, status, job_id, cursor)
+        filters = {"status": status or "", "job_id": job_id or ""}
+        query = {k: v for k, v in filters.items() if v}
+        older = newest = None
+        if page.next_cursor is not None:
+            older = "/ui/?" + urlencode({**query, "cursor": page.next_cursor})
+        if cursor is not None:
+            newest = "/ui/?" + urlencode(query)
+        context = self._page(
+            request, session, page=page, filters=filters, older=older, newest=newest,
+            health=dashboard.health(),
+            live="/ui/live?" + urlencode({**filters, "cursor": cursor or ""}),
+        )  # fmt: skip
+        if request.query_params.get("fragment") == "1":
+            return self.render(request, "_watches_live.html", **context)
+        return self.render(request, "watches.html", **context)
+
+    async def watch(self, request: Request, session: Session) -> Response:
+        watch_id = str(request.path_params["watch_id"])
+        dashboard = Dashboard(request.state.bridge)
+        page = (
+            await dashboard.watch_page(session.tenant, watch_id)
+            if _WATCH_ID.match(watch_id)
+            else None
+        )
+        if page is None:
+            return self.error(
+                request, 404, "Not found", "There is no such watch for this token.", session
+            )
+        context = self._page(
+            request, session, page=page, live="/ui/live?" + urlencode({"watch_id": watch_id})
+        )
+        if request.query_params.get("fragment") == "1":
+            return self.render(request, "_watch_live.html", flash=None, **context)
+        flash = _decode_flash(request.cookies.get(FLASH_COOKIE))
+        response = self.render(request, "watch.html", flash=flash, **context)
+        if flash is not None:
+            response.delete_cookie(FLASH_COOKIE, path="/ui", httponly=True, samesite="strict")
+        return response
+
+    def action(
+        self,
+        verb: str,
+        act: Callable[[Dashboard, str, str], Awaitable[None]],
+        done: str,
+    ) -> Handler:
+        async def handler(request: Request, session: Session) -> Response:
+            form = await self._form(request, session)
+            watch_id = str(request.path_params["watch_id"])
+            dashboard = Dashboard(request.state.bridge)
+            page = (
+                await dashboard.watch_page(session.tenant, watch_id)
+                if _WATCH_ID.match(watch_id)
+                else None
+            )
+            if page is None:
+                return self.error(
+                    request, 404, "Not found", "There is no such watch for this token.", session
+                )
+            if form.get("confirm") != "yes":
+                context = self._page(request, session, page=page, verb=verb)
+                return self.render(request, "confirm.html", **context)
+            try:
+                await act(dashboard, session.tenant, watch_id)
+                message = done
+            except ApiError as refused:
+                message = f"Not done: {refused.message}"
+            log.info("ui.action", verb=verb, watch_id=watch_id, result=message)
+            response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
+            response.set_cookie(
+                FLASH_COOKIE, _encode_flash(message), max_age=60, path="/ui",
+                secure=_secure(request), httponly=True, samesite="strict",
+            )  # fmt: skip
+            return response
+
+        return handler
+
+    async def live(self, request: Request) -> Response:
+        """`event: changed` whenever what the page shows changed (its fingerprint): at once
+        for this process's events of a watch, within `RECHECK_S` for anything else."""
+        session = self._session(request)
+        if session is None:
+            return Response("sign in first", 401, media_type="text/plain")
+        bridge: Bridge = request.state.bridge
+        dashboard = Dashboard(bridge)
+        since = request.headers.get("last-event-id") or request.query_params.get("since")
+        previous = since if since and _FINGERPRINT.match(since) else None
+        watch_id = request.query_params.get("watch_id")
+        fingerprint: Callable[[], Awaitable[str | None]]
+        if watch_id is not None:
+            if not _WATCH_ID.match(watch_id):
+                return Response("no such watch", 404, media_type="text/plain")
+            wanted = watch_id
+
+            def fingerprint() -> Awaitable[str | None]:
+                return dashboard.watch_fingerprint(session.tenant, wanted)
+        else:
+            try:
+                status, job_id, cursor = _filters(request)
+            except BadRequest as bad:
+                return Response(bad.message, 400, media_type="text/plain")
+
+            async def fingerprint() -> str | None:
+                return await dashboard.list_fingerprint(session.tenant, status, job_id, cursor)
+
+        if await fingerprint() is None:
+            return Response("no such watch", 404, media_type="text/plain")
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if request.method == "HEAD":  # the headers only, not a stream held open for nothing
+            return Response(None, headers=headers, media_type="text/event-stream")
+        stream = _changes(bridge, watch_id, fingerprint, previous)
+        return StreamingResponse(stream, headers=headers, media_type="text/event-stream")
+
+
+async def _changes(
+    bridge: Bridge,
+    watch_id: str | None,
+    fingerprint: Callable[[], Awaitable[str | None]],
+    previous: str | None,
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    yield b"retry: 2000\n\n"
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(bridge.feed.hub.listen(watch_id)) if watch_id else None
+        keepalive_at = loop.time() + KEEPALIVE_S
+        while True:
+            current = await fingerprint()
+            if current is None:
+                return  # the watch is gone
+            if previous is not None and current != previous:
+                # The id comes back as Last-Event-ID when the browser reconnects.
+                yield b"id: %s\nevent: changed\ndata: %s\n\n" % (current.encode(), current.encode())
+                keepalive_at = loop.time() + KEEPALIVE_S
+            previous = current
+            if loop.time() >= keepalive_at:
+                yield b": keep-alive\n\n"
+                keepalive_at = loop.time() + KEEPALIVE_S
+            if listener is not None:
+                await listener.wait(RECHECK_S)
+            else:
+                await asyncio.sleep(RECHECK_S)
+
+
+def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
+    query = request.query_params
+    status = query.get("status") or None
+    if status is not None and status not in WATCH_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(WATCH_STATUSES)}.")
+    job_id = (query.get("job_id") or "").strip() or None
+    if job_id is not None and not JOB_ID.fullmatch(job_id):
+        raise BadRequest("A job id is 1 to 128 characters among A-Z a-z 0-9 _ . : -")
+    cursor = query.get("cursor") or None
+    if cursor is not None and not _WATCH_ID.fullmatch(cursor):
+        raise BadRequest("That page link is not valid; start again from the newest watches.")
+    return status, job_id, cursor
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the request came from another site: `Sec-Fetch-Site`, or
+    an `Origin` whose host is not ours. Clients that send neither are not browsers acting
+    for another site (they could not have the cookie)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
+
+
+def _secure(request: Request) -> bool:
+    """Mark cookies Secure over https, and on loopback addresses, which browsers treat as
+    secure contexts even over plain http (and where a Secure cookie is kept). Over plain http
+    to any other host a browser would drop a Secure cookie, and sign-in could never succeed:
+    serve the dashboard over https there."""
+    return request.url.scheme == "https" or is_loopback(request.url.hostname or "")
+
+
+def create_ui_app(settings: Settings) -> Starlette:
+    pages = Pages(settings)
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        titles = {403: "Refused", 404: "Not found", 405: "Not allowed", 413: "Too large"}
+        title = titles.get(error.status_code, "Error")
+        text = str(error.detail) if error.status_code not in (404, 405) else (
+            "There is no such page." if error.status_code == 404 else
+            f"{request.method} is not allowed here."
+        )  # fmt: skip
+        response = pages.error(request, error.status_code, title, text, pages._session(request))
+        response.headers.update(dict(error.headers or {}))
+        return response
+
+    async def crash(request: Request, error: Exception) -> Response:
+        log.exception("ui.crashed", path=request.url.path)
+        return pages.error(request, 500, "Internal error", "The bridge failed; see its logs.", None)
+
+    def route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> Route:
+        if "GET" in endpoints:
+            endpoints["HEAD"] = endpoints["GET"]
+
+        async def endpoint(request: Request) -> Response:
+            return await endpoints[request.method](request)
+
+        return Route(path, endpoint, methods=list(endpoints))
+
+    signed_in = pages.signed_in
+    routes = [
+        route("/", GET=signed_in(pages.watches)),
+        route("/login", GET=pages.login_form, POST=pages.login),
+        route("/logout", POST=pages.logout),
+        route("/live", GET=pages.live),
+        route("/watches/{watch_id}", GET=signed_in(pages.watch)),
+        route(
+            "/watches/{watch_id}/redeliver",
+            POST=signed_in(pages.action("redeliver", Dashboard.redeliver, "Redelivery started.")),
+        ),
+        route(
+            "/watches/{watch_id}/cancel",
+            POST=signed_in(pages.action("cancel", Dashboard.cancel, "Watch cancelled.")),
+        ),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: crash}
+    )

@@ -1,0 +1,98 @@
+"""Dashboard sign-ins and CSRF tokens, signed by the bridge (nothing kept server-side).
+
+The `bridge_ui` cookie holds `tenant.expiry.mac`: the tenant (base64url), the Unix time the
+sign-in ends, and an HMAC-SHA256 of both and of the tenant's configured token digest. The token
+itself is never kept: it is checked once, at sign-in, by the API's `Authenticator`. Changing or
+removing a tenant's token ends its sign-ins (the digest no longer matches).
+
+The key: derived from `security.encryption_key` when one is set (sign-ins survive a restart and
+are good on every replica sharing it), else random per process (a restart, or another replica,
+asks to sign in again).
+
+A form's CSRF token is an HMAC of the cookie's value under the same key (a value tied to the
+sign-in, unknown to another site, which cannot read the cookie).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from service.config import Settings
+
+COOKIE = "bridge_ui"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    tenant: str
+    expires_at: int
+    value: str  # the cookie's value ("" when the bridge has no tokens: no cookie needed)
+
+
+class Sessions:
+    def __init__(self, settings: Settings) -> None:
+        keys = settings.security.encryption_keys
+        self.durable = bool(keys)
+        self._key = (
+            hashlib.sha256(b"webhook-bridge ui session\0" + keys[0].encode()).digest()
+            if keys
+            else secrets.token_bytes(32)
+        )
+        self._digests = {token.name: token.digest for token in settings.auth.tokens}
+        self.lifetime_s = int(settings.ui.session_hours * 3600)
+
+    @property
+    def open(self) -> bool:
+        """True when the bridge has no tokens: the dashboard is the anonymous tenant's."""
+        return not self._digests
+
+    def issue(self, tenant: str, now: float) -> Session:
+        expires_at = int(now) + self.lifetime_s
+        name = _b64(tenant.encode())
+        value = f"{name}.{expires_at}.{self._mac(tenant, expires_at)}"
+        return Session(tenant, expires_at, value)
+
+    def verify(self, value: str | None, now: float) -> Session | None:
+        """The sign-in the cookie's value proves, or None (absent, forged, expired, or its
+        token changed). Without tokens, the anonymous tenant's, cookie or not."""
+        if self.open:
+            return Session("", 0, "")
+        if not value or value.count(".") != 2:
+            return None
+        name, expiry, mac = value.split(".")
+        try:
+            tenant = _unb64(name).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:
+            return None
+        expires_at = int(expiry)
+        if tenant not in self._digests or expires_at <= now:
+            return None
+        if not hmac.compare_digest(mac.encode(), self._mac(tenant, expires_at).encode()):
+            return None
+        return Session(tenant, expires_at, value)
+
+    def csrf(self, session: Session) -> str:
+        return _b64(hmac.digest(self._key, b"csrf\0" + session.value.encode(), "sha256"))
+
+    def check_csrf(self, session: Session, given: str | None) -> bool:
+        expected = self.csrf(session).encode()
+        return given is not None and hmac.compare_digest(given.encode(), expected)
+
+    def _mac(self, tenant: str, expires_at: int) -> str:
+        signed = b"%s\0%d\0%s" % (tenant.encode(), expires_at, self._digests[tenant])
+        return _b64(hmac.digest(self._key, b"session\0" + signed, "sha256"))
