@@ -87,32 +87,15 @@ def pytest_runtest_makereport(
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     """The upstream simulator, accepting the key `bw_test_key`."""
     directory = tmp_path_factory.mktemp("ui-upstream")
-    process = harness.start_process(
-        "ui-upstream",
-        directory,
-        ["fake-upstream", "--port", "0", "--api-key", harness.API_KEY, "--seed", "8"],
-        {},
-    )
-    try:
-        url = harness.banner_url(process)
-        with httpx.Client(base_url=url, timeout=10) as client:
-            yield Upstream(process, url, client)
-    finally:
-        process.stop()
+    with harness.running_upstream("ui-upstream", directory, "--seed", "8") as started:
+        yield started
 
 
 @pytest.fixture(scope="package")
 def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     """The webhook receiver, recording every request."""
-    directory = tmp_path_factory.mktemp("ui-receiver")
-    record = directory / "hooks.jsonl"
-    process = harness.start_process(
-        "ui-receiver", directory, ["listen", "--port", "0", "--quiet", "--record", str(record)], {}
-    )
-    try:
-        yield Receiver(process, harness.banner_url(process), record)
-    finally:
-        process.stop()
+    with harness.running_receiver("ui-receiver", tmp_path_factory.mktemp("ui-receiver")) as r:
+        yield r
 
 
 @dataclass

@@ -13,7 +13,6 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e import harness
@@ -36,32 +35,15 @@ def pytest_runtest_makereport(
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
     """The upstream simulator, accepting the key `bw_test_key`."""
     directory = tmp_path_factory.mktemp("upstream")
-    process = harness.start_process(
-        "upstream",
-        directory,
-        ["fake-upstream", "--port", "0", "--api-key", harness.API_KEY, "--seed", "7"],
-        {},
-    )
-    try:
-        url = harness.banner_url(process)
-        with httpx.Client(base_url=url, timeout=10) as client:
-            yield Upstream(process, url, client)
-    finally:
-        process.stop()
+    with harness.running_upstream("upstream", directory, "--seed", "7") as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
 def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     """The webhook receiver, recording every request."""
-    directory = tmp_path_factory.mktemp("receiver")
-    record = directory / "hooks.jsonl"
-    process = harness.start_process(
-        "receiver", directory, ["listen", "--port", "0", "--quiet", "--record", str(record)], {}
-    )
-    try:
-        yield Receiver(process, harness.banner_url(process), record)
-    finally:
-        process.stop()
+    with harness.running_receiver("receiver", tmp_path_factory.mktemp("receiver")) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -406,3 +407,33 @@ StartBridge = Callable[..., Bridge]
 def close_bridge(bridge: Bridge) -> None:
     bridge.client.close()
     bridge.process.stop()
+
+
+# Running servers, for fixtures.
+
+
+@contextmanager
+def running_upstream(name: str, directory: Path, *options: str) -> Iterator[Upstream]:
+    """A simulator accepting `API_KEY`, with extra command-line `options`, stopped on exit."""
+    process = start_process(
+        name, directory, ["fake-upstream", "--port", "0", "--api-key", API_KEY, *options], {}
+    )
+    try:
+        url = banner_url(process)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            yield Upstream(process, url, client)
+    finally:
+        process.stop()
+
+
+@contextmanager
+def running_receiver(name: str, directory: Path) -> Iterator[Receiver]:
+    """A `listen` receiver recording every request to `directory/hooks.jsonl`."""
+    record = directory / "hooks.jsonl"
+    process = start_process(
+        name, directory, ["listen", "--port", "0", "--quiet", "--record", str(record)], {}
+    )
+    try:
+        yield Receiver(process, banner_url(process), record)
+    finally:
+        process.stop()

@@ -171,22 +171,14 @@ def failing(
 ) -> Iterator[tuple[Bridge, Upstream]]:
     """A bridge on a simulator of its own, whose faults the tests set."""
     directory = tmp_path_factory.mktemp("failing")
-    process = harness.start_process(
-        "failing-upstream",
-        directory,
-        ["fake-upstream", "--port", "0", "--api-key", harness.API_KEY, "--slow-s", "5"],
-        {},
-    )
-    try:
-        url = harness.banner_url(process)
-        with httpx.Client(base_url=url, timeout=10) as client:
-            started = harness.launch_bridge("failing-bridge", directory, url, directory / "b.db")
-            try:
-                yield started, Upstream(process, url, client)
-            finally:
-                harness.close_bridge(started)
-    finally:
-        process.stop()
+    with harness.running_upstream("failing-upstream", directory, "--slow-s", "5") as upstream:
+        started = harness.launch_bridge(
+            "failing-bridge", directory, upstream.url, directory / "b.db"
+        )
+        try:
+            yield started, upstream
+        finally:
+            harness.close_bridge(started)
 
 
 @pytest.mark.e2e
