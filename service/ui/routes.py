@@ -34,7 +34,7 @@ from service.config import Settings, is_loopback
 from service.errors import ApiError
 from service.events import iso8601
 from service.store.base import WATCH_STATUSES
-from service.ui.dashboard import Dashboard
+from service.ui.dashboard import Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 
 log = structlog.get_logger("service.ui")
@@ -237,16 +237,9 @@ class Pages:
 
     async def watch(self, request: Request, session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])
-        dashboard = Dashboard(request.state.bridge)
-        page = (
-            await dashboard.watch_page(session.tenant, watch_id)
-            if _WATCH_ID.match(watch_id)
-            else None
-        )
+        page = await _watch_page(Dashboard(request.state.bridge), session, watch_id)
         if page is None:
-            return self.error(
-                request, 404, "Not found", "There is no such watch for this token.", session
-            )
+            return self._no_watch(request, session)
         context = self._page(
             request, session, page=page, live="/ui/live?" + urlencode({"watch_id": watch_id})
         )
@@ -258,6 +251,11 @@ class Pages:
             response.delete_cookie(FLASH_COOKIE, path="/ui", httponly=True, samesite="strict")
         return response
 
+    def _no_watch(self, request: Request, session: Session) -> Response:
+        return self.error(
+            request, 404, "Not found", "There is no such watch for this token.", session
+        )
+
     def action(
         self,
         verb: str,
@@ -268,15 +266,9 @@ class Pages:
             form = await self._form(request, session)
             watch_id = str(request.path_params["watch_id"])
             dashboard = Dashboard(request.state.bridge)
-            page = (
-                await dashboard.watch_page(session.tenant, watch_id)
-                if _WATCH_ID.match(watch_id)
-                else None
-            )
+            page = await _watch_page(dashboard, session, watch_id)
             if page is None:
-                return self.error(
-                    request, 404, "Not found", "There is no such watch for this token.", session
-                )
+                return self._no_watch(request, session)
             if form.get("confirm") != "yes":
                 context = self._page(request, session, page=page, verb=verb)
                 return self.render(request, "confirm.html", **context)
@@ -359,6 +351,13 @@ async def _changes(
                 await listener.wait(RECHECK_S)
             else:
                 await asyncio.sleep(RECHECK_S)
+
+
+async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> WatchPage | None:
+    """The watch's page for the session's tenant; None when there is no such watch for it."""
+    if not _WATCH_ID.match(watch_id):
+        return None
+    return await dashboard.watch_page(session.tenant, watch_id)
 
 
 def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
