@@ -48,6 +48,7 @@ from runner import PY_SPY_SUFFIXES, py_spy, run_bench
 from service.bridge import _http_client, _session
 from service.delivery import USER_AGENT
 from service.signing import new_secret, sign
+from service.store.base import callback_host
 
 API_KEY = "bw_bench_key"
 UNLIMITED = "1000000"
@@ -171,6 +172,10 @@ async def throughput(run: Run) -> dict[str, Any]:
             " '/hooks/'))",
             (receiver_url,),
         )
+        # Each delivery keeps its host key (migration 0003; an older backlog gets it when the
+        # bridge migrates it).
+        if any(row[1] == "host" for row in conn.execute("PRAGMA table_info(deliveries)")):
+            conn.execute("UPDATE deliveries SET host = ?", (callback_host(receiver_url),))
     backlog = db_count(db, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
     print(f"    draining {backlog:,} due webhooks ...", flush=True)
     receiver = await run.services.start_devtool("receiver-fast", ["listen", "--quiet"], port)

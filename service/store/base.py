@@ -248,25 +248,11 @@ class AttemptRecord:
 _HOST = re.compile(r"^([^:/?#]+)://(?:[^/?#]*@)?([^@/?#]*)")
 
 
-def host_sql_pg(url: str) -> str:
-    """`callback_host` in PostgreSQL's regular expressions, over the SQL expression `url`:
-    both must agree."""
-    return (
-        f"lower(substring({url} from '^([^:/?#]+)://') || '://'"
-        f" || substring({url} from '^[^:/?#]+://(?:[^/?#]*@)?([^@/?#]*)'))"
-    )
-
-
-# The endpoint of a delivery `d` of watch `w`: its subscription `s` (left-joined), else the
-# watch's callback.
-HOST_SQL_PG = host_sql_pg("coalesce(s.url, w.callback_url)")
-
-
 def callback_host(url: str) -> str:
     """The key of the per-host delivery limit: `scheme://host[:port]` of a callback URL as
     written, lower-cased, without userinfo (`https://u:p@API.example:8443/x` gives
     `https://api.example:8443`). The port is not filled in, so `https://h` and `https://h:443`
-    are two keys. Backends compute the same key in SQL."""
+    are two keys. Each delivery keeps the key of its endpoint, computed when it is recorded."""
     found = _HOST.match(url)
     if found is None:
         return url.lower()
@@ -428,13 +414,15 @@ class Store(abc.ABC):
         oldest due first, and return them in that order.
 
         Per host (the `callback_host` key of the delivery's endpoint: the subscription's URL,
-        else the watch's callback URL), at most
+        else the watch's callback URL, as it was when the delivery was recorded), at most
         `host_limits[host]` are claimed for a host listed there (0: its deliveries are left
         alone) and at most `per_host` for any other, so a host with a large backlog cannot
-        crowd the others out of a claim. With either, the choice is made among the `4 * limit`
-        oldest due candidates of the hosts not left alone (the cost of a claim stays bounded
-        by `limit`, apart from skipping the rows of hosts left alone): a host may get fewer
-        than its limit, never more."""
+        crowd the others out of a claim. With either, every host with due deliveries not left
+        alone offers its oldest due ones up to its limit, and the `limit` oldest of those
+        offered are claimed. Such a claim reads no row of a host left alone and at most
+        `limit` due rows (past the leased ones) of each of the `limit` hosts whose oldest due
+        delivery is oldest: its cost grows with the number of hosts that have pending
+        deliveries (one index probe each), not with their backlogs."""
 
     @abc.abstractmethod
     async def renew_delivery_leases(

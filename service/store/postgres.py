@@ -24,7 +24,6 @@ from service.errors import LeaseLost, MigrationError, StoreError
 from service.ids import new_id
 from service.store import migrations
 from service.store.base import (
-    HOST_SQL_PG,
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
@@ -41,6 +40,7 @@ from service.store.base import (
     Store,
     Subscription,
     Watch,
+    callback_host,
 )
 
 CONNECT_TIMEOUT_S = 10.0
@@ -86,6 +86,42 @@ _HELD_DELIVERIES = (
     " ORDER BY d.id FOR NO KEY UPDATE OF d)"
 )
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
+# The ids a per-host delivery claim takes (see `Store.claim_deliveries`; $2 now, $4 limit,
+# $5 the default per host, $6 the host limits): the hosts with pending deliveries, one index
+# probe each (`deliveries_host_due`); of those a claim may take some from, the $4 whose oldest
+# due delivery is oldest (only they can contribute: the oldest deliveries of any $4 hosts older
+# than a row would all come before it); each one's oldest due up to its limit, locked (those
+# not chosen are unlocked at commit); the $4 oldest of them. A host is matched by a range, not
+# `=`, and ordered by (host, next_attempt_at), which only `deliveries_host_due` gives: with
+# `=`, the planner, taking each host's rows to be spread evenly over the due order, would
+# walk `deliveries_due` instead, through a large host's whole backlog for another's first row.
+_PER_HOST_DUE = """
+WITH RECURSIVE hosts (host) AS (
+    (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.host FROM deliveries d WHERE d.status = 'pending' AND d.host > hosts.host
+            ORDER BY d.host LIMIT 1)
+    FROM hosts WHERE hosts.host IS NOT NULL
+), room AS (
+    SELECT host, coalesce(($6::jsonb ->> host)::int, $5) AS most
+    FROM hosts WHERE host IS NOT NULL
+), oldest AS (
+    SELECT room.host, room.most FROM room CROSS JOIN LATERAL (
+        SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.host >= room.host
+        AND d.host <= room.host AND d.status = 'pending' AND d.next_attempt_at <= $2
+        AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)
+        ORDER BY d.host, d.next_attempt_at LIMIT 1) first
+    WHERE room.most > 0 ORDER BY first.at LIMIT $4
+), offered AS (
+    SELECT c.id, c.at FROM oldest CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at AS at FROM deliveries d WHERE d.host >= oldest.host
+        AND d.host <= oldest.host AND d.status = 'pending' AND d.next_attempt_at <= $2
+        AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)
+        ORDER BY d.host, d.next_attempt_at LIMIT least(oldest.most, $4)
+        FOR NO KEY UPDATE OF d SKIP LOCKED) c
+)
+SELECT id FROM offered ORDER BY at, id LIMIT $4
+"""
 
 
 def _watch(row: Any) -> Watch:
@@ -493,7 +529,7 @@ class PostgresStore(Store):
                 " queue_position = c.queue_position, last_error = c.last_error,"
                 " next_poll_at = c.next_poll_at, updated_at = $4"
                 " FROM held JOIN c ON c.id = held.id WHERE w.id = held.id AND w.status = 'active'"
-                " RETURNING w.id, w.tenant",
+                " RETURNING w.id, w.tenant, w.callback_url",
                 owner,
                 [change.watch_id for change in changes],
                 [change.lease_token for change in changes],
@@ -503,37 +539,37 @@ class PostgresStore(Store):
                 [_text(change.last_error) for change in changes],
                 [change.next_poll_at for change in changes],
             )
-            tenants = {row[0]: row[1] for row in rows}
+            applied = {row[0]: (row[1], row[2]) for row in rows}
             recorded = [
-                (tenants[change.watch_id], change.watch_id, event)
+                (*applied[change.watch_id], change.watch_id, event)
                 for change in changes
-                if change.watch_id in tenants
+                if change.watch_id in applied
                 for event in change.events
             ]
             if recorded:
                 await _record_events(db, recorded, now, None, None)
-        return {change.watch_id for change in changes} - tenants.keys()
+        return {change.watch_id for change in changes} - applied.keys()
 
     async def complete_watch(
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
         async with self._transaction() as db:
-            tenant = await db.fetchval(
+            updated = await db.fetchrow(
                 "UPDATE watches SET status = $7, job_status = $4, queue_position = NULL,"
                 " last_error = $5, updated_at = $3, completed_at = $8, lease_owner = NULL,"
                 " lease_expires_at = NULL"
                 " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
-                " RETURNING tenant",
+                " RETURNING tenant, callback_url",
                 completion.watch_id, owner, now, completion.job_status,
                 _text(completion.last_error), completion.lease_token,
                 "delivering" if event.callback else "completed",
                 None if event.callback else now,
             )  # fmt: skip
-            if tenant is None:
+            if updated is None:
                 raise LeaseLost()
             ids = await _record_events(
-                db, [(tenant, completion.watch_id, event)], now, owner, delivery_lease_until
+                db, [(*updated, completion.watch_id, event)], now, owner, delivery_lease_until
             )
             rows = await db.fetch(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d"  # noqa: S608
@@ -565,25 +601,11 @@ class PostgresStore(Store):
             )
             args: tuple[Any, ...] = ()
         else:
-            # The candidates are locked; those not chosen are unlocked at commit.
-            due = (
-                "WITH c AS (SELECT d.id, d.next_attempt_at AS at,"  # noqa: S608
-                f" {HOST_SQL_PG} AS host FROM deliveries d JOIN watches w ON w.id = d.watch_id"
-                " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
-                " WHERE d.status = 'pending' AND d.next_attempt_at <= $2"
-                " AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)"
-                f" AND NOT ({HOST_SQL_PG} = ANY($5::text[]))"
-                " ORDER BY d.next_attempt_at LIMIT $6 FOR NO KEY UPDATE OF d SKIP LOCKED)"
-                " SELECT id FROM (SELECT id, at, host,"
-                " row_number() OVER (PARTITION BY host ORDER BY at, id) AS n FROM c) r"
-                " WHERE n <= coalesce(($8::jsonb ->> host)::int, $7) ORDER BY at, id LIMIT $4"
-            )
-            limits = dict(host_limits or {})
-            skipped = sorted(host for host, most in limits.items() if most <= 0)
+            due = _PER_HOST_DUE
             args = (
-                skipped, 4 * limit, per_host if per_host is not None else limit,
-                json.dumps(limits),
-            )  # fmt: skip
+                per_host if per_host is not None else limit,
+                json.dumps(dict(host_limits or {})),
+            )
         rows = await self._fetch(
             f"WITH due AS ({due}),"  # noqa: S608
             " d AS (UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $3,"
@@ -801,63 +823,68 @@ async def _end_subscription_deliveries(db: Any, subscription_id: str, now: float
 
 async def _record_events(
     db: Any,
-    recorded: Sequence[tuple[str, str, NewEvent]],
+    recorded: Sequence[tuple[str, str, str, NewEvent]],
     now: float,
     owner: str | None,
     lease_until: float | None,
 ) -> list[str]:
-    """Insert (tenant, watch id, event) events, their callback deliveries and a delivery per
-    matching active subscription, claimed by `owner` when given, in the caller's transaction
-    (which holds the watches); the delivery ids, each event's callback first.
+    """Insert (tenant, callback URL, watch id, event) events, their callback deliveries and a
+    delivery per matching active subscription, each with its endpoint's host key, claimed by
+    `owner` when given, in the caller's transaction (which holds the watches); the delivery
+    ids, each event's callback first.
 
     The tenants' subscriptions are read once, locked `FOR SHARE`: a subscription leaving
     `active` meanwhile waits for this commit and then cancels what it got, or, having committed
     first, is no longer matched."""
-    tenants = sorted({tenant for tenant, _, _ in recorded})
+    tenants = sorted({tenant for tenant, _, _, _ in recorded})
     rows = await db.fetch(
-        "SELECT id, tenant, events FROM subscriptions WHERE tenant = ANY($1::text[])"
+        "SELECT id, tenant, events, url FROM subscriptions WHERE tenant = ANY($1::text[])"
         " AND status = 'active' ORDER BY id FOR SHARE",
         tenants,
     )
-    subscriptions: dict[str, list[tuple[str, frozenset[str]]]] = {}
+    subscriptions: dict[str, list[tuple[str, frozenset[str], str]]] = {}
     for row in rows:
-        subscriptions.setdefault(row[1], []).append((row[0], frozenset(row[2])))
-    news: list[tuple[str, NewDelivery, str | None, str]] = []
-    for tenant, watch_id, event in recorded:
+        subscriptions.setdefault(row[1], []).append(
+            (row[0], frozenset(row[2]), callback_host(row[3]))
+        )
+    # (watch id, delivery, subscription id, event id, host)
+    news: list[tuple[str, NewDelivery, str | None, str, str]] = []
+    for tenant, callback_url, watch_id, event in recorded:
         if event.callback is not None:
-            news.append((watch_id, event.callback, None, event.id))
-        for subscription_id, types in subscriptions.get(tenant, ()):
+            news.append((watch_id, event.callback, None, event.id, callback_host(callback_url)))
+        for subscription_id, types, host in subscriptions.get(tenant, ()):
             if event.type in types:
                 new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
-                news.append((watch_id, new, subscription_id, event.id))
+                news.append((watch_id, new, subscription_id, event.id, host))
     await db.execute(
         "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
         " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
         " $5::boolean[], $6::bytea[]))"
         " INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
         " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
-        " subscription_id, event_id)"
+        " subscription_id, event_id, host)"
         " SELECT n.id, n.watch_id, n.event_type, n.body, n.final, 'pending', $7, $7, $8::text,"
         " $9::float8,"
-        " CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END, n.subscription_id, n.event_id"
+        " CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END, n.subscription_id, n.event_id, n.host"
         " FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[], $14::boolean[],"
-        " $15::text[], $16::text[])"
-        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id)",
-        [event.id for _, _, event in recorded],
-        [tenant for tenant, _, _ in recorded],
-        [watch_id for _, watch_id, _ in recorded],
-        [event.type for _, _, event in recorded],
-        [event.final for _, _, event in recorded],
-        [event.body for _, _, event in recorded],
+        " $15::text[], $16::text[], $17::text[])"
+        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host)",
+        [event.id for _, _, _, event in recorded],
+        [tenant for tenant, _, _, _ in recorded],
+        [watch_id for _, _, watch_id, _ in recorded],
+        [event.type for _, _, _, event in recorded],
+        [event.final for _, _, _, event in recorded],
+        [event.body for _, _, _, event in recorded],
         now,
         owner,
         lease_until,
-        [new.id for _, new, _, _ in news],
-        [watch_id for watch_id, _, _, _ in news],
-        [new.event_type for _, new, _, _ in news],
-        [new.body for _, new, _, _ in news],
-        [new.final for _, new, _, _ in news],
-        [subscription_id for _, _, subscription_id, _ in news],
-        [event_id for _, _, _, event_id in news],
+        [new.id for _, new, _, _, _ in news],
+        [watch_id for watch_id, _, _, _, _ in news],
+        [new.event_type for _, new, _, _, _ in news],
+        [new.body for _, new, _, _, _ in news],
+        [new.final for _, new, _, _, _ in news],
+        [subscription_id for _, _, subscription_id, _, _ in news],
+        [event_id for _, _, _, event_id, _ in news],
+        [host for _, _, _, _, host in news],
     )
-    return [new.id for _, new, _, _ in news]
+    return [new.id for _, new, _, _, _ in news]

@@ -215,7 +215,8 @@ class SQLiteStore(Store):
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA busy_timeout = 5000")
-        # The per-host delivery limit's key, as `base.callback_host` computes it.
+        # The per-host delivery limit's key of rows recorded before it was kept (migration
+        # 0003 fills it in with this function; new rows get it from `_FanOut`).
         db.create_function("callback_host", 1, callback_host, deterministic=True)
         self._db = db
 
@@ -533,15 +534,16 @@ class SQLiteStore(Store):
                 updated = db.execute(
                     "UPDATE watches SET job_status = ?, queue_position = ?, last_error = ?,"
                     " next_poll_at = ?, updated_at = ? WHERE id = ? AND lease_owner = ?"
-                    " AND lease_token = ? AND status = 'active' RETURNING tenant",
+                    " AND lease_token = ? AND status = 'active' RETURNING tenant, callback_url",
                     (change.job_status, change.queue_position, change.last_error,
                      change.next_poll_at, now, change.watch_id, owner, change.lease_token),
                 ).fetchone()  # fmt: skip
                 if updated is None:
                     lost.add(change.watch_id)
                     continue
+                tenant, callback_url = updated
                 for event in change.events:
-                    fan_out.record(updated[0], change.watch_id, event, now, None, 0.0)
+                    fan_out.record(tenant, callback_url, change.watch_id, event, now, None, 0.0)
             return lost
 
         return await self._transaction(record)
@@ -557,15 +559,16 @@ class SQLiteStore(Store):
                 " last_error = ?, updated_at = ?, completed_at = ?, lease_owner = NULL,"
                 " lease_expires_at = NULL"
                 " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'"
-                " RETURNING tenant",
+                " RETURNING tenant, callback_url",
                 ("delivering" if event.callback else "completed", completion.job_status,
                  completion.last_error, now, None if event.callback else now,
                  completion.watch_id, owner, completion.lease_token),
             ).fetchone()  # fmt: skip
             if updated is None:
                 raise LeaseLost()
+            tenant, callback_url = updated
             ids = _FanOut(db).record(
-                updated[0], completion.watch_id, event, now, owner, delivery_lease_until
+                tenant, callback_url, completion.watch_id, event, now, owner, delivery_lease_until
             )
             if not ids:
                 return []
@@ -593,47 +596,32 @@ class SQLiteStore(Store):
     ) -> list[Delivery]:
         def claim(db: sqlite3.Connection) -> list[Delivery]:
             if per_host is None and not host_limits:
-                chosen = (
-                    "SELECT id FROM deliveries WHERE status = 'pending'"
-                    " AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
-                    " ORDER BY next_attempt_at LIMIT ?"
-                )
-                params: tuple[object, ...] = (now, now, limit)
+                chosen = [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT id FROM deliveries WHERE status = 'pending'"
+                        " AND next_attempt_at <= ? AND (lease_owner IS NULL"
+                        " OR lease_expires_at <= ?) ORDER BY next_attempt_at LIMIT ?",
+                        (now, now, limit),
+                    )
+                ]
             else:
-                chosen = (
-                    "SELECT id FROM (SELECT id, at, host, row_number() OVER"
-                    "  (PARTITION BY host ORDER BY at, id) AS n FROM"
-                    "  (SELECT d.id, d.next_attempt_at AS at, callback_host(coalesce(s.url,"
-                    "   w.callback_url)) AS host FROM deliveries d JOIN watches w ON"
-                    "   w.id = d.watch_id LEFT JOIN subscriptions s ON s.id = d.subscription_id"
-                    "   WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
-                    "   AND (d.lease_owner IS NULL OR d.lease_expires_at <= ?)"
-                    "   AND host NOT IN (SELECT value FROM json_each(?))"
-                    "   ORDER BY d.next_attempt_at LIMIT ?))"
-                    " WHERE n <= coalesce((SELECT value FROM json_each(?) WHERE key = host), ?)"
-                    " ORDER BY at LIMIT ?"
-                )
-                limits = dict(host_limits or {})
-                skipped = sorted(host for host, most in limits.items() if most <= 0)
-                params = (
-                    now, now, json.dumps(skipped), 4 * limit, json.dumps(limits),
-                    per_host if per_host is not None else limit, limit,
+                chosen = _choose_per_host(
+                    db, now, limit, per_host if per_host is not None else limit,
+                    dict(host_limits or {}),
                 )  # fmt: skip
-            ids = [
-                row[0]
-                for row in db.execute(
-                    "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
-                    f" lease_token = lease_token + 1 WHERE id IN ({chosen}) RETURNING id",
-                    (owner, lease_until, *params),
-                )
-            ]
-            if not ids:
+            if not chosen:
                 return []
-            marks = ", ".join("?" * len(ids))
+            marks = ", ".join("?" * len(chosen))
+            db.execute(
+                "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
+                f" lease_token = lease_token + 1 WHERE id IN ({marks})",
+                (owner, lease_until, *chosen),
+            )
             rows = db.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
-                f" WHERE d.id IN ({marks}) ORDER BY d.next_attempt_at",
-                ids,
+                f" WHERE d.id IN ({marks}) ORDER BY d.next_attempt_at, d.id",
+                chosen,
             ).fetchall()
             return [_delivery(row) for row in rows]
 
@@ -872,58 +860,111 @@ def _settle(group: Sequence[_Registration]) -> None:
 
 class _FanOut:
     """Records events in one transaction: each event, its callback delivery, and a delivery
-    per matching subscription. A tenant's active subscriptions are read once per transaction,
-    however many of its watches record events in it."""
+    per matching subscription, each delivery with its endpoint's host key. A tenant's active
+    subscriptions are read once per transaction, however many of its watches record events in
+    it."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        self._subscriptions: dict[str, list[tuple[str, frozenset[str]]]] = {}
+        # tenant: (id, events, host) of each active subscription
+        self._subscriptions: dict[str, list[tuple[str, frozenset[str], str]]] = {}
 
-    def _of(self, tenant: str) -> list[tuple[str, frozenset[str]]]:
+    def _of(self, tenant: str) -> list[tuple[str, frozenset[str], str]]:
         found = self._subscriptions.get(tenant)
         if found is None:
             rows = self._db.execute(
-                "SELECT id, events FROM subscriptions WHERE tenant = ? AND status = 'active'"
-                " ORDER BY id",
+                "SELECT id, events, url FROM subscriptions WHERE tenant = ?"
+                " AND status = 'active' ORDER BY id",
                 (tenant,),
             ).fetchall()
             found = self._subscriptions[tenant] = [
-                (row[0], frozenset(json.loads(row[1]))) for row in rows
+                (row[0], frozenset(json.loads(row[1])), callback_host(row[2])) for row in rows
             ]
         return found
 
     def record(
         self,
         tenant: str,
+        callback_url: str,
         watch_id: str,
         event: NewEvent,
         now: float,
         owner: str | None,
         lease_until: float,
     ) -> list[str]:
-        """Insert `event` and its deliveries (claimed by `owner` when given); their ids, the
-        callback's first."""
+        """Insert `event` of the watch calling back `callback_url` and its deliveries (claimed
+        by `owner` when given); their ids, the callback's first."""
         self._db.execute(
             "INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event.id, tenant, watch_id, event.type, int(event.final), event.body, now),
         )
-        news: list[tuple[NewDelivery, str | None]] = []
+        news: list[tuple[NewDelivery, str | None, str]] = []
         if event.callback is not None:
-            news.append((event.callback, None))
-        for subscription_id, types in self._of(tenant):
+            news.append((event.callback, None, callback_host(callback_url)))
+        for subscription_id, types, host in self._of(tenant):
             if event.type in types:
                 new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
-                news.append((new, subscription_id))
+                news.append((new, subscription_id, host))
         self._db.executemany(
             "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
             " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
-            " subscription_id, event_id) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            " subscription_id, event_id, host)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
             [(new.id, watch_id, new.event_type, new.body, int(new.final), now, now, owner,
-              lease_until if owner else None, 1 if owner else 0, subscription_id, event.id)
-             for new, subscription_id in news],
+              lease_until if owner else None, 1 if owner else 0, subscription_id, event.id,
+              host)
+             for new, subscription_id, host in news],
         )  # fmt: skip
-        return [new.id for new, _ in news]
+        return [new.id for new, _, _ in news]
+
+
+# The hosts with pending deliveries, one index probe each (`deliveries_host_due`), and of
+# those a claim may take some from, the `limit` whose oldest due delivery is oldest, with how
+# many each may get (`json_each` of the host limits, else the default).
+_HOSTS_DUE = """
+WITH RECURSIVE hosts (host) AS (
+    SELECT min(host) FROM deliveries WHERE status = 'pending'
+    UNION ALL
+    SELECT (SELECT min(d.host) FROM deliveries d WHERE d.status = 'pending'
+            AND d.host > hosts.host)
+    FROM hosts WHERE hosts.host IS NOT NULL
+), room AS (
+    SELECT host, coalesce((SELECT value FROM json_each(:limits) WHERE key = host), :most)
+        AS most
+    FROM hosts WHERE host IS NOT NULL
+), oldest AS (
+    SELECT host, most, (SELECT d.next_attempt_at FROM deliveries d WHERE d.host = room.host
+        AND d.status = 'pending' AND d.next_attempt_at <= :now
+        AND (d.lease_owner IS NULL OR d.lease_expires_at <= :now)
+        ORDER BY d.next_attempt_at LIMIT 1) AS at
+    FROM room WHERE most > 0
+)
+SELECT host, most FROM oldest WHERE at IS NOT NULL ORDER BY at LIMIT :limit
+"""
+# One host's oldest due deliveries nobody holds.
+_HOST_DUE = (
+    "SELECT next_attempt_at, id FROM deliveries WHERE host = ? AND status = 'pending'"
+    " AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+    " ORDER BY next_attempt_at LIMIT ?"
+)
+
+
+def _choose_per_host(
+    db: sqlite3.Connection, now: float, limit: int, per_host: int, limits: dict[str, int]
+) -> list[str]:
+    """The ids a per-host claim takes (see `Store.claim_deliveries`): each host's oldest due up
+    to its limit, from the hosts that may contribute, then the `limit` oldest of them all. Only
+    the `limit` hosts whose oldest due delivery is oldest can contribute: the oldest deliveries
+    of any `limit` hosts older than a row would all come before it."""
+    hosts = db.execute(
+        _HOSTS_DUE, {"limits": json.dumps(limits), "most": per_host, "now": now, "limit": limit}
+    ).fetchall()
+    offered: list[tuple[float, str]] = []
+    for host, most in hosts:
+        offered += db.execute(_HOST_DUE, (host, now, now, min(most, limit))).fetchall()
+    offered.sort()
+    return [delivery_id for _, delivery_id in offered[:limit]]
 
 
 def _end_pending_deliveries(db: sqlite3.Connection, watch_id: str, status: str, now: float) -> None:

@@ -75,6 +75,15 @@ BACKENDS = [
 
 
 @pytest.fixture(params=BACKENDS)
+async def unopened_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A store of one backend on a fresh database, neither opened nor migrated: the test opens
+    (and closes) it."""
+    make: Callable[[Path], AbstractAsyncContextManager[Store]] = request.param
+    async with make(tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An open store of one backend on a fresh database, closed after the test."""
     make: Callable[[Path], AbstractAsyncContextManager[Store]] = request.param

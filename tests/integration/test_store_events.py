@@ -6,10 +6,17 @@ for the type, and to every active subscription of the tenant that lists the type
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sqlite3
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
+import pytest
+
+from service.store import migrations
 from service.store.base import (
     AttemptOutcome,
     Delivery,
@@ -21,6 +28,9 @@ from service.store.base import (
     Watch,
     callback_host,
 )
+from service.store.postgres import PostgresStore
+from service.store.sqlite import SQLiteStore
+from tests.integration.conftest import POSTGRES_URL
 from tests.integration.test_store_contract import (
     FAR,
     LEASE_S,
@@ -29,6 +39,7 @@ from tests.integration.test_store_contract import (
     TENANT,
     A,
     B,
+    C,
     attempt,
     completion,
     pending_ids,
@@ -480,3 +491,76 @@ async def test_the_per_host_limit_counts_a_subscription_under_its_own_host(
     claimed = await store.claim_deliveries(B, T0 + 10, FAR, 10, host_limits=limited)
     assert {d.subscription_id for d in claimed} == {None}
     assert len(claimed) == 3
+
+
+# Deliveries recorded before each kept its host key (migration 0003).
+
+
+async def _insert_old_deliveries(store: Store, rows: list[tuple[str, str, str | None]]) -> None:
+    """Pending (id, watch id, subscription id) progress deliveries, due at T0, written as the
+    store wrote them at migration 0002 (no host key)."""
+    insert = (
+        "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
+        " next_attempt_at, created_at, subscription_id) VALUES"
+    )
+    if isinstance(store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as db, db:
+            db.executemany(
+                f"{insert} (?, ?, 'job.queued', x'7b7d', 0, 'pending', ?, ?, ?)",
+                [(id_, watch_id, T0, T0, sub) for id_, watch_id, sub in rows],
+            )
+        return
+    assert isinstance(store, PostgresStore)
+    db = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": str(store.schema)})
+    try:
+        await db.executemany(
+            f"{insert} ($1, $2, 'job.queued', '{{}}', false, 'pending', $3, $3, $4)",
+            [(id_, watch_id, T0, sub) for id_, watch_id, sub in rows],
+        )
+    finally:
+        await db.close()
+
+
+async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
+    unopened_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pending deliveries recorded before migration 0003 (to a watch's callback and to a
+    subscription, URLs with credentials, upper case, a port) get their endpoint's host key
+    when it is applied, the same key `callback_host` gives: claims cap them per host and leave
+    a host alone by that key."""
+    every = migrations.load
+    monkeypatch.setattr(migrations, "load", lambda backend: every(backend)[:2])
+    old = unopened_store
+    await old.open()
+    sub = await subscribe(old, url="https://user:pw@Hooks.Example:8443/in")
+    watch = await register(old, callback_url="https://CB.example/x?y=1")
+    other = await register(old, callback_url="http://other.example:8080/hooks")
+    await old.close()
+    await _insert_old_deliveries(
+        old,
+        [(f"msg_cb{n}", watch.id, None) for n in range(3)]
+        + [(f"msg_sub{n}", watch.id, sub.id) for n in range(3)]
+        + [("msg_other", other.id, None)],
+    )
+    monkeypatch.undo()
+    store: Store
+    if isinstance(old, SQLiteStore):
+        store = SQLiteStore(old.path)
+    else:
+        assert isinstance(old, PostgresStore)
+        store = PostgresStore(POSTGRES_URL, schema=old.schema)
+    await store.open(migrate=False)
+    try:
+        assert await store.migrate() == [3]
+        claimed = await store.claim_deliveries(B, T0 + 1, FAR, 10, per_host=2)
+        assert Counter(callback_host(d.callback_url) for d in claimed) == {
+            "https://cb.example": 2, "https://hooks.example:8443": 2,
+            "http://other.example:8080": 1,
+        }  # fmt: skip
+        alone = {"https://cb.example": 0, "https://hooks.example:8443": 0}
+        left = await store.claim_deliveries(C, T0 + 1, FAR, 10, per_host=5, host_limits=alone)
+        assert left == []
+        rest = await store.claim_deliveries(C, T0 + 1, FAR, 10, per_host=5)
+        assert sorted(d.id for d in rest) == ["msg_cb2", "msg_sub2"]
+    finally:
+        await store.close()
