@@ -11,6 +11,7 @@ import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -179,7 +180,7 @@ async def test_a_claim_racing_a_stale_completion_lets_exactly_one_win(
     results = await asyncio.gather(*(complete(watch) for watch in watches), *claims)
 
     completed = {watch_id for watch_id in results[: len(watches)] if watch_id is not None}
-    claimed = assert_disjoint(results[len(watches) :])
+    claimed = assert_disjoint(cast(list[list[Watch]], results[len(watches) :]))
     assert completed.isdisjoint(claimed)
     assert completed | claimed == {watch.id for watch in watches}
     for watch in watches:
@@ -239,6 +240,7 @@ async def test_a_cancel_racing_the_final_attempt_lets_exactly_one_win(
         stored = await store_a.get_watch(TENANT, delivery.watch_id)
         assert stored is not None
         assert stored.status == ("delivered" if delivered else "cancelled")
+        assert isinstance(delivered, bool)
         assert len(await store_a.list_attempts(TENANT, stored.id)) == int(delivered)
 
 

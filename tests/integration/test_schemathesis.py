@@ -44,7 +44,7 @@ TOKEN = "t"
 # A public address: registrations pass the SSRF guard without a DNS lookup, and nothing is
 # ever delivered there (no job ends while the upstream is a closed port).
 PUBLIC_HOST = "93.184.215.14"
-GOOD = {"job_id": "job_1", "callback_url": f"https://{PUBLIC_HOST}/hook"}
+GOOD: dict[str, Any] = {"job_id": "job_1", "callback_url": f"https://{PUBLIC_HOST}/hook"}
 CONFIG = schemathesis.Config.from_dict(
     {
         # Deterministic and bounded: a fixed seed, derandomized generation, no example

@@ -1231,10 +1231,11 @@ async def test_count_watches_has_every_status(store: Store) -> None:
     await ended(store, "failed")
     await ended(store, "gone", tenant=OTHER_TENANT)
 
+    none: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
     mine = {"active": 2, "delivering": 1, "failed": 1, "cancelled": 1}
-    assert await store.count_watches(TENANT) == {**dict.fromkeys(WATCH_STATUSES, 0), **mine}
+    assert await store.count_watches(TENANT) == {**none, **mine}
     everyone = {**mine, "active": 3, "gone": 1}
-    assert await store.count_watches() == {**dict.fromkeys(WATCH_STATUSES, 0), **everyone}
+    assert await store.count_watches() == {**none, **everyone}
 
 
 async def test_migrate_again_applies_nothing(store: Store) -> None:

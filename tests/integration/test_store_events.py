@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -496,7 +497,7 @@ async def test_the_per_host_limit_counts_a_subscription_under_its_own_host(
 # Deliveries recorded before each kept its host key (migration 0003).
 
 
-async def _insert_old_deliveries(store: Store, rows: list[tuple[str, str, str | None]]) -> None:
+async def _insert_old_deliveries(store: Store, rows: Sequence[tuple[str, str, str | None]]) -> None:
     """Pending (id, watch id, subscription id) progress deliveries, due at T0, written as the
     store wrote them at migration 0002 (no host key)."""
     insert = (

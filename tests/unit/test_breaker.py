@@ -40,7 +40,7 @@ def test_what_counts_as_failure(seen: Observation, failed: bool) -> None:
 def feed(breaker: Breaker, clock: FakeClock, outcomes: str, gap: float = 0.1) -> list[str]:
     """Record outcomes ('F' failed, 'o' ok), each started and ended `gap` apart; the states
     entered."""
-    entered = []
+    entered: list[str] = []
     for outcome in outcomes:
         started = clock.now()
         clock.advance(gap)

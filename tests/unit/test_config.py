@@ -27,9 +27,9 @@ def test_documented_defaults() -> None:
     assert settings.store.url == "sqlite:///bridge.db"
     assert (settings.poll.interval_s, settings.poll.timeout_s) == (2.5, 300.0)
     assert settings.delivery.timeout_s == 15.0
-    assert settings.delivery.retry_schedule_s == (
+    assert list(settings.delivery.retry_schedule_s) == [
         5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
-    )  # fmt: skip
+    ]  # fmt: skip
     assert settings.security.allow_private_callbacks is False
 
 
