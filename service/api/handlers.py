@@ -97,6 +97,15 @@ async def _json_body(request: Request) -> Any:
         raise ApiError(f"the body is not valid JSON: {error}") from None
 
 
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object whose values pass `_check_values`."""
+    data = await _json_body(request)
+    if not isinstance(data, dict):
+        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
+    _check_values(data)
+    return data
+
+
 def _check_values(data: dict[str, Any]) -> None:
     """Refuse a body nested deeper than MAX_BODY_DEPTH (400), and strings with a NUL character
     (422 naming the field): PostgreSQL cannot store them."""
@@ -151,11 +160,7 @@ async def _registration(request: Request) -> tuple[str, dict[str, Any]]:
             f"too many registrations for this token; retry in {retry_after_header(wait)} s",
             headers={"Retry-After": retry_after_header(wait)},
         )
-    data = await _json_body(request)
-    if not isinstance(data, dict):
-        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
-    _check_values(data)
-    return tenant, data
+    return tenant, await _json_object(request)
 
 
 async def create_watch(request: Request) -> Response:
@@ -299,10 +304,7 @@ async def list_events(request: Request) -> Response:
 
 async def create_subscription(request: Request) -> Response:
     tenant = _tenant(request)
-    data = await _json_body(request)
-    if not isinstance(data, dict):
-        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
-    _check_values(data)
+    data = await _json_object(request)
     try:
         subscription_request = SubscriptionRequest.model_validate(data)
     except ValidationError as error:

@@ -412,7 +412,7 @@ class SQLiteStore(Store):
                 " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
                 (now, now, watch_id),
             )
-            _end_pending_deliveries(db, watch_id, "cancelled", now)
+            _cancel_pending_deliveries(db, watch_id, now)
             return self._select_watch(db, tenant, watch_id)
 
         return await self._transaction(cancel)
@@ -967,11 +967,15 @@ def _choose_per_host(
     return [delivery_id for _, delivery_id in offered[:limit]]
 
 
-def _end_pending_deliveries(db: sqlite3.Connection, watch_id: str, status: str, now: float) -> None:
+def _cancel_pending_deliveries(
+    db: sqlite3.Connection, watch_id: str, now: float, *, callback_only: bool = False
+) -> None:
+    """Cancel the watch's pending deliveries: all of them, or only its own callback's."""
+    only = " AND subscription_id IS NULL" if callback_only else ""
     db.execute(
-        "UPDATE deliveries SET status = ?, ended_at = ?, lease_owner = NULL,"
-        " lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'",
-        (status, now, watch_id),
+        "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"  # noqa: S608
+        f" lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'{only}",
+        (now, watch_id),
     )
 
 
@@ -1028,10 +1032,5 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
             (now, now, delivery.watch_id),
         )
         # Only the callback's: the subscriptions still want the events already recorded.
-        db.execute(
-            "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"
-            " lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'"
-            " AND subscription_id IS NULL",
-            (now, delivery.watch_id),
-        )
+        _cancel_pending_deliveries(db, delivery.watch_id, now, callback_only=True)
     return True
