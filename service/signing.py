@@ -18,6 +18,14 @@ def new_secret() -> str:
     return PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def endpoint_secret(given: str | None, shared_configured: bool) -> str:
+    """The secret an endpoint (a watch's callback, a subscription) signs with: the one it was
+    given; else "" when configured signing secrets sign for it; else a new one."""
+    if given is not None:
+        return given
+    return "" if shared_configured else new_secret()
+
+
 def check_secret(secret: str) -> str:
     """`secret` when it is `whsec_` + base64 of 24 to 64 bytes; else ValueError saying why."""
     if not secret.startswith(PREFIX):

@@ -15,7 +15,7 @@ from service.clock import Clock
 from service.config import Settings
 from service.errors import Conflict, NotFound
 from service.ids import new_id
-from service.signing import new_secret
+from service.signing import endpoint_secret
 from service.store.base import Store, Subscription
 from service.vault import Vault
 from service.watches import field_error
@@ -58,8 +58,7 @@ class SubscriptionService:
         seal = self._vault.seal
         # As for watches: without its own secret, the configured signing secrets sign (stored
         # as ""), else one is generated.
-        shared = request.secret is None and bool(self._settings.delivery.signing_secrets)
-        secret = "" if shared else request.secret or new_secret()
+        secret = endpoint_secret(request.secret, bool(self._settings.delivery.signing_secrets))
         subscription = await self._store.insert_subscription(
             Subscription(
                 id=new_id("sub", now),

@@ -20,7 +20,7 @@ from service.config import Settings
 from service.dispatcher import Dispatcher
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
-from service.signing import new_secret
+from service.signing import endpoint_secret
 from service.store.base import REDELIVERABLE, DuplicateIdempotencyKey, Idempotency, Store, Watch
 from service.vault import Vault
 
@@ -92,8 +92,8 @@ class WatchService:
         # Without its own secret a watch is signed with the configured signing secrets, if any
         # (stored as ""), else with one generated for it. A watch without a callback signs
         # nothing (subscriptions have their own secrets).
-        shared = request.secret is None and bool(self._settings.delivery.signing_secrets)
-        secret = "" if shared or callback is None else request.secret or new_secret()
+        shared = bool(self._settings.delivery.signing_secrets)
+        secret = "" if callback is None else endpoint_secret(request.secret, shared)
         watch = Watch(
             id=new_id("wch", now),
             tenant=tenant,
