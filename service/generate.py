@@ -83,7 +83,7 @@ class GenerateService:
         hashed: str,
         traceparent: str | None,
     ) -> Registered:
-        await self._watches.check(request)
+        checked = await self._watches.check(request)
         creation = await self._upstream.create(
             orjson.dumps(request.input),
             request.upstream_api_key or self._default_key(),
@@ -120,7 +120,7 @@ class GenerateService:
         try:
             registered = await self._watches.register(
                 tenant, watch_request, idempotency_key, traceparent,
-                request_hash=hashed, answer=answer,
+                request_hash=hashed, answer=answer, checked=checked,
             )  # fmt: skip
         except Exception:
             # The job runs unwatched: say which, so that it can be registered by hand.

@@ -64,11 +64,13 @@ class WatchService:
         *,
         request_hash: str = "",
         answer: Callable[[bytes], bytes] | None = None,
+        checked: tuple[float, float] | None = None,
     ) -> Registered:
         """Validate, commit, and start polling at once. 201, or 200 replaying a retried call.
 
         `POST /v1/generate` records the hash of its own request, and its own `answer` (made
-        from this one), under the key."""
+        from this one), under the key; it has run `check` already and passes what it gave
+        (`checked`), so the callback's address is not resolved twice."""
         # Only a call with an Idempotency-Key needs its body's hash (to tell a retry from a new
         # body under the same key).
         if idempotency_key is not None:
@@ -81,7 +83,7 @@ class WatchService:
             replay = await self.replay(tenant, idempotency_key, request_hash)
             if replay is not None:
                 return replay
-        interval, timeout = await self.check(request)
+        interval, timeout = checked or await self.check(request)
 
         now = self._clock.now()
         seal = self._vault.seal
