@@ -74,7 +74,11 @@ class Tracked:
         final = event.type in events.FINAL_EVENTS
         callback = None
         if event.type in self.callback_events:
-            sent = body if self.payload_format != "raw" else events.render(subject, event, now, "")
+            sent = (
+                body
+                if self.payload_format != "raw"
+                else events.render(subject, event, now, event_id)
+            )
             callback = NewDelivery(new_id("msg", now), event.type, sent, final)
         return NewEvent(event_id, event.type, final, body, callback)
 

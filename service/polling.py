@@ -2,10 +2,9 @@
 
 Poll at once, then every interval ±jitter. Progress keeps polling, with a progress event at
 each change of the job's status (whoever asked for it: the events are kept, and subscriptions
-and API clients may want them); a terminal answer, a refusal
-(400, 401, or 404 past the grace) or the deadline ends it with a final event. Transient failures
-(5xx, 429, timeouts, unreadable bodies) back off exponentially, or as `Retry-After` says, and
-never past the deadline.
+and API clients may want them); a terminal answer, a refusal (400, 401, or 404 past the grace)
+or the deadline ends it with a final event. Transient failures (5xx, 429, timeouts, unreadable
+bodies) back off exponentially, or as `Retry-After` says, and never past the deadline.
 
 With an `outlook` (adaptive pacing, `service.pacing`), a progress answer's next poll is the one
 the pacing planner places from what the upstream taught it; the fixed interval stays the
