@@ -97,7 +97,7 @@ class CallbackBlockedError(OSError):
 
     An `OSError`, so aiohttp wraps it in `aiohttp.ClientConnectorDNSError` (or
     `ClientConnectorError`) like any failed connection; ``strerror`` is the reason, which
-    aiohttp prints between brackets: ``Cannot connect to host ... [callback_url ...]``.
+    aiohttp prints between brackets: ``Cannot connect to host ... [the URL resolves to ...]``.
     """
 
     def __init__(self, reason: str) -> None:
@@ -340,13 +340,13 @@ def _refusal(address: IPAddress, policy: CallbackPolicy, host: str | None) -> st
     if phrase is None:
         return None
     if host is None:
-        return f"callback_url resolves to {address}, {phrase}; {_HINT}"
+        return f"the URL resolves to {address}, {phrase}; {_HINT}"
     literal = parse_ip_literal(host)
     if literal is None:
-        return f"callback_url host {host} resolves to {address}, {phrase}; {_HINT}"
+        return f"host {host} resolves to {address}, {phrase}; {_HINT}"
     if host.strip("[]") == str(address):
-        return f"callback_url host {host} is {phrase}; {_HINT}"
-    return f"callback_url host {host} is {address}, {phrase}; {_HINT}"
+        return f"host {host} is {phrase}; {_HINT}"
+    return f"host {host} is {address}, {phrase}; {_HINT}"
 
 
 def check_address(address: IPAddress, policy: CallbackPolicy, *, host: str | None = None) -> None:
@@ -382,32 +382,32 @@ async def check_url(url: str, policy: CallbackPolicy, resolve: Resolve | None = 
     try:
         parsed = yarl.URL(url)
     except (ValueError, TypeError) as exc:
-        raise CallbackBlocked(f"callback_url is not a valid URL: {exc}") from exc
+        raise CallbackBlocked(f"not a valid URL: {exc}") from exc
     scheme = parsed.scheme.lower()
     if not scheme:
-        raise CallbackBlocked("callback_url must be an absolute http or https URL")
+        raise CallbackBlocked("must be an absolute http or https URL")
     if scheme not in ("http", "https"):
-        raise CallbackBlocked(f"callback_url must use http or https, not {scheme!r}")
+        raise CallbackBlocked(f"must use http or https, not {scheme!r}")
     if policy.require_https and scheme != "https":
-        raise CallbackBlocked("callback_url must use https (security.require_https is set)")
+        raise CallbackBlocked("must use https (security.require_https is set)")
     host = parsed.raw_host
     if not host:
-        raise CallbackBlocked("callback_url has no host")
+        raise CallbackBlocked("has no host")
 
     literal = parse_ip_literal(host)
     if literal is not None:
         check_address(literal, policy, host=host)
         return
     if ":" in host:
-        raise CallbackBlocked(f"callback_url host {host} is not a valid IPv6 address")
+        raise CallbackBlocked(f"host {host} is not a valid IPv6 address")
     try:
         addresses = await (resolve or _getaddrinfo)(host, parsed.port or 0)
     except OSError as exc:
-        raise CallbackBlocked(f"callback_url host {host} could not be resolved: {exc}") from exc
+        raise CallbackBlocked(f"host {host} could not be resolved: {exc}") from exc
     except UnicodeError:  # a label over 63 characters, or an empty one
-        raise CallbackBlocked(f"callback_url host {host} is not a valid host name") from None
+        raise CallbackBlocked(f"host {host} is not a valid host name") from None
     if not addresses:
-        raise CallbackBlocked(f"callback_url host {host} could not be resolved: no addresses")
+        raise CallbackBlocked(f"host {host} could not be resolved: no addresses")
     for address in addresses:
         check_address(address, policy, host=host)
 
@@ -421,7 +421,7 @@ def _check_resolved(results: Sequence[ResolveResult], policy: CallbackPolicy, ho
         address = parse_ip_literal(result["host"])
         if address is None:
             raise CallbackBlockedError(
-                f"callback_url host {host} resolved to {result['host']!r}, not an IP address"
+                f"host {host} resolved to {result['host']!r}, not an IP address"
             )
         reason = _refusal(address, policy, host)
         if reason is not None:
@@ -446,7 +446,7 @@ class GuardedResolver(AbstractResolver):
         """Resolve `host` with the inner resolver and check every answer."""
         results = await self._inner.resolve(host, port, family)
         if not results:
-            raise OSError(errno.EHOSTUNREACH, f"callback_url host {host} resolved to no address")
+            raise OSError(errno.EHOSTUNREACH, f"host {host} resolved to no address")
         _check_resolved(results, self._policy, host)
         return results
 
@@ -466,7 +466,7 @@ def _guarded_socket_factory(
         target = str(sockaddr[0])
         address = parse_ip_literal(target)
         if address is None:
-            raise CallbackBlockedError(f"callback_url connects to {target!r}, not an IP address")
+            raise CallbackBlockedError(f"the URL connects to {target!r}, not an IP address")
         reason = _refusal(address, policy, None)
         if reason is not None:
             raise CallbackBlockedError(reason)

@@ -705,7 +705,7 @@ async def test_httpx_reports_the_refusal(receiver: Receiver) -> None:
     assert "127.0.0.1 is a loopback address; " + HINT in str(caught.value)
     blocked = ssrf.blocked_cause(caught.value)
     assert blocked is not None
-    assert blocked.reason.startswith("callback_url host 127.0.0.1 is a loopback address")
+    assert blocked.reason.startswith("host 127.0.0.1 is a loopback address")
     assert receiver.hosts == []
 
 
