@@ -24,11 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked
 from service.ids import new_id
-from service.store import migrations
+from service.store import migrations, sqlite_outcomes
 from service.store.base import (
     REDELIVERABLE,
     WATCH_STATUSES,
@@ -59,15 +59,20 @@ _WATCH_COLUMNS = (
     " lease_token, final_statuses"
 )
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
-_DELIVERY_COLUMNS = (
-    "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
-    " coalesce(s.url, w.callback_url), iif(s.id IS NULL, w.callback_method, 'POST'),"
-    " coalesce(s.headers, w.callback_headers), coalesce(s.secret, w.secret), d.created_at,"
-    " d.subscription_id, d.event_id, coalesce(s.final_statuses, w.final_statuses)"
-)
 _DELIVERY_FROM = (
     "deliveries d JOIN watches w ON w.id = d.watch_id"
     " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+)
+# Deliveries by id (a JSON array of them), read as one JSON array of rows (the body in hex): a
+# statement's every step hands the GIL to this thread and back, one step per row made reading a
+# claim the event loop's busiest interrupter (see sqlite_outcomes).
+_DELIVERIES_BY_ID = (
+    "SELECT json_group_array(json_array(d.id, d.watch_id, d.event_type, hex(d.body),"  # noqa: S608
+    " d.final, d.attempts, d.lease_token, coalesce(s.url, w.callback_url),"
+    " iif(s.id IS NULL, w.callback_method, 'POST'), coalesce(s.headers, w.callback_headers),"
+    " coalesce(s.secret, w.secret), d.created_at, d.subscription_id, d.event_id,"
+    " coalesce(s.final_statuses, w.final_statuses)))"
+    f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
 _SUBSCRIPTION_COLUMNS = (
     "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
@@ -75,7 +80,6 @@ _SUBSCRIPTION_COLUMNS = (
 _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # Leases renewed per transaction: a few milliseconds of the thread each.
 RENEWAL_CHUNK = 1000
-_ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 
 
 def _watch(row: sqlite3.Row) -> Watch:
@@ -107,7 +111,7 @@ def _watch(row: sqlite3.Row) -> Watch:
     )
 
 
-def _delivery(row: sqlite3.Row) -> Delivery:
+def _delivery(row: list[Any]) -> Delivery:
     return Delivery(
         id=row[0],
         watch_id=row[1],
@@ -572,12 +576,7 @@ class SQLiteStore(Store):
             )
             if not ids:
                 return []
-            rows = db.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
-                f" WHERE d.id IN ({', '.join('?' * len(ids))})",
-                ids,
-            ).fetchall()
-            found = {row[0]: _delivery(row) for row in rows}
+            found = _deliveries(db, ids)
             return [found[delivery_id] for delivery_id in ids]
 
         return await self._transaction(complete)
@@ -601,7 +600,7 @@ class SQLiteStore(Store):
                     for row in db.execute(
                         "SELECT id FROM deliveries WHERE status = 'pending'"
                         " AND next_attempt_at <= ? AND (lease_owner IS NULL"
-                        " OR lease_expires_at <= ?) ORDER BY next_attempt_at LIMIT ?",
+                        " OR lease_expires_at <= ?) ORDER BY next_attempt_at, id LIMIT ?",
                         (now, now, limit),
                     )
                 ]
@@ -612,18 +611,13 @@ class SQLiteStore(Store):
                 )  # fmt: skip
             if not chosen:
                 return []
-            marks = ", ".join("?" * len(chosen))
             db.execute(
-                "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
-                f" lease_token = lease_token + 1 WHERE id IN ({marks})",
-                (owner, lease_until, *chosen),
+                "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"
+                " lease_token = lease_token + 1 WHERE id IN (SELECT value FROM json_each(?))",
+                (owner, lease_until, json.dumps(chosen)),
             )
-            rows = db.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM {_DELIVERY_FROM}"  # noqa: S608
-                f" WHERE d.id IN ({marks}) ORDER BY d.next_attempt_at, d.id",
-                chosen,
-            ).fetchall()
-            return [_delivery(row) for row in rows]
+            found = _deliveries(db, chosen)
+            return [found[delivery_id] for delivery_id in chosen]
 
         return await self._transaction(claim)
 
@@ -662,7 +656,7 @@ class SQLiteStore(Store):
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
         def every(db: sqlite3.Connection) -> set[str]:
-            return {r.delivery.id for r in records if not _record_attempt(db, owner, r)}
+            return sqlite_outcomes.record_attempts(db, owner, records, _record_attempt)
 
         return await self._transaction(every) if records else set()
 
@@ -942,12 +936,22 @@ WITH RECURSIVE hosts (host) AS (
 )
 SELECT host, most FROM oldest WHERE at IS NOT NULL ORDER BY at LIMIT :limit
 """
-# One host's oldest due deliveries nobody holds.
+# One host's oldest due deliveries nobody holds, as a JSON array of [due time, id] (one step).
 _HOST_DUE = (
-    "SELECT next_attempt_at, id FROM deliveries WHERE host = ? AND status = 'pending'"
-    " AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
-    " ORDER BY next_attempt_at LIMIT ?"
+    "SELECT json_group_array(json_array(next_attempt_at, id)) FROM (SELECT next_attempt_at, id"
+    " FROM deliveries WHERE host = ? AND status = 'pending' AND next_attempt_at <= ?"
+    " AND (lease_owner IS NULL OR lease_expires_at <= ?) ORDER BY next_attempt_at LIMIT ?)"
 )
+
+
+def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Delivery]:
+    """The deliveries of `ids` by id, as claimed (see `_DELIVERIES_BY_ID`)."""
+    (rows,) = db.execute(_DELIVERIES_BY_ID, (json.dumps(list(ids)),)).fetchone()
+    found = {}
+    for row in json.loads(rows):
+        row[3] = bytes.fromhex(row[3])
+        found[row[0]] = _delivery(row)
+    return found
 
 
 def _choose_per_host(
@@ -962,7 +966,8 @@ def _choose_per_host(
     ).fetchall()
     offered: list[tuple[float, str]] = []
     for host, most in hosts:
-        offered += db.execute(_HOST_DUE, (host, now, now, min(most, limit))).fetchall()
+        (due,) = db.execute(_HOST_DUE, (host, now, now, min(most, limit))).fetchone()
+        offered += [(at, delivery_id) for at, delivery_id in json.loads(due)]
     offered.sort()
     return [delivery_id for _, delivery_id in offered[:limit]]
 
@@ -1017,7 +1022,7 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
             _end_subscription_deliveries(db, delivery.subscription_id, now)
         return True
     if delivery.final:
-        status = _ENDS_WATCH.get(outcome)
+        status = sqlite_outcomes.ENDS_WATCH.get(outcome)
         db.execute(
             "UPDATE watches SET attempts = attempts + 1,"
             " last_error = COALESCE(?, last_error), updated_at = ?,"

@@ -887,6 +887,76 @@ async def test_record_attempts_commits_a_batch_and_reports_lost_leases(store: St
     await store.record_attempt(B, taken, attempt(taken), "succeeded", T0 + 4 + LEASE_S)
 
 
+async def test_record_attempts_applies_every_record_of_a_large_batch(store: Store) -> None:
+    """A batch of many watches' attempts, more than one statement group holds, changes each
+    delivery, attempt log and watch as `record_attempt` would: final deliveries end or retry
+    their watch, a progress delivery's answer leaves its watch as it is."""
+    outcomes: list[AttemptOutcome] = ["succeeded", "failed", "retry"]
+    held = [await delivering(store) for _ in range(70)]
+    watch = await register(store, owner=A, lease_until=FAR)
+    await store.record_progress(A, T0, [progress(watch, deliveries=[new_delivery()])])
+    [progress_delivery] = await store.claim_deliveries(B, T0, T0 + LEASE_S, 10)
+    records = [
+        AttemptRecord(
+            delivery,
+            attempt(delivery, outcome, next_attempt_at=T0 + 100 if outcome == "retry" else None),
+            outcome,
+            T0 + 2,
+        )
+        for n, (_, delivery) in enumerate(held)
+        for outcome in [outcomes[n % 3]]
+    ]
+    progress_record = AttemptRecord(
+        progress_delivery, attempt(progress_delivery), "succeeded", T0 + 2
+    )
+
+    assert await store.record_attempts(A, records) == set()
+    assert await store.record_attempts(B, [progress_record]) == set()
+
+    for n, (held_watch, delivery) in enumerate(held):
+        stored = await reread(store, held_watch)
+        outcome = outcomes[n % 3]
+        status = {"succeeded": "delivered", "failed": "failed", "retry": "delivering"}[outcome]
+        assert (stored.status, stored.attempts) == (status, 1)
+        assert stored.last_error == (
+            None if outcome == "succeeded" else f"HTTP {STATUS_CODE[outcome]}"
+        )
+        assert (stored.completed_at is not None) == (outcome != "retry")
+        [logged] = await store.list_attempts(TENANT, held_watch.id)
+        assert (logged.delivery_id, logged.status_code) == (delivery.id, STATUS_CODE[outcome])
+    assert (await reread(store, watch)).attempts == 0
+    retried = await store.claim_deliveries(C, T0 + 100, FAR, 100)
+    assert ids(retried) == [d.id for n, (_, d) in enumerate(held) if n % 3 == 2]
+    assert all(d.attempts == 1 for d in retried)
+
+
+async def test_record_attempts_applies_records_in_their_order(store: Store) -> None:
+    """A 410 cancels its watch's other deliveries: a record of one of them after it in the
+    batch finds its delivery cancelled (its lease lost); one before it was already recorded."""
+    first_watch, second_watch = [await register(store, owner=A) for _ in range(2)]
+    news = {watch.id: (new_delivery(), new_delivery()) for watch in (first_watch, second_watch)}
+    await store.record_progress(
+        A, T0, [progress(w, deliveries=news[w.id]) for w in (first_watch, second_watch)]
+    )
+    claimed = {d.id: d for d in await store.claim_deliveries(B, T0, T0 + LEASE_S, 10)}
+    (gone_1, after), (gone_2, before) = ((claimed[a.id], claimed[b.id]) for a, b in news.values())
+
+    def record(delivery: Delivery, outcome: AttemptOutcome) -> AttemptRecord:
+        return AttemptRecord(delivery, attempt(delivery, outcome), outcome, T0 + 1)
+
+    batch = [
+        record(gone_1, "gone"), record(after, "succeeded"),
+        record(before, "succeeded"), record(gone_2, "gone"),
+    ]  # fmt: skip
+    assert await store.record_attempts(B, batch) == {after.id}
+    assert (await reread(store, first_watch)).status == "gone"
+    assert (await reread(store, second_watch)).status == "gone"
+    assert [a.delivery_id for a in await store.list_attempts(TENANT, first_watch.id)] == [gone_1.id]
+    assert {a.delivery_id for a in await store.list_attempts(TENANT, second_watch.id)} == {
+        before.id, gone_2.id,
+    }  # fmt: skip
+
+
 # Recording attempts.
 
 
