@@ -17,7 +17,8 @@ import orjson
 from harness import BenchError, cpu_seconds, machine_busy_seconds
 from measure import Reading
 
-from service.bridge import _http_client, _session
+from service.http_clients import http_client as _http_client
+from service.http_clients import session as _session
 from service.upstream import DEFAULT_MAX_BODY_BYTES, UpstreamClient, get_capped
 
 REQUEST_TIMEOUT_S = 10.0  # the bridge's default upstream.request_timeout_s

@@ -7,15 +7,13 @@ import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import httpx
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from httpx_aiohttp import AiohttpTransport
 
-from service import ssrf
+from service import http_clients
 from service import store as stores
 from service.auth import Authenticator, RateLimiter
 from service.clock import Clock, SystemClock
@@ -27,6 +25,7 @@ from service.event_feed import EventFeed
 from service.event_hub import EventHub
 from service.generate import GenerateService
 from service.metrics import Metrics
+from service.sender import InlineSender, ProcessSender, Sender
 from service.store.base import Store
 from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
@@ -37,22 +36,6 @@ log = structlog.get_logger("service.bridge")
 TICK_S = 1.0
 HOUSEKEEPING_S = 3600.0
 GAUGES_S = 10.0
-
-
-def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
-    # No cookie jar: a cookie one receiver sets must never reach another watch's receiver.
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-
-
-def _http_client(session: aiohttp.ClientSession, timeout_s: float) -> httpx.AsyncClient:
-    # The aiohttp transport: several times the throughput of httpx's default one under
-    # concurrency (bench/README.md). Redirects are never followed; cookies never kept.
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(client=session),
-        timeout=timeout_s,
-        follow_redirects=False,
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-    )
 
 
 @dataclass
@@ -70,7 +53,8 @@ class Bridge:
     auth: Authenticator
     limiter: RateLimiter
     metrics: Metrics
-    _clients: tuple[httpx.AsyncClient, ...]
+    upstream_http: httpx.AsyncClient
+    sender: Sender
     draining: bool = False
 
     @classmethod
@@ -79,20 +63,16 @@ class Bridge:
         owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         store = stores.from_settings(settings.store)
         upstream_limit = settings.upstream.max_concurrency
-        upstream_http = _http_client(
-            _session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),
+        upstream_http = http_clients.http_client(
+            http_clients.session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),
             settings.upstream.request_timeout_s,
         )
-        policy = settings.security.callback_policy()
-        delivery_http = _http_client(
-            _session(ssrf.guarded_connector(policy, limit=settings.delivery.max_concurrency)),
-            settings.delivery.timeout_s,
-        )
+        sender = _sender(settings)
         upstream = UpstreamClient(
             upstream_http, settings.upstream.root, settings.upstream.request_timeout_s
         )
         vault = Vault(settings.security.encryption_keys)
-        deliverer = Deliverer(store, delivery_http, settings.delivery, clock, owner, vault=vault)
+        deliverer = Deliverer(store, sender, settings.delivery, clock, owner, vault=vault)
         # Clients waiting on a watch (long-poll, event stream) wake when its events commit.
         hub = EventHub()
         dispatcher = Dispatcher(
@@ -114,7 +94,7 @@ class Bridge:
         )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, scheduler, auth, limiter, metrics, (upstream_http, delivery_http),
+            feed, scheduler, auth, limiter, metrics, upstream_http, sender,
         )  # fmt: skip
 
     async def start(self) -> None:
@@ -140,8 +120,8 @@ class Bridge:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.dispatcher.stop(self.settings.server.shutdown_grace_s)
-        for client in self._clients:
-            await client.aclose()
+        await self.upstream_http.aclose()
+        await self.sender.aclose()
         await self.store.close()
         log.info("bridge.stopped")
 
@@ -186,6 +166,13 @@ class Bridge:
         except StoreError as error:
             return f"the store does not answer: {error}"
         return None
+
+
+def _sender(settings: Settings) -> Sender:
+    if settings.delivery.sender == "process":
+        return ProcessSender(settings.delivery, settings.security, settings.log)
+    client = http_clients.delivery_client(settings.delivery, settings.security)
+    return InlineSender(client, settings.delivery.timeout_s, settings.delivery.max_response_bytes)
 
 
 def _safe_url(bridge: Bridge) -> str:

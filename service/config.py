@@ -184,6 +184,9 @@ class DeliverySettings(_Section):
     max_retry_after_s: float = Field(3600.0, ge=0)
     max_response_bytes: int = Field(4096, ge=0, le=1 << 20)
     payload_retention_days: float = Field(30.0, gt=0)
+    # Where the requests are made: "inline" in the bridge's process, or "process" in a sender
+    # process beside it, so that sending uses a second core (see service/sender.py).
+    sender: Literal["inline", "process"] = "inline"
     # Secrets that sign the webhooks of watches registered without a `secret`, current first;
     # during a rotation every unexpired one signs (receivers accept any of the signatures).
     signing_secrets: tuple[SigningSecret, ...] = ()

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
 import structlog
 
 from service import __version__, schedule
 from service.clock import Clock
 from service.config import DeliverySettings
 from service.errors import StoreError
+from service.sender import Sender
 from service.signing import sign
 from service.store.base import (
     Attempt,
@@ -119,13 +119,12 @@ class _Sent:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """What a callback URL gives every request to it, worked out once: the URL parsed (without
-    its userinfo), the Basic credentials the userinfo stood for, and its host key."""
+    """What a callback URL gives every request to it, worked out once: the URL without its
+    userinfo, the Basic credentials the userinfo stood for, and its host key."""
 
-    url: httpx.URL | None
+    url: str
     authorization: str | None
     host: str
-    invalid: str | None = None  # why the URL cannot be requested
 
 
 @dataclass(slots=True)
@@ -227,7 +226,7 @@ class Deliverer:
     def __init__(
         self,
         store: Store,
-        client: httpx.AsyncClient,
+        sender: Sender,
         settings: DeliverySettings,
         clock: Clock,
         owner: str,
@@ -236,10 +235,7 @@ class Deliverer:
     ) -> None:
         self._store = store
         self._vault = vault or Vault([])
-        # Requests go to the client's transport itself: the client's own layer (redirects,
-        # cookies, auth, default headers) has nothing to add to a webhook, only cost.
-        self._transport: httpx.AsyncBaseTransport = client._transport
-        self._extensions = {"timeout": client.timeout.as_dict()}
+        self._sender = sender
         self._settings = settings
         self._clock = clock
         self._owner = owner
@@ -520,10 +516,8 @@ class Deliverer:
     async def _send(
         self, delivery: Delivery, now: float
     ) -> tuple[int | None, str | None, str | None]:
-        """(status code, Retry-After, error) of one request; the body is read up to a cap."""
+        """(status code, Retry-After, error) of one request, signed at `now`."""
         target = self._target(delivery.callback_url)
-        if target.url is None:
-            return None, None, target.invalid
         try:
             secrets = (
                 [self._vault.open(delivery.secret)]
@@ -541,31 +535,7 @@ class Deliverer:
             }
         except VaultError as unreadable:
             return None, None, unreadable.message
-        try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                request = httpx.Request(
-                    delivery.callback_method, target.url, content=delivery.body, headers=headers,
-                    extensions=self._extensions,
-                )  # fmt: skip
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await _read_capped(response, self._settings.max_response_bytes)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            return None, None, f"no answer within {self._settings.timeout_s:g} s"
-        except (httpx.HTTPError, OSError) as failure:
-            return None, None, _describe(failure)
-        except Exception as failure:  # anything else must still be recorded as an attempt
-            log.warning(
-                "delivery.unexpected_error", watch_id=delivery.watch_id, webhook_id=delivery.id,
-                exc_info=True,
-            )  # fmt: skip
-            return None, None, _describe(failure)
-        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        if 300 <= response.status_code < 400:
-            error = f"HTTP {response.status_code} (redirects are not followed)"
-        return response.status_code, response.headers.get("retry-after"), error
+        return await self._sender.send(delivery.callback_method, target.url, headers, delivery.body)
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
@@ -583,25 +553,4 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 
 def _parse_target(callback_url: str) -> _Target:
     url, authorization = split_credentials(callback_url)
-    host = callback_host(callback_url)
-    try:
-        return _Target(httpx.URL(url), authorization, host)
-    except Exception as invalid:  # whatever httpx refuses, recorded as the attempt's error
-        return _Target(None, authorization, host, _describe(invalid))
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
-    read = bytearray()
-    async for chunk in response.aiter_raw():
-        read += chunk
-        if len(read) >= cap:
-            break
-    return bytes(read[:cap])
-
-
-def _describe(failure: BaseException) -> str:
-    # The aiohttp transport maps most connection errors to httpx.ConnectTimeout; the original
-    # error underneath says what actually happened.
-    root = failure.__cause__ or failure
-    text = str(root) or str(failure) or "connection failed"
-    return f"{type(root).__name__}: {text}"[:300]
+    return _Target(url, authorization, callback_host(callback_url))

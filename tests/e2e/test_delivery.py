@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +269,38 @@ def test_a_slow_receiver_only_costs_its_own_slots(
         assert all(bridge.watch(w["id"])["status"] == "delivering" for w in slow)
     finally:
         process.stop()
+
+
+def _sender_process(bridge: Bridge) -> int | None:
+    """The pid of the bridge's sender process, if it has one."""
+    pid = bridge.process.popen.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if b"service.sender" in cmdline:
+            return int(child)
+    return None
+
+
+@pytest.mark.e2e
+def test_a_sender_process_delivers_and_a_killed_one_is_replaced(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """With delivery.sender = "process" the webhooks leave from a child of the bridge, signed
+    as always; when that child is killed, the next webhooks still arrive (from a new one)."""
+    bridge = start_bridge(BRIDGE_DELIVERY__SENDER="process")
+    first, first_path = _register(bridge, upstream, receiver)
+    assert bridge.wait_for_status(first["id"], "delivered")["attempts"] == 1
+    [hook] = receiver.hooks(first_path)
+    assert hook.verify(first["secret"])["type"] == "job.succeeded"
+    sender = wait_until(lambda: _sender_process(bridge), what="the sender process")
+
+    os.kill(sender, signal.SIGKILL)
+    second, second_path = _register(bridge, upstream, receiver)
+
+    # Sent by the new child (or, had it been sent before the death was noticed, retried).
+    bridge.wait_for_status(second["id"], "delivered")
+    hook, *_ = receiver.hooks(second_path)
+    assert hook.verify(second["secret"])["type"] == "job.succeeded"
+    replaced = wait_until(lambda: _sender_process(bridge), what="a new sender process")
+    assert replaced != sender

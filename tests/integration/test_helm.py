@@ -464,6 +464,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "max_retry_after_s": 600,
         "max_response_bytes": 2048,
         "payload_retention_days": 7.5,
+        "sender": "process",
     },
     "security": {
         "allow_private_callbacks": True,

@@ -1,8 +1,8 @@
 """Hostile peers on real loopback sockets: an upstream and receivers that answer huge, endless,
 slow, malformed or reset answers cost the bridge a bounded amount of time and memory.
 
-Each test talks to a raw asyncio server through the bridge's own HTTP clients (bridge.py's
-`_http_client` and `_session`, the SSRF-guarded connector for deliveries). Times are measured
+Each test talks to a raw asyncio server through the bridge's own HTTP clients
+(`service/http_clients.py`, the SSRF-guarded connector for deliveries). Times are measured
 around the real call and compared with generous bounds; nothing sleeps and then asserts.
 """
 
@@ -22,10 +22,11 @@ import orjson
 import pytest
 
 from service import config, ssrf
-from service.bridge import _http_client, _session
 from service.clock import SystemClock
 from service.delivery import Deliverer
+from service.http_clients import http_client, session
 from service.ids import new_id
+from service.sender import InlineSender
 from service.signing import new_secret
 from service.store.base import Completion, Delivery, NewDelivery, NewEvent, Watch
 from service.store.sqlite import SQLiteStore
@@ -187,7 +188,7 @@ async def upstream() -> AsyncIterator[tuple[Peer, UpstreamClient]]:
     builds it."""
     async with (
         Peer(dict(UPSTREAM)) as peer,
-        _http_client(_session(aiohttp.TCPConnector(limit_per_host=0)), TIMEOUT_S) as http,
+        http_client(session(aiohttp.TCPConnector(limit_per_host=0)), TIMEOUT_S) as http,
     ):
         yield peer, UpstreamClient(http, peer.url, TIMEOUT_S)
 
@@ -283,10 +284,13 @@ async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, De
     try:
         async with (
             Peer(dict(RECEIVERS)) as peer,
-            _http_client(_session(connector), settings.delivery.timeout_s) as http,
+            http_client(session(connector), settings.delivery.timeout_s) as http,
         ):
             owner = "hostile-peers"
-            yield peer, store, Deliverer(store, http, settings.delivery, SystemClock(), owner)
+            sender = InlineSender(
+                http, settings.delivery.timeout_s, settings.delivery.max_response_bytes
+            )
+            yield peer, store, Deliverer(store, sender, settings.delivery, SystemClock(), owner)
     finally:
         await store.close()
 

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from service.bridge import _http_client, _session
+from service.http_clients import http_client, session
 from service.upstream import UpstreamClient
 
 
@@ -45,7 +45,7 @@ async def test_cookies_never_carry_over_between_requests(
 ) -> None:
     """A cookie one receiver sets is not sent with the next request (another watch's webhook)."""
     base, seen = server
-    async with _http_client(_session(aiohttp.TCPConnector()), timeout_s=5) as client:
+    async with http_client(session(aiohttp.TCPConnector()), timeout_s=5) as client:
         first = await client.post(f"{base}/set", content=b"{}")
         assert "receiver-a-secret" in first.headers["set-cookie"]
         await client.post(f"{base}/next", content=b"{}")
@@ -58,7 +58,7 @@ async def test_upstream_polls_carry_no_cookie_and_follow_no_redirect(
     """The upstream client, built as bridge.py builds it, sends no cookie the upstream set, and
     reads a redirect as the answer it is instead of following it."""
     base, seen = server
-    async with _http_client(_session(aiohttp.TCPConnector()), timeout_s=5) as client:
+    async with http_client(session(aiohttp.TCPConnector()), timeout_s=5) as client:
         upstream = UpstreamClient(client, base, timeout_s=5)
         await upstream.fetch("set", "bw_key")  # answers with a Set-Cookie
         await upstream.fetch("next", "bw_key")

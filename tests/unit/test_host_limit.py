@@ -14,6 +14,7 @@ import pytest
 from service.clock import FakeClock
 from service.config import DeliverySettings
 from service.delivery import ClaimPlan, Deliverer, HostSlots
+from service.sender import InlineSender
 from service.store.base import AttemptRecord, Delivery, Store, callback_host
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -176,7 +177,8 @@ async def setup() -> Any:
     receivers = Receivers()
     settings = DeliverySettings(max_concurrency=8, max_per_host=2, retry_schedule_s=(5.0,))
     async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
-        deliverer = Deliverer(cast(Store, store), client, settings, FakeClock(), "me")
+        sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
+        deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
         yield store, receivers, deliverer
         receivers.open_slow.set()
         await deliverer.drain(5.0)

@@ -1,0 +1,217 @@
+"""Both senders (`service/sender.py`) against a real loopback server: the same answers for the
+same requests, whether the request is made in this process or in a sender process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from service.config import DeliverySettings, LogSettings, SecuritySettings
+from service.http_clients import delivery_client
+from service.sender import InlineSender, ProcessSender, Sender
+
+DELIVERY = DeliverySettings(timeout_s=0.5, max_response_bytes=64)
+ALLOWED = SecuritySettings(allow_private_callbacks=True)
+REFUSED = SecuritySettings(allow_private_callbacks=False)
+LOGS = LogSettings(level="warning", format="json")
+
+Received = list[tuple[str, str, dict[str, str], bytes]]
+
+
+SLOW_STARTED: dict[str, asyncio.Event] = {}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, Received]]:
+    """Answers by path: /ok 200, /busy 503 with Retry-After, /moved 302, /slow after 2 s (and
+    sets SLOW_STARTED["event"] on arrival), /big a body larger than the senders read; records
+    every request it gets."""
+    received: Received = []
+    SLOW_STARTED["event"] = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        received.append((request.method, request.path, dict(request.headers), await request.read()))
+        if request.path == "/busy":
+            return web.Response(status=503, headers={"Retry-After": "7"})
+        if request.path == "/moved":
+            raise web.HTTPFound("/elsewhere")
+        if request.path == "/slow":
+            SLOW_STARTED["event"].set()
+            await asyncio.sleep(2)
+        if request.path == "/big":
+            return web.Response(body=b"x" * 1_000_000)
+        return web.Response(text="thanks")
+
+    app = web.Application(client_max_size=4 << 20)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", received
+    finally:
+        await runner.cleanup()
+
+
+MakeSender = Callable[[SecuritySettings], Sender]
+
+
+def inline(security: SecuritySettings) -> Sender:
+    client = delivery_client(DELIVERY, security)
+    return InlineSender(client, DELIVERY.timeout_s, DELIVERY.max_response_bytes)
+
+
+def in_process(security: SecuritySettings) -> Sender:
+    return ProcessSender(DELIVERY, security, LOGS)
+
+
+@pytest.fixture(params=[inline, in_process], ids=["inline", "process"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[MakeSender]:
+    made: list[Sender] = []
+
+    def build(security: SecuritySettings) -> Sender:
+        made.append(request.param(security))
+        return made[-1]
+
+    try:
+        yield build
+    finally:
+        for sender in made:
+            await sender.aclose()
+
+
+HEADERS = {"content-type": "application/json", "webhook-id": "msg_1", "x-trace": "on"}
+
+
+async def test_a_request_arrives_as_sent_and_its_answer_comes_back(
+    make: MakeSender, server: tuple[str, Received]
+) -> None:
+    """Method, path, headers and body reach the receiver unchanged; 2xx has no error."""
+    base, received = server
+    sender = make(ALLOWED)
+
+    assert await sender.send("PUT", f"{base}/ok", HEADERS, b'{"n": 1}') == (200, None, None)
+
+    [(method, path, headers, body)] = received
+    assert (method, path, body) == ("PUT", "/ok", b'{"n": 1}')
+    assert {k.lower(): v for k, v in headers.items()}.items() >= HEADERS.items()
+
+
+async def test_statuses_retry_after_redirects_and_big_bodies(
+    make: MakeSender, server: tuple[str, Received]
+) -> None:
+    """A 5xx comes back with its Retry-After, a redirect is not followed, a large answer body
+    is read no further than the cap."""
+    base, received = server
+    sender = make(ALLOWED)
+
+    assert await sender.send("POST", f"{base}/busy", HEADERS, b"{}") == (503, "7", "HTTP 503")
+    moved = await sender.send("POST", f"{base}/moved", HEADERS, b"{}")
+    assert moved == (302, None, "HTTP 302 (redirects are not followed)")
+    assert await sender.send("POST", f"{base}/big", HEADERS, b"{}") == (200, None, None)
+    assert [path for _, path, _, _ in received] == ["/busy", "/moved", "/big"]
+
+
+async def test_no_answer_within_the_timeout_is_an_error(
+    make: MakeSender, server: tuple[str, Received]
+) -> None:
+    base, _ = server
+    sender = make(ALLOWED)
+
+    answer = await sender.send("POST", f"{base}/slow", HEADERS, b"{}")
+
+    assert answer == (None, None, "no answer within 0.5 s")
+
+
+async def test_the_callback_policy_is_applied_where_the_request_is_made(
+    make: MakeSender, server: tuple[str, Received]
+) -> None:
+    """A sender whose policy refuses private addresses does not connect to loopback."""
+    base, received = server
+    sender = make(REFUSED)
+
+    status, _, error = await sender.send("POST", f"{base}/ok", HEADERS, b"{}")
+
+    assert status is None
+    assert error is not None
+    assert "127.0.0.1" in error
+    assert received == []
+
+
+async def test_an_unusable_url_is_an_error_not_a_crash(make: MakeSender) -> None:
+    sender = make(ALLOWED)
+
+    status, _, error = await sender.send("POST", "http://exa mple.com/hooks", HEADERS, b"{}")
+
+    assert status is None
+    assert error
+
+
+async def test_many_requests_at_once_each_get_their_own_answer(
+    make: MakeSender, server: tuple[str, Received]
+) -> None:
+    """Concurrent requests with bodies from empty to 300 KB (many frames to one read, one
+    frame over many reads) are each answered, and each body arrives whole."""
+    base, received = server
+    sender = make(ALLOWED)
+    sizes = [0, 1, 100, 70_000, 300_000] * 20
+
+    answers = await asyncio.gather(
+        *(
+            sender.send("POST", f"{base}/{'busy' if n % 3 else 'ok'}", HEADERS, b"b" * size)
+            for n, size in enumerate(sizes)
+        )
+    )
+
+    assert answers == [
+        (503, "7", "HTTP 503") if n % 3 else (200, None, None) for n in range(len(sizes))
+    ]
+    assert sorted(len(body) for *_, body in received) == sorted(sizes)
+
+
+def _child_pid(sender: ProcessSender) -> int:
+    child: Any = sender._child
+    assert child is not None
+    pid: int = child._process.pid
+    return pid
+
+
+async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
+    server: tuple[str, Received],
+) -> None:
+    """Killing the child answers what it held with an error at once; the next request starts a
+    new child and gets through."""
+    base, _ = server
+    sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
+    try:
+        assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
+        first = _child_pid(sender)
+        held = asyncio.create_task(sender.send("POST", f"{base}/slow", HEADERS, b"{}"))
+        await asyncio.wait_for(SLOW_STARTED["event"].wait(), timeout=5)
+        os.kill(first, signal.SIGKILL)
+
+        status, _, error = await asyncio.wait_for(held, timeout=0.4)  # before the 0.5 s timeout
+        assert status is None
+        assert error == "the sender process exited (code -9) before answering"
+        assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
+        assert _child_pid(sender) != first
+    finally:
+        await sender.aclose()
+
+
+async def test_closing_the_process_sender_ends_its_child(server: tuple[str, Received]) -> None:
+    base, _ = server
+    sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
+    assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
+    child: Any = sender._child
+
+    await sender.aclose()
+
+    assert child._process.returncode == 0
