@@ -45,8 +45,9 @@ from loops import Control, each
 from measure import fmt_ms, fmt_num
 from runner import PY_SPY_SUFFIXES, py_spy, run_bench
 
-from service.bridge import _http_client, _session
 from service.delivery import USER_AGENT
+from service.http_clients import http_client as _http_client
+from service.http_clients import session as _session
 from service.signing import new_secret, sign
 from service.store.base import callback_host
 
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--parts", default="a,b", help="a (throughput), b (isolation) or both")
     add("--per-host", type=int, default=MAX_PER_HOST, help="the bridges' delivery.max_per_host")
     add("--log-level", default="warning", help="the bridges' log level")
+    add("--sender", default="inline", choices=["inline", "process"],
+        help="the bridges' delivery.sender")  # fmt: skip
     add("--results", type=Path, default=ROOT / "bench" / "results", help="directory for JSON")
     add("--keep-temp", action="store_true", help="keep the temporary directory")
     add("--py-spy", action="store_true", help="profile the draining bridge (py-spy --gil)")
@@ -107,6 +110,7 @@ class Run:
             "BRIDGE_LOG__LEVEL": self.args.log_level,
             "BRIDGE_LOG__FORMAT": "json",
             "BRIDGE_DELIVERY__MAX_PER_HOST": str(self.args.per_host),
+            "BRIDGE_DELIVERY__SENDER": self.args.sender,
             **extra,
         }
 
@@ -159,24 +163,12 @@ async def throughput(run: Run) -> dict[str, Any]:
     )
     if args.backlog is not None and args.backlog.exists():
         print(f"(a) the backlog of {args.backlog} ...", flush=True)
-        _copy_db(args.backlog, db)
+        copy_db(args.backlog, db)
     else:
         await build_backlog(run, db, env, receiver_url)
         if args.backlog is not None:
-            _copy_db(db, args.backlog)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE deliveries SET next_attempt_at = 0 WHERE status = 'pending'")
-        # To this run's receiver (a saved backlog was built for another port).
-        conn.execute(
-            "UPDATE watches SET callback_url = ? || substr(callback_url, instr(callback_url,"
-            " '/hooks/'))",
-            (receiver_url,),
-        )
-        # Each delivery keeps its host key (migration 0003; an older backlog gets it when the
-        # bridge migrates it).
-        if any(row[1] == "host" for row in conn.execute("PRAGMA table_info(deliveries)")):
-            conn.execute("UPDATE deliveries SET host = ?", (callback_host(receiver_url),))
-    backlog = db_count(db, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            copy_db(db, args.backlog)
+    backlog = due_to(db, receiver_url)
     print(f"    draining {backlog:,} due webhooks ...", flush=True)
     receiver = await run.services.start_devtool("receiver-fast", ["listen", "--quiet"], port)
 
@@ -238,7 +230,25 @@ async def build_backlog(run: Run, db: Path, env: dict[str, str], receiver_url: s
     print(f"    backlog ready in {time.monotonic() - began:.0f} s", flush=True)
 
 
-def _copy_db(source: Path, target: Path) -> None:
+def due_to(db: Path, receiver_url: str) -> int:
+    """Make every pending delivery of the backlog in `db` due now, to `receiver_url`; their
+    number."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE deliveries SET next_attempt_at = 0 WHERE status = 'pending'")
+        # To this run's receiver (a saved backlog was built for another port).
+        conn.execute(
+            "UPDATE watches SET callback_url = ? || substr(callback_url, instr(callback_url,"
+            " '/hooks/'))",
+            (receiver_url,),
+        )
+        # Each delivery keeps its host key (migration 0003; an older backlog gets it when the
+        # bridge migrates it).
+        if any(row[1] == "host" for row in conn.execute("PRAGMA table_info(deliveries)")):
+            conn.execute("UPDATE deliveries SET host = ?", (callback_host(receiver_url),))
+    return db_count(db, "SELECT count(*) FROM deliveries WHERE status = 'pending'")
+
+
+def copy_db(source: Path, target: Path) -> None:
     """A consistent copy of a SQLite database (its WAL included)."""
     src, dst = sqlite3.connect(source), sqlite3.connect(target)
     try:
