@@ -99,6 +99,7 @@ class Bridge:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.sender.start()
         await self.dispatcher.start()
         self.scheduler.add_job(
             self.dispatcher.tick, "interval", seconds=TICK_S, id="dispatch",

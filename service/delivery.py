@@ -1,4 +1,5 @@
-"""Sending webhooks: sign, POST, read a little of the answer, judge it, record the attempt.
+"""Sending webhooks: sign, hand to the sender (service/sender.py), judge the answer, record
+the attempt.
 
 `judge` is pure. `HostSlots` is the pure bookkeeping of the per-host limit. `Deliverer` runs
 attempts concurrently, up to a global limit and a per-host one, and records each outcome under
@@ -11,7 +12,8 @@ for that host; past that it is handed back to the store at once. A claim takes f
 only what it has room for (none for a host whose line is full), so a host with a large backlog
 neither fills the deliverer nor hides the other hosts' due deliveries; a host's line is topped
 up by one claim once two thirds of it are free, not at every attempt (each claim is a store
-write).
+write). A sender that keeps the limits itself (the sender process, `depth` 2) is handed `depth`
+times them, and makes no more than the limits at once.
 """
 
 from __future__ import annotations
@@ -240,8 +242,12 @@ class Deliverer:
         self._clock = clock
         self._owner = owner
         self._rand = rand
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._hosts = HostSlots(settings.max_per_host)
+        # A sender that queues requests and keeps the limits itself may be handed `depth`
+        # times them, so that its next request of a host is there before the last one's answer
+        # has come back through this loop (see service/sender.py).
+        self._depth = sender.depth
+        self._slots = asyncio.Semaphore(settings.max_concurrency * self._depth)
+        self._hosts = HostSlots(settings.max_per_host * self._depth)
         # One task per running slot of a host: it attempts one delivery, then the host's next
         # waiting one, and so on (not a task per attempt).
         self._tasks: set[asyncio.Task[None]] = set()
@@ -267,7 +273,7 @@ class Deliverer:
         self._refilling: asyncio.Task[None] | None = None
         # Hosts that freed a slot while a claim was being made: worth another one?
         self._refill_again: set[str] = set()
-        self._top_up = LINE * settings.max_per_host * 2 // 3 or 1
+        self._top_up = LINE * self._hosts.per_host * 2 // 3 or 1
         self._closing = False
         self._targets: dict[str, _Target] = {}
         # Told of each recorded attempt: metrics.
@@ -284,7 +290,7 @@ class Deliverer:
 
     @property
     def free_slots(self) -> int:
-        return max(0, self._settings.max_concurrency - self._posting)
+        return max(0, self._settings.max_concurrency * self._depth - self._posting)
 
     def lost(self, ids: set[str]) -> None:
         """Forget the deliveries of `ids` still waiting for their host: their leases could not
@@ -299,7 +305,7 @@ class Deliverer:
         """The next claim: as many as there are free slots, for each busy host what it has
         room for (running or waiting), `max_per_host` for any other."""
         limit = max(self.free_slots, 0)
-        return ClaimPlan(limit, self._settings.max_per_host, self._hosts.limits())
+        return ClaimPlan(limit, self._hosts.per_host, self._hosts.limits())
 
     def claimed(self, plan: ClaimPlan, deliveries: list[Delivery]) -> None:
         """Take the deliveries a claim made with `plan` returned."""

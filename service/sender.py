@@ -9,21 +9,29 @@ add to a webhook, only cost. It answers (status code, Retry-After, error) and re
 `python -m service.sender`, which makes them with an `InlineSender` of its own. Why: the
 HTTP exchange is about two thirds of what the event loop does per webhook, and one process
 has one interpreter lock, so a single bridge process sends at most what one core can. The
-event loop keeps everything else (claims, signatures, judging, outcomes, per-host slots); the
-child only talks HTTP. Requests and answers cross a socket pair as length-prefixed `marshal`
-frames (the child is the same interpreter, started by the bridge itself).
+event loop keeps everything else (claims, signatures, judging, outcomes); the child only
+talks HTTP. Requests and answers cross a socket pair as length-prefixed `marshal` frames (the
+child is the same interpreter, started by the bridge itself).
+
+The child keeps `max_per_host` and `max_concurrency` itself, and the bridge hands it `depth`
+(2) times as many: a host's next webhook is already waiting in the child when an answer comes
+in, instead of making the trip through the bridge's event loop first. Waiting requests hold no
+slot, so a slow host still costs only its own.
 
 If the child dies, every request it held is answered with an error (the attempt is recorded
 as failed and retried on schedule, with the same `webhook-id`), and the next request starts
-a new child. When the bridge dies, the child reads the end of its socket and exits.
+a new child. The child ignores Ctrl-C and SIGTERM: the bridge drains, then closes its end of
+the socket, and the child finishes what it holds and exits (also when the bridge is killed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import marshal
+import signal
 import socket
 import struct
 import sys
@@ -33,6 +41,7 @@ import httpx
 import structlog
 
 from service.config import DeliverySettings, LogSettings, SecuritySettings
+from service.store.base import callback_host
 
 log = structlog.get_logger("service.sender")
 
@@ -43,10 +52,24 @@ Answer = tuple[int | None, str | None, str | None]
 URLS = 1024
 # A request the child has not answered this long after its timeout is given up on.
 GRACE_S = 5.0
+# Seconds a new sender process may take to say it is ready, and the least time between two
+# starts (requests meanwhile are answered with the last start's failure).
+START_TIMEOUT_S = 30.0
+RESTART_AFTER_S = 1.0
 _LENGTH = struct.Struct("!I")
+# The sender process: this interpreter, this module; its argument is its end of the socket.
+COMMAND = (sys.executable, "-m", "service.sender")
 
 
 class Sender(Protocol):
+    # How many times `delivery.max_concurrency` and `max_per_host` requests may be handed to
+    # the sender at once: 1 when each request handed over is made at once; more when the
+    # sender queues them and keeps those limits itself.
+    depth: int
+
+    async def start(self) -> None:
+        """Be ready to send (the sender process started), so the first webhook waits for none."""
+
     async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
         """Make one request to `url` (without userinfo) and say how it went; never raises."""
 
@@ -55,6 +78,8 @@ class Sender(Protocol):
 
 
 class InlineSender:
+    depth = 1
+
     def __init__(self, client: httpx.AsyncClient, timeout_s: float, max_response_bytes: int):
         self._client = client
         self._transport: httpx.AsyncBaseTransport = client._transport
@@ -62,6 +87,9 @@ class InlineSender:
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
         self._urls: dict[str, httpx.URL | str] = {}  # parsed, or why it cannot be requested
+
+    async def start(self) -> None:
+        pass
 
     async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
         parsed = self._parse(url)
@@ -108,6 +136,10 @@ class InlineSender:
 
 
 class ProcessSender:
+    # The next request of a busy host waits in the child, so that it goes out as soon as an
+    # answer comes in, not after that answer's trip through the bridge's event loop and back.
+    depth = 2
+
     def __init__(
         self, delivery: DeliverySettings, security: SecuritySettings, logging: LogSettings
     ) -> None:
@@ -118,10 +150,19 @@ class ProcessSender:
                 "log": logging.model_dump_json(),
             }
         )
-        self._timeout_s = delivery.timeout_s + GRACE_S
+        # A request waits in the child for at most one attempt to its host, then takes its own.
+        self._timeout_s = self.depth * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
         self._starting = asyncio.Lock()
+        self._failed: tuple[float, OSError] | None = None  # the last start that failed, when
+
+    async def start(self) -> None:
+        # A failure here is not the bridge's: the next request tries again, and says why.
+        try:
+            await self._running()
+        except OSError as failure:
+            log.error("delivery.sender_failed", error=str(failure))
 
     async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
         try:
@@ -139,13 +180,27 @@ class ProcessSender:
         finally:
             child.forget(request_id)
 
+    @property
+    def pid(self) -> int | None:
+        """The sender process's pid, while one runs."""
+        child = self._child
+        return child.pid if child is not None and child.alive else None
+
     async def _running(self) -> _Child:
         child = self._child
         if child is not None and child.alive:
             return child
         async with self._starting:
             if self._child is None or not self._child.alive:
-                self._child = await _Child.start(self._config)
+                now = asyncio.get_running_loop().time()
+                if self._failed is not None and now - self._failed[0] < RESTART_AFTER_S:
+                    raise self._failed[1]
+                try:
+                    self._child = await _Child.start(self._config)
+                except OSError as failure:
+                    self._failed = (now, failure)
+                    raise
+                self._failed = None
             return self._child
 
     async def aclose(self) -> None:
@@ -153,21 +208,20 @@ class ProcessSender:
             await self._child.stop()
 
 
-_DELIVERY_FIELDS = {"timeout_s", "max_concurrency", "max_response_bytes"}
+_DELIVERY_FIELDS = {"timeout_s", "max_concurrency", "max_per_host", "max_response_bytes"}
 _SECURITY_FIELDS = {"allow_private_callbacks", "callback_allow_cidrs", "require_https"}
 
 
 class _Child:
     """One sender process and the requests it holds."""
 
-    def __init__(self, process: asyncio.subprocess.Process, sock: socket.socket) -> None:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
         self._out: list[bytes] = []
         self.alive = True
         self._reader: asyncio.StreamReader
         self._writer: asyncio.StreamWriter
-        self._sock = sock
         self._reading: asyncio.Task[None] | None = None
 
     @classmethod
@@ -175,7 +229,7 @@ class _Child:
         mine, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "service.sender", str(theirs.fileno()),
+                *COMMAND, str(theirs.fileno()),
                 stdin=asyncio.subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         except BaseException:
@@ -183,12 +237,28 @@ class _Child:
             raise
         finally:
             theirs.close()
-        child = cls(process, mine)
+        child = cls(process)
         child._reader, child._writer = await asyncio.open_connection(sock=mine)
         child._writer.write(_frame(config))
+        # Ready once it has imported and built its client (a few hundred milliseconds): the
+        # first webhooks should not wait for that.
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                (size,) = _LENGTH.unpack(await child._reader.readexactly(_LENGTH.size))
+                await child._reader.readexactly(size)
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            child._writer.close()
+            raise OSError(f"the sender process (pid {process.pid}) did not start") from None
         child._reading = asyncio.create_task(child._read(), name="sender answers")
         log.info("delivery.sender_started", pid=process.pid)
         return child
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def ask(self, request_id: int, request: tuple[Any, ...]) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -243,6 +313,7 @@ class _Child:
                     await self._process.wait()
             if self._process.returncode is None:
                 self._process.kill()
+                await self._process.wait()
         if self._reading is not None:
             await asyncio.gather(self._reading, return_exceptions=True)
 
@@ -310,46 +381,90 @@ async def _serve(fd: int) -> None:
         delivery.timeout_s,
         delivery.max_response_bytes,
     )
-    loop = asyncio.get_running_loop()
-    out: list[bytes] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    def flush() -> None:
-        writer.write(b"".join(out))
-        out.clear()
-
-    async def answer(request: tuple[Any, ...]) -> None:
-        request_id, method, url, headers, body = request
-        status, retry_after, error = await sender.send(method, url, dict(headers), body)
-        if not out:
-            loop.call_soon(flush)
-        out.append(_frame(marshal.dumps((request_id, status, retry_after, error))))
-
-    def take(frames: list[bytes]) -> None:
-        for frame in frames:
-            task = loop.create_task(answer(_load(frame)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    take(found[1:])
+    writer.write(_frame(marshal.dumps("ready")))
+    relay = _Relay(sender, writer, delivery.max_concurrency, delivery.max_per_host)
+    for frame in found[1:]:
+        relay.take(_load(frame))
     while chunk := await reader.read(1 << 16):
         requests, buffer = _split(buffer + chunk)
-        take(requests)
+        for frame in requests:
+            relay.take(_load(frame))
     # The bridge closed its end: finish what is held, then go.
-    if tasks:
-        await asyncio.wait(tasks)
-    with contextlib.suppress(ConnectionError):
-        flush()
-        await writer.drain()
+    await relay.finish()
     await sender.aclose()
+
+
+class _Relay:
+    """The child's side: requests in, answers out, at most `max_per_host` requests to a host
+    and `max_concurrency` in all (the bridge hands over `depth` times as many). One task per
+    running slot of a host, which carries on with the host's next waiting request."""
+
+    def __init__(
+        self, sender: InlineSender, writer: asyncio.StreamWriter, most: int, per_host: int
+    ) -> None:
+        self._sender = sender
+        self._writer = writer
+        self._slots = asyncio.Semaphore(most)
+        self._per_host = per_host
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, collections.deque[tuple[Any, ...]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._out: list[bytes] = []
+
+    def take(self, request: tuple[Any, ...]) -> None:
+        host = callback_host(request[2])
+        running = self._running.get(host, 0)
+        if running >= self._per_host:
+            self._waiting.setdefault(host, collections.deque()).append(request)
+            return
+        self._running[host] = running + 1
+        task = asyncio.create_task(self._run(host, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, host: str, request: tuple[Any, ...] | None) -> None:
+        while request is not None:
+            request_id, method, url, headers, body = request
+            async with self._slots:
+                answer = await self._sender.send(method, url, dict(headers), body)
+            if not self._out:  # one write for every answer of this turn of the loop
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._out.append(_frame(marshal.dumps((request_id, *answer))))
+            request = self._next(host)
+        self._running[host] -= 1
+        if not self._running[host]:
+            del self._running[host]
+
+    def _next(self, host: str) -> tuple[Any, ...] | None:
+        waiting = self._waiting.get(host)
+        if not waiting:
+            return None
+        request = waiting.popleft()
+        if not waiting:
+            del self._waiting[host]
+        return request
+
+    def _flush(self) -> None:
+        self._writer.write(b"".join(self._out))
+        self._out.clear()
+
+    async def finish(self) -> None:
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        with contextlib.suppress(ConnectionError):
+            self._flush()
+            await self._writer.drain()
 
 
 def main() -> None:
     import uvloop
 
+    # Ctrl-C and SIGTERM are the bridge's to handle: it drains, then closes its end of the
+    # socket, and that is when this process ends (also when the bridge is killed).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     uvloop.run(_serve(int(sys.argv[1])))
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        main()
+    main()

@@ -287,7 +287,8 @@ def test_a_sender_process_delivers_and_a_killed_one_is_replaced(
     start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
 ) -> None:
     """With delivery.sender = "process" the webhooks leave from a child of the bridge, signed
-    as always; when that child is killed, the next webhooks still arrive (from a new one)."""
+    as always; when that child is killed, the next webhooks still arrive (from a new one); when
+    the bridge stops, so does its child."""
     bridge = start_bridge(BRIDGE_DELIVERY__SENDER="process")
     first, first_path = _register(bridge, upstream, receiver)
     assert bridge.wait_for_status(first["id"], "delivered")["attempts"] == 1
@@ -304,3 +305,6 @@ def test_a_sender_process_delivers_and_a_killed_one_is_replaced(
     assert hook.verify(second["secret"])["type"] == "job.succeeded"
     replaced = wait_until(lambda: _sender_process(bridge), what="a new sender process")
     assert replaced != sender
+
+    bridge.process.stop()  # SIGTERM: the bridge drains, then its sender process ends too
+    wait_until(lambda: not Path(f"/proc/{replaced}").exists(), what="the sender process gone")

@@ -176,13 +176,6 @@ async def test_many_requests_at_once_each_get_their_own_answer(
     assert sorted(len(body) for *_, body in received) == sorted(sizes)
 
 
-def _child_pid(sender: ProcessSender) -> int:
-    child: Any = sender._child
-    assert child is not None
-    pid: int = child._process.pid
-    return pid
-
-
 async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
     server: tuple[str, Received],
 ) -> None:
@@ -192,7 +185,8 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
     sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
     try:
         assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
-        first = _child_pid(sender)
+        first = sender.pid
+        assert first is not None
         held = asyncio.create_task(sender.send("POST", f"{base}/slow", HEADERS, b"{}"))
         await asyncio.wait_for(SLOW_STARTED["event"].wait(), timeout=5)
         os.kill(first, signal.SIGKILL)
@@ -201,7 +195,7 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
         assert status is None
         assert error == "the sender process exited (code -9) before answering"
         assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
-        assert _child_pid(sender) != first
+        assert sender.pid not in (first, None)
     finally:
         await sender.aclose()
 
@@ -215,3 +209,87 @@ async def test_closing_the_process_sender_ends_its_child(server: tuple[str, Rece
     await sender.aclose()
 
     assert child._process.returncode == 0
+
+
+async def _hold_server(release: asyncio.Event, seen: list[int]) -> tuple[web.AppRunner, str]:
+    """A server whose every request waits for `release`; `seen` gets the number of requests
+    it holds each time one arrives."""
+    holding = [0]
+
+    async def handle(request: web.Request) -> web.Response:
+        holding[0] += 1
+        seen.append(holding[0])
+        try:
+            await release.wait()
+        finally:
+            holding[0] -= 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_hosts(
+    server: tuple[str, Received],
+) -> None:
+    """Handed twice the per-host limit of requests to a host that holds them, the child makes
+    only `max_per_host` of them at once, and another host's request still goes out (the
+    waiting ones take no slot of the global limit)."""
+    other, received = server
+    release, seen = asyncio.Event(), list[int]()
+    runner, held_host = await _hold_server(release, seen)
+    delivery = DeliverySettings(timeout_s=5, max_per_host=2, max_concurrency=3)
+    sender = ProcessSender(delivery, ALLOWED, LOGS)
+    try:
+        held = [
+            asyncio.create_task(sender.send("POST", f"{held_host}/{n}", HEADERS, b"{}"))
+            for n in range(sender.depth * delivery.max_per_host)
+        ]
+        answer = await asyncio.wait_for(
+            sender.send("POST", f"{other}/ok", HEADERS, b"{}"), timeout=4
+        )
+        assert answer == (200, None, None)
+        assert max(seen) == delivery.max_per_host
+        release.set()
+        assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
+        assert max(seen) == delivery.max_per_host
+        assert len(seen) == len(held)
+        assert [path for _, path, _, _ in received] == ["/ok"]
+    finally:
+        release.set()
+        await sender.aclose()
+        await runner.cleanup()
+
+
+async def test_a_sender_process_that_cannot_start_is_an_error_retried_at_most_each_second(
+    monkeypatch: pytest.MonkeyPatch, server: tuple[str, Received]
+) -> None:
+    """A child that exits before it is ready makes each request fail with why, and is not
+    started again for every request: at most once a second."""
+    base, received = server
+    monkeypatch.setattr("service.sender.COMMAND", ("/bin/false",))
+    starts = []
+    real = asyncio.create_subprocess_exec
+
+    async def counted(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        starts.append(args)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr("service.sender.asyncio.create_subprocess_exec", counted)
+    sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
+    try:
+        answers = [await sender.send("POST", f"{base}/ok", HEADERS, b"{}") for _ in range(5)]
+    finally:
+        await sender.aclose()
+
+    assert len(starts) == 1
+    for status, _, error in answers:
+        assert status is None
+        assert error is not None
+        assert error.startswith("the sender process could not start: the sender process (pid")
+    assert received == []

@@ -310,3 +310,29 @@ async def test_a_redelivered_copy_of_a_held_delivery_is_not_sent_twice(setup: An
     receivers.open_slow.set()
     await eventually(lambda: len(store.recorded) == 3, "three recorded")
     assert sorted(store.ids()) == sorted(delivery(n).id for n in range(3))
+
+
+class QueueingSender(InlineSender):
+    """A sender that, like the sender process, takes more than it makes at once."""
+
+    depth = 2
+
+
+async def test_a_sender_that_keeps_the_limits_is_handed_depth_times_them() -> None:
+    """A sender of depth 2 is handed twice `max_per_host` of a host and twice `max_concurrency`
+    in all (it keeps the real limits itself), and the claims plan for as much."""
+    store, receivers = FakeStore(), Receivers()
+    settings = DeliverySettings(max_concurrency=8, max_per_host=2, retry_schedule_s=(5.0,))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
+        sender = QueueingSender(client, settings.timeout_s, settings.max_response_bytes)
+        deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
+        for n in range(20):
+            deliverer.submit(delivery(n))
+        await eventually(lambda: len(receivers.requests) == 4, "twice the host's limit sent")
+        assert deliverer.in_flight == 4
+        assert deliverer.free_slots == 12
+        assert deliverer.claim_plan() == ClaimPlan(12, 4, {SLOW: 0})
+        await eventually(lambda: len(store.released) == 4, "past a line of 12, handed back")
+        receivers.open_slow.set()
+        await eventually(lambda: len(store.recorded) == 16, "the held sixteen recorded")
+        await deliverer.drain(5.0)
