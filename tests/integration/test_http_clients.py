@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.http_clients import http_client, session
 from service.upstream import UpstreamClient
+from tests.loopback import loopback_server
 
 
 @pytest.fixture
@@ -27,17 +28,8 @@ async def server() -> AsyncIterator[tuple[str, list[str | None]]]:
             response.set_cookie("session", "receiver-a-secret")
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with loopback_server(handle) as base:
+        yield base, seen
 
 
 async def test_cookies_never_carry_over_between_requests(

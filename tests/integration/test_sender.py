@@ -15,6 +15,7 @@ from aiohttp import web
 from service.config import DeliverySettings, LogSettings, SecuritySettings
 from service.http_clients import delivery_client
 from service.sender import InlineSender, ProcessSender, Sender
+from tests.loopback import Handler, loopback_server
 
 DELIVERY = DeliverySettings(timeout_s=0.5, max_response_bytes=64)
 ALLOWED = SecuritySettings(allow_private_callbacks=True)
@@ -48,16 +49,8 @@ async def server() -> AsyncIterator[tuple[str, Received]]:
             return web.Response(body=b"x" * 1_000_000)
         return web.Response(text="thanks")
 
-    app = web.Application(client_max_size=4 << 20)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", received
-    finally:
-        await runner.cleanup()
+    async with loopback_server(handle, client_max_size=4 << 20) as base:
+        yield base, received
 
 
 MakeSender = Callable[[SecuritySettings], Sender]
@@ -211,8 +204,8 @@ async def test_closing_the_process_sender_ends_its_child(server: tuple[str, Rece
     assert child._process.returncode == 0
 
 
-async def _hold_server(release: asyncio.Event, seen: list[int]) -> tuple[web.AppRunner, str]:
-    """A server whose every request waits for `release`; `seen` gets the number of requests
+def _holder(release: asyncio.Event, seen: list[int]) -> Handler:
+    """A handler whose every request waits for `release`; `seen` gets the number of requests
     it holds each time one arrives."""
     holding = [0]
 
@@ -225,13 +218,7 @@ async def _hold_server(release: asyncio.Event, seen: list[int]) -> tuple[web.App
             holding[0] -= 1
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return handle
 
 
 async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_hosts(
@@ -242,28 +229,27 @@ async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_host
     waiting ones take no slot of the global limit)."""
     other, received = server
     release, seen = asyncio.Event(), list[int]()
-    runner, held_host = await _hold_server(release, seen)
     delivery = DeliverySettings(timeout_s=5, max_per_host=2, max_concurrency=3)
     sender = ProcessSender(delivery, ALLOWED, LOGS)
-    try:
-        held = [
-            asyncio.create_task(sender.send("POST", f"{held_host}/{n}", HEADERS, b"{}"))
-            for n in range(sender.depth * delivery.max_per_host)
-        ]
-        answer = await asyncio.wait_for(
-            sender.send("POST", f"{other}/ok", HEADERS, b"{}"), timeout=4
-        )
-        assert answer == (200, None, None)
-        assert max(seen) == delivery.max_per_host
-        release.set()
-        assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
-        assert max(seen) == delivery.max_per_host
-        assert len(seen) == len(held)
-        assert [path for _, path, _, _ in received] == ["/ok"]
-    finally:
-        release.set()
-        await sender.aclose()
-        await runner.cleanup()
+    async with loopback_server(_holder(release, seen)) as held_host:
+        try:
+            held = [
+                asyncio.create_task(sender.send("POST", f"{held_host}/{n}", HEADERS, b"{}"))
+                for n in range(sender.depth * delivery.max_per_host)
+            ]
+            answer = await asyncio.wait_for(
+                sender.send("POST", f"{other}/ok", HEADERS, b"{}"), timeout=4
+            )
+            assert answer == (200, None, None)
+            assert max(seen) == delivery.max_per_host
+            release.set()
+            assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
+            assert max(seen) == delivery.max_per_host
+            assert len(seen) == len(held)
+            assert [path for _, path, _, _ in received] == ["/ok"]
+        finally:
+            release.set()
+            await sender.aclose()
 
 
 async def test_a_sender_process_that_cannot_start_is_an_error_retried_at_most_each_second(

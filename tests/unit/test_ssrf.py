@@ -28,6 +28,7 @@ from service.ssrf import (
     guarded_connector,
     parse_ip_literal,
 )
+from tests.loopback import loopback_server
 
 IPAddress = IPv4Address | IPv6Address
 DEFAULT = CallbackPolicy()
@@ -552,19 +553,8 @@ async def receiver() -> AsyncIterator[Receiver]:
         hosts.append(request.host)
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_route("*", "/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    try:
-        yield Receiver(port, hosts)
-    finally:
-        await runner.cleanup()
+    async with loopback_server(handle) as base:
+        yield Receiver(int(base.rsplit(":", 1)[1]), hosts)
 
 
 async def _get(url: str, connector: aiohttp.TCPConnector) -> int:
