@@ -262,6 +262,9 @@ class _Child:
 
     def ask(self, request_id: int, request: tuple[Any, ...]) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        if not self.alive:  # it died since it was chosen: no answer will come
+            future.set_result((None, None, "the sender process exited before the request"))
+            return future
         self._waiting[request_id] = future
         if not self._out:  # one write for every request made in this turn of the loop
             asyncio.get_running_loop().call_soon(self._flush)

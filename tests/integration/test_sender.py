@@ -279,3 +279,21 @@ async def test_a_sender_process_that_cannot_start_is_an_error_retried_at_most_ea
         assert error is not None
         assert error.startswith("the sender process could not start: the sender process (pid")
     assert received == []
+
+
+async def test_a_request_to_a_child_that_has_just_died_is_answered_at_once() -> None:
+    """A request handed to a child whose death was noticed after it was chosen gets its
+    error at once instead of waiting out the timeout."""
+    sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
+    await sender.start()
+    child: Any = sender._child
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        await asyncio.wait_for(child._reading, timeout=5)  # the death noticed
+
+        answer = child.ask(1, (1, "POST", "http://127.0.0.1:9/", (), b""))
+
+        assert answer.done()
+        assert answer.result() == (None, None, "the sender process exited before the request")
+    finally:
+        await sender.aclose()
