@@ -35,6 +35,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import httpx
@@ -108,11 +109,11 @@ class InlineSender:
         except TimeoutError:
             return None, None, f"no answer within {self._timeout_s:g} s"
         except (httpx.HTTPError, OSError) as failure:
-            return None, None, describe(failure)
+            return None, None, _describe(failure)
         except Exception as failure:  # anything else must still be recorded as an attempt
             log.warning("delivery.unexpected_error", webhook_id=headers.get("webhook-id"),
                         exc_info=True)  # fmt: skip
-            return None, None, describe(failure)
+            return None, None, _describe(failure)
         code = response.status_code
         error = None if 200 <= code < 300 else f"HTTP {code}"
         if 300 <= code < 400:
@@ -127,7 +128,7 @@ class InlineSender:
             try:
                 parsed = httpx.URL(url)
             except Exception as invalid:  # whatever httpx refuses, recorded as the error
-                parsed = describe(invalid)
+                parsed = _describe(invalid)
             self._urls[url] = parsed
         return parsed
 
@@ -159,16 +160,13 @@ class ProcessSender:
 
     async def start(self) -> None:
         # A failure here is not the bridge's: the next request tries again, and says why.
-        try:
+        with contextlib.suppress(OSError):
             await self._running()
-        except OSError as failure:
-            log.error("delivery.sender_failed", error=str(failure))
 
     async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
         try:
             child = await self._running()
         except OSError as failure:
-            log.error("delivery.sender_failed", error=str(failure))
             return None, None, f"the sender process could not start: {failure}"
         request_id = next(self._ids)
         answer = child.ask(request_id, (request_id, method, url, tuple(headers.items()), body))
@@ -198,6 +196,7 @@ class ProcessSender:
                 try:
                     self._child = await _Child.start(self._config)
                 except OSError as failure:
+                    log.error("delivery.sender_failed", error=str(failure))
                     self._failed = (now, failure)
                     raise
                 self._failed = None
@@ -215,14 +214,19 @@ _SECURITY_FIELDS = {"allow_private_callbacks", "callback_allow_cidrs", "require_
 class _Child:
     """One sender process and the requests it holds."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        answers: AsyncIterator[bytes],
+        writer: asyncio.StreamWriter,
+    ) -> None:
         self._process = process
+        self._answers = answers
+        self._writer = writer
+        self._out = _Outbox(writer)
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
-        self._out: list[bytes] = []
         self.alive = True
-        self._reader: asyncio.StreamReader
-        self._writer: asyncio.StreamWriter
-        self._reading: asyncio.Task[None] | None = None
+        self._reading = asyncio.create_task(self._read(), name="sender answers")
 
     @classmethod
     async def start(cls, config: bytes) -> _Child:
@@ -237,24 +241,22 @@ class _Child:
             raise
         finally:
             theirs.close()
-        child = cls(process)
-        child._reader, child._writer = await asyncio.open_connection(sock=mine)
-        child._writer.write(_frame(config))
+        reader, writer = await asyncio.open_connection(sock=mine)
+        writer.write(_frame(config))
+        frames = _receive(reader)
         # Ready once it has imported and built its client (a few hundred milliseconds): the
         # first webhooks should not wait for that.
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                (size,) = _LENGTH.unpack(await child._reader.readexactly(_LENGTH.size))
-                await child._reader.readexactly(size)
-        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+                await anext(frames)
+        except (TimeoutError, StopAsyncIteration, OSError):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-            child._writer.close()
+            writer.close()
             raise OSError(f"the sender process (pid {process.pid}) did not start") from None
-        child._reading = asyncio.create_task(child._read(), name="sender answers")
         log.info("delivery.sender_started", pid=process.pid)
-        return child
+        return cls(process, frames, writer)
 
     @property
     def pid(self) -> int:
@@ -266,29 +268,19 @@ class _Child:
             future.set_result((None, None, "the sender process exited before the request"))
             return future
         self._waiting[request_id] = future
-        if not self._out:  # one write for every request made in this turn of the loop
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(_frame(marshal.dumps(request)))
+        self._out.put(request)
         return future
 
     def forget(self, request_id: int) -> None:
         self._waiting.pop(request_id, None)
 
-    def _flush(self) -> None:
-        if self.alive and self._out:
-            self._writer.write(b"".join(self._out))
-        self._out.clear()
-
     async def _read(self) -> None:
-        buffer = b""
         try:
-            while chunk := await self._reader.read(1 << 16):
-                answers, buffer = _split(buffer + chunk)
-                for answer in answers:
-                    request_id, status, retry_after, error = _load(answer)
-                    future = self._waiting.get(request_id)
-                    if future is not None and not future.done():
-                        future.set_result((status, retry_after, error))
+            async for answer in self._answers:
+                request_id, status, retry_after, error = _load(answer)
+                future = self._waiting.get(request_id)
+                if future is not None and not future.done():
+                    future.set_result((status, retry_after, error))
         except (OSError, ValueError, EOFError) as failure:
             log.error("delivery.sender_unreadable", error=str(failure))
         finally:
@@ -296,8 +288,7 @@ class _Child:
 
     async def _ended(self) -> None:
         self.alive = False
-        code = await self._process.wait() if self._process.returncode is None else None
-        code = self._process.returncode if code is None else code
+        code = await self._process.wait()
         if self._waiting:
             log.error("delivery.sender_exited", pid=self._process.pid, code=code,
                       requests=len(self._waiting))  # fmt: skip
@@ -317,8 +308,25 @@ class _Child:
             if self._process.returncode is None:
                 self._process.kill()
                 await self._process.wait()
-        if self._reading is not None:
-            await asyncio.gather(self._reading, return_exceptions=True)
+        await asyncio.gather(self._reading, return_exceptions=True)
+
+
+class _Outbox:
+    """Frames to one end of the socket pair, written together once per turn of the loop."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._frames: list[bytes] = []
+
+    def put(self, message: Any) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(_frame(marshal.dumps(message)))
+
+    def flush(self) -> None:
+        if self._frames and not self._writer.is_closing():
+            self._writer.write(b"".join(self._frames))
+        self._frames.clear()
 
 
 def _frame(payload: bytes) -> bytes:
@@ -329,6 +337,15 @@ def _load(frame: bytes) -> Any:
     # Frames only come from the other end of a private socket pair: the bridge or the child it
     # started, the same interpreter.
     return marshal.loads(frame)  # noqa: S302
+
+
+async def _receive(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Each whole frame from `reader`, until the other end closes."""
+    buffer = b""
+    while chunk := await reader.read(1 << 16):
+        frames, buffer = _split(buffer + chunk)
+        for frame in frames:
+            yield frame
 
 
 def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -353,7 +370,7 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     return bytes(read[:cap])
 
 
-def describe(failure: BaseException) -> str:
+def _describe(failure: BaseException) -> str:
     # The aiohttp transport maps most connection errors to httpx.ConnectTimeout; the original
     # error underneath says what actually happened.
     root = failure.__cause__ or failure
@@ -368,14 +385,11 @@ async def _serve(fd: int) -> None:
     from service import http_clients, logs
 
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    found: list[bytes] = []
-    buffer = b""
-    while not found:  # the first frame is the configuration
-        chunk = await reader.read(1 << 16)
-        if not chunk:
-            return
-        found, buffer = _split(buffer + chunk)
-    config = _load(found[0])
+    frames = _receive(reader)
+    try:
+        config = _load(await anext(frames))  # the first frame is the configuration
+    except StopAsyncIteration:
+        return
     logs.configure(LogSettings.model_validate_json(config["log"]))
     delivery = DeliverySettings.model_validate_json(config["delivery"])
     security = SecuritySettings.model_validate_json(config["security"])
@@ -386,12 +400,8 @@ async def _serve(fd: int) -> None:
     )
     writer.write(_frame(marshal.dumps("ready")))
     relay = _Relay(sender, writer, delivery.max_concurrency, delivery.max_per_host)
-    for frame in found[1:]:
+    async for frame in frames:
         relay.take(_load(frame))
-    while chunk := await reader.read(1 << 16):
-        requests, buffer = _split(buffer + chunk)
-        for frame in requests:
-            relay.take(_load(frame))
     # The bridge closed its end: finish what is held, then go.
     await relay.finish()
     await sender.aclose()
@@ -412,7 +422,7 @@ class _Relay:
         self._running: dict[str, int] = {}
         self._waiting: dict[str, collections.deque[tuple[Any, ...]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._out: list[bytes] = []
+        self._out = _Outbox(writer)
 
     def take(self, request: tuple[Any, ...]) -> None:
         host = callback_host(request[2])
@@ -430,9 +440,7 @@ class _Relay:
             request_id, method, url, headers, body = request
             async with self._slots:
                 answer = await self._sender.send(method, url, dict(headers), body)
-            if not self._out:  # one write for every answer of this turn of the loop
-                asyncio.get_running_loop().call_soon(self._flush)
-            self._out.append(_frame(marshal.dumps((request_id, *answer))))
+            self._out.put((request_id, *answer))
             request = self._next(host)
         self._running[host] -= 1
         if not self._running[host]:
@@ -447,15 +455,11 @@ class _Relay:
             del self._waiting[host]
         return request
 
-    def _flush(self) -> None:
-        self._writer.write(b"".join(self._out))
-        self._out.clear()
-
     async def finish(self) -> None:
         while self._tasks:
             await asyncio.wait(set(self._tasks))
         with contextlib.suppress(ConnectionError):
-            self._flush()
+            self._out.flush()
             await self._writer.drain()
 
 
