@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,11 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from service import __version__, config
+from service import __version__, config, gc_tuning
 from service.errors import BridgeError
-
-# Allocations between two young garbage collections (CPython's default is 700): see _tune_gc.
-GC_YOUNG_THRESHOLD = 5_000
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -39,7 +35,7 @@ def serve(args: argparse.Namespace) -> int:
     server = settings.server
     common: dict[str, Any] = {"log_level": "warning", "access_log": False, "http": "httptools"}
     app = create_app(settings)
-    _tune_gc()
+    gc_tuning.tune()
     api = _api_server_class()(
         uvicorn.Config(
             app,
@@ -63,23 +59,6 @@ def serve(args: argparse.Namespace) -> int:
         )
     uvloop.run(_serve(api, health))
     return 0 if api.started else 1
-
-
-def _tune_gc() -> None:
-    """Make the cyclic garbage collector run less often and over fewer objects.
-
-    Most of the bridge's garbage is freed by reference counting; the collector only finds
-    cycles. With CPython's default thresholds a young collection runs every 700 allocations,
-    several times per request. At one every 5,000 it runs seven times less often, while each
-    collection of the middle generation (every tenth) still walks few enough survivors (the
-    watches registered meanwhile) to pause the event loop for a few milliseconds only; at
-    20,000 and more those pauses reach 100 ms under a stream of registrations. The modules
-    and objects built at start-up are frozen: no full collection walks them again.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def _serve(api: Any, health: Any) -> None:

@@ -382,7 +382,7 @@ def _describe(failure: BaseException) -> str:
 
 
 async def _serve(fd: int) -> None:
-    from service import http_clients, logs
+    from service import gc_tuning, http_clients, logs
 
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
     frames = _receive(reader)
@@ -398,6 +398,7 @@ async def _serve(fd: int) -> None:
         delivery.timeout_s,
         delivery.max_response_bytes,
     )
+    gc_tuning.tune()  # as the server does: the child's collections cost it a seventh of its rate
     writer.write(_frame(marshal.dumps("ready")))
     relay = _Relay(sender, writer, delivery.max_concurrency, delivery.max_per_host)
     async for frame in frames:
