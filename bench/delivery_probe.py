@@ -32,7 +32,7 @@ from delivery import bare_posts, copy_db, due_to, wait_for
 from harness import ROOT, BenchError, Services, cpu_seconds
 from runner import run_bench
 
-from service import config, logs
+from service import config, gc_tuning, logs
 from service.bridge import Bridge
 from service.sender import ProcessSender
 from service.signing import new_secret, sign
@@ -73,6 +73,7 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
     settings = config.load()
     logs.configure(settings.log)
     bridge = Bridge.build(settings)
+    gc_tuning.tune()  # as `webhook-bridge serve` does
     succeeded = bridge.metrics.delivery_attempts.labels("succeeded")
     await bridge.start()
     statements: collections.Counter[str] = collections.Counter()
@@ -86,13 +87,13 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
         tid = threading.get_native_id()
         child = bridge.sender.pid if isinstance(bridge.sender, ProcessSender) else None
         start = (succeeded._value.get(), time.monotonic(), time.process_time(),
-                 _thread_times(tid), cpu_seconds(child) if child else 0.0)  # fmt: skip
+                 _thread_times(tid), cpu_seconds(child) if child else 0.0, os.times())  # fmt: skip
         in_flight = []
         while succeeded._value.get() < start[0] + args.webhooks:
             await asyncio.sleep(0.005)
             in_flight.append(bridge.deliverer.in_flight)
         end = (succeeded._value.get(), time.monotonic(), time.process_time(),
-               _thread_times(tid), cpu_seconds(child) if child else 0.0)  # fmt: skip
+               _thread_times(tid), cpu_seconds(child) if child else 0.0, os.times())  # fmt: skip
         connection.set_trace_callback(None)
     finally:
         await bridge.stop()
@@ -104,6 +105,9 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
         "loop_user_us": 1e6 * (end[3][0] - start[3][0]) / n,
         "loop_system_us": 1e6 * (end[3][1] - start[3][1]) / n,
         "sender_cpu_us": 1e6 * (end[4] - start[4]) / n,
+        # The other threads (the store's): the process's user and system time less the loop's.
+        "others_user_us": 1e6 * (end[5].user - start[5].user - end[3][0] + start[3][0]) / n,
+        "others_system_us": 1e6 * (end[5].system - start[5].system - end[3][1] + start[3][1]) / n,
         "statements_per_webhook": sum(statements.values()) / n,
         "transactions_per_webhook": statements["COMMIT"] / n,
         "in_flight_mean": sum(in_flight) / max(1, len(in_flight)),
@@ -174,6 +178,8 @@ def report(result: dict[str, Any]) -> str:
         ("    process CPU per webhook", f"{b['process_cpu_us']:.0f} us", ""),
         ("    event loop thread, user / system",
          f"{b['loop_user_us']:.0f} / {b['loop_system_us']:.0f} us", ""),
+        ("    other threads (the store's), user / system",
+         f"{b['others_user_us']:.0f} / {b['others_system_us']:.0f} us", ""),
         ("    sender process CPU per webhook", f"{b['sender_cpu_us']:.0f} us", ""),
         ("    SQLite statements / transactions per webhook",
          f"{b['statements_per_webhook']:.2f} / {b['transactions_per_webhook']:.3f}", ""),
