@@ -29,7 +29,7 @@ from typing import Any
 
 import measure
 from delivery import bare_posts, copy_db, due_to, wait_for
-from harness import ROOT, BenchError, Services, cpu_seconds
+from harness import ROOT, BenchError, Services
 from runner import run_bench
 
 from service import config, gc_tuning, logs
@@ -57,6 +57,21 @@ def _thread_times(tid: int) -> tuple[float, float]:
     fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _process_stats(pid: int | None) -> tuple[float, float, int, int]:
+    """User seconds, system seconds, voluntary context switches (times it slept, waiting for
+    something) and involuntary ones (times another thread took its CPU) of a process's main
+    thread, or zeros."""
+    if pid is None:
+        return 0.0, 0.0, 0, 0
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{pid}/status").read_text()
+    slept = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+    preempted = int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+    return int(fields[11]) / tick, int(fields[12]) / tick, slept, preempted
 
 
 async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[str, Any]:
@@ -87,13 +102,13 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
         tid = threading.get_native_id()
         child = bridge.sender.pid if isinstance(bridge.sender, ProcessSender) else None
         start = (succeeded._value.get(), time.monotonic(), time.process_time(),
-                 _thread_times(tid), cpu_seconds(child) if child else 0.0, os.times())  # fmt: skip
+                 _thread_times(tid), _process_stats(child), os.times())  # fmt: skip
         in_flight = []
         while succeeded._value.get() < start[0] + args.webhooks:
             await asyncio.sleep(0.005)
             in_flight.append(bridge.deliverer.in_flight)
         end = (succeeded._value.get(), time.monotonic(), time.process_time(),
-               _thread_times(tid), cpu_seconds(child) if child else 0.0, os.times())  # fmt: skip
+               _thread_times(tid), _process_stats(child), os.times())  # fmt: skip
         connection.set_trace_callback(None)
     finally:
         await bridge.stop()
@@ -104,7 +119,11 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
         "process_cpu_us": 1e6 * (end[2] - start[2]) / n,
         "loop_user_us": 1e6 * (end[3][0] - start[3][0]) / n,
         "loop_system_us": 1e6 * (end[3][1] - start[3][1]) / n,
-        "sender_cpu_us": 1e6 * (end[4] - start[4]) / n,
+        "sender_cpu_us": 1e6 * (sum(end[4][:2]) - sum(start[4][:2])) / n,
+        "sender_user_us": 1e6 * (end[4][0] - start[4][0]) / n,
+        "sender_system_us": 1e6 * (end[4][1] - start[4][1]) / n,
+        "sender_sleeps_per_webhook": (end[4][2] - start[4][2]) / n,
+        "sender_preemptions_per_webhook": (end[4][3] - start[4][3]) / n,
         # The other threads (the store's): the process's user and system time less the loop's.
         "others_user_us": 1e6 * (end[5].user - start[5].user - end[3][0] + start[3][0]) / n,
         "others_system_us": 1e6 * (end[5].system - start[5].system - end[3][1] + start[3][1]) / n,
@@ -134,9 +153,9 @@ async def alone(settings: config.Settings, rows: list[tuple[str, bytes, str]]) -
         await asyncio.sleep(1.5)
         child = sender.pid
         assert child is not None
-        start = (done[0], time.monotonic(), cpu_seconds(child), time.process_time())
+        start = (done[0], time.monotonic(), _process_stats(child), time.process_time())
         await asyncio.sleep(4.0)
-        end = (done[0], time.monotonic(), cpu_seconds(child), time.process_time())
+        end = (done[0], time.monotonic(), _process_stats(child), time.process_time())
     finally:
         stop.set()
         await asyncio.gather(*workers)
@@ -144,7 +163,10 @@ async def alone(settings: config.Settings, rows: list[tuple[str, bytes, str]]) -
     n = end[0] - start[0]
     return {
         "per_s": n / (end[1] - start[1]),
-        "sender_cpu_us": 1e6 * (end[2] - start[2]) / n,
+        "sender_cpu_us": 1e6 * (sum(end[2][:2]) - sum(start[2][:2])) / n,
+        "sender_system_us": 1e6 * (end[2][1] - start[2][1]) / n,
+        "sender_sleeps_per_webhook": (end[2][2] - start[2][2]) / n,
+        "sender_preemptions_per_webhook": (end[2][3] - start[2][3]) / n,
         "feeder_cpu_us": 1e6 * (end[3] - start[3]) / n,
     }
 
@@ -180,7 +202,10 @@ def report(result: dict[str, Any]) -> str:
          f"{b['loop_user_us']:.0f} / {b['loop_system_us']:.0f} us", ""),
         ("    other threads (the store's), user / system",
          f"{b['others_user_us']:.0f} / {b['others_system_us']:.0f} us", ""),
-        ("    sender process CPU per webhook", f"{b['sender_cpu_us']:.0f} us", ""),
+        ("    sender process CPU per webhook, user / system",
+         f"{b['sender_user_us']:.0f} / {b['sender_system_us']:.0f} us",
+         f"per webhook {b['sender_sleeps_per_webhook']:.2f} sleeps,"
+         f" {b['sender_preemptions_per_webhook']:.2f} preemptions"),
         ("    SQLite statements / transactions per webhook",
          f"{b['statements_per_webhook']:.2f} / {b['transactions_per_webhook']:.3f}", ""),
         ("bare POST loop req/s (x16)", f"{bare['per_s']:,.0f}",
@@ -189,7 +214,12 @@ def report(result: dict[str, Any]) -> str:
     ]  # fmt: skip
     if "alone" in result:
         a = result["alone"]
-        cpu = f"sender CPU {a['sender_cpu_us']:.0f} us, feeder {a['feeder_cpu_us']:.0f} us"
+        cpu = (
+            f"sender CPU {a['sender_cpu_us']:.0f} us (system {a['sender_system_us']:.0f}),"
+            f" {a['sender_sleeps_per_webhook']:.2f} sleeps,"
+            f" {a['sender_preemptions_per_webhook']:.2f} preemptions;"
+            f" feeder {a['feeder_cpu_us']:.0f} us"
+        )
         rows.append(("sender process alone, no store, req/s", f"{a['per_s']:,.0f}", cpu))
     return measure.table("Delivery probe", rows)
 
