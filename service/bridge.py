@@ -86,6 +86,8 @@ class Bridge:
         metrics = Metrics()
         upstream.observe = metrics.polled
         deliverer.on_outcome = metrics.attempted
+        if isinstance(sender, ProcessSender):
+            sender.on_exit = lambda _code: metrics.sender_exits.inc()
         dispatcher.lateness = metrics.poll_lateness.observe
         dispatcher.on_circuit = metrics.circuit_changed
         auth = Authenticator(settings.auth.tokens)

@@ -70,6 +70,12 @@ class Metrics:
         self.deliveries_in_flight = Gauge(
             "bridge_deliveries_in_flight", "Webhook attempts in progress.", registry=registry
         )
+        self.sender_exits = Counter(
+            "bridge_delivery_sender_exits_total",
+            "Sender processes (delivery.sender = process) that exited while still needed;"
+            " each is replaced at the next webhook.",
+            registry=registry,
+        )
         self.upstream_requests = Counter(
             "bridge_upstream_requests_total",
             "Upstream polls by outcome: progress, terminal, refused (400/401/404), transient.",

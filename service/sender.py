@@ -35,7 +35,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import httpx
@@ -155,6 +155,9 @@ class ProcessSender:
         self._timeout_s = self.depth * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
+        # Told of each sender process that exited while the bridge still needed it (its exit
+        # code): the metrics. The next request starts another.
+        self.on_exit: Callable[[int], None] | None = None
         self._starting = asyncio.Lock()
         self._failed: tuple[float, OSError] | None = None  # the last start that failed, when
 
@@ -194,13 +197,17 @@ class ProcessSender:
                 if self._failed is not None and now - self._failed[0] < RESTART_AFTER_S:
                     raise self._failed[1]
                 try:
-                    self._child = await _Child.start(self._config)
+                    self._child = await _Child.start(self._config, self._exited)
                 except OSError as failure:
                     log.error("delivery.sender_failed", error=str(failure))
                     self._failed = (now, failure)
                     raise
                 self._failed = None
             return self._child
+
+    def _exited(self, code: int) -> None:
+        if self.on_exit is not None:
+            self.on_exit(code)
 
     async def aclose(self) -> None:
         if self._child is not None:
@@ -219,8 +226,11 @@ class _Child:
         process: asyncio.subprocess.Process,
         answers: AsyncIterator[bytes],
         writer: asyncio.StreamWriter,
+        on_exit: Callable[[int], None],
     ) -> None:
         self._process = process
+        self._on_exit = on_exit
+        self._stopping = False
         self._answers = answers
         self._writer = writer
         self._out = _Outbox(writer)
@@ -229,7 +239,9 @@ class _Child:
         self._reading = asyncio.create_task(self._read(), name="sender answers")
 
     @classmethod
-    async def start(cls, config: bytes) -> _Child:
+    async def start(cls, config: bytes, on_exit: Callable[[int], None]) -> _Child:
+        """A new sender process, ready; `on_exit` is told its exit code if it ends before
+        `stop`."""
         mine, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -256,7 +268,7 @@ class _Child:
             writer.close()
             raise OSError(f"the sender process (pid {process.pid}) did not start") from None
         log.info("delivery.sender_started", pid=process.pid)
-        return cls(process, frames, writer)
+        return cls(process, frames, writer, on_exit)
 
     @property
     def pid(self) -> int:
@@ -289,9 +301,10 @@ class _Child:
     async def _ended(self) -> None:
         self.alive = False
         code = await self._process.wait()
-        if self._waiting:
+        if not self._stopping:
             log.error("delivery.sender_exited", pid=self._process.pid, code=code,
                       requests=len(self._waiting))  # fmt: skip
+            self._on_exit(code)
         why = f"the sender process exited (code {code}) before answering"
         for future in self._waiting.values():
             if not future.done():
@@ -300,6 +313,7 @@ class _Child:
         self._writer.close()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.alive:
             self._writer.close()  # the child finishes what it holds and exits
             with contextlib.suppress(TimeoutError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,13 @@ def _sender_process(bridge: Bridge) -> int | None:
     return None
 
 
+def _sender_exits(bridge: Bridge) -> float | None:
+    found = re.search(
+        r"^bridge_delivery_sender_exits_total (\S+)$", bridge.client.get("/metrics").text, re.M
+    )
+    return float(found.group(1)) if found else None
+
+
 @pytest.mark.e2e
 def test_a_sender_process_delivers_and_a_killed_one_is_replaced(
     start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
@@ -295,6 +303,7 @@ def test_a_sender_process_delivers_and_a_killed_one_is_replaced(
     [hook] = receiver.hooks(first_path)
     assert hook.verify(first["secret"])["type"] == "job.succeeded"
     sender = wait_until(lambda: _sender_process(bridge), what="the sender process")
+    assert _sender_exits(bridge) == 0.0
 
     os.kill(sender, signal.SIGKILL)
     second, second_path = _register(bridge, upstream, receiver)
@@ -305,6 +314,7 @@ def test_a_sender_process_delivers_and_a_killed_one_is_replaced(
     assert hook.verify(second["secret"])["type"] == "job.succeeded"
     replaced = wait_until(lambda: _sender_process(bridge), what="a new sender process")
     assert replaced != sender
+    wait_until(lambda: _sender_exits(bridge) == 1.0, what="the exit counted in the metrics")
 
     bridge.process.stop()  # SIGTERM: the bridge drains, then its sender process ends too
     wait_until(lambda: not Path(f"/proc/{replaced}").exists(), what="the sender process gone")

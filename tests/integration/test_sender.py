@@ -176,6 +176,8 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
     new child and gets through."""
     base, _ = server
     sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
+    exits: list[int] = []
+    sender.on_exit = exits.append
     try:
         assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
         first = sender.pid
@@ -187,21 +189,26 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
         status, _, error = await asyncio.wait_for(held, timeout=0.4)  # before the 0.5 s timeout
         assert status is None
         assert error == "the sender process exited (code -9) before answering"
+        assert exits == [-9]  # the metrics count it
         assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
         assert sender.pid not in (first, None)
     finally:
         await sender.aclose()
+    assert exits == [-9]  # closing is no unexpected exit
 
 
 async def test_closing_the_process_sender_ends_its_child(server: tuple[str, Received]) -> None:
     base, _ = server
     sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
+    exits: list[int] = []
+    sender.on_exit = exits.append
     assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
     child: Any = sender._child
 
     await sender.aclose()
 
     assert child._process.returncode == 0
+    assert exits == []
 
 
 def _holder(release: asyncio.Event, seen: list[int]) -> Handler:
