@@ -74,7 +74,27 @@ def _process_stats(pid: int | None) -> tuple[float, float, int, int]:
     return int(fields[11]) / tick, int(fields[12]) / tick, slept, preempted
 
 
-async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[str, Any]:
+def _scheduled(pid: int | None) -> tuple[float, float]:
+    """Seconds a process's main thread has run on a CPU, and seconds it has waited for one
+    while runnable (`/proc/PID/schedstat`), or zeros: over a window, the rest of its wall time
+    it slept, waiting for work or an answer."""
+    if pid is None:
+        return 0.0, 0.0
+    ran, waited, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def _shares(
+    start: tuple[float, float], end: tuple[float, float], seconds: float
+) -> dict[str, float]:
+    """Of a window's wall time, the shares a thread ran, waited for a CPU, and slept."""
+    ran, waited = (end[0] - start[0]) / seconds, (end[1] - start[1]) / seconds
+    return {"ran": ran, "waited": waited, "slept": max(0.0, 1 - ran - waited)}
+
+
+async def drain(
+    args: argparse.Namespace, db: Path, receiver_url: str, receiver_pid: int
+) -> dict[str, Any]:
     os.environ.update(
         {
             "BRIDGE_UPSTREAM__BASE_URL": "http://127.0.0.1:9",  # nothing to poll
@@ -102,13 +122,15 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
         tid = threading.get_native_id()
         child = bridge.sender.pid if isinstance(bridge.sender, ProcessSender) else None
         start = (succeeded._value.get(), time.monotonic(), time.process_time(),
-                 _thread_times(tid), _process_stats(child), os.times())  # fmt: skip
+                 _thread_times(tid), _process_stats(child), os.times(),
+                 _scheduled(child), _scheduled(receiver_pid))  # fmt: skip
         in_flight = []
         while succeeded._value.get() < start[0] + args.webhooks:
             await asyncio.sleep(0.005)
             in_flight.append(bridge.deliverer.in_flight)
         end = (succeeded._value.get(), time.monotonic(), time.process_time(),
-               _thread_times(tid), _process_stats(child), os.times())  # fmt: skip
+               _thread_times(tid), _process_stats(child), os.times(),
+               _scheduled(child), _scheduled(receiver_pid))  # fmt: skip
         connection.set_trace_callback(None)
     finally:
         await bridge.stop()
@@ -130,6 +152,8 @@ async def drain(args: argparse.Namespace, db: Path, receiver_url: str) -> dict[s
         "statements_per_webhook": sum(statements.values()) / n,
         "transactions_per_webhook": statements["COMMIT"] / n,
         "in_flight_mean": sum(in_flight) / max(1, len(in_flight)),
+        "sender_time": _shares(start[6], end[6], end[1] - start[1]),
+        "receiver_time": _shares(start[7], end[7], end[1] - start[1]),
     }
 
 
@@ -153,9 +177,11 @@ async def alone(settings: config.Settings, rows: list[tuple[str, bytes, str]]) -
         await asyncio.sleep(1.5)
         child = sender.pid
         assert child is not None
-        start = (done[0], time.monotonic(), _process_stats(child), time.process_time())
+        start = (done[0], time.monotonic(), _process_stats(child), time.process_time(),
+                 _scheduled(child))  # fmt: skip
         await asyncio.sleep(4.0)
-        end = (done[0], time.monotonic(), _process_stats(child), time.process_time())
+        end = (done[0], time.monotonic(), _process_stats(child), time.process_time(),
+               _scheduled(child))  # fmt: skip
     finally:
         stop.set()
         await asyncio.gather(*workers)
@@ -168,6 +194,7 @@ async def alone(settings: config.Settings, rows: list[tuple[str, bytes, str]]) -
         "sender_sleeps_per_webhook": (end[2][2] - start[2][2]) / n,
         "sender_preemptions_per_webhook": (end[2][3] - start[2][3]) / n,
         "feeder_cpu_us": 1e6 * (end[3] - start[3]) / n,
+        "sender_time": _shares(start[4], end[4], end[1] - start[1]),
     }
 
 
@@ -179,7 +206,10 @@ async def probe(args: argparse.Namespace, services: Services, workdir: Path) -> 
     copy_db(args.backlog, db)
     if due_to(db, receiver.url) < args.warmup + args.webhooks + 1_000:
         raise BenchError("the backlog is too small for --warmup + --webhooks")
-    result: dict[str, Any] = {"sender": args.sender, "bridge": await drain(args, db, receiver.url)}
+    result: dict[str, Any] = {
+        "sender": args.sender,
+        "bridge": await drain(args, db, receiver.url, receiver.pid),
+    }
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             "SELECT d.id, d.body, w.callback_url FROM deliveries d JOIN watches w"
@@ -206,6 +236,8 @@ def report(result: dict[str, Any]) -> str:
          f"{b['sender_user_us']:.0f} / {b['sender_system_us']:.0f} us",
          f"per webhook {b['sender_sleeps_per_webhook']:.2f} sleeps,"
          f" {b['sender_preemptions_per_webhook']:.2f} preemptions"),
+        ("    sender process: ran / waited for a CPU / slept", _time(b["sender_time"]), ""),
+        ("    receiver: ran / waited for a CPU / slept", _time(b["receiver_time"]), ""),
         ("    SQLite statements / transactions per webhook",
          f"{b['statements_per_webhook']:.2f} / {b['transactions_per_webhook']:.3f}", ""),
         ("bare POST loop req/s (x16)", f"{bare['per_s']:,.0f}",
@@ -221,7 +253,12 @@ def report(result: dict[str, Any]) -> str:
             f" feeder {a['feeder_cpu_us']:.0f} us"
         )
         rows.append(("sender process alone, no store, req/s", f"{a['per_s']:,.0f}", cpu))
+        rows.append(("    ran / waited for a CPU / slept", _time(a["sender_time"]), ""))
     return measure.table("Delivery probe", rows)
+
+
+def _time(shares: dict[str, float]) -> str:
+    return " / ".join(f"{100 * shares[k]:.0f} %" for k in ("ran", "waited", "slept"))
 
 
 def main(argv: list[str] | None = None) -> int:
