@@ -12,7 +12,7 @@ for that host; past that it is handed back to the store at once. A claim takes f
 only what it has room for (none for a host whose line is full), so a host with a large backlog
 neither fills the deliverer nor hides the other hosts' due deliveries; a host's line is topped
 up by one claim once two thirds of it are free, not at every attempt (each claim is a store
-write). A sender that keeps the limits itself (the sender process, `depth` 2) is handed `depth`
+write). A sender that keeps the limits itself (the sender process, `depth` 4) is handed `depth`
 times them, and makes no more than the limits at once.
 """
 

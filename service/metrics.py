@@ -68,7 +68,10 @@ class Metrics:
             registry=registry,
         )
         self.deliveries_in_flight = Gauge(
-            "bridge_deliveries_in_flight", "Webhook attempts in progress.", registry=registry
+            "bridge_deliveries_in_flight",
+            "Webhook attempts in progress (with the sender process: handed to it, up to"
+            " four times the limits, of which it makes at most the limits at once).",
+            registry=registry,
         )
         self.sender_exits = Counter(
             "bridge_delivery_sender_exits_total",

@@ -231,9 +231,9 @@ def _holder(release: asyncio.Event, seen: list[int]) -> Handler:
 async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_hosts(
     server: tuple[str, Received],
 ) -> None:
-    """Handed twice the per-host limit of requests to a host that holds them, the child makes
-    only `max_per_host` of them at once, and another host's request still goes out (the
-    waiting ones take no slot of the global limit)."""
+    """Handed `depth` times the per-host limit of requests to a host that holds them, the
+    child makes only `max_per_host` of them at once, and another host's request still goes
+    out (the waiting ones take no slot of the global limit)."""
     other, received = server
     release, seen = asyncio.Event(), list[int]()
     delivery = DeliverySettings(timeout_s=5, max_per_host=2, max_concurrency=3)
