@@ -1,6 +1,6 @@
 """Delivery benchmark: webhook throughput against a bare POST loop, and per-host isolation.
 
-    .venv/bin/python bench/delivery.py [--jobs 60000] [--duration 8] [--slow-backlog 1000] ...
+    .venv/bin/python bench/delivery.py [--jobs 100000] [--duration 8] [--slow-backlog 1000] ...
 
 (a) throughput: a backlog of `--jobs` due webhooks to one fast receiver (`webhook-bridge listen`)
 is drained by a bridge; its deliveries/s and CPU over a steady window are compared with a bare
@@ -68,7 +68,7 @@ ISOLATED_P99_S = 1.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--jobs", type=int, default=60_000, help="webhooks in the throughput backlog")
+    add("--jobs", type=int, default=100_000, help="webhooks in the throughput backlog")
     add("--clients", type=int, default=16, help="concurrent registration clients")
     add("--warmup", type=float, default=2.0, help="seconds before each throughput window")
     add("--duration", type=float, default=4.0, help="seconds of each throughput window")
