@@ -188,7 +188,7 @@ loopback networks to security.callback_allow_cidrs.
 {{- end -}}
 # Rendered by the webhook-bridge Helm chart from .Values.config (names as in config/bridge.toml).
 # server.host, store.url and the secrets come from the environment (BRIDGE_<SECTION>__<KEY>).
-{{- range $section := list "server" "upstream" "store" "poll" "delivery" "security" "auth" "log" }}
+{{- range $section := list "server" "upstream" "store" "poll" "delivery" "security" "auth" "api" "ui" "log" }}
 
 [{{ $section }}]
 {{- range $key, $value := index $config $section }}
