@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import pydantic
 import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
@@ -489,6 +490,30 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
     "ui": {"enabled": False, "session_hours": 1.5},
     "log": {"level": "debug", "format": "json"},
 }
+
+
+# Settings the chart sets itself (from mode, healthPort, store and the Secret) or that are
+# secrets without a value of their own (BRIDGE_DELIVERY__SIGNING_SECRETS goes in extraEnv,
+# from a Secret).
+NOT_IN_CONFIG = {
+    "server": {"host", "health_port", "health_host"},
+    "upstream": {"api_key"},
+    "store": {"url"},
+    "delivery": {"signing_secrets"},
+    "security": {"encryption_key"},
+    "auth": {"tokens"},
+}
+
+
+def test_config_in_values_has_every_setting_of_the_bridge() -> None:
+    """A setting added to the bridge is added to the chart too (or named above as the chart's)."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    expected = {
+        name: set(field.annotation.model_fields) - NOT_IN_CONFIG.get(name, set())
+        for name, field in config.Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, pydantic.BaseModel)
+    }
+    assert {s: set(k) for s, k in defaults.items()} == expected
 
 
 def test_every_config_key_is_changed_by_the_table_below() -> None:
