@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ _spec.loader.exec_module(helmtool)
 
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 TOKENS = [{"name": "app", "sha256": DIGEST}]
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 # Values that render in deployment mode: API tokens are required there.
 AUTHENTICATED: dict[str, Any] = {"secret": {"authTokens": TOKENS}}
 POSTGRES_URL = "postgresql://bridge@db.example:5432/bridge"
@@ -258,6 +260,7 @@ def test_secret_values_go_into_the_created_secret_only() -> None:
             "authTokens": TOKENS,
             "upstreamApiKey": "bw_secret_value",
             "encryptionKey": "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw=",
+            "signingSecrets": [{"secret": SIGNING_SECRET}],
         }
     }
     manifests = render(values=values)
@@ -267,6 +270,7 @@ def test_secret_values_go_into_the_created_secret_only() -> None:
         "auth-tokens": json.dumps(TOKENS, separators=(",", ":")),
         "upstream-api-key": "bw_secret_value",
         "encryption-key": values["secret"]["encryptionKey"],
+        "signing-secrets": json.dumps([{"secret": SIGNING_SECRET}], separators=(",", ":")),
     }
     refs = {
         e["valueFrom"]["secretKeyRef"]["key"]
@@ -277,6 +281,36 @@ def test_secret_values_go_into_the_created_secret_only() -> None:
     others = yaml.safe_dump_all([m for m in manifests if m["kind"] != "Secret"])
     assert "bw_secret_value" not in others
     assert DIGEST not in others
+    assert SIGNING_SECRET not in others
+
+
+def test_signing_secrets_reach_the_bridge_in_rotation_order(tmp_path: Path) -> None:
+    """The chart's signing secrets load as the bridge's delivery.signing_secrets, current
+    first, the old one with its expiry."""
+    old = "whsec_" + base64.b64encode(b"o" * 32).decode()
+    values = with_values(
+        AUTHENTICATED,
+        {
+            "secret": {
+                "signingSecrets": [
+                    {"secret": SIGNING_SECRET},
+                    {"secret": old, "expires_at": "2027-01-01T00:00:00Z"},
+                ]
+            }
+        },
+    )
+    manifests = render(values=values)
+    secret = one(manifests, "Secret")
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
+    environ = _environment(bridge_container(manifests), data)
+    environ.pop("BRIDGE_CONFIG")
+    environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
+    settings = config.load(tmp_path / "bridge.toml", environ)
+    before_expiry = datetime(2026, 12, 31, tzinfo=UTC).timestamp()
+    after_expiry = datetime(2027, 1, 2, tzinfo=UTC).timestamp()
+    assert settings.delivery.signing_secrets_at(before_expiry) == [SIGNING_SECRET, old]
+    assert settings.delivery.signing_secrets_at(after_expiry) == [SIGNING_SECRET]
 
 
 # Security, labels, probes.
@@ -492,9 +526,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
 }
 
 
-# Settings the chart sets itself (from mode, healthPort, store and the Secret) or that are
-# secrets without a value of their own (BRIDGE_DELIVERY__SIGNING_SECRETS goes in extraEnv,
-# from a Secret).
+# Settings the chart sets itself: from mode, healthPort, store and the Secret's values.
 NOT_IN_CONFIG = {
     "server": {"host", "health_port", "health_host"},
     "upstream": {"api_key"},

@@ -68,6 +68,9 @@ auth-tokens: {{ toJson . | b64enc | quote }}
 {{- with .Values.secret.encryptionKey }}
 encryption-key: {{ . | b64enc | quote }}
 {{- end }}
+{{- with .Values.secret.signingSecrets }}
+signing-secrets: {{ toJson . | b64enc | quote }}
+{{- end }}
 {{- with .Values.secret.storeUrl }}
 store-url: {{ . | b64enc | quote }}
 {{- end }}
@@ -76,7 +79,7 @@ store-url: {{ . | b64enc | quote }}
 
 {{/*
 The Secret key holding each secret value, as a dict (upstreamApiKey, authTokens,
-encryptionKey, storeUrl -> key); a value that is not in the Secret has no entry.
+encryptionKey, signingSecrets, storeUrl -> key); a value that is not in the Secret has no entry.
 */}}
 {{- define "webhook-bridge.secretKeys" -}}
 {{- $keys := dict }}
@@ -88,6 +91,7 @@ encryptionKey, storeUrl -> key); a value that is not in the Secret has no entry.
 {{- if .Values.secret.upstreamApiKey }}{{ $_ := set $keys "upstreamApiKey" "upstream-api-key" }}{{ end }}
 {{- if .Values.secret.authTokens }}{{ $_ := set $keys "authTokens" "auth-tokens" }}{{ end }}
 {{- if .Values.secret.encryptionKey }}{{ $_ := set $keys "encryptionKey" "encryption-key" }}{{ end }}
+{{- if .Values.secret.signingSecrets }}{{ $_ := set $keys "signingSecrets" "signing-secrets" }}{{ end }}
 {{- if .Values.secret.storeUrl }}{{ $_ := set $keys "storeUrl" "store-url" }}{{ end }}
 {{- end }}
 {{- toJson $keys }}
@@ -214,7 +218,7 @@ that extraEnv names again is left out (one entry per name).
 {{- else }}
 {{- $env = append $env (dict "name" "BRIDGE_STORE__URL" "value" (.Values.store.url | default "sqlite:////data/bridge.db")) }}
 {{- end }}
-{{- range $value, $variable := dict "upstreamApiKey" "BRIDGE_UPSTREAM__API_KEY" "authTokens" "BRIDGE_AUTH__TOKENS" "encryptionKey" "BRIDGE_SECURITY__ENCRYPTION_KEY" }}
+{{- range $value, $variable := dict "upstreamApiKey" "BRIDGE_UPSTREAM__API_KEY" "authTokens" "BRIDGE_AUTH__TOKENS" "encryptionKey" "BRIDGE_SECURITY__ENCRYPTION_KEY" "signingSecrets" "BRIDGE_DELIVERY__SIGNING_SECRETS" }}
 {{- if hasKey $keys $value }}
 {{- $env = append $env (dict "name" $variable "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" (index $keys $value)))) }}
 {{- end }}
