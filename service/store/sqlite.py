@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked
 from service.ids import new_id
@@ -491,18 +491,29 @@ class SQLiteStore(Store):
     async def renew_watch_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        # One statement over a JSON object {id: token}, not one per watch: a bridge holds
+        return await self._renew_leases("watches", "active", owner, held, lease_until)
+
+    async def _renew_leases(
+        self,
+        table: Literal["watches", "deliveries"],
+        status: Literal["active", "pending"],
+        owner: str,
+        held: Sequence[tuple[str, int]],
+        lease_until: float,
+    ) -> set[str]:
+        # One statement over a JSON object {id: token}, not one per row: a bridge holds
         # thousands, and a Python loop over them would hold the GIL (the event loop) meanwhile.
-        # A watch is held once, so its id is a key once. In chunks, each its own transaction,
+        # A row is held once, so its id is a key once. In chunks, each its own transaction,
         # so that registrations waiting for a commit go in between instead of after them all.
+        statement = (
+            f"UPDATE {table} SET lease_expires_at = ?"  # noqa: S608 (fixed names, no input)
+            " FROM (SELECT key AS id, value AS token FROM json_each(?)) AS held"
+            f" WHERE {table}.id = held.id AND {table}.lease_token = held.token"
+            f" AND {table}.lease_owner = ? AND {table}.status = '{status}' RETURNING {table}.id"
+        )
+
         def renew(tokens: str) -> Callable[[sqlite3.Connection], list[tuple[str]]]:
-            return lambda db: db.execute(
-                "UPDATE watches SET lease_expires_at = ?"
-                " FROM (SELECT key AS id, value AS token FROM json_each(?)) AS held"
-                " WHERE watches.id = held.id AND watches.lease_token = held.token"
-                " AND watches.lease_owner = ? AND watches.status = 'active' RETURNING watches.id",
-                (lease_until, tokens, owner),
-            ).fetchall()
+            return lambda db: db.execute(statement, (lease_until, tokens, owner)).fetchall()
 
         renewed: set[str] = set()
         for start in range(0, len(held), RENEWAL_CHUNK):
@@ -624,19 +635,7 @@ class SQLiteStore(Store):
     async def renew_delivery_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        def renew(db: sqlite3.Connection) -> set[str]:
-            renewed = set()
-            for delivery_id, token in held:
-                row = db.execute(
-                    "UPDATE deliveries SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?"
-                    " AND lease_token = ? AND status = 'pending' RETURNING id",
-                    (lease_until, delivery_id, owner, token),
-                ).fetchone()
-                if row is not None:
-                    renewed.add(row[0])
-            return renewed
-
-        return await self._transaction(renew)
+        return await self._renew_leases("deliveries", "pending", owner, held, lease_until)
 
     async def record_attempt(
         self,

@@ -197,6 +197,27 @@ async def test_renewal_of_more_leases_than_a_chunk_renews_each_one_held(path: st
         assert set(ids(await store.claim_watches(B, later, later + LEASE_S, 100))) == lost
 
 
+async def test_delivery_lease_renewal_over_several_chunks_renews_each_one_held(path: str) -> None:
+    """The same for deliveries: every one still held is renewed, one named with a stale token
+    is not, wherever it falls among the chunks."""
+    async with opened(path) as store:
+        watch = await store.insert_watch(new_watch(), lease_owner=A, lease_until=T0 + LEASE_S)
+        news = [new_delivery() for _ in range(RENEWAL_CHUNK * 2 + 10)]
+        await store.record_progress(A, T0, [progress(watch, deliveries=news)])
+        mine = await store.claim_deliveries(A, T0, T0 + LEASE_S, len(news))
+        assert len(mine) == len(news)
+        held = [(d.id, d.lease_token) for d in mine]
+        for stale in (5, RENEWAL_CHUNK + 3):
+            held[stale] = (mine[stale].id, 7)  # a token this owner never had
+
+        renewed = await store.renew_delivery_leases(A, held, T0 + 10 * LEASE_S)
+
+        lost = {mine[5].id, mine[RENEWAL_CHUNK + 3].id}
+        assert renewed == {d.id for d in mine} - lost
+        later = T0 + LEASE_S + 1
+        assert set(ids(await store.claim_deliveries(B, later, later + LEASE_S, 100))) == lost
+
+
 async def test_open_releases_leases_left_by_a_previous_process(path: str) -> None:
     """Leases held when the last process stopped are free at once, and their holder is fenced."""
     async with opened(path) as store:
