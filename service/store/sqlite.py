@@ -80,6 +80,8 @@ _SUBSCRIPTION_COLUMNS = (
 _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # Leases renewed per transaction: a few milliseconds of the thread each.
 RENEWAL_CHUNK = 1000
+# The status in which a leased row's lease may be renewed.
+_LEASED_WHILE = {"watches": "active", "deliveries": "pending"}
 
 
 def _watch(row: sqlite3.Row) -> Watch:
@@ -491,12 +493,11 @@ class SQLiteStore(Store):
     async def renew_watch_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        return await self._renew_leases("watches", "active", owner, held, lease_until)
+        return await self._renew_leases("watches", owner, held, lease_until)
 
     async def _renew_leases(
         self,
         table: Literal["watches", "deliveries"],
-        status: Literal["active", "pending"],
         owner: str,
         held: Sequence[tuple[str, int]],
         lease_until: float,
@@ -505,6 +506,7 @@ class SQLiteStore(Store):
         # thousands, and a Python loop over them would hold the GIL (the event loop) meanwhile.
         # A row is held once, so its id is a key once. In chunks, each its own transaction,
         # so that registrations waiting for a commit go in between instead of after them all.
+        status = _LEASED_WHILE[table]
         statement = (
             f"UPDATE {table} SET lease_expires_at = ?"  # noqa: S608 (fixed names, no input)
             " FROM (SELECT key AS id, value AS token FROM json_each(?)) AS held"
@@ -635,7 +637,7 @@ class SQLiteStore(Store):
     async def renew_delivery_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        return await self._renew_leases("deliveries", "pending", owner, held, lease_until)
+        return await self._renew_leases("deliveries", owner, held, lease_until)
 
     async def record_attempt(
         self,
