@@ -192,7 +192,7 @@ loopback networks to security.callback_allow_cidrs.
 {{- end -}}
 # Rendered by the webhook-bridge Helm chart from .Values.config (names as in config/bridge.toml).
 # server.host, store.url and the secrets come from the environment (BRIDGE_<SECTION>__<KEY>).
-{{- range $section := list "server" "upstream" "store" "poll" "delivery" "security" "auth" "api" "ui" "log" }}
+{{- range $section := keys $config | sortAlpha }}
 
 [{{ $section }}]
 {{- range $key, $value := index $config $section }}
