@@ -264,8 +264,7 @@ def test_secret_values_go_into_the_created_secret_only() -> None:
         }
     }
     manifests = render(values=values)
-    secret = one(manifests, "Secret")
-    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    data = _secret_data(manifests)
     assert data == {
         "auth-tokens": json.dumps(TOKENS, separators=(",", ":")),
         "upstream-api-key": "bw_secret_value",
@@ -300,13 +299,7 @@ def test_signing_secrets_reach_the_bridge_in_rotation_order(tmp_path: Path) -> N
         },
     )
     manifests = render(values=values)
-    secret = one(manifests, "Secret")
-    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
-    (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
-    environ = _environment(bridge_container(manifests), data)
-    environ.pop("BRIDGE_CONFIG")
-    environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
-    settings = config.load(tmp_path / "bridge.toml", environ)
+    settings = _load_settings(manifests, _secret_data(manifests), tmp_path)
     before_expiry = datetime(2026, 12, 31, tzinfo=UTC).timestamp()
     after_expiry = datetime(2027, 1, 2, tzinfo=UTC).timestamp()
     assert settings.delivery.signing_secrets_at(before_expiry) == [SIGNING_SECRET, old]
@@ -454,6 +447,25 @@ def test_kubernetes_schemas_tell_native_from_legacy_sidecars() -> None:
 # The bridge accepts what the chart renders.
 
 
+def _secret_data(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """The chart's Secret, decoded."""
+    secret = one(manifests, "Secret")
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def _load_settings(
+    manifests: list[dict[str, Any]], secrets: dict[str, str], tmp_path: Path
+) -> config.Settings:
+    """The bridge's settings from the rendered bridge.toml and the container's environment,
+    its secretKeyRef values taken from `secrets`; SQLite on /data moved under `tmp_path`."""
+    (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
+    environ = _environment(bridge_container(manifests), secrets)
+    assert environ.pop("BRIDGE_CONFIG") == "/etc/webhook-bridge/bridge.toml"
+    if environ["BRIDGE_STORE__URL"] == "sqlite:////data/bridge.db":
+        environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
+    return config.load(tmp_path / "bridge.toml", environ)
+
+
 def _environment(container: dict[str, Any], secrets: dict[str, str]) -> dict[str, str]:
     """The container's environment, secretKeyRef values taken from `secrets` by key."""
     environ = {}
@@ -570,12 +582,7 @@ def test_the_bridge_loads_the_rendered_configuration(name: str, tmp_path: Path) 
         else example(name)
     )
     manifests = render(values=values)
-    (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
-    environ = _environment(bridge_container(manifests), SECRETS)
-    assert environ.pop("BRIDGE_CONFIG") == "/etc/webhook-bridge/bridge.toml"
-    if environ["BRIDGE_STORE__URL"] == "sqlite:////data/bridge.db":
-        environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
-    settings = config.load(tmp_path / "bridge.toml", environ)
+    settings = _load_settings(manifests, SECRETS, tmp_path)
     chosen = helmtool.merge(
         yaml.safe_load((CHART / "values.yaml").read_text())["config"], values["config"]
     )
