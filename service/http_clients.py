@@ -6,9 +6,9 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from service import ssrf
+from service.aiohttp_transport import AiohttpTransport
 from service.config import DeliverySettings, SecuritySettings
 
 
@@ -21,7 +21,7 @@ def http_client(client_session: aiohttp.ClientSession, timeout_s: float) -> http
     # The aiohttp transport: several times the throughput of httpx's default one under
     # concurrency (bench/README.md). Redirects are never followed; cookies never kept.
     return httpx.AsyncClient(
-        transport=AiohttpTransport(client=client_session),
+        transport=AiohttpTransport(client_session),
         timeout=timeout_s,
         follow_redirects=False,
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),

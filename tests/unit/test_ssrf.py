@@ -10,7 +10,6 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 import aiohttp
 import httpx
-import httpx_aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -18,6 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from service import ssrf
+from service.aiohttp_transport import AiohttpTransport
 from service.ssrf import (
     CallbackBlocked,
     CallbackBlockedError,
@@ -681,7 +681,7 @@ def test_socket_backstop_refuses_blocked_addresses() -> None:
 
 def _httpx_client(policy: CallbackPolicy) -> httpx.AsyncClient:
     session = aiohttp.ClientSession(connector=guarded_connector(policy))
-    return httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport(client=session))
+    return httpx.AsyncClient(transport=AiohttpTransport(session))
 
 
 async def test_httpx_reports_the_refusal(receiver: Receiver) -> None:
@@ -689,8 +689,8 @@ async def test_httpx_reports_the_refusal(receiver: Receiver) -> None:
     async with _httpx_client(DEFAULT) as client:
         with pytest.raises(httpx.TransportError) as caught:
             await client.get(f"http://127.0.0.1:{receiver.port}/")
-    # httpx-aiohttp 0.2 maps every aiohttp.ClientConnectionError, ours included, to
-    # ConnectTimeout rather than ConnectError: use blocked_cause to tell the two apart.
+    # The transport maps every aiohttp.ClientConnectionError, ours included, to ConnectTimeout
+    # (as httpx-aiohttp does) rather than ConnectError: use blocked_cause to tell them apart.
     assert type(caught.value) is httpx.ConnectTimeout
     assert "127.0.0.1 is a loopback address; " + HINT in str(caught.value)
     blocked = ssrf.blocked_cause(caught.value)
