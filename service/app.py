@@ -10,7 +10,7 @@ from typing import TypedDict
 import orjson
 import structlog
 from starlette.applications import Starlette
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -50,7 +50,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
+        given = _request_id_header(scope)
         request_id = given if _REQUEST_ID.match(given) else new_id("req")
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
@@ -63,6 +63,14 @@ class RequestContext:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def _request_id_header(scope: Scope) -> str:
+    # The raw list, not a Headers mapping: this runs for every request.
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 async def _api_error(request: Request, error: Exception) -> Response:
