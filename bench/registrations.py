@@ -261,7 +261,7 @@ def profile(bench: Bench, label: str, seconds: float) -> Callable[[], None]:
     if fmt is None:
         return lambda: None
     stem = bench.args.results / f"{bench.stamp}-{label}"
-    options = ("--rate", "200", "--native")
+    options = ("--rate", "200", "--nonblocking")
     return py_spy(bench.services, bench.bridge.pid, label, fmt, stem, seconds, options)
 
 
