@@ -145,7 +145,14 @@ class Services:
         }
         bridge_env.update({"BRIDGE_SERVER__HOST": "127.0.0.1", "BRIDGE_SERVER__PORT": str(port)})
         bridge_env.update(env)
-        service = self._spawn(name, [*WEBHOOK_BRIDGE, "serve"], bridge_env)
+        return await self.start_server(name, [*WEBHOOK_BRIDGE, "serve"], bridge_env, port)
+
+    async def start_server(
+        self, name: str, argv: list[str], env: dict[str, str], port: int
+    ) -> Service:
+        """Start `argv`, which serves HTTP on 127.0.0.1:`port`, and wait until /readyz answers
+        200."""
+        service = self._spawn(name, argv, env)
         service.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         async with aiohttp.ClientSession() as session:

@@ -10,7 +10,10 @@ a. closed loop: --clients clients, each registering as fast as it can over one k
 b. paced: --rate registrations/s sent open-loop (a request leaves at its scheduled time
    whether or not earlier ones were answered) for a window: latency p50/p99/max;
 c. (with --phases ...c) the same two while the bridge is saturated with polling: first
-   --saturation-watches watches at a 0.1 s interval.
+   --saturation-watches watches at a 0.1 s interval;
+f. (with --phases ...f) the bridge stopped, the closed loop of a against bench/floor.py, the
+   same server, framework and first GET with nothing of the bridge's: the machine's ceiling
+   for this stack, and the bridge's share of it.
 
 The table is printed and the whole result written to bench/results/<time>-registrations.json.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import os
 import sys
@@ -32,7 +36,7 @@ import aiohttp
 import measure
 import orjson
 import run as base
-from harness import BenchError, Service, Services, cpu_seconds, machine_busy_seconds
+from harness import BenchError, Service, Services, cpu_seconds, free_port, machine_busy_seconds
 from loops import Control, each
 from measure import fmt_ms, fmt_num, verdict
 from runner import py_spy, run_bench
@@ -43,6 +47,8 @@ P99_TARGET_S = 0.050  # at a paced 500/s
 DORMANT_INTERVAL_S = 3600.0
 UNLIMITED = 1_000_000
 MACHINE = "machine"
+PHASES = "abcf"
+FLOOR = [sys.executable, str(Path(__file__).with_name("floor.py"))]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,8 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--phases", default="ab", help="a (closed loop), b (paced), c (both, bridge saturated)"
-    )
+        "--phases", default="ab",
+        help="a (closed loop), b (paced), c (both, bridge saturated), f (a against the floor)",
+    )  # fmt: skip
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients")
     parser.add_argument("--rate", type=float, default=500.0, help="paced registrations/s")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each window")
@@ -79,8 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-temp", action="store_true", help="keep logs and the database")
     args = parser.parse_args(argv)
     args.phases = args.phases.lower()
-    if not args.phases or set(args.phases) - {"a", "b", "c"}:
-        parser.error("--phases takes letters among a, b, c")
+    if not args.phases or set(args.phases) - set(PHASES):
+        parser.error(f"--phases takes letters among {', '.join(PHASES)}")
     return args
 
 
@@ -95,6 +102,7 @@ class Bench:
     stamp: str
     reused: int = 0
     job_count: int = 0
+    phase: str = ""  # names the profiles of a phase: "" (a, b), "saturated-", "floor-"
 
     def body(self) -> bytes:
         job_id = next(self.jobs)
@@ -199,7 +207,7 @@ async def closed_loop(bench: Bench, pids: dict[str, int]) -> Window:
         current = window
         gets = await polls(bench)
         start, started = cpu_now(pids), time.monotonic()
-        wait_profile = profile(bench, "closed-loop", args.duration)
+        wait_profile = profile(bench, f"{bench.phase}closed-loop", args.duration)
         await asyncio.sleep(args.duration)
         window.seconds = time.monotonic() - started
         current = discard
@@ -211,14 +219,16 @@ async def closed_loop(bench: Bench, pids: dict[str, int]) -> Window:
     return window
 
 
-async def paced(bench: Bench, pids: dict[str, int]) -> Window:
-    """--rate registrations a second, each sent at its time whatever the earlier ones do."""
+async def paced(bench: Bench, pids: dict[str, int], rate: float | None = None) -> Window:
+    """`rate` (--rate) registrations a second, each sent at its time whatever the earlier ones
+    do."""
     args = bench.args
+    rate = rate or args.rate
     url = f"{bench.bridge.url}/v1/watches"
     window = Window()
-    period = 1.0 / args.rate
-    total = round((args.warmup + args.duration) * args.rate)
-    counted_from = round(args.warmup * args.rate)
+    period = 1.0 / rate
+    total = round((args.warmup + args.duration) * rate)
+    counted_from = round(args.warmup * rate)
     in_flight: set[asyncio.Task[bool]] = set()
     # Enough connections that a slow answer never holds up the next send.
     async with session(256) as http:
@@ -232,7 +242,7 @@ async def paced(bench: Bench, pids: dict[str, int]) -> Window:
             if i == counted_from:
                 gets = await polls(bench)
                 start, started = cpu_now(pids), time.monotonic()
-                wait_profile = profile(bench, "paced", args.duration)
+                wait_profile = profile(bench, f"{bench.phase}paced", args.duration)
             target = window if i >= counted_from else Window()
             if i >= counted_from:
                 target.lags.append(time.monotonic() - due)
@@ -255,8 +265,8 @@ async def polls(bench: Bench) -> int:
 def profile(bench: Bench, label: str, seconds: float) -> Callable[[], None]:
     """py-spy on the bridge for the window when asked to; returns a function to wait for it.
 
-    Native frames are included (the event loop and SQLite are C), so where the time goes under
-    uvloop and in the SQLite thread (an fsync, a checkpoint) shows."""
+    `--nonblocking`: the bridge is never paused, so the profiled window keeps its rate; time in
+    C (uvloop, SQLite) shows under the Python call that entered it."""
     fmt = bench.args.py_spy
     if fmt is None:
         return lambda: None
@@ -311,6 +321,12 @@ async def saturate(bench: Bench) -> None:
     await asyncio.sleep(bench.args.warmup)
 
 
+async def start_floor(services: Services, sim: Service) -> Service:
+    port = free_port()
+    argv = [*FLOOR, "--upstream", sim.url, "--api-key", base.API_KEY, "--port", str(port)]
+    return await services.start_server("floor", argv, dict(os.environ), port)
+
+
 async def bench(
     args: argparse.Namespace, services: Services, workdir: Path, stamp: str
 ) -> dict[str, Any]:
@@ -344,12 +360,27 @@ async def bench(
                 print(f"  {name}: {result[name]['per_s']:,.0f}/s")
         if "c" in args.phases:
             await saturate(run)
+            run.phase = "saturated-"
             for letter, name in steps:
                 window = await (closed_loop if letter == "a" else paced)(run, pids)
                 result[f"saturated_{name}"] = summarize(
                     window, args.clients if letter == "a" else None
                 )
                 print(f"  saturated {name}: {result[f'saturated_{name}']['per_s']:,.0f}/s")
+        if "f" in args.phases:
+            services.stop(bridge)
+            floor = await start_floor(services, sim)
+            on_floor = dataclasses.replace(run, bridge=floor, phase="floor-")
+            floor_pids = {**pids, "bridge": floor.pid}
+            window = await closed_loop(on_floor, floor_pids)
+            result["floor_closed_loop"] = summarize(window, args.clients)
+            print(f"  floor closed_loop: {result['floor_closed_loop']['per_s']:,.0f}/s")
+            if "closed_loop" in result:
+                # The floor at the bridge's own rate: its CPU per registration there is what
+                # the stack costs the bridge, without the savings of running faster.
+                same_rate = result["closed_loop"]["per_s"]
+                window = await paced(on_floor, floor_pids, same_rate)
+                result["floor_paced_at_bridge_rate"] = summarize(window, None)
         result["registrations_sent"] = next(counter)
         result["jobs_reused"] = max(0, result["registrations_sent"] - args.jobs)
     return result
@@ -384,6 +415,32 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
                 (f"{label}  send lag p99", fmt_ms(paced_result["send_lag_s"]["p99"]), ""),
                 *_cpu_rows(label, paced_result),
             ]
+    floor = result.get("floor_closed_loop")
+    if floor is not None:
+        rows += [
+            (f"floor, {args.clients} clients: registrations/s", fmt_num(floor["per_s"]), ""),
+            ("  latency p50 / p99", _p50_p99(floor), ""),
+            *_cpu_rows("", floor, "floor"),
+        ]
+        bridge = result.get("closed_loop")
+        if bridge is not None:
+            share = bridge["per_s"] / floor["per_s"] if floor["per_s"] else None
+            rows.append(("bridge / floor, registrations/s", fmt_num(share, 2), ""))
+        same = result.get("floor_paced_at_bridge_rate")
+        if bridge is not None and same is not None:
+            rows += [
+                (f"floor paced at the bridge's {fmt_num(bridge['per_s'])}/s", "", ""),
+                *_cpu_rows("", same, "floor"),
+                (
+                    "bridge's own CPU ms per registration (bridge - floor, same rate)",
+                    fmt_num(
+                        bridge["bridge_cpu_ms_per_registration"]
+                        - same["bridge_cpu_ms_per_registration"],
+                        2,
+                    ),
+                    "",
+                ),
+            ]
     return measure.table("Registrations on SQLite (WAL, synchronous=FULL)", rows)
 
 
@@ -392,17 +449,17 @@ def _p50_p99(window: dict[str, Any]) -> str:
     return f"{fmt_ms(latency['p50'])} / {fmt_ms(latency['p99'])}"
 
 
-def _cpu_rows(label: str, window: dict[str, Any]) -> list[measure.Row]:
+def _cpu_rows(label: str, window: dict[str, Any], server: str = "bridge") -> list[measure.Row]:
     pct = window["cpu_percent"]
     errors = sum(window["errors"].values())
     return [
         (
-            f"{label}  CPU % bridge / client / sim / other",
+            f"{label}  CPU % {server} / client / sim / other",
             " / ".join(f"{pct[k]:.0f}" for k in ("bridge", "bench", "simulator", "other")),
             "",
         ),
         (
-            f"{label}  CPU ms per registration: bridge, client",
+            f"{label}  CPU ms per registration: {server}, client",
             f"{fmt_num(window['bridge_cpu_ms_per_registration'], 2)}, "
             f"{fmt_num(window['client_cpu_ms_per_registration'], 2)}",
             "",
