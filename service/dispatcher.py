@@ -584,7 +584,7 @@ class Dispatcher:
             return
         batch, self._changes = list(self._changes.values()), {}
         try:
-            lost = await self._store.record_progress(self.owner, self._clock.now(), batch)
+            outcome = await self._store.record_progress(self.owner, self._clock.now(), batch)
         except StoreError as error:
             log.error("poll.record_failed", changes=len(batch), error=str(error))
             for change in batch:  # try again with the next flush, unless superseded
@@ -592,13 +592,14 @@ class Dispatcher:
             await asyncio.sleep(0.5)
             self._flush_wanted.set()
             return
+        lost = outcome.lost
         for watch_id in lost:
             log.info("poll.lease_lost", watch_id=watch_id)
             self.forget(watch_id)
         recorded = [c.watch_id for c in batch if c.events and c.watch_id not in lost]
         for watch_id in recorded:
             self._notified(watch_id)
-        if recorded:  # their deliveries (callback or subscriptions) are due now
+        if outcome.deliveries:  # the new deliveries (callback or subscriptions) are due now
             await self.claim_deliveries()
 
     # Periodic work.

@@ -224,6 +224,14 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `Store.record_progress` did."""
+
+    lost: set[str]  # the watches whose lease was lost: their changes were not applied
+    deliveries: int  # the deliveries it created (pending, due at once, unclaimed)
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """The end of polling: the final event, committed before its first attempt."""
 
@@ -378,14 +386,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def record_progress(
         self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> set[str]:
+    ) -> Recorded:
         """Apply each fenced change and record its events, in one transaction.
 
         Recording an event inserts it, its callback delivery if any, and one delivery (a new
         `msg_` id, the event's body) per `active` subscription of the watch's tenant whose
         `events` include the type. Deliveries are pending, due at `now`, unclaimed.
 
-        Returns the ids whose lease was lost (their changes were not applied)."""
+        Returns the ids whose lease was lost (their changes were not applied) and how many
+        deliveries were created (none: no claim is needed for them)."""
 
     @abc.abstractmethod
     async def complete_watch(

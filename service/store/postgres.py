@@ -37,6 +37,7 @@ from service.store.base import (
     NewDelivery,
     NewEvent,
     Progress,
+    Recorded,
     Store,
     Subscription,
     Watch,
@@ -516,9 +517,9 @@ class PostgresStore(Store):
 
     async def record_progress(
         self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> set[str]:
+    ) -> Recorded:
         if not changes:
-            return set()
+            return Recorded(set(), 0)
         async with self._transaction() as db:
             # The fenced updates; then the events of the watches they applied to.
             rows = await db.fetch(
@@ -546,9 +547,8 @@ class PostgresStore(Store):
                 if change.watch_id in applied
                 for event in change.events
             ]
-            if recorded:
-                await _record_events(db, recorded, now, None, None)
-        return {change.watch_id for change in changes} - applied.keys()
+            created = await _record_events(db, recorded, now, None, None) if recorded else []
+        return Recorded({change.watch_id for change in changes} - applied.keys(), len(created))
 
     async def complete_watch(
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float

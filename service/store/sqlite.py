@@ -44,6 +44,7 @@ from service.store.base import (
     NewDelivery,
     NewEvent,
     Progress,
+    Recorded,
     Store,
     Subscription,
     Watch,
@@ -543,9 +544,10 @@ class SQLiteStore(Store):
 
     async def record_progress(
         self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> set[str]:
-        def record(db: sqlite3.Connection) -> set[str]:
+    ) -> Recorded:
+        def record(db: sqlite3.Connection) -> Recorded:
             lost = set()
+            deliveries = 0
             fan_out = _FanOut(db)
             for change in changes:
                 updated = db.execute(
@@ -560,8 +562,11 @@ class SQLiteStore(Store):
                     continue
                 tenant, callback_url = updated
                 for event in change.events:
-                    fan_out.record(tenant, callback_url, change.watch_id, event, now, None, 0.0)
-            return lost
+                    created = fan_out.record(
+                        tenant, callback_url, change.watch_id, event, now, None, 0.0
+                    )
+                    deliveries += len(created)
+            return Recorded(lost, deliveries)
 
         return await self._transaction(record)
 

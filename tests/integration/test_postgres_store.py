@@ -20,7 +20,7 @@ import pytest
 from service import store as stores
 from service.errors import ConfigError, LeaseLost, StoreError
 from service.store import migrations
-from service.store.base import Delivery, Watch
+from service.store.base import Delivery, Recorded, Watch
 from service.store.postgres import PostgresStore
 from tests.integration.conftest import POSTGRES_URL, postgres_schema
 from tests.integration.test_store_contract import (
@@ -138,7 +138,8 @@ async def test_replicas_never_claim_the_same_delivery_while_its_lease_holds(
     news = [new_delivery() for _ in range(150)]
     for chunk in range(0, len(news), 50):
         batch = news[chunk : chunk + 50]
-        assert await first.record_progress(A, T0, [progress(watch, deliveries=batch)]) == set()
+        recorded = await first.record_progress(A, T0, [progress(watch, deliveries=batch)])
+        assert recorded == Recorded(lost=set(), deliveries=50)
     everyone = claimers(replicas, 6)
 
     for round_ in range(4):
@@ -210,7 +211,7 @@ async def test_set_writes_to_the_same_watches_do_not_deadlock(
         )
 
         assert renewed == renewed_backwards == {watch.id for watch in watches}
-        assert lost == lost_backwards == set()
+        assert lost == lost_backwards == Recorded(lost=set(), deliveries=0)
 
 
 async def test_a_cancel_racing_the_final_attempt_lets_exactly_one_win(
@@ -258,8 +259,10 @@ async def test_a_stale_watch_holder_is_fenced_after_another_replica_took_over(
     later = T0 + LEASE_S + 2
 
     assert await store_a.renew_watch_leases(A, [(watch.id, 1)], FAR_LEASE) == set()
-    lost = await store_a.record_progress(A, later, [progress(watch, deliveries=[new_delivery()])])
-    assert lost == {watch.id}
+    recorded = await store_a.record_progress(
+        A, later, [progress(watch, deliveries=[new_delivery()])]
+    )
+    assert recorded == Recorded(lost={watch.id}, deliveries=0)
     with pytest.raises(LeaseLost):
         await store_a.complete_watch(A, later, completion(watch), FAR_LEASE)
     await store_a.release_watches(A, [(watch.id, 1)])
@@ -268,7 +271,7 @@ async def test_a_stale_watch_holder_is_fenced_after_another_replica_took_over(
     assert await store_c.claim_watches(C, later, FAR_LEASE, 10) == []
     assert await store_c.claim_deliveries(C, FAR_LEASE, FAR_LEASE + LEASE_S, 10) == []
     token = taken.lease_token
-    assert await store_b.record_progress(B, later, [progress(watch, token=token)]) == set()
+    assert (await store_b.record_progress(B, later, [progress(watch, token=token)])).lost == set()
     await store_b.complete_watch(B, later, completion(watch, token=token), later + LEASE_S)
 
 
@@ -418,7 +421,7 @@ async def test_nul_in_upstream_and_receiver_text_is_stored_replaced(
     store = replicas[0]
     watch = await store.insert_watch(new_watch(), lease_owner=A, lease_until=FAR_LEASE)
     change = replace(progress(watch), last_error="upstream said \x00")
-    assert await store.record_progress(A, T0, [change]) == set()
+    assert (await store.record_progress(A, T0, [change])).lost == set()
     polled = await store.get_watch(TENANT, watch.id)
     assert polled is not None
     assert polled.last_error == "upstream said \ufffd"

@@ -27,6 +27,7 @@ from service.store.base import (
     NewDelivery,
     NewEvent,
     Progress,
+    Recorded,
     Store,
     Watch,
     callback_host,
@@ -404,7 +405,7 @@ async def test_insert_with_lease_owner_lets_the_owner_write_back(store: Store) -
     watch = await register(store, owner=A)
 
     assert await store.renew_watch_leases(A, [(watch.id, 1)], T0 + 2 * LEASE_S) == {watch.id}
-    assert await store.record_progress(A, T0 + 1, [progress(watch, token=1)]) == set()
+    assert await store.record_progress(A, T0 + 1, [progress(watch, token=1)]) == Recorded(set(), 0)
 
 
 # Claiming watches.
@@ -567,11 +568,11 @@ async def test_record_progress_applies_a_change_under_the_lease(store: Store) ->
     """With the right owner and token the change is applied and nothing is reported lost."""
     watch = await register(store, owner=A)
 
-    lost = await store.record_progress(
+    recorded = await store.record_progress(
         A, T0 + 5, [progress(watch, job_status="queued", queue_position=3, next_poll_at=T0 + 9)]
     )
 
-    assert lost == set()
+    assert recorded == Recorded(lost=set(), deliveries=0)
     assert await store.get_watch(TENANT, watch.id) == replace(
         watch, job_status="queued", queue_position=3, next_poll_at=T0 + 9, updated_at=T0 + 5
     )
@@ -584,7 +585,7 @@ async def test_record_progress_with_a_stale_token_is_lost_and_not_applied(store:
     await store.claim_watches(B, T0 + LEASE_S + 1, FAR, 10)
     kept_delivery, taken_delivery = new_delivery(), new_delivery()
 
-    lost = await store.record_progress(
+    recorded = await store.record_progress(
         A,
         T0 + LEASE_S + 2,
         [
@@ -593,7 +594,7 @@ async def test_record_progress_with_a_stale_token_is_lost_and_not_applied(store:
         ],
     )
 
-    assert lost == {taken.id}
+    assert recorded == Recorded(lost={taken.id}, deliveries=1)
     assert (await reread(store, kept)).job_status == "running"
     untouched = await store.get_watch(TENANT, taken.id)
     assert untouched is not None
@@ -606,9 +607,8 @@ async def test_record_progress_with_an_own_older_token_is_lost(store: Store) -> 
     watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
     [again] = await store.claim_watches(A, T0 + LEASE_S + 1, FAR, 10)
 
-    assert await store.record_progress(A, T0 + LEASE_S + 2, [progress(watch, token=1)]) == {
-        watch.id
-    }
+    recorded = await store.record_progress(A, T0 + LEASE_S + 2, [progress(watch, token=1)])
+    assert recorded.lost == {watch.id}
     assert await store.get_watch(TENANT, watch.id) == again
 
 
@@ -616,7 +616,7 @@ async def test_record_progress_by_another_owner_is_lost(store: Store) -> None:
     """An owner naming the right token of a lease it does not hold gets the change rejected."""
     watch = await register(store, owner=A)
 
-    assert await store.record_progress(B, T0 + 1, [progress(watch, token=1)]) == {watch.id}
+    assert (await store.record_progress(B, T0 + 1, [progress(watch, token=1)])).lost == {watch.id}
     assert await store.get_watch(TENANT, watch.id) == watch
 
 
@@ -625,9 +625,11 @@ async def test_record_progress_after_cancel_is_lost(store: Store) -> None:
     watch = await register(store, owner=A)
     cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 1)
 
-    lost = await store.record_progress(A, T0 + 2, [progress(watch, deliveries=[new_delivery()])])
+    recorded = await store.record_progress(
+        A, T0 + 2, [progress(watch, deliveries=[new_delivery()])]
+    )
 
-    assert lost == {watch.id}
+    assert recorded == Recorded(lost={watch.id}, deliveries=0)
     assert await store.get_watch(TENANT, watch.id) == cancelled
     assert await pending_ids(store) == set()
 
@@ -636,14 +638,15 @@ async def test_record_progress_under_an_expired_lease_nobody_took(store: Store) 
     """Fencing is by owner and token: an expired lease not yet claimed by anyone still writes."""
     watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
 
-    assert await store.record_progress(A, T0 + 2 * LEASE_S, [progress(watch)]) == set()
+    assert (await store.record_progress(A, T0 + 2 * LEASE_S, [progress(watch)])).lost == set()
 
 
 async def test_progress_deliveries_are_claimable_at_once(store: Store) -> None:
     """Deliveries recorded with progress are pending, due at once, and carry the callback."""
     watch = await register(store, owner=A)
     first, second = event_of(new_delivery()), event_of(new_delivery())
-    await store.record_progress(A, T0 + 5, [progress(watch, events=[first, second])])
+    recorded = await store.record_progress(A, T0 + 5, [progress(watch, events=[first, second])])
+    assert recorded == Recorded(lost=set(), deliveries=2)
 
     claimed = await store.claim_deliveries(B, T0 + 5, T0 + 5 + LEASE_S, 10)
 
@@ -706,7 +709,7 @@ async def test_complete_watch_releases_the_watch_lease(store: Store) -> None:
     watch, _ = await delivering(store)
 
     assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == set()
-    assert await store.record_progress(A, T0 + 1, [progress(watch)]) == {watch.id}
+    assert (await store.record_progress(A, T0 + 1, [progress(watch)])).lost == {watch.id}
     assert await store.claim_watches(B, FAR, FAR + LEASE_S, 10) == []
 
 
@@ -1031,7 +1034,7 @@ async def test_gone_on_a_progress_delivery_stops_the_watch(store: Store) -> None
         await store.record_attempt(B, other, attempt(other), "succeeded", T0 + 2)
     assert await pending_ids(store) == set()
     assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == set()
-    assert await store.record_progress(A, T0 + 2, [progress(watch)]) == {watch.id}
+    assert (await store.record_progress(A, T0 + 2, [progress(watch)])).lost == {watch.id}
     assert await store.claim_watches(C, FAR, FAR + LEASE_S, 10) == []
 
 

@@ -24,6 +24,7 @@ from service.store.base import (
     DeliveryRecord,
     NewDelivery,
     NewEvent,
+    Recorded,
     Store,
     Subscription,
     Watch,
@@ -151,7 +152,9 @@ async def test_subscriptions_get_only_the_types_they_list_and_only_of_their_tena
     watch = await register(store, owner=A, lease_until=FAR)
     processing = event("job.processing", callback=False)
 
-    assert await store.record_progress(A, T0 + 1, [progress(watch, events=[processing])]) == set()
+    recorded = await store.record_progress(A, T0 + 1, [progress(watch, events=[processing])])
+
+    assert recorded == Recorded(lost=set(), deliveries=1)  # the one subscription listing it
 
     claimed = await store.claim_deliveries(B, T0 + 1, T0 + 1 + LEASE_S, 10)
     assert [(d.subscription_id, d.event_id, d.body) for d in claimed] == [
@@ -169,11 +172,11 @@ async def test_one_flush_fans_out_every_watch_of_a_tenant(store: Store) -> None:
     events = [event("job.queued") for _ in range(4)]
     changes = [progress(w, events=[e]) for w, e in zip(watches, events, strict=False)]
 
-    lost = await store.record_progress(
+    recorded = await store.record_progress(
         A, T0 + 1, [*changes, progress(stale, token=7, events=[events[3]])]
     )
 
-    assert lost == {stale.id}
+    assert recorded == Recorded(lost={stale.id}, deliveries=6)
     claimed = await store.claim_deliveries(B, T0 + 1, T0 + 1 + LEASE_S, 20)
     by_endpoint = {(d.event_id, d.subscription_id) for d in claimed}
     assert by_endpoint == {(e.id, s) for e in events[:3] for s in (None, subscription.id)}
