@@ -21,7 +21,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -50,6 +49,7 @@ from service.store.base import (
     Watch,
     callback_host,
 )
+from service.store.serial_thread import SerialThread
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ def _event(row: sqlite3.Row) -> EventRecord:
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._thread = SerialThread("sqlite")
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
         # Registrations waiting for the next group commit, and whether one is queued on the
@@ -181,10 +181,7 @@ class SQLiteStore(Store):
 
         if self._db is None:
             raise StoreError("the store is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-        except RuntimeError as error:  # the executor shut down: closed meanwhile
-            raise StoreError("the store is not open") from error
+        return await self._thread.call(call)
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def transact(db: sqlite3.Connection) -> T:
@@ -228,7 +225,7 @@ class SQLiteStore(Store):
         self._db = db
 
     async def open(self, *, migrate: bool = True) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        await self._thread.call(self._connect)
         if not migrate:
             return
         await self.migrate()
@@ -251,7 +248,7 @@ class SQLiteStore(Store):
         if self._db is not None:
             await self._run(shut)
             self._db = None
-        self._executor.shutdown(wait=True)
+        self._thread.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -333,14 +330,14 @@ class SQLiteStore(Store):
             self._commit_queued = True
         if submit:
             try:
-                self._executor.submit(self._commit_registrations, loop)
-            except RuntimeError as error:  # the executor shut down: closed meanwhile
+                self._thread.post(lambda: self._commit_registrations(loop))
+            except StoreError:  # the thread stopped: closed meanwhile
                 # Nothing else can be waiting: a registration queued after this one would
                 # have found a commit queued, and none ran in between (no await).
                 with self._registrations_lock:
                     self._registrations.clear()
                     self._commit_queued = False
-                raise StoreError("the store is not open") from error
+                raise
         await registration.future
 
     def _commit_registrations(self, loop: asyncio.AbstractEventLoop) -> None:
