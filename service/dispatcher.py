@@ -46,6 +46,11 @@ SHARED_CACHE_SIZE = 1_024
 # While polls wait (for the rate cap or the circuit breaker), the due ones are checked this often
 # for watches whose timeout passed: those end on time even when no request may go.
 SWEEP_S = 1.0
+# A flush of progress waits this long for more changes to join its transaction: at a few hundred
+# polls a second each would otherwise pay a commit (an fsync, a thread hop) of its own. 10 ms
+# saved more there but cost the closed-loop registration benchmark 3 % (docs/performance.md).
+# Final events do not wait: `_finish` commits them.
+PROGRESS_GATHER_S = 0.003
 
 
 @dataclass(slots=True)
@@ -576,6 +581,7 @@ class Dispatcher:
     async def _flush_loop(self) -> None:
         while self._running:
             await self._flush_wanted.wait()
+            await asyncio.sleep(PROGRESS_GATHER_S)  # `stop` flushes what this leaves waiting
             self._flush_wanted.clear()
             await self._flush()
 
