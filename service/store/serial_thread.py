@@ -32,8 +32,8 @@ class SerialThread:
 
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # Started by the first call or post (its `ident` is set from then on).
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._started = False
         self._closed = False
 
     async def call(self, fn: Callable[[], T]) -> T:
@@ -54,16 +54,15 @@ class SerialThread:
         if self._closed:
             return
         self._closed = True
-        if self._started:
+        if self._thread.ident is not None:
             self._queue.put(None)
             self._thread.join()
 
     def _put(self, item: _Item) -> None:
         if self._closed:
             raise StoreError("the store is not open")
-        if not self._started:
+        if self._thread.ident is None:
             self._thread.start()
-            self._started = True
         self._queue.put(item)
 
     def _work(self) -> None:
