@@ -68,6 +68,8 @@ async def test_calls_and_posts_run_one_at_a_time_in_the_order_given(
             calls.append(asyncio.ensure_future(worker.call(functools.partial(step, n))))
             await asyncio.sleep(0)  # the call is given (queued) when its task first runs
     answered = await asyncio.wait_for(asyncio.gather(*calls), DEADLINE_S)
+    # The posts given after the last call have run once a call given after them has.
+    await asyncio.wait_for(worker.call(lambda: None), DEADLINE_S)
 
     assert ran == list(range(200))
     assert answered == list(range(0, 200, 3))
