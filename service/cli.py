@@ -24,7 +24,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
     import uvloop
 
-    from service import logs
+    from service import http_server, logs
     from service.app import create_app, create_health_app
 
     settings = _settings(args)
@@ -33,7 +33,11 @@ def serve(args: argparse.Namespace) -> int:
     # clear line instead of a lifespan traceback.
     asyncio.run(_check_store(settings))
     server = settings.server
-    common: dict[str, Any] = {"log_level": "warning", "access_log": False, "http": "httptools"}
+    common: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        **http_server.uvicorn_options(server),
+    }
     app = create_app(settings)
     gc_tuning.tune()
     api = _api_server_class()(

@@ -63,6 +63,14 @@ class ServerSettings(_Section):
     # A sidecar's API listens on 127.0.0.1, which the kubelet's probes cannot reach.
     health_port: int | None = Field(None, ge=1, le=65535)
     health_host: str = "0.0.0.0"
+    # What one client may hold on either port, before any token is checked (see
+    # service/http_server.py): bytes of a request head (request line and headers), seconds
+    # for a whole request head to arrive, connections served at once, and seconds an idle
+    # kept-alive connection stays open.
+    max_header_bytes: int = Field(16384, ge=1024, le=1 << 20)
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    keepalive_timeout_s: int = Field(5, ge=1, le=300)
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> ServerSettings:

@@ -487,7 +487,14 @@ SECRETS = {
 
 # A value other than the bridge's default for every key of `config`.
 EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
-    "server": {"port": 9000, "shutdown_grace_s": 12.5},
+    "server": {
+        "port": 9000,
+        "shutdown_grace_s": 12.5,
+        "max_header_bytes": 8192,
+        "header_timeout_s": 5.0,
+        "max_connections": 200,
+        "keepalive_timeout_s": 10,
+    },
     "upstream": {
         "base_url": "https://jobs.example.com",
         "request_timeout_s": 7.5,
