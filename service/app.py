@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import handlers, openapi
+from service.api.guard import RequestGuard
 from service.api.problems import from_error, problem
 from service.bridge import Bridge
 from service.clock import Clock
@@ -150,7 +151,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestContext)],
+        middleware=[Middleware(RequestContext), Middleware(RequestGuard, settings=settings)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

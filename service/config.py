@@ -47,6 +47,10 @@ DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
 CONFIG_PATH_VARIABLE = "BRIDGE_CONFIG"
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+# A DNS name or an IPv4 address (dot-separated labels); IPv6 addresses in brackets.
+_HOST_NAME = re.compile(
+    r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$|^\[[0-9A-Fa-f:.]+\]$"
+)
 
 
 class _Section(BaseModel):
@@ -64,13 +68,31 @@ class ServerSettings(_Section):
     health_port: int | None = Field(None, ge=1, le=65535)
     health_host: str = "0.0.0.0"
     # What one client may hold on either port, before any token is checked (see
-    # service/http_server.py): bytes of a request head (request line and headers), seconds
-    # for a whole request head to arrive, connections served at once, and seconds an idle
-    # kept-alive connection stays open.
+    # service/http_server.py): bytes of a request head (request line and headers), header
+    # fields, seconds for a whole request head to arrive, connections served at once, and
+    # seconds an idle kept-alive connection stays open.
     max_header_bytes: int = Field(16384, ge=1024, le=1 << 20)
+    max_headers: int = Field(100, ge=8, le=10_000)
     header_timeout_s: float = Field(10.0, gt=0, le=300)
     max_connections: int = Field(1000, ge=1, le=1_000_000)
     keepalive_timeout_s: int = Field(5, ge=1, le=300)
+    # Host names the API answers to besides loopback ones (localhost, 127.0.0.1, ::1), for
+    # example a sidecar's or a Service's own names; "*.example.com" matches subdomains.
+    # Without auth.tokens only these and loopback names are served (a page elsewhere cannot
+    # reach the API by pointing a DNS name at 127.0.0.1); with tokens, empty allows any.
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            name = host.removeprefix("*.")
+            if not _HOST_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{host!r} is not a host name; give names such as bridge.svc.local or "
+                    "*.example.com, without a scheme or port"
+                )
+        return tuple(host.lower() for host in hosts)
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> ServerSettings:

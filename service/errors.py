@@ -13,6 +13,7 @@ BridgeError
     ├── Unauthorized       401
     ├── Conflict           409
     ├── TooLarge           413
+    ├── UnsupportedMediaType 415: a body that is not JSON by its Content-Type
     ├── TooManyRequests    429
     ├── UpstreamRefused    the upstream's own 4xx, passed through (POST /v1/generate)
     └── BadGateway         502: the upstream failed or did not answer in time
@@ -104,6 +105,14 @@ class TooLarge(ApiError):
     status = 413
     code = "too-large"
     title = "Request body too large"
+
+
+class UnsupportedMediaType(ApiError):
+    """Send the body as JSON, with `Content-Type: application/json`."""
+
+    status = 415
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
 
 
 class Unauthorized(ApiError):

@@ -22,6 +22,7 @@ from service.errors import (
     TooLarge,
     TooManyRequests,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.store.base import WATCH_STATUSES
@@ -80,6 +81,14 @@ async def me(request: Request) -> Response:
 
 
 async def _json_body(request: Request) -> Any:
+    # A web page can send a cross-site POST without asking first only as text/plain, a form
+    # or multipart: a JSON body must say it is one.
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        shown = f"Content-Type {media_type[:80]!r}" if media_type else "no Content-Type"
+        raise UnsupportedMediaType(
+            f"the body must be JSON sent with Content-Type: application/json (got {shown})"
+        )
     too_large = TooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     declared = request.headers.get("content-length", "")
     # ASCII digits only ("²" is a digit to str.isdigit, not to int); too many is too large.

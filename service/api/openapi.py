@@ -205,6 +205,13 @@ _UNAUTHORIZED = _problem(
     {"WWW-Authenticate": _header("The scheme to use: Bearer.", {"type": "string"})},
 )
 _CRASHED = _problem("The bridge failed; its logs say why.")
+_HOST_NOT_ALLOWED = _problem(
+    "Addressed to a host the bridge does not serve (without tokens: only loopback names and "
+    "server.allowed_hosts)."
+)
+_TOO_MANY_HEADERS = _problem("More header fields than server.max_headers.")
+_CROSS_SITE = _problem("A browser says another site sent the request (Origin, Sec-Fetch-Site).")
+_NOT_JSON = _problem("The body was not sent as Content-Type: application/json.")
 _STATUS = {
     "type": "object",
     "required": ["status"],
@@ -708,7 +715,15 @@ def spec() -> dict[str, Any]:
             },
         },
     }
-    for operations in document["paths"].values():
+    for path, operations in document["paths"].items():
         for operation in operations.values():
-            operation["responses"]["500"] = _CRASHED
+            # What `service.api.guard` and the JSON body check answer on any route they cover.
+            answers = operation["responses"]
+            answers["421"] = _HOST_NOT_ALLOWED
+            answers["431"] = _TOO_MANY_HEADERS
+            if path.startswith("/v1/"):
+                answers["403"] = _CROSS_SITE
+            if "requestBody" in operation:
+                answers["415"] = _NOT_JSON
+            answers["500"] = _CRASHED
     return document

@@ -1,5 +1,5 @@
 """What one client can hold on the API port, tried with raw sockets against the real server:
-request heads bounded in size and time, connections bounded in number."""
+request heads bounded in size, field count and time, connections bounded in number."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def bounded(start_bridge: StartBridge) -> Bridge:
     return start_bridge(
         BRIDGE_SERVER__HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
         BRIDGE_SERVER__MAX_HEADER_BYTES="8192",
+        BRIDGE_SERVER__MAX_HEADERS="50",
     )
 
 
@@ -74,6 +75,16 @@ def test_a_head_larger_than_the_bound_is_refused(bounded: Bridge) -> None:
         sock.sendall(b"\r\n\r\n")
         received = answer(sock)
     assert received.startswith(b"HTTP/1.1 400 "), received[:200]
+
+
+def test_too_many_header_fields_get_a_431_problem(bounded: Bridge) -> None:
+    """More header fields than `server.max_headers` are refused with a 431 naming the bound."""
+    fields = b"".join(b"X-F%d: v\r\n" % n for n in range(60))
+    with connection(bounded) as sock:
+        sock.sendall(b"GET /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n")
+        received = answer(sock)
+    assert received.startswith(b"HTTP/1.1 431 "), received[:200]
+    assert b"server.max_headers" in received
 
 
 def test_half_a_head_is_closed_after_the_header_timeout(bounded: Bridge) -> None:

@@ -491,9 +491,11 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "port": 9000,
         "shutdown_grace_s": 12.5,
         "max_header_bytes": 8192,
+        "max_headers": 50,
         "header_timeout_s": 5.0,
         "max_connections": 200,
         "keepalive_timeout_s": 10,
+        "allowed_hosts": ["bridge.team.svc", "*.example.com"],
     },
     "upstream": {
         "base_url": "https://jobs.example.com",

@@ -155,6 +155,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             "BRIDGE_AUTH__REGISTRATION_BURST": "100000",
             # No job ever ends: every long-poll of the registered watch waits this long.
             "BRIDGE_API__MAX_WAIT_S": "0.2",
+            # Schemathesis addresses the app as `testserver`, which is not a loopback name.
+            "BRIDGE_SERVER__ALLOWED_HOSTS": '["testserver"]',
         }
         headers = {}
         if request.param == "token":
