@@ -142,7 +142,11 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         _route("/v1/me", GET=handlers.me),
         _route("/livez", GET=handlers.livez),
         _route("/readyz", GET=handlers.readyz),
-        _route("/metrics", GET=handlers.metrics),
+        # Metrics count every tenant's work: with tokens, only the health port serves them.
+        _route(
+            "/metrics",
+            GET=handlers.metrics_elsewhere if settings.auth.tokens else handlers.metrics,
+        ),
         _route("/openapi.json", GET=openapi_json),
     ]
     if settings.ui.enabled:

@@ -8,8 +8,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from service.clock import Clock
 from service.config import ApiToken
+from service.errors import TooManyRequests, Unauthorized
+
+log = structlog.get_logger("service.auth")
 
 ANONYMOUS = ""
 
@@ -53,24 +58,82 @@ class Authenticator:
 
 
 class RateLimiter:
-    """A token bucket per key: `burst` at once, then `rate` per second."""
+    """A token bucket per key: `burst` at once, then `rate` per second.
 
-    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
+    Keys may come from clients (their addresses), so memory is bounded: past `max_keys`
+    buckets, those that have refilled (which a new bucket would equal) are dropped, and if more
+    than half remain, the oldest of them too."""
+
+    def __init__(self, rate: float, burst: int, clock: Clock, max_keys: int = 100_000) -> None:
         self._rate = rate
         self._burst = float(burst)
         self._clock = clock
+        self._max_keys = max_keys
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, updated at)
 
     def take(self, key: str) -> float | None:
         """Spend one token: None when allowed, else the seconds until one is available."""
         now = self._clock.now()
-        tokens, updated = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - updated) * self._rate)
+        tokens = self._tokens(key, now)
         if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
+            self._keep(key, tokens - 1.0, now)
             return None
-        self._buckets[key] = (tokens, now)
+        self._keep(key, tokens, now)
         return (1.0 - tokens) / self._rate
+
+    def wait(self, key: str) -> float | None:
+        """The seconds until `key` has a token, None when it has one now; nothing is spent."""
+        tokens = self._tokens(key, self._clock.now())
+        return None if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, updated = self._buckets.get(key, (self._burst, now))
+        return min(self._burst, tokens + (now - updated) * self._rate)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self._max_keys:
+            draining = [
+                (kept, bucket)
+                for kept, bucket in self._buckets.items()
+                if self._tokens(kept, now) < self._burst
+            ]
+            self._buckets = dict(draining[-(self._max_keys // 2) :])
+
+
+def authenticate(
+    auth: Authenticator,
+    failures: RateLimiter,
+    address: str,
+    authorization: str | None,
+    api_key: str | None,
+) -> Caller:
+    """The caller a request's credentials name. Raises `Unauthorized` when none matches, which
+    counts against the client's `address`, and `TooManyRequests`, without looking at the
+    credentials, while that address has failed too often: guessing tokens stays slow."""
+    if not auth.required:
+        return Caller(ANONYMOUS, authenticated=False)
+    wait = failures.wait(address)
+    if wait is not None:
+        raise TooManyRequests(
+            "too many failed authentications from this address; retry in "
+            f"{retry_after_header(wait)} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+    caller = auth.identify(authorization, api_key)
+    if caller is None:
+        failures.take(address)
+        if failures.wait(address) is not None:
+            log.warning("auth.address_locked_out", address=address)
+        raise Unauthorized(
+            "a valid API token is required: send Authorization: Bearer <token> or "
+            "X-API-Key: <token>",
+            headers={"WWW-Authenticate": 'Bearer realm="webhook-bridge"'},
+        )
+    return caller
 
 
 def retry_after_header(seconds: float) -> str:

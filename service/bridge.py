@@ -52,6 +52,8 @@ class Bridge:
     scheduler: AsyncIOScheduler
     auth: Authenticator
     limiter: RateLimiter
+    # Failed authentications per client address.
+    failed_auth: RateLimiter
     metrics: Metrics
     upstream_http: httpx.AsyncClient
     sender: Sender
@@ -94,9 +96,12 @@ class Bridge:
         limiter = RateLimiter(
             settings.auth.registrations_per_s, settings.auth.registration_burst, clock
         )
+        failed_auth = RateLimiter(
+            settings.auth.failed_auth_per_minute / 60, settings.auth.failed_auth_burst, clock
+        )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, scheduler, auth, limiter, metrics, upstream_http, sender,
+            feed, scheduler, auth, limiter, failed_auth, metrics, upstream_http, sender,
         )  # fmt: skip
 
     async def start(self) -> None:

@@ -67,6 +67,10 @@ class ServerSettings(_Section):
     # A sidecar's API listens on 127.0.0.1, which the kubelet's probes cannot reach.
     health_port: int | None = Field(None, ge=1, le=65535)
     health_host: str = "0.0.0.0"
+    # Addresses (or networks, or "*") of proxies whose X-Forwarded-For and X-Forwarded-Proto
+    # are believed: the client address of a request is then the one they forwarded (failed
+    # authentications are counted per client address).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     # What one client may hold on either port, before any token is checked (see
     # service/http_server.py): bytes of a request head (request line and headers), header
     # fields, seconds for a whole request head to arrive, connections served at once, and
@@ -316,6 +320,11 @@ class AuthSettings(_Section):
     # Registrations each token may make: a sustained rate per second and a burst.
     registrations_per_s: float = Field(20.0, gt=0)
     registration_burst: int = Field(100, ge=1)
+    # Failed authentications (API 401s, refused dashboard sign-ins) each client address may
+    # make: a burst, then a sustained rate per minute; past them its requests answer 429
+    # until it may try again, whatever token they carry.
+    failed_auth_burst: int = Field(20, ge=1, le=10_000)
+    failed_auth_per_minute: float = Field(10.0, gt=0, le=60_000)
 
     @field_validator("tokens")
     @classmethod

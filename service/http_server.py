@@ -30,6 +30,7 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
         "h11_max_incomplete_event_size": server.max_header_bytes,
         "limit_concurrency": server.max_connections,
         "timeout_keep_alive": server.keepalive_timeout_s,
+        "forwarded_allow_ips": list(server.forwarded_allow_ips),
     }
 
 

@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from service import events
 from service.api.models import JOB_ID, GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
-from service.auth import Caller, retry_after_header
+from service.auth import Caller, authenticate, retry_after_header
 from service.bridge import Bridge
 from service.errors import (
     ApiError,
@@ -21,7 +21,6 @@ from service.errors import (
     NotFound,
     TooLarge,
     TooManyRequests,
-    Unauthorized,
     UnsupportedMediaType,
 )
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -57,17 +56,20 @@ def _watches(request: Request) -> WatchService:
     return _bridge(request).watches
 
 
+def client_address(request: Request) -> str:
+    """The client's address (a trusted proxy's X-Forwarded-For: `server.forwarded_allow_ips`)."""
+    return request.client.host if request.client is not None else ""
+
+
 def _caller(request: Request) -> Caller:
-    caller = _bridge(request).auth.identify(
-        request.headers.get("authorization"), request.headers.get("x-api-key")
+    bridge = _bridge(request)
+    return authenticate(
+        bridge.auth,
+        bridge.failed_auth,
+        client_address(request),
+        request.headers.get("authorization"),
+        request.headers.get("x-api-key"),
     )
-    if caller is None:
-        raise Unauthorized(
-            "a valid API token is required: send Authorization: Bearer <token> or "
-            "X-API-Key: <token>",
-            headers={"WWW-Authenticate": 'Bearer realm="webhook-bridge"'},
-        )
-    return caller
 
 
 def _tenant(request: Request) -> str:
@@ -337,6 +339,13 @@ async def delete_subscription(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     return Response(_bridge(request).render_metrics(), media_type=METRICS_CONTENT_TYPE)
+
+
+async def metrics_elsewhere(request: Request) -> Response:
+    raise NotFound(
+        "with auth.tokens configured, /metrics is served only on the health port "
+        "(server.health_port), for the cluster's monitoring: it counts every tenant's work"
+    )
 
 
 async def livez(request: Request) -> Response:

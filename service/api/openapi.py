@@ -211,6 +211,11 @@ _HOST_NOT_ALLOWED = _problem(
 )
 _TOO_MANY_HEADERS = _problem("More header fields than server.max_headers.")
 _CROSS_SITE = _problem("A browser says another site sent the request (Origin, Sec-Fetch-Site).")
+_LOCKED_OUT = _problem(
+    "Too many failed authentications from this address (auth.failed_auth_burst); retry after "
+    "Retry-After.",
+    {"Retry-After": _header("Seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})},
+)
 _NOT_JSON = _problem("The body was not sent as Content-Type: application/json.")
 _STATUS = {
     "type": "object",
@@ -687,7 +692,10 @@ def spec() -> dict[str, Any]:
                         "200": {
                             "description": "The Prometheus text format.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        "404": _problem(
+                            "With auth.tokens, served only on the health port (server.health_port)."
+                        ),
                     },
                 }
             },
@@ -725,5 +733,7 @@ def spec() -> dict[str, Any]:
                 answers["403"] = _CROSS_SITE
             if "requestBody" in operation:
                 answers["415"] = _NOT_JSON
+            if "401" in answers:
+                answers.setdefault("429", _LOCKED_OUT)
             answers["500"] = _CRASHED
     return document

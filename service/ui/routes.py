@@ -27,11 +27,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from service.api.handlers import WATCH_ID_PATTERN
+from service.api.handlers import WATCH_ID_PATTERN, client_address
 from service.api.models import JOB_ID
+from service.auth import authenticate
 from service.bridge import Bridge
 from service.config import Settings, is_loopback
-from service.errors import ApiError
+from service.errors import ApiError, TooManyRequests, Unauthorized
 from service.events import iso8601
 from service.store.base import WATCH_STATUSES
 from service.ui.dashboard import Dashboard, WatchPage
@@ -116,10 +117,15 @@ class Pages:
     # Plumbing.
 
     def render(
-        self, request: Request, name: str, status: int = 200, **context: Any
+        self,
+        request: Request,
+        name: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
     ) -> HTMLResponse:
         html = self.templates.get_template(name).render(request=request, **context)
-        return HTMLResponse(html, status, headers=SECURITY_HEADERS)
+        return HTMLResponse(html, status, headers={**SECURITY_HEADERS, **(headers or {})})
 
     def _session(self, request: Request) -> Session | None:
         bridge: Bridge = request.state.bridge
@@ -187,8 +193,18 @@ class Pages:
         if self.sessions.open:
             return RedirectResponse("/ui/", 303)
         token = form.get("token", "").strip()
-        caller = bridge.auth.identify(None, token) if token else None
-        if caller is None:
+        try:
+            caller = authenticate(
+                bridge.auth, bridge.failed_auth, client_address(request), None, token
+            )
+        except TooManyRequests as refused:
+            log.info("ui.sign_in_refused", reason="locked out")
+            return self.render(
+                request, "login.html", 429, session=None, open=False,
+                error=f"Too many failed sign-ins from this address. {_retry_in(refused)}",
+                headers=refused.headers,
+            )  # fmt: skip
+        except Unauthorized:
             log.info("ui.sign_in_refused")
             return self.render(
                 request, "login.html", 401, session=None, open=False,
@@ -358,6 +374,11 @@ async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> 
     if not _WATCH_ID.match(watch_id):
         return None
     return await dashboard.watch_page(session.tenant, watch_id)
+
+
+def _retry_in(refused: TooManyRequests) -> str:
+    seconds = (refused.headers or {}).get("Retry-After", "60")
+    return f"Try again in {seconds} seconds."
 
 
 def _filters(request: Request) -> tuple[str | None, str | None, str | None]:

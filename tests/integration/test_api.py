@@ -11,7 +11,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from service import config
-from service.app import create_app
+from service.app import create_app, create_health_app
 from service.clock import FakeClock
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
@@ -351,6 +351,44 @@ async def test_registrations_are_rate_limited_per_token(authed: httpx.AsyncClien
     assert int(limited.headers["retry-after"]) >= 1
     assert (await authed.post("/v1/watches", json=GOOD, headers=GLOBEX)).status_code == 201
     assert (await authed.get("/v1/watches", headers=ACME)).status_code == 200  # reads are not
+
+
+async def test_failed_authentications_lock_the_address_out(tmp_path: Path) -> None:
+    """Past `auth.failed_auth_burst` failures an address gets 429 with Retry-After, even with a
+    valid token, so tokens cannot be guessed quickly; the failures are counted per address."""
+    async for client in serve(
+        tmp_path, FakeClock(), BRIDGE_AUTH__TOKENS=TOKENS, BRIDGE_AUTH__FAILED_AUTH_BURST="3"
+    ):
+        codes = [
+            (await client.get("/v1/watches", headers={"X-API-Key": f"guess-{n}"})).status_code
+            for n in range(3)
+        ]
+        assert codes == [401, 401, 401]
+        locked = await client.get("/v1/watches", headers=ACME)
+        assert locked.status_code == 429
+        assert "failed authentications" in locked.json()["detail"]
+        assert int(locked.headers["retry-after"]) >= 1
+        assert (await client.get("/livez")).status_code == 200  # what needs no token still works
+
+
+async def test_with_tokens_metrics_are_on_the_health_port_only(tmp_path: Path) -> None:
+    """/metrics counts every tenant's work: with tokens the API port answers a 404 saying where
+    it is, and the health port's app serves it."""
+    async for client in serve(tmp_path, BRIDGE_AUTH__TOKENS=TOKENS):
+        response = await client.get("/metrics", headers=ACME)
+        assert response.status_code == 404
+        assert "server.health_port" in response.json()["detail"]
+        health = create_health_app(client.app)  # type: ignore[attr-defined]
+        transport = httpx.ASGITransport(app=health)
+        async with httpx.AsyncClient(transport=transport, base_url="http://health") as probe:
+            assert "bridge_watches" in (await probe.get("/metrics")).text
+
+
+async def test_without_tokens_metrics_are_on_the_api_port(client: httpx.AsyncClient) -> None:
+    """A loopback bridge without tokens serves /metrics on its only port."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert "bridge_watches" in response.text
 
 
 async def test_request_ids_are_echoed_or_made(client: httpx.AsyncClient) -> None:

@@ -189,16 +189,29 @@ def test_a_grace_period_shorter_than_the_bridge_shutdown_is_refused() -> None:
 
 # Optional resources.
 
+MONITORED = {"serviceMonitor": {"enabled": True}}
+
+
+def test_a_service_monitor_with_tokens_needs_the_health_port() -> None:
+    """With API tokens /metrics is on the health port only: a ServiceMonitor without one would
+    scrape 404s, so the chart says what to set; behind a gateway (no tokens) the API port works."""
+    base = with_values(AUTHENTICATED, {"store": {"url": POSTGRES_URL}, "metrics": MONITORED})
+    with pytest.raises(helm_python.HelmError, match="needs healthPort"):
+        render(values=base)
+    open_api = {"config": {"auth": {"allow_unauthenticated": True}}, "metrics": MONITORED}
+    (endpoint,) = one(render(values=open_api), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+
 
 @pytest.mark.parametrize(
     ("values", "kinds"),
     [
         # Off by default.
         ({}, set()),
-        ({"metrics": {"serviceMonitor": {"enabled": True}}}, {"ServiceMonitor"}),
+        ({"metrics": MONITORED, "healthPort": 9091}, {"ServiceMonitor"}),
         ({"autoscaling": {"enabled": True}}, {"HorizontalPodAutoscaler"}),
         (
-            {"autoscaling": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}},
+            {"autoscaling": {"enabled": True}, "metrics": MONITORED, "healthPort": 9091},
             {"HorizontalPodAutoscaler", "ServiceMonitor"},
         ),
     ],
@@ -218,7 +231,7 @@ def test_service_monitor_and_autoscaler_only_when_enabled(
     if "ServiceMonitor" in kinds:
         monitor = one(manifests, "ServiceMonitor")
         (endpoint,) = monitor["spec"]["endpoints"]
-        assert endpoint["port"] == "http"
+        assert endpoint["port"] == "health"  # with tokens, only the health port serves /metrics
         assert endpoint["path"] == "/metrics"
         selector = monitor["spec"]["selector"]["matchLabels"]
         assert selector == one(manifests, "Service")["spec"]["selector"]
@@ -347,7 +360,8 @@ def test_every_resource_has_the_standard_labels() -> None:
     """Each resource carries app.kubernetes.io/{name,instance,version,component,managed-by}."""
     values = with_values(AUTHENTICATED, {"store": {"url": POSTGRES_URL}})
     values["autoscaling"] = {"enabled": True}
-    values["metrics"] = {"serviceMonitor": {"enabled": True}}
+    values["metrics"] = MONITORED
+    values["healthPort"] = 9091
     values["secret"]["upstreamApiKey"] = "bw_x"
     manifests = render(values=values)
     assert len(manifests) == 7
@@ -496,6 +510,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "max_connections": 200,
         "keepalive_timeout_s": 10,
         "allowed_hosts": ["bridge.team.svc", "*.example.com"],
+        "forwarded_allow_ips": ["10.0.0.0/8"],
     },
     "upstream": {
         "base_url": "https://jobs.example.com",
@@ -540,7 +555,13 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "callback_allow_cidrs": ["10.0.0.0/8"],
         "require_https": True,
     },
-    "auth": {"allow_unauthenticated": True, "registrations_per_s": 2.5, "registration_burst": 10},
+    "auth": {
+        "allow_unauthenticated": True,
+        "registrations_per_s": 2.5,
+        "registration_burst": 10,
+        "failed_auth_burst": 5,
+        "failed_auth_per_minute": 2.0,
+    },
     "api": {"sse_keepalive_s": 5.0, "max_wait_s": 30.0},
     "ui": {"enabled": False, "session_hours": 1.5},
     "log": {"level": "debug", "format": "json"},

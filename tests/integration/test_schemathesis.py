@@ -164,6 +164,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             # A small burst: registrations past it meet the 429 and its Retry-After.
             environ["BRIDGE_AUTH__REGISTRATION_BURST"] = "5"
             environ["BRIDGE_AUTH__REGISTRATIONS_PER_S"] = "0.01"
+            # The negative cases' made-up tokens must not lock the positive ones out.
+            environ["BRIDGE_AUTH__FAILED_AUTH_BURST"] = "10000"
             headers["Authorization"] = f"Bearer {TOKEN}"
         app = create_app(config.load(environ=environ))
         stack.callback(asgi.shutdown_lifespans)  # stops the bridge (before the database goes)

@@ -223,6 +223,21 @@ async def test_a_wrong_token_gets_the_form_again_with_401(ui: Bridged) -> None:
     assert (await ui.client.get("/ui/")).status_code == 303
 
 
+async def test_repeated_wrong_tokens_lock_the_sign_in_form(tmp_path: Path) -> None:
+    """Past `auth.failed_auth_burst` refused sign-ins from one address, even the right token
+    gets the form again with 429 and the wait, and no cookie."""
+    async for ui in serve(tmp_path, BRIDGE_AUTH__TOKENS=TOKENS, BRIDGE_AUTH__FAILED_AUTH_BURST="2"):
+        for _ in range(2):
+            assert (await ui.client.post("/ui/login", data={"token": "guess"})).status_code == 401
+        locked = await ui.client.post("/ui/login", data={"token": "acme-token"})
+        assert locked.status_code == 429
+        assert "Too many failed sign-ins" in locked.text
+        assert int(locked.headers["retry-after"]) >= 1
+        assert "set-cookie" not in locked.headers
+        ui.clock.advance(60)  # the rate gives the address another try
+        assert (await ui.sign_in()).status_code == 303
+
+
 async def test_a_forged_or_expired_cookie_is_refused(ui: Bridged) -> None:
     """A cookie whose tenant was changed, or whose time ran out, is no sign-in."""
     await ui.sign_in()
@@ -588,7 +603,8 @@ async def test_the_dashboard_can_be_switched_off(tmp_path: Path) -> None:
 async def test_without_tokens_the_dashboard_is_open_and_says_so(tmp_path: Path) -> None:
     """No tokens (loopback development): pages need no sign-in, the sign-in page says the
     dashboard is open, and actions still need the CSRF token."""
-    async for bare in serve(tmp_path):
+    # The test client's host name is not a loopback one: allow it, as a sidecar would its own.
+    async for bare in serve(tmp_path, BRIDGE_SERVER__ALLOWED_HOSTS='["bridge"]'):
         watch_id = await bare.register(headers={})
         page = await bare.client.get("/ui/")
         assert page.status_code == 200

@@ -6,9 +6,17 @@ import hashlib
 
 import pytest
 
-from service.auth import Authenticator, Caller, RateLimiter, new_token, retry_after_header
+from service.auth import (
+    Authenticator,
+    Caller,
+    RateLimiter,
+    authenticate,
+    new_token,
+    retry_after_header,
+)
 from service.clock import FakeClock
 from service.config import ApiToken
+from service.errors import TooManyRequests, Unauthorized
 
 ACME = ApiToken(name="acme", sha256=hashlib.sha256(b"acme-token").hexdigest())
 GLOBEX = ApiToken.model_validate({"name": "globex", "token": "globex-token"})
@@ -63,3 +71,70 @@ def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
 def test_retry_after_is_whole_seconds_rounded_up(seconds: float, header: str) -> None:
     """Retry-After never tells a client to come back before a token is there."""
     assert retry_after_header(seconds) == header
+
+
+def test_waiting_spends_nothing() -> None:
+    """`wait` tells when a token comes without spending one."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1.0, burst=1, clock=clock)
+    assert limiter.wait("a") is None
+    assert limiter.wait("a") is None
+    assert limiter.take("a") is None
+    assert limiter.wait("a") == pytest.approx(1.0)
+    clock.advance(0.25)
+    assert limiter.wait("a") == pytest.approx(0.75)
+
+
+def test_a_flood_of_keys_keeps_memory_bounded() -> None:
+    """Past `max_keys` buckets, refilled ones are dropped and at most half the rest kept, the
+    newest: one client per address cannot grow the table without bound."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1.0, burst=2, clock=clock, max_keys=100)
+    for n in range(10_000):
+        limiter.take(f"10.0.{n // 256}.{n % 256}")
+        assert len(limiter) <= 100
+    limiter.take("last")
+    limiter.take("last")
+    assert limiter.wait("last") is not None  # the newest are still counted
+
+
+def test_refilled_buckets_go_first() -> None:
+    """A key still short of tokens outlives keys whose buckets have refilled."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1.0, burst=1, clock=clock, max_keys=4)
+    for n in range(4):
+        limiter.take(f"k{n}")
+    clock.advance(2)  # the k buckets have refilled
+    limiter.take("attacker")  # the fifth key: the refilled ones go
+    assert len(limiter) == 1
+    assert limiter.wait("attacker") is not None
+
+
+def test_failed_authentications_lock_the_address_out_whatever_it_sends_next() -> None:
+    """Past the burst of failures an address gets 429, even with a right token; others don't;
+    once the rate refills, the right token works again."""
+    clock = FakeClock()
+    auth = Authenticator([ACME])
+    failures = RateLimiter(rate=1 / 60, burst=3, clock=clock)
+
+    def attempt(address: str, token: str) -> Caller:
+        return authenticate(auth, failures, address, f"Bearer {token}", None)
+
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            attempt("203.0.113.7", "guess")
+    with pytest.raises(TooManyRequests) as locked:
+        attempt("203.0.113.7", "acme-token")
+    assert locked.value.headers == {"Retry-After": "60"}
+    assert attempt("198.51.100.1", "acme-token") == Caller("acme", True)
+    clock.advance(60)
+    assert attempt("203.0.113.7", "acme-token") == Caller("acme", True)
+
+
+def test_without_tokens_nothing_is_counted() -> None:
+    """A bridge without tokens never refuses, so nothing counts against anyone."""
+    failures = RateLimiter(rate=1 / 60, burst=1, clock=FakeClock())
+    for _ in range(3):
+        caller = authenticate(Authenticator([]), failures, "203.0.113.7", "Bearer x", None)
+        assert caller == Caller("", False)
+    assert len(failures) == 0
