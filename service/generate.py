@@ -24,7 +24,7 @@ from service.api.models import JOB_ID, GenerateRequest, WatchRequest
 from service.config import Settings
 from service.errors import BadGateway, UpstreamRefused
 from service.upstream import UpstreamClient
-from service.watches import Registered, WatchService
+from service.watches import Registered, WatchService, canonical
 
 log = structlog.get_logger("service.generate")
 
@@ -37,11 +37,10 @@ class _Turn:
     users: int = 0
 
 
-def request_hash(request: GenerateRequest) -> str:
-    """The hash an `Idempotency-Key` is recorded with; namespaced, so that a key reused on
+def request_body(request: GenerateRequest) -> bytes:
+    """The request as its `Idempotency-Key` records it; namespaced, so that a key reused on
     `POST /v1/watches` is a conflict, never a replay of the other endpoint's answer."""
-    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(b"POST /v1/generate\n" + body).hexdigest()
+    return canonical(request, b"POST /v1/generate\n")
 
 
 def upstream_key(tenant: str, key: str) -> str:
@@ -66,21 +65,21 @@ class GenerateService:
     ) -> Registered:
         """Start the job and register its watch: 201, or 200 replaying a retried call."""
         if idempotency_key is None:
-            return await self._generate(tenant, request, None, "", traceparent)
-        hashed = request_hash(request)
+            return await self._generate(tenant, request, None, b"", traceparent)
+        recorded = request_body(request)
         async with self._one_at_a_time(tenant, idempotency_key):
-            replay = await self._watches.replay(tenant, idempotency_key, hashed)
+            replay = await self._watches.replay(tenant, idempotency_key, recorded)
             if replay is not None:
                 log.info("generate.replayed")
                 return replay
-            return await self._generate(tenant, request, idempotency_key, hashed, traceparent)
+            return await self._generate(tenant, request, idempotency_key, recorded, traceparent)
 
     async def _generate(
         self,
         tenant: str,
         request: GenerateRequest,
         idempotency_key: str | None,
-        hashed: str,
+        recorded: bytes,
         traceparent: str | None,
     ) -> Registered:
         checked = await self._watches.check(request)
@@ -120,7 +119,7 @@ class GenerateService:
         try:
             registered = await self._watches.register(
                 tenant, watch_request, idempotency_key, traceparent,
-                request_hash=hashed, answer=answer, checked=checked,
+                request_body=recorded, answer=answer, checked=checked,
             )  # fmt: skip
         except Exception:
             # The job runs unwatched: say which, so that it can be registered by hand.

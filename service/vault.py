@@ -8,6 +8,8 @@ readable as they are.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -38,6 +40,10 @@ def parse_keys(value: str) -> list[str]:
 class Vault:
     def __init__(self, keys: Sequence[str]) -> None:
         self._fernet = MultiFernet([Fernet(key) for key in keys]) if keys else None
+        self._fingerprint_keys = [
+            hashlib.sha256(b"webhook-bridge request fingerprint\0" + key.encode()).digest()
+            for key in keys
+        ]
 
     @property
     def enabled(self) -> bool:
@@ -65,6 +71,22 @@ class Vault:
                 "no configured security.encryption_key decrypts a stored secret; when rotating, "
                 "keep the old key after the new one (new,old)"
             ) from None
+
+    def fingerprint(self, data: bytes) -> str:
+        """What a request is recorded by under its Idempotency-Key: an HMAC under a key
+        derived from the newest encryption key, so that a reader of the database cannot test
+        guesses of the secrets the request carried; without keys its SHA-256 (everything is
+        stored in clear then)."""
+        if not self._fingerprint_keys:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self._fingerprint_keys[0], data, "sha256").hexdigest()
+
+    def matches(self, fingerprint: str, data: bytes) -> bool:
+        """Whether `fingerprint` is `data`'s under any configured key, or its SHA-256 (recorded
+        before a key was set)."""
+        candidates = [hmac.new(key, data, "sha256").hexdigest() for key in self._fingerprint_keys]
+        candidates.append(hashlib.sha256(data).hexdigest())
+        return any(hmac.compare_digest(fingerprint, candidate) for candidate in candidates)
 
 
 def new_key() -> str:

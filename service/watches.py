@@ -5,7 +5,6 @@ HTTP handlers call only this; it owns every store call made on a client's behalf
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,12 @@ log = structlog.get_logger("service.watches")
 class Registered:
     status: int  # 201 for a new watch, 200 for an idempotent replay
     body: bytes
+
+
+def canonical(request: WatchOptions, namespace: bytes = b"") -> bytes:
+    """The request as the bytes its Idempotency-Key records: keys sorted, so that the same
+    request in another order is the same; `namespace` tells endpoints apart."""
+    return namespace + orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
 
 
 def field_error(field: str, message: str) -> InvalidRequest:
@@ -62,25 +67,20 @@ class WatchService:
         idempotency_key: str | None,
         traceparent: str | None = None,
         *,
-        request_hash: str = "",
+        request_body: bytes = b"",
         answer: Callable[[bytes], bytes] | None = None,
         checked: tuple[float, float] | None = None,
     ) -> Registered:
         """Validate, commit, and start polling at once. 201, or 200 replaying a retried call.
 
-        `POST /v1/generate` records the hash of its own request, and its own `answer` (made
-        from this one), under the key; it has run `check` already and passes what it gave
-        (`checked`), so the callback's address is not resolved twice."""
-        # Only a call with an Idempotency-Key needs its body's hash (to tell a retry from a new
-        # body under the same key).
+        `POST /v1/generate` records its own request (`request_body`), and its own `answer`
+        (made from this one), under the key; it has run `check` already and passes what it
+        gave (`checked`), so the callback's address is not resolved twice."""
+        # Only a call with an Idempotency-Key needs its request recorded (to tell a retry from
+        # a new body under the same key).
         if idempotency_key is not None:
-            request_hash = (
-                request_hash
-                or hashlib.sha256(
-                    orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-                ).hexdigest()
-            )
-            replay = await self.replay(tenant, idempotency_key, request_hash)
+            request_body = request_body or canonical(request)
+            replay = await self.replay(tenant, idempotency_key, request_body)
             if replay is not None:
                 return replay
         interval, timeout = checked or await self.check(request)
@@ -122,7 +122,11 @@ class WatchService:
             body = answer(body)
         # The stored answer holds the secret, so it is sealed like the secret itself.
         idempotency = (
-            Idempotency(idempotency_key, request_hash, seal(body.decode()).encode())
+            Idempotency(
+                idempotency_key,
+                self._vault.fingerprint(request_body),
+                seal(body.decode()).encode(),
+            )
             if idempotency_key
             else None
         )
@@ -133,7 +137,7 @@ class WatchService:
             )
         except DuplicateIdempotencyKey:
             assert idempotency_key is not None  # raised only with a key
-            replay = await self.replay(tenant, idempotency_key, request_hash)
+            replay = await self.replay(tenant, idempotency_key, request_body)
             assert replay is not None  # the key's row exists: it made this insert fail
             return replay
         self._dispatcher.adopt(stored)
@@ -166,11 +170,13 @@ class WatchService:
                 raise field_error("callback_url", blocked.reason) from None
         return interval, timeout
 
-    async def replay(self, tenant: str, key: str, request_hash: str) -> Registered | None:
+    async def replay(self, tenant: str, key: str, request_body: bytes) -> Registered | None:
+        """The answer recorded under `key` for this same request, None when there is none;
+        `Conflict` when the key was used with another request."""
         earlier = await self._store.find_idempotency(tenant, key)
         if earlier is None:
             return None
-        if earlier.request_hash != request_hash:
+        if not self._vault.matches(earlier.request_hash, request_body):
             raise Conflict(
                 "this Idempotency-Key was already used with a different body; "
                 "use a new key for a new registration"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from service import config
+from service.api.models import WatchRequest
 from service.app import create_app, create_health_app
 from service.clock import FakeClock
+from service.watches import canonical
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -179,6 +182,22 @@ async def test_idempotency_key_replays_and_conflicts(client: httpx.AsyncClient) 
     assert again.json() == first.json()
     assert other.headers["content-type"] == "application/problem+json"
     assert len((await client.get("/v1/watches")).json()["data"]) == 1
+
+
+async def test_an_idempotent_request_is_recorded_by_a_keyed_fingerprint(tmp_path: Path) -> None:
+    """With an encryption key, the stored record of a request (which carries its secret) is an
+    HMAC under that key, not a hash anyone could recompute from guesses; replays still work."""
+    key = "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw="
+    async for client in serve(tmp_path, BRIDGE_SECURITY__ENCRYPTION_KEY=key):
+        body = {**GOOD, "secret": SECRET}
+        headers = {"Idempotency-Key": "order-7"}
+        first = await client.post("/v1/watches", json=body, headers=headers)
+        assert (await client.post("/v1/watches", json=body, headers=headers)).json() == first.json()
+        bridge = client.app.state.bridge  # type: ignore[attr-defined]
+        recorded = await bridge.store.find_idempotency("", "order-7")
+        plain = hashlib.sha256(canonical(WatchRequest.model_validate(body))).hexdigest()
+        assert recorded.request_hash != plain
+        assert SECRET.encode() not in recorded.response  # the stored answer is sealed too
 
 
 async def test_listing_pages_newest_first(client: httpx.AsyncClient) -> None:

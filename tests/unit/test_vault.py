@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from service.vault import PREFIX, Vault, VaultError, new_key, parse_keys
@@ -70,3 +72,20 @@ def test_cli_makes_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["new-encryption-key"]) == 0
     key = capsys.readouterr().out.strip()
     assert Vault(parse_keys(key)).open(Vault([key]).seal("x")) == "x"
+
+
+def test_fingerprints_are_keyed_by_the_encryption_key() -> None:
+    """With a key, a request's fingerprint is an HMAC no one without the key can recompute
+    (guessing the secrets in the request needs the key); it matches under rotation, and a
+    SHA-256 recorded before keys existed still matches."""
+    request = b'{"job_id":"j","secret":"whsec_guessable"}'
+    keyed = Vault([NEW]).fingerprint(request)
+    assert keyed != hashlib.sha256(request).hexdigest()
+    assert keyed != Vault([OLD]).fingerprint(request)
+    assert Vault([NEW]).matches(keyed, request)
+    assert Vault([OLD, NEW]).matches(keyed, request)  # rotated: the old key still matches
+    assert not Vault([OLD]).matches(keyed, request)
+    assert not Vault([NEW]).matches(keyed, request + b" ")
+    legacy = hashlib.sha256(request).hexdigest()
+    assert Vault([NEW]).matches(legacy, request)
+    assert Vault([]).fingerprint(request) == legacy
