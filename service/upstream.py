@@ -6,8 +6,9 @@ in-flight request between every watch of the same job and key. It also makes the
 starts a job (`create`, for `POST /v1/generate`), whose answer `read_creation` reads.
 
 Whatever the upstream answers costs bounded time and memory: the whole request is under the
-timeout, the body is read up to a cap, and answers that are too large, not JSON, nested too
-deeply or of the wrong types are transient failures that say why (never a crash).
+timeout, the body is read (and decoded, `service.decoding`) up to a cap, and answers that are
+too large, encoded twice, not JSON, nested too deeply or of the wrong types are transient
+failures that say why (never a crash).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+
+from service import decoding
 
 Kind = Literal["progress", "terminal", "refused", "transient"]
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
@@ -240,7 +243,10 @@ class UpstreamClient:
     ) -> None:
         # The transport the client would send through: no mounts or proxies are set on it.
         self._transport: httpx.AsyncBaseTransport = client._transport
-        self._headers = tuple(client.headers.raw)
+        headers = client.headers.copy()
+        # An uncompressed answer costs no inflating; one compressed anyway is still read.
+        headers["Accept-Encoding"] = "identity"
+        self._headers = tuple(headers.raw)
         self._extensions = {"timeout": client.timeout.as_dict()}
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
@@ -291,6 +297,13 @@ class UpstreamClient:
             answer = await get_capped(
                 self._transport, self.request(job_id, api_key), self._timeout, self._max_body
             )
+        except Unread as unread:
+            return Observation(
+                "transient",
+                error=f"{unread}; the rest was not read",
+                retry_after=unread.headers.get("retry-after"),
+                http_status=unread.status,
+            )
         except (httpx.HTTPError, OSError, TimeoutError) as error:
             return network_failure(error)
         except Exception as error:  # keep polling, and say why, whatever the client raised
@@ -298,14 +311,6 @@ class UpstreamClient:
         finally:
             self.last_duration_s = time.perf_counter() - started
         status, headers, body = answer
-        if body is None:
-            return Observation(
-                "transient",
-                error=f"upstream answered more than {self._max_body} bytes (HTTP "
-                f"{status}); the rest was not read",
-                retry_after=headers.get("retry-after"),
-                http_status=status,
-            )
         return read_answer(status, headers, body)
 
     async def create(
@@ -327,49 +332,56 @@ class UpstreamClient:
             status, answer_headers, answer = await get_capped(
                 self._transport, request, self._timeout, self._max_body
             )
+        except Unread as unread:
+            return Creation("failed", http_status=unread.status, error=str(unread))
         except Exception as error:  # whatever the client raised: say why, never crash
             return Creation("failed", error=network_failure(error).error)
-        if answer is None:
-            too_long = f"upstream answered more than {self._max_body} bytes (HTTP {status})"
-            return Creation("failed", http_status=status, error=too_long)
         return read_creation(status, answer_headers, answer)
+
+
+class Unread(Exception):
+    """An answer whose body was not read whole (too long, or encoded in a way the bridge does
+    not decode): its status and headers, and why."""
+
+    def __init__(self, status: int, headers: httpx.Headers, reason: str) -> None:
+        super().__init__(f"upstream answered {reason} (HTTP {status})")
+        self.status = status
+        self.headers = headers
 
 
 async def get_capped(
     transport: httpx.AsyncBaseTransport, request: httpx.Request, timeout_s: float, cap: int
-) -> tuple[int, httpx.Headers, bytes | None]:
-    """Send `request` and read its answer's body up to `cap` bytes (None past it): the status,
-    the headers and the body. The whole exchange, body included, is under `timeout_s`: a slow
-    drip is cut too. The connection goes back to the pool, or is closed, before it returns."""
+) -> tuple[int, httpx.Headers, bytes]:
+    """Send `request` and read its answer's body, decoded, up to `cap` bytes: the status, the
+    headers and the body; `Unread` past the cap. The whole exchange, body included, is under
+    `timeout_s`: a slow drip is cut too. The connection goes back to the pool, or is closed,
+    before it returns."""
     async with asyncio.timeout(timeout_s):
         response = await transport.handle_async_request(request)
         try:
             body = await _read_capped(response, cap)
+        except decoding.Refused as refused:
+            raise Unread(response.status_code, response.headers, str(refused)) from None
         finally:
             await response.aclose()
     return response.status_code, response.headers, body
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The (decoded) body, or None as soon as it is known to be longer than `cap` bytes.
-
-    Decoded, not raw: the answer may be compressed. A compressed chunk expands by at most
-    about a thousand times, so one chunk past the cap is the most ever held."""
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """The body, decoded; `decoding.Refused` as soon as it is known to be longer than `cap`
+    bytes (encoded or decoded), or encoded in a way the bridge does not decode."""
     headers = response.headers
     declared = headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > cap):
-        return None
-    # Without a Content-Encoding the raw bytes are the body: read them straight from the
-    # transport, past httpx's decoder chain (a tenth of a small poll's CPU).
+        raise decoding.Refused(f"more than {cap} bytes")
+    body = decoding.CappedBody(headers.get("content-encoding"), cap)
+    # The raw bytes straight from the transport, past httpx's decoder chain (a tenth of a
+    # small poll's CPU), which would inflate a compressed chunk whole.
     stream = response.stream
     chunks: AsyncIterable[bytes]
-    if "content-encoding" not in headers and isinstance(stream, httpx.AsyncByteStream):
-        chunks = stream
-    else:
-        chunks = response.aiter_bytes()
-    body = bytearray()
+    chunks = stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_raw()
     async for chunk in chunks:
-        body += chunk
-        if len(body) > cap:
-            return None
-    return bytes(body)
+        body.add(chunk)
+        if body.complete:
+            break
+    return body.body()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -104,6 +106,8 @@ async def test_requests_carry_the_clients_headers_and_never_a_cookie() -> None:
         await upstream.fetch("job_1", None)
     assert [r.headers.get("user-agent") for r in seen] == ["bridge-test", "bridge-test"]
     assert [r.headers.get("cookie") for r in seen] == [None, None]
+    # Uncompressed answers: nothing to inflate.
+    assert [r.headers.get("accept-encoding") for r in seen] == ["identity", "identity"]
     assert "authorization" not in seen[1].headers  # no key, no header
 
 
@@ -131,6 +135,29 @@ async def test_the_body_cap_is_exact(size: int, error: str, announced: bool) -> 
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=10)
+        seen = await upstream.fetch("j", None)
+    assert (seen.kind, seen.error) == ("transient", error)
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        (1000, "upstream answered no status"),  # decoded, exactly the cap: read
+        (1001, "upstream answered more than 1000 bytes (HTTP 200); the rest was not read"),
+    ],
+)
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "GZip, identity"])
+async def test_the_body_cap_applies_to_the_decoded_body(size: int, error: str, coding: str) -> None:
+    """A compressed body that decodes to the cap's size is read; one byte more is a transient
+    failure, however few bytes it took on the wire."""
+    body = b"{}".ljust(size)
+    wire = gzip.compress(body) if "gzip" in coding.lower() else zlib.compress(body)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=wire, headers={"Content-Encoding": coding})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=1000)
         seen = await upstream.fetch("j", None)
     assert (seen.kind, seen.error) == ("transient", error)
 
