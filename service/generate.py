@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import orjson
 import structlog
 
-from service.api.models import JOB_ID, GenerateRequest, WatchRequest
+from service.api.models import GenerateRequest, WatchRequest
 from service.config import Settings
 from service.errors import BadGateway, UpstreamRefused
-from service.upstream import UpstreamClient
+from service.upstream import JOB_ID, JOB_ID_RULE, UpstreamClient
 from service.watches import Registered, WatchService
 
 log = structlog.get_logger("service.generate")
@@ -107,7 +107,7 @@ class GenerateService:
             log.error("generate.unwatchable", job_id=job_id[:200])
             raise BadGateway(
                 f"the upstream started job {job_id[:80]!r}, whose id the bridge cannot watch "
-                "(1 to 128 characters among A-Z a-z 0-9 _ . : -); nothing was registered"
+                f"(a job id is {JOB_ID_RULE}); nothing was registered"
             )
         options = request.model_dump(exclude={"input"})
         watch_request = WatchRequest.model_validate({**options, "job_id": job_id})

@@ -14,6 +14,7 @@ failures that say why (never a crash).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 MAX_DEPTH = 64
 # The store keeps queue positions in a 64-bit column; a real queue is far shorter.
 _MAX_QUEUE_POSITION = 2**31 - 1
+# A job id the bridge watches: one segment of the upstream's path. No leading dot: "." and ".."
+# would be read as other paths of the upstream (its API root), polled with the bridge's key.
+JOB_ID = re.compile(r"^[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,127}$")
+JOB_ID_RULE = "1 to 128 characters among A-Z a-z 0-9 _ . : - that do not start with a dot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +264,10 @@ class UpstreamClient:
         self.observe: Callable[[Observation, float], None] | None = None
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
+        if not JOB_ID.fullmatch(job_id):
+            # Registration refuses such ids; a watch stored before it did ends here.
+            error = f"the bridge does not poll job id {job_id[:40]!r}: a job id is {JOB_ID_RULE}"
+            return Observation("refused", error_code="bad_request", error=error)
         key = (job_id, api_key)
         in_flight = self._in_flight
         if key in in_flight:

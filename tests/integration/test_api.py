@@ -8,11 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from starlette.types import Receive, Scope, Send
 
 from service import config
 from service.app import create_app
 from service.clock import FakeClock
+from service.upstream import JOB_ID_RULE
+from tests.loopback import loopback_server
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -79,6 +82,10 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"job_id": "x" * 129}, "job_id", "1 to 128"),  # too long
         ({"job_id": ""}, "job_id", "1 to 128"),  # empty
         ({"job_id": "job_1\n"}, "job_id", "1 to 128"),  # a trailing newline is not allowed
+        # Dots only, or a leading dot: the upstream would read another path.
+        ({"job_id": "."}, "job_id", f"must be {JOB_ID_RULE}"),
+        ({"job_id": ".."}, "job_id", f"must be {JOB_ID_RULE}"),
+        ({"job_id": ".job_1"}, "job_id", f"must be {JOB_ID_RULE}"),
         ({"callback_headers": {"X-A\n": "v"}}, "callback_headers", "valid header name"),
         ({"callback_url": "ftp://x/y"}, "callback_url", "http"),  # not http(s)
         ({"callback_url": "/relative"}, "callback_url", "http"),  # not absolute
@@ -197,7 +204,12 @@ async def test_listing_pages_newest_first(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("status=finished", "status"), ("limit=0", "limit"), ("limit=abc", "limit")],
+    [
+        ("status=finished", "status"),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("job_id=..", "job_id"),
+    ],
 )
 async def test_bad_list_queries(client: httpx.AsyncClient, query: str, field: str) -> None:
     """Bad filters are 422 problems naming the parameter."""
@@ -575,3 +587,21 @@ async def test_generate_without_an_upstream_is_a_502_and_registers_nothing(
     assert (await client.get("/v1/watches")).json()["data"] == []
     bridge = client.app.state.bridge  # type: ignore[attr-defined]
     assert bridge.generation.pending_keys == 0
+
+
+@pytest.mark.parametrize("job_id", [".", "..", ".hidden"])
+async def test_generate_does_not_watch_a_job_id_that_could_change_the_path(
+    tmp_path: Path, job_id: str
+) -> None:
+    """An upstream that starts a job named ".." (polled, it would be the API root) gets a 502
+    saying what a job id is; nothing is registered."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"id": job_id, "status": "queued"})
+
+    async with loopback_server(handle) as upstream:
+        async for client in serve(tmp_path, BRIDGE_UPSTREAM__BASE_URL=upstream):
+            response = await client.post("/v1/generate", json={"input": {"prompt": "a cat"}})
+            assert response.status_code == 502, response.text
+            assert f"(a job id is {JOB_ID_RULE})" in response.json()["detail"]
+            assert (await client.get("/v1/watches")).json()["data"] == []

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from service.upstream import UpstreamClient, read_answer, read_creation
+from service.upstream import JOB_ID_RULE, UpstreamClient, read_answer, read_creation
 
 
 def test_queue_position_must_be_an_integer() -> None:
@@ -44,6 +44,39 @@ async def test_sends_the_key_and_quotes_the_job_id() -> None:
     assert observation.kind == "progress"
     assert str(seen[0].url) == "https://up.example/api/v1/generate/job%3A1"
     assert seen[0].headers["authorization"] == "Bearer bw_key"
+
+
+@pytest.mark.parametrize("job_id", ["job.1", "a..", "a..b", "x.", "_.."])
+async def test_dots_in_a_job_id_stay_in_its_segment(job_id: str) -> None:
+    """An id with dots after its first character is polled at /api/v1/generate/<id>, exactly."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "queued"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    assert observation.kind == "progress"
+    assert [r.url.raw_path for r in seen] == [f"/api/v1/generate/{job_id}".encode()]
+
+
+@pytest.mark.parametrize("job_id", [".", "..", ".hidden", "../admin", "", "a/b", "x" * 129])
+async def test_a_job_id_that_could_change_the_path_is_never_requested(job_id: str) -> None:
+    """An id the registration refuses (a watch stored before it did) is refused by the client
+    too, without a request: "." and ".." would poll the upstream's API root with the key."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "queued"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    assert (observation.kind, observation.error_code) == ("refused", "bad_request")
+    assert observation.error is not None
+    assert observation.error.endswith(f": a job id is {JOB_ID_RULE}")
+    assert seen == []
 
 
 async def test_concurrent_fetches_of_one_job_share_a_request() -> None:
