@@ -37,11 +37,11 @@ class CappedBody:
         self._received = 0
         named = codings(content_encoding) if content_encoding else []
         if len(named) > 1:
-            raise Refused(f"a body encoded more than once: {', '.join(named)[:80]}")
+            raise Refused(f"a body encoded more than once: {', '.join(named)}")
         self._coding = named[0] if named else ""
         if self._coding and self._coding not in _WBITS:
             raise Refused(
-                f"a body encoded {self._coding[:40]!r}, which the bridge does not decode (only "
+                f"a body encoded {self._coding!r}, which the bridge does not decode (only "
                 f"{' or '.join(DECODABLE)})"
             )
         self._inflater = zlib.decompressobj(_WBITS[self._coding]) if self._coding else None

@@ -84,9 +84,10 @@ class GenerateService:
         traceparent: str | None,
     ) -> Registered:
         checked = await self._watches.check(request)
+        api_key = request.upstream_api_key or self._default_key()
         creation = await self._upstream.create(
             orjson.dumps(request.input),
-            request.upstream_api_key or self._default_key(),
+            api_key,
             None if idempotency_key is None else upstream_key(tenant, idempotency_key),
         )
         if creation.kind == "refused":
@@ -104,9 +105,10 @@ class GenerateService:
             raise BadGateway(f"{creation.error}; nothing was registered")
         if not JOB_ID.fullmatch(job_id):
             # Started, but its id cannot be polled as a path segment the bridge trusts.
-            log.error("generate.unwatchable", job_id=job_id[:200])
+            shown = self._upstream.secrets(api_key).redact(job_id)
+            log.error("generate.unwatchable", job_id=shown[:200])
             raise BadGateway(
-                f"the upstream started job {job_id[:80]!r}, whose id the bridge cannot watch "
+                f"the upstream started job {shown[:80]!r}, whose id the bridge cannot watch "
                 f"(a job id is {JOB_ID_RULE}); nothing was registered"
             )
         options = request.model_dump(exclude={"input"})

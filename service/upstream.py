@@ -5,6 +5,9 @@ only thing the polling rules look at. `UpstreamClient` makes the requests, shari
 in-flight request between every watch of the same job and key. It also makes the one POST that
 starts a job (`create`, for `POST /v1/generate`), whose answer `read_creation` reads.
 
+No text the upstream sends reaches a tenant with a key in it: the key a request carried and
+the bridge's own are masked (`Secrets`), and a refusal of the bridge's own key says only that.
+
 Whatever the upstream answers costs bounded time and memory: the whole request is under the
 timeout, the body is read (and decoded, `service.decoding`) up to a cap, and answers that are
 too large, encoded twice, not JSON, nested too deeply or of the wrong types are transient
@@ -39,6 +42,9 @@ REFUSALS: Mapping[int, tuple[str, str]] = {
     403: ("unauthorized", "the upstream refused the API key (403)"),
     404: ("not_found", "the upstream does not know this job (404)"),
 }
+# The refusal of the bridge's own key (upstream.api_key): the upstream's words are not relayed.
+BRIDGE_KEY_REFUSED = "the upstream refused the bridge's key"
+REDACTED = "********"
 _MAX_ERROR_TEXT = 200
 # A job's status is a few KiB; reading stops past this.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -60,7 +66,8 @@ class Observation:
     kind: Kind
     job_status: str | None = None
     queue_position: int | None = None
-    # The upstream's body exactly as sent, and parsed, when it was a JSON object.
+    # The upstream's body exactly as sent, and parsed, when it was a JSON object; of a refusal,
+    # only the document, with the secrets masked.
     body: bytes | None = None
     document: dict[str, Any] | None = None
     error_code: str | None = None
@@ -69,9 +76,41 @@ class Observation:
     http_status: int | None = None
 
 
-def _upstream_message(document: dict[str, Any] | None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The keys no text relayed from the upstream may show: the key a request carried and the
+    bridge's own (longest first, so that a key holding another is masked whole);
+    `bridge_key` when the request carried the bridge's own key."""
+
+    keys: tuple[str, ...] = ()
+    bridge_key: bool = False
+
+    def redact(self, text: str) -> str:
+        for key in self.keys:
+            if key in text:
+                text = text.replace(key, REDACTED)
+        return text
+
+    def redact_json(self, value: Any) -> Any:
+        """A parsed JSON value with the keys masked in every string, names included."""
+        if not self.keys:
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self.redact(k): self.redact_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.redact_json(item) for item in value]
+        return value
+
+
+NO_SECRETS = Secrets()
+
+
+def _upstream_message(document: dict[str, Any] | None, secrets: Secrets) -> str | None:
     if document is not None and isinstance(document.get("error"), str):
-        return str(document["error"])[:_MAX_ERROR_TEXT]
+        # Masked before it is cut: a cut could leave the start of a key.
+        return secrets.redact(str(document["error"]))[:_MAX_ERROR_TEXT]
     return None
 
 
@@ -117,16 +156,22 @@ def _queue_position(value: Any) -> int | None:
     return None
 
 
-def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observation:
-    """Classify one upstream answer."""
+def read_answer(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets = NO_SECRETS
+) -> Observation:
+    """Classify one upstream answer; what a refusal relays has the `secrets` masked."""
     document, unreadable = _parse(body)
 
     if status in REFUSALS:
         code, sentence = REFUSALS[status]
-        message = _upstream_message(document)
+        if code == "unauthorized" and secrets.bridge_key:
+            # What the upstream says of the operator's key is not for tenants.
+            error = f"{BRIDGE_KEY_REFUSED} ({status})"
+            return Observation("refused", error_code=code, error=error, http_status=status)
+        message = _upstream_message(document, secrets)
         error = f"{sentence}: {message}" if message else sentence
         return Observation(
-            "refused", body=body, document=document, error_code=code, error=error,
+            "refused", document=secrets.redact_json(document), error_code=code, error=error,
             http_status=status,
         )  # fmt: skip
     if status != 200:
@@ -164,14 +209,15 @@ def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observa
         return Observation(
             "terminal", job_status=job_status, body=body, document=document, http_status=status
         )
-    shown = repr(job_status)[:40]
+    shown = repr(secrets.redact(job_status))[:40]
     return Observation(
         "transient", error=f"upstream answered an unknown status {shown}", http_status=status
     )
 
 
-def network_failure(error: BaseException) -> Observation:
-    """The observation of a request that got no answer."""
+def network_failure(error: BaseException, secrets: Secrets = NO_SECRETS) -> Observation:
+    """The observation of a request that got no answer; its error text (which may quote the
+    request) has the `secrets` masked."""
     # The aiohttp transport reports most connection errors as httpx.ConnectTimeout: judge by
     # the original error underneath.
     root = error.__cause__ or error
@@ -179,7 +225,7 @@ def network_failure(error: BaseException) -> Observation:
     if timed_out or (root is error and isinstance(error, httpx.TimeoutException)):
         text = "upstream did not answer in time"
     else:
-        detail = str(root) or type(root).__name__
+        detail = secrets.redact(str(root)) or type(root).__name__
         text = f"upstream request failed: {detail}"[:_MAX_ERROR_TEXT]
     return Observation("transient", error=text)
 
@@ -198,20 +244,35 @@ class Creation:
     retry_after: str | None = None
 
 
-def _excerpt(body: bytes) -> str:
-    """The start of a body as one line of printable text."""
-    text = body[: _MAX_ERROR_TEXT * 4].decode(errors="replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
+def _excerpt(body: bytes, document: dict[str, Any] | None, secrets: Secrets) -> str:
+    """The start of a body as one line of printable text, the `secrets` masked (in JSON, once
+    its escapes are read: a key may be spelt with them)."""
+    if document is not None:
+        text = orjson.dumps(secrets.redact_json(document)).decode()
+    else:
+        # Masked whole, before it is cut: a cut could leave the start of a key.
+        text = secrets.redact(body.decode(errors="replace"))
+    text = "".join(ch if ch.isprintable() else " " for ch in text[: _MAX_ERROR_TEXT * 4])
     return " ".join(text.split())[:_MAX_ERROR_TEXT]
 
 
-def read_creation(status: int, headers: Mapping[str, str], body: bytes) -> Creation:
+def read_creation(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets = NO_SECRETS
+) -> Creation:
     """Classify the answer to `POST /api/v1/generate`: a 2xx JSON object with a string `id`
     started a job; a 4xx refused the request (its `error`, else the start of its body, says
-    why); anything else failed, and may or may not have started a job."""
+    why, the `secrets` masked; a refusal of the bridge's own key only says so); anything else
+    failed, and may or may not have started a job."""
     document, unreadable = _parse(body)
     if 400 <= status < 500:
-        message = _upstream_message(document) or _excerpt(body) or f"HTTP {status}"
+        if status in (401, 403) and secrets.bridge_key:
+            message = f"{BRIDGE_KEY_REFUSED} ({status})"
+        else:
+            message = (
+                _upstream_message(document, secrets)
+                or _excerpt(body, document, secrets)
+                or f"HTTP {status}"
+            )
         return Creation(
             "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
         )
@@ -245,7 +306,10 @@ class UpstreamClient:
         base_url: str,
         timeout_s: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        bridge_key: str | None = None,
     ) -> None:
+        """`bridge_key` is the configured upstream.api_key: masked in whatever the upstream
+        answers, and refusals of it are not relayed."""
         # The transport the client would send through: no mounts or proxies are set on it.
         self._transport: httpx.AsyncBaseTransport = client._transport
         headers = client.headers.copy()
@@ -256,6 +320,10 @@ class UpstreamClient:
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
         self._max_body = max_body_bytes
+        self._bridge_key = bridge_key
+        # A password in the base URL is sent too, and an error may quote the URL.
+        self._held = tuple(k for k in (bridge_key, httpx.URL(base_url).password) if k)
+        self._bridge_secrets = self._secrets(bridge_key)
         # A request's future is made only when a second caller comes to share its answer.
         self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation] | None] = {}
         self.requests = 0
@@ -291,6 +359,14 @@ class UpstreamClient:
             shared.set_result(observation)
         return observation
 
+    def secrets(self, api_key: str | None) -> Secrets:
+        """What the answer to a request carrying `api_key` must not relay."""
+        return self._bridge_secrets if api_key == self._bridge_key else self._secrets(api_key)
+
+    def _secrets(self, api_key: str | None) -> Secrets:
+        keys = sorted({*self._held, *([api_key] if api_key else [])}, key=len, reverse=True)
+        return Secrets(tuple(keys), bridge_key=api_key is not None and api_key == self._bridge_key)
+
     def request(self, job_id: str, api_key: str | None) -> httpx.Request:
         """The GET of one job's status."""
         headers = self._headers
@@ -302,6 +378,7 @@ class UpstreamClient:
     async def _get(self, job_id: str, api_key: str | None) -> Observation:
         self.requests += 1
         started = time.perf_counter()
+        secrets = self.secrets(api_key)
         try:
             answer = await get_capped(
                 self._transport, self.request(job_id, api_key), self._timeout, self._max_body
@@ -309,18 +386,18 @@ class UpstreamClient:
         except Unread as unread:
             return Observation(
                 "transient",
-                error=f"{unread}; the rest was not read",
+                error=f"{unread.error(secrets)}; the rest was not read",
                 retry_after=unread.headers.get("retry-after"),
                 http_status=unread.status,
             )
         except (httpx.HTTPError, OSError, TimeoutError) as error:
-            return network_failure(error)
+            return network_failure(error, secrets)
         except Exception as error:  # keep polling, and say why, whatever the client raised
-            return network_failure(error)
+            return network_failure(error, secrets)
         finally:
             self.last_duration_s = time.perf_counter() - started
         status, headers, body = answer
-        return read_answer(status, headers, body)
+        return read_answer(status, headers, body, secrets)
 
     async def create(
         self, body: bytes, api_key: str | None, idempotency_key: str | None
@@ -337,15 +414,16 @@ class UpstreamClient:
             "POST", f"{self._base}/api/v1/generate", headers=headers, content=body,
             extensions=self._extensions,
         )  # fmt: skip
+        secrets = self.secrets(api_key)
         try:
             status, answer_headers, answer = await get_capped(
                 self._transport, request, self._timeout, self._max_body
             )
         except Unread as unread:
-            return Creation("failed", http_status=unread.status, error=str(unread))
+            return Creation("failed", http_status=unread.status, error=unread.error(secrets))
         except Exception as error:  # whatever the client raised: say why, never crash
-            return Creation("failed", error=network_failure(error).error)
-        return read_creation(status, answer_headers, answer)
+            return Creation("failed", error=network_failure(error, secrets).error)
+        return read_creation(status, answer_headers, answer, secrets)
 
 
 class Unread(Exception):
@@ -353,9 +431,15 @@ class Unread(Exception):
     not decode): its status and headers, and why."""
 
     def __init__(self, status: int, headers: httpx.Headers, reason: str) -> None:
-        super().__init__(f"upstream answered {reason} (HTTP {status})")
+        super().__init__(reason)
         self.status = status
         self.headers = headers
+
+    def error(self, secrets: Secrets) -> str:
+        """Why, as relayed: the reason may quote the upstream's headers, so the `secrets` are
+        masked before it is cut."""
+        reason = secrets.redact(str(self))[: _MAX_ERROR_TEXT // 2]
+        return f"upstream answered {reason} (HTTP {self.status})"
 
 
 async def get_capped(

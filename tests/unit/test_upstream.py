@@ -11,7 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from service.upstream import JOB_ID_RULE, UpstreamClient, read_answer, read_creation
+from service.upstream import (
+    JOB_ID_RULE,
+    Secrets,
+    UpstreamClient,
+    network_failure,
+    read_answer,
+    read_creation,
+)
 
 
 def test_queue_position_must_be_an_integer() -> None:
@@ -340,3 +347,132 @@ async def test_create_reads_at_most_the_cap() -> None:
         upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=50)
         seen = await upstream.create(b"{}", "k", None)
     assert (seen.kind, seen.error) == ("failed", "upstream answered more than 50 bytes (HTTP 200)")
+
+
+# Keys in what the upstream says: masked, and the bridge's own key's refusal not relayed.
+
+BRIDGE_KEY = "bw_bridge_0123456789abcdef"
+OWN_KEY = "bw_own_fedcba9876543210"
+# The bridge's key sent: both masked. A watch's own key sent: both masked, refusals relayed.
+AS_BRIDGE = Secrets((BRIDGE_KEY, OWN_KEY), bridge_key=True)
+AS_OWN = Secrets((BRIDGE_KEY, OWN_KEY), bridge_key=False)
+ECHO = b'{"error": "invalid key %s (also tried %s)"}' % (OWN_KEY.encode(), BRIDGE_KEY.encode())
+
+
+@pytest.mark.parametrize(
+    ("status", "secrets", "error", "document"),
+    [
+        # The bridge's own key refused: the upstream's words stay out, whatever they were.
+        (401, AS_BRIDGE, "the upstream refused the bridge's key (401)", None),
+        (403, AS_BRIDGE, "the upstream refused the bridge's key (403)", None),
+        # A watch's own key refused: the upstream's words, keys masked.
+        (
+            401, AS_OWN, "the upstream refused the API key (401): invalid key ******** "
+            "(also tried ********)", {"error": "invalid key ******** (also tried ********)"},
+        ),
+        # Other refusals of either key: relayed, keys masked.
+        (
+            404, AS_BRIDGE, "the upstream does not know this job (404): invalid key ******** "
+            "(also tried ********)", {"error": "invalid key ******** (also tried ********)"},
+        ),
+    ],
+)  # fmt: skip
+def test_a_refusal_never_relays_a_key(
+    status: int, secrets: Secrets, error: str, document: object
+) -> None:
+    """What a refusal relays (its error, its document) shows no key; the bridge's own key's
+    refusal says only that."""
+    seen = read_answer(status, {}, ECHO, secrets)
+    assert (seen.kind, seen.error, seen.document, seen.body) == ("refused", error, document, None)
+
+
+def test_a_key_spelt_with_json_escapes_is_masked_too() -> None:
+    """The document relayed is masked once its escapes are read, in names and values alike."""
+    escaped = "".join(f"\\u{ord(ch):04x}" for ch in OWN_KEY)
+    body = b'{"detail": {"%s": ["%s"]}}' % (escaped.encode(), escaped.encode())
+    seen = read_answer(400, {}, body, AS_OWN)
+    assert seen.document == {"detail": {"********": ["********"]}}
+    creation = read_creation(422, {}, body, AS_OWN)
+    assert creation.error == '{"detail":{"********":["********"]}}'
+
+
+def test_a_key_at_the_cut_leaves_no_start_of_it() -> None:
+    """A key straddling the 200-character cut is masked before the cut, not after."""
+    message = "x" * 190 + OWN_KEY
+    seen = read_answer(400, {}, orjson.dumps({"error": message}), AS_OWN)
+    creation = read_creation(400, {}, message.encode(), AS_OWN)
+    for error in (seen.error, creation.error):
+        assert error is not None
+        assert OWN_KEY[:4] not in error
+        assert error.endswith("x" * 10 + "********")
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"status": "%s"}' % BRIDGE_KEY.encode(), "upstream answered an unknown status '****"),
+        (b'{"status": "%s"}' % OWN_KEY.encode(), "upstream answered an unknown status '****"),
+    ],
+)
+def test_an_unknown_status_quotes_no_key(body: bytes, error: str) -> None:
+    """A status the bridge does not know is quoted, keys masked."""
+    seen = read_answer(200, {}, body, AS_OWN)
+    assert (seen.error or "").startswith(error), seen.error
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "secrets", "error"),
+    [
+        (401, ECHO, AS_BRIDGE, "the upstream refused the bridge's key (401)"),
+        (403, b"<p>Forbidden: %s</p>" % BRIDGE_KEY.encode(), AS_BRIDGE,
+         "the upstream refused the bridge's key (403)"),
+        (401, ECHO, AS_OWN, "invalid key ******** (also tried ********)"),
+        (402, ECHO, AS_BRIDGE, "invalid key ******** (also tried ********)"),
+        (400, b"<p>Bad request from %s</p>" % OWN_KEY.encode(), AS_OWN,
+         "<p>Bad request from ********</p>"),
+    ],
+)  # fmt: skip
+def test_a_refused_generation_never_relays_a_key(
+    status: int, body: bytes, secrets: Secrets, error: str
+) -> None:
+    """The message of a refused POST shows no key; the bridge's own key's refusal only says so."""
+    seen = read_creation(status, {}, body, secrets)
+    assert (seen.kind, seen.error) == ("refused", error)
+
+
+def test_a_network_failure_quotes_no_key() -> None:
+    """The text of an exception (which may quote the request) is relayed with keys masked."""
+    failure = httpx.ConnectError(f"cannot reach https://u:{BRIDGE_KEY}@up.example/ for {OWN_KEY}")
+    seen = network_failure(failure, AS_OWN)
+    assert (
+        seen.error
+        == "upstream request failed: cannot reach https://u:********@up.example/ for ********"
+    )
+
+
+@pytest.mark.parametrize("own", [False, True])
+async def test_the_client_masks_the_keys_it_holds_and_sends(own: bool) -> None:
+    """Through the client: the key sent, the bridge's key and a password in the base URL are
+    masked in what a 401 relays; the bridge's key refused relays nothing of the answer."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["authorization"])
+        words = f"no access for {request.headers['authorization']}, {BRIDGE_KEY} or s3cret-pw"
+        return httpx.Response(401, json={"error": words})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(
+            client, "https://u:s3cret-pw@up.example", 5, bridge_key=BRIDGE_KEY
+        )
+        seen = await upstream.fetch("job_1", OWN_KEY if own else BRIDGE_KEY)
+        created = await upstream.create(b"{}", OWN_KEY if own else BRIDGE_KEY, None)
+    assert sent == [f"Bearer {OWN_KEY if own else BRIDGE_KEY}"] * 2
+    if own:
+        words = "no access for Bearer ********, ******** or ********"
+        assert seen.error == f"the upstream refused the API key (401): {words}"
+        assert seen.document == {"error": words}
+        assert created.error == words
+    else:
+        assert seen.error == created.error == "the upstream refused the bridge's key (401)"
+        assert seen.document is None
