@@ -70,8 +70,12 @@ class Bridge:
             settings.upstream.request_timeout_s,
         )
         sender = _sender(settings)
+        bridge_key = settings.upstream.api_key
         upstream = UpstreamClient(
-            upstream_http, settings.upstream.root, settings.upstream.request_timeout_s
+            upstream_http,
+            settings.upstream.root,
+            settings.upstream.request_timeout_s,
+            bridge_key=None if bridge_key is None else bridge_key.get_secret_value(),
         )
         vault = Vault(settings.security.encryption_keys)
         deliverer = Deliverer(store, sender, settings.delivery, clock, owner, vault=vault)

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
+
+from service import ssrf
 
 SUCCEEDED = "job.succeeded"
 FAILED = "job.failed"
@@ -54,13 +57,37 @@ def iso8601(timestamp: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def image_url(url: str) -> bool:
+    """Whether `url` may be offered to receivers as an image to fetch: an absolute http(s) URL
+    of one printable line, naming a host that is not written as a non-public address (the
+    SSRF table) or as localhost. Names are not resolved here."""
+    if not url.isprintable() or " " in url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    host = (parts.hostname or "").removesuffix(".")
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    address = ssrf.parse_ip_literal(host)
+    return address is None or ssrf.blocked_reason(address) is None
+
+
 def image_urls(document: dict[str, Any] | None) -> list[str] | None:
-    """The image URLs of a succeeded answer (`output.images[].url`), None when there are none."""
+    """The image URLs of a succeeded answer (`output.images[].url`) that receivers may fetch
+    (`image_url`), None when there are none. `data` keeps the answer as it was."""
     output = document.get("output") if document else None
     images = output.get("images") if isinstance(output, dict) else None
     if not isinstance(images, list):
         return None
-    urls = [i["url"] for i in images if isinstance(i, dict) and isinstance(i.get("url"), str)]
+    urls = [
+        i["url"]
+        for i in images
+        if isinstance(i, dict) and isinstance(i.get("url"), str) and image_url(i["url"])
+    ]
     return urls or None
 
 

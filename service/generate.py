@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import orjson
 import structlog
 
-from service.api.models import JOB_ID, GenerateRequest, WatchRequest
+from service.api.models import GenerateRequest, WatchRequest
 from service.config import Settings
 from service.errors import BadGateway, UpstreamRefused
-from service.upstream import UpstreamClient
+from service.upstream import JOB_ID, JOB_ID_RULE, UpstreamClient
 from service.watches import Registered, WatchService, canonical
 
 log = structlog.get_logger("service.generate")
@@ -83,9 +83,10 @@ class GenerateService:
         traceparent: str | None,
     ) -> Registered:
         checked = await self._watches.check(request)
+        api_key = request.upstream_api_key or self._default_key()
         creation = await self._upstream.create(
             orjson.dumps(request.input),
-            request.upstream_api_key or self._default_key(),
+            api_key,
             None if idempotency_key is None else upstream_key(tenant, idempotency_key),
         )
         if creation.kind == "refused":
@@ -103,10 +104,11 @@ class GenerateService:
             raise BadGateway(f"{creation.error}; nothing was registered")
         if not JOB_ID.fullmatch(job_id):
             # Started, but its id cannot be polled as a path segment the bridge trusts.
-            log.error("generate.unwatchable", job_id=job_id[:200])
+            shown = self._upstream.secrets(api_key).redact(job_id)
+            log.error("generate.unwatchable", job_id=shown[:200])
             raise BadGateway(
-                f"the upstream started job {job_id[:80]!r}, whose id the bridge cannot watch "
-                "(1 to 128 characters among A-Z a-z 0-9 _ . : -); nothing was registered"
+                f"the upstream started job {shown[:80]!r}, whose id the bridge cannot watch "
+                f"(a job id is {JOB_ID_RULE}); nothing was registered"
             )
         options = request.model_dump(exclude={"input"})
         watch_request = WatchRequest.model_validate({**options, "job_id": job_id})

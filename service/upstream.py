@@ -5,14 +5,19 @@ only thing the polling rules look at. `UpstreamClient` makes the requests, shari
 in-flight request between every watch of the same job and key. It also makes the one POST that
 starts a job (`create`, for `POST /v1/generate`), whose answer `read_creation` reads.
 
+No text the upstream sends reaches a tenant with a key in it: the key a request carried and
+the bridge's own are masked (`Secrets`), and a refusal of the bridge's own key says only that.
+
 Whatever the upstream answers costs bounded time and memory: the whole request is under the
-timeout, the body is read up to a cap, and answers that are too large, not JSON, nested too
-deeply or of the wrong types are transient failures that say why (never a crash).
+timeout, the body is read (and decoded, `service.decoding`) up to a cap, and answers that are
+too large, encoded twice, not JSON, nested too deeply or of the wrong types are transient
+failures that say why (never a crash).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +26,8 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+
+from service import decoding
 
 Kind = Literal["progress", "terminal", "refused", "transient"]
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
@@ -35,6 +42,9 @@ REFUSALS: Mapping[int, tuple[str, str]] = {
     403: ("unauthorized", "the upstream refused the API key (403)"),
     404: ("not_found", "the upstream does not know this job (404)"),
 }
+# The refusal of the bridge's own key (upstream.api_key): the upstream's words are not relayed.
+BRIDGE_KEY_REFUSED = "the upstream refused the bridge's key"
+REDACTED = "********"
 _MAX_ERROR_TEXT = 200
 # A job's status is a few KiB; reading stops past this.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -43,6 +53,10 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 MAX_DEPTH = 64
 # The store keeps queue positions in a 64-bit column; a real queue is far shorter.
 _MAX_QUEUE_POSITION = 2**31 - 1
+# A job id the bridge watches: one segment of the upstream's path. No leading dot: "." and ".."
+# would be read as other paths of the upstream (its API root), polled with the bridge's key.
+JOB_ID = re.compile(r"^[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,127}$")
+JOB_ID_RULE = "1 to 128 characters among A-Z a-z 0-9 _ . : - that do not start with a dot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +66,8 @@ class Observation:
     kind: Kind
     job_status: str | None = None
     queue_position: int | None = None
-    # The upstream's body exactly as sent, and parsed, when it was a JSON object.
+    # The upstream's body exactly as sent, and parsed, when it was a JSON object; of a refusal,
+    # only the document, with the secrets masked.
     body: bytes | None = None
     document: dict[str, Any] | None = None
     error_code: str | None = None
@@ -61,9 +76,41 @@ class Observation:
     http_status: int | None = None
 
 
-def _upstream_message(document: dict[str, Any] | None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The keys no text relayed from the upstream may show: the key a request carried and the
+    bridge's own (longest first, so that a key holding another is masked whole);
+    `bridge_key` when the request carried the bridge's own key."""
+
+    keys: tuple[str, ...] = ()
+    bridge_key: bool = False
+
+    def redact(self, text: str) -> str:
+        for key in self.keys:
+            if key in text:
+                text = text.replace(key, REDACTED)
+        return text
+
+    def redact_json(self, value: Any) -> Any:
+        """A parsed JSON value with the keys masked in every string, names included."""
+        if not self.keys:
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self.redact(k): self.redact_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.redact_json(item) for item in value]
+        return value
+
+
+NO_SECRETS = Secrets()
+
+
+def _upstream_message(document: dict[str, Any] | None, secrets: Secrets) -> str | None:
     if document is not None and isinstance(document.get("error"), str):
-        return str(document["error"])[:_MAX_ERROR_TEXT]
+        # Masked before it is cut: a cut could leave the start of a key.
+        return secrets.redact(str(document["error"]))[:_MAX_ERROR_TEXT]
     return None
 
 
@@ -109,16 +156,22 @@ def _queue_position(value: Any) -> int | None:
     return None
 
 
-def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observation:
-    """Classify one upstream answer."""
+def read_answer(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets = NO_SECRETS
+) -> Observation:
+    """Classify one upstream answer; what a refusal relays has the `secrets` masked."""
     document, unreadable = _parse(body)
 
     if status in REFUSALS:
         code, sentence = REFUSALS[status]
-        message = _upstream_message(document)
+        if code == "unauthorized" and secrets.bridge_key:
+            # What the upstream says of the operator's key is not for tenants.
+            error = f"{BRIDGE_KEY_REFUSED} ({status})"
+            return Observation("refused", error_code=code, error=error, http_status=status)
+        message = _upstream_message(document, secrets)
         error = f"{sentence}: {message}" if message else sentence
         return Observation(
-            "refused", body=body, document=document, error_code=code, error=error,
+            "refused", document=secrets.redact_json(document), error_code=code, error=error,
             http_status=status,
         )  # fmt: skip
     if status != 200:
@@ -156,14 +209,15 @@ def read_answer(status: int, headers: Mapping[str, str], body: bytes) -> Observa
         return Observation(
             "terminal", job_status=job_status, body=body, document=document, http_status=status
         )
-    shown = repr(job_status)[:40]
+    shown = repr(secrets.redact(job_status))[:40]
     return Observation(
         "transient", error=f"upstream answered an unknown status {shown}", http_status=status
     )
 
 
-def network_failure(error: BaseException) -> Observation:
-    """The observation of a request that got no answer."""
+def network_failure(error: BaseException, secrets: Secrets = NO_SECRETS) -> Observation:
+    """The observation of a request that got no answer; its error text (which may quote the
+    request) has the `secrets` masked."""
     # The aiohttp transport reports most connection errors as httpx.ConnectTimeout: judge by
     # the original error underneath.
     root = error.__cause__ or error
@@ -171,7 +225,7 @@ def network_failure(error: BaseException) -> Observation:
     if timed_out or (root is error and isinstance(error, httpx.TimeoutException)):
         text = "upstream did not answer in time"
     else:
-        detail = str(root) or type(root).__name__
+        detail = secrets.redact(str(root)) or type(root).__name__
         text = f"upstream request failed: {detail}"[:_MAX_ERROR_TEXT]
     return Observation("transient", error=text)
 
@@ -190,20 +244,35 @@ class Creation:
     retry_after: str | None = None
 
 
-def _excerpt(body: bytes) -> str:
-    """The start of a body as one line of printable text."""
-    text = body[: _MAX_ERROR_TEXT * 4].decode(errors="replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
+def _excerpt(body: bytes, document: dict[str, Any] | None, secrets: Secrets) -> str:
+    """The start of a body as one line of printable text, the `secrets` masked (in JSON, once
+    its escapes are read: a key may be spelt with them)."""
+    if document is not None:
+        text = orjson.dumps(secrets.redact_json(document)).decode()
+    else:
+        # Masked whole, before it is cut: a cut could leave the start of a key.
+        text = secrets.redact(body.decode(errors="replace"))
+    text = "".join(ch if ch.isprintable() else " " for ch in text[: _MAX_ERROR_TEXT * 4])
     return " ".join(text.split())[:_MAX_ERROR_TEXT]
 
 
-def read_creation(status: int, headers: Mapping[str, str], body: bytes) -> Creation:
+def read_creation(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets = NO_SECRETS
+) -> Creation:
     """Classify the answer to `POST /api/v1/generate`: a 2xx JSON object with a string `id`
     started a job; a 4xx refused the request (its `error`, else the start of its body, says
-    why); anything else failed, and may or may not have started a job."""
+    why, the `secrets` masked; a refusal of the bridge's own key only says so); anything else
+    failed, and may or may not have started a job."""
     document, unreadable = _parse(body)
     if 400 <= status < 500:
-        message = _upstream_message(document) or _excerpt(body) or f"HTTP {status}"
+        if status in (401, 403) and secrets.bridge_key:
+            message = f"{BRIDGE_KEY_REFUSED} ({status})"
+        else:
+            message = (
+                _upstream_message(document, secrets)
+                or _excerpt(body, document, secrets)
+                or f"HTTP {status}"
+            )
         return Creation(
             "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
         )
@@ -237,14 +306,24 @@ class UpstreamClient:
         base_url: str,
         timeout_s: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        bridge_key: str | None = None,
     ) -> None:
+        """`bridge_key` is the configured upstream.api_key: masked in whatever the upstream
+        answers, and refusals of it are not relayed."""
         # The transport the client would send through: no mounts or proxies are set on it.
         self._transport: httpx.AsyncBaseTransport = client._transport
-        self._headers = tuple(client.headers.raw)
+        headers = client.headers.copy()
+        # An uncompressed answer costs no inflating; one compressed anyway is still read.
+        headers["Accept-Encoding"] = "identity"
+        self._headers = tuple(headers.raw)
         self._extensions = {"timeout": client.timeout.as_dict()}
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
         self._max_body = max_body_bytes
+        self._bridge_key = bridge_key
+        # A password in the base URL is sent too, and an error may quote the URL.
+        self._held = tuple(k for k in (bridge_key, httpx.URL(base_url).password) if k)
+        self._bridge_secrets = self._secrets(bridge_key)
         # A request's future is made only when a second caller comes to share its answer.
         self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation] | None] = {}
         self.requests = 0
@@ -253,6 +332,10 @@ class UpstreamClient:
         self.observe: Callable[[Observation, float], None] | None = None
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
+        if not JOB_ID.fullmatch(job_id):
+            # Registration refuses such ids; a watch stored before it did ends here.
+            error = f"the bridge does not poll job id {job_id[:40]!r}: a job id is {JOB_ID_RULE}"
+            return Observation("refused", error_code="bad_request", error=error)
         key = (job_id, api_key)
         in_flight = self._in_flight
         if key in in_flight:
@@ -276,6 +359,14 @@ class UpstreamClient:
             shared.set_result(observation)
         return observation
 
+    def secrets(self, api_key: str | None) -> Secrets:
+        """What the answer to a request carrying `api_key` must not relay."""
+        return self._bridge_secrets if api_key == self._bridge_key else self._secrets(api_key)
+
+    def _secrets(self, api_key: str | None) -> Secrets:
+        keys = sorted({*self._held, *([api_key] if api_key else [])}, key=len, reverse=True)
+        return Secrets(tuple(keys), bridge_key=api_key is not None and api_key == self._bridge_key)
+
     def request(self, job_id: str, api_key: str | None) -> httpx.Request:
         """The GET of one job's status."""
         headers = self._headers
@@ -287,26 +378,26 @@ class UpstreamClient:
     async def _get(self, job_id: str, api_key: str | None) -> Observation:
         self.requests += 1
         started = time.perf_counter()
+        secrets = self.secrets(api_key)
         try:
             answer = await get_capped(
                 self._transport, self.request(job_id, api_key), self._timeout, self._max_body
             )
+        except Unread as unread:
+            return Observation(
+                "transient",
+                error=f"{unread.error(secrets)}; the rest was not read",
+                retry_after=unread.headers.get("retry-after"),
+                http_status=unread.status,
+            )
         except (httpx.HTTPError, OSError, TimeoutError) as error:
-            return network_failure(error)
+            return network_failure(error, secrets)
         except Exception as error:  # keep polling, and say why, whatever the client raised
-            return network_failure(error)
+            return network_failure(error, secrets)
         finally:
             self.last_duration_s = time.perf_counter() - started
         status, headers, body = answer
-        if body is None:
-            return Observation(
-                "transient",
-                error=f"upstream answered more than {self._max_body} bytes (HTTP "
-                f"{status}); the rest was not read",
-                retry_after=headers.get("retry-after"),
-                http_status=status,
-            )
-        return read_answer(status, headers, body)
+        return read_answer(status, headers, body, secrets)
 
     async def create(
         self, body: bytes, api_key: str | None, idempotency_key: str | None
@@ -323,53 +414,67 @@ class UpstreamClient:
             "POST", f"{self._base}/api/v1/generate", headers=headers, content=body,
             extensions=self._extensions,
         )  # fmt: skip
+        secrets = self.secrets(api_key)
         try:
             status, answer_headers, answer = await get_capped(
                 self._transport, request, self._timeout, self._max_body
             )
+        except Unread as unread:
+            return Creation("failed", http_status=unread.status, error=unread.error(secrets))
         except Exception as error:  # whatever the client raised: say why, never crash
-            return Creation("failed", error=network_failure(error).error)
-        if answer is None:
-            too_long = f"upstream answered more than {self._max_body} bytes (HTTP {status})"
-            return Creation("failed", http_status=status, error=too_long)
-        return read_creation(status, answer_headers, answer)
+            return Creation("failed", error=network_failure(error, secrets).error)
+        return read_creation(status, answer_headers, answer, secrets)
+
+
+class Unread(Exception):
+    """An answer whose body was not read whole (too long, or encoded in a way the bridge does
+    not decode): its status and headers, and why."""
+
+    def __init__(self, status: int, headers: httpx.Headers, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.headers = headers
+
+    def error(self, secrets: Secrets) -> str:
+        """Why, as relayed: the reason may quote the upstream's headers, so the `secrets` are
+        masked before it is cut."""
+        reason = secrets.redact(str(self))[: _MAX_ERROR_TEXT // 2]
+        return f"upstream answered {reason} (HTTP {self.status})"
 
 
 async def get_capped(
     transport: httpx.AsyncBaseTransport, request: httpx.Request, timeout_s: float, cap: int
-) -> tuple[int, httpx.Headers, bytes | None]:
-    """Send `request` and read its answer's body up to `cap` bytes (None past it): the status,
-    the headers and the body. The whole exchange, body included, is under `timeout_s`: a slow
-    drip is cut too. The connection goes back to the pool, or is closed, before it returns."""
+) -> tuple[int, httpx.Headers, bytes]:
+    """Send `request` and read its answer's body, decoded, up to `cap` bytes: the status, the
+    headers and the body; `Unread` past the cap. The whole exchange, body included, is under
+    `timeout_s`: a slow drip is cut too. The connection goes back to the pool, or is closed,
+    before it returns."""
     async with asyncio.timeout(timeout_s):
         response = await transport.handle_async_request(request)
         try:
             body = await _read_capped(response, cap)
+        except decoding.Refused as refused:
+            raise Unread(response.status_code, response.headers, str(refused)) from None
         finally:
             await response.aclose()
     return response.status_code, response.headers, body
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The (decoded) body, or None as soon as it is known to be longer than `cap` bytes.
-
-    Decoded, not raw: the answer may be compressed. A compressed chunk expands by at most
-    about a thousand times, so one chunk past the cap is the most ever held."""
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """The body, decoded; `decoding.Refused` as soon as it is known to be longer than `cap`
+    bytes (encoded or decoded), or encoded in a way the bridge does not decode."""
     headers = response.headers
     declared = headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > cap):
-        return None
-    # Without a Content-Encoding the raw bytes are the body: read them straight from the
-    # transport, past httpx's decoder chain (a tenth of a small poll's CPU).
+        raise decoding.Refused(f"more than {cap} bytes")
+    body = decoding.CappedBody(headers.get("content-encoding"), cap)
+    # The raw bytes straight from the transport, past httpx's decoder chain (a tenth of a
+    # small poll's CPU), which would inflate a compressed chunk whole.
     stream = response.stream
     chunks: AsyncIterable[bytes]
-    if "content-encoding" not in headers and isinstance(stream, httpx.AsyncByteStream):
-        chunks = stream
-    else:
-        chunks = response.aiter_bytes()
-    body = bytearray()
+    chunks = stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_raw()
     async for chunk in chunks:
-        body += chunk
-        if len(body) > cap:
-            return None
-    return bytes(body)
+        body.add(chunk)
+        if body.complete:
+            break
+    return body.body()

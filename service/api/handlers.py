@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from service import events
-from service.api.models import JOB_ID, GenerateRequest, SubscriptionRequest, WatchRequest
+from service import events, upstream
+from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
 from service.auth import Caller, authenticate, retry_after_header
 from service.bridge import Bridge
@@ -229,9 +229,7 @@ async def list_watches(request: Request) -> Response:
     page = await _watches(request).list_page(
         tenant,
         status=status,
-        job_id=_query_text(
-            request, "job_id", JOB_ID, "must be 1 to 128 characters among A-Z a-z 0-9 _ . : -"
-        ),
+        job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
         limit=_query_int(request, "limit", 50, 1, MAX_PAGE),
         cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )

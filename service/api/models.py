@@ -20,8 +20,8 @@ from pydantic import (
 from service import events, signing
 from service.events import iso8601
 from service.store.base import Attempt, Subscription, Watch
+from service.upstream import JOB_ID, JOB_ID_RULE
 
-JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 # Headers the bridge sets itself, or that would corrupt the request if a client set them.
 RESERVED_HEADERS = frozenset(
@@ -189,13 +189,13 @@ class WatchOptions(BaseModel):
 class WatchRequest(WatchOptions):
     """The body of `POST /v1/watches`."""
 
-    job_id: str = Field(description="The upstream job id: 1-128 characters of A-Za-z0-9_.:-")
+    job_id: str = Field(description=f"The upstream job id: {JOB_ID_RULE}.")
 
     @field_validator("job_id")
     @classmethod
     def _job_id(cls, job_id: str) -> str:
         if not JOB_ID.fullmatch(job_id):
-            raise ValueError("must be 1 to 128 characters among A-Z a-z 0-9 _ . : -")
+            raise ValueError(f"must be {JOB_ID_RULE}")
         return job_id
 
 

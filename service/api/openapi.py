@@ -15,7 +15,6 @@ from service.api.handlers import (
 )
 from service.api.models import (
     HEADER_NAME,
-    JOB_ID,
     MAX_FINAL_STATUSES,
     MAX_HEADERS,
     GenerateRequest,
@@ -23,6 +22,7 @@ from service.api.models import (
     WatchRequest,
 )
 from service.store.base import WATCH_STATUSES
+from service.upstream import JOB_ID
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _WATCH: dict[str, Any] = {

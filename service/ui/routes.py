@@ -28,7 +28,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from service.api.handlers import WATCH_ID_PATTERN, client_address
-from service.api.models import JOB_ID
 from service.auth import authenticate
 from service.bridge import Bridge
 from service.config import Settings, is_loopback
@@ -37,6 +36,7 @@ from service.events import iso8601
 from service.store.base import WATCH_STATUSES
 from service.ui.dashboard import Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
+from service.upstream import JOB_ID, JOB_ID_RULE
 
 log = structlog.get_logger("service.ui")
 HERE = Path(__file__).parent
@@ -388,7 +388,7 @@ def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
         raise BadRequest(f"status must be one of {', '.join(WATCH_STATUSES)}.")
     job_id = (query.get("job_id") or "").strip() or None
     if job_id is not None and not JOB_ID.fullmatch(job_id):
-        raise BadRequest("A job id is 1 to 128 characters among A-Z a-z 0-9 _ . : -")
+        raise BadRequest(f"A job id is {JOB_ID_RULE}.")
     cursor = query.get("cursor") or None
     if cursor is not None and not _WATCH_ID.fullmatch(cursor):
         raise BadRequest("That page link is not valid; start again from the newest watches.")

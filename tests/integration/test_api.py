@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from starlette.types import Receive, Scope, Send
 
 from service import config
 from service.api.models import WatchRequest
 from service.app import create_app, create_health_app
 from service.clock import FakeClock
+from service.upstream import JOB_ID_RULE
 from service.watches import canonical
+from tests.loopback import loopback_server
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -23,7 +28,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 async def serve(
     tmp_path: Path, clock: FakeClock | None = None, **environ: str
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncGenerator[httpx.AsyncClient]:
     settings = config.load(
         environ={
             "BRIDGE_STORE__URL": f"sqlite:///{tmp_path}/bridge.db",
@@ -83,6 +88,10 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"job_id": "x" * 129}, "job_id", "1 to 128"),  # too long
         ({"job_id": ""}, "job_id", "1 to 128"),  # empty
         ({"job_id": "job_1\n"}, "job_id", "1 to 128"),  # a trailing newline is not allowed
+        # Dots only, or a leading dot: the upstream would read another path.
+        ({"job_id": "."}, "job_id", f"must be {JOB_ID_RULE}"),
+        ({"job_id": ".."}, "job_id", f"must be {JOB_ID_RULE}"),
+        ({"job_id": ".job_1"}, "job_id", f"must be {JOB_ID_RULE}"),
         ({"callback_headers": {"X-A\n": "v"}}, "callback_headers", "valid header name"),
         ({"callback_url": "ftp://x/y"}, "callback_url", "http"),  # not http(s)
         ({"callback_url": "/relative"}, "callback_url", "http"),  # not absolute
@@ -219,7 +228,12 @@ async def test_listing_pages_newest_first(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("status=finished", "status"), ("limit=0", "limit"), ("limit=abc", "limit")],
+    [
+        ("status=finished", "status"),
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("job_id=..", "job_id"),
+    ],
 )
 async def test_bad_list_queries(client: httpx.AsyncClient, query: str, field: str) -> None:
     """Bad filters are 422 problems naming the parameter."""
@@ -635,3 +649,134 @@ async def test_generate_without_an_upstream_is_a_502_and_registers_nothing(
     assert (await client.get("/v1/watches")).json()["data"] == []
     bridge = client.app.state.bridge  # type: ignore[attr-defined]
     assert bridge.generation.pending_keys == 0
+
+
+@pytest.mark.parametrize("job_id", [".", "..", ".hidden"])
+async def test_generate_does_not_watch_a_job_id_that_could_change_the_path(
+    tmp_path: Path, job_id: str
+) -> None:
+    """An upstream that starts a job named ".." (polled, it would be the API root) gets a 502
+    saying what a job id is; nothing is registered."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"id": job_id, "status": "queued"})
+
+    async with loopback_server(handle) as upstream:
+        async for client in serve(tmp_path, BRIDGE_UPSTREAM__BASE_URL=upstream):
+            response = await client.post("/v1/generate", json={"input": {"prompt": "a cat"}})
+            assert response.status_code == 502, response.text
+            assert f"(a job id is {JOB_ID_RULE})" in response.json()["detail"]
+            assert (await client.get("/v1/watches")).json()["data"] == []
+
+
+# Keys the upstream echoes are never relayed to tenants.
+
+BRIDGE_KEY = "bw_bridge_0123456789abcdef"
+OWN_KEY = "bw_own_fedcba9876543210"
+
+
+@contextlib.asynccontextmanager
+async def echoing(tmp_path: Path, status: int) -> AsyncIterator[httpx.AsyncClient]:
+    """A bridge (with its own upstream key and an encryption key) on an upstream that refuses
+    every request with `status`, quoting the key it received and the bridge's own."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        words = f"refused {request.headers.get('Authorization')} (not {BRIDGE_KEY} either)"
+        return web.json_response({"error": words}, status=status)
+
+    async with loopback_server(handle) as upstream:
+        served = serve(
+            tmp_path,
+            BRIDGE_UPSTREAM__BASE_URL=upstream,
+            BRIDGE_UPSTREAM__API_KEY=BRIDGE_KEY,
+            BRIDGE_SECURITY__ENCRYPTION_KEY="pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw=",
+        )
+        async with contextlib.aclosing(served):
+            async for client in served:
+                yield client
+
+
+async def _ended(client: httpx.AsyncClient, watch_id: str) -> Any:
+    """The watch once it is no longer active (its first poll ends it), within 10 s."""
+    async with asyncio.timeout(10):
+        while True:
+            watch = (await client.get(f"/v1/watches/{watch_id}")).json()
+            if watch["status"] != "active":
+                return watch
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    ("status", "own_key", "error"),
+    [
+        # The bridge's own key refused: said so, nothing of the answer relayed.
+        (401, None, "the upstream refused the bridge's key (401)"),
+        (403, None, "the upstream refused the bridge's key (403)"),
+        # A watch's own key refused: the upstream's words, both keys masked.
+        (401, OWN_KEY, "the upstream refused the API key (401): refused Bearer ******** (not "
+         "******** either)"),
+    ],
+)  # fmt: skip
+async def test_a_refused_watch_relays_no_key(
+    tmp_path: Path, status: int, own_key: str | None, error: str
+) -> None:
+    """The watch's last_error and its job.failed event (error and data) show no key."""
+    async with echoing(tmp_path, status) as client:
+        response = await client.post(
+            "/v1/watches", json={"job_id": "job_1", "upstream_api_key": own_key}
+        )
+        assert response.status_code == 201, response.text
+        watch = await _ended(client, response.json()["id"])
+        [event] = (await client.get("/v1/events")).json()
+    assert (watch["status"], watch["last_error"]) == ("completed", error)
+    assert (event["type"], event["error_code"], event["error"]) == (
+        "job.failed",
+        "unauthorized",
+        error,
+    )
+    if own_key is None:
+        assert event["data"] is None
+    else:
+        assert event["data"] == {"error": error.split(": ", 1)[1]}
+    for key in (BRIDGE_KEY, OWN_KEY):
+        assert key not in str(watch) + str(event)
+
+
+@pytest.mark.parametrize(
+    ("status", "own_key", "detail"),
+    [
+        (401, None, "the upstream refused the bridge's key (401)"),
+        (403, None, "the upstream refused the bridge's key (403)"),
+        (401, OWN_KEY, "refused Bearer ******** (not ******** either)"),
+        (402, None, "refused Bearer ******** (not ******** either)"),
+    ],
+)
+async def test_a_refused_generation_relays_no_key(
+    tmp_path: Path, status: int, own_key: str | None, detail: str
+) -> None:
+    """The 4xx of POST /v1/generate shows no key; the bridge's own key's refusal says so."""
+    async with echoing(tmp_path, status) as client:
+        response = await client.post(
+            "/v1/generate", json={"input": {"prompt": "a cat"}, "upstream_api_key": own_key}
+        )
+    assert response.status_code == status, response.text
+    assert response.json()["detail"] == f"the upstream refused the generation: {detail}"
+    for key in (BRIDGE_KEY, OWN_KEY):
+        assert key not in response.text
+
+
+async def test_an_unwatchable_job_id_is_quoted_without_a_key(tmp_path: Path) -> None:
+    """The 502 of a started job whose id the bridge cannot watch quotes that id, keys masked."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"id": f"/{BRIDGE_KEY}", "status": "queued"})
+
+    async with loopback_server(handle) as upstream:
+        served = serve(
+            tmp_path, BRIDGE_UPSTREAM__BASE_URL=upstream, BRIDGE_UPSTREAM__API_KEY=BRIDGE_KEY
+        )
+        async with contextlib.aclosing(served):
+            async for client in served:
+                response = await client.post("/v1/generate", json={"input": {"prompt": "a cat"}})
+    assert response.status_code == 502, response.text
+    assert response.json()["detail"].startswith("the upstream started job '/********', whose id")

@@ -14,6 +14,7 @@ import socket
 import struct
 import time
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,8 @@ HUGE = 50 * 1024 * 1024
 CHUNK = b"x" * 65536
 # Peak Python memory allowed while a peer offers 50 MiB or an endless body.
 MEMORY_BOUND = 16 * 1024 * 1024
+# What the compressed answers inflate to: eight times the memory bound.
+BOMB_MIB = 128
 
 Writer = asyncio.StreamWriter
 Behaviour = Callable[["Peer", str, Writer], Awaitable[None]]
@@ -87,6 +90,31 @@ def endless(status: int) -> Behaviour:
     return answer
 
 
+def compressed(codings: tuple[str, ...], body: bytes = b"", zeros_mib: int = 0) -> bytes:
+    """`body`, then `zeros_mib` MiB of zeros, compressed with each of `codings` (gzip or
+    deflate) in turn; as it goes: the zeros are never held whole."""
+    pieces = [body, *[bytes(1 << 20)] * zeros_mib]
+    for coding in codings:
+        wbits = 16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS
+        compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+        pieces = [b"".join(compressor.compress(piece) for piece in pieces) + compressor.flush()]
+    return pieces[0]
+
+
+def encoded(body: bytes, *encodings: str) -> Behaviour:
+    """A 200 with `body` sent as it is, with a Content-Encoding header line per entry of
+    `encodings`."""
+
+    async def answer(peer: Peer, name: str, writer: Writer) -> None:
+        headers = [f"Content-Encoding: {coding}" for coding in encodings]
+        head = _head(
+            200, "Content-Type: application/json", *headers, f"Content-Length: {len(body)}"
+        )
+        await _send(peer, name, writer, head + body)
+
+    return answer
+
+
 async def silent(peer: Peer, name: str, writer: Writer) -> None:
     """Accepts the request and never answers (the test's teardown ends it)."""
     await asyncio.Event().wait()
@@ -114,6 +142,8 @@ class Peer:
     def __init__(self, behaviours: dict[str, Behaviour]) -> None:
         self.behaviours = behaviours
         self.sent: dict[str, int] = {}
+        # The head of the last request each behaviour answered.
+        self.heads: dict[str, bytes] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self.url = ""
@@ -144,6 +174,7 @@ class Peer:
                 if name.strip().lower() == b"content-length":
                     await reader.readexactly(int(value))
             behaviour = target.rstrip("/").rsplit("/", 1)[-1]
+            self.heads[behaviour] = head
             await self.behaviours[behaviour](self, behaviour, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the bridge hung up: what these tests want
@@ -179,15 +210,33 @@ UPSTREAM = {
     "silent": silent,
     "drip": drip,
     "reset": reset,
+    "br": encoded(b"\x1b\x03\x00\xf8\xa5@\x02", "br"),
+    # A gzip header, then a deflate block of the type that does not exist.
+    "gzip-corrupt": encoded(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 16, "gzip"),
+    "gzip-cut-short": encoded(compressed(("gzip",), b'{"status": "queued"}')[:-6], "gzip"),
 }
 
 
+@pytest.fixture(scope="session")
+def bombs() -> dict[str, Behaviour]:
+    """Answers compressed although the bridge asks for identity, that inflate to 128 MiB of
+    zeros: from a few hundred bytes (gzipped twice, stacked) or 128 KiB (compressed once).
+    Made once, before any test measures memory."""
+    twice = compressed(("gzip", "gzip"), zeros_mib=BOMB_MIB)
+    return {
+        "gzip-gzip": encoded(twice, "gzip, gzip"),
+        "gzip-then-gzip": encoded(twice, "gzip", "gzip"),
+        "gzip-bomb": encoded(compressed(("gzip",), zeros_mib=BOMB_MIB), "gzip"),
+        "deflate-bomb": encoded(compressed(("deflate",), zeros_mib=BOMB_MIB), "deflate"),
+    }
+
+
 @pytest.fixture
-async def upstream() -> AsyncIterator[tuple[Peer, UpstreamClient]]:
+async def upstream(bombs: dict[str, Behaviour]) -> AsyncIterator[tuple[Peer, UpstreamClient]]:
     """A hostile upstream and the bridge's upstream client pointed at it, built as bridge.py
     builds it."""
     async with (
-        Peer(dict(UPSTREAM)) as peer,
+        Peer(UPSTREAM | bombs) as peer,
         http_client(session(aiohttp.TCPConnector(limit_per_host=0)), TIMEOUT_S) as http,
     ):
         yield peer, UpstreamClient(http, peer.url, TIMEOUT_S)
@@ -213,6 +262,14 @@ async def upstream() -> AsyncIterator[tuple[Peer, UpstreamClient]]:
         ("silent", "did not answer in time"),
         ("drip", "did not answer in time"),
         ("reset", "upstream request failed"),
+        # Compressed bodies: never inflated past the cap, never decoded twice.
+        ("gzip-gzip", "a body encoded more than once: gzip, gzip (HTTP 200)"),
+        ("gzip-then-gzip", "a body encoded more than once: gzip, gzip (HTTP 200)"),
+        ("gzip-bomb", f"more than {DEFAULT_MAX_BODY_BYTES} bytes (HTTP 200)"),
+        ("deflate-bomb", f"more than {DEFAULT_MAX_BODY_BYTES} bytes (HTTP 200)"),
+        ("br", "a body encoded 'br', which the bridge does not decode"),
+        ("gzip-corrupt", "a gzip body that does not decode"),
+        ("gzip-cut-short", "a gzip body cut short"),
     ],
 )
 async def test_hostile_upstream_answers_are_transient(
@@ -247,6 +304,39 @@ async def test_a_bad_queue_position_is_dropped_not_trusted(
         assert seen == Observation(
             "progress", "queued", None, seen.body, seen.document, http_status=200
         )
+
+
+async def test_a_compressed_answer_under_the_cap_is_read(
+    upstream: tuple[Peer, UpstreamClient],
+) -> None:
+    """The bridge asks for identity, yet reads an answer compressed once (gzip or deflate) and
+    under the cap as if it were plain."""
+    peer, client = upstream
+    document = {"status": "queued", "queue_position": 3, "pad": "x" * 1000}
+    for coding in ("gzip", "deflate"):
+        peer.behaviours[coding] = encoded(compressed((coding,), orjson.dumps(document)), coding)
+        seen = await client.fetch(coding, None)
+        assert (seen.kind, seen.queue_position, seen.document) == ("progress", 3, document)
+        assert b"\r\naccept-encoding: identity\r\n" in peer.heads[coding].lower()
+
+
+async def test_a_compressed_answer_to_a_generation_is_bounded_too(
+    upstream: tuple[Peer, UpstreamClient],
+) -> None:
+    """Starting a job: an answer gzipped twice fails without being inflated, one gzipped once
+    fails past the cap; the bridge asked for identity."""
+    peer, client = upstream
+    for behaviour, reason in (
+        ("gzip-gzip", "a body encoded more than once: gzip, gzip (HTTP 200)"),
+        ("gzip-bomb", f"more than {DEFAULT_MAX_BODY_BYTES} bytes (HTTP 200)"),
+    ):
+        peer.behaviours["generate"] = peer.behaviours[behaviour]
+        with peak_memory() as peak:
+            seen = await client.create(b'{"prompt": "a cat"}', "bw_key", None)
+        assert (seen.kind, seen.http_status) == ("failed", 200)
+        assert seen.error == f"upstream answered {reason}", seen.error
+        assert peak[0] < MEMORY_BOUND, peak[0]
+        assert b"\r\naccept-encoding: identity\r\n" in peer.heads["generate"].lower()
 
 
 # The receivers.

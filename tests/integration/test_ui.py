@@ -362,7 +362,7 @@ async def test_the_list_is_newest_first_with_counts_and_filters(ui: Bridged) -> 
 async def test_a_bad_filter_gets_a_400_page(ui: Bridged) -> None:
     """An unknown status, a job id outside the allowed characters, a forged cursor: 400."""
     await ui.sign_in()
-    for query in ("status=lost", "job_id=%3Cscript%3E", "cursor=nope"):
+    for query in ("status=lost", "job_id=%3Cscript%3E", "job_id=..", "cursor=nope"):
         page = await ui.client.get(f"/ui/?{query}")
         assert page.status_code == 400, query
         assert "<script>" not in page.text

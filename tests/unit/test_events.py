@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from service import events
 
@@ -96,6 +97,51 @@ def test_raw_bridge_failure_looks_like_an_upstream_failure() -> None:
 
 def test_image_urls_ignores_malformed_entries() -> None:
     """Odd output shapes give the URLs that are there, or None, never a crash."""
-    assert events.image_urls({"output": {"images": [{"url": "u"}, {"id": 1}, "x"]}}) == ["u"]
+    images = [{"url": "https://cdn.example/u.webp"}, {"id": 1}, "x", {"url": 7}]
+    assert events.image_urls({"output": {"images": images}}) == ["https://cdn.example/u.webp"]
     assert events.image_urls({"output": "nope"}) is None
     assert events.image_urls(None) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://images.betterwaifu.com/abc123/xyz789.webp", True),
+        ("http://cdn.example:8080/a.png?sig=1#f", True),
+        ("HTTPS://CDN.example/a.png", True),  # the scheme is case-insensitive
+        ("https://93.184.215.14/a.png", True),  # a public address
+        ("https://[2606:4700::1111]/a.png", True),
+        ("https://user:pw@cdn.example/a.png", True),
+        # Not an http(s) URL a receiver may fetch.
+        ("javascript:alert(1)", False),
+        ("data:image/png;base64,iVBORw0KGgo=", False),
+        ("file:///etc/passwd", False),
+        ("ftp://cdn.example/a.png", False),
+        ("//cdn.example/a.png", False),  # no scheme
+        ("/images/a.png", False),  # relative
+        ("https:///a.png", False),  # no host
+        ("https://cdn.example/a b.png", False),  # whitespace
+        ("https://cdn.example/a.png\r\nX-Injected: 1", False),
+        ("https://[::1/a.png", False),  # unclosed IPv6 bracket
+        # Hosts written as non-public addresses, however spelt, or as localhost.
+        ("http://169.254.169.254/latest/meta-data/", False),  # link-local, cloud metadata
+        ("http://127.0.0.1/a.png", False),  # loopback
+        ("http://2130706433/a.png", False),  # loopback, as one decimal number
+        ("http://0x7f.1/a.png", False),  # loopback, hex and short
+        ("http://10.0.0.5/a.png", False),  # private
+        ("http://192.168.1.1./a.png", False),  # private, with a trailing dot
+        ("http://[::1]/a.png", False),
+        ("http://[fe80::1%25eth0]/a.png", False),  # link-local with a zone id
+        ("http://[::ffff:10.0.0.5]/a.png", False),  # IPv4-mapped private
+        ("http://localhost/a.png", False),
+        ("http://api.localhost./a.png", False),
+    ],
+)
+def test_image_urls_keep_only_what_a_receiver_may_fetch(url: str, kept: bool) -> None:
+    """image_urls keeps absolute http(s) URLs of a host not written as a non-public address;
+    `data` keeps every URL as the upstream sent it."""
+    raw = orjson.dumps({"status": "succeeded", "output": {"images": [{"url": url}]}})
+    event = events.terminal_event("succeeded", raw, orjson.loads(raw))
+    body = orjson.loads(events.render(SUBJECT, event, 0.0, EVENT_ID))
+    assert body["image_urls"] == ([url] if kept else None)
+    assert body["data"]["output"]["images"] == [{"url": url}]

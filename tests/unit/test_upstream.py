@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import AsyncIterator
 
 import httpx
 import orjson
 import pytest
 
-from service.upstream import UpstreamClient, read_answer, read_creation
+from service.upstream import (
+    JOB_ID_RULE,
+    Secrets,
+    UpstreamClient,
+    network_failure,
+    read_answer,
+    read_creation,
+)
 
 
 def test_queue_position_must_be_an_integer() -> None:
@@ -42,6 +51,39 @@ async def test_sends_the_key_and_quotes_the_job_id() -> None:
     assert observation.kind == "progress"
     assert str(seen[0].url) == "https://up.example/api/v1/generate/job%3A1"
     assert seen[0].headers["authorization"] == "Bearer bw_key"
+
+
+@pytest.mark.parametrize("job_id", ["job.1", "a..", "a..b", "x.", "_.."])
+async def test_dots_in_a_job_id_stay_in_its_segment(job_id: str) -> None:
+    """An id with dots after its first character is polled at /api/v1/generate/<id>, exactly."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "queued"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    assert observation.kind == "progress"
+    assert [r.url.raw_path for r in seen] == [f"/api/v1/generate/{job_id}".encode()]
+
+
+@pytest.mark.parametrize("job_id", [".", "..", ".hidden", "../admin", "", "a/b", "x" * 129])
+async def test_a_job_id_that_could_change_the_path_is_never_requested(job_id: str) -> None:
+    """An id the registration refuses (a watch stored before it did) is refused by the client
+    too, without a request: "." and ".." would poll the upstream's API root with the key."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "queued"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    assert (observation.kind, observation.error_code) == ("refused", "bad_request")
+    assert observation.error is not None
+    assert observation.error.endswith(f": a job id is {JOB_ID_RULE}")
+    assert seen == []
 
 
 async def test_concurrent_fetches_of_one_job_share_a_request() -> None:
@@ -104,6 +146,8 @@ async def test_requests_carry_the_clients_headers_and_never_a_cookie() -> None:
         await upstream.fetch("job_1", None)
     assert [r.headers.get("user-agent") for r in seen] == ["bridge-test", "bridge-test"]
     assert [r.headers.get("cookie") for r in seen] == [None, None]
+    # Uncompressed answers: nothing to inflate.
+    assert [r.headers.get("accept-encoding") for r in seen] == ["identity", "identity"]
     assert "authorization" not in seen[1].headers  # no key, no header
 
 
@@ -131,6 +175,29 @@ async def test_the_body_cap_is_exact(size: int, error: str, announced: bool) -> 
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=10)
+        seen = await upstream.fetch("j", None)
+    assert (seen.kind, seen.error) == ("transient", error)
+
+
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [
+        (1000, "upstream answered no status"),  # decoded, exactly the cap: read
+        (1001, "upstream answered more than 1000 bytes (HTTP 200); the rest was not read"),
+    ],
+)
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "GZip, identity"])
+async def test_the_body_cap_applies_to_the_decoded_body(size: int, error: str, coding: str) -> None:
+    """A compressed body that decodes to the cap's size is read; one byte more is a transient
+    failure, however few bytes it took on the wire."""
+    body = b"{}".ljust(size)
+    wire = gzip.compress(body) if "gzip" in coding.lower() else zlib.compress(body)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=wire, headers={"Content-Encoding": coding})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=1000)
         seen = await upstream.fetch("j", None)
     assert (seen.kind, seen.error) == ("transient", error)
 
@@ -280,3 +347,132 @@ async def test_create_reads_at_most_the_cap() -> None:
         upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=50)
         seen = await upstream.create(b"{}", "k", None)
     assert (seen.kind, seen.error) == ("failed", "upstream answered more than 50 bytes (HTTP 200)")
+
+
+# Keys in what the upstream says: masked, and the bridge's own key's refusal not relayed.
+
+BRIDGE_KEY = "bw_bridge_0123456789abcdef"
+OWN_KEY = "bw_own_fedcba9876543210"
+# The bridge's key sent: both masked. A watch's own key sent: both masked, refusals relayed.
+AS_BRIDGE = Secrets((BRIDGE_KEY, OWN_KEY), bridge_key=True)
+AS_OWN = Secrets((BRIDGE_KEY, OWN_KEY), bridge_key=False)
+ECHO = b'{"error": "invalid key %s (also tried %s)"}' % (OWN_KEY.encode(), BRIDGE_KEY.encode())
+
+
+@pytest.mark.parametrize(
+    ("status", "secrets", "error", "document"),
+    [
+        # The bridge's own key refused: the upstream's words stay out, whatever they were.
+        (401, AS_BRIDGE, "the upstream refused the bridge's key (401)", None),
+        (403, AS_BRIDGE, "the upstream refused the bridge's key (403)", None),
+        # A watch's own key refused: the upstream's words, keys masked.
+        (
+            401, AS_OWN, "the upstream refused the API key (401): invalid key ******** "
+            "(also tried ********)", {"error": "invalid key ******** (also tried ********)"},
+        ),
+        # Other refusals of either key: relayed, keys masked.
+        (
+            404, AS_BRIDGE, "the upstream does not know this job (404): invalid key ******** "
+            "(also tried ********)", {"error": "invalid key ******** (also tried ********)"},
+        ),
+    ],
+)  # fmt: skip
+def test_a_refusal_never_relays_a_key(
+    status: int, secrets: Secrets, error: str, document: object
+) -> None:
+    """What a refusal relays (its error, its document) shows no key; the bridge's own key's
+    refusal says only that."""
+    seen = read_answer(status, {}, ECHO, secrets)
+    assert (seen.kind, seen.error, seen.document, seen.body) == ("refused", error, document, None)
+
+
+def test_a_key_spelt_with_json_escapes_is_masked_too() -> None:
+    """The document relayed is masked once its escapes are read, in names and values alike."""
+    escaped = "".join(f"\\u{ord(ch):04x}" for ch in OWN_KEY)
+    body = b'{"detail": {"%s": ["%s"]}}' % (escaped.encode(), escaped.encode())
+    seen = read_answer(400, {}, body, AS_OWN)
+    assert seen.document == {"detail": {"********": ["********"]}}
+    creation = read_creation(422, {}, body, AS_OWN)
+    assert creation.error == '{"detail":{"********":["********"]}}'
+
+
+def test_a_key_at_the_cut_leaves_no_start_of_it() -> None:
+    """A key straddling the 200-character cut is masked before the cut, not after."""
+    message = "x" * 190 + OWN_KEY
+    seen = read_answer(400, {}, orjson.dumps({"error": message}), AS_OWN)
+    creation = read_creation(400, {}, message.encode(), AS_OWN)
+    for error in (seen.error, creation.error):
+        assert error is not None
+        assert OWN_KEY[:4] not in error
+        assert error.endswith("x" * 10 + "********")
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"status": "%s"}' % BRIDGE_KEY.encode(), "upstream answered an unknown status '****"),
+        (b'{"status": "%s"}' % OWN_KEY.encode(), "upstream answered an unknown status '****"),
+    ],
+)
+def test_an_unknown_status_quotes_no_key(body: bytes, error: str) -> None:
+    """A status the bridge does not know is quoted, keys masked."""
+    seen = read_answer(200, {}, body, AS_OWN)
+    assert (seen.error or "").startswith(error), seen.error
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "secrets", "error"),
+    [
+        (401, ECHO, AS_BRIDGE, "the upstream refused the bridge's key (401)"),
+        (403, b"<p>Forbidden: %s</p>" % BRIDGE_KEY.encode(), AS_BRIDGE,
+         "the upstream refused the bridge's key (403)"),
+        (401, ECHO, AS_OWN, "invalid key ******** (also tried ********)"),
+        (402, ECHO, AS_BRIDGE, "invalid key ******** (also tried ********)"),
+        (400, b"<p>Bad request from %s</p>" % OWN_KEY.encode(), AS_OWN,
+         "<p>Bad request from ********</p>"),
+    ],
+)  # fmt: skip
+def test_a_refused_generation_never_relays_a_key(
+    status: int, body: bytes, secrets: Secrets, error: str
+) -> None:
+    """The message of a refused POST shows no key; the bridge's own key's refusal only says so."""
+    seen = read_creation(status, {}, body, secrets)
+    assert (seen.kind, seen.error) == ("refused", error)
+
+
+def test_a_network_failure_quotes_no_key() -> None:
+    """The text of an exception (which may quote the request) is relayed with keys masked."""
+    failure = httpx.ConnectError(f"cannot reach https://u:{BRIDGE_KEY}@up.example/ for {OWN_KEY}")
+    seen = network_failure(failure, AS_OWN)
+    assert (
+        seen.error
+        == "upstream request failed: cannot reach https://u:********@up.example/ for ********"
+    )
+
+
+@pytest.mark.parametrize("own", [False, True])
+async def test_the_client_masks_the_keys_it_holds_and_sends(own: bool) -> None:
+    """Through the client: the key sent, the bridge's key and a password in the base URL are
+    masked in what a 401 relays; the bridge's key refused relays nothing of the answer."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["authorization"])
+        words = f"no access for {request.headers['authorization']}, {BRIDGE_KEY} or s3cret-pw"
+        return httpx.Response(401, json={"error": words})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = UpstreamClient(
+            client, "https://u:s3cret-pw@up.example", 5, bridge_key=BRIDGE_KEY
+        )
+        seen = await upstream.fetch("job_1", OWN_KEY if own else BRIDGE_KEY)
+        created = await upstream.create(b"{}", OWN_KEY if own else BRIDGE_KEY, None)
+    assert sent == [f"Bearer {OWN_KEY if own else BRIDGE_KEY}"] * 2
+    if own:
+        words = "no access for Bearer ********, ******** or ********"
+        assert seen.error == f"the upstream refused the API key (401): {words}"
+        assert seen.document == {"error": words}
+        assert created.error == words
+    else:
+        assert seen.error == created.error == "the upstream refused the bridge's key (401)"
+        assert seen.document is None
