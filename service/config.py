@@ -523,14 +523,17 @@ def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets shown as `********`."""
     data = settings.model_dump(mode="json")
     data["store"]["url"] = mask_url_password(settings.store.url)
+    data["upstream"]["base_url"] = mask_url_password(str(settings.upstream.base_url))
     return data
 
 
 def mask_url_password(url: str) -> str:
-    """`scheme://user:********@host/...` for a URL that carries a password."""
+    """The URL with the credentials it carries masked: `scheme://user:********@host/...`, or
+    `scheme://********@host/...` when the user name is all there is (it is then the secret)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
     userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:********@{host}"))
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:********" if colon else "********"
+    return urlunsplit(parts._replace(netloc=f"{shown}@{host}"))

@@ -123,6 +123,23 @@ def test_store_password_is_masked() -> None:
 
 
 @pytest.mark.parametrize(
+    ("base_url", "shown"),
+    [
+        ("https://user:s3cret@jobs.example", "https://user:********@jobs.example/"),
+        ("https://tok_abc123@jobs.example/v2", "https://********@jobs.example/v2"),  # a bare token
+        ("https://jobs.example", "https://jobs.example/"),  # nothing to hide
+    ],
+)
+def test_upstream_credentials_are_masked(base_url: str, shown: str) -> None:
+    """check-config never prints credentials written into upstream.base_url."""
+    settings = config.load(DEFAULT_FILE, environ={"BRIDGE_UPSTREAM__BASE_URL": base_url})
+    printed = config.masked(settings)
+    assert printed["upstream"]["base_url"] == shown
+    assert "s3cret" not in str(printed)
+    assert "tok_abc123" not in str(printed)
+
+
+@pytest.mark.parametrize(
     ("environ", "starts"),
     [
         ({"BRIDGE_SERVER__HOST": "127.0.0.1"}, True),  # loopback without tokens: the sidecar case
