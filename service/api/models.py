@@ -48,8 +48,9 @@ def check_url(url: str) -> str:
         raise ValueError("must be an absolute http:// or https:// URL")
     if not parts.hostname:
         raise ValueError("must name a host")
-    if any(ch in url for ch in "\r\n\t "):
-        raise ValueError("must not contain whitespace")
+    # A control character passes the parsing but fails every delivery attempt.
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError("must not contain whitespace or control characters")
     try:
         parts.port  # noqa: B018 - raises on an invalid port
     except ValueError:
@@ -64,7 +65,8 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
         lower = name.lower()
         if not HEADER_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid header name")
-        if lower in RESERVED_HEADERS or lower.startswith("webhook-"):
+        # Content-* headers describe the body, which the bridge makes.
+        if lower in RESERVED_HEADERS or lower.startswith(("webhook-", "content-")):
             raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
         if len(value) > 4096 or not value.isascii() or not value.isprintable():
             raise ValueError(

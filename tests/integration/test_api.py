@@ -99,6 +99,14 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"callback_method": "PATCH"}, "callback_method", "POST"),  # only POST or PUT
         ({"callback_headers": {"webhook-id": "x"}}, "callback_headers", "set by the bridge"),
         ({"callback_headers": {"Host": "x"}}, "callback_headers", "set by the bridge"),
+        # Content-* headers describe the body the bridge makes.
+        ({"callback_headers": {"Content-Encoding": "gzip"}}, "callback_headers", "set by the"),
+        ({"callback_headers": {"content-md5": "x"}}, "callback_headers", "set by the bridge"),
+        # Control characters parse, then fail every attempt for three days.
+        ({"callback_url": "https://x.example/a\x01b"}, "callback_url", "control characters"),
+        ({"callback_url": "https://x.example/a\x7fb"}, "callback_url", "control characters"),
+        ({"callback_url": "https://x.example/a\x1bb"}, "callback_url", "control characters"),
+        ({"callback_url": "https://x.example/a\u2028b"}, "callback_url", "control characters"),
         ({"callback_headers": {"X-A": "a\r\nb"}}, "callback_headers", "one line"),
         ({"metadata": {"k": "v" * 5000}}, "metadata", "4096"),  # over 4 KiB
         ({"metadata": [1]}, "metadata", "dictionary"),  # not an object
