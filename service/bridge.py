@@ -126,6 +126,13 @@ class Bridge:
         )  # fmt: skip
         self.scheduler.start()
         log.info("bridge.started", owner=self.dispatcher.owner, store=_safe_url(self))
+        if self.settings.security.encryption_key is None:
+            log.warning(
+                "bridge.secrets_in_clear",
+                detail="security.encryption_key is not set: signing secrets, callback header "
+                "values and stored idempotent answers are kept in clear in the store; set it "
+                "from `webhook-bridge new-encryption-key`",
+            )
 
     async def stop(self) -> None:
         self.draining = True

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from aiohttp import web
 from starlette.types import Receive, Scope, Send
 
@@ -430,6 +431,25 @@ async def test_without_tokens_metrics_are_on_the_api_port(client: httpx.AsyncCli
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert "bridge_watches" in response.text
+
+
+@pytest.mark.parametrize("key", [None, "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw="])
+async def test_start_up_warns_when_secrets_are_kept_in_clear(
+    tmp_path: Path, key: str | None
+) -> None:
+    """Without security.encryption_key the bridge says, once, at start-up, that secrets are
+    stored in clear and how to set a key; with one it says nothing of the kind."""
+    environ = {} if key is None else {"BRIDGE_SECURITY__ENCRYPTION_KEY": key}
+    with structlog.testing.capture_logs() as logs:
+        async for _ in serve(tmp_path, None, **environ):
+            pass
+    warned = [entry for entry in logs if entry["event"] == "bridge.secrets_in_clear"]
+    if key is None:
+        [warning] = warned
+        assert warning["log_level"] == "warning"
+        assert "new-encryption-key" in warning["detail"]
+    else:
+        assert warned == []
 
 
 async def test_request_ids_are_echoed_or_made(client: httpx.AsyncClient) -> None:
