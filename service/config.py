@@ -69,8 +69,9 @@ class ServerSettings(_Section):
     health_host: str = "0.0.0.0"
     # Addresses (or networks, or "*") of proxies whose X-Forwarded-For and X-Forwarded-Proto
     # are believed: the client address of a request is then the one they forwarded (failed
-    # authentications are counted per client address).
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    # authentications are counted per client address). Unset: uvicorn's FORWARDED_ALLOW_IPS
+    # variable, else 127.0.0.1.
+    forwarded_allow_ips: tuple[str, ...] | None = None
     # What one client may hold on either port, before any token is checked (see
     # service/http_server.py): bytes of a request head (request line and headers), header
     # fields, seconds for a whole request head to arrive, connections served at once, and

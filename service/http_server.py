@@ -30,7 +30,11 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
         "h11_max_incomplete_event_size": server.max_header_bytes,
         "limit_concurrency": server.max_connections,
         "timeout_keep_alive": server.keepalive_timeout_s,
-        "forwarded_allow_ips": list(server.forwarded_allow_ips),
+        **(
+            {"forwarded_allow_ips": list(server.forwarded_allow_ips)}
+            if server.forwarded_allow_ips is not None
+            else {}
+        ),
     }
 
 

@@ -196,7 +196,10 @@ loopback networks to security.callback_allow_cidrs.
 
 [{{ $section }}]
 {{- range $key, $value := index $config $section }}
+{{- /* TOML has no null: a null value is left out, which leaves the setting unset. */}}
+{{- if not (kindIs "invalid" $value) }}
 {{ $key }} = {{ include "webhook-bridge.tomlValue" $value }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
