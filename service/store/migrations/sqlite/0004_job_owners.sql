@@ -1,0 +1,9 @@
+-- The tenant that started each job through `POST /v1/generate` with the shared upstream key
+-- (`upstream.api_key`): with that key, only this tenant may watch the job, so another tenant
+-- cannot read its result. A job started with a watch's own key, or outside the bridge, has no
+-- row. Written in the transaction that commits the generate's watch.
+CREATE TABLE job_owners (
+    job_id      TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    created_at  REAL NOT NULL
+) STRICT;
