@@ -525,7 +525,25 @@ class Store(abc.ABC):
         event (all of them when `after` is not an event of this watch). Empty when the watch
         does not exist for this tenant."""
 
+    # Dashboard sign-ins, on behalf of the dashboard. A sign-in is a signed cookie naming a
+    # random session id; the store keeps only the ids signed out before their cookie expired.
+
+    @abc.abstractmethod
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        """Record that the sign-in `session_id` ended; its cookie would have expired at
+        `expires_at` (until then, a copy of it must be refused). Revoking it again changes
+        nothing."""
+
+    @abc.abstractmethod
+    async def session_revoked(self, session_id: str) -> bool:
+        """Whether the sign-in `session_id` was revoked (and not purged since)."""
+
     # Housekeeping.
+
+    @abc.abstractmethod
+    async def purge_revoked_sessions(self, now: float) -> int:
+        """Forget the revoked sign-ins whose cookie has expired at `now` (`expires_at <= now`:
+        no cookie naming them is accepted any more); return how many."""
 
     @abc.abstractmethod
     async def purge_bodies(self, completed_before: float) -> int:

@@ -742,7 +742,26 @@ class PostgresStore(Store):
         )
         return [EventRecord(*row) for row in rows]
 
+    # Dashboard sign-ins.
+
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        await self._execute(
+            "INSERT INTO revoked_sessions (id, expires_at) VALUES ($1, $2)"
+            " ON CONFLICT (id) DO NOTHING",
+            session_id,
+            expires_at,
+        )
+
+    async def session_revoked(self, session_id: str) -> bool:
+        row = await self._fetchrow("SELECT 1 FROM revoked_sessions WHERE id = $1", session_id)
+        return row is not None
+
     # Housekeeping.
+
+    async def purge_revoked_sessions(self, now: float) -> int:
+        return _count(
+            await self._execute("DELETE FROM revoked_sessions WHERE expires_at <= $1", now)
+        )
 
     async def purge_bodies(self, completed_before: float) -> int:
         async with self._transaction() as db:

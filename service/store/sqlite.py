@@ -758,7 +758,33 @@ class SQLiteStore(Store):
         )
         return [_event(row) for row in rows]
 
+    # Dashboard sign-ins.
+
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        await self._transaction(
+            lambda db: db.execute(
+                "INSERT INTO revoked_sessions (id, expires_at) VALUES (?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (session_id, expires_at),
+            )
+        )
+
+    async def session_revoked(self, session_id: str) -> bool:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        )
+        return row is not None
+
     # Housekeeping.
+
+    async def purge_revoked_sessions(self, now: float) -> int:
+        return await self._transaction(
+            lambda db: (
+                db.execute("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,)).rowcount
+            )
+        )
 
     async def purge_bodies(self, completed_before: float) -> int:
         def purge(db: sqlite3.Connection) -> int:

@@ -1379,6 +1379,37 @@ async def test_list_attempts_of_a_watch_never_attempted_is_empty(store: Store) -
     assert await store.list_attempts(TENANT, "wch_unknown") == []
 
 
+# Dashboard sign-ins.
+
+
+async def test_a_revoked_session_is_known_and_others_are_not(store: Store) -> None:
+    """revoke_session records the id: session_revoked is True for it alone; revoking it again
+    changes nothing (its first expiry stays)."""
+    assert not await store.session_revoked("s" * 22)
+
+    await store.revoke_session("s" * 22, T0 + 100)
+    await store.revoke_session("s" * 22, T0 + 900)
+
+    assert await store.session_revoked("s" * 22)
+    assert not await store.session_revoked("t" * 22)
+    assert await store.purge_revoked_sessions(T0 + 100) == 1
+
+
+async def test_purge_revoked_sessions_forgets_only_expired_ones(store: Store) -> None:
+    """Ids whose cookie expired at `now` (expires_at <= now) are forgotten and counted; later
+    ones are kept."""
+    await store.revoke_session("early", T0 + 10)
+    await store.revoke_session("at-now", T0 + 20)
+    await store.revoke_session("later", T0 + 21)
+
+    assert await store.purge_revoked_sessions(T0 + 9) == 0
+    assert await store.purge_revoked_sessions(T0 + 20) == 2
+
+    assert not await store.session_revoked("early")
+    assert not await store.session_revoked("at-now")
+    assert await store.session_revoked("later")
+
+
 # Housekeeping.
 
 

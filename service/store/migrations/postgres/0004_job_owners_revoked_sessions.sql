@@ -6,3 +6,10 @@ CREATE TABLE job_owners (
     tenant      text NOT NULL,
     created_at  double precision NOT NULL
 );
+
+-- Dashboard sign-ins ended by their sign-out, kept until their cookie expires: each dashboard
+-- request looks its session id up here (a primary-key probe). Rows are few (one per sign-out).
+CREATE TABLE revoked_sessions (
+    id          text COLLATE "C" PRIMARY KEY,
+    expires_at  double precision NOT NULL
+);

@@ -7,3 +7,11 @@ CREATE TABLE job_owners (
     tenant      TEXT NOT NULL,
     created_at  REAL NOT NULL
 ) STRICT;
+
+-- Dashboard sign-ins ended by their sign-out: a `bridge_ui` cookie naming one of these ids is
+-- refused, though its signature is good (a copy of it may outlive the sign-out). A row is kept
+-- until the cookie expires anyway (`expires_at`), then the hourly housekeeping deletes it.
+CREATE TABLE revoked_sessions (
+    id          TEXT PRIMARY KEY,
+    expires_at  REAL NOT NULL
+) STRICT;
