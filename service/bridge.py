@@ -146,13 +146,18 @@ class Bridge:
 
     async def housekeeping(self) -> None:
         retention_s = self.settings.delivery.payload_retention_days * 86400
+        now = self.clock.now()
         try:
-            purged = await self.store.purge_bodies(self.clock.now() - retention_s)
+            purged = await self.store.purge_bodies(now - retention_s)
+            # Signed-out sessions whose cookies have expired: nothing can present them now.
+            forgotten = await self.store.purge_revoked_sessions(now)
         except StoreError as error:
             log.error("housekeeping.failed", error=str(error))
             return
         if purged:
             log.info("housekeeping.purged", deliveries=purged)
+        if forgotten:
+            log.info("housekeeping.purged_sign_outs", sessions=forgotten)
 
     async def refresh_gauges(self) -> None:
         """Watches per status come from the store, so they are counted every few seconds,

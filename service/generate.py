@@ -2,7 +2,9 @@
 
 Every check a registration makes runs before the upstream is called, so a request the bridge
 would refuse starts no job. When the upstream refuses or fails, nothing is registered; when it
-starts a job, the job is watched exactly as `POST /v1/watches` would watch it.
+starts a job, the job is watched exactly as `POST /v1/watches` would watch it. A job started
+with the shared upstream key is recorded as the tenant's with its watch, so that no other
+tenant can watch it with that key (and read its result).
 
 With an `Idempotency-Key`, a retried call answers what the first one did without calling the
 upstream again. Calls with the same key wait for each other in one process; across processes
@@ -121,7 +123,7 @@ class GenerateService:
         try:
             registered = await self._watches.register(
                 tenant, watch_request, idempotency_key, traceparent,
-                request_body=recorded, answer=answer, checked=checked,
+                request_body=recorded, answer=answer, checked=checked, started=True,
             )  # fmt: skip
         except Exception:
             # The job runs unwatched: say which, so that it can be registered by hand.

@@ -5,6 +5,7 @@ HTTP handlers call only this; it owns every store call made on a client's behalf
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,14 @@ from service.dispatcher import Dispatcher
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.signing import endpoint_secret
-from service.store.base import REDELIVERABLE, DuplicateIdempotencyKey, Idempotency, Store, Watch
+from service.store.base import (
+    REDELIVERABLE,
+    DuplicateIdempotencyKey,
+    Idempotency,
+    JobOfAnotherTenant,
+    Store,
+    Watch,
+)
 from service.vault import Vault
 
 log = structlog.get_logger("service.watches")
@@ -70,12 +78,15 @@ class WatchService:
         request_body: bytes = b"",
         answer: Callable[[bytes], bytes] | None = None,
         checked: tuple[float, float] | None = None,
+        started: bool = False,
     ) -> Registered:
         """Validate, commit, and start polling at once. 201, or 200 replaying a retried call.
 
         `POST /v1/generate` records its own request (`request_body`), and its own `answer`
         (made from this one), under the key; it has run `check` already and passes what it
-        gave (`checked`), so the callback's address is not resolved twice."""
+        gave (`checked`), so the callback's address is not resolved twice. It says it `started`
+        the job: with the shared upstream key, the tenant is then recorded as the job's owner,
+        and another tenant's watch of it with that key is a 404 (`Store.insert_watch`)."""
         # Only a call with an Idempotency-Key needs its request recorded (to tell a retry from
         # a new body under the same key).
         if idempotency_key is not None:
@@ -131,10 +142,20 @@ class WatchService:
             else None
         )
         lease_until = now + self._settings.store.lease_s
+        shared = self._shared_key(request.upstream_api_key)
         try:
             stored = await self._store.insert_watch(
-                watch, idempotency, lease_owner=self._dispatcher.owner, lease_until=lease_until
-            )
+                watch, idempotency, lease_owner=self._dispatcher.owner, lease_until=lease_until,
+                shared_key=shared, started=started and shared,
+            )  # fmt: skip
+        except JobOfAnotherTenant:
+            # A 404, as for another tenant's watch: nothing says whose the job is.
+            log.info("watch.refused_job_of_another_tenant", job_id=watch.job_id)
+            raise NotFound(
+                f"no job {watch.job_id} for this token: a job started through POST /v1/generate "
+                "with the bridge's upstream key can be watched only with the API token that "
+                "started it; check the job id"
+            ) from None
         except DuplicateIdempotencyKey:
             assert idempotency_key is not None  # raised only with a key
             replay = await self.replay(tenant, idempotency_key, request_body)
@@ -143,6 +164,16 @@ class WatchService:
         self._dispatcher.adopt(stored)
         log.info("watch.registered", watch_id=watch.id, job_id=watch.job_id)
         return Registered(201, body)
+
+    def _shared_key(self, key: str | None) -> bool:
+        """Whether a watch with this `upstream_api_key` polls with the configured key, which
+        every tenant shares (the upstream cannot tell them apart)."""
+        if key is None:
+            return True
+        configured = self._settings.upstream.api_key
+        return configured is not None and hmac.compare_digest(
+            key.encode(), configured.get_secret_value().encode()
+        )
 
     async def check(self, request: WatchOptions) -> tuple[float, float]:
         """Refuse (422) what the request model alone cannot judge: the intervals against the

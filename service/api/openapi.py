@@ -360,6 +360,11 @@ def spec() -> dict[str, Any]:
                             "The body is not JSON, not an object, or nested too deeply."
                         ),
                         "401": _UNAUTHORIZED,
+                        "404": _problem(
+                            "No job `job_id` for this token: another token started it through "
+                            "POST /v1/generate with the bridge's upstream key, which this watch "
+                            "would use too."
+                        ),
                         "409": _problem("The Idempotency-Key was used with another body."),
                         "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),

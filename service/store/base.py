@@ -299,8 +299,20 @@ class Store(abc.ABC):
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
+        shared_key: bool = False,
+        started: bool = False,
     ) -> Watch:
         """Commit a new watch; return it as stored.
+
+        A job's *owner* is the tenant the bridge started it for with the shared upstream key
+        (every tenant polls with that key, so the upstream cannot tell them apart). With
+        `shared_key` (the watch polls with that key), the watch is refused when the job has
+        another owner: nothing is written and `JobOfAnotherTenant` is raised, before any
+        idempotency key is looked at. A job without an owner (started with a key of its own,
+        or outside the bridge) may be watched by any tenant. With `started` (the bridge has
+        just started the job for the watch's tenant with the shared key), the tenant is
+        recorded as the job's owner in the same transaction as the watch, unless the job has
+        an owner already (the first one stays); nothing is recorded when the watch is not.
 
         With `idempotency`, the key is recorded in the same transaction; if the tenant already
         used the key, nothing is written and `DuplicateIdempotencyKey` is raised.
@@ -513,7 +525,25 @@ class Store(abc.ABC):
         event (all of them when `after` is not an event of this watch). Empty when the watch
         does not exist for this tenant."""
 
+    # Dashboard sign-ins, on behalf of the dashboard. A sign-in is a signed cookie naming a
+    # random session id; the store keeps only the ids signed out before their cookie expired.
+
+    @abc.abstractmethod
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        """Record that the sign-in `session_id` ended; its cookie would have expired at
+        `expires_at` (until then, a copy of it must be refused). Revoking it again changes
+        nothing."""
+
+    @abc.abstractmethod
+    async def session_revoked(self, session_id: str) -> bool:
+        """Whether the sign-in `session_id` was revoked (and not purged since)."""
+
     # Housekeeping.
+
+    @abc.abstractmethod
+    async def purge_revoked_sessions(self, now: float) -> int:
+        """Forget the revoked sign-ins whose cookie has expired at `now` (`expires_at <= now`:
+        no cookie naming them is accepted any more); return how many."""
 
     @abc.abstractmethod
     async def purge_bodies(self, completed_before: float) -> int:
@@ -533,3 +563,8 @@ class Store(abc.ABC):
 
 class DuplicateIdempotencyKey(Exception):
     """The tenant already used this Idempotency-Key (internal signal to the service layer)."""
+
+
+class JobOfAnotherTenant(Exception):
+    """Another tenant started this job with the shared upstream key (internal signal to the
+    service layer)."""

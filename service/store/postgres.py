@@ -34,6 +34,7 @@ from service.store.base import (
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
+    JobOfAnotherTenant,
     NewDelivery,
     NewEvent,
     Progress,
@@ -86,6 +87,8 @@ _HELD_DELIVERIES = (
     " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
     " ORDER BY d.id FOR NO KEY UPDATE OF d)"
 )
+# A registration's job ($3) is owned by another tenant than its own ($2): `Store.insert_watch`.
+_OWNED = "EXISTS (SELECT FROM job_owners WHERE job_id = $3 AND tenant <> $2)"
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 # The ids a per-host delivery claim takes (see `Store.claim_deliveries`; $2 now, $4 limit,
 # $5 the default per host, $6 the host limits): the hosts with pending deliveries, one index
@@ -314,6 +317,8 @@ class PostgresStore(Store):
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
+        shared_key: bool = False,
+        started: bool = False,
     ) -> Watch:
         token = 1 if lease_owner else 0
         values = (
@@ -332,19 +337,38 @@ class PostgresStore(Store):
             " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16,"
             " $17, $18, $19, $20"
         )
-        if idempotency is None:
+        if idempotency is None and not shared_key and not started:
             await self._execute(insert, *values)
-        else:
-            # One statement: the key is inserted unless the tenant used it, the watch only with it.
-            status = await self._execute(
-                "WITH key AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response,"  # noqa: S608
-                " watch_id, created_at) VALUES ($2, $21, $22, $23, $1, $14)"
-                " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1) "
-                f"{insert} WHERE EXISTS (SELECT FROM key)",
-                *values, idempotency.key, idempotency.request_hash, idempotency.response,
-            )  # fmt: skip
-            if not _count(status):
-                raise DuplicateIdempotencyKey()
+            return replace(watch, updated_at=watch.created_at, lease_token=token)
+        # One statement: the watch is inserted unless another tenant owns the job (shared_key)
+        # or the tenant used the key; the key and the job's owner only with the watch.
+        conditions, ctes, args = [], [], list[Any](values)
+        if shared_key:
+            conditions.append(f"NOT {_OWNED}")
+        if idempotency is not None:
+            where = f" WHERE NOT {_OWNED}" if shared_key else ""
+            ctes.append(
+                "key AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
+                f" watch_id, created_at) SELECT $2, $21, $22, $23, $1, $14{where}"
+                " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1)"
+            )
+            conditions.append("EXISTS (SELECT FROM key)")
+            args += [idempotency.key, idempotency.request_hash, idempotency.response]
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        ctes.append(f"w AS ({insert}{where} RETURNING job_id)")
+        if started:
+            ctes.append(
+                "owner AS (INSERT INTO job_owners (job_id, tenant, created_at)"
+                " SELECT job_id, $2, $14 FROM w ON CONFLICT (job_id) DO NOTHING)"
+            )
+        owned = _OWNED if shared_key else "false"
+        row = await self._fetchrow(
+            f"WITH {', '.join(ctes)} SELECT (SELECT count(*) FROM w) AS inserted,"  # noqa: S608
+            f" {owned} AS owned",
+            *args,
+        )
+        if not row["inserted"]:
+            raise JobOfAnotherTenant() if row["owned"] else DuplicateIdempotencyKey()
         return replace(watch, updated_at=watch.created_at, lease_token=token)
 
     async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
@@ -718,7 +742,26 @@ class PostgresStore(Store):
         )
         return [EventRecord(*row) for row in rows]
 
+    # Dashboard sign-ins.
+
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        await self._execute(
+            "INSERT INTO revoked_sessions (id, expires_at) VALUES ($1, $2)"
+            " ON CONFLICT (id) DO NOTHING",
+            session_id,
+            expires_at,
+        )
+
+    async def session_revoked(self, session_id: str) -> bool:
+        row = await self._fetchrow("SELECT 1 FROM revoked_sessions WHERE id = $1", session_id)
+        return row is not None
+
     # Housekeeping.
+
+    async def purge_revoked_sessions(self, now: float) -> int:
+        return _count(
+            await self._execute("DELETE FROM revoked_sessions WHERE expires_at <= $1", now)
+        )
 
     async def purge_bodies(self, completed_before: float) -> int:
         async with self._transaction() as db:

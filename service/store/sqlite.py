@@ -40,6 +40,7 @@ from service.store.base import (
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
+    JobOfAnotherTenant,
     NewDelivery,
     NewEvent,
     Progress,
@@ -296,6 +297,8 @@ class SQLiteStore(Store):
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
+        shared_key: bool = False,
+        started: bool = False,
     ) -> Watch:
         token = 1 if lease_owner else 0
         row = (
@@ -315,7 +318,12 @@ class SQLiteStore(Store):
             else (watch.tenant, idempotency.key, idempotency.request_hash,
                   idempotency.response, watch.id, watch.created_at)
         )  # fmt: skip
-        await self._group_commit(_Registration(row, keyed))
+        job = (watch.job_id, watch.tenant)
+        registration = _Registration(
+            row, keyed, job if shared_key else None,
+            (*job, watch.created_at) if started else None,
+        )  # fmt: skip
+        await self._group_commit(registration)
         return replace(watch, updated_at=watch.created_at, lease_token=token)
 
     async def _group_commit(self, registration: _Registration) -> None:
@@ -750,7 +758,33 @@ class SQLiteStore(Store):
         )
         return [_event(row) for row in rows]
 
+    # Dashboard sign-ins.
+
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        await self._transaction(
+            lambda db: db.execute(
+                "INSERT INTO revoked_sessions (id, expires_at) VALUES (?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (session_id, expires_at),
+            )
+        )
+
+    async def session_revoked(self, session_id: str) -> bool:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        )
+        return row is not None
+
     # Housekeeping.
+
+    async def purge_revoked_sessions(self, now: float) -> int:
+        return await self._transaction(
+            lambda db: (
+                db.execute("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,)).rowcount
+            )
+        )
 
     async def purge_bodies(self, completed_before: float) -> int:
         def purge(db: sqlite3.Connection) -> int:
@@ -796,6 +830,10 @@ class _Registration:
 
     watch: tuple[object, ...]
     idempotency: tuple[object, ...] | None
+    # (job id, tenant): refused when another tenant owns the job.
+    shared_job: tuple[str, str] | None = None
+    # (job id, tenant, now): the job's owner to record with the watch.
+    owner: tuple[object, ...] | None = None
     future: asyncio.Future[None] | None = None
     error: Exception | None = None
 
@@ -808,25 +846,7 @@ def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]
         for registration in group:
             db.execute("SAVEPOINT registration")
             try:
-                # The watch first: the idempotency row references it.
-                db.execute(
-                    "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
-                    " callback_headers, metadata, events, payload_format, secret,"
-                    " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
-                    " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token,"
-                    " final_statuses)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    registration.watch,
-                )
-                if registration.idempotency is not None:
-                    try:
-                        db.execute(
-                            "INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
-                            " watch_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                            registration.idempotency,
-                        )
-                    except sqlite3.IntegrityError:
-                        registration.error = DuplicateIdempotencyKey()
+                registration.error = _insert_registration(db, registration)
             except sqlite3.Error as error:
                 registration.error = StoreError(f"sqlite: {error}")
             if registration.error is not None:
@@ -841,6 +861,41 @@ def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]
         # Nothing of the group was written (a duplicate key too may have been its own).
         for registration in group:
             registration.error = StoreError(f"sqlite: {error}")
+
+
+def _insert_registration(db: sqlite3.Connection, registration: _Registration) -> Exception | None:
+    """Write one registration's rows; the error that refuses it, if any (its caller then rolls
+    back what was written)."""
+    job = registration.shared_job
+    owned = "SELECT 1 FROM job_owners WHERE job_id = ? AND tenant <> ?"
+    if job is not None and db.execute(owned, job).fetchone():
+        return JobOfAnotherTenant()
+    # The watch first: the idempotency row references it.
+    db.execute(
+        "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
+        " callback_headers, metadata, events, payload_format, secret,"
+        " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
+        " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token,"
+        " final_statuses)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        registration.watch,
+    )
+    if registration.idempotency is not None:
+        try:
+            db.execute(
+                "INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
+                " watch_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                registration.idempotency,
+            )
+        except sqlite3.IntegrityError:
+            return DuplicateIdempotencyKey()
+    if registration.owner is not None:
+        db.execute(
+            "INSERT INTO job_owners (job_id, tenant, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (job_id) DO NOTHING",
+            registration.owner,
+        )
+    return None
 
 
 def _settle(group: Sequence[_Registration]) -> None:

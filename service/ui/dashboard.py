@@ -1,6 +1,7 @@
 """What the dashboard shows: the tenant's watches and counts, one watch's timeline and the body it
 sent, the bridge's health. Reads go through the store's tenant-scoped calls; actions through the
-API's service layer (`WatchService`), so they follow the same rules."""
+API's service layer (`WatchService`), so they follow the same rules. Sign-outs are kept in the
+store, so that every replica refuses a signed-out cookie."""
 
 from __future__ import annotations
 
@@ -213,6 +214,14 @@ class Dashboard:
             attempts=attempts,
             failures=failures,
         )
+
+    async def signed_out(self, session_id: str) -> bool:
+        """Whether the sign-in was ended by its sign-out (on any replica)."""
+        return await self._store.session_revoked(session_id)
+
+    async def sign_out(self, session_id: str, expires_at: float) -> None:
+        """End the sign-in for good: its cookie, wherever copied, is refused from now on."""
+        await self._store.revoke_session(session_id, expires_at)
 
     async def cancel(self, tenant: str, watch_id: str) -> None:
         await self._bridge.watches.cancel(tenant, watch_id)

@@ -127,9 +127,15 @@ class Pages:
         html = self.templates.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status, headers={**SECURITY_HEADERS, **(headers or {})})
 
-    def _session(self, request: Request) -> Session | None:
+    async def _session(self, request: Request) -> Session | None:
+        """The request's sign-in: its cookie signed, unexpired, and not signed out."""
         bridge: Bridge = request.state.bridge
-        return self.sessions.verify(request.cookies.get(COOKIE), bridge.clock.now())
+        session = self.sessions.verify(request.cookies.get(COOKIE), bridge.clock.now())
+        if session is None or not session.id:
+            return session
+        if await Dashboard(bridge).signed_out(session.id):
+            return None
+        return session
 
     def _page(self, request: Request, session: Session, **context: Any) -> dict[str, Any]:
         return {
@@ -143,7 +149,7 @@ class Pages:
         """The handler, for a signed-in caller; others are sent to the sign-in page."""
 
         async def endpoint(request: Request) -> Response:
-            session = self._session(request)
+            session = await self._session(request)
             if session is None:
                 return RedirectResponse("/ui/login", 303)
             try:
@@ -183,7 +189,7 @@ class Pages:
     # Signing in and out.
 
     async def login_form(self, request: Request) -> Response:
-        if self._session(request) is not None and not self.sessions.open:
+        if await self._session(request) is not None and not self.sessions.open:
             return RedirectResponse("/ui/", 303)
         return self.render(request, "login.html", session=None, open=self.sessions.open, error=None)
 
@@ -220,9 +226,13 @@ class Pages:
         return response
 
     async def logout(self, request: Request) -> Response:
-        session = self._session(request)
+        session = await self._session(request)
         if session is not None:
             await self._form(request, session)
+        if session is not None and session.id:  # without tokens there is no sign-in to end
+            # Deleting the cookie is not enough: a copy of it would stay good until it expires.
+            await Dashboard(request.state.bridge).sign_out(session.id, session.expires_at)
+            log.info("ui.signed_out", tenant=session.tenant)
         response = RedirectResponse("/ui/login", 303)
         response.delete_cookie(
             COOKIE, path="/ui", secure=_secure(request), httponly=True, samesite="strict"
@@ -305,8 +315,9 @@ class Pages:
 
     async def live(self, request: Request) -> Response:
         """`event: changed` whenever what the page shows changed (its fingerprint): at once
-        for this process's events of a watch, within `RECHECK_S` for anything else."""
-        session = self._session(request)
+        for this process's events of a watch, within `RECHECK_S` for anything else. The
+        stream ends within `RECHECK_S` of its sign-in ending (signed out, or expired)."""
+        session = await self._session(request)
         if session is None:
             return Response("sign in first", 401, media_type="text/plain")
         bridge: Bridge = request.state.bridge
@@ -336,7 +347,11 @@ class Pages:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if request.method == "HEAD":  # the headers only, not a stream held open for nothing
             return Response(None, headers=headers, media_type="text/event-stream")
-        stream = _changes(bridge, watch_id, fingerprint, previous)
+
+        async def signed_in() -> bool:
+            return await self._session(request) is not None
+
+        stream = _changes(bridge, watch_id, fingerprint, previous, signed_in)
         return StreamingResponse(stream, headers=headers, media_type="text/event-stream")
 
 
@@ -345,6 +360,7 @@ async def _changes(
     watch_id: str | None,
     fingerprint: Callable[[], Awaitable[str | None]],
     previous: str | None,
+    signed_in: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     yield b"retry: 2000\n\n"
@@ -367,6 +383,8 @@ async def _changes(
                 await listener.wait(RECHECK_S)
             else:
                 await asyncio.sleep(RECHECK_S)
+            if not await signed_in():
+                return  # the browser reconnects, and is refused
 
 
 async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> WatchPage | None:
@@ -427,7 +445,8 @@ def create_ui_app(settings: Settings) -> Starlette:
             "There is no such page." if error.status_code == 404 else
             f"{request.method} is not allowed here."
         )  # fmt: skip
-        response = pages.error(request, error.status_code, title, text, pages._session(request))
+        session = await pages._session(request)
+        response = pages.error(request, error.status_code, title, text, session)
         response.headers.update(dict(error.headers or {}))
         return response
 

@@ -1,9 +1,14 @@
-"""Dashboard sign-ins and CSRF tokens, signed by the bridge (nothing kept server-side).
+"""Dashboard sign-ins and CSRF tokens, signed by the bridge.
 
-The `bridge_ui` cookie holds `tenant.expiry.mac`: the tenant (base64url), the Unix time the
-sign-in ends, and an HMAC-SHA256 of both and of the tenant's configured token digest. The token
-itself is never kept: it is checked once, at sign-in, by the API's `Authenticator`. Changing or
-removing a tenant's token ends its sign-ins (the digest no longer matches).
+The `bridge_ui` cookie holds `tenant.expiry.id.mac`: the tenant (base64url), the Unix time the
+sign-in ends, the sign-in's random id, and an HMAC-SHA256 of the three and of the tenant's
+configured token digest. The token itself is never kept: it is checked once, at sign-in, by the
+API's `Authenticator`. Changing or removing a tenant's token ends its sign-ins (the digest no
+longer matches).
+
+`verify` checks the signature and the expiry only. Signing out records the id as revoked in the
+store, which every replica reads (`service.ui.dashboard`): a copy of the cookie is then refused
+everywhere, though its signature is still good.
 
 The key: derived from `security.encryption_key` when one is set (sign-ins survive a restart and
 are good on every replica sharing it), else random per process (a restart, or another replica,
@@ -19,12 +24,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 from service.config import Settings
 
 COOKIE = "bridge_ui"
+# A sign-in's id: 16 random bytes in base64url.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def _b64(data: bytes) -> str:
@@ -40,6 +48,7 @@ class Session:
     tenant: str
     expires_at: int
     value: str  # the cookie's value ("" when the bridge has no tokens: no cookie needed)
+    id: str = ""  # what a sign-out revokes ("" without tokens: there is no sign-in to end)
 
 
 class Sessions:
@@ -62,17 +71,19 @@ class Sessions:
     def issue(self, tenant: str, now: float) -> Session:
         expires_at = int(now) + self.lifetime_s
         name = _b64(tenant.encode())
-        value = f"{name}.{expires_at}.{self._mac(tenant, expires_at)}"
-        return Session(tenant, expires_at, value)
+        session_id = secrets.token_urlsafe(16)
+        value = f"{name}.{expires_at}.{session_id}.{self._mac(tenant, expires_at, session_id)}"
+        return Session(tenant, expires_at, value, session_id)
 
     def verify(self, value: str | None, now: float) -> Session | None:
         """The sign-in the cookie's value proves, or None (absent, forged, expired, or its
-        token changed). Without tokens, the anonymous tenant's, cookie or not."""
+        token changed); whether it was signed out is the store's to say. Without tokens, the
+        anonymous tenant's, cookie or not."""
         if self.open:
             return Session("", 0, "")
-        if not value or value.count(".") != 2:
+        if not value or value.count(".") != 3:
             return None
-        name, expiry, mac = value.split(".")
+        name, expiry, session_id, mac = value.split(".")
         try:
             tenant = _unb64(name).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -80,11 +91,16 @@ class Sessions:
         if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:
             return None
         expires_at = int(expiry)
-        if tenant not in self._digests or expires_at <= now:
+        if (
+            tenant not in self._digests
+            or expires_at <= now
+            or not _SESSION_ID.fullmatch(session_id)
+        ):
             return None
-        if not hmac.compare_digest(mac.encode(), self._mac(tenant, expires_at).encode()):
+        expected = self._mac(tenant, expires_at, session_id)
+        if not hmac.compare_digest(mac.encode(), expected.encode()):
             return None
-        return Session(tenant, expires_at, value)
+        return Session(tenant, expires_at, value, session_id)
 
     def csrf(self, session: Session) -> str:
         return _b64(hmac.digest(self._key, b"csrf\0" + session.value.encode(), "sha256"))
@@ -93,6 +109,7 @@ class Sessions:
         expected = self.csrf(session).encode()
         return given is not None and hmac.compare_digest(given.encode(), expected)
 
-    def _mac(self, tenant: str, expires_at: int) -> str:
-        signed = b"%s\0%d\0%s" % (tenant.encode(), expires_at, self._digests[tenant])
+    def _mac(self, tenant: str, expires_at: int, session_id: str) -> str:
+        digest = self._digests[tenant]
+        signed = b"%s\0%d\0%s\0%s" % (tenant.encode(), expires_at, session_id.encode(), digest)
         return _b64(hmac.digest(self._key, b"session\0" + signed, "sha256"))

@@ -3,6 +3,7 @@ upstream that refuses or fails leaves nothing registered; an Idempotency-Key sta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import Bridge, Receiver, Upstream, unique
+from tests.e2e.harness import API_KEY, Bridge, Receiver, StartBridge, Upstream, unique
 
 PROBLEM = "application/problem+json"
 # A job that ends about a second after it starts.
@@ -160,6 +161,39 @@ def test_an_idempotency_key_starts_one_job(
     )
     problem(on_watches, 409)
     assert jobs(upstream) == before + 1
+
+
+@pytest.mark.e2e
+def test_a_generated_job_is_watched_only_by_its_tenant_with_the_shared_key(
+    start_bridge: StartBridge, upstream: Upstream
+) -> None:
+    """With the configured upstream key, a job alpha started through the bridge is a 404 for
+    beta's watches (even naming that key) and a 201 for alpha's; beta's own key, and a job
+    started outside the bridge, are not refused."""
+    tokens = json.dumps([{"name": name, "token": f"{name}-token"} for name in ("alpha", "beta")])
+    bridge = start_bridge(BRIDGE_AUTH__TOKENS=tokens)
+    alpha = {"Authorization": "Bearer alpha-token"}
+    beta = {"Authorization": "Bearer beta-token"}
+    started = bridge.client.post(
+        "/v1/generate", json={"input": {"prompt": "a lighthouse", "sim": QUICK}}, headers=alpha
+    )
+    assert started.status_code == 201, started.text
+    job_id = started.json()["job_id"]
+
+    for key in ({}, {"upstream_api_key": API_KEY}):
+        refused = bridge.client.post("/v1/watches", json={"job_id": job_id, **key}, headers=beta)
+        body = problem(refused, 404)
+        assert body["detail"].startswith(f"no job {job_id} for this token: "), body
+    assert bridge.client.get("/v1/watches", headers=beta).json()["data"] == []
+
+    again = bridge.client.post("/v1/watches", json={"job_id": job_id}, headers=alpha)
+    assert again.status_code == 201, again.text
+    own_key = {"job_id": job_id, "upstream_api_key": "bw_beta_own"}
+    assert bridge.client.post("/v1/watches", json=own_key, headers=beta).status_code == 201
+    elsewhere = upstream.create_job(queue_positions=0, processing_s=1.0)
+    for tenant in (alpha, beta):
+        outside = bridge.client.post("/v1/watches", json={"job_id": elsewhere}, headers=tenant)
+        assert outside.status_code == 201, outside.text
 
 
 # An upstream of its own for failures: its faults must not touch the shared simulator.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import time
@@ -22,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ import asyncpg
 import httpx
 import pytest
 
+from service.store import migrations
 from tests.e2e import harness
 from tests.e2e.harness import Bridge, Hook, Receiver, Upstream, unique, wait_until
 
@@ -465,7 +468,8 @@ def test_replicas_started_together_migrate_the_fresh_database_once(
     nothing left to apply."""
     started = replicas(2)
     versions = [row[0] for row in _sql(database, "SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3]  # each migration applied once, whichever replica applied it
+    # Each migration applied once, whichever replica applied it.
+    assert versions == [version for version, _ in migrations.load("postgres")]
 
     env = harness.bridge_env(
         upstream.url, tmp_path / "unused.db", harness.free_port(), BRIDGE_STORE__URL=database
@@ -488,3 +492,26 @@ def test_replicas_started_together_migrate_the_fresh_database_once(
     for bridge in started:
         logs = bridge.process.stdout() + bridge.process.stderr()
         assert '"level": "error"' not in logs
+
+
+def test_a_sign_out_on_one_replica_ends_the_sign_in_on_every_replica(
+    replicas: StartReplicas,
+) -> None:
+    """A dashboard sign-in made on one replica is good on the other (they share the cookie
+    key); signed out there, a copy of its cookie is refused by the first."""
+    first, second = replicas(2, BRIDGE_AUTH__TOKENS='[{"name": "acme", "token": "acme-token"}]')
+    signed_in = first.client.post("/ui/login", data={"token": "acme-token"})
+    assert signed_in.status_code == 303, signed_in.text
+    cookie = SimpleCookie(signed_in.headers["set-cookie"])["bridge_ui"].value
+    copied = {"Cookie": f"bridge_ui={cookie}"}
+    page = second.client.get("/ui/", headers=copied)
+    assert page.status_code == 200, page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+
+    signed_out = second.client.post("/ui/logout", data={"csrf": csrf.group(1)}, headers=copied)
+
+    assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/ui/login")
+    for bridge in (first, second):
+        refused = bridge.client.get("/ui/", headers=copied)
+        assert (refused.status_code, refused.headers["location"]) == (303, "/ui/login")

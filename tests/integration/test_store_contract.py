@@ -24,6 +24,7 @@ from service.store.base import (
     Delivery,
     DuplicateIdempotencyKey,
     Idempotency,
+    JobOfAnotherTenant,
     NewDelivery,
     NewEvent,
     Progress,
@@ -328,6 +329,121 @@ async def test_find_idempotency_unknown_key_is_none(store: Store) -> None:
     await store.insert_watch(new_watch(), Idempotency("key-1", "hash-1", b"{}"))
 
     assert await store.find_idempotency(TENANT, "key-2") is None
+
+
+# Jobs started with the shared upstream key (their owner).
+
+
+async def start_job(store: Store, tenant: str = TENANT, job_id: str = "job-1") -> Watch:
+    """The watch of a job the bridge just started for `tenant` with the shared key."""
+    return await store.insert_watch(
+        new_watch(tenant=tenant, job_id=job_id), shared_key=True, started=True
+    )
+
+
+async def test_a_started_job_is_refused_to_another_tenant_on_the_shared_key(
+    store: Store,
+) -> None:
+    """Another tenant's shared-key watch of a started job raises JobOfAnotherTenant and writes
+    nothing: no watch, no idempotency key, nothing to claim."""
+    started = await start_job(store)
+    theirs = new_watch(tenant=OTHER_TENANT)
+
+    with pytest.raises(JobOfAnotherTenant):
+        await store.insert_watch(
+            theirs, Idempotency("key-1", "hash-1", b"{}"), shared_key=True,
+            lease_owner=A, lease_until=FAR,
+        )  # fmt: skip
+
+    assert await store.get_watch(OTHER_TENANT, theirs.id) is None
+    assert await store.list_watches(OTHER_TENANT) == []
+    assert await store.find_idempotency(OTHER_TENANT, "key-1") is None
+    assert ids(await store.claim_watches(B, T0, T0 + LEASE_S, 10)) == [started.id]
+
+
+async def test_the_owner_and_watches_with_their_own_key_may_watch_a_started_job(
+    store: Store,
+) -> None:
+    """The owner may watch its job again with the shared key; another tenant with a key of
+    its own (no `shared_key`) too, since the upstream answers that key alone."""
+    await start_job(store)
+
+    again = await store.insert_watch(new_watch(), shared_key=True)
+    own_key = await store.insert_watch(
+        new_watch(tenant=OTHER_TENANT, upstream_api_key="sealed-key")
+    )
+
+    assert await store.get_watch(TENANT, again.id) == again
+    assert await store.get_watch(OTHER_TENANT, own_key.id) == own_key
+
+
+async def test_a_job_nobody_started_may_be_watched_by_every_tenant(store: Store) -> None:
+    """A job without an owner (started elsewhere, or with a key of its own): every tenant's
+    shared-key watch of it is stored."""
+    mine = await store.insert_watch(new_watch(), shared_key=True)
+    theirs = await store.insert_watch(new_watch(tenant=OTHER_TENANT), shared_key=True)
+
+    assert await store.list_watches(TENANT) == [mine]
+    assert await store.list_watches(OTHER_TENANT) == [theirs]
+
+
+async def test_the_refusal_comes_before_the_idempotency_key(store: Store) -> None:
+    """A tenant reusing its key on another tenant's started job hears JobOfAnotherTenant, not
+    DuplicateIdempotencyKey; its key still names its first watch."""
+    key = Idempotency("key-1", "hash-1", b"first")
+    first = await store.insert_watch(new_watch(tenant=OTHER_TENANT, job_id="job-0"), key)
+    await start_job(store)
+
+    with pytest.raises(JobOfAnotherTenant):
+        await store.insert_watch(
+            new_watch(tenant=OTHER_TENANT), Idempotency("key-1", "hash-2", b"x"), shared_key=True
+        )
+
+    assert await store.find_idempotency(OTHER_TENANT, "key-1") == key
+    assert await store.list_watches(OTHER_TENANT) == [first]
+
+
+async def test_no_owner_is_recorded_when_the_watch_is_refused(store: Store) -> None:
+    """A started job's watch refused for a duplicate key records no owner: other tenants may
+    still watch the job."""
+    await store.insert_watch(new_watch(job_id="job-0"), Idempotency("key-1", "hash-1", b"x"))
+
+    with pytest.raises(DuplicateIdempotencyKey):
+        await store.insert_watch(
+            new_watch(), Idempotency("key-1", "hash-2", b"y"), shared_key=True, started=True
+        )
+
+    theirs = await store.insert_watch(new_watch(tenant=OTHER_TENANT), shared_key=True)
+    assert await store.list_watches(OTHER_TENANT) == [theirs]
+
+
+async def test_the_first_owner_stays(store: Store) -> None:
+    """A job started again for another tenant keeps its first owner."""
+    await start_job(store)
+    await store.insert_watch(new_watch(tenant=OTHER_TENANT), started=True)
+
+    with pytest.raises(JobOfAnotherTenant):
+        await store.insert_watch(new_watch(tenant=OTHER_TENANT), shared_key=True)
+    assert await store.insert_watch(new_watch(), shared_key=True)
+
+
+async def test_a_refused_registration_fails_alone_among_concurrent_ones(store: Store) -> None:
+    """Of registrations made at once, the one refused for another tenant's job fails alone."""
+    await start_job(store)
+    watches = [new_watch(tenant=OTHER_TENANT, job_id=f"job-x{i}") for i in range(10)]
+    watches[4] = replace(watches[4], job_id="job-1")
+
+    outcomes = await asyncio.gather(
+        *(store.insert_watch(w, shared_key=True, started=True) for w in watches),
+        return_exceptions=True,
+    )
+
+    assert isinstance(outcomes[4], JobOfAnotherTenant)
+    assert [o for i, o in enumerate(outcomes) if i != 4] == watches[:4] + watches[5:]
+    assert len(await store.list_watches(OTHER_TENANT)) == 9
+    # The others' jobs are now theirs.
+    with pytest.raises(JobOfAnotherTenant):
+        await store.insert_watch(new_watch(job_id="job-x0"), shared_key=True)
 
 
 # Concurrent registrations (a backend may commit them together).
@@ -1261,6 +1377,37 @@ async def test_list_attempts_of_a_watch_never_attempted_is_empty(store: Store) -
 
     assert await store.list_attempts(TENANT, watch.id) == []
     assert await store.list_attempts(TENANT, "wch_unknown") == []
+
+
+# Dashboard sign-ins.
+
+
+async def test_a_revoked_session_is_known_and_others_are_not(store: Store) -> None:
+    """revoke_session records the id: session_revoked is True for it alone; revoking it again
+    changes nothing (its first expiry stays)."""
+    assert not await store.session_revoked("s" * 22)
+
+    await store.revoke_session("s" * 22, T0 + 100)
+    await store.revoke_session("s" * 22, T0 + 900)
+
+    assert await store.session_revoked("s" * 22)
+    assert not await store.session_revoked("t" * 22)
+    assert await store.purge_revoked_sessions(T0 + 100) == 1
+
+
+async def test_purge_revoked_sessions_forgets_only_expired_ones(store: Store) -> None:
+    """Ids whose cookie expired at `now` (expires_at <= now) are forgotten and counted; later
+    ones are kept."""
+    await store.revoke_session("early", T0 + 10)
+    await store.revoke_session("at-now", T0 + 20)
+    await store.revoke_session("later", T0 + 21)
+
+    assert await store.purge_revoked_sessions(T0 + 9) == 0
+    assert await store.purge_revoked_sessions(T0 + 20) == 2
+
+    assert not await store.session_revoked("early")
+    assert not await store.session_revoked("at-now")
+    assert await store.session_revoked("later")
 
 
 # Housekeeping.

@@ -555,7 +555,9 @@ async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
         store = PostgresStore(POSTGRES_URL, schema=old.schema)
     await store.open(migrate=False)
     try:
-        assert await store.migrate() == [3]
+        backend = "sqlite" if isinstance(store, SQLiteStore) else "postgres"
+        later = [version for version, _ in migrations.load(backend)][2:]
+        assert await store.migrate() == later  # 0003 and every one after it
         claimed = await store.claim_deliveries(B, T0 + 1, FAR, 10, per_host=2)
         assert Counter(callback_host(d.callback_url) for d in claimed) == {
             "https://cb.example": 2, "https://hooks.example:8443": 2,

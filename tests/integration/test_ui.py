@@ -65,9 +65,12 @@ class Bridged:
         assert found is not None, page.text
         return found.group(1)
 
-    async def stream(self, path: str, until: bytes) -> tuple[int, bytes]:
+    async def stream(
+        self, path: str, until: bytes, opened: asyncio.Event | None = None
+    ) -> tuple[int, bytes]:
         """GET `path` as a browser's EventSource would, until `until` arrives (then the client
-        goes away): the status and what was received."""
+        goes away) or the stream ends: the status and what was received. `opened` is set once
+        the answer has started."""
         received = bytearray()
         status: list[int] = []
         seen = asyncio.Event()
@@ -90,6 +93,8 @@ class Bridged:
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                if opened is not None:
+                    opened.set()
             elif message["type"] == "http.response.body":
                 received.extend(message.get("body", b""))
                 if until in received or not message.get("more_body", False):
@@ -242,15 +247,17 @@ async def test_a_forged_or_expired_cookie_is_refused(ui: Bridged) -> None:
     """A cookie whose tenant was changed, or whose time ran out, is no sign-in."""
     await ui.sign_in()
     value = ui.client.cookies["bridge_ui"]
-    _, expiry, mac = value.split(".")
+    _, expiry, session_id, mac = value.split(".")
     ui.client.cookies.clear()
 
     async def status(cookie: str) -> int:
         response = await ui.client.get("/ui/", headers={"Cookie": f"bridge_ui={cookie}"})
         return response.status_code
 
-    assert await status(f"Z2xvYmV4.{expiry}.{mac}") == 303  # "globex"
-    assert await status(f"YWNtZQ.{int(expiry) + 3600}.{mac}") == 303  # a longer life
+    assert await status(f"Z2xvYmV4.{expiry}.{session_id}.{mac}") == 303  # "globex"
+    assert await status(f"YWNtZQ.{int(expiry) + 3600}.{session_id}.{mac}") == 303  # longer
+    assert await status(f"YWNtZQ.{expiry}.{'A' * 22}.{mac}") == 303  # another sign-in's id
+    assert await status(f"YWNtZQ.{expiry}.{mac}") == 303  # without an id
     assert await status(value) == 200
     ui.clock.advance(12 * 3600 + 1)  # ui.session_hours
     assert await status(value) == 303
@@ -266,6 +273,59 @@ async def test_sign_out_clears_the_cookie(ui: Bridged) -> None:
     assert (response.status_code, response.headers["location"]) == (303, "/ui/login")
     assert set_cookie(response, "bridge_ui")["max-age"] == "0"
     assert (await ui.client.get("/ui/")).status_code == 303
+
+
+async def test_a_copy_of_the_cookie_is_refused_once_signed_out(ui: Bridged) -> None:
+    """After sign-out, the cookie copied before it is no sign-in: pages and actions redirect
+    to the sign-in form (which shows, no loop), /ui/live is a 401, and the stream the copy had
+    open ends within its recheck period. Another sign-in of the tenant stays good."""
+    watch_id = await ui.register()
+    await ui.sign_in()  # another browser, say
+    other = {"Cookie": f"bridge_ui={ui.client.cookies['bridge_ui']}"}
+    await ui.sign_in()
+    copied = {"Cookie": f"bridge_ui={ui.client.cookies['bridge_ui']}"}
+    csrf = await ui.csrf(f"/ui/watches/{watch_id}")
+    opened = asyncio.Event()
+    streaming = asyncio.create_task(ui.stream("/ui/live", b"event: changed", opened))
+    async with asyncio.timeout(DEADLINE_S):
+        await opened.wait()
+
+    signed_out = await ui.client.post("/ui/logout", data={"csrf": csrf})
+
+    assert signed_out.headers["location"] == "/ui/login"
+    status, received = await streaming  # it ends by itself: a timeout fails the test
+    assert (status, received) == (200, b"retry: 2000\n\n")
+    ui.client.cookies.clear()
+    for path in ("/ui/", f"/ui/watches/{watch_id}", f"/ui/watches/{watch_id}?fragment=1"):
+        page = await ui.client.get(path, headers=copied)
+        assert (page.status_code, page.headers.get("location")) == (303, "/ui/login"), path
+    cancel = await ui.client.post(
+        f"/ui/watches/{watch_id}/cancel", data={"csrf": csrf, "confirm": "yes"}, headers=copied
+    )
+    assert (cancel.status_code, cancel.headers["location"]) == (303, "/ui/login")
+    watch = await ui.client.get(f"/v1/watches/{watch_id}", headers=ACME)
+    assert watch.json()["status"] == "active"
+    assert (await ui.client.get("/ui/live", headers=copied)).status_code == 401
+    login = await ui.client.get("/ui/login", headers=copied)
+    assert login.status_code == 200
+    assert 'name="token"' in login.text
+    assert (await ui.client.get("/ui/", headers=other)).status_code == 200
+
+
+async def test_housekeeping_forgets_a_sign_out_once_its_cookie_expired(ui: Bridged) -> None:
+    """The revoked id is kept while its cookie could be presented, and purged after."""
+    await ui.sign_in()
+    session_id = ui.client.cookies["bridge_ui"].split(".")[2]
+    csrf = await ui.csrf()
+    await ui.client.post("/ui/logout", data={"csrf": csrf})
+    store = ui.bridge.store
+
+    ui.clock.advance(12 * 3600 - 1)  # ui.session_hours, less a second
+    await ui.bridge.housekeeping()
+    assert await store.session_revoked(session_id)
+    ui.clock.advance(1)
+    await ui.bridge.housekeeping()
+    assert not await store.session_revoked(session_id)
 
 
 # CSRF.
