@@ -4,6 +4,7 @@
 BridgeError
 ├── ConfigError            bad configuration; start-up stops with this one line
 ├── StoreError             the store failed (driver errors are translated into these)
+│   ├── StoreUnavailable   unreachable, or refusing writes (a full disk): retry later
 │   ├── MigrationError     the schema could not be brought up to date
 │   └── StoreLocked        another process holds the single-process store
 ├── LeaseLost              a fenced write-back found its lease taken over
@@ -42,6 +43,19 @@ class ConfigError(BridgeError):
 
 class StoreError(BridgeError):
     """The store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be used for now (unreachable, or refusing writes); retry later.
+
+    Unlike other store errors it says nothing is wrong with the request or the bridge: it ends
+    when the store comes back (or the disk is freed). `refusing_writes` says the store still
+    answers but cannot write (a full disk, a read-only file system or server), so that only a
+    write that succeeds shows the outage is over."""
+
+    def __init__(self, message: str, *, refusing_writes: bool = False) -> None:
+        super().__init__(message)
+        self.refusing_writes = refusing_writes
 
 
 class MigrationError(StoreError):
