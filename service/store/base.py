@@ -37,6 +37,16 @@ that saw nothing new writes nothing.
 
 Times are wall-clock seconds since the epoch, passed in by the caller: the store never reads a
 clock, so tests drive time explicitly.
+
+Failures
+--------
+A call that fails raises `StoreError`. When the store cannot be used for now, rather than the
+call being wrong, it is `StoreUnavailable`, whose message says why in one sentence: the store is
+unreachable (connection refused or lost, a server shutting down, starting or out of
+connections), or it answers but refuses writes (a full disk, a read-only file system or server,
+an I/O error). Such a call may have been applied all the same when only its answer was lost
+(a commit whose acknowledgement never came). Every call reports to the store's `health`
+(`StoreHealth`): its `StoreUnavailable`, or its success and whether it wrote.
 """
 
 from __future__ import annotations
@@ -45,7 +55,10 @@ import abc
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from service.store.health import StoreHealth
 
 WatchStatus = Literal[
     "active", "delivering", "delivered", "failed", "cancelled", "gone", "completed"
@@ -270,6 +283,9 @@ def callback_host(url: str) -> str:
 class Store(abc.ABC):
     """Durable state of watches, events, subscriptions, deliveries and attempts."""
 
+    # Told of every call's outcome (see Failures above); one per store, given at construction.
+    health: StoreHealth
+
     @abc.abstractmethod
     async def open(self, *, migrate: bool = True) -> None:
         """Connect and, unless told not to, bring the schema up to date (see `migrate`)."""
@@ -285,8 +301,9 @@ class Store(abc.ABC):
         Each migration is applied once, atomically, whatever the number of callers."""
 
     @abc.abstractmethod
-    async def ping(self) -> None:
-        """Raise `StoreError` unless the store answers a trivial query."""
+    async def ping(self, *, write: bool = False) -> None:
+        """Raise `StoreError` unless the store answers a trivial query; with `write`, unless it
+        also commits a trivial write (a store refusing writes still answers queries)."""
 
     # Registration and reading, on behalf of API clients. `tenant` scopes every call: a watch
     # of another tenant does not exist for the caller.

@@ -20,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from service.errors import LeaseLost, MigrationError, StoreError
+from service.clock import SystemClock
+from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
 from service.ids import new_id
 from service.store import migrations
 from service.store.base import (
@@ -44,6 +45,7 @@ from service.store.base import (
     Watch,
     callback_host,
 )
+from service.store.health import StoreHealth
 
 CONNECT_TIMEOUT_S = 10.0
 # Held while migrating: replicas starting together apply each migration once, one after another.
@@ -51,6 +53,19 @@ CONNECT_TIMEOUT_S = 10.0
 _MIGRATION_LOCK = 0x7765_6268_6F6F_6B  # "webhook"
 # Driver errors, translated into StoreError (ConnectionError and TimeoutError are OSErrors).
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# SQLSTATEs of a server that cannot be used for now rather than of a wrong statement (besides
+# class 08, connection exceptions): shutting down, restarting or starting up, out of
+# connections or memory.
+_UNREACHABLE = frozenset({"57P01", "57P02", "57P03", "53300", "53200"})
+# ... and of one that answers but refuses writes: read-only (a standby, after a failover), a
+# full disk, an I/O error.
+_REFUSING_WRITES = frozenset({"25006", "53100", "58030"})
+# The probe of `ping(write=True)`: the last migration's row rewritten as it is, a write that
+# a read-only or full server refuses.
+_WRITE_PROBE = (
+    "UPDATE schema_migrations SET applied_at = applied_at"
+    " WHERE version = (SELECT max(version) FROM schema_migrations)"
+)
 
 _WATCH_FIELDS = (
     "id", "tenant", "job_id", "callback_url", "callback_method", "callback_headers", "metadata",
@@ -182,9 +197,16 @@ async def _init_connection(connection: Any) -> None:
 
 class PostgresStore(Store):
     def __init__(
-        self, url: str, *, pool_min: int = 1, pool_max: int = 10, schema: str | None = None
+        self,
+        url: str,
+        *,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        schema: str | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self._url = url
+        self.health = health or StoreHealth(SystemClock())
         self.schema = schema
         self.pool_min = pool_min
         self.pool_max = pool_max
@@ -202,8 +224,21 @@ class PostgresStore(Store):
             text = text.replace(secret, "********")
         return text
 
+    def _store_error(self, error: BaseException) -> StoreError:
+        """A driver error as the store's: `StoreUnavailable` when the server cannot be used for
+        now (unreachable, or refusing writes)."""
+        message = f"PostgreSQL at {self.where}: {self._describe(error)}"
+        state = error.sqlstate if isinstance(error, asyncpg.PostgresError) else None
+        if isinstance(error, OSError | asyncpg.PostgresConnectionError) or state in _UNREACHABLE:
+            return StoreUnavailable(message)
+        if state in _REFUSING_WRITES:
+            return StoreUnavailable(message, refusing_writes=True)
+        return StoreError(message)
+
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
+    async def _connection(self, *, writes: bool = True) -> AsyncIterator[Any]:
+        """A pooled connection; driver errors translated, and reported to `health` with each
+        success (`writes`: whether what ran on it may have written)."""
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
@@ -211,24 +246,30 @@ class PostgresStore(Store):
             async with pool.acquire() as connection:
                 yield connection
         except _DRIVER_ERRORS as error:
-            raise StoreError(f"PostgreSQL at {self.where}: {self._describe(error)}") from error
+            failure = self._store_error(error)
+            if isinstance(failure, StoreUnavailable):
+                self.health.failed(failure)
+            raise failure from error
+        self.health.succeeded(wrote=writes)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
         async with self._connection() as connection, connection.transaction():
             yield connection
 
+    # A plain SELECT writes nothing; any other statement counts as a write (for `health`).
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self._connection() as connection:
+        async with self._connection(writes=not sql.startswith("SELECT")) as connection:
             rows: list[Any] = await connection.fetch(sql, *args)
         return rows
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
-        async with self._connection() as connection:
+        async with self._connection(writes=not sql.startswith("SELECT")) as connection:
             return await connection.fetchrow(sql, *args)
 
     async def _execute(self, sql: str, *args: Any) -> str:
-        async with self._connection() as connection:
+        async with self._connection(writes=not sql.startswith("SELECT")) as connection:
             status: str = await connection.execute(sql, *args)
         return status
 
@@ -305,8 +346,8 @@ class PostgresStore(Store):
                 await db.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
         return applied
 
-    async def ping(self) -> None:
-        await self._execute("SELECT 1")
+    async def ping(self, *, write: bool = False) -> None:
+        await self._execute(_WRITE_PROBE if write else "SELECT 1")
 
     # Registration and reading.
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked
+from service.clock import SystemClock
+from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
 from service.ids import new_id
 from service.store import migrations, sqlite_outcomes
 from service.store.base import (
@@ -50,6 +51,7 @@ from service.store.base import (
     Watch,
     callback_host,
 )
+from service.store.health import StoreHealth
 from service.store.serial_thread import SerialThread
 
 T = TypeVar("T")
@@ -84,6 +86,29 @@ _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 RENEWAL_CHUNK = 1000
 # The status in which a leased row's lease may be renewed.
 _LEASED_WHILE = {"watches": "active", "deliveries": "pending"}
+# SQLite's primary result codes that say the database cannot be used for now rather than that
+# a statement is wrong: a full disk or database, an I/O error, a read-only or unopenable file,
+# another connection holding the write lock past busy_timeout.
+_UNAVAILABLE = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+     sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY}
+)  # fmt: skip
+# The probe of `ping(write=True)`, run twice in one transaction: the last migration's row
+# changed and changed back, the smallest commit that needs room on disk (a row rewritten with
+# the same bytes writes nothing).
+_WRITE_PROBE = (
+    "UPDATE schema_migrations SET applied_at = -applied_at"
+    " WHERE version = (SELECT max(version) FROM schema_migrations)"
+)
+
+
+def _store_error(error: sqlite3.Error, path: str) -> StoreError:
+    """A driver error as the store's: `StoreUnavailable` when the database cannot be used for
+    now. Reads may still work then, so each counts as writes refused."""
+    # Errors of the sqlite3 module itself (a closed connection) have no SQLite result code.
+    if getattr(error, "sqlite_errorcode", 0) & 0xFF in _UNAVAILABLE:
+        return StoreUnavailable(f"SQLite database {path}: {error}", refusing_writes=True)
+    return StoreError(f"sqlite: {error}")
 
 
 def _watch(row: sqlite3.Row) -> Watch:
@@ -155,8 +180,9 @@ def _event(row: sqlite3.Row) -> EventRecord:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, health: StoreHealth | None = None) -> None:
         self.path = path
+        self.health = health or StoreHealth(SystemClock())
         self._thread = SerialThread("sqlite")
         self._db: sqlite3.Connection | None = None
         self._lock_file: int | None = None
@@ -172,17 +198,28 @@ class SQLiteStore(Store):
     # Plumbing.
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._db is None:  # closed while this call was queued
+        def call() -> tuple[T, bool]:
+            db = self._db
+            if db is None:  # closed while this call was queued
                 raise StoreError("the store is not open")
+            changes = db.total_changes
             try:
-                return fn(self._db)
+                result = fn(db)
             except sqlite3.Error as error:
-                raise StoreError(f"sqlite: {error}") from error
+                raise _store_error(error, self.path) from error
+            # Rows changed and no error: what `fn` wrote is committed (or will be, with the
+            # rest of its transaction, which reports its own outcome).
+            return result, db.total_changes != changes
 
         if self._db is None:
             raise StoreError("the store is not open")
-        return await self._thread.call(call)
+        try:
+            result, wrote = await self._thread.call(call)
+        except StoreUnavailable as error:
+            self.health.failed(error)
+            raise
+        self.health.succeeded(wrote=wrote)
+        return result
 
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def transact(db: sqlite3.Connection) -> T:
@@ -243,12 +280,17 @@ class SQLiteStore(Store):
         )
 
     async def close(self) -> None:
-        def shut(db: sqlite3.Connection) -> None:
-            db.close()
+        def shut() -> None:
+            # On the thread: calls queued after this one find the store closed.
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
 
         if self._db is not None:
-            await self._run(shut)
-            self._db = None
+            try:
+                await self._thread.call(shut)
+            except sqlite3.Error as error:
+                raise StoreError(f"sqlite: {error}") from error
         self._thread.close()
         if self._lock_file is not None:
             os.close(self._lock_file)
@@ -285,8 +327,13 @@ class SQLiteStore(Store):
 
         return await self._run(apply)
 
-    async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+    async def ping(self, *, write: bool = False) -> None:
+        if write:
+            await self._transaction(
+                lambda db: (db.execute(_WRITE_PROBE), db.execute(_WRITE_PROBE))
+            )
+        else:
+            await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     # Registration and reading.
 
@@ -346,7 +393,12 @@ class SQLiteStore(Store):
                     self._registrations.clear()
                     self._commit_queued = False
                 raise
-        await registration.future
+        try:
+            await registration.future
+        except StoreUnavailable as error:
+            self.health.failed(error)
+            raise
+        self.health.succeeded(wrote=True)
 
     def _commit_registrations(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the thread: commit every queued registration in one transaction, then settle
@@ -358,7 +410,7 @@ class SQLiteStore(Store):
             for registration in group:
                 registration.error = StoreError("the store is not open")
         else:
-            _insert_registrations(self._db, group)
+            _insert_registrations(self._db, group, self.path)
             self.group_commits += 1
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(_settle, group)
@@ -838,7 +890,9 @@ class _Registration:
     error: Exception | None = None
 
 
-def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]) -> None:
+def _insert_registrations(
+    db: sqlite3.Connection, group: Sequence[_Registration], path: str
+) -> None:
     """Insert each registration under its own savepoint, all in one transaction: one that
     fails is rolled back alone and keeps its error; a failed commit fails them all."""
     try:
@@ -848,7 +902,7 @@ def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]
             try:
                 registration.error = _insert_registration(db, registration)
             except sqlite3.Error as error:
-                registration.error = StoreError(f"sqlite: {error}")
+                registration.error = _store_error(error, path)
             if registration.error is not None:
                 db.execute("ROLLBACK TO registration")
             db.execute("RELEASE registration")
@@ -860,7 +914,11 @@ def _insert_registrations(db: sqlite3.Connection, group: Sequence[_Registration]
                 db.execute("ROLLBACK")
         # Nothing of the group was written (a duplicate key too may have been its own).
         for registration in group:
-            registration.error = StoreError(f"sqlite: {error}")
+            registration.error = (
+                _store_error(error, path)
+                if isinstance(error, sqlite3.Error)
+                else StoreError(f"sqlite: {error}")
+            )
 
 
 def _insert_registration(db: sqlite3.Connection, registration: _Registration) -> Exception | None:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from service import store as stores
-from service.errors import ConfigError, LeaseLost, StoreError
+from service.errors import ConfigError, LeaseLost, StoreError, StoreUnavailable
 from service.store import migrations
 from service.store.base import Delivery, Recorded, Watch
 from service.store.postgres import PostgresStore
@@ -36,6 +37,7 @@ from tests.integration.test_store_contract import (
     new_watch,
     progress,
 )
+from tests.outage import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -380,8 +382,54 @@ async def test_query_errors_are_store_errors(
     """A failing statement (here: its table dropped) raises StoreError naming the server."""
     await admin.execute("DROP TABLE attempts")
 
-    with pytest.raises(StoreError, match=r"PostgreSQL at .*attempts"):
+    with pytest.raises(StoreError, match=r"PostgreSQL at .*attempts") as failed:
         await replicas[0].list_attempts(TENANT, "wch_1")
+
+    # A statement the server refuses is not an outage: nothing for a client to wait for.
+    assert not isinstance(failed.value, StoreUnavailable)
+    assert replicas[0].health.reason is None
+
+
+async def test_a_server_cut_off_makes_the_store_unavailable_until_it_is_back(schema: str) -> None:
+    """With its connections cut and new ones refused, every call raises StoreUnavailable naming
+    the server; once it is reachable again the store works on by itself, and its health logged
+    the outage once, then its end."""
+    server = urlsplit(POSTGRES_URL)
+    proxy = TcpProxy((server.hostname or "127.0.0.1", server.port or 5432))
+    proxy.start()
+    store = PostgresStore(
+        urlunsplit(server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}")),
+        schema=schema,
+    )
+    await store.open()
+    try:
+        first = await store.insert_watch(new_watch())
+        calls: list[Callable[[], Awaitable[object]]] = [
+            store.ping,
+            lambda: store.insert_watch(new_watch()),
+            lambda: store.get_watch(TENANT, first.id),
+        ]
+        with capture_logs() as logs:
+            proxy.stop()
+            for call in calls:
+                with pytest.raises(
+                    StoreUnavailable, match=rf"^PostgreSQL at 127\.0\.0\.1:{proxy.port}/"
+                ) as cut:
+                    await call()
+                assert not cut.value.refusing_writes
+            down = store.health.reason
+
+            proxy.start()
+            await store.ping()
+            second = await store.insert_watch(new_watch())
+        assert await store.get_watch(TENANT, second.id) == second
+    finally:
+        proxy.stop()
+        await store.close()
+
+    assert down == cut.value.message
+    assert store.health.reason is None
+    assert [line["event"] for line in logs] == ["store.unavailable", "store.recovered"]
 
 
 async def test_calls_before_open_and_after_close_raise_store_error(schema: str) -> None:

@@ -10,8 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from service.errors import StoreError, StoreLocked
+from service.errors import StoreError, StoreLocked, StoreUnavailable
 from service.store import migrations
 from service.store.base import DuplicateIdempotencyKey, Idempotency
 from service.store.sqlite import RENEWAL_CHUNK, SQLiteStore
@@ -28,6 +29,7 @@ from tests.integration.test_store_contract import (
     new_watch,
     progress,
 )
+from tests.outage import fill, small_disk
 
 
 @pytest.fixture
@@ -265,3 +267,47 @@ async def test_calls_after_close_raise_store_error(path: str) -> None:
 
     with pytest.raises(StoreError):
         await store.ping()
+
+
+async def test_a_full_disk_makes_the_store_unavailable_until_space_is_freed(
+    tmp_path: Path,
+) -> None:
+    """On a full file system a registration raises StoreUnavailable (writes refused) saying
+    so, while reads still work and a write probe fails; once space is freed, writes work again,
+    and the store's health logged the outage once, then its end."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with opened(str(disk / "bridge.db")) as store:
+            first = await store.insert_watch(new_watch())
+            filler = fill(disk)
+            with capture_logs() as logs:
+                for _ in range(3):
+                    with pytest.raises(StoreUnavailable, match="database or disk is full") as full:
+                        await store.insert_watch(new_watch())
+                assert full.value.refusing_writes
+                await store.ping()
+                assert await store.get_watch(TENANT, first.id) == first
+                with pytest.raises(StoreUnavailable, match="database or disk is full"):
+                    await store.ping(write=True)
+                down = store.health.reason
+
+                filler.unlink()
+                await store.ping(write=True)
+                second = await store.insert_watch(new_watch())
+
+            assert down is not None
+            assert "database or disk is full" in down
+            assert store.health.reason is None
+            assert [line["event"] for line in logs] == ["store.unavailable", "store.recovered"]
+            assert await store.get_watch(TENANT, second.id) == second
+
+
+async def test_a_store_bug_is_not_an_outage(path: str) -> None:
+    """A statement the database refuses (a watch id already stored) is a plain StoreError:
+    nothing for a client to wait for, and no outage."""
+    async with opened(path) as store:
+        watch = await store.insert_watch(new_watch())
+        with pytest.raises(StoreError) as refused:
+            await store.insert_watch(replace(new_watch(), id=watch.id))
+
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert store.health.reason is None
