@@ -20,13 +20,14 @@ from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.delivery import Deliverer
 from service.dispatcher import Dispatcher
-from service.errors import StoreError
+from service.errors import StoreError, StoreUnavailable
 from service.event_feed import EventFeed
 from service.event_hub import EventHub
 from service.generate import GenerateService
 from service.metrics import Metrics
 from service.sender import InlineSender, ProcessSender, Sender
 from service.store.base import Store
+from service.store.health import StoreHealth
 from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
@@ -63,7 +64,8 @@ class Bridge:
     def build(cls, settings: Settings, clock: Clock | None = None) -> Bridge:
         clock = clock or SystemClock()
         owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        store = stores.from_settings(settings.store)
+        # One view of the store's health for every caller: one log line per outage.
+        store = stores.from_settings(settings.store, StoreHealth(clock))
         upstream_limit = settings.upstream.max_concurrency
         upstream_http = http_clients.http_client(
             http_clients.session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),
@@ -87,7 +89,7 @@ class Bridge:
         watches = WatchService(store, dispatcher, settings, clock, vault)
         subscriptions = SubscriptionService(store, settings, clock, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s)
-        generation = GenerateService(watches, upstream, settings)
+        generation = GenerateService(watches, upstream, settings, store.health)
         scheduler = AsyncIOScheduler()
         metrics = Metrics()
         upstream.observe = metrics.polled
@@ -151,6 +153,8 @@ class Bridge:
             purged = await self.store.purge_bodies(now - retention_s)
             # Signed-out sessions whose cookies have expired: nothing can present them now.
             forgotten = await self.store.purge_revoked_sessions(now)
+        except StoreUnavailable:
+            return  # logged once for the whole outage (`StoreHealth`); next hour, then
         except StoreError as error:
             log.error("housekeeping.failed", error=str(error))
             return
@@ -161,10 +165,15 @@ class Bridge:
 
     async def refresh_gauges(self) -> None:
         """Watches per status come from the store, so they are counted every few seconds,
-        not at each scrape."""
+        not at each scrape. While the store refuses writes, a write is tried too: a bridge
+        with nothing to write sees the end of the outage all the same."""
         try:
+            if self.store.health.refusing_writes:
+                await self.store.ping(write=True)
             counts = await self.store.count_watches()
             due = await self.store.count_due_deliveries(self.clock.now())
+        except StoreUnavailable:
+            return  # logged once for the whole outage (`StoreHealth`)
         except StoreError as error:
             log.warning("metrics.count_failed", error=str(error))
             return
@@ -177,6 +186,7 @@ class Bridge:
         self.metrics.poll_backlog.set(self.dispatcher.due_backlog())
         self.metrics.throttled.set(self.dispatcher.throttled)
         self.metrics.deliveries_in_flight.set(self.deliverer.in_flight)
+        self.metrics.store_up.set(self.store.health.reason is None)
         return self.metrics.render()
 
     async def ready(self) -> str | None:
@@ -185,8 +195,11 @@ class Bridge:
             return "draining: the bridge is shutting down"
         if not self.scheduler.running or not self.dispatcher.running:
             return "the scheduler is not running"
+        # While writes are refused, a query that works says nothing about them: try one.
         try:
-            await self.store.ping()
+            await self.store.ping(write=self.store.health.refusing_writes)
+        except StoreUnavailable as error:
+            return f"the store is unavailable: {error}"
         except StoreError as error:
             return f"the store does not answer: {error}"
         return None

@@ -33,7 +33,7 @@ import structlog
 from service import __version__, schedule
 from service.clock import Clock
 from service.config import DeliverySettings
-from service.errors import StoreError
+from service.errors import StoreError, StoreUnavailable
 from service.sender import Sender
 from service.signing import sign
 from service.store.base import (
@@ -428,7 +428,8 @@ class Deliverer:
             try:
                 await refill()
             except StoreError as error:
-                log.warning("delivery.claim_failed", error=str(error))
+                if not isinstance(error, StoreUnavailable):  # an outage is logged once
+                    log.warning("delivery.claim_failed", error=str(error))
                 return
             if not any(self._worth_claiming(host) for host in self._refill_again):
                 return
@@ -444,8 +445,10 @@ class Deliverer:
             try:
                 await self._store.release_deliveries(self._owner, batch)
             except StoreError as error:
-                # Their leases run out instead (they are no longer renewed).
-                log.warning("delivery.release_failed", deliveries=len(batch), error=str(error))
+                # Their leases run out instead (they are no longer renewed). An outage is
+                # logged once.
+                if not isinstance(error, StoreUnavailable):
+                    log.warning("delivery.release_failed", deliveries=len(batch), error=str(error))
             for delivery_id, _ in batch:
                 self._sending.pop(delivery_id, None)
 
@@ -460,7 +463,9 @@ class Deliverer:
                 for record in batch:
                     self._sending.pop(record.delivery.id, None)
                     # Not recorded: the lease expires and the attempt is made again, same
-                    # webhook-id.
+                    # webhook-id. An outage is logged once, not per attempt.
+                    if isinstance(failure, StoreUnavailable):
+                        continue
                     log.error(
                         "delivery.record_failed", watch_id=record.delivery.watch_id,
                         webhook_id=record.delivery.id, error=f"store: {failure}",

@@ -26,7 +26,7 @@ from service import breaker, events, pacing, polling, schedule, throttle
 from service.clock import Clock
 from service.config import Settings
 from service.delivery import Deliverer
-from service.errors import LeaseLost, StoreError
+from service.errors import LeaseLost, StoreError, StoreUnavailable
 from service.ids import new_id
 from service.store.base import Completion, NewDelivery, NewEvent, Progress, Store, Watch
 from service.upstream import Observation, UpstreamClient
@@ -550,8 +550,10 @@ class Dispatcher:
             self.forget(subject.watch_id)
             return
         except StoreError as error:
-            # Nothing was committed: keep polling, the next poll sees the same ending.
-            log.error("poll.complete_failed", watch_id=subject.watch_id, error=str(error))
+            # Nothing was committed: keep polling, the next poll sees the same ending. An
+            # outage is logged once, by the store's health.
+            if not isinstance(error, StoreUnavailable):
+                log.error("poll.complete_failed", watch_id=subject.watch_id, error=str(error))
             tracked.next_poll_at = now + tracked.rules.interval_s
             return
         self.forget(subject.watch_id)
@@ -592,7 +594,8 @@ class Dispatcher:
         try:
             outcome = await self._store.record_progress(self.owner, self._clock.now(), batch)
         except StoreError as error:
-            log.error("poll.record_failed", changes=len(batch), error=str(error))
+            if not isinstance(error, StoreUnavailable):  # an outage is logged once
+                log.error("poll.record_failed", changes=len(batch), error=str(error))
             for change in batch:  # try again with the next flush, unless superseded
                 self._changes.setdefault(change.watch_id, change)
             await asyncio.sleep(0.5)
@@ -624,6 +627,8 @@ class Dispatcher:
                 lease_until = now + self._settings.store.lease_s
                 claimed = await self._store.claim_watches(self.owner, now, lease_until, room)
                 self._adopt_claimed(claimed, now)
+        except StoreUnavailable:
+            pass  # logged once per outage by the store's health; the next tick tries again
         except StoreError as error:
             log.error("dispatcher.tick_failed", error=str(error))
 

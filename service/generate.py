@@ -1,10 +1,11 @@
 """The service layer of `POST /v1/generate`: start an upstream job and watch it, in one call.
 
 Every check a registration makes runs before the upstream is called, so a request the bridge
-would refuse starts no job. When the upstream refuses or fails, nothing is registered; when it
-starts a job, the job is watched exactly as `POST /v1/watches` would watch it. A job started
-with the shared upstream key is recorded as the tenant's with its watch, so that no other
-tenant can watch it with that key (and read its result).
+would refuse starts no job, nor does a call while the store is known to be unavailable. When
+the upstream refuses or fails, nothing is registered; when it starts a job, the job is watched
+exactly as `POST /v1/watches` would watch it. A job started with the shared upstream key is
+recorded as the tenant's with its watch, so that no other tenant can watch it with that key
+(and read its result).
 
 With an `Idempotency-Key`, a retried call answers what the first one did without calling the
 upstream again. Calls with the same key wait for each other in one process; across processes
@@ -24,7 +25,8 @@ import structlog
 
 from service.api.models import GenerateRequest, WatchRequest
 from service.config import Settings
-from service.errors import BadGateway, UpstreamRefused
+from service.errors import BadGateway, StoreError, StoreUnavailable, UpstreamRefused
+from service.store.health import StoreHealth
 from service.upstream import JOB_ID, JOB_ID_RULE, UpstreamClient
 from service.watches import Registered, WatchService, canonical
 
@@ -52,10 +54,17 @@ def upstream_key(tenant: str, key: str) -> str:
 
 
 class GenerateService:
-    def __init__(self, watches: WatchService, upstream: UpstreamClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        watches: WatchService,
+        upstream: UpstreamClient,
+        settings: Settings,
+        store_health: StoreHealth,
+    ) -> None:
         self._watches = watches
         self._upstream = upstream
         self._settings = settings
+        self._store_health = store_health
         self._turns: dict[tuple[str, str], _Turn] = {}
 
     async def generate(
@@ -85,6 +94,10 @@ class GenerateService:
         traceparent: str | None,
     ) -> Registered:
         checked = await self._watches.check(request)
+        unavailable = self._store_health.reason
+        if unavailable is not None:
+            # The job could not be watched: none is started (the outage is logged already).
+            raise StoreUnavailable(unavailable)
         api_key = request.upstream_api_key or self._default_key()
         creation = await self._upstream.create(
             orjson.dumps(request.input),
@@ -125,8 +138,11 @@ class GenerateService:
                 tenant, watch_request, idempotency_key, traceparent,
                 request_body=recorded, answer=answer, checked=checked, started=True,
             )  # fmt: skip
-        except Exception:
+        except StoreError as error:
             # The job runs unwatched: say which, so that it can be registered by hand.
+            log.error("generate.unregistered", job_id=job_id, error=str(error))
+            raise
+        except Exception:
             log.exception("generate.unregistered", job_id=job_id)
             raise
         log.info("generate.started", job_id=job_id, replayed=registered.status != 201)

@@ -126,6 +126,13 @@ class Metrics:
             ["state"],
             registry=registry,
         )
+        self.store_up = Gauge(
+            "bridge_store_up",
+            "1 while the store is usable, 0 while it is unreachable or refuses writes (a full"
+            " disk); the reason is in the log (store.unavailable) and in /readyz.",
+            registry=registry,
+        )
+        self.store_up.set(1)
         self.throttled = Gauge(
             "bridge_upstream_throttled",
             "Due polls waiting for the request-rate cap or the circuit breaker.",
