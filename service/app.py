@@ -20,11 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import handlers, openapi
 from service.api.guard import RequestGuard
-from service.api.problems import from_error, problem
+from service.api.problems import from_error, problem, store_unavailable
 from service.bridge import Bridge
 from service.clock import Clock
 from service.config import Settings
-from service.errors import ApiError
+from service.errors import ApiError, StoreUnavailable
 from service.ids import new_id
 from service.ui.routes import create_ui_app
 
@@ -93,6 +93,11 @@ async def _http_error(request: Request, error: Exception) -> Response:
     )
 
 
+async def _store_unavailable(request: Request, error: Exception) -> Response:
+    # No log line here: the store's health logged the outage once, with the reason.
+    return store_unavailable()
+
+
 async def _crash(request: Request, error: Exception) -> Response:
     log.exception("api.crashed", path=request.url.path)
     return problem(500, "internal", "Internal error", "the bridge failed; see its logs")
@@ -159,6 +164,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
             Exception: _crash,
         },
     )
@@ -173,7 +179,11 @@ def create_health_app(api: Starlette) -> ASGIApp:
             _route("/readyz", GET=handlers.readyz),
             _route("/metrics", GET=handlers.metrics),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _crash},
+        exception_handlers={
+            HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
+            Exception: _crash,
+        },
     )
 
     async def with_bridge(scope: Scope, receive: Receive, send: Send) -> None:

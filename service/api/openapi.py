@@ -216,6 +216,12 @@ _LOCKED_OUT = _problem(
     "Retry-After.",
     {"Retry-After": _header("Seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})},
 )
+_STORE_UNAVAILABLE = _problem(
+    "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), type "
+    "/problems/store-unavailable; retry after Retry-After. A registration retried with the same "
+    "Idempotency-Key is registered once, even if the first one was committed after all.",
+    {"Retry-After": _header("Seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})},
+)
 _NOT_JSON = _problem("The body was not sent as Content-Type: application/json.")
 _STATUS = {
     "type": "object",
@@ -736,6 +742,7 @@ def spec() -> dict[str, Any]:
             answers["431"] = _TOO_MANY_HEADERS
             if path.startswith("/v1/"):
                 answers["403"] = _CROSS_SITE
+                answers["503"] = _STORE_UNAVAILABLE
             if "requestBody" in operation:
                 answers["415"] = _NOT_JSON
             if "401" in answers:

@@ -11,6 +11,9 @@ from starlette.responses import Response
 from service.errors import ApiError, InvalidRequest
 
 MEDIA_TYPE = "application/problem+json"
+# Seconds a client is asked to wait while the store is unavailable: few enough to be back soon
+# after it returns, enough not to hammer a bridge that is waiting for it.
+STORE_RETRY_AFTER_S = 5
 
 
 def problem(
@@ -30,6 +33,18 @@ def problem(
     if errors is not None:
         body["errors"] = errors
     return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def store_unavailable() -> Response:
+    """The answer to any request while the store is unavailable (`StoreUnavailable`): retry
+    later. Why is logged once per outage and shown by `/readyz`, not told to every client."""
+    return problem(
+        503,
+        "store-unavailable",
+        "Store unavailable",
+        f"the bridge cannot use its store for now; retry in {STORE_RETRY_AFTER_S} s",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
 
 
 def from_error(error: ApiError) -> Response:

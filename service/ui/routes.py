@@ -28,10 +28,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from service.api.handlers import WATCH_ID_PATTERN, client_address
+from service.api.problems import STORE_RETRY_AFTER_S
 from service.auth import authenticate
 from service.bridge import Bridge
 from service.config import Settings, is_loopback
-from service.errors import ApiError, TooManyRequests, Unauthorized
+from service.errors import ApiError, StoreUnavailable, TooManyRequests, Unauthorized
 from service.events import iso8601
 from service.store.base import WATCH_STATUSES
 from service.ui.dashboard import Dashboard, WatchPage
@@ -368,7 +369,11 @@ async def _changes(
         listener = stack.enter_context(bridge.feed.hub.listen(watch_id)) if watch_id else None
         keepalive_at = loop.time() + KEEPALIVE_S
         while True:
-            current = await fingerprint()
+            try:
+                current = await fingerprint()
+            except StoreUnavailable:
+                # Logged once per outage; the page stays as it is until the store is back.
+                current = previous
             if current is None:
                 return  # the watch is gone
             if previous is not None and current != previous:
@@ -383,8 +388,9 @@ async def _changes(
                 await listener.wait(RECHECK_S)
             else:
                 await asyncio.sleep(RECHECK_S)
-            if not await signed_in():
-                return  # the browser reconnects, and is refused
+            with contextlib.suppress(StoreUnavailable):  # asked again next time
+                if not await signed_in():
+                    return  # the browser reconnects, and is refused
 
 
 async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> WatchPage | None:
@@ -445,9 +451,22 @@ def create_ui_app(settings: Settings) -> Starlette:
             "There is no such page." if error.status_code == 404 else
             f"{request.method} is not allowed here."
         )  # fmt: skip
-        session = await pages._session(request)
+        try:
+            session = await pages._session(request)
+        except StoreUnavailable:  # the page without the signed-in parts
+            session = None
         response = pages.error(request, error.status_code, title, text, session)
         response.headers.update(dict(error.headers or {}))
+        return response
+
+    async def unavailable(request: Request, error: Exception) -> Response:
+        # No log line here: the store's health logged the outage once, with the reason.
+        response = pages.error(
+            request, 503, "Store unavailable",
+            f"The bridge cannot use its store for now. Try again in {STORE_RETRY_AFTER_S}"
+            " seconds.", None,
+        )  # fmt: skip
+        response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
         return response
 
     async def crash(request: Request, error: Exception) -> Response:
@@ -481,5 +500,10 @@ def create_ui_app(settings: Settings) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(
-        routes=routes, exception_handlers={HTTPException: http_error, Exception: crash}
+        routes=routes,
+        exception_handlers={
+            HTTPException: http_error,
+            StoreUnavailable: unavailable,
+            Exception: crash,
+        },
     )
