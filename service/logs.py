@@ -28,3 +28,6 @@ def configure(settings: LogSettings) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    # asyncpg's pool reconnects on its own while the database is away, and prints a warning
+    # with a traceback at each try; the store's health logs the outage once instead.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
