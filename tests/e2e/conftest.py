@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e import harness
 from tests.e2e.harness import Bridge, Receiver, StartBridge, Upstream
+from tests.e2e.postgres import fresh_database
 
 
 @pytest.hookimpl(wrapper=True)
@@ -79,3 +80,11 @@ def start_bridge(
     finally:
         for launched in started:
             harness.close_bridge(launched)
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """The URL of a fresh, empty database on the PostgreSQL test server, dropped after the test
+    (tests/e2e/postgres.py)."""
+    with fresh_database() as url:
+        yield url

@@ -1,22 +1,17 @@
 """Several `webhook-bridge serve` replicas on one PostgreSQL database.
 
-Each test gets a database of its own on the test server (`BRIDGE_TEST_POSTGRES_URL`, by default
-`postgresql://postgres@127.0.0.1:5432/test`), created before its replicas start and dropped WITH
-(FORCE) afterwards. Without a server the tests are skipped, or fail under CI=true, as the
-integration suite's PostgreSQL tests are. The test reads the database directly only to see who
-holds what at a given moment; every outcome is checked through the API, the receiver and the
-simulator's poll counts.
+Each test gets a database of its own on the test server (the `database` fixture, see
+tests/e2e/postgres.py), created before its replicas start and dropped WITH (FORCE) afterwards.
+The test reads the database directly only to see who holds what at a given moment; every
+outcome is checked through the API, the receiver and the simulator's poll counts.
 
 (A second `serve` on a SQLite file in use is refused: see test_durability.py.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import secrets
 import signal
 import time
 from collections import Counter, defaultdict
@@ -26,19 +21,15 @@ from dataclasses import replace
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 
 from service.store import migrations
 from tests.e2e import harness
 from tests.e2e.harness import Bridge, Hook, Receiver, Upstream, unique, wait_until
+from tests.e2e.postgres import sql
 
-POSTGRES_URL = os.environ.get(
-    "BRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 INTERVAL_S = 0.5
 # Short leases and fast polls, so a crash is taken over within seconds.
 REPLICA_ENV = {
@@ -53,65 +44,7 @@ REPLICA_ENV = {
     "BRIDGE_AUTH__REGISTRATIONS_PER_S": "100000",
     "BRIDGE_AUTH__REGISTRATION_BURST": "100000",
 }
-# Why the PostgreSQL server could not be used, once known: later tests skip (or fail) at once.
-_postgres_down: list[str] = []
-
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-
-# The database.
-
-
-class _Unreachable(Exception):
-    """No connection to the server (down, refusing, or a bad URL)."""
-
-
-def _sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """The rows of one statement, run on a connection of its own."""
-
-    async def run() -> list[asyncpg.Record]:
-        try:
-            connection = await asyncpg.connect(url, timeout=5)
-        except (asyncpg.PostgresError, OSError, ValueError) as error:
-            raise _Unreachable(f"{type(error).__name__}: {error}") from error
-        try:
-            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
-            return rows
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
-
-
-def _admin(query: str) -> None:
-    """Run `query` on the test server; skip the test without one, or fail it under CI=true
-    (where the PostgreSQL tests must run)."""
-    if not _postgres_down:
-        try:
-            _sql(POSTGRES_URL, query)
-            return
-        except _Unreachable as error:
-            _postgres_down.append(str(error))
-    parts = urlsplit(POSTGRES_URL)
-    where = parts.netloc.rpartition("@")[2] + parts.path
-    reason = f"PostgreSQL at {where} cannot be used ({_postgres_down[0]})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; PostgreSQL tests must run in CI", pytrace=False)
-    pytest.skip(
-        f"{reason}: start PostgreSQL there (trust auth, database `test`) or set"
-        " BRIDGE_TEST_POSTGRES_URL to the URL of a server to run the PostgreSQL tests"
-    )
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """The URL of a fresh, empty database on the test server, dropped after the test."""
-    name = f"e2e_{secrets.token_hex(6)}"
-    _admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlsplit(POSTGRES_URL)._replace(path=f"/{name}").geturl()
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # The replicas.
@@ -275,14 +208,14 @@ def test_two_replicas_deliver_every_job_after_one_is_sigkilled(
         receiver.wait_for(name, 1)
     refused_ids = [watch["id"] for watch, _, _, _ in pending[:10]]
     wait_until(
-        lambda: _sql(
+        lambda: sql(
             database,
             "SELECT count(*) = 10 FROM deliveries WHERE watch_id = ANY($1) AND attempts >= 1",
             refused_ids,
         )[0][0],
         what="the ten 500s recorded",
     )
-    [held] = _sql(
+    [held] = sql(
         database,
         "SELECT (SELECT count(*) FROM watches WHERE status = 'active' AND lease_owner = $1)"
         " AS watches, (SELECT count(*) FROM deliveries WHERE status = 'pending')"
@@ -362,7 +295,7 @@ def test_a_second_replica_does_not_double_the_polling(
     # slowest job has its eighth poll); 2 if both replicas polled the jobs.
     rate = sum(after) - sum(before)
     per_interval = rate / len(jobs) / (elapsed / INTERVAL_S)
-    holders = _sql(
+    holders = sql(
         database, "SELECT lease_owner, count(*) FROM watches GROUP BY lease_owner ORDER BY 1"
     )
     report = (
@@ -440,7 +373,7 @@ def test_sigterm_hands_an_unfinished_delivery_to_the_other_replica_at_once(
     signalled = time.monotonic()
     assert first.process.wait(grace_s + 10) == 0
     stopped = time.monotonic()
-    [lease] = _sql(
+    [lease] = sql(
         database,
         "SELECT d.lease_owner, d.lease_expires_at - extract(epoch FROM now()) AS left_s"
         " FROM deliveries d WHERE d.watch_id = $1",
@@ -467,7 +400,7 @@ def test_replicas_started_together_migrate_the_fresh_database_once(
     """Two replicas started at once on an empty database both serve; `migrate` then finds
     nothing left to apply."""
     started = replicas(2)
-    versions = [row[0] for row in _sql(database, "SELECT version FROM schema_migrations")]
+    versions = [row[0] for row in sql(database, "SELECT version FROM schema_migrations")]
     # Each migration applied once, whichever replica applied it.
     assert versions == [version for version, _ in migrations.load("postgres")]
 
