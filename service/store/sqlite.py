@@ -328,10 +328,12 @@ class SQLiteStore(Store):
         return await self._run(apply)
 
     async def ping(self, *, write: bool = False) -> None:
+        def change_and_change_back(db: sqlite3.Connection) -> None:
+            db.execute(_WRITE_PROBE)
+            db.execute(_WRITE_PROBE)
+
         if write:
-            await self._transaction(
-                lambda db: (db.execute(_WRITE_PROBE), db.execute(_WRITE_PROBE))
-            )
+            await self._transaction(change_and_change_back)
         else:
             await self._run(lambda db: db.execute("SELECT 1").fetchone())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -16,7 +17,7 @@ FULL = StoreUnavailable(
 )
 
 
-def events(logs: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+def events(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, Any]]:
     return [(line["event"], line.get("reason", line.get("after_s"))) for line in logs]
 
 
