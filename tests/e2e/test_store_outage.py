@@ -80,6 +80,11 @@ def assert_one_line_per_outage(bridge: Bridge, reason: str) -> None:
     assert "Traceback" not in bridge.process.stdout() + bridge.process.stderr()
 
 
+def upstream_posts(upstream: Upstream) -> int:
+    count: int = upstream.client.get("/_sim/stats").json()["posts_total"]
+    return count
+
+
 def wait_for_the_end_seen(upstream: Upstream, job_id: str) -> None:
     """Until the bridge has polled `job_id` after it ended (and could not record it)."""
 
@@ -142,8 +147,9 @@ def test_a_postgresql_outage_answers_503_until_the_database_is_back(
 def test_a_full_disk_answers_503_until_space_is_freed(
     start_bridge: StartBridge, upstream: Upstream, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """With the SQLite database's file system full: registrations and cancellations answer 503
-    with Retry-After while reads still work, /readyz on both ports says the disk is full,
+    """With the SQLite database's file system full: registrations, cancellations and
+    generations (without starting an upstream job) answer 503 with Retry-After while reads
+    still work, /readyz on both ports says the disk is full,
     bridge_store_up is 0, the log has one line; once space is freed the bridge is ready by
     itself, the refused registration sent again is accepted, and both jobs are delivered."""
     health_port = harness.free_port()
@@ -169,6 +175,10 @@ def test_a_full_disk_answers_503_until_space_is_freed(
             assert_store_unavailable(bridge.client.post("/v1/watches", json=late, headers=key))
         assert_store_unavailable(bridge.client.delete(f"/v1/watches/{other['id']}"))
         assert bridge.watch(other["id"])["status"] == "active"
+        posts = upstream_posts(upstream)
+        generation = {"input": {"prompt": "a lighthouse"}, "callback_url": late["callback_url"]}
+        assert_store_unavailable(bridge.client.post("/v1/generate", json=generation))
+        assert upstream_posts(upstream) == posts  # no job started that could not be watched
         for client in (bridge.client, health):
             unready = client.get("/readyz")
             assert unready.status_code == 503
