@@ -22,6 +22,7 @@ from service.clock import FakeClock
 from service.upstream import JOB_ID_RULE
 from service.watches import canonical
 from tests.loopback import loopback_server
+from tests.outage import fill, small_disk
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -424,6 +425,27 @@ async def test_with_tokens_metrics_are_on_the_health_port_only(tmp_path: Path) -
         transport = httpx.ASGITransport(app=health)
         async with httpx.AsyncClient(transport=transport, base_url="http://health") as probe:
             assert "bridge_watches" in (await probe.get("/metrics")).text
+
+
+async def test_the_gauges_job_sees_a_full_disk_end_with_nothing_else_to_write(
+    tmp_path: Path,
+) -> None:
+    """On a full disk a registration is a 503 and bridge_store_up drops to 0; once space is
+    freed, the gauges job (which tries a write while writes are refused) brings it back to 1
+    with no registration or poll to write: the end of an outage shows without traffic."""
+    with small_disk(tmp_path / "disk") as disk:
+        async for client in serve(disk):
+            bridge = client.app.state.bridge  # type: ignore[attr-defined]
+            filler = fill(disk)
+            refused = await client.post("/v1/watches", json=GOOD)
+            assert (refused.status_code, refused.headers["retry-after"]) == (503, "5")
+            await bridge.refresh_gauges()
+            assert "\nbridge_store_up 0.0\n" in (await client.get("/metrics")).text
+
+            filler.unlink()
+            await bridge.refresh_gauges()
+            assert "\nbridge_store_up 1.0\n" in (await client.get("/metrics")).text
+            assert (await client.post("/v1/watches", json=GOOD)).status_code == 201
 
 
 async def test_without_tokens_metrics_are_on_the_api_port(client: httpx.AsyncClient) -> None:
