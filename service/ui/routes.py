@@ -371,12 +371,12 @@ async def _changes(
         while True:
             try:
                 current = await fingerprint()
-            except StoreUnavailable:
-                # Logged once per outage; the page stays as it is until the store is back.
+            except StoreUnavailable:  # logged once per outage; looked at again next time
                 current = previous
-            if current is None:
-                return  # the watch is gone
-            if previous is not None and current != previous:
+            else:
+                if current is None:
+                    return  # the watch is gone
+            if current is not None and previous is not None and current != previous:
                 # The id comes back as Last-Event-ID when the browser reconnects.
                 yield b"id: %s\nevent: changed\ndata: %s\n\n" % (current.encode(), current.encode())
                 keepalive_at = loop.time() + KEEPALIVE_S

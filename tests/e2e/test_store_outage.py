@@ -101,10 +101,10 @@ def test_a_postgresql_outage_answers_503_until_the_database_is_back(
     receiver: Receiver,
 ) -> None:  # fmt: skip
     """With the bridge's connections to PostgreSQL cut and new ones refused: registrations,
-    reads and the dashboard answer 503 with Retry-After, /readyz says the database is
-    unreachable, bridge_store_up is 0, the log has one line; once the database is reachable
-    again the bridge is ready by itself, the refused registration sent again is accepted, and
-    both jobs are delivered."""
+    reads and the dashboard answer 503 with Retry-After (a page's live updates stay open),
+    /readyz says the database is unreachable, bridge_store_up is 0, the log has one line; once
+    the database is reachable again the bridge is ready by itself, the refused registration
+    sent again is accepted, and both jobs are delivered."""
     target = urlsplit(database)
     via_proxy = target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}").geturl()
     bridge = start_bridge(BRIDGE_STORE__URL=via_proxy, **OUTAGE_ENV)
@@ -115,28 +115,33 @@ def test_a_postgresql_outage_answers_503_until_the_database_is_back(
     late_name = unique("outage_late")
     late = {"job_id": late_job, "callback_url": receiver.callback(late_name)}
     key = {"Idempotency-Key": unique("outage")}
+    # A dashboard page's live updates, open across the outage.
+    with httpx.stream("GET", f"{bridge.url}/ui/live", timeout=10) as live:
+        updates = live.iter_lines()
+        assert next(updates) == "retry: 2000"
 
-    proxy.stop()
-    for _ in range(REFUSED):
-        assert_store_unavailable(bridge.client.post("/v1/watches", json=late, headers=key))
-    assert_store_unavailable(bridge.client.get(f"/v1/watches/{early['id']}"))
-    assert_store_unavailable(bridge.client.get("/v1/watches"))
-    dashboard = bridge.client.get("/ui/")
-    assert (dashboard.status_code, dashboard.headers["retry-after"]) == (503, "5")
-    assert "Try again in 5 seconds" in dashboard.text
-    unready = bridge.client.get("/readyz")
-    assert unready.status_code == 503
-    assert unready.json()["reason"].startswith(
-        f"the store is unavailable: PostgreSQL at 127.0.0.1:{proxy.port}/"
-    )
-    assert store_up(bridge) == 0
-    wait_for_the_end_seen(upstream, early_job)
+        proxy.stop()
+        for _ in range(REFUSED):
+            assert_store_unavailable(bridge.client.post("/v1/watches", json=late, headers=key))
+        assert_store_unavailable(bridge.client.get(f"/v1/watches/{early['id']}"))
+        assert_store_unavailable(bridge.client.get("/v1/watches"))
+        dashboard = bridge.client.get("/ui/")
+        assert (dashboard.status_code, dashboard.headers["retry-after"]) == (503, "5")
+        assert "Try again in 5 seconds" in dashboard.text
+        unready = bridge.client.get("/readyz")
+        assert unready.status_code == 503
+        assert unready.json()["reason"].startswith(
+            f"the store is unavailable: PostgreSQL at 127.0.0.1:{proxy.port}/"
+        )
+        assert store_up(bridge) == 0
+        wait_for_the_end_seen(upstream, early_job)
 
-    proxy.start()
-    wait_until(lambda: bridge.client.get("/readyz").status_code == 200, 30, what="ready again")
-    accepted = bridge.client.post("/v1/watches", json=late, headers=key)
-    assert accepted.status_code == 201, accepted.text
-    assert store_up(bridge) == 1
+        proxy.start()
+        wait_until(lambda: bridge.client.get("/readyz").status_code == 200, 30, what="ready")
+        accepted = bridge.client.post("/v1/watches", json=late, headers=key)
+        assert accepted.status_code == 201, accepted.text
+        assert store_up(bridge) == 1
+        assert "event: changed" in updates  # the page is told of the new watch
     bridge.wait_for_status(early["id"], "delivered")
     bridge.wait_for_status(accepted.json()["id"], "delivered")
     assert receiver.wait_for(early_name)[0].verify(early["secret"])["job_id"] == early_job
