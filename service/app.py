@@ -170,6 +170,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     )
 
 
+def drain(api: Starlette) -> None:
+    """Begin the shutdown of the bridge that `api` runs, if it has started (`Bridge.drain`)."""
+    bridge: Bridge | None = getattr(api.state, "bridge", None)
+    if bridge is not None:
+        bridge.drain()
+
+
 def create_health_app(api: Starlette) -> ASGIApp:
     """`/livez`, `/readyz` and `/metrics` of the bridge that `api` runs, for a port of their
     own: a sidecar's API listens on localhost, where the kubelet's probes cannot reach."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
@@ -59,6 +60,8 @@ class Bridge:
     upstream_http: httpx.AsyncClient
     sender: Sender
     draining: bool = False
+    # The stopping of in-flight work that `drain` begins and `stop` awaits.
+    stopping: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Bridge:
@@ -136,11 +139,25 @@ class Bridge:
                 "from `webhook-bridge new-encryption-key`",
             )
 
-    async def stop(self) -> None:
+    def drain(self) -> None:
+        """Begin shutting down (SIGTERM), at once: readiness fails, no poll or delivery is
+        claimed any more, waiting clients (long-polls, event streams) are answered, and the
+        polls and deliveries in flight get `server.shutdown_grace_s`, once, before their leases
+        are released. `stop` awaits the rest."""
+        if self.draining:
+            return
         self.draining = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        await self.dispatcher.stop(self.settings.server.shutdown_grace_s)
+        self.feed.hub.close()
+        self.stopping = asyncio.create_task(
+            self.dispatcher.stop(self.settings.server.shutdown_grace_s), name="bridge stop"
+        )
+
+    async def stop(self) -> None:
+        self.drain()
+        assert self.stopping is not None
+        await self.stopping
         await self.upstream_http.aclose()
         await self.sender.aclose()
         await self.store.close()
@@ -187,6 +204,7 @@ class Bridge:
         self.metrics.throttled.set(self.dispatcher.throttled)
         self.metrics.deliveries_in_flight.set(self.deliverer.in_flight)
         self.metrics.store_up.set(self.store.health.reason is None)
+        self.metrics.open_streams.set(self.feed.hub.listening)
         return self.metrics.render()
 
     async def ready(self) -> str | None:

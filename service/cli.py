@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
+import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from service import __version__, config, gc_tuning
@@ -25,7 +24,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from service import http_server, logs
-    from service.app import create_app, create_health_app
+    from service.app import create_app, create_health_app, drain
 
     settings = _settings(args)
     logs.configure(settings.log)
@@ -40,19 +39,21 @@ def serve(args: argparse.Namespace) -> int:
     }
     app = create_app(settings)
     gc_tuning.tune()
-    api = _api_server_class()(
+    api = http_server.ApiServer(
         uvicorn.Config(
             app,
             host=server.host,
             port=server.port,
             lifespan="on",
-            timeout_graceful_shutdown=int(server.shutdown_grace_s) or 1,
+            # Connections only: long-polls and streams are answered as the bridge drains.
+            timeout_graceful_shutdown=math.ceil(server.shutdown_grace_s) or 1,
             **common,
-        )
+        ),
+        on_exit=lambda: drain(app),
     )
     health = None
     if server.health_port is not None:
-        health = _health_server_class()(
+        health = http_server.HealthServer(
             uvicorn.Config(
                 create_health_app(app),
                 host=server.health_host,
@@ -77,33 +78,6 @@ async def _serve(api: Any, health: Any) -> None:
     finally:
         health.should_exit = True
         await health_task
-
-
-def _api_server_class() -> type:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """Exits 0 after a graceful stop on SIGTERM or SIGINT. uvicorn re-raises the signal
-        once stopped, which supervisors and Kubernetes would read as a crash."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    return Server
-
-
-def _health_server_class() -> type:
-    import uvicorn
-
-    class HealthServer(uvicorn.Server):
-        """Leaves signals to the API server, and stops when told to after it."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    return HealthServer
 
 
 async def _check_store(settings: config.Settings) -> None:

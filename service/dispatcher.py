@@ -653,6 +653,8 @@ class Dispatcher:
 
     async def claim_deliveries(self) -> None:
         """Claim due deliveries now (after a redelivery, say) instead of at the next tick."""
+        if not self._running:
+            return  # stopping: what is due waits for another process, or the next start
         async with self._claiming:
             plan = self._deliverer.claim_plan()
             if plan.limit <= 0:

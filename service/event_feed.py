@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from service.api.models import watch_view
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, StoreUnavailable
 from service.event_hub import EventHub
 from service.store.base import EventRecord, Store, Watch
 
@@ -55,9 +55,10 @@ class EventFeed:
         return b"[" + b",".join(event.body for event in found) + b"]"
 
     async def wait(self, tenant: str, watch_id: str, timeout_s: float) -> Waited:
-        """The final event's envelope as soon as there is one, or after `timeout_s` the watch
-        as it stands. 404 for an unknown watch; 409 for one that ended without a final
-        event (cancelled) or whose events were purged."""
+        """The final event's envelope as soon as there is one, or after `timeout_s` (or at
+        once when the process begins shutting down) the watch as it stands. 404 for an unknown
+        watch; 409 for one that ended without a final event (cancelled) or whose events were
+        purged."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         after: str | None = None
@@ -73,7 +74,7 @@ class EventFeed:
                 if watch.status != "active":
                     raise _no_final_event(watch)
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._hub.closed:
                     body = {"status": "pending", "watch": watch_view(watch)}
                     return Waited(202, orjson.dumps(body))
                 await listener.wait(min(RECHECK_S, remaining))
@@ -84,23 +85,30 @@ class EventFeed:
 
     async def stream(self, tenant: str, watch_id: str, after: str | None) -> AsyncIterator[bytes]:
         """Server-Sent Events of the watch after the event `after` (all of them when None or
-        unknown), ending after the final one or once the watch ended without one. A quiet
-        stream gets a comment every `keepalive_s`. The client going away cancels the
+        unknown), ending after the final one, once the watch ended without one, or when the
+        process begins shutting down (the client reconnects elsewhere with its Last-Event-ID).
+        A quiet stream gets a comment every `keepalive_s`. The client going away cancels the
         iteration, which releases its listener."""
         loop = asyncio.get_running_loop()
         yield b"retry: %d\n\n" % RECONNECT_MS
         with self._hub.listen(watch_id) as listener:
             keepalive_at = loop.time() + self._keepalive_s
             while True:
-                watch = await self._store.get_watch(tenant, watch_id)
-                found = await self._store.watch_events(tenant, watch_id, after=after)
+                try:
+                    watch = await self._store.get_watch(tenant, watch_id)
+                    found = await self._store.watch_events(tenant, watch_id, after=after)
+                except StoreUnavailable:  # logged once per outage; the stream waits it out
+                    found, ended = [], False
+                else:
+                    # Without a final event: cancelled, or deleted.
+                    ended = watch is None or watch.status != "active"
                 for event in found:
                     yield sse_frame(event)
                     after = event.id
                     if event.final:
                         return
-                if watch is None or watch.status != "active":
-                    return  # ended without a final event (cancelled), or deleted
+                if ended or self._hub.closed:
+                    return  # on shutdown, the client reconnects elsewhere
                 now = loop.time()
                 if found:
                     keepalive_at = now + self._keepalive_s

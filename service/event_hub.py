@@ -8,6 +8,9 @@ also read the store again every second or so.
 Only watches someone is listening to take memory: the entry of a watch goes with its last
 listener, and publishing to a watch nobody listens to does nothing.
 
+On shutdown `close` wakes every listener, and every later one at once, so that waiting clients
+are answered (a long-poll's "not yet", the end of a stream) instead of being held open.
+
 Everything runs on the event loop's thread (the dispatcher publishes from it), so nothing here
 is locked.
 """
@@ -41,16 +44,32 @@ class Listener:
 
 class EventHub:
     def __init__(self) -> None:
-        self._listeners: dict[str, set[Listener]] = {}
+        # None: listeners woken by `close` only.
+        self._listeners: dict[str | None, set[Listener]] = {}
+        self._closed = False
 
     def publish(self, watch_id: str) -> None:
         """Wake every client listening to the watch (its events were committed)."""
         for listener in self._listeners.get(watch_id, ()):
             listener.wake()
 
+    def close(self) -> None:
+        """Wake every listener, now and from now on: the process is shutting down."""
+        self._closed = True
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     @contextmanager
-    def listen(self, watch_id: str) -> Iterator[Listener]:
+    def listen(self, watch_id: str | None) -> Iterator[Listener]:
+        """A listener of the watch's events (of none: `close` only)."""
         listener = Listener()
+        if self._closed:
+            listener.wake()
         self._listeners.setdefault(watch_id, set()).add(listener)
         try:
             yield listener
@@ -61,6 +80,11 @@ class EventHub:
                 del self._listeners[watch_id]
 
     @property
+    def listening(self) -> int:
+        """How many clients wait (long-polls, event streams, dashboard live streams)."""
+        return sum(len(listeners) for listeners in self._listeners.values())
+
+    @property
     def watched(self) -> int:
         """How many watches have listeners (each holds memory until its last one leaves)."""
-        return len(self._listeners)
+        return len(self._listeners.keys() - {None})

@@ -1,4 +1,5 @@
-"""The HTTP servers' settings for uvicorn: bounded request heads and connections.
+"""The HTTP servers (uvicorn): bounded request heads and connections, and a shutdown that
+begins with the bridge's draining.
 
 The API port is served directly (a container's only port, or a sidecar's), so whatever a
 client sends must cost bounded memory and time before any token is checked:
@@ -15,9 +16,14 @@ client sends must cost bounded memory and time before any token is checked:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h11
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import ServerSettings
@@ -75,3 +81,49 @@ def head_deadline_protocol(timeout_s: float) -> type[H11Protocol]:
                 self.transport.close()
 
     return HeadDeadline
+
+
+class ApiServer(uvicorn.Server):
+    """The API port's server. On SIGTERM or SIGINT it calls `on_exit` at once (the bridge
+    begins draining) before uvicorn's own shutdown closes the listening socket and waits for
+    the connections, and it exits 0 once stopped (uvicorn's own signal handling raises the
+    signal again, which supervisors and Kubernetes would read as a crash). A second SIGINT
+    forces the exit."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, self._exit, sig)
+        try:
+            yield
+        finally:
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    def _exit(self, sig: signal.Signals) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+            return
+        self.should_exit = True
+        self._on_exit()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_exit()  # also when uvicorn stops for a reason of its own
+        await super().shutdown(sockets)
+
+
+class HealthServer(uvicorn.Server):
+    """The health port's server: leaves signals to the API server, and stops when told to
+    after it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)

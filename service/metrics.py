@@ -138,6 +138,11 @@ class Metrics:
             "Due polls waiting for the request-rate cap or the circuit breaker.",
             registry=registry,
         )
+        self.open_streams = Gauge(
+            "bridge_open_streams",
+            "Long-polls, event streams and dashboard live streams held open by this process.",
+            registry=registry,
+        )
         for outcome in ("progress", "terminal", "refused", "transient"):
             self.upstream_requests.labels(outcome)
         for state in breaker.STATES:

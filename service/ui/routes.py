@@ -365,8 +365,9 @@ async def _changes(
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     yield b"retry: 2000\n\n"
-    with contextlib.ExitStack() as stack:
-        listener = stack.enter_context(bridge.feed.hub.listen(watch_id)) if watch_id else None
+    hub = bridge.feed.hub
+    # The list's stream listens to no watch: only the hub's closing wakes it.
+    with hub.listen(watch_id) as listener:
         keepalive_at = loop.time() + KEEPALIVE_S
         while True:
             try:
@@ -384,10 +385,9 @@ async def _changes(
             if loop.time() >= keepalive_at:
                 yield b": keep-alive\n\n"
                 keepalive_at = loop.time() + KEEPALIVE_S
-            if listener is not None:
-                await listener.wait(RECHECK_S)
-            else:
-                await asyncio.sleep(RECHECK_S)
+            await listener.wait(RECHECK_S)
+            if hub.closed:
+                return  # shutting down: the browser reconnects to another process
             with contextlib.suppress(StoreUnavailable):  # asked again next time
                 if not await signed_in():
                     return  # the browser reconnects, and is refused

@@ -179,12 +179,14 @@ def test_deployment_mode_without_tokens_is_refused() -> None:
 
 
 def test_a_grace_period_shorter_than_the_bridge_shutdown_is_refused() -> None:
-    """terminationGracePeriodSeconds must exceed the preStop sleep plus shutdown_grace_s; by
-    default it is computed to."""
+    """terminationGracePeriodSeconds must cover the preStop sleep, shutdown_grace_s and the 3 s
+    the bridge takes to exit after it; by default it is computed with room to spare."""
     values = with_values(AUTHENTICATED, {"config": {"server": {"shutdown_grace_s": 30}}})
-    assert pod_spec(render(values=values))["terminationGracePeriodSeconds"] == 5 + 30 + 10
-    with pytest.raises(helm_python.HelmError, match="must exceed"):
-        render(values=with_values(values, {"terminationGracePeriodSeconds": 35}))
+    assert pod_spec(render(values=values))["terminationGracePeriodSeconds"] == 5 + 30 + 3 + 7
+    least = with_values(values, {"terminationGracePeriodSeconds": 38})
+    assert pod_spec(render(values=least))["terminationGracePeriodSeconds"] == 38
+    with pytest.raises(helm_python.HelmError, match="must be at least"):
+        render(values=with_values(values, {"terminationGracePeriodSeconds": 37}))
 
 
 # Optional resources.

@@ -121,11 +121,19 @@ encryptionKey, signingSecrets, storeUrl -> key); a value that is not in the Secr
 {{- if ne (include "webhook-bridge.healthPort" .) (toString (int64 .Values.config.server.port)) }}true{{ end }}
 {{- end }}
 
+{{/*
+The least terminationGracePeriodSeconds that lets the bridge finish: the preStop sleep, its
+shutdown grace (SIGTERM answers waiting clients at once and gives in-flight work the grace,
+once), and 3 s to commit the last outcomes, release its leases and exit.
+*/}}
+{{- define "webhook-bridge.minTerminationGracePeriodSeconds" -}}
+{{- add (int64 .Values.preStopSleepSeconds) (ceil .Values.config.server.shutdown_grace_s | int64) 3 }}
+{{- end }}
+
 {{/* seconds of the pod's terminationGracePeriodSeconds (mode: deployment). */}}
 {{- define "webhook-bridge.terminationGracePeriodSeconds" -}}
-{{- $needed := add (int64 .Values.preStopSleepSeconds) (ceil .Values.config.server.shutdown_grace_s | int64) }}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add $needed 10 }}
+{{- add (include "webhook-bridge.minTerminationGracePeriodSeconds" . | int64) 7 }}
 {{- else }}
 {{- int64 .Values.terminationGracePeriodSeconds }}
 {{- end }}
@@ -163,9 +171,9 @@ both modes), NOTES.txt and the sidecar template include it, so a broken rule sto
 {{- fail "config.poll.min_interval_s must not exceed config.poll.interval_s" }}
 {{- end }}
 {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
-{{- $needed := addf $v.preStopSleepSeconds $v.config.server.shutdown_grace_s }}
-{{- if le (float64 $v.terminationGracePeriodSeconds) $needed }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds + config.server.shutdown_grace_s (%v), or the bridge is killed before it has released its work" $v.terminationGracePeriodSeconds $needed) }}
+{{- $needed := include "webhook-bridge.minTerminationGracePeriodSeconds" . | int64 }}
+{{- if lt (float64 $v.terminationGracePeriodSeconds) (float64 $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + config.server.shutdown_grace_s + 3 s to exit (%v), or the bridge is killed before it has released its work" $v.terminationGracePeriodSeconds $needed) }}
 {{- end }}
 {{- end }}
 {{- end }}
