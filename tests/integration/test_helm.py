@@ -521,6 +521,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "jitter": 0.1,
         "max_concurrency": 16,
         "max_per_host": 4,
+        "max_per_tenant": 8,
         "max_retry_after_s": 600,
         "max_response_bytes": 2048,
         "payload_retention_days": 7.5,
