@@ -51,7 +51,8 @@ class Bridge:
     feed: EventFeed
     scheduler: AsyncIOScheduler
     auth: Authenticator
-    limiter: RateLimiter
+    limiter: RateLimiter  # registrations
+    subscription_limiter: RateLimiter  # subscription changes
     metrics: Metrics
     upstream_http: httpx.AsyncClient
     sender: Sender
@@ -94,9 +95,14 @@ class Bridge:
         limiter = RateLimiter(
             settings.auth.registrations_per_s, settings.auth.registration_burst, clock
         )
+        subscription_limiter = RateLimiter(
+            settings.auth.subscription_changes_per_min / 60,
+            settings.auth.subscription_change_burst,
+            clock,
+        )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, scheduler, auth, limiter, metrics, upstream_http, sender,
+            feed, scheduler, auth, limiter, subscription_limiter, metrics, upstream_http, sender,
         )  # fmt: skip
 
     async def start(self) -> None:

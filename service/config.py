@@ -300,6 +300,10 @@ class AuthSettings(_Section):
     # Registrations each token may make: a sustained rate per second and a burst.
     registrations_per_s: float = Field(20.0, gt=0)
     registration_burst: int = Field(100, ge=1)
+    # Subscription changes (creations and deletions) each token may make: a sustained rate per
+    # minute and a burst.
+    subscription_changes_per_min: float = Field(60.0, gt=0)
+    subscription_change_burst: int = Field(20, ge=1)
 
     @field_validator("tokens")
     @classmethod

@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from service import events
 from service.api.models import JOB_ID, GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
-from service.auth import Caller, retry_after_header
+from service.auth import Caller, RateLimiter, retry_after_header
 from service.bridge import Bridge
 from service.errors import (
     ApiError,
@@ -151,16 +151,28 @@ def _traceparent(request: Request) -> str | None:
     return value if _TRACEPARENT.match(value) else None
 
 
+def _within_rate(limiter: RateLimiter, tenant: str, what: str) -> None:
+    """Spend one of the tenant's tokens of `limiter`, or answer 429 with Retry-After."""
+    wait = limiter.take(tenant)
+    if wait is not None:
+        raise TooManyRequests(
+            f"too many {what} for this token; retry in {retry_after_header(wait)} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+
+
 async def _registration(request: Request) -> tuple[str, dict[str, Any]]:
     """The tenant and the JSON object of a registration, within the tenant's rate."""
     tenant = _tenant(request)
-    wait = _bridge(request).limiter.take(tenant)
-    if wait is not None:
-        raise TooManyRequests(
-            f"too many registrations for this token; retry in {retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
-        )
+    _within_rate(_bridge(request).limiter, tenant, "registrations")
     return tenant, await _json_object(request)
+
+
+def _subscription_change(request: Request) -> str:
+    """The tenant of a subscription creation or deletion, within the tenant's rate."""
+    tenant = _tenant(request)
+    _within_rate(_bridge(request).subscription_limiter, tenant, "subscription changes")
+    return tenant
 
 
 async def create_watch(request: Request) -> Response:
@@ -303,7 +315,7 @@ async def list_events(request: Request) -> Response:
 
 
 async def create_subscription(request: Request) -> Response:
-    tenant = _tenant(request)
+    tenant = _subscription_change(request)
     data = await _json_object(request)
     try:
         subscription_request = SubscriptionRequest.model_validate(data)
@@ -318,7 +330,7 @@ async def list_subscriptions(request: Request) -> Response:
 
 
 async def delete_subscription(request: Request) -> Response:
-    tenant = _tenant(request)
+    tenant = _subscription_change(request)
     subscription_id = str(request.path_params["subscription_id"])
     if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise NotFound(f"no active subscription {subscription_id[:80]}")

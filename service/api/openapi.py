@@ -205,6 +205,14 @@ _UNAUTHORIZED = _problem(
     {"WWW-Authenticate": _header("The scheme to use: Bearer.", {"type": "string"})},
 )
 _CRASHED = _problem("The bridge failed; its logs say why.")
+
+
+def _rate_limited(description: str) -> dict[str, Any]:
+    """A 429 with the Retry-After the bridge's own rate limits send."""
+    wait = _header("Whole seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})
+    return _problem(description, {"Retry-After": wait})
+
+
 _STATUS = {
     "type": "object",
     "required": ["status"],
@@ -351,15 +359,7 @@ def spec() -> dict[str, Any]:
                         "409": _problem("The Idempotency-Key was used with another body."),
                         "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),
-                        "429": _problem(
-                            "Too many registrations for this token.",
-                            {
-                                "Retry-After": _header(
-                                    "Whole seconds to wait.",
-                                    {"type": "string", "pattern": "^[0-9]+$"},
-                                )
-                            },
-                        ),
+                        "429": _rate_limited("Too many registrations for this token."),
                     },
                 },
                 "get": {
@@ -598,6 +598,7 @@ def spec() -> dict[str, Any]:
                         "409": _problem("The tenant already has 100 active subscriptions."),
                         "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),
+                        "429": _rate_limited("Too many subscription changes for this token."),
                     },
                 },
                 "get": {
@@ -633,6 +634,7 @@ def spec() -> dict[str, Any]:
                         "204": {"description": "Unsubscribed."},
                         "401": _UNAUTHORIZED,
                         "404": _problem("No such active subscription (or another tenant's)."),
+                        "429": _rate_limited("Too many subscription changes for this token."),
                     },
                 }
             },
