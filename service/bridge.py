@@ -27,6 +27,7 @@ from service.generate import GenerateService
 from service.metrics import Metrics
 from service.sender import InlineSender, ProcessSender, Sender
 from service.store.base import Store
+from service.streams import OpenStreams
 from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
@@ -49,6 +50,7 @@ class Bridge:
     generation: GenerateService
     subscriptions: SubscriptionService
     feed: EventFeed
+    streams: OpenStreams  # held by API clients and dashboards, per tenant
     scheduler: AsyncIOScheduler
     auth: Authenticator
     limiter: RateLimiter  # registrations
@@ -82,6 +84,7 @@ class Bridge:
         watches = WatchService(store, dispatcher, settings, clock, vault)
         subscriptions = SubscriptionService(store, settings, clock, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s)
+        streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstream, settings)
         scheduler = AsyncIOScheduler()
         metrics = Metrics()
@@ -102,7 +105,8 @@ class Bridge:
         )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, scheduler, auth, limiter, subscription_limiter, metrics, upstream_http, sender,
+            feed, streams, scheduler, auth, limiter, subscription_limiter, metrics, upstream_http,
+            sender,
         )  # fmt: skip
 
     async def start(self) -> None:

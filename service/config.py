@@ -330,6 +330,9 @@ class ApiSettings(_Section):
     sse_keepalive_s: PositiveSeconds = 15.0
     # Longest a long-poll (`GET /v1/watches/{id}/wait`) is held; a longer timeout_s is cut to it.
     max_wait_s: float = Field(60.0, ge=0, le=60)
+    # Event streams, long-polls and dashboard live streams each tenant may hold open at once,
+    # per process: each holds a connection and reads the store every second.
+    max_streams_per_tenant: int = Field(20, ge=1, le=100_000)
 
 
 class UiSettings(_Section):

@@ -14,6 +14,7 @@ BridgeError
     ├── Conflict           409
     ├── TooLarge           413
     ├── TooManyRequests    429
+    │   └── TooManyStreams 429: the tenant holds its most open streams already
     ├── UpstreamRefused    the upstream's own 4xx, passed through (POST /v1/generate)
     └── BadGateway         502: the upstream failed or did not answer in time
 ```
@@ -120,6 +121,13 @@ class TooManyRequests(ApiError):
     status = 429
     code = "rate-limited"
     title = "Too many requests"
+
+
+class TooManyStreams(TooManyRequests):
+    """This token holds as many open streams as it may; close one first."""
+
+    code = "too-many-streams"
+    title = "Too many open streams"
 
 
 class UpstreamRefused(ApiError):

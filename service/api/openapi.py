@@ -205,6 +205,10 @@ _UNAUTHORIZED = _problem(
     {"WWW-Authenticate": _header("The scheme to use: Bearer.", {"type": "string"})},
 )
 _CRASHED = _problem("The bridge failed; its logs say why.")
+_TOO_MANY_STREAMS = _problem(
+    "The token holds api.max_streams_per_tenant open streams (event streams, long-polls, "
+    "dashboard live updates) already."
+)
 
 
 def _rate_limited(description: str) -> dict[str, Any]:
@@ -516,6 +520,7 @@ def spec() -> dict[str, Any]:
                             "were purged."
                         ),
                         "422": _problem("timeout_s is invalid."),
+                        "429": _TOO_MANY_STREAMS,
                     },
                 }
             },
@@ -549,6 +554,7 @@ def spec() -> dict[str, Any]:
                         "401": _UNAUTHORIZED,
                         "404": _NOT_FOUND,
                         "422": _problem("Last-Event-ID is not an event id."),
+                        "429": _TOO_MANY_STREAMS,
                     },
                 }
             },

@@ -23,15 +23,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from service.api.handlers import WATCH_ID_PATTERN
+from service.api.handlers import WATCH_ID_PATTERN, HeldStream
 from service.api.models import JOB_ID
 from service.bridge import Bridge
 from service.config import Settings, is_loopback
-from service.errors import ApiError
+from service.errors import ApiError, TooManyStreams
 from service.events import iso8601
 from service.store.base import WATCH_STATUSES
 from service.ui.dashboard import Dashboard, WatchPage
@@ -320,8 +320,12 @@ class Pages:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if request.method == "HEAD":  # the headers only, not a stream held open for nothing
             return Response(None, headers=headers, media_type="text/event-stream")
+        try:
+            close = bridge.streams.open(session.tenant)
+        except TooManyStreams as full:
+            return Response(full.message, 429, media_type="text/plain")
         stream = _changes(bridge, watch_id, fingerprint, previous)
-        return StreamingResponse(stream, headers=headers, media_type="text/event-stream")
+        return HeldStream(stream, close, headers=headers, media_type="text/event-stream")
 
 
 async def _changes(

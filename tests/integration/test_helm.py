@@ -539,7 +539,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "subscription_changes_per_min": 12.0,
         "subscription_change_burst": 4,
     },
-    "api": {"sse_keepalive_s": 5.0, "max_wait_s": 30.0},
+    "api": {"sse_keepalive_s": 5.0, "max_wait_s": 30.0, "max_streams_per_tenant": 5},
     "ui": {"enabled": False, "session_hours": 1.5},
     "log": {"level": "debug", "format": "json"},
 }
