@@ -145,18 +145,20 @@ class Slots(Generic[T]):
         return [*self._serve(self.hosts, host), *self._serve(self.tenants, tenant)]
 
     def _serve(self, limit: Limit[T], key: str) -> list[T]:
-        """Hand `key`'s free slots to its line, first come first; an item whose other key has
-        no slot goes to the front of that key's line."""
-        started = []
+        """Hand `key`'s free slots to its line, first come first; the items whose other key has
+        no slot go to the front of that key's line, in the order they waited."""
+        started, moved = [], []
         while limit.free(key) and (item := limit.pop(key)) is not None:
             host, tenant = self._keys(item)
             other, other_key = (self.tenants, tenant) if limit is self.hosts else (self.hosts, host)
             if not other.free(other_key):
-                other.line_up(other_key, item, first=True)
+                moved.append((other, other_key, item))
                 continue
             self.hosts.take(host)
             self.tenants.take(tenant)
             started.append(item)
+        for other, other_key, item in reversed(moved):
+            other.line_up(other_key, item, first=True)
         return started
 
     def waiting(self) -> list[T]:

@@ -75,6 +75,20 @@ def test_a_delivery_waiting_for_its_tenant_holds_no_slot_of_its_host() -> None:
     assert limits.done(second) == [later]
 
 
+def test_deliveries_moving_to_their_tenants_line_keep_the_order_they_waited_in() -> None:
+    """Two deliveries a freed host slot cannot start (their tenant is full) go to the front of
+    the tenant's line, the older first, ahead of one that waited for the tenant alone."""
+    limits = slots(per_host=1, per_tenant=1, line=2)
+    theirs, ours = delivery(0, SLOW, B), delivery(1, FAST, A)
+    assert [limits.admit(d) for d in (theirs, ours)] == ["run", "run"]
+    older, newer = delivery(2, SLOW, A), delivery(3, SLOW, A)  # SLOW is full
+    later = delivery(4, OTHER_SLOW, A)  # A is full
+    assert [limits.admit(d) for d in (older, newer, later)] == ["wait"] * 3
+    assert limits.done(theirs) == []  # SLOW free, A not: both move on
+    assert limits.tenants.waiting(A) == [older, newer, later]
+    assert limits.done(ours) == [older]
+
+
 def test_slots_forget_idle_tenants_and_drop_what_waits() -> None:
     """A tenant with nothing held takes no memory; waiting deliveries, for a host or for a
     tenant, can be dropped (lost leases) or cleared (a shutdown)."""
