@@ -29,6 +29,7 @@ from service.metrics import Metrics
 from service.sender import InlineSender, ProcessSender, Sender
 from service.store.base import Store
 from service.store.health import StoreHealth
+from service.streams import OpenStreams
 from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
@@ -51,9 +52,11 @@ class Bridge:
     generation: GenerateService
     subscriptions: SubscriptionService
     feed: EventFeed
+    streams: OpenStreams  # held by API clients and dashboards, per tenant
     scheduler: AsyncIOScheduler
     auth: Authenticator
-    limiter: RateLimiter
+    limiter: RateLimiter  # registrations
+    subscription_limiter: RateLimiter  # subscription changes
     # Failed authentications per client address.
     failed_auth: RateLimiter
     metrics: Metrics
@@ -92,6 +95,7 @@ class Bridge:
         watches = WatchService(store, dispatcher, settings, clock, vault)
         subscriptions = SubscriptionService(store, settings, clock, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s)
+        streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstream, settings, store.health)
         scheduler = AsyncIOScheduler()
         metrics = Metrics()
@@ -105,12 +109,18 @@ class Bridge:
         limiter = RateLimiter(
             settings.auth.registrations_per_s, settings.auth.registration_burst, clock
         )
+        subscription_limiter = RateLimiter(
+            settings.auth.subscription_changes_per_min / 60,
+            settings.auth.subscription_change_burst,
+            clock,
+        )
         failed_auth = RateLimiter(
             settings.auth.failed_auth_per_minute / 60, settings.auth.failed_auth_burst, clock
         )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, scheduler, auth, limiter, failed_auth, metrics, upstream_http, sender,
+            feed, streams, scheduler, auth, limiter, subscription_limiter, failed_auth, metrics,
+            upstream_http, sender,
         )  # fmt: skip
 
     async def start(self) -> None:

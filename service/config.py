@@ -216,6 +216,9 @@ class DeliverySettings(_Section):
     max_concurrency: int = Field(64, ge=1, le=4096)
     # Of those, at most this many to one callback host (scheme, host and port).
     max_per_host: int = Field(16, ge=1, le=4096)
+    # Of those, at most this many of one tenant's webhooks, so that its slow receivers leave
+    # the others slots; 0: half of max_concurrency.
+    max_per_tenant: int = Field(0, ge=0, le=4096)
     max_retry_after_s: float = Field(3600.0, ge=0)
     max_response_bytes: int = Field(4096, ge=0, le=1 << 20)
     payload_retention_days: float = Field(30.0, gt=0)
@@ -225,6 +228,17 @@ class DeliverySettings(_Section):
     # Secrets that sign the webhooks of watches registered without a `secret`, current first;
     # during a rotation every unexpired one signs (receivers accept any of the signatures).
     signing_secrets: tuple[SigningSecret, ...] = ()
+
+    @model_validator(mode="after")
+    def _tenant_share_fits(self) -> DeliverySettings:
+        if self.max_per_tenant > self.max_concurrency:
+            raise ValueError("max_per_tenant must not exceed max_concurrency")
+        return self
+
+    @property
+    def per_tenant(self) -> int:
+        """The per-tenant limit in effect (`max_per_tenant`, or its default)."""
+        return self.max_per_tenant or max(1, self.max_concurrency // 2)
 
     @field_validator("signing_secrets")
     @classmethod
@@ -326,6 +340,10 @@ class AuthSettings(_Section):
     # until it may try again, whatever token they carry.
     failed_auth_burst: int = Field(20, ge=1, le=10_000)
     failed_auth_per_minute: float = Field(10.0, gt=0, le=60_000)
+    # Subscription changes (creations and deletions) each token may make: a sustained rate per
+    # minute and a burst.
+    subscription_changes_per_min: float = Field(60.0, gt=0)
+    subscription_change_burst: int = Field(20, ge=1)
 
     @field_validator("tokens")
     @classmethod
@@ -352,6 +370,9 @@ class ApiSettings(_Section):
     sse_keepalive_s: PositiveSeconds = 15.0
     # Longest a long-poll (`GET /v1/watches/{id}/wait`) is held; a longer timeout_s is cut to it.
     max_wait_s: float = Field(60.0, ge=0, le=60)
+    # Event streams, long-polls and dashboard live streams each tenant may hold open at once,
+    # per process: each holds a connection and reads the store every second.
+    max_streams_per_tenant: int = Field(20, ge=1, le=100_000)
 
 
 class UiSettings(_Section):

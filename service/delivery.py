@@ -1,19 +1,21 @@
 """Sending webhooks: sign, hand to the sender (service/sender.py), judge the answer, record
 the attempt.
 
-`judge` is pure. `HostSlots` is the pure bookkeeping of the per-host limit. `Deliverer` runs
-attempts concurrently, up to a global limit and a per-host one, and records each outcome under
-the delivery's lease, many attempts to one commit; an attempt whose outcome was not recorded
-(a crash) is sent again later with the same `webhook-id`.
+`judge` is pure. `Deliverer` runs attempts concurrently, up to a global limit, a per-host
+one and a per-tenant one (their bookkeeping is service/slots.py), and records each outcome
+under the delivery's lease, many attempts to one commit; an attempt whose outcome was not
+recorded (a crash) is sent again later with the same `webhook-id`.
 
-Per-host limit: a delivery whose host already has `max_per_host` attempts in flight waits in
-memory (its lease renewed, no global slot taken) in a line of at most `LINE * max_per_host`
-for that host; past that it is handed back to the store at once. A claim takes for each host
-only what it has room for (none for a host whose line is full), so a host with a large backlog
-neither fills the deliverer nor hides the other hosts' due deliveries; a host's line is topped
-up by one claim once two thirds of it are free, not at every attempt (each claim is a store
-write). A sender that keeps the limits itself (the sender process, `depth` 4) is handed `depth`
-times them, and makes no more than the limits at once.
+Per-host and per-tenant limits: a delivery whose host already has `max_per_host` attempts in
+flight, or whose tenant has `max_per_tenant`, waits in memory (its lease renewed, no global
+slot taken) in a line of at most `LINE` times the limit for that host or tenant; past that it
+is handed back to the store at once. A claim takes for each host and each tenant only what it
+has room for (none for one whose line is full), so a host or a tenant with a large backlog
+neither fills the deliverer nor hides the others' due deliveries, and one tenant's slow
+receivers hold at most its share of the slots; a line is topped up by one claim once two
+thirds of it are free, not at every attempt (each claim is a store write). A sender that keeps
+the limits itself (the sender process, `depth` 4) is handed `depth` times them, and makes no
+more than the limits at once.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ import asyncio
 import base64
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
-from typing import Literal
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import structlog
@@ -36,6 +37,7 @@ from service.config import DeliverySettings
 from service.errors import StoreError, StoreUnavailable
 from service.sender import Sender
 from service.signing import sign
+from service.slots import Slots
 from service.store.base import (
     Attempt,
     AttemptOutcome,
@@ -47,8 +49,8 @@ from service.store.base import (
 from service.vault import Vault, VaultError
 
 log = structlog.get_logger("service.delivery")
-# A host's waiting line, in multiples of `max_per_host`: long enough that a fast host's line
-# is topped up by few, large claims.
+# A host's or a tenant's waiting line, in multiples of its limit: long enough that a fast
+# host's line is topped up by few, large claims.
 LINE = 3
 USER_AGENT = f"webhook-bridge/{__version__}"
 # Under load, the least time between two commits of outcomes: what arrives meanwhile goes into
@@ -96,9 +98,6 @@ def judge(
     return Verdict("retry", now + max(delay, asked or 0.0))
 
 
-Admission = Literal["run", "wait", "release"]
-
-
 @dataclass(frozen=True, slots=True)
 class ClaimPlan:
     """What the next claim of due deliveries may take (see `Store.claim_deliveries`)."""
@@ -106,6 +105,8 @@ class ClaimPlan:
     limit: int
     per_host: int  # for a host not in `host_limits`
     host_limits: dict[str, int]  # room left per busy host; 0: claim none
+    per_tenant: int  # for a tenant not in `tenant_limits`
+    tenant_limits: dict[str, int]  # room left per busy tenant; 0: claim none
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,101 +130,12 @@ class _Target:
     host: str
 
 
-@dataclass(slots=True)
-class _Host:
-    running: int = 0
-    waiting: deque[Delivery] = field(default_factory=deque)
-
-
-class HostSlots:
-    """The per-host limit's bookkeeping: how many attempts run per host, and which deliveries
-    wait for one of them. Pure: no I/O, no clock.
-
-    At most `per_host` run per host, at most `line * per_host` more wait; a host is only known here
-    while it has some of either, so memory follows what is held, not how many hosts exist:
-    as only a host whose slots are all taken has some waiting, at most `line` times the global
-    concurrency wait in all."""
-
-    def __init__(self, per_host: int, line: int = LINE) -> None:
-        self.per_host = per_host
-        self.capacity = (1 + line) * per_host
-        self._hosts: dict[str, _Host] = {}
-
-    def admit(self, host: str, delivery: Delivery) -> Admission:
-        """Take `delivery` for `host`: `run` it now (its slot is taken), `wait` (kept in line),
-        or `release` it (the host has enough lined up; give it back to the store)."""
-        entry = self._hosts.get(host)
-        if entry is None:
-            entry = self._hosts[host] = _Host()
-        if entry.running < self.per_host:
-            entry.running += 1
-            return "run"
-        if entry.running + len(entry.waiting) < self.capacity:
-            entry.waiting.append(delivery)
-            return "wait"
-        return "release"
-
-    def done(self, host: str) -> Delivery | None:
-        """An attempt to `host` ended: the next waiting delivery, which takes its slot, if any."""
-        entry = self._hosts.get(host)
-        if entry is None:
-            return None
-        if entry.waiting:
-            return entry.waiting.popleft()
-        entry.running -= 1
-        if entry.running <= 0:
-            del self._hosts[host]
-        return None
-
-    def room(self, host: str) -> int:
-        """How many more deliveries `host` may take, running or waiting."""
-        entry = self._hosts.get(host)
-        if entry is None:
-            return self.capacity
-        return self.capacity - entry.running - len(entry.waiting)
-
-    def limits(self) -> dict[str, int]:
-        """The room of every host known here (busy ones); others have `capacity`."""
-        return {host: self.room(host) for host in self._hosts}
-
-    def running(self, host: str) -> int:
-        entry = self._hosts.get(host)
-        return entry.running if entry else 0
-
-    def waiting(self, host: str | None = None) -> list[Delivery]:
-        """The waiting deliveries, of one host or of all."""
-        if host is not None:
-            entry = self._hosts.get(host)
-            return list(entry.waiting) if entry else []
-        return [d for e in self._hosts.values() for d in e.waiting]
-
-    def drop(self, ids: set[str]) -> list[Delivery]:
-        """Take the waiting deliveries of `ids` out of line and return them."""
-        dropped = []
-        for host, entry in list(self._hosts.items()):
-            kept = deque(d for d in entry.waiting if d.id not in ids)
-            if len(kept) != len(entry.waiting):
-                dropped += [d for d in entry.waiting if d.id in ids]
-                entry.waiting = kept
-            if entry.running <= 0 and not entry.waiting:
-                del self._hosts[host]
-        return dropped
-
-    def clear_waiting(self) -> list[Delivery]:
-        """Forget every waiting delivery (a shutdown) and return them."""
-        dropped = self.waiting()
-        for host, entry in list(self._hosts.items()):
-            entry.waiting.clear()
-            if entry.running <= 0:
-                del self._hosts[host]
-        return dropped
-
-
 class Deliverer:
     """Attempts the deliveries this process claimed: at most `max_concurrency` requests at
-    once, at most `max_per_host` to one host, each outcome committed (in groups) before its
-    delivery is let go. Whatever it holds, running, waiting or committing, is in `held()` for
-    the lease renewals; `drain` hands back what was not attempted."""
+    once, at most `max_per_host` to one host and `per_tenant` of one tenant, each outcome
+    committed (in groups) before its delivery is let go. Whatever it holds, running, waiting
+    or committing, is in `held()` for the lease renewals; `drain` hands back what was not
+    attempted."""
 
     def __init__(
         self,
@@ -246,15 +158,18 @@ class Deliverer:
         # times them, so that its next request of a host is there before the last one's answer
         # has come back through this loop (see service/sender.py).
         self._depth = sender.depth
-        self._slots = asyncio.Semaphore(settings.max_concurrency * self._depth)
-        self._hosts = HostSlots(settings.max_per_host * self._depth)
-        # One task per running slot of a host: it attempts one delivery, then the host's next
-        # waiting one, and so on (not a task per attempt).
+        self._concurrency = asyncio.Semaphore(settings.max_concurrency * self._depth)
+        self._limits: Slots[Delivery] = Slots(
+            self._keys, settings.max_per_host * self._depth, settings.per_tenant * self._depth,
+            LINE,
+        )  # fmt: skip
+        # One task per running slot: it attempts one delivery, then the next waiting one that
+        # the slot passes to, and so on (not a task per attempt).
         self._tasks: set[asyncio.Task[None]] = set()
         # Attempts whose request is not over yet (the others are committing their outcome).
         self._posting = 0
-        # Every delivery held (running, waiting for its host or being released) and the lease
-        # token it was claimed with, for renewals.
+        # Every delivery held (running, waiting for its host or tenant, or being released) and
+        # the lease token it was claimed with, for renewals.
         self._sending: dict[str, int] = {}
         # Outcomes waiting for the next commit, and the one task that commits them.
         self._records: list[AttemptRecord] = []
@@ -265,15 +180,15 @@ class Deliverer:
         # Claims more due deliveries (the dispatcher's `claim_deliveries`) when slots free up
         # and the store may have more for them (see `_worth_claiming`).
         self.refill: Callable[[], Awaitable[None]] | None = None
-        # What the last claim suggests is left in the store: more for these hosts (each got
-        # all it had room for, or none because it had no room), more for anyone (the claim was
-        # cut by its limit).
-        self._more_for: set[str] = set()
+        # What the last claim suggests is left in the store: more for these hosts and these
+        # tenants (each got all it had room for, or none because it had no room), more for
+        # anyone (the claim was cut by its limit).
+        self._more_for_hosts: set[str] = set()
+        self._more_for_tenants: set[str] = set()
         self._more_due = False
         self._refilling: asyncio.Task[None] | None = None
-        # Hosts that freed a slot while a claim was being made: worth another one?
-        self._refill_again: set[str] = set()
-        self._top_up = LINE * self._hosts.per_host * 2 // 3 or 1
+        # (host, tenant) of the attempts that ended while a claim was being made: worth another?
+        self._refill_again: set[tuple[str, str]] = set()
         self._closing = False
         self._targets: dict[str, _Target] = {}
         # Told of each recorded attempt: metrics.
@@ -284,8 +199,8 @@ class Deliverer:
         return self._posting
 
     def held(self) -> list[tuple[str, int]]:
-        """(id, lease token) of every delivery held: being attempted or waiting for its host
-        (their leases need renewing)."""
+        """(id, lease token) of every delivery held: being attempted or waiting for its host or
+        tenant (their leases need renewing)."""
         return list(self._sending.items())
 
     @property
@@ -293,45 +208,50 @@ class Deliverer:
         return max(0, self._settings.max_concurrency * self._depth - self._posting)
 
     def lost(self, ids: set[str]) -> None:
-        """Forget the deliveries of `ids` still waiting for their host: their leases could not
-        be renewed. (One already being attempted finds out when its outcome is recorded.)"""
+        """Forget the deliveries of `ids` still waiting for their host or tenant: their leases
+        could not be renewed. (One already being attempted finds out when its outcome is
+        recorded.)"""
         if not ids:
             return
-        for delivery in self._hosts.drop(ids):
+        for delivery in self._limits.drop(lambda waiting: waiting.id in ids):
             self._sending.pop(delivery.id, None)
             log.info("delivery.lease_lost", webhook_id=delivery.id)
 
     def claim_plan(self) -> ClaimPlan:
-        """The next claim: as many as there are free slots, for each busy host what it has
-        room for (running or waiting), `max_per_host` for any other."""
-        limit = max(self.free_slots, 0)
-        return ClaimPlan(limit, self._hosts.per_host, self._hosts.limits())
+        """The next claim: as many as there are free slots, for each busy host and tenant what
+        it has room for (running or waiting), `max_per_host` and `per_tenant` for any other."""
+        hosts, tenants = self._limits.hosts, self._limits.tenants
+        return ClaimPlan(
+            max(self.free_slots, 0), hosts.per_key, hosts.limits(), tenants.per_key,
+            tenants.limits(),
+        )  # fmt: skip
 
     def claimed(self, plan: ClaimPlan, deliveries: list[Delivery]) -> None:
         """Take the deliveries a claim made with `plan` returned."""
-        got: dict[str, int] = {}
-        for delivery in deliveries:
-            host = self._target(delivery.callback_url).host
-            got[host] = got.get(host, 0) + 1
-        self._more_for = {h for h, room in plan.host_limits.items() if room <= 0}
-        self._more_for.update(
-            h for h, n in got.items() if n >= plan.host_limits.get(h, plan.per_host)
-        )
+        keys = [self._keys(delivery) for delivery in deliveries]
+        got_hosts = Counter(host for host, _ in keys)
+        got_tenants = Counter(tenant for _, tenant in keys)
+        self._more_for_hosts = _more_for(plan.host_limits, plan.per_host, got_hosts)
+        self._more_for_tenants = _more_for(plan.tenant_limits, plan.per_tenant, got_tenants)
         self._more_due = plan.limit > 0 and len(deliveries) >= plan.limit
         for delivery in deliveries:
             self.submit(delivery)
 
     def submit(self, delivery: Delivery) -> None:
-        """Attempt `delivery` (claimed by this process) now, or once its host has a free slot."""
+        """Attempt `delivery` (claimed by this process) now, or once its host and its tenant
+        have a free slot."""
         if delivery.id in self._sending or self._closing:
             return
-        host = self._target(delivery.callback_url).host
-        admission = self._hosts.admit(host, delivery)
+        admission = self._limits.admit(delivery)
         self._sending[delivery.id] = delivery.lease_token
         if admission == "run":
-            self._start(delivery, host)
+            self._start(delivery)
         elif admission == "release":
             self._release(delivery)
+
+    def _keys(self, delivery: Delivery) -> tuple[str, str]:
+        """What the per-host and per-tenant limits count `delivery` under."""
+        return self._target(delivery.callback_url).host, delivery.tenant
 
     def _target(self, callback_url: str) -> _Target:
         target = self._targets.get(callback_url)
@@ -341,26 +261,29 @@ class Deliverer:
             target = self._targets[callback_url] = _parse_target(callback_url)
         return target
 
-    def _start(self, delivery: Delivery, host: str) -> None:
+    def _start(self, delivery: Delivery) -> None:
         self._posting += 1
-        task = asyncio.create_task(self._run(delivery, host), name=f"deliver to {host}")
+        task = asyncio.create_task(self._run(delivery), name="delivery")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, delivery: Delivery | None, host: str) -> None:
-        """A slot of `host`: attempt `delivery`, then each delivery waiting for the host until
-        none is left (the slot is then given up). Each attempt is counted in `_posting` from
-        the moment its delivery has the slot."""
-        while delivery is not None:
-            await self._attempt(delivery, host)
+    async def _run(self, delivery: Delivery) -> None:
+        """A slot: attempt `delivery`, then a waiting delivery its slots pass to, until none
+        does (the slot is then given up). Each attempt is counted in `_posting` from the moment
+        its delivery has its slots."""
+        while True:
+            await self._attempt(delivery)
             if self._closing:
                 return
-            # The host's slot passes to its next waiting delivery.
-            delivery = self._hosts.done(host)
-            if delivery is None:
-                self._slot_freed(host)
-            else:
-                self._posting += 1
+            # Its slots pass to waiting deliveries: one carries on here, any other in a task.
+            passed = self._limits.done(delivery)
+            self._slot_freed(*self._keys(delivery))
+            for other in passed[1:]:
+                self._start(other)
+            if not passed:
+                return
+            delivery = passed[0]
+            self._posting += 1
 
     async def drain(self, grace_s: float) -> list[tuple[str, int]]:
         """Wait up to `grace_s` for attempts in flight, then cancel the rest; return the
@@ -371,7 +294,7 @@ class Deliverer:
             self._refilling.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(grace_s, 0.0)
-        waiting = self._hosts.clear_waiting()
+        waiting = self._limits.clear_waiting()
         for delivery in waiting:
             self._sending.pop(delivery.id, None)
         never_started = [(d.id, d.lease_token) for d in waiting]
@@ -390,13 +313,13 @@ class Deliverer:
         self._sending.clear()
         return [*never_started, *abandoned]
 
-    async def _attempt(self, delivery: Delivery, host: str) -> None:
-        """One attempt: the request in a global slot (the host's is its caller's), then its
-        outcome queued for the next commit. The slots are given up as soon as the answer is in
-        (the receiver is done with it); the delivery stays held until its outcome is committed
-        (a cancelled attempt stays held too: `drain` hands it back)."""
+    async def _attempt(self, delivery: Delivery) -> None:
+        """One attempt: the request in a global slot (the host's and the tenant's are its
+        caller's), then its outcome queued for the next commit. The slots are given up as soon
+        as the answer is in (the receiver is done with it); the delivery stays held until its
+        outcome is committed (a cancelled attempt stays held too: `drain` hands it back)."""
         try:
-            async with self._slots:
+            async with self._concurrency:
                 sent = await self._post(delivery)
         except Exception:
             log.exception("delivery.crashed", watch_id=delivery.watch_id, webhook_id=delivery.id)
@@ -406,19 +329,24 @@ class Deliverer:
             self._posting -= 1
         self._record(delivery, sent)
 
-    def _worth_claiming(self, host: str) -> bool:
-        """Whether a claim now would likely find work: the store has more for `host` and it
-        has room for half a line of it, or the last claim was cut short by its limit."""
-        if host in self._more_for and self._hosts.room(host) >= self._top_up:
+    def _worth_claiming(self, host: str, tenant: str) -> bool:
+        """Whether a claim now would likely find work: the store has more for `host` (or
+        `tenant`) and it has room for a third of its line, or the last claim was cut short by
+        its limit."""
+        hosts, tenants = self._limits.hosts, self._limits.tenants
+        if host in self._more_for_hosts and hosts.room(host) >= _top_up(hosts.per_key):
+            return True
+        if tenant in self._more_for_tenants and tenants.room(tenant) >= _top_up(tenants.per_key):
             return True
         return self._more_due
 
-    def _slot_freed(self, host: str) -> None:
-        """An attempt to `host` ended: claim more if the store may have some worth taking."""
-        if self.refill is None or not self._worth_claiming(host):
+    def _slot_freed(self, host: str, tenant: str) -> None:
+        """An attempt to `host` of `tenant` ended: claim more if the store may have some worth
+        taking."""
+        if self.refill is None or not self._worth_claiming(host, tenant):
             return
         if self._refilling is not None and not self._refilling.done():
-            self._refill_again.add(host)
+            self._refill_again.add((host, tenant))
             return
         self._refilling = asyncio.create_task(self._refill(self.refill), name="delivery refill")
 
@@ -431,7 +359,7 @@ class Deliverer:
                 if not isinstance(error, StoreUnavailable):  # an outage is logged once
                     log.warning("delivery.claim_failed", error=str(error))
                 return
-            if not any(self._worth_claiming(host) for host in self._refill_again):
+            if not any(self._worth_claiming(*keys) for keys in self._refill_again):
                 return
 
     def _release(self, delivery: Delivery) -> None:
@@ -546,7 +474,22 @@ class Deliverer:
             }
         except VaultError as unreadable:
             return None, None, unreadable.message
-        return await self._sender.send(delivery.callback_method, target.url, headers, delivery.body)
+        return await self._sender.send(
+            delivery.callback_method, target.url, headers, delivery.body, delivery.tenant
+        )
+
+
+def _more_for(limits: Mapping[str, int], default: int, got: Counter[str]) -> set[str]:
+    """The hosts (or tenants) a claim with these limits suggests the store has more for: those
+    it had no room for, and those that got all they had room for."""
+    found = {key for key, room in limits.items() if room <= 0}
+    found.update(key for key, n in got.items() if n >= limits.get(key, default))
+    return found
+
+
+def _top_up(per_key: int) -> int:
+    # A line is topped up once two thirds of it are free.
+    return LINE * per_key * 2 // 3 or 1
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:

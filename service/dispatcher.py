@@ -664,6 +664,7 @@ class Dispatcher:
             claimed = await self._store.claim_deliveries(
                 self.owner, now, lease_until, plan.limit,
                 per_host=plan.per_host, host_limits=plan.host_limits,
+                per_tenant=plan.per_tenant, tenant_limits=plan.tenant_limits,
             )  # fmt: skip
             self._deliverer.claimed(plan, claimed)
 

@@ -16,6 +16,7 @@ BridgeError
     ├── TooLarge           413
     ├── UnsupportedMediaType 415: a body that is not JSON by its Content-Type
     ├── TooManyRequests    429
+    │   └── TooManyStreams 429: the tenant holds its most open streams already
     ├── UpstreamRefused    the upstream's own 4xx, passed through (POST /v1/generate)
     └── BadGateway         502: the upstream failed or did not answer in time
 ```
@@ -143,6 +144,13 @@ class TooManyRequests(ApiError):
     status = 429
     code = "rate-limited"
     title = "Too many requests"
+
+
+class TooManyStreams(TooManyRequests):
+    """This token holds as many open streams as it may; close one first."""
+
+    code = "too-many-streams"
+    title = "Too many open streams"
 
 
 class UpstreamRefused(ApiError):

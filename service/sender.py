@@ -13,10 +13,11 @@ event loop keeps everything else (claims, signatures, judging, outcomes); the ch
 talks HTTP. Requests and answers cross a socket pair as length-prefixed `marshal` frames (the
 child is the same interpreter, started by the bridge itself).
 
-The child keeps `max_per_host` and `max_concurrency` itself, and the bridge hands it `depth`
-(4) times as many: a host's next webhook is already waiting in the child when an answer comes
-in, instead of making the trip through the bridge's event loop first. Waiting requests hold no
-slot, so a slow host still costs only its own.
+The child keeps `max_per_host`, the per-tenant limit and `max_concurrency` itself (each
+request names its tenant), and the bridge hands it `depth` (4) times as many: a host's next
+webhook is already waiting in the child when an answer comes in, instead of making the trip
+through the bridge's event loop first. Waiting requests hold no slot, so a slow host (or a
+tenant's slow receivers) still costs only its own.
 
 If the child dies, every request it held is answered with an error (the attempt is recorded
 as failed and retried on schedule, with the same `webhook-id`), and the next request starts
@@ -27,7 +28,6 @@ the socket, and the child finishes what it holds and exits (also when the bridge
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import marshal
@@ -42,6 +42,7 @@ import httpx
 import structlog
 
 from service.config import DeliverySettings, LogSettings, SecuritySettings
+from service.slots import Slots
 from service.store.base import callback_host
 
 log = structlog.get_logger("service.sender")
@@ -63,16 +64,19 @@ COMMAND = (sys.executable, "-m", "service.sender")
 
 
 class Sender(Protocol):
-    # How many times `delivery.max_concurrency` and `max_per_host` requests may be handed to
-    # the sender at once: 1 when each request handed over is made at once; more when the
-    # sender queues them and keeps those limits itself.
+    # How many times `delivery.max_concurrency`, `max_per_host` and the per-tenant limit
+    # requests may be handed to the sender at once: 1 when each request handed over is made at
+    # once; more when the sender queues them and keeps those limits itself.
     depth: int
 
     async def start(self) -> None:
         """Be ready to send (the sender process started), so the first webhook waits for none."""
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
-        """Make one request to `url` (without userinfo) and say how it went; never raises."""
+    async def send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, tenant: str = ""
+    ) -> Answer:
+        """Make one request to `url` (without userinfo), a webhook of `tenant`, and say how it
+        went; never raises."""
 
     async def aclose(self) -> None:
         """Let go of connections (and of the child process, if any)."""
@@ -92,7 +96,9 @@ class InlineSender:
     async def start(self) -> None:
         pass
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
+    async def send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, tenant: str = ""
+    ) -> Answer:
         parsed = self._parse(url)
         if isinstance(parsed, str):
             return None, None, parsed
@@ -155,8 +161,9 @@ class ProcessSender:
                 "log": logging.model_dump_json(),
             }
         )
-        # A request waits in the child for at most one attempt to its host, then takes its own.
-        self._timeout_s = self.depth * delivery.timeout_s + GRACE_S
+        # A request waits in the child for at most `depth - 1` attempts to its host and as many
+        # of its tenant, then takes its own.
+        self._timeout_s = (2 * self.depth - 1) * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
         # Told of each sender process that exited while the bridge still needed it (its exit
@@ -170,13 +177,16 @@ class ProcessSender:
         with contextlib.suppress(OSError):
             await self._running()
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Answer:
+    async def send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, tenant: str = ""
+    ) -> Answer:
         try:
             child = await self._running()
         except OSError as failure:
             return None, None, f"the sender process could not start: {failure}"
         request_id = next(self._ids)
-        answer = child.ask(request_id, (request_id, method, url, tuple(headers.items()), body))
+        request = (request_id, method, url, tuple(headers.items()), body, tenant)
+        answer = child.ask(request_id, request)
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await answer
@@ -218,7 +228,9 @@ class ProcessSender:
             await self._child.stop()
 
 
-_DELIVERY_FIELDS = {"timeout_s", "max_concurrency", "max_per_host", "max_response_bytes"}
+_DELIVERY_FIELDS = {
+    "timeout_s", "max_concurrency", "max_per_host", "max_per_tenant", "max_response_bytes",
+}  # fmt: skip
 _SECURITY_FIELDS = {"allow_private_callbacks", "callback_allow_cidrs", "require_https"}
 
 
@@ -418,7 +430,7 @@ async def _serve(fd: int) -> None:
     )
     gc_tuning.tune()  # as the server does: the child's collections cost it a seventh of its rate
     writer.write(_frame(marshal.dumps("ready")))
-    relay = _Relay(sender, writer, delivery.max_concurrency, delivery.max_per_host)
+    relay = _Relay(sender, writer, delivery)
     async for frame in frames:
         relay.take(_load(frame))
     # The bridge closed its end: finish what is held, then go.
@@ -427,52 +439,45 @@ async def _serve(fd: int) -> None:
 
 
 class _Relay:
-    """The child's side: requests in, answers out, at most `max_per_host` requests to a host
-    and `max_concurrency` in all (the bridge hands over `depth` times as many). One task per
-    running slot of a host, which carries on with the host's next waiting request."""
+    """The child's side: requests in, answers out, at most `max_per_host` requests to a host,
+    the per-tenant limit of a tenant and `max_concurrency` in all (the bridge hands over `depth`
+    times as many). One task per running slot, which carries on with a waiting request its
+    slots pass to."""
 
     def __init__(
-        self, sender: InlineSender, writer: asyncio.StreamWriter, most: int, per_host: int
+        self, sender: InlineSender, writer: asyncio.StreamWriter, delivery: DeliverySettings
     ) -> None:
         self._sender = sender
         self._writer = writer
-        self._slots = asyncio.Semaphore(most)
-        self._per_host = per_host
-        self._running: dict[str, int] = {}
-        self._waiting: dict[str, collections.deque[tuple[Any, ...]]] = {}
+        self._concurrency = asyncio.Semaphore(delivery.max_concurrency)
+        # No bound on the lines: the bridge bounds what it hands over.
+        self._limits: Slots[tuple[Any, ...]] = Slots(
+            _keys, delivery.max_per_host, delivery.per_tenant, None
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = _Outbox(writer)
 
     def take(self, request: tuple[Any, ...]) -> None:
-        host = callback_host(request[2])
-        running = self._running.get(host, 0)
-        if running >= self._per_host:
-            self._waiting.setdefault(host, collections.deque()).append(request)
-            return
-        self._running[host] = running + 1
-        task = asyncio.create_task(self._run(host, request))
+        if self._limits.admit(request) == "run":
+            self._start(request)
+
+    def _start(self, request: tuple[Any, ...]) -> None:
+        task = asyncio.create_task(self._run(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, host: str, request: tuple[Any, ...] | None) -> None:
-        while request is not None:
-            request_id, method, url, headers, body = request
-            async with self._slots:
+    async def _run(self, request: tuple[Any, ...]) -> None:
+        while True:
+            request_id, method, url, headers, body, _ = request
+            async with self._concurrency:
                 answer = await self._sender.send(method, url, dict(headers), body)
             self._out.put((request_id, *answer))
-            request = self._next(host)
-        self._running[host] -= 1
-        if not self._running[host]:
-            del self._running[host]
-
-    def _next(self, host: str) -> tuple[Any, ...] | None:
-        waiting = self._waiting.get(host)
-        if not waiting:
-            return None
-        request = waiting.popleft()
-        if not waiting:
-            del self._waiting[host]
-        return request
+            passed = self._limits.done(request)
+            for other in passed[1:]:
+                self._start(other)
+            if not passed:
+                return
+            request = passed[0]
 
     async def finish(self) -> None:
         while self._tasks:
@@ -480,6 +485,11 @@ class _Relay:
         with contextlib.suppress(ConnectionError):
             self._out.flush()
             await self._writer.drain()
+
+
+def _keys(request: tuple[Any, ...]) -> tuple[str, str]:
+    """A request's host (of its URL) and tenant."""
+    return callback_host(request[2]), request[5]
 
 
 def main() -> None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Any
+from collections.abc import AsyncIterable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from service import events, upstream
 from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
-from service.auth import Caller, authenticate, retry_after_header
+from service.auth import Caller, RateLimiter, authenticate, retry_after_header
 from service.bridge import Bridge
 from service.errors import (
     ApiError,
@@ -41,6 +44,9 @@ EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
+# The status of a long-poll whose client went away (nobody reads it; the logs show it).
+CLIENT_GONE = 499
+T = TypeVar("T")
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -162,16 +168,28 @@ def _traceparent(request: Request) -> str | None:
     return value if _TRACEPARENT.match(value) else None
 
 
+def _within_rate(limiter: RateLimiter, tenant: str, what: str) -> None:
+    """Spend one of the tenant's tokens of `limiter`, or answer 429 with Retry-After."""
+    wait = limiter.take(tenant)
+    if wait is not None:
+        raise TooManyRequests(
+            f"too many {what} for this token; retry in {retry_after_header(wait)} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+
+
 async def _registration(request: Request) -> tuple[str, dict[str, Any]]:
     """The tenant and the JSON object of a registration, within the tenant's rate."""
     tenant = _tenant(request)
-    wait = _bridge(request).limiter.take(tenant)
-    if wait is not None:
-        raise TooManyRequests(
-            f"too many registrations for this token; retry in {retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
-        )
+    _within_rate(_bridge(request).limiter, tenant, "registrations")
     return tenant, await _json_object(request)
+
+
+def _subscription_change(request: Request) -> str:
+    """The tenant of a subscription creation or deletion, within the tenant's rate."""
+    tenant = _tenant(request)
+    _within_rate(_bridge(request).subscription_limiter, tenant, "subscription changes")
+    return tenant
 
 
 async def create_watch(request: Request) -> Response:
@@ -260,12 +278,55 @@ def _watch_id(request: Request) -> str:
     return watch_id
 
 
+class HeldStream(StreamingResponse):
+    """A stream that gives its place among its tenant's open streams back (`close`) however
+    it ends: done, failed, or its client gone."""
+
+    def __init__(
+        self, content: AsyncIterable[bytes], close: Callable[[], None], **options: Any
+    ) -> None:
+        super().__init__(content, **options)
+        self._close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._close()
+
+
+async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """`work`'s result, or None once the client went away first (`work` is then cancelled): a
+    long-poll whose client left holds nothing."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    working, leaving = asyncio.ensure_future(work), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait((working, leaving), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leaving.cancel()
+        if not working.done():
+            working.cancel()
+    await asyncio.gather(working, leaving, return_exceptions=True)
+    return None if working.cancelled() else working.result()
+
+
 async def wait_for_watch(request: Request) -> Response:
     tenant = _tenant(request)
     watch_id = _watch_id(request)
     asked = _query_int(request, "timeout_s", 30, 0, MAX_WAIT_S)
-    timeout_s = min(asked, _bridge(request).settings.api.max_wait_s)
-    waited = await _bridge(request).feed.wait(tenant, watch_id, timeout_s)
+    bridge = _bridge(request)
+    timeout_s = min(asked, bridge.settings.api.max_wait_s)
+    close = bridge.streams.open(tenant)
+    try:
+        waited = await _unless_gone(request, bridge.feed.wait(tenant, watch_id, timeout_s))
+    finally:
+        close()
+    if waited is None:
+        return Response(status_code=CLIENT_GONE)
     # 202 "not yet": ask again at once (the wait itself was the delay).
     headers = {"Retry-After": "0"} if waited.status == 202 else None
     return Response(waited.body, waited.status, headers, media_type="application/json")
@@ -287,9 +348,11 @@ async def stream_events(request: Request) -> Response:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if request.method == "HEAD":  # the headers only, not a stream held open for nothing
         return Response(None, headers=headers, media_type="text/event-stream")
-    return StreamingResponse(
-        feed.stream(tenant, watch_id, after), headers=headers, media_type="text/event-stream"
-    )
+    close = _bridge(request).streams.open(tenant)
+    return HeldStream(
+        feed.stream(tenant, watch_id, after), close, headers=headers,
+        media_type="text/event-stream",
+    )  # fmt: skip
 
 
 async def list_events(request: Request) -> Response:
@@ -312,7 +375,7 @@ async def list_events(request: Request) -> Response:
 
 
 async def create_subscription(request: Request) -> Response:
-    tenant = _tenant(request)
+    tenant = _subscription_change(request)
     data = await _json_object(request)
     try:
         subscription_request = SubscriptionRequest.model_validate(data)
@@ -327,7 +390,7 @@ async def list_subscriptions(request: Request) -> Response:
 
 
 async def delete_subscription(request: Request) -> Response:
-    tenant = _tenant(request)
+    tenant = _subscription_change(request)
     subscription_id = str(request.path_params["subscription_id"])
     if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise NotFound(f"no active subscription {subscription_id[:80]}")

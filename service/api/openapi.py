@@ -189,6 +189,12 @@ def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "required": True, "schema": schema}
 
 
+def _rate_limited(description: str) -> dict[str, Any]:
+    """A 429 with the Retry-After the bridge's own rate limits send."""
+    wait = _header("Whole seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})
+    return _problem(description, {"Retry-After": wait})
+
+
 _WATCH_REF = {"$ref": "#/components/schemas/Watch"}
 _ID = {
     "name": "watch_id",
@@ -211,10 +217,10 @@ _HOST_NOT_ALLOWED = _problem(
 )
 _TOO_MANY_HEADERS = _problem("More header fields than server.max_headers.")
 _CROSS_SITE = _problem("A browser says another site sent the request (Origin, Sec-Fetch-Site).")
-_LOCKED_OUT = _problem(
-    "Too many failed authentications from this address (auth.failed_auth_burst); retry after "
-    "Retry-After.",
-    {"Retry-After": _header("Seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})},
+
+
+_LOCKED_OUT = _rate_limited(
+    "Too many failed authentications from this address (auth.failed_auth_burst)."
 )
 _STORE_UNAVAILABLE = _problem(
     "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), type "
@@ -223,6 +229,12 @@ _STORE_UNAVAILABLE = _problem(
     {"Retry-After": _header("Seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"})},
 )
 _NOT_JSON = _problem("The body was not sent as Content-Type: application/json.")
+_TOO_MANY_STREAMS = _problem(
+    "The token holds api.max_streams_per_tenant open streams (event streams, long-polls, "
+    "dashboard live updates) already."
+)
+
+
 _STATUS = {
     "type": "object",
     "required": ["status"],
@@ -374,15 +386,7 @@ def spec() -> dict[str, Any]:
                         "409": _problem("The Idempotency-Key was used with another body."),
                         "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),
-                        "429": _problem(
-                            "Too many registrations for this token.",
-                            {
-                                "Retry-After": _header(
-                                    "Whole seconds to wait.",
-                                    {"type": "string", "pattern": "^[0-9]+$"},
-                                )
-                            },
-                        ),
+                        "429": _rate_limited("Too many registrations for this token."),
                     },
                 },
                 "get": {
@@ -539,6 +543,7 @@ def spec() -> dict[str, Any]:
                             "were purged."
                         ),
                         "422": _problem("timeout_s is invalid."),
+                        "429": _TOO_MANY_STREAMS,
                     },
                 }
             },
@@ -572,6 +577,7 @@ def spec() -> dict[str, Any]:
                         "401": _UNAUTHORIZED,
                         "404": _NOT_FOUND,
                         "422": _problem("Last-Event-ID is not an event id."),
+                        "429": _TOO_MANY_STREAMS,
                     },
                 }
             },
@@ -621,6 +627,7 @@ def spec() -> dict[str, Any]:
                         "409": _problem("The tenant already has 100 active subscriptions."),
                         "413": _problem("The body is larger than 64 KiB."),
                         "422": _problem("A field is invalid; `errors` names each."),
+                        "429": _rate_limited("Too many subscription changes for this token."),
                     },
                 },
                 "get": {
@@ -656,6 +663,7 @@ def spec() -> dict[str, Any]:
                         "204": {"description": "Unsubscribed."},
                         "401": _UNAUTHORIZED,
                         "404": _problem("No such active subscription (or another tenant's)."),
+                        "429": _rate_limited("Too many subscription changes for this token."),
                     },
                 }
             },

@@ -192,6 +192,8 @@ class Delivery:
     event_id: str | None = None  # None for deliveries recorded before events were kept
     # Receiver statuses that end retries as `failed`: the watch's or the subscription's.
     final_statuses: tuple[int, ...] = ()
+    # The watch's tenant: the key of the per-tenant delivery limit.
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,20 +449,31 @@ class Store(abc.ABC):
         *,
         per_host: int | None = None,
         host_limits: Mapping[str, int] | None = None,
+        per_tenant: int | None = None,
+        tenant_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         """Claim up to `limit` pending deliveries due at `now` whose lease is absent or expired,
         oldest due first, and return them in that order.
 
-        Per host (the `callback_host` key of the delivery's endpoint: the subscription's URL,
-        else the watch's callback URL, as it was when the delivery was recorded), at most
-        `host_limits[host]` are claimed for a host listed there (0: its deliveries are left
-        alone) and at most `per_host` for any other, so a host with a large backlog cannot
-        crowd the others out of a claim. With either, every host with due deliveries not left
-        alone offers its oldest due ones up to its limit, and the `limit` oldest of those
-        offered are claimed. Such a claim reads no row of a host left alone and at most
-        `limit` due rows (past the leased ones) of each of the `limit` hosts whose oldest due
-        delivery is oldest: its cost grows with the number of hosts that have pending
-        deliveries (one index probe each), not with their backlogs."""
+        Shares: a delivery counts under its host (the `callback_host` key of its endpoint: the
+        subscription's URL, else the watch's callback URL, as it was when the delivery was
+        recorded) and under its tenant (its watch's). A host listed in `host_limits` has that
+        share (0: its deliveries are left alone), any other `per_host`; likewise a tenant,
+        with `tenant_limits` and `per_tenant`. Without either of a pair, every share of that
+        kind is `limit`.
+
+        With any share given, due deliveries are taken by *group* (one host and one tenant),
+        and a list (of groups, then of deliveries), oldest first, is cut *within shares*: an
+        item is kept when fewer than its host's share of the items before it are of its host,
+        and likewise for its tenant; the first `limit` kept are taken. The groups whose host
+        and tenant both have a share, by their oldest due delivery (then host, then tenant), are
+        cut within shares; each group taken offers its oldest due deliveries (then by id), up to
+        the smaller of its two shares; the deliveries offered, by due time (then id), are cut
+        within shares and claimed. So a host or a tenant with a large backlog can neither take
+        more than its share nor crowd the others out of a claim. Such a claim reads no row of a
+        group left alone and at most `limit` due rows (past the leased ones) of each of at most
+        `limit` groups: its cost grows with the number of groups that have pending deliveries
+        (one index probe each), not with their backlogs."""
 
     @abc.abstractmethod
     async def renew_delivery_leases(

@@ -82,7 +82,7 @@ _DELIVERY_COLUMNS = (
     " CASE WHEN s.id IS NULL THEN w.callback_method ELSE 'POST' END AS callback_method,"
     " coalesce(s.headers, w.callback_headers) AS callback_headers,"
     " coalesce(s.secret, w.secret) AS secret, d.created_at, d.subscription_id, d.event_id,"
-    " coalesce(s.final_statuses, w.final_statuses) AS final_statuses"
+    " coalesce(s.final_statuses, w.final_statuses) AS final_statuses, d.tenant"
 )
 _SUBSCRIPTION_COLUMNS = (
     "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
@@ -105,41 +105,65 @@ _HELD_DELIVERIES = (
 # A registration's job ($3) is owned by another tenant than its own ($2): `Store.insert_watch`.
 _OWNED = "EXISTS (SELECT FROM job_owners WHERE job_id = $3 AND tenant <> $2)"
 _ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
-# The ids a per-host delivery claim takes (see `Store.claim_deliveries`; $2 now, $4 limit,
-# $5 the default per host, $6 the host limits): the hosts with pending deliveries, one index
-# probe each (`deliveries_host_due`); of those a claim may take some from, the $4 whose oldest
-# due delivery is oldest (only they can contribute: the oldest deliveries of any $4 hosts older
-# than a row would all come before it); each one's oldest due up to its limit, locked (those
-# not chosen are unlocked at commit); the $4 oldest of them. A host is matched by a range, not
-# `=`, and ordered by (host, next_attempt_at), which only `deliveries_host_due` gives: with
-# `=`, the planner, taking each host's rows to be spread evenly over the due order, would
-# walk `deliveries_due` instead, through a large host's whole backlog for another's first row.
-_PER_HOST_DUE = """
+# The ids a delivery claim with shares takes (see `Store.claim_deliveries`; $2 now, $4 limit,
+# $5 and $6 the default host share and the host limits, $7 and $8 the tenant's): the groups
+# (host and tenant) with pending deliveries, one index probe each (`deliveries_group_due`: the
+# hosts, then the tenants of each host); of those with both shares and a due delivery, oldest
+# due first, those cut within shares (`row_number` per host and per tenant: how many came
+# before, plus one); each one's oldest due up to its smaller share, locked (those not chosen are
+# unlocked at commit); those cut within shares. A group is matched by ranges, not `=`, and
+# ordered by (host, tenant, next_attempt_at, id), which only `deliveries_group_due` gives: with `=`,
+# the planner, taking each group's rows to be spread evenly over the due order, would walk
+# `deliveries_due` instead, through a large group's whole backlog for another's first row.
+_GROUPS_DUE = """
 WITH RECURSIVE hosts (host) AS (
     (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
     UNION ALL
     SELECT (SELECT d.host FROM deliveries d WHERE d.status = 'pending' AND d.host > hosts.host
             ORDER BY d.host LIMIT 1)
     FROM hosts WHERE hosts.host IS NOT NULL
-), room AS (
-    SELECT host, coalesce(($6::jsonb ->> host)::int, $5) AS most
+), groups (host, tenant) AS (
+    SELECT host, (SELECT d.tenant FROM deliveries d WHERE d.status = 'pending'
+                  AND d.host = hosts.host ORDER BY d.host, d.tenant LIMIT 1)
     FROM hosts WHERE host IS NOT NULL
+    UNION ALL
+    SELECT g.host, (SELECT d.tenant FROM deliveries d WHERE d.status = 'pending'
+                    AND d.host = g.host AND d.tenant > g.tenant ORDER BY d.host, d.tenant LIMIT 1)
+    FROM groups g WHERE g.tenant IS NOT NULL
+), shares AS (
+    SELECT host, tenant, coalesce(($6::jsonb ->> host)::int, $5) AS host_share,
+        coalesce(($8::jsonb ->> tenant)::int, $7) AS tenant_share
+    FROM groups WHERE tenant IS NOT NULL
 ), oldest AS (
-    SELECT room.host, room.most FROM room CROSS JOIN LATERAL (
-        SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.host >= room.host
-        AND d.host <= room.host AND d.status = 'pending' AND d.next_attempt_at <= $2
+    SELECT s.*, first.at,
+        row_number() OVER (PARTITION BY s.host ORDER BY first.at, s.host, s.tenant) AS in_host,
+        row_number() OVER (PARTITION BY s.tenant ORDER BY first.at, s.host, s.tenant)
+            AS in_tenant
+    FROM shares s CROSS JOIN LATERAL (
+        SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.host >= s.host
+        AND d.host <= s.host AND d.tenant >= s.tenant AND d.tenant <= s.tenant
+        AND d.status = 'pending' AND d.next_attempt_at <= $2
         AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)
-        ORDER BY d.host, d.next_attempt_at LIMIT 1) first
-    WHERE room.most > 0 ORDER BY first.at LIMIT $4
+        ORDER BY d.host, d.tenant, d.next_attempt_at LIMIT 1) first
+    WHERE s.host_share > 0 AND s.tenant_share > 0
+), taken AS (
+    SELECT * FROM oldest WHERE in_host <= host_share AND in_tenant <= tenant_share
+    ORDER BY at, host, tenant LIMIT $4
 ), offered AS (
-    SELECT c.id, c.at FROM oldest CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at AS at FROM deliveries d WHERE d.host >= oldest.host
-        AND d.host <= oldest.host AND d.status = 'pending' AND d.next_attempt_at <= $2
+    SELECT t.host, t.tenant, t.host_share, t.tenant_share, c.id, c.at,
+        row_number() OVER (PARTITION BY t.host ORDER BY c.at, c.id) AS in_host,
+        row_number() OVER (PARTITION BY t.tenant ORDER BY c.at, c.id) AS in_tenant
+    FROM taken t CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at AS at FROM deliveries d WHERE d.host >= t.host
+        AND d.host <= t.host AND d.tenant >= t.tenant AND d.tenant <= t.tenant
+        AND d.status = 'pending' AND d.next_attempt_at <= $2
         AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)
-        ORDER BY d.host, d.next_attempt_at LIMIT least(oldest.most, $4)
+        ORDER BY d.host, d.tenant, d.next_attempt_at, d.id
+        LIMIT least(t.host_share, t.tenant_share, $4)
         FOR NO KEY UPDATE OF d SKIP LOCKED) c
 )
-SELECT id FROM offered ORDER BY at, id LIMIT $4
+SELECT id FROM offered WHERE in_host <= host_share AND in_tenant <= tenant_share
+ORDER BY at, id LIMIT $4
 """
 
 
@@ -657,8 +681,10 @@ class PostgresStore(Store):
         *,
         per_host: int | None = None,
         host_limits: Mapping[str, int] | None = None,
+        per_tenant: int | None = None,
+        tenant_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
-        if per_host is None and not host_limits:
+        if per_host is None and not host_limits and per_tenant is None and not tenant_limits:
             due = (
                 "SELECT id FROM deliveries WHERE status = 'pending'"
                 " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
@@ -666,10 +692,12 @@ class PostgresStore(Store):
             )
             args: tuple[Any, ...] = ()
         else:
-            due = _PER_HOST_DUE
+            due = _GROUPS_DUE
             args = (
                 per_host if per_host is not None else limit,
                 json.dumps(dict(host_limits or {})),
+                per_tenant if per_tenant is not None else limit,
+                json.dumps(dict(tenant_limits or {})),
             )
         rows = await self._fetch(
             f"WITH due AS ({due}),"  # noqa: S608
@@ -931,28 +959,29 @@ async def _record_events(
         subscriptions.setdefault(row[1], []).append(
             (row[0], frozenset(row[2]), callback_host(row[3]))
         )
-    # (watch id, delivery, subscription id, event id, host)
-    news: list[tuple[str, NewDelivery, str | None, str, str]] = []
+    # (watch id, delivery, subscription id, event id, host, tenant)
+    news: list[tuple[str, NewDelivery, str | None, str, str, str]] = []
     for tenant, callback_url, watch_id, event in recorded:
         if event.callback is not None:
-            news.append((watch_id, event.callback, None, event.id, callback_host(callback_url)))
+            host = callback_host(callback_url)
+            news.append((watch_id, event.callback, None, event.id, host, tenant))
         for subscription_id, types, host in subscriptions.get(tenant, ()):
             if event.type in types:
                 new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
-                news.append((watch_id, new, subscription_id, event.id, host))
+                news.append((watch_id, new, subscription_id, event.id, host, tenant))
     await db.execute(
         "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
         " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
         " $5::boolean[], $6::bytea[]))"
         " INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
         " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
-        " subscription_id, event_id, host)"
+        " subscription_id, event_id, host, tenant)"
         " SELECT n.id, n.watch_id, n.event_type, n.body, n.final, 'pending', $7, $7, $8::text,"
         " $9::float8,"
-        " CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END, n.subscription_id, n.event_id, n.host"
-        " FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[], $14::boolean[],"
-        " $15::text[], $16::text[], $17::text[])"
-        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host)",
+        " CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END, n.subscription_id, n.event_id, n.host,"
+        " n.tenant FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[],"
+        " $14::boolean[], $15::text[], $16::text[], $17::text[], $18::text[])"
+        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host, tenant)",
         [event.id for _, _, _, event in recorded],
         [tenant for tenant, _, _, _ in recorded],
         [watch_id for _, _, watch_id, _ in recorded],
@@ -962,13 +991,14 @@ async def _record_events(
         now,
         owner,
         lease_until,
-        [new.id for _, new, _, _, _ in news],
-        [watch_id for watch_id, _, _, _, _ in news],
-        [new.event_type for _, new, _, _, _ in news],
-        [new.body for _, new, _, _, _ in news],
-        [new.final for _, new, _, _, _ in news],
-        [subscription_id for _, _, subscription_id, _, _ in news],
-        [event_id for _, _, _, event_id, _ in news],
-        [host for _, _, _, _, host in news],
+        [new.id for _, new, _, _, _, _ in news],
+        [watch_id for watch_id, _, _, _, _, _ in news],
+        [new.event_type for _, new, _, _, _, _ in news],
+        [new.body for _, new, _, _, _, _ in news],
+        [new.final for _, new, _, _, _, _ in news],
+        [subscription_id for _, _, subscription_id, _, _, _ in news],
+        [event_id for _, _, _, event_id, _, _ in news],
+        [host for _, _, _, _, host, _ in news],
+        [tenant for _, _, _, _, _, tenant in news],
     )
-    return [new.id for _, new, _, _, _ in news]
+    return [new.id for _, new, _, _, _, _ in news]

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ from service.store.health import StoreHealth
 from service.store.serial_thread import SerialThread
 
 T = TypeVar("T")
+_V = TypeVar("_V")
 
 _WATCH_COLUMNS = (
     "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
@@ -75,7 +77,7 @@ _DELIVERIES_BY_ID = (
     " d.final, d.attempts, d.lease_token, coalesce(s.url, w.callback_url),"
     " iif(s.id IS NULL, w.callback_method, 'POST'), coalesce(s.headers, w.callback_headers),"
     " coalesce(s.secret, w.secret), d.created_at, d.subscription_id, d.event_id,"
-    " coalesce(s.final_statuses, w.final_statuses)))"
+    " coalesce(s.final_statuses, w.final_statuses), d.tenant))"
     f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
 _SUBSCRIPTION_COLUMNS = (
@@ -157,6 +159,7 @@ def _delivery(row: list[Any]) -> Delivery:
         subscription_id=row[12],
         event_id=row[13],
         final_statuses=tuple(json.loads(row[14])),
+        tenant=row[15],
     )
 
 
@@ -669,9 +672,13 @@ class SQLiteStore(Store):
         *,
         per_host: int | None = None,
         host_limits: Mapping[str, int] | None = None,
+        per_tenant: int | None = None,
+        tenant_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
+        shared = any((per_host is not None, host_limits, per_tenant is not None, tenant_limits))
+
         def claim(db: sqlite3.Connection) -> list[Delivery]:
-            if per_host is None and not host_limits:
+            if not shared:
                 chosen = [
                     row[0]
                     for row in db.execute(
@@ -682,9 +689,10 @@ class SQLiteStore(Store):
                     )
                 ]
             else:
-                chosen = _choose_per_host(
-                    db, now, limit, per_host if per_host is not None else limit,
-                    dict(host_limits or {}),
+                chosen = _choose_within_shares(
+                    db, now, limit,
+                    (per_host if per_host is not None else limit, dict(host_limits or {})),
+                    (per_tenant if per_tenant is not None else limit, dict(tenant_limits or {})),
                 )  # fmt: skip
             if not chosen:
                 return []
@@ -1021,44 +1029,59 @@ class _FanOut:
         self._db.executemany(
             "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
             " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
-            " subscription_id, event_id, host)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+            " subscription_id, event_id, host, tenant)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(new.id, watch_id, new.event_type, new.body, int(new.final), now, now, owner,
               lease_until if owner else None, 1 if owner else 0, subscription_id, event.id,
-              host)
+              host, tenant)
              for new, subscription_id, host in news],
         )  # fmt: skip
         return [new.id for new, _, _ in news]
 
 
-# The hosts with pending deliveries, one index probe each (`deliveries_host_due`), and of
-# those a claim may take some from, the `limit` whose oldest due delivery is oldest, with how
-# many each may get (`json_each` of the host limits, else the default).
-_HOSTS_DUE = """
+# The groups (host and tenant) with pending deliveries, one index probe each
+# (`deliveries_group_due`: the hosts, then the tenants of each host), with their shares
+# (`json_each` of the limits, else the default); of those with both shares, the ones with a due
+# delivery nobody holds, oldest due first.
+_GROUPS_DUE = """
 WITH RECURSIVE hosts (host) AS (
     SELECT min(host) FROM deliveries WHERE status = 'pending'
     UNION ALL
     SELECT (SELECT min(d.host) FROM deliveries d WHERE d.status = 'pending'
             AND d.host > hosts.host)
     FROM hosts WHERE hosts.host IS NOT NULL
-), room AS (
-    SELECT host, coalesce((SELECT value FROM json_each(:limits) WHERE key = host), :most)
-        AS most
+), groups (host, tenant) AS (
+    SELECT host, (SELECT min(d.tenant) FROM deliveries d WHERE d.status = 'pending'
+                  AND d.host = hosts.host)
     FROM hosts WHERE host IS NOT NULL
-), oldest AS (
-    SELECT host, most, (SELECT d.next_attempt_at FROM deliveries d WHERE d.host = room.host
-        AND d.status = 'pending' AND d.next_attempt_at <= :now
-        AND (d.lease_owner IS NULL OR d.lease_expires_at <= :now)
+    UNION ALL
+    SELECT g.host, (SELECT min(d.tenant) FROM deliveries d WHERE d.status = 'pending'
+                    AND d.host = g.host AND d.tenant > g.tenant)
+    FROM groups g WHERE g.tenant IS NOT NULL
+), shares AS MATERIALIZED (
+    SELECT host, tenant,
+        coalesce((SELECT value FROM json_each(:host_limits) WHERE key = host), :per_host)
+            AS host_share,
+        coalesce((SELECT value FROM json_each(:tenant_limits) WHERE key = tenant), :per_tenant)
+            AS tenant_share
+    FROM groups WHERE tenant IS NOT NULL
+), oldest AS MATERIALIZED (
+    SELECT host, tenant, host_share, tenant_share, (SELECT d.next_attempt_at FROM deliveries d
+        WHERE d.host = shares.host AND d.tenant = shares.tenant AND d.status = 'pending'
+        AND d.next_attempt_at <= :now AND (d.lease_owner IS NULL OR d.lease_expires_at <= :now)
         ORDER BY d.next_attempt_at LIMIT 1) AS at
-    FROM room WHERE most > 0
+    FROM shares WHERE host_share > 0 AND tenant_share > 0
 )
-SELECT host, most FROM oldest WHERE at IS NOT NULL ORDER BY at LIMIT :limit
+SELECT host, tenant, host_share, tenant_share FROM oldest WHERE at IS NOT NULL
+ORDER BY at, host, tenant
 """
-# One host's oldest due deliveries nobody holds, as a JSON array of [due time, id] (one step).
-_HOST_DUE = (
+# One group's oldest due deliveries nobody holds (then by id), as a JSON array of [due time,
+# id] (one step).
+_GROUP_DUE = (
     "SELECT json_group_array(json_array(next_attempt_at, id)) FROM (SELECT next_attempt_at, id"
-    " FROM deliveries WHERE host = ? AND status = 'pending' AND next_attempt_at <= ?"
-    " AND (lease_owner IS NULL OR lease_expires_at <= ?) ORDER BY next_attempt_at LIMIT ?)"
+    " FROM deliveries WHERE host = ? AND tenant = ? AND status = 'pending'"
+    " AND next_attempt_at <= ? AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+    " ORDER BY next_attempt_at, id LIMIT ?)"
 )
 
 
@@ -1072,22 +1095,52 @@ def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Deliver
     return found
 
 
-def _choose_per_host(
-    db: sqlite3.Connection, now: float, limit: int, per_host: int, limits: dict[str, int]
+def _choose_within_shares(
+    db: sqlite3.Connection,
+    now: float,
+    limit: int,
+    hosts: tuple[int, dict[str, int]],
+    tenants: tuple[int, dict[str, int]],
 ) -> list[str]:
-    """The ids a per-host claim takes (see `Store.claim_deliveries`): each host's oldest due up
-    to its limit, from the hosts that may contribute, then the `limit` oldest of them all. Only
-    the `limit` hosts whose oldest due delivery is oldest can contribute: the oldest deliveries
-    of any `limit` hosts older than a row would all come before it."""
-    hosts = db.execute(
-        _HOSTS_DUE, {"limits": json.dumps(limits), "most": per_host, "now": now, "limit": limit}
-    ).fetchall()
-    offered: list[tuple[float, str]] = []
-    for host, most in hosts:
-        (due,) = db.execute(_HOST_DUE, (host, now, now, min(most, limit))).fetchone()
-        offered += [(at, delivery_id) for at, delivery_id in json.loads(due)]
+    """The ids a claim with shares takes (see `Store.claim_deliveries`): the groups cut within
+    shares, the oldest due of each up to its smaller share, those cut within shares. `hosts`
+    and `tenants` are each (default share, listed shares)."""
+    found = db.execute(
+        _GROUPS_DUE,
+        {"per_host": hosts[0], "host_limits": json.dumps(hosts[1]), "per_tenant": tenants[0],
+         "tenant_limits": json.dumps(tenants[1]), "now": now},
+    ).fetchall()  # fmt: skip
+    host_share = {host: share for host, _, share, _ in found}
+    tenant_share = {tenant: share for _, tenant, _, share in found}
+    groups = [(host, tenant, (host, tenant, min(h, t, limit))) for host, tenant, h, t in found]
+    offered: list[tuple[float, str, str, str]] = []
+    for host, tenant, most in _within_shares(groups, host_share, tenant_share, limit):
+        (due,) = db.execute(_GROUP_DUE, (host, tenant, now, now, most)).fetchone()
+        offered += [(at, delivery_id, host, tenant) for at, delivery_id in json.loads(due)]
     offered.sort()
-    return [delivery_id for _, delivery_id in offered[:limit]]
+    rows = [(host, tenant, delivery_id) for _, delivery_id, host, tenant in offered]
+    return _within_shares(rows, host_share, tenant_share, limit)
+
+
+def _within_shares(
+    items: Sequence[tuple[str, str, _V]],
+    host_share: Mapping[str, int],
+    tenant_share: Mapping[str, int],
+    limit: int,
+) -> list[_V]:
+    """Of `items` (host, tenant, value), oldest first, the values of those kept when cut within
+    shares (see `Store.claim_deliveries`)."""
+    seen_hosts: Counter[str] = Counter()
+    seen_tenants: Counter[str] = Counter()
+    kept: list[_V] = []
+    for host, tenant, value in items:
+        if len(kept) >= limit:
+            break
+        if seen_hosts[host] < host_share[host] and seen_tenants[tenant] < tenant_share[tenant]:
+            kept.append(value)
+        seen_hosts[host] += 1
+        seen_tenants[tenant] += 1
+    return kept
 
 
 def _cancel_pending_deliveries(

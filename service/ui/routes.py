@@ -23,16 +23,22 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from service.api.handlers import WATCH_ID_PATTERN, client_address
+from service.api.handlers import WATCH_ID_PATTERN, HeldStream, client_address
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.auth import authenticate
 from service.bridge import Bridge
 from service.config import Settings, is_loopback
-from service.errors import ApiError, StoreUnavailable, TooManyRequests, Unauthorized
+from service.errors import (
+    ApiError,
+    StoreUnavailable,
+    TooManyRequests,
+    TooManyStreams,
+    Unauthorized,
+)
 from service.events import iso8601
 from service.store.base import WATCH_STATUSES
 from service.ui.dashboard import Dashboard, WatchPage
@@ -352,8 +358,12 @@ class Pages:
         async def signed_in() -> bool:
             return await self._session(request) is not None
 
+        try:
+            close = bridge.streams.open(session.tenant)
+        except TooManyStreams as full:
+            return Response(full.message, 429, media_type="text/plain")
         stream = _changes(bridge, watch_id, fingerprint, previous, signed_in)
-        return StreamingResponse(stream, headers=headers, media_type="text/event-stream")
+        return HeldStream(stream, close, headers=headers, media_type="text/event-stream")
 
 
 async def _changes(

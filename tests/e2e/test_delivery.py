@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -235,10 +236,12 @@ def test_a_slow_receiver_only_costs_its_own_slots(
     try:
         fast = Receiver(process, banner_url(process), record)
         # 8 requests in flight in all, 4 per host: without the per-host limit the slow
-        # receiver's backlog would take all 8 for 15 s.
+        # receiver's backlog would take all 8 for 15 s. One tenant, whose limit is the global
+        # one: the per-host limit alone.
         bridge = start_bridge(
             BRIDGE_DELIVERY__MAX_CONCURRENCY="8",
             BRIDGE_DELIVERY__MAX_PER_HOST="4",
+            BRIDGE_DELIVERY__MAX_PER_TENANT="8",
             BRIDGE_DELIVERY__TIMEOUT_S="20",
             BRIDGE_SERVER__SHUTDOWN_GRACE_S="1",
         )
@@ -270,6 +273,64 @@ def test_a_slow_receiver_only_costs_its_own_slots(
         assert all(bridge.watch(w["id"])["status"] == "delivering" for w in slow)
     finally:
         process.stop()
+
+
+@pytest.mark.e2e
+def test_a_tenants_slow_receivers_leave_other_tenants_slots(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver, tmp_path: Path
+) -> None:
+    """One tenant's webhooks to two receivers that answer after 15 s, more of them than the
+    bridge's global limit, hold only that tenant's share of the slots; another tenant's webhook
+    arrives meanwhile."""
+    names = ("second_slow_receiver", "other_tenants_receiver")
+    listen = ["listen", "--port", "0", "--quiet", "--record"]
+    receivers = [
+        start_process(name, tmp_path, [*listen, str(tmp_path / f"{name}.jsonl")], {})
+        for name in names
+    ]
+    try:
+        second, others = (
+            Receiver(process, banner_url(process), tmp_path / f"{process.name}.jsonl")
+            for process in receivers
+        )
+        tokens = [{"name": name, "token": f"{name}-token"} for name in ("slow", "other")]
+        # 4 requests in flight in all, 2 per host, 2 per tenant: without the per-tenant limit
+        # the slow tenant's backlog, on two hosts, would take all 4 for 15 s.
+        bridge = start_bridge(
+            BRIDGE_AUTH__TOKENS=json.dumps(tokens),
+            BRIDGE_DELIVERY__MAX_CONCURRENCY="4",
+            BRIDGE_DELIVERY__MAX_PER_HOST="2",
+            BRIDGE_DELIVERY__MAX_PER_TENANT="2",
+            BRIDGE_DELIVERY__TIMEOUT_S="20",
+            BRIDGE_SERVER__SHUTDOWN_GRACE_S="1",
+        )
+
+        def register(tenant: str, callback_url: str) -> None:
+            job = upstream.create_job(queue_positions=0, processing_s=0)
+            response = bridge.client.post(
+                "/v1/watches",
+                json={"job_id": job, "callback_url": callback_url},
+                headers={"Authorization": f"Bearer {tenant}-token"},
+            )
+            assert response.status_code == 201, response.text
+
+        slow_paths = [(host, unique("slow")) for host in (receiver, second) for _ in range(3)]
+        for host, path in slow_paths:
+            register("slow", host.callback(path, delay_s=15))
+
+        def slow_in_flight() -> int:
+            return sum(len(host.hooks(path)) for host, path in slow_paths)
+
+        wait_until(lambda: slow_in_flight() >= 2, 10, what="the slow tenant's 2 requests")
+        other_path = unique("other")
+        register("other", others.callback(other_path))
+
+        others.wait_for(other_path, timeout=10)
+        # Still within the slow receivers' first 15 s: none of their attempts has ended.
+        assert slow_in_flight() == 2
+    finally:
+        for process in receivers:
+            process.stop()
 
 
 def _sender_process(bridge: Bridge) -> int | None:

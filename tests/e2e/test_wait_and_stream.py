@@ -6,10 +6,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.harness import Bridge, Receiver, Upstream
+from tests.e2e.harness import Bridge, Receiver, StartBridge, Upstream
 
 pytestmark = pytest.mark.e2e
 EVERY_EVENT = ["job.queued", "job.processing", "job.succeeded", "job.failed"]
@@ -129,3 +130,36 @@ def test_the_stream_resumes_after_the_last_event_id_and_ends_after_the_final(
         replayed = [frame for frame in frames(replay.iter_lines()) if frame.id]
     assert [frame.id for frame in replayed] == [seen.id] + [frame.id for frame in events]
     assert replayed[-1].data == events[-1].data
+
+
+def test_a_closed_stream_or_long_poll_frees_its_place_at_once(
+    start_bridge: StartBridge, upstream: Upstream
+) -> None:
+    """With one stream allowed per token, a second is refused (429) while the first is open;
+    once its client closes the connection (an event stream, then a long-poll given up on
+    long before its timeout), a new one is accepted."""
+    bridge = start_bridge(BRIDGE_API__MAX_STREAMS_PER_TENANT="1")
+    watch = bridge.register(job_id=upstream.create_job(queue_positions=0, processing_s=120))
+    path = f"/v1/watches/{watch['id']}/events"
+
+    def accepted() -> bool:
+        with bridge.client.stream("GET", path, timeout=10) as stream:
+            return stream.status_code == 200
+
+    with bridge.client.stream("GET", path, timeout=10) as first:
+        assert first.status_code == 200
+        refused = bridge.client.get(path)
+        assert refused.status_code == 429
+        assert refused.json()["type"] == "/problems/too-many-streams"
+    harness.wait_until(accepted, 10, what="a new stream once the first was closed")
+
+    def given_up() -> bool:
+        """A long-poll held, then given up on by its client (the server would wait 60 s)."""
+        try:
+            bridge.client.get(f"/v1/watches/{watch['id']}/wait?timeout_s=60", timeout=1)
+        except httpx.ReadTimeout:
+            return True
+        return False  # refused: the last stream's place was not back yet
+
+    harness.wait_until(given_up, 10, what="a long-poll held")
+    harness.wait_until(accepted, 10, what="a new stream once the long-poll was closed")

@@ -554,18 +554,49 @@ async def test_subscriptions_are_created_listed_and_deleted(client: httpx.AsyncC
     assert [s["id"] for s in listed.json()["data"]] == [own.json()["id"]]
 
 
-async def test_at_most_100_active_subscriptions(client: httpx.AsyncClient) -> None:
+async def test_at_most_100_active_subscriptions(tmp_path: Path) -> None:
     """The 101st active subscription is a 409; deleting one makes room again."""
-    ids = []
-    for _ in range(100):
-        created = await client.post("/v1/subscriptions", json={"url": HOOK})
-        assert created.status_code == 201
-        ids.append(created.json()["id"])
-    refused = await client.post("/v1/subscriptions", json={"url": HOOK})
-    assert refused.status_code == 409
-    assert "100" in refused.json()["detail"]
-    await client.delete(f"/v1/subscriptions/{ids[0]}")
-    assert (await client.post("/v1/subscriptions", json={"url": HOOK})).status_code == 201
+    async for client in serve(tmp_path, BRIDGE_AUTH__SUBSCRIPTION_CHANGE_BURST="200"):
+        ids = []
+        for _ in range(100):
+            created = await client.post("/v1/subscriptions", json={"url": HOOK})
+            assert created.status_code == 201
+            ids.append(created.json()["id"])
+        refused = await client.post("/v1/subscriptions", json={"url": HOOK})
+        assert refused.status_code == 409
+        assert "100" in refused.json()["detail"]
+        await client.delete(f"/v1/subscriptions/{ids[0]}")
+        assert (await client.post("/v1/subscriptions", json={"url": HOOK})).status_code == 201
+
+
+async def test_subscription_changes_are_rate_limited_per_token(tmp_path: Path) -> None:
+    """Past the burst, creating or deleting a subscription gets 429 with Retry-After until the
+    rate refills; another token is unaffected, and reading is not limited."""
+    clock = FakeClock()
+    async for authed in serve(
+        tmp_path, clock, BRIDGE_AUTH__TOKENS=TOKENS,
+        BRIDGE_AUTH__SUBSCRIPTION_CHANGE_BURST="3", BRIDGE_AUTH__SUBSCRIPTION_CHANGES_PER_MIN="6",
+    ):  # fmt: skip
+        first = await authed.post("/v1/subscriptions", json={"url": HOOK}, headers=ACME)
+        second = await authed.post("/v1/subscriptions", json={"url": HOOK}, headers=ACME)
+        deleted = await authed.delete(f"/v1/subscriptions/{first.json()['id']}", headers=ACME)
+        assert [r.status_code for r in (first, second, deleted)] == [201, 201, 204]
+
+        limited = await authed.post("/v1/subscriptions", json={"url": HOOK}, headers=ACME)
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert "subscription changes" in limited.json()["detail"]
+        assert limited.headers["retry-after"] == "10"  # one change every 10 s
+        gone = await authed.delete(f"/v1/subscriptions/{second.json()['id']}", headers=ACME)
+        assert gone.status_code == 429
+        theirs = await authed.post("/v1/subscriptions", json={"url": HOOK}, headers=GLOBEX)
+        assert theirs.status_code == 201
+        listed = await authed.get("/v1/subscriptions", headers=ACME)
+        assert [s["id"] for s in listed.json()["data"]] == [second.json()["id"]]
+
+        clock.advance(10)
+        again = await authed.delete(f"/v1/subscriptions/{second.json()['id']}", headers=ACME)
+        assert again.status_code == 204
 
 
 async def test_subscriptions_are_per_tenant(authed: httpx.AsyncClient) -> None:

@@ -236,7 +236,8 @@ async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_host
     out (the waiting ones take no slot of the global limit)."""
     other, received = server
     release, seen = asyncio.Event(), list[int]()
-    delivery = DeliverySettings(timeout_s=5, max_per_host=2, max_concurrency=3)
+    # One tenant, whose limit is the global one: the per-host limit alone.
+    delivery = DeliverySettings(timeout_s=5, max_per_host=2, max_per_tenant=3, max_concurrency=3)
     sender = ProcessSender(delivery, ALLOWED, LOGS)
     async with loopback_server(_holder(release, seen)) as held_host:
         try:
@@ -252,6 +253,40 @@ async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_host
             release.set()
             assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
             assert max(seen) == delivery.max_per_host
+            assert len(seen) == len(held)
+            assert [path for _, path, _, _ in received] == ["/ok"]
+        finally:
+            release.set()
+            await sender.aclose()
+
+
+async def test_the_sender_process_keeps_the_per_tenant_limit_and_spares_other_tenants(
+    server: tuple[str, Received],
+) -> None:
+    """Handed `depth` times the per-tenant limit of one tenant's requests, to two hosts that
+    hold them, the child makes only that many of them at once, and another tenant's request
+    still goes out (the waiting ones take no slot of the global limit)."""
+    other, received = server
+    release, seen = asyncio.Event(), list[int]()
+    delivery = DeliverySettings(timeout_s=5, max_per_host=2, max_per_tenant=2, max_concurrency=4)
+    sender = ProcessSender(delivery, ALLOWED, LOGS)
+    holder = _holder(release, seen)  # one count over both hosts
+    async with loopback_server(holder) as first, loopback_server(holder) as second:
+        try:
+            held = [
+                asyncio.create_task(
+                    sender.send("POST", f"{(first, second)[n % 2]}/{n}", HEADERS, b"{}", "acme")
+                )
+                for n in range(sender.depth * delivery.per_tenant)
+            ]
+            answer = await asyncio.wait_for(
+                sender.send("POST", f"{other}/ok", HEADERS, b"{}", "globex"), timeout=4
+            )
+            assert answer == (200, None, None)
+            assert max(seen) == delivery.per_tenant
+            release.set()
+            assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
+            assert max(seen) == delivery.per_tenant
             assert len(seen) == len(held)
             assert [path for _, path, _, _ in received] == ["/ok"]
         finally:

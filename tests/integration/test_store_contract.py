@@ -781,6 +781,7 @@ async def test_progress_deliveries_are_claimable_at_once(store: Store) -> None:
             secret=watch.secret,
             created_at=T0 + 5,  # when the event was recorded
             event_id=event.id,
+            tenant=watch.tenant,
         )
         for event in (first, second)
         if event.callback is not None
@@ -812,6 +813,7 @@ async def test_complete_watch_hands_the_final_delivery_to_its_owner(store: Store
         secret=watch.secret,
         created_at=T0 + 7,  # when the ending was seen
         event_id=done.event.id,
+        tenant=watch.tenant,
     )
     stored = await reread(store, watch)
     assert stored.status == "delivering"
@@ -930,9 +932,12 @@ async def test_two_owners_never_claim_the_same_delivery(store: Store) -> None:
     assert set(ids(got_a)) | set(ids(got_b)) == {new.id for new in news}
 
 
-async def backlog(store: Store, url: str, count: int, at: float) -> list[NewDelivery]:
-    """`count` progress deliveries of one watch calling back `url`, due from `at` on."""
-    watch = await register(store, owner=A, lease_until=FAR, callback_url=url)
+async def backlog(
+    store: Store, url: str, count: int, at: float, tenant: str = TENANT
+) -> list[NewDelivery]:
+    """`count` progress deliveries of one watch of `tenant` calling back `url`, due from `at`
+    on."""
+    watch = await register(store, owner=A, lease_until=FAR, callback_url=url, tenant=tenant)
     news = [new_delivery() for _ in range(count)]
     for n, new in enumerate(news):
         await store.record_progress(A, at + n * 0.01, [progress(watch, deliveries=[new])])
@@ -981,6 +986,72 @@ async def test_two_owners_claiming_per_host_never_claim_the_same_delivery(store:
     )
     assert set(ids(got_a)).isdisjoint(ids(got_b))
     assert set(ids(got_a)) | set(ids(got_b)) == {new.id for new in news}
+
+
+async def test_claim_deliveries_caps_each_tenant(store: Store) -> None:
+    """With `per_tenant`, one tenant's big older backlog, on several hosts, leaves room for the
+    other tenants' deliveries in the same claim, oldest first within each tenant."""
+    first = await backlog(store, "https://one.example/hooks", 8, T0)
+    second = await backlog(store, "https://two.example/hooks", 8, T0 + 0.5)
+    other = await backlog(store, "https://three.example/hooks", 3, T0 + 1, OTHER_TENANT)
+
+    claimed = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 5, per_tenant=2)
+
+    assert ids(claimed) == [first[0].id, first[1].id, other[0].id, other[1].id]
+    assert [d.tenant for d in claimed] == [TENANT, TENANT, OTHER_TENANT, OTHER_TENANT]
+    again = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 5, per_tenant=2)
+    assert ids(again) == [first[2].id, first[3].id, other[2].id]
+    assert second[0].id not in ids(claimed) + ids(again)
+
+
+async def test_claim_deliveries_follows_each_tenants_own_limit(store: Store) -> None:
+    """`tenant_limits` sets one tenant's share (0: none, its deliveries neither claimed nor
+    leased, whatever their number), `per_tenant` the others'."""
+    busy = await backlog(store, "https://hooks.example/a", 50, T0)
+    other = await backlog(store, "https://hooks.example/b", 4, T0 + 1, OTHER_TENANT)
+    third = await backlog(store, "https://elsewhere.example/c", 4, T0 + 2, "initech")
+    limits = {TENANT: 0, OTHER_TENANT: 1}
+
+    claimed = await store.claim_deliveries(
+        B, T0 + 10, T0 + 10 + LEASE_S, 10, per_tenant=3, tenant_limits=limits
+    )
+    assert ids(claimed) == [other[0].id, *(new.id for new in third[:3])]
+    again = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 10, per_tenant=4)
+    assert ids(again) == [new.id for new in (*busy[:4], *other[1:], third[3])]
+
+
+async def test_claim_deliveries_keeps_the_host_and_the_tenant_shares_at_once(
+    store: Store,
+) -> None:
+    """A host shared by two tenants gets its share across both, and a tenant its share across
+    its hosts: a delivery is claimed only when it fits both."""
+    ours = await backlog(store, "https://shared.example/ours", 3, T0)
+    theirs = await backlog(store, "https://shared.example/theirs", 3, T0 + 1, OTHER_TENANT)
+    elsewhere = await backlog(store, "https://own.example/hooks", 3, T0 + 2)
+
+    claimed = await store.claim_deliveries(
+        B, T0 + 10, T0 + 10 + LEASE_S, 10, per_host=3, per_tenant=2
+    )
+
+    assert ids(claimed) == [ours[0].id, ours[1].id, theirs[0].id]
+    assert elsewhere[0].id not in ids(claimed)  # the tenant's share went to its older ones
+
+
+async def test_a_tenant_with_many_hosts_does_not_crowd_the_others_out_of_a_claim(
+    store: Store,
+) -> None:
+    """However many hosts a tenant's older deliveries go to, it offers only as many of them as
+    its share: a claim of 3 takes one of its deliveries and the other tenant's two."""
+    many = [await backlog(store, f"https://h{n}.example/x", 1, T0 + n) for n in range(5)]
+    other = await backlog(store, "https://other.example/y", 2, T0 + 10, OTHER_TENANT)
+
+    claimed = await store.claim_deliveries(
+        B, T0 + 20, T0 + 20 + LEASE_S, 3, per_tenant=1, tenant_limits={OTHER_TENANT: 2}
+    )
+
+    assert ids(claimed) == [many[0][0].id, other[0].id, other[1].id]
+    again = await store.claim_deliveries(B, T0 + 20, T0 + 20 + LEASE_S, 3, per_tenant=2)
+    assert ids(again) == [many[1][0].id, many[2][0].id]
 
 
 async def test_record_attempts_commits_a_batch_and_reports_lost_leases(store: Store) -> None:

@@ -133,6 +133,7 @@ async def test_a_final_event_goes_to_the_callback_and_every_matching_subscriptio
             subscription_id=subscription.id,
             event_id=final.id,
             final_statuses=(404, 409),
+            tenant=watch.tenant,
         )
     assert len({callback.id, *(d.id for d in subscribed)}) == 3
     assert callback.event_id == final.id
@@ -500,29 +501,47 @@ async def test_the_per_host_limit_counts_a_subscription_under_its_own_host(
 # Deliveries recorded before each kept its host key (migration 0003).
 
 
-async def _insert_old_deliveries(store: Store, rows: Sequence[tuple[str, str, str | None]]) -> None:
+async def _insert_old_deliveries(
+    store: Store, rows: Sequence[tuple[str, str, str | None]], host: str | None = None
+) -> None:
     """Pending (id, watch id, subscription id) progress deliveries, due at T0, written as the
-    store wrote them at migration 0002 (no host key)."""
-    insert = (
-        "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
-        " next_attempt_at, created_at, subscription_id) VALUES"
-    )
+    store wrote them at migration 0002 (no host key), or with `host` as at 0003 (no tenant)."""
+    columns = "id, watch_id, event_type, body, final, status, next_attempt_at, created_at"
+    columns += ", subscription_id"
+    extra: tuple[str, ...] = ()
+    if host is not None:
+        columns, extra = f"{columns}, host", (host,)
     if isinstance(store, SQLiteStore):
         with contextlib.closing(sqlite3.connect(store.path)) as db, db:
             db.executemany(
-                f"{insert} (?, ?, 'job.queued', x'7b7d', 0, 'pending', ?, ?, ?)",
-                [(id_, watch_id, T0, T0, sub) for id_, watch_id, sub in rows],
+                f"INSERT INTO deliveries ({columns}) VALUES"  # noqa: S608
+                f" (?, ?, 'job.queued', x'7b7d', 0, 'pending', ?, ?, ?{', ?' * len(extra)})",
+                [(id_, watch_id, T0, T0, sub, *extra) for id_, watch_id, sub in rows],
             )
         return
     assert isinstance(store, PostgresStore)
     db = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": str(store.schema)})
     try:
         await db.executemany(
-            f"{insert} ($1, $2, 'job.queued', '{{}}', false, 'pending', $3, $3, $4)",
-            [(id_, watch_id, T0, sub) for id_, watch_id, sub in rows],
+            f"INSERT INTO deliveries ({columns}) VALUES"  # noqa: S608
+            " ($1, $2, 'job.queued', '{}', false, 'pending', $3, $3, $4"
+            f"{', $5' * len(extra)})",
+            [(id_, watch_id, T0, sub, *extra) for id_, watch_id, sub in rows],
         )
     finally:
         await db.close()
+
+
+def _reopened(old: Store) -> Store:
+    """A new store on the database of `old` (closed)."""
+    if isinstance(old, SQLiteStore):
+        return SQLiteStore(old.path)
+    assert isinstance(old, PostgresStore)
+    return PostgresStore(POSTGRES_URL, schema=old.schema)
+
+
+def _backend(store: Store) -> str:
+    return "sqlite" if isinstance(store, SQLiteStore) else "postgres"
 
 
 async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
@@ -547,17 +566,10 @@ async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
         + [("msg_other", other.id, None)],
     )
     monkeypatch.undo()
-    store: Store
-    if isinstance(old, SQLiteStore):
-        store = SQLiteStore(old.path)
-    else:
-        assert isinstance(old, PostgresStore)
-        store = PostgresStore(POSTGRES_URL, schema=old.schema)
+    store = _reopened(old)
     await store.open(migrate=False)
     try:
-        backend = "sqlite" if isinstance(store, SQLiteStore) else "postgres"
-        later = [version for version, _ in migrations.load(backend)][2:]
-        assert await store.migrate() == later  # 0003 and every one after it
+        assert await store.migrate() == [v for v, _ in every(_backend(old))[2:]]
         claimed = await store.claim_deliveries(B, T0 + 1, FAR, 10, per_host=2)
         assert Counter(callback_host(d.callback_url) for d in claimed) == {
             "https://cb.example": 2, "https://hooks.example:8443": 2,
@@ -568,5 +580,45 @@ async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
         assert left == []
         rest = await store.claim_deliveries(C, T0 + 1, FAR, 10, per_host=5)
         assert sorted(d.id for d in rest) == ["msg_cb2", "msg_sub2"]
+    finally:
+        await store.close()
+
+
+# Deliveries recorded before each kept its tenant (migration 0005).
+
+
+async def test_deliveries_of_a_0003_database_are_claimed_by_tenant_once_migrated(
+    unopened_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pending deliveries recorded before migration 0005 (to a watch's callback and to a
+    subscription) get their watch's tenant when it is applied: claims cap them per tenant and
+    leave a tenant alone by it, and each claimed delivery names its tenant."""
+    every = migrations.load
+    monkeypatch.setattr(migrations, "load", lambda backend: [m for m in every(backend) if m[0] < 5])
+    old = unopened_store
+    await old.open()
+    sub = await subscribe(old, url="https://hooks.example/in")
+    mine = await register(old, callback_url="https://hooks.example/a")
+    theirs = await register(old, tenant=OTHER_TENANT, callback_url="https://hooks.example/b")
+    await old.close()
+    await _insert_old_deliveries(
+        old,
+        [(f"msg_mine{n}", mine.id, None) for n in range(2)]
+        + [("msg_sub", mine.id, sub.id)]
+        + [(f"msg_theirs{n}", theirs.id, None) for n in range(3)],
+        host="https://hooks.example",
+    )
+    monkeypatch.undo()
+    store = _reopened(old)
+    await store.open(migrate=False)
+    try:
+        assert await store.migrate() == [5]
+        claimed = await store.claim_deliveries(B, T0 + 1, FAR, 10, per_tenant=2)
+        assert Counter(d.tenant for d in claimed) == {TENANT: 2, OTHER_TENANT: 2}
+        alone = {TENANT: 0}
+        left = await store.claim_deliveries(C, T0 + 1, FAR, 10, per_tenant=5, tenant_limits=alone)
+        assert [(d.id, d.tenant) for d in left] == [("msg_theirs2", OTHER_TENANT)]
+        rest = await store.claim_deliveries(C, T0 + 1, FAR, 10, per_tenant=5)
+        assert [(d.id, d.tenant) for d in rest] == [("msg_sub", TENANT)]
     finally:
         await store.close()

@@ -33,6 +33,22 @@ def test_documented_defaults() -> None:
     assert settings.security.allow_private_callbacks is False
 
 
+@pytest.mark.parametrize(
+    ("settings", "per_tenant"),
+    [
+        ({}, 32),  # half of the default 64
+        ({"max_concurrency": 10}, 5),  # half of what is set
+        ({"max_concurrency": 1}, 1),  # never 0
+        ({"max_concurrency": 10, "max_per_tenant": 10}, 10),  # as set
+    ],
+)
+def test_the_per_tenant_limit_defaults_to_half_of_the_slots(
+    settings: dict[str, int], per_tenant: int
+) -> None:
+    """`delivery.max_per_tenant` 0 is half of max_concurrency."""
+    assert config.DeliverySettings(**settings).per_tenant == per_tenant
+
+
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     """BRIDGE_<SECTION>__<KEY> wins over the file; lists are JSON."""
     path = tmp_path / "bridge.toml"
@@ -89,6 +105,9 @@ def test_secrets_are_masked() -> None:
         # inconsistent bounds name the variables that were set
         ({"BRIDGE_POLL__MIN_INTERVAL_S": "5"}, "",
          "poll (from BRIDGE_POLL__MIN_INTERVAL_S): min_interval_s must not exceed interval_s"),
+        # a tenant's share larger than the whole
+        ({"BRIDGE_DELIVERY__MAX_PER_TENANT": "65"}, "",
+         "delivery (from BRIDGE_DELIVERY__MAX_PER_TENANT): max_per_tenant must not exceed"),
         # a list that is not JSON names the variable and shows the right spelling
         ({"BRIDGE_DELIVERY__RETRY_SCHEDULE_S": "[5, 'x']"}, "",
          "BRIDGE_DELIVERY__RETRY_SCHEDULE_S: not valid JSON"),

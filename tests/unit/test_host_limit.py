@@ -1,5 +1,5 @@
-"""The per-host delivery limit: its bookkeeping (`HostSlots`) and the `Deliverer` around it,
-with a fake store and an HTTP transport of the test's own at the edges."""
+"""The per-host delivery limit: its bookkeeping (`Slots`, one tenant) and the `Deliverer`
+around it, with a fake store and an HTTP transport of the test's own at the edges."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import pytest
 
 from service.clock import FakeClock
 from service.config import DeliverySettings
-from service.delivery import ClaimPlan, Deliverer, HostSlots
+from service.delivery import LINE, ClaimPlan, Deliverer
 from service.sender import InlineSender
+from service.slots import Slots
 from service.store.base import AttemptRecord, Delivery, Store, callback_host
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SLOW, FAST = "http://slow.example:8001", "http://fast.example:8002"
 
 
-def delivery(n: int, host: str = SLOW) -> Delivery:
+def delivery(n: int, host: str = SLOW, tenant: str = "") -> Delivery:
     return Delivery(
         id=f"msg_{host[-4:]}_{n}",
         watch_id=f"wch_{n}",
@@ -34,7 +35,21 @@ def delivery(n: int, host: str = SLOW) -> Delivery:
         callback_method="POST",
         callback_headers={},
         secret=SECRET,
+        tenant=tenant,
     )
+
+
+def keys(d: Delivery) -> tuple[str, str]:
+    return callback_host(d.callback_url), d.tenant
+
+
+def host_slots(per_host: int, line: int = LINE) -> Slots[Delivery]:
+    """The two limits with room for any number of one tenant's: the per-host one alone."""
+    return Slots(keys, per_host, 4096, line)
+
+
+def host_plan(plan: ClaimPlan) -> tuple[int, int, dict[str, int]]:
+    return plan.limit, plan.per_host, plan.host_limits
 
 
 # The bookkeeping.
@@ -42,56 +57,57 @@ def delivery(n: int, host: str = SLOW) -> Delivery:
 
 def test_host_slots_run_then_wait_then_release() -> None:
     """Up to `per_host` run, as many more wait in line, the rest go back; other hosts are apart."""
-    slots = HostSlots(per_host=2, line=1)
-    decisions = [slots.admit(SLOW, delivery(n)) for n in range(6)]
+    slots = host_slots(per_host=2, line=1)
+    decisions = [slots.admit(delivery(n)) for n in range(6)]
     assert decisions == ["run", "run", "wait", "wait", "release", "release"]
-    assert slots.admit(FAST, delivery(0, FAST)) == "run"
-    assert slots.limits() == {SLOW: 0, FAST: 3}
-    assert slots.room("https://idle.example") == 4
-    assert [d.id for d in slots.waiting(SLOW)] == [delivery(2).id, delivery(3).id]
-    assert slots.waiting(FAST) == []
+    assert slots.admit(delivery(0, FAST)) == "run"
+    assert slots.hosts.limits() == {SLOW: 0, FAST: 3}
+    assert slots.hosts.room("https://idle.example") == 4
+    assert [d.id for d in slots.hosts.waiting(SLOW)] == [delivery(2).id, delivery(3).id]
+    assert slots.hosts.waiting(FAST) == []
 
 
 def test_host_slots_pass_a_freed_slot_to_the_next_waiting_in_order() -> None:
     """An ended attempt hands its slot to the oldest waiting delivery; with none, it frees it."""
-    slots = HostSlots(per_host=1, line=1)
-    assert [slots.admit(SLOW, delivery(n)) for n in range(3)] == ["run", "wait", "release"]
-    assert slots.done(SLOW) == delivery(1)
-    assert slots.running(SLOW) == 1  # taken over by delivery 1
-    assert slots.done(SLOW) is None
-    assert slots.running(SLOW) == 0
-    assert slots.limits() == {}
-    assert slots.admit(SLOW, delivery(4)) == "run"
+    slots = host_slots(per_host=1, line=1)
+    assert [slots.admit(delivery(n)) for n in range(3)] == ["run", "wait", "release"]
+    assert slots.done(delivery(0)) == [delivery(1)]
+    assert slots.hosts.running(SLOW) == 1  # taken over by delivery 1
+    assert slots.done(delivery(1)) == []
+    assert slots.hosts.running(SLOW) == 0
+    assert slots.hosts.limits() == {}
+    assert slots.admit(delivery(4)) == "run"
 
 
 def test_host_slots_line_is_a_multiple_of_the_limit() -> None:
     """With a line of 3, a host takes 2 running and 6 waiting before any goes back."""
-    slots = HostSlots(per_host=2, line=3)
-    decisions = [slots.admit(SLOW, delivery(n)) for n in range(9)]
+    slots = host_slots(per_host=2, line=3)
+    decisions = [slots.admit(delivery(n)) for n in range(9)]
     assert decisions == ["run"] * 2 + ["wait"] * 6 + ["release"]
-    assert slots.room(SLOW) == 0
-    assert slots.done(SLOW) == delivery(2)
-    assert slots.room(SLOW) == 1
+    assert slots.hosts.room(SLOW) == 0
+    assert slots.done(delivery(0)) == [delivery(2)]
+    assert slots.hosts.room(SLOW) == 1
 
 
 def test_host_slots_forget_idle_hosts() -> None:
     """A host with nothing running or waiting takes no memory: thousands of hosts come and go."""
-    slots = HostSlots(per_host=4)
+    slots = host_slots(per_host=4)
     for n in range(5000):
         host = f"https://h{n}.example"
-        assert slots.admit(host, delivery(n, host)) == "run"
-        assert slots.done(host) is None
-    assert slots._hosts == {}
+        assert slots.admit(delivery(n, host)) == "run"
+        assert slots.done(delivery(n, host)) == []
+    assert slots.hosts.limits() == {}
+    assert slots.tenants.limits() == {}
 
 
 def test_host_slots_clear_waiting_returns_what_never_started() -> None:
     """A shutdown takes the waiting deliveries out of line (their leases are to be released)."""
-    slots = HostSlots(per_host=1, line=1)
+    slots = host_slots(per_host=1, line=1)
     for n in range(3):
-        slots.admit(SLOW, delivery(n))
+        slots.admit(delivery(n))
     assert slots.clear_waiting() == [delivery(1)]
     assert slots.waiting() == []
-    assert slots.done(SLOW) is None
+    assert slots.done(delivery(0)) == []
 
 
 @pytest.mark.parametrize(
@@ -175,7 +191,10 @@ async def eventually(predicate: Callable[[], Any], what: str, within_s: float = 
 async def setup() -> Any:
     store = FakeStore()
     receivers = Receivers()
-    settings = DeliverySettings(max_concurrency=8, max_per_host=2, retry_schedule_s=(5.0,))
+    # One tenant, whose limit is the global one: the per-host limit alone.
+    settings = DeliverySettings(
+        max_concurrency=8, max_per_host=2, max_per_tenant=8, retry_schedule_s=(5.0,)
+    )
     async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
         sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
@@ -201,7 +220,7 @@ async def test_a_slow_host_only_holds_its_own_slots(setup: Any) -> None:
     assert store.released == [(delivery(8).id, 7), (delivery(9).id, 7)]
     held = {delivery_id for delivery_id, _ in deliverer.held()}
     assert held == {delivery(n).id for n in range(8)}
-    assert deliverer.claim_plan() == ClaimPlan(6, 2, {SLOW: 0})
+    assert host_plan(deliverer.claim_plan()) == (6, 2, {SLOW: 0})
 
     receivers.open_slow.set()
     await eventually(lambda: len(store.recorded) == 11, "the slow host's eight recorded")
@@ -277,7 +296,7 @@ async def test_a_claim_takes_what_each_host_has_room_for(setup: Any) -> None:
     for n in range(2):
         deliverer.submit(delivery(n))
     plan = deliverer.claim_plan()
-    assert plan == ClaimPlan(6, 2, {SLOW: 6})
+    assert host_plan(plan) == (6, 2, {SLOW: 6})
     deliverer.claimed(plan, [delivery(n) for n in range(2, 8)])
     assert len(deliverer.held()) == 8
     assert deliverer.claim_plan().host_limits == {SLOW: 0}
@@ -322,7 +341,9 @@ async def test_a_sender_that_keeps_the_limits_is_handed_depth_times_them() -> No
     """A sender of depth 2 is handed twice `max_per_host` of a host and twice `max_concurrency`
     in all (it keeps the real limits itself), and the claims plan for as much."""
     store, receivers = FakeStore(), Receivers()
-    settings = DeliverySettings(max_concurrency=8, max_per_host=2, retry_schedule_s=(5.0,))
+    settings = DeliverySettings(
+        max_concurrency=8, max_per_host=2, max_per_tenant=8, retry_schedule_s=(5.0,)
+    )
     async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
         sender = QueueingSender(client, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
@@ -331,7 +352,7 @@ async def test_a_sender_that_keeps_the_limits_is_handed_depth_times_them() -> No
         await eventually(lambda: len(receivers.requests) == 4, "twice the host's limit sent")
         assert deliverer.in_flight == 4
         assert deliverer.free_slots == 12
-        assert deliverer.claim_plan() == ClaimPlan(12, 4, {SLOW: 0})
+        assert host_plan(deliverer.claim_plan()) == (12, 4, {SLOW: 0})
         await eventually(lambda: len(store.released) == 4, "past a line of 12, handed back")
         receivers.open_slow.set()
         await eventually(lambda: len(store.recorded) == 16, "the held sixteen recorded")
