@@ -4,7 +4,7 @@ around it, with a fake store and an HTTP transport of the test's own at the edge
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -187,20 +187,25 @@ async def eventually(predicate: Callable[[], Any], what: str, within_s: float = 
         await asyncio.sleep(0.001)
 
 
-@pytest.fixture
-async def setup() -> Any:
+async def running(**limits: int) -> AsyncIterator[Any]:
+    """A deliverer on a fake store and receivers, with these limits of DeliverySettings and a
+    retry 5 s after a failure; drained afterwards."""
+    settings = DeliverySettings(**limits, retry_schedule_s=(5.0,))
     store = FakeStore()
     receivers = Receivers()
-    # One tenant, whose limit is the global one: the per-host limit alone.
-    settings = DeliverySettings(
-        max_concurrency=8, max_per_host=2, max_per_tenant=8, retry_schedule_s=(5.0,)
-    )
     async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
         sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
         yield store, receivers, deliverer
         receivers.open_slow.set()
         await deliverer.drain(5.0)
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[Any]:
+    # One tenant, whose limit is the global one: the per-host limit alone.
+    async for running_deliverer in running(max_concurrency=8, max_per_host=2, max_per_tenant=8):
+        yield running_deliverer
 
 
 async def test_a_slow_host_only_holds_its_own_slots(setup: Any) -> None:
@@ -261,10 +266,8 @@ async def test_drain_hands_back_waiting_and_unfinished_deliveries(setup: Any) ->
     assert deliverer.held() == []
 
 
-async def test_refill_claims_when_a_host_left_out_has_room_again(setup: Any) -> None:
-    """A claim that left a full host out is made again once that host has room, not only at
-    the next tick; a claim that found nothing more for anyone is not repeated in a loop."""
-    store, receivers, deliverer = setup
+def claims_recorded(deliverer: Deliverer) -> list[ClaimPlan]:
+    """The plans of the claims the deliverer makes from now on, each finding nothing."""
     claims: list[ClaimPlan] = []
 
     async def refill() -> None:
@@ -273,6 +276,14 @@ async def test_refill_claims_when_a_host_left_out_has_room_again(setup: Any) -> 
         deliverer.claimed(plan, [])
 
     deliverer.refill = refill
+    return claims
+
+
+async def test_refill_claims_when_a_host_left_out_has_room_again(setup: Any) -> None:
+    """A claim that left a full host out is made again once that host has room, not only at
+    the next tick; a claim that found nothing more for anyone is not repeated in a loop."""
+    store, receivers, deliverer = setup
+    claims = claims_recorded(deliverer)
     for n in range(8):  # two run, six wait: no room
         deliverer.submit(delivery(n))
     plan = deliverer.claim_plan()

@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
-import httpx
 import pytest
 
-from service.clock import FakeClock
-from service.config import DeliverySettings
-from service.delivery import ClaimPlan, Deliverer
-from service.sender import InlineSender
 from service.slots import Slots
-from service.store.base import Delivery, Store
-from tests.unit.test_host_limit import FAST, SLOW, FakeStore, Receivers, delivery, eventually, keys
+from service.store.base import Delivery
+from tests.unit.test_host_limit import (
+    FAST,
+    SLOW,
+    claims_recorded,
+    delivery,
+    eventually,
+    keys,
+    running,
+)
 
 OTHER_SLOW = "http://slow.example:8003"  # another host (its port) that answers late too
 A, B = "acme", "globex"
@@ -111,19 +115,10 @@ def test_slots_forget_idle_tenants_and_drop_what_waits() -> None:
 
 
 @pytest.fixture
-async def setup() -> Any:
+async def setup() -> AsyncIterator[Any]:
     """A deliverer of 4 requests at once, 2 per host and 2 per tenant."""
-    store = FakeStore()
-    receivers = Receivers()
-    settings = DeliverySettings(
-        max_concurrency=4, max_per_host=2, max_per_tenant=2, retry_schedule_s=(5.0,)
-    )
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
-        sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
-        deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
-        yield store, receivers, deliverer
-        receivers.open_slow.set()
-        await deliverer.drain(5.0)
+    async for running_deliverer in running(max_concurrency=4, max_per_host=2, max_per_tenant=2):
+        yield running_deliverer
 
 
 async def test_a_tenants_slow_receivers_leave_the_others_slots(setup: Any) -> None:
@@ -162,14 +157,7 @@ async def test_refill_claims_when_a_tenant_left_out_has_room_again(setup: Any) -
     """A claim that left a full tenant out is made again once that tenant has room, not only at
     the next tick."""
     store, receivers, deliverer = setup
-    claims: list[ClaimPlan] = []
-
-    async def refill() -> None:
-        plan = deliverer.claim_plan()
-        claims.append(plan)
-        deliverer.claimed(plan, [])
-
-    deliverer.refill = refill
+    claims = claims_recorded(deliverer)
     for n in range(8):  # two run, six wait: no room
         deliverer.submit(delivery(n, SLOW if n % 2 else OTHER_SLOW, A))
     plan = deliverer.claim_plan()

@@ -13,6 +13,7 @@ import pytest
 
 from service.upstream import (
     JOB_ID_RULE,
+    Observation,
     Secrets,
     UpstreamClient,
     network_failure,
@@ -53,9 +54,9 @@ async def test_sends_the_key_and_quotes_the_job_id() -> None:
     assert seen[0].headers["authorization"] == "Bearer bw_key"
 
 
-@pytest.mark.parametrize("job_id", ["job.1", "a..", "a..b", "x.", "_.."])
-async def test_dots_in_a_job_id_stay_in_its_segment(job_id: str) -> None:
-    """An id with dots after its first character is polled at /api/v1/generate/<id>, exactly."""
+async def fetch_queued(job_id: str) -> tuple[Observation, list[httpx.Request]]:
+    """What polling `job_id` observes from an upstream answering "queued", and the requests
+    that reached it."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -64,6 +65,13 @@ async def test_dots_in_a_job_id_stay_in_its_segment(job_id: str) -> None:
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    return observation, seen
+
+
+@pytest.mark.parametrize("job_id", ["job.1", "a..", "a..b", "x.", "_.."])
+async def test_dots_in_a_job_id_stay_in_its_segment(job_id: str) -> None:
+    """An id with dots after its first character is polled at /api/v1/generate/<id>, exactly."""
+    observation, seen = await fetch_queued(job_id)
     assert observation.kind == "progress"
     assert [r.url.raw_path for r in seen] == [f"/api/v1/generate/{job_id}".encode()]
 
@@ -72,14 +80,7 @@ async def test_dots_in_a_job_id_stay_in_its_segment(job_id: str) -> None:
 async def test_a_job_id_that_could_change_the_path_is_never_requested(job_id: str) -> None:
     """An id the registration refuses (a watch stored before it did) is refused by the client
     too, without a request: "." and ".." would poll the upstream's API root with the key."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"status": "queued"})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    observation, seen = await fetch_queued(job_id)
     assert (observation.kind, observation.error_code) == ("refused", "bad_request")
     assert observation.error is not None
     assert observation.error.endswith(f": a job id is {JOB_ID_RULE}")
