@@ -22,8 +22,7 @@ import asyncpg
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
-from service.ids import new_id
-from service.store import migrations
+from service.store import migrations, rules
 from service.store.base import (
     WATCH_STATUSES,
     Attempt,
@@ -36,14 +35,12 @@ from service.store.base import (
     EventRecord,
     Idempotency,
     JobOfAnotherTenant,
-    NewDelivery,
     NewEvent,
     Progress,
     Recorded,
     Store,
     Subscription,
     Watch,
-    callback_host,
 )
 from service.store.health import StoreHealth
 
@@ -104,7 +101,6 @@ _HELD_DELIVERIES = (
 )
 # A registration's job ($3) is owned by another tenant than its own ($2): `Store.insert_watch`.
 _OWNED = "EXISTS (SELECT FROM job_owners WHERE job_id = $3 AND tenant <> $2)"
-_ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
 # The ids a delivery claim with shares takes (see `Store.claim_deliveries`; $2 now, $4 limit,
 # $5 and $6 the default host share and the host limits, $7 and $8 the tenant's): the groups
 # (host and tenant) with pending deliveries, one index probe each (`deliveries_group_due`: the
@@ -477,7 +473,7 @@ class PostgresStore(Store):
         row = await self._fetchrow(
             "WITH w AS (UPDATE watches SET status = 'cancelled', updated_at = $3,"  # noqa: S608
             " completed_at = $3, lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'delivering')"
+            " WHERE id = $1 AND tenant = $2 AND status = ANY($4::text[])"
             f" RETURNING {_WATCH_COLUMNS}),"
             " pending AS (UPDATE deliveries SET status = 'cancelled', ended_at = $3,"
             " lease_owner = NULL, lease_expires_at = NULL"
@@ -486,28 +482,45 @@ class PostgresStore(Store):
             watch_id,
             tenant,
             now,
+            list(rules.LIVE),
         )
         return await self.get_watch(tenant, watch_id) if row is None else _watch(row)
 
     async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
-        row = await self._fetchrow(
-            "WITH ended AS (SELECT id FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
-            " AND status IN ('delivered', 'failed', 'gone', 'completed') FOR NO KEY UPDATE),"
-            " final AS (UPDATE deliveries d SET status = 'pending', attempts = 0,"
-            " next_attempt_at = $3, ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE d.watch_id IN (SELECT id FROM ended) AND d.final AND d.body IS NOT NULL"
-            " AND d.status <> 'pending' AND (d.subscription_id IS NULL OR EXISTS (SELECT FROM"
-            " subscriptions s WHERE s.id = d.subscription_id AND s.status = 'active'))"
-            " RETURNING d.watch_id, d.subscription_id)"
-            " UPDATE watches w SET status = 'delivering', attempts = 0, updated_at = $3,"
-            " completed_at = NULL"
-            " WHERE w.id IN (SELECT watch_id FROM final WHERE subscription_id IS NULL)"
-            f" RETURNING {_W_WATCH_COLUMNS}",
-            watch_id,
-            tenant,
-            now,
-        )
-        return await self.get_watch(tenant, watch_id) if row is None else _watch(row)
+        async with self._transaction() as db:
+            row = await db.fetchrow(
+                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
+                " FOR NO KEY UPDATE",
+                watch_id,
+                tenant,
+            )
+            if row is None:
+                return None
+            # A subscription leaving `active` meanwhile waits for this commit, then cancels.
+            finals = await db.fetch(
+                "SELECT d.id, d.subscription_id, d.status, d.body IS NOT NULL,"
+                " d.subscription_id IS NULL OR EXISTS (SELECT FROM subscriptions s"
+                " WHERE s.id = d.subscription_id AND s.status = 'active' FOR SHARE)"
+                " FROM deliveries d WHERE d.watch_id = $1 AND d.final",
+                watch_id,
+            )
+            again, delivering = rules.redelivery(row["status"], [rules.Final(*f) for f in finals])
+            if again:
+                await db.execute(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $2,"
+                    " ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE id = ANY($1::text[])",
+                    again,
+                    now,
+                )
+            if delivering:
+                row = await db.fetchrow(
+                    "UPDATE watches SET status = 'delivering', attempts = 0, updated_at = $2,"  # noqa: S608
+                    f" completed_at = NULL WHERE id = $1 RETURNING {_WATCH_COLUMNS}",
+                    watch_id,
+                    now,
+                )
+        return _watch(row)
 
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         rows = await self._fetch(
@@ -643,6 +656,7 @@ class PostgresStore(Store):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
+        status = rules.completed_status(event)
         async with self._transaction() as db:
             updated = await db.fetchrow(
                 "UPDATE watches SET status = $7, job_status = $4, queue_position = NULL,"
@@ -651,9 +665,8 @@ class PostgresStore(Store):
                 " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
                 " RETURNING tenant, callback_url",
                 completion.watch_id, owner, now, completion.job_status,
-                _text(completion.last_error), completion.lease_token,
-                "delivering" if event.callback else "completed",
-                None if event.callback else now,
+                _text(completion.last_error), completion.lease_token, status,
+                None if status == "delivering" else now,
             )  # fmt: skip
             if updated is None:
                 raise LeaseLost()
@@ -866,10 +879,10 @@ class PostgresStore(Store):
 
 
 async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
-    """Apply one fenced attempt record (see `Store.record_attempt`) in the caller's
-    transaction; False: the lease was lost."""
-    delivery, attempt, outcome, now = record.delivery, record.attempt, record.outcome, record.now
-    ended = outcome != "retry"
+    """Apply one fenced attempt record (see `rules.effect`) in the caller's transaction; False:
+    the lease was lost."""
+    delivery, attempt, now = record.delivery, record.attempt, record.now
+    effect = rules.effect(record)
     # The watch is locked (in `w`) before the delivery is updated.
     recorded = await db.fetchval(
         "WITH w AS (SELECT id FROM watches WHERE id = $1 FOR NO KEY UPDATE),"
@@ -880,43 +893,39 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
         " INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
         " status_code, error, next_attempt_at)"
         " SELECT id, $8, $9, $10, $11, $12, $13, $6 FROM d RETURNING true",
-        delivery.watch_id, delivery.id, owner, delivery.lease_token,
-        outcome if ended else "pending", attempt.next_attempt_at, now if ended else None,
-        attempt.number, attempt.event_type, attempt.started_at, attempt.duration_s,
-        attempt.status_code, _text(attempt.error),
+        delivery.watch_id, delivery.id, owner, delivery.lease_token, effect.status,
+        attempt.next_attempt_at, effect.ended_at, attempt.number, attempt.event_type,
+        attempt.started_at, attempt.duration_s, attempt.status_code, _text(attempt.error),
     )  # fmt: skip
     if not recorded:
         return False
-    if delivery.subscription_id is not None:
-        # A subscription's answer never changes the watch; 410 ends the subscription.
-        if outcome == "gone":
-            await db.execute(
-                "UPDATE subscriptions SET status = 'gone', updated_at = $2"
-                " WHERE id = $1 AND status = 'active'",
-                delivery.subscription_id,
-                now,
-            )
-            await _end_subscription_deliveries(db, delivery.subscription_id, now)
-        return True
-    if delivery.final:
-        status = _ENDS_WATCH.get(outcome)
+    if effect.subscription_gone is not None:
+        await db.execute(
+            "UPDATE subscriptions SET status = 'gone', updated_at = $2"
+            " WHERE id = $1 AND status = 'active'",
+            effect.subscription_gone,
+            now,
+        )
+        await _end_subscription_deliveries(db, effect.subscription_gone, now)
+    if effect.counted:
         await db.execute(
             "UPDATE watches SET attempts = attempts + 1,"
             " last_error = COALESCE($1, last_error), updated_at = $2,"
             " status = COALESCE($3, status), completed_at = $4"
             " WHERE id = $5 AND status = 'delivering'",
-            _text(attempt.error), now, status, now if status else None, delivery.watch_id,
+            _text(attempt.error), now, effect.watch_status, effect.ended_at, delivery.watch_id,
         )  # fmt: skip
-    if outcome == "gone":
+    if effect.watch_gone:
         await db.execute(
             "WITH w AS (UPDATE watches SET status = 'gone', updated_at = $2,"
             " completed_at = $2, lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE id = $1 AND status IN ('active', 'delivering'))"
+            " WHERE id = $1 AND status = ANY($3::text[]))"
             " UPDATE deliveries SET status = 'cancelled', ended_at = $2,"
             " lease_owner = NULL, lease_expires_at = NULL"
             " WHERE watch_id = $1 AND status = 'pending' AND subscription_id IS NULL",
             delivery.watch_id,
             now,
+            list(rules.LIVE),
         )
     return True
 
@@ -954,21 +963,15 @@ async def _record_events(
         " AND status = 'active' ORDER BY id FOR SHARE",
         tenants,
     )
-    subscriptions: dict[str, list[tuple[str, frozenset[str], str]]] = {}
+    subscriptions: dict[str, list[rules.Endpoint]] = {}
     for row in rows:
-        subscriptions.setdefault(row[1], []).append(
-            (row[0], frozenset(row[2]), callback_host(row[3]))
-        )
-    # (watch id, delivery, subscription id, event id, host, tenant)
-    news: list[tuple[str, NewDelivery, str | None, str, str, str]] = []
-    for tenant, callback_url, watch_id, event in recorded:
-        if event.callback is not None:
-            host = callback_host(callback_url)
-            news.append((watch_id, event.callback, None, event.id, host, tenant))
-        for subscription_id, types, host in subscriptions.get(tenant, ()):
-            if event.type in types:
-                new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
-                news.append((watch_id, new, subscription_id, event.id, host, tenant))
+        subscriptions.setdefault(row[1], []).append(rules.Endpoint.of(row[0], row[2], row[3]))
+    # (tenant, watch id, event, addressed delivery)
+    news = [
+        (tenant, watch_id, event, new)
+        for tenant, callback_url, watch_id, event in recorded
+        for new in rules.fan_out(event, callback_url, subscriptions.get(tenant, ()), now)
+    ]
     await db.execute(
         "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
         " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
@@ -991,14 +994,14 @@ async def _record_events(
         now,
         owner,
         lease_until,
-        [new.id for _, new, _, _, _, _ in news],
-        [watch_id for watch_id, _, _, _, _, _ in news],
-        [new.event_type for _, new, _, _, _, _ in news],
-        [new.body for _, new, _, _, _, _ in news],
-        [new.final for _, new, _, _, _, _ in news],
-        [subscription_id for _, _, subscription_id, _, _, _ in news],
-        [event_id for _, _, _, event_id, _, _ in news],
-        [host for _, _, _, _, host, _ in news],
-        [tenant for _, _, _, _, _, tenant in news],
+        [new.delivery.id for _, _, _, new in news],
+        [watch_id for _, watch_id, _, _ in news],
+        [event.type for _, _, event, _ in news],
+        [new.delivery.body for _, _, _, new in news],
+        [event.final for _, _, event, _ in news],
+        [new.subscription_id for _, _, _, new in news],
+        [event.id for _, _, event, _ in news],
+        [new.host for _, _, _, new in news],
+        [tenant for tenant, _, _, _ in news],
     )
-    return [new.id for _, new, _, _, _, _ in news]
+    return [new.delivery.id for _, _, _, new in news]

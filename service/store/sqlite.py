@@ -20,7 +20,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,10 +27,8 @@ from typing import Any, Literal, TypeVar
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
-from service.ids import new_id
-from service.store import migrations, sqlite_outcomes
+from service.store import migrations, rules, sqlite_outcomes
 from service.store.base import (
-    REDELIVERABLE,
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
@@ -43,7 +40,6 @@ from service.store.base import (
     EventRecord,
     Idempotency,
     JobOfAnotherTenant,
-    NewDelivery,
     NewEvent,
     Progress,
     Recorded,
@@ -56,7 +52,6 @@ from service.store.health import StoreHealth
 from service.store.serial_thread import SerialThread
 
 T = TypeVar("T")
-_V = TypeVar("_V")
 
 _WATCH_COLUMNS = (
     "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
@@ -474,7 +469,7 @@ class SQLiteStore(Store):
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         def cancel(db: sqlite3.Connection) -> Watch | None:
             watch = self._select_watch(db, tenant, watch_id)
-            if watch is None or watch.status not in ("active", "delivering"):
+            if watch is None or watch.status not in rules.LIVE:
                 return watch
             db.execute(
                 "UPDATE watches SET status = 'cancelled', updated_at = ?, completed_at = ?,"
@@ -489,18 +484,26 @@ class SQLiteStore(Store):
     async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         def redeliver(db: sqlite3.Connection) -> Watch | None:
             watch = self._select_watch(db, tenant, watch_id)
-            if watch is None or watch.status not in REDELIVERABLE:
+            if watch is None:
+                return None
+            rows = db.execute(
+                "SELECT d.id, d.subscription_id, d.status, d.body IS NOT NULL,"
+                " s.status IS NULL OR s.status = 'active' FROM deliveries d"
+                " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
+                " WHERE d.watch_id = ? AND d.final = 1",
+                (watch_id,),
+            ).fetchall()
+            finals = [rules.Final(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
+            again, delivering = rules.redelivery(watch.status, finals)
+            if not again:
                 return watch
-            changed = db.execute(
+            db.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
                 " ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE watch_id = ? AND final = 1 AND body IS NOT NULL AND status <> 'pending'"
-                " AND (subscription_id IS NULL OR subscription_id IN"
-                "  (SELECT id FROM subscriptions WHERE status = 'active'))"
-                " RETURNING subscription_id",
-                (now, watch_id),
-            ).fetchall()
-            if any(row[0] is None for row in changed):
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (now, json.dumps(again)),
+            )
+            if delivering:
                 db.execute(
                     "UPDATE watches SET status = 'delivering', attempts = 0, updated_at = ?,"
                     " completed_at = NULL WHERE id = ?",
@@ -636,6 +639,7 @@ class SQLiteStore(Store):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
+        status = rules.completed_status(event)
 
         def complete(db: sqlite3.Connection) -> list[Delivery]:
             updated = db.execute(
@@ -644,8 +648,8 @@ class SQLiteStore(Store):
                 " lease_expires_at = NULL"
                 " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'"
                 " RETURNING tenant, callback_url",
-                ("delivering" if event.callback else "completed", completion.job_status,
-                 completion.last_error, now, None if event.callback else now,
+                (status, completion.job_status, completion.last_error, now,
+                 None if status == "delivering" else now,
                  completion.watch_id, owner, completion.lease_token),
             ).fetchone()  # fmt: skip
             if updated is None:
@@ -979,17 +983,15 @@ def _settle(group: Sequence[_Registration]) -> None:
 
 
 class _FanOut:
-    """Records events in one transaction: each event, its callback delivery, and a delivery
-    per matching subscription, each delivery with its endpoint's host key. A tenant's active
+    """Records events in one transaction (see `rules.fan_out`). A tenant's active
     subscriptions are read once per transaction, however many of its watches record events in
     it."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
-        # tenant: (id, events, host) of each active subscription
-        self._subscriptions: dict[str, list[tuple[str, frozenset[str], str]]] = {}
+        self._subscriptions: dict[str, list[rules.Endpoint]] = {}
 
-    def _of(self, tenant: str) -> list[tuple[str, frozenset[str], str]]:
+    def _of(self, tenant: str) -> list[rules.Endpoint]:
         found = self._subscriptions.get(tenant)
         if found is None:
             rows = self._db.execute(
@@ -998,7 +1000,7 @@ class _FanOut:
                 (tenant,),
             ).fetchall()
             found = self._subscriptions[tenant] = [
-                (row[0], frozenset(json.loads(row[1])), callback_host(row[2])) for row in rows
+                rules.Endpoint.of(row[0], json.loads(row[1]), row[2]) for row in rows
             ]
         return found
 
@@ -1019,24 +1021,18 @@ class _FanOut:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (event.id, tenant, watch_id, event.type, int(event.final), event.body, now),
         )
-        news: list[tuple[NewDelivery, str | None, str]] = []
-        if event.callback is not None:
-            news.append((event.callback, None, callback_host(callback_url)))
-        for subscription_id, types, host in self._of(tenant):
-            if event.type in types:
-                new = NewDelivery(new_id("msg", now), event.type, event.body, event.final)
-                news.append((new, subscription_id, host))
+        news = rules.fan_out(event, callback_url, self._of(tenant), now)
         self._db.executemany(
             "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
             " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
             " subscription_id, event_id, host, tenant)"
             " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(new.id, watch_id, new.event_type, new.body, int(new.final), now, now, owner,
-              lease_until if owner else None, 1 if owner else 0, subscription_id, event.id,
-              host, tenant)
-             for new, subscription_id, host in news],
+            [(new.delivery.id, watch_id, event.type, new.delivery.body, int(event.final), now,
+              now, owner, lease_until if owner else None, 1 if owner else 0,
+              new.subscription_id, event.id, new.host, tenant)
+             for new in news],
         )  # fmt: skip
-        return [new.id for new, _, _ in news]
+        return [new.delivery.id for new in news]
 
 
 # The groups (host and tenant) with pending deliveries, one index probe each
@@ -1102,45 +1098,19 @@ def _choose_within_shares(
     hosts: tuple[int, dict[str, int]],
     tenants: tuple[int, dict[str, int]],
 ) -> list[str]:
-    """The ids a claim with shares takes (see `Store.claim_deliveries`): the groups cut within
-    shares, the oldest due of each up to its smaller share, those cut within shares. `hosts`
-    and `tenants` are each (default share, listed shares)."""
-    found = db.execute(
+    """The ids a claim with shares takes (see `rules.claim_within_shares`). `hosts` and
+    `tenants` are each (default share, listed shares)."""
+    groups = db.execute(
         _GROUPS_DUE,
         {"per_host": hosts[0], "host_limits": json.dumps(hosts[1]), "per_tenant": tenants[0],
          "tenant_limits": json.dumps(tenants[1]), "now": now},
     ).fetchall()  # fmt: skip
-    host_share = {host: share for host, _, share, _ in found}
-    tenant_share = {tenant: share for _, tenant, _, share in found}
-    groups = [(host, tenant, (host, tenant, min(h, t, limit))) for host, tenant, h, t in found]
-    offered: list[tuple[float, str, str, str]] = []
-    for host, tenant, most in _within_shares(groups, host_share, tenant_share, limit):
+
+    def offered(host: str, tenant: str, most: int) -> list[tuple[float, str]]:
         (due,) = db.execute(_GROUP_DUE, (host, tenant, now, now, most)).fetchone()
-        offered += [(at, delivery_id, host, tenant) for at, delivery_id in json.loads(due)]
-    offered.sort()
-    rows = [(host, tenant, delivery_id) for _, delivery_id, host, tenant in offered]
-    return _within_shares(rows, host_share, tenant_share, limit)
+        return [(at, delivery_id) for at, delivery_id in json.loads(due)]
 
-
-def _within_shares(
-    items: Sequence[tuple[str, str, _V]],
-    host_share: Mapping[str, int],
-    tenant_share: Mapping[str, int],
-    limit: int,
-) -> list[_V]:
-    """Of `items` (host, tenant, value), oldest first, the values of those kept when cut within
-    shares (see `Store.claim_deliveries`)."""
-    seen_hosts: Counter[str] = Counter()
-    seen_tenants: Counter[str] = Counter()
-    kept: list[_V] = []
-    for host, tenant, value in items:
-        if len(kept) >= limit:
-            break
-        if seen_hosts[host] < host_share[host] and seen_tenants[tenant] < tenant_share[tenant]:
-            kept.append(value)
-        seen_hosts[host] += 1
-        seen_tenants[tenant] += 1
-    return kept
+    return rules.claim_within_shares(groups, offered, limit)
 
 
 def _cancel_pending_deliveries(
@@ -1164,15 +1134,15 @@ def _end_subscription_deliveries(db: sqlite3.Connection, subscription_id: str, n
 
 
 def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -> bool:
-    """Apply one fenced attempt record (see `Store.record_attempt`); False: the lease was lost."""
-    delivery, attempt, outcome, now = record.delivery, record.attempt, record.outcome, record.now
-    ended = outcome != "retry"
+    """Apply one fenced attempt record (see `rules.effect`); False: the lease was lost."""
+    delivery, attempt, now = record.delivery, record.attempt, record.now
+    effect = rules.effect(record)
     updated = db.execute(
         "UPDATE deliveries SET attempts = attempts + 1, status = ?, next_attempt_at = ?,"
         " ended_at = ?, lease_owner = NULL, lease_expires_at = NULL"
         " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
-        ("pending" if not ended else outcome, attempt.next_attempt_at,
-         now if ended else None, delivery.id, owner, delivery.lease_token),
+        (effect.status, attempt.next_attempt_at, effect.ended_at, delivery.id, owner,
+         delivery.lease_token),
     ).rowcount  # fmt: skip
     if not updated:
         return False
@@ -1182,31 +1152,26 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
         (delivery.id, attempt.number, attempt.event_type, attempt.started_at,
          attempt.duration_s, attempt.status_code, attempt.error, attempt.next_attempt_at),
     )  # fmt: skip
-    if delivery.subscription_id is not None:
-        # A subscription's answer never changes the watch; 410 ends the subscription.
-        if outcome == "gone":
-            db.execute(
-                "UPDATE subscriptions SET status = 'gone', updated_at = ?"
-                " WHERE id = ? AND status = 'active'",
-                (now, delivery.subscription_id),
-            )
-            _end_subscription_deliveries(db, delivery.subscription_id, now)
-        return True
-    if delivery.final:
-        status = sqlite_outcomes.ENDS_WATCH.get(outcome)
+    if effect.subscription_gone is not None:
+        db.execute(
+            "UPDATE subscriptions SET status = 'gone', updated_at = ?"
+            " WHERE id = ? AND status = 'active'",
+            (now, effect.subscription_gone),
+        )
+        _end_subscription_deliveries(db, effect.subscription_gone, now)
+    if effect.counted:
         db.execute(
             "UPDATE watches SET attempts = attempts + 1,"
             " last_error = COALESCE(?, last_error), updated_at = ?,"
             " status = COALESCE(?, status), completed_at = ?"
             " WHERE id = ? AND status = 'delivering'",
-            (attempt.error, now, status, now if status else None, delivery.watch_id),
-        )
-    if outcome == "gone":
+            (attempt.error, now, effect.watch_status, effect.ended_at, delivery.watch_id),
+        )  # fmt: skip
+    if effect.watch_gone:
         db.execute(
             "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
-            " lease_owner = NULL WHERE id = ? AND status IN ('active', 'delivering')",
-            (now, now, delivery.watch_id),
+            " lease_owner = NULL WHERE id = ? AND status IN (?, ?)",
+            (now, now, delivery.watch_id, *rules.LIVE),
         )
-        # Only the callback's: the subscriptions still want the events already recorded.
         _cancel_pending_deliveries(db, delivery.watch_id, now, callback_only=True)
     return True

@@ -7,16 +7,19 @@ statements per attempt made the store's thread the loop's busiest interrupter; a
 group of attempts (each a single step when no lease was lost) keeps it out of the loop's way.
 
 An attempt is written here when it touches nothing but its delivery, its attempt row and, for
-the final event of a watch's own callback, the watch: every outcome except `gone` (which also
-ends a watch or a subscription and cancels deliveries). Those go through `record_one`, the
-statements of one attempt, in their place in the order, so the records still apply in order.
+the final event of a watch's own callback, the watch (`rules.effect`): every outcome except
+`gone`, which cascades (it also ends a watch or a subscription and cancels deliveries). Those go
+through `record_one`, the statements of one attempt, in their place in the order, so the
+records still apply in order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from sqlite3 import Connection
+from typing import TypeVar
 
+from service.store import rules
 from service.store.base import AttemptRecord
 
 # Attempts per group of statements, and the sizes a group is cut into: a statement's text
@@ -24,8 +27,9 @@ from service.store.base import AttemptRecord
 # connection's statement cache (a batch of 25 is written as 16 + 8 + 1).
 MOST = 64
 _SIZES = (64, 32, 16, 8, 4, 2, 1)
-# The watch a final callback attempt changes: as `Store.record_attempt` says.
-ENDS_WATCH = {"succeeded": "delivered", "failed": "failed", "gone": "gone"}
+_T = TypeVar("_T")
+# An attempt to record, with what it does.
+_Pair = tuple[AttemptRecord, rules.Effect]
 
 
 def record_attempts(
@@ -37,7 +41,7 @@ def record_attempts(
     """Apply `records` in order (see `Store.record_attempts`); the ids of those whose lease
     was lost. `record_one` applies one record and says whether its lease held."""
     lost: set[str] = set()
-    group: list[AttemptRecord] = []
+    group: list[_Pair] = []
 
     def flush() -> None:
         for piece in _pieces(group):
@@ -45,25 +49,20 @@ def record_attempts(
         group.clear()
 
     for record in records:
-        if record.outcome == "gone":
+        effect = rules.effect(record)
+        if effect.cascades:
             flush()
             if not record_one(db, owner, record):
                 lost.add(record.delivery.id)
             continue
         if len(group) == MOST:
             flush()
-        group.append(record)
+        group.append((record, effect))
     flush()
     return lost
 
 
-def _changes_watch(record: AttemptRecord) -> bool:
-    # A watch has one final delivery to its callback (a redelivery sends it again), so no two
-    # records of a group change the same watch.
-    return record.delivery.final and record.delivery.subscription_id is None
-
-
-def _pieces(records: list[AttemptRecord]) -> list[list[AttemptRecord]]:
+def _pieces(records: list[_T]) -> list[list[_T]]:
     pieces, start = [], 0
     for size in _SIZES:
         while len(records) - start >= size:
@@ -80,7 +79,7 @@ def _values(rows: int, columns: int) -> str:
 def _record_group(
     db: Connection,
     owner: str,
-    group: list[AttemptRecord],
+    group: list[_Pair],
     record_one: Callable[[Connection, str, AttemptRecord], bool],
 ) -> set[str]:
     lost = {
@@ -89,11 +88,11 @@ def _record_group(
             f"SELECT v.column1 FROM (VALUES {_values(len(group), 2)}) AS v"  # noqa: S608
             " WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.column1"
             " AND d.lease_owner = ? AND d.lease_token = v.column2 AND d.status = 'pending')",
-            [*(x for r in group for x in (r.delivery.id, r.delivery.lease_token)), owner],
+            [*(x for r, _ in group for x in (r.delivery.id, r.delivery.lease_token)), owner],
         )
     }
     if lost:  # rare: the others one by one, rather than a statement of another size
-        for record in group:
+        for record, _ in group:
             if record.delivery.id not in lost:
                 record_one(db, owner, record)
         return lost
@@ -102,14 +101,16 @@ def _record_group(
         " next_attempt_at = v.column3, ended_at = v.column4, lease_owner = NULL,"
         f" lease_expires_at = NULL FROM (VALUES {_values(len(group), 4)}) AS v"
         " WHERE deliveries.id = v.column1",
-        [x for r in group for x in _delivery_row(r)],
+        [x for pair in group for x in _delivery_row(*pair)],
     )
     db.execute(
         "INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"  # noqa: S608
         f" status_code, error, next_attempt_at) VALUES {_values(len(group), 8)}",
-        [x for r in group for x in _attempt_row(r)],
+        [x for r, _ in group for x in _attempt_row(r)],
     )
-    finals = [r for r in group if _changes_watch(r)]
+    # A watch has one final delivery to its callback (a redelivery sends it again), so no two
+    # records of a group change the same watch.
+    finals = [pair for pair in group if pair[1].counted]
     for piece in _pieces(finals):
         db.execute(
             "UPDATE watches SET attempts = watches.attempts + 1,"  # noqa: S608
@@ -117,15 +118,13 @@ def _record_group(
             " status = COALESCE(v.column4, watches.status), completed_at = v.column5"
             f" FROM (VALUES {_values(len(piece), 5)}) AS v"
             " WHERE watches.id = v.column1 AND watches.status = 'delivering'",
-            [x for r in piece for x in _watch_row(r)],
+            [x for pair in piece for x in _watch_row(*pair)],
         )
     return set()
 
 
-def _delivery_row(r: AttemptRecord) -> tuple[object, ...]:
-    ended = r.outcome != "retry"
-    status = r.outcome if ended else "pending"
-    return (r.delivery.id, status, r.attempt.next_attempt_at, r.now if ended else None)
+def _delivery_row(r: AttemptRecord, effect: rules.Effect) -> tuple[object, ...]:
+    return (r.delivery.id, effect.status, r.attempt.next_attempt_at, effect.ended_at)
 
 
 def _attempt_row(r: AttemptRecord) -> tuple[object, ...]:
@@ -136,6 +135,5 @@ def _attempt_row(r: AttemptRecord) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _watch_row(r: AttemptRecord) -> tuple[object, ...]:
-    status = ENDS_WATCH.get(r.outcome)
-    return (r.delivery.watch_id, r.attempt.error, r.now, status, r.now if status else None)
+def _watch_row(r: AttemptRecord, effect: rules.Effect) -> tuple[object, ...]:
+    return (r.delivery.watch_id, r.attempt.error, r.now, effect.watch_status, effect.ended_at)

@@ -1,0 +1,208 @@
+"""The store's rules, decided once: where an event goes, what an attempt's outcome ends, what a
+redelivery starts again, which due deliveries a claim with shares takes (see `base.Store`).
+
+Pure functions over the few values each needs. Every backend reads those values, calls the
+rule and persists what it answers under its own locks and fences, so SQLite, PostgreSQL and the
+memory store cannot disagree on them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from service.ids import new_id
+from service.store.base import (
+    REDELIVERABLE,
+    AttemptRecord,
+    DeliveryStatus,
+    NewDelivery,
+    NewEvent,
+    WatchStatus,
+    callback_host,
+)
+
+_V = TypeVar("_V")
+
+# A watch still at work (polling, or delivering its final event): cancelling ends it, and a
+# 410 from its callback makes it `gone`. The other statuses have ended.
+LIVE: tuple[WatchStatus, ...] = ("active", "delivering")
+# The end of a watch when its final callback delivery ends.
+ENDS_WATCH: Mapping[str, WatchStatus] = {
+    "succeeded": "delivered", "failed": "failed", "gone": "gone",
+}  # fmt: skip
+
+
+# Fan-out: an event addressed to its endpoints.
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An `active` subscription as fan-out reads it."""
+
+    id: str
+    events: frozenset[str]
+    host: str  # `callback_host` of its URL
+
+    @classmethod
+    def of(cls, subscription_id: str, events: Sequence[str], url: str) -> Endpoint:
+        return cls(subscription_id, frozenset(events), callback_host(url))
+
+
+@dataclass(frozen=True, slots=True)
+class Addressed:
+    """A delivery to record: the event sent to one endpoint."""
+
+    delivery: NewDelivery
+    subscription_id: str | None  # None: the watch's own callback
+    host: str  # the per-host limit's key, kept with the delivery
+
+
+def fan_out(
+    event: NewEvent,
+    callback_url: str | None,
+    subscriptions: Sequence[Endpoint],
+    now: float,
+    make_id: Callable[[str, float], str] = new_id,
+) -> list[Addressed]:
+    """The deliveries of `event` of a watch calling back `callback_url`: its callback delivery
+    (when the event has one), then one per subscription of the watch's tenant (`subscriptions`,
+    oldest first) whose events include the type, with the envelope as body and a new `msg_` id.
+    An id is the `webhook-id` of every attempt and redelivery: one per event and endpoint."""
+    found = []
+    if event.callback is not None:
+        found.append(Addressed(event.callback, None, callback_host(callback_url or "")))
+    for endpoint in subscriptions:
+        if event.type in endpoint.events:
+            new = NewDelivery(make_id("msg", now), event.type, event.body, event.final)
+            found.append(Addressed(new, endpoint.id, endpoint.host))
+    return found
+
+
+def completed_status(event: NewEvent) -> WatchStatus:
+    """A watch's status once its final event is recorded: `delivering` until its callback
+    delivery ends, or `completed` (ended) when it has none."""
+    return "delivering" if event.callback is not None else "completed"
+
+
+# An attempt's outcome.
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What one attempt's outcome changes besides its delivery's attempt count and log."""
+
+    status: DeliveryStatus  # the delivery's: `pending` again (a retry), or how it ended
+    ended_at: float | None
+    # The watch's final callback delivery: the attempt counts in the watch (while it is
+    # `delivering`), and its error, if any, becomes the watch's last error.
+    counted: bool
+    watch_status: WatchStatus | None  # when counted: the watch's end, None while it retries
+    # A 410 from the watch's callback: the watch, if still LIVE, becomes `gone` and its other
+    # pending callback deliveries are cancelled (the subscriptions' are not).
+    watch_gone: bool
+    # A 410 from a subscription: it becomes `gone` and its pending deliveries, of every
+    # watch, are cancelled; the watch is left as it is.
+    subscription_gone: str | None
+
+    @property
+    def cascades(self) -> bool:
+        """Whether it reaches beyond the delivery and its own watch's counters."""
+        return self.watch_gone or self.subscription_gone is not None
+
+
+def effect(record: AttemptRecord) -> Effect:
+    """What `record` does (see `Store.record_attempt`)."""
+    delivery, outcome, ended = record.delivery, record.outcome, record.outcome != "retry"
+    status: DeliveryStatus = "pending" if outcome == "retry" else outcome
+    ended_at = record.now if ended else None
+    if delivery.subscription_id is not None:
+        gone = delivery.subscription_id if outcome == "gone" else None
+        return Effect(status, ended_at, False, None, False, gone)
+    counted = delivery.final
+    watch_status = ENDS_WATCH.get(outcome) if counted else None
+    return Effect(status, ended_at, counted, watch_status, outcome == "gone", None)
+
+
+# Redelivery.
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """A final-event delivery of a watch, as a redelivery reads it."""
+
+    id: str
+    subscription_id: str | None  # None: the watch's own callback
+    status: DeliveryStatus
+    has_body: bool  # False once purged
+    subscription_active: bool  # its subscription is still `active` (True for a callback)
+
+
+def redelivery(watch_status: WatchStatus, finals: Sequence[Final]) -> tuple[list[str], bool]:
+    """The final deliveries a redelivery makes pending again (their ids), and whether the
+    watch becomes `delivering` (one of them is its callback's). Only a watch whose status is
+    REDELIVERABLE is redelivered; only ended deliveries with a body to send, to its callback
+    or to a subscription still `active`, start again."""
+    if watch_status not in REDELIVERABLE:
+        return [], False
+    again = [
+        final
+        for final in finals
+        if final.status != "pending" and final.has_body and final.subscription_active
+    ]
+    return [final.id for final in again], any(f.subscription_id is None for f in again)
+
+
+# Claims with shares.
+
+
+def share(limits: Mapping[str, int] | None, default: int | None, key: str, limit: int) -> int:
+    """The share of `key` (a host or a tenant) in a claim of `limit`: its own limit, else the
+    default, else `limit`."""
+    if limits and key in limits:
+        return limits[key]
+    return limit if default is None else default
+
+
+def within_shares(
+    items: Sequence[tuple[str, str, _V]],
+    host_share: Mapping[str, int],
+    tenant_share: Mapping[str, int],
+    limit: int,
+) -> list[_V]:
+    """Of `items` (host, tenant, value), oldest first, the values kept when cut within shares
+    (see `Store.claim_deliveries`): an item is kept while fewer than its host's share of the
+    items before it are of its host, and likewise for its tenant; the first `limit` kept."""
+    seen_hosts: Counter[str] = Counter()
+    seen_tenants: Counter[str] = Counter()
+    kept: list[_V] = []
+    for host, tenant, value in items:
+        if len(kept) >= limit:
+            break
+        if seen_hosts[host] < host_share[host] and seen_tenants[tenant] < tenant_share[tenant]:
+            kept.append(value)
+        seen_hosts[host] += 1
+        seen_tenants[tenant] += 1
+    return kept
+
+
+def claim_within_shares(
+    groups: Sequence[tuple[str, str, int, int]],
+    offered: Callable[[str, str, int], Sequence[tuple[float, str]]],
+    limit: int,
+) -> list[str]:
+    """The delivery ids a claim with shares takes (see `Store.claim_deliveries`). `groups`:
+    (host, tenant, host share, tenant share) of each group with both shares and a due
+    delivery, by its oldest due one (then host, then tenant); `offered(host, tenant, most)`:
+    a group's `most` oldest due deliveries nobody holds, as (due time, id), oldest first."""
+    host_share = {host: share for host, _, share, _ in groups}
+    tenant_share = {tenant: share for _, tenant, _, share in groups}
+    most = [(host, tenant, (host, tenant, min(h, t, limit))) for host, tenant, h, t in groups]
+    candidates: list[tuple[float, str, str, str]] = []
+    for host, tenant, count in within_shares(most, host_share, tenant_share, limit):
+        candidates += [(at, id_, host, tenant) for at, id_ in offered(host, tenant, count)]
+    candidates.sort()
+    rows = [(host, tenant, delivery_id) for _, delivery_id, host, tenant in candidates]
+    return within_shares(rows, host_share, tenant_share, limit)
