@@ -166,9 +166,12 @@ class StoreSettings(_Section):
             if not os.access(directory, os.W_OK):
                 raise ValueError(f"directory {directory} is not writable")
             return url
-        if url.startswith(("postgresql://", "postgres://")):
+        if url.startswith(("postgresql://", "postgres://")) or url == "memory://":
             return url
-        raise ValueError("use sqlite:///PATH (a file) or postgresql://USER@HOST:PORT/DB")
+        raise ValueError(
+            "use sqlite:///PATH (a file), postgresql://USER@HOST:PORT/DB or memory://"
+            " (nothing kept)"
+        )
 
 
 class PollSettings(_Section):

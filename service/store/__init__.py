@@ -11,9 +11,13 @@ from service.store.health import StoreHealth
 def from_url(
     url: str, *, pool_min: int = 1, pool_max: int = 10, health: StoreHealth | None = None
 ) -> Store:
-    """A store for `sqlite:///PATH` or `postgresql://...` (also `postgres://`); the driver is
-    imported only when its backend is chosen. The pool sizes apply to PostgreSQL. `health` is
-    told of every call's outcome (a new one when not given)."""
+    """A store for `sqlite:///PATH`, `postgresql://...` (also `postgres://`) or `memory://`;
+    the driver is imported only when its backend is chosen. The pool sizes apply to PostgreSQL.
+    `health` is told of every call's outcome (a new one when not given)."""
+    if url == "memory://":
+        from service.store.memory import MemoryStore
+
+        return MemoryStore(health=health)
     if url.startswith("sqlite:///"):
         from service.store.sqlite import SQLiteStore
 
@@ -25,7 +29,7 @@ def from_url(
     scheme = url.split(":", 1)[0]
     raise ConfigError(
         f"store.url: no store backend for scheme {scheme!r};"
-        " use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        " use sqlite:///PATH, postgresql://USER@HOST:PORT/DB or memory://"
     )
 
 

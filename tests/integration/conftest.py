@@ -1,4 +1,5 @@
-"""Integration fixtures: `store` is every backend in turn, each on a fresh, empty database."""
+"""Integration fixtures: `store` is every backend in turn, each on a fresh, empty database;
+`unopened_sql_store` a SQL backend only (for what only they have: a schema and its migrations)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncpg
 import pytest
 
 from service.store.base import Store
+from service.store.memory import MemoryStore
 from service.store.postgres import PostgresStore
 from service.store.sqlite import SQLiteStore
 
@@ -57,6 +59,11 @@ async def postgres_schema() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
+async def _memory(tmp_path: Path) -> AsyncIterator[Store]:
+    yield MemoryStore()
+
+
+@contextlib.asynccontextmanager
 async def _sqlite(tmp_path: Path) -> AsyncIterator[Store]:
     yield SQLiteStore(str(tmp_path / "bridge.db"))
 
@@ -67,17 +74,20 @@ async def _postgres(tmp_path: Path) -> AsyncIterator[Store]:
         yield PostgresStore(POSTGRES_URL, schema=schema)
 
 
-# One entry per backend, each building an unopened store on a database of its own.
-BACKENDS = [
+# One entry per SQL backend, each building an unopened store on a database of its own.
+SQL_BACKENDS = [
     pytest.param(_sqlite, id="sqlite"),
     pytest.param(_postgres, id="postgres", marks=pytest.mark.postgres),
 ]
+BACKENDS = [pytest.param(_memory, id="memory"), *SQL_BACKENDS]
 
 
-@pytest.fixture(params=BACKENDS)
-async def unopened_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A store of one backend on a fresh database, neither opened nor migrated: the test opens
-    (and closes) it."""
+@pytest.fixture(params=SQL_BACKENDS)
+async def unopened_sql_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Store]:
+    """A store of one SQL backend on a fresh database, neither opened nor migrated: the test
+    opens (and closes) it."""
     make: Callable[[Path], AbstractAsyncContextManager[Store]] = request.param
     async with make(tmp_path) as backend:
         yield backend

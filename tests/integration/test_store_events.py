@@ -545,7 +545,7 @@ def _backend(store: Store) -> str:
 
 
 async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
-    unopened_store: Store, monkeypatch: pytest.MonkeyPatch
+    unopened_sql_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pending deliveries recorded before migration 0003 (to a watch's callback and to a
     subscription, URLs with credentials, upper case, a port) get their endpoint's host key
@@ -553,7 +553,7 @@ async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
     a host alone by that key."""
     every = migrations.load
     monkeypatch.setattr(migrations, "load", lambda backend: every(backend)[:2])
-    old = unopened_store
+    old = unopened_sql_store
     await old.open()
     sub = await subscribe(old, url="https://user:pw@Hooks.Example:8443/in")
     watch = await register(old, callback_url="https://CB.example/x?y=1")
@@ -588,14 +588,14 @@ async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
 
 
 async def test_deliveries_of_a_0003_database_are_claimed_by_tenant_once_migrated(
-    unopened_store: Store, monkeypatch: pytest.MonkeyPatch
+    unopened_sql_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Pending deliveries recorded before migration 0005 (to a watch's callback and to a
     subscription) get their watch's tenant when it is applied: claims cap them per tenant and
     leave a tenant alone by it, and each claimed delivery names its tenant."""
     every = migrations.load
     monkeypatch.setattr(migrations, "load", lambda backend: [m for m in every(backend) if m[0] < 5])
-    old = unopened_store
+    old = unopened_sql_store
     await old.open()
     sub = await subscribe(old, url="https://hooks.example/in")
     mine = await register(old, callback_url="https://hooks.example/a")

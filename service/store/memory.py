@@ -1,0 +1,584 @@
+"""In-memory backend (`memory://`): the whole contract of `base.Store`, kept in this process
+only and lost when it ends. For tests, and for trying the bridge without a database.
+
+Every call runs to its end without awaiting, so each is atomic on the event loop without locks.
+What it holds is public, for tests to assert on. Setting `outage` makes the calls it covers fail
+as an unavailable store's do (every call, or only writes when it is `refusing_writes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from service.clock import Clock, SystemClock
+from service.errors import LeaseLost, StoreError, StoreUnavailable
+from service.store import base, rules
+from service.store.health import StoreHealth
+
+
+@dataclass(slots=True)
+class Lease:
+    owner: str | None = None
+    until: float | None = None
+    token: int = 0
+
+    def free(self, now: float) -> bool:
+        return self.owner is None or self.until is None or self.until <= now
+
+    def held(self, owner: str, token: int) -> bool:
+        return self.owner == owner and self.token == token
+
+    def take(self, owner: str, until: float) -> None:
+        self.owner, self.until, self.token = owner, until, self.token + 1
+
+    def release(self) -> None:
+        self.owner = self.until = None
+
+
+@dataclass(slots=True)
+class DeliveryRow:
+    """A delivery as held: an event addressed to one endpoint (see `rules.fan_out`)."""
+
+    id: str
+    watch_id: str
+    event_id: str
+    event_type: str
+    body: bytes | None  # None once purged
+    final: bool
+    subscription_id: str | None
+    host: str
+    tenant: str
+    created_at: float
+    lease: Lease
+    status: base.DeliveryStatus = "pending"
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    ended_at: float | None = None
+
+    def due(self, now: float) -> bool:
+        at = self.next_attempt_at
+        return self.status == "pending" and at is not None and at <= now and self.lease.free(now)
+
+
+class MemoryStore(base.Store):
+    def __init__(self, clock: Clock | None = None, *, health: StoreHealth | None = None) -> None:
+        self.health = health or StoreHealth(clock or SystemClock())
+        self.outage: StoreUnavailable | None = None
+        self.closed = False
+        # Watches by id; a watch's lease token is its `lease_token`, the rest in `leases`.
+        self.watches: dict[str, base.Watch] = {}
+        self.leases: dict[str, Lease] = {}
+        self.deliveries: dict[str, DeliveryRow] = {}
+        self.events: list[base.EventRecord] = []  # in the order recorded
+        self.attempts: list[base.Attempt] = []  # in the order recorded
+        self.subscriptions: dict[str, base.Subscription] = {}
+        self.idempotency: dict[tuple[str, str], base.Idempotency] = {}  # by (tenant, key)
+        self.job_owners: dict[str, str] = {}  # tenant by job id
+        self.revoked_sessions: dict[str, float] = {}  # cookie expiry by session id
+
+    def _call(self, *, writes: bool) -> None:
+        """Report the call to `health` (see `base.Store`); raise while `outage` covers it."""
+        if self.closed:
+            raise StoreError("the store is closed")
+        outage = self.outage
+        if outage is not None and (writes or not outage.refusing_writes):
+            error = StoreUnavailable(outage.message, refusing_writes=outage.refusing_writes)
+            self.health.failed(error)
+            raise error
+        self.health.succeeded(wrote=writes)
+
+    def _watch(self, tenant: str, watch_id: str) -> base.Watch | None:
+        watch = self.watches.get(watch_id)
+        return watch if watch is not None and watch.tenant == tenant else None
+
+    def _held(self, watch_id: str, owner: str, token: int) -> base.Watch | None:
+        """The active watch `owner` holds with `token`, if so."""
+        watch, lease = self.watches.get(watch_id), self.leases.get(watch_id)
+        if watch is None or lease is None or watch.status != "active":
+            return None
+        return watch if lease.held(owner, token) else None
+
+    def _pending(self, where: Callable[[DeliveryRow], bool]) -> Iterator[DeliveryRow]:
+        return (row for row in self.deliveries.values() if row.status == "pending" and where(row))
+
+    def _cancel(self, where: Callable[[DeliveryRow], bool], now: float) -> None:
+        for row in list(self._pending(where)):
+            row.status, row.ended_at = "cancelled", now
+            row.lease.release()
+
+    async def open(self, *, migrate: bool = True) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def migrate(self) -> list[int]:
+        self._call(writes=False)
+        return []  # no schema
+
+    async def ping(self, *, write: bool = False) -> None:
+        self._call(writes=write)
+
+    # Registration and reading.
+
+    async def insert_watch(
+        self,
+        watch: base.Watch,
+        idempotency: base.Idempotency | None = None,
+        *,
+        lease_owner: str | None = None,
+        lease_until: float = 0.0,
+        shared_key: bool = False,
+        started: bool = False,
+    ) -> base.Watch:
+        self._call(writes=True)
+        if watch.id in self.watches:
+            raise StoreError(f"watch {watch.id} exists already")
+        if shared_key and self.job_owners.get(watch.job_id, watch.tenant) != watch.tenant:
+            raise base.JobOfAnotherTenant()
+        if idempotency is not None:
+            if (watch.tenant, idempotency.key) in self.idempotency:
+                raise base.DuplicateIdempotencyKey()
+            self.idempotency[watch.tenant, idempotency.key] = idempotency
+        if started:
+            self.job_owners.setdefault(watch.job_id, watch.tenant)
+        lease = Lease()
+        if lease_owner is not None:
+            lease.take(lease_owner, lease_until)
+        self.leases[watch.id] = lease
+        stored = replace(watch, updated_at=watch.created_at, lease_token=lease.token)
+        self.watches[watch.id] = stored
+        return stored
+
+    async def find_idempotency(self, tenant: str, key: str) -> base.Idempotency | None:
+        self._call(writes=False)
+        return self.idempotency.get((tenant, key))
+
+    async def get_watch(self, tenant: str, watch_id: str) -> base.Watch | None:
+        self._call(writes=False)
+        return self._watch(tenant, watch_id)
+
+    async def list_watches(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        before_id: str | None = None,
+        limit: int = 50,
+    ) -> list[base.Watch]:
+        self._call(writes=False)
+        found = [
+            w
+            for w in self.watches.values()
+            if w.tenant == tenant
+            and status in (None, w.status)
+            and job_id in (None, w.job_id)
+            and (before_id is None or w.id < before_id)
+        ]
+        return sorted(found, key=lambda w: w.id, reverse=True)[:limit]
+
+    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
+        self._call(writes=True)
+        watch = self._watch(tenant, watch_id)
+        if watch is None or watch.status not in rules.LIVE:
+            return watch
+        self.leases[watch_id].release()
+        self._cancel(lambda row: row.watch_id == watch_id, now)
+        watch = replace(watch, status="cancelled", updated_at=now, completed_at=now)
+        self.watches[watch_id] = watch
+        return watch
+
+    async def redeliver(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
+        self._call(writes=True)
+        watch = self._watch(tenant, watch_id)
+        if watch is None:
+            return None
+        finals = [
+            rules.Final(row.id, row.subscription_id, row.status, row.body is not None,
+                        self._subscribed(row.subscription_id))
+            for row in self.deliveries.values() if row.watch_id == watch_id and row.final
+        ]  # fmt: skip
+        again, delivering = rules.redelivery(watch.status, finals)
+        for delivery_id in again:
+            row = self.deliveries[delivery_id]
+            row.status, row.attempts, row.next_attempt_at, row.ended_at = "pending", 0, now, None
+            row.lease.release()
+        if delivering:
+            watch = replace(
+                watch, status="delivering", attempts=0, updated_at=now, completed_at=None
+            )
+            self.watches[watch_id] = watch
+        return watch
+
+    def _subscribed(self, subscription_id: str | None) -> bool:
+        """Whether deliveries to this endpoint may start again: a callback, or an active
+        subscription."""
+        if subscription_id is None:
+            return True
+        return self.subscriptions[subscription_id].status == "active"
+
+    async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
+        self._call(writes=False)
+        if self._watch(tenant, watch_id) is None:
+            return []
+        found = [a for a in self.attempts if self.deliveries[a.delivery_id].watch_id == watch_id]
+        return sorted(found, key=lambda a: a.started_at)
+
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[base.DeliveryRecord]:
+        self._call(writes=False)
+        if self._watch(tenant, watch_id) is None:
+            return []
+        rows = sorted(
+            (row for row in self.deliveries.values() if row.watch_id == watch_id),
+            key=lambda r: (r.created_at, r.subscription_id or "", r.id),  # the callback first
+        )
+        return [
+            base.DeliveryRecord(r.id, r.event_type, r.final, r.status, r.attempts, r.body,
+                           r.created_at, r.subscription_id, r.event_id)
+            for r in rows
+        ]  # fmt: skip
+
+    # Polling.
+
+    async def claim_watches(
+        self, owner: str, now: float, lease_until: float, limit: int
+    ) -> list[base.Watch]:
+        self._call(writes=True)
+        free = [
+            w for w in self.watches.values() if w.status == "active" and self.leases[w.id].free(now)
+        ]
+        claimed = []
+        for watch in sorted(free, key=lambda w: (w.next_poll_at, w.id))[:limit]:
+            lease = self.leases[watch.id]
+            lease.take(owner, lease_until)
+            self.watches[watch.id] = replace(watch, lease_token=lease.token)
+            claimed.append(self.watches[watch.id])
+        return claimed
+
+    async def renew_watch_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        self._call(writes=True)
+        renewed = {watch_id for watch_id, token in held if self._held(watch_id, owner, token)}
+        for watch_id in renewed:
+            self.leases[watch_id].until = lease_until
+        return renewed
+
+    async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        self._call(writes=True)
+        for watch_id, token in held:
+            lease = self.leases.get(watch_id)
+            if lease is not None and lease.held(owner, token):
+                lease.release()
+
+    async def record_progress(
+        self, owner: str, now: float, changes: Sequence[base.Progress]
+    ) -> base.Recorded:
+        self._call(writes=True)
+        lost, created = set(), 0
+        for change in changes:
+            watch = self._held(change.watch_id, owner, change.lease_token)
+            if watch is None:
+                lost.add(change.watch_id)
+                continue
+            watch = replace(
+                watch, job_status=change.job_status, queue_position=change.queue_position,
+                last_error=change.last_error, next_poll_at=change.next_poll_at, updated_at=now,
+            )  # fmt: skip
+            self.watches[watch.id] = watch
+            for event in change.events:
+                created += len(self._record_event(watch, event, now, None, 0.0))
+        return base.Recorded(lost, created)
+
+    def _record_event(
+        self,
+        watch: base.Watch,
+        event: base.NewEvent,
+        now: float,
+        owner: str | None,
+        lease_until: float,
+    ) -> list[str]:
+        """Keep `event` and record its deliveries (claimed by `owner` when given); their ids."""
+        self.events.append(
+            base.EventRecord(event.id, watch.id, event.type, event.final, event.body, now)
+        )
+        endpoints = [
+            rules.Endpoint.of(s.id, s.events, s.url)
+            for s in sorted(self.subscriptions.values(), key=lambda s: s.id)
+            if s.tenant == watch.tenant and s.status == "active"
+        ]
+        ids = []
+        for new in rules.fan_out(event, watch.callback_url, endpoints, now):
+            lease = Lease()
+            if owner is not None:
+                lease.take(owner, lease_until)
+            self.deliveries[new.delivery.id] = DeliveryRow(
+                new.delivery.id, watch.id, event.id, event.type, new.delivery.body, event.final,
+                new.subscription_id, new.host, watch.tenant, now, lease, next_attempt_at=now,
+            )  # fmt: skip
+            ids.append(new.delivery.id)
+        return ids
+
+    async def complete_watch(
+        self, owner: str, now: float, completion: base.Completion, delivery_lease_until: float
+    ) -> list[base.Delivery]:
+        self._call(writes=True)
+        watch = self._held(completion.watch_id, owner, completion.lease_token)
+        if watch is None:
+            raise LeaseLost()
+        status = rules.completed_status(completion.event)
+        self.leases[watch.id].release()
+        watch = replace(
+            watch, status=status, job_status=completion.job_status, queue_position=None,
+            last_error=completion.last_error, updated_at=now,
+            completed_at=None if status == "delivering" else now,
+        )  # fmt: skip
+        self.watches[watch.id] = watch
+        ids = self._record_event(watch, completion.event, now, owner, delivery_lease_until)
+        return [self._claimed(self.deliveries[delivery_id]) for delivery_id in ids]
+
+    def _claimed(self, row: DeliveryRow) -> base.Delivery:
+        """The delivery as sent: to the subscription's endpoint, else to the watch's callback."""
+        w = self.watches[row.watch_id]
+        s = self.subscriptions.get(row.subscription_id or "")
+        url, method, headers, secret, final_statuses = (
+            (w.callback_url or "", w.callback_method, w.callback_headers, w.secret,
+             w.final_statuses)
+            if s is None
+            else (s.url, "POST", s.headers, s.secret, s.final_statuses)
+        )  # fmt: skip
+        return base.Delivery(
+            row.id, row.watch_id, row.event_type, row.body or b"", row.final, row.attempts,
+            row.lease.token, url, method, headers, secret, row.created_at, row.subscription_id,
+            row.event_id, final_statuses, row.tenant,
+        )  # fmt: skip
+
+    # base.Delivery.
+
+    async def claim_deliveries(
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        *,
+        per_host: int | None = None,
+        host_limits: Mapping[str, int] | None = None,
+        per_tenant: int | None = None,
+        tenant_limits: Mapping[str, int] | None = None,
+    ) -> list[base.Delivery]:
+        self._call(writes=True)
+        due = sorted(
+            self._pending(lambda row: row.due(now)), key=lambda r: (r.next_attempt_at, r.id)
+        )
+        if not any((per_host is not None, host_limits, per_tenant is not None, tenant_limits)):
+            chosen = due[:limit]
+        else:
+            groups: dict[tuple[str, str], list[DeliveryRow]] = {}
+            for row in due:
+                groups.setdefault((row.host, row.tenant), []).append(row)
+            shares = [
+                (host, tenant, rules.share(host_limits, per_host, host, limit),
+                 rules.share(tenant_limits, per_tenant, tenant, limit))
+                for host, tenant in groups
+            ]  # fmt: skip
+            with_both = sorted(
+                (group for group in shares if group[2] > 0 and group[3] > 0),
+                key=lambda g: (groups[g[0], g[1]][0].next_attempt_at, g[0], g[1]),
+            )
+            ids = rules.claim_within_shares(
+                with_both,
+                lambda host, tenant, most: [
+                    (row.next_attempt_at or 0.0, row.id) for row in groups[host, tenant][:most]
+                ],
+                limit,
+            )
+            chosen = [self.deliveries[delivery_id] for delivery_id in ids]
+        for row in chosen:
+            row.lease.take(owner, lease_until)
+        return [self._claimed(row) for row in chosen]
+
+    async def renew_delivery_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        self._call(writes=True)
+        renewed = set()
+        for row in self._held_deliveries(owner, held):
+            row.lease.until = lease_until
+            renewed.add(row.id)
+        return renewed
+
+    async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
+        self._call(writes=True)
+        for row in self._held_deliveries(owner, held):
+            row.lease.release()
+
+    def _held_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> list[DeliveryRow]:
+        rows = (self.deliveries.get(delivery_id) for delivery_id, _ in held)
+        return [
+            row
+            for row, (_, token) in zip(rows, held, strict=True)
+            if row is not None and row.status == "pending" and row.lease.held(owner, token)
+        ]
+
+    async def record_attempt(
+        self,
+        owner: str,
+        delivery: base.Delivery,
+        attempt: base.Attempt,
+        outcome: base.AttemptOutcome,
+        now: float,
+    ) -> None:
+        self._call(writes=True)
+        if not self._record(owner, base.AttemptRecord(delivery, attempt, outcome, now)):
+            raise LeaseLost()
+
+    async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
+        self._call(writes=True)
+        return {r.delivery.id for r in records if not self._record(owner, r)}
+
+    def _record(self, owner: str, record: base.AttemptRecord) -> bool:
+        """Apply one fenced attempt record (see `rules.effect`); False: the lease was lost."""
+        row, attempt, now = self.deliveries.get(record.delivery.id), record.attempt, record.now
+        if row is None or row.status != "pending":
+            return False
+        if not row.lease.held(owner, record.delivery.lease_token):
+            return False
+        effect = rules.effect(record)
+        row.attempts += 1
+        row.status, row.next_attempt_at, row.ended_at = (
+            effect.status, attempt.next_attempt_at, effect.ended_at,
+        )  # fmt: skip
+        row.lease.release()
+        self.attempts.append(
+            replace(attempt, delivery_id=row.id, subscription_id=row.subscription_id)
+        )
+        gone = effect.subscription_gone
+        if gone is not None:
+            if self.subscriptions[gone].status == "active":
+                self.subscriptions[gone] = replace(
+                    self.subscriptions[gone], status="gone", updated_at=now
+                )
+            self._cancel(lambda r: r.subscription_id == gone, now)
+        watch = self.watches[row.watch_id]
+        if effect.counted and watch.status == "delivering":
+            watch = replace(
+                watch, attempts=watch.attempts + 1, updated_at=now,
+                last_error=watch.last_error if attempt.error is None else attempt.error,
+                status=effect.watch_status or watch.status, completed_at=effect.ended_at,
+            )  # fmt: skip
+        if effect.watch_gone:
+            if watch.status in rules.LIVE:
+                watch = replace(watch, status="gone", updated_at=now, completed_at=now)
+                self.leases[watch.id].release()
+            self._cancel(lambda r: r.watch_id == watch.id and r.subscription_id is None, now)
+        self.watches[watch.id] = watch
+        return True
+
+    # Subscriptions.
+
+    async def insert_subscription(self, subscription: base.Subscription) -> base.Subscription:
+        self._call(writes=True)
+        if subscription.id in self.subscriptions:
+            raise StoreError(f"subscription {subscription.id} exists already")
+        self.subscriptions[subscription.id] = subscription
+        return subscription
+
+    async def list_subscriptions(self, tenant: str) -> list[base.Subscription]:
+        self._call(writes=False)
+        found = self.subscriptions.values()
+        mine = [s for s in found if s.tenant == tenant and s.status == "active"]
+        return sorted(mine, key=lambda s: s.id)
+
+    async def get_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
+        self._call(writes=False)
+        found = self.subscriptions.get(subscription_id)
+        return found if found is not None and found.tenant == tenant else None
+
+    async def delete_subscription(
+        self, tenant: str, subscription_id: str, now: float
+    ) -> base.Subscription | None:
+        self._call(writes=True)
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.tenant != tenant or found.status != "active":
+            return None
+        deleted = self.subscriptions[subscription_id] = replace(
+            found, status="deleted", updated_at=now
+        )
+        self._cancel(lambda row: row.subscription_id == subscription_id, now)
+        return deleted
+
+    # Events.
+
+    async def list_events(
+        self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
+    ) -> list[base.EventRecord]:
+        self._call(writes=False)
+        found = [
+            e
+            for e in reversed(self.events)
+            if self.watches[e.watch_id].tenant == tenant and (types is None or e.type in types)
+        ]
+        return found[:limit]
+
+    async def watch_events(
+        self, tenant: str, watch_id: str, *, after: str | None = None
+    ) -> list[base.EventRecord]:
+        self._call(writes=False)
+        if self._watch(tenant, watch_id) is None:
+            return []
+        mine = [e for e in self.events if e.watch_id == watch_id]
+        ids = [e.id for e in mine]
+        return mine[ids.index(after) + 1 :] if after in ids else mine
+
+    # Dashboard sign-ins.
+
+    async def revoke_session(self, session_id: str, expires_at: float) -> None:
+        self._call(writes=True)
+        self.revoked_sessions.setdefault(session_id, expires_at)
+
+    async def session_revoked(self, session_id: str) -> bool:
+        self._call(writes=False)
+        return session_id in self.revoked_sessions
+
+    # Housekeeping.
+
+    async def purge_revoked_sessions(self, now: float) -> int:
+        self._call(writes=True)
+        expired = [s for s, expires_at in self.revoked_sessions.items() if expires_at <= now]
+        for session_id in expired:
+            del self.revoked_sessions[session_id]
+        return len(expired)
+
+    async def purge_bodies(self, completed_before: float) -> int:
+        self._call(writes=True)
+        self.events = [
+            e
+            for e in self.events
+            if e.created_at >= completed_before or self.watches[e.watch_id].status in rules.LIVE
+        ]
+        purged = [
+            row
+            for row in self.deliveries.values()
+            if row.body is not None
+            and row.status in ("succeeded", "cancelled")
+            and row.ended_at is not None
+            and row.ended_at < completed_before
+        ]
+        for row in purged:
+            row.body = None
+        return len(purged)
+
+    async def count_due_deliveries(self, now: float) -> int:
+        self._call(writes=False)
+        return sum(1 for _ in self._pending(lambda row: row.due(now)))
+
+    async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
+        self._call(writes=False)
+        counts: dict[str, int] = dict.fromkeys(base.WATCH_STATUSES, 0)
+        for watch in self.watches.values():
+            if tenant in (None, watch.tenant):
+                counts[watch.status] += 1
+        return counts
