@@ -1,9 +1,10 @@
 """The per-host delivery limit: its bookkeeping (`Slots`, one tenant) and the `Deliverer`
-around it, with a fake store and an HTTP transport of the test's own at the edges."""
+around it, on the memory store, with an HTTP transport of the test's own at the edge."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -16,7 +17,17 @@ from service.config import DeliverySettings
 from service.delivery import LINE, ClaimPlan, Deliverer
 from service.sender import InlineSender
 from service.slots import Slots
-from service.store.base import AttemptRecord, Delivery, Store, callback_host
+from service.store.base import (
+    AttemptRecord,
+    Completion,
+    Delivery,
+    NewDelivery,
+    NewEvent,
+    Store,
+    callback_host,
+)
+from service.store.memory import MemoryStore
+from tests.integration.test_store_contract import FAR, T0, new_watch
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SLOW, FAST = "http://slow.example:8001", "http://fast.example:8002"
@@ -127,30 +138,58 @@ def test_callback_host(url: str, key: str) -> None:
     assert callback_host(url) == key
 
 
-# The deliverer, with a fake store.
+# The deliverer, with the memory store.
+
+OWNER = "me"
+
+
+async def held(store: MemoryStore, *deliveries: Delivery) -> list[Delivery]:
+    """Each of `deliveries` as the store hands it to the deliverer: the final callback delivery
+    (its id, URL, body and tenant) of a watch of its own, claimed by OWNER."""
+    found = []
+    for d in deliveries:
+        watch = new_watch(id=f"wch_{d.id}", tenant=d.tenant, callback_url=d.callback_url)
+        await store.insert_watch(replace(watch, secret=SECRET), lease_owner=OWNER, lease_until=FAR)
+        own = NewDelivery(d.id, d.event_type, d.body, final=True)
+        final = NewEvent(f"evt_{d.id}", d.event_type, True, d.body, own)
+        done = Completion(watch.id, 1, "succeeded", None, final)
+        found += await store.complete_watch(OWNER, T0, done, FAR)
+    return found
+
+
+async def submit(store: MemoryStore, deliverer: Deliverer, *deliveries: Delivery) -> None:
+    """Hand the deliverer each of `deliveries`, as claimed from `store`."""
+    for claimed in await held(store, *deliveries):
+        deliverer.submit(claimed)
+
+
+def recorded(store: MemoryStore) -> list[str]:
+    """The deliveries whose attempts were committed, in that order."""
+    return [attempt.delivery_id for attempt in store.attempts]
+
+
+def released(store: MemoryStore) -> list[str]:
+    """The pending deliveries nobody holds: handed back."""
+    return [
+        d.id for d in store.deliveries.values() if d.status == "pending" and d.lease.owner is None
+    ]
 
 
 class FakeStore:
-    """Records what the deliverer writes; `hold` makes the next commits wait for the test."""
+    """Records each commit of the deliverer, and makes them wait while `hold` is unset: the
+    grouping of outcomes into commits, which the memory store (committing at once) cannot
+    show."""
 
     def __init__(self) -> None:
         self.recorded: list[AttemptRecord] = []
         self.commits: list[int] = []
-        self.released: list[tuple[str, int]] = []
-        self.hold: asyncio.Event | None = None
+        self.hold = asyncio.Event()
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
-        if self.hold is not None:
-            await self.hold.wait()
+        await self.hold.wait()
         self.commits.append(len(records))
         self.recorded.extend(records)
         return set()
-
-    async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
-        self.released.extend(held)
-
-    def ids(self) -> list[str]:
-        return [r.delivery.id for r in self.recorded]
 
 
 class Receivers:
@@ -187,24 +226,28 @@ async def eventually(predicate: Callable[[], Any], what: str, within_s: float = 
         await asyncio.sleep(0.001)
 
 
-async def running(**limits: int) -> AsyncIterator[Any]:
-    """A deliverer on a fake store and receivers, with these limits of DeliverySettings and a
-    retry 5 s after a failure; drained afterwards."""
+@contextlib.asynccontextmanager
+async def running(store: Store | None = None, /, **limits: int) -> AsyncIterator[Any]:
+    """A deliverer on `store` (a new memory store when None) and receivers, with these limits
+    of DeliverySettings and a retry 5 s after a failure; drained afterwards."""
     settings = DeliverySettings(**limits, retry_schedule_s=(5.0,))
-    store = FakeStore()
+    store = MemoryStore() if store is None else store
     receivers = Receivers()
     async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
         sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
-        deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
+        deliverer = Deliverer(store, sender, settings, FakeClock(), OWNER)
         yield store, receivers, deliverer
         receivers.open_slow.set()
         await deliverer.drain(5.0)
 
 
+LIMITS = {"max_concurrency": 8, "max_per_host": 2, "max_per_tenant": 8}
+
+
 @pytest.fixture
 async def setup() -> AsyncIterator[Any]:
     # One tenant, whose limit is the global one: the per-host limit alone.
-    async for running_deliverer in running(max_concurrency=8, max_per_host=2, max_per_tenant=8):
+    async with running(**LIMITS) as running_deliverer:
         yield running_deliverer
 
 
@@ -212,56 +255,53 @@ async def test_a_slow_host_only_holds_its_own_slots(setup: Any) -> None:
     """Ten deliveries to a host that does not answer take two slots; the fast host's go through
     at once; six wait (held, leases renewed, no global slot), two go back to the store."""
     store, receivers, deliverer = setup
-    for n in range(10):
-        deliverer.submit(delivery(n))
-    for n in range(3):
-        deliverer.submit(delivery(n, FAST))
-    await eventually(lambda: len(store.recorded) == 3, "the fast host's three recorded")
-    assert {r.delivery.callback_url[:24] for r in store.recorded} == {FAST}
+    await submit(store, deliverer, *(delivery(n) for n in range(10)))
+    await submit(store, deliverer, *(delivery(n, FAST) for n in range(3)))
+    await eventually(lambda: len(recorded(store)) == 3, "the fast host's three recorded")
+    assert {store.deliveries[d].host for d in recorded(store)} == {FAST}
     assert len([u for u in receivers.requests if "slow" in u]) == 2
     await eventually(lambda: deliverer.in_flight == 2, "only the slow host's two in flight")
     assert deliverer.free_slots == 6
-    await eventually(lambda: len(store.released) == 2, "two handed back")
-    assert store.released == [(delivery(8).id, 7), (delivery(9).id, 7)]
+    await eventually(lambda: len(released(store)) == 2, "two handed back")
+    assert released(store) == [delivery(8).id, delivery(9).id]
     held = {delivery_id for delivery_id, _ in deliverer.held()}
     assert held == {delivery(n).id for n in range(8)}
     assert host_plan(deliverer.claim_plan()) == (6, 2, {SLOW: 0})
 
     receivers.open_slow.set()
-    await eventually(lambda: len(store.recorded) == 11, "the slow host's eight recorded")
-    assert sorted(store.ids()[3:]) == sorted(delivery(n).id for n in range(8))
+    await eventually(lambda: len(recorded(store)) == 11, "the slow host's eight recorded")
+    assert sorted(recorded(store)[3:]) == sorted(delivery(n).id for n in range(8))
     await eventually(lambda: deliverer.held() == [], "nothing held once all is recorded")
     assert deliverer.claim_plan().host_limits == {}
 
 
-async def test_outcomes_are_committed_together_and_only_then_done(setup: Any) -> None:
+async def test_outcomes_are_committed_together_and_only_then_done() -> None:
     """Outcomes arriving while a commit runs share the next one; none counts before it commits."""
-    store, receivers, deliverer = setup
-    store.hold = asyncio.Event()
-    outcomes: list[str] = []
-    deliverer.on_outcome = lambda d, attempt, outcome, now: outcomes.append(d.id)
-    for n in range(6):
-        deliverer.submit(delivery(n, f"http://h{n}.example"))
-    await eventually(lambda: len(receivers.requests) == 6, "six requests sent")
-    await asyncio.sleep(0)
-    assert outcomes == []  # sent, not committed: not done
-    assert len(deliverer.held()) == 6  # still held: their leases are renewed
-    store.hold.set()
-    await eventually(lambda: len(outcomes) == 6, "six outcomes")
-    assert sum(store.commits) == 6
-    assert len(store.commits) < 6
+    fake = FakeStore()
+    async with running(cast(Store, fake), **LIMITS) as (_, receivers, deliverer):
+        outcomes: list[str] = []
+        deliverer.on_outcome = lambda d, attempt, outcome, now: outcomes.append(d.id)
+        for n in range(6):
+            deliverer.submit(delivery(n, f"http://h{n}.example"))
+        await eventually(lambda: len(receivers.requests) == 6, "six requests sent")
+        await asyncio.sleep(0)
+        assert outcomes == []  # sent, not committed: not done
+        assert len(deliverer.held()) == 6  # still held: their leases are renewed
+        fake.hold.set()
+        await eventually(lambda: len(outcomes) == 6, "six outcomes")
+        assert sum(fake.commits) == 6
+        assert len(fake.commits) < 6
 
 
 async def test_drain_hands_back_waiting_and_unfinished_deliveries(setup: Any) -> None:
     """On shutdown, what waited for its host and what was still in flight are returned for
     release; nothing waiting is started."""
     store, receivers, deliverer = setup
-    for n in range(4):
-        deliverer.submit(delivery(n))
+    await submit(store, deliverer, *(delivery(n) for n in range(4)))
     await eventually(lambda: len(receivers.requests) == 2, "two slow requests in flight")
     abandoned = await deliverer.drain(0.05)
-    assert sorted(abandoned) == sorted((delivery(n).id, 7) for n in range(4))
-    assert store.recorded == []
+    assert sorted(abandoned) == sorted((delivery(n).id, 1) for n in range(4))
+    assert recorded(store) == []
     assert len(receivers.requests) == 2
     assert deliverer.held() == []
 
@@ -284,16 +324,15 @@ async def test_refill_claims_when_a_host_left_out_has_room_again(setup: Any) -> 
     the next tick; a claim that found nothing more for anyone is not repeated in a loop."""
     store, receivers, deliverer = setup
     claims = claims_recorded(deliverer)
-    for n in range(8):  # two run, six wait: no room
-        deliverer.submit(delivery(n))
+    await submit(store, deliverer, *(delivery(n) for n in range(8)))  # two run, six wait
     plan = deliverer.claim_plan()
     assert plan.host_limits == {SLOW: 0}
     deliverer.claimed(plan, [])  # the store had nothing for the other hosts
-    deliverer.submit(delivery(0, FAST))
-    await eventually(lambda: len(store.recorded) == 1, "the fast one recorded")
+    await submit(store, deliverer, delivery(0, FAST))
+    await eventually(lambda: len(recorded(store)) == 1, "the fast one recorded")
     assert claims == []  # FAST was not left out, and the last claim found nothing
     receivers.open_slow.set()
-    await eventually(lambda: len(store.recorded) == 9, "the slow ones recorded")
+    await eventually(lambda: len(recorded(store)) == 9, "the slow ones recorded")
     await eventually(lambda: len(claims) >= 1, "a claim once SLOW had room")
     for _ in range(200):  # the event loop goes round; a claim loop would show here
         await asyncio.sleep(0)
@@ -304,42 +343,39 @@ async def test_refill_claims_when_a_host_left_out_has_room_again(setup: Any) -> 
 async def test_a_claim_takes_what_each_host_has_room_for(setup: Any) -> None:
     """A host with two running gets room for its line of six; with its line full, none."""
     store, _, deliverer = setup
-    for n in range(2):
-        deliverer.submit(delivery(n))
+    await submit(store, deliverer, *(delivery(n) for n in range(2)))
     plan = deliverer.claim_plan()
     assert host_plan(plan) == (6, 2, {SLOW: 6})
-    deliverer.claimed(plan, [delivery(n) for n in range(2, 8)])
+    deliverer.claimed(plan, await held(store, *(delivery(n) for n in range(2, 8))))
     assert len(deliverer.held()) == 8
     assert deliverer.claim_plan().host_limits == {SLOW: 0}
-    assert store.released == []
+    assert released(store) == []
 
 
 async def test_a_waiting_delivery_whose_lease_was_lost_is_dropped(setup: Any) -> None:
     """A delivery waiting for its host whose lease could not be renewed is never sent; the
     ones in flight and the others waiting are kept."""
     store, receivers, deliverer = setup
-    for n in range(5):
-        deliverer.submit(delivery(n))
+    await submit(store, deliverer, *(delivery(n) for n in range(5)))
     deliverer.lost({delivery(0).id, delivery(3).id, "msg_unknown"})
     held = {delivery_id for delivery_id, _ in deliverer.held()}
     assert held == {delivery(n).id for n in (0, 1, 2, 4)}
     receivers.open_slow.set()
-    await eventually(lambda: len(store.recorded) == 4, "four recorded")
-    assert sorted(store.ids()) == sorted(delivery(n).id for n in (0, 1, 2, 4))
+    await eventually(lambda: len(recorded(store)) == 4, "four recorded")
+    assert sorted(recorded(store)) == sorted(delivery(n).id for n in (0, 1, 2, 4))
     assert not [u for u in receivers.requests if u.endswith("/hooks/3")]
 
 
 async def test_a_redelivered_copy_of_a_held_delivery_is_not_sent_twice(setup: Any) -> None:
     """Submitting a delivery already held (running or waiting) changes nothing."""
     store, receivers, deliverer = setup
-    for n in range(3):
-        deliverer.submit(delivery(n))
-    deliverer.submit(replace(delivery(2), lease_token=8))
-    deliverer.submit(delivery(0))
+    first, second, third = await held(store, *(delivery(n) for n in range(3)))
+    for claimed in (first, second, third, replace(third, lease_token=2), first):
+        deliverer.submit(claimed)
     assert len(deliverer.held()) == 3
     receivers.open_slow.set()
-    await eventually(lambda: len(store.recorded) == 3, "three recorded")
-    assert sorted(store.ids()) == sorted(delivery(n).id for n in range(3))
+    await eventually(lambda: len(recorded(store)) == 3, "three recorded")
+    assert sorted(recorded(store)) == sorted(delivery(n).id for n in range(3))
 
 
 class QueueingSender(InlineSender):
@@ -351,20 +387,17 @@ class QueueingSender(InlineSender):
 async def test_a_sender_that_keeps_the_limits_is_handed_depth_times_them() -> None:
     """A sender of depth 2 is handed twice `max_per_host` of a host and twice `max_concurrency`
     in all (it keeps the real limits itself), and the claims plan for as much."""
-    store, receivers = FakeStore(), Receivers()
-    settings = DeliverySettings(
-        max_concurrency=8, max_per_host=2, max_per_tenant=8, retry_schedule_s=(5.0,)
-    )
+    store, receivers = MemoryStore(), Receivers()
+    settings = DeliverySettings(**LIMITS, retry_schedule_s=(5.0,))
     async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
         sender = QueueingSender(client, settings.timeout_s, settings.max_response_bytes)
-        deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
-        for n in range(20):
-            deliverer.submit(delivery(n))
+        deliverer = Deliverer(store, sender, settings, FakeClock(), OWNER)
+        await submit(store, deliverer, *(delivery(n) for n in range(20)))
         await eventually(lambda: len(receivers.requests) == 4, "twice the host's limit sent")
         assert deliverer.in_flight == 4
         assert deliverer.free_slots == 12
         assert host_plan(deliverer.claim_plan()) == (12, 4, {SLOW: 0})
-        await eventually(lambda: len(store.released) == 4, "past a line of 12, handed back")
+        await eventually(lambda: len(released(store)) == 4, "past a line of 12, handed back")
         receivers.open_slow.set()
-        await eventually(lambda: len(store.recorded) == 16, "the held sixteen recorded")
+        await eventually(lambda: len(recorded(store)) == 16, "the held sixteen recorded")
         await deliverer.drain(5.0)

@@ -1,5 +1,6 @@
 """The per-tenant delivery limit: its bookkeeping beside the per-host one (`Slots`) and the
-`Deliverer` around it, with a fake store and an HTTP transport of the test's own at the edges."""
+`Deliverer` around it, on the memory store, with an HTTP transport of the test's own at the
+edge."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from tests.unit.test_host_limit import (
     claims_recorded,
     delivery,
     eventually,
+    held,
     keys,
+    recorded,
+    released,
     running,
+    submit,
 )
 
 OTHER_SLOW = "http://slow.example:8003"  # another host (its port) that answers late too
@@ -111,13 +116,13 @@ def test_slots_forget_idle_tenants_and_drop_what_waits() -> None:
     assert limits.hosts.limits() == limits.tenants.limits() == {}
 
 
-# The deliverer, with a fake store.
+# The deliverer, on the memory store.
 
 
 @pytest.fixture
 async def setup() -> AsyncIterator[Any]:
     """A deliverer of 4 requests at once, 2 per host and 2 per tenant."""
-    async for running_deliverer in running(max_concurrency=4, max_per_host=2, max_per_tenant=2):
+    async with running(max_concurrency=4, max_per_host=2, max_per_tenant=2) as running_deliverer:
         yield running_deliverer
 
 
@@ -126,31 +131,30 @@ async def test_a_tenants_slow_receivers_leave_the_others_slots(setup: Any) -> No
     slots; another tenant's webhook goes out and is recorded meanwhile."""
     store, receivers, deliverer = setup
     for n in range(3):
-        deliverer.submit(delivery(n, SLOW, A))
-        deliverer.submit(delivery(n, OTHER_SLOW, A))
+        await submit(store, deliverer, delivery(n, SLOW, A), delivery(n, OTHER_SLOW, A))
     await eventually(lambda: deliverer.in_flight == 2, "the tenant's two requests in flight")
-    deliverer.submit(delivery(0, FAST, B))
-    await eventually(lambda: len(store.recorded) == 1, "the other tenant's webhook recorded")
-    assert store.recorded[0].delivery.tenant == B
+    await submit(store, deliverer, delivery(0, FAST, B))
+    await eventually(lambda: len(recorded(store)) == 1, "the other tenant's webhook recorded")
+    assert store.deliveries[recorded(store)[0]].tenant == B
     assert len([u for u in receivers.requests if "slow" in u]) == 2
     assert deliverer.free_slots == 2
     assert len(deliverer.held()) == 6  # the tenant's four others wait, held
 
     receivers.open_slow.set()
-    await eventually(lambda: len(store.recorded) == 7, "the tenant's six recorded")
+    await eventually(lambda: len(recorded(store)) == 7, "the tenant's six recorded")
 
 
 async def test_a_claim_takes_what_each_tenant_has_room_for(setup: Any) -> None:
     """A tenant with two running gets room for its line of six; with its line full, none; a
     tenant not busy here gets `max_per_tenant`."""
     store, _, deliverer = setup
-    deliverer.submit(delivery(0, SLOW, A))
-    deliverer.submit(delivery(0, OTHER_SLOW, A))
+    await submit(store, deliverer, delivery(0, SLOW, A), delivery(0, OTHER_SLOW, A))
     plan = deliverer.claim_plan()
     assert (plan.per_tenant, plan.tenant_limits) == (2, {A: 6})
-    deliverer.claimed(plan, [delivery(n, f"http://h{n}.example", A) for n in range(6)])
+    more = await held(store, *(delivery(n, f"http://h{n}.example", A) for n in range(6)))
+    deliverer.claimed(plan, more)
     assert deliverer.claim_plan().tenant_limits == {A: 0}
-    assert store.released == []
+    assert released(store) == []
 
 
 async def test_refill_claims_when_a_tenant_left_out_has_room_again(setup: Any) -> None:
@@ -158,13 +162,13 @@ async def test_refill_claims_when_a_tenant_left_out_has_room_again(setup: Any) -
     the next tick."""
     store, receivers, deliverer = setup
     claims = claims_recorded(deliverer)
-    for n in range(8):  # two run, six wait: no room
-        deliverer.submit(delivery(n, SLOW if n % 2 else OTHER_SLOW, A))
+    ours = (delivery(n, SLOW if n % 2 else OTHER_SLOW, A) for n in range(8))
+    await submit(store, deliverer, *ours)  # two run, six wait: no room
     plan = deliverer.claim_plan()
     assert plan.tenant_limits == {A: 0}
     deliverer.claimed(plan, [])  # the store had nothing for the others
     receivers.open_slow.set()
-    await eventually(lambda: len(store.recorded) == 8, "the tenant's eight recorded")
+    await eventually(lambda: len(recorded(store)) == 8, "the tenant's eight recorded")
     await eventually(lambda: len(claims) >= 1, "a claim once the tenant had room")
     for _ in range(200):  # the event loop goes round; a claim loop would show here
         await asyncio.sleep(0)
