@@ -1,4 +1,6 @@
-"""The store contract: what every backend guarantees. Backends add no rules of their own.
+"""The store contract: what every backend guarantees. Backends add no rules of their own: the
+ones they all apply (fan-out, an attempt's outcome, redelivery, claims with shares) are decided
+once in `rules`, and each backend reads, persists and locks around them.
 
 Records
 -------

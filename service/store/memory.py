@@ -19,6 +19,8 @@ from service.store.health import StoreHealth
 
 @dataclass(slots=True)
 class Lease:
+    """Who holds a watch or a delivery, until when, and the token of the latest claim."""
+
     owner: str | None = None
     until: float | None = None
     token: int = 0
