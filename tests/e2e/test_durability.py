@@ -77,6 +77,28 @@ def test_sigkill_mid_run_then_restart_delivers_every_job(
 
 
 @pytest.mark.e2e
+def test_a_bridge_on_the_memory_store_delivers_and_forgets_at_a_restart(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver, tmp_path: Path
+) -> None:
+    """`store.url = memory://` serves a whole watch, webhook included, and writes no file; a
+    restarted bridge knows nothing of it."""
+    memory = {"BRIDGE_STORE__URL": "memory://"}
+    first = start_bridge(**memory)
+    job = upstream.create_job(queue_positions=0, processing_s=0.3)
+    name = unique("memory")
+    watch = first.register(job_id=job, callback_url=receiver.callback(name))
+
+    first.wait_for_status(watch["id"], "delivered")
+    [hook] = receiver.wait_for(name, 1)
+    assert hook.verify(watch["secret"])["job_id"] == job
+    assert first.process.stop() == 0
+    assert list(tmp_path.glob("*.db*")) == []
+
+    second = start_bridge(**memory)
+    assert second.client.get(f"/v1/watches/{watch['id']}").status_code == 404
+
+
+@pytest.mark.e2e
 def test_second_serve_on_the_same_sqlite_file_refuses_to_start(
     bridge: Bridge, upstream: Upstream, tmp_path: Path
 ) -> None:
