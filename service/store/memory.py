@@ -390,13 +390,12 @@ class MemoryStore(base.Store):
                 (group for group in shares if group[2] > 0 and group[3] > 0),
                 key=lambda g: (groups[g[0], g[1]][0].next_attempt_at, g[0], g[1]),
             )
-            ids = rules.claim_within_shares(
-                with_both,
-                lambda host, tenant, most: [
-                    (row.next_attempt_at or 0.0, row.id) for row in groups[host, tenant][:most]
-                ],
-                limit,
-            )
+            offered = [
+                (row.next_attempt_at or 0.0, row.id, host, tenant)
+                for host, tenant, most in rules.groups_taken(with_both, limit)
+                for row in groups[host, tenant][:most]
+            ]
+            ids = rules.offers_kept(with_both, offered, limit)
             chosen = [self.deliveries[delivery_id] for delivery_id in ids]
         for row in chosen:
             row.lease.take(owner, lease_until)

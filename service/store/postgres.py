@@ -101,16 +101,14 @@ _HELD_DELIVERIES = (
 )
 # A registration's job ($3) is owned by another tenant than its own ($2): `Store.insert_watch`.
 _OWNED = "EXISTS (SELECT FROM job_owners WHERE job_id = $3 AND tenant <> $2)"
-# The ids a delivery claim with shares takes (see `Store.claim_deliveries`; $2 now, $4 limit,
-# $5 and $6 the default host share and the host limits, $7 and $8 the tenant's): the groups
-# (host and tenant) with pending deliveries, one index probe each (`deliveries_group_due`: the
-# hosts, then the tenants of each host); of those with both shares and a due delivery, oldest
-# due first, those cut within shares (`row_number` per host and per tenant: how many came
-# before, plus one); each one's oldest due up to its smaller share, locked (those not chosen are
-# unlocked at commit); those cut within shares. A group is matched by ranges, not `=`, and
-# ordered by (host, tenant, next_attempt_at, id), which only `deliveries_group_due` gives: with `=`,
-# the planner, taking each group's rows to be spread evenly over the due order, would walk
-# `deliveries_due` instead, through a large group's whole backlog for another's first row.
+# Claims with shares (see `rules.groups_taken`). The groups (host and tenant) with pending
+# deliveries, one index probe each (`deliveries_group_due`: the hosts, then the tenants of each
+# host), with their shares ($2 and $3 the default host share and the host limits, $4 and $5 the
+# tenant's); of those with both shares and a delivery due at $1 that nobody holds, by the oldest
+# (then host, then tenant). A group's deliveries are matched by ranges, not `=`, and ordered by
+# (host, tenant, next_attempt_at), which only `deliveries_group_due` gives: with `=`, the planner,
+# taking each group's rows to be spread evenly over the due order, would walk `deliveries_due`
+# instead, through a large group's whole backlog for another's first row.
 _GROUPS_DUE = """
 WITH RECURSIVE hosts (host) AS (
     (SELECT host FROM deliveries WHERE status = 'pending' ORDER BY host LIMIT 1)
@@ -127,40 +125,38 @@ WITH RECURSIVE hosts (host) AS (
                     AND d.host = g.host AND d.tenant > g.tenant ORDER BY d.host, d.tenant LIMIT 1)
     FROM groups g WHERE g.tenant IS NOT NULL
 ), shares AS (
-    SELECT host, tenant, coalesce(($6::jsonb ->> host)::int, $5) AS host_share,
-        coalesce(($8::jsonb ->> tenant)::int, $7) AS tenant_share
+    SELECT host, tenant, coalesce(($3::jsonb ->> host)::int, $2) AS host_share,
+        coalesce(($5::jsonb ->> tenant)::int, $4) AS tenant_share
     FROM groups WHERE tenant IS NOT NULL
-), oldest AS (
-    SELECT s.*, first.at,
-        row_number() OVER (PARTITION BY s.host ORDER BY first.at, s.host, s.tenant) AS in_host,
-        row_number() OVER (PARTITION BY s.tenant ORDER BY first.at, s.host, s.tenant)
-            AS in_tenant
-    FROM shares s CROSS JOIN LATERAL (
-        SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.host >= s.host
-        AND d.host <= s.host AND d.tenant >= s.tenant AND d.tenant <= s.tenant
-        AND d.status = 'pending' AND d.next_attempt_at <= $2
-        AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)
-        ORDER BY d.host, d.tenant, d.next_attempt_at LIMIT 1) first
-    WHERE s.host_share > 0 AND s.tenant_share > 0
-), taken AS (
-    SELECT * FROM oldest WHERE in_host <= host_share AND in_tenant <= tenant_share
-    ORDER BY at, host, tenant LIMIT $4
-), offered AS (
-    SELECT t.host, t.tenant, t.host_share, t.tenant_share, c.id, c.at,
-        row_number() OVER (PARTITION BY t.host ORDER BY c.at, c.id) AS in_host,
-        row_number() OVER (PARTITION BY t.tenant ORDER BY c.at, c.id) AS in_tenant
-    FROM taken t CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at AS at FROM deliveries d WHERE d.host >= t.host
-        AND d.host <= t.host AND d.tenant >= t.tenant AND d.tenant <= t.tenant
-        AND d.status = 'pending' AND d.next_attempt_at <= $2
-        AND (d.lease_owner IS NULL OR d.lease_expires_at <= $2)
-        ORDER BY d.host, d.tenant, d.next_attempt_at, d.id
-        LIMIT least(t.host_share, t.tenant_share, $4)
-        FOR NO KEY UPDATE OF d SKIP LOCKED) c
 )
-SELECT id FROM offered WHERE in_host <= host_share AND in_tenant <= tenant_share
-ORDER BY at, id LIMIT $4
+SELECT s.host, s.tenant, s.host_share, s.tenant_share FROM shares s CROSS JOIN LATERAL (
+    SELECT d.next_attempt_at AS at FROM deliveries d WHERE d.host >= s.host
+    AND d.host <= s.host AND d.tenant >= s.tenant AND d.tenant <= s.tenant
+    AND d.status = 'pending' AND d.next_attempt_at <= $1
+    AND (d.lease_owner IS NULL OR d.lease_expires_at <= $1)
+    ORDER BY d.host, d.tenant, d.next_attempt_at LIMIT 1) first
+WHERE s.host_share > 0 AND s.tenant_share > 0 ORDER BY first.at, s.host, s.tenant
 """
+# The `most` oldest due deliveries of each group taken ($1 hosts, $2 tenants, $3 counts; $4
+# now) that nobody holds, locked, skipping those another claim has locked (the ones not
+# claimed are unlocked at commit).
+_OFFERED = """
+SELECT c.next_attempt_at, c.id, t.host, t.tenant
+FROM unnest($1::text[], $2::text[], $3::int[]) AS t (host, tenant, most) CROSS JOIN LATERAL (
+    SELECT d.id, d.next_attempt_at FROM deliveries d WHERE d.host >= t.host
+    AND d.host <= t.host AND d.tenant >= t.tenant AND d.tenant <= t.tenant
+    AND d.status = 'pending' AND d.next_attempt_at <= $4
+    AND (d.lease_owner IS NULL OR d.lease_expires_at <= $4)
+    ORDER BY d.host, d.tenant, d.next_attempt_at, d.id
+    LIMIT t.most FOR NO KEY UPDATE OF d SKIP LOCKED) c
+"""
+# Claims the deliveries of `due` (ids) for $1 until $3, and reads them as sent.
+_CLAIM = (
+    "d AS (UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $3,"  # noqa: S608
+    " lease_token = d.lease_token + 1 FROM due WHERE d.id = due.id RETURNING d.*)"
+    f" SELECT {_DELIVERY_COLUMNS} FROM d JOIN watches w ON w.id = d.watch_id"
+    " LEFT JOIN subscriptions s ON s.id = d.subscription_id ORDER BY d.next_attempt_at, d.id"
+)
 
 
 def _watch(row: Any) -> Watch:
@@ -698,33 +694,36 @@ class PostgresStore(Store):
         tenant_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         if per_host is None and not host_limits and per_tenant is None and not tenant_limits:
-            due = (
-                "SELECT id FROM deliveries WHERE status = 'pending'"
+            rows = await self._fetch(
+                "WITH due AS (SELECT id FROM deliveries WHERE status = 'pending'"  # noqa: S608
                 " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
-                " ORDER BY next_attempt_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED"
+                f" ORDER BY next_attempt_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED), {_CLAIM}",
+                owner,
+                now,
+                lease_until,
+                limit,
             )
-            args: tuple[Any, ...] = ()
-        else:
-            due = _GROUPS_DUE
-            args = (
-                per_host if per_host is not None else limit,
-                json.dumps(dict(host_limits or {})),
-                per_tenant if per_tenant is not None else limit,
-                json.dumps(dict(tenant_limits or {})),
+            return [_delivery(row) for row in rows]
+        async with self._transaction() as db:
+            found = await db.fetch(
+                _GROUPS_DUE, now,
+                limit if per_host is None else per_host, json.dumps(dict(host_limits or {})),
+                limit if per_tenant is None else per_tenant, json.dumps(dict(tenant_limits or {})),
+            )  # fmt: skip
+            groups = [(g[0], g[1], g[2], g[3]) for g in found]
+            taken = rules.groups_taken(groups, limit)
+            if not taken:
+                return []
+            offered = await db.fetch(
+                _OFFERED, [t[0] for t in taken], [t[1] for t in taken], [t[2] for t in taken], now
             )
-        rows = await self._fetch(
-            f"WITH due AS ({due}),"  # noqa: S608
-            " d AS (UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $3,"
-            " lease_token = d.lease_token + 1 FROM due WHERE d.id = due.id RETURNING d.*)"
-            f" SELECT {_DELIVERY_COLUMNS} FROM d JOIN watches w ON w.id = d.watch_id"
-            " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
-            " ORDER BY d.next_attempt_at, d.id",
-            owner,
-            now,
-            lease_until,
-            limit,
-            *args,
-        )
+            ids = rules.offers_kept(groups, [(o[0], o[1], o[2], o[3]) for o in offered], limit)
+            rows = await db.fetch(
+                f"WITH due AS (SELECT unnest($2::text[]) AS id), {_CLAIM}",
+                owner,
+                ids,
+                lease_until,
+            )
         return [_delivery(row) for row in rows]
 
     async def record_attempt(

@@ -25,6 +25,8 @@ from service.store.base import (
 )
 
 _V = TypeVar("_V")
+# A group of deliveries taken by a claim with shares: host, tenant, how many it offers.
+Group = tuple[str, str, int]
 
 # A watch still at work (polling, or delivering its final event): cancelling ends it, and a
 # 410 from its callback makes it `gone`. The other statuses have ended.
@@ -188,21 +190,26 @@ def within_shares(
     return kept
 
 
-def claim_within_shares(
+def groups_taken(groups: Sequence[tuple[str, str, int, int]], limit: int) -> list[Group]:
+    """The first step of a claim with shares (see `Store.claim_deliveries`). `groups`: (host,
+    tenant, host share, tenant share) of each group with both shares and a due delivery, by
+    its oldest due one (then host, then tenant). Answers the groups taken, each with how many
+    of its oldest due deliveries it offers: the smaller of its two shares."""
+    host_share, tenant_share = _shares(groups)
+    most = [(host, tenant, (host, tenant, min(h, t, limit))) for host, tenant, h, t in groups]
+    return within_shares(most, host_share, tenant_share, limit)
+
+
+def offers_kept(
     groups: Sequence[tuple[str, str, int, int]],
-    offered: Callable[[str, str, int], Sequence[tuple[float, str]]],
+    offered: Sequence[tuple[float, str, str, str]],
     limit: int,
 ) -> list[str]:
-    """The delivery ids a claim with shares takes (see `Store.claim_deliveries`). `groups`:
-    (host, tenant, host share, tenant share) of each group with both shares and a due
-    delivery, by its oldest due one (then host, then tenant); `offered(host, tenant, most)`:
-    a group's `most` oldest due deliveries nobody holds, as (due time, id), oldest first."""
-    host_share = {host: share for host, _, share, _ in groups}
-    tenant_share = {tenant: share for _, tenant, _, share in groups}
-    most = [(host, tenant, (host, tenant, min(h, t, limit))) for host, tenant, h, t in groups]
-    candidates: list[tuple[float, str, str, str]] = []
-    for host, tenant, count in within_shares(most, host_share, tenant_share, limit):
-        candidates += [(at, id_, host, tenant) for at, id_ in offered(host, tenant, count)]
-    candidates.sort()
-    rows = [(host, tenant, delivery_id) for _, delivery_id, host, tenant in candidates]
-    return within_shares(rows, host_share, tenant_share, limit)
+    """The second step: of the deliveries the groups taken offered, as (due time, id, host,
+    tenant), the ids claimed, oldest first."""
+    rows = [(host, tenant, delivery_id) for _, delivery_id, host, tenant in sorted(offered)]
+    return within_shares(rows, *_shares(groups), limit)
+
+
+def _shares(groups: Sequence[tuple[str, str, int, int]]) -> tuple[dict[str, int], dict[str, int]]:
+    return {g[0]: g[2] for g in groups}, {g[1]: g[3] for g in groups}

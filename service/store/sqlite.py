@@ -1098,19 +1098,19 @@ def _choose_within_shares(
     hosts: tuple[int, dict[str, int]],
     tenants: tuple[int, dict[str, int]],
 ) -> list[str]:
-    """The ids a claim with shares takes (see `rules.claim_within_shares`). `hosts` and
-    `tenants` are each (default share, listed shares)."""
+    """The ids a claim with shares takes (see `rules.groups_taken`). `hosts` and `tenants`
+    are each (default share, listed shares)."""
     groups = db.execute(
         _GROUPS_DUE,
         {"per_host": hosts[0], "host_limits": json.dumps(hosts[1]), "per_tenant": tenants[0],
          "tenant_limits": json.dumps(tenants[1]), "now": now},
     ).fetchall()  # fmt: skip
 
-    def offered(host: str, tenant: str, most: int) -> list[tuple[float, str]]:
+    offered = []
+    for host, tenant, most in rules.groups_taken(groups, limit):
         (due,) = db.execute(_GROUP_DUE, (host, tenant, now, now, most)).fetchone()
-        return [(at, delivery_id) for at, delivery_id in json.loads(due)]
-
-    return rules.claim_within_shares(groups, offered, limit)
+        offered += [(at, delivery_id, host, tenant) for at, delivery_id in json.loads(due)]
+    return rules.offers_kept(groups, offered, limit)
 
 
 def _cancel_pending_deliveries(

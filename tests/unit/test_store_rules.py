@@ -217,7 +217,7 @@ def test_within_shares(items: list[tuple[str, str, int]], limit: int, expected: 
     assert rules.within_shares(items, hosts, tenants, limit) == expected
 
 
-def test_claim_within_shares_takes_groups_then_their_oldest() -> None:
+def test_a_claim_with_shares_takes_groups_then_their_oldest() -> None:
     """Groups are cut within shares, each offers up to its smaller share, and the offers,
     oldest first, are cut again: the busy host's backlog takes its share, no more."""
     groups = [("busy", "t1", 2, 3), ("quiet", "t1", 2, 3), ("other", "t2", 2, 1)]
@@ -226,11 +226,17 @@ def test_claim_within_shares_takes_groups_then_their_oldest() -> None:
         ("quiet", "t1"): [(2.0, "q1"), (2.1, "q2")],
         ("other", "t2"): [(3.0, "o1"), (3.1, "o2")],
     }
-    asked: list[tuple[str, str, int]] = []
 
-    def offered(host: str, tenant: str, most: int) -> list[tuple[float, str]]:
-        asked.append((host, tenant, most))
-        return backlog[host, tenant][:most]
+    taken = rules.groups_taken(groups, 10)
+    offered = [(at, id_, h, t) for h, t, most in taken for at, id_ in backlog[h, t][:most]]
 
-    assert rules.claim_within_shares(groups, offered, 10) == ["b1", "b2", "q1", "o1"]
-    assert asked == [("busy", "t1", 2), ("quiet", "t1", 2), ("other", "t2", 1)]
+    assert taken == [("busy", "t1", 2), ("quiet", "t1", 2), ("other", "t2", 1)]
+    assert rules.offers_kept(groups, offered, 10) == ["b1", "b2", "q1", "o1"]
+    assert rules.offers_kept(groups, offered, 3) == ["b1", "b2", "q1"]
+
+
+def test_a_claim_with_shares_takes_no_more_groups_than_its_limit() -> None:
+    """However many groups are due, at most `limit` are taken, each offering at most `limit`."""
+    groups = [(f"h{n}", "t1", 50, 50) for n in range(5)]
+
+    assert rules.groups_taken(groups, 2) == [("h0", "t1", 2), ("h1", "t1", 2)]
