@@ -25,8 +25,6 @@ from service.store.base import (
 )
 
 _V = TypeVar("_V")
-# A group of deliveries taken by a claim with shares: host, tenant, how many it offers.
-Group = tuple[str, str, int]
 
 # A watch still at work (polling, or delivering its final event): cancelling ends it, and a
 # 410 from its callback makes it `gone`. The other statuses have ended.
@@ -158,6 +156,9 @@ def redelivery(watch_status: WatchStatus, finals: Sequence[Final]) -> tuple[list
 
 
 # Claims with shares.
+
+# A group of deliveries taken by a claim with shares: host, tenant, how many it offers.
+Group = tuple[str, str, int]
 
 
 def share(limits: Mapping[str, int] | None, default: int | None, key: str, limit: int) -> int:
