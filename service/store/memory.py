@@ -197,9 +197,10 @@ class MemoryStore(base.Store):
         watch = self._watch(tenant, watch_id)
         if watch is None:
             return None
+        active = {s.id for s in self.subscriptions.values() if s.status == "active"}
         finals = [
             rules.Final(row.id, row.subscription_id, row.status, row.body is not None,
-                        self._subscribed(row.subscription_id))
+                        row.subscription_id is None or row.subscription_id in active)
             for row in self.deliveries.values() if row.watch_id == watch_id and row.final
         ]  # fmt: skip
         again, delivering = rules.redelivery(watch.status, finals)
@@ -213,13 +214,6 @@ class MemoryStore(base.Store):
             )
             self.watches[watch_id] = watch
         return watch
-
-    def _subscribed(self, subscription_id: str | None) -> bool:
-        """Whether deliveries to this endpoint may start again: a callback, or an active
-        subscription."""
-        if subscription_id is None:
-            return True
-        return self.subscriptions[subscription_id].status == "active"
 
     async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
         self._call(writes=False)
