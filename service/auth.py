@@ -121,7 +121,7 @@ def authenticate(
         raise TooManyRequests(
             "too many failed authentications from this address; retry in "
             f"{retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
+            retry_after=retry_after_header(wait),
         )
     caller = auth.identify(authorization, api_key)
     if caller is None:
@@ -130,8 +130,7 @@ def authenticate(
             log.warning("auth.address_locked_out", address=address)
         raise Unauthorized(
             "a valid API token is required: send Authorization: Bearer <token> or "
-            "X-API-Key: <token>",
-            headers={"WWW-Authenticate": 'Bearer realm="webhook-bridge"'},
+            "X-API-Key: <token>"
         )
     return caller
 

@@ -107,11 +107,10 @@ class GenerateService:
         if creation.kind == "refused":
             assert creation.http_status is not None
             log.info("generate.refused", http_status=creation.http_status, error=creation.error)
-            retry_after = creation.retry_after
             raise UpstreamRefused(
                 creation.http_status,
                 f"the upstream refused the generation: {creation.error}",
-                headers={"Retry-After": retry_after} if retry_after else None,
+                retry_after=creation.retry_after or None,
             )
         job_id = creation.job_id
         if creation.kind != "created" or job_id is None:

@@ -174,7 +174,7 @@ def _within_rate(limiter: RateLimiter, tenant: str, what: str) -> None:
     if wait is not None:
         raise TooManyRequests(
             f"too many {what} for this token; retry in {retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
+            retry_after=retry_after_header(wait),
         )
 
 

@@ -215,7 +215,7 @@ class Pages:
             return self.render(
                 request, "login.html", 429, session=None, open=False,
                 error=f"Too many failed sign-ins from this address. {_retry_in(refused)}",
-                headers=refused.headers,
+                headers={"Retry-After": _retry_after(refused)},
             )  # fmt: skip
         except Unauthorized:
             log.info("ui.sign_in_refused")
@@ -410,9 +410,12 @@ async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> 
     return await dashboard.watch_page(session.tenant, watch_id)
 
 
+def _retry_after(refused: TooManyRequests) -> str:
+    return refused.retry_after or "60"
+
+
 def _retry_in(refused: TooManyRequests) -> str:
-    seconds = (refused.headers or {}).get("Retry-After", "60")
-    return f"Try again in {seconds} seconds."
+    return f"Try again in {_retry_after(refused)} seconds."
 
 
 def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
