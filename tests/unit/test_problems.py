@@ -17,7 +17,7 @@ from service.errors import ApiError
     ("error", "status", "code", "title"),
     [
         (errors.ApiError("the body is not valid JSON"), 400, "bad-request", "Bad request"),
-        (errors.InvalidRequest.field("limit", "too big"), 422, "invalid-request", "Invalid request"),
+        (errors.InvalidRequest.field("limit", "big"), 422, "invalid-request", "Invalid request"),
         (errors.NotFound("no watch wch_1"), 404, "not-found", "Not found"),
         (errors.Conflict("key used"), 409, "conflict", "Conflict"),
         (errors.TooLarge("too large"), 413, "too-large", "Request body too large"),
