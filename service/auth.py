@@ -1,4 +1,5 @@
-"""Who is calling: API tokens (each one a tenant), and a per-tenant registration rate limit."""
+"""Who is calling: API tokens (each one a tenant), failed authentications per address, and
+each tenant's rates of registrations and subscription changes."""
 
 from __future__ import annotations
 
@@ -133,6 +134,20 @@ def authenticate(
             "X-API-Key: <token>"
         )
     return caller
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call, and how often."""
+
+    tokens: Authenticator
+    failures: RateLimiter  # failed authentications, per client address
+    registrations: RateLimiter  # per tenant
+    subscription_changes: RateLimiter  # per tenant
+
+    def caller(self, address: str, authorization: str | None, api_key: str | None) -> Caller:
+        """The caller a request's credentials name (`authenticate`)."""
+        return authenticate(self.tokens, self.failures, address, authorization, api_key)
 
 
 def retry_after_header(seconds: float) -> str:
