@@ -1,11 +1,11 @@
-"""The Starlette application: routes, error handling, and the lifespan that runs the bridge."""
+"""The Starlette application: routes, error handling, and the lifespan that runs the bridge and
+hands its services to the handlers (`service.api.state.State`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypedDict
 
 import orjson
 import structlog
@@ -21,19 +21,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import handlers, openapi
 from service.api.guard import RequestGuard
 from service.api.problems import from_error, problem, store_unavailable
+from service.api.state import State
 from service.bridge import Bridge
-from service.clock import Clock
+from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.errors import ApiError, StoreUnavailable
 from service.ids import new_id
 from service.ui.routes import create_ui_app
 
 log = structlog.get_logger("service.app")
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class State(TypedDict):
-    bridge: Bridge
+Endpoint = Callable[[Request[State]], Awaitable[Response]]
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -109,25 +106,41 @@ def _route(path: str, **endpoints: Endpoint) -> Route:
     if "GET" in endpoints:
         endpoints["HEAD"] = endpoints["GET"]
 
-    async def endpoint(request: Request) -> Response:
+    async def endpoint(request: Request[State]) -> Response:
         return await endpoints[request.method](request)
 
     return Route(path, endpoint, methods=list(endpoints))
 
 
+def services(bridge: Bridge) -> State:
+    """What the handlers of `bridge` use: its services, by name."""
+    return State(
+        access=bridge.access,
+        watches=bridge.watches,
+        generation=bridge.generation,
+        subscriptions=bridge.subscriptions,
+        feed=bridge.feed,
+        streams=bridge.streams,
+        monitor=bridge.monitor,
+        sign_outs=bridge.sign_outs,
+    )
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     spec = orjson.dumps(openapi.spec())
+    clock = clock or SystemClock()
 
-    async def openapi_json(request: Request) -> Response:
+    async def openapi_json(request: Request[State]) -> Response:
         return Response(spec, media_type="application/json")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         bridge = Bridge.build(settings, clock)
         await bridge.start()
-        app.state.bridge = bridge  # for the health port's app
+        # The running bridge, for the health port's app and for SIGTERM (`drain`).
+        app.state.bridge = bridge
         try:
-            yield {"bridge": bridge}
+            yield services(bridge)
         finally:
             await bridge.stop()
 
@@ -156,7 +169,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     ]
     if settings.ui.enabled:
         # `/ui` itself is redirected to `/ui/` by the router.
-        routes.append(Mount("/ui", app=create_ui_app(settings)))
+        routes.append(Mount("/ui", app=create_ui_app(settings, clock)))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -193,14 +206,14 @@ def create_health_app(api: Starlette) -> ASGIApp:
         },
     )
 
-    async def with_bridge(scope: Scope, receive: Receive, send: Send) -> None:
-        bridge = getattr(api.state, "bridge", None)
-        if scope["type"] == "http" and bridge is None:
-            unready = problem(503, "starting", "Starting", "the bridge has not started yet")
-            await unready(scope, receive, send)
-            return
+    async def with_services(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            scope["state"] = {"bridge": bridge}
+            bridge: Bridge | None = getattr(api.state, "bridge", None)
+            if bridge is None:
+                unready = problem(503, "starting", "Starting", "the bridge has not started yet")
+                await unready(scope, receive, send)
+                return
+            scope["state"] = dict(services(bridge))
         await health(scope, receive, send)
 
-    return with_bridge
+    return with_services

@@ -1,4 +1,5 @@
-"""Who is calling: API tokens (each one a tenant), and a per-tenant registration rate limit."""
+"""Who is calling: API tokens (each one a tenant), failed authentications per address, and
+each tenant's rates of registrations and subscription changes."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def authenticate(
         raise TooManyRequests(
             "too many failed authentications from this address; retry in "
             f"{retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
+            retry_after=retry_after_header(wait),
         )
     caller = auth.identify(authorization, api_key)
     if caller is None:
@@ -130,10 +131,23 @@ def authenticate(
             log.warning("auth.address_locked_out", address=address)
         raise Unauthorized(
             "a valid API token is required: send Authorization: Bearer <token> or "
-            "X-API-Key: <token>",
-            headers={"WWW-Authenticate": 'Bearer realm="webhook-bridge"'},
+            "X-API-Key: <token>"
         )
     return caller
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call, and how often."""
+
+    tokens: Authenticator
+    failures: RateLimiter  # failed authentications, per client address
+    registrations: RateLimiter  # per tenant
+    subscription_changes: RateLimiter  # per tenant
+
+    def caller(self, address: str, authorization: str | None, api_key: str | None) -> Caller:
+        """The caller a request's credentials name (`authenticate`)."""
+        return authenticate(self.tokens, self.failures, address, authorization, api_key)
 
 
 def retry_after_header(seconds: float) -> str:

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from service.upstream import Observation
+from service.observation import Observation
 
 State = Literal["closed", "open", "half_open"]
 STATES: tuple[State, ...] = ("closed", "half_open", "open")  # the gauge's values: 0, 1, 2

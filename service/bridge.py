@@ -16,7 +16,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service import http_clients
 from service import store as stores
-from service.auth import Authenticator, RateLimiter
+from service.api.models import registration_body
+from service.auth import Access, Authenticator, RateLimiter
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.delivery import Deliverer
@@ -26,7 +27,9 @@ from service.event_feed import EventFeed
 from service.event_hub import EventHub
 from service.generate import GenerateService
 from service.metrics import Metrics
+from service.monitor import Monitor
 from service.sender import InlineSender, ProcessSender, Sender
+from service.sign_outs import SignOuts
 from service.store.base import Store
 from service.store.health import StoreHealth
 from service.streams import OpenStreams
@@ -53,16 +56,13 @@ class Bridge:
     subscriptions: SubscriptionService
     feed: EventFeed
     streams: OpenStreams  # held by API clients and dashboards, per tenant
+    monitor: Monitor
+    sign_outs: SignOuts
     scheduler: AsyncIOScheduler
-    auth: Authenticator
-    limiter: RateLimiter  # registrations
-    subscription_limiter: RateLimiter  # subscription changes
-    # Failed authentications per client address.
-    failed_auth: RateLimiter
+    access: Access
     metrics: Metrics
     upstream_http: httpx.AsyncClient
     sender: Sender
-    draining: bool = False
     # The stopping of in-flight work that `drain` begins and `stop` awaits.
     stopping: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -92,35 +92,38 @@ class Bridge:
         dispatcher = Dispatcher(
             store, upstream, deliverer, settings, clock, owner, vault=vault, notify=hub.publish
         )
-        watches = WatchService(store, dispatcher, settings, clock, vault)
+        watches = WatchService(store, dispatcher, settings, clock, registration_body, vault)
         subscriptions = SubscriptionService(store, settings, clock, vault)
-        feed = EventFeed(store, hub, settings.api.sse_keepalive_s)
+        feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstream, settings, store.health)
         scheduler = AsyncIOScheduler()
         metrics = Metrics()
+        monitor = Monitor(store, dispatcher, deliverer, metrics, hub, scheduler, clock)
         upstream.observe = metrics.polled
         deliverer.on_outcome = metrics.attempted
         if isinstance(sender, ProcessSender):
             sender.on_exit = lambda _code: metrics.sender_exits.inc()
         dispatcher.lateness = metrics.poll_lateness.observe
         dispatcher.on_circuit = metrics.circuit_changed
-        auth = Authenticator(settings.auth.tokens)
-        limiter = RateLimiter(
-            settings.auth.registrations_per_s, settings.auth.registration_burst, clock
-        )
-        subscription_limiter = RateLimiter(
-            settings.auth.subscription_changes_per_min / 60,
-            settings.auth.subscription_change_burst,
-            clock,
-        )
-        failed_auth = RateLimiter(
-            settings.auth.failed_auth_per_minute / 60, settings.auth.failed_auth_burst, clock
+        access = Access(
+            tokens=Authenticator(settings.auth.tokens),
+            failures=RateLimiter(
+                settings.auth.failed_auth_per_minute / 60, settings.auth.failed_auth_burst, clock
+            ),
+            registrations=RateLimiter(
+                settings.auth.registrations_per_s, settings.auth.registration_burst, clock
+            ),
+            subscription_changes=RateLimiter(
+                settings.auth.subscription_changes_per_min / 60,
+                settings.auth.subscription_change_burst,
+                clock,
+            ),
         )
         return cls(
             settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, streams, scheduler, auth, limiter, subscription_limiter, failed_auth, metrics,
-            upstream_http, sender,
+            feed, streams, monitor, SignOuts(store), scheduler, access, metrics, upstream_http,
+            sender,
         )  # fmt: skip
 
     async def start(self) -> None:
@@ -154,9 +157,9 @@ class Bridge:
         claimed any more, waiting clients (long-polls, event streams) are answered, and the
         polls and deliveries in flight get `server.shutdown_grace_s`, once, before their leases
         are released. `stop` awaits the rest."""
-        if self.draining:
+        if self.monitor.draining:
             return
-        self.draining = True
+        self.monitor.drain()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.feed.hub.close()
@@ -207,30 +210,6 @@ class Bridge:
         for status, count in counts.items():
             self.metrics.watches.labels(status).set(count)
         self.metrics.delivery_backlog.set(due)
-
-    def render_metrics(self) -> bytes:
-        self.metrics.held_watches.set(self.dispatcher.held_count)
-        self.metrics.poll_backlog.set(self.dispatcher.due_backlog())
-        self.metrics.throttled.set(self.dispatcher.throttled)
-        self.metrics.deliveries_in_flight.set(self.deliverer.in_flight)
-        self.metrics.store_up.set(self.store.health.reason is None)
-        self.metrics.open_streams.set(self.feed.hub.listening)
-        return self.metrics.render()
-
-    async def ready(self) -> str | None:
-        """None when ready, else why not."""
-        if self.draining:
-            return "draining: the bridge is shutting down"
-        if not self.scheduler.running or not self.dispatcher.running:
-            return "the scheduler is not running"
-        # While writes are refused, a query that works says nothing about them: try one.
-        try:
-            await self.store.ping(write=self.store.health.refusing_writes)
-        except StoreUnavailable as error:
-            return f"the store is unavailable: {error}"
-        except StoreError as error:
-            return f"the store does not answer: {error}"
-        return None
 
 
 def _sender(settings: Settings) -> Sender:

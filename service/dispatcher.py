@@ -28,8 +28,9 @@ from service.config import Settings
 from service.delivery import Deliverer
 from service.errors import LeaseLost, StoreError, StoreUnavailable
 from service.ids import new_id
+from service.observation import Observation
 from service.store.base import Completion, NewDelivery, NewEvent, Progress, Store, Watch
-from service.upstream import Observation, UpstreamClient
+from service.upstream import UpstreamClient
 from service.vault import Vault, VaultError
 
 log = structlog.get_logger("service.dispatcher")

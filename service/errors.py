@@ -8,17 +8,18 @@ BridgeError
 │   ├── MigrationError     the schema could not be brought up to date
 │   └── StoreLocked        another process holds the single-process store
 ├── LeaseLost              a fenced write-back found its lease taken over
-└── ApiError               an error answered to an HTTP client as a problem document
-    ├── InvalidRequest     422: the body or query is invalid (lists each field)
-    ├── NotFound           404
-    ├── Unauthorized       401
-    ├── Conflict           409
-    ├── TooLarge           413
-    ├── UnsupportedMediaType 415: a body that is not JSON by its Content-Type
-    ├── TooManyRequests    429
-    │   └── TooManyStreams 429: the tenant holds its most open streams already
-    ├── UpstreamRefused    the upstream's own 4xx, passed through (POST /v1/generate)
-    └── BadGateway         502: the upstream failed or did not answer in time
+└── ApiError               a request that cannot be served: the HTTP layer answers it as a
+    │                      problem document (`service.api.problems` gives each its status)
+    ├── InvalidRequest     the body or query is invalid (lists each field)
+    ├── NotFound           no such resource for this caller
+    ├── Unauthorized       no valid API token
+    ├── Conflict           the request conflicts with an earlier one or the resource's state
+    ├── TooLarge           the body is too large
+    ├── UnsupportedMediaType a body that is not JSON by its Content-Type
+    ├── TooManyRequests    over a rate; retry after a while
+    │   └── TooManyStreams the tenant holds its most open streams already
+    ├── UpstreamRefused    the upstream refused a request made for the caller
+    └── BadGateway         the upstream failed or did not answer in time
 ```
 """
 
@@ -74,99 +75,64 @@ class LeaseLost(BridgeError):
 class ApiError(BridgeError):
     """The request could not be served."""
 
-    status = 400
-    code = "bad-request"
-    title = "Bad request"
-
     def __init__(
         self,
         detail: str | None = None,
         *,
         errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
+        retry_after: str | None = None,
     ):
         super().__init__(detail)
         self.errors = errors
-        self.headers = headers
+        # When to try again: whole seconds, or the upstream's own Retry-After passed on.
+        self.retry_after = retry_after
 
 
 class InvalidRequest(ApiError):
     """The request is invalid."""
 
-    status = 422
-    code = "invalid-request"
-    title = "Invalid request"
+    @classmethod
+    def field(cls, name: str, message: str) -> InvalidRequest:
+        """The error of one field (of the body, or a query parameter): `name: message`."""
+        return cls(f"{name}: {message}", errors=[{"field": name, "message": message}])
 
 
 class NotFound(ApiError):
     """No such resource."""
 
-    status = 404
-    code = "not-found"
-    title = "Not found"
-
 
 class Conflict(ApiError):
     """The request conflicts with an earlier one."""
-
-    status = 409
-    code = "conflict"
-    title = "Conflict"
 
 
 class TooLarge(ApiError):
     """The request body is too large."""
 
-    status = 413
-    code = "too-large"
-    title = "Request body too large"
-
 
 class UnsupportedMediaType(ApiError):
     """Send the body as JSON, with `Content-Type: application/json`."""
-
-    status = 415
-    code = "unsupported-media-type"
-    title = "Unsupported media type"
 
 
 class Unauthorized(ApiError):
     """Send an API token as `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
 
-    status = 401
-    code = "unauthorized"
-    title = "Unauthorized"
-
 
 class TooManyRequests(ApiError):
     """Too many requests; retry after the time in the Retry-After header."""
-
-    status = 429
-    code = "rate-limited"
-    title = "Too many requests"
 
 
 class TooManyStreams(TooManyRequests):
     """This token holds as many open streams as it may; close one first."""
 
-    code = "too-many-streams"
-    title = "Too many open streams"
-
 
 class UpstreamRefused(ApiError):
     """The upstream refused the request."""
 
-    code = "upstream-refused"
-    title = "The upstream refused the request"
-
-    def __init__(self, status: int, detail: str, *, headers: dict[str, str] | None = None):
-        super().__init__(detail, headers=headers)
-        self.status = status  # the upstream's own status: a client reacts to it as to a direct call
+    def __init__(self, upstream_status: int, detail: str, *, retry_after: str | None = None):
+        super().__init__(detail, retry_after=retry_after)
+        # Answered as the client's own status: a client reacts to it as to a direct call.
+        self.upstream_status = upstream_status
 
 
 class BadGateway(ApiError):
     """The upstream failed or did not answer in time."""
-
-    status = 502
-    code = "upstream-failed"
-    title = "The upstream failed"

@@ -19,16 +19,16 @@ import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import structlog
 
-from service.api.models import GenerateRequest, WatchRequest
 from service.config import Settings
 from service.errors import BadGateway, StoreError, StoreUnavailable, UpstreamRefused
 from service.store.health import StoreHealth
 from service.upstream import JOB_ID, JOB_ID_RULE, UpstreamClient
-from service.watches import Registered, WatchService, canonical
+from service.watches import Registered, WatchOptions, WatchService, canonical
 
 log = structlog.get_logger("service.generate")
 
@@ -41,10 +41,10 @@ class _Turn:
     users: int = 0
 
 
-def request_body(request: GenerateRequest) -> bytes:
+def recorded_request(job_input: dict[str, Any], options: WatchOptions) -> bytes:
     """The request as its `Idempotency-Key` records it; namespaced, so that a key reused on
     `POST /v1/watches` is a conflict, never a replay of the other endpoint's answer."""
-    return canonical(request, b"POST /v1/generate\n")
+    return canonical(options, b"POST /v1/generate\n", input=job_input)
 
 
 def upstream_key(tenant: str, key: str) -> str:
@@ -70,51 +70,55 @@ class GenerateService:
     async def generate(
         self,
         tenant: str,
-        request: GenerateRequest,
-        idempotency_key: str | None,
+        job_input: dict[str, Any],
+        options: WatchOptions,
+        idempotency_key: str | None = None,
         traceparent: str | None = None,
     ) -> Registered:
-        """Start the job and register its watch: 201, or 200 replaying a retried call."""
+        """Start the job with `job_input` (the upstream's request body) and register its
+        watch; or replay a retried call's answer."""
         if idempotency_key is None:
-            return await self._generate(tenant, request, None, b"", traceparent)
-        recorded = request_body(request)
+            return await self._generate(tenant, job_input, options, None, b"", traceparent)
+        recorded = recorded_request(job_input, options)
         async with self._one_at_a_time(tenant, idempotency_key):
             replay = await self._watches.replay(tenant, idempotency_key, recorded)
             if replay is not None:
                 log.info("generate.replayed")
                 return replay
-            return await self._generate(tenant, request, idempotency_key, recorded, traceparent)
+            return await self._generate(
+                tenant, job_input, options, idempotency_key, recorded, traceparent
+            )
 
     async def _generate(
         self,
         tenant: str,
-        request: GenerateRequest,
+        job_input: dict[str, Any],
+        options: WatchOptions,
         idempotency_key: str | None,
         recorded: bytes,
         traceparent: str | None,
     ) -> Registered:
-        checked = await self._watches.check(request)
+        checked = await self._watches.check(options)
         unavailable = self._store_health.reason
         if unavailable is not None:
             # The job could not be watched: none is started (the outage is logged already).
             raise StoreUnavailable(unavailable)
-        api_key = request.upstream_api_key or self._default_key()
+        api_key = options.upstream_api_key or self._default_key()
         creation = await self._upstream.create(
-            orjson.dumps(request.input),
+            orjson.dumps(job_input),
             api_key,
             None if idempotency_key is None else upstream_key(tenant, idempotency_key),
         )
         if creation.kind == "refused":
             assert creation.http_status is not None
             log.info("generate.refused", http_status=creation.http_status, error=creation.error)
-            retry_after = creation.retry_after
             raise UpstreamRefused(
                 creation.http_status,
                 f"the upstream refused the generation: {creation.error}",
-                headers={"Retry-After": retry_after} if retry_after else None,
+                retry_after=creation.retry_after or None,
             )
-        job_id = creation.job_id
-        if creation.kind != "created" or job_id is None:
+        job_id, document = creation.job_id, creation.document
+        if creation.kind != "created" or job_id is None or document is None:
             log.warning("generate.failed", http_status=creation.http_status, error=creation.error)
             raise BadGateway(f"{creation.error}; nothing was registered")
         if not JOB_ID.fullmatch(job_id):
@@ -125,19 +129,10 @@ class GenerateService:
                 f"the upstream started job {shown[:80]!r}, whose id the bridge cannot watch "
                 f"(a job id is {JOB_ID_RULE}); nothing was registered"
             )
-        options = request.model_dump(exclude={"input"})
-        watch_request = WatchRequest.model_validate({**options, "job_id": job_id})
-
-        def answer(watch: bytes) -> bytes:
-            return orjson.dumps(
-                {"job_id": job_id, "upstream": creation.document, "watch": orjson.Fragment(watch)}
-            )
-
         try:
-            registered = await self._watches.register(
-                tenant, watch_request, idempotency_key, traceparent,
-                request_body=recorded, answer=answer, checked=checked, started=True,
-            )  # fmt: skip
+            registered = await self._watches.commit(
+                tenant, job_id, checked, idempotency_key, recorded, traceparent, document
+            )
         except StoreError as error:
             # The job runs unwatched: say which, so that it can be registered by hand.
             log.error("generate.unregistered", job_id=job_id, error=str(error))
@@ -145,7 +140,7 @@ class GenerateService:
         except Exception:
             log.exception("generate.unregistered", job_id=job_id)
             raise
-        log.info("generate.started", job_id=job_id, replayed=registered.status != 201)
+        log.info("generate.started", job_id=job_id, replayed=registered.registration is None)
         return registered
 
     def _default_key(self) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service import events, pacing, schedule
-from service.upstream import Observation
+from service.observation import Observation
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ import httpx
 import orjson
 
 from service import decoding
+from service.observation import Observation
 
-Kind = Literal["progress", "terminal", "refused", "transient"]
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
 # Each known status as one string: every held watch keeps the last status it saw, and a parsed
@@ -57,23 +57,6 @@ _MAX_QUEUE_POSITION = 2**31 - 1
 # would be read as other paths of the upstream (its API root), polled with the bridge's key.
 JOB_ID = re.compile(r"^[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,127}$")
 JOB_ID_RULE = "1 to 128 characters among A-Z a-z 0-9 _ . : - that do not start with a dot"
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What one poll saw."""
-
-    kind: Kind
-    job_status: str | None = None
-    queue_position: int | None = None
-    # The upstream's body exactly as sent, and parsed, when it was a JSON object; of a refusal,
-    # only the document, with the secrets masked.
-    body: bytes | None = None
-    document: dict[str, Any] | None = None
-    error_code: str | None = None
-    error: str | None = None
-    retry_after: str | None = None
-    http_status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

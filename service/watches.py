@@ -1,20 +1,23 @@
 """The service layer: registering, reading, cancelling and redelivering watches.
 
-HTTP handlers call only this; it owns every store call made on a client's behalf.
+HTTP handlers and the dashboard call only this; it owns every store call made on a client's
+behalf. It takes what a client asked for as its own records (`WatchOptions`), returns the
+store's records (`Watch`, `Attempt`, ...) or its own (`Registered`), and refuses with the
+errors of `service.errors`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import structlog
 
 from service import events, ssrf
-from service.api.models import WatchOptions, WatchRequest, attempt_view, watch_view
 from service.clock import Clock
 from service.config import Settings
 from service.dispatcher import Dispatcher
@@ -23,7 +26,10 @@ from service.ids import new_id
 from service.signing import endpoint_secret
 from service.store.base import (
     REDELIVERABLE,
+    Attempt,
+    DeliveryRecord,
     DuplicateIdempotencyKey,
+    EventRecord,
     Idempotency,
     JobOfAnotherTenant,
     Store,
@@ -35,19 +41,78 @@ log = structlog.get_logger("service.watches")
 
 
 @dataclass(frozen=True, slots=True)
+class WatchOptions:
+    """What a watch is asked to do, whatever names its job: each field as the API names it,
+    already valid on its own (the HTTP layer's request models check each); `check` judges
+    them against the settings and the callback's address."""
+
+    callback_url: str | None = None
+    callback_method: str = "POST"
+    callback_headers: Mapping[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+    events: Sequence[str] = events.FINAL_EVENTS
+    payload_format: str = "envelope"
+    secret: str | None = None
+    poll_interval_s: float | None = None
+    timeout_s: float | None = None
+    upstream_api_key: str | None = None
+    final_statuses: Sequence[int] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """Options that passed `WatchService.check`, with the poll interval and timeout to use."""
+
+    options: WatchOptions
+    poll_interval_s: float
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A new watch as committed, with its signing secret in clear (shown this once; None when
+    the configured signing secrets sign for it, or it has no callback), and, when the bridge
+    started its job (`POST /v1/generate`), the upstream's answer."""
+
+    watch: Watch
+    secret: str | None
+    upstream: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Registered:
-    status: int  # 201 for a new watch, 200 for an idempotent replay
-    body: bytes
+    """What a registration call answers: the registration it made, or None when it replays a
+    retried call, and the answer rendered for it (`render`), kept under the Idempotency-Key
+    so that a replay answers exactly what the first call did."""
+
+    answer: bytes
+    registration: Registration | None = None
 
 
-def canonical(request: WatchOptions, namespace: bytes = b"") -> bytes:
-    """The request as the bytes its Idempotency-Key records: keys sorted, so that the same
-    request in another order is the same; `namespace` tells endpoints apart."""
-    return namespace + orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of watches, newest first, and the cursor of the next one (None: the last)."""
+
+    watches: list[Watch]
+    next_cursor: str | None
 
 
-def field_error(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
+@dataclass(frozen=True, slots=True)
+class History:
+    """A watch with its events and its delivery attempts, oldest first."""
+
+    watch: Watch
+    events: list[EventRecord]
+    attempts: list[Attempt]
+
+
+def canonical(options: WatchOptions, namespace: bytes = b"", **named: Any) -> bytes:
+    """The request as the bytes its Idempotency-Key records: the options and the `named`
+    fields of its endpoint (`job_id`, or `input`), keys sorted, so that the same request in
+    another order is the same; `namespace` tells endpoints apart. Stored keys hold a digest
+    of these bytes: they must not change."""
+    fields = dataclasses.asdict(options) | named
+    return namespace + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 class WatchService:
@@ -57,6 +122,7 @@ class WatchService:
         dispatcher: Dispatcher,
         settings: Settings,
         clock: Clock,
+        render: Callable[[Registration], bytes],
         vault: Vault | None = None,
         resolve: ssrf.Resolve | None = None,
     ) -> None:
@@ -65,88 +131,97 @@ class WatchService:
         self._dispatcher = dispatcher
         self._settings = settings
         self._clock = clock
+        # The HTTP layer's answer to a registration: what an Idempotency-Key keeps.
+        self._render = render
         self._resolve = resolve
         self._policy = settings.security.callback_policy()
 
     async def register(
         self,
         tenant: str,
-        request: WatchRequest,
-        idempotency_key: str | None,
+        job_id: str,
+        options: WatchOptions,
+        idempotency_key: str | None = None,
         traceparent: str | None = None,
-        *,
-        request_body: bytes = b"",
-        answer: Callable[[bytes], bytes] | None = None,
-        checked: tuple[float, float] | None = None,
-        started: bool = False,
     ) -> Registered:
-        """Validate, commit, and start polling at once. 201, or 200 replaying a retried call.
-
-        `POST /v1/generate` records its own request (`request_body`), and its own `answer`
-        (made from this one), under the key; it has run `check` already and passes what it
-        gave (`checked`), so the callback's address is not resolved twice. It says it `started`
-        the job: with the shared upstream key, the tenant is then recorded as the job's owner,
-        and another tenant's watch of it with that key is a 404 (`Store.insert_watch`)."""
+        """Check, commit, and start polling at once; or replay a retried call's answer."""
+        request = b""
         # Only a call with an Idempotency-Key needs its request recorded (to tell a retry from
         # a new body under the same key).
         if idempotency_key is not None:
-            request_body = request_body or canonical(request)
-            replay = await self.replay(tenant, idempotency_key, request_body)
+            request = canonical(options, job_id=job_id)
+            replay = await self.replay(tenant, idempotency_key, request)
             if replay is not None:
                 return replay
-        interval, timeout = checked or await self.check(request)
+        checked = await self.check(options)
+        return await self.commit(tenant, job_id, checked, idempotency_key, request, traceparent)
 
+    async def commit(
+        self,
+        tenant: str,
+        job_id: str,
+        checked: Checked,
+        idempotency_key: str | None,
+        request: bytes,
+        traceparent: str | None = None,
+        upstream: dict[str, Any] | None = None,
+    ) -> Registered:
+        """Commit a checked registration and start polling at once; `request` is what the
+        Idempotency-Key records (`canonical`). With `upstream`, the answer of the upstream
+        that just started the job for this tenant (`POST /v1/generate`): with the shared
+        upstream key, the tenant is then recorded as the job's owner, and another tenant's
+        watch of it with that key is a `NotFound` (`Store.insert_watch`)."""
+        options = checked.options
         now = self._clock.now()
         seal = self._vault.seal
-        headers = dict(request.callback_headers)
-        callback = request.callback_url
+        headers = dict(options.callback_headers)
+        callback = options.callback_url
         if callback and traceparent and "traceparent" not in {name.lower() for name in headers}:
             headers["traceparent"] = traceparent  # the caller's trace goes on in the webhook
         # Without its own secret a watch is signed with the configured signing secrets, if any
         # (stored as ""), else with one generated for it. A watch without a callback signs
         # nothing (subscriptions have their own secrets).
         shared = bool(self._settings.delivery.signing_secrets)
-        secret = "" if callback is None else endpoint_secret(request.secret, shared)
+        secret = "" if callback is None else endpoint_secret(options.secret, shared)
         watch = Watch(
             id=new_id("wch", now),
             tenant=tenant,
-            job_id=request.job_id,
-            callback_url=request.callback_url,
-            callback_method=request.callback_method,
+            job_id=job_id,
+            callback_url=options.callback_url,
+            callback_method=options.callback_method,
             callback_headers={k: seal(v) for k, v in headers.items()},
-            metadata=request.metadata,
-            events=tuple(request.events),
-            payload_format=request.payload_format,
+            metadata=options.metadata,
+            events=tuple(options.events),
+            payload_format=options.payload_format,
             secret=seal(secret) if secret else "",
-            poll_interval_s=interval,
-            timeout_s=timeout,
+            poll_interval_s=checked.poll_interval_s,
+            timeout_s=checked.timeout_s,
             upstream_api_key=None
-            if request.upstream_api_key is None
-            else seal(request.upstream_api_key),
+            if options.upstream_api_key is None
+            else seal(options.upstream_api_key),
             created_at=now,
             updated_at=now,
             next_poll_at=now,
-            final_statuses=tuple(request.final_statuses),
+            final_statuses=tuple(options.final_statuses),
         )
-        body = orjson.dumps({**watch_view(watch), "secret": secret or None})
-        if answer is not None:
-            body = answer(body)
+        registration = Registration(watch, secret or None, upstream)
+        answer = self._render(registration)
         # The stored answer holds the secret, so it is sealed like the secret itself.
         idempotency = (
             Idempotency(
                 idempotency_key,
-                self._vault.fingerprint(request_body),
-                seal(body.decode()).encode(),
+                self._vault.fingerprint(request),
+                seal(answer.decode()).encode(),
             )
             if idempotency_key
             else None
         )
         lease_until = now + self._settings.store.lease_s
-        shared = self._shared_key(request.upstream_api_key)
+        shared = self._shared_key(options.upstream_api_key)
         try:
             stored = await self._store.insert_watch(
                 watch, idempotency, lease_owner=self._dispatcher.owner, lease_until=lease_until,
-                shared_key=shared, started=started and shared,
+                shared_key=shared, started=upstream is not None and shared,
             )  # fmt: skip
         except JobOfAnotherTenant:
             # A 404, as for another tenant's watch: nothing says whose the job is.
@@ -158,12 +233,12 @@ class WatchService:
             ) from None
         except DuplicateIdempotencyKey:
             assert idempotency_key is not None  # raised only with a key
-            replay = await self.replay(tenant, idempotency_key, request_body)
+            replay = await self.replay(tenant, idempotency_key, request)
             assert replay is not None  # the key's row exists: it made this insert fail
             return replay
         self._dispatcher.adopt(stored)
         log.info("watch.registered", watch_id=watch.id, job_id=watch.job_id)
-        return Registered(201, body)
+        return Registered(answer, registration)
 
     def _shared_key(self, key: str | None) -> bool:
         """Whether a watch with this `upstream_api_key` polls with the configured key, which
@@ -175,47 +250,48 @@ class WatchService:
             key.encode(), configured.get_secret_value().encode()
         )
 
-    async def check(self, request: WatchOptions) -> tuple[float, float]:
-        """Refuse (422) what the request model alone cannot judge: the intervals against the
-        settings, a per-watch key without an encryption key, where the callback points. The
-        poll interval and timeout to use."""
+    async def check(self, options: WatchOptions) -> Checked:
+        """Refuse (`InvalidRequest`) what the request alone cannot judge: the intervals against
+        the settings, a per-watch key without an encryption key, where the callback points."""
         poll = self._settings.poll
-        interval = poll.interval_s if request.poll_interval_s is None else request.poll_interval_s
-        timeout = poll.timeout_s if request.timeout_s is None else request.timeout_s
+        interval = poll.interval_s if options.poll_interval_s is None else options.poll_interval_s
+        timeout = poll.timeout_s if options.timeout_s is None else options.timeout_s
         if not poll.min_interval_s <= interval <= 3600:
-            raise field_error(
+            raise InvalidRequest.field(
                 "poll_interval_s", f"must be between {poll.min_interval_s:g} and 3600 seconds"
             )
         if not 0 < timeout <= poll.max_timeout_s:
-            raise field_error("timeout_s", f"must be above 0 and at most {poll.max_timeout_s:g}")
-        if request.upstream_api_key is not None and not self._vault.enabled:
-            raise field_error(
+            raise InvalidRequest.field(
+                "timeout_s", f"must be above 0 and at most {poll.max_timeout_s:g}"
+            )
+        if options.upstream_api_key is not None and not self._vault.enabled:
+            raise InvalidRequest.field(
                 "upstream_api_key",
                 "per-watch API keys are stored encrypted and security.encryption_key is not "
                 "set; set it, or leave this field out to use the configured upstream.api_key",
             )
-        if request.callback_url is not None:
+        if options.callback_url is not None:
             try:
-                await ssrf.check_url(request.callback_url, self._policy, self._resolve)
+                await ssrf.check_url(options.callback_url, self._policy, self._resolve)
             except ssrf.CallbackBlocked as blocked:
-                raise field_error("callback_url", blocked.reason) from None
-        return interval, timeout
+                raise InvalidRequest.field("callback_url", blocked.reason) from None
+        return Checked(options, interval, timeout)
 
-    async def replay(self, tenant: str, key: str, request_body: bytes) -> Registered | None:
-        """The answer recorded under `key` for this same request, None when there is none;
-        `Conflict` when the key was used with another request."""
+    async def replay(self, tenant: str, key: str, request: bytes) -> Registered | None:
+        """The answer recorded under `key` for this same request (`canonical`), None when
+        there is none; `Conflict` when the key was used with another request."""
         earlier = await self._store.find_idempotency(tenant, key)
         if earlier is None:
             return None
-        if not self._vault.matches(earlier.request_hash, request_body):
+        if not self._vault.matches(earlier.request_hash, request):
             raise Conflict(
                 "this Idempotency-Key was already used with a different body; "
                 "use a new key for a new registration"
             )
-        return Registered(200, self._vault.open(earlier.response.decode()).encode())
+        return Registered(self._vault.open(earlier.response.decode()).encode())
 
-    async def get(self, tenant: str, watch_id: str) -> dict[str, Any]:
-        return watch_view(await self._existing(tenant, watch_id))
+    async def get(self, tenant: str, watch_id: str) -> Watch:
+        return await self._existing(tenant, watch_id)
 
     async def _existing(self, tenant: str, watch_id: str) -> Watch:
         watch = await self._store.get_watch(tenant, watch_id)
@@ -225,28 +301,43 @@ class WatchService:
 
     async def list_page(
         self, tenant: str, status: str | None, job_id: str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
+    ) -> Page:
+        """The tenant's watches newest first, after `cursor`, with a status or job id."""
         found = await self._store.list_watches(
             tenant, status=status, job_id=job_id, before_id=cursor, limit=limit + 1
         )
         page = found[:limit]
-        next_cursor = page[-1].id if len(found) > limit else None
-        return {"data": [watch_view(w) for w in page], "next_cursor": next_cursor}
+        return Page(page, page[-1].id if len(found) > limit else None)
 
-    async def cancel(self, tenant: str, watch_id: str) -> dict[str, Any]:
+    async def counts(self, tenant: str) -> dict[str, int]:
+        """The tenant's watches per status, every status present."""
+        return await self._store.count_watches(tenant)
+
+    async def cancel(self, tenant: str, watch_id: str) -> Watch:
         watch = await self._store.cancel_watch(tenant, watch_id, self._clock.now())
         if watch is None:
             raise NotFound(f"no watch {watch_id}")
         self._dispatcher.forget(watch_id)
         log.info("watch.cancelled", watch_id=watch_id, status=watch.status)
-        return watch_view(watch)
+        return watch
 
-    async def attempts(self, tenant: str, watch_id: str) -> dict[str, Any]:
+    async def attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         await self._existing(tenant, watch_id)
-        found = await self._store.list_attempts(tenant, watch_id)
-        return {"data": [attempt_view(a) for a in found]}
+        return await self._store.list_attempts(tenant, watch_id)
 
-    async def redeliver(self, tenant: str, watch_id: str) -> dict[str, Any]:
+    async def history(self, tenant: str, watch_id: str) -> History:
+        """The watch, its events and its attempts (`NotFound` when there is no such watch)."""
+        watch = await self._existing(tenant, watch_id)
+        recorded = await self._store.watch_events(tenant, watch_id)
+        return History(watch, recorded, await self._store.list_attempts(tenant, watch_id))
+
+    async def final_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+        """The deliveries of the watch's final event with their bodies as sent (None once
+        purged): the callback's first, then the subscriptions'."""
+        found = await self._store.watch_deliveries(tenant, watch_id)
+        return [delivery for delivery in found if delivery.final]
+
+    async def redeliver(self, tenant: str, watch_id: str) -> Watch:
         before = await self._existing(tenant, watch_id)
         if before.status not in REDELIVERABLE:
             raise Conflict(
@@ -276,4 +367,4 @@ class WatchService:
             )
         await self._dispatcher.claim_deliveries()
         log.info("watch.redelivered", watch_id=watch_id)
-        return watch_view(after)
+        return after

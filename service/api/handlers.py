@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterable, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 import orjson
@@ -14,10 +14,17 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from service import events, upstream
-from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
+from service.api.models import (
+    GenerateRequest,
+    SubscriptionRequest,
+    WatchRequest,
+    attempt_view,
+    subscription_view,
+    watch_view,
+)
 from service.api.problems import invalid_body
-from service.auth import Caller, RateLimiter, authenticate, retry_after_header
-from service.bridge import Bridge
+from service.api.state import State
+from service.auth import Caller, RateLimiter, retry_after_header
 from service.errors import (
     ApiError,
     InvalidRequest,
@@ -27,8 +34,8 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from service.store.base import WATCH_STATUSES
-from service.watches import WatchService
+from service.store.base import WATCH_STATUSES, EventRecord
+from service.watches import Registered
 
 MAX_BODY_BYTES = 64 * 1024
 # Deeper bodies are refused before validation (orjson cannot serialize past 255 levels).
@@ -46,6 +53,8 @@ MAX_WAIT_S = 60
 MAX_EVENTS = 100
 # The status of a long-poll whose client went away (nobody reads it; the logs show it).
 CLIENT_GONE = 499
+# Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
+RECONNECT_MS = 2000
 T = TypeVar("T")
 
 
@@ -53,42 +62,30 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
-def _bridge(request: Request) -> Bridge:
-    bridge: Bridge = request.state.bridge
-    return bridge
-
-
-def _watches(request: Request) -> WatchService:
-    return _bridge(request).watches
-
-
-def client_address(request: Request) -> str:
+def client_address(request: Request[State]) -> str:
     """The client's address (a trusted proxy's X-Forwarded-For: `server.forwarded_allow_ips`)."""
     return request.client.host if request.client is not None else ""
 
 
-def _caller(request: Request) -> Caller:
-    bridge = _bridge(request)
-    return authenticate(
-        bridge.auth,
-        bridge.failed_auth,
+def _caller(request: Request[State]) -> Caller:
+    return request.state["access"].caller(
         client_address(request),
         request.headers.get("authorization"),
         request.headers.get("x-api-key"),
     )
 
 
-def _tenant(request: Request) -> str:
+def _tenant(request: Request[State]) -> str:
     """The caller's tenant; every store call is scoped by it."""
     return _caller(request).tenant
 
 
-async def me(request: Request) -> Response:
+async def me(request: Request[State]) -> Response:
     caller = _caller(request)
     return json_response({"tenant": caller.tenant, "authenticated": caller.authenticated})
 
 
-async def _json_body(request: Request) -> Any:
+async def _json_body(request: Request[State]) -> Any:
     # A web page can send a cross-site POST without asking first only as text/plain, a form
     # or multipart: a JSON body must say it is one.
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -114,7 +111,7 @@ async def _json_body(request: Request) -> Any:
         raise ApiError(f"the body is not valid JSON: {error}") from None
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request[State]) -> dict[str, Any]:
     """The body as a JSON object whose values pass `_check_values`."""
     data = await _json_body(request)
     if not isinstance(data, dict):
@@ -143,12 +140,10 @@ def _check_values(data: dict[str, Any]) -> None:
 
 
 def _nul(path: tuple[str, ...]) -> InvalidRequest:
-    field = ".".join(path)
-    message = "must not contain NUL (U+0000) characters"
-    return InvalidRequest(f"{field}: {message}", errors=[{"field": field, "message": message}])
+    return InvalidRequest.field(".".join(path), "must not contain NUL (U+0000) characters")
 
 
-def _idempotency_key(request: Request) -> str | None:
+def _idempotency_key(request: Request[State]) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
         raise InvalidRequest(
@@ -161,7 +156,7 @@ def _idempotency_key(request: Request) -> str | None:
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def _traceparent(request: Request) -> str | None:
+def _traceparent(request: Request[State]) -> str | None:
     """A W3C `traceparent` to carry to the webhooks (an invalid one is ignored, as the spec
     says)."""
     value = request.headers.get("traceparent", "").strip().lower()
@@ -174,104 +169,113 @@ def _within_rate(limiter: RateLimiter, tenant: str, what: str) -> None:
     if wait is not None:
         raise TooManyRequests(
             f"too many {what} for this token; retry in {retry_after_header(wait)} s",
-            headers={"Retry-After": retry_after_header(wait)},
+            retry_after=retry_after_header(wait),
         )
 
 
-async def _registration(request: Request) -> tuple[str, dict[str, Any]]:
+async def _registration(request: Request[State]) -> tuple[str, dict[str, Any]]:
     """The tenant and the JSON object of a registration, within the tenant's rate."""
     tenant = _tenant(request)
-    _within_rate(_bridge(request).limiter, tenant, "registrations")
+    _within_rate(request.state["access"].registrations, tenant, "registrations")
     return tenant, await _json_object(request)
 
 
-def _subscription_change(request: Request) -> str:
+def _subscription_change(request: Request[State]) -> str:
     """The tenant of a subscription creation or deletion, within the tenant's rate."""
     tenant = _tenant(request)
-    _within_rate(_bridge(request).subscription_limiter, tenant, "subscription changes")
+    _within_rate(request.state["access"].subscription_changes, tenant, "subscription changes")
     return tenant
 
 
-async def create_watch(request: Request) -> Response:
+def _registered(registered: Registered) -> Response:
+    """201 with a new registration; 200 with the answer a retried call got the first time."""
+    status = 200 if registered.registration is None else 201
+    return Response(registered.answer, status, media_type="application/json")
+
+
+async def create_watch(request: Request[State]) -> Response:
     tenant, data = await _registration(request)
     try:
-        watch_request = WatchRequest.model_validate(data)
+        body = WatchRequest.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
-    registered = await _watches(request).register(
-        tenant, watch_request, _idempotency_key(request), _traceparent(request)
+    registered = await request.state["watches"].register(
+        tenant, body.job_id, body.options(), _idempotency_key(request), _traceparent(request)
     )
-    return Response(registered.body, registered.status, media_type="application/json")
+    return _registered(registered)
 
 
-async def generate(request: Request) -> Response:
+async def generate(request: Request[State]) -> Response:
     """Start an upstream job and watch it (`service.generate`)."""
     tenant, data = await _registration(request)
     try:
-        generate_request = GenerateRequest.model_validate(data)
+        body = GenerateRequest.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
-    registered = await _bridge(request).generation.generate(
-        tenant, generate_request, _idempotency_key(request), _traceparent(request)
+    registered = await request.state["generation"].generate(
+        tenant, body.input, body.options(), _idempotency_key(request), _traceparent(request)
     )
-    return Response(registered.body, registered.status, media_type="application/json")
+    return _registered(registered)
 
 
-def _query_error(name: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{name}: {message}", errors=[{"field": name, "message": message}])
-
-
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+def _query_int(request: Request[State], name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
     # ASCII digits only ("²" is a digit to str.isdigit, not to int), and short enough for int().
     digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))
     if not digits or not low <= int(raw) <= high:
-        raise _query_error(name, f"must be an integer from {low} to {high}")
+        raise InvalidRequest.field(name, f"must be an integer from {low} to {high}")
     return int(raw)
 
 
-def _query_text(request: Request, name: str, rule: re.Pattern[str], message: str) -> str | None:
+def _query_text(
+    request: Request[State], name: str, rule: re.Pattern[str], message: str
+) -> str | None:
     raw = request.query_params.get(name) or None
     if raw is not None and not rule.fullmatch(raw):
-        raise _query_error(name, message)
+        raise InvalidRequest.field(name, message)
     return raw
 
 
-async def list_watches(request: Request) -> Response:
+async def list_watches(request: Request[State]) -> Response:
     tenant = _tenant(request)  # 401 before any other answer
     status = request.query_params.get("status") or None
     if status is not None and status not in WATCH_STATUSES:
-        raise _query_error("status", f"must be one of {', '.join(WATCH_STATUSES)}")
-    page = await _watches(request).list_page(
+        raise InvalidRequest.field("status", f"must be one of {', '.join(WATCH_STATUSES)}")
+    page = await request.state["watches"].list_page(
         tenant,
         status=status,
         job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
         limit=_query_int(request, "limit", 50, 1, MAX_PAGE),
         cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )
-    return json_response(page)
+    return json_response(
+        {"data": [watch_view(w) for w in page.watches], "next_cursor": page.next_cursor}
+    )
 
 
-async def get_watch(request: Request) -> Response:
-    return json_response(await _watches(request).get(_tenant(request), _watch_id(request)))
+async def get_watch(request: Request[State]) -> Response:
+    watch = await request.state["watches"].get(_tenant(request), _watch_id(request))
+    return json_response(watch_view(watch))
 
 
-async def cancel_watch(request: Request) -> Response:
-    return json_response(await _watches(request).cancel(_tenant(request), _watch_id(request)))
+async def cancel_watch(request: Request[State]) -> Response:
+    watch = await request.state["watches"].cancel(_tenant(request), _watch_id(request))
+    return json_response(watch_view(watch))
 
 
-async def list_deliveries(request: Request) -> Response:
-    return json_response(await _watches(request).attempts(_tenant(request), _watch_id(request)))
+async def list_deliveries(request: Request[State]) -> Response:
+    found = await request.state["watches"].attempts(_tenant(request), _watch_id(request))
+    return json_response({"data": [attempt_view(a) for a in found]})
 
 
-async def redeliver(request: Request) -> Response:
-    watch = await _watches(request).redeliver(_tenant(request), _watch_id(request))
-    return json_response(watch, 202)
+async def redeliver(request: Request[State]) -> Response:
+    watch = await request.state["watches"].redeliver(_tenant(request), _watch_id(request))
+    return json_response(watch_view(watch), 202)
 
 
-def _watch_id(request: Request) -> str:
+def _watch_id(request: Request[State]) -> str:
     watch_id = str(request.path_params["watch_id"])
     if not _WATCH_ID.fullmatch(watch_id):
         raise NotFound(f"no watch {watch_id[:80]}")
@@ -295,7 +299,7 @@ class HeldStream(StreamingResponse):
             self._close()
 
 
-async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T | None:
+async def _unless_gone(request: Request[State], work: Coroutine[Any, Any, T]) -> T | None:
     """`work`'s result, or None once the client went away first (`work` is then cancelled): a
     long-poll whose client left holds nothing."""
 
@@ -314,25 +318,43 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T | No
     return None if working.cancelled() else working.result()
 
 
-async def wait_for_watch(request: Request) -> Response:
+async def wait_for_watch(request: Request[State]) -> Response:
     tenant = _tenant(request)
     watch_id = _watch_id(request)
-    asked = _query_int(request, "timeout_s", 30, 0, MAX_WAIT_S)
-    bridge = _bridge(request)
-    timeout_s = min(asked, bridge.settings.api.max_wait_s)
-    close = bridge.streams.open(tenant)
+    timeout_s = _query_int(request, "timeout_s", 30, 0, MAX_WAIT_S)
+    close = request.state["streams"].open(tenant)
     try:
-        waited = await _unless_gone(request, bridge.feed.wait(tenant, watch_id, timeout_s))
+        feed = request.state["feed"]
+        waited = await _unless_gone(request, feed.wait(tenant, watch_id, timeout_s))
     finally:
         close()
     if waited is None:
         return Response(status_code=CLIENT_GONE)
+    if waited.final is not None:
+        return Response(waited.final.body, media_type="application/json")
     # 202 "not yet": ask again at once (the wait itself was the delay).
-    headers = {"Retry-After": "0"} if waited.status == 202 else None
-    return Response(waited.body, waited.status, headers, media_type="application/json")
+    body = orjson.dumps({"status": "pending", "watch": watch_view(waited.watch)})
+    return Response(body, 202, {"Retry-After": "0"}, media_type="application/json")
 
 
-async def stream_events(request: Request) -> Response:
+def sse_frame(event: EventRecord) -> bytes:
+    # Envelopes are one line of JSON (orjson escapes newlines), so one `data:` line each.
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+        event.id.encode(),
+        event.type.encode(),
+        event.body,
+    )
+
+
+async def _server_sent(found: AsyncIterator[EventRecord | None]) -> AsyncIterator[bytes]:
+    """The events as Server-Sent Events: after the reconnection delay, a frame each, and a
+    comment whenever the feed says the stream has been quiet a while."""
+    yield b"retry: %d\n\n" % RECONNECT_MS
+    async for event in found:
+        yield b": keep-alive\n\n" if event is None else sse_frame(event)
+
+
+async def stream_events(request: Request[State]) -> Response:
     tenant = _tenant(request)
     watch_id = _watch_id(request)
     # An EventSource sends the last id it saw when it reconnects; other clients may say it
@@ -341,21 +363,21 @@ async def stream_events(request: Request) -> Response:
     if after is None:
         field, after = "last_event_id", request.query_params.get("last_event_id")
     if after is not None and not _EVENT_ID.fullmatch(after):
-        raise _query_error(field, "must be the id of an event of this stream (evt_...)")
-    feed = _bridge(request).feed
+        raise InvalidRequest.field(field, "must be the id of an event of this stream (evt_...)")
+    feed = request.state["feed"]
     await feed.existing(tenant, watch_id)  # a 404 before the stream starts
     # No caching, and no buffering by a proxy in front (nginx honours X-Accel-Buffering).
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if request.method == "HEAD":  # the headers only, not a stream held open for nothing
         return Response(None, headers=headers, media_type="text/event-stream")
-    close = _bridge(request).streams.open(tenant)
+    close = request.state["streams"].open(tenant)
     return HeldStream(
-        feed.stream(tenant, watch_id, after), close, headers=headers,
+        _server_sent(feed.stream(tenant, watch_id, after)), close, headers=headers,
         media_type="text/event-stream",
     )  # fmt: skip
 
 
-async def list_events(request: Request) -> Response:
+async def list_events(request: Request[State]) -> Response:
     tenant = _tenant(request)
     chosen = [
         name.strip()
@@ -365,56 +387,62 @@ async def list_events(request: Request) -> Response:
     ]
     unknown = [name for name in chosen if name not in events.ALL_EVENTS]
     if unknown:
-        raise _query_error(
+        raise InvalidRequest.field(
             "type",
             f"unknown event {unknown[0][:80]!r}; choose among {', '.join(events.ALL_EVENTS)}",
         )
     limit = _query_int(request, "limit", 50, 1, MAX_EVENTS)
-    body = await _bridge(request).feed.recent(tenant, chosen or None, limit)
+    found = await request.state["feed"].recent(tenant, chosen or None, limit)
+    # The envelopes as recorded, in one JSON array.
+    body = b"[" + b",".join(event.body for event in found) + b"]"
     return Response(body, media_type="application/json")
 
 
-async def create_subscription(request: Request) -> Response:
+async def create_subscription(request: Request[State]) -> Response:
     tenant = _subscription_change(request)
     data = await _json_object(request)
     try:
-        subscription_request = SubscriptionRequest.model_validate(data)
+        body = SubscriptionRequest.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
-    created = await _bridge(request).subscriptions.create(tenant, subscription_request)
-    return json_response(created, 201)
+    created = await request.state["subscriptions"].create(
+        tenant, body.url, body.events, secret=body.secret, headers=body.headers,
+        final_statuses=body.final_statuses,
+    )  # fmt: skip
+    return json_response({**subscription_view(created.subscription), "secret": created.secret}, 201)
 
 
-async def list_subscriptions(request: Request) -> Response:
-    return json_response(await _bridge(request).subscriptions.list(_tenant(request)))
+async def list_subscriptions(request: Request[State]) -> Response:
+    found = await request.state["subscriptions"].list(_tenant(request))
+    return json_response({"data": [subscription_view(s) for s in found]})
 
 
-async def delete_subscription(request: Request) -> Response:
+async def delete_subscription(request: Request[State]) -> Response:
     tenant = _subscription_change(request)
     subscription_id = str(request.path_params["subscription_id"])
     if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise NotFound(f"no active subscription {subscription_id[:80]}")
-    await _bridge(request).subscriptions.delete(tenant, subscription_id)
+    await request.state["subscriptions"].delete(tenant, subscription_id)
     return Response(status_code=204)
 
 
-async def metrics(request: Request) -> Response:
-    return Response(_bridge(request).render_metrics(), media_type=METRICS_CONTENT_TYPE)
+async def metrics(request: Request[State]) -> Response:
+    return Response(request.state["monitor"].render_metrics(), media_type=METRICS_CONTENT_TYPE)
 
 
-async def metrics_elsewhere(request: Request) -> Response:
+async def metrics_elsewhere(request: Request[State]) -> Response:
     raise NotFound(
         "with auth.tokens configured, /metrics is served only on the health port "
         "(server.health_port), for the cluster's monitoring: it counts every tenant's work"
     )
 
 
-async def livez(request: Request) -> Response:
+async def livez(request: Request[State]) -> Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
-    problem = await _bridge(request).ready()
+async def readyz(request: Request[State]) -> Response:
+    problem = await request.state["monitor"].ready()
     if problem is not None:
         return json_response({"status": "unavailable", "reason": problem}, 503)
     return json_response({"status": "ok"})

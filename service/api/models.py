@@ -1,7 +1,9 @@
-"""Request bodies and how watches and attempts are shown to API clients."""
+"""Request bodies, turned into the services' records, and how watches, subscriptions and
+attempts are shown to API clients."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +23,7 @@ from service import events, signing
 from service.events import iso8601
 from service.store.base import Attempt, Subscription, Watch
 from service.upstream import JOB_ID, JOB_ID_RULE
+from service.watches import Registration, WatchOptions
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 # Headers the bridge sets itself, or that would corrupt the request if a client set them.
@@ -98,7 +101,11 @@ def _only_with_callback(info: ValidationInfo, field: str) -> None:
         )
 
 
-class WatchOptions(BaseModel):
+# The fields of a body that are the watch's options (`service.watches.WatchOptions`).
+_OPTIONS = tuple(option.name for option in dataclasses.fields(WatchOptions))
+
+
+class WatchOptionsBody(BaseModel):
     """What a watch can be asked to do, whatever names its job (`POST /v1/watches` gives a
     job id, `POST /v1/generate` starts the job)."""
 
@@ -187,8 +194,12 @@ class WatchOptions(BaseModel):
     def _final_statuses(cls, statuses: list[int]) -> list[int]:
         return check_final_statuses(statuses)
 
+    def options(self) -> WatchOptions:
+        """The options as the service layer takes them."""
+        return WatchOptions(**{name: getattr(self, name) for name in _OPTIONS})
 
-class WatchRequest(WatchOptions):
+
+class WatchRequest(WatchOptionsBody):
     """The body of `POST /v1/watches`."""
 
     job_id: str = Field(description=f"The upstream job id: {JOB_ID_RULE}.")
@@ -201,7 +212,7 @@ class WatchRequest(WatchOptions):
         return job_id
 
 
-class GenerateRequest(WatchOptions):
+class GenerateRequest(WatchOptionsBody):
     """The body of `POST /v1/generate`: the upstream's request, and how to watch its job."""
 
     input: dict[str, Any] = Field(
@@ -291,6 +302,16 @@ def watch_view(watch: Watch) -> dict[str, Any]:
         "completed_at": _time(watch.completed_at),
         "expires_at": _time(watch.deadline_at),
     }
+
+
+def registration_body(registration: Registration) -> bytes:
+    """The answer to a registration, kept under its Idempotency-Key: the watch with its secret
+    (this once); of `POST /v1/generate`, with the job's id and the upstream's answer too."""
+    created = {**watch_view(registration.watch), "secret": registration.secret}
+    if registration.upstream is None:
+        return orjson.dumps(created)
+    job_id = registration.watch.job_id
+    return orjson.dumps({"job_id": job_id, "upstream": registration.upstream, "watch": created})
 
 
 def subscription_view(subscription: Subscription) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""RFC 9457 problem documents: every error a client sees says what to fix."""
+"""RFC 9457 problem documents: every error a client sees says what to fix.
+
+The services raise the errors of `service.errors`; this is where each becomes an HTTP answer:
+its status, its problem code (`/problems/<code>`) and title, and its headers.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,41 @@ import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from service.errors import ApiError, InvalidRequest
+from service.errors import (
+    ApiError,
+    BadGateway,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    TooManyRequests,
+    TooManyStreams,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamRefused,
+)
 
 MEDIA_TYPE = "application/problem+json"
 # Seconds a client is asked to wait while the store is unavailable: few enough to be back soon
 # after it returns, enough not to hammer a bridge that is waiting for it.
 STORE_RETRY_AFTER_S = 5
+# Each error class's status, problem code and title; a class not listed answers as its parent.
+PROBLEMS: dict[type[ApiError], tuple[int, str, str]] = {
+    ApiError: (400, "bad-request", "Bad request"),
+    InvalidRequest: (422, "invalid-request", "Invalid request"),
+    NotFound: (404, "not-found", "Not found"),
+    Conflict: (409, "conflict", "Conflict"),
+    TooLarge: (413, "too-large", "Request body too large"),
+    UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
+    Unauthorized: (401, "unauthorized", "Unauthorized"),
+    TooManyRequests: (429, "rate-limited", "Too many requests"),
+    TooManyStreams: (429, "too-many-streams", "Too many open streams"),
+    # The status is the upstream's own (`UpstreamRefused.upstream_status`).
+    UpstreamRefused: (400, "upstream-refused", "The upstream refused the request"),
+    BadGateway: (502, "upstream-failed", "The upstream failed"),
+}
+# How a client presents a token (RFC 6750), said with every 401.
+WWW_AUTHENTICATE = 'Bearer realm="webhook-bridge"'
 
 
 def problem(
@@ -48,9 +81,13 @@ def store_unavailable() -> Response:
 
 
 def from_error(error: ApiError) -> Response:
-    return problem(
-        error.status, error.code, error.title, error.message, error.errors, error.headers
-    )
+    status, code, title = next(PROBLEMS[kind] for kind in type(error).__mro__ if kind in PROBLEMS)
+    if isinstance(error, UpstreamRefused):
+        status = error.upstream_status
+    headers = {} if error.retry_after is None else {"Retry-After": error.retry_after}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return problem(status, code, title, error.message, error.errors, headers or None)
 
 
 def _field(location: tuple[int | str, ...]) -> str:

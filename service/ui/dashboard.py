@@ -1,7 +1,7 @@
 """What the dashboard shows: the tenant's watches and counts, one watch's timeline and the body it
-sent, the bridge's health. Reads go through the store's tenant-scoped calls; actions through the
-API's service layer (`WatchService`), so they follow the same rules. Sign-outs are kept in the
-store, so that every replica refuses a signed-out cookie."""
+sent, the bridge's health. Everything goes through the service layer, as the API's handlers
+do: reads and actions (`WatchService`, `SubscriptionService`) follow the same rules, the
+health figures come from the `Monitor`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from service.api.models import public_url
-from service.bridge import Bridge
 from service.delivery import USER_AGENT
+from service.errors import NotFound
+from service.monitor import Health, Monitor
 from service.store.base import (
     REDELIVERABLE,
     WATCH_STATUSES,
@@ -24,25 +25,12 @@ from service.store.base import (
     EventRecord,
     Watch,
 )
+from service.subscriptions import SubscriptionService
+from service.watches import History, WatchService
 
 PAGE_SIZE = 50
 CANCELLABLE = frozenset({"active", "delivering"})
 MASK = "********"
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """The figures of /metrics that say whether the bridge is keeping up."""
-
-    circuit: str  # closed, half_open, open
-    delivery_backlog: int  # `bridge_delivery_backlog` (counted every few seconds)
-    poll_backlog: int  # `bridge_poll_backlog`
-    attempts: int  # webhook attempts of this process over the last hour
-    failures: int  # of those, the ones that did not succeed
-
-    @property
-    def failure_rate(self) -> float | None:
-        return self.failures / self.attempts if self.attempts else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,22 +92,21 @@ _ORDER = {"registered": 0, "event": 1, "attempt": 2, "ended": 3}
 
 
 class Dashboard:
-    def __init__(self, bridge: Bridge) -> None:
-        self._bridge = bridge
-        self._store = bridge.store
+    def __init__(
+        self, watches: WatchService, subscriptions: SubscriptionService, monitor: Monitor
+    ) -> None:
+        self._watches = watches
+        self._subscriptions = subscriptions
+        self._monitor = monitor
 
     async def list_page(
         self, tenant: str, status: str | None, job_id: str | None, cursor: str | None
     ) -> ListPage:
-        found = await self._store.list_watches(
-            tenant, status=status, job_id=job_id, before_id=cursor, limit=PAGE_SIZE + 1
-        )
-        watches = found[:PAGE_SIZE]
-        counts = await self._store.count_watches(tenant)
+        page = await self._watches.list_page(tenant, status, job_id, PAGE_SIZE, cursor)
+        counts = await self._watches.counts(tenant)
         counts = {name: counts.get(name, 0) for name in WATCH_STATUSES}
-        next_cursor = watches[-1].id if len(found) > PAGE_SIZE else None
-        shown = [(w.id, w.status, w.job_status, w.attempts, w.updated_at) for w in watches]
-        return ListPage(watches, counts, next_cursor, _digest([counts, shown]))
+        shown = [(w.id, w.status, w.job_status, w.attempts, w.updated_at) for w in page.watches]
+        return ListPage(page.watches, counts, page.next_cursor, _digest([counts, shown]))
 
     async def list_fingerprint(
         self, tenant: str, status: str | None, job_id: str | None, cursor: str | None
@@ -127,11 +114,10 @@ class Dashboard:
         return (await self.list_page(tenant, status, job_id, cursor)).fingerprint
 
     async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
-        watch = await self._store.get_watch(tenant, watch_id)
-        if watch is None:
+        history = await self._history(tenant, watch_id)
+        if history is None:
             return None
-        recorded = await self._store.watch_events(tenant, watch_id)
-        attempts = await self._store.list_attempts(tenant, watch_id)
+        watch, recorded, attempts = history.watch, history.events, history.attempts
         steps = [Step(watch.created_at, "registered", "Registered")]
         steps += [_event_step(event) for event in recorded]
         for attempt in attempts:
@@ -166,17 +152,21 @@ class Dashboard:
 
     async def watch_fingerprint(self, tenant: str, watch_id: str) -> str | None:
         """What changes whenever the watch's page would (its status, events, attempts)."""
-        watch = await self._store.get_watch(tenant, watch_id)
-        if watch is None:
+        history = await self._history(tenant, watch_id)
+        if history is None:
             return None
-        recorded = await self._store.watch_events(tenant, watch_id)
-        attempts = await self._store.list_attempts(tenant, watch_id)
-        return _watch_fingerprint(watch, recorded, attempts)
+        return _watch_fingerprint(history.watch, history.events, history.attempts)
+
+    async def _history(self, tenant: str, watch_id: str) -> History | None:
+        try:
+            return await self._watches.history(tenant, watch_id)
+        except NotFound:
+            return None
 
     async def _sent(self, tenant: str, watch: Watch, recorded: list[EventRecord]) -> Sent | None:
         """The final event as the watch's callback got it; without a callback, as its first
         subscription got it; without either, as API clients read it."""
-        deliveries = [d for d in await self._store.watch_deliveries(tenant, watch.id) if d.final]
+        deliveries = await self._watches.final_deliveries(tenant, watch.id)
         own = next((d for d in deliveries if d.subscription_id is None), None)
         if own is not None and watch.callback_url is not None:
             headers = [(name, MASK) for name in watch.callback_headers]
@@ -190,7 +180,10 @@ class Dashboard:
         if deliveries:
             first = deliveries[0]
             assert first.subscription_id is not None
-            subscription = await self._store.get_subscription(tenant, first.subscription_id)
+            try:
+                subscription = await self._subscriptions.get(tenant, first.subscription_id)
+            except NotFound:
+                subscription = None
             names = [] if subscription is None else list(subscription.headers)
             url = "" if subscription is None else f" {public_url(subscription.url)}"
             return Sent(
@@ -204,30 +197,13 @@ class Dashboard:
         return Sent("no endpoint: read through the event API", pretty(final.body), [])
 
     def health(self) -> Health:
-        bridge = self._bridge
-        backlog = bridge.metrics.registry.get_sample_value("bridge_delivery_backlog") or 0.0
-        attempts, failures = bridge.metrics.recent_attempts.counts(bridge.clock.now())
-        return Health(
-            circuit=bridge.dispatcher.circuit_state,
-            delivery_backlog=int(backlog),
-            poll_backlog=bridge.dispatcher.due_backlog(),
-            attempts=attempts,
-            failures=failures,
-        )
-
-    async def signed_out(self, session_id: str) -> bool:
-        """Whether the sign-in was ended by its sign-out (on any replica)."""
-        return await self._store.session_revoked(session_id)
-
-    async def sign_out(self, session_id: str, expires_at: float) -> None:
-        """End the sign-in for good: its cookie, wherever copied, is refused from now on."""
-        await self._store.revoke_session(session_id, expires_at)
+        return self._monitor.health()
 
     async def cancel(self, tenant: str, watch_id: str) -> None:
-        await self._bridge.watches.cancel(tenant, watch_id)
+        await self._watches.cancel(tenant, watch_id)
 
     async def redeliver(self, tenant: str, watch_id: str) -> None:
-        await self._bridge.watches.redeliver(tenant, watch_id)
+        await self._watches.redeliver(tenant, watch_id)
 
 
 def _watch_fingerprint(

@@ -29,8 +29,8 @@ from starlette.staticfiles import StaticFiles
 
 from service.api.handlers import WATCH_ID_PATTERN, HeldStream, client_address
 from service.api.problems import STORE_RETRY_AFTER_S
-from service.auth import authenticate
-from service.bridge import Bridge
+from service.api.state import State
+from service.clock import Clock
 from service.config import Settings, is_loopback
 from service.errors import (
     ApiError,
@@ -39,6 +39,7 @@ from service.errors import (
     TooManyStreams,
     Unauthorized,
 )
+from service.event_hub import EventHub
 from service.events import iso8601
 from service.store.base import WATCH_STATUSES
 from service.ui.dashboard import Dashboard, WatchPage
@@ -76,7 +77,7 @@ STATUS_LABELS = {
     "completed": "Completed",
 }
 
-Handler = Callable[[Request, Session], Awaitable[Response]]
+Handler = Callable[[Request[State], Session], Awaitable[Response]]
 
 
 def _time(value: float | None) -> str:
@@ -106,9 +107,15 @@ class BadRequest(Exception):
         self.message = message
 
 
+def _dashboard(request: Request[State]) -> Dashboard:
+    state = request.state
+    return Dashboard(state["watches"], state["subscriptions"], state["monitor"])
+
+
 class Pages:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         self.sessions = Sessions(settings)
+        self.clock = clock
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -125,7 +132,7 @@ class Pages:
 
     def render(
         self,
-        request: Request,
+        request: Request[State],
         name: str,
         status: int = 200,
         headers: dict[str, str] | None = None,
@@ -134,17 +141,16 @@ class Pages:
         html = self.templates.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status, headers={**SECURITY_HEADERS, **(headers or {})})
 
-    async def _session(self, request: Request) -> Session | None:
+    async def _session(self, request: Request[State]) -> Session | None:
         """The request's sign-in: its cookie signed, unexpired, and not signed out."""
-        bridge: Bridge = request.state.bridge
-        session = self.sessions.verify(request.cookies.get(COOKIE), bridge.clock.now())
+        session = self.sessions.verify(request.cookies.get(COOKIE), self.clock.now())
         if session is None or not session.id:
             return session
-        if await Dashboard(bridge).signed_out(session.id):
+        if await request.state["sign_outs"].revoked(session.id):
             return None
         return session
 
-    def _page(self, request: Request, session: Session, **context: Any) -> dict[str, Any]:
+    def _page(self, request: Request[State], session: Session, **context: Any) -> dict[str, Any]:
         return {
             "session": session,
             "open": self.sessions.open,
@@ -152,10 +158,10 @@ class Pages:
             **context,
         }
 
-    def signed_in(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def signed_in(self, handler: Handler) -> Callable[[Request[State]], Awaitable[Response]]:
         """The handler, for a signed-in caller; others are sent to the sign-in page."""
 
-        async def endpoint(request: Request) -> Response:
+        async def endpoint(request: Request[State]) -> Response:
             session = await self._session(request)
             if session is None:
                 return RedirectResponse("/ui/login", 303)
@@ -167,12 +173,12 @@ class Pages:
         return endpoint
 
     def error(
-        self, request: Request, status: int, title: str, text: str, session: Session | None
+        self, request: Request[State], status: int, title: str, text: str, session: Session | None
     ) -> HTMLResponse:
         context = self._page(request, session) if session is not None else {"session": None}
         return self.render(request, "error.html", status, title=title, text=text, **context)
 
-    async def _form(self, request: Request, session: Session | None) -> dict[str, str]:
+    async def _form(self, request: Request[State], session: Session | None) -> dict[str, str]:
         """The urlencoded form of a POST after the same-origin checks (and the CSRF token's,
         when signed in). Raises `HTTPException(403)` when a check fails."""
         if not _same_origin(request):
@@ -195,27 +201,24 @@ class Pages:
 
     # Signing in and out.
 
-    async def login_form(self, request: Request) -> Response:
+    async def login_form(self, request: Request[State]) -> Response:
         if await self._session(request) is not None and not self.sessions.open:
             return RedirectResponse("/ui/", 303)
         return self.render(request, "login.html", session=None, open=self.sessions.open, error=None)
 
-    async def login(self, request: Request) -> Response:
+    async def login(self, request: Request[State]) -> Response:
         form = await self._form(request, None)
-        bridge: Bridge = request.state.bridge
         if self.sessions.open:
             return RedirectResponse("/ui/", 303)
         token = form.get("token", "").strip()
         try:
-            caller = authenticate(
-                bridge.auth, bridge.failed_auth, client_address(request), None, token
-            )
+            caller = request.state["access"].caller(client_address(request), None, token)
         except TooManyRequests as refused:
             log.info("ui.sign_in_refused", reason="locked out")
             return self.render(
                 request, "login.html", 429, session=None, open=False,
                 error=f"Too many failed sign-ins from this address. {_retry_in(refused)}",
-                headers=refused.headers,
+                headers={"Retry-After": _retry_after(refused)},
             )  # fmt: skip
         except Unauthorized:
             log.info("ui.sign_in_refused")
@@ -223,7 +226,7 @@ class Pages:
                 request, "login.html", 401, session=None, open=False,
                 error="That token is not valid for this bridge.",
             )  # fmt: skip
-        session = self.sessions.issue(caller.tenant, bridge.clock.now())
+        session = self.sessions.issue(caller.tenant, self.clock.now())
         log.info("ui.signed_in", tenant=caller.tenant)
         response = RedirectResponse("/ui/", 303)
         response.set_cookie(
@@ -232,13 +235,13 @@ class Pages:
         )  # fmt: skip
         return response
 
-    async def logout(self, request: Request) -> Response:
+    async def logout(self, request: Request[State]) -> Response:
         session = await self._session(request)
         if session is not None:
             await self._form(request, session)
         if session is not None and session.id:  # without tokens there is no sign-in to end
             # Deleting the cookie is not enough: a copy of it would stay good until it expires.
-            await Dashboard(request.state.bridge).sign_out(session.id, session.expires_at)
+            await request.state["sign_outs"].revoke(session.id, session.expires_at)
             log.info("ui.signed_out", tenant=session.tenant)
         response = RedirectResponse("/ui/login", 303)
         response.delete_cookie(
@@ -248,9 +251,9 @@ class Pages:
 
     # Pages.
 
-    async def watches(self, request: Request, session: Session) -> Response:
+    async def watches(self, request: Request[State], session: Session) -> Response:
         status, job_id, cursor = _filters(request)
-        dashboard = Dashboard(request.state.bridge)
+        dashboard = _dashboard(request)
         page = await dashboard.list_page(session.tenant, status, job_id, cursor)
         filters = {"status": status or "", "job_id": job_id or ""}
         query = {k: v for k, v in filters.items() if v}
@@ -268,9 +271,9 @@ class Pages:
             return self.render(request, "_watches_live.html", **context)
         return self.render(request, "watches.html", **context)
 
-    async def watch(self, request: Request, session: Session) -> Response:
+    async def watch(self, request: Request[State], session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])
-        page = await _watch_page(Dashboard(request.state.bridge), session, watch_id)
+        page = await _watch_page(_dashboard(request), session, watch_id)
         if page is None:
             return self._no_watch(request, session)
         context = self._page(
@@ -284,7 +287,7 @@ class Pages:
             response.delete_cookie(FLASH_COOKIE, path="/ui", httponly=True, samesite="strict")
         return response
 
-    def _no_watch(self, request: Request, session: Session) -> Response:
+    def _no_watch(self, request: Request[State], session: Session) -> Response:
         return self.error(
             request, 404, "Not found", "There is no such watch for this token.", session
         )
@@ -295,10 +298,10 @@ class Pages:
         act: Callable[[Dashboard, str, str], Awaitable[None]],
         done: str,
     ) -> Handler:
-        async def handler(request: Request, session: Session) -> Response:
+        async def handler(request: Request[State], session: Session) -> Response:
             form = await self._form(request, session)
             watch_id = str(request.path_params["watch_id"])
-            dashboard = Dashboard(request.state.bridge)
+            dashboard = _dashboard(request)
             page = await _watch_page(dashboard, session, watch_id)
             if page is None:
                 return self._no_watch(request, session)
@@ -320,15 +323,14 @@ class Pages:
 
         return handler
 
-    async def live(self, request: Request) -> Response:
+    async def live(self, request: Request[State]) -> Response:
         """`event: changed` whenever what the page shows changed (its fingerprint): at once
         for this process's events of a watch, within `RECHECK_S` for anything else. The
         stream ends within `RECHECK_S` of its sign-in ending (signed out, or expired)."""
         session = await self._session(request)
         if session is None:
             return Response("sign in first", 401, media_type="text/plain")
-        bridge: Bridge = request.state.bridge
-        dashboard = Dashboard(bridge)
+        dashboard = _dashboard(request)
         since = request.headers.get("last-event-id") or request.query_params.get("since")
         previous = since if since and _FINGERPRINT.match(since) else None
         watch_id = request.query_params.get("watch_id")
@@ -359,15 +361,16 @@ class Pages:
             return await self._session(request) is not None
 
         try:
-            close = bridge.streams.open(session.tenant)
+            close = request.state["streams"].open(session.tenant)
         except TooManyStreams as full:
             return Response(full.message, 429, media_type="text/plain")
-        stream = _changes(bridge, watch_id, fingerprint, previous, signed_in)
+        hub = request.state["feed"].hub
+        stream = _changes(hub, watch_id, fingerprint, previous, signed_in)
         return HeldStream(stream, close, headers=headers, media_type="text/event-stream")
 
 
 async def _changes(
-    bridge: Bridge,
+    hub: EventHub,
     watch_id: str | None,
     fingerprint: Callable[[], Awaitable[str | None]],
     previous: str | None,
@@ -375,7 +378,6 @@ async def _changes(
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     yield b"retry: 2000\n\n"
-    hub = bridge.feed.hub
     # The list's stream listens to no watch: only the hub's closing wakes it.
     with hub.listen(watch_id) as listener:
         keepalive_at = loop.time() + KEEPALIVE_S
@@ -410,12 +412,15 @@ async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> 
     return await dashboard.watch_page(session.tenant, watch_id)
 
 
+def _retry_after(refused: TooManyRequests) -> str:
+    return refused.retry_after or "60"
+
+
 def _retry_in(refused: TooManyRequests) -> str:
-    seconds = (refused.headers or {}).get("Retry-After", "60")
-    return f"Try again in {seconds} seconds."
+    return f"Try again in {_retry_after(refused)} seconds."
 
 
-def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
+def _filters(request: Request[State]) -> tuple[str | None, str | None, str | None]:
     query = request.query_params
     status = query.get("status") or None
     if status is not None and status not in WATCH_STATUSES:
@@ -429,7 +434,7 @@ def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
     return status, job_id, cursor
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request[State]) -> bool:
     """False when the browser says the request came from another site: `Sec-Fetch-Site`, or
     an `Origin` whose host is not ours. Clients that send neither are not browsers acting
     for another site (they could not have the cookie)."""
@@ -442,7 +447,7 @@ def _same_origin(request: Request) -> bool:
     return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
 
 
-def _secure(request: Request) -> bool:
+def _secure(request: Request[State]) -> bool:
     """Mark cookies Secure over https, and on loopback addresses, which browsers treat as
     secure contexts even over plain http (and where a Secure cookie is kept). Over plain http
     to any other host a browser would drop a Secure cookie, and sign-in could never succeed:
@@ -450,10 +455,12 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or is_loopback(request.url.hostname or "")
 
 
-def create_ui_app(settings: Settings) -> Starlette:
-    pages = Pages(settings)
+def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
+    pages = Pages(settings, clock)
 
-    async def http_error(request: Request, error: Exception) -> Response:
+    # Starlette types its exception handlers' requests without the lifespan's `State`, which
+    # they hold all the same.
+    async def http_error(request: Request[Any], error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         titles = {403: "Refused", 404: "Not found", 405: "Not allowed", 413: "Too large"}
         title = titles.get(error.status_code, "Error")
@@ -469,7 +476,7 @@ def create_ui_app(settings: Settings) -> Starlette:
         response.headers.update(dict(error.headers or {}))
         return response
 
-    async def unavailable(request: Request, error: Exception) -> Response:
+    async def unavailable(request: Request[Any], error: Exception) -> Response:
         # No log line here: the store's health logged the outage once, with the reason.
         response = pages.error(
             request, 503, "Store unavailable",
@@ -479,15 +486,15 @@ def create_ui_app(settings: Settings) -> Starlette:
         response.headers["Retry-After"] = str(STORE_RETRY_AFTER_S)
         return response
 
-    async def crash(request: Request, error: Exception) -> Response:
+    async def crash(request: Request[Any], error: Exception) -> Response:
         log.exception("ui.crashed", path=request.url.path)
         return pages.error(request, 500, "Internal error", "The bridge failed; see its logs.", None)
 
-    def route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> Route:
+    def route(path: str, **endpoints: Callable[[Request[State]], Awaitable[Response]]) -> Route:
         if "GET" in endpoints:
             endpoints["HEAD"] = endpoints["GET"]
 
-        async def endpoint(request: Request) -> Response:
+        async def endpoint(request: Request[State]) -> Response:
             return await endpoints[request.method](request)
 
         return Route(path, endpoint, methods=list(endpoints))

@@ -214,7 +214,8 @@ async def test_an_idempotent_request_is_recorded_by_a_keyed_fingerprint(tmp_path
         assert (await client.post("/v1/watches", json=body, headers=headers)).json() == first.json()
         bridge = client.app.state.bridge  # type: ignore[attr-defined]
         recorded = await bridge.store.find_idempotency("", "order-7")
-        plain = hashlib.sha256(canonical(WatchRequest.model_validate(body))).hexdigest()
+        request = WatchRequest.model_validate(body)
+        plain = hashlib.sha256(canonical(request.options(), job_id=request.job_id)).hexdigest()
         assert recorded.request_hash != plain
         assert SECRET.encode() not in recorded.response  # the stored answer is sealed too
 

@@ -27,11 +27,12 @@ from service.clock import SystemClock
 from service.delivery import Deliverer
 from service.http_clients import http_client, session
 from service.ids import new_id
+from service.observation import Observation
 from service.sender import InlineSender
 from service.signing import new_secret
 from service.store.base import Completion, Delivery, NewDelivery, NewEvent, Watch
 from service.store.sqlite import SQLiteStore
-from service.upstream import DEFAULT_MAX_BODY_BYTES, Observation, UpstreamClient
+from service.upstream import DEFAULT_MAX_BODY_BYTES, UpstreamClient
 
 TIMEOUT_S = 1.0
 # What a loaded CI machine may add to a timeout before the bridge gives up and moves on.

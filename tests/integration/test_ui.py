@@ -43,7 +43,7 @@ class Bridged:
 
     @property
     def bridge(self) -> Bridge:
-        bridge: Bridge = self.state["bridge"]
+        bridge: Bridge = self.app.state.bridge
         return bridge
 
     async def register(self, headers: dict[str, str] = ACME, **changes: Any) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from service.breaker import Breaker, Rules, is_failure
 from service.clock import FakeClock
-from service.upstream import Observation
+from service.observation import Observation
 
 RULES = Rules(
     window_s=10.0,

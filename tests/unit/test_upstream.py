@@ -11,9 +11,9 @@ import httpx
 import orjson
 import pytest
 
+from service.observation import Observation
 from service.upstream import (
     JOB_ID_RULE,
-    Observation,
     Secrets,
     UpstreamClient,
     network_failure,

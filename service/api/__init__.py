@@ -1,0 +1,1 @@
+"""The HTTP API: request models, handlers, problem documents, the OpenAPI description."""
