@@ -179,6 +179,7 @@ class PollSettings(_Section):
     timeout_s: float = Field(300.0, gt=0, le=7 * 86400)
     # Bounds for the per-watch overrides `poll_interval_s` and `timeout_s`.
     min_interval_s: float = Field(2.0, ge=0.1, le=3600)
+    max_interval_s: float = Field(3600.0, ge=0.1, le=3600)
     max_timeout_s: float = Field(86400.0, gt=0, le=30 * 86400)
     jitter: float = Field(0.1, ge=0, lt=1)
     max_backoff_s: float = Field(60.0, gt=0, le=3600)
@@ -191,6 +192,8 @@ class PollSettings(_Section):
     def _ordered(self) -> PollSettings:
         if self.min_interval_s > self.interval_s:
             raise ValueError("min_interval_s must not exceed interval_s")
+        if self.interval_s > self.max_interval_s:
+            raise ValueError("interval_s must not exceed max_interval_s")
         return self
 
 

@@ -256,9 +256,10 @@ class WatchService:
         poll = self._settings.poll
         interval = poll.interval_s if options.poll_interval_s is None else options.poll_interval_s
         timeout = poll.timeout_s if options.timeout_s is None else options.timeout_s
-        if not poll.min_interval_s <= interval <= 3600:
+        if not poll.min_interval_s <= interval <= poll.max_interval_s:
             raise InvalidRequest.field(
-                "poll_interval_s", f"must be between {poll.min_interval_s:g} and 3600 seconds"
+                "poll_interval_s",
+                f"must be between {poll.min_interval_s:g} and {poll.max_interval_s:g} seconds",
             )
         if not 0 < timeout <= poll.max_timeout_s:
             raise InvalidRequest.field(

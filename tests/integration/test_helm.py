@@ -535,6 +535,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "interval_s": 3.5,
         "timeout_s": 600,
         "min_interval_s": 2.5,
+        "max_interval_s": 600,
         "max_timeout_s": 43200,
         "jitter": 0.05,
         "max_backoff_s": 30,

@@ -105,6 +105,9 @@ def test_secrets_are_masked() -> None:
         # inconsistent bounds name the variables that were set
         ({"BRIDGE_POLL__MIN_INTERVAL_S": "5"}, "",
          "poll (from BRIDGE_POLL__MIN_INTERVAL_S): min_interval_s must not exceed interval_s"),
+        # a default interval no watch could ask for
+        ({"BRIDGE_POLL__MAX_INTERVAL_S": "2"}, "",
+         "poll (from BRIDGE_POLL__MAX_INTERVAL_S): interval_s must not exceed max_interval_s"),
         # a tenant's share larger than the whole
         ({"BRIDGE_DELIVERY__MAX_PER_TENANT": "65"}, "",
          "delivery (from BRIDGE_DELIVERY__MAX_PER_TENANT): max_per_tenant must not exceed"),
