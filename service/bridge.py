@@ -16,7 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service import http_clients
 from service import store as stores
-from service.api.models import registration_body
+from service.api.responses import registration_body
 from service.auth import Access, Authenticator, RateLimiter
 from service.clock import Clock, SystemClock
 from service.config import Settings

@@ -14,14 +14,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from service import events, upstream
-from service.api.models import (
-    GenerateRequest,
-    SubscriptionRequest,
-    WatchRequest,
-    attempt_view,
-    subscription_view,
-    watch_view,
-)
+from service.api import responses
+from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
 from service.api.state import State
 from service.auth import Caller, RateLimiter, retry_after_header
@@ -58,8 +52,8 @@ RECONNECT_MS = 2000
 T = TypeVar("T")
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status, media_type="application/json")
+def json_response(answer: responses.Answer, status: int = 200) -> Response:
+    return Response(answer.dump(), status, media_type="application/json")
 
 
 def client_address(request: Request[State]) -> str:
@@ -82,7 +76,7 @@ def _tenant(request: Request[State]) -> str:
 
 async def me(request: Request[State]) -> Response:
     caller = _caller(request)
-    return json_response({"tenant": caller.tenant, "authenticated": caller.authenticated})
+    return json_response(responses.Caller(tenant=caller.tenant, authenticated=caller.authenticated))
 
 
 async def _json_body(request: Request[State]) -> Any:
@@ -250,29 +244,28 @@ async def list_watches(request: Request[State]) -> Response:
         limit=_query_int(request, "limit", 50, 1, MAX_PAGE),
         cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )
-    return json_response(
-        {"data": [watch_view(w) for w in page.watches], "next_cursor": page.next_cursor}
-    )
+    shown = [responses.Watch.of(watch) for watch in page.watches]
+    return json_response(responses.WatchPage(data=shown, next_cursor=page.next_cursor))
 
 
 async def get_watch(request: Request[State]) -> Response:
     watch = await request.state["watches"].get(_tenant(request), _watch_id(request))
-    return json_response(watch_view(watch))
+    return json_response(responses.Watch.of(watch))
 
 
 async def cancel_watch(request: Request[State]) -> Response:
     watch = await request.state["watches"].cancel(_tenant(request), _watch_id(request))
-    return json_response(watch_view(watch))
+    return json_response(responses.Watch.of(watch))
 
 
 async def list_deliveries(request: Request[State]) -> Response:
     found = await request.state["watches"].attempts(_tenant(request), _watch_id(request))
-    return json_response({"data": [attempt_view(a) for a in found]})
+    return json_response(responses.AttemptList(data=[responses.Attempt.of(a) for a in found]))
 
 
 async def redeliver(request: Request[State]) -> Response:
     watch = await request.state["watches"].redeliver(_tenant(request), _watch_id(request))
-    return json_response(watch_view(watch), 202)
+    return json_response(responses.Watch.of(watch), 202)
 
 
 def _watch_id(request: Request[State]) -> str:
@@ -333,8 +326,8 @@ async def wait_for_watch(request: Request[State]) -> Response:
     if waited.final is not None:
         return Response(waited.final.body, media_type="application/json")
     # 202 "not yet": ask again at once (the wait itself was the delay).
-    body = orjson.dumps({"status": "pending", "watch": watch_view(waited.watch)})
-    return Response(body, 202, {"Retry-After": "0"}, media_type="application/json")
+    pending = responses.Pending(status="pending", watch=responses.Watch.of(waited.watch))
+    return Response(pending.dump(), 202, {"Retry-After": "0"}, media_type="application/json")
 
 
 def sse_frame(event: EventRecord) -> bytes:
@@ -409,12 +402,14 @@ async def create_subscription(request: Request[State]) -> Response:
         tenant, body.url, body.events, secret=body.secret, headers=body.headers,
         final_statuses=body.final_statuses,
     )  # fmt: skip
-    return json_response({**subscription_view(created.subscription), "secret": created.secret}, 201)
+    shown = responses.CreatedSubscription.of(created.subscription, secret=created.secret)
+    return json_response(shown, 201)
 
 
 async def list_subscriptions(request: Request[State]) -> Response:
     found = await request.state["subscriptions"].list(_tenant(request))
-    return json_response({"data": [subscription_view(s) for s in found]})
+    shown = [responses.Subscription.of(subscription) for subscription in found]
+    return json_response(responses.SubscriptionList(data=shown))
 
 
 async def delete_subscription(request: Request[State]) -> Response:
@@ -438,11 +433,11 @@ async def metrics_elsewhere(request: Request[State]) -> Response:
 
 
 async def livez(request: Request[State]) -> Response:
-    return json_response({"status": "ok"})
+    return json_response(responses.Health(status="ok"))
 
 
 async def readyz(request: Request[State]) -> Response:
     problem = await request.state["monitor"].ready()
     if problem is not None:
-        return json_response({"status": "unavailable", "reason": problem}, 503)
-    return json_response({"status": "ok"})
+        return json_response(responses.Unready(status="unavailable", reason=problem), 503)
+    return json_response(responses.Health(status="ok"))

@@ -1,12 +1,11 @@
-"""Request bodies, turned into the services' records, and how watches, subscriptions and
-attempts are shown to API clients."""
+"""Request bodies, turned into the services' records."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -20,10 +19,8 @@ from pydantic import (
 )
 
 from service import events, signing
-from service.events import iso8601
-from service.store.base import Attempt, Subscription, Watch
 from service.upstream import JOB_ID, JOB_ID_RULE
-from service.watches import Registration, WatchOptions
+from service.watches import WatchOptions
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 # Headers the bridge sets itself, or that would corrupt the request if a client set them.
@@ -264,80 +261,3 @@ class SubscriptionRequest(BaseModel):
     @classmethod
     def _whsec(cls, secret: str | None) -> str | None:
         return None if secret is None else signing.check_secret(secret)
-
-
-def public_url(url: str) -> str:
-    """The URL with any userinfo (credentials) removed, for showing back."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _time(value: float | None) -> str | None:
-    return None if value is None else iso8601(value)
-
-
-def watch_view(watch: Watch) -> dict[str, Any]:
-    """A watch as clients see it: never its secret or API key; header values masked."""
-    return {
-        "id": watch.id,
-        "job_id": watch.job_id,
-        "callback_url": None if watch.callback_url is None else public_url(watch.callback_url),
-        "callback_method": watch.callback_method,
-        "callback_headers": dict.fromkeys(watch.callback_headers, "********"),
-        "events": list(watch.events),
-        "payload_format": watch.payload_format,
-        "metadata": watch.metadata,
-        "poll_interval_s": watch.poll_interval_s,
-        "timeout_s": watch.timeout_s,
-        "final_statuses": list(watch.final_statuses),
-        "status": watch.status,
-        "job_status": watch.job_status,
-        "queue_position": watch.queue_position,
-        "attempts": watch.attempts,
-        "last_error": watch.last_error,
-        "created_at": _time(watch.created_at),
-        "updated_at": _time(watch.updated_at),
-        "completed_at": _time(watch.completed_at),
-        "expires_at": _time(watch.deadline_at),
-    }
-
-
-def registration_body(registration: Registration) -> bytes:
-    """The answer to a registration, kept under its Idempotency-Key: the watch with its secret
-    (this once); of `POST /v1/generate`, with the job's id and the upstream's answer too."""
-    created = {**watch_view(registration.watch), "secret": registration.secret}
-    if registration.upstream is None:
-        return orjson.dumps(created)
-    job_id = registration.watch.job_id
-    return orjson.dumps({"job_id": job_id, "upstream": registration.upstream, "watch": created})
-
-
-def subscription_view(subscription: Subscription) -> dict[str, Any]:
-    """A subscription as clients see it: never its secret; URL credentials and header values
-    hidden."""
-    return {
-        "id": subscription.id,
-        "url": public_url(subscription.url),
-        "events": list(subscription.events),
-        "headers": dict.fromkeys(subscription.headers, "********"),
-        "final_statuses": list(subscription.final_statuses),
-        "status": subscription.status,
-        "created_at": _time(subscription.created_at),
-    }
-
-
-def attempt_view(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "webhook_id": attempt.delivery_id,
-        # None: the watch's own callback; else the subscription the attempt was addressed to.
-        "subscription_id": attempt.subscription_id,
-        "event": attempt.event_type,
-        "attempt": attempt.number,
-        "attempted_at": _time(attempt.started_at),
-        "duration_ms": round(attempt.duration_s * 1000, 1),
-        "status_code": attempt.status_code,
-        "error": attempt.error,
-        "next_attempt_at": _time(attempt.next_attempt_at),
-    }

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from service.api.responses import FieldError, Problem
 from service.errors import (
     ApiError,
     BadGateway,
@@ -57,15 +57,14 @@ def problem(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": f"/problems/{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
+    body = Problem(
+        type=f"/problems/{code}",
+        title=title,
+        status=status,
+        detail=detail,
+        errors=[FieldError(**error) for error in errors or ()],
+    )
+    return Response(body.dump(), status, headers=headers, media_type=MEDIA_TYPE)
 
 
 def store_unavailable() -> Response:

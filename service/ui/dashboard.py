@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from service.api.models import public_url
+from service.api.responses import public_url
 from service.delivery import USER_AGENT
 from service.errors import NotFound
 from service.monitor import Health, Monitor

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from service.api.models import GenerateRequest, WatchRequest, registration_body, watch_view
+from service.api import responses
+from service.api.models import GenerateRequest, WatchRequest
 from service.generate import recorded_request
 from service.store.base import Watch
 from service.watches import Registration, WatchOptions, canonical
@@ -70,9 +71,14 @@ def test_a_generate_answer_nests_the_created_watch() -> None:
         payload_format="envelope", secret="", poll_interval_s=5.0, timeout_s=600.0,
         upstream_api_key=None, created_at=1_700_000_000.0,
     )  # fmt: skip
-    created = registration_body(Registration(watch, None))
-    assert orjson.loads(created) == {**watch_view(watch), "secret": None}
-    started = registration_body(Registration(watch, None, {"id": "job_1", "status": "queued"}))
+    created = responses.registration_body(Registration(watch, None))
+    assert orjson.loads(created) == {
+        **orjson.loads(responses.Watch.of(watch).dump()),
+        "secret": None,
+    }
+    started = responses.registration_body(
+        Registration(watch, None, {"id": "job_1", "status": "queued"})
+    )
     assert (
         started
         == b'{"job_id":"job_1","upstream":{"id":"job_1","status":"queued"},"watch":%s}' % (created)
