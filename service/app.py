@@ -127,7 +127,7 @@ def services(bridge: Bridge) -> State:
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
-    spec = orjson.dumps(openapi.spec())
+    spec = orjson.dumps(openapi.spec(settings))
     clock = clock or SystemClock()
 
     async def openapi_json(request: Request[State]) -> Response:

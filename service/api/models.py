@@ -1,4 +1,5 @@
-"""Request bodies, turned into the services' records."""
+"""Request bodies, turned into the services' records. Each field's schema spells out what its
+validator enforces, so that /openapi.json tells clients (and generated tests) the same rules."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ RESERVED_HEADERS = frozenset(
     }
 )  # fmt: skip
 MAX_HEADERS = 20
+MAX_HEADER_VALUE = 4096
 MAX_METADATA_BYTES = 4096
 
 
@@ -68,9 +70,10 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
         # Content-* headers describe the body, which the bridge makes.
         if lower in RESERVED_HEADERS or lower.startswith(("webhook-", "content-")):
             raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
-        if len(value) > 4096 or not value.isascii() or not value.isprintable():
+        if len(value) > MAX_HEADER_VALUE or not value.isascii() or not value.isprintable():
             raise ValueError(
-                f"the value of {name!r} must be one line of at most 4096 printable ASCII characters"
+                f"the value of {name!r} must be one line of at most {MAX_HEADER_VALUE} "
+                "printable ASCII characters"
             )
     return headers
 
@@ -86,6 +89,21 @@ def check_final_statuses(statuses: list[int]) -> list[int]:
     if len(set(statuses)) != len(statuses):
         raise ValueError("lists a status twice")
     return sorted(statuses)
+
+
+# The rules of the checks above and of the validators below, as JSON Schema.
+Url = Annotated[str, Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"})]
+Secret = Annotated[str, Field(json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$"})]
+EventName = Annotated[str, Field(json_schema_extra={"enum": list(events.ALL_EVENTS)})]
+FinalStatus = Annotated[
+    StrictInt, Field(json_schema_extra={"minimum": 300, "maximum": 599, "not": {"const": 410}})
+]
+HEADERS_SCHEMA: dict[str, Any] = {
+    "maxProperties": MAX_HEADERS,
+    "propertyNames": {"pattern": HEADER_NAME.pattern},
+    "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE},
+}
+FINAL_STATUSES_SCHEMA: dict[str, Any] = {"maxItems": MAX_FINAL_STATUSES, "uniqueItems": True}
 
 
 def _only_with_callback(info: ValidationInfo, field: str) -> None:
@@ -108,32 +126,41 @@ class WatchOptionsBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    callback_url: str | None = Field(
+    callback_url: Url | None = Field(
         None,
         max_length=2048,
         description="Absolute http(s) URL to deliver to; none: events reach the tenant's "
-        "subscriptions and the event endpoints only.",
+        "subscriptions and the event endpoints only. callback_headers and secret need it: "
+        "without a callback, they are refused.",
     )
     callback_method: Literal["POST", "PUT"] = "POST"
     callback_headers: dict[str, str] = Field(
-        default_factory=dict, description="Sent with every delivery (at most 20)."
+        default_factory=dict,
+        description="Sent with every delivery (at most 20).",
+        json_schema_extra=HEADERS_SCHEMA,
     )
     metadata: dict[str, Any] | None = Field(
         None, description="Echoed in every webhook; a JSON object of at most 4 KiB."
     )
-    events: list[str] = Field(
+    events: list[EventName] = Field(
         default_factory=lambda: list(events.FINAL_EVENTS),
         description="job.succeeded and job.failed always; add job.queued, job.processing.",
+        json_schema_extra={
+            "allOf": [{"contains": {"const": name}} for name in events.FINAL_EVENTS]
+        },
     )
     payload_format: Literal["envelope", "raw"] = "envelope"
-    secret: str | None = Field(None, description="A whsec_ signing key; generated when absent.")
+    secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
+    # Their bounds are settings: /openapi.json shows those in force (`service.api.openapi`).
     poll_interval_s: float | None = Field(None, description="Overrides poll.interval_s.")
     timeout_s: float | None = Field(None, description="Overrides poll.timeout_s.")
     upstream_api_key: str | None = Field(
         None, min_length=1, max_length=512, description="Else the configured key is used."
     )
-    final_statuses: list[StrictInt] = Field(
-        default_factory=list, description=FINAL_STATUSES_DESCRIPTION
+    final_statuses: list[FinalStatus] = Field(
+        default_factory=list,
+        description=FINAL_STATUSES_DESCRIPTION,
+        json_schema_extra=FINAL_STATUSES_SCHEMA,
     )
 
     @field_validator("callback_url")
@@ -199,7 +226,10 @@ class WatchOptionsBody(BaseModel):
 class WatchRequest(WatchOptionsBody):
     """The body of `POST /v1/watches`."""
 
-    job_id: str = Field(description=f"The upstream job id: {JOB_ID_RULE}.")
+    job_id: str = Field(
+        description=f"The upstream job id: {JOB_ID_RULE}.",
+        json_schema_extra={"pattern": JOB_ID.pattern},
+    )
 
     @field_validator("job_id")
     @classmethod
@@ -233,20 +263,25 @@ class SubscriptionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    url: Annotated[str, AfterValidator(check_url)] = Field(
+    url: Annotated[Url, AfterValidator(check_url)] = Field(
         max_length=2048, description="Absolute http(s) URL to deliver to."
     )
-    events: list[str] = Field(
+    events: list[EventName] = Field(
         default_factory=lambda: list(events.FINAL_EVENTS),
         description="Any of job.queued, job.processing, job.succeeded, job.failed; by default "
         "the two final ones.",
+        json_schema_extra={"minItems": 1},
     )
-    secret: str | None = Field(None, description="A whsec_ signing key; generated when absent.")
+    secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
     headers: Annotated[dict[str, str], AfterValidator(check_headers)] = Field(
-        default_factory=dict, description="Sent with every delivery (at most 20)."
+        default_factory=dict,
+        description="Sent with every delivery (at most 20).",
+        json_schema_extra=HEADERS_SCHEMA,
     )
-    final_statuses: Annotated[list[StrictInt], AfterValidator(check_final_statuses)] = Field(
-        default_factory=list, description=FINAL_STATUSES_DESCRIPTION
+    final_statuses: Annotated[list[FinalStatus], AfterValidator(check_final_statuses)] = Field(
+        default_factory=list,
+        description=FINAL_STATUSES_DESCRIPTION,
+        json_schema_extra=FINAL_STATUSES_SCHEMA,
     )
 
     @field_validator("events")

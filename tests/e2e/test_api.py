@@ -242,6 +242,9 @@ def schema_errors(
     errors: list[str] = []
     for part in schema.get("allOf", []):
         errors += schema_errors(value, part, root, at)
+    choices = [schema_errors(value, part, root, at) for part in schema.get("anyOf", [])]
+    if choices and all(choices):
+        errors.append(f"{at}: {value!r} matches none of {schema['anyOf']}: {choices}")
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         ok = any(

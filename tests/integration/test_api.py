@@ -146,6 +146,20 @@ async def test_invalid_registrations_name_the_field(
     assert words in named[field]
 
 
+async def test_the_configured_interval_bounds_are_served_and_enforced(tmp_path: Path) -> None:
+    """With poll.max_interval_s lowered, /openapi.json says so, and a slower poll is refused."""
+    async for client in serve(tmp_path, BRIDGE_POLL__MAX_INTERVAL_S="60"):
+        spec = (await client.get("/openapi.json")).json()
+        bound = spec["components"]["schemas"]["WatchRequest"]["properties"]["poll_interval_s"]
+        assert bound["anyOf"][0]["maximum"] == 60
+        assert (await register(client, poll_interval_s=60)).status_code == 201
+        refused = await register(client, poll_interval_s=61)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"] == [
+            {"field": "poll_interval_s", "message": "must be between 2 and 60 seconds"}
+        ]
+
+
 async def test_missing_fields_are_listed(client: httpx.AsyncClient) -> None:
     """An empty object names the one required field (a callback is optional)."""
     problem = (await client.post("/v1/watches", json={})).json()

@@ -78,8 +78,23 @@ CONFIG = schemathesis.Config.from_dict(
         ],
     }
 )
+# The settings of every run (the fixture adds the store and tokens, which the document does
+# not show).
+ENVIRON = {
+    "BRIDGE_UPSTREAM__BASE_URL": "http://127.0.0.1:9",
+    "BRIDGE_CONFIG": str(Path(__file__).parents[2] / "config" / "bridge.toml"),
+    # Registrations get past the rate limit to validation and 201.
+    "BRIDGE_AUTH__REGISTRATION_BURST": "100000",
+    # No job ever ends: every long-poll of the registered watch waits this long.
+    "BRIDGE_API__MAX_WAIT_S": "0.2",
+    # Schemathesis addresses the app as `testserver`, which is not a loopback name.
+    "BRIDGE_SERVER__ALLOWED_HOSTS": '["testserver"]',
+}
 # What /openapi.json serves (the fixture checks that it is this very document).
-schema = schemathesis.openapi.from_dict(openapi.spec(), config=CONFIG)
+schema = schemathesis.openapi.from_dict(
+    openapi.spec(config.load(environ={**ENVIRON, "BRIDGE_STORE__URL": "memory://"})),
+    config=CONFIG,
+)
 # The event stream of a watch whose job never ends is never complete, so no generated call of
 # it could be checked; tests/e2e/test_wait_and_stream.py reads it from a real server.
 generated = schema.exclude(path="/v1/watches/{watch_id}/events")
@@ -147,17 +162,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             store_url = stack.enter_context(_postgres_database())
         else:
             store_url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis')}/bridge.db"
-        environ = {
-            "BRIDGE_STORE__URL": store_url,
-            "BRIDGE_UPSTREAM__BASE_URL": "http://127.0.0.1:9",
-            "BRIDGE_CONFIG": str(Path(__file__).parents[2] / "config" / "bridge.toml"),
-            # Registrations get past the rate limit to validation and 201.
-            "BRIDGE_AUTH__REGISTRATION_BURST": "100000",
-            # No job ever ends: every long-poll of the registered watch waits this long.
-            "BRIDGE_API__MAX_WAIT_S": "0.2",
-            # Schemathesis addresses the app as `testserver`, which is not a loopback name.
-            "BRIDGE_SERVER__ALLOWED_HOSTS": '["testserver"]',
-        }
+        environ = {**ENVIRON, "BRIDGE_STORE__URL": store_url}
         headers = {}
         if request.param == "token":
             environ["BRIDGE_AUTH__TOKENS"] = f'[{{"name": "acme", "token": "{TOKEN}"}}]'

@@ -1,0 +1,121 @@
+"""/openapi.json is generated: each schema is its model's own, every operation is named, and
+the bounds a setting decides are those of the settings the app is built with."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from service import config
+from service.api import models, openapi, responses
+
+SETTINGS = config.Settings()
+SPEC = openapi.spec(SETTINGS)
+COMPONENTS = SPEC["components"]["schemas"]
+
+
+def _models(module: object, base: type[BaseModel]) -> list[type[BaseModel]]:
+    return [
+        kind
+        for _, kind in inspect.getmembers(module, inspect.isclass)
+        if issubclass(kind, base) and kind.__module__ == getattr(module, "__name__", "")
+    ]
+
+
+ANSWERS = [kind for kind in _models(responses, responses.Answer) if kind is not responses.Answer]
+
+
+@pytest.mark.parametrize("model", ANSWERS, ids=lambda model: model.__name__)
+def test_an_answer_is_described_by_its_model(model: type[BaseModel]) -> None:
+    """Every answer model is a component, exactly the model's own JSON Schema (and so are the
+    models it nests): a field added to it is in the document without a change elsewhere."""
+    own = model.model_json_schema(mode="serialization", ref_template=openapi.SCHEMAS)
+    nested = own.pop("$defs", {})
+    assert COMPONENTS[model.__name__] == own
+    for name, schema in nested.items():
+        assert COMPONENTS[name] == schema
+
+
+@pytest.mark.parametrize("model", ANSWERS, ids=lambda model: model.__name__)
+def test_every_key_an_answer_always_has_is_required(model: type[BaseModel]) -> None:
+    """A key always present in an answer is `required` in its schema (only a problem's
+    `errors` may be absent)."""
+    schema = COMPONENTS[model.__name__]
+    optional = {"errors"} if model is responses.Problem else set()
+    assert set(schema["required"]) == set(schema["properties"]) - optional
+
+
+def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            yield path, method, operation
+
+
+def test_every_operation_has_an_id_and_a_declared_tag() -> None:
+    """operationIds are unique, and each operation's tags are among the document's."""
+    found = list(_operations(SPEC))
+    ids = [operation["operationId"] for _, _, operation in found]
+    assert len(ids) == len(set(ids)) == len(found)
+    declared = {tag["name"] for tag in SPEC["tags"]}
+    for path, method, operation in found:
+        assert operation["tags"], (path, method)
+        assert set(operation["tags"]) <= declared, (path, method)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_every_reference_names_a_component() -> None:
+    """Each `$ref` of the document names one of its component schemas."""
+    prefix = "#/components/schemas/"
+    refs = set(_refs(SPEC))
+    assert refs
+    assert all(ref.startswith(prefix) for ref in refs)
+    assert {ref.removeprefix(prefix) for ref in refs} <= set(COMPONENTS)
+
+
+def test_the_request_bodies_are_their_models() -> None:
+    """Each request body is its model's component, which refuses unknown fields."""
+    bodies = {
+        ("/v1/watches", models.WatchRequest),
+        ("/v1/generate", models.GenerateRequest),
+        ("/v1/subscriptions", models.SubscriptionRequest),
+    }
+    for path, model in bodies:
+        body = SPEC["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == {"$ref": openapi.SCHEMAS.format(model=model.__name__)}
+        assert COMPONENTS[model.__name__]["additionalProperties"] is False
+
+
+def test_the_bounds_are_the_settings_in_force() -> None:
+    """The per-watch overrides' bounds and the long-poll's longest wait follow the settings."""
+    settings = config.Settings.model_validate(
+        {
+            "poll": {"interval_s": 30, "min_interval_s": 5, "max_interval_s": 600,
+                     "max_timeout_s": 7200},
+            "api": {"max_wait_s": 20},
+        }
+    )  # fmt: skip
+    spec = openapi.spec(settings)
+    for name in ("WatchRequest", "GenerateRequest"):
+        fields = spec["components"]["schemas"][name]["properties"]
+        assert fields["poll_interval_s"]["anyOf"][0] == {
+            "type": "number", "minimum": 5, "maximum": 600,
+        }  # fmt: skip
+        assert fields["timeout_s"]["anyOf"][0] == {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 7200,
+        }  # fmt: skip
+    wait = spec["paths"]["/v1/watches/{watch_id}/wait"]["get"]["parameters"][1]
+    assert "20 s at most (api.max_wait_s)" in wait["description"]
