@@ -13,12 +13,12 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from service import events
+from service.api.models import EventName
 from service.events import iso8601
 from service.store import base as store
 from service.watches import Registration
 
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-EventType = Annotated[str, Field(json_schema_extra={"enum": list(events.ALL_EVENTS)})]
 MASK = "********"
 
 
@@ -50,7 +50,7 @@ class Watch(Answer):
     )
     callback_method: Literal["POST", "PUT"]
     callback_headers: dict[str, str] = Field(description="Header names; values are masked.")
-    events: list[EventType]
+    events: list[EventName]
     payload_format: Literal["envelope", "raw"]
     metadata: dict[str, Any] | None
     poll_interval_s: float
@@ -146,7 +146,7 @@ class Attempt(Answer):
     subscription_id: str | None = Field(
         description="The subscription addressed; null: the watch's own callback."
     )
-    event: EventType
+    event: EventName
     attempt: int
     attempted_at: Time
     duration_ms: float
@@ -181,7 +181,7 @@ class Subscription(Answer):
 
     id: str = Field(json_schema_extra={"pattern": "^sub_"})
     url: str = Field(description="Without any credentials.")
-    events: list[EventType]
+    events: list[EventName]
     headers: dict[str, str] = Field(description="Header names; values are masked.")
     final_statuses: list[int]
     status: store.SubscriptionStatus
@@ -224,7 +224,7 @@ class Event(Answer):
     id: str = Field(
         json_schema_extra={"pattern": "^evt_"}, description="The same for every endpoint."
     )
-    type: EventType
+    type: EventName
     timestamp: Time
     watch_id: str
     job_id: str
