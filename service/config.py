@@ -194,6 +194,9 @@ class PollSettings(_Section):
             raise ValueError("min_interval_s must not exceed interval_s")
         if self.interval_s > self.max_interval_s:
             raise ValueError("interval_s must not exceed max_interval_s")
+        if self.timeout_s > self.max_timeout_s:
+            # Every registration without its own timeout_s would be refused.
+            raise ValueError("timeout_s must not exceed max_timeout_s")
         return self
 
 

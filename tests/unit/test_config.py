@@ -108,6 +108,9 @@ def test_secrets_are_masked() -> None:
         # a default interval no watch could ask for
         ({"BRIDGE_POLL__MAX_INTERVAL_S": "2"}, "",
          "poll (from BRIDGE_POLL__MAX_INTERVAL_S): interval_s must not exceed max_interval_s"),
+        # a default timeout that every registration without its own would be refused for
+        ({"BRIDGE_POLL__MAX_TIMEOUT_S": "60"}, "",
+         "poll (from BRIDGE_POLL__MAX_TIMEOUT_S): timeout_s must not exceed max_timeout_s"),
         # a tenant's share larger than the whole
         ({"BRIDGE_DELIVERY__MAX_PER_TENANT": "65"}, "",
          "delivery (from BRIDGE_DELIVERY__MAX_PER_TENANT): max_per_tenant must not exceed"),
