@@ -643,7 +643,7 @@ async def test_connector_uses_the_checked_answer(receiver: Receiver) -> None:
 
 
 async def test_aiohttp_skips_the_resolver_for_literals(receiver: Receiver) -> None:
-    """Why the connector overrides _resolve_host: a plain resolver never sees IP literals."""
+    """Why the connector also overrides connect: a plain resolver never sees IP literals."""
     dns = FakeResolver({})
     connector = aiohttp.TCPConnector(resolver=dns)
     assert await _get(f"http://127.0.0.1:{receiver.port}/", connector) == 200
