@@ -193,8 +193,8 @@ async def running(**limits: int) -> AsyncIterator[Any]:
     settings = DeliverySettings(**limits, retry_schedule_s=(5.0,))
     store = FakeStore()
     receivers = Receivers()
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
-        sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
+    async with httpx.MockTransport(receivers) as transport:
+        sender = InlineSender(transport, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
         yield store, receivers, deliverer
         receivers.open_slow.set()
@@ -355,8 +355,8 @@ async def test_a_sender_that_keeps_the_limits_is_handed_depth_times_them() -> No
     settings = DeliverySettings(
         max_concurrency=8, max_per_host=2, max_per_tenant=8, retry_schedule_s=(5.0,)
     )
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
-        sender = QueueingSender(client, settings.timeout_s, settings.max_response_bytes)
+    async with httpx.MockTransport(receivers) as transport:
+        sender = QueueingSender(transport, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(cast(Store, store), sender, settings, FakeClock(), "me")
         for n in range(20):
             deliverer.submit(delivery(n))

@@ -16,8 +16,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from service import ssrf
-from service.aiohttp_transport import AiohttpTransport
+from service import http_clients, ssrf
 from service.ssrf import (
     CallbackBlocked,
     CallbackBlockedError,
@@ -680,8 +679,7 @@ def test_socket_backstop_refuses_blocked_addresses() -> None:
 
 
 def _httpx_client(policy: CallbackPolicy) -> httpx.AsyncClient:
-    session = aiohttp.ClientSession(connector=guarded_connector(policy))
-    return httpx.AsyncClient(transport=AiohttpTransport(session))
+    return httpx.AsyncClient(transport=http_clients.transport(guarded_connector(policy)))
 
 
 async def test_httpx_reports_the_refusal(receiver: Receiver) -> None:
