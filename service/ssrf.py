@@ -495,13 +495,13 @@ class GuardedConnector(aiohttp.TCPConnector):
         socket_factory: SocketFactoryType | None = None,
         **kwargs: Any,
     ) -> None:
-        self.guard = GuardedResolver(policy, resolver)
+        self._guard = GuardedResolver(policy, resolver)
         super().__init__(
-            resolver=self.guard,
+            resolver=self._guard,
             socket_factory=_guarded_socket_factory(policy, socket_factory),
             **kwargs,
         )
-        self.policy = policy
+        self._policy = policy
 
     async def connect(
         self,
@@ -514,7 +514,7 @@ class GuardedConnector(aiohttp.TCPConnector):
         literal = parse_ip_literal(host)
         if literal is not None:
             # Before aiohttp's own handling, which rejects odd spellings (127.1) less clearly.
-            reason = _refusal(literal, self.policy, host)
+            reason = _refusal(literal, self._policy, host)
             if reason is not None:
                 blocked = CallbackBlockedError(reason)
                 raise aiohttp.ClientConnectorDNSError(req.connection_key, blocked) from blocked
@@ -523,7 +523,7 @@ class GuardedConnector(aiohttp.TCPConnector):
     async def close(self, *, abort_ssl: bool = False) -> None:
         """Close connections, then the resolver this connector created."""
         await super().close(abort_ssl=abort_ssl)
-        await self.guard.close()
+        await self._guard.close()
 
 
 def guarded_connector(policy: CallbackPolicy, **kwargs: Any) -> aiohttp.TCPConnector:

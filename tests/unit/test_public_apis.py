@@ -200,7 +200,7 @@ SNIPPETS = [
     ("class C:\n    def _a(self):\n        return self._b", []),
     ("class C:\n    def _a(self):\n        pass\n\nC()._a()", []),
     ("def f(parts):\n    return parts._replace(path='/')", []),
-    ("class C(TCPConnector):\n    def connect(self):\n        self.guard = 1", []),
+    ("class C(TCPConnector):\n    def connect(self):\n        self._guard = 1", []),
 ]
 
 
