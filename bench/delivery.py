@@ -49,8 +49,7 @@ from measure import fmt_ms, fmt_num
 from runner import PY_SPY_SUFFIXES, py_spy, run_bench
 
 from service.delivery import USER_AGENT
-from service.http_clients import http_client as _http_client
-from service.http_clients import session as _session
+from service.http_clients import transport as _transport
 from service.signing import new_secret, sign
 from service.store.base import callback_host
 
@@ -336,7 +335,8 @@ async def bare_posts(
     via_client: bool = False,
 ) -> dict[str, Any]:
     """`concurrency` workers POST the signed bodies round-robin, reading each answer: through
-    the client's transport as the bridge sends them, or (`via_client`) with `client.post`."""
+    the transport as the bridge sends them, or (`via_client`) with `client.post` of an httpx
+    client on the same transport."""
     secret = new_secret()
     now = time.time()
     signed = [
@@ -351,13 +351,12 @@ async def bare_posts(
         )
         for webhook_id, body, url in rows
     ]
-    # The bridge's client, built by its own functions (its delivery connector adds the
-    # callback address check at connect time only).
-    session = _session(aiohttp.TCPConnector(limit=MAX_CONCURRENCY, limit_per_host=0))
-    client = _http_client(session, TIMEOUT_S)
-    # Sent as the bridge sends them: straight to the client's transport (see delivery.py).
-    transport: httpx.AsyncBaseTransport = client._transport
-    extensions = {"timeout": client.timeout.as_dict()}
+    # The bridge's transport, built by its own function (its delivery connector adds the
+    # callback address check at connect time only), and requests sent straight to it as the
+    # bridge's sender does.
+    transport = _transport(aiohttp.TCPConnector(limit=MAX_CONCURRENCY, limit_per_host=0))
+    client = httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S, follow_redirects=False)
+    extensions = {"timeout": httpx.Timeout(TIMEOUT_S).as_dict()}
     items = itertools.cycle(signed)
     counts = {"ok": 0, "errors": 0}
     stop = asyncio.Event()
@@ -403,8 +402,7 @@ async def bare_posts(
     finally:
         stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
-        await client.aclose()
-        await session.close()
+        await client.aclose()  # and the transport under it
     result = _window(start, end, "bare")
     result["errors"] = counts["errors"]
     result["concurrency"] = concurrency

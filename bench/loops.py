@@ -17,8 +17,7 @@ import orjson
 from harness import BenchError, cpu_seconds, machine_busy_seconds
 from measure import Reading
 
-from service.http_clients import http_client as _http_client
-from service.http_clients import session as _session
+from service.http_clients import transport as _transport
 from service.upstream import DEFAULT_MAX_BODY_BYTES, UpstreamClient, get_capped
 
 REQUEST_TIMEOUT_S = 10.0  # the bridge's default upstream.request_timeout_s
@@ -152,31 +151,26 @@ class Client:
     close: Callable[[], Awaitable[None]]
 
 
-def _bridge_like_session(concurrency: int) -> aiohttp.ClientSession:
-    # As service/bridge.py builds its upstream session.
-    return _session(aiohttp.TCPConnector(limit=concurrency, limit_per_host=0))
+def _bridge_like_connector(concurrency: int) -> aiohttp.TCPConnector:
+    # As service/bridge.py builds its upstream transport.
+    return aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
 
 
 def bridge_request_client(base_url: str, api_key: str, concurrency: int) -> Client:
-    """The bridge's own request: its httpx client on the aiohttp transport, built by
-    service/bridge.py's functions, and `UpstreamClient.request` sent by `upstream.get_capped`
-    (the headers, the 1 MiB cap, the whole-exchange timeout). The reference of the ratios: the
-    bridge's polls/s over this loop's is what the bridge adds to the HTTP client's cost."""
-    session = _bridge_like_session(concurrency)
-    client = _http_client(session, REQUEST_TIMEOUT_S)
-    upstream = UpstreamClient(client, base_url, REQUEST_TIMEOUT_S)
-    transport = client._transport
+    """The bridge's own request: its httpx transport over aiohttp, built by
+    service/http_clients.py as service/bridge.py does, and `UpstreamClient.request` sent by
+    `upstream.get_capped` (the headers, the 1 MiB cap, the whole-exchange timeout). The
+    reference of the ratios: the bridge's polls/s over this loop's is what the bridge adds to
+    the HTTP client's cost."""
+    transport = _transport(_bridge_like_connector(concurrency))
+    upstream = UpstreamClient(transport, base_url, REQUEST_TIMEOUT_S)
 
     async def get(job_id: str) -> bytes | None:
         request = upstream.request(job_id, api_key)
         _, _, body = await get_capped(transport, request, REQUEST_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES)
         return body
 
-    async def close() -> None:
-        await client.aclose()
-        await session.close()
-
-    return Client("httpx + aiohttp transport, the bridge's request", get, close)
+    return Client("httpx + aiohttp transport, the bridge's request", get, transport.aclose)
 
 
 async def _capped(chunks: AsyncIterator[bytes]) -> bytes | None:
@@ -189,10 +183,13 @@ async def _capped(chunks: AsyncIterator[bytes]) -> bytes | None:
 
 
 def httpx_aiohttp_client(base_url: str, api_key: str, concurrency: int) -> Client:
-    """The same httpx client, through its client layer (`client.stream`: URL merging, cookie
-    jar, auth and redirect handling), the body read up to the cap."""
-    session = _bridge_like_session(concurrency)
-    client = _http_client(session, REQUEST_TIMEOUT_S)
+    """The same transport under an httpx client, through its client layer (`client.stream`: URL
+    merging, cookie jar, auth and redirect handling), the body read up to the cap."""
+    client = httpx.AsyncClient(
+        transport=_transport(_bridge_like_connector(concurrency)),
+        timeout=REQUEST_TIMEOUT_S,
+        follow_redirects=False,
+    )
     headers = {"Authorization": f"Bearer {api_key}"}
 
     async def get(job_id: str) -> bytes | None:
@@ -203,11 +200,7 @@ def httpx_aiohttp_client(base_url: str, api_key: str, concurrency: int) -> Clien
         ):
             return await _capped(response.aiter_bytes())
 
-    async def close() -> None:
-        await client.aclose()
-        await session.close()
-
-    return Client("httpx + aiohttp transport, client.stream", get, close)
+    return Client("httpx + aiohttp transport, client.stream", get, client.aclose)
 
 
 def httpx_default_client(base_url: str, api_key: str, concurrency: int) -> Client:
@@ -228,7 +221,9 @@ def httpx_default_client(base_url: str, api_key: str, concurrency: int) -> Clien
 
 def aiohttp_client(base_url: str, api_key: str, concurrency: int) -> Client:
     """Plain aiohttp with the bridge's connector settings, the body read up to the cap."""
-    session = _bridge_like_session(concurrency)
+    session = aiohttp.ClientSession(
+        connector=_bridge_like_connector(concurrency), cookie_jar=aiohttp.DummyCookieJar()
+    )
     headers = {"Authorization": f"Bearer {api_key}"}
 
     async def get(job_id: str) -> bytes | None:

@@ -61,7 +61,7 @@ class Bridge:
     scheduler: AsyncIOScheduler
     access: Access
     metrics: Metrics
-    upstream_http: httpx.AsyncClient
+    upstream_http: httpx.AsyncBaseTransport
     sender: Sender
     # The stopping of in-flight work that `drain` begins and `stop` awaits.
     stopping: asyncio.Task[None] | None = field(default=None, init=False)
@@ -73,9 +73,8 @@ class Bridge:
         # One view of the store's health for every caller: one log line per outage.
         store = stores.from_settings(settings.store, StoreHealth(clock))
         upstream_limit = settings.upstream.max_concurrency
-        upstream_http = http_clients.http_client(
-            http_clients.session(aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)),
-            settings.upstream.request_timeout_s,
+        upstream_http = http_clients.transport(
+            aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)
         )
         sender = _sender(settings)
         bridge_key = settings.upstream.api_key
@@ -215,8 +214,10 @@ class Bridge:
 def _sender(settings: Settings) -> Sender:
     if settings.delivery.sender == "process":
         return ProcessSender(settings.delivery, settings.security, settings.log)
-    client = http_clients.delivery_client(settings.delivery, settings.security)
-    return InlineSender(client, settings.delivery.timeout_s, settings.delivery.max_response_bytes)
+    transport = http_clients.delivery_transport(settings.delivery, settings.security)
+    return InlineSender(
+        transport, settings.delivery.timeout_s, settings.delivery.max_response_bytes
+    )
 
 
 def _safe_url(bridge: Bridge) -> str:

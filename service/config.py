@@ -449,11 +449,9 @@ _ENVIRON_FOR_LOAD: dict[str, str] = {}
 
 class _MappingEnvSource(EnvSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = dict(environ)
         super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name.lower(): value for name, value in self._environ.items()}
+        # The variables the source looks names up in (lower-cased: names are case-insensitive).
+        self.env_vars = {name.lower(): value for name, value in environ.items()}
 
 
 SECTIONS = frozenset(Settings.model_fields)

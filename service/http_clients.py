@@ -1,35 +1,37 @@
-"""The bridge's HTTP clients: httpx on aiohttp's transport, no redirects, no cookies."""
+"""The bridge's HTTP transports: httpx's transport interface over aiohttp, no redirects, no
+cookies.
+
+The upstream client and the webhook sender are given a transport and send each request
+straight to it (`httpx.AsyncBaseTransport.handle_async_request`): an `httpx.AsyncClient`'s own
+layer (URL merging, cookie jar, auth, redirects, event hooks) has nothing to add to their
+requests, only cost (docs/performance.md).
+"""
 
 from __future__ import annotations
 
-from http.cookiejar import CookieJar, DefaultCookiePolicy
-
 import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from service import ssrf
-from service.aiohttp_transport import AiohttpTransport
 from service.config import DeliverySettings, SecuritySettings
 
 
-def session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+def transport(connector: aiohttp.TCPConnector) -> httpx.AsyncBaseTransport:
+    """Requests through an aiohttp session on `connector`, never following a redirect nor
+    decompressing a body (the caller reads it); closing the transport closes the session.
+
+    aiohttp rather than httpx's default transport: several times the throughput under
+    concurrency (bench/README.md)."""
     # No cookie jar: a cookie one receiver sets must never reach another watch's receiver.
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    return AiohttpTransport(client=session)
 
 
-def http_client(client_session: aiohttp.ClientSession, timeout_s: float) -> httpx.AsyncClient:
-    # The aiohttp transport: several times the throughput of httpx's default one under
-    # concurrency (bench/README.md). Redirects are never followed; cookies never kept.
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(client_session),
-        timeout=timeout_s,
-        follow_redirects=False,
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-    )
-
-
-def delivery_client(delivery: DeliverySettings, security: SecuritySettings) -> httpx.AsyncClient:
-    """The client webhooks are sent with: its connector refuses addresses the callback policy
-    does not allow, at every connection."""
+def delivery_transport(
+    delivery: DeliverySettings, security: SecuritySettings
+) -> httpx.AsyncBaseTransport:
+    """The transport webhooks are sent through: its connector refuses addresses the callback
+    policy does not allow, at every connection."""
     connector = ssrf.guarded_connector(security.callback_policy(), limit=delivery.max_concurrency)
-    return http_client(session(connector), delivery.timeout_s)
+    return transport(connector)

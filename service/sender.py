@@ -1,9 +1,7 @@
 """Making a webhook's request: in the bridge's own process, or in a sender process beside it.
 
-`InlineSender` sends with the delivery client (`http_clients.delivery_client`), straight to its
-transport: the client's own layer (redirects, cookies, auth, default headers) has nothing to
-add to a webhook, only cost. It answers (status code, Retry-After, error) and reads at most
-`max_response_bytes` of the body.
+`InlineSender` sends through the delivery transport (`http_clients.delivery_transport`). It
+answers (status code, Retry-After, error) and reads at most `max_response_bytes` of the body.
 
 `ProcessSender` (`delivery.sender = "process"`) hands the requests to a child process,
 `python -m service.sender`, which makes them with an `InlineSender` of its own. Why: the
@@ -85,10 +83,11 @@ class Sender(Protocol):
 class InlineSender:
     depth = 1
 
-    def __init__(self, client: httpx.AsyncClient, timeout_s: float, max_response_bytes: int):
-        self._client = client
-        self._transport: httpx.AsyncBaseTransport = client._transport
-        self._extensions = {"timeout": client.timeout.as_dict()}
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport, timeout_s: float, max_response_bytes: int
+    ):
+        self._transport = transport
+        self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
         self._urls: dict[str, httpx.URL | str] = {}  # parsed, or why it cannot be requested
@@ -139,7 +138,7 @@ class InlineSender:
         return parsed
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
 
 class ProcessSender:
@@ -424,7 +423,7 @@ async def _serve(fd: int) -> None:
     delivery = DeliverySettings.model_validate_json(config["delivery"])
     security = SecuritySettings.model_validate_json(config["security"])
     sender = InlineSender(
-        http_clients.delivery_client(delivery, security),
+        http_clients.delivery_transport(delivery, security),
         delivery.timeout_s,
         delivery.max_response_bytes,
     )

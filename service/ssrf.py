@@ -17,22 +17,23 @@ Two places apply it:
   to exactly the checked addresses: there is no second lookup to race. TLS still verifies
   the hostname of the URL (aiohttp's ``server_hostname`` is left alone).
 
-How the connector hooks into aiohttp (3.14):
+How the connector hooks into aiohttp (3.14), through its public API only:
 
-* `GuardedResolver` wraps the real resolver and refuses blocked answers. aiohttp caches
-  what a resolver returns, so blocked answers never enter its DNS cache.
-* aiohttp does not call the resolver for IP literals: `TCPConnector._resolve_host` answers
-  itself for any host `helpers.is_ip_address` accepts (every IPv6 literal, all-digit IPv4;
-  3.14 rejects non-canonical IPv4 such as ``127.1`` there, while ``0x7f.1`` still goes to
-  getaddrinfo). `GuardedConnector` overrides `_resolve_host`, the narrowest hook that sees
-  both literals and names before a socket exists, and checks its result. It sits inside
-  aiohttp's ``except OSError`` that turns failures into `aiohttp.ClientConnectorDNSError`, so
-  the refusal surfaces as an ordinary connection error that keeps our reason.
-* `_resolve_host` is private API, so a public backstop sits under it: the connector's
-  ``socket_factory`` checks the address of every socket aiohttp opens, just before connect.
+* `GuardedResolver`, the connector's ``resolver``, wraps the real resolver and refuses blocked
+  answers. aiohttp caches what a resolver returns, so blocked answers never enter its DNS cache.
+* aiohttp hands IP literals to no resolver (every IPv6 literal, all-digit IPv4), and refuses
+  non-canonical IPv4 such as ``127.1`` itself, without our reason, while ``0x7f.1`` still goes
+  to the resolver. `GuardedConnector` overrides ``connect``, which every request of a session
+  calls before a connection is taken or made, and refuses a URL whose host is a blocked literal
+  in any spelling. It raises what aiohttp raises for a host it cannot resolve,
+  `aiohttp.ClientConnectorDNSError`, so the refusal surfaces as an ordinary connection error
+  that keeps our reason.
+* The connector's ``socket_factory`` checks the address of every socket aiohttp opens, just
+  before it connects: whatever the path to it, no connection goes to an address not checked.
 
-With an HTTP proxy the connection goes to the proxy, so only the proxy's address is checked;
-the proxy then decides what the callback host means.
+With an HTTP proxy (the bridge's sessions use none) the connection goes to the proxy, so a
+callback host's name is resolved by the proxy, not checked here: only literals and the proxy's
+own address are.
 
 Exceptions::
 
@@ -58,6 +59,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 if TYPE_CHECKING:
     from aiohappyeyeballs import AddrInfoType, SocketFactoryType
+    from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
 
 __all__ = [
@@ -482,7 +484,7 @@ class GuardedConnector(aiohttp.TCPConnector):
 
     Names are checked by a GuardedResolver wrapped around `resolver` (default: aiohttp's
     ThreadedResolver); IP literals, which aiohttp never hands to a resolver, are checked in
-    `_resolve_host`; each socket is checked once more as it is opened.
+    `connect`; each socket is checked once more as it is opened.
     """
 
     def __init__(
@@ -501,19 +503,22 @@ class GuardedConnector(aiohttp.TCPConnector):
         )
         self._policy = policy
 
-    async def _resolve_host(
-        self, host: str, port: int, traces: Sequence[Trace] | None = None
-    ) -> list[ResolveResult]:
-        """Resolve as aiohttp does, refusing blocked literals and blocked answers."""
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature, passed on
+    ) -> Connection:
+        """Refuse a URL whose host is a blocked IP literal, then connect as aiohttp does."""
+        host = req.url.raw_host or ""
         literal = parse_ip_literal(host)
         if literal is not None:
             # Before aiohttp's own handling, which rejects odd spellings (127.1) less clearly.
             reason = _refusal(literal, self._policy, host)
             if reason is not None:
-                raise CallbackBlockedError(reason)
-        results = await super()._resolve_host(host, port, traces=traces)
-        _check_resolved(results, self._policy, host)
-        return results
+                blocked = CallbackBlockedError(reason)
+                raise aiohttp.ClientConnectorDNSError(req.connection_key, blocked) from blocked
+        return await super().connect(req, traces, timeout)
 
     async def close(self, *, abort_ssl: bool = False) -> None:
         """Close connections, then the resolver this connector created."""

@@ -275,17 +275,13 @@ def read_creation(
 
 
 class UpstreamClient:
-    """GETs job statuses. One request is in flight per (job, key) at a time; concurrent
-    callers for the same pair share its observation.
-
-    Requests go straight to the httpx client's transport, with the client's default headers
-    and timeouts: its cookie jar, auth, redirect and event-hook layers do nothing for a GET
-    whose answer is only read (redirects are never followed, cookies never kept), and cost
-    about a third of each poll's CPU (bench/README.md)."""
+    """GETs job statuses through `transport` (`http_clients.transport`). One request is in
+    flight per (job, key) at a time; concurrent callers for the same pair share its
+    observation."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         base_url: str,
         timeout_s: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -293,13 +289,10 @@ class UpstreamClient:
     ) -> None:
         """`bridge_key` is the configured upstream.api_key: masked in whatever the upstream
         answers, and refusals of it are not relayed."""
-        # The transport the client would send through: no mounts or proxies are set on it.
-        self._transport: httpx.AsyncBaseTransport = client._transport
-        headers = client.headers.copy()
+        self._transport = transport
         # An uncompressed answer costs no inflating; one compressed anyway is still read.
-        headers["Accept-Encoding"] = "identity"
-        self._headers = tuple(headers.raw)
-        self._extensions = {"timeout": client.timeout.as_dict()}
+        self._headers = ((b"Accept-Encoding", b"identity"),)
+        self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
         self._max_body = max_body_bytes
@@ -352,7 +345,7 @@ class UpstreamClient:
 
     def request(self, job_id: str, api_key: str | None) -> httpx.Request:
         """The GET of one job's status."""
-        headers = self._headers
+        headers: tuple[tuple[bytes, bytes], ...] = self._headers
         if api_key:
             headers = (*headers, (b"Authorization", b"Bearer " + api_key.encode()))
         url = f"{self._base}/api/v1/generate/{quote(job_id, safe='')}"

@@ -25,7 +25,7 @@ import pytest
 from service import config, ssrf
 from service.clock import SystemClock
 from service.delivery import Deliverer
-from service.http_clients import http_client, session
+from service.http_clients import transport
 from service.ids import new_id
 from service.observation import Observation
 from service.sender import InlineSender
@@ -238,7 +238,7 @@ async def upstream(bombs: dict[str, Behaviour]) -> AsyncIterator[tuple[Peer, Ups
     builds it."""
     async with (
         Peer(UPSTREAM | bombs) as peer,
-        http_client(session(aiohttp.TCPConnector(limit_per_host=0)), TIMEOUT_S) as http,
+        transport(aiohttp.TCPConnector(limit_per_host=0)) as http,
     ):
         yield peer, UpstreamClient(http, peer.url, TIMEOUT_S)
 
@@ -375,7 +375,7 @@ async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, De
     try:
         async with (
             Peer(dict(RECEIVERS)) as peer,
-            http_client(session(connector), settings.delivery.timeout_s) as http,
+            transport(connector) as http,
         ):
             owner = "hostile-peers"
             sender = InlineSender(

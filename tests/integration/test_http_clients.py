@@ -1,14 +1,15 @@
-"""The bridge's HTTP clients, against a real loopback server."""
+"""The bridge's HTTP transports, against a real loopback server."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import aiohttp
+import httpx
 import pytest
 from aiohttp import web
 
-from service.http_clients import http_client, session
+from service.http_clients import transport
 from service.upstream import UpstreamClient
 from tests.loopback import loopback_server
 
@@ -37,10 +38,13 @@ async def test_cookies_never_carry_over_between_requests(
 ) -> None:
     """A cookie one receiver sets is not sent with the next request (another watch's webhook)."""
     base, seen = server
-    async with http_client(session(aiohttp.TCPConnector()), timeout_s=5) as client:
-        first = await client.post(f"{base}/set", content=b"{}")
-        assert "receiver-a-secret" in first.headers["set-cookie"]
-        await client.post(f"{base}/next", content=b"{}")
+    async with transport(aiohttp.TCPConnector()) as http:
+        for path in ("set", "next"):
+            request = httpx.Request("POST", f"{base}/{path}", content=b"{}")
+            answer = await http.handle_async_request(request)
+            await answer.aread()
+            if path == "set":
+                assert "receiver-a-secret" in answer.headers["set-cookie"]
     assert seen == [None, None]
 
 
@@ -50,8 +54,8 @@ async def test_upstream_polls_carry_no_cookie_and_follow_no_redirect(
     """The upstream client, built as bridge.py builds it, sends no cookie the upstream set, and
     reads a redirect as the answer it is instead of following it."""
     base, seen = server
-    async with http_client(session(aiohttp.TCPConnector()), timeout_s=5) as client:
-        upstream = UpstreamClient(client, base, timeout_s=5)
+    async with transport(aiohttp.TCPConnector()) as http:
+        upstream = UpstreamClient(http, base, timeout_s=5)
         await upstream.fetch("set", "bw_key")  # answers with a Set-Cookie
         await upstream.fetch("next", "bw_key")
         moved = await upstream.fetch("moved", "bw_key")

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from service.config import DeliverySettings, LogSettings, SecuritySettings
-from service.http_clients import delivery_client
+from service.http_clients import delivery_transport
 from service.sender import InlineSender, ProcessSender, Sender
 from tests.loopback import Handler, loopback_server
 
@@ -57,8 +57,8 @@ MakeSender = Callable[[SecuritySettings], Sender]
 
 
 def inline(security: SecuritySettings) -> Sender:
-    client = delivery_client(DELIVERY, security)
-    return InlineSender(client, DELIVERY.timeout_s, DELIVERY.max_response_bytes)
+    transport = delivery_transport(DELIVERY, security)
+    return InlineSender(transport, DELIVERY.timeout_s, DELIVERY.max_response_bytes)
 
 
 def in_process(security: SecuritySettings) -> Sender:

@@ -1,4 +1,5 @@
-"""The bridge's httpx transport over aiohttp, against a real server on a loopback port."""
+"""The bridge's httpx transport over aiohttp (`http_clients.transport`), against a real server
+on a loopback port."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ import httpx
 import pytest
 from aiohttp import web
 
-from service.http_clients import http_client, session
+from service.http_clients import transport
 from service.upstream import UpstreamClient
 from tests.loopback import loopback_server
 
 
-def _client() -> httpx.AsyncClient:
-    return http_client(session(aiohttp.TCPConnector()), timeout_s=5)
+def _transport() -> httpx.AsyncBaseTransport:
+    return transport(aiohttp.TCPConnector())
+
+
+async def _send(http: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
+    """`request`'s answer, read whole."""
+    response = await http.handle_async_request(request)
+    await response.aread()
+    return response
 
 
 async def test_a_post_arrives_whole_and_its_answer_is_read() -> None:
@@ -30,10 +38,11 @@ async def test_a_post_arrives_whole_and_its_answer_is_read() -> None:
         )
         return web.Response(status=202, reason="Taken", body=b"ok", headers={"X-Answer": "1"})
 
-    async with loopback_server(handle) as base, _client() as client:
-        response = await client.post(
-            f"{base}/hooks/a?b=1", content=b'{"x":1}', headers={"X-Sig": "s"}
+    async with loopback_server(handle) as base, _transport() as http:
+        request = httpx.Request(
+            "POST", f"{base}/hooks/a?b=1", content=b'{"x":1}', headers={"X-Sig": "s"}
         )
+        response = await _send(http, request)
     assert seen == [("POST", "/hooks/a?b=1", "s", b'{"x":1}')]
     assert (response.status_code, response.reason_phrase) == (202, "Taken")
     assert (response.headers["x-answer"], response.content) == ("1", b"ok")
@@ -47,8 +56,8 @@ async def test_redirects_are_answers_not_followed() -> None:
         paths.append(request.path)
         return web.Response(status=302, headers={"Location": "/elsewhere"})
 
-    async with loopback_server(handle) as base, _client() as client:
-        response = await client.post(f"{base}/hook", content=b"{}")
+    async with loopback_server(handle) as base, _transport() as http:
+        response = await _send(http, httpx.Request("POST", f"{base}/hook", content=b"{}"))
     assert (response.status_code, paths) == (302, ["/hook"])
 
 
@@ -61,8 +70,8 @@ async def test_a_compressed_status_is_decoded_and_a_plain_one_read_as_is() -> No
             return web.Response(body=gzip.compress(body), headers={"Content-Encoding": "gzip"})
         return web.Response(body=body)
 
-    async with loopback_server(handle) as base, _client() as client:
-        upstream = UpstreamClient(client, base, timeout_s=5)
+    async with loopback_server(handle) as base, _transport() as http:
+        upstream = UpstreamClient(http, base, timeout_s=5)
         zipped, plain = await upstream.fetch("zipped", None), await upstream.fetch("plain", None)
     assert (zipped.kind, zipped.queue_position) == ("progress", 7)
     assert (plain.kind, plain.queue_position) == ("progress", 7)
@@ -83,8 +92,8 @@ async def test_a_streamed_status_past_the_cap_is_not_read(compressed: bool) -> N
         await response.write_eof()
         return response
 
-    async with loopback_server(handle) as base, _client() as client:
-        seen = await UpstreamClient(client, base, 5, max_body_bytes=1000).fetch("j", None)
+    async with loopback_server(handle) as base, _transport() as http:
+        seen = await UpstreamClient(http, base, 5, max_body_bytes=1000).fetch("j", None)
     assert (seen.kind, seen.error) == (
         "transient",
         "upstream answered more than 1000 bytes (HTTP 200); the rest was not read",
@@ -96,15 +105,14 @@ async def test_no_listener_is_a_transport_error_with_its_cause() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with _client() as client:
+    async with _transport() as http:
         with pytest.raises(httpx.TransportError) as caught:
-            await client.get(f"http://127.0.0.1:{port}/")
+            await http.handle_async_request(httpx.Request("GET", f"http://127.0.0.1:{port}/"))
     assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
 
 
-async def test_closing_the_client_closes_its_session() -> None:
-    """The httpx client owns the aiohttp session it was built on."""
-    aiohttp_session = session(aiohttp.TCPConnector())
-    client = http_client(aiohttp_session, timeout_s=5)
-    await client.aclose()
-    assert aiohttp_session.closed
+async def test_closing_the_transport_closes_its_connections() -> None:
+    """The transport owns the aiohttp session and connector it was built on."""
+    connector = aiohttp.TCPConnector()
+    await transport(connector).aclose()
+    assert connector.closed

@@ -233,8 +233,8 @@ async def running(store: Store | None = None, /, **limits: int) -> AsyncIterator
     settings = DeliverySettings(**limits, retry_schedule_s=(5.0,))
     store = MemoryStore() if store is None else store
     receivers = Receivers()
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
-        sender = InlineSender(client, settings.timeout_s, settings.max_response_bytes)
+    async with httpx.MockTransport(receivers) as transport:
+        sender = InlineSender(transport, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(store, sender, settings, FakeClock(), OWNER)
         yield store, receivers, deliverer
         receivers.open_slow.set()
@@ -389,8 +389,8 @@ async def test_a_sender_that_keeps_the_limits_is_handed_depth_times_them() -> No
     in all (it keeps the real limits itself), and the claims plan for as much."""
     store, receivers = MemoryStore(), Receivers()
     settings = DeliverySettings(**LIMITS, retry_schedule_s=(5.0,))
-    async with httpx.AsyncClient(transport=httpx.MockTransport(receivers)) as client:
-        sender = QueueingSender(client, settings.timeout_s, settings.max_response_bytes)
+    async with httpx.MockTransport(receivers) as transport:
+        sender = QueueingSender(transport, settings.timeout_s, settings.max_response_bytes)
         deliverer = Deliverer(store, sender, settings, FakeClock(), OWNER)
         await submit(store, deliverer, *(delivery(n) for n in range(20)))
         await eventually(lambda: len(receivers.requests) == 4, "twice the host's limit sent")

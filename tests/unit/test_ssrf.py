@@ -16,8 +16,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from service import ssrf
-from service.aiohttp_transport import AiohttpTransport
+from service import http_clients, ssrf
 from service.ssrf import (
     CallbackBlocked,
     CallbackBlockedError,
@@ -643,7 +642,7 @@ async def test_connector_uses_the_checked_answer(receiver: Receiver) -> None:
 
 
 async def test_aiohttp_skips_the_resolver_for_literals(receiver: Receiver) -> None:
-    """Why the connector overrides _resolve_host: a plain resolver never sees IP literals."""
+    """Why the connector also overrides connect: a plain resolver never sees IP literals."""
     dns = FakeResolver({})
     connector = aiohttp.TCPConnector(resolver=dns)
     assert await _get(f"http://127.0.0.1:{receiver.port}/", connector) == 200
@@ -680,8 +679,7 @@ def test_socket_backstop_refuses_blocked_addresses() -> None:
 
 
 def _httpx_client(policy: CallbackPolicy) -> httpx.AsyncClient:
-    session = aiohttp.ClientSession(connector=guarded_connector(policy))
-    return httpx.AsyncClient(transport=AiohttpTransport(session))
+    return httpx.AsyncClient(transport=http_clients.transport(guarded_connector(policy)))
 
 
 async def test_httpx_reports_the_refusal(receiver: Receiver) -> None:

@@ -46,8 +46,8 @@ async def test_sends_the_key_and_quotes_the_job_id() -> None:
         seen.append(request)
         return httpx.Response(200, json={"id": "j", "status": "processing"})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = UpstreamClient(client, "https://up.example/", timeout_s=5)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example/", timeout_s=5)
         observation = await upstream.fetch("job:1", "bw_key")
     assert observation.kind == "progress"
     assert str(seen[0].url) == "https://up.example/api/v1/generate/job%3A1"
@@ -63,8 +63,8 @@ async def fetch_queued(job_id: str) -> tuple[Observation, list[httpx.Request]]:
         seen.append(request)
         return httpx.Response(200, json={"status": "queued"})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        observation = await UpstreamClient(client, "https://up.example", 5).fetch(job_id, "k")
+    async with httpx.MockTransport(handler) as transport:
+        observation = await UpstreamClient(transport, "https://up.example", 5).fetch(job_id, "k")
     return observation, seen
 
 
@@ -98,8 +98,8 @@ async def test_concurrent_fetches_of_one_job_share_a_request() -> None:
         await release.wait()
         return httpx.Response(200, json={"id": "j", "status": "queued", "queue_position": 2})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = UpstreamClient(client, "https://up.example", timeout_s=5)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example", timeout_s=5)
         tasks = [asyncio.create_task(upstream.fetch("job_1", "bw_key")) for _ in range(5)]
         other_key = asyncio.create_task(upstream.fetch("job_1", "bw_other"))
         await asyncio.sleep(0)
@@ -119,16 +119,16 @@ async def test_network_failures_are_transient(failure: Exception) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise failure
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        observation = await UpstreamClient(client, "https://up.example", 5).fetch("j", None)
+    async with httpx.MockTransport(handler) as transport:
+        observation = await UpstreamClient(transport, "https://up.example", 5).fetch("j", None)
     assert observation.kind == "transient"
     assert observation.error is not None
     assert observation.error.startswith("upstream")
 
 
-async def test_requests_carry_the_clients_headers_and_never_a_cookie() -> None:
-    """Each GET has the client's default headers, and a cookie the upstream set, or one in the
-    client's jar, is never sent back."""
+async def test_requests_ask_for_identity_and_never_carry_a_cookie() -> None:
+    """Each GET asks for an uncompressed answer, and a cookie the upstream set is never sent
+    back."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -137,15 +137,10 @@ async def test_requests_carry_the_clients_headers_and_never_a_cookie() -> None:
             200, json={"id": "j", "status": "queued"}, headers={"Set-Cookie": "session=up"}
         )
 
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(handler),
-        headers={"User-Agent": "bridge-test"},
-        cookies={"jar": "kept"},
-    ) as client:
-        upstream = UpstreamClient(client, "https://up.example", timeout_s=5)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example", timeout_s=5)
         await upstream.fetch("job_1", "bw_key")
         await upstream.fetch("job_1", None)
-    assert [r.headers.get("user-agent") for r in seen] == ["bridge-test", "bridge-test"]
     assert [r.headers.get("cookie") for r in seen] == [None, None]
     # Uncompressed answers: nothing to inflate.
     assert [r.headers.get("accept-encoding") for r in seen] == ["identity", "identity"]
@@ -174,8 +169,8 @@ async def test_the_body_cap_is_exact(size: int, error: str, announced: bool) -> 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body if announced else chunks())
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=10)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example", 5, max_body_bytes=10)
         seen = await upstream.fetch("j", None)
     assert (seen.kind, seen.error) == ("transient", error)
 
@@ -197,8 +192,8 @@ async def test_the_body_cap_applies_to_the_decoded_body(size: int, error: str, c
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=wire, headers={"Content-Encoding": coding})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=1000)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example", 5, max_body_bytes=1000)
         seen = await upstream.fetch("j", None)
     assert (seen.kind, seen.error) == ("transient", error)
 
@@ -291,8 +286,8 @@ async def test_create_posts_the_body_unchanged_with_key_and_idempotency_key() ->
         return httpx.Response(200, json={"id": f"job_{len(seen)}", "status": "queued"})
 
     body = b'{"prompt": "a cat", "n": 2, "nested": {"k": [1, 2]}}'
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = UpstreamClient(client, "https://up.example/", timeout_s=5)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example/", timeout_s=5)
         first = await upstream.create(body, "bw_key", "idem-1")
         second = await upstream.create(body, None, None)
     assert (first.kind, first.job_id, second.job_id) == ("created", "job_1", "job_2")
@@ -321,8 +316,8 @@ async def test_create_without_an_answer_fails(failure: Exception, error: str) ->
     def handler(request: httpx.Request) -> httpx.Response:
         raise failure
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        seen = await UpstreamClient(client, "https://up.example", 5).create(b"{}", "k", None)
+    async with httpx.MockTransport(handler) as transport:
+        seen = await UpstreamClient(transport, "https://up.example", 5).create(b"{}", "k", None)
     assert (seen.kind, seen.error, seen.http_status) == ("failed", error, None)
 
 
@@ -333,8 +328,8 @@ async def test_create_times_out_on_a_slow_answer() -> None:
         await asyncio.sleep(10)
         raise AssertionError("not reached")
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        seen = await UpstreamClient(client, "https://up.example", 0.05).create(b"{}", "k", None)
+    async with httpx.MockTransport(handler) as transport:
+        seen = await UpstreamClient(transport, "https://up.example", 0.05).create(b"{}", "k", None)
     assert (seen.kind, seen.error) == ("failed", "upstream did not answer in time")
 
 
@@ -344,8 +339,8 @@ async def test_create_reads_at_most_the_cap() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b'{"id": "job_1", "pad": "' + b"x" * 100 + b'"}')
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = UpstreamClient(client, "https://up.example", 5, max_body_bytes=50)
+    async with httpx.MockTransport(handler) as transport:
+        upstream = UpstreamClient(transport, "https://up.example", 5, max_body_bytes=50)
         seen = await upstream.create(b"{}", "k", None)
     assert (seen.kind, seen.error) == ("failed", "upstream answered more than 50 bytes (HTTP 200)")
 
@@ -462,9 +457,9 @@ async def test_the_client_masks_the_keys_it_holds_and_sends(own: bool) -> None:
         words = f"no access for {request.headers['authorization']}, {BRIDGE_KEY} or s3cret-pw"
         return httpx.Response(401, json={"error": words})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with httpx.MockTransport(handler) as transport:
         upstream = UpstreamClient(
-            client, "https://u:s3cret-pw@up.example", 5, bridge_key=BRIDGE_KEY
+            transport, "https://u:s3cret-pw@up.example", 5, bridge_key=BRIDGE_KEY
         )
         seen = await upstream.fetch("job_1", OWN_KEY if own else BRIDGE_KEY)
         created = await upstream.create(b"{}", OWN_KEY if own else BRIDGE_KEY, None)
