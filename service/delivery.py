@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import structlog
 
-from service import __version__, schedule
+from service import USER_AGENT, schedule
 from service.clock import Clock
 from service.config import DeliverySettings
 from service.errors import StoreError, StoreUnavailable
@@ -52,7 +52,6 @@ log = structlog.get_logger("service.delivery")
 # A host's or a tenant's waiting line, in multiples of its limit: long enough that a fast
 # host's line is topped up by few, large claims.
 LINE = 3
-USER_AGENT = f"webhook-bridge/{__version__}"
 # Under load, the least time between two commits of outcomes: what arrives meanwhile goes into
 # one transaction (one fsync, one trip to the store's thread). A lone outcome is committed at
 # once; the deliveries wait for their commit, not their slots.

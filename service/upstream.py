@@ -27,7 +27,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from service import decoding
+from service import USER_AGENT, decoding
 from service.observation import Observation
 
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
@@ -291,7 +291,10 @@ class UpstreamClient:
         answers, and refusals of it are not relayed."""
         self._transport = transport
         # An uncompressed answer costs no inflating; one compressed anyway is still read.
-        self._headers = ((b"Accept-Encoding", b"identity"),)
+        self._headers = (
+            (b"Accept-Encoding", b"identity"),
+            (b"User-Agent", USER_AGENT.encode()),
+        )
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s

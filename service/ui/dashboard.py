@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from service import USER_AGENT
 from service.api.responses import public_url
-from service.delivery import USER_AGENT
 from service.errors import NotFound
 from service.monitor import Health, Monitor
 from service.store.base import (

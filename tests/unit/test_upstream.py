@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from service import __version__
 from service.observation import Observation
 from service.upstream import (
     JOB_ID_RULE,
@@ -127,8 +128,8 @@ async def test_network_failures_are_transient(failure: Exception) -> None:
 
 
 async def test_requests_ask_for_identity_and_never_carry_a_cookie() -> None:
-    """Each GET asks for an uncompressed answer, and a cookie the upstream set is never sent
-    back."""
+    """Each GET names the bridge, asks for an uncompressed answer, and never sends back a
+    cookie the upstream set."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -145,6 +146,7 @@ async def test_requests_ask_for_identity_and_never_carry_a_cookie() -> None:
     # Uncompressed answers: nothing to inflate.
     assert [r.headers.get("accept-encoding") for r in seen] == ["identity", "identity"]
     assert "authorization" not in seen[1].headers  # no key, no header
+    assert {r.headers.get("user-agent") for r in seen} == {f"webhook-bridge/{__version__}"}
 
 
 @pytest.mark.parametrize(
