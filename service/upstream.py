@@ -447,8 +447,8 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > cap):
         raise decoding.Refused(f"more than {cap} bytes")
     body = decoding.CappedBody(headers.get("content-encoding"), cap)
-    # The raw bytes straight from the transport, past httpx's decoder chain (a tenth of a
-    # small poll's CPU), which would inflate a compressed chunk whole.
+    # The raw bytes straight from the transport, past httpx's decoder chain, which would
+    # inflate a compressed chunk whole (decoding.CappedBody inflates within the cap).
     stream = response.stream
     chunks: AsyncIterable[bytes]
     chunks = stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_raw()
