@@ -48,7 +48,7 @@ from loops import Control, each
 from measure import fmt_ms, fmt_num
 from runner import PY_SPY_SUFFIXES, py_spy, run_bench
 
-from service.delivery import USER_AGENT
+from service import USER_AGENT
 from service.http_clients import transport as _transport
 from service.signing import new_secret, sign
 from service.store.base import callback_host

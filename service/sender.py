@@ -151,8 +151,14 @@ class ProcessSender:
     depth = 4
 
     def __init__(
-        self, delivery: DeliverySettings, security: SecuritySettings, logging: LogSettings
+        self,
+        delivery: DeliverySettings,
+        security: SecuritySettings,
+        logging: LogSettings,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_exit` is told of each sender process that exited while the bridge still needed
+        it (its exit code): the metrics. The next request starts another."""
         self._config = marshal.dumps(
             {
                 "delivery": delivery.model_dump_json(include=_DELIVERY_FIELDS),
@@ -165,9 +171,7 @@ class ProcessSender:
         self._timeout_s = (2 * self.depth - 1) * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
-        # Told of each sender process that exited while the bridge still needed it (its exit
-        # code): the metrics. The next request starts another.
-        self.on_exit: Callable[[int], None] | None = None
+        self._on_exit = on_exit
         self._starting = asyncio.Lock()
         self._failed: tuple[float, OSError] | None = None  # the last start that failed, when
 
@@ -219,8 +223,8 @@ class ProcessSender:
             return self._child
 
     def _exited(self, code: int) -> None:
-        if self.on_exit is not None:
-            self.on_exit(code)
+        if self._on_exit is not None:
+            self._on_exit(code)
 
     async def aclose(self) -> None:
         if self._child is not None:

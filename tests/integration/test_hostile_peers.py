@@ -25,6 +25,7 @@ import pytest
 from service import config, ssrf
 from service.clock import SystemClock
 from service.delivery import Deliverer
+from service.delivery_leases import DeliveryLeases
 from service.http_clients import transport
 from service.ids import new_id
 from service.observation import Observation
@@ -381,7 +382,9 @@ async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, De
             sender = InlineSender(
                 http, settings.delivery.timeout_s, settings.delivery.max_response_bytes
             )
-            yield peer, store, Deliverer(store, sender, settings.delivery, SystemClock(), owner)
+            clock = SystemClock()
+            leases = DeliveryLeases(store, clock, owner, settings.store.lease_s)
+            yield peer, store, Deliverer(leases, sender, settings.delivery, clock)
     finally:
         await store.close()
 
