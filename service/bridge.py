@@ -101,8 +101,8 @@ class Bridge:
         hub = EventHub()
         sender = _sender(settings, metrics)
         worker = Worker.build(
-            store, upstream, sender, settings, clock, owner,
-            vault=vault, observer=metrics, notify=hub.publish,
+            store, upstream, sender, settings, clock, owner, metrics,
+            vault=vault, notify=hub.publish,
         )  # fmt: skip
         watches = WatchService(
             store, worker.poller, worker.deliverer, owner, settings, clock, registration_body,

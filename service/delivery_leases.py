@@ -34,13 +34,6 @@ class DeliveryObserver(Protocol):
     ) -> None: ...
 
 
-class _Unobserved:
-    def attempted(
-        self, delivery: Delivery, attempt: Attempt, outcome: AttemptOutcome, now: float
-    ) -> None:
-        pass
-
-
 class DeliveryLeases:
     def __init__(
         self,
@@ -48,13 +41,13 @@ class DeliveryLeases:
         clock: Clock,
         owner: str,
         lease_s: float,
-        observer: DeliveryObserver | None = None,
+        observer: DeliveryObserver,
     ) -> None:
         self._store = store
         self._clock = clock
         self._owner = owner
         self._lease_s = lease_s
-        self._observer = observer or _Unobserved()
+        self._observer = observer
         # Every delivery held and the lease token it was claimed with.
         self._held: dict[str, int] = {}
         # Outcomes waiting for the next commit, hand-backs for the next release, and the one

@@ -50,14 +50,6 @@ class PollObserver(Protocol):
         """The circuit breaker changed state."""
 
 
-class _Unobserved:
-    def poll_started(self, lateness_s: float) -> None:
-        pass
-
-    def circuit_changed(self, change: breaker.Transition) -> None:
-        pass
-
-
 class Poller:
     def __init__(
         self,
@@ -65,9 +57,9 @@ class Poller:
         writer: ProgressWriter,
         settings: Settings,
         clock: Clock,
+        observer: PollObserver,
         *,
         vault: Vault | None = None,
-        observer: PollObserver | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._upstream = upstream
@@ -75,7 +67,7 @@ class Poller:
         self._settings = settings
         self._clock = clock
         self._vault = vault or Vault([])
-        self._observer = observer or _Unobserved()
+        self._observer = observer
         self._rand = rand
         self._held = Holdings(settings.poll)
         poll, limits = settings.poll, settings.upstream

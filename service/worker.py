@@ -61,9 +61,9 @@ class Worker:
         settings: Settings,
         clock: Clock,
         owner: str,
+        observer: Observer,
         *,
         vault: Vault | None = None,
-        observer: Observer | None = None,
         notify: Callable[[str], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> Worker:
@@ -75,9 +75,7 @@ class Worker:
             sender, settings.delivery, clock, vault=vault, rand=rand,
         )  # fmt: skip
         writer = ProgressWriter(store, deliverer, clock, owner, lease_s, notify)
-        poller = Poller(
-            upstream, writer, settings, clock, vault=vault, observer=observer, rand=rand
-        )
+        poller = Poller(upstream, writer, settings, clock, observer, vault=vault, rand=rand)
         leases = WatchLeases(store, poller, settings, clock, owner)
         return cls(owner, clock, leases, poller, writer, deliverer)
 

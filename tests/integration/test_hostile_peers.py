@@ -28,6 +28,7 @@ from service.delivery import Deliverer
 from service.delivery_leases import DeliveryLeases
 from service.http_clients import transport
 from service.ids import new_id
+from service.metrics import Metrics
 from service.observation import Observation
 from service.sender import InlineSender
 from service.signing import new_secret
@@ -383,7 +384,7 @@ async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, De
                 http, settings.delivery.timeout_s, settings.delivery.max_response_bytes
             )
             clock = SystemClock()
-            leases = DeliveryLeases(store, clock, owner, settings.store.lease_s)
+            leases = DeliveryLeases(store, clock, owner, settings.store.lease_s, Metrics())
             yield peer, store, Deliverer(leases, sender, settings.delivery, clock)
     finally:
         await store.close()

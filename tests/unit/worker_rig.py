@@ -182,7 +182,7 @@ async def running(
         )  # fmt: skip
         sender = InlineSender(receiver_http, 15.0, 4096)
         worker = Worker.build(
-            store, client, sender, config, clock, OWNER, observer=observed, rand=lambda: 0.5
+            store, client, sender, config, clock, OWNER, observed, rand=lambda: 0.5
         )
         rig = Rig(clock, store, upstream, received, worker, observed, config)
         await worker.start()
