@@ -30,7 +30,7 @@ from service.tracked import Holdings, Target, TargetKey, Tracked
 from service.upstream import UpstreamClient
 from service.vault import Vault, VaultError
 
-log = structlog.get_logger("service.dispatcher")
+log = structlog.get_logger("service.poller")
 # While polls wait (for the rate cap or the circuit breaker), the due ones are checked this often
 # for watches whose timeout passed: those end on time even when no request may go.
 SWEEP_S = 1.0

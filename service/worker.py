@@ -36,7 +36,7 @@ from service.store.base import Store
 from service.upstream import UpstreamClient
 from service.vault import Vault
 
-log = structlog.get_logger("service.dispatcher")
+log = structlog.get_logger("service.worker")
 
 
 class Observer(PollObserver, DeliveryObserver, Protocol):
