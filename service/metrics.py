@@ -143,20 +143,15 @@ class Metrics:
             "Long-polls, event streams and dashboard live streams held open by this process.",
             registry=registry,
         )
-        # Each labelled child looked up once: polls and attempts count into them at every turn.
-        self._polls = {
-            kind: self.upstream_requests.labels(kind)
-            for kind in ("progress", "terminal", "refused", "transient")
-        }
+        for outcome in ("progress", "terminal", "refused", "transient"):
+            self.upstream_requests.labels(outcome)
         for state in breaker.STATES:
             self.circuit_transitions.labels(state)
-        self._attempts = {
-            outcome: self.delivery_attempts.labels(outcome)
-            for outcome in ("succeeded", "retry", "failed", "gone")
-        }
+        for outcome in ("succeeded", "retry", "failed", "gone"):
+            self.delivery_attempts.labels(outcome)
 
     def polled(self, seen: Observation, duration_s: float) -> None:
-        self._polls[seen.kind].inc()
+        self.upstream_requests.labels(seen.kind).inc()
         self.upstream_duration.observe(duration_s)
 
     def poll_started(self, lateness_s: float) -> None:
@@ -169,7 +164,7 @@ class Metrics:
     def attempted(
         self, delivery: Delivery, attempt: Attempt, outcome: AttemptOutcome, now: float
     ) -> None:
-        self._attempts[outcome].inc()
+        self.delivery_attempts.labels(outcome).inc()
         self.recent_attempts.record(now, outcome != "succeeded")
         self.delivery_duration.observe(attempt.duration_s)
         if outcome == "succeeded" and delivery.final and delivery.created_at:

@@ -34,7 +34,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import httpx
@@ -395,13 +395,8 @@ def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
-    # The raw bytes straight from the transport, past httpx's decoder and chunker layers: the
-    # answer's body is only read to free the connection, and kept for no one.
-    stream = response.stream
-    chunks: AsyncIterable[bytes]
-    chunks = stream if isinstance(stream, httpx.AsyncByteStream) else response.aiter_raw()
     read = bytearray()
-    async for chunk in chunks:
+    async for chunk in response.aiter_raw():
         read += chunk
         if len(read) >= cap:
             break

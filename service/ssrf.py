@@ -479,10 +479,6 @@ def _guarded_socket_factory(
     return open_socket
 
 
-# Hosts whose refusal a connector keeps; past this many it starts over.
-KNOWN_HOSTS = 1024
-
-
 class GuardedConnector(aiohttp.TCPConnector):
     """A TCPConnector that connects only to addresses `policy` allows (see the module doc).
 
@@ -506,9 +502,6 @@ class GuardedConnector(aiohttp.TCPConnector):
             **kwargs,
         )
         self._policy = policy
-        # The refusal (None: none) of each host seen, an IP literal or not: a connection per
-        # webhook would otherwise parse its host again.
-        self._refusals: dict[str, str | None] = {}
 
     async def connect(
         self,
@@ -518,19 +511,13 @@ class GuardedConnector(aiohttp.TCPConnector):
     ) -> Connection:
         """Refuse a URL whose host is a blocked IP literal, then connect as aiohttp does."""
         host = req.url.raw_host or ""
-        refusals = self._refusals
-        if host in refusals:
-            reason = refusals[host]
-        else:
+        literal = parse_ip_literal(host)
+        if literal is not None:
             # Before aiohttp's own handling, which rejects odd spellings (127.1) less clearly.
-            literal = parse_ip_literal(host)
-            reason = None if literal is None else _refusal(literal, self._policy, host)
-            if len(refusals) >= KNOWN_HOSTS:
-                refusals.clear()
-            refusals[host] = reason
-        if reason is not None:
-            blocked = CallbackBlockedError(reason)
-            raise aiohttp.ClientConnectorDNSError(req.connection_key, blocked) from blocked
+            reason = _refusal(literal, self._policy, host)
+            if reason is not None:
+                blocked = CallbackBlockedError(reason)
+                raise aiohttp.ClientConnectorDNSError(req.connection_key, blocked) from blocked
         return await super().connect(req, traces, timeout)
 
     async def close(self, *, abort_ssl: bool = False) -> None:
