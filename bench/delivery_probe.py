@@ -127,7 +127,7 @@ async def drain(
         in_flight = []
         while succeeded._value.get() < start[0] + args.webhooks:
             await asyncio.sleep(0.005)
-            in_flight.append(bridge.deliverer.in_flight)
+            in_flight.append(bridge.worker.deliverer.in_flight)
         end = (succeeded._value.get(), time.monotonic(), time.process_time(),
                _thread_times(tid), _process_stats(child), os.times(),
                _scheduled(child), _scheduled(receiver_pid))  # fmt: skip

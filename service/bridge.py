@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,8 +21,6 @@ from service.api.responses import registration_body
 from service.auth import Access, Authenticator, RateLimiter
 from service.clock import Clock, SystemClock
 from service.config import Settings
-from service.delivery import Deliverer
-from service.dispatcher import Dispatcher
 from service.errors import StoreError, StoreUnavailable
 from service.event_feed import EventFeed
 from service.event_hub import EventHub
@@ -37,11 +36,24 @@ from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
 from service.watches import WatchService
+from service.worker import Worker
 
 log = structlog.get_logger("service.bridge")
-TICK_S = 1.0
+# How often new work is claimed: unclaimed watches, and due deliveries (also claimed as soon as
+# there is room for them).
+CLAIM_S = 1.0
 HOUSEKEEPING_S = 3600.0
 GAUGES_S = 10.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A periodic upkeep job: its name, its interval, what it runs."""
+
+    name: str
+    seconds: float
+    run: Callable[[], Awaitable[None]]
+    at_once: bool = False  # also when the scheduler starts
 
 
 @dataclass
@@ -49,8 +61,7 @@ class Bridge:
     settings: Settings
     clock: Clock
     store: Store
-    dispatcher: Dispatcher
-    deliverer: Deliverer
+    worker: Worker
     watches: WatchService
     generation: GenerateService
     subscriptions: SubscriptionService
@@ -76,35 +87,33 @@ class Bridge:
         upstream_http = http_clients.transport(
             aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)
         )
-        sender = _sender(settings)
         bridge_key = settings.upstream.api_key
+        metrics = Metrics()
         upstream = UpstreamClient(
             upstream_http,
             settings.upstream.root,
             settings.upstream.request_timeout_s,
             bridge_key=None if bridge_key is None else bridge_key.get_secret_value(),
+            observe=metrics.polled,
         )
         vault = Vault(settings.security.encryption_keys)
-        deliverer = Deliverer(store, sender, settings.delivery, clock, owner, vault=vault)
         # Clients waiting on a watch (long-poll, event stream) wake when its events commit.
         hub = EventHub()
-        dispatcher = Dispatcher(
-            store, upstream, deliverer, settings, clock, owner, vault=vault, notify=hub.publish
-        )
-        watches = WatchService(store, dispatcher, settings, clock, registration_body, vault)
+        sender = _sender(settings, metrics)
+        worker = Worker.build(
+            store, upstream, sender, settings, clock, owner, metrics,
+            vault=vault, notify=hub.publish,
+        )  # fmt: skip
+        watches = WatchService(
+            store, worker.poller, worker.deliverer, owner, settings, clock, registration_body,
+            vault,
+        )  # fmt: skip
         subscriptions = SubscriptionService(store, settings, clock, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstream, settings, store.health)
         scheduler = AsyncIOScheduler()
-        metrics = Metrics()
-        monitor = Monitor(store, dispatcher, deliverer, metrics, hub, scheduler, clock)
-        upstream.observe = metrics.polled
-        deliverer.on_outcome = metrics.attempted
-        if isinstance(sender, ProcessSender):
-            sender.on_exit = lambda _code: metrics.sender_exits.inc()
-        dispatcher.lateness = metrics.poll_lateness.observe
-        dispatcher.on_circuit = metrics.circuit_changed
+        monitor = Monitor(store, worker.poller, worker.deliverer, metrics, hub, scheduler, clock)
         access = Access(
             tokens=Authenticator(settings.auth.tokens),
             failures=RateLimiter(
@@ -120,29 +129,37 @@ class Bridge:
             ),
         )
         return cls(
-            settings, clock, store, dispatcher, deliverer, watches, generation, subscriptions,
-            feed, streams, monitor, SignOuts(store), scheduler, access, metrics, upstream_http,
-            sender,
+            settings, clock, store, worker, watches, generation, subscriptions, feed, streams,
+            monitor, SignOuts(store), scheduler, access, metrics, upstream_http, sender,
         )  # fmt: skip
+
+    def upkeep(self) -> list[Job]:
+        """The periodic jobs, with their intervals."""
+        worker = self.worker
+        # A lease is renewed once a third of it has passed: a renewal may fail, and the next
+        # still comes before the lease runs out.
+        renew_s = self.settings.store.lease_s / 3
+        return [
+            Job("claim-deliveries", CLAIM_S, worker.deliverer.claim),
+            Job("claim-watches", CLAIM_S, worker.leases.claim),
+            Job("renew-watch-leases", renew_s, worker.leases.renew),
+            Job("renew-delivery-leases", renew_s, worker.deliverer.renew),
+            Job("gauges", GAUGES_S, self.refresh_gauges, at_once=True),
+            Job("housekeeping", HOUSEKEEPING_S, self.housekeeping),
+        ]
 
     async def start(self) -> None:
         await self.store.open()
         await self.sender.start()
-        await self.dispatcher.start()
-        self.scheduler.add_job(
-            self.dispatcher.tick, "interval", seconds=TICK_S, id="dispatch",
-            max_instances=1, coalesce=True, misfire_grace_time=None,
-        )  # fmt: skip
-        self.scheduler.add_job(
-            self.refresh_gauges, "interval", seconds=GAUGES_S, id="gauges",
-            max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
-        )  # fmt: skip
-        self.scheduler.add_job(
-            self.housekeeping, "interval", seconds=HOUSEKEEPING_S, id="housekeeping",
-            max_instances=1, coalesce=True,
-        )  # fmt: skip
+        await self.worker.start()
+        for job in self.upkeep():
+            first = {"next_run_time": datetime.now(UTC)} if job.at_once else {}
+            self.scheduler.add_job(
+                _logged(job), "interval", seconds=job.seconds, id=job.name,
+                max_instances=1, coalesce=True, misfire_grace_time=None, **first,
+            )  # fmt: skip
         self.scheduler.start()
-        log.info("bridge.started", owner=self.dispatcher.owner, store=_safe_url(self))
+        log.info("bridge.started", owner=self.worker.owner, store=_safe_url(self))
         if self.settings.security.encryption_key is None:
             log.warning(
                 "bridge.secrets_in_clear",
@@ -163,7 +180,7 @@ class Bridge:
             self.scheduler.shutdown(wait=False)
         self.feed.hub.close()
         self.stopping = asyncio.create_task(
-            self.dispatcher.stop(self.settings.server.shutdown_grace_s), name="bridge stop"
+            self.worker.stop(self.settings.server.shutdown_grace_s), name="bridge stop"
         )
 
     async def stop(self) -> None:
@@ -211,13 +228,30 @@ class Bridge:
         self.metrics.delivery_backlog.set(due)
 
 
-def _sender(settings: Settings) -> Sender:
+def _sender(settings: Settings, metrics: Metrics) -> Sender:
     if settings.delivery.sender == "process":
-        return ProcessSender(settings.delivery, settings.security, settings.log)
+        return ProcessSender(
+            settings.delivery, settings.security, settings.log,
+            on_exit=lambda _code: metrics.sender_exits.inc(),
+        )  # fmt: skip
     transport = http_clients.delivery_transport(settings.delivery, settings.security)
     return InlineSender(
         transport, settings.delivery.timeout_s, settings.delivery.max_response_bytes
     )
+
+
+def _logged(job: Job) -> Callable[[], Awaitable[None]]:
+    """`job`, its store errors logged: the next run tries again."""
+
+    async def run() -> None:
+        try:
+            await job.run()
+        except StoreUnavailable:
+            pass  # logged once per outage by the store's health
+        except StoreError as error:
+            log.error("upkeep.failed", job=job.name, error=str(error))
+
+    return run
 
 
 def _safe_url(bridge: Bridge) -> str:

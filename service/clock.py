@@ -95,3 +95,21 @@ class FakeClock:
                 task.cancel()
             await asyncio.gather(sleeping, setting, return_exceptions=True)
         return event.is_set()
+
+
+async def wait_for_tasks(
+    clock: Clock, tasks: set[asyncio.Task[None]], seconds: float
+) -> set[asyncio.Task[None]]:
+    """Wait until every one of `tasks` is done or `seconds` of `clock`'s time passed; those
+    still running (left running)."""
+    pending = {task for task in tasks if not task.done()}
+    if not pending:
+        return set()
+    finished = asyncio.Event()
+    waiting = asyncio.ensure_future(asyncio.wait(pending))
+    waiting.add_done_callback(lambda _: finished.set())
+    try:
+        await clock.wait(finished, seconds)
+    finally:
+        waiting.cancel()  # the wait, not the tasks
+    return {task for task in pending if not task.done()}

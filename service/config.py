@@ -141,7 +141,8 @@ class UpstreamSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "sqlite:///bridge.db"
-    # At least 3 s: leases are renewed on a 1 s tick, a third of a lease at a time.
+    # At least 3 s: a lease is renewed every third of it (service/bridge.py), once a second at
+    # most.
     lease_s: float = Field(15.0, ge=3, le=300)
     # PostgreSQL connection pool of each process.
     pool_min_size: int = Field(1, ge=0, le=100)

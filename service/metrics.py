@@ -154,6 +154,9 @@ class Metrics:
         self.upstream_requests.labels(seen.kind).inc()
         self.upstream_duration.observe(duration_s)
 
+    def poll_started(self, lateness_s: float) -> None:
+        self.poll_lateness.observe(lateness_s)
+
     def circuit_changed(self, change: breaker.Transition) -> None:
         self.circuit_state.set(breaker.STATES.index(change.after))
         self.circuit_transitions.labels(change.after).inc()

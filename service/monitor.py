@@ -9,10 +9,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service.clock import Clock
 from service.delivery import Deliverer
-from service.dispatcher import Dispatcher
 from service.errors import StoreError, StoreUnavailable
 from service.event_hub import EventHub
 from service.metrics import Metrics
+from service.poller import Poller
 from service.store.base import Store
 
 
@@ -35,7 +35,7 @@ class Monitor:
     def __init__(
         self,
         store: Store,
-        dispatcher: Dispatcher,
+        poller: Poller,
         deliverer: Deliverer,
         metrics: Metrics,
         hub: EventHub,
@@ -43,7 +43,7 @@ class Monitor:
         clock: Clock,
     ) -> None:
         self._store = store
-        self._dispatcher = dispatcher
+        self._poller = poller
         self._deliverer = deliverer
         self._metrics = metrics
         self._hub = hub
@@ -63,7 +63,7 @@ class Monitor:
         """None when ready, else why not."""
         if self._draining:
             return "draining: the bridge is shutting down"
-        if not self._scheduler.running or not self._dispatcher.running:
+        if not self._scheduler.running or not self._poller.running:
             return "the scheduler is not running"
         # While writes are refused, a query that works says nothing about them: try one.
         try:
@@ -77,9 +77,9 @@ class Monitor:
     def render_metrics(self) -> bytes:
         """The Prometheus text, with the gauges read from the running parts now."""
         metrics = self._metrics
-        metrics.held_watches.set(self._dispatcher.held_count)
-        metrics.poll_backlog.set(self._dispatcher.due_backlog())
-        metrics.throttled.set(self._dispatcher.throttled)
+        metrics.held_watches.set(self._poller.held_count)
+        metrics.poll_backlog.set(self._poller.due_backlog())
+        metrics.throttled.set(self._poller.throttled)
         metrics.deliveries_in_flight.set(self._deliverer.in_flight)
         metrics.store_up.set(self._store.health.reason is None)
         metrics.open_streams.set(self._hub.listening)
@@ -89,9 +89,9 @@ class Monitor:
         backlog = self._metrics.registry.get_sample_value("bridge_delivery_backlog") or 0.0
         attempts, failures = self._metrics.recent_attempts.counts(self._clock.now())
         return Health(
-            circuit=self._dispatcher.circuit_state,
+            circuit=self._poller.circuit_state,
             delivery_backlog=int(backlog),
-            poll_backlog=self._dispatcher.due_backlog(),
+            poll_backlog=self._poller.due_backlog(),
             attempts=attempts,
             failures=failures,
         )

@@ -5,14 +5,15 @@ answers (status code, Retry-After, error) and reads at most `max_response_bytes`
 
 `ProcessSender` (`delivery.sender = "process"`) hands the requests to a child process,
 `python -m service.sender`, which makes them with an `InlineSender` of its own. Why: the
-HTTP exchange is about two thirds of what the event loop does per webhook, and one process
-has one interpreter lock, so a single bridge process sends at most what one core can. The
-event loop keeps everything else (claims, signatures, judging, outcomes); the child only
+HTTP exchange is most of what the event loop does per webhook, and one process has one
+interpreter lock, so a single bridge process sends at most what one core can. The event loop
+keeps everything else (claims, signatures, judging, outcomes); the child only
 talks HTTP. Requests and answers cross a socket pair as length-prefixed `marshal` frames (the
 child is the same interpreter, started by the bridge itself).
 
 The child keeps `max_per_host`, the per-tenant limit and `max_concurrency` itself (each
-request names its tenant), and the bridge hands it `depth` (4) times as many: a host's next
+request names its tenant), with the deliverer's own bookkeeping (`service.slots`), and the
+bridge hands it `depth` (4) times as many: a host's next
 webhook is already waiting in the child when an answer comes in, instead of making the trip
 through the bridge's event loop first. Waiting requests hold no slot, so a slow host (or a
 tenant's slow receivers) still costs only its own.
@@ -145,14 +146,19 @@ class ProcessSender:
     # The next requests of a busy host wait in the child, so that one goes out as soon as an
     # answer comes in, not after that answer's trip through the bridge's event loop and back.
     # 4 rather than 2: the child's line then rides out the bridge's pauses (a claim, a commit,
-    # a turn of its loop on the other CPU), 0.88 of the bare loop's rate against 0.81 in six
-    # alternated runs (docs/performance.md). A request waits in the child for at most
-    # `depth - 1` attempts to its host before its own.
+    # a turn of its loop on the other CPU; docs/performance.md, section 6). A request waits in
+    # the child for at most `depth - 1` attempts to its host before its own.
     depth = 4
 
     def __init__(
-        self, delivery: DeliverySettings, security: SecuritySettings, logging: LogSettings
+        self,
+        delivery: DeliverySettings,
+        security: SecuritySettings,
+        logging: LogSettings,
+        on_exit: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_exit` is told of each sender process that exited while the bridge still needed
+        it (its exit code): the metrics. The next request starts another."""
         self._config = marshal.dumps(
             {
                 "delivery": delivery.model_dump_json(include=_DELIVERY_FIELDS),
@@ -165,9 +171,7 @@ class ProcessSender:
         self._timeout_s = (2 * self.depth - 1) * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
-        # Told of each sender process that exited while the bridge still needed it (its exit
-        # code): the metrics. The next request starts another.
-        self.on_exit: Callable[[int], None] | None = None
+        self._on_exit = on_exit
         self._starting = asyncio.Lock()
         self._failed: tuple[float, OSError] | None = None  # the last start that failed, when
 
@@ -219,8 +223,8 @@ class ProcessSender:
             return self._child
 
     def _exited(self, code: int) -> None:
-        if self.on_exit is not None:
-            self.on_exit(code)
+        if self._on_exit is not None:
+            self._on_exit(code)
 
     async def aclose(self) -> None:
         if self._child is not None:
@@ -427,7 +431,7 @@ async def _serve(fd: int) -> None:
         delivery.timeout_s,
         delivery.max_response_bytes,
     )
-    gc_tuning.tune()  # as the server does: the child's collections cost it a seventh of its rate
+    gc_tuning.tune()  # as the server does: the child allocates per request as much as it
     writer.write(_frame(marshal.dumps("ready")))
     relay = _Relay(sender, writer, delivery)
     async for frame in frames:

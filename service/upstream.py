@@ -286,9 +286,11 @@ class UpstreamClient:
         timeout_s: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         bridge_key: str | None = None,
+        observe: Callable[[Observation, float], None] | None = None,
     ) -> None:
         """`bridge_key` is the configured upstream.api_key: masked in whatever the upstream
-        answers, and refusals of it are not relayed."""
+        answers, and refusals of it are not relayed. `observe` is told of each request made
+        (not of shared answers) and its duration: the metrics."""
         self._transport = transport
         # An uncompressed answer costs no inflating; one compressed anyway is still read.
         self._headers = (
@@ -307,8 +309,7 @@ class UpstreamClient:
         self._in_flight: dict[tuple[str, str | None], asyncio.Future[Observation] | None] = {}
         self.requests = 0
         self.last_duration_s = 0.0
-        # Told of each request made (not of shared answers): metrics.
-        self.observe: Callable[[Observation, float], None] | None = None
+        self._observe = observe
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
         if not JOB_ID.fullmatch(job_id):
@@ -325,8 +326,8 @@ class UpstreamClient:
         in_flight[key] = None
         try:
             observation = await self._get(job_id, api_key)
-            if self.observe is not None:
-                self.observe(observation, self.last_duration_s)
+            if self._observe is not None:
+                self._observe(observation, self.last_duration_s)
         except BaseException as error:
             shared = in_flight.pop(key)
             if shared is not None:

@@ -20,9 +20,10 @@ import structlog
 from service import events, ssrf
 from service.clock import Clock
 from service.config import Settings
-from service.dispatcher import Dispatcher
+from service.delivery import Deliverer
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
+from service.poller import Poller
 from service.signing import endpoint_secret
 from service.store.base import (
     REDELIVERABLE,
@@ -119,7 +120,9 @@ class WatchService:
     def __init__(
         self,
         store: Store,
-        dispatcher: Dispatcher,
+        poller: Poller,
+        deliverer: Deliverer,
+        owner: str,
         settings: Settings,
         clock: Clock,
         render: Callable[[Registration], bytes],
@@ -128,7 +131,10 @@ class WatchService:
     ) -> None:
         self._store = store
         self._vault = vault or Vault([])
-        self._dispatcher = dispatcher
+        # New watches are polled at once by this process, which holds their lease (`owner`).
+        self._poller = poller
+        self._owner = owner
+        self._deliverer = deliverer
         self._settings = settings
         self._clock = clock
         # The HTTP layer's answer to a registration: what an Idempotency-Key keeps.
@@ -220,7 +226,7 @@ class WatchService:
         shared = self._shared_key(options.upstream_api_key)
         try:
             stored = await self._store.insert_watch(
-                watch, idempotency, lease_owner=self._dispatcher.owner, lease_until=lease_until,
+                watch, idempotency, lease_owner=self._owner, lease_until=lease_until,
                 shared_key=shared, started=upstream is not None and shared,
             )  # fmt: skip
         except JobOfAnotherTenant:
@@ -236,7 +242,7 @@ class WatchService:
             replay = await self.replay(tenant, idempotency_key, request)
             assert replay is not None  # the key's row exists: it made this insert fail
             return replay
-        self._dispatcher.adopt(stored)
+        self._poller.adopt(stored)
         log.info("watch.registered", watch_id=watch.id, job_id=watch.job_id)
         return Registered(answer, registration)
 
@@ -318,7 +324,7 @@ class WatchService:
         watch = await self._store.cancel_watch(tenant, watch_id, self._clock.now())
         if watch is None:
             raise NotFound(f"no watch {watch_id}")
-        self._dispatcher.forget(watch_id)
+        self._poller.forget(watch_id)
         log.info("watch.cancelled", watch_id=watch_id, status=watch.status)
         return watch
 
@@ -366,6 +372,6 @@ class WatchService:
                 f"the final event of watch {watch_id} can no longer be sent again: its body "
                 "was purged after delivery.payload_retention_days"
             )
-        await self._dispatcher.claim_deliveries()
+        await self._deliverer.claim()  # at once, not at the next periodic claim
         log.info("watch.redelivered", watch_id=watch_id)
         return after

@@ -25,8 +25,10 @@ import pytest
 from service import config, ssrf
 from service.clock import SystemClock
 from service.delivery import Deliverer
+from service.delivery_leases import DeliveryLeases
 from service.http_clients import transport
 from service.ids import new_id
+from service.metrics import Metrics
 from service.observation import Observation
 from service.sender import InlineSender
 from service.signing import new_secret
@@ -381,7 +383,9 @@ async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, De
             sender = InlineSender(
                 http, settings.delivery.timeout_s, settings.delivery.max_response_bytes
             )
-            yield peer, store, Deliverer(store, sender, settings.delivery, SystemClock(), owner)
+            clock = SystemClock()
+            leases = DeliveryLeases(store, clock, owner, settings.store.lease_s, Metrics())
+            yield peer, store, Deliverer(leases, sender, settings.delivery, clock)
     finally:
         await store.close()
 

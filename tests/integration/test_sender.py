@@ -175,9 +175,8 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
     """Killing the child answers what it held with an error at once; the next request starts a
     new child and gets through."""
     base, _ = server
-    sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
     exits: list[int] = []
-    sender.on_exit = exits.append
+    sender = ProcessSender(DELIVERY, ALLOWED, LOGS, on_exit=exits.append)
     try:
         assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
         first = sender.pid
@@ -199,9 +198,8 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
 
 async def test_closing_the_process_sender_ends_its_child(server: tuple[str, Received]) -> None:
     base, _ = server
-    sender = ProcessSender(DELIVERY, ALLOWED, LOGS)
     exits: list[int] = []
-    sender.on_exit = exits.append
+    sender = ProcessSender(DELIVERY, ALLOWED, LOGS, on_exit=exits.append)
     assert (await sender.send("POST", f"{base}/ok", HEADERS, b"{}"))[0] == 200
     child: Any = sender._child
 

@@ -8,7 +8,8 @@ import pytest
 import standardwebhooks
 
 from service.config import DeliverySettings
-from service.delivery import judge, split_credentials
+from service.delivery import judge
+from service.endpoints import split_credentials
 from service.signing import sign
 from service.store.base import Delivery
 

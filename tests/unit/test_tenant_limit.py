@@ -1,29 +1,25 @@
 """The per-tenant delivery limit: its bookkeeping beside the per-host one (`Slots`) and the
-`Deliverer` around it, on the memory store, with an HTTP transport of the test's own at the
-edge."""
+`Deliverer` around it, on the memory store and a fake clock, with an HTTP transport of the
+test's own at the edge."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from service.slots import Slots
 from service.store.base import Delivery
-from tests.unit.test_host_limit import (
+from tests.unit.delivery_rig import (
     FAST,
     SLOW,
-    claims_recorded,
+    Rig,
     delivery,
-    eventually,
-    held,
+    due,
     keys,
     recorded,
     released,
     running,
-    submit,
 )
 
 OTHER_SLOW = "http://slow.example:8003"  # another host (its port) that answers late too
@@ -116,61 +112,58 @@ def test_slots_forget_idle_tenants_and_drop_what_waits() -> None:
     assert limits.hosts.limits() == limits.tenants.limits() == {}
 
 
-# The deliverer, on the memory store.
+# The deliverer, on the memory store and a fake clock.
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[Any]:
+async def rig() -> AsyncIterator[Rig]:
     """A deliverer of 4 requests at once, 2 per host and 2 per tenant."""
     async with running(max_concurrency=4, max_per_host=2, max_per_tenant=2) as running_deliverer:
         yield running_deliverer
 
 
-async def test_a_tenants_slow_receivers_leave_the_others_slots(setup: Any) -> None:
+async def test_a_tenants_slow_receivers_leave_the_others_slots(rig: Rig) -> None:
     """A tenant's deliveries to two slow hosts, more than the global limit, hold only its two
     slots; another tenant's webhook goes out and is recorded meanwhile."""
-    store, receivers, deliverer = setup
+    store, receivers, deliverer = rig.store, rig.receivers, rig.deliverer
     for n in range(3):
-        await submit(store, deliverer, delivery(n, SLOW, A), delivery(n, OTHER_SLOW, A))
-    await eventually(lambda: deliverer.in_flight == 2, "the tenant's two requests in flight")
-    await submit(store, deliverer, delivery(0, FAST, B))
-    await eventually(lambda: len(recorded(store)) == 1, "the other tenant's webhook recorded")
+        await rig.submit(delivery(n, SLOW, A), delivery(n, OTHER_SLOW, A))
+    await rig.until(lambda: deliverer.in_flight == 2, "the tenant's two requests in flight")
+    await rig.submit(delivery(0, FAST, B))
+    await rig.until(lambda: len(recorded(store)) == 1, "the other tenant's webhook recorded")
     assert store.deliveries[recorded(store)[0]].tenant == B
-    assert len([u for u in receivers.requests if "slow" in u]) == 2
+    assert len([u for u in receivers.urls if "slow" in u]) == 2
     assert deliverer.free_slots == 2
     assert len(deliverer.held()) == 6  # the tenant's four others wait, held
 
     receivers.open_slow.set()
-    await eventually(lambda: len(recorded(store)) == 7, "the tenant's six recorded")
+    await rig.until(lambda: len(recorded(store)) == 7, "the tenant's six recorded")
 
 
-async def test_a_claim_takes_what_each_tenant_has_room_for(setup: Any) -> None:
+async def test_a_claim_takes_what_each_tenant_has_room_for(rig: Rig) -> None:
     """A tenant with two running gets room for its line of six; with its line full, none; a
     tenant not busy here gets `max_per_tenant`."""
-    store, _, deliverer = setup
-    await submit(store, deliverer, delivery(0, SLOW, A), delivery(0, OTHER_SLOW, A))
+    store, deliverer = rig.store, rig.deliverer
+    await rig.submit(delivery(0, SLOW, A), delivery(0, OTHER_SLOW, A))
     plan = deliverer.claim_plan()
     assert (plan.per_tenant, plan.tenant_limits) == (2, {A: 6})
-    more = await held(store, *(delivery(n, f"http://h{n}.example", A) for n in range(6)))
-    deliverer.claimed(plan, more)
-    assert deliverer.claim_plan().tenant_limits == {A: 0}
-    assert released(store) == []
+    await due(store, *(delivery(n, f"http://h{n}.example", A) for n in range(8)))
+    for _ in range(4):  # each takes at most the two free slots' worth
+        await deliverer.claim()
+    assert [claim["tenant_limits"] for claim in store.claims] == [{A: 6}, {A: 4}, {A: 2}, {A: 0}]
+    assert len(deliverer.held()) == 8
+    assert len(released(store)) == 2  # due, left in the store
 
 
-async def test_refill_claims_when_a_tenant_left_out_has_room_again(setup: Any) -> None:
+async def test_refill_claims_when_a_tenant_left_out_has_room_again(rig: Rig) -> None:
     """A claim that left a full tenant out is made again once that tenant has room, not only at
-    the next tick."""
-    store, receivers, deliverer = setup
-    claims = claims_recorded(deliverer)
-    ours = (delivery(n, SLOW if n % 2 else OTHER_SLOW, A) for n in range(8))
-    await submit(store, deliverer, *ours)  # two run, six wait: no room
-    plan = deliverer.claim_plan()
-    assert plan.tenant_limits == {A: 0}
-    deliverer.claimed(plan, [])  # the store had nothing for the others
+    the next periodic claim."""
+    store, receivers, deliverer = rig.store, rig.receivers, rig.deliverer
+    await rig.submit(*(delivery(n, SLOW if n % 2 else OTHER_SLOW, A) for n in range(8)))
+    await deliverer.claim()  # two run, six wait: no room; the store has nothing for the others
+    assert [claim["tenant_limits"] for claim in store.claims] == [{A: 0}]
     receivers.open_slow.set()
-    await eventually(lambda: len(recorded(store)) == 8, "the tenant's eight recorded")
-    await eventually(lambda: len(claims) >= 1, "a claim once the tenant had room")
-    for _ in range(200):  # the event loop goes round; a claim loop would show here
-        await asyncio.sleep(0)
-    assert len(claims) <= 8  # one per freed slot at most, then quiet
-    assert claims[0].tenant_limits.get(A) != 0  # made once the tenant had room
+    await rig.until(lambda: len(recorded(store)) == 8, "the tenant's eight recorded")
+    refills = store.claims[1:]
+    assert 1 <= len(refills) <= 8  # one per freed slot at most, then quiet
+    assert refills[0]["tenant_limits"].get(A) != 0  # made once the tenant had room

@@ -1,0 +1,78 @@
+"""Callback endpoints: each callback URL worked out once (the URL without its userinfo, the
+Basic credentials the userinfo stood for, its host key), and the signed headers of a webhook
+to it."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from service import USER_AGENT
+from service.config import DeliverySettings
+from service.signing import sign
+from service.store.base import Delivery, callback_host
+from service.vault import Vault, VaultError
+
+# Callback URLs kept worked out: the busiest ones stay, as a claim's deliveries mostly go to
+# few receivers.
+KEPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    url: str  # without userinfo
+    authorization: str | None  # the Basic credentials of the userinfo
+    host: str  # what the per-host limit counts it under
+
+
+class Endpoints:
+    def __init__(self, settings: DeliverySettings, vault: Vault) -> None:
+        self._settings = settings
+        self._vault = vault
+        self._known: dict[str, Endpoint] = {}
+
+    def get(self, callback_url: str) -> Endpoint:
+        endpoint = self._known.get(callback_url)
+        if endpoint is None:
+            if len(self._known) >= KEPT:  # the oldest goes
+                del self._known[next(iter(self._known))]
+            url, authorization = split_credentials(callback_url)
+            endpoint = Endpoint(url, authorization, callback_host(callback_url))
+            self._known[callback_url] = endpoint
+        return endpoint
+
+    def headers(self, delivery: Delivery, endpoint: Endpoint, now: float) -> dict[str, str] | str:
+        """The headers of an attempt of `delivery` made at `now`, signed; or why it cannot
+        be made."""
+        vault = self._vault
+        try:
+            secrets = (
+                [vault.open(delivery.secret)]
+                if delivery.secret
+                else self._settings.signing_secrets_at(now)
+            )
+            if not secrets:
+                return "no delivery.signing_secrets is configured to sign this watch"
+            headers = {k: vault.open(v) for k, v in delivery.callback_headers.items()}
+        except VaultError as unreadable:
+            return unreadable.message
+        if endpoint.authorization:
+            headers["authorization"] = endpoint.authorization
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = USER_AGENT
+        headers.update(sign(delivery.id, delivery.body, now, secrets))
+        return headers
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without userinfo, and the Basic `Authorization` value the userinfo stood for."""
+    if "@" not in url:  # the common case, without parsing
+        return url, None
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user, password = unquote(parts.username), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"

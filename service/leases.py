@@ -1,0 +1,81 @@
+"""Watch leases: claiming unclaimed watches for the poller, renewing the leases of those it
+holds, and releasing them at a shutdown so that another process takes over at once.
+
+`claim` and `renew` are periodic jobs (service/bridge.py names them and their intervals).
+"""
+
+from __future__ import annotations
+
+from service import throttle
+from service.clock import Clock
+from service.config import Settings
+from service.poller import Poller
+from service.store.base import Store, Watch
+
+# Claimed watches held in memory by one process; more stay in the store for other replicas.
+MAX_HELD_WATCHES = 200_000
+# Claimed per claim: replicas starting together split the backlog, and a restart with many
+# active watches spreads their first polls over a few claims instead of one burst.
+CLAIM_BATCH = 1_000
+
+
+class WatchLeases:
+    def __init__(
+        self, store: Store, poller: Poller, settings: Settings, clock: Clock, owner: str
+    ) -> None:
+        self._store = store
+        self._poller = poller
+        self._lease_s = settings.store.lease_s
+        self._rate_cap = settings.upstream.max_requests_per_s
+        self._clock = clock
+        self._owner = owner
+        self._closed = False
+
+    async def claim(self) -> None:
+        """Claim unclaimed watches, as many as there is room for, and start polling them."""
+        room = min(MAX_HELD_WATCHES - self._poller.held_count, CLAIM_BATCH)
+        if self._closed or room <= 0:
+            return
+        now = self._clock.now()
+        claimed = await self._store.claim_watches(self._owner, now, now + self._lease_s, room)
+        self._adopt(claimed, now)  # during a shutdown too: `release` then hands them back
+
+    def _adopt(self, claimed: list[Watch], now: float) -> None:
+        """Adopt claimed watches, spreading the first polls of the overdue ones.
+
+        After a restart (or a replica's death) every claimed watch is overdue, so all would be
+        due at once: a burst of a whole batch of requests, and their later polls bunched as
+        well. Their first polls are spread evenly over one poll interval instead (over longer
+        when a global rate cap needs longer for them), in claim order.
+        """
+        overdue = sum(1 for w in claimed if max(w.next_poll_at, w.created_at) <= now)
+        rank = 0
+        for watch in claimed:
+            if max(watch.next_poll_at, watch.created_at) > now:
+                self._poller.adopt(watch)
+                continue
+            delay = throttle.spread(rank, overdue, watch.poll_interval_s, self._rate_cap)
+            self._poller.adopt(watch, not_before=now + delay)
+            rank += 1
+
+    async def renew(self) -> None:
+        """Extend the leases of the watches held; stop polling those no longer ours."""
+        held = self._poller.held()
+        if not held:
+            return
+        lease_until = self._clock.now() + self._lease_s
+        renewed = await self._store.renew_watch_leases(self._owner, held, lease_until)
+        for watch_id, _ in held:
+            if watch_id not in renewed:
+                self._poller.forget(watch_id)
+
+    def close(self) -> None:
+        """Claim nothing more (a shutdown)."""
+        self._closed = True
+
+    async def release(self) -> int:
+        """Give up the leases of every watch held, so any process may claim them at once; how
+        many."""
+        held = self._poller.held()
+        await self._store.release_watches(self._owner, held)
+        return len(held)
