@@ -54,7 +54,7 @@ def create_app(upstream: str, api_key: str) -> Starlette:
     async def register(request: Request) -> Response:
         data = orjson.loads(await request.body())
         job_id = str(data["job_id"])
-        # The first poll, after the answer is built, as the bridge's dispatcher makes it.
+        # The first poll, after the answer is built, as the bridge's poller makes it.
         task = asyncio.create_task(first_poll(job_id))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

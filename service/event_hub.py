@@ -11,7 +11,7 @@ listener, and publishing to a watch nobody listens to does nothing.
 On shutdown `close` wakes every listener, and every later one at once, so that waiting clients
 are answered (a long-poll's "not yet", the end of a stream) instead of being held open.
 
-Everything runs on the event loop's thread (the dispatcher publishes from it), so nothing here
+Everything runs on the event loop's thread (the progress writer publishes from it), so nothing here
 is locked.
 """
 

@@ -209,7 +209,7 @@ def start_window(track: Track, longest_s: float) -> tuple[float, float] | None:
 class Learner:
     """Learns one upstream's queue and processing times from every poll's answer.
 
-    One learner per upstream (the dispatcher's), not per API key: the keys of one upstream share
+    One learner per upstream (the poller's), not per API key: the keys of one upstream share
     its queue and workers, and one window per key would learn slower from fewer jobs."""
 
     def __init__(

@@ -152,4 +152,4 @@ class ProgressWriter:
         try:
             self._notify(watch_id)
         except Exception:
-            log.exception("dispatcher.notify_failed", watch_id=watch_id)
+            log.exception("progress.notify_failed", watch_id=watch_id)

@@ -104,4 +104,4 @@ class Worker:
         released = 0
         with contextlib.suppress(StoreError):  # else their leases run out instead
             released = await self.leases.release()
-        log.info("dispatcher.stopped", released=released, abandoned=abandoned)
+        log.info("worker.stopped", released=released, abandoned=abandoned)

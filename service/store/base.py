@@ -394,7 +394,7 @@ class Store(abc.ABC):
         callback's first, then the subscriptions' (oldest subscription first). Empty when the
         watch does not exist for this tenant."""
 
-    # Polling, on behalf of the dispatcher.
+    # Polling, on behalf of the worker (leases, progress).
 
     @abc.abstractmethod
     async def claim_watches(
@@ -439,7 +439,7 @@ class Store(abc.ABC):
         due at `now` and claimed by `owner` until `delivery_lease_until`, so the caller
         attempts them at once; they are returned, the callback's first. Raises `LeaseLost`."""
 
-    # Delivery, on behalf of the dispatcher.
+    # Delivery, on behalf of the deliverer (delivery_leases).
 
     @abc.abstractmethod
     async def claim_deliveries(

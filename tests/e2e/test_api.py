@@ -56,7 +56,7 @@ def test_delete_stops_polling_and_every_delivery(
     attempts_then = len(bridge.deliveries(refusing_watch["id"]))
 
     # A sentinel watch registered now, ending after the cancelled job would have ended, and
-    # polled many times meanwhile: proof that the dispatcher kept running all along.
+    # polled many times meanwhile: proof that the poller kept running all along.
     sentinel_job = upstream.create_job(queue_positions=0, processing_s=3.0)
     sentinel_path = unique("cancel_sentinel")
     sentinel = bridge.register(job_id=sentinel_job, callback_url=receiver.callback(sentinel_path))

@@ -199,7 +199,7 @@ def test_restart_after_a_graceful_stop_resumes_polling(
     watch = first.register(job_id=job, callback_url=receiver.callback(name))
     wait_until(lambda: upstream.polls(job) >= 1, what="a first poll")
     assert first.process.stop() == 0  # a graceful stop is not a crash
-    assert '"event": "dispatcher.stopped"' in first.process.stdout()
+    assert '"event": "worker.stopped"' in first.process.stdout()
     polls = upstream.polls(job)
     second = start_bridge(db=db)
     assert second.wait_for_status(watch["id"], "delivered")["job_status"] == "succeeded"

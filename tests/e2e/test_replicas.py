@@ -329,7 +329,7 @@ def test_sigterm_hands_the_watches_to_the_other_replica_at_once(
     signalled = time.monotonic()
     assert first.process.wait(grace_s + 5) == 0
     stopped = time.monotonic()
-    assert '"event": "dispatcher.stopped"' in first.process.stdout()
+    assert '"event": "worker.stopped"' in first.process.stdout()
     polls = {job: upstream.polls(job) for job in jobs}
     wait_until(
         lambda: all(upstream.polls(job) > polls[job] for job in jobs),

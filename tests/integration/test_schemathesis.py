@@ -1,7 +1,7 @@
 """Schemathesis against /openapi.json, in process: no 5xx, and every answer as documented.
 
 The app runs in this process through Schemathesis's ASGI transport, which starts its lifespan
-(the whole bridge: store, dispatcher, scheduler) on first use; the fixture stops it. The
+(the whole bridge: store, worker, scheduler) on first use; the fixture stops it. The
 upstream is a closed loopback port, so polls fail quietly and no job ever ends.
 
 The schema is the document /openapi.json serves, loaded at import so that `parametrize` makes

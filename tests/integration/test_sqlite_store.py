@@ -261,7 +261,7 @@ async def test_calls_before_open_raise_store_error(path: str) -> None:
 
 
 async def test_calls_after_close_raise_store_error(path: str) -> None:
-    """A closed store answers StoreError, which callers (readiness, dispatcher tick) handle."""
+    """A closed store answers StoreError, which callers (readiness, the worker) handle."""
     async with opened(path) as store:
         pass
 

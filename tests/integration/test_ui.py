@@ -150,7 +150,7 @@ def set_cookie(response: httpx.Response, name: str) -> Any:
 
 async def delivered(ui: Bridged, **changes: Any) -> Watch:
     """A watch of acme whose final event (its error written by the upstream) reached its
-    callback with a 200, written through the store as the dispatcher would."""
+    callback with a 200, written through the store as the progress writer would."""
     store, now = ui.bridge.store, ui.clock.now()
     watch = Watch(
         id=f"wch_{int(now * 1000)}ui", tenant="acme", job_id="job_done",
