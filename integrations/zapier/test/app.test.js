@@ -17,6 +17,8 @@ const fs = require('node:fs');
 const { describe, it } = require('node:test');
 
 const zapier = require('zapier-platform-core');
+const { recurseReplaceBank } = require('zapier-platform-core/src/tools/cleaner');
+const { flattenPaths } = require('zapier-platform-core/src/tools/data');
 const schema = require('zapier-platform-core/src/tools/schema');
 
 const App = require('../index');
@@ -67,6 +69,19 @@ const signatureValid = (hook, secret) => {
   return hook.headers['webhook-signature'].split(' ').includes(`v1,${expected}`);
 };
 
+/**
+ * The connection label Zapier shows: the template's {{curlies}} filled, by core's own curly
+ * renderer, from what the auth test returned (Zapier's CLI code generator: "If you return
+ * `response.data` from your test, then your label can be `{{X}}`"); what is not found is empty.
+ */
+const connectionLabel = (template, tested) => {
+  const bank = {};
+  for (const [path, value] of Object.entries(flattenPaths(tested))) {
+    bank[`{{${path}}}`] = value;
+  }
+  return String(recurseReplaceBank(template, bank)).replace(/{{.*?}}/g, '');
+};
+
 /** GET /v1/subscriptions directly, not through the app: what the bridge really holds. */
 const subscriptionIds = async () => {
   const response = await fetch(`${env.BRIDGE_URL}/v1/subscriptions`, {
@@ -98,6 +113,8 @@ describe('authentication', live, () => {
     if (env.BRIDGE_TENANT) {
       assert.equal(me.tenant, env.BRIDGE_TENANT);
     }
+    assert.ok(me.tenant);
+    assert.equal(connectionLabel(App.authentication.connectionLabel, me), me.tenant);
   });
 
   it('refuses a wrong token with a readable error', async () => {
