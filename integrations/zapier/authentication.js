@@ -1,7 +1,8 @@
 'use strict';
 
 // Custom authentication: the bridge's address and one of its API tokens. Each token is a
-// tenant, so the connection is labelled with the tenant the bridge reports.
+// tenant, so the connection is labelled with the tenant the bridge reports. The label's
+// {{curlies}} are filled from what `test` returns: `response.data`, hence `{{tenant}}`.
 
 const { apiUrl } = require('./client');
 
@@ -24,5 +25,5 @@ module.exports = {
     },
   ],
   test: (z, bundle) => z.request({ url: apiUrl(bundle, '/v1/me') }).then((r) => r.data),
-  connectionLabel: '{{json.tenant}}',
+  connectionLabel: '{{tenant}}',
 };

@@ -2,7 +2,8 @@
 
 The app's tests (`npm test`: node's test runner and zapier-platform-core's app tester) do the
 real calls; this test starts what they call: the simulator, a bridge with an API token that may
-call back to loopback, and the receiver standing in for Zapier's hook URLs. `npm ci` runs first
+call back to loopback and two shared signing secrets (a rotation under way), and the receiver
+standing in for Zapier's hook URLs. `npm ci` runs first
 when node_modules is missing or older than package-lock.json. Without node or npm the test is
 skipped, except in CI, where it fails.
 """
@@ -14,9 +15,11 @@ import os
 import re
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.signing import new_secret
 from tests.e2e.harness import ROOT, Receiver, StartBridge
 
 APP = ROOT / "integrations" / "zapier"
@@ -26,6 +29,8 @@ INSTALL_TIMEOUT_S = 300
 TEST_TIMEOUT_S = 240
 # Steers the simulator's job (passed unchanged in the generate call's `input`): done in a second.
 GENERATE_INPUT = {"sim": {"queue_positions": 0, "processing_s": 0.3}}
+# Shared signing secrets mid-rotation, current first: the bridge signs with both.
+SIGNING_SECRETS = [new_secret(), new_secret()]
 
 
 def _require(tool: str) -> str:
@@ -69,11 +74,17 @@ def _npm_env(extra: dict[str, str]) -> dict[str, str]:
 def test_zapier_app_tests_pass_against_a_real_bridge(
     start_bridge: StartBridge, receiver: Receiver
 ) -> None:
-    """Auth, subscribe, generate, hook delivery, performList and unsubscribe all work for real."""
+    """Auth and its label, subscribe, generate, hook verification, performList, unsubscribe and a
+    rotation's deliveries all work for real."""
     _require("node")
     npm = _require("npm")
+    retiring = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    current, old = SIGNING_SECRETS
     bridge = start_bridge(
         BRIDGE_AUTH__TOKENS=json.dumps([{"name": TENANT, "token": TOKEN}]),
+        BRIDGE_DELIVERY__SIGNING_SECRETS=json.dumps(
+            [{"secret": current}, {"secret": old, "expires_at": retiring}]
+        ),
     )
     if not _installed():
         _run([npm, "ci", "--no-audit"], _npm_env({}), INSTALL_TIMEOUT_S)
@@ -87,6 +98,7 @@ def test_zapier_app_tests_pass_against_a_real_bridge(
                 "RECEIVER_URL": receiver.url,
                 "RECEIVER_RECORD": str(receiver.record),
                 "GENERATE_INPUT": json.dumps(GENERATE_INPUT),
+                "SIGNING_SECRETS": json.dumps(SIGNING_SECRETS),
             }
         ),
         TEST_TIMEOUT_S,

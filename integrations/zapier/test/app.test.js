@@ -7,6 +7,8 @@
 //   RECEIVER_URL     a `webhook-bridge listen --record FILE` receiver, standing in for Zapier's
 //   RECEIVER_RECORD  hook URLs, and the FILE it records every request to
 //   GENERATE_INPUT   optional: a JSON object of extra upstream parameters for the generation
+//   SIGNING_SECRETS  optional: the bridge's delivery.signing_secrets, current first, as a JSON
+//                    list of whsec_ strings; with two or more, a rotation's deliveries are checked
 //
 // Without BRIDGE_URL only the app definition is checked. tests/e2e/test_zapier_app.py starts
 // all of these and runs `npm test`.
@@ -16,10 +18,14 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const { describe, it } = require('node:test');
 
+const { Webhook } = require('standardwebhooks');
 const zapier = require('zapier-platform-core');
+const { recurseReplaceBank } = require('zapier-platform-core/src/tools/cleaner');
+const { flattenPaths } = require('zapier-platform-core/src/tools/data');
 const schema = require('zapier-platform-core/src/tools/schema');
 
 const App = require('../index');
+const { newSecret } = require('../delivery');
 const sample = require('../samples/event.json');
 
 const appTester = zapier.createAppTester(App);
@@ -59,12 +65,49 @@ const recorded = (path) => {
     .filter((hook) => hook.path === path);
 };
 
-/** Standard Webhooks: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the whsec_ key. */
-const signatureValid = (hook, secret) => {
-  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
-  const signed = `${hook.headers['webhook-id']}.${hook.headers['webhook-timestamp']}.${hook.body}`;
-  const expected = crypto.createHmac('sha256', key).update(signed).digest('base64');
-  return hook.headers['webhook-signature'].split(' ').includes(`v1,${expected}`);
+/**
+ * A recorded request as Zapier hands it to a hook's perform, in `bundle.rawRequest`: headers
+ * other than Content-Length and Content-Type prefixed with `Http-`, all in Camel-Case (Zapier's
+ * CLI docs: `X-Time-GMT` becomes `Http-X-Time-Gmt`), the body as received.
+ */
+const rawRequest = (hook) => {
+  const camel = (name) => name.replace(/(^|-)([a-z])/g, (all, dash, c) => dash + c.toUpperCase());
+  const headers = {};
+  for (const [name, value] of Object.entries(hook.headers)) {
+    const plain = ['content-length', 'content-type'].includes(name);
+    headers[camel(plain ? name : `http-${name}`)] = value;
+  }
+  return { method: hook.method, querystring: hook.query, headers, content: hook.body };
+};
+
+/** Zapier's parsed copy of a JSON hook, `bundle.cleanedRequest`: the body and a `querystring`. */
+const cleanedRequest = (hook) => ({
+  ...JSON.parse(hook.body),
+  querystring: Object.fromEntries(new URLSearchParams(hook.query)),
+});
+
+/** `hook` signed again by the library with `secret`, as if sent at `when` (a Date). */
+const resigned = (hook, secret, when) => {
+  const id = hook.headers['webhook-id'];
+  const headers = {
+    ...hook.headers,
+    'webhook-timestamp': String(Math.floor(when.getTime() / 1000)),
+    'webhook-signature': new Webhook(secret).sign(id, when, hook.body),
+  };
+  return { ...hook, headers };
+};
+
+/**
+ * The connection label Zapier shows: the template's {{curlies}} filled, by core's own curly
+ * renderer, from what the auth test returned (Zapier's CLI code generator: "If you return
+ * `response.data` from your test, then your label can be `{{X}}`"); what is not found is empty.
+ */
+const connectionLabel = (template, tested) => {
+  const bank = {};
+  for (const [path, value] of Object.entries(flattenPaths(tested))) {
+    bank[`{{${path}}}`] = value;
+  }
+  return String(recurseReplaceBank(template, bank)).replace(/{{.*?}}/g, '');
 };
 
 /** GET /v1/subscriptions directly, not through the app: what the bridge really holds. */
@@ -98,6 +141,8 @@ describe('authentication', live, () => {
     if (env.BRIDGE_TENANT) {
       assert.equal(me.tenant, env.BRIDGE_TENANT);
     }
+    assert.ok(me.tenant);
+    assert.equal(connectionLabel(App.authentication.connectionLabel, me), me.tenant);
   });
 
   it('refuses a wrong token with a readable error', async () => {
@@ -128,6 +173,8 @@ describe('generation finished, end to end', live, () => {
     assert.match(state.subscription.id, /^sub_/);
     assert.equal(state.subscription.url, bundle.targetUrl);
     assert.deepEqual([...state.subscription.events].sort(), ['job.failed', 'job.succeeded']);
+    // The app's own secret: shown even by a bridge whose shared signing secrets sign the rest.
+    assert.match(state.subscription.secret, /^whsec_/);
     assert.ok((await subscriptionIds()).includes(state.subscription.id));
   });
 
@@ -148,37 +195,62 @@ describe('generation finished, end to end', live, () => {
     assert.equal(state.generated.watch.callback_url, null);
   });
 
-  it('delivers the finished event to the target URL, signed', async (t) => {
+  /** The trigger's perform on `hook`, as Zapier would call it for this subscription. */
+  const perform = (hook, subscribeData = state.subscription) =>
+    appTester(trigger.perform, {
+      authData,
+      subscribeData,
+      rawRequest: rawRequest(hook),
+      cleanedRequest: cleanedRequest(hook),
+    });
+
+  it('delivers the finished event to the target URL', async (t) => {
     if (!after(t, 'subscription', 'generated')) return;
-    const hook = await waitFor(
+    state.hook = await waitFor(
       () => recorded(path).find((h) => JSON.parse(h.body).job_id === state.generated.job_id),
       `the finished event at ${path}`,
     );
-    state.event = JSON.parse(hook.body);
+    state.event = JSON.parse(state.hook.body);
     assert.match(state.event.id, /^evt_/);
     assert.ok(['job.succeeded', 'job.failed'].includes(state.event.type));
     assert.deepEqual(state.event.metadata, { zap_run: path });
     assert.deepEqual(Object.keys(state.event), Object.keys(sample));
-    assert.ok(signatureValid(hook, state.subscription.secret), 'signature does not verify');
   });
 
-  it('performs: the hook body is the trigger output', async (t) => {
+  it('performs: the verified hook body, as sent, is the trigger output', async (t) => {
     if (!after(t, 'event')) return;
-    const results = await appTester(trigger.perform, {
-      authData,
-      cleanedRequest: state.event,
-      subscribeData: state.subscription,
-    });
-    assert.deepEqual(results, [state.event]);
+    state.performed = await perform(state.hook);
+    assert.deepEqual(state.performed, [state.event]);
   });
 
-  it('lists the same event, with the same id, from GET /v1/events', async (t) => {
-    if (!after(t, 'event')) return;
+  it('lists the same event, with the same id and keys, from GET /v1/events', async (t) => {
+    if (!after(t, 'event', 'performed')) return;
     const listed = await appTester(trigger.performList, { authData });
     assert.ok(Array.isArray(listed));
     const same = listed.find((event) => event.id === state.event.id);
     assert.ok(same, `event ${state.event.id} not in ${JSON.stringify(listed.map((e) => e.id))}`);
     assert.deepEqual(same, state.event);
+    assert.deepEqual(Object.keys(state.performed[0]), Object.keys(same));
+  });
+
+  it('runs nothing for a hook that does not verify', async (t) => {
+    if (!after(t, 'event', 'performed')) return;
+    const { hook, subscription } = state;
+    const forged = { ...hook, body: hook.body.replace(state.generated.job_id, 'job_forged') };
+    assert.notEqual(forged.body, hook.body);
+    const unsigned = { ...hook, headers: { ...hook.headers } };
+    delete unsigned.headers['webhook-signature'];
+    const other = { ...subscription, secret: newSecret() };
+    const now = new Date();
+    const stale = new Date(now.getTime() - 10 * 60 * 1000);
+
+    assert.deepEqual(await perform(forged), [], 'an altered body');
+    assert.deepEqual(await perform(unsigned), [], 'no signature');
+    assert.deepEqual(await perform(hook, other), [], 'checked with another key');
+    assert.deepEqual(await perform(hook, { id: subscription.id }), [], 'no secret to check with');
+    // Signed again now it passes, signed ten minutes ago it does not: only the time differs.
+    assert.deepEqual(await perform(resigned(hook, subscription.secret, now)), [state.event]);
+    assert.deepEqual(await perform(resigned(hook, subscription.secret, stale)), [], 'stale');
   });
 
   it('unsubscribes: the subscription is gone, and a second unsubscribe is harmless', async (t) => {
@@ -195,5 +267,43 @@ describe('generation finished, end to end', live, () => {
       appTester(App.creates.generate_image.operation.perform, { authData, inputData }),
       /callback_url/,
     );
+  });
+});
+
+const rotation = JSON.parse(env.SIGNING_SECRETS || '[]');
+const rotating =
+  env.BRIDGE_URL && rotation.length >= 2
+    ? {}
+    : { skip: 'SIGNING_SECRETS does not list two secrets: no rotation to test against' };
+
+describe('a delivery signed during a secret rotation', rotating, () => {
+  it('runs the Zap whichever of the signing secrets the subscription holds', async () => {
+    // A watch without a secret of its own: the bridge signs its callback with every secret.
+    const path = `/hooks/zapier-rotation-${crypto.randomUUID()}`;
+    const extra = JSON.parse(env.GENERATE_INPUT || '{}');
+    const inputData = {
+      prompt: 'a lighthouse at dawn',
+      input_json: JSON.stringify(extra),
+      callback_url: `${env.RECEIVER_URL}${path}`,
+    };
+    const generated = await appTester(App.creates.generate_image.operation.perform, {
+      authData,
+      inputData,
+    });
+    const hook = await waitFor(() => recorded(path)[0], `the finished event at ${path}`);
+    const event = JSON.parse(hook.body);
+    assert.equal(event.job_id, generated.job_id);
+    assert.equal(hook.headers['webhook-signature'].split(' ').length, rotation.length);
+    const perform = (secret) =>
+      appTester(trigger.perform, {
+        authData,
+        subscribeData: { id: 'sub_rotation', secret },
+        rawRequest: rawRequest(hook),
+        cleanedRequest: cleanedRequest(hook),
+      });
+    for (const secret of rotation) {
+      assert.deepEqual(await perform(secret), [event]);
+    }
+    assert.deepEqual(await perform(newSecret()), []);
   });
 });

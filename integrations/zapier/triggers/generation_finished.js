@@ -1,11 +1,13 @@
 'use strict';
 
 // "Generation finished": a REST hook. Turning the Zap on registers Zapier's target URL as a
-// bridge subscription to the two final events; every watch of the tenant then notifies it.
-// Turning the Zap off deletes the subscription. performList reads the same events from
-// GET /v1/events, so samples and deduplication (on `id`) match live events exactly.
+// bridge subscription to the two final events, with a signing secret made here; every watch of
+// the tenant then notifies it. Turning the Zap off deletes the subscription. Each hook is
+// checked against that secret before it runs the Zap. performList reads the same events from
+// GET /v1/events, so samples have exactly the keys of live events.
 
 const { apiUrl } = require('../client');
+const { newSecret, readEvent } = require('../delivery');
 const sample = require('../samples/event.json');
 
 const FINAL_EVENTS = ['job.succeeded', 'job.failed'];
@@ -16,7 +18,9 @@ const performSubscribe = (z, bundle) =>
     .request({
       url: apiUrl(bundle, '/v1/subscriptions'),
       method: 'POST',
-      body: { url: bundle.targetUrl, events: FINAL_EVENTS },
+      // The app's own secret, so that the answer always shows one: without it, a bridge with
+      // shared delivery.signing_secrets would sign with those and answer `secret: null`.
+      body: { url: bundle.targetUrl, events: FINAL_EVENTS, secret: newSecret() },
     })
     .then((response) => response.data); // kept by Zapier as bundle.subscribeData
 
@@ -35,8 +39,18 @@ const performUnsubscribe = (z, bundle) =>
       return { id: bundle.subscribeData.id };
     });
 
-// The webhook body is the event itself: the same envelope GET /v1/events answers.
-const perform = (z, bundle) => [bundle.cleanedRequest];
+// The webhook body is the event itself: the same envelope GET /v1/events answers. A hook that
+// does not verify runs nothing: Zapier's docs have perform return an empty array for a hook
+// that must not run the Zap, where an error would reach the Zap's owner for every forgery.
+const perform = (z, bundle) => {
+  const secret = bundle.subscribeData && bundle.subscribeData.secret;
+  const { event, refused } = readEvent(secret, bundle.rawRequest);
+  if (refused) {
+    z.console.log(`Ignored a hook that is not a signed bridge event: ${refused}`);
+    return [];
+  }
+  return [event];
+};
 
 const performList = (z, bundle) =>
   z
