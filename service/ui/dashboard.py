@@ -223,6 +223,7 @@ def _standard_headers(delivery: DeliveryRecord) -> list[tuple[str, str]]:
     return [
         ("content-type", "application/json"),
         ("user-agent", USER_AGENT),
+        ("accept-encoding", "identity"),
         ("webhook-id", delivery.id),
         ("webhook-timestamp", "the time of each attempt, in Unix seconds"),
         ("webhook-signature", f"v1,{MASK}"),
