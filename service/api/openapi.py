@@ -24,10 +24,11 @@ from service.api.handlers import (
     RECONNECT_MS,
     SUBSCRIPTION_ID_PATTERN,
     WATCH_ID_PATTERN,
+    WEBHOOK_ID_PATTERN,
 )
 from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
 from service.config import PollSettings, Settings
-from service.store.base import WATCH_STATUSES
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
 from service.upstream import JOB_ID
 
 SCHEMAS = "#/components/schemas/{model}"
@@ -35,7 +36,7 @@ REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, Subscrip
 # The answers' models (with the models they nest).
 ANSWERS: tuple[type[BaseModel], ...] = (
     responses.Watch, responses.CreatedWatch, responses.Generated, responses.WatchPage,
-    responses.Pending, responses.AttemptList, responses.Subscription,
+    responses.Pending, responses.AttemptList, responses.Delivery, responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
     responses.Problem, responses.Caller, responses.Health, responses.Unready,
 )  # fmt: skip
@@ -203,6 +204,12 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
              "422": _INVALID_QUERY},
             parameters=[
                 {"name": "status", "in": "query", "schema": {"enum": list(WATCH_STATUSES)}},
+                {"name": "outcome", "in": "query",
+                 "description": "How the job ended (the watch's `outcome`).",
+                 "schema": {"enum": list(JOB_OUTCOMES)}},
+                {"name": "delivery", "in": "query",
+                 "description": "What became of its delivery (the watch's `delivery`).",
+                 "schema": {"enum": list(DELIVERY_STATES)}},
                 {"name": "job_id", "in": "query",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
                 {"name": "limit", "in": "query",
@@ -227,10 +234,27 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             ),
         },
         "/v1/watches/{watch_id}/deliveries": {"get": _operation(
-            "listDeliveries", "watches", "Every delivery attempt, oldest first",
-            {"200": _json(responses.AttemptList, "The attempts."), "401": _UNAUTHORIZED,
-             "404": _NOT_FOUND},
+            "listDeliveries", "watches", "Every delivery attempt, oldest first, and each delivery",
+            {"200": _json(responses.AttemptList, "The attempts and the deliveries."),
+             "401": _UNAUTHORIZED, "404": _NOT_FOUND},
             parameters=[_WATCH_ID],
+        )},
+        "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry": {"post": _operation(
+            "retryDelivery", "watches", "Make a pending delivery's next attempt now",
+            {"202": _json(responses.Delivery, "Due now; the attempt follows at once."),
+             "401": _UNAUTHORIZED,
+             "404": _problem("No such watch (or another tenant's), or no such delivery of it."),
+             "409": _problem("The delivery is not pending: it succeeded, failed, went or was "
+                             "cancelled (redeliver the watch to send its final event again).")},
+            description="For a receiver that was fixed: the next attempt of the delivery is "
+            "made at once instead of at its `next_attempt_at`; the schedule goes on from it "
+            "(the attempt counts in the series as any other).",
+            parameters=[_WATCH_ID, {
+                "name": "webhook_id", "in": "path", "required": True,
+                "description": "The delivery's webhook id (`msg_...`); any other form names no "
+                "delivery (404).",
+                "schema": {"type": "string", "pattern": WEBHOOK_ID_PATTERN},
+            }],
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
             "redeliverWatch", "watches", "Send the final event again (same webhook-id)",
