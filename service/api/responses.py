@@ -10,16 +10,31 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
+from typing_extensions import TypeAliasType
 
 from service import events
-from service.api.models import EventName
+from service.api.models import CallbackMethod, EventName, JsonObject, Metadata, PayloadFormat
 from service.events import iso8601
 from service.store import base as store
 from service.watches import Registration
 
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 MASK = "********"
+# Named, as in `service.api.models`: one component each in /openapi.json.
+WatchStatus = TypeAliasType("WatchStatus", store.WatchStatus)
+SubscriptionStatus = TypeAliasType("SubscriptionStatus", store.SubscriptionStatus)
+MaskedHeaders = TypeAliasType(
+    "MaskedHeaders",
+    Annotated[
+        dict[str, str],
+        Field(
+            description="The header fields sent with every delivery: their names, each value "
+            f"shown as {MASK}.",
+            json_schema_extra={"additionalProperties": {"const": MASK}},
+        ),
+    ],
+)
 
 
 def public_url(url: str) -> str:
@@ -48,15 +63,15 @@ class Watch(Answer):
     callback_url: str | None = Field(
         description="Without any credentials; null: the watch has no callback."
     )
-    callback_method: Literal["POST", "PUT"]
-    callback_headers: dict[str, str] = Field(description="Header names; values are masked.")
+    callback_method: CallbackMethod
+    callback_headers: MaskedHeaders
     events: list[EventName]
-    payload_format: Literal["envelope", "raw"]
-    metadata: dict[str, Any] | None
+    payload_format: PayloadFormat
+    metadata: Metadata | None
     poll_interval_s: float
     timeout_s: float
     final_statuses: list[int]
-    status: store.WatchStatus = Field(
+    status: WatchStatus = Field(
         description="`completed`: the job ended and the watch has no callback."
     )
     job_status: str | None
@@ -109,7 +124,7 @@ class Generated(Answer):
     """The answer of `POST /v1/generate`: the job started, and its watch."""
 
     job_id: str
-    upstream: dict[str, Any] = Field(description="The upstream's answer, as sent.")
+    upstream: JsonObject = Field(description="The upstream's answer, as sent.")
     watch: CreatedWatch
 
 
@@ -182,9 +197,9 @@ class Subscription(Answer):
     id: str = Field(json_schema_extra={"pattern": "^sub_"})
     url: str = Field(description="Without any credentials.")
     events: list[EventName]
-    headers: dict[str, str] = Field(description="Header names; values are masked.")
+    headers: MaskedHeaders
     final_statuses: list[int]
-    status: store.SubscriptionStatus
+    status: SubscriptionStatus
     created_at: Time
 
     @classmethod
@@ -234,8 +249,13 @@ class Event(Answer):
     image_urls: list[str] | None
     error: str | None
     error_code: str | None
-    metadata: dict[str, Any] | None
-    data: dict[str, Any] | None = Field(description="The upstream's answer.")
+    metadata: Metadata | None
+    data: JsonObject | None = Field(description="The upstream's answer.")
+
+
+class EventList(RootModel[list[Event]]):
+    """Events, newest first (`GET /v1/events`): the envelopes as recorded, each the body its
+    webhooks carry."""
 
 
 class FieldError(Answer):
