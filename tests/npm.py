@@ -25,19 +25,22 @@ def require(tool: str, why: str) -> str:
     return found
 
 
-def environment() -> dict[str, str]:
-    """This process's environment without the bridge's settings, and npm kept quiet."""
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the bridge's settings, npm kept quiet, and `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(npm_config_update_notifier="false", npm_config_fund="false")
+    env.update(npm_config_update_notifier="false", npm_config_fund="false", **(extra or {}))
     return env
 
 
-def run(argv: list[str], directory: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run `argv` in `directory`; its outcome, whatever its exit status."""
+def run(
+    argv: list[str], directory: Path, timeout: float, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` in `directory` with `extra` in its environment; its outcome, whatever its
+    exit status."""
     return subprocess.run(
         argv,
         cwd=directory,
-        env=environment(),
+        env=environment(extra),
         capture_output=True,
         text=True,
         timeout=timeout,
