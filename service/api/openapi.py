@@ -369,8 +369,11 @@ def _service() -> dict[str, dict[str, Any]]:
         "/metrics": {"get": _operation(
             "metrics", "service",
             "Prometheus metrics (aggregate, no per-tenant or per-job labels)",
-            {"200": {"description": "The Prometheus text format.",
-                     "content": {"text/plain": {"schema": text}}},
+            {"200": {"description": "OpenMetrics when `Accept` asks for"
+                                    " application/openmetrics-text, else the Prometheus text"
+                                    " format.",
+                     "content": {"text/plain": {"schema": text},
+                                 "application/openmetrics-text": {"schema": text}}},
              "404": _problem(
                  "With auth.tokens, served only on the health port (server.health_port).")},
             **_NO_TOKEN,

@@ -1,12 +1,19 @@
-"""Prometheus metrics of a real run."""
+"""Prometheus metrics of a real run, read by the client library's own parsers and promtool."""
 
 from __future__ import annotations
 
 import re
 import signal
+import subprocess
+from collections.abc import Iterable
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families as text_families
 
 from tests.e2e.harness import (
     Bridge,
@@ -17,6 +24,15 @@ from tests.e2e.harness import (
     unique,
     wait_until,
 )
+from tests.monitoring import promtool
+
+# The Accept header Prometheus 2.x sends with each scrape.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -117,3 +133,51 @@ def test_health_port_serves_probes_and_reports_draining(
         wait_until(draining, 10.0, interval=0.05, what="readyz to answer 503 while draining")
         assert "draining" in health.get("/readyz").json()["reason"]
     assert bridge.process.wait(20.0) == 0
+
+
+def _by_name(families: Iterable[Metric]) -> dict[str, Metric]:
+    return {family.name: family for family in families}
+
+
+@pytest.mark.e2e
+def test_metrics_speak_openmetrics_when_asked_and_have_no_created_series(bridge: Bridge) -> None:
+    """Without Accept (or asking for text) /metrics is the text format; asked for OpenMetrics,
+    as Prometheus asks, it is OpenMetrics: each parses with the client library's parser of that
+    format, with the same families, and neither has a `_created` series."""
+    answers = {
+        accept: bridge.client.get("/metrics", headers={"Accept": accept} if accept else {})
+        for accept in ("", "text/plain", "application/openmetrics-text", PROMETHEUS_ACCEPT)
+    }
+    for accept, response in answers.items():
+        assert response.status_code == 200
+        assert response.headers["vary"] == "Accept"
+        expected = OPENMETRICS if "openmetrics" in accept else TEXT
+        assert response.headers["content-type"].startswith(expected), accept
+    text = _by_name(text_families(answers[""].text))
+    openmetrics_text = answers[PROMETHEUS_ACCEPT].text
+    openmetrics = _by_name(openmetrics_families(openmetrics_text))  # type: ignore[no-untyped-call]
+    assert openmetrics_text.endswith("# EOF\n")
+    assert {(f.name, f.type) for f in text.values()} == {
+        (f.name, f.type) for f in openmetrics.values()
+    }
+    assert "bridge_upstream_requests" in text
+    for families in (text, openmetrics):
+        names = {sample.name for family in families.values() for sample in family.samples}
+        assert not {name for name in names if name.endswith("_created")}
+    assert "_created" not in answers[""].text
+
+
+@pytest.mark.e2e
+def test_promtool_finds_nothing_in_the_metrics(bridge: Bridge) -> None:
+    """`promtool check metrics` (Prometheus's own linter of names, units and help) passes the
+    text format quietly."""
+    exposed = bridge.client.get("/metrics").text
+    done = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=exposed,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
