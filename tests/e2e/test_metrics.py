@@ -1,4 +1,5 @@
-"""Prometheus metrics of a real run, read by the client library's own parsers and promtool."""
+"""Prometheus metrics of a real run, read by the client library's own parsers and promtool,
+and the guide's list of them checked against them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.e2e.harness import (
     unique,
     wait_until,
 )
-from tests.monitoring import promtool
+from tests.monitoring import DEPLOY_GUIDE, promtool
 
 # The Accept header Prometheus 2.x sends with each scrape.
 PROMETHEUS_ACCEPT = (
@@ -181,3 +182,35 @@ def test_promtool_finds_nothing_in_the_metrics(bridge: Bridge) -> None:
         check=False,
     )
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def _exposed(bridge: Bridge, upstream: Upstream, receiver: Receiver) -> dict[str, Metric]:
+    """The bridge's families once each has samples (bridge_watches appears with a watch)."""
+    job = upstream.create_job(queue_positions=0, processing_s=0.1)
+    bridge.register(job_id=job, callback_url=receiver.callback(unique("exposed")))
+
+    def every_family_sampled() -> dict[str, Metric] | None:
+        families = _by_name(text_families(bridge.client.get("/metrics").text))
+        return families if all(family.samples for family in families.values()) else None
+
+    return wait_until(every_family_sampled, 30.0, interval=0.5, what="bridge_watches samples")
+
+
+@pytest.mark.e2e
+def test_the_guide_lists_every_metric_with_its_type_and_labels(
+    bridge: Bridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """docs/deploy.md's table of metrics names exactly what a bridge exposes: each series (a
+    counter by its `_total` name), its type and its labels."""
+    documented = {
+        name: (kind, set(filter(None, (labels or "").split(","))))
+        for name, labels, kind in re.findall(
+            r"^\| `(bridge_\w+)(?:\{([\w,]+)\})?` \| (\w+) \|", DEPLOY_GUIDE.read_text(), re.M
+        )
+    }
+    exposed = {}
+    for family in _exposed(bridge, upstream, receiver).values():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        keys = set().union(*(sample.labels for sample in family.samples)) - {"le"}
+        exposed[name] = (family.type, keys)
+    assert documented == exposed

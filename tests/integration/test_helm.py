@@ -388,8 +388,8 @@ def test_deployment_probes_are_http_on_the_api_port() -> None:
 
 @pytest.mark.parametrize("mode", ["deployment", "sidecar"])
 def test_a_separate_health_port_is_probed_over_http(mode: str) -> None:
-    """healthPort set apart from the API port (for the planned server.health_port) becomes
-    BRIDGE_SERVER__HEALTH_PORT and a `health` container port that every probe uses."""
+    """healthPort set apart from the API port becomes BRIDGE_SERVER__HEALTH_PORT (the bridge's
+    server.health_port) and a `health` container port that every probe uses."""
     bridge = {"healthPort": 9090, "mode": mode}
     if mode == "deployment":
         container = bridge_container(render(values=with_values(AUTHENTICATED, bridge)))
