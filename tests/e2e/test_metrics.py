@@ -1,5 +1,5 @@
-"""Prometheus metrics of a real run, read by the client library's own parsers and promtool,
-and the guide's list of them checked against them."""
+"""Prometheus metrics of a real run, read by the client library's own parsers and promtool;
+the guide's list of them, the dashboard's queries and the alerts' checked against them."""
 
 from __future__ import annotations
 
@@ -25,7 +25,15 @@ from tests.e2e.harness import (
     unique,
     wait_until,
 )
-from tests.monitoring import DEPLOY_GUIDE, promtool
+from tests.monitoring import (
+    DEPLOY_GUIDE,
+    TARGET_LABELS,
+    alert_queries,
+    dashboard,
+    dashboard_queries,
+    promtool,
+    reads,
+)
 
 # The Accept header Prometheus 2.x sends with each scrape.
 PROMETHEUS_ACCEPT = (
@@ -214,3 +222,28 @@ def test_the_guide_lists_every_metric_with_its_type_and_labels(
         keys = set().union(*(sample.labels for sample in family.samples)) - {"le"}
         exposed[name] = (family.type, keys)
     assert documented == exposed
+
+
+@pytest.mark.e2e
+def test_dashboard_and_alert_queries_read_what_the_bridge_exposes(
+    bridge: Bridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """Each metric a dashboard or alert query selects is a series of a real bridge (those of
+    kube-state-metrics aside), each label it matches or groups by is one of that series or a
+    target label, and every family the bridge exposes is on the dashboard."""
+    families = _exposed(bridge, upstream, receiver)
+    labels: dict[str, set[str]] = {}
+    for family in families.values():
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    dashboard_reads = [reads(query) for query in dashboard_queries(dashboard())]
+    alert_reads = [reads(query) for query in alert_queries()]
+    for read in [*dashboard_reads, *alert_reads]:
+        if any(name.startswith("kube_") for name in read.metrics):
+            continue  # kube-state-metrics' series, not the bridge's
+        assert read.metrics <= set(labels), read.metrics - set(labels)
+        known = TARGET_LABELS.union(*(labels[name] for name in read.metrics))
+        assert read.labels <= known, (read, known)
+    shown = set().union(*(read.metrics for read in dashboard_reads))
+    for family in families.values():
+        assert {sample.name for sample in family.samples} & shown, f"{family.name} not shown"
