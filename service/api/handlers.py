@@ -27,7 +27,6 @@ from service.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.store.base import WATCH_STATUSES, EventRecord
 from service.watches import Registered
 
@@ -432,7 +431,8 @@ async def delete_subscription(request: Request[State]) -> Response:
 
 
 async def metrics(request: Request[State]) -> Response:
-    return Response(request.state["monitor"].render_metrics(), media_type=METRICS_CONTENT_TYPE)
+    body, media_type = request.state["monitor"].render_metrics(request.headers.get("accept", ""))
+    return Response(body, media_type=media_type, headers={"Vary": "Accept"})
 
 
 async def metrics_elsewhere(request: Request[State]) -> Response:

@@ -418,8 +418,11 @@ def _service() -> dict[str, dict[str, Any]]:
             "Prometheus metrics (aggregate, no per-tenant or per-job labels)",
             "Polls, upstream outcomes, the circuit breaker, deliveries and backlogs of every "
             "tenant: with tokens configured, served only on the health port.",
-            {"200": {"description": "The Prometheus text format.",
-                     "content": {"text/plain": {"schema": text}}},
+            {"200": {"description": "OpenMetrics when `Accept` asks for"
+                                    " application/openmetrics-text, else the Prometheus text"
+                                    " format.",
+                     "content": {"text/plain": {"schema": text},
+                                 "application/openmetrics-text": {"schema": text}}},
              "404": _problem(
                  "With auth.tokens, served only on the health port (server.health_port).")},
             **_NO_TOKEN,
