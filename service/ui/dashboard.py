@@ -26,6 +26,7 @@ from service.store.base import (
     Watch,
 )
 from service.subscriptions import SubscriptionService
+from service.ui.images import final_image_urls
 from service.watches import History, WatchService
 
 PAGE_SIZE = 50
@@ -72,6 +73,7 @@ class WatchPage:
     metadata: str | None  # pretty-printed JSON
     timeline: list[Step]
     sent: Sent | None
+    image_urls: list[str]  # of the final event
     can_redeliver: bool
     can_cancel: bool
     fingerprint: str
@@ -145,6 +147,7 @@ class Dashboard:
             metadata=None if watch.metadata is None else pretty(orjson.dumps(watch.metadata)),
             timeline=steps,
             sent=sent,
+            image_urls=final_image_urls(recorded),
             can_redeliver=watch.status in REDELIVERABLE,
             can_cancel=watch.status in CANCELLABLE,
             fingerprint=_watch_fingerprint(watch, recorded, attempts),

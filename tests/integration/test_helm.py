@@ -623,7 +623,11 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "subscription_change_burst": 4,
     },
     "api": {"sse_keepalive_s": 5.0, "max_wait_s": 30.0, "max_streams_per_tenant": 5},
-    "ui": {"enabled": False, "session_hours": 1.5},
+    "ui": {
+        "enabled": False,
+        "session_hours": 1.5,
+        "image_hosts": ["images.example.com", "http://images.internal:8081"],
+    },
     "log": {"level": "debug", "format": "json"},
 }
 
