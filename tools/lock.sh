@@ -13,34 +13,40 @@ uv=${UV:-.venv/bin/uv}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# A lock's pins without their hashes, one per package and marker: uv's preferences.
+# The pins of the locks named that exist, without their hashes, the first of each package and
+# marker: uv's preferences.
 pins() {
-    [ -f "$1" ] || return 0
-    grep -E '^[A-Za-z0-9]' "$1" | sed -E 's/[[:space:]]*\\$//' | awk '{
+    local lock
+    for lock in "$@"; do
+        if [ -f "$lock" ]; then grep -E '^[A-Za-z0-9]' "$lock" || true; fi
+    done | sed -E 's/[[:space:]]*\\$//' | awk '{
         name = tolower($0); sub(/[[:space:]=<>!~;@\[].*/, "", name); gsub(/[-_.]+/, "-", name)
         marker = index($0, ";") ? substr($0, index($0, ";")) : ""
         if (!((name, marker) in seen)) { seen[name, marker] = 1; print }
     }'
 }
 
-compile() {  # OUTPUT INPUT... [uv options]: resolves into a copy of OUTPUT, its pins preferred
-    local out=$1
-    shift
-    pins "$out" >"$tmp/$out"
-    upgrade=()
+compile() {  # OUTPUT "PREFERRED LOCKS" INPUT... [uv options]
+    local out=$1 preferred=$2
+    shift 2
+    # shellcheck disable=SC2086 # the preferred locks are a list
+    pins $preferred >"$tmp/$out"
+    local name upgrade=()
     for name in ${UPGRADE:-}; do upgrade+=(--upgrade-package "$name"); done
     "$uv" pip compile --quiet --no-config --universal --python-version 3.11 --generate-hashes \
-        --no-annotate --custom-compile-command "make lock" "${upgrade[@]}" \
+        --no-annotate --custom-compile-command "make lock" ${upgrade[@]+"${upgrade[@]}"} \
         --output-file "$tmp/$out" "$@"
 }
 
-python3 -c 'import sys, tomllib
+python3 -c 'import tomllib
 print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
     >"$tmp/build.in"
 echo uv >"$tmp/uv.in"
 
-compile requirements.lock pyproject.toml "$tmp/build.in"
-compile requirements-dev.lock pyproject.toml "$tmp/build.in" --extra dev \
-    --constraint "$tmp/requirements.lock"
-compile requirements-uv.lock "$tmp/uv.in"
+compile requirements.lock requirements.lock pyproject.toml "$tmp/build.in"
+# The runtime lock's pins count for the dev lock too: a dev dependency pinned there still keeps
+# its version.
+compile requirements-dev.lock "requirements-dev.lock requirements.lock" \
+    pyproject.toml "$tmp/build.in" --extra dev --constraint "$tmp/requirements.lock"
+compile requirements-uv.lock requirements-uv.lock "$tmp/uv.in"
 mv "$tmp"/requirements*.lock .
