@@ -175,7 +175,7 @@ def playwright() -> Iterator[Playwright]:
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+        _unavailable("the playwright package is not installed (make test installs the dev lock)")
     if not os.access(CHROMIUM, os.X_OK):
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     expect.set_options(timeout=TIMEOUT_MS)
