@@ -12,14 +12,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, pinned by the lock, so they stay cached until it or pyproject changes:
-# an empty package stands in for the source while they install.
-COPY pyproject.toml requirements.lock README.md ./
-RUN mkdir service && touch service/__init__.py \
-    && pip install --constraint requirements.lock . \
-    && pip uninstall --yes webhook-bridge
+# Dependencies first, each file checked against the runtime lock's hashes (the build backend is
+# locked there too), so that layer stays cached until the lock changes.
+COPY requirements.lock ./
+RUN pip install --require-hashes --requirement requirements.lock
+COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
     && python -m compileall -q /opt/venv
 
 FROM ${PYTHON}

@@ -38,6 +38,8 @@ from pydantic_settings import (
 )
 
 from service.errors import ConfigError
+from service.image_hosts import ImageHost
+from service.image_hosts import parse as parse_image_host
 
 if TYPE_CHECKING:
     from service.ssrf import CallbackPolicy
@@ -390,6 +392,21 @@ class UiSettings(_Section):
     enabled: bool = True
     # Hours a dashboard sign-in lasts.
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    # Hosts a watch's page may load its generated images from, as thumbnails linking to the
+    # full size; the pages' Content-Security-Policy allows exactly these in img-src (grammar:
+    # service/image_hosts.py). Empty: images are links only, nothing is loaded from elsewhere.
+    image_hosts: tuple[str, ...] = ()
+
+    @field_validator("image_hosts")
+    @classmethod
+    def _image_hosts(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            parse_image_host(entry)
+        return tuple(entry.strip().lower() for entry in entries)
+
+    @property
+    def image_sources(self) -> tuple[ImageHost, ...]:
+        return tuple(parse_image_host(entry) for entry in self.image_hosts)
 
 
 class LogSettings(_Section):

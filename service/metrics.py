@@ -1,19 +1,25 @@
-"""Prometheus metrics: base units, `_total` counters, no per-job labels.
+"""Prometheus metrics: base units, `_total` counters, no per-job labels, no `_created` series.
 
 One registry per bridge (not the process-global one), so several bridges in one process, as in
-tests, don't collide.
+tests, don't collide. `/metrics` speaks OpenMetrics to a scraper that asks for it and the
+Prometheus text format otherwise, as the client library's own encoder choice decides.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
 
 from service import breaker
 from service.observation import Observation
 from service.store.base import Attempt, AttemptOutcome, Delivery
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0)
 
@@ -51,6 +57,9 @@ class RecentAttempts:
 
 class Metrics:
     def __init__(self) -> None:
+        # A `_created` series per counter and histogram doubles the series and nothing reads
+        # them; the client library's switch is process-wide, and the process is the bridge's.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it untyped
         self.recent_attempts = RecentAttempts()
         self.registry = registry = CollectorRegistry()
         self.watches = Gauge("bridge_watches", "Watches by status.", ["status"], registry=registry)
@@ -170,5 +179,7 @@ class Metrics:
         if outcome == "succeeded" and delivery.final and delivery.created_at:
             self.notification_latency.observe(max(0.0, now - delivery.created_at))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition in the format the `Accept` header asks for, and its media type."""
+        encode, media_type = choose_encoder(accept)
+        return encode(self.registry), media_type

@@ -74,8 +74,9 @@ class Monitor:
             return f"the store does not answer: {error}"
         return None
 
-    def render_metrics(self) -> bytes:
-        """The Prometheus text, with the gauges read from the running parts now."""
+    def render_metrics(self, accept: str) -> tuple[bytes, str]:
+        """The exposition `accept` asks for and its media type, with the gauges read from the
+        running parts now."""
         metrics = self._metrics
         metrics.held_watches.set(self._poller.held_count)
         metrics.poll_backlog.set(self._poller.due_backlog())
@@ -83,7 +84,7 @@ class Monitor:
         metrics.deliveries_in_flight.set(self._deliverer.in_flight)
         metrics.store_up.set(self._store.health.reason is None)
         metrics.open_streams.set(self._hub.listening)
-        return metrics.render()
+        return metrics.render(accept)
 
     def health(self) -> Health:
         backlog = self._metrics.registry.get_sample_value("bridge_delivery_backlog") or 0.0

@@ -27,7 +27,6 @@ from service.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.store.base import (
     DELIVERY_STATES,
     JOB_OUTCOMES,
@@ -40,6 +39,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Deeper bodies are refused before validation (orjson cannot serialize past 255 levels).
 MAX_BODY_DEPTH = 32
 MAX_PAGE = 200
+DEFAULT_LIMIT = 50  # watches per page, events per list
 # What a watch id can look like (service.ids: `wch_` and a base32 suffix). Anything else names
 # no watch: it gets its 404 without reaching the store, whose drivers may choke on it (NUL).
 WATCH_ID_PATTERN = "^wch_[0-9A-Za-z]{1,64}$"
@@ -52,6 +52,11 @@ WEBHOOK_ID_PATTERN = "^msg_[0-9A-Za-z]{1,64}$"
 _WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
+# One value of `GET /v1/events?type=`: event types separated by commas, spaces around each
+# ignored; an empty one adds none. The parameter may be repeated (`?type=a&type=b`) as well.
+_EVENT_NAME = "|".join(re.escape(name) for name in events.ALL_EVENTS)
+EVENT_TYPES_PATTERN = rf"^(?: *(?:{_EVENT_NAME}) *(?:, *(?:{_EVENT_NAME}) *)*)?$"
+_EVENT_TYPES = re.compile(EVENT_TYPES_PATTERN)
 # The status of a long-poll whose client went away (nobody reads it; the logs show it).
 CLIENT_GONE = 499
 # Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
@@ -268,7 +273,7 @@ async def list_watches(request: Request[State]) -> Response:
     page = await request.state["watches"].list_page(
         tenant,
         watch_filters(request),
-        limit=_query_int(request, "limit", 50, 1, MAX_PAGE),
+        limit=_query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE),
         cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )
     shown = [responses.Watch.of(watch) for watch in page.watches]
@@ -416,21 +421,25 @@ async def stream_events(request: Request[State]) -> Response:
     )  # fmt: skip
 
 
+def _event_types(values: list[str]) -> list[str]:
+    """The event types the `type` parameters choose (`EVENT_TYPES_PATTERN` is their rule)."""
+    for value in values:
+        if not _EVENT_TYPES.fullmatch(value):
+            names = (part.strip(" ") for part in value.split(","))
+            wrong = next((name for name in names if name not in events.ALL_EVENTS), value)
+            shown = repr(wrong[:80]) if wrong else "an empty one"
+            raise InvalidRequest.field(
+                "type",
+                f"unknown event type {shown}: give event types separated by commas, among "
+                f"{', '.join(events.ALL_EVENTS)}",
+            )
+    return [name.strip(" ") for value in values if value for name in value.split(",")]
+
+
 async def list_events(request: Request[State]) -> Response:
     tenant = _tenant(request)
-    chosen = [
-        name.strip()
-        for value in request.query_params.getlist("type")
-        for name in value.split(",")
-        if name.strip()
-    ]
-    unknown = [name for name in chosen if name not in events.ALL_EVENTS]
-    if unknown:
-        raise InvalidRequest.field(
-            "type",
-            f"unknown event {unknown[0][:80]!r}; choose among {', '.join(events.ALL_EVENTS)}",
-        )
-    limit = _query_int(request, "limit", 50, 1, MAX_EVENTS)
+    chosen = _event_types(request.query_params.getlist("type"))
+    limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_EVENTS)
     found = await request.state["feed"].recent(tenant, chosen or None, limit)
     # The envelopes as recorded, in one JSON array.
     body = b"[" + b",".join(event.body for event in found) + b"]"
@@ -468,7 +477,8 @@ async def delete_subscription(request: Request[State]) -> Response:
 
 
 async def metrics(request: Request[State]) -> Response:
-    return Response(request.state["monitor"].render_metrics(), media_type=METRICS_CONTENT_TYPE)
+    body, media_type = request.state["monitor"].render_metrics(request.headers.get("accept", ""))
+    return Response(body, media_type=media_type, headers={"Vary": "Accept"})
 
 
 async def metrics_elsewhere(request: Request[State]) -> Response:

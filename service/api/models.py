@@ -18,6 +18,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from typing_extensions import TypeAliasType
 
 from service import events, signing
 from service.upstream import JOB_ID, JOB_ID_RULE
@@ -95,15 +96,37 @@ def check_final_statuses(statuses: list[int]) -> list[int]:
 # The rules of the checks above and of the validators below, as JSON Schema.
 Url = Annotated[str, Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"})]
 Secret = Annotated[str, Field(json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/]+={0,2}$"})]
-EventName = Annotated[str, Field(json_schema_extra={"enum": list(events.ALL_EVENTS)})]
 FinalStatus = Annotated[
     StrictInt, Field(json_schema_extra={"minimum": 300, "maximum": 599, "not": {"const": 410}})
 ]
-HEADERS_SCHEMA: dict[str, Any] = {
-    "maxProperties": MAX_HEADERS,
-    "propertyNames": {"pattern": HEADER_NAME.pattern},
-    "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE},
-}
+# The types that requests and answers share, each named: /openapi.json describes it once, as a
+# component, and generated clients have one class for it wherever it appears.
+EventName = TypeAliasType(
+    "EventName", Annotated[str, Field(json_schema_extra={"enum": list(events.ALL_EVENTS)})]
+)
+CallbackMethod = TypeAliasType("CallbackMethod", Literal["POST", "PUT"])
+PayloadFormat = TypeAliasType("PayloadFormat", Literal["envelope", "raw"])
+Metadata = TypeAliasType(
+    "Metadata",
+    Annotated[dict[str, Any], Field(description="The client's own JSON object, echoed back.")],
+)
+JsonObject = TypeAliasType(
+    "JsonObject", Annotated[dict[str, Any], Field(description="Any JSON object.")]
+)
+Headers = TypeAliasType(
+    "Headers",
+    Annotated[
+        dict[str, str],
+        Field(
+            description=f"Header fields sent with every delivery (at most {MAX_HEADERS}), by name.",
+            json_schema_extra={
+                "maxProperties": MAX_HEADERS,
+                "propertyNames": {"pattern": HEADER_NAME.pattern},
+                "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE},
+            },
+        ),
+    ],
+)
 FINAL_STATUSES_SCHEMA: dict[str, Any] = {"maxItems": MAX_FINAL_STATUSES, "uniqueItems": True}
 
 
@@ -134,13 +157,9 @@ class WatchOptionsBody(BaseModel):
         "subscriptions and the event endpoints only. callback_headers and secret need it: "
         "without a callback, they are refused.",
     )
-    callback_method: Literal["POST", "PUT"] = "POST"
-    callback_headers: dict[str, str] = Field(
-        default_factory=dict,
-        description="Sent with every delivery (at most 20).",
-        json_schema_extra=HEADERS_SCHEMA,
-    )
-    metadata: dict[str, Any] | None = Field(
+    callback_method: CallbackMethod = "POST"
+    callback_headers: Headers = Field(default_factory=dict)
+    metadata: Metadata | None = Field(
         None, description="Echoed in every webhook; a JSON object of at most 4 KiB."
     )
     events: list[EventName] = Field(
@@ -150,7 +169,7 @@ class WatchOptionsBody(BaseModel):
             "allOf": [{"contains": {"const": name}} for name in events.FINAL_EVENTS]
         },
     )
-    payload_format: Literal["envelope", "raw"] = "envelope"
+    payload_format: PayloadFormat = "envelope"
     secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
     # Their bounds are settings: /openapi.json shows those in force (`service.api.openapi`).
     poll_interval_s: float | None = Field(None, description="Overrides poll.interval_s.")
@@ -243,7 +262,7 @@ class WatchRequest(WatchOptionsBody):
 class GenerateRequest(WatchOptionsBody):
     """The body of `POST /v1/generate`: the upstream's request, and how to watch its job."""
 
-    input: dict[str, Any] = Field(
+    input: JsonObject = Field(
         description="The JSON object sent unchanged as the body of the upstream's "
         "POST /api/v1/generate."
     )
@@ -274,11 +293,7 @@ class SubscriptionRequest(BaseModel):
         json_schema_extra={"minItems": 1},
     )
     secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
-    headers: Annotated[dict[str, str], AfterValidator(check_headers)] = Field(
-        default_factory=dict,
-        description="Sent with every delivery (at most 20).",
-        json_schema_extra=HEADERS_SCHEMA,
-    )
+    headers: Annotated[Headers, AfterValidator(check_headers)] = Field(default_factory=dict)
     final_statuses: Annotated[list[FinalStatus], AfterValidator(check_final_statuses)] = Field(
         default_factory=list,
         description=FINAL_STATUSES_DESCRIPTION,

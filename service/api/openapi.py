@@ -12,11 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from typing_extensions import TypeAliasType
 
-from service import __version__, events, subscriptions
+from service import __version__, subscriptions
 from service.api import responses
 from service.api.handlers import (
+    DEFAULT_LIMIT,
     EVENT_ID_PATTERN,
+    EVENT_TYPES_PATTERN,
     MAX_BODY_BYTES,
     MAX_EVENTS,
     MAX_PAGE,
@@ -26,9 +29,14 @@ from service.api.handlers import (
     WATCH_ID_PATTERN,
     WEBHOOK_ID_PATTERN,
 )
-from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
+from service.api.models import (
+    EventName,
+    GenerateRequest,
+    JsonObject,
+    SubscriptionRequest,
+    WatchRequest,
+)
 from service.config import PollSettings, Settings
-from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
 from service.upstream import JOB_ID
 
 SCHEMAS = "#/components/schemas/{model}"
@@ -38,6 +46,7 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     responses.Watch, responses.CreatedWatch, responses.Generated, responses.WatchPage,
     responses.Pending, responses.AttemptList, responses.Delivery, responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
+    responses.EventList,
     responses.Problem, responses.Caller, responses.Health, responses.Unready,
 )  # fmt: skip
 
@@ -65,13 +74,14 @@ def _bound(fields: dict[str, Any], poll: PollSettings) -> None:
         fields[name]["anyOf"][0].update(bound)  # the number, not the null
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
+def _ref(model: type[BaseModel] | TypeAliasType) -> dict[str, str]:
     return {"$ref": SCHEMAS.format(model=model.__name__)}
 
 
-def _json(body: type[BaseModel] | dict[str, Any], description: str) -> dict[str, Any]:
-    schema = _ref(body) if isinstance(body, type) else body
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(body: type[BaseModel] | TypeAliasType, description: str) -> dict[str, Any]:
+    """An answer whose body is a component: generators make one class of it, named."""
+    media = {"application/json": {"schema": _ref(body)}}
+    return {"description": description, "content": media}
 
 
 def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -95,10 +105,15 @@ def _rate_limited(description: str) -> dict[str, Any]:
 
 
 def _operation(
-    operation_id: str, tag: str, summary: str, answers: dict[str, Any], **more: Any
+    operation_id: str,
+    tag: str,
+    summary: str,
+    description: str,
+    answers: dict[str, Any],
+    **more: Any,
 ) -> dict[str, Any]:
-    return {"operationId": operation_id, "tags": [tag], "summary": summary, **more,
-            "responses": answers}  # fmt: skip
+    return {"operationId": operation_id, "tags": [tag], "summary": summary,
+            "description": description, **more, "responses": answers}  # fmt: skip
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:
@@ -132,6 +147,9 @@ def _registration() -> dict[str, dict[str, Any]]:
     too_many = "Too many registrations for this token (auth.registrations_per_s)"
     created = _operation(
         "createWatch", "watches", "Register a job and a callback",
+        "Commits the watch, then polls the upstream job until it ends and delivers its events "
+        "to `callback_url` (signed per Standard Webhooks) and to the tenant's subscriptions. "
+        "The answer shows the watch's signing secret, which no later answer does.",
         {
             "201": _json(responses.CreatedWatch, "Committed; polling has started."),
             "200": _json(responses.CreatedWatch, "A replay of an earlier call with the same key."),
@@ -153,6 +171,10 @@ def _registration() -> dict[str, dict[str, Any]]:
     )  # fmt: skip
     generated = _operation(
         "generate", "watches", "Start an upstream job and watch it, in one call",
+        "Sends `input` to the upstream's POST /api/v1/generate (with upstream_api_key, else "
+        "the configured key), then registers a watch of the job it started, as POST "
+        "/v1/watches does. Every field is checked before the upstream is called; when the "
+        "upstream refuses or fails, nothing is registered.",
         {
             "201": _json(responses.Generated, "Started and watched."),
             "200": _json(responses.Generated, "A replay of an earlier call with the same key."),
@@ -177,10 +199,6 @@ def _registration() -> dict[str, dict[str, Any]]:
                 "The upstream failed, answered something unreadable, or did not answer in time."
             ),
         },
-        description="Sends `input` to the upstream's POST /api/v1/generate (with "
-        "upstream_api_key, else the configured key), then registers a watch of the job it "
-        "started, as POST /v1/watches does. Every field is checked before the upstream is "
-        "called; when the upstream refuses or fails, nothing is registered.",
         parameters=[
             {**key, "description": "A retry with the same key and body replays the answer (200) "
              "without calling the upstream again; the upstream gets a key derived from it."}
@@ -200,20 +218,24 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "/v1/watches": {"get": _operation(
             "listWatches", "watches", "List watches, newest first",
+            "The caller's watches, filtered by status or job; `next_cursor` pages on.",
             {"200": _json(responses.WatchPage, "A page of watches."), "401": _UNAUTHORIZED,
              "422": _INVALID_QUERY},
             parameters=[
-                {"name": "status", "in": "query", "schema": {"enum": list(WATCH_STATUSES)}},
+                {"name": "status", "in": "query", "description": "Only watches in this status.",
+                 "schema": _ref(responses.WatchStatus)},
                 {"name": "outcome", "in": "query",
-                 "description": "How the job ended (the watch's `outcome`).",
-                 "schema": {"enum": list(JOB_OUTCOMES)}},
+                 "description": "Only the watches whose job ended so (their `outcome`).",
+                 "schema": _ref(responses.JobOutcome)},
                 {"name": "delivery", "in": "query",
-                 "description": "What became of its delivery (the watch's `delivery`).",
-                 "schema": {"enum": list(DELIVERY_STATES)}},
-                {"name": "job_id", "in": "query",
+                 "description": "Only the watches whose delivery is in this state (their "
+                 "`delivery`).",
+                 "schema": _ref(responses.DeliveryState)},
+                {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
-                {"name": "limit", "in": "query",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+                {"name": "limit", "in": "query", "description": "At most this many.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                            "default": DEFAULT_LIMIT}},
                 {"name": "cursor", "in": "query",
                  "description": "The next_cursor of the previous page.",
                  "schema": {"type": "string", "pattern": WATCH_ID_PATTERN}},
@@ -222,12 +244,16 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         "/v1/watches/{watch_id}": {
             "get": _operation(
                 "getWatch", "watches", "Read a watch",
+                "Its status, the job's last seen status and queue position, and the last "
+                "error; never its secret or API key.",
                 {"200": _json(responses.Watch, "The watch."), "401": _UNAUTHORIZED,
                  "404": _NOT_FOUND},
                 parameters=[_WATCH_ID],
             ),
             "delete": _operation(
                 "cancelWatch", "watches", "Cancel polling and pending deliveries (idempotent)",
+                "The job is polled no more and no further webhook is sent; cancelling a "
+                "watch again answers it as it is.",
                 {"200": _json(responses.Watch, "The watch."), "401": _UNAUTHORIZED,
                  "404": _NOT_FOUND},
                 parameters=[_WATCH_ID],
@@ -235,20 +261,24 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "/v1/watches/{watch_id}/deliveries": {"get": _operation(
             "listDeliveries", "watches", "Every delivery attempt, oldest first, and each delivery",
+            "Each HTTP request made to deliver the watch's events, to its callback and to the "
+            "subscriptions: its place in its series, its verdict, the start of the receiver's "
+            "answer and when the next attempt is due; and each delivery (one event to one "
+            "endpoint): its status, its attempts and its next one.",
             {"200": _json(responses.AttemptList, "The attempts and the deliveries."),
              "401": _UNAUTHORIZED, "404": _NOT_FOUND},
             parameters=[_WATCH_ID],
         )},
         "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry": {"post": _operation(
             "retryDelivery", "watches", "Make a pending delivery's next attempt now",
+            "For a receiver that was fixed: the next attempt of the delivery is made at once "
+            "instead of at its `next_attempt_at`; the schedule goes on from it (the attempt "
+            "counts in the series as any other).",
             {"202": _json(responses.Delivery, "Due now; the attempt follows at once."),
              "401": _UNAUTHORIZED,
              "404": _problem("No such watch (or another tenant's), or no such delivery of it."),
              "409": _problem("The delivery is not pending: it succeeded, failed, went or was "
                              "cancelled (redeliver the watch to send its final event again).")},
-            description="For a receiver that was fixed: the next attempt of the delivery is "
-            "made at once instead of at its `next_attempt_at`; the schedule goes on from it "
-            "(the attempt counts in the series as any other).",
             parameters=[_WATCH_ID, {
                 "name": "webhook_id", "in": "path", "required": True,
                 "description": "The delivery's webhook id (`msg_...`); any other form names no "
@@ -258,6 +288,8 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
             "redeliverWatch", "watches", "Send the final event again (same webhook-id)",
+            "A new series of attempts to the callback and the subscriptions still active, "
+            "for a delivered, failed, gone or completed watch.",
             {"202": _json(responses.Watch, "A new series of attempts has started."),
              "401": _UNAUTHORIZED, "404": _NOT_FOUND,
              "409": _problem("The watch is not delivered, failed, gone or completed.")},
@@ -265,6 +297,8 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         )},
         "/v1/watches/{watch_id}/wait": {"get": _operation(
             "waitForWatch", "events", "Long-poll: the final event as soon as there is one",
+            "For clients that cannot receive webhooks: answers the final event when the job "
+            "ends, or the watch as it stands when timeout_s runs out.",
             {
                 "200": _json(responses.Event, "The final event: the body a webhook carries."),
                 "202": {
@@ -290,6 +324,10 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         "/v1/watches/{watch_id}/events": {"get": _operation(
             "streamWatchEvents", "events",
             "Server-Sent Events of the watch, ending after the final one",
+            f"`retry: {RECONNECT_MS}` first, then per event `id: evt_...`, `event: <type>`, "
+            "`data: <envelope>` (the Event schema); a `: keep-alive` comment every "
+            "api.sse_keepalive_s. The stream ends after the final event, or when the watch was "
+            "cancelled. `Last-Event-ID` resumes after that event.",
             {
                 "200": {"description": "The event stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}}},
@@ -298,11 +336,6 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                 "422": _problem("Last-Event-ID is not an event id."),
                 "429": too_many_streams,
             },
-            description=f"`retry: {RECONNECT_MS}` first, then per event `id: evt_...`, "
-            "`event: <type>`, `data: <envelope>` (the Event schema); a `: keep-alive` comment "
-            "every api.sse_keepalive_s. The stream ends "
-            "after the final event, or when the watch was cancelled. `Last-Event-ID` resumes "
-            "after that event.",
             parameters=[
                 _WATCH_ID,
                 {"name": "Last-Event-ID", "in": "header",
@@ -315,16 +348,24 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         )},
         "/v1/events": {"get": _operation(
             "listEvents", "events", "Recent events of every watch, newest first (for polling)",
-            {"200": _json({"type": "array", "items": _ref(responses.Event)},
+            "The tenant's recent envelopes, each with an id unique across endpoints, for "
+            "polling triggers and samples.",
+            {"200": _json(responses.EventList,
                           "The envelopes, each the body its webhooks carry."),
              "401": _UNAUTHORIZED, "422": _INVALID_QUERY},
             parameters=[
                 {"name": "type", "in": "query",
-                 "description": "Only these types: repeat it, or separate with commas.",
+                 "description": "Only events of these types (all when absent): separated by "
+                 "commas (`type=job.succeeded,job.failed`), or the parameter repeated "
+                 "(`type=job.succeeded&type=job.failed`), or both; an empty value is ignored.",
                  "style": "form", "explode": True,
-                 "schema": {"type": "array", "items": {"enum": list(events.ALL_EVENTS)}}},
-                {"name": "limit", "in": "query",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS}},
+                 "schema": {"type": "array", "items": {"anyOf": [
+                     _ref(EventName),
+                     {"type": "string", "pattern": EVENT_TYPES_PATTERN},
+                 ]}}},
+                {"name": "limit", "in": "query", "description": "At most this many.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS,
+                            "default": DEFAULT_LIMIT}},
             ],
         )},
     }  # fmt: skip
@@ -339,6 +380,9 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
             "post": _operation(
                 "createSubscription", "subscriptions",
                 "Subscribe an endpoint to every event of the tenant's watches",
+                "Every event of the chosen types of every watch of the tenant is delivered to "
+                "`url`, signed with the subscription's own secret, which only this answer "
+                "shows.",
                 {
                     "201": _json(responses.CreatedSubscription,
                                  "Subscribed; the secret is shown once."),
@@ -354,6 +398,7 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
             ),
             "get": _operation(
                 "listSubscriptions", "subscriptions", "The active subscriptions, oldest first",
+                "URL credentials and header values hidden, secrets never shown.",
                 {"200": _json(responses.SubscriptionList, "The subscriptions."),
                  "401": _UNAUTHORIZED},
             ),
@@ -361,6 +406,7 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
         "/v1/subscriptions/{subscription_id}": {"delete": _operation(
             "deleteSubscription", "subscriptions",
             "Unsubscribe: nothing more is sent, pending deliveries included",
+            "The subscription ends at once; a deleted one answers 404.",
             {"204": {"description": "Unsubscribed."}, "401": _UNAUTHORIZED,
              "404": _problem("No such active subscription (or another tenant's)."),
              "429": changes},
@@ -379,13 +425,17 @@ def _service() -> dict[str, dict[str, Any]]:
     return {
         "/v1/me": {"get": _operation(
             "getCaller", "service", "Who the token belongs to (to test a connection)",
+            "The tenant the token names; without tokens configured, the anonymous tenant.",
             {"200": _json(responses.Caller, "The caller."), "401": _UNAUTHORIZED},
         )},
         "/livez": {"get": _operation(
-            "livez", "service", "Alive", {"200": _json(responses.Health, "Alive.")}, **_NO_TOKEN
+            "livez", "service", "Alive", "The process answers (a liveness probe).",
+            {"200": _json(responses.Health, "Alive.")}, **_NO_TOKEN,
         )},
         "/readyz": {"get": _operation(
             "readyz", "service", "Store reachable and scheduler running",
+            "A readiness probe: 503 with the reason while the store is unreachable or refuses "
+            "writes, and while draining after SIGTERM.",
             {"200": _json(responses.Health, "Ready."),
              "503": _json(responses.Unready, "Not ready, and why.")},
             **_NO_TOKEN,
@@ -393,15 +443,21 @@ def _service() -> dict[str, dict[str, Any]]:
         "/metrics": {"get": _operation(
             "metrics", "service",
             "Prometheus metrics (aggregate, no per-tenant or per-job labels)",
-            {"200": {"description": "The Prometheus text format.",
-                     "content": {"text/plain": {"schema": text}}},
+            "Polls, upstream outcomes, the circuit breaker, deliveries and backlogs of every "
+            "tenant: with tokens configured, served only on the health port.",
+            {"200": {"description": "OpenMetrics when `Accept` asks for"
+                                    " application/openmetrics-text, else the Prometheus text"
+                                    " format.",
+                     "content": {"text/plain": {"schema": text},
+                                 "application/openmetrics-text": {"schema": text}}},
              "404": _problem(
                  "With auth.tokens, served only on the health port (server.health_port).")},
             **_NO_TOKEN,
         )},
         "/openapi.json": {"get": _operation(
             "openapi", "service", "This document",
-            {"200": _json({"type": "object"}, "This document.")}, **_NO_TOKEN,
+            "The OpenAPI 3.1 description of this bridge's API, its bounds those in force.",
+            {"200": _json(JsonObject, "This document.")}, **_NO_TOKEN,
         )},
     }  # fmt: skip
 
@@ -451,7 +507,16 @@ def spec(settings: Settings) -> dict[str, Any]:
     _guarded(paths)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Webhook Bridge", "version": __version__},
+        "info": {
+            "title": "Webhook Bridge",
+            "version": __version__,
+            "description": "Polls asynchronous generation jobs and delivers their events as "
+            "signed webhooks (Standard Webhooks), to each watch's callback and to the tenant's "
+            "subscriptions; the events can be long-polled, streamed or listed too.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        # Relative: the bridge that serves this document.
+        "servers": [{"url": "/"}],
         "tags": [
             {"name": "watches", "description": "Register jobs to watch, read and manage them."},
             {"name": "events", "description": "The events of watches, waited for or streamed."},

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
+from typing_extensions import TypeAliasType
 
 from service import events
-from service.api.models import EventName
+from service.api.models import CallbackMethod, EventName, JsonObject, Metadata, PayloadFormat
 from service.events import iso8601
 from service.store import base as store
 from service.store import rules
@@ -21,6 +22,24 @@ from service.watches import Registration
 
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 MASK = "********"
+# Named, as in `service.api.models`: one component each in /openapi.json.
+WatchStatus = TypeAliasType("WatchStatus", store.WatchStatus)
+JobOutcome = TypeAliasType("JobOutcome", store.JobOutcome)
+DeliveryState = TypeAliasType("DeliveryState", store.DeliveryState)
+DeliveryStatus = TypeAliasType("DeliveryStatus", store.DeliveryStatus)
+AttemptVerdict = TypeAliasType("AttemptVerdict", store.AttemptVerdict)
+SubscriptionStatus = TypeAliasType("SubscriptionStatus", store.SubscriptionStatus)
+MaskedHeaders = TypeAliasType(
+    "MaskedHeaders",
+    Annotated[
+        dict[str, str],
+        Field(
+            description="The header fields sent with every delivery: their names, each value "
+            f"shown as {MASK}.",
+            json_schema_extra={"additionalProperties": {"const": MASK}},
+        ),
+    ],
+)
 
 
 def public_url(url: str) -> str:
@@ -49,24 +68,24 @@ class Watch(Answer):
     callback_url: str | None = Field(
         description="Without any credentials; null: the watch has no callback."
     )
-    callback_method: Literal["POST", "PUT"]
-    callback_headers: dict[str, str] = Field(description="Header names; values are masked.")
+    callback_method: CallbackMethod
+    callback_headers: MaskedHeaders
     events: list[EventName]
-    payload_format: Literal["envelope", "raw"]
-    metadata: dict[str, Any] | None
+    payload_format: PayloadFormat
+    metadata: Metadata | None
     poll_interval_s: float
     timeout_s: float
     final_statuses: list[int]
-    status: store.WatchStatus = Field(
+    status: WatchStatus = Field(
         description="`completed`: the job ended and the watch has no callback."
     )
-    outcome: store.JobOutcome = Field(
+    outcome: JobOutcome = Field(
         description="How the job ended: what the upstream said (`succeeded`, `failed`), why "
         "the bridge ended it (`timed_out`, `not_found`, `unauthorized`, `bad_request`: the "
         "`error_code` of its `job.failed`), `cancelled` before it ended, or `in_progress`; "
         "`unknown` for a job that ended before outcomes were kept, its final event purged."
     )
-    delivery: store.DeliveryState = Field(
+    delivery: DeliveryState = Field(
         description="What became of the final event's delivery to the callback: `pending` "
         "(attempts go on), `delivered`, `failed` (attempts ran out, a final status, or 410), "
         "`cancelled` (the watch was cancelled while delivering), `none` (nothing to send yet, "
@@ -130,7 +149,7 @@ class Generated(Answer):
     """The answer of `POST /v1/generate`: the job started, and its watch."""
 
     job_id: str
-    upstream: dict[str, Any] = Field(description="The upstream's answer, as sent.")
+    upstream: JsonObject = Field(description="The upstream's answer, as sent.")
     watch: CreatedWatch
 
 
@@ -199,7 +218,7 @@ class Attempt(Answer):
         "(`connection refused`, `timed out after 15 s`, `TLS handshake failed: ...`, `DNS: no "
         "such host ...`, ...)."
     )
-    verdict: store.AttemptVerdict | None = Field(
+    verdict: AttemptVerdict | None = Field(
         description="What it meant: `succeeded`, `retry` (at `next_attempt_at`), `gone` (410: "
         "no more to this endpoint), `final_status` (a status the endpoint lists in "
         "`final_statuses`: retries stopped), `exhausted` (the last of the series); null for "
@@ -235,7 +254,7 @@ class Delivery(Answer):
         description="The subscription addressed; null: the watch's own callback."
     )
     event: EventName
-    status: store.DeliveryStatus
+    status: DeliveryStatus
     attempts: int = Field(description="Attempts of its current series.")
     max_attempts: int = Field(
         description="Attempts in a series: the first and one per wait of delivery.retry_schedule_s."
@@ -275,9 +294,9 @@ class Subscription(Answer):
     id: str = Field(json_schema_extra={"pattern": "^sub_"})
     url: str = Field(description="Without any credentials.")
     events: list[EventName]
-    headers: dict[str, str] = Field(description="Header names; values are masked.")
+    headers: MaskedHeaders
     final_statuses: list[int]
-    status: store.SubscriptionStatus
+    status: SubscriptionStatus
     created_at: Time
 
     @classmethod
@@ -327,8 +346,13 @@ class Event(Answer):
     image_urls: list[str] | None
     error: str | None
     error_code: str | None
-    metadata: dict[str, Any] | None
-    data: dict[str, Any] | None = Field(description="The upstream's answer.")
+    metadata: Metadata | None
+    data: JsonObject | None = Field(description="The upstream's answer.")
+
+
+class EventList(RootModel[list[Event]]):
+    """Events, newest first (`GET /v1/events`): the envelopes as recorded, each the body its
+    webhooks carry."""
 
 
 class FieldError(Answer):

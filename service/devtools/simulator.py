@@ -295,7 +295,11 @@ class FakeUpstream:
     def _add(self, spec: JobSpec, job_id: str | None) -> Job:
         while job_id is None or job_id in self._jobs:
             job_id = new_job_id(self._rng)
-        output = make_output(self._rng, spec.images) if spec.outcome == "succeeded" else None
+        output = (
+            make_output(self._rng, spec.images, spec.image_urls)
+            if spec.outcome == "succeeded"
+            else None
+        )
         job = Job(job_id, spec, self._clock(), time.time(), output)
         self._jobs[job_id] = job
         return job

@@ -43,11 +43,13 @@ _SPEC_KEYS = frozenset(
         "outcome",
         "error",
         "images",
+        "image_urls",
         "faults",
     }
 )
 _FAULT_KEYS = frozenset({"kind", "count", "retry_after", "delay_s"})
 MAX_IMAGES = 100
+MAX_URL_CHARS = 2048
 MAX_POLL_TIMES = 64
 
 
@@ -76,6 +78,9 @@ class JobSpec:
     queue_phase: float = 0.0
     error: str = DEFAULT_ERROR
     images: int = 1
+    # The images' URLs as given (any text: a test may hand the bridge hostile ones); empty:
+    # `images` random CDN URLs.
+    image_urls: tuple[str, ...] = ()
     faults: tuple[Fault, ...] = ()
 
 
@@ -131,6 +136,25 @@ def parse_fault(raw: object, where: str, slow_s: float) -> Fault:
     )
 
 
+def _urls(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    urls = raw.get("image_urls", [])
+    if (
+        not isinstance(urls, list)
+        or len(urls) > MAX_IMAGES
+        or not all(isinstance(url, str) and len(url) <= MAX_URL_CHARS for url in urls)
+    ):
+        raise SpecError(
+            f"{_field(where, 'image_urls')} must be a list of at most {MAX_IMAGES} strings of "
+            f"at most {MAX_URL_CHARS} characters"
+        )
+    if urls and "images" in raw:
+        raise SpecError(
+            f"give {_field(where, 'images')} (a count of random URLs) or "
+            f"{_field(where, 'image_urls')}, not both"
+        )
+    return tuple(urls)
+
+
 def parse_spec(raw: object, defaults: JobSpec, slow_s: float, where: str) -> JobSpec:
     """The settings in `raw` over `defaults`; `where` prefixes field names in errors."""
     settings = _check_keys(raw, _SPEC_KEYS, where)
@@ -153,6 +177,7 @@ def parse_spec(raw: object, defaults: JobSpec, slow_s: float, where: str) -> Job
         outcome=str(outcome),
         error=error,
         images=_whole(settings, "images", defaults.images, where, MAX_IMAGES),
+        image_urls=_urls(settings, where),
         faults=tuple(
             parse_fault(item, f"{_field(where, 'faults')}[{index}]", slow_s)
             for index, item in enumerate(faults)
@@ -198,20 +223,19 @@ def new_job_id(rng: random.Random) -> str:
     return "job_" + "".join(rng.choices(_LOWER_ALNUM, k=12))
 
 
-def make_output(rng: random.Random, images: int) -> dict[str, Any]:
-    """A succeeded job's `output`: CDN URLs, image slugs and a seed."""
-    return {
-        "images": [
-            {
-                "url": "https://images.betterwaifu.com/"
-                f"{''.join(rng.choices(_LOWER_ALNUM, k=6))}/"
-                f"{''.join(rng.choices(_LOWER_ALNUM, k=6))}.webp",
-                "id": "".join(rng.choices(_ALNUM, k=16)),
-            }
-            for _ in range(images)
-        ],
-        "seed": rng.randrange(2**32),
-    }
+def make_output(rng: random.Random, images: int, urls: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A succeeded job's `output`: an image per URL of `urls`, else `images` images at random
+    CDN URLs; each with a slug; and a seed."""
+
+    def slug(k: int, alphabet: str = _LOWER_ALNUM) -> str:
+        return "".join(rng.choices(alphabet, k=k))
+
+    def image(url: str | None) -> dict[str, str]:
+        url = url or f"https://images.betterwaifu.com/{slug(6)}/{slug(6)}.webp"
+        return {"url": url, "id": slug(16, _ALNUM)}
+
+    chosen: list[str | None] = list(urls) if urls else [None] * images
+    return {"images": [image(url) for url in chosen], "seed": rng.randrange(2**32)}
 
 
 @dataclass(slots=True)

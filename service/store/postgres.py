@@ -269,12 +269,13 @@ class PostgresStore(Store):
             text = text.replace(secret, "********")
         return text
 
-    def _store_error(self, error: BaseException) -> StoreError:
+    def _store_error(self, error: BaseException, *, lost: bool = False) -> StoreError:
         """A driver error as the store's: `StoreUnavailable` when the server cannot be used for
-        now (unreachable, or refusing writes)."""
+        now (unreachable, refusing writes, or `lost`: the connection it ran on was dropped)."""
         message = f"PostgreSQL at {self.where}: {self._describe(error)}"
         state = error.sqlstate if isinstance(error, asyncpg.PostgresError) else None
-        if isinstance(error, OSError | asyncpg.PostgresConnectionError) or state in _UNREACHABLE:
+        unreachable = isinstance(error, OSError | asyncpg.PostgresConnectionError)
+        if lost or unreachable or state in _UNREACHABLE:
             return StoreUnavailable(message)
         if state in _REFUSING_WRITES:
             return StoreUnavailable(message, refusing_writes=True)
@@ -289,13 +290,21 @@ class PostgresStore(Store):
             raise StoreError("the store is not open")
         try:
             async with pool.acquire() as connection:
-                yield connection
+                try:
+                    yield connection
+                except _DRIVER_ERRORS as error:
+                    # On a dropped connection the driver may say only "connection is closed".
+                    raise self._failed(error, lost=_dropped(connection)) from error
         except _DRIVER_ERRORS as error:
-            failure = self._store_error(error)
-            if isinstance(failure, StoreUnavailable):
-                self.health.failed(failure)
-            raise failure from error
+            raise self._failed(error) from error
         self.health.succeeded(wrote=writes)
+
+    def _failed(self, error: BaseException, *, lost: bool = False) -> StoreError:
+        """`error` as the store's, reported to `health` when it is an outage."""
+        failure = self._store_error(error, lost=lost)
+        if isinstance(failure, StoreUnavailable):
+            self.health.failed(failure)
+        return failure
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
@@ -1080,3 +1089,13 @@ async def _record_events(
         [tenant for tenant, _, _, _ in news],
     )
     return [new.delivery.id for _, _, _, new in news]
+
+
+def _dropped(connection: Any) -> bool:
+    """Whether the server dropped a pooled connection: asyncpg hands a closed connection back
+    to its pool at once, after which the pool's proxy refuses every call."""
+    try:
+        closed: bool = connection.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+    return closed

@@ -29,6 +29,7 @@ from service.store.base import (
 )
 from service.subscriptions import SubscriptionService
 from service.ui import words
+from service.ui.images import final_image_urls
 from service.watches import Counts, Filters, History, WatchService
 
 PAGE_SIZE = 50
@@ -96,6 +97,7 @@ class WatchPage:
     deliveries: list[DeliveryLine]
     max_attempts: int
     sent: Sent | None
+    image_urls: list[str]  # of the final event
     can_redeliver: bool
     can_cancel: bool
     fingerprint: str
@@ -158,6 +160,7 @@ class Dashboard:
             deliveries=[_line(d, attempts, most) for d in deliveries],
             max_attempts=most,
             sent=sent,
+            image_urls=final_image_urls(recorded),
             can_redeliver=watch.status in REDELIVERABLE,
             can_cancel=watch.status in CANCELLABLE,
             fingerprint=_watch_fingerprint(watch, recorded, attempts, deliveries),

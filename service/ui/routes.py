@@ -48,8 +48,9 @@ from service.errors import (
 )
 from service.event_hub import EventHub
 from service.events import iso8601
+from service.image_hosts import ImageHost
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
-from service.ui import words
+from service.ui import images, words
 from service.ui.dashboard import Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 from service.upstream import JOB_ID, JOB_ID_RULE
@@ -66,18 +67,24 @@ KEEPALIVE_S = 15.0
 _WATCH_ID = re.compile(WATCH_ID_PATTERN)
 _WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
-# Every page: no framing (the action buttons), no inline script, nothing from elsewhere.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 Handler = Callable[[Request[State], Session], Awaitable[Response]]
+
+
+def security_headers(image_hosts: tuple[ImageHost, ...]) -> dict[str, str]:
+    """Every page's: no framing (the action buttons), no inline script, nothing from elsewhere
+    but the images of the hosts the operator listed (`ui.image_hosts`)."""
+    policy = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        f"{images.img_src(image_hosts)}; connect-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
 
 
 def _time(value: float | None) -> str:
@@ -115,6 +122,8 @@ class Pages:
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.sessions = Sessions(settings)
         self.clock = clock
+        self.image_hosts = settings.ui.image_sources
+        self.headers = security_headers(self.image_hosts)
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -145,7 +154,7 @@ class Pages:
         **context: Any,
     ) -> HTMLResponse:
         html = self.templates.get_template(name).render(request=request, **context)
-        return HTMLResponse(html, status, headers={**SECURITY_HEADERS, **(headers or {})})
+        return HTMLResponse(html, status, headers={**self.headers, **(headers or {})})
 
     async def _session(self, request: Request[State]) -> Session | None:
         """The request's sign-in: its cookie signed, unexpired, and not signed out."""
@@ -286,8 +295,9 @@ class Pages:
         if page is None:
             return self._no_watch(request, session)
         context = self._page(
-            request, session, page=page, live="/ui/live?" + urlencode({"watch_id": watch_id})
-        )
+            request, session, page=page, images=images.shown(page.image_urls, self.image_hosts),
+            live="/ui/live?" + urlencode({"watch_id": watch_id}),
+        )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watch_live.html", flash=None, **context)
         flash = _decode_flash(request.cookies.get(FLASH_COOKIE))

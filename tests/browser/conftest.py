@@ -12,6 +12,11 @@ an event loop as running between calls, which the asyncio tests of other package
 
 Screenshots of the pages go to `docs/screenshots/` when BRIDGE_SCREENSHOTS=1, else to the
 test's temporary directory (so a test run never changes the work tree).
+
+Generated images come from a loopback image server (`image_server.py`) that Chromium reaches as
+`IMAGE_HOST`, the one host of the bridge's `ui.image_hosts`, and as `OTHER_IMAGE_HOST`, a host
+not listed. `axe_violations` runs axe-core (Deque's accessibility engine, bundled by the
+axe-playwright-python package) on a page.
 """
 
 from __future__ import annotations
@@ -26,14 +31,19 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import httpx
 import pytest
 
+from tests.browser.image_server import ImageServer, running_image_server
 from tests.e2e import harness
-from tests.e2e.harness import Bridge, Receiver, Upstream
+from tests.e2e.harness import Bridge, Receiver, Upstream, unique
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Names of the loopback image server: the bridge keeps loopback addresses out of image_urls.
+IMAGE_HOST = "images.test"
+OTHER_IMAGE_HOST = "elsewhere.test"
 CHROMIUM_ARGS = [
+    f"--host-resolver-rules=MAP {IMAGE_HOST} 127.0.0.1, MAP {OTHER_IMAGE_HOST} 127.0.0.1",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
@@ -50,7 +60,7 @@ SCREENSHOTS = harness.ROOT / "docs" / "screenshots"
 COOKIE = "bridge_ui"
 # One tenant per test (or per group of tests that share their watches); `other` is the tenant
 # whose watches the others must never see.
-TENANTS = ("login", "list", "live", "actions", "nojs", "csrf", "other", "phone")
+TENANTS = ("login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images")
 
 
 def token(tenant: str) -> str:
@@ -98,6 +108,13 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
         yield r
 
 
+@pytest.fixture(scope="package")
+def images() -> Iterator[ImageServer]:
+    """The loopback image server (see the module docstring)."""
+    with running_image_server() as server:
+        yield server
+
+
 @dataclass
 class Dashboard:
     """The bridge under test: its URL and an API client per tenant."""
@@ -116,14 +133,20 @@ class Dashboard:
 
 @pytest.fixture(scope="package")
 def dashboard(
-    tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, receiver: Receiver
+    tmp_path_factory: pytest.TempPathFactory,
+    upstream: Upstream,
+    receiver: Receiver,
+    images: ImageServer,
 ) -> Iterator[Dashboard]:
-    """A bridge with a token per tenant of `TENANTS` (the dashboard is on by default)."""
+    """A bridge with a token per tenant of `TENANTS` (the dashboard is on by default), whose
+    pages may load images from `IMAGE_HOST` over plain http."""
     directory = tmp_path_factory.mktemp("ui-bridge")
     tokens = json.dumps([{"name": tenant, "token": token(tenant)} for tenant in TENANTS])
     started = harness.launch_bridge(
-        "ui-bridge", directory, upstream.url, directory / "bridge.db", BRIDGE_AUTH__TOKENS=tokens
-    )
+        "ui-bridge", directory, upstream.url, directory / "bridge.db",
+        BRIDGE_AUTH__TOKENS=tokens,
+        BRIDGE_UI__IMAGE_HOSTS=json.dumps([f"http://{IMAGE_HOST}:{images.port}"]),
+    )  # fmt: skip
     apis = {
         tenant: httpx.Client(
             base_url=started.url, headers={"Authorization": f"Bearer {token(tenant)}"}, timeout=10
@@ -152,7 +175,7 @@ def playwright() -> Iterator[Playwright]:
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+        _unavailable("the playwright package is not installed (make test installs the dev lock)")
     if not os.access(CHROMIUM, os.X_OK):
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     expect.set_options(timeout=TIMEOUT_MS)
@@ -210,6 +233,20 @@ def sign_in(page: Page, tenant: str) -> None:
     page.wait_for_url("**/ui/")
 
 
+def finished_with_images(
+    dashboard: Dashboard, upstream: Upstream, images: ImageServer
+) -> tuple[str, str, str]:
+    """A completed watch of tenant `images` whose job made two images, one on each host; its
+    id and the two URLs (unique paths: no browser cache has seen them)."""
+    listed = f"http://{IMAGE_HOST}:{images.port}/{unique('listed')}.png"
+    other = f"http://{OTHER_IMAGE_HOST}:{images.port}/{unique('other')}.png"
+    api = dashboard.api("images")
+    job = upstream.create_job(queue_positions=0, processing_s=0, image_urls=[listed, other])
+    watch = api.register(job_id=job)
+    api.wait_for_status(watch["id"], "completed")
+    return watch["id"], listed, other
+
+
 class Shoot(Protocol):
     def __call__(self, page: Page, name: str, *, full_page: bool = False) -> Path: ...
 
@@ -228,3 +265,16 @@ def shoot(tmp_path: Path) -> Shoot:
         return path
 
     return screenshot
+
+
+def axe_violations(page: Page) -> list[str]:
+    """axe-core's violations on the page as it is now (every rule axe runs by default), one
+    line each: the rule, its impact and the elements it found."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{rule['id']} ({rule['impact']}): {rule['help']}: "
+        + ", ".join(" ".join(node["target"]) for node in rule["nodes"])
+        for rule in found
+    ]

@@ -11,21 +11,19 @@ skipped, except in CI, where it fails.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from service.signing import new_secret
+from tests import npm
 from tests.e2e.harness import ROOT, Receiver, StartBridge
 
 APP = ROOT / "integrations" / "zapier"
 TOKEN = "wbt_zapier_app_test_token"
 TENANT = "zapier"
-INSTALL_TIMEOUT_S = 300
+WHY = "the Zapier app's tests need Node.js 18+ and npm"
 TEST_TIMEOUT_S = 240
 # Steers the simulator's job (passed unchanged in the generate call's `input`): done in a second.
 GENERATE_INPUT = {"sim": {"queue_positions": 0, "processing_s": 0.3}}
@@ -33,21 +31,9 @@ GENERATE_INPUT = {"sim": {"queue_positions": 0, "processing_s": 0.3}}
 SIGNING_SECRETS = [new_secret(), new_secret()]
 
 
-def _require(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        reason = f"{tool} is not installed: the Zapier app's tests need Node.js 18+ and npm"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; they must run in CI", pytrace=False)
-        pytest.skip(reason)
-    return found
-
-
-def _run(argv: list[str], env: dict[str, str], timeout: float) -> str:
+def _run(argv: list[str], extra: dict[str, str]) -> str:
     """Run `argv` in the app's directory; its output, or a failure showing it unless it exits 0."""
-    done = subprocess.run(
-        argv, cwd=APP, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    done = npm.run(argv, APP, TEST_TIMEOUT_S, extra)
     if done.returncode != 0:
         pytest.fail(
             f"{' '.join(argv)} exited {done.returncode}\n--- stdout ---\n{done.stdout}"
@@ -57,27 +43,13 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> str:
     return done.stdout
 
 
-def _installed() -> bool:
-    """node_modules is there and no older than package-lock.json (npm writes this marker)."""
-    marker = APP / "node_modules" / ".package-lock.json"
-    lock = APP / "package-lock.json"
-    return marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime
-
-
-def _npm_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(npm_config_update_notifier="false", npm_config_fund="false", **extra)
-    return env
-
-
 @pytest.mark.e2e
 def test_zapier_app_tests_pass_against_a_real_bridge(
     start_bridge: StartBridge, receiver: Receiver
 ) -> None:
     """Auth and its label, subscribe, generate, hook verification, performList, unsubscribe and a
     rotation's deliveries all work for real."""
-    _require("node")
-    npm = _require("npm")
+    npm.install(APP, WHY)
     retiring = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     current, old = SIGNING_SECRETS
     bridge = start_bridge(
@@ -86,22 +58,17 @@ def test_zapier_app_tests_pass_against_a_real_bridge(
             [{"secret": current}, {"secret": old, "expires_at": retiring}]
         ),
     )
-    if not _installed():
-        _run([npm, "ci", "--no-audit"], _npm_env({}), INSTALL_TIMEOUT_S)
     output = _run(
-        [npm, "test"],
-        _npm_env(
-            {
-                "BRIDGE_URL": bridge.url,
-                "BRIDGE_TOKEN": TOKEN,
-                "BRIDGE_TENANT": TENANT,
-                "RECEIVER_URL": receiver.url,
-                "RECEIVER_RECORD": str(receiver.record),
-                "GENERATE_INPUT": json.dumps(GENERATE_INPUT),
-                "SIGNING_SECRETS": json.dumps(SIGNING_SECRETS),
-            }
-        ),
-        TEST_TIMEOUT_S,
+        [npm.require("npm", WHY), "test"],
+        {
+            "BRIDGE_URL": bridge.url,
+            "BRIDGE_TOKEN": TOKEN,
+            "BRIDGE_TENANT": TENANT,
+            "RECEIVER_URL": receiver.url,
+            "RECEIVER_RECORD": str(receiver.record),
+            "GENERATE_INPUT": json.dumps(GENERATE_INPUT),
+            "SIGNING_SECRETS": json.dumps(SIGNING_SECRETS),
+        },
     )
     # Every test ran (TAP, as package.json asks): none skipped for a missing setting.
     assert "# SKIP" not in output, output

@@ -689,6 +689,8 @@ async def test_bad_last_event_ids(
     [
         ("type=job.done", "type"),
         ("type=job.failed,nope", "type"),
+        ("type=job.failed,,job.succeeded", "type"),  # an empty type between the commas
+        ("type=job.failed&type=job.succeeded;job.queued", "type"),
         ("limit=0", "limit"),
         ("limit=101", "limit"),
     ],

@@ -239,6 +239,60 @@ def test_service_monitor_and_autoscaler_only_when_enabled(
         assert selector == one(manifests, "Service")["spec"]["selector"]
 
 
+# The Grafana dashboard.
+
+DASHBOARD = CHART / "dashboards" / "webhook-bridge.json"
+DASHBOARD_ON = {"metrics": {"grafanaDashboard": {"enabled": True}}}
+
+
+def dashboard_maps(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in by_kind(manifests, "ConfigMap") if "webhook-bridge.json" in m["data"]]
+
+
+@pytest.mark.parametrize("mode", ["deployment", "sidecar"])
+def test_the_grafana_dashboard_is_a_config_map_only_when_enabled(mode: str) -> None:
+    """Off by default; enabled, in either mode, a ConfigMap holds the chart's dashboard file as
+    it is, labelled grafana_dashboard: "1" for Grafana's dashboard sidecar."""
+    if mode == "deployment":
+        assert dashboard_maps(render(values=AUTHENTICATED)) == []
+        manifests = render(values=with_values(AUTHENTICATED, DASHBOARD_ON))
+    else:
+        assert dashboard_maps(render_app({})) == []
+        manifests = render_app(DASHBOARD_ON)
+    (config_map,) = dashboard_maps(manifests)
+    assert config_map["metadata"]["name"] == "bridge-webhook-bridge-grafana-dashboard"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "namespace" not in config_map["metadata"]  # the release's
+    assert config_map["data"] == {"webhook-bridge.json": DASHBOARD.read_text().rstrip("\n")}
+    assert kubernetes_validate.validate(config_map, "1.29.0", strict=True)
+
+
+def test_the_grafana_dashboard_label_namespace_and_annotations_are_values() -> None:
+    """The label Grafana's sidecar looks for, the namespace it watches and the folder
+    annotation it reads are the values given."""
+    dashboard = {
+        "enabled": True,
+        "label": "grafana.example.com/dashboard",
+        "labelValue": "bridges",
+        "namespace": "monitoring",
+        "annotations": {"grafana_folder": "Webhooks"},
+    }
+    values = with_values(AUTHENTICATED, {"metrics": {"grafanaDashboard": dashboard}})
+    (config_map,) = dashboard_maps(render(values=values))
+    metadata = config_map["metadata"]
+    assert metadata["labels"]["grafana.example.com/dashboard"] == "bridges"
+    assert "grafana_dashboard" not in metadata["labels"]
+    assert metadata["namespace"] == "monitoring"
+    assert metadata["annotations"] == {"grafana_folder": "Webhooks"}
+
+
+def test_a_grafana_dashboard_label_kubernetes_refuses_is_refused_by_the_schema() -> None:
+    """A label key Kubernetes would refuse at install time fails the values schema first."""
+    bad = {"metrics": {"grafanaDashboard": {"enabled": True, "label": "has space"}}}
+    with pytest.raises(helm_python.HelmValuesError, match="grafanaDashboard/label"):
+        render(values=with_values(AUTHENTICATED, bad))
+
+
 # Secrets.
 
 
@@ -362,11 +416,11 @@ def test_every_resource_has_the_standard_labels() -> None:
     """Each resource carries app.kubernetes.io/{name,instance,version,component,managed-by}."""
     values = with_values(AUTHENTICATED, {"store": {"url": POSTGRES_URL}})
     values["autoscaling"] = {"enabled": True}
-    values["metrics"] = MONITORED
+    values["metrics"] = {**MONITORED, "grafanaDashboard": {"enabled": True}}
     values["healthPort"] = 9091
     values["secret"]["upstreamApiKey"] = "bw_x"
     manifests = render(values=values)
-    assert len(manifests) == 7
+    assert len(manifests) == 8
     for manifest in manifests:
         labels = manifest["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "webhook-bridge"
@@ -388,8 +442,8 @@ def test_deployment_probes_are_http_on_the_api_port() -> None:
 
 @pytest.mark.parametrize("mode", ["deployment", "sidecar"])
 def test_a_separate_health_port_is_probed_over_http(mode: str) -> None:
-    """healthPort set apart from the API port (for the planned server.health_port) becomes
-    BRIDGE_SERVER__HEALTH_PORT and a `health` container port that every probe uses."""
+    """healthPort set apart from the API port becomes BRIDGE_SERVER__HEALTH_PORT (the bridge's
+    server.health_port) and a `health` container port that every probe uses."""
     bridge = {"healthPort": 9090, "mode": mode}
     if mode == "deployment":
         container = bridge_container(render(values=with_values(AUTHENTICATED, bridge)))
@@ -569,7 +623,11 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "subscription_change_burst": 4,
     },
     "api": {"sse_keepalive_s": 5.0, "max_wait_s": 30.0, "max_streams_per_tenant": 5},
-    "ui": {"enabled": False, "session_hours": 1.5},
+    "ui": {
+        "enabled": False,
+        "session_hours": 1.5,
+        "image_hosts": ["images.example.com", "http://images.internal:8081"],
+    },
     "log": {"level": "debug", "format": "json"},
 }
 

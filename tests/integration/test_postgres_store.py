@@ -390,6 +390,39 @@ async def test_query_errors_are_store_errors(
     assert replicas[0].health.reason is None
 
 
+async def test_a_connection_cut_in_a_transaction_makes_the_store_unavailable(schema: str) -> None:
+    """A statement on a connection the server dropped in the middle of a transaction fails with
+    the driver's "connection is closed" (an InterfaceError, not a connection error): that is
+    an outage too, not a failure of the bridge (which would log an error for every flush)."""
+    server = urlsplit(POSTGRES_URL)
+    proxy = TcpProxy((server.hostname or "127.0.0.1", server.port or 5432))
+    proxy.start()
+    store = PostgresStore(
+        urlunsplit(server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}")),
+        schema=schema,
+    )
+    await store.open()
+
+    async def cut_in_a_transaction() -> None:
+        async with store._transaction() as connection:
+            await connection.execute("SELECT 1")
+            closed = asyncio.Event()
+            connection.add_termination_listener(lambda _: closed.set())
+            proxy.stop()
+            async with asyncio.timeout(10):
+                await closed.wait()
+            await connection.execute("SELECT 1")
+
+    try:
+        with pytest.raises(StoreUnavailable, match="connection is closed"):
+            await cut_in_a_transaction()
+        assert store.health.reason is not None
+    finally:
+        proxy.start()
+        await store.close()
+        proxy.stop()
+
+
 async def test_a_server_cut_off_makes_the_store_unavailable_until_it_is_back(schema: str) -> None:
     """With its connections cut and new ones refused, every call raises StoreUnavailable naming
     the server; once it is reachable again the store works on by itself, and its health logged

@@ -117,6 +117,12 @@ def test_secrets_are_masked() -> None:
         # a list that is not JSON names the variable and shows the right spelling
         ({"BRIDGE_DELIVERY__RETRY_SCHEDULE_S": "[5, 'x']"}, "",
          "BRIDGE_DELIVERY__RETRY_SCHEDULE_S: not valid JSON"),
+        # an image host given as a URL with a path says what to write instead
+        ({"BRIDGE_UI__IMAGE_HOSTS": '["https://images.example.com/x"]'}, "",
+         "ui.image_hosts (from BRIDGE_UI__IMAGE_HOSTS): 'https://images.example.com/x' is a URL "
+         "with a path; give its host alone (images.example.com)"),
+        # a scheme alone would allow every host: it is not a host
+        ({}, '[ui]\nimage_hosts = ["https:"]\n', "'https:' is a scheme, not a host"),
         # not TOML at all
         ({}, "[poll\n", "is not valid TOML"),
     ],

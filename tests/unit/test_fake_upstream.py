@@ -126,6 +126,14 @@ async def test_succeeded_body_is_documented_and_stable(
         assert re.fullmatch(r"[A-Za-z0-9]{16}", image["id"])
 
 
+async def test_chosen_image_urls_are_answered_as_given(client: httpx.AsyncClient) -> None:
+    """sim.image_urls replaces the random CDN URLs, in order, hostile ones included."""
+    urls = ["http://images.test:8081/a.png", "javascript:alert(1)"]
+    job_id = await create(client, image_urls=urls, processing_s=0, queue_positions=0)
+    body = (await poll(client, job_id)).json()
+    assert [image["url"] for image in body["output"]["images"]] == urls
+
+
 async def test_per_job_timing_overrides_the_config(client: httpx.AsyncClient, clock: Clock) -> None:
     """sim.queue_positions, seconds_per_position and processing_s set that job's timeline."""
     job_id = await create(client, queue_positions=2, seconds_per_position=10, processing_s=1)
@@ -229,6 +237,9 @@ async def test_missing_id_is_400(client: httpx.AsyncClient, path: str) -> None:
         (b'{"sim": {"processing_s": "soon"}}', "sim.processing_s must be a non-negative number"),
         (b'{"sim": {"outcome": "maybe"}}', "sim.outcome must be one of succeeded, failed"),
         (b'{"sim": {"images": true}}', "sim.images must be an integer"),
+        (b'{"sim": {"image_urls": "x"}}', "sim.image_urls must be a list of at most 100"),
+        (b'{"sim": {"image_urls": [1]}}', "sim.image_urls must be a list of at most 100"),
+        (b'{"sim": {"images": 2, "image_urls": ["x"]}}', "give sim.images (a count of"),
         (b'{"sim": {"faults": {}}}', "sim.faults must be a list"),
         (b'{"sim": {"faults": [{"kind": "boom"}]}}', "sim.faults[0].kind must be one of"),
         (b'{"sim": {"faults": [{"kind": "5xx", "count": 0}]}}', "sim.faults[0].count must be"),

@@ -4,6 +4,8 @@ the bounds a setting decides are those of the settings the app is built with."""
 from __future__ import annotations
 
 import inspect
+import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +31,7 @@ def _models(module: object, base: type[BaseModel]) -> list[type[BaseModel]]:
 ANSWERS = [kind for kind in _models(responses, responses.Answer) if kind is not responses.Answer]
 
 
-@pytest.mark.parametrize("model", ANSWERS, ids=lambda model: model.__name__)
+@pytest.mark.parametrize("model", [*ANSWERS, responses.EventList], ids=lambda model: model.__name__)
 def test_an_answer_is_described_by_its_model(model: type[BaseModel]) -> None:
     """Every answer model is a component, exactly the model's own JSON Schema (and so are the
     models it nests): a field added to it is in the document without a change elsewhere."""
@@ -119,3 +121,46 @@ def test_the_bounds_are_the_settings_in_force() -> None:
         }  # fmt: skip
     wait = spec["paths"]["/v1/watches/{watch_id}/wait"]["get"]["parameters"][1]
     assert "20 s at most (api.max_wait_s)" in wait["description"]
+
+
+def test_every_answer_body_is_a_named_component() -> None:
+    """Each JSON answer's schema is a reference to a component: generators name its class
+    after it, and make one class however many operations answer it."""
+    for path, method, operation in _operations(SPEC):
+        for status, answer in operation["responses"].items():
+            for media, content in answer.get("content", {}).items():
+                if media.endswith("json"):
+                    assert set(content["schema"]) == {"$ref"}, (path, method, status)
+
+
+# What a generator makes a class of: an enumeration, or an object.
+def _makes_a_class(schema: dict[str, Any]) -> bool:
+    return (
+        len(schema.get("enum", ())) > 1
+        or schema.get("type") == "object"
+        or ("properties" in schema or isinstance(schema.get("additionalProperties"), dict))
+    )
+
+
+def _inline(node: Any, root: bool = False) -> Iterator[dict[str, Any]]:
+    """Every schema in `node` written in place (not a component itself) that generators make a
+    class of, without the words that do not change the class."""
+    if isinstance(node, dict):
+        if not root and _makes_a_class(node):
+            yield {k: v for k, v in node.items() if k not in ("description", "title", "default")}
+        for value in node.values():
+            yield from _inline(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _inline(value)
+
+
+def test_no_class_is_described_twice() -> None:
+    """No enumeration or object is written out in two places (a property of two models, of a
+    model and its subclass, a parameter): generators would make two classes of one type."""
+    found = [
+        *(schema for component in COMPONENTS.values() for schema in _inline(component, True)),
+        *_inline(SPEC["paths"]),
+    ]
+    written = Counter(json.dumps(schema, sort_keys=True) for schema in found)
+    assert [schema for schema, count in written.items() if count > 1] == []
