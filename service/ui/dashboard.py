@@ -276,7 +276,7 @@ def _line(delivery: DeliveryRecord, attempts: Sequence[Attempt], max_attempts: i
     why = None
     if delivery.status == "cancelled":
         why = "Cancelled before it was delivered."
-    elif delivery.status != "pending" and last is not None:
+    elif delivery.status in ("failed", "gone") and last is not None:
         why = words.verdict(last, max_attempts)
     return DeliveryLine(
         delivery.id, delivery.event_type, delivery.subscription_id or "callback",
