@@ -128,11 +128,12 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """A watch with its events and its delivery attempts, oldest first."""
+    """A watch with its events, its delivery attempts and its deliveries, oldest first."""
 
     watch: Watch
     events: list[EventRecord]
     attempts: list[Attempt]
+    deliveries: list[DeliveryRecord]
 
 
 def canonical(options: WatchOptions, namespace: bytes = b"", **named: Any) -> bytes:
@@ -378,10 +379,14 @@ class WatchService:
         return await self._store.list_attempts(tenant, watch_id)
 
     async def history(self, tenant: str, watch_id: str) -> History:
-        """The watch, its events and its attempts (`NotFound` when there is no such watch)."""
+        """The watch, its events, its attempts and its deliveries (`NotFound` when there is no
+        such watch)."""
         watch = await self._existing(tenant, watch_id)
         recorded = await self._store.watch_events(tenant, watch_id)
-        return History(watch, recorded, await self._store.list_attempts(tenant, watch_id))
+        attempts = await self._store.list_attempts(tenant, watch_id)
+        return History(
+            watch, recorded, attempts, await self._store.watch_deliveries(tenant, watch_id)
+        )
 
     async def deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
         """Every delivery of the watch, oldest first (`NotFound` when there is no such watch)."""

@@ -139,11 +139,11 @@ class Dashboard:
         return (await self.list_page(tenant, filters, cursor)).fingerprint
 
     async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
-        found = await self._history(tenant, watch_id)
-        if found is None:
+        history = await self._history(tenant, watch_id)
+        if history is None:
             return None
-        (watch, recorded, attempts), deliveries = found
-        most = self._watches.max_attempts
+        watch, recorded, attempts = history.watch, history.events, history.attempts
+        deliveries, most = history.deliveries, self._watches.max_attempts
         steps = [Step(watch.created_at, "registered", "Registered")]
         steps += [_event_step(event) for event in recorded]
         steps += [_attempt_step(attempt, most) for attempt in attempts]
@@ -169,21 +169,18 @@ class Dashboard:
     async def watch_fingerprint(self, tenant: str, watch_id: str) -> str | None:
         """What changes whenever the watch's page would (its status, events, attempts and
         deliveries)."""
-        found = await self._history(tenant, watch_id)
-        if found is None:
+        history = await self._history(tenant, watch_id)
+        if history is None:
             return None
-        (watch, recorded, attempts), deliveries = found
-        return _watch_fingerprint(watch, recorded, attempts, deliveries)
+        return _watch_fingerprint(
+            history.watch, history.events, history.attempts, history.deliveries
+        )
 
-    async def _history(
-        self, tenant: str, watch_id: str
-    ) -> tuple[tuple[Watch, list[EventRecord], list[Attempt]], list[DeliveryRecord]] | None:
+    async def _history(self, tenant: str, watch_id: str) -> History | None:
         try:
-            history: History = await self._watches.history(tenant, watch_id)
-            deliveries = await self._watches.deliveries(tenant, watch_id)
+            return await self._watches.history(tenant, watch_id)
         except NotFound:
             return None
-        return (history.watch, history.events, history.attempts), deliveries
 
     async def _sent(
         self,
@@ -235,6 +232,10 @@ class Dashboard:
 
     async def retry(self, tenant: str, watch_id: str, delivery_id: str) -> DeliveryRecord:
         return await self._watches.retry(tenant, watch_id, delivery_id)
+
+    @property
+    def max_attempts(self) -> int:
+        return self._watches.max_attempts
 
 
 def _watch_fingerprint(

@@ -358,7 +358,7 @@ class Pages:
         except ApiError as refused:
             message = f"Not done: {refused.message}"
         else:
-            most = request.state["watches"].max_attempts
+            most = dashboard.max_attempts
             message = (
                 f"Retry started: attempt {min(retried.attempts + 1, most)} of {most} of "
                 f"{delivery_id} is made now."
