@@ -63,6 +63,13 @@ COOKIE = "bridge_ui"
 TENANTS = ("login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images")
 
 
+def expect(target: Any) -> Any:
+    """Playwright's `expect`, imported late: the package may be missing (the tests then skip)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
 def token(tenant: str) -> str:
     return f"{tenant}-ui-token"
 
