@@ -43,11 +43,22 @@ MaskedHeaders = TypeAliasType(
 
 
 def public_url(url: str) -> str:
-    """The URL with any userinfo (credentials) removed, for showing back."""
+    """The URL as answers and pages show it: without userinfo (credentials) and with each
+    query value masked as header values are (`?signature=********`), since a query often
+    carries a secret (an n8n 2.x resume URL's signature). Deliveries use the URL as stored."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    if "@" not in parts.netloc and not parts.query:
         return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    query = "&".join(_masked_parameter(part) for part in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=query))
+
+
+def _masked_parameter(part: str) -> str:
+    """`name=value` as `name=********`; a part without `=` may be a bare token: masked whole."""
+    name, equals, _ = part.partition("=")
+    if equals:
+        return f"{name}={MASK}"
+    return MASK if part else part
 
 
 def _time(value: float | None) -> str | None:
@@ -61,12 +72,14 @@ class Answer(BaseModel):
 
 
 class Watch(Answer):
-    """A watch as clients see it: never its secret or API key; header values masked."""
+    """A watch as clients see it: never its secret or API key; header and query values
+    masked."""
 
     id: str = Field(json_schema_extra={"pattern": "^wch_"})
     job_id: str
     callback_url: str | None = Field(
-        description="Without any credentials; null: the watch has no callback."
+        description="Without any credentials, each query value masked (`?signature=********`): "
+        "deliveries go to the URL as registered. null: the watch has no callback."
     )
     callback_method: CallbackMethod
     callback_headers: MaskedHeaders
@@ -288,11 +301,14 @@ class AttemptList(Answer):
 
 
 class Subscription(Answer):
-    """A subscription as clients see it: never its secret; URL credentials and header values
-    hidden."""
+    """A subscription as clients see it: never its secret; URL credentials, query and header
+    values hidden."""
 
     id: str = Field(json_schema_extra={"pattern": "^sub_"})
-    url: str = Field(description="Without any credentials.")
+    url: str = Field(
+        description="Without any credentials, each query value masked (`?token=********`): "
+        "deliveries go to the URL as registered."
+    )
     events: list[EventName]
     headers: MaskedHeaders
     final_statuses: list[int]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from service import USER_AGENT
-from service.api.responses import public_url
+from service.api.responses import MASK, public_url
 from service.errors import NotFound
 from service.monitor import Health, Monitor
 from service.store.base import (
@@ -34,7 +34,6 @@ from service.watches import Counts, Filters, History, WatchService
 
 PAGE_SIZE = 50
 CANCELLABLE = frozenset({"active", "delivering"})
-MASK = "********"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ class Sent:
 @dataclass(frozen=True, slots=True)
 class WatchPage:
     watch: Watch
-    callback_url: str | None  # credentials removed
+    callback_url: str | None  # as `public_url` shows it
     metadata: str | None  # pretty-printed JSON
     timeline: list[Step]
     deliveries: list[DeliveryLine]

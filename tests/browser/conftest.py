@@ -66,6 +66,13 @@ TENANTS = (
 )  # fmt: skip
 
 
+def expect(target: Any) -> Any:
+    """Playwright's `expect`, imported late: the package may be missing (the tests then skip)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
 def token(tenant: str) -> str:
     return f"{tenant}-ui-token"
 

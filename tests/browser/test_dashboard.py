@@ -21,6 +21,7 @@ from tests.browser.conftest import (
     Dashboard,
     OpenContext,
     Shoot,
+    expect,
     sign_in,
     token,
 )
@@ -34,13 +35,6 @@ pytestmark = pytest.mark.browser
 # A job that is still queued when every test has ended, and one that succeeds at its first poll.
 ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
 AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
-
-
-def expect(target: Any) -> Any:
-    """Playwright's `expect`, imported late: the package may be missing (the tests then skip)."""
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
 
 
 def rows(page: Page) -> list[str]:

@@ -495,6 +495,20 @@ async def test_the_watch_page_shows_the_timeline_payload_and_masked_headers(
     assert '<form class="cancel"' not in page.text
 
 
+async def test_the_watch_page_masks_the_query_values_of_the_callback(ui: Bridged) -> None:
+    """A resume URL's `?signature=` (n8n 2.x) is shown masked, in the watch's details and
+    where the sent body is, on the page and in its live fragment."""
+    resume = "http://127.0.0.1:9/webhook-waiting/77?signature=5f3e9a7c"
+    watch = await delivered(ui, callback_url=resume)
+    await ui.sign_in()
+    for path in (f"/ui/watches/{watch.id}", f"/ui/watches/{watch.id}?fragment=1"):
+        page = await ui.client.get(path)
+        assert page.status_code == 200
+        assert "5f3e9a7c" not in page.text
+        shown = "POST http://127.0.0.1:9/webhook-waiting/77?signature=********"
+        assert page.text.count(shown) == 2, page.text
+
+
 async def test_cancel_without_javascript_confirms_on_a_page_then_flashes(ui: Bridged) -> None:
     """The first POST shows a confirmation page; its form's POST (confirm=yes) cancels and
     redirects to the watch page, which says so once."""

@@ -49,9 +49,10 @@ DELIVERY = store.DeliveryRecord(
     id="msg_1", event_type="job.succeeded", final=True, status="pending", attempts=1,
     body=b"{}", created_at=1_700_000_001.0, next_attempt_at=1_700_000_006.5,
 )  # fmt: skip
-# The answers as the hand-written views serialized them (orjson on dicts), before the models.
+# The answers as the hand-written views serialized them (orjson on dicts), before the models;
+# since then, query values are masked too, and outcomes, deliveries and answers were added.
 SHOWN = (
-    b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=\xc3\xa9",'
+    b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=********",'
     b'"callback_method":"PUT","callback_headers":{"X-Team":"********"},'
     b'"events":["job.succeeded","job.failed","job.queued"],"payload_format":"raw",'
     b'"metadata":{"order":7,"note":"\xc3\xa9\\n","f":1.5},"poll_interval_s":5.0,'
@@ -131,6 +132,34 @@ SUBSCRIPTION_SHOWN = (
 def test_an_answer_keeps_its_bytes(answer: responses.Answer, expected: bytes) -> None:
     """Keys, their order, null rather than absent, numbers and text: as clients got them."""
     assert answer.dump() == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        # An n8n 2.x resume URL: its signature is the secret that lets a caller resume.
+        (
+            "https://n8n.example/webhook-waiting/77/b1c?signature=5f3e9a",
+            "https://n8n.example/webhook-waiting/77/b1c?signature=********",
+        ),
+        # Every value, names kept, an empty one too: as header values are masked.
+        (
+            "https://h.example/in?a=1&b=&c=x%3Dy",
+            "https://h.example/in?a=********&b=********&c=********",
+        ),
+        # A part without `=` may be a bare token: masked whole; empty parts stay empty.
+        ("https://h.example/in?tok_123&&z=2", "https://h.example/in?********&&z=********"),
+        # Credentials go, and the query is masked all the same.
+        ("https://u:pw@h.example:8443/p?k=v#frag", "https://h.example:8443/p?k=********#frag"),
+        ("https://tok@h.example/p", "https://h.example/p"),
+        # Nothing to hide: the URL exactly as stored.
+        ("https://h.example/p/%7Euser", "https://h.example/p/%7Euser"),
+        ("https://h.example/p?", "https://h.example/p?"),
+    ],
+)
+def test_a_shown_url_hides_credentials_and_query_values(stored: str, shown: str) -> None:
+    """What answers and pages show of a callback or subscription URL."""
+    assert responses.public_url(stored) == shown
 
 
 def test_a_registration_answer_keeps_its_bytes() -> None:
