@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser.conftest import Dashboard, OpenContext, Shoot, axe_violations, sign_in
+from tests.browser.conftest import (
+    Dashboard,
+    OpenContext,
+    Shoot,
+    axe_violations,
+    expect,
+    sign_in,
+)
 from tests.e2e.harness import Receiver, Upstream, unique, wait_until
 
 if TYPE_CHECKING:
@@ -25,12 +32,6 @@ pytestmark = pytest.mark.browser
 
 ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
 AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
-
-
-def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
 
 
 def closed_port() -> int:
