@@ -18,9 +18,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import pytest
 
 from tests.e2e.harness import ROOT, Bridge, Receiver, StartBridge, Upstream, unique
 from tests.e2e.n8n_code import assert_verifies_only_what_the_bridge_signed, run_code, webhook_item
+from tests.tools import require
 
 WORKFLOWS = ROOT / "integrations" / "n8n"
 RESUME = WORKFLOWS / "resume-url-workflow.json"
@@ -125,13 +124,7 @@ def request_of(workflow: dict[str, Any], name: str, execution: Execution) -> tup
 @pytest.fixture(scope="session")
 def node_binary() -> str:
     """node, to run the Code nodes' JavaScript; skipped without it, except in CI."""
-    found = shutil.which("node")
-    if found is None:
-        reason = "node is not installed: the n8n Code nodes' tests run their JavaScript in it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; they must run in CI", pytrace=False)
-        pytest.skip(reason)
-    return found
+    return require("node", "the n8n Code nodes' tests run their JavaScript in it")
 
 
 def verification_code(workflow: dict[str, Any]) -> str:
