@@ -646,7 +646,8 @@ class Store(abc.ABC):
     async def purge_bodies(self, completed_before: float) -> int:
         """Drop the stored bodies of succeeded or cancelled deliveries that ended before the
         given time (their attempt log stays); return how many. Events recorded before that
-        time whose watch has ended (neither `active` nor `delivering`) are deleted too (not
+        time whose watch has ended (neither `active` nor `delivering`) are deleted too, and the
+        text of the receivers' answers kept with attempts started before it (neither
         counted)."""
 
     @abc.abstractmethod

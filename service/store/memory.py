@@ -583,6 +583,13 @@ class MemoryStore(base.Store):
         ]
         for row in purged:
             row.body = None
+        self.attempts = [
+            replace(a, response=replace(a.response, body=None))
+            if a.response is not None and a.response.body is not None
+            and a.started_at < completed_before
+            else a
+            for a in self.attempts
+        ]  # fmt: skip
         return len(purged)
 
     async def count_due_deliveries(self, now: float) -> int:

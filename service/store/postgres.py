@@ -913,6 +913,11 @@ class PostgresStore(Store):
                 " AND e.created_at < $1 AND w.status NOT IN ('active', 'delivering')",
                 completed_before,
             )
+            await db.execute(
+                "UPDATE attempts SET response_body = NULL"
+                " WHERE response_body IS NOT NULL AND started_at < $1",
+                completed_before,
+            )
             status = await db.execute(
                 "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
                 " AND status IN ('succeeded', 'cancelled') AND ended_at < $1",

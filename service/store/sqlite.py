@@ -895,6 +895,11 @@ class SQLiteStore(Store):
                 " watches WHERE status NOT IN ('active', 'delivering'))",
                 (completed_before,),
             )
+            db.execute(
+                "UPDATE attempts SET response_body = NULL"
+                " WHERE response_body IS NOT NULL AND started_at < ?",
+                (completed_before,),
+            )
             return db.execute(
                 "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
                 " AND status IN ('succeeded', 'cancelled') AND ended_at < ?",

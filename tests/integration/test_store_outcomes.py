@@ -259,6 +259,24 @@ async def test_an_attempt_keeps_its_verdict_and_the_start_of_the_answer(store: S
     assert await store.list_attempts(TENANT, watch.id) == [first, silent]
 
 
+async def test_housekeeping_drops_the_answers_kept_past_retention(store: Store) -> None:
+    """The text of a receiver's answer is kept as long as the webhook bodies: `purge_bodies`
+    drops it from attempts started before the cutoff (their size, truncation and type stay),
+    and leaves later ones whole."""
+    watch, delivery = await delivering(store)
+    old = answered(delivery, "retry", started_at=T0 + 1, next_attempt_at=T0 + 5)
+    await store.record_attempt(A, delivery, old, "retry", T0 + 1)
+    [again] = await store.claim_deliveries(A, T0 + 5, T0 + 5 + LEASE_S, 10)
+    recent = answered(again, "retry", number=2, started_at=T0 + 5, next_attempt_at=T0 + 50)
+    await store.record_attempt(A, again, recent, "retry", T0 + 5)
+
+    await store.purge_bodies(T0 + 3)
+
+    assert old.response is not None
+    kept = replace(old, response=replace(old.response, body=None))
+    assert await store.list_attempts(TENANT, watch.id) == [kept, recent]
+
+
 async def test_the_attempt_count_agrees_with_the_attempt_log(store: Store) -> None:
     """Every attempt listed counts in the watch: its progress events', its subscriptions' and
     every series of its final event (a redelivery starts a new one, numbered from 1)."""
