@@ -13,6 +13,11 @@ from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, Wa
 from service.upstream import JOB_ID, JOB_ID_RULE
 from service.watches import Filters
 
+# The parameters, in the order a form shows them.
+FIELDS = (
+    "outcome", "delivery", "status", "job_id", "job_id_prefix", "metadata_key",
+    "metadata_value", "created_from", "created_to",
+)  # fmt: skip
 # A metadata key the SQL backends can name in a JSON path (`WatchSearch`).
 METADATA_KEY = re.compile(r'[^"\\\x00-\x1f\x7f]{1,100}')
 METADATA_KEY_RULE = "1 to 100 characters, without double quotes, backslashes or control characters"
@@ -21,8 +26,8 @@ INSTANT_RULE = (
     "a date and time such as 2026-01-31T13:05:00Z (ISO 8601; without an offset it is UTC)"
 )
 JOB_ID_PREFIX_RULE = (
-    f"the start of a job id ({JOB_ID_RULE}); an order number or a customer is found by "
-    "metadata_key and metadata_value"
+    f"the start of a job id ({JOB_ID_RULE}); an order number or a customer is searched by "
+    "its metadata key and value"
 )
 
 C = TypeVar("C", bound=str)
@@ -83,12 +88,12 @@ def parse(
         errors["metadata_value"] = f"must be at most {MAX_METADATA_VALUE} characters"
         value = None
     if key is not None and value is None and "metadata_value" not in errors:
-        errors["metadata_value"] = "must be given with metadata_key (the value to find)"
+        errors["metadata_value"] = "must be given too: the value to find under the metadata key"
     if value is not None and key is None and "metadata_key" not in errors:
-        errors["metadata_key"] = "must be given with metadata_value (the key to look in)"
+        errors["metadata_key"] = "must be given too: the metadata key to look in"
     created_from, created_to = time("created_from"), time("created_to")
     if created_from is not None and created_to is not None and created_to <= created_from:
-        errors["created_to"] = "must be later than created_from"
+        errors["created_to"] = "must be later than the start of the range (created_from)"
         created_to = None
     search = WatchSearch(
         job_id_prefix=prefix,

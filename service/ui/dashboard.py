@@ -39,6 +39,7 @@ CANCELLABLE = frozenset({"active", "delivering"})
 @dataclass(frozen=True, slots=True)
 class ListPage:
     watches: list[Watch]
+    total: int  # of the watches the filters let through, every page together
     counts: Counts
     next_cursor: str | None
     fingerprint: str
@@ -127,12 +128,13 @@ class Dashboard:
     async def list_page(self, tenant: str, filters: Filters, cursor: str | None) -> ListPage:
         page = await self._watches.list_page(tenant, filters, PAGE_SIZE, cursor)
         counts = await self._watches.counts(tenant)
+        total = await self._watches.matching(tenant, filters)
         shown = [
             (w.id, w.status, w.outcome, w.job_status, w.queue_position, w.attempts, w.updated_at)
             for w in page.watches
         ]
-        digest = _digest([counts.outcomes, counts.deliveries, shown])
-        return ListPage(page.watches, counts, page.next_cursor, digest)
+        digest = _digest([total, counts.outcomes, counts.deliveries, shown])
+        return ListPage(page.watches, total, counts, page.next_cursor, digest)
 
     async def list_fingerprint(self, tenant: str, filters: Filters, cursor: str | None) -> str:
         return (await self.list_page(tenant, filters, cursor)).fingerprint

@@ -3,6 +3,10 @@ states, and an attempt's verdict and answer in a sentence each."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from service.events import iso8601
 from service.store import rules
 from service.store.base import Attempt, DeliveryState, JobOutcome, ResponseStart, Watch
@@ -53,6 +57,18 @@ TONES = {
 def delivery_of(watch: Watch) -> DeliveryState:
     """What became of the watch's delivery (`rules.delivery_state`)."""
     return rules.delivery_state(watch.status, watch.outcome)
+
+
+def metadata_line(metadata: dict[str, Any] | None, limit: int = 80) -> str:
+    """A watch's metadata on one line for the list, `key: value` pairs cut at `limit`
+    characters (its page shows it all)."""
+    if not metadata:
+        return ""
+    text = ", ".join(
+        f"{key}: {value if isinstance(value, str) else orjson.dumps(value).decode()}"
+        for key, value in metadata.items()
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def when(value: float) -> str:
