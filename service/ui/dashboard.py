@@ -33,6 +33,7 @@ from service.ui.images import final_image_urls
 from service.watches import Counts, Filters, History, WatchService
 
 PAGE_SIZE = 50
+PAGE_SIZES = (20, 50, 100)  # the choices of the list's page size; PAGE_SIZE by default
 CANCELLABLE = frozenset({"active", "delivering"})
 
 
@@ -125,8 +126,10 @@ class Dashboard:
         self._subscriptions = subscriptions
         self._monitor = monitor
 
-    async def list_page(self, tenant: str, filters: Filters, cursor: str | None) -> ListPage:
-        page = await self._watches.list_page(tenant, filters, PAGE_SIZE, cursor)
+    async def list_page(
+        self, tenant: str, filters: Filters, cursor: str | None, size: int | None = None
+    ) -> ListPage:
+        page = await self._watches.list_page(tenant, filters, size or PAGE_SIZE, cursor)
         counts = await self._watches.counts(tenant)
         total = await self._watches.matching(tenant, filters)
         shown = [
@@ -136,8 +139,10 @@ class Dashboard:
         digest = _digest([total, counts.outcomes, counts.deliveries, shown])
         return ListPage(page.watches, total, counts, page.next_cursor, digest)
 
-    async def list_fingerprint(self, tenant: str, filters: Filters, cursor: str | None) -> str:
-        return (await self.list_page(tenant, filters, cursor)).fingerprint
+    async def list_fingerprint(
+        self, tenant: str, filters: Filters, cursor: str | None, size: int | None = None
+    ) -> str:
+        return (await self.list_page(tenant, filters, cursor, size)).fingerprint
 
     async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
         history = await self._history(tenant, watch_id)

@@ -52,7 +52,7 @@ from service.events import iso8601
 from service.image_hosts import ImageHost
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
 from service.ui import images, words
-from service.ui.dashboard import Dashboard, WatchPage
+from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 from service.watches import Filters
 
@@ -71,7 +71,7 @@ _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 FILTER_LABELS = {
     "outcome": "Job outcome", "delivery": "Delivery", "job_id": "Job id",
     "metadata_key": "Metadata key", "metadata_value": "Its value",
-    "created_from": "Created from", "created_to": "Created before",
+    "created_from": "Created from", "created_to": "Created before", "limit": "Per page",
 }  # fmt: skip
 Handler = Callable[[Request[State], Session], Awaitable[Response]]
 
@@ -142,6 +142,7 @@ class Pages:
             STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
             DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
+            PAGE_SIZES=PAGE_SIZES, PAGE_SIZE=PAGE_SIZE, ago=words.ago,
             OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES,
         )  # fmt: skip
 
@@ -169,6 +170,7 @@ class Pages:
 
     def _page(self, request: Request[State], session: Session, **context: Any) -> dict[str, Any]:
         return {
+            "now": self.clock.now(),  # relative times are said against the request's time
             "session": session,
             "open": self.sessions.open,
             "csrf": self.sessions.csrf(session),
@@ -268,9 +270,9 @@ class Pages:
     async def watches(self, request: Request[State], session: Session) -> Response:
         shown = _shown_filters(request)
         query = {name: value for name, value in shown.items() if value}
-        filtered = bool(query)
+        filtered = any(value for name, value in query.items() if name != "limit")
         try:
-            chosen, cursor = _filters(request)
+            chosen, cursor, size = _filters(request)
         except BadFilters as bad:
             # The form as it was sent, each message next to its field.
             context = self._page(
@@ -279,7 +281,7 @@ class Pages:
             )  # fmt: skip
             return self.render(request, "watches.html", 400, **context)
         dashboard = _dashboard(request)
-        page = await dashboard.list_page(session.tenant, chosen, cursor)
+        page = await dashboard.list_page(session.tenant, chosen, cursor, size)
         older = newest = None
         if page.next_cursor is not None:
             older = "/ui/?" + urlencode({**query, "cursor": page.next_cursor})
@@ -399,13 +401,13 @@ class Pages:
                 return dashboard.watch_fingerprint(session.tenant, wanted)
         else:
             try:
-                chosen, cursor = _filters(request)
+                chosen, cursor, size = _filters(request)
             except BadFilters as bad:
                 message = "; ".join(f"{name}: {text}" for name, text in bad.errors.items())
                 return Response(message, 400, media_type="text/plain")
 
             async def fingerprint() -> str | None:
-                return await dashboard.list_fingerprint(session.tenant, chosen, cursor)
+                return await dashboard.list_fingerprint(session.tenant, chosen, cursor, size)
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
@@ -486,19 +488,27 @@ class BadFilters(Exception):
 def _shown_filters(request: Request[State]) -> dict[str, str]:
     """The list's filters as they were sent (trimmed, cut short), to fill the form in again."""
     query = request.query_params
-    return {name: (query.get(name) or "").strip()[:200] for name in watch_query.FIELDS}
+    return {name: (query.get(name) or "").strip()[:200] for name in (*watch_query.FIELDS, "limit")}
 
 
-def _filters(request: Request[State]) -> tuple[Filters, str | None]:
+def _filters(request: Request[State]) -> tuple[Filters, str | None, int | None]:
     """The list's filters (`status` too, which links may still carry; the job id box finds
-    job ids that start with it) and its cursor. Raises `BadFilters`."""
-    chosen, errors = watch_query.parse(request.query_params, prefix_name="job_id")
-    cursor = request.query_params.get("cursor") or None
+    job ids that start with it), its cursor and its page size. Raises `BadFilters`."""
+    query = request.query_params
+    chosen, errors = watch_query.parse(query, prefix_name="job_id")
+    cursor = query.get("cursor") or None
     if cursor is not None and not _WATCH_ID.fullmatch(cursor):
         errors["cursor"] = "That page link is not valid; start again from the newest watches."
+    size = None
+    raw = (query.get("limit") or "").strip()
+    if raw:
+        sizes = {str(choice): choice for choice in PAGE_SIZES}
+        size = sizes.get(raw)
+        if size is None:
+            errors["limit"] = f"must be one of {', '.join(sizes)}"
     if errors:
         raise BadFilters(errors)
-    return chosen, cursor
+    return chosen, cursor, size
 
 
 def _same_origin(request: Request[State]) -> bool:

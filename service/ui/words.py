@@ -71,6 +71,22 @@ def metadata_line(metadata: dict[str, Any] | None, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def ago(value: float, now: float) -> str:
+    """How long before `now` a time was, as a person says it (`static/times.js` says the same
+    in the browser): `just now`, `12 s ago`, `3 min ago`, `5 h ago`, `2 days ago`, then the
+    date; a time after `now` (another clock) is `just now` within a minute, else the date."""
+    seconds = now - value
+    if -60 < seconds < 10:
+        return "just now"
+    if seconds < 0 or seconds >= 30 * 86400:
+        return iso8601(value)[:10]
+    for unit, size in (("s", 1), ("min", 60), ("h", 3600)):
+        if seconds < size * (60 if unit != "h" else 24):
+            return f"{int(seconds // size)} {unit} ago"
+    days = int(seconds // 86400)
+    return f"{days} day{'s' if days > 1 else ''} ago"
+
+
 def when(value: float) -> str:
     """A time as people read it: `2026-01-02 13:04:05 UTC`."""
     return iso8601(value)[:19].replace("T", " ") + " UTC"

@@ -117,3 +117,44 @@ async def test_a_bad_filter_keeps_the_form_and_says_what_to_fix_next_to_its_fiel
             assert f'<option value="{value}" selected>' in page.text or name == field
         else:
             assert field_value(page, name) == value
+
+
+async def test_the_page_size_is_chosen_and_kept_in_the_page_links(ui: Bridged) -> None:
+    """limit=20 shows 20 rows and its Older link keeps it; another size is a 400 form that
+    says which sizes there are; the skip link leads to the pager."""
+    made = [await ui.register(job_id=f"job_{n}") for n in range(25)]
+    await ui.sign_in()
+
+    page = await ui.client.get("/ui/?limit=20")
+    assert rows(page) == made[::-1][:20]
+    assert total(page) == "25 watches"
+    assert '<option value="20" selected>' in page.text
+    older = re.search(r'<a href="([^"]+)" rel="next" class="older">', page.text)
+    assert older is not None
+    second = await ui.client.get(html.unescape(older.group(1)))
+    assert rows(second) == made[::-1][20:]
+    assert "limit=20" in older.group(1)
+    assert '<a class="skip" href="#pages">' in page.text
+    assert '<nav class="pages" id="pages" aria-label="Pages" tabindex="-1">' in page.text
+    assert rows(await ui.client.get("/ui/")) == made[::-1]  # 50 by default
+
+    wrong = await ui.client.get("/ui/?limit=7")
+    assert wrong.status_code == 400
+    assert "must be one of 20, 50, 100" in wrong.text
+
+
+async def test_times_are_relative_to_the_request_with_the_utc_time_in_the_title(
+    ui: Bridged,
+) -> None:
+    """Without any script: "N min ago" said against the request's time, the exact UTC time
+    in the title and the datetime attribute."""
+    watch = await ui.register()
+    created = ui.clock.now() - 0.01
+    ui.clock.advance(180)
+    await ui.sign_in()
+
+    page = await ui.client.get("/ui/")
+    row = page.text[page.text.index(f'data-watch-id="{watch}"') :]
+    stamp = iso8601(created)
+    exact = stamp[:19].replace("T", " ") + " UTC"
+    assert f'<time datetime="{stamp}" title="{exact}">3 min ago</time>' in row
