@@ -27,8 +27,13 @@ from service.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from service.store.base import WATCH_STATUSES, EventRecord
-from service.watches import Registered
+from service.store.base import (
+    DELIVERY_STATES,
+    JOB_OUTCOMES,
+    WATCH_STATUSES,
+    EventRecord,
+)
+from service.watches import Filters, Registered
 
 MAX_BODY_BYTES = 64 * 1024
 # Deeper bodies are refused before validation (orjson cannot serialize past 255 levels).
@@ -43,6 +48,8 @@ SUBSCRIPTION_ID_PATTERN = "^sub_[0-9A-Za-z]{1,64}$"
 _SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
+WEBHOOK_ID_PATTERN = "^msg_[0-9A-Za-z]{1,64}$"
+_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
 # One value of `GET /v1/events?type=`: event types separated by commas, spaces around each
@@ -246,15 +253,35 @@ def _query_text(
     return raw
 
 
+C = TypeVar("C", bound=str)
+
+
+def _query_choice(request: Request[State], name: str, choices: tuple[C, ...]) -> C | None:
+    raw = request.query_params.get(name) or None
+    if raw is None:
+        return None
+    for choice in choices:
+        if choice == raw:
+            return choice
+    raise InvalidRequest.field(name, f"must be one of {', '.join(choices)}")
+
+
+def watch_filters(request: Request[State]) -> Filters:
+    """The filters of a listing of watches, from the query (`InvalidRequest` naming a bad
+    one)."""
+    return Filters(
+        status=_query_choice(request, "status", WATCH_STATUSES),
+        job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
+        outcome=_query_choice(request, "outcome", JOB_OUTCOMES),
+        delivery=_query_choice(request, "delivery", DELIVERY_STATES),
+    )
+
+
 async def list_watches(request: Request[State]) -> Response:
     tenant = _tenant(request)  # 401 before any other answer
-    status = request.query_params.get("status") or None
-    if status is not None and status not in WATCH_STATUSES:
-        raise InvalidRequest.field("status", f"must be one of {', '.join(WATCH_STATUSES)}")
     page = await request.state["watches"].list_page(
         tenant,
-        status=status,
-        job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
+        watch_filters(request),
         limit=_query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE),
         cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )
@@ -273,8 +300,27 @@ async def cancel_watch(request: Request[State]) -> Response:
 
 
 async def list_deliveries(request: Request[State]) -> Response:
-    found = await request.state["watches"].attempts(_tenant(request), _watch_id(request))
-    return json_response(responses.AttemptList(data=[responses.Attempt.of(a) for a in found]))
+    tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
+    found, deliveries = (
+        await watches.attempts(tenant, watch_id),
+        await watches.deliveries(tenant, watch_id),
+    )
+    most = watches.max_attempts
+    return json_response(
+        responses.AttemptList(
+            data=[responses.Attempt.of(a, most) for a in found],
+            deliveries=[responses.Delivery.of(d, most) for d in deliveries],
+        )
+    )
+
+
+async def retry_delivery(request: Request[State]) -> Response:
+    tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
+    webhook_id = str(request.path_params["webhook_id"])
+    if not _WEBHOOK_ID.fullmatch(webhook_id):
+        raise NotFound(f"no delivery {webhook_id[:80]} of watch {watch_id}")
+    retried = await watches.retry(tenant, watch_id, webhook_id)
+    return json_response(responses.Delivery.of(retried, watches.max_attempts), 202)
 
 
 async def redeliver(request: Request[State]) -> Response:

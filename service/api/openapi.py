@@ -28,6 +28,7 @@ from service.api.handlers import (
     RECONNECT_MS,
     SUBSCRIPTION_ID_PATTERN,
     WATCH_ID_PATTERN,
+    WEBHOOK_ID_PATTERN,
 )
 from service.api.models import (
     EventName,
@@ -44,7 +45,7 @@ REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, Subscrip
 # The answers' models (with the models they nest).
 ANSWERS: tuple[type[BaseModel], ...] = (
     responses.Watch, responses.CreatedWatch, responses.Generated, responses.WatchPage,
-    responses.Pending, responses.AttemptList, responses.Subscription,
+    responses.Pending, responses.AttemptList, responses.Delivery, responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
     responses.EventList,
     responses.Problem, responses.Caller, responses.Health, responses.Unready,
@@ -228,6 +229,13 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             parameters=[
                 {"name": "status", "in": "query", "description": "Only watches in this status.",
                  "schema": _ref(responses.WatchStatus)},
+                {"name": "outcome", "in": "query",
+                 "description": "Only the watches whose job ended so (their `outcome`).",
+                 "schema": _ref(responses.JobOutcome)},
+                {"name": "delivery", "in": "query",
+                 "description": "Only the watches whose delivery is in this state (their "
+                 "`delivery`).",
+                 "schema": _ref(responses.DeliveryState)},
                 {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
                 {"name": "limit", "in": "query", "description": "At most this many.",
@@ -257,12 +265,31 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             ),
         },
         "/v1/watches/{watch_id}/deliveries": {"get": _operation(
-            "listDeliveries", "watches", "Every delivery attempt, oldest first",
+            "listDeliveries", "watches", "Every delivery attempt, oldest first, and each delivery",
             "Each HTTP request made to deliver the watch's events, to its callback and to the "
-            "subscriptions: its outcome and when the next attempt is due.",
-            {"200": _json(responses.AttemptList, "The attempts."), "401": _UNAUTHORIZED,
-             "404": _NOT_FOUND},
+            "subscriptions: its place in its series, its verdict, the start of the receiver's "
+            "answer and when the next attempt is due; and each delivery (one event to one "
+            "endpoint): its status, its attempts and its next one.",
+            {"200": _json(responses.AttemptList, "The attempts and the deliveries."),
+             "401": _UNAUTHORIZED, "404": _NOT_FOUND},
             parameters=[_WATCH_ID],
+        )},
+        "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry": {"post": _operation(
+            "retryDelivery", "watches", "Make a pending delivery's next attempt now",
+            "For a receiver that was fixed: the next attempt of the delivery is made at once "
+            "instead of at its `next_attempt_at`; the schedule goes on from it (the attempt "
+            "counts in the series as any other).",
+            {"202": _json(responses.Delivery, "Due now; the attempt follows at once."),
+             "401": _UNAUTHORIZED,
+             "404": _problem("No such watch (or another tenant's), or no such delivery of it."),
+             "409": _problem("The delivery is not pending: it succeeded, failed, went or was "
+                             "cancelled (redeliver the watch to send its final event again).")},
+            parameters=[_WATCH_ID, {
+                "name": "webhook_id", "in": "path", "required": True,
+                "description": "The delivery's webhook id (`msg_...`); any other form names no "
+                "delivery (404).",
+                "schema": {"type": "string", "pattern": WEBHOOK_ID_PATTERN},
+            }],
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
             "redeliverWatch", "watches", "Send the final event again (same webhook-id)",

@@ -61,11 +61,18 @@ COOKIE = "bridge_ui"
 # One tenant per test (or per group of tests that share their watches); `other` is the tenant
 # whose watches the others must never see.
 TENANTS = (
-    "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "focus",
-    "viewed",
+    "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "ops",
+    "retry", "focus", "viewed",
 )  # fmt: skip
 # Viewer tokens (role viewer), each with the tenant whose watches it sees read-only.
 VIEWERS = {"viewer": "viewed"}
+
+
+def expect(target: Any) -> Any:
+    """Playwright's `expect`, imported late: the package may be missing (the tests then skip)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
 
 
 def token(tenant: str) -> str:

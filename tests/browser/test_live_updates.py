@@ -69,7 +69,7 @@ def test_the_watch_page_keeps_focus_and_open_sections_and_says_delivered(
     expect(page.locator("#live-region")).to_have_attribute("data-updated", re.compile(r"\d+"))
     expect(summary).to_be_focused()
     expect(page.locator("#metadata-section")).to_have_attribute("open", "")
-    expect(announcer).to_have_text(f"Watch of job {job} delivered.")
+    expect(announcer).to_have_text(f"Job {job}: succeeded, delivery delivered.")
     assert axe_violations(page) == []
 
 
@@ -90,7 +90,7 @@ def test_focus_on_a_button_that_goes_away_moves_to_the_main_part(
     expect(page.locator("#watch-status")).to_have_attribute("data-status", "cancelled")
     expect(cancel).to_have_count(0)
     expect(page.locator("#main")).to_be_focused()
-    expect(page.locator("#announcer")).to_have_text(f"Watch of job {watch['job_id']} cancelled.")
+    expect(page.locator("#announcer")).to_have_text(f"Job {watch['job_id']}: cancelled.")
 
 
 def test_the_list_keeps_focus_on_its_row_as_rows_come_and_change(
@@ -112,12 +112,12 @@ def test_the_list_keeps_focus_on_its_row_as_rows_come_and_change(
     expect(page.locator("#watches tr[data-watch-id]").first).to_have_attribute(
         "data-watch-id", new["id"]
     )
-    expect(announcer).to_have_text(f"Watch of job {new['job_id']} active.")
+    expect(announcer).to_have_text(f"Job {new['job_id']}: in progress.")
     expect(link).to_be_focused()
     assert focused_row(page) == kept["id"]
 
     api.client.delete(f"/v1/watches/{other['id']}").raise_for_status()
-    expect(announcer).to_have_text(f"Watch of job {other['job_id']} cancelled.")
+    expect(announcer).to_have_text(f"Job {other['job_id']}: cancelled.")
     expect(link).to_be_focused()
     assert focused_row(page) == kept["id"]
     assert axe_violations(page) == []

@@ -14,7 +14,9 @@ import pytest
 from starlette.routing import Route
 
 from service.api.handlers import READ_METHODS
+from service.ui.words import when
 from service.vault import new_key
+from tests.integration import test_ui_outcomes as outcomes
 from tests.integration.test_ui import ACME, CALLBACK, Bridged, delivered, serve
 
 TOKENS = [
@@ -74,7 +76,12 @@ async def test_every_change_is_refused_to_a_viewer(ui: Bridged) -> None:
     done = await delivered(ui)
     subscribed = await ui.client.post("/v1/subscriptions", json={"url": CALLBACK}, headers=ACME)
     subscription = subscribed.json()["id"]
-    values = {"watch_id": done.id, "subscription_id": subscription}
+    [attempt] = (await ui.client.get(f"/v1/watches/{done.id}/deliveries", headers=ACME)).json()[
+        "data"
+    ]
+    values = {
+        "watch_id": done.id, "subscription_id": subscription, "webhook_id": attempt["webhook_id"]
+    }  # fmt: skip
     changes = [
         (method, route.path.format(**values))
         for route in ui.app.routes
@@ -83,7 +90,8 @@ async def test_every_change_is_refused_to_a_viewer(ui: Bridged) -> None:
         if method not in READ_METHODS
     ]
     assert {method for method, _ in changes} == {"POST", "DELETE"}
-    assert len(changes) == 6  # registrations, generation, cancel, redeliver, subscriptions
+    # Registration, generation, cancel, redeliver, retry now, subscription creation, deletion.
+    assert len(changes) == 7
 
     for method, path in changes:
         for body in (None, {"job_id": "job_new", "callback_url": CALLBACK}, {"bad": 1}):
@@ -165,6 +173,31 @@ async def test_a_viewer_sees_the_pages_read_only_without_action_buttons(ui: Brid
     assert (await ui.client.get(f"/ui/watches/{theirs}")).status_code == 404
 
 
+async def test_a_viewer_sees_when_the_next_attempt_is_but_cannot_retry_now(ui: Bridged) -> None:
+    """A delivery waiting for its second attempt: the viewer sees when it is due, without
+    Retry now; a retry posted anyway is a 403 and the attempt stays where it was."""
+    watch = await outcomes.held(ui, "job_waits")
+    failure = await outcomes.failed_once(ui, await outcomes.ended(ui, watch, "job.succeeded", None))
+    assert failure.next_attempt_at is not None
+    await ui.sign_in("support-token")
+
+    page = (await ui.client.get(f"/ui/watches/{watch.id}")).text
+    row = re.search(rf'<tr data-delivery-id="{failure.delivery_id}".*?</tr>', page, re.S)
+    assert row is not None
+    assert f">{when(failure.next_attempt_at)}</time> (attempt 2 of" in row.group(0)
+    assert "Retry now" not in page
+    assert '<form class="retry"' not in page
+
+    action = f"/ui/watches/{watch.id}/deliveries/{failure.delivery_id}/retry"
+    refused = await ui.client.post(action, data={"csrf": await ui.csrf()})
+    assert refused.status_code == 403
+    [delivery] = (await ui.client.get(f"/v1/watches/{watch.id}/deliveries", headers=ACME)).json()[
+        "data"
+    ]
+    assert delivery["attempt"] == 1
+    assert delivery["next_attempt_at"] is not None
+
+
 async def test_the_tenants_own_token_still_gets_the_buttons(ui: Bridged) -> None:
     """The same pages signed in with acme's full token: no read-only note, and the buttons."""
     active = await ui.register(job_id="job_active")
@@ -187,15 +220,21 @@ async def test_the_tenants_own_token_still_gets_the_buttons(ui: Bridged) -> None
 async def test_every_action_is_refused_to_a_viewer(
     ui: Bridged, form: dict[str, str | None], headers: dict[str, str]
 ) -> None:
-    """Cancel and redeliver answer a viewer's POST with a 403 page saying why, CSRF token or
-    not, confirmed or not, and nothing is done."""
+    """Cancel, redeliver and retry now answer a viewer's POST with a 403 page saying why, CSRF
+    token or not, confirmed or not, and nothing is done."""
     active = await ui.register(job_id="job_active")
     done = await delivered(ui)
     await ui.sign_in("support-token")
     csrf = await ui.csrf()  # the sign-out form's: a viewer's pages have no other
     data = {name: value or csrf for name, value in form.items()}
 
-    for path in (f"/ui/watches/{active}/cancel", f"/ui/watches/{done.id}/redeliver"):
+    [attempt] = (await ui.client.get(f"/v1/watches/{done.id}/deliveries", headers=ACME)).json()[
+        "data"
+    ]
+    for path in (
+        f"/ui/watches/{active}/cancel", f"/ui/watches/{done.id}/redeliver",
+        f"/ui/watches/{done.id}/deliveries/{attempt['webhook_id']}/retry",
+    ):  # fmt: skip
         refused = await ui.client.post(path, data=data, headers=headers)
         assert refused.status_code == 403, path
         assert "<h1>Read-only sign-in</h1>" in refused.text
