@@ -62,7 +62,7 @@ COOKIE = "bridge_ui"
 # whose watches the others must never see.
 TENANTS = (
     "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "ops",
-    "retry",
+    "retry", "subs",
 )  # fmt: skip
 
 
