@@ -59,6 +59,8 @@ EVENT_TYPES_PATTERN = rf"^(?: *(?:{_EVENT_NAME}) *(?:, *(?:{_EVENT_NAME}) *)*)?$
 _EVENT_TYPES = re.compile(EVENT_TYPES_PATTERN)
 # The status of a long-poll whose client went away (nobody reads it; the logs show it).
 CLIENT_GONE = 499
+# The methods that change nothing: all a viewer token may use.
+READ_METHODS = frozenset({"GET", "HEAD"})
 # Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
 RECONNECT_MS = 2000
 T = TypeVar("T")
@@ -74,11 +76,16 @@ def client_address(request: Request[State]) -> str:
 
 
 def _caller(request: Request[State]) -> Caller:
-    return request.state["access"].caller(
+    """The caller; a viewer token's request for a change is refused here (`ReadOnly`), whatever
+    the route: every change is a POST or a DELETE, every read a GET or a HEAD."""
+    caller = request.state["access"].caller(
         client_address(request),
         request.headers.get("authorization"),
         request.headers.get("x-api-key"),
     )
+    if request.method not in READ_METHODS:
+        caller.may_change(f"{request.method} {request.url.path}")
+    return caller
 
 
 def _tenant(request: Request[State]) -> str:
@@ -88,7 +95,9 @@ def _tenant(request: Request[State]) -> str:
 
 async def me(request: Request[State]) -> Response:
     caller = _caller(request)
-    return json_response(responses.Caller(tenant=caller.tenant, authenticated=caller.authenticated))
+    role = "viewer" if caller.read_only else "full"
+    shown = responses.Caller(tenant=caller.tenant, authenticated=caller.authenticated, role=role)
+    return json_response(shown)
 
 
 async def _json_body(request: Request[State]) -> Any:

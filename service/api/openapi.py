@@ -24,6 +24,7 @@ from service.api.handlers import (
     MAX_EVENTS,
     MAX_PAGE,
     MAX_WAIT_S,
+    READ_METHODS,
     RECONNECT_MS,
     SUBSCRIPTION_ID_PATTERN,
     WATCH_ID_PATTERN,
@@ -139,6 +140,10 @@ _INVALID = _problem("A field is invalid; `errors` names each.")
 _INVALID_QUERY = _problem("A query parameter is invalid.")
 _KEY_REUSED = _problem("The Idempotency-Key was used with another body.")
 _NO_TOKEN: dict[str, Any] = {"security": []}
+_TOKENS = (
+    "An API token of auth.tokens. A token of role viewer may read (GET) but not change "
+    "anything: its other requests are a 403 (type /problems/read-only-token)."
+)
 
 
 def _registration() -> dict[str, dict[str, Any]]:
@@ -472,7 +477,8 @@ def _service() -> dict[str, dict[str, Any]]:
     return {
         "/v1/me": {"get": _operation(
             "getCaller", "service", "Who the token belongs to (to test a connection)",
-            "The tenant the token names; without tokens configured, the anonymous tenant.",
+            "The tenant the token names and its role; without tokens configured, the "
+            "anonymous tenant.",
             {"200": _json(responses.Caller, "The caller."), "401": _UNAUTHORIZED},
         )},
         "/livez": {"get": _operation(
@@ -518,6 +524,11 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
     )
     headers = _problem("More header fields than server.max_headers.")
     cross_site = _problem("A browser says another site sent the request (Origin, Sec-Fetch-Site).")
+    # Every change is refused to a viewer token (`handlers.READ_METHODS`).
+    cross_site_or_read_only = _problem(
+        "A browser says another site sent the request (Origin, Sec-Fetch-Site), or the token "
+        "has role viewer, which may read but not change anything (type /problems/read-only-token)."
+    )
     store_unavailable = _problem(
         "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), "
         "type /problems/store-unavailable; retry after Retry-After. A registration retried "
@@ -529,12 +540,13 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
         "Too many failed authentications from this address (auth.failed_auth_burst)."
     )
     for path, operations in paths.items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             answers = operation["responses"]
             answers["421"] = host
             answers["431"] = headers
             if path.startswith("/v1/"):
-                answers["403"] = cross_site
+                reads = method.upper() in READ_METHODS
+                answers["403"] = cross_site if reads else cross_site_or_read_only
                 answers["503"] = store_unavailable
             if "requestBody" in operation:
                 answers["415"] = _problem(
@@ -574,8 +586,13 @@ def spec(settings: Settings) -> dict[str, Any]:
         "security": [{"bearer": []}, {"apiKey": []}],
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": _TOKENS},
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": _TOKENS,
+                },
             },
             "schemas": schemas(settings),
         },

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, RootModel
 from typing_extensions import TypeAliasType
 
-from service import events
+from service import config, events
 from service.api.models import CallbackMethod, EventName, JsonObject, Metadata, PayloadFormat
 from service.events import iso8601
 from service.store import base as store
@@ -29,6 +29,7 @@ DeliveryState = TypeAliasType("DeliveryState", store.DeliveryState)
 DeliveryStatus = TypeAliasType("DeliveryStatus", store.DeliveryStatus)
 AttemptVerdict = TypeAliasType("AttemptVerdict", store.AttemptVerdict)
 SubscriptionStatus = TypeAliasType("SubscriptionStatus", store.SubscriptionStatus)
+TokenRole = TypeAliasType("TokenRole", config.TokenRole)
 MaskedHeaders = TypeAliasType(
     "MaskedHeaders",
     Annotated[
@@ -426,6 +427,9 @@ class Caller(Answer):
 
     tenant: str
     authenticated: bool
+    role: TokenRole = Field(
+        description="full: every operation; viewer: reads only (GET), every change is a 403."
+    )
 
 
 class Health(Answer):

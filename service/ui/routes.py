@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from service.api.handlers import (
+    READ_METHODS,
     WATCH_ID_PATTERN,
     WEBHOOK_ID_PATTERN,
     HeldStream,
@@ -119,6 +120,7 @@ class Pages:
         self.templates.filters["time"] = _time
         self.templates.filters["when"] = _when
         self.templates.globals["delivery_state"] = words.delivery_of
+        self.templates.globals["said"] = words.said
         self.templates.filters["verdict"] = words.verdict
         self.templates.filters["response_note"] = words.response_note
         self.templates.globals.update(
@@ -155,16 +157,26 @@ class Pages:
             "session": session,
             "open": self.sessions.open,
             "csrf": self.sessions.csrf(session),
+            "may_act": not session.read_only,
             **context,
         }
 
     def signed_in(self, handler: Handler) -> Callable[[Request[State]], Awaitable[Response]]:
-        """The handler, for a signed-in caller; others are sent to the sign-in page."""
+        """The handler, for a signed-in caller; others are sent to the sign-in page. A viewer's
+        sign-in gets the pages only: every action (a POST) is refused before its form is read."""
 
         async def endpoint(request: Request[State]) -> Response:
             session = await self._session(request)
             if session is None:
                 return RedirectResponse("/ui/login", 303)
+            if session.read_only and request.method not in READ_METHODS:
+                log.info("ui.refused_read_only", tenant=session.tenant, path=request.url.path)
+                return self.error(
+                    request, 403, "Read-only sign-in",
+                    f"You signed in with a viewer token: it shows everything of {session.tenant}"
+                    " but cannot redeliver, retry, cancel or change anything. Sign in with a "
+                    "token of role full to act.", session,
+                )  # fmt: skip
             try:
                 return await handler(request, session)
             except BadRequest as bad:
@@ -226,8 +238,8 @@ class Pages:
                 request, "login.html", 401, session=None, open=False,
                 error="That token is not valid for this bridge.",
             )  # fmt: skip
-        session = self.sessions.issue(caller.tenant, self.clock.now())
-        log.info("ui.signed_in", tenant=caller.tenant)
+        session = self.sessions.issue(caller.token, self.clock.now())
+        log.info("ui.signed_in", tenant=caller.tenant, read_only=caller.read_only)
         response = RedirectResponse("/ui/", 303)
         response.set_cookie(
             COOKIE, session.value, max_age=self.sessions.lifetime_s, path="/ui",

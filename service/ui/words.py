@@ -55,6 +55,14 @@ def delivery_of(watch: Watch) -> DeliveryState:
     return rules.delivery_state(watch.status, watch.outcome)
 
 
+def said(watch: Watch) -> str:
+    """What a live update says when the watch's state changed (app.js): its job's outcome and
+    its delivery's state (when it has one), as the page shows them."""
+    words = f"Job {watch.job_id}: {OUTCOME_LABELS[watch.outcome].lower()}"
+    delivery = delivery_of(watch)
+    return words if delivery == "none" else f"{words}, delivery {DELIVERY_LABELS[delivery].lower()}"
+
+
 def when(value: float) -> str:
     """A time as people read it: `2026-01-02 13:04:05 UTC`."""
     return iso8601(value)[:19].replace("T", " ") + " UTC"

@@ -424,6 +424,7 @@ async def test_me_names_the_tenant(authed: httpx.AsyncClient) -> None:
     assert (await authed.get("/v1/me", headers=GLOBEX)).json() == {
         "tenant": "globex",
         "authenticated": True,
+        "role": "full",
     }
 
 

@@ -388,7 +388,7 @@ async def test_another_tenants_watch_is_not_found_nor_listed_nor_cancellable(
 
 
 def rows(page: httpx.Response) -> list[str]:
-    return re.findall(r'<tr data-watch-id="(wch_[0-9a-z]+)">', page.text)
+    return re.findall(r'<tr data-watch-id="(wch_[0-9a-z]+)"', page.text)
 
 
 def count(page: httpx.Response, kind: str, value: str) -> int:
@@ -626,6 +626,27 @@ async def test_fragments_are_the_live_part_only(ui: Bridged) -> None:
     assert '<table id="watches">' in (await ui.client.get("/ui/?fragment=1")).text
     watch = await ui.client.get(f"/ui/watches/{watch_id}?fragment=1")
     assert '<ol id="timeline">' in watch.text
+
+
+async def test_pages_carry_the_words_a_live_update_says(ui: Bridged) -> None:
+    """The list's rows and the watch's status say what app.js announces when they change; the
+    polite live region that says it is on the page, empty, outside the swapped part."""
+    watch_id = await ui.register(job_id="job_said")
+    await ui.client.delete(f"/v1/watches/{watch_id}", headers=ACME)
+    await ui.sign_in()
+    region = (
+        '<div id="announcer" class="visually-hidden" role="status" aria-live="polite" '
+        'aria-atomic="true"></div>'
+    )
+    said = 'data-announce="Job job_said: cancelled"'
+    for path in ("/ui/", f"/ui/watches/{watch_id}"):
+        page = (await ui.client.get(path)).text
+        assert region in page, path
+        assert page.index(region) < page.index('id="live-region"'), path
+        assert said in page, path
+        fragment = (await ui.client.get(f"{path}?fragment=1")).text
+        assert said in fragment, path
+        assert 'id="announcer"' not in fragment, path
 
 
 async def test_the_list_stream_says_changed_when_a_watch_is_registered(ui: Bridged) -> None:

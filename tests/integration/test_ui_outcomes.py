@@ -116,7 +116,7 @@ async def attempts_of(ui: Bridged, watch: Watch, n: int) -> list[Attempt]:
 
 def cell(page: str, watch_id: str, name: str) -> str:
     """The text of the `name` cell of the watch's row in the list (tags left out)."""
-    row = re.search(rf'<tr data-watch-id="{watch_id}">(.*?)</tr>', page, re.S)
+    row = re.search(rf'<tr data-watch-id="{watch_id}"[^>]*>(.*?)</tr>', page, re.S)
     assert row is not None
     found = re.search(rf'<td class="{name}"[^>]*>(.*?)</td>', row.group(1), re.S)
     assert found is not None

@@ -23,7 +23,12 @@ PAGE = "/ui/subscriptions"
 
 @pytest.fixture
 async def ui(tmp_path: Path) -> AsyncIterator[Bridged]:
-    async for served in serve(tmp_path, BRIDGE_AUTH__TOKENS=TOKENS):
+    """Tenants acme and globex, and a viewer token of acme (`support-token`)."""
+    tokens = [
+        *orjson.loads(TOKENS),
+        {"name": "acme-support", "tenant": "acme", "role": "viewer", "token": "support-token"},
+    ]
+    async for served in serve(tmp_path, BRIDGE_AUTH__TOKENS=orjson.dumps(tokens).decode()):
         yield served
 
 
@@ -207,3 +212,27 @@ def _section(page: str, subscription_id: str) -> str:
     )
     assert found is not None, page
     return found.group(0)
+
+
+async def test_a_viewer_sees_the_page_without_actions_and_is_refused_them(ui: Bridged) -> None:
+    """Signed in with a viewer token: the subscriptions and their health, no action form; each
+    action answers 403 and changes nothing."""
+    subscription = await subscribe(ui, "http://127.0.0.1:9/in")
+    await ui.sign_in("support-token")
+
+    page = await ui.client.get(PAGE)
+
+    assert page.status_code == 200
+    section = _section(page.text, subscription["id"])
+    assert "No attempts in the last 24 h." in section
+    assert "<form" not in section
+    csrf = await ui.csrf(PAGE)  # the sign-out form's
+    for verb in ("test", "disable", "enable", "rotate"):
+        refused = await ui.client.post(
+            f"{PAGE}/{subscription['id']}/{verb}", data={"csrf": csrf, "confirm": "yes"}
+        )
+        assert refused.status_code == 403, verb
+        assert "<h1>Read-only sign-in</h1>" in refused.text
+    stored = await ui.bridge.store.get_subscription("acme", subscription["id"])
+    assert stored is not None
+    assert (stored.status, stored.previous_secret_until) == ("active", None)

@@ -131,8 +131,8 @@ SUBSCRIPTION_SHOWN = (
             + b',"secret":"whsec_x"}',
         ),
         (
-            responses.Caller(tenant="acme", authenticated=True),
-            b'{"tenant":"acme","authenticated":true}',
+            responses.Caller(tenant="acme", authenticated=True, role="viewer"),
+            b'{"tenant":"acme","authenticated":true,"role":"viewer"}',
         ),
         (responses.Health(status="ok"), b'{"status":"ok"}'),
         (
