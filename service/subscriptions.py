@@ -24,7 +24,8 @@ from service.store.base import Delivery, Store, Subscription, SubscriptionHealth
 from service.vault import Vault
 
 log = structlog.get_logger("service.subscriptions")
-# Every event of the tenant is delivered to each of them: the cap bounds that fan-out.
+# Every event of the tenant is delivered to each of them: the cap bounds that fan-out
+# (disabled ones count: they may be enabled again).
 MAX_ACTIVE = 100
 # A subscription's health counts the attempts of this last while.
 HEALTH_WINDOW_S = 24 * 3600
@@ -103,7 +104,8 @@ class SubscriptionService:
         # to bound fan-out, which one or two more do not change.
         if len(await self._store.list_subscriptions(tenant)) >= MAX_ACTIVE:
             raise Conflict(
-                f"this tenant already has {MAX_ACTIVE} active subscriptions; delete one first"
+                f"this tenant already has {MAX_ACTIVE} subscriptions (active or disabled); "
+                "delete one first"
             )
         now = self._clock.now()
         seal = self._vault.seal

@@ -394,8 +394,8 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                                  "Subscribed; the secret is shown once."),
                     "400": _NOT_AN_OBJECT,
                     "401": _UNAUTHORIZED,
-                    "409": _problem(f"The tenant already has {subscriptions.MAX_ACTIVE} active "
-                                    "subscriptions."),
+                    "409": _problem(f"The tenant already has {subscriptions.MAX_ACTIVE} "
+                                    "subscriptions, active or disabled."),
                     "413": _TOO_LARGE,
                     "422": _INVALID,
                     "429": changes,
