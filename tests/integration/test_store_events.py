@@ -612,7 +612,7 @@ async def test_deliveries_of_a_0003_database_are_claimed_by_tenant_once_migrated
     store = _reopened(old)
     await store.open(migrate=False)
     try:
-        assert await store.migrate() == [5]
+        assert await store.migrate() == [v for v, _ in every(_backend(old)) if v >= 5]
         claimed = await store.claim_deliveries(B, T0 + 1, FAR, 10, per_tenant=2)
         assert Counter(d.tenant for d in claimed) == {TENANT: 2, OTHER_TENANT: 2}
         alone = {TENANT: 0}
