@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from service import events, ssrf
 from service.clock import Clock
 from service.config import Settings
 from service.delivery import Deliverer
+from service.durations import Durations, measure
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.poller import Poller
@@ -33,12 +35,16 @@ from service.store.base import (
     EventRecord,
     Idempotency,
     JobOfAnotherTenant,
+    OutcomeBucket,
     Store,
     Watch,
 )
 from service.vault import Vault
 
 log = structlog.get_logger("service.watches")
+# The dashboard's trends: what ended in each UTC hour of the last day, the current hour last.
+TREND_BUCKET_S = 3600.0
+TREND_BUCKETS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,11 @@ class History:
     watch: Watch
     events: list[EventRecord]
     attempts: list[Attempt]
+
+    @property
+    def durations(self) -> Durations:
+        """How long its queue, processing and delivery took (`durations.measure`)."""
+        return measure(self.watch, self.events, self.attempts)
 
 
 def canonical(options: WatchOptions, namespace: bytes = b"", **named: Any) -> bytes:
@@ -319,6 +330,13 @@ class WatchService:
     async def counts(self, tenant: str) -> dict[str, int]:
         """The tenant's watches per status, every status present."""
         return await self._store.count_watches(tenant)
+
+    async def trend(self, tenant: str) -> list[OutcomeBucket]:
+        """What ended for the tenant in each hour of the last day (`TREND_BUCKETS` UTC hours,
+        the current one last), read from the store: the same on every replica."""
+        hour = math.floor(self._clock.now() / TREND_BUCKET_S)
+        since = (hour - TREND_BUCKETS + 1) * TREND_BUCKET_S
+        return await self._store.outcome_buckets(tenant, since, TREND_BUCKET_S, TREND_BUCKETS)
 
     async def cancel(self, tenant: str, watch_id: str) -> Watch:
         watch = await self._store.cancel_watch(tenant, watch_id, self._clock.now())

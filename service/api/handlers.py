@@ -254,8 +254,9 @@ async def list_watches(request: Request[State]) -> Response:
 
 
 async def get_watch(request: Request[State]) -> Response:
-    watch = await request.state["watches"].get(_tenant(request), _watch_id(request))
-    return json_response(responses.Watch.of(watch))
+    history = await request.state["watches"].history(_tenant(request), _watch_id(request))
+    durations = responses.Durations.of(history.durations)
+    return json_response(responses.WatchDetail.of(history.watch, durations=durations))
 
 
 async def cancel_watch(request: Request[State]) -> Response:
