@@ -1,7 +1,7 @@
-"""What the dashboard shows: the tenant's watches and counts, one watch's timeline and the body it
-sent, the bridge's health. Everything goes through the service layer, as the API's handlers
-do: reads and actions (`WatchService`, `SubscriptionService`) follow the same rules, the
-health figures come from the `Monitor`."""
+"""What the dashboard shows: the tenant's watches and counts, what ended over the last day, one
+watch's timeline, durations and the body it sent, the bridge's health. Everything goes through
+the service layer, as the API's handlers do: reads and actions (`WatchService`,
+`SubscriptionService`) follow the same rules, the health figures come from the `Monitor`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import orjson
 
 from service import USER_AGENT
 from service.api.responses import public_url
+from service.durations import Durations, Gap, measure
 from service.errors import NotFound
 from service.monitor import Health, Monitor
 from service.store.base import (
@@ -26,6 +27,7 @@ from service.store.base import (
     Watch,
 )
 from service.subscriptions import SubscriptionService
+from service.ui import trends
 from service.ui.images import final_image_urls
 from service.watches import History, WatchService
 
@@ -67,11 +69,23 @@ class Sent:
 
 
 @dataclass(frozen=True, slots=True)
+class StepTime:
+    """One step of a watch's durations as its page says it: seconds, or why there are none."""
+
+    key: str
+    label: str
+    between: str  # the two moments it is measured between
+    seconds: float | None
+    gap: str | None  # why there are no seconds, in words
+
+
+@dataclass(frozen=True, slots=True)
 class WatchPage:
     watch: Watch
     callback_url: str | None  # credentials removed
     metadata: str | None  # pretty-printed JSON
     timeline: list[Step]
+    durations: list[StepTime]
     sent: Sent | None
     image_urls: list[str]  # of the final event
     can_redeliver: bool
@@ -146,6 +160,7 @@ class Dashboard:
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             metadata=None if watch.metadata is None else pretty(orjson.dumps(watch.metadata)),
             timeline=steps,
+            durations=step_times(measure(watch, recorded, attempts), watch),
             sent=sent,
             image_urls=final_image_urls(recorded),
             can_redeliver=watch.status in REDELIVERABLE,
@@ -199,6 +214,9 @@ class Dashboard:
             return None
         return Sent("no endpoint: read through the event API", pretty(final.body), [])
 
+    async def trends(self, tenant: str) -> trends.Trends:
+        return trends.trends(await self._watches.trend(tenant))
+
     def health(self) -> Health:
         return self._monitor.health()
 
@@ -207,6 +225,41 @@ class Dashboard:
 
     async def redeliver(self, tenant: str, watch_id: str) -> None:
         await self._watches.redeliver(tenant, watch_id)
+
+
+_GAPS: dict[Gap, str] = {
+    "waiting": "Not yet",
+    "unseen": "Not seen: no poll saw the job processing",
+    "purged": "No longer known: its events were purged after delivery.payload_retention_days",
+}
+
+
+def step_times(durations: Durations, watch: Watch) -> list[StepTime]:
+    """The watch page's durations, each gap said in words that fit its step and the watch."""
+    if watch.callback_url is None:
+        undelivered = "None: the watch has no callback"
+    elif watch.status == "completed":
+        undelivered = "None: its callback did not ask for the final event"
+    else:
+        undelivered = "None: not delivered"
+    ended = "None: cancelled first" if watch.status == "cancelled" else "None: polling ended first"
+    steps = [
+        ("queue", "Queue", "registered → seen processing", durations.queue, ended),
+        ("processing", "Processing", "seen processing → final status seen",
+         durations.processing, ended),
+        ("delivery", "Time to deliver", "final status seen → webhook accepted",
+         durations.delivery, undelivered),
+    ]  # fmt: skip
+    return [
+        StepTime(key, label, between, span.seconds, _gap_words(span.gap, none))
+        for key, label, between, span, none in steps
+    ]
+
+
+def _gap_words(gap: Gap | None, none: str) -> str | None:
+    if gap is None:
+        return None
+    return none if gap == "none" else _GAPS[gap]
 
 
 def _watch_fingerprint(

@@ -43,7 +43,7 @@ from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
 from service.store.base import WATCH_STATUSES
-from service.ui import images
+from service.ui import images, trends
 from service.ui.dashboard import Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 from service.upstream import JOB_ID, JOB_ID_RULE
@@ -135,6 +135,9 @@ class Pages:
         )
         self.templates.filters["time"] = _time
         self.templates.filters["when"] = _when
+        self.templates.filters["duration"] = trends.duration
+        self.templates.filters["number"] = trends.number
+        self.templates.globals["geometry"] = trends.GEOMETRY
         self.templates.globals["STATUS_LABELS"] = STATUS_LABELS
         self.templates.globals["STATUSES"] = WATCH_STATUSES
 
@@ -279,7 +282,9 @@ class Pages:
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watches_live.html", **context)
-        return self.render(request, "watches.html", **context)
+        # Drawn once per page load: live updates refresh the list, not the day's trends.
+        trend = await dashboard.trends(session.tenant)
+        return self.render(request, "watches.html", trend=trend, **context)
 
     async def watch(self, request: Request[State], session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])

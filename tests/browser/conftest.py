@@ -60,7 +60,9 @@ SCREENSHOTS = harness.ROOT / "docs" / "screenshots"
 COOKIE = "bridge_ui"
 # One tenant per test (or per group of tests that share their watches); `other` is the tenant
 # whose watches the others must never see.
-TENANTS = ("login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images")
+TENANTS = (
+    "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "trends",
+)  # fmt: skip
 
 
 def token(tenant: str) -> str:
