@@ -150,6 +150,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         _route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
         _route("/v1/watches/{watch_id}/deliveries", GET=handlers.list_deliveries),
         _route("/v1/watches/{watch_id}/redeliver", POST=handlers.redeliver),
+        _route(
+            "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry", POST=handlers.retry_delivery
+        ),
         _route("/v1/watches/{watch_id}/wait", GET=handlers.wait_for_watch),
         _route("/v1/watches/{watch_id}/events", GET=handlers.stream_events),
         _route("/v1/events", GET=handlers.list_events),

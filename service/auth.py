@@ -1,5 +1,5 @@
-"""Who is calling: API tokens (each one a tenant), failed authentications per address, and
-each tenant's rates of registrations and subscription changes."""
+"""Who is calling: API tokens (each one a tenant's, full or read-only), failed authentications
+per address, and each tenant's rates of registrations and subscription changes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import structlog
 
 from service.clock import Clock
 from service.config import ApiToken
-from service.errors import TooManyRequests, Unauthorized
+from service.errors import ReadOnly, TooManyRequests, Unauthorized
 
 log = structlog.get_logger("service.auth")
 
@@ -24,6 +24,16 @@ ANONYMOUS = ""
 class Caller:
     tenant: str
     authenticated: bool
+    token: str = ""  # the name of the token presented ("" when none is needed)
+    read_only: bool = False  # a viewer token's: it may read, never change anything
+
+    def may_change(self, what: str) -> None:
+        """Raises `ReadOnly` for a viewer token, naming `what` it asked for."""
+        if self.read_only:
+            raise ReadOnly(
+                f"token {self.token!r} has role viewer: it may read but not change anything; "
+                f"{what} needs a token with role full"
+            )
 
 
 class Authenticator:
@@ -32,7 +42,10 @@ class Authenticator:
     configuration only allows that on loopback or when explicitly asked for)."""
 
     def __init__(self, tokens: Sequence[ApiToken]) -> None:
-        self._digests = [(token.name, token.digest) for token in tokens]
+        self._digests = [
+            (Caller(token.tenant_name, True, token.name, token.read_only), token.digest)
+            for token in tokens
+        ]
 
     @property
     def required(self) -> bool:
@@ -52,10 +65,10 @@ class Authenticator:
         digest = hashlib.sha256(presented.encode()).digest()
         found = None
         # Compare with every token, so the time taken does not tell which one nearly matched.
-        for name, expected in self._digests:
+        for caller, expected in self._digests:
             if hmac.compare_digest(digest, expected):
-                found = name
-        return None if found is None else Caller(found, authenticated=True)
+                found = caller
+        return found
 
 
 class RateLimiter:

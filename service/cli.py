@@ -114,8 +114,14 @@ def hash_token(args: argparse.Namespace) -> int:
     from service.auth import new_token
 
     token, digest = new_token()
+    entry = {"name": args.name}
+    if args.tenant is not None:
+        entry["tenant"] = args.tenant
+    if args.role != "full":
+        entry["role"] = args.role
+    entry["sha256"] = digest
     print(f"token (give it to the client, once): {token}")
-    print(f'configure (BRIDGE_AUTH__TOKENS):     [{{"name": "{args.name}", "sha256": "{digest}"}}]')
+    print(f"configure (BRIDGE_AUTH__TOKENS):     [{json.dumps(entry)}]")
     return 0
 
 
@@ -152,7 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser(
         "hash-token", help="make a new API token and the hashed form to configure"
     )
-    token.add_argument("--name", default="default", help="the tenant the token stands for")
+    token.add_argument(
+        "--name", default="default", help="the token's name (its tenant unless --tenant)"
+    )
+    token.add_argument("--tenant", default=None, help="the tenant whose watches it reaches")
+    token.add_argument(
+        "--role", choices=["full", "viewer"], default="full",
+        help="full: the whole API and dashboard; viewer: reads only",
+    )  # fmt: skip
     token.set_defaults(run=hash_token)
     key = commands.add_parser(
         "new-encryption-key", help="print a new key for security.encryption_key"

@@ -316,10 +316,18 @@ class SecuritySettings(_Section):
         )
 
 
-class ApiToken(_Section):
-    """One API client: a name (its tenant) and its token, ideally as a SHA-256 hex digest."""
+_NAME_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+TokenRole = Literal["full", "viewer"]
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+class ApiToken(_Section):
+    """One API token: its name, its tenant (by default the name), its role, and the token,
+    ideally as a SHA-256 hex digest. Role `full` may do everything the API and the dashboard
+    offer; `viewer` may read (the API's GET requests, the dashboard's pages) but not act."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    tenant: str | None = Field(None, pattern=_NAME_PATTERN)
+    role: TokenRole = "full"
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     token: SecretStr | None = None
 
@@ -331,6 +339,15 @@ class ApiToken(_Section):
                 "`webhook-bridge hash-token` makes one) or token"
             )
         return self
+
+    @property
+    def tenant_name(self) -> str:
+        """The tenant whose watches the token reaches."""
+        return self.tenant or self.name
+
+    @property
+    def read_only(self) -> bool:
+        return self.role == "viewer"
 
     @property
     def digest(self) -> bytes:
@@ -364,6 +381,22 @@ class AuthSettings(_Section):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"token names must be unique; repeated: {', '.join(duplicates)}")
+        seen: dict[bytes, str] = {}
+        for token in tokens:
+            if token.digest in seen:
+                raise ValueError(
+                    f"tokens {seen[token.digest]!r} and {token.name!r} are the same token; "
+                    "give each its own (`webhook-bridge hash-token` makes one)"
+                )
+            seen[token.digest] = token.name
+        served = {token.tenant_name for token in tokens if not token.read_only}
+        for token in tokens:
+            if token.read_only and token.tenant_name not in served:
+                raise ValueError(
+                    f"viewer token {token.name!r} would see tenant {token.tenant_name!r}, "
+                    "which no token with role full has; set its tenant to the name of the "
+                    "API token whose watches it may see"
+                )
         return tokens
 
 

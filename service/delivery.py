@@ -1,9 +1,9 @@
 """Sending webhooks: claim the due ones there is room for, sign, hand to the sender
 (service/sender.py), judge the answer, record the attempt.
 
-`judge` is pure. `Deliverer` runs attempts concurrently, up to a global limit, a per-host one
-and a per-tenant one (their bookkeeping is service/slots.py; what a claim may take,
-service/claims.py), and records each outcome under the delivery's lease
+`judge` and `response_start` are pure. `Deliverer` runs attempts concurrently, up to a global
+limit, a per-host one and a per-tenant one (their bookkeeping is service/slots.py; what a claim
+may take, service/claims.py), and records each outcome under the delivery's lease
 (service/delivery_leases.py).
 
 A delivery whose host already has `max_per_host` attempts in flight, or whose tenant has
@@ -32,7 +32,14 @@ from service.endpoints import Endpoints
 from service.errors import StoreError, StoreUnavailable
 from service.sender import Answer, Sender
 from service.slots import Slots
-from service.store.base import Attempt, AttemptOutcome, AttemptRecord, Delivery
+from service.store.base import (
+    Attempt,
+    AttemptOutcome,
+    AttemptRecord,
+    AttemptVerdict,
+    Delivery,
+    ResponseStart,
+)
 from service.vault import Vault
 
 log = structlog.get_logger("service.delivery")
@@ -47,6 +54,8 @@ LAST_WRITES_S = 1.0
 class Verdict:
     outcome: AttemptOutcome
     next_attempt_at: float | None
+    # The outcome told apart by why the retries stopped (as the attempt log keeps it).
+    verdict: AttemptVerdict
 
 
 def judge(
@@ -65,18 +74,37 @@ def judge(
     over); anything else, 3xx included, is retried on the schedule (not before a `Retry-After`,
     capped) until it runs out."""
     if status_code is not None and 200 <= status_code < 300:
-        return Verdict("succeeded", None)
+        return Verdict("succeeded", None, "succeeded")
     if status_code == 410:
-        return Verdict("gone", None)
+        return Verdict("gone", None, "gone")
     if status_code in final_statuses:
-        return Verdict("failed", None)
+        return Verdict("failed", None, "final_status")
     delay = schedule.next_delivery_delay(
         attempts_made, settings.retry_schedule_s, settings.jitter, rand
     )
     if delay is None:
-        return Verdict("failed", None)
+        return Verdict("failed", None, "exhausted")
     asked = schedule.retry_after(retry_after, now, settings.max_retry_after_s)
-    return Verdict("retry", now + max(delay, asked or 0.0))
+    return Verdict("retry", now + max(delay, asked or 0.0), "retry")
+
+
+def response_start(answer: Answer) -> ResponseStart | None:
+    """What is kept of a receiver's answer (None: there was none): the start of its body as
+    text when it is UTF-8 (a character the cap cut in two left out) without NUL characters,
+    which no store keeps as text; else only its size."""
+    if answer.status_code is None:
+        return None
+    body, text = answer.body, None
+    # A character of up to 4 bytes cut by the cap leaves at most 3 of them at the end.
+    for cut in range(4 if answer.truncated else 1):
+        try:
+            text = body[: len(body) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        break
+    if not body or (text is not None and "\x00" in text):
+        text = None
+    return ResponseStart(text, len(body), answer.truncated, answer.content_type)
 
 
 class Deliverer:
@@ -258,13 +286,12 @@ class Deliverer:
                 began = time.perf_counter()
                 headers = self._endpoints.headers(delivery, endpoint, started)
                 if isinstance(headers, str):  # it cannot be signed: that is the error
-                    answer: Answer = (None, None, headers)
+                    answer = Answer(None, None, headers)
                 else:
                     answer = await self._sender.send(
                         delivery.callback_method, endpoint.url, headers, delivery.body,
                         delivery.tenant,
                     )  # fmt: skip
-                status_code, retry_after, error = answer
                 duration = time.perf_counter() - began
         except Exception:
             log.exception("delivery.crashed", watch_id=delivery.watch_id, webhook_id=delivery.id)
@@ -275,8 +302,8 @@ class Deliverer:
         now = self._clock.now()
         attempts_made = delivery.attempts + 1
         verdict = judge(
-            status_code, retry_after, attempts_made, self._settings, now, self._rand(),
-            delivery.final_statuses,
+            answer.status_code, answer.retry_after, attempts_made, self._settings, now,
+            self._rand(), delivery.final_statuses,
         )  # fmt: skip
         attempt = Attempt(
             delivery_id=delivery.id,
@@ -284,9 +311,11 @@ class Deliverer:
             number=attempts_made,
             started_at=started,
             duration_s=duration,
-            status_code=status_code,
-            error=error,
+            status_code=answer.status_code,
+            error=answer.error,
             next_attempt_at=verdict.next_attempt_at,
+            verdict=verdict.verdict,
+            response=response_start(answer),
         )
         self._leases.record(AttemptRecord(delivery, attempt, verdict.outcome, now))
 

@@ -61,6 +61,8 @@ class Endpoints:
             headers["authorization"] = endpoint.authorization
         headers["content-type"] = "application/json"
         headers["user-agent"] = USER_AGENT
+        # The start of the answer is kept as text for the attempt log: not compressed, please.
+        headers["accept-encoding"] = "identity"
         headers.update(sign(delivery.id, delivery.body, now, secrets))
         return headers
 

@@ -13,6 +13,7 @@ BridgeError
     ├── InvalidRequest     the body or query is invalid (lists each field)
     ├── NotFound           no such resource for this caller
     ├── Unauthorized       no valid API token
+    ├── ReadOnly           a viewer token asked for a change
     ├── Conflict           the request conflicts with an earlier one or the resource's state
     ├── TooLarge           the body is too large
     ├── UnsupportedMediaType a body that is not JSON by its Content-Type
@@ -115,6 +116,10 @@ class UnsupportedMediaType(ApiError):
 
 class Unauthorized(ApiError):
     """Send an API token as `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
+
+
+class ReadOnly(ApiError):
+    """This token is a viewer's: it may read but not change anything."""
 
 
 class TooManyRequests(ApiError):

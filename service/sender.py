@@ -1,7 +1,8 @@
 """Making a webhook's request: in the bridge's own process, or in a sender process beside it.
 
 `InlineSender` sends through the delivery transport (`http_clients.delivery_transport`). It
-answers (status code, Retry-After, error) and reads at most `max_response_bytes` of the body.
+answers with the status code, Retry-After and error (`describe` words a failed request for
+people), and the start of the body: at most `max_response_bytes` of it, and whether it went on.
 
 `ProcessSender` (`delivery.sender = "process"`) hands the requests to a child process,
 `python -m service.sender`, which makes them with an `InlineSender` of its own. Why: the
@@ -28,26 +29,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import marshal
 import signal
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import aiohttp
 import httpx
 import structlog
 
+from service import ssrf
 from service.config import DeliverySettings, LogSettings, SecuritySettings
 from service.slots import Slots
 from service.store.base import callback_host
 
 log = structlog.get_logger("service.sender")
+# The longest Content-Type kept of an answer.
+MAX_CONTENT_TYPE = 200
 
-# (status code, Retry-After, error): None for what there was not.
-Answer = tuple[int | None, str | None, str | None]
+
+class Answer(NamedTuple):
+    """How a request went: None for what there was not (no status code: no answer)."""
+
+    status_code: int | None
+    retry_after: str | None
+    error: str | None
+    body: bytes = b""  # at most `max_response_bytes` of it
+    truncated: bool = False  # the body went on past them
+    content_type: str | None = None
+
+
 # Parsed callback URLs kept (the busiest ones stay: a claim's deliveries mostly go to few
 # receivers).
 URLS = 1024
@@ -101,7 +118,8 @@ class InlineSender:
     ) -> Answer:
         parsed = self._parse(url)
         if isinstance(parsed, str):
-            return None, None, parsed
+            return Answer(None, None, parsed)
+        cap = self._max_response_bytes
         try:
             async with asyncio.timeout(self._timeout_s):
                 request = httpx.Request(
@@ -109,22 +127,26 @@ class InlineSender:
                 )
                 response = await self._transport.handle_async_request(request)
                 try:
-                    await _read_capped(response, self._max_response_bytes)
+                    start, more = await _read_capped(response, cap)
                 finally:
                     await response.aclose()
-        except TimeoutError:
-            return None, None, f"no answer within {self._timeout_s:g} s"
-        except (httpx.HTTPError, OSError) as failure:
-            return None, None, _describe(failure)
+        except (TimeoutError, httpx.HTTPError, OSError) as failure:
+            return Answer(None, None, describe(failure, self._timeout_s))
         except Exception as failure:  # anything else must still be recorded as an attempt
             log.warning("delivery.unexpected_error", webhook_id=headers.get("webhook-id"),
                         exc_info=True)  # fmt: skip
-            return None, None, _describe(failure)
-        code = response.status_code
+            return Answer(None, None, describe(failure, self._timeout_s))
+        code, found = response.status_code, response.headers
         error = None if 200 <= code < 300 else f"HTTP {code}"
         if 300 <= code < 400:
             error = f"HTTP {code} (redirects are not followed)"
-        return code, response.headers.get("retry-after"), error
+        # A body read up to the cap exactly went on unless its length said it ended there.
+        declared = found.get("content-length", "")
+        truncated = more or (len(start) == cap and declared != str(cap))
+        content_type = found.get("content-type")
+        if content_type is not None:
+            content_type = content_type[:MAX_CONTENT_TYPE]
+        return Answer(code, found.get("retry-after"), error, start, truncated, content_type)
 
     def _parse(self, url: str) -> httpx.URL | str:
         parsed = self._urls.get(url)
@@ -134,7 +156,7 @@ class InlineSender:
             try:
                 parsed = httpx.URL(url)
             except Exception as invalid:  # whatever httpx refuses, recorded as the error
-                parsed = _describe(invalid)
+                parsed = f"not a valid URL: {invalid}"[:300]
             self._urls[url] = parsed
         return parsed
 
@@ -186,7 +208,7 @@ class ProcessSender:
         try:
             child = await self._running()
         except OSError as failure:
-            return None, None, f"the sender process could not start: {failure}"
+            return Answer(None, None, f"the sender process could not start: {failure}")
         request_id = next(self._ids)
         request = (request_id, method, url, tuple(headers.items()), body, tenant)
         answer = child.ask(request_id, request)
@@ -194,7 +216,8 @@ class ProcessSender:
             async with asyncio.timeout(self._timeout_s):
                 return await answer
         except TimeoutError:
-            return None, None, f"no answer from the sender process within {self._timeout_s:g} s"
+            why = f"no answer from the sender process within {self._timeout_s:g} s"
+            return Answer(None, None, why)
         finally:
             child.forget(request_id)
 
@@ -296,7 +319,7 @@ class _Child:
     def ask(self, request_id: int, request: tuple[Any, ...]) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         if not self.alive:  # it died since it was chosen: no answer will come
-            future.set_result((None, None, "the sender process exited before the request"))
+            future.set_result(Answer(None, None, "the sender process exited before the request"))
             return future
         self._waiting[request_id] = future
         self._out.put(request)
@@ -308,10 +331,10 @@ class _Child:
     async def _read(self) -> None:
         try:
             async for answer in self._answers:
-                request_id, status, retry_after, error = _load(answer)
+                request_id, *fields = _load(answer)
                 future = self._waiting.get(request_id)
                 if future is not None and not future.done():
-                    future.set_result((status, retry_after, error))
+                    future.set_result(Answer(*fields))
         except (OSError, ValueError, EOFError) as failure:
             log.error("delivery.sender_unreadable", error=str(failure))
         finally:
@@ -327,7 +350,7 @@ class _Child:
         why = f"the sender process exited (code {code}) before answering"
         for future in self._waiting.values():
             if not future.done():
-                future.set_result((None, None, why))
+                future.set_result(Answer(None, None, why))
         self._waiting.clear()
         self._writer.close()
 
@@ -394,21 +417,91 @@ def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
     return frames, buffer[at:]
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """At most `cap` bytes of the body, and whether more than that was read."""
     read = bytearray()
     async for chunk in response.aiter_raw():
         read += chunk
         if len(read) >= cap:
             break
-    return bytes(read[:cap])
+    return bytes(read[:cap]), len(read) > cap
 
 
-def _describe(failure: BaseException) -> str:
-    # The aiohttp transport maps most connection errors to httpx.ConnectTimeout; the original
-    # error underneath says what actually happened.
-    root = failure.__cause__ or failure
+# getaddrinfo's answers for a name that does not exist, or has no address.
+_NO_SUCH_HOST = frozenset(
+    code for code in (getattr(socket, name, None) for name in ("EAI_NONAME", "EAI_NODATA"))
+    if code is not None
+)  # fmt: skip
+
+
+def describe(failure: BaseException, timeout_s: float) -> str:
+    """A request that got no answer, in a sentence for people: "connection refused", "timed out
+    after 15 s", "TLS handshake failed: ...", "DNS: no such host ...", the callback policy's
+    refusal, else the error's type and text. Judged by the exceptions underneath: the aiohttp
+    transport raises most connection errors as `httpx.ConnectTimeout`, caused by aiohttp's
+    own, caused by the OS's or the `ssl` module's. Never raises: the attempt must be recorded."""
+    try:
+        return _words(failure, timeout_s)[:300]
+    except Exception:  # an exception of a shape not foreseen: as it is
+        return f"{type(failure).__name__}: {failure}"[:300]
+
+
+def _words(failure: BaseException, timeout_s: float) -> str:
+    blocked = ssrf.blocked_cause(failure)
+    if blocked is not None:
+        return f"refused by the callback policy: {blocked.reason}"
+    chain = _causes(failure)
+    where = next((e for e in chain if isinstance(e, aiohttp.ClientConnectorError)), None)
+    host = "" if where is None else str(where.host)
+    for error in chain:
+        if isinstance(error, TimeoutError | httpx.TimeoutException | aiohttp.ServerTimeoutError):
+            if error is failure and isinstance(error, httpx.ConnectTimeout) and error.__cause__:
+                continue  # the transport's name for any connection error: see what caused it
+            return f"timed out after {timeout_s:g} s"
+        # aiohttp's own certificate error is one too (`ssl.CertificateError`), without the
+        # verification's message: the one beneath has it.
+        verified = getattr(error, "verify_message", None)
+        if isinstance(error, ssl.SSLCertVerificationError) and verified:
+            whose = f" of {host}" if host else ""
+            return f"TLS handshake failed: the certificate{whose} is not valid ({verified})"
+        # aiohttp's own SSL errors are `ssl.SSLError`s without a reason: the one beneath has it.
+        reason = getattr(error, "reason", None)
+        if isinstance(error, ssl.SSLError) and reason:
+            why = str(reason).lower().replace("_", " ")
+            return f"TLS handshake failed: {why}"
+        if isinstance(error, socket.gaierror):
+            if error.errno in _NO_SUCH_HOST:
+                return f"DNS: no such host {host}".rstrip()
+            of = f" of {host}" if host else ""
+            return f"DNS: lookup{of} failed ({error.strerror})"
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, ConnectionResetError):
+            return "connection reset by the receiver"
+        if isinstance(error, aiohttp.ServerDisconnectedError):
+            return "the receiver closed the connection without answering"
+        if isinstance(error, OSError) and error.errno in _UNREACHABLE:
+            return f"{error.strerror or 'unreachable'} {host}".lower().rstrip()
+    root = chain[-1]
     text = str(root) or str(failure) or "connection failed"
-    return f"{type(root).__name__}: {text}"[:300]
+    return f"{type(root).__name__}: {text}"
+
+
+_UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
+
+
+def _causes(failure: BaseException) -> list[BaseException]:
+    """`failure` and what caused it, outermost first (each once); aiohttp's connection errors
+    hold the OS's error as `os_error`."""
+    chain: list[BaseException] = []
+    current: BaseException | None = failure
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        underneath = current.__cause__ or current.__context__
+        if underneath is None and isinstance(current, aiohttp.ClientConnectorError):
+            underneath = current.os_error
+        current = underneath
+    return chain
 
 
 # The child.
@@ -474,7 +567,7 @@ class _Relay:
             request_id, method, url, headers, body, _ = request
             async with self._concurrency:
                 answer = await self._sender.send(method, url, dict(headers), body)
-            self._out.put((request_id, *answer))
+            self._out.put((request_id, *answer))  # a plain tuple: marshal takes no subclass
             passed = self._limits.done(request)
             for other in passed[1:]:
                 self._start(other)

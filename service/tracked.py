@@ -54,7 +54,7 @@ class Tracked:
                 else events.render(subject, event, now, event_id)
             )
             callback = NewDelivery(new_id("msg", now), event.type, sent, final)
-        return NewEvent(event_id, event.type, final, body, callback)
+        return NewEvent(event_id, event.type, final, body, callback, event.error_code)
 
     def progress(self, recorded: tuple[NewEvent, ...]) -> Progress:
         """Its state as a change to write, with the events `recorded` since the last write."""

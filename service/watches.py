@@ -1,4 +1,5 @@
-"""The service layer: registering, reading, cancelling and redelivering watches.
+"""The service layer: registering, reading, cancelling and redelivering watches, and retrying a
+pending delivery at once.
 
 HTTP handlers and the dashboard call only this; it owns every store call made on a client's
 behalf. It takes what a client asked for as its own records (`WatchOptions`), returns the
@@ -27,14 +28,20 @@ from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.poller import Poller
 from service.signing import endpoint_secret
+from service.store import rules
 from service.store.base import (
+    DELIVERY_STATES,
+    JOB_OUTCOMES,
     REDELIVERABLE,
+    WATCH_STATUSES,
     Attempt,
     DeliveryRecord,
+    DeliveryState,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
     JobOfAnotherTenant,
+    JobOutcome,
     OutcomeBucket,
     Store,
     Watch,
@@ -105,12 +112,34 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class Filters:
+    """Which watches a listing shows: all of them, or those with a status, a job id, a job
+    outcome or a delivery state (each already valid: the HTTP layer checks them)."""
+
+    status: str | None = None
+    job_id: str | None = None
+    outcome: JobOutcome | None = None
+    delivery: DeliveryState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A tenant's watches per status, per job outcome and per delivery state, every key
+    present."""
+
+    statuses: dict[str, int]
+    outcomes: dict[JobOutcome, int]
+    deliveries: dict[DeliveryState, int]
+
+
+@dataclass(frozen=True, slots=True)
 class History:
-    """A watch with its events and its delivery attempts, oldest first."""
+    """A watch with its events, its delivery attempts and its deliveries, oldest first."""
 
     watch: Watch
     events: list[EventRecord]
     attempts: list[Attempt]
+    deliveries: list[DeliveryRecord]
 
     @property
     def durations(self) -> Durations:
@@ -317,19 +346,36 @@ class WatchService:
             raise NotFound(f"no watch {watch_id}")
         return watch
 
+    @property
+    def max_attempts(self) -> int:
+        """The attempts of a series of one delivery: the first, then one per wait of the
+        retry schedule."""
+        return 1 + len(self._settings.delivery.retry_schedule_s)
+
     async def list_page(
-        self, tenant: str, status: str | None, job_id: str | None, limit: int, cursor: str | None
+        self, tenant: str, filters: Filters, limit: int, cursor: str | None
     ) -> Page:
-        """The tenant's watches newest first, after `cursor`, with a status or job id."""
+        """The tenant's watches newest first, after `cursor`, those `filters` let through."""
         found = await self._store.list_watches(
-            tenant, status=status, job_id=job_id, before_id=cursor, limit=limit + 1
-        )
+            tenant, status=filters.status, job_id=filters.job_id, outcome=filters.outcome,
+            delivery=filters.delivery, before_id=cursor, limit=limit + 1,
+        )  # fmt: skip
         page = found[:limit]
         return Page(page, page[-1].id if len(found) > limit else None)
 
-    async def counts(self, tenant: str) -> dict[str, int]:
-        """The tenant's watches per status, every status present."""
-        return await self._store.count_watches(tenant)
+    async def counts(self, tenant: str) -> Counts:
+        """The tenant's watches per status, job outcome and delivery state."""
+        pairs = await self._store.count_outcomes(tenant)
+        counts = Counts(
+            dict.fromkeys(WATCH_STATUSES, 0),
+            dict.fromkeys(JOB_OUTCOMES, 0),
+            dict.fromkeys(DELIVERY_STATES, 0),
+        )
+        for (status, outcome), n in pairs.items():
+            counts.statuses[status] += n
+            counts.outcomes[outcome] += n
+            counts.deliveries[rules.delivery_state(status, outcome)] += n
+        return counts
 
     async def trend(self, tenant: str) -> list[OutcomeBucket]:
         """What ended for the tenant in each hour of the last day (`TREND_BUCKETS` UTC hours,
@@ -350,11 +396,48 @@ class WatchService:
         await self._existing(tenant, watch_id)
         return await self._store.list_attempts(tenant, watch_id)
 
-    async def history(self, tenant: str, watch_id: str) -> History:
-        """The watch, its events and its attempts (`NotFound` when there is no such watch)."""
+    async def timed(self, tenant: str, watch_id: str) -> tuple[Watch, Durations]:
+        """The watch and how long its steps took (`NotFound` when there is no such watch)."""
         watch = await self._existing(tenant, watch_id)
         recorded = await self._store.watch_events(tenant, watch_id)
-        return History(watch, recorded, await self._store.list_attempts(tenant, watch_id))
+        return watch, measure(watch, recorded, await self._store.list_attempts(tenant, watch_id))
+
+    async def history(self, tenant: str, watch_id: str) -> History:
+        """The watch, its events, its attempts and its deliveries (`NotFound` when there is no
+        such watch)."""
+        watch = await self._existing(tenant, watch_id)
+        recorded = await self._store.watch_events(tenant, watch_id)
+        attempts = await self._store.list_attempts(tenant, watch_id)
+        return History(
+            watch, recorded, attempts, await self._store.watch_deliveries(tenant, watch_id)
+        )
+
+    async def deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+        """Every delivery of the watch, oldest first (`NotFound` when there is no such watch)."""
+        await self._existing(tenant, watch_id)
+        return await self._store.watch_deliveries(tenant, watch_id)
+
+    async def retry(self, tenant: str, watch_id: str, delivery_id: str) -> DeliveryRecord:
+        """Make a pending delivery of the watch due now, and claim it at once: its next
+        attempt is made without waiting for the schedule (which goes on from it). `Conflict`
+        when it is not pending."""
+        found = await self._store.retry_delivery(tenant, watch_id, delivery_id, self._clock.now())
+        if found is None:
+            await self._existing(tenant, watch_id)
+            raise NotFound(f"no delivery {delivery_id} of watch {watch_id}")
+        if found.status != "pending":
+            again = (
+                "; redeliver the watch to send its final event again"
+                if found.final and found.status in ("succeeded", "failed", "gone")
+                else ""
+            )
+            raise Conflict(
+                f"delivery {delivery_id} is {found.status}, not pending: there is no next "
+                f"attempt to make now{again}"
+            )
+        await self._deliverer.claim()
+        log.info("delivery.retried", watch_id=watch_id, webhook_id=delivery_id)
+        return found
 
     async def final_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
         """The deliveries of the watch's final event with their bodies as sent (None once

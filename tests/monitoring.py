@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import promql_parser
-import pytest
 import yaml
+
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "helm" / "webhook-bridge" / "dashboards" / "webhook-bridge.json"
@@ -30,13 +29,7 @@ _FENCED_YAML = re.compile(r"^```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)
 def promtool() -> str:
     """The path of Prometheus's promtool; the test is skipped without it, except under CI=true
     (.ci/run unpacks it from Debian's `prometheus` package when it is missing)."""
-    found = shutil.which("promtool")
-    if found is None:
-        reason = "promtool is not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; the Prometheus checks must run in CI", pytrace=False)
-        pytest.skip(reason)
-    return found
+    return require("promtool", "Debian: apt-get install prometheus")
 
 
 def dashboard() -> dict[str, Any]:

@@ -1,28 +1,18 @@
 """Node tools the tests run from their own npm project (a package.json and its lock): installed
 with `npm ci` when node_modules is missing or older than the lock. Without node or npm a test
-needing them is skipped, except in CI (CI=true), where it fails."""
+needing them is skipped, except in CI (CI=true), where it fails (`tests.tools.require`)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.tools import require
+
 INSTALL_TIMEOUT_S = 300
-
-
-def require(tool: str, why: str) -> str:
-    """The path of `tool`; the test is skipped (failed in CI) without it."""
-    found = shutil.which(tool)
-    if found is None:
-        reason = f"{tool} is not installed: {why}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; it must run in CI", pytrace=False)
-        pytest.skip(reason)
-    return found
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:

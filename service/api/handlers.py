@@ -27,8 +27,13 @@ from service.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from service.store.base import WATCH_STATUSES, EventRecord
-from service.watches import Registered
+from service.store.base import (
+    DELIVERY_STATES,
+    JOB_OUTCOMES,
+    WATCH_STATUSES,
+    EventRecord,
+)
+from service.watches import Filters, Registered
 
 MAX_BODY_BYTES = 64 * 1024
 # Deeper bodies are refused before validation (orjson cannot serialize past 255 levels).
@@ -43,6 +48,8 @@ SUBSCRIPTION_ID_PATTERN = "^sub_[0-9A-Za-z]{1,64}$"
 _SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
+WEBHOOK_ID_PATTERN = "^msg_[0-9A-Za-z]{1,64}$"
+_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
 # One value of `GET /v1/events?type=`: event types separated by commas, spaces around each
@@ -52,6 +59,8 @@ EVENT_TYPES_PATTERN = rf"^(?: *(?:{_EVENT_NAME}) *(?:, *(?:{_EVENT_NAME}) *)*)?$
 _EVENT_TYPES = re.compile(EVENT_TYPES_PATTERN)
 # The status of a long-poll whose client went away (nobody reads it; the logs show it).
 CLIENT_GONE = 499
+# The methods that change nothing: all a viewer token may use.
+READ_METHODS = frozenset({"GET", "HEAD"})
 # Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
 RECONNECT_MS = 2000
 T = TypeVar("T")
@@ -67,11 +76,16 @@ def client_address(request: Request[State]) -> str:
 
 
 def _caller(request: Request[State]) -> Caller:
-    return request.state["access"].caller(
+    """The caller; a viewer token's request for a change is refused here (`ReadOnly`), whatever
+    the route: every change is a POST or a DELETE, every read a GET or a HEAD."""
+    caller = request.state["access"].caller(
         client_address(request),
         request.headers.get("authorization"),
         request.headers.get("x-api-key"),
     )
+    if request.method not in READ_METHODS:
+        caller.may_change(f"{request.method} {request.url.path}")
+    return caller
 
 
 def _tenant(request: Request[State]) -> str:
@@ -81,7 +95,9 @@ def _tenant(request: Request[State]) -> str:
 
 async def me(request: Request[State]) -> Response:
     caller = _caller(request)
-    return json_response(responses.Caller(tenant=caller.tenant, authenticated=caller.authenticated))
+    role = "viewer" if caller.read_only else "full"
+    shown = responses.Caller(tenant=caller.tenant, authenticated=caller.authenticated, role=role)
+    return json_response(shown)
 
 
 async def _json_body(request: Request[State]) -> Any:
@@ -237,15 +253,35 @@ def _query_text(
     return raw
 
 
+C = TypeVar("C", bound=str)
+
+
+def _query_choice(request: Request[State], name: str, choices: tuple[C, ...]) -> C | None:
+    raw = request.query_params.get(name) or None
+    if raw is None:
+        return None
+    for choice in choices:
+        if choice == raw:
+            return choice
+    raise InvalidRequest.field(name, f"must be one of {', '.join(choices)}")
+
+
+def watch_filters(request: Request[State]) -> Filters:
+    """The filters of a listing of watches, from the query (`InvalidRequest` naming a bad
+    one)."""
+    return Filters(
+        status=_query_choice(request, "status", WATCH_STATUSES),
+        job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
+        outcome=_query_choice(request, "outcome", JOB_OUTCOMES),
+        delivery=_query_choice(request, "delivery", DELIVERY_STATES),
+    )
+
+
 async def list_watches(request: Request[State]) -> Response:
     tenant = _tenant(request)  # 401 before any other answer
-    status = request.query_params.get("status") or None
-    if status is not None and status not in WATCH_STATUSES:
-        raise InvalidRequest.field("status", f"must be one of {', '.join(WATCH_STATUSES)}")
     page = await request.state["watches"].list_page(
         tenant,
-        status=status,
-        job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
+        watch_filters(request),
         limit=_query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE),
         cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
     )
@@ -254,9 +290,10 @@ async def list_watches(request: Request[State]) -> Response:
 
 
 async def get_watch(request: Request[State]) -> Response:
-    history = await request.state["watches"].history(_tenant(request), _watch_id(request))
-    durations = responses.Durations.of(history.durations)
-    return json_response(responses.WatchDetail.of(history.watch, durations=durations))
+    watch, durations = await request.state["watches"].timed(_tenant(request), _watch_id(request))
+    return json_response(
+        responses.WatchDetail.of(watch, durations=responses.Durations.of(durations))
+    )
 
 
 async def cancel_watch(request: Request[State]) -> Response:
@@ -265,8 +302,27 @@ async def cancel_watch(request: Request[State]) -> Response:
 
 
 async def list_deliveries(request: Request[State]) -> Response:
-    found = await request.state["watches"].attempts(_tenant(request), _watch_id(request))
-    return json_response(responses.AttemptList(data=[responses.Attempt.of(a) for a in found]))
+    tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
+    found, deliveries = (
+        await watches.attempts(tenant, watch_id),
+        await watches.deliveries(tenant, watch_id),
+    )
+    most = watches.max_attempts
+    return json_response(
+        responses.AttemptList(
+            data=[responses.Attempt.of(a, most) for a in found],
+            deliveries=[responses.Delivery.of(d, most) for d in deliveries],
+        )
+    )
+
+
+async def retry_delivery(request: Request[State]) -> Response:
+    tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
+    webhook_id = str(request.path_params["webhook_id"])
+    if not _WEBHOOK_ID.fullmatch(webhook_id):
+        raise NotFound(f"no delivery {webhook_id[:80]} of watch {watch_id}")
+    retried = await watches.retry(tenant, watch_id, webhook_id)
+    return json_response(responses.Delivery.of(retried, watches.max_attempts), 202)
 
 
 async def redeliver(request: Request[State]) -> Response:

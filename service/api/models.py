@@ -30,6 +30,7 @@ RESERVED_HEADERS = frozenset(
     {
         "host", "content-length", "content-type", "transfer-encoding", "connection",
         "keep-alive", "upgrade", "te", "trailer", "user-agent", "expect", "proxy-authorization",
+        "accept-encoding",
     }
 )  # fmt: skip
 MAX_HEADERS = 20

@@ -24,9 +24,11 @@ from service.api.handlers import (
     MAX_EVENTS,
     MAX_PAGE,
     MAX_WAIT_S,
+    READ_METHODS,
     RECONNECT_MS,
     SUBSCRIPTION_ID_PATTERN,
     WATCH_ID_PATTERN,
+    WEBHOOK_ID_PATTERN,
 )
 from service.api.models import (
     EventName,
@@ -43,8 +45,8 @@ REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, Subscrip
 # The answers' models (with the models they nest).
 ANSWERS: tuple[type[BaseModel], ...] = (
     responses.Watch, responses.WatchDetail, responses.CreatedWatch, responses.Generated,
-    responses.WatchPage,
-    responses.Pending, responses.AttemptList, responses.Subscription,
+    responses.WatchPage, responses.Pending, responses.AttemptList, responses.Delivery,
+    responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
     responses.EventList,
     responses.Problem, responses.Caller, responses.Health, responses.Unready,
@@ -138,6 +140,10 @@ _INVALID = _problem("A field is invalid; `errors` names each.")
 _INVALID_QUERY = _problem("A query parameter is invalid.")
 _KEY_REUSED = _problem("The Idempotency-Key was used with another body.")
 _NO_TOKEN: dict[str, Any] = {"security": []}
+_TOKENS = (
+    "An API token of auth.tokens. A token of role viewer may read (GET) but not change "
+    "anything: its other requests are a 403 (type /problems/read-only-token)."
+)
 
 
 def _registration() -> dict[str, dict[str, Any]]:
@@ -224,6 +230,13 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             parameters=[
                 {"name": "status", "in": "query", "description": "Only watches in this status.",
                  "schema": _ref(responses.WatchStatus)},
+                {"name": "outcome", "in": "query",
+                 "description": "Only the watches whose job ended so (their `outcome`).",
+                 "schema": _ref(responses.JobOutcome)},
+                {"name": "delivery", "in": "query",
+                 "description": "Only the watches whose delivery is in this state (their "
+                 "`delivery`).",
+                 "schema": _ref(responses.DeliveryState)},
                 {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
                 {"name": "limit", "in": "query", "description": "At most this many.",
@@ -253,12 +266,31 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             ),
         },
         "/v1/watches/{watch_id}/deliveries": {"get": _operation(
-            "listDeliveries", "watches", "Every delivery attempt, oldest first",
+            "listDeliveries", "watches", "Every delivery attempt, oldest first, and each delivery",
             "Each HTTP request made to deliver the watch's events, to its callback and to the "
-            "subscriptions: its outcome and when the next attempt is due.",
-            {"200": _json(responses.AttemptList, "The attempts."), "401": _UNAUTHORIZED,
-             "404": _NOT_FOUND},
+            "subscriptions: its place in its series, its verdict, the start of the receiver's "
+            "answer and when the next attempt is due; and each delivery (one event to one "
+            "endpoint): its status, its attempts and its next one.",
+            {"200": _json(responses.AttemptList, "The attempts and the deliveries."),
+             "401": _UNAUTHORIZED, "404": _NOT_FOUND},
             parameters=[_WATCH_ID],
+        )},
+        "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry": {"post": _operation(
+            "retryDelivery", "watches", "Make a pending delivery's next attempt now",
+            "For a receiver that was fixed: the next attempt of the delivery is made at once "
+            "instead of at its `next_attempt_at`; the schedule goes on from it (the attempt "
+            "counts in the series as any other).",
+            {"202": _json(responses.Delivery, "Due now; the attempt follows at once."),
+             "401": _UNAUTHORIZED,
+             "404": _problem("No such watch (or another tenant's), or no such delivery of it."),
+             "409": _problem("The delivery is not pending: it succeeded, failed, went or was "
+                             "cancelled (redeliver the watch to send its final event again).")},
+            parameters=[_WATCH_ID, {
+                "name": "webhook_id", "in": "path", "required": True,
+                "description": "The delivery's webhook id (`msg_...`); any other form names no "
+                "delivery (404).",
+                "schema": {"type": "string", "pattern": WEBHOOK_ID_PATTERN},
+            }],
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
             "redeliverWatch", "watches", "Send the final event again (same webhook-id)",
@@ -399,7 +431,8 @@ def _service() -> dict[str, dict[str, Any]]:
     return {
         "/v1/me": {"get": _operation(
             "getCaller", "service", "Who the token belongs to (to test a connection)",
-            "The tenant the token names; without tokens configured, the anonymous tenant.",
+            "The tenant the token names and its role; without tokens configured, the "
+            "anonymous tenant.",
             {"200": _json(responses.Caller, "The caller."), "401": _UNAUTHORIZED},
         )},
         "/livez": {"get": _operation(
@@ -445,6 +478,11 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
     )
     headers = _problem("More header fields than server.max_headers.")
     cross_site = _problem("A browser says another site sent the request (Origin, Sec-Fetch-Site).")
+    # Every change is refused to a viewer token (`handlers.READ_METHODS`).
+    cross_site_or_read_only = _problem(
+        "A browser says another site sent the request (Origin, Sec-Fetch-Site), or the token "
+        "has role viewer, which may read but not change anything (type /problems/read-only-token)."
+    )
     store_unavailable = _problem(
         "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), "
         "type /problems/store-unavailable; retry after Retry-After. A registration retried "
@@ -456,12 +494,13 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
         "Too many failed authentications from this address (auth.failed_auth_burst)."
     )
     for path, operations in paths.items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             answers = operation["responses"]
             answers["421"] = host
             answers["431"] = headers
             if path.startswith("/v1/"):
-                answers["403"] = cross_site
+                reads = method.upper() in READ_METHODS
+                answers["403"] = cross_site if reads else cross_site_or_read_only
                 answers["503"] = store_unavailable
             if "requestBody" in operation:
                 answers["415"] = _problem(
@@ -501,8 +540,13 @@ def spec(settings: Settings) -> dict[str, Any]:
         "security": [{"bearer": []}, {"apiKey": []}],
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": _TOKENS},
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": _TOKENS,
+                },
             },
             "schemas": schemas(settings),
         },

@@ -18,6 +18,7 @@ from service.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
+    ReadOnly,
     TooLarge,
     TooManyRequests,
     TooManyStreams,
@@ -39,6 +40,7 @@ PROBLEMS: dict[type[ApiError], tuple[int, str, str]] = {
     TooLarge: (413, "too-large", "Request body too large"),
     UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     Unauthorized: (401, "unauthorized", "Unauthorized"),
+    ReadOnly: (403, "read-only-token", "Read-only token"),
     TooManyRequests: (429, "rate-limited", "Too many requests"),
     TooManyStreams: (429, "too-many-streams", "Too many open streams"),
     # The status is the upstream's own (`UpstreamRefused.upstream_status`).

@@ -13,18 +13,24 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, RootModel
 from typing_extensions import TypeAliasType
 
+from service import config, events
 from service import durations as steps
-from service import events
 from service.api.models import CallbackMethod, EventName, JsonObject, Metadata, PayloadFormat
 from service.events import iso8601
 from service.store import base as store
+from service.store import rules
 from service.watches import Registration
 
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 MASK = "********"
 # Named, as in `service.api.models`: one component each in /openapi.json.
 WatchStatus = TypeAliasType("WatchStatus", store.WatchStatus)
+JobOutcome = TypeAliasType("JobOutcome", store.JobOutcome)
+DeliveryState = TypeAliasType("DeliveryState", store.DeliveryState)
+DeliveryStatus = TypeAliasType("DeliveryStatus", store.DeliveryStatus)
+AttemptVerdict = TypeAliasType("AttemptVerdict", store.AttemptVerdict)
 SubscriptionStatus = TypeAliasType("SubscriptionStatus", store.SubscriptionStatus)
+TokenRole = TypeAliasType("TokenRole", config.TokenRole)
 MaskedHeaders = TypeAliasType(
     "MaskedHeaders",
     Annotated[
@@ -39,11 +45,22 @@ MaskedHeaders = TypeAliasType(
 
 
 def public_url(url: str) -> str:
-    """The URL with any userinfo (credentials) removed, for showing back."""
+    """The URL as answers and pages show it: without userinfo (credentials) and with each
+    query value masked as header values are (`?signature=********`), since a query often
+    carries a secret (an n8n 2.x resume URL's signature). Deliveries use the URL as stored."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    if "@" not in parts.netloc and not parts.query:
         return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    query = "&".join(_masked_parameter(part) for part in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=query))
+
+
+def _masked_parameter(part: str) -> str:
+    """`name=value` as `name=********`; a part without `=` may be a bare token: masked whole."""
+    name, equals, _ = part.partition("=")
+    if equals:
+        return f"{name}={MASK}"
+    return MASK if part else part
 
 
 def _time(value: float | None) -> str | None:
@@ -57,12 +74,14 @@ class Answer(BaseModel):
 
 
 class Watch(Answer):
-    """A watch as clients see it: never its secret or API key; header values masked."""
+    """A watch as clients see it: never its secret or API key; header and query values
+    masked."""
 
     id: str = Field(json_schema_extra={"pattern": "^wch_"})
     job_id: str
     callback_url: str | None = Field(
-        description="Without any credentials; null: the watch has no callback."
+        description="Without any credentials, each query value masked (`?signature=********`): "
+        "deliveries go to the URL as registered. null: the watch has no callback."
     )
     callback_method: CallbackMethod
     callback_headers: MaskedHeaders
@@ -75,9 +94,27 @@ class Watch(Answer):
     status: WatchStatus = Field(
         description="`completed`: the job ended and the watch has no callback."
     )
-    job_status: str | None
-    queue_position: int | None
-    attempts: int
+    outcome: JobOutcome = Field(
+        description="How the job ended: what the upstream said (`succeeded`, `failed`), why "
+        "the bridge ended it (`timed_out`, `not_found`, `unauthorized`, `bad_request`: the "
+        "`error_code` of its `job.failed`), `cancelled` before it ended, or `in_progress`; "
+        "`unknown` for a job that ended before outcomes were kept, its final event purged."
+    )
+    delivery: DeliveryState = Field(
+        description="What became of the final event's delivery to the callback: `pending` "
+        "(attempts go on), `delivered`, `failed` (attempts ran out, a final status, or 410), "
+        "`cancelled` (the watch was cancelled while delivering), `none` (nothing to send yet, "
+        "or no callback)."
+    )
+    job_status: str | None = Field(
+        description="The last status the upstream reported (of a job that timed out: where "
+        "it was when the bridge gave up)."
+    )
+    queue_position: int | None = Field(description="While queued; null once the watch ended.")
+    attempts: int = Field(
+        description="Every delivery attempt of the watch (to its callback and subscriptions, "
+        "every event and redelivery): as many as its `deliveries` lists."
+    )
     last_error: str | None
     created_at: Time
     updated_at: Time
@@ -100,6 +137,8 @@ class Watch(Answer):
             timeout_s=watch.timeout_s,
             final_statuses=watch.final_statuses,
             status=watch.status,
+            outcome=watch.outcome,
+            delivery=rules.delivery_state(watch.status, watch.outcome),
             job_status=watch.job_status,
             queue_position=watch.queue_position,
             attempts=watch.attempts,
@@ -188,6 +227,25 @@ class Pending(Answer):
     watch: Watch
 
 
+class ResponseStart(Answer):
+    """The start of the receiver's answer, as kept."""
+
+    body: str | None = Field(
+        description="The first `size` bytes of the body as text; null when it was empty or "
+        "is not UTF-8 text."
+    )
+    size: int = Field(description="Bytes of the body read: at most delivery.max_response_bytes.")
+    truncated: bool = Field(description="The body went on past them.")
+    content_type: str | None
+
+    @classmethod
+    def of(cls, kept: store.ResponseStart) -> Self:
+        return cls(
+            body=kept.body, size=kept.size, truncated=kept.truncated,
+            content_type=kept.content_type,
+        )  # fmt: skip
+
+
 class Attempt(Answer):
     """One HTTP request of a delivery."""
 
@@ -196,40 +254,96 @@ class Attempt(Answer):
         description="The subscription addressed; null: the watch's own callback."
     )
     event: EventName
-    attempt: int
+    attempt: int = Field(description="Its number in its series (a redelivery starts one at 1).")
+    max_attempts: int = Field(
+        description="Attempts in a series: the first and one per wait of delivery.retry_schedule_s."
+    )
     attempted_at: Time
     duration_ms: float
     status_code: int | None
-    error: str | None
+    error: str | None = Field(
+        description="What went wrong: `HTTP <status>`, or why there was no answer "
+        "(`connection refused`, `timed out after 15 s`, `TLS handshake failed: ...`, `DNS: no "
+        "such host ...`, ...)."
+    )
+    verdict: AttemptVerdict | None = Field(
+        description="What it meant: `succeeded`, `retry` (at `next_attempt_at`), `gone` (410: "
+        "no more to this endpoint), `final_status` (a status the endpoint lists in "
+        "`final_statuses`: retries stopped), `exhausted` (the last of the series); null for "
+        "attempts recorded before verdicts were kept."
+    )
     next_attempt_at: Time | None
+    response: ResponseStart | None = Field(description="Null: no answer (or not kept).")
 
     @classmethod
-    def of(cls, attempt: store.Attempt) -> Self:
+    def of(cls, attempt: store.Attempt, max_attempts: int) -> Self:
+        kept = attempt.response
         return cls(
             webhook_id=attempt.delivery_id,
             subscription_id=attempt.subscription_id,
             event=attempt.event_type,
             attempt=attempt.number,
+            max_attempts=max_attempts,
             attempted_at=iso8601(attempt.started_at),
             duration_ms=round(attempt.duration_s * 1000, 1),
             status_code=attempt.status_code,
             error=attempt.error,
+            verdict=attempt.verdict,
             next_attempt_at=_time(attempt.next_attempt_at),
+            response=None if kept is None else ResponseStart.of(kept),
+        )
+
+
+class Delivery(Answer):
+    """One event addressed to one endpoint: its `webhook_id` is the same on every attempt."""
+
+    webhook_id: str
+    subscription_id: str | None = Field(
+        description="The subscription addressed; null: the watch's own callback."
+    )
+    event: EventName
+    status: DeliveryStatus
+    attempts: int = Field(description="Attempts of its current series.")
+    max_attempts: int = Field(
+        description="Attempts in a series: the first and one per wait of delivery.retry_schedule_s."
+    )
+    next_attempt_at: Time | None = Field(
+        description="While `pending`: when the next attempt is due (retry it to make it now)."
+    )
+    created_at: Time
+
+    @classmethod
+    def of(cls, delivery: store.DeliveryRecord, max_attempts: int) -> Self:
+        return cls(
+            webhook_id=delivery.id,
+            subscription_id=delivery.subscription_id,
+            event=delivery.event_type,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            max_attempts=max_attempts,
+            next_attempt_at=_time(delivery.next_attempt_at),
+            created_at=iso8601(delivery.created_at),
         )
 
 
 class AttemptList(Answer):
-    """Every delivery attempt of a watch, oldest first."""
+    """Every delivery attempt of a watch, oldest first, and its deliveries."""
 
     data: list[Attempt]
+    deliveries: list[Delivery] = Field(
+        description="Each event addressed to each endpoint, oldest first: where its attempts stand."
+    )
 
 
 class Subscription(Answer):
-    """A subscription as clients see it: never its secret; URL credentials and header values
-    hidden."""
+    """A subscription as clients see it: never its secret; URL credentials, query and header
+    values hidden."""
 
     id: str = Field(json_schema_extra={"pattern": "^sub_"})
-    url: str = Field(description="Without any credentials.")
+    url: str = Field(
+        description="Without any credentials, each query value masked (`?token=********`): "
+        "deliveries go to the URL as registered."
+    )
     events: list[EventName]
     headers: MaskedHeaders
     final_statuses: list[int]
@@ -319,6 +433,9 @@ class Caller(Answer):
 
     tenant: str
     authenticated: bool
+    role: TokenRole = Field(
+        description="full: every operation; viewer: reads only (GET), every change is a 403."
+    )
 
 
 class Health(Answer):

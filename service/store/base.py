@@ -22,6 +22,12 @@ and `delivering` watches may become `cancelled`. `delivered`, `failed` and `gone
 `delivering` by a redelivery. A watch's status follows its own callback only: subscription
 deliveries never change it.
 
+A watch's `outcome` is how its job ended (`JobOutcome`): `in_progress` until its final event is
+recorded, which decides it (`rules.job_outcome`), or `cancelled` when the watch is cancelled
+before that. Its status and outcome together say what became of the final event's delivery to its
+callback (`rules.delivery_state`). Its `attempts` counts every attempt of every one of its
+deliveries, callback and subscriptions, every series: as many as `list_attempts` lists.
+
 Subscription statuses: `active` → `deleted` (by its tenant) | `gone` (it answered 410). Only an
 `active` subscription gets new deliveries; leaving `active` cancels its pending ones.
 
@@ -72,9 +78,31 @@ REDELIVERABLE: frozenset[str] = frozenset({"delivered", "failed", "gone", "compl
 
 SubscriptionStatus = Literal["active", "deleted", "gone"]
 
+# How the job ended, as far as the bridge knows (`rules.job_outcome`): what the upstream said
+# (`succeeded`, `failed`), or why the bridge ended it (`timed_out`, `not_found`,
+# `unauthorized`, `bad_request`), or that it was `cancelled` before it ended; `in_progress`
+# while polling. `unknown`: a job that ended before outcomes were kept, its final event purged.
+JobOutcome = Literal[
+    "in_progress", "succeeded", "failed", "timed_out", "not_found", "unauthorized",
+    "bad_request", "cancelled", "unknown",
+]  # fmt: skip
+JOB_OUTCOMES: tuple[JobOutcome, ...] = (
+    "in_progress", "succeeded", "failed", "timed_out", "not_found", "unauthorized",
+    "bad_request", "cancelled", "unknown",
+)  # fmt: skip
+# The state of the final event's delivery to the watch's own callback (`rules.delivery_state`):
+# `none` while there is nothing to send, or nothing to send it to.
+DeliveryState = Literal["none", "pending", "delivered", "failed", "cancelled"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = (
+    "none", "pending", "delivered", "failed", "cancelled",
+)  # fmt: skip
+
 DeliveryStatus = Literal["pending", "succeeded", "failed", "gone", "cancelled"]
 # What one attempt's outcome does to its delivery: try again later, or end it.
 AttemptOutcome = Literal["retry", "succeeded", "failed", "gone"]
+# What the deliverer made of one attempt's answer: `failed` told apart by why the retries
+# stopped (the status is final for the endpoint, or the schedule ran out).
+AttemptVerdict = Literal["succeeded", "retry", "gone", "final_status", "exhausted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +132,7 @@ class Watch:
     lease_token: int = 0
     # Receiver statuses that end the callback's retries as `failed` (besides 410 → `gone`).
     final_statuses: tuple[int, ...] = ()
+    outcome: JobOutcome = "in_progress"
 
     @property
     def deadline_at(self) -> float:
@@ -150,13 +179,15 @@ class NewDelivery:
 class NewEvent:
     """An event to record. `body` is its envelope (what subscriptions and API clients get);
     `callback` is the watch's own delivery of it (its body in the watch's payload format), None
-    when the watch has no callback or did not ask for this type."""
+    when the watch has no callback or did not ask for this type. `error_code` is the envelope's
+    (a `job.failed`'s reason), which decides the job's outcome."""
 
     id: str
     type: str
     final: bool
     body: bytes
     callback: NewDelivery | None
+    error_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +243,19 @@ class DeliveryRecord:
     created_at: float
     subscription_id: str | None = None  # None: the watch's own callback
     event_id: str | None = None
+    next_attempt_at: float | None = None  # while pending: when it is due
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStart:
+    """What is kept of a receiver's answer: the start of its body as text (None when it had
+    none, or it is not UTF-8 text), how many bytes of it were read (at most
+    `delivery.max_response_bytes`), whether it went on past them, and its Content-Type."""
+
+    body: str | None
+    size: int
+    truncated: bool
+    content_type: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +269,10 @@ class Attempt:
     error: str | None
     next_attempt_at: float | None = None
     subscription_id: str | None = None  # the endpoint: None for the watch's own callback
+    # What the deliverer made of it (one of the verdicts of its record's outcome) and what the
+    # receiver answered (None: no answer); None both for attempts recorded before they were kept.
+    verdict: AttemptVerdict | None = None
+    response: ResponseStart | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,13 +427,18 @@ class Store(abc.ABC):
         job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
+        outcome: JobOutcome | None = None,
+        delivery: DeliveryState | None = None,
     ) -> list[Watch]:
-        """Watches newest first (ids are time-ordered), those with an id below `before_id`."""
+        """Watches newest first (ids are time-ordered), those with an id below `before_id`;
+        only those of the given status, job, outcome and delivery state (`rules.delivery_state`
+        of their status and outcome)."""
 
     @abc.abstractmethod
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         """Cancel an `active` or `delivering` watch and its pending deliveries (to its callback
-        and to subscriptions); release leases.
+        and to subscriptions); release leases. Its queue position is forgotten, and an `active`
+        watch's outcome becomes `cancelled` (a `delivering` one keeps its job's).
 
         Other statuses are left as they are (cancelling is idempotent). None when not found."""
 
@@ -393,11 +446,21 @@ class Store(abc.ABC):
     async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         """Start a new series of attempts of the final event of a `delivered`, `failed`, `gone`
         or `completed` watch: its ended final deliveries (to its callback, and to subscriptions
-        still `active`) become pending, due at `now`, with their attempt counts reset and the
-        same ids. A watch with a callback delivery made pending becomes `delivering`; a
-        `completed` watch stays `completed`. Returns the watch, unchanged when its status does
-        not allow it or when there is no final delivery body to send (purged, or a watch that
-        went `gone` on a progress event); None when not found."""
+        still `active`) become pending, due at `now`, with their attempt counts reset (a new
+        series; the watch's own count goes on) and the same ids. A watch with a callback
+        delivery made pending becomes `delivering`; a `completed` watch stays `completed`.
+        Returns the watch, unchanged when its status does not allow it or when there is no
+        final delivery body to send (purged, or a watch that went `gone` on a progress event);
+        None when not found."""
+
+    @abc.abstractmethod
+    async def retry_delivery(
+        self, tenant: str, watch_id: str, delivery_id: str, now: float
+    ) -> DeliveryRecord | None:
+        """Make a pending delivery of the watch due at `now` (when it was due later), without
+        changing its attempt count or its lease: an attempt in flight is recorded as usual.
+        Returns the delivery as stored, unchanged when it is not pending; None when the watch
+        does not exist for this tenant or has no such delivery."""
 
     @abc.abstractmethod
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
@@ -450,7 +513,8 @@ class Store(abc.ABC):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         """Fenced by the watch's lease: record the final state and the final event (as
-        `record_progress` records events), release the watch's lease and make it `delivering`
+        `record_progress` records events) and the job's outcome it decides
+        (`rules.job_outcome`), release the watch's lease and make it `delivering`
         (it has a callback delivery) or `completed` (it has none). Every final delivery is
         due at `now` and claimed by `owner` until `delivery_lease_until`, so the caller
         attempts them at once; they are returned, the callback's first. Raises `LeaseLost`."""
@@ -518,11 +582,12 @@ class Store(abc.ABC):
         next one at `attempt.next_attempt_at` (`retry`) or end the delivery. The lease is
         released. Raises `LeaseLost`.
 
-        Only the watch's own callback deliveries change the watch. An attempt of its final
-        callback delivery counts in the watch's `attempts` and, when it failed, becomes its
-        `last_error` (a success leaves the last error as it was). Ending that delivery ends
-        its watch (`delivered`, `failed` or `gone`); `gone` on any callback delivery cancels
-        the watch's other pending callback deliveries and its polling.
+        Every attempt counts in its watch's `attempts` (and sets its `updated_at`); otherwise
+        only the watch's own callback deliveries change the watch. An attempt of its final
+        callback delivery, while the watch is `delivering`, becomes its `last_error` when it
+        failed (a success leaves the last error as it was). Ending that delivery ends its watch
+        (`delivered`, `failed` or `gone`); `gone` on any callback delivery cancels the watch's
+        other pending callback deliveries and its polling.
 
         `gone` on a subscription delivery makes the subscription `gone` and cancels its
         pending deliveries (of every watch); the watch is left as it is."""
@@ -619,7 +684,8 @@ class Store(abc.ABC):
     async def purge_bodies(self, completed_before: float) -> int:
         """Drop the stored bodies of succeeded or cancelled deliveries that ended before the
         given time (their attempt log stays); return how many. Events recorded before that
-        time whose watch has ended (neither `active` nor `delivering`) are deleted too (not
+        time whose watch has ended (neither `active` nor `delivering`) are deleted too, and the
+        text of the receivers' answers kept with attempts started before it (neither
         counted)."""
 
     @abc.abstractmethod
@@ -629,6 +695,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         """Watches per status (every status present, zero when none)."""
+
+    @abc.abstractmethod
+    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
+        """The tenant's watches per (status, outcome), the pairs that have any."""
 
 
 class DuplicateIdempotencyKey(Exception):

@@ -8,6 +8,7 @@ as an unavailable store's do (every call, or only writes when it is `refusing_wr
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -169,6 +170,8 @@ class MemoryStore(base.Store):
         job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
+        outcome: base.JobOutcome | None = None,
+        delivery: base.DeliveryState | None = None,
     ) -> list[base.Watch]:
         self._call(writes=False)
         found = [
@@ -177,6 +180,8 @@ class MemoryStore(base.Store):
             if w.tenant == tenant
             and status in (None, w.status)
             and job_id in (None, w.job_id)
+            and outcome in (None, w.outcome)
+            and delivery in (None, rules.delivery_state(w.status, w.outcome))
             and (before_id is None or w.id < before_id)
         ]
         return sorted(found, key=lambda w: w.id, reverse=True)[:limit]
@@ -188,7 +193,13 @@ class MemoryStore(base.Store):
             return watch
         self.leases[watch_id].release()
         self._cancel(lambda row: row.watch_id == watch_id, now)
-        watch = replace(watch, status="cancelled", updated_at=now, completed_at=now)
+        outcome = watch.outcome
+        if watch.status == "active":
+            outcome = rules.job_outcome("cancelled", None, None)
+        watch = replace(
+            watch, status="cancelled", queue_position=None, outcome=outcome, updated_at=now,
+            completed_at=now,
+        )  # fmt: skip
         self.watches[watch_id] = watch
         return watch
 
@@ -209,11 +220,21 @@ class MemoryStore(base.Store):
             row.status, row.attempts, row.next_attempt_at, row.ended_at = "pending", 0, now, None
             row.lease.release()
         if delivering:
-            watch = replace(
-                watch, status="delivering", attempts=0, updated_at=now, completed_at=None
-            )
+            watch = replace(watch, status="delivering", updated_at=now, completed_at=None)
             self.watches[watch_id] = watch
         return watch
+
+    async def retry_delivery(
+        self, tenant: str, watch_id: str, delivery_id: str, now: float
+    ) -> base.DeliveryRecord | None:
+        self._call(writes=True)
+        row = self.deliveries.get(delivery_id)
+        if self._watch(tenant, watch_id) is None or row is None or row.watch_id != watch_id:
+            return None
+        due = rules.retried_at(row.status, row.next_attempt_at, now)
+        if due is not None:
+            row.next_attempt_at = due
+        return _record(row)
 
     async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
         self._call(writes=False)
@@ -230,11 +251,7 @@ class MemoryStore(base.Store):
             (row for row in self.deliveries.values() if row.watch_id == watch_id),
             key=lambda r: (r.created_at, r.subscription_id or "", r.id),  # the callback first
         )
-        return [
-            base.DeliveryRecord(r.id, r.event_type, r.final, r.status, r.attempts, r.body,
-                           r.created_at, r.subscription_id, r.event_id)
-            for r in rows
-        ]  # fmt: skip
+        return [_record(row) for row in rows]
 
     # Polling.
 
@@ -324,12 +341,14 @@ class MemoryStore(base.Store):
         watch = self._held(completion.watch_id, owner, completion.lease_token)
         if watch is None:
             raise LeaseLost()
-        status = rules.completed_status(completion.event)
+        event = completion.event
+        status = rules.completed_status(event)
         self.leases[watch.id].release()
         watch = replace(
             watch, status=status, job_status=completion.job_status, queue_position=None,
             last_error=completion.last_error, updated_at=now,
             completed_at=None if status == "delivering" else now,
+            outcome=rules.job_outcome(status, event.type, event.error_code),
         )  # fmt: skip
         self.watches[watch.id] = watch
         ids = self._record_event(watch, completion.event, now, owner, delivery_lease_until)
@@ -458,10 +477,10 @@ class MemoryStore(base.Store):
                 )
             self._cancel(lambda r: r.subscription_id == gone, now)
         watch = self.watches[row.watch_id]
+        watch = replace(watch, attempts=watch.attempts + 1, updated_at=now)
         if effect.counted and watch.status == "delivering":
             watch = replace(
-                watch, attempts=watch.attempts + 1, updated_at=now,
-                last_error=watch.last_error if attempt.error is None else attempt.error,
+                watch, last_error=watch.last_error if attempt.error is None else attempt.error,
                 status=effect.watch_status or watch.status, completed_at=effect.ended_at,
             )  # fmt: skip
         if effect.watch_gone:
@@ -592,6 +611,13 @@ class MemoryStore(base.Store):
         ]
         for row in purged:
             row.body = None
+        self.attempts = [
+            replace(a, response=replace(a.response, body=None))
+            if a.response is not None and a.response.body is not None
+            and a.started_at < completed_before
+            else a
+            for a in self.attempts
+        ]  # fmt: skip
         return len(purged)
 
     async def count_due_deliveries(self, now: float) -> int:
@@ -605,3 +631,19 @@ class MemoryStore(base.Store):
             if tenant in (None, watch.tenant):
                 counts[watch.status] += 1
         return counts
+
+    async def count_outcomes(
+        self, tenant: str
+    ) -> dict[tuple[base.WatchStatus, base.JobOutcome], int]:
+        self._call(writes=False)
+        return dict(
+            Counter((w.status, w.outcome) for w in self.watches.values() if w.tenant == tenant)
+        )
+
+
+def _record(row: DeliveryRow) -> base.DeliveryRecord:
+    return base.DeliveryRecord(
+        row.id, row.event_type, row.final, row.status, row.attempts, row.body, row.created_at,
+        row.subscription_id, row.event_id,
+        row.next_attempt_at if row.status == "pending" else None,
+    )  # fmt: skip

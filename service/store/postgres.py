@@ -31,17 +31,21 @@ from service.store.base import (
     Completion,
     Delivery,
     DeliveryRecord,
+    DeliveryState,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
     JobOfAnotherTenant,
+    JobOutcome,
     NewEvent,
     OutcomeBucket,
     Progress,
     Recorded,
+    ResponseStart,
     Store,
     Subscription,
     Watch,
+    WatchStatus,
 )
 from service.store.health import StoreHealth
 
@@ -69,7 +73,7 @@ _WATCH_FIELDS = (
     "id", "tenant", "job_id", "callback_url", "callback_method", "callback_headers", "metadata",
     "events", "payload_format", "secret", "poll_interval_s", "timeout_s", "upstream_api_key",
     "created_at", "status", "job_status", "queue_position", "attempts", "last_error", "updated_at",
-    "completed_at", "next_poll_at", "lease_token", "final_statuses",
+    "completed_at", "next_poll_at", "lease_token", "final_statuses", "outcome",
 )  # fmt: skip
 _WATCH_COLUMNS = ", ".join(_WATCH_FIELDS)
 _W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in _WATCH_FIELDS)
@@ -84,6 +88,21 @@ _DELIVERY_COLUMNS = (
 )
 _SUBSCRIPTION_COLUMNS = (
     "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
+)
+_ATTEMPT_COLUMNS = (
+    "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
+    " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
+    " a.response_truncated, a.response_type"
+)
+# The watch's deliveries ($1 watch, $2 tenant; only $3 when not null), in `watch_deliveries`
+# order.
+_DELIVERY_RECORDS = (
+    "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"
+    " d.subscription_id, d.event_id,"
+    " CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at"
+    " FROM deliveries d JOIN watches w ON w.id = d.watch_id WHERE w.id = $1 AND w.tenant = $2"
+    " AND ($3::text IS NULL OR d.id = $3)"
+    " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id"
 )
 _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # The watches of ($2 ids, $3 tokens) that $1 holds, locked in id order, so that set writes to the
@@ -169,6 +188,16 @@ def _watch(row: Any) -> Watch:
             "final_statuses": tuple(row["final_statuses"]),
         }
     )
+
+
+def _attempt(row: Any) -> Attempt:
+    size = row[11]
+    response = None if size is None else ResponseStart(row[10], size, row[12], row[13])
+    return Attempt(
+        delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
+        duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
+        subscription_id=row[8], verdict=row[9], response=response,
+    )  # fmt: skip
 
 
 def _delivery(row: Any) -> Delivery:
@@ -463,12 +492,23 @@ class PostgresStore(Store):
         job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
+        outcome: JobOutcome | None = None,
+        delivery: DeliveryState | None = None,
     ) -> list[Watch]:
-        clauses, params = ["tenant = $1"], [tenant]
-        for column, value in (("status =", status), ("job_id =", job_id), ("id <", before_id)):
+        clauses, params = ["tenant = $1"], list[object]([tenant])
+        for column, value in (
+            ("status =", status), ("job_id =", job_id), ("outcome =", outcome), ("id <", before_id)
+        ):  # fmt: skip
             if value is not None:
                 params.append(value)
                 clauses.append(f"{column} ${len(params)}")
+        if delivery is not None:
+            statuses, outcomes = zip(*rules.delivery_pairs(delivery), strict=True)
+            params += [list(statuses), list(outcomes)]
+            clauses.append(
+                f"(status, outcome) IN (SELECT * FROM unnest(${len(params) - 1}::text[],"  # noqa: S608
+                f" ${len(params)}::text[]))"
+            )
         sql = (
             f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {' AND '.join(clauses)}"  # noqa: S608
             f" ORDER BY id DESC LIMIT ${len(params) + 1}"
@@ -478,7 +518,9 @@ class PostgresStore(Store):
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         row = await self._fetchrow(
             "WITH w AS (UPDATE watches SET status = 'cancelled', updated_at = $3,"  # noqa: S608
-            " completed_at = $3, lease_owner = NULL, lease_expires_at = NULL"
+            " completed_at = $3, lease_owner = NULL, lease_expires_at = NULL,"
+            " queue_position = NULL,"
+            " outcome = CASE WHEN status = 'active' THEN $5 ELSE outcome END"
             " WHERE id = $1 AND tenant = $2 AND status = ANY($4::text[])"
             f" RETURNING {_WATCH_COLUMNS}),"
             " pending AS (UPDATE deliveries SET status = 'cancelled', ended_at = $3,"
@@ -489,6 +531,7 @@ class PostgresStore(Store):
             tenant,
             now,
             list(rules.LIVE),
+            rules.job_outcome("cancelled", None, None),
         )
         return await self.get_watch(tenant, watch_id) if row is None else _watch(row)
 
@@ -521,33 +564,42 @@ class PostgresStore(Store):
                 )
             if delivering:
                 row = await db.fetchrow(
-                    "UPDATE watches SET status = 'delivering', attempts = 0, updated_at = $2,"  # noqa: S608
+                    "UPDATE watches SET status = 'delivering', updated_at = $2,"  # noqa: S608
                     f" completed_at = NULL WHERE id = $1 RETURNING {_WATCH_COLUMNS}",
                     watch_id,
                     now,
                 )
         return _watch(row)
 
+    async def retry_delivery(
+        self, tenant: str, watch_id: str, delivery_id: str, now: float
+    ) -> DeliveryRecord | None:
+        async with self._transaction() as db:
+            row = await db.fetchrow(f"{_DELIVERY_RECORDS} FOR NO KEY UPDATE OF d", watch_id,
+                                    tenant, delivery_id)  # fmt: skip
+            if row is None:
+                return None
+            found = DeliveryRecord(*row)
+            due = rules.retried_at(found.status, found.next_attempt_at, now)
+            if due is None:
+                return found
+            await db.execute(
+                "UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1", delivery_id, due
+            )
+        return replace(found, next_attempt_at=due)
+
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         rows = await self._fetch(
-            "SELECT a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s,"
-            " a.status_code, a.error, a.next_attempt_at, d.subscription_id FROM attempts a"
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
             " WHERE w.id = $1 AND w.tenant = $2 ORDER BY a.started_at, a.seq",
             watch_id,
             tenant,
         )
-        return [Attempt(*row) for row in rows]
+        return [_attempt(row) for row in rows]
 
     async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
-        rows = await self._fetch(
-            "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"
-            " d.subscription_id, d.event_id FROM deliveries d"
-            " JOIN watches w ON w.id = d.watch_id WHERE w.id = $1 AND w.tenant = $2"
-            " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
-            watch_id,
-            tenant,
-        )
+        rows = await self._fetch(_DELIVERY_RECORDS, watch_id, tenant, None)
         return [DeliveryRecord(*row) for row in rows]
 
     # Polling.
@@ -666,13 +718,14 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             updated = await db.fetchrow(
                 "UPDATE watches SET status = $7, job_status = $4, queue_position = NULL,"
-                " last_error = $5, updated_at = $3, completed_at = $8, lease_owner = NULL,"
-                " lease_expires_at = NULL"
+                " last_error = $5, updated_at = $3, completed_at = $8, outcome = $9,"
+                " lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
                 " RETURNING tenant, callback_url",
                 completion.watch_id, owner, now, completion.job_status,
                 _text(completion.last_error), completion.lease_token, status,
                 None if status == "delivering" else now,
+                rules.job_outcome(status, event.type, event.error_code),
             )  # fmt: skip
             if updated is None:
                 raise LeaseLost()
@@ -873,6 +926,11 @@ class PostgresStore(Store):
                 " AND e.created_at < $1 AND w.status NOT IN ('active', 'delivering')",
                 completed_before,
             )
+            await db.execute(
+                "UPDATE attempts SET response_body = NULL"
+                " WHERE response_body IS NOT NULL AND started_at < $1",
+                completed_before,
+            )
             status = await db.execute(
                 "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
                 " AND status IN ('succeeded', 'cancelled') AND ended_at < $1",
@@ -898,6 +956,14 @@ class PostgresStore(Store):
         counts.update((row[0], row[1]) for row in rows)
         return counts
 
+    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
+        rows = await self._fetch(
+            "SELECT status, outcome, count(*) FROM watches WHERE tenant = $1"
+            " GROUP BY status, outcome",
+            tenant,
+        )
+        return {(row[0], row[1]): row[2] for row in rows}
+
 
 # The queries of `sqlite._JOBS_PER_BUCKET` and `sqlite._WEBHOOKS_ENDED` (see there).
 _JOBS_PER_BUCKET = (
@@ -920,6 +986,7 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
     """Apply one fenced attempt record (see `rules.effect`) in the caller's transaction; False:
     the lease was lost."""
     delivery, attempt, now = record.delivery, record.attempt, record.now
+    answer = attempt.response
     effect = rules.effect(record)
     # The watch is locked (in `w`) before the delivery is updated.
     recorded = await db.fetchval(
@@ -929,11 +996,17 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
         " FROM w WHERE d.id = $2 AND d.watch_id = w.id AND d.lease_owner = $3"
         " AND d.lease_token = $4 AND d.status = 'pending' RETURNING d.id)"
         " INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
-        " status_code, error, next_attempt_at)"
-        " SELECT id, $8, $9, $10, $11, $12, $13, $6 FROM d RETURNING true",
+        " status_code, error, next_attempt_at, verdict, response_body, response_size,"
+        " response_truncated, response_type)"
+        " SELECT id, $8, $9, $10, $11, $12, $13, $6, $14, $15, $16, $17, $18 FROM d"
+        " RETURNING true",
         delivery.watch_id, delivery.id, owner, delivery.lease_token, effect.status,
         attempt.next_attempt_at, effect.ended_at, attempt.number, attempt.event_type,
         attempt.started_at, attempt.duration_s, attempt.status_code, _text(attempt.error),
+        attempt.verdict,
+        *((None,) * 4 if answer is None else (
+            _text(answer.body), answer.size, answer.truncated, _text(answer.content_type)
+        )),
     )  # fmt: skip
     if not recorded:
         return False
@@ -947,12 +1020,20 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
         await _end_subscription_deliveries(db, effect.subscription_gone, now)
     if effect.counted:
         await db.execute(
-            "UPDATE watches SET attempts = attempts + 1,"
-            " last_error = COALESCE($1, last_error), updated_at = $2,"
-            " status = COALESCE($3, status), completed_at = $4"
-            " WHERE id = $5 AND status = 'delivering'",
+            "UPDATE watches SET attempts = attempts + 1, updated_at = $2,"
+            " last_error = CASE WHEN status = 'delivering' THEN COALESCE($1, last_error)"
+            " ELSE last_error END,"
+            " status = CASE WHEN status = 'delivering' THEN COALESCE($3, status) ELSE status END,"
+            " completed_at = CASE WHEN status = 'delivering' THEN $4 ELSE completed_at END"
+            " WHERE id = $5",
             _text(attempt.error), now, effect.watch_status, effect.ended_at, delivery.watch_id,
         )  # fmt: skip
+    else:
+        await db.execute(
+            "UPDATE watches SET attempts = attempts + 1, updated_at = $2 WHERE id = $1",
+            delivery.watch_id,
+            now,
+        )
     if effect.watch_gone:
         await db.execute(
             "WITH w AS (UPDATE watches SET status = 'gone', updated_at = $2,"

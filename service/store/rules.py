@@ -1,5 +1,6 @@
-"""The store's rules, decided once: where an event goes, what an attempt's outcome ends, what a
-redelivery starts again, which due deliveries a claim with shares takes (see `base.Store`).
+"""The store's rules, decided once: where an event goes, how a job ended and what became of its
+delivery, what an attempt's outcome ends, what a redelivery or a retry starts again, which due
+deliveries a claim with shares takes (see `base.Store`).
 
 Pure functions over the few values each needs. Every backend reads those values, calls the
 rule and persists what it answers under its own locks and fences, so SQLite, PostgreSQL and the
@@ -13,11 +14,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from service import events
 from service.ids import new_id
 from service.store.base import (
+    JOB_OUTCOMES,
     REDELIVERABLE,
+    WATCH_STATUSES,
     AttemptRecord,
+    DeliveryState,
     DeliveryStatus,
+    JobOutcome,
     NewDelivery,
     NewEvent,
     WatchStatus,
@@ -87,6 +93,67 @@ def completed_status(event: NewEvent) -> WatchStatus:
     return "delivering" if event.callback is not None else "completed"
 
 
+# How the job ended, and what became of its delivery.
+
+# A `job.failed`'s error_code, as the job's outcome (any other code: `failed`).
+_FAILED_AS: Mapping[str | None, JobOutcome] = {
+    events.GENERATION_FAILED: "failed", events.TIMEOUT: "timed_out", "not_found": "not_found",
+    "unauthorized": "unauthorized", "bad_request": "bad_request",
+}  # fmt: skip
+
+
+def job_outcome(status: WatchStatus, event_type: str | None, error_code: str | None) -> JobOutcome:
+    """The outcome of the job of a watch in `status` whose final event (None: none yet) has
+    `event_type` and `error_code`: what that event says; without one, `cancelled` for a watch
+    cancelled before its job ended, else `in_progress`."""
+    if event_type is None:
+        return "cancelled" if status == "cancelled" else "in_progress"
+    if event_type == events.SUCCEEDED:
+        return "succeeded"
+    if event_type == events.FAILED:
+        return _FAILED_AS.get(error_code, "failed")
+    return "unknown"
+
+
+def recorded_outcome(
+    status: WatchStatus, job_status: str | None, event_type: str | None, error_code: str | None
+) -> JobOutcome:
+    """The outcome of a watch recorded before outcomes were kept (migration 0006): from its
+    final event while it is kept, else from the upstream's last status (`succeeded` or a
+    generation `failed`), else `cancelled` or, for one that ended, `unknown`."""
+    if event_type is None and job_status in ("succeeded", "failed"):
+        event_type, error_code = f"job.{job_status}", events.GENERATION_FAILED
+    found = job_outcome(status, event_type, error_code)
+    return "unknown" if found == "in_progress" and status != "active" else found
+
+
+_DELIVERY_OF: Mapping[WatchStatus, DeliveryState] = {
+    "active": "none", "delivering": "pending", "delivered": "delivered", "failed": "failed",
+    "gone": "failed", "completed": "none",
+}  # fmt: skip
+
+
+def delivery_state(status: WatchStatus, outcome: JobOutcome) -> DeliveryState:
+    """What became of the final event's delivery to the callback of a watch in `status` whose
+    job's outcome is `outcome`: `none` while polling and without a callback; `failed` when its
+    attempts ran out, a final status ended them, or the receiver answered 410 (`gone`);
+    `cancelled` when the watch was cancelled while delivering, `none` when before its job
+    ended."""
+    if status == "cancelled":
+        return "none" if outcome in ("cancelled", "in_progress") else "cancelled"
+    return _DELIVERY_OF[status]
+
+
+def delivery_pairs(state: DeliveryState) -> list[tuple[WatchStatus, JobOutcome]]:
+    """Every (status, outcome) whose delivery state is `state`: what a store filters by."""
+    return [
+        (status, outcome)
+        for status in WATCH_STATUSES
+        for outcome in JOB_OUTCOMES
+        if delivery_state(status, outcome) == state
+    ]
+
+
 # An attempt's outcome.
 
 
@@ -153,6 +220,14 @@ def redelivery(watch_status: WatchStatus, finals: Sequence[Final]) -> tuple[list
         if final.status != "pending" and final.has_body and final.subscription_active
     ]
     return [final.id for final in again], any(f.subscription_id is None for f in again)
+
+
+def retried_at(status: DeliveryStatus, next_attempt_at: float | None, now: float) -> float | None:
+    """When a delivery asked to be retried now is due: at once (`now`), or when it was due
+    already if that is sooner; None when it is not pending (there is nothing to retry)."""
+    if status != "pending":
+        return None
+    return now if next_attempt_at is None else min(next_attempt_at, now)
 
 
 # Claims with shares.

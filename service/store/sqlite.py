@@ -36,17 +36,21 @@ from service.store.base import (
     Completion,
     Delivery,
     DeliveryRecord,
+    DeliveryState,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
     JobOfAnotherTenant,
+    JobOutcome,
     NewEvent,
     OutcomeBucket,
     Progress,
     Recorded,
+    ResponseStart,
     Store,
     Subscription,
     Watch,
+    WatchStatus,
     callback_host,
 )
 from service.store.health import StoreHealth
@@ -58,7 +62,12 @@ _WATCH_COLUMNS = (
     "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
     " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
     " job_status, queue_position, attempts, last_error, updated_at, completed_at, next_poll_at,"
-    " lease_token, final_statuses"
+    " lease_token, final_statuses, outcome"
+)
+_ATTEMPT_COLUMNS = (
+    "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
+    " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
+    " a.response_truncated, a.response_type"
 )
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_FROM = (
@@ -135,7 +144,18 @@ def _watch(row: sqlite3.Row) -> Watch:
         next_poll_at=row[21],
         lease_token=row[22],
         final_statuses=tuple(json.loads(row[23])),
+        outcome=row[24],
     )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    size = row[11]
+    response = None if size is None else ResponseStart(row[10], size, bool(row[12]), row[13])
+    return Attempt(
+        delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
+        duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
+        subscription_id=row[8], verdict=row[9], response=response,
+    )  # fmt: skip
 
 
 def _delivery(row: list[Any]) -> Delivery:
@@ -259,6 +279,8 @@ class SQLiteStore(Store):
         # The per-host delivery limit's key of rows recorded before it was kept (migration
         # 0003 fills it in with this function; new rows get it from `_FanOut`).
         db.create_function("callback_host", 1, callback_host, deterministic=True)
+        # The outcome of watches recorded before it was kept, for migration 0006.
+        db.create_function("recorded_outcome", 4, rules.recorded_outcome, deterministic=True)
         self._db = db
 
     async def open(self, *, migrate: bool = True) -> None:
@@ -443,16 +465,23 @@ class SQLiteStore(Store):
         job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
+        outcome: JobOutcome | None = None,
+        delivery: DeliveryState | None = None,
     ) -> list[Watch]:
         clauses, params = ["tenant = ?"], [tenant]
         for clause, value in (
             ("status = ?", status),
             ("job_id = ?", job_id),
+            ("outcome = ?", outcome),
             ("id < ?", before_id),
         ):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
+        if delivery is not None:
+            pairs = rules.delivery_pairs(delivery)
+            clauses.append(f"(status, outcome) IN (VALUES {', '.join(['(?, ?)'] * len(pairs))})")
+            params += [value for pair in pairs for value in pair]
         sql = (
             f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {' AND '.join(clauses)}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
@@ -473,9 +502,10 @@ class SQLiteStore(Store):
             if watch is None or watch.status not in rules.LIVE:
                 return watch
             db.execute(
-                "UPDATE watches SET status = 'cancelled', updated_at = ?, completed_at = ?,"
+                "UPDATE watches SET status = 'cancelled', queue_position = NULL,"
+                " outcome = iif(status = 'active', ?, outcome), updated_at = ?, completed_at = ?,"
                 " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-                (now, now, watch_id),
+                (rules.job_outcome("cancelled", None, None), now, now, watch_id),
             )
             _cancel_pending_deliveries(db, watch_id, now)
             return self._select_watch(db, tenant, watch_id)
@@ -506,7 +536,7 @@ class SQLiteStore(Store):
             )
             if delivering:
                 db.execute(
-                    "UPDATE watches SET status = 'delivering', attempts = 0, updated_at = ?,"
+                    "UPDATE watches SET status = 'delivering', updated_at = ?,"
                     " completed_at = NULL WHERE id = ?",
                     (now, watch_id),
                 )
@@ -514,29 +544,34 @@ class SQLiteStore(Store):
 
         return await self._transaction(redeliver)
 
+    async def retry_delivery(
+        self, tenant: str, watch_id: str, delivery_id: str, now: float
+    ) -> DeliveryRecord | None:
+        def retry(db: sqlite3.Connection) -> DeliveryRecord | None:
+            found = _delivery_records(db, tenant, watch_id, delivery_id)
+            if not found:
+                return None
+            due = rules.retried_at(found[0].status, found[0].next_attempt_at, now)
+            if due is None:
+                return found[0]
+            db.execute("UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", (due, delivery_id))
+            return replace(found[0], next_attempt_at=due)
+
+        return await self._transaction(retry)
+
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s,"
-                " a.status_code, a.error, a.next_attempt_at, d.subscription_id FROM attempts a"
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
                 " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
                 " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
                 (watch_id, tenant),
             ).fetchall()
         )
-        return [Attempt(*row) for row in rows]
+        return [_attempt(row) for row in rows]
 
     async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"
-                " d.subscription_id, d.event_id FROM deliveries d"
-                " JOIN watches w ON w.id = d.watch_id WHERE w.id = ? AND w.tenant = ?"
-                " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
-                (watch_id, tenant),
-            ).fetchall()
-        )
-        return [DeliveryRecord(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+        return await self._run(lambda db: _delivery_records(db, tenant, watch_id))
 
     # Polling.
 
@@ -641,16 +676,17 @@ class SQLiteStore(Store):
     ) -> list[Delivery]:
         event = completion.event
         status = rules.completed_status(event)
+        outcome = rules.job_outcome(status, event.type, event.error_code)
 
         def complete(db: sqlite3.Connection) -> list[Delivery]:
             updated = db.execute(
                 "UPDATE watches SET status = ?, job_status = ?, queue_position = NULL,"
-                " last_error = ?, updated_at = ?, completed_at = ?, lease_owner = NULL,"
-                " lease_expires_at = NULL"
+                " last_error = ?, updated_at = ?, completed_at = ?, outcome = ?,"
+                " lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'"
                 " RETURNING tenant, callback_url",
                 (status, completion.job_status, completion.last_error, now,
-                 None if status == "delivering" else now,
+                 None if status == "delivering" else now, outcome,
                  completion.watch_id, owner, completion.lease_token),
             ).fetchone()  # fmt: skip
             if updated is None:
@@ -874,6 +910,11 @@ class SQLiteStore(Store):
                 " watches WHERE status NOT IN ('active', 'delivering'))",
                 (completed_before,),
             )
+            db.execute(
+                "UPDATE attempts SET response_body = NULL"
+                " WHERE response_body IS NOT NULL AND started_at < ?",
+                (completed_before,),
+            )
             return db.execute(
                 "UPDATE deliveries SET body = NULL WHERE body IS NOT NULL"
                 " AND status IN ('succeeded', 'cancelled') AND ended_at < ?",
@@ -903,6 +944,16 @@ class SQLiteStore(Store):
         counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
         counts.update(dict(rows))
         return counts
+
+    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT status, outcome, count(*) FROM watches WHERE tenant = ?"
+                " GROUP BY status, outcome",
+                (tenant,),
+            ).fetchall()
+        )
+        return {(status, outcome): count for status, outcome, count in rows}
 
 
 # `Store.outcome_buckets`, with `buckets.index`'s arithmetic; parameters: since, bucket_s,
@@ -1147,6 +1198,21 @@ def _choose_within_shares(
     return rules.offers_kept(groups, offered, limit)
 
 
+def _delivery_records(
+    db: sqlite3.Connection, tenant: str, watch_id: str, delivery_id: str | None = None
+) -> list[DeliveryRecord]:
+    """The watch's deliveries (only `delivery_id` when given) in `watch_deliveries` order."""
+    only = "" if delivery_id is None else " AND d.id = ?"
+    rows = db.execute(
+        "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"  # noqa: S608
+        " d.subscription_id, d.event_id, iif(d.status = 'pending', d.next_attempt_at, NULL)"
+        f" FROM deliveries d JOIN watches w ON w.id = d.watch_id WHERE w.id = ? AND w.tenant = ?"
+        f"{only} ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
+        (watch_id, tenant) if delivery_id is None else (watch_id, tenant, delivery_id),
+    ).fetchall()
+    return [DeliveryRecord(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+
+
 def _cancel_pending_deliveries(
     db: sqlite3.Connection, watch_id: str, now: float, *, callback_only: bool = False
 ) -> None:
@@ -1181,11 +1247,10 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
     if not updated:
         return False
     db.execute(
-        "INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
-        " status_code, error, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (delivery.id, attempt.number, attempt.event_type, attempt.started_at,
-         attempt.duration_s, attempt.status_code, attempt.error, attempt.next_attempt_at),
-    )  # fmt: skip
+        f"INSERT INTO attempts ({sqlite_outcomes.ATTEMPT_COLUMNS})"  # noqa: S608
+        f" VALUES ({', '.join('?' * sqlite_outcomes.ATTEMPT_WIDTH)})",
+        sqlite_outcomes.attempt_row(record),
+    )
     if effect.subscription_gone is not None:
         db.execute(
             "UPDATE subscriptions SET status = 'gone', updated_at = ?"
@@ -1193,13 +1258,16 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
             (now, effect.subscription_gone),
         )
         _end_subscription_deliveries(db, effect.subscription_gone, now)
+    db.execute(
+        "UPDATE watches SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
+        (now, delivery.watch_id),
+    )
     if effect.counted:
         db.execute(
-            "UPDATE watches SET attempts = attempts + 1,"
-            " last_error = COALESCE(?, last_error), updated_at = ?,"
+            "UPDATE watches SET last_error = COALESCE(?, last_error),"
             " status = COALESCE(?, status), completed_at = ?"
             " WHERE id = ? AND status = 'delivering'",
-            (attempt.error, now, effect.watch_status, effect.ended_at, delivery.watch_id),
+            (attempt.error, effect.watch_status, effect.ended_at, delivery.watch_id),
         )  # fmt: skip
     if effect.watch_gone:
         db.execute(

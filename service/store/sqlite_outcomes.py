@@ -6,8 +6,9 @@ statement, and each of those hand-overs interrupts the loop that is sending the 
 statements per attempt made the store's thread the loop's busiest interrupter; a statement per
 group of attempts (each a single step when no lease was lost) keeps it out of the loop's way.
 
-An attempt is written here when it touches nothing but its delivery, its attempt row and, for
-the final event of a watch's own callback, the watch (`rules.effect`): every outcome except
+An attempt is written here when it touches nothing but its delivery, its attempt row and its
+watch's counters (and, for the final event of a watch's own callback, its status; see
+`rules.effect`): every outcome except
 `gone`, which cascades (it also ends a watch or a subscription and cancels deliveries). Those go
 through `record_one`, the statements of one attempt, in their place in the order, so the
 records still apply in order.
@@ -15,6 +16,7 @@ records still apply in order.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from sqlite3 import Connection
 from typing import TypeVar
@@ -30,6 +32,12 @@ _SIZES = (64, 32, 16, 8, 4, 2, 1)
 _T = TypeVar("_T")
 # An attempt to record, with what it does.
 _Pair = tuple[AttemptRecord, rules.Effect]
+# An attempt's row, as `attempt_row` gives it.
+ATTEMPT_COLUMNS = (
+    "delivery_id, number, event_type, started_at, duration_s, status_code, error,"
+    " next_attempt_at, verdict, response_body, response_size, response_truncated, response_type"
+)
+ATTEMPT_WIDTH = 13
 
 
 def record_attempts(
@@ -104,19 +112,31 @@ def _record_group(
         [x for pair in group for x in _delivery_row(*pair)],
     )
     db.execute(
-        "INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"  # noqa: S608
-        f" status_code, error, next_attempt_at) VALUES {_values(len(group), 8)}",
-        [x for r, _ in group for x in _attempt_row(r)],
+        f"INSERT INTO attempts ({ATTEMPT_COLUMNS})"  # noqa: S608
+        f" VALUES {_values(len(group), ATTEMPT_WIDTH)}",
+        [x for r, _ in group for x in attempt_row(r)],
     )
+    # Every attempt counts in its watch; several of a group may be of one watch (its callback's
+    # and its subscriptions' deliveries), so each watch is counted once, by how many it had.
+    counted = Counter(r.delivery.watch_id for r, _ in group)
+    latest = {r.delivery.watch_id: r.now for r, _ in sorted(group, key=lambda p: p[0].now)}
+    watches = [(watch_id, n, latest[watch_id]) for watch_id, n in counted.items()]
+    for part in _pieces(watches):
+        db.execute(
+            "UPDATE watches SET attempts = watches.attempts + v.column2,"  # noqa: S608
+            f" updated_at = v.column3 FROM (VALUES {_values(len(part), 3)}) AS v"
+            " WHERE watches.id = v.column1",
+            [x for row in part for x in row],
+        )
     # A watch has one final delivery to its callback (a redelivery sends it again), so no two
-    # records of a group change the same watch.
+    # records of a group change the same watch's status.
     finals = [pair for pair in group if pair[1].counted]
     for piece in _pieces(finals):
         db.execute(
-            "UPDATE watches SET attempts = watches.attempts + 1,"  # noqa: S608
-            " last_error = COALESCE(v.column2, watches.last_error), updated_at = v.column3,"
-            " status = COALESCE(v.column4, watches.status), completed_at = v.column5"
-            f" FROM (VALUES {_values(len(piece), 5)}) AS v"
+            "UPDATE watches SET"  # noqa: S608
+            " last_error = COALESCE(v.column2, watches.last_error),"
+            " status = COALESCE(v.column3, watches.status), completed_at = v.column4"
+            f" FROM (VALUES {_values(len(piece), 4)}) AS v"
             " WHERE watches.id = v.column1 AND watches.status = 'delivering'",
             [x for pair in piece for x in _watch_row(*pair)],
         )
@@ -127,13 +147,17 @@ def _delivery_row(r: AttemptRecord, effect: rules.Effect) -> tuple[object, ...]:
     return (r.delivery.id, effect.status, r.attempt.next_attempt_at, effect.ended_at)
 
 
-def _attempt_row(r: AttemptRecord) -> tuple[object, ...]:
-    a = r.attempt
+def attempt_row(r: AttemptRecord) -> tuple[object, ...]:
+    """The values of `ATTEMPT_COLUMNS` of the attempt of `r`."""
+    a, answer = r.attempt, r.attempt.response
     return (
         r.delivery.id, a.number, a.event_type, a.started_at, a.duration_s, a.status_code,
-        a.error, a.next_attempt_at,
+        a.error, a.next_attempt_at, a.verdict,
+        *((None,) * 4 if answer is None else (
+            answer.body, answer.size, int(answer.truncated), answer.content_type
+        )),
     )  # fmt: skip
 
 
 def _watch_row(r: AttemptRecord, effect: rules.Effect) -> tuple[object, ...]:
-    return (r.delivery.watch_id, r.attempt.error, r.now, effect.watch_status, effect.ended_at)
+    return (r.delivery.watch_id, r.attempt.error, effect.watch_status, effect.ended_at)

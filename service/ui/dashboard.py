@@ -1,6 +1,7 @@
-"""What the dashboard shows: the tenant's watches and counts, what ended over the last day, one
-watch's timeline, durations and the body it sent, the bridge's health. Everything goes through
-the service layer, as the API's handlers do: reads and actions (`WatchService`,
+"""What the dashboard shows: the tenant's watches and their counts by job outcome and delivery
+state, what ended over the last day, one watch's deliveries (where their attempts stand), its
+timeline, durations and the body it sent, the bridge's health. Everything goes through the
+service layer, as the API's handlers do: reads and actions (`WatchService`,
 `SubscriptionService`) follow the same rules, the health figures come from the `Monitor`."""
 
 from __future__ import annotations
@@ -14,39 +15,39 @@ from urllib.parse import urlsplit
 import orjson
 
 from service import USER_AGENT
-from service.api.responses import public_url
-from service.durations import Durations, Gap, measure
+from service.api.responses import MASK, public_url
+from service.durations import Durations, Gap
 from service.errors import NotFound
 from service.monitor import Health, Monitor
 from service.store.base import (
     REDELIVERABLE,
-    WATCH_STATUSES,
     Attempt,
     DeliveryRecord,
+    DeliveryStatus,
     EventRecord,
+    ResponseStart,
     Watch,
 )
 from service.subscriptions import SubscriptionService
-from service.ui import trends
+from service.ui import trends, words
 from service.ui.images import final_image_urls
-from service.watches import History, WatchService
+from service.watches import Counts, Filters, History, WatchService
 
 PAGE_SIZE = 50
 CANCELLABLE = frozenset({"active", "delivering"})
-MASK = "********"
 
 
 @dataclass(frozen=True, slots=True)
 class ListPage:
     watches: list[Watch]
-    counts: dict[str, int]
+    counts: Counts
     next_cursor: str | None
     fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One line of a watch's timeline."""
+    """One line of a watch's timeline; of an attempt, what it meant and what was answered."""
 
     at: float
     kind: Literal["registered", "event", "attempt", "ended"]
@@ -56,6 +57,25 @@ class Step:
     duration_ms: float | None = None
     error: str | None = None
     ok: bool = True
+    verdict: str | None = None
+    response: ResponseStart | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLine:
+    """A delivery of the watch: one event to one endpoint, and where its attempts stand."""
+
+    id: str
+    event_type: str
+    endpoint: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None  # while pending
+    why: str | None  # why it ended, from its last attempt
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status == "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +102,12 @@ class StepTime:
 @dataclass(frozen=True, slots=True)
 class WatchPage:
     watch: Watch
-    callback_url: str | None  # credentials removed
+    callback_url: str | None  # as `public_url` shows it
     metadata: str | None  # pretty-printed JSON
     timeline: list[Step]
     durations: list[StepTime]
+    deliveries: list[DeliveryLine]
+    max_attempts: int
     sent: Sent | None
     image_urls: list[str]  # of the final event
     can_redeliver: bool
@@ -115,65 +137,57 @@ class Dashboard:
         self._subscriptions = subscriptions
         self._monitor = monitor
 
-    async def list_page(
-        self, tenant: str, status: str | None, job_id: str | None, cursor: str | None
-    ) -> ListPage:
-        page = await self._watches.list_page(tenant, status, job_id, PAGE_SIZE, cursor)
+    async def list_page(self, tenant: str, filters: Filters, cursor: str | None) -> ListPage:
+        page = await self._watches.list_page(tenant, filters, PAGE_SIZE, cursor)
         counts = await self._watches.counts(tenant)
-        counts = {name: counts.get(name, 0) for name in WATCH_STATUSES}
-        shown = [(w.id, w.status, w.job_status, w.attempts, w.updated_at) for w in page.watches]
-        return ListPage(page.watches, counts, page.next_cursor, _digest([counts, shown]))
+        shown = [
+            (w.id, w.status, w.outcome, w.job_status, w.queue_position, w.attempts, w.updated_at)
+            for w in page.watches
+        ]
+        digest = _digest([counts.outcomes, counts.deliveries, shown])
+        return ListPage(page.watches, counts, page.next_cursor, digest)
 
-    async def list_fingerprint(
-        self, tenant: str, status: str | None, job_id: str | None, cursor: str | None
-    ) -> str:
-        return (await self.list_page(tenant, status, job_id, cursor)).fingerprint
+    async def list_fingerprint(self, tenant: str, filters: Filters, cursor: str | None) -> str:
+        return (await self.list_page(tenant, filters, cursor)).fingerprint
 
     async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
         history = await self._history(tenant, watch_id)
         if history is None:
             return None
         watch, recorded, attempts = history.watch, history.events, history.attempts
+        deliveries, most = history.deliveries, self._watches.max_attempts
         steps = [Step(watch.created_at, "registered", "Registered")]
         steps += [_event_step(event) for event in recorded]
-        for attempt in attempts:
-            code = attempt.status_code
-            steps.append(
-                Step(
-                    attempt.started_at,
-                    "attempt",
-                    f"Delivery attempt {attempt.number} of {attempt.event_type}",
-                    endpoint=attempt.subscription_id or "callback",
-                    status_code=code,
-                    duration_ms=round(attempt.duration_s * 1000, 1),
-                    error=attempt.error,
-                    ok=attempt.error is None and code is not None and 200 <= code < 300,
-                )
-            )
+        steps += [_attempt_step(attempt, most) for attempt in attempts]
         if watch.status == "cancelled":
             ended = watch.completed_at or watch.updated_at
             steps.append(Step(ended, "ended", "Cancelled", ok=False))
         steps.sort(key=lambda step: (step.at, _ORDER[step.kind]))
-        sent = await self._sent(tenant, watch, recorded)
+        sent = await self._sent(tenant, watch, recorded, [d for d in deliveries if d.final])
         return WatchPage(
             watch=watch,
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             metadata=None if watch.metadata is None else pretty(orjson.dumps(watch.metadata)),
             timeline=steps,
-            durations=step_times(measure(watch, recorded, attempts), watch),
+            durations=step_times(history.durations, watch),
+            deliveries=[_line(d, attempts, most) for d in deliveries],
+            max_attempts=most,
             sent=sent,
             image_urls=final_image_urls(recorded),
             can_redeliver=watch.status in REDELIVERABLE,
             can_cancel=watch.status in CANCELLABLE,
-            fingerprint=_watch_fingerprint(watch, recorded, attempts),
+            fingerprint=_watch_fingerprint(watch, recorded, attempts, deliveries),
         )
 
     async def watch_fingerprint(self, tenant: str, watch_id: str) -> str | None:
-        """What changes whenever the watch's page would (its status, events, attempts)."""
+        """What changes whenever the watch's page would (its status, events, attempts and
+        deliveries)."""
         history = await self._history(tenant, watch_id)
         if history is None:
             return None
-        return _watch_fingerprint(history.watch, history.events, history.attempts)
+        return _watch_fingerprint(
+            history.watch, history.events, history.attempts, history.deliveries
+        )
 
     async def _history(self, tenant: str, watch_id: str) -> History | None:
         try:
@@ -181,10 +195,16 @@ class Dashboard:
         except NotFound:
             return None
 
-    async def _sent(self, tenant: str, watch: Watch, recorded: list[EventRecord]) -> Sent | None:
-        """The final event as the watch's callback got it; without a callback, as its first
-        subscription got it; without either, as API clients read it."""
-        deliveries = await self._watches.final_deliveries(tenant, watch.id)
+    async def _sent(
+        self,
+        tenant: str,
+        watch: Watch,
+        recorded: list[EventRecord],
+        deliveries: list[DeliveryRecord],
+    ) -> Sent | None:
+        """The final event as the watch's callback got it (`deliveries`: the final event's);
+        without a callback, as its first subscription got it; without either, as API clients
+        read it."""
         own = next((d for d in deliveries if d.subscription_id is None), None)
         if own is not None and watch.callback_url is not None:
             headers = [(name, MASK) for name in watch.callback_headers]
@@ -226,6 +246,13 @@ class Dashboard:
     async def redeliver(self, tenant: str, watch_id: str) -> None:
         await self._watches.redeliver(tenant, watch_id)
 
+    async def retry(self, tenant: str, watch_id: str, delivery_id: str) -> DeliveryRecord:
+        return await self._watches.retry(tenant, watch_id, delivery_id)
+
+    @property
+    def max_attempts(self) -> int:
+        return self._watches.max_attempts
+
 
 _GAPS: dict[Gap, str] = {
     "waiting": "Not yet",
@@ -263,15 +290,49 @@ def _gap_words(gap: Gap | None, none: str) -> str | None:
 
 
 def _watch_fingerprint(
-    watch: Watch, recorded: Sequence[EventRecord], attempts: Sequence[Attempt]
+    watch: Watch,
+    recorded: Sequence[EventRecord],
+    attempts: Sequence[Attempt],
+    deliveries: Sequence[DeliveryRecord],
 ) -> str:
     last = attempts[-1] if attempts else None
     return _digest(
         [
-            watch.status, watch.job_status, watch.queue_position, watch.attempts,
+            watch.status, watch.outcome, watch.job_status, watch.queue_position, watch.attempts,
             watch.last_error, watch.updated_at, len(recorded), len(attempts),
             None if last is None else (last.delivery_id, last.number, last.started_at),
+            [(d.id, d.status, d.attempts, d.next_attempt_at) for d in deliveries],
         ]
+    )  # fmt: skip
+
+
+def _attempt_step(attempt: Attempt, max_attempts: int) -> Step:
+    code = attempt.status_code
+    return Step(
+        attempt.started_at,
+        "attempt",
+        f"Attempt {attempt.number} of {max_attempts}: {attempt.event_type}",
+        endpoint=attempt.subscription_id or "callback",
+        status_code=code,
+        duration_ms=round(attempt.duration_s * 1000, 1),
+        error=attempt.error,
+        ok=attempt.error is None and code is not None and 200 <= code < 300,
+        verdict=words.verdict(attempt, max_attempts),
+        response=attempt.response,
+    )
+
+
+def _line(delivery: DeliveryRecord, attempts: Sequence[Attempt], max_attempts: int) -> DeliveryLine:
+    """The delivery as the page lists it: why it ended is its last attempt's verdict."""
+    last = next((a for a in reversed(attempts) if a.delivery_id == delivery.id), None)
+    why = None
+    if delivery.status == "cancelled":
+        why = "Cancelled before it was delivered."
+    elif delivery.status in ("failed", "gone") and last is not None:
+        why = words.verdict(last, max_attempts)
+    return DeliveryLine(
+        delivery.id, delivery.event_type, delivery.subscription_id or "callback",
+        delivery.status, delivery.attempts, delivery.next_attempt_at, why,
     )  # fmt: skip
 
 
@@ -279,6 +340,7 @@ def _standard_headers(delivery: DeliveryRecord) -> list[tuple[str, str]]:
     return [
         ("content-type", "application/json"),
         ("user-agent", USER_AGENT),
+        ("accept-encoding", "identity"),
         ("webhook-id", delivery.id),
         ("webhook-timestamp", "the time of each attempt, in Unix seconds"),
         ("webhook-signature", f"v1,{MASK}"),

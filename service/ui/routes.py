@@ -1,9 +1,10 @@
 """The dashboard's pages: parse the request, check the sign-in (and the CSRF token of a form),
 call the dashboard, render a template. Mounted at `/ui` by `service.app` when `ui.enabled`.
 
-Pages work without JavaScript; `app.js` adds a confirmation dialog to the action buttons and
-live updates: an EventSource on `/ui/live` says `changed`, and the page fetches its own URL with
-`?fragment=1` and swaps the part that changed.
+Pages work without JavaScript; `app.js` adds a confirmation dialog to the Redeliver and Cancel
+buttons (Retry now needs none: it only brings a pending attempt forward) and live updates: an
+EventSource on `/ui/live` says `changed`, and the page fetches its own URL with `?fragment=1`
+and swaps the part that changed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import structlog
@@ -27,13 +28,20 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from service.api.handlers import WATCH_ID_PATTERN, HeldStream, client_address
+from service.api.handlers import (
+    READ_METHODS,
+    WATCH_ID_PATTERN,
+    WEBHOOK_ID_PATTERN,
+    HeldStream,
+    client_address,
+)
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.api.state import State
 from service.clock import Clock
 from service.config import Settings, is_loopback
 from service.errors import (
     ApiError,
+    NotFound,
     StoreUnavailable,
     TooManyRequests,
     TooManyStreams,
@@ -42,11 +50,12 @@ from service.errors import (
 from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
-from service.store.base import WATCH_STATUSES
-from service.ui import images, trends
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
+from service.ui import images, trends, words
 from service.ui.dashboard import Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 from service.upstream import JOB_ID, JOB_ID_RULE
+from service.watches import Filters
 
 log = structlog.get_logger("service.ui")
 HERE = Path(__file__).parent
@@ -57,17 +66,8 @@ MAX_FORM_BYTES = 16 * 1024
 RECHECK_S = 1.0
 KEEPALIVE_S = 15.0
 _WATCH_ID = re.compile(WATCH_ID_PATTERN)
+_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
-STATUS_LABELS = {
-    "active": "Active",
-    "delivering": "Delivering",
-    "delivered": "Delivered",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
-    "gone": "Gone",
-    "completed": "Completed",
-}
-
 Handler = Callable[[Request[State], Session], Awaitable[Response]]
 
 
@@ -93,8 +93,7 @@ def _time(value: float | None) -> str:
 
 
 def _when(value: float | None) -> str:
-    """A time as people read it: `2026-01-02 13:04:05 UTC`."""
-    return "" if value is None else iso8601(value)[:19].replace("T", " ") + " UTC"
+    return "" if value is None else words.when(value)
 
 
 def _encode_flash(message: str) -> str:
@@ -138,8 +137,16 @@ class Pages:
         self.templates.filters["duration"] = trends.duration
         self.templates.filters["number"] = trends.number
         self.templates.globals["geometry"] = trends.GEOMETRY
-        self.templates.globals["STATUS_LABELS"] = STATUS_LABELS
-        self.templates.globals["STATUSES"] = WATCH_STATUSES
+        self.templates.globals["delivery_state"] = words.delivery_of
+        self.templates.globals["said"] = words.said
+        self.templates.filters["verdict"] = words.verdict
+        self.templates.filters["response_note"] = words.response_note
+        self.templates.globals.update(
+            STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
+            DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
+            DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS,
+            OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES,
+        )  # fmt: skip
 
     # Plumbing.
 
@@ -168,16 +175,26 @@ class Pages:
             "session": session,
             "open": self.sessions.open,
             "csrf": self.sessions.csrf(session),
+            "may_act": not session.read_only,
             **context,
         }
 
     def signed_in(self, handler: Handler) -> Callable[[Request[State]], Awaitable[Response]]:
-        """The handler, for a signed-in caller; others are sent to the sign-in page."""
+        """The handler, for a signed-in caller; others are sent to the sign-in page. A viewer's
+        sign-in gets the pages only: every action (a POST) is refused before its form is read."""
 
         async def endpoint(request: Request[State]) -> Response:
             session = await self._session(request)
             if session is None:
                 return RedirectResponse("/ui/login", 303)
+            if session.read_only and request.method not in READ_METHODS:
+                log.info("ui.refused_read_only", tenant=session.tenant, path=request.url.path)
+                return self.error(
+                    request, 403, "Read-only sign-in",
+                    f"You signed in with a viewer token: it shows everything of {session.tenant}"
+                    " but cannot redeliver, retry, cancel or change anything. Sign in with a "
+                    "token of role full to act.", session,
+                )  # fmt: skip
             try:
                 return await handler(request, session)
             except BadRequest as bad:
@@ -239,8 +256,8 @@ class Pages:
                 request, "login.html", 401, session=None, open=False,
                 error="That token is not valid for this bridge.",
             )  # fmt: skip
-        session = self.sessions.issue(caller.tenant, self.clock.now())
-        log.info("ui.signed_in", tenant=caller.tenant)
+        session = self.sessions.issue(caller.token, self.clock.now())
+        log.info("ui.signed_in", tenant=caller.tenant, read_only=caller.read_only)
         response = RedirectResponse("/ui/", 303)
         response.set_cookie(
             COOKIE, session.value, max_age=self.sessions.lifetime_s, path="/ui",
@@ -265,10 +282,13 @@ class Pages:
     # Pages.
 
     async def watches(self, request: Request[State], session: Session) -> Response:
-        status, job_id, cursor = _filters(request)
+        chosen, cursor = _filters(request)
         dashboard = _dashboard(request)
-        page = await dashboard.list_page(session.tenant, status, job_id, cursor)
-        filters = {"status": status or "", "job_id": job_id or ""}
+        page = await dashboard.list_page(session.tenant, chosen, cursor)
+        filters = {
+            "outcome": chosen.outcome or "", "delivery": chosen.delivery or "",
+            "job_id": chosen.job_id or "", "status": chosen.status or "",
+        }  # fmt: skip
         query = {k: v for k, v in filters.items() if v}
         older = newest = None
         if page.next_cursor is not None:
@@ -339,6 +359,36 @@ class Pages:
 
         return handler
 
+    async def retry(self, request: Request[State], session: Session) -> Response:
+        """Retry now (a pending delivery's next attempt): no confirmation, it only brings
+        forward an attempt that was going to be made; back to the watch page with a flash."""
+        await self._form(request, session)
+        watch_id = str(request.path_params["watch_id"])
+        delivery_id = str(request.path_params["delivery_id"])
+        if not (_WATCH_ID.match(watch_id) and _WEBHOOK_ID.match(delivery_id)):
+            return self._no_watch(request, session)
+        dashboard = _dashboard(request)
+        try:
+            retried = await dashboard.retry(session.tenant, watch_id, delivery_id)
+        except NotFound:
+            return self._no_watch(request, session)
+        except ApiError as refused:
+            message = f"Not done: {refused.message}"
+        else:
+            most = dashboard.max_attempts
+            message = (
+                f"Retry started: attempt {min(retried.attempts + 1, most)} of {most} of "
+                f"{delivery_id} is made now."
+            )
+        log.info("ui.action", verb="retry", watch_id=watch_id, webhook_id=delivery_id,
+                 result=message)  # fmt: skip
+        response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
+        response.set_cookie(
+            FLASH_COOKIE, _encode_flash(message), max_age=60, path="/ui",
+            secure=_secure(request), httponly=True, samesite="strict",
+        )  # fmt: skip
+        return response
+
     async def live(self, request: Request[State]) -> Response:
         """`event: changed` whenever what the page shows changed (its fingerprint): at once
         for this process's events of a watch, within `RECHECK_S` for anything else. The
@@ -360,12 +410,12 @@ class Pages:
                 return dashboard.watch_fingerprint(session.tenant, wanted)
         else:
             try:
-                status, job_id, cursor = _filters(request)
+                chosen, cursor = _filters(request)
             except BadRequest as bad:
                 return Response(bad.message, 400, media_type="text/plain")
 
             async def fingerprint() -> str | None:
-                return await dashboard.list_fingerprint(session.tenant, status, job_id, cursor)
+                return await dashboard.list_fingerprint(session.tenant, chosen, cursor)
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
@@ -436,18 +486,34 @@ def _retry_in(refused: TooManyRequests) -> str:
     return f"Try again in {_retry_after(refused)} seconds."
 
 
-def _filters(request: Request[State]) -> tuple[str | None, str | None, str | None]:
+C = TypeVar("C", bound=str)
+
+
+def _choice(request: Request[State], name: str, choices: tuple[C, ...]) -> C | None:
+    raw = request.query_params.get(name) or None
+    if raw is None:
+        return None
+    for choice in choices:
+        if choice == raw:
+            return choice
+    raise BadRequest(f"{name} must be one of {', '.join(choices)}.")
+
+
+def _filters(request: Request[State]) -> tuple[Filters, str | None]:
+    """The list's filters (`status` too, which links may still carry) and its cursor."""
     query = request.query_params
-    status = query.get("status") or None
-    if status is not None and status not in WATCH_STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(WATCH_STATUSES)}.")
     job_id = (query.get("job_id") or "").strip() or None
     if job_id is not None and not JOB_ID.fullmatch(job_id):
         raise BadRequest(f"A job id is {JOB_ID_RULE}.")
     cursor = query.get("cursor") or None
     if cursor is not None and not _WATCH_ID.fullmatch(cursor):
         raise BadRequest("That page link is not valid; start again from the newest watches.")
-    return status, job_id, cursor
+    chosen = Filters(
+        status=_choice(request, "status", WATCH_STATUSES), job_id=job_id,
+        outcome=_choice(request, "outcome", JOB_OUTCOMES),
+        delivery=_choice(request, "delivery", DELIVERY_STATES),
+    )  # fmt: skip
+    return chosen, cursor
 
 
 def _same_origin(request: Request[State]) -> bool:
@@ -530,6 +596,7 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
             "/watches/{watch_id}/cancel",
             POST=signed_in(pages.action("cancel", Dashboard.cancel, "Watch cancelled.")),
         ),
+        route("/watches/{watch_id}/deliveries/{delivery_id}/retry", POST=signed_in(pages.retry)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(

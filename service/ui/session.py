@@ -1,10 +1,11 @@
 """Dashboard sign-ins and CSRF tokens, signed by the bridge.
 
-The `bridge_ui` cookie holds `tenant.expiry.id.mac`: the tenant (base64url), the Unix time the
-sign-in ends, the sign-in's random id, and an HMAC-SHA256 of the three and of the tenant's
-configured token digest. The token itself is never kept: it is checked once, at sign-in, by the
-API's `Authenticator`. Changing or removing a tenant's token ends its sign-ins (the digest no
-longer matches).
+The `bridge_ui` cookie holds `token.expiry.id.mac`: the name of the token signed in with
+(base64url), the Unix time the sign-in ends, the sign-in's random id, and an HMAC-SHA256 of the
+three and of the token's configured digest. The token itself is never kept: it is checked once,
+at sign-in, by the API's `Authenticator`. Changing or removing a token ends its sign-ins (the
+digest no longer matches). The token's tenant and role are read from the settings at each
+request, so a token made a viewer acts no more from then on.
 
 `verify` checks the signature and the expiry only. Signing out records the id as revoked in the
 store, which every replica reads (`service.ui.dashboard`): a copy of the cookie is then refused
@@ -49,6 +50,7 @@ class Session:
     expires_at: int
     value: str  # the cookie's value ("" when the bridge has no tokens: no cookie needed)
     id: str = ""  # what a sign-out revokes ("" without tokens: there is no sign-in to end)
+    read_only: bool = False  # signed in with a viewer token: it sees, never acts
 
 
 class Sessions:
@@ -60,20 +62,26 @@ class Sessions:
             if keys
             else secrets.token_bytes(32)
         )
+        self._tokens = {token.name: token for token in settings.auth.tokens}
         self._digests = {token.name: token.digest for token in settings.auth.tokens}
         self.lifetime_s = int(settings.ui.session_hours * 3600)
 
     @property
     def open(self) -> bool:
         """True when the bridge has no tokens: the dashboard is the anonymous tenant's."""
-        return not self._digests
+        return not self._tokens
 
-    def issue(self, tenant: str, now: float) -> Session:
+    def issue(self, token: str, now: float) -> Session:
+        """A sign-in with the token named `token` (the tenant's and role are its own)."""
         expires_at = int(now) + self.lifetime_s
-        name = _b64(tenant.encode())
+        name = _b64(token.encode())
         session_id = secrets.token_urlsafe(16)
-        value = f"{name}.{expires_at}.{session_id}.{self._mac(tenant, expires_at, session_id)}"
-        return Session(tenant, expires_at, value, session_id)
+        value = f"{name}.{expires_at}.{session_id}.{self._mac(token, expires_at, session_id)}"
+        return self._session(token, expires_at, value, session_id)
+
+    def _session(self, token: str, expires_at: int, value: str, session_id: str) -> Session:
+        found = self._tokens[token]
+        return Session(found.tenant_name, expires_at, value, session_id, found.read_only)
 
     def verify(self, value: str | None, now: float) -> Session | None:
         """The sign-in the cookie's value proves, or None (absent, forged, expired, or its
@@ -85,22 +93,18 @@ class Sessions:
             return None
         name, expiry, session_id, mac = value.split(".")
         try:
-            tenant = _unb64(name).decode()
+            token = _unb64(name).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return None
         if not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:
             return None
         expires_at = int(expiry)
-        if (
-            tenant not in self._digests
-            or expires_at <= now
-            or not _SESSION_ID.fullmatch(session_id)
-        ):
+        if token not in self._tokens or expires_at <= now or not _SESSION_ID.fullmatch(session_id):
             return None
-        expected = self._mac(tenant, expires_at, session_id)
+        expected = self._mac(token, expires_at, session_id)
         if not hmac.compare_digest(mac.encode(), expected.encode()):
             return None
-        return Session(tenant, expires_at, value, session_id)
+        return self._session(token, expires_at, value, session_id)
 
     def csrf(self, session: Session) -> str:
         return _b64(hmac.digest(self._key, b"csrf\0" + session.value.encode(), "sha256"))
@@ -109,7 +113,7 @@ class Sessions:
         expected = self.csrf(session).encode()
         return given is not None and hmac.compare_digest(given.encode(), expected)
 
-    def _mac(self, tenant: str, expires_at: int, session_id: str) -> str:
-        digest = self._digests[tenant]
-        signed = b"%s\0%d\0%s\0%s" % (tenant.encode(), expires_at, session_id.encode(), digest)
+    def _mac(self, token: str, expires_at: int, session_id: str) -> str:
+        digest = self._digests[token]
+        signed = b"%s\0%d\0%s\0%s" % (token.encode(), expires_at, session_id.encode(), digest)
         return _b64(hmac.digest(self._key, b"session\0" + signed, "sha256"))

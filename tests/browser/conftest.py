@@ -61,8 +61,18 @@ COOKIE = "bridge_ui"
 # One tenant per test (or per group of tests that share their watches); `other` is the tenant
 # whose watches the others must never see.
 TENANTS = (
-    "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "trends",
+    "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "ops",
+    "retry", "focus", "viewed", "trends",
 )  # fmt: skip
+# Viewer tokens (role viewer), each with the tenant whose watches it sees read-only.
+VIEWERS = {"viewer": "viewed"}
+
+
+def expect(target: Any) -> Any:
+    """Playwright's `expect`, imported late: the package may be missing (the tests then skip)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
 
 
 def token(tenant: str) -> str:
@@ -140,10 +150,15 @@ def dashboard(
     receiver: Receiver,
     images: ImageServer,
 ) -> Iterator[Dashboard]:
-    """A bridge with a token per tenant of `TENANTS` (the dashboard is on by default), whose
-    pages may load images from `IMAGE_HOST` over plain http."""
+    """A bridge with a token per tenant of `TENANTS` and the viewer tokens of `VIEWERS` (the
+    dashboard is on by default), whose pages may load images from `IMAGE_HOST` over plain
+    http."""
     directory = tmp_path_factory.mktemp("ui-bridge")
-    tokens = json.dumps([{"name": tenant, "token": token(tenant)} for tenant in TENANTS])
+    viewers = [
+        {"name": name, "tenant": tenant, "role": "viewer", "token": token(name)}
+        for name, tenant in VIEWERS.items()
+    ]
+    tokens = json.dumps([{"name": tenant, "token": token(tenant)} for tenant in TENANTS] + viewers)
     started = harness.launch_bridge(
         "ui-bridge", directory, upstream.url, directory / "bridge.db",
         BRIDGE_AUTH__TOKENS=tokens,
@@ -228,7 +243,8 @@ def page(new_context: OpenContext) -> Page:
 
 
 def sign_in(page: Page, tenant: str) -> None:
-    """Sign in through the login form as `tenant`; lands on the list."""
+    """Sign in through the login form with the token of `tenant` (or of a viewer of
+    `VIEWERS`); lands on the list."""
     page.goto("/ui/login")
     page.get_by_label("API token").fill(token(tenant))
     page.get_by_role("button", name="Sign in").click()

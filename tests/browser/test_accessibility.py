@@ -4,7 +4,7 @@ in the light and the dark colour scheme, since the colours differ."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +12,7 @@ from tests.browser.conftest import (
     Dashboard,
     OpenContext,
     axe_violations,
+    expect,
     finished_with_images,
     sign_in,
 )
@@ -22,12 +23,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-
-
-def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

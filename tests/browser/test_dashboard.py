@@ -21,6 +21,7 @@ from tests.browser.conftest import (
     Dashboard,
     OpenContext,
     Shoot,
+    expect,
     sign_in,
     token,
 )
@@ -36,13 +37,6 @@ ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
 AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
 
 
-def expect(target: Any) -> Any:
-    """Playwright's `expect`, imported late: the package may be missing (the tests then skip)."""
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
-
-
 def rows(page: Page) -> list[str]:
     """The watch ids of the list's table, top to bottom."""
     found: list[str] = page.locator("#watches tr[data-watch-id]").evaluate_all(
@@ -51,8 +45,9 @@ def rows(page: Page) -> list[str]:
     return found
 
 
-def count_of(page: Page, status: str) -> Any:
-    return page.locator(f'#counts li[data-status="{status}"] .count')
+def count_of(page: Page, kind: str, value: str) -> Any:
+    """The count atop the list of the watches whose `kind` (outcome, delivery) is `value`."""
+    return page.locator(f'#counts li[data-{kind}="{value}"] .count')
 
 
 def stays_on_page(page: Page) -> None:
@@ -166,20 +161,33 @@ def listed(dashboard: Dashboard, upstream: Upstream, receiver: Receiver) -> List
     return Listed(made)
 
 
+# What the list shows of a watch in each status it reaches: its job's outcome and its delivery.
+SHOWN = {
+    "active": ("In progress", "None"), "completed": ("Succeeded", "None"),
+    "delivered": ("Succeeded", "Delivered"), "failed": ("Succeeded", "Failed"),
+}  # fmt: skip
+
+
 def test_the_list_shows_watches_newest_first_with_counts(
     page: Page, listed: Listed, shoot: Shoot
 ) -> None:
     """The list has the tenant's watches, newest first, each linking to its page with its
-    status, and the count of each status at the top (zeros too); the health strip is there."""
+    job's outcome and its delivery's state apart, and the count of each at the top (zeros too);
+    the health strip is there."""
     sign_in(page, "list")
     expect(page.locator("#watches tr[data-watch-id]")).to_have_count(5)
     assert rows(page) == listed.ids_newest_first
-    expected = {"active": 2, "completed": 1, "delivered": 1, "failed": 1, "cancelled": 0}
-    for status, count in expected.items():
-        expect(count_of(page, status)).to_have_text(str(count))
+    outcomes = {"in_progress": 2, "succeeded": 3, "failed": 0, "cancelled": 0}
+    for outcome, count in outcomes.items():
+        expect(count_of(page, "outcome", outcome)).to_have_text(str(count))
+    deliveries = {"none": 3, "delivered": 1, "failed": 1, "pending": 0}
+    for state, count in deliveries.items():
+        expect(count_of(page, "delivery", state)).to_have_text(str(count))
     for watch, status in listed.watches:
         row = page.locator(f'tr[data-watch-id="{watch["id"]}"]')
-        expect(row.locator("td.status")).to_contain_text(re.compile(status, re.I))
+        job, delivery = SHOWN[status]
+        expect(row.locator("td.outcome")).to_contain_text(job)
+        expect(row.locator("td.delivery")).to_have_text(delivery)
         expect(row.get_by_role("link", name=watch["job_id"])).to_have_attribute(
             "href", re.compile(f"/ui/watches/{watch['id']}$")
         )
@@ -188,19 +196,27 @@ def test_the_list_shows_watches_newest_first_with_counts(
     shoot(page, "list")
 
 
-def test_the_list_filters_by_status_and_job_id_without_javascript(
+def test_the_list_filters_by_outcome_delivery_and_job_id_without_javascript(
     new_context: OpenContext, listed: Listed
 ) -> None:
-    """The filter is a plain GET form: it works with JavaScript off, by status and by job id."""
+    """The filter is a plain GET form: it works with JavaScript off, by job outcome, by
+    delivery state (the two together), and by job id."""
     page = new_context(java_script_enabled=False).new_page()
     sign_in(page, "list")
     expect(page.locator("#watches tr[data-watch-id]")).to_have_count(5)
 
-    page.get_by_label("Status", exact=True).select_option("active")
+    page.get_by_label("Job outcome").select_option("in_progress")
     page.get_by_role("button", name="Filter").click()
-    expect(page).to_have_url(re.compile(r"[?&]status=active"))
+    expect(page).to_have_url(re.compile(r"[?&]outcome=in_progress"))
     expect(page.locator("#watches tr[data-watch-id]")).to_have_count(2)
     assert rows(page) == [watch["id"] for watch in reversed(listed.of("active"))]
+
+    page.goto("/ui/")
+    page.get_by_label("Job outcome").select_option("succeeded")
+    page.get_by_label("Delivery", exact=True).select_option("failed")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#watches tr[data-watch-id]")).to_have_count(1)
+    assert rows(page) == [watch["id"] for watch in listed.of("failed")]
 
     page.goto("/ui/")
     [failed] = listed.of("failed")
@@ -217,14 +233,14 @@ def test_the_list_updates_live(page: Page, dashboard: Dashboard, upstream: Upstr
     sign_in(page, "live")
     expect(page.locator("#watches")).to_be_visible()
     before = len(rows(page))
-    active = int(count_of(page, "active").inner_text())
+    active = int(count_of(page, "outcome", "in_progress").inner_text())
     stays_on_page(page)
 
     watch = dashboard.api("live").register(job_id=upstream.create_job(**ENDLESS))
     expect(page.locator(f'#watches tr[data-watch-id="{watch["id"]}"]')).to_be_visible()
     assert rows(page)[0] == watch["id"]
     assert len(rows(page)) == before + 1
-    expect(count_of(page, "active")).to_have_text(str(active + 1))
+    expect(count_of(page, "outcome", "in_progress")).to_have_text(str(active + 1))
     assert was_not_reloaded(page)
 
 

@@ -5,7 +5,7 @@ violation on either, at a desktop's and a phone's width, in both colour schemes.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,6 +15,7 @@ from tests.browser.conftest import (
     OpenContext,
     Shoot,
     axe_violations,
+    expect,
     sign_in,
 )
 from tests.e2e.harness import Receiver, Upstream
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 TENANT = "trends"
-
-
-def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +89,15 @@ def test_the_list_charts_the_last_day(new_context: OpenContext, the_day: str, sh
     shoot(page, "trends")
 
 
-def test_a_watch_page_shows_its_durations(new_context: OpenContext, the_day: str) -> None:
+def test_a_watch_page_shows_its_durations(
+    new_context: OpenContext, the_day: str, shoot: Shoot
+) -> None:
     """The watch seen queued, then processing, then delivered: a time for each step."""
     page = new_context().new_page()
     sign_in(page, TENANT)
     page.goto(f"/ui/watches/{the_day}")
+    page.locator("#durations-title").scroll_into_view_if_needed()
+    shoot(page, "watch-durations")
 
     for step in ("queue", "processing", "delivery"):
         value = page.locator(f'#durations [data-step="{step}"] data').get_attribute("value")

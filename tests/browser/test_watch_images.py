@@ -9,7 +9,7 @@ The images come from the loopback image server (`conftest.images`), under the li
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +19,7 @@ from tests.browser.conftest import (
     Dashboard,
     OpenContext,
     Shoot,
+    expect,
     finished_with_images,
     sign_in,
 )
@@ -29,12 +30,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page, Request
 
 pytestmark = pytest.mark.browser
-
-
-def expect(target: Any) -> Any:
-    from playwright.sync_api import expect as playwright_expect
-
-    return playwright_expect(target)
 
 
 def loaded_size(page: Page, selector: str) -> list[int]:

@@ -74,7 +74,7 @@ def test_receiver_answers_decide_retries_and_the_end_state(
 
     [timed_out, *_] = wait_until(lambda: bridge.deliveries(slow["id"]), 15, what="an attempt")
     assert timed_out["status_code"] is None
-    assert "no answer within 3 s" in timed_out["error"]
+    assert timed_out["error"] == "timed out after 3 s"
     assert timed_out["next_attempt_at"] is not None
     assert bridge.watch(slow["id"])["status"] == "delivering"
     assert bridge.client.delete(f"/v1/watches/{slow['id']}").status_code == 200
@@ -109,7 +109,7 @@ def test_exhausted_watch_fails_and_redelivery_reuses_the_webhook_id(
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "delivering"
     again = bridge.wait_for_status(watch["id"], "delivered")
-    assert again["attempts"] == 1
+    assert again["attempts"] == 5  # every attempt listed, the new series' too
     attempts = bridge.deliveries(watch["id"])
     assert [a["status_code"] for a in attempts] == [500, 500, 500, 500, 200]
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4, 1]

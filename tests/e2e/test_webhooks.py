@@ -23,6 +23,7 @@ ENVELOPE_KEYS = {
 def assert_webhook_headers(headers: dict[str, str]) -> None:
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"] == f"webhook-bridge/{__version__}"
+    assert headers["accept-encoding"] == "identity"  # its answer is kept as sent
     assert headers["webhook-id"].startswith("msg_")
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 120
     assert headers["webhook-signature"].startswith("v1,")

@@ -19,6 +19,7 @@ import pytest
 from service.signing import new_secret
 from tests import npm
 from tests.e2e.harness import ROOT, Receiver, StartBridge
+from tests.tools import require
 
 APP = ROOT / "integrations" / "zapier"
 TOKEN = "wbt_zapier_app_test_token"
@@ -59,7 +60,7 @@ def test_zapier_app_tests_pass_against_a_real_bridge(
         ),
     )
     output = _run(
-        [npm.require("npm", WHY), "test"],
+        [require("npm", WHY), "test"],
         {
             "BRIDGE_URL": bridge.url,
             "BRIDGE_TOKEN": TOKEN,

@@ -195,6 +195,48 @@ async def test_created_watch_shows_the_secret_once(client: httpx.AsyncClient) ->
     assert shown.json()["callback_headers"] == {"X-Token": "********"}
 
 
+async def test_query_values_of_a_callback_are_masked_in_every_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    """A resume URL's `?signature=` (n8n 2.x) is a secret: no answer shows it back (the
+    registration and its replay, the watch, the list, a long-poll, a cancel), the store keeps
+    the URL whole for the deliveries."""
+    stored = "https://93.184.215.14/webhook-waiting/77/wait?signature=5f3e9a7c&x="
+    shown = "https://93.184.215.14/webhook-waiting/77/wait?signature=********&x=********"
+    headers = {"Idempotency-Key": "resume-77"}
+    created = await client.post(
+        "/v1/watches", json={**GOOD, "callback_url": stored}, headers=headers
+    )
+    replayed = await client.post(
+        "/v1/watches", json={**GOOD, "callback_url": stored}, headers=headers
+    )
+    watch_id = created.json()["id"]
+    answers = [
+        created,
+        replayed,
+        await client.get(f"/v1/watches/{watch_id}"),
+        await client.get("/v1/watches"),
+        await client.get(f"/v1/watches/{watch_id}/wait", params={"timeout_s": 0}),
+        await client.delete(f"/v1/watches/{watch_id}"),
+    ]
+    assert [a.status_code for a in answers] == [201, 200, 200, 200, 202, 200]
+    for answer in answers:
+        assert "5f3e9a7c" not in answer.text, answer.request.url
+        assert f'"callback_url":"{shown}"' in answer.text, answer.text
+    bridge = client.app.state.bridge  # type: ignore[attr-defined]
+    assert (await bridge.store.get_watch("", watch_id)).callback_url == stored
+
+
+async def test_query_values_of_a_subscription_url_are_masked(client: httpx.AsyncClient) -> None:
+    """A subscription URL's query values are masked in its answers too; stored whole."""
+    created = await client.post("/v1/subscriptions", json={"url": f"{HOOK}?token=t0ps3cret"})
+    listed = await client.get("/v1/subscriptions")
+    assert created.json()["url"] == listed.json()["data"][0]["url"] == f"{HOOK}?token=********"
+    bridge = client.app.state.bridge  # type: ignore[attr-defined]
+    [subscription] = await bridge.store.list_subscriptions("")
+    assert subscription.url == f"{HOOK}?token=t0ps3cret"
+
+
 async def test_generated_secrets_are_distinct_and_valid(client: httpx.AsyncClient) -> None:
     """Without a secret, each watch gets its own whsec_ key of 32 random bytes."""
     first, second = (
@@ -255,6 +297,8 @@ async def test_listing_pages_newest_first(client: httpx.AsyncClient) -> None:
     ("query", "field"),
     [
         ("status=finished", "status"),
+        ("outcome=finished", "outcome"),
+        ("delivery=sent", "delivery"),
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
         ("job_id=..", "job_id"),
@@ -291,6 +335,8 @@ async def test_redeliver_refuses_an_active_watch(client: httpx.AsyncClient) -> N
         ("DELETE", "/v1/watches/wch_missing", 404),
         ("GET", "/v1/watches/wch_missing/deliveries", 404),
         ("POST", "/v1/watches/wch_missing/redeliver", 404),
+        ("POST", "/v1/watches/wch_missing/deliveries/msg_missing/retry", 404),
+        ("POST", "/v1/watches/wch_missing/deliveries/not-an-id/retry", 404),
         ("GET", "/v1/watches/wch_missing/wait?timeout_s=0", 404),
         ("GET", "/v1/watches/wch_missing/events", 404),
         ("DELETE", "/v1/subscriptions/sub_missing", 404),
@@ -337,6 +383,7 @@ async def test_openapi_describes_every_route(client: httpx.AsyncClient) -> None:
         ("DELETE", "/v1/watches/wch_x"),
         ("GET", "/v1/watches/wch_x/deliveries"),
         ("POST", "/v1/watches/wch_x/redeliver"),
+        ("POST", "/v1/watches/wch_x/deliveries/msg_x/retry"),
         ("GET", "/v1/watches/wch_x/wait"),
         ("GET", "/v1/watches/wch_x/events"),
         ("GET", "/v1/events"),
@@ -369,6 +416,7 @@ async def test_me_names_the_tenant(authed: httpx.AsyncClient) -> None:
     assert (await authed.get("/v1/me", headers=GLOBEX)).json() == {
         "tenant": "globex",
         "authenticated": True,
+        "role": "full",
     }
 
 

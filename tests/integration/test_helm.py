@@ -375,6 +375,18 @@ def test_signing_secrets_reach_the_bridge_in_rotation_order(tmp_path: Path) -> N
     assert settings.delivery.signing_secrets_at(after_expiry) == [SIGNING_SECRET]
 
 
+def test_viewer_tokens_reach_the_bridge(tmp_path: Path) -> None:
+    """A token with a tenant and role viewer passes the schema and loads as the bridge's
+    read-only token of that tenant; an unknown role fails the schema."""
+    viewer = {"name": "app-dashboard", "tenant": "app", "role": "viewer", "sha256": "0" * 64}
+    manifests = render(values={"secret": {"authTokens": [*TOKENS, viewer]}})
+    settings = _load_settings(manifests, _secret_data(manifests), tmp_path)
+    loaded = [(t.name, t.tenant_name, t.read_only) for t in settings.auth.tokens]
+    assert loaded == [("app", "app", False), ("app-dashboard", "app", True)]
+    with pytest.raises(helm_python.HelmValuesError, match="authTokens/1/role"):
+        render(values={"secret": {"authTokens": [*TOKENS, {**viewer, "role": "admin"}]}})
+
+
 # Security, labels, probes.
 
 

@@ -390,10 +390,9 @@ async def test_query_errors_are_store_errors(
     assert replicas[0].health.reason is None
 
 
-async def test_a_connection_cut_in_a_transaction_makes_the_store_unavailable(schema: str) -> None:
-    """A statement on a connection the server dropped in the middle of a transaction fails with
-    the driver's "connection is closed" (an InterfaceError, not a connection error): that is
-    an outage too, not a failure of the bridge (which would log an error for every flush)."""
+@pytest.fixture
+async def behind_a_proxy(schema: str) -> AsyncIterator[tuple[TcpProxy, PostgresStore]]:
+    """An open store whose connections go through a proxy the test can cut."""
     server = urlsplit(POSTGRES_URL)
     proxy = TcpProxy((server.hostname or "127.0.0.1", server.port or 5432))
     proxy.start()
@@ -402,6 +401,22 @@ async def test_a_connection_cut_in_a_transaction_makes_the_store_unavailable(sch
         schema=schema,
     )
     await store.open()
+    try:
+        yield proxy, store
+    finally:
+        proxy.stop()  # whether the test left it running or not
+        proxy.start()
+        await store.close()
+        proxy.stop()
+
+
+async def test_a_connection_cut_in_a_transaction_makes_the_store_unavailable(
+    behind_a_proxy: tuple[TcpProxy, PostgresStore],
+) -> None:
+    """A statement on a connection the server dropped in the middle of a transaction fails with
+    the driver's "connection is closed" (an InterfaceError, not a connection error): that is
+    an outage too, not a failure of the bridge (which would log an error for every flush)."""
+    proxy, store = behind_a_proxy
 
     async def cut_in_a_transaction() -> None:
         async with store._transaction() as connection:
@@ -413,52 +428,38 @@ async def test_a_connection_cut_in_a_transaction_makes_the_store_unavailable(sch
                 await closed.wait()
             await connection.execute("SELECT 1")
 
-    try:
-        with pytest.raises(StoreUnavailable, match="connection is closed"):
-            await cut_in_a_transaction()
-        assert store.health.reason is not None
-    finally:
-        proxy.start()
-        await store.close()
-        proxy.stop()
+    with pytest.raises(StoreUnavailable, match="connection is closed"):
+        await cut_in_a_transaction()
+    assert store.health.reason is not None
 
 
-async def test_a_server_cut_off_makes_the_store_unavailable_until_it_is_back(schema: str) -> None:
+async def test_a_server_cut_off_makes_the_store_unavailable_until_it_is_back(
+    behind_a_proxy: tuple[TcpProxy, PostgresStore],
+) -> None:
     """With its connections cut and new ones refused, every call raises StoreUnavailable naming
     the server; once it is reachable again the store works on by itself, and its health logged
     the outage once, then its end."""
-    server = urlsplit(POSTGRES_URL)
-    proxy = TcpProxy((server.hostname or "127.0.0.1", server.port or 5432))
-    proxy.start()
-    store = PostgresStore(
-        urlunsplit(server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}")),
-        schema=schema,
-    )
-    await store.open()
-    try:
-        first = await store.insert_watch(new_watch())
-        calls: list[Callable[[], Awaitable[object]]] = [
-            store.ping,
-            lambda: store.insert_watch(new_watch()),
-            lambda: store.get_watch(TENANT, first.id),
-        ]
-        with capture_logs() as logs:
-            proxy.stop()
-            for call in calls:
-                with pytest.raises(
-                    StoreUnavailable, match=rf"^PostgreSQL at 127\.0\.0\.1:{proxy.port}/"
-                ) as cut:
-                    await call()
-                assert not cut.value.refusing_writes
-            down = store.health.reason
-
-            proxy.start()
-            await store.ping()
-            second = await store.insert_watch(new_watch())
-        assert await store.get_watch(TENANT, second.id) == second
-    finally:
+    proxy, store = behind_a_proxy
+    first = await store.insert_watch(new_watch())
+    calls: list[Callable[[], Awaitable[object]]] = [
+        store.ping,
+        lambda: store.insert_watch(new_watch()),
+        lambda: store.get_watch(TENANT, first.id),
+    ]
+    with capture_logs() as logs:
         proxy.stop()
-        await store.close()
+        for call in calls:
+            with pytest.raises(
+                StoreUnavailable, match=rf"^PostgreSQL at 127\.0\.0\.1:{proxy.port}/"
+            ) as cut:
+                await call()
+            assert not cut.value.refusing_writes
+        down = store.health.reason
+
+        proxy.start()
+        await store.ping()
+        second = await store.insert_watch(new_watch())
+    assert await store.get_watch(TENANT, second.id) == second
 
     assert down == cut.value.message
     assert store.health.reason is None

@@ -31,8 +31,9 @@ SLOW_STARTED: dict[str, asyncio.Event] = {}
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, Received]]:
     """Answers by path: /ok 200, /busy 503 with Retry-After, /moved 302, /slow after 2 s (and
-    sets SLOW_STARTED["event"] on arrival), /big a body larger than the senders read; records
-    every request it gets."""
+    sets SLOW_STARTED["event"] on arrival), /big a body larger than the senders read, /oops a
+    500 with a JSON body, /exact a body as long as the senders read, /binary one that is not
+    text; records every request it gets."""
     received: Received = []
     SLOW_STARTED["event"] = asyncio.Event()
 
@@ -47,6 +48,12 @@ async def server() -> AsyncIterator[tuple[str, Received]]:
             await asyncio.sleep(2)
         if request.path == "/big":
             return web.Response(body=b"x" * 1_000_000)
+        if request.path == "/oops":
+            return web.json_response({"error": "database down"}, status=500)
+        if request.path == "/exact":
+            return web.Response(body=b"e" * DELIVERY.max_response_bytes)
+        if request.path == "/binary":
+            return web.Response(body=b"\x89PNG\r\n\x1a\n\xff\xfe", content_type="image/png")
         return web.Response(text="thanks")
 
     async with loopback_server(handle, client_max_size=4 << 20) as base:
@@ -90,7 +97,8 @@ async def test_a_request_arrives_as_sent_and_its_answer_comes_back(
     base, received = server
     sender = make(ALLOWED)
 
-    assert await sender.send("PUT", f"{base}/ok", HEADERS, b'{"n": 1}') == (200, None, None)
+    answer = await sender.send("PUT", f"{base}/ok", HEADERS, b'{"n": 1}')
+    assert answer == (200, None, None, b"thanks", False, "text/plain; charset=utf-8")
 
     [(method, path, headers, body)] = received
     assert (method, path, body) == ("PUT", "/ok", b'{"n": 1}')
@@ -105,11 +113,32 @@ async def test_statuses_retry_after_redirects_and_big_bodies(
     base, received = server
     sender = make(ALLOWED)
 
-    assert await sender.send("POST", f"{base}/busy", HEADERS, b"{}") == (503, "7", "HTTP 503")
+    busy = await sender.send("POST", f"{base}/busy", HEADERS, b"{}")
+    assert busy[:3] == (503, "7", "HTTP 503")
     moved = await sender.send("POST", f"{base}/moved", HEADERS, b"{}")
-    assert moved == (302, None, "HTTP 302 (redirects are not followed)")
-    assert await sender.send("POST", f"{base}/big", HEADERS, b"{}") == (200, None, None)
+    assert moved[:3] == (302, None, "HTTP 302 (redirects are not followed)")
+    big = await sender.send("POST", f"{base}/big", HEADERS, b"{}")
+    assert big == (200, None, None, b"x" * DELIVERY.max_response_bytes, True,
+                   "application/octet-stream")  # fmt: skip
     assert [path for _, path, _, _ in received] == ["/busy", "/moved", "/big"]
+
+
+async def test_the_start_of_the_answer_comes_back_with_its_type(
+    make: MakeSender, server: tuple[str, Received]
+) -> None:
+    """A failure's body and Content-Type come back whole when short; one exactly as long as
+    what is read is not cut; a body that is not text comes back as bytes all the same."""
+    base, _ = server
+    sender = make(ALLOWED)
+
+    oops = await sender.send("POST", f"{base}/oops", HEADERS, b"{}")
+    exact = await sender.send("POST", f"{base}/exact", HEADERS, b"{}")
+    binary = await sender.send("POST", f"{base}/binary", HEADERS, b"{}")
+
+    assert oops == (500, None, "HTTP 500", b'{"error": "database down"}', False,
+                    "application/json; charset=utf-8")  # fmt: skip
+    assert exact[3:5] == (b"e" * DELIVERY.max_response_bytes, False)
+    assert binary[3:] == (b"\x89PNG\r\n\x1a\n\xff\xfe", False, "image/png")
 
 
 async def test_no_answer_within_the_timeout_is_an_error(
@@ -120,7 +149,7 @@ async def test_no_answer_within_the_timeout_is_an_error(
 
     answer = await sender.send("POST", f"{base}/slow", HEADERS, b"{}")
 
-    assert answer == (None, None, "no answer within 0.5 s")
+    assert answer == (None, None, "timed out after 0.5 s", b"", False, None)
 
 
 async def test_the_callback_policy_is_applied_where_the_request_is_made(
@@ -130,10 +159,11 @@ async def test_the_callback_policy_is_applied_where_the_request_is_made(
     base, received = server
     sender = make(REFUSED)
 
-    status, _, error = await sender.send("POST", f"{base}/ok", HEADERS, b"{}")
+    status, _, error, *_ = await sender.send("POST", f"{base}/ok", HEADERS, b"{}")
 
     assert status is None
     assert error is not None
+    assert error.startswith("refused by the callback policy: ")
     assert "127.0.0.1" in error
     assert received == []
 
@@ -141,7 +171,7 @@ async def test_the_callback_policy_is_applied_where_the_request_is_made(
 async def test_an_unusable_url_is_an_error_not_a_crash(make: MakeSender) -> None:
     sender = make(ALLOWED)
 
-    status, _, error = await sender.send("POST", "http://exa mple.com/hooks", HEADERS, b"{}")
+    status, _, error, *_ = await sender.send("POST", "http://exa mple.com/hooks", HEADERS, b"{}")
 
     assert status is None
     assert error
@@ -163,8 +193,9 @@ async def test_many_requests_at_once_each_get_their_own_answer(
         )
     )
 
-    assert answers == [
-        (503, "7", "HTTP 503") if n % 3 else (200, None, None) for n in range(len(sizes))
+    assert [answer[:4] for answer in answers] == [
+        (503, "7", "HTTP 503", b"") if n % 3 else (200, None, None, b"thanks")
+        for n in range(len(sizes))
     ]
     assert sorted(len(body) for *_, body in received) == sorted(sizes)
 
@@ -185,7 +216,7 @@ async def test_a_dead_sender_process_answers_with_an_error_and_is_replaced(
         await asyncio.wait_for(SLOW_STARTED["event"].wait(), timeout=5)
         os.kill(first, signal.SIGKILL)
 
-        status, _, error = await asyncio.wait_for(held, timeout=0.4)  # before the 0.5 s timeout
+        status, _, error, *_ = await asyncio.wait_for(held, timeout=0.4)  # before the timeout
         assert status is None
         assert error == "the sender process exited (code -9) before answering"
         assert exits == [-9]  # the metrics count it
@@ -246,7 +277,7 @@ async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_host
             answer = await asyncio.wait_for(
                 sender.send("POST", f"{other}/ok", HEADERS, b"{}"), timeout=4
             )
-            assert answer == (200, None, None)
+            assert answer[:3] == (200, None, None)
             assert max(seen) == delivery.max_per_host
             release.set()
             assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
@@ -280,7 +311,7 @@ async def test_the_sender_process_keeps_the_per_tenant_limit_and_spares_other_te
             answer = await asyncio.wait_for(
                 sender.send("POST", f"{other}/ok", HEADERS, b"{}", "globex"), timeout=4
             )
-            assert answer == (200, None, None)
+            assert answer[:3] == (200, None, None)
             assert max(seen) == delivery.per_tenant
             release.set()
             assert [a[0] for a in await asyncio.gather(*held)] == [200] * len(held)
@@ -314,7 +345,7 @@ async def test_a_sender_process_that_cannot_start_is_an_error_retried_at_most_ea
         await sender.aclose()
 
     assert len(starts) == 1
-    for status, _, error in answers:
+    for status, _, error, *_ in answers:
         assert status is None
         assert error is not None
         assert error.startswith("the sender process could not start: the sender process (pid")
@@ -334,6 +365,6 @@ async def test_a_request_to_a_child_that_has_just_died_is_answered_at_once() -> 
         answer = child.ask(1, (1, "POST", "http://127.0.0.1:9/", (), b""))
 
         assert answer.done()
-        assert answer.result() == (None, None, "the sender process exited before the request")
+        assert answer.result()[:3] == (None, None, "the sender process exited before the request")
     finally:
         await sender.aclose()

@@ -1080,7 +1080,7 @@ async def test_record_attempts_commits_a_batch_and_reports_lost_leases(store: St
 async def test_record_attempts_applies_every_record_of_a_large_batch(store: Store) -> None:
     """A batch of many watches' attempts, more than one statement group holds, changes each
     delivery, attempt log and watch as `record_attempt` would: final deliveries end or retry
-    their watch, a progress delivery's answer leaves its watch as it is."""
+    their watch, a progress delivery's answer leaves its watch as it is but for its count."""
     outcomes: list[AttemptOutcome] = ["succeeded", "failed", "retry"]
     held = [await delivering(store) for _ in range(70)]
     watch = await register(store, owner=A, lease_until=FAR)
@@ -1114,7 +1114,8 @@ async def test_record_attempts_applies_every_record_of_a_large_batch(store: Stor
         assert (stored.completed_at is not None) == (outcome != "retry")
         [logged] = await store.list_attempts(TENANT, held_watch.id)
         assert (logged.delivery_id, logged.status_code) == (delivery.id, STATUS_CODE[outcome])
-    assert (await reread(store, watch)).attempts == 0
+    progressed = await reread(store, watch)
+    assert (progressed.status, progressed.attempts, progressed.last_error) == ("active", 1, None)
     retried = await store.claim_deliveries(C, T0 + 100, FAR, 100)
     assert ids(retried) == [d.id for n, (_, d) in enumerate(held) if n % 3 == 2]
     assert all(d.attempts == 1 for d in retried)
@@ -1190,7 +1191,8 @@ async def test_ending_the_final_delivery_ends_the_watch(
 async def test_ending_a_progress_delivery_leaves_the_watch_polling(
     store: Store, outcome: AttemptOutcome
 ) -> None:
-    """Success or failure of a non-final delivery changes nothing on its active watch."""
+    """Success or failure of a non-final delivery changes nothing on its active watch but its
+    attempt count."""
     watch = await register(store, owner=A)
     await store.record_progress(A, T0, [progress(watch, deliveries=[new_delivery()])])
     polled = await store.get_watch(TENANT, watch.id)
@@ -1198,7 +1200,9 @@ async def test_ending_a_progress_delivery_leaves_the_watch_polling(
 
     await store.record_attempt(B, delivery, attempt(delivery, outcome), outcome, T0 + 1)
 
-    assert await store.get_watch(TENANT, watch.id) == polled
+    assert polled is not None
+    counted = replace(polled, attempts=1, updated_at=T0 + 1)
+    assert await store.get_watch(TENANT, watch.id) == counted
     assert await store.renew_watch_leases(A, [(watch.id, 1)], FAR) == {watch.id}
     assert await pending_ids(store) == set()
 

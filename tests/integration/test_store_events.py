@@ -207,8 +207,9 @@ async def test_a_watch_without_a_callback_completes_and_its_events_go_to_subscri
 
 
 async def test_subscription_attempts_leave_the_watch_alone(store: Store) -> None:
-    """Attempts of a subscription's delivery neither count in the watch nor end it; the attempt
-    log names the subscription of each attempt."""
+    """Attempts of a subscription's delivery count in the watch, as every attempt its log lists
+    does, but neither end it nor become its last error; the attempt log names the subscription
+    of each attempt."""
     subscription = await subscribe(store)
     watch = await register(store, owner=A)
     callback, subscribed = await finish(store, watch, event("job.succeeded"))
@@ -216,10 +217,10 @@ async def test_subscription_attempts_leave_the_watch_alone(store: Store) -> None
     await store.record_attempt(A, subscribed, attempt(subscribed, "failed"), "failed", T0 + 2)
 
     stored = await reread(store, watch)
-    assert (stored.status, stored.attempts, stored.last_error) == ("delivering", 0, None)
+    assert (stored.status, stored.attempts, stored.last_error) == ("delivering", 1, None)
     await store.record_attempt(A, callback, attempt(callback, "succeeded"), "succeeded", T0 + 3)
     stored = await reread(store, watch)
-    assert (stored.status, stored.attempts) == ("delivered", 1)
+    assert (stored.status, stored.attempts) == ("delivered", 2)
     log = await store.list_attempts(TENANT, watch.id)
     assert [(a.delivery_id, a.subscription_id) for a in log] == [
         (subscribed.id, subscription.id), (callback.id, None),
@@ -433,9 +434,9 @@ async def test_watch_deliveries_are_the_bodies_sent_in_order_and_of_their_tenant
     store: Store,
 ) -> None:
     """watch_deliveries lists a watch's deliveries oldest first (the callback's before the
-    subscriptions' of one event), each with
-    the body as sent (the callback's in its format, a subscription's the envelope), its
-    endpoint, status and attempt count; another tenant reads nothing; a purged body is None."""
+    subscriptions' of one event), each with the body as sent (the callback's in its format, a
+    subscription's the envelope), its endpoint, status, attempt count and, while pending, when
+    it is due; another tenant reads nothing; a purged body is None."""
     subscription = await subscribe(store)
     watch = await register(store, owner=A, lease_until=FAR)
     queued = event("job.queued")
@@ -454,7 +455,7 @@ async def test_watch_deliveries_are_the_bodies_sent_in_order_and_of_their_tenant
     assert found == [
         DeliveryRecord(
             queued.callback.id, "job.queued", False, "pending", 0, queued.callback.body, T0,
-            None, queued.id,
+            None, queued.id, T0,
         ),
         DeliveryRecord(
             callback.id, "job.succeeded", True, "succeeded", 1, final.callback.body, T0 + 1,
@@ -462,7 +463,7 @@ async def test_watch_deliveries_are_the_bodies_sent_in_order_and_of_their_tenant
         ),
         DeliveryRecord(
             to_subscription.id, "job.succeeded", True, "pending", 1, final.body, T0 + 1,
-            subscription.id, final.id,
+            subscription.id, final.id, T0 + 60,
         ),
     ]  # fmt: skip
     assert await store.watch_deliveries(OTHER_TENANT, watch.id) == []

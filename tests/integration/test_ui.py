@@ -375,8 +375,7 @@ async def test_another_tenants_watch_is_not_found_nor_listed_nor_cancellable(
     assert "<h1>Not found</h1>" in page.text
     listing = await ui.client.get("/ui/")
     assert theirs not in listing.text
-    assert '<li data-status="active" class="badge badge-active"><a href="/ui/?status=active">' \
-        '<span class="count">0</span>' in listing.text  # fmt: skip
+    assert count(listing, "outcome", "in_progress") == 0
     cancel = await ui.client.post(
         f"/ui/watches/{theirs}/cancel", data={"csrf": csrf, "confirm": "yes"}
     )
@@ -389,19 +388,21 @@ async def test_another_tenants_watch_is_not_found_nor_listed_nor_cancellable(
 
 
 def rows(page: httpx.Response) -> list[str]:
-    return re.findall(r'<tr data-watch-id="(wch_[0-9a-z]+)">', page.text)
+    return re.findall(r'<tr data-watch-id="(wch_[0-9a-z]+)"', page.text)
 
 
-def count(page: httpx.Response, status: str) -> int:
+def count(page: httpx.Response, kind: str, value: str) -> int:
+    """The count of watches whose `kind` (outcome, delivery) is `value` atop the list."""
     found = re.search(
-        rf'<li data-status="{status}"[^>]*><a [^>]*><span class="count">(\d+)</span>', page.text
+        rf'<li data-{kind}="{value}"[^>]*><a [^>]*><span class="count">(\d+)</span>', page.text
     )
     assert found is not None
     return int(found.group(1))
 
 
 async def test_the_list_is_newest_first_with_counts_and_filters(ui: Bridged) -> None:
-    """Rows newest first; counts per status; filters by status and by job id."""
+    """Rows newest first; counts per job outcome; filters by outcome, by job id, and by the
+    watch status that older links carry (kept in the form)."""
     first = await ui.register(job_id="job_a")
     second = await ui.register(job_id="job_b")
     third = await ui.register(job_id="job_b")
@@ -410,19 +411,27 @@ async def test_the_list_is_newest_first_with_counts_and_filters(ui: Bridged) -> 
 
     page = await ui.client.get("/ui/")
     assert rows(page) == [third, second, first]
-    assert (count(page, "active"), count(page, "cancelled"), count(page, "failed")) == (2, 1, 0)
-    assert rows(await ui.client.get("/ui/?status=cancelled")) == [second]
+    counted = [count(page, "outcome", o) for o in ("in_progress", "cancelled", "failed")]
+    assert counted == [2, 1, 0]
+    assert count(page, "delivery", "none") == 3
+    assert rows(await ui.client.get("/ui/?outcome=cancelled")) == [second]
     assert rows(await ui.client.get("/ui/?job_id=job_b")) == [third, second]
-    both = await ui.client.get("/ui/?status=active&job_id=job_b")
+    both = await ui.client.get("/ui/?outcome=in_progress&job_id=job_b")
     assert rows(both) == [third]
-    assert '<option value="active" selected>' in both.text
+    assert '<option value="in_progress" selected>' in both.text
     assert 'name="job_id" value="job_b"' in both.text
+    old_link = await ui.client.get("/ui/?status=active")
+    assert rows(old_link) == [third, first]
+    assert '<input type="hidden" name="status" value="active">' in old_link.text
 
 
 async def test_a_bad_filter_gets_a_400_page(ui: Bridged) -> None:
     """An unknown status, a job id outside the allowed characters, a forged cursor: 400."""
     await ui.sign_in()
-    for query in ("status=lost", "job_id=%3Cscript%3E", "job_id=..", "cursor=nope"):
+    for query in (
+        "status=lost", "outcome=lost", "delivery=%3Cb%3E", "job_id=%3Cscript%3E", "job_id=..",
+        "cursor=nope",
+    ):  # fmt: skip
         page = await ui.client.get(f"/ui/?{query}")
         assert page.status_code == 400, query
         assert "<script>" not in page.text
@@ -484,6 +493,20 @@ async def test_the_watch_page_shows_the_timeline_payload_and_masked_headers(
     assert "sealed" not in page.text
     assert '<form class="redeliver"' in page.text
     assert '<form class="cancel"' not in page.text
+
+
+async def test_the_watch_page_masks_the_query_values_of_the_callback(ui: Bridged) -> None:
+    """A resume URL's `?signature=` (n8n 2.x) is shown masked, in the watch's details and
+    where the sent body is, on the page and in its live fragment."""
+    resume = "http://127.0.0.1:9/webhook-waiting/77?signature=5f3e9a7c"
+    watch = await delivered(ui, callback_url=resume)
+    await ui.sign_in()
+    for path in (f"/ui/watches/{watch.id}", f"/ui/watches/{watch.id}?fragment=1"):
+        page = await ui.client.get(path)
+        assert page.status_code == 200
+        assert "5f3e9a7c" not in page.text
+        shown = "POST http://127.0.0.1:9/webhook-waiting/77?signature=********"
+        assert page.text.count(shown) == 2, page.text
 
 
 async def test_cancel_without_javascript_confirms_on_a_page_then_flashes(ui: Bridged) -> None:
@@ -604,6 +627,27 @@ async def test_fragments_are_the_live_part_only(ui: Bridged) -> None:
     assert '<table id="watches">' in (await ui.client.get("/ui/?fragment=1")).text
     watch = await ui.client.get(f"/ui/watches/{watch_id}?fragment=1")
     assert '<ol id="timeline">' in watch.text
+
+
+async def test_pages_carry_the_words_a_live_update_says(ui: Bridged) -> None:
+    """The list's rows and the watch's status say what app.js announces when they change; the
+    polite live region that says it is on the page, empty, outside the swapped part."""
+    watch_id = await ui.register(job_id="job_said")
+    await ui.client.delete(f"/v1/watches/{watch_id}", headers=ACME)
+    await ui.sign_in()
+    region = (
+        '<div id="announcer" class="visually-hidden" role="status" aria-live="polite" '
+        'aria-atomic="true"></div>'
+    )
+    said = 'data-announce="Job job_said: cancelled"'
+    for path in ("/ui/", f"/ui/watches/{watch_id}"):
+        page = (await ui.client.get(path)).text
+        assert region in page, path
+        assert page.index(region) < page.index('id="live-region"'), path
+        assert said in page, path
+        fragment = (await ui.client.get(f"{path}?fragment=1")).text
+        assert said in fragment, path
+        assert 'id="announcer"' not in fragment, path
 
 
 async def test_the_list_stream_says_changed_when_a_watch_is_registered(ui: Bridged) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
+from service import cli
 from service.auth import (
     Authenticator,
     Caller,
@@ -16,19 +18,26 @@ from service.auth import (
 )
 from service.clock import FakeClock
 from service.config import ApiToken
-from service.errors import TooManyRequests, Unauthorized
+from service.errors import ReadOnly, TooManyRequests, Unauthorized
 
 ACME = ApiToken(name="acme", sha256=hashlib.sha256(b"acme-token").hexdigest())
 GLOBEX = ApiToken.model_validate({"name": "globex", "token": "globex-token"})
+SUPPORT = ApiToken.model_validate(
+    {"name": "acme-support", "tenant": "acme", "role": "viewer", "token": "support-token"}
+)
+ACME_CI = ApiToken.model_validate({"name": "acme-ci", "tenant": "acme", "token": "ci-token"})
 
 
 @pytest.mark.parametrize(
     ("authorization", "api_key", "expected"),
     [
-        ("Bearer acme-token", None, Caller("acme", True)),  # a hashed token, as Bearer
-        ("bearer globex-token", None, Caller("globex", True)),  # a plain one; scheme any case
-        (None, "acme-token", Caller("acme", True)),  # X-API-Key works too
-        ("Bearer acme-token ", None, Caller("acme", True)),  # stray whitespace tolerated
+        ("Bearer acme-token", None, Caller("acme", True, "acme")),  # a hashed token, as Bearer
+        ("bearer globex-token", None, Caller("globex", True, "globex")),  # scheme any case
+        (None, "acme-token", Caller("acme", True, "acme")),  # X-API-Key works too
+        ("Bearer acme-token ", None, Caller("acme", True, "acme")),  # stray whitespace tolerated
+        # A viewer token reaches its tenant, read-only.
+        ("Bearer support-token", None, Caller("acme", True, "acme-support", read_only=True)),
+        (None, "ci-token", Caller("acme", True, "acme-ci")),  # a second full token of acme
         ("Bearer wrong", None, None),  # an unknown token
         ("Basic YWNtZTp4", None, None),  # another scheme is not a token
         (None, None, None),  # nothing at all
@@ -36,8 +45,19 @@ GLOBEX = ApiToken.model_validate({"name": "globex", "token": "globex-token"})
     ],
 )
 def test_identify(authorization: str | None, api_key: str | None, expected: Caller | None) -> None:
-    """Only a configured token identifies a caller, as the tenant it is named after."""
-    assert Authenticator([ACME, GLOBEX]).identify(authorization, api_key) == expected
+    """Only a configured token identifies a caller: its name, its tenant (by default the
+    name) and whether it is read-only."""
+    found = Authenticator([ACME, GLOBEX, SUPPORT, ACME_CI]).identify(authorization, api_key)
+    assert found == expected
+
+
+def test_a_viewer_may_not_change_anything() -> None:
+    """A viewer's request for a change is refused, naming the token and the change; a full
+    token's is not."""
+    with pytest.raises(ReadOnly, match=r"token 'acme-support' has role viewer.*POST /v1/watches"):
+        Caller("acme", True, "acme-support", read_only=True).may_change("POST /v1/watches")
+    Caller("acme", True, "acme").may_change("POST /v1/watches")
+    Caller("", False).may_change("POST /v1/watches")  # no tokens: the anonymous tenant acts
 
 
 def test_without_tokens_everyone_is_anonymous() -> None:
@@ -47,10 +67,27 @@ def test_without_tokens_everyone_is_anonymous() -> None:
 
 
 def test_new_token_matches_its_digest() -> None:
-    """hash-token's output configures a token that then identifies its holder."""
+    """A new token's digest configures a token that then identifies its holder."""
     token, digest = new_token()
     configured = ApiToken(name="new", sha256=digest)
-    assert Authenticator([configured]).identify(f"Bearer {token}", None) == Caller("new", True)
+    found = Authenticator([configured]).identify(f"Bearer {token}", None)
+    assert found == Caller("new", True, "new")
+
+
+def test_hash_token_prints_an_entry_to_configure(capsys: pytest.CaptureFixture[str]) -> None:
+    """`hash-token --tenant --role viewer` prints the token and an entry that, configured
+    beside the tenant's own token, identifies the holder as a viewer of that tenant."""
+    args = ["hash-token", "--name", "acme-support", "--tenant", "acme", "--role", "viewer"]
+    assert cli.main(args) == 0
+    given, configure = capsys.readouterr().out.splitlines()
+    token = given.rpartition(" ")[2]
+    entries = json.loads(configure.partition(":")[2])
+    assert [{k: v for k, v in e.items() if k != "sha256"} for e in entries] == [
+        {"name": "acme-support", "tenant": "acme", "role": "viewer"}
+    ]
+    tokens = [ACME, *(ApiToken.model_validate(entry) for entry in entries)]
+    found = Authenticator(tokens).identify(f"Bearer {token}", None)
+    assert found == Caller("acme", True, "acme-support", read_only=True)
 
 
 def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
@@ -126,9 +163,9 @@ def test_failed_authentications_lock_the_address_out_whatever_it_sends_next() ->
     with pytest.raises(TooManyRequests) as locked:
         attempt("203.0.113.7", "acme-token")
     assert locked.value.retry_after == "60"
-    assert attempt("198.51.100.1", "acme-token") == Caller("acme", True)
+    assert attempt("198.51.100.1", "acme-token") == Caller("acme", True, "acme")
     clock.advance(60)
-    assert attempt("203.0.113.7", "acme-token") == Caller("acme", True)
+    assert attempt("203.0.113.7", "acme-token") == Caller("acme", True, "acme")
 
 
 def test_without_tokens_nothing_is_counted() -> None:

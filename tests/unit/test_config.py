@@ -197,12 +197,36 @@ def test_api_is_only_open_on_loopback(environ: dict[str, str], starts: bool) -> 
         ('[{"name": "a", "token": "x", "sha256": "' + "0" * 64 + '"}]', "exactly one of sha256"),
         ('[{"name": "a", "sha256": "xyz"}]', "should match pattern"),  # not a hex digest
         ('[{"name": "a", "token": "x"}, {"name": "a", "token": "y"}]', "repeated: a"),
+        # One token under two names: which role would it have?
+        ('[{"name": "a", "token": "x"}, {"name": "b", "tenant": "a", "role": "viewer", '
+         '"token": "x"}]', "tokens 'a' and 'b' are the same token"),
+        # A viewer of a tenant no full token has (a typo, or its tenant left out).
+        ('[{"name": "a", "token": "x"}, {"name": "a-support", "role": "viewer", "token": "y"}]',
+         "viewer token 'a-support' would see tenant 'a-support', which no token with role full"),
+        ('[{"name": "a", "token": "x"}, {"name": "v", "tenant": "b", "role": "viewer", '
+         '"token": "y"}]', "would see tenant 'b'"),
+        ('[{"name": "a", "token": "x", "role": "admin"}]', "Input should be 'full' or 'viewer'"),
+        ('[{"name": "a", "tenant": "a b", "token": "x"}]', "tenant.*should match pattern"),
     ],
-)
+)  # fmt: skip
 def test_bad_tokens(tokens: str, message: str) -> None:
-    """Token entries are checked at start-up."""
+    """Token entries are checked at start-up, each error naming what to fix."""
     with pytest.raises(ConfigError, match=message):
         config.load(DEFAULT_FILE, environ={"BRIDGE_AUTH__TOKENS": tokens})
+
+
+def test_viewer_tokens_reach_their_tenant_read_only() -> None:
+    """A token's tenant is its name unless given; role full is the default; a viewer of a
+    tenant that has a full token loads."""
+    settings = config.load(
+        DEFAULT_FILE,
+        environ={
+            "BRIDGE_AUTH__TOKENS": '[{"name": "acme", "token": "x"}, '
+            '{"name": "acme-support", "tenant": "acme", "role": "viewer", "token": "y"}]'
+        },
+    )
+    found = [(t.name, t.tenant_name, t.read_only) for t in settings.auth.tokens]
+    assert found == [("acme", "acme", False), ("acme-support", "acme", True)]
 
 
 def test_tokens_are_masked() -> None:

@@ -4,9 +4,11 @@ the retry schedule with Retry-After, and leases lost while an attempt is in flig
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import httpx
 
+from service.store.base import ResponseStart
 from tests.unit.delivery_rig import (
     FAST,
     OWNER,
@@ -50,6 +52,32 @@ async def test_retries_follow_the_schedule_and_retry_after() -> None:
         ]
         assert rig.outcomes.seen == [(claimed.id, o) for o in ("retry", "retry", "succeeded")]
         assert store.deliveries[claimed.id].status == "succeeded"
+
+
+async def test_an_attempt_keeps_the_start_of_the_answer_and_why_retries_stopped() -> None:
+    """A final status ends the retries at once: the attempt says so, keeps the receiver's
+    answer (asked for uncompressed) as text with its type, and its watch's count agrees."""
+    gone_for_good = httpx.Response(
+        404, headers={"Content-Type": "application/json"},
+        stream=Body(b'{"error": "no such order"}'),
+    )  # fmt: skip
+    async with running({"/hooks/0": lambda _: gone_for_good}) as rig:
+        [claimed] = await rig.held(replace(delivery(0, FAST), final_statuses=(404,)))
+        claimed = replace(claimed, final_statuses=(404,))
+        rig.deliverer.submit(claimed)
+        await rig.until(lambda: rig.store.attempts, "an attempt")
+
+        [attempt] = rig.store.attempts
+        assert (attempt.status_code, attempt.error, attempt.next_attempt_at) == (
+            404, "HTTP 404", None,
+        )  # fmt: skip
+        assert attempt.verdict == "final_status"
+        assert attempt.response == ResponseStart(
+            '{"error": "no such order"}', 26, False, "application/json"
+        )
+        assert rig.receivers.requests[0].headers["accept-encoding"] == "identity"
+        assert rig.store.deliveries[claimed.id].status == "failed"
+        assert rig.store.watches[claimed.watch_id].attempts == 1
 
 
 async def test_an_attempt_whose_lease_was_lost_is_not_counted() -> None:

@@ -2,64 +2,115 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+import ssl
 from datetime import UTC, datetime
 
 import pytest
 import standardwebhooks
 
 from service.config import DeliverySettings
-from service.delivery import judge
+from service.delivery import judge, response_start
 from service.endpoints import split_credentials
+from service.sender import Answer, describe
 from service.signing import sign
-from service.store.base import Delivery
+from service.store.base import Delivery, ResponseStart
 
 SETTINGS = DeliverySettings(retry_schedule_s=(5.0, 300.0), jitter=0.2, max_retry_after_s=600.0)
 NOW = 1_767_225_600.0
 
 
 @pytest.mark.parametrize(
-    ("status", "retry_after", "attempts", "outcome", "next_at"),
+    ("status", "retry_after", "attempts", "outcome", "next_at", "why"),
     [
-        (200, None, 1, "succeeded", None),  # 2xx succeeds
-        (204, None, 3, "succeeded", None),  # any 2xx
-        (410, None, 1, "gone", None),  # the receiver says it is gone for good
-        (500, None, 1, "retry", NOW + 5.0),  # server error: the first wait of the schedule
-        (None, None, 1, "retry", NOW + 5.0),  # no answer at all: retried the same way
-        (302, None, 1, "retry", NOW + 5.0),  # a redirect is a failure, never followed
-        (404, None, 2, "retry", NOW + 300.0),  # second failure: the second wait
-        (500, None, 3, "failed", None),  # the schedule has run out
-        (503, "60", 1, "retry", NOW + 60.0),  # Retry-After longer than the schedule wins
-        (503, "1", 1, "retry", NOW + 5.0),  # but never earlier than the schedule
-        (503, "99999", 1, "retry", NOW + 600.0),  # and it is capped
+        (200, None, 1, "succeeded", None, "succeeded"),  # 2xx succeeds
+        (204, None, 3, "succeeded", None, "succeeded"),  # any 2xx
+        (410, None, 1, "gone", None, "gone"),  # the receiver says it is gone for good
+        (500, None, 1, "retry", NOW + 5.0, "retry"),  # server error: the first wait
+        (None, None, 1, "retry", NOW + 5.0, "retry"),  # no answer at all: retried the same way
+        (302, None, 1, "retry", NOW + 5.0, "retry"),  # a redirect is a failure, never followed
+        (404, None, 2, "retry", NOW + 300.0, "retry"),  # second failure: the second wait
+        (500, None, 3, "failed", None, "exhausted"),  # the schedule has run out
+        (503, "60", 1, "retry", NOW + 60.0, "retry"),  # a longer Retry-After wins
+        (503, "1", 1, "retry", NOW + 5.0, "retry"),  # but never earlier than the schedule
+        (503, "99999", 1, "retry", NOW + 600.0, "retry"),  # and it is capped
     ],
 )
 def test_judge(
-    status: int | None, retry_after: str | None, attempts: int, outcome: str, next_at: float | None
+    status: int | None,
+    retry_after: str | None,
+    attempts: int,
+    outcome: str,
+    next_at: float | None,
+    why: str,
 ) -> None:
-    """Each kind of answer leads to the documented outcome and next attempt time."""
+    """Each kind of answer leads to the documented outcome, verdict and next attempt time."""
     verdict = judge(status, retry_after, attempts, SETTINGS, NOW, rand=0.5)
-    assert verdict.outcome == outcome
-    assert verdict.next_attempt_at == next_at
+    assert (verdict.outcome, verdict.next_attempt_at, verdict.verdict) == (outcome, next_at, why)
 
 
 @pytest.mark.parametrize(
-    ("status", "final_statuses", "outcome", "next_at"),
+    ("status", "final_statuses", "outcome", "next_at", "why"),
     [
-        (404, (404, 409), "failed", None),  # listed: ends at the first attempt
-        (409, (404, 409), "failed", None),  # any listed status
-        (500, (404, 409), "retry", NOW + 5.0),  # not listed: the schedule as usual
-        (None, (404,), "retry", NOW + 5.0),  # no answer is never a listed status
-        (200, (404,), "succeeded", None),  # 2xx still succeeds
-        (410, (404,), "gone", None),  # 410 still means gone
-        (404, (), "retry", NOW + 5.0),  # nothing listed: 404 is retried
+        (404, (404, 409), "failed", None, "final_status"),  # listed: ends at the first attempt
+        (409, (404, 409), "failed", None, "final_status"),  # any listed status
+        (500, (404, 409), "retry", NOW + 5.0, "retry"),  # not listed: the schedule as usual
+        (None, (404,), "retry", NOW + 5.0, "retry"),  # no answer is never a listed status
+        (200, (404,), "succeeded", None, "succeeded"),  # 2xx still succeeds
+        (410, (404,), "gone", None, "gone"),  # 410 still means gone
+        (404, (), "retry", NOW + 5.0, "retry"),  # nothing listed: 404 is retried
     ],
 )
 def test_judge_final_statuses(
-    status: int | None, final_statuses: tuple[int, ...], outcome: str, next_at: float | None
+    status: int | None,
+    final_statuses: tuple[int, ...],
+    outcome: str,
+    next_at: float | None,
+    why: str,
 ) -> None:
-    """A status the endpoint lists as final fails the delivery without further attempts."""
+    """A status the endpoint lists as final fails the delivery without further attempts, and
+    the verdict says that is why."""
     verdict = judge(status, None, 1, SETTINGS, NOW, rand=0.5, final_statuses=final_statuses)
-    assert (verdict.outcome, verdict.next_attempt_at) == (outcome, next_at)
+    assert (verdict.outcome, verdict.next_attempt_at, verdict.verdict) == (outcome, next_at, why)
+
+
+@pytest.mark.parametrize(
+    ("answer", "kept"),
+    [
+        # no answer: nothing kept
+        (Answer(None, None, "connection refused"), None),
+        # an empty body: its size and type, no text
+        (Answer(204, None, None, b"", False, None), ResponseStart(None, 0, False, None)),
+        # UTF-8 text, whole
+        (
+            Answer(500, None, "HTTP 500", b'{"e": "\xc3\xa9"}', False, "application/json"),
+            ResponseStart('{"e": "é"}', 11, False, "application/json"),
+        ),
+        # cut by the cap in the middle of a character: the character is left out
+        (
+            Answer(500, None, "HTTP 500", b"ab\xe2\x82", True, "text/plain"),
+            ResponseStart("ab", 4, True, "text/plain"),
+        ),
+        # the same bytes, said to be whole: not UTF-8, so not text
+        (
+            Answer(500, None, "HTTP 500", b"ab\xe2\x82", False, "text/plain"),
+            ResponseStart(None, 4, False, "text/plain"),
+        ),
+        # binary: its size only
+        (
+            Answer(200, None, None, b"\x89PNG\xff\xfe", False, "image/png"),
+            ResponseStart(None, 6, False, "image/png"),
+        ),
+        # NUL characters: no store keeps them as text
+        (
+            Answer(500, None, "HTTP 500", b"a\x00b", False, None),
+            ResponseStart(None, 3, False, None),
+        ),
+    ],
+)
+def test_response_start(answer: Answer, kept: ResponseStart | None) -> None:
+    assert response_start(answer) == kept
 
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -124,3 +175,33 @@ def test_rotation_signs_with_every_secret() -> None:
     assert len(headers["webhook-signature"].split(" ")) == 2
     for secret in (new, SECRET):
         assert standardwebhooks.Webhook(secret).verify(DELIVERY.body, headers) is not None
+
+
+class _Unreadable(ssl.SSLError):
+    """An error whose attributes cannot be read: `describe` must answer all the same."""
+
+    @property
+    def reason(self) -> str:  # type: ignore[override]
+        raise RuntimeError("unreadable")
+
+
+@pytest.mark.parametrize(
+    ("failure", "words"),
+    [
+        (TimeoutError(), "timed out after 15 s"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "connection refused"),
+        (
+            socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+            "DNS: lookup failed (Temporary failure in name resolution)",
+        ),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "DNS: no such host"),
+        # what is not foreseen: its type and text
+        (ValueError("odd"), "ValueError: odd"),
+        (_Unreadable(1, "broken"), "_Unreadable: broken"),
+    ],
+)
+def test_describe_words_what_happened(failure: BaseException, words: str) -> None:
+    """Failures without a connection to name (the loopback tests name theirs) are worded all
+    the same, and an error of an unforeseen shape comes out as it is."""
+    assert describe(failure, 15.0) == words

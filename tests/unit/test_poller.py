@@ -136,7 +136,8 @@ async def test_the_breaker_opens_probes_and_respreads_the_backlog() -> None:
 
 async def test_watches_time_out_on_time_while_polls_wait_for_the_rate_cap() -> None:
     """With polls held by a cap of one request every 10 s, watches whose 5 s timeout passes
-    end with their timeout event within the sweep's second, without a request."""
+    end with their timeout event within the sweep's second, without a request: their jobs
+    timed out."""
     cap = {"max_requests_per_s": 0.1, "request_burst": 1}
     async with running(upstream=cap) as rig:
         registered = rig.clock.now()
@@ -149,6 +150,7 @@ async def test_watches_time_out_on_time_while_polls_wait_for_the_rate_cap() -> N
         assert all(b'"error_code":"timeout"' in e.body.replace(b" ", b"") for e in ended)
         assert all(5 <= e.created_at - registered <= 6 for e in ended)
         assert {w.status for w in rig.store.watches.values()} == {"delivered"}  # webhooks sent
+        assert {w.outcome for w in rig.store.watches.values()} == {"timed_out"}
 
 
 async def test_watches_time_out_on_time_while_the_circuit_is_open() -> None:

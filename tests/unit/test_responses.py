@@ -20,7 +20,7 @@ WATCH = store.Watch(
     poll_interval_s=5.0, timeout_s=600.0, upstream_api_key=None, created_at=1_700_000_000.123,
     status="delivered", job_status="succeeded", queue_position=3, attempts=2,
     last_error="HTTP 500", updated_at=1_700_000_010.5, completed_at=1_700_000_009.25,
-    final_statuses=(404, 409),
+    final_statuses=(404, 409), outcome="succeeded",
 )  # fmt: skip
 BARE = store.Watch(
     id="wch_2", tenant="", job_id="job_2", callback_url=None, callback_method="POST",
@@ -38,20 +38,27 @@ ATTEMPTS = [
     store.Attempt(
         delivery_id="msg_1", event_type="job.succeeded", number=1, started_at=1_700_000_001.5,
         duration_s=0.01234, status_code=500, error=None, next_attempt_at=1_700_000_006.5,
+        verdict="retry", response=store.ResponseStart('{"e": "é"}', 11, True, "text/plain"),
     ),
     store.Attempt(
         delivery_id="msg_2", event_type="job.failed", number=2, started_at=1_700_000_002.0,
         duration_s=3.0, status_code=None, error="timed out", subscription_id="sub_1",
     ),
 ]  # fmt: skip
-# The answers as the hand-written views serialized them (orjson on dicts), before the models.
+DELIVERY = store.DeliveryRecord(
+    id="msg_1", event_type="job.succeeded", final=True, status="pending", attempts=1,
+    body=b"{}", created_at=1_700_000_001.0, next_attempt_at=1_700_000_006.5,
+)  # fmt: skip
+# The answers as the hand-written views serialized them (orjson on dicts), before the models;
+# since then, query values are masked too, and outcomes, deliveries and answers were added.
 SHOWN = (
-    b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=\xc3\xa9",'
+    b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=********",'
     b'"callback_method":"PUT","callback_headers":{"X-Team":"********"},'
     b'"events":["job.succeeded","job.failed","job.queued"],"payload_format":"raw",'
     b'"metadata":{"order":7,"note":"\xc3\xa9\\n","f":1.5},"poll_interval_s":5.0,'
     b'"timeout_s":600.0,"final_statuses":[404,409],"status":"delivered",'
-    b'"job_status":"succeeded","queue_position":3,"attempts":2,"last_error":"HTTP 500",'
+    b'"outcome":"succeeded","delivery":"delivered","job_status":"succeeded",'
+    b'"queue_position":3,"attempts":2,"last_error":"HTTP 500",'
     b'"created_at":"2023-11-14T22:13:20.123Z","updated_at":"2023-11-14T22:13:30.500Z",'
     b'"completed_at":"2023-11-14T22:13:29.250Z","expires_at":"2023-11-14T22:23:20.123Z"'
 )
@@ -59,7 +66,8 @@ BARE_SHOWN = (
     b'{"id":"wch_2","job_id":"job_2","callback_url":null,"callback_method":"POST",'
     b'"callback_headers":{},"events":["job.succeeded","job.failed"],'
     b'"payload_format":"envelope","metadata":null,"poll_interval_s":2.5,"timeout_s":300.0,'
-    b'"final_statuses":[],"status":"active","job_status":null,"queue_position":null,'
+    b'"final_statuses":[],"status":"active","outcome":"in_progress","delivery":"none",'
+    b'"job_status":null,"queue_position":null,'
     b'"attempts":0,"last_error":null,"created_at":"2023-11-14T22:13:20.000Z",'
     b'"updated_at":"1970-01-01T00:00:00.000Z","completed_at":null,'
     b'"expires_at":"2023-11-14T22:18:20.000Z"'
@@ -84,13 +92,23 @@ SUBSCRIPTION_SHOWN = (
             b'{"status":"pending","watch":%s}}' % BARE_SHOWN,
         ),
         (
-            responses.AttemptList(data=[responses.Attempt.of(a) for a in ATTEMPTS]),
+            responses.AttemptList(
+                data=[responses.Attempt.of(a, 10) for a in ATTEMPTS],
+                deliveries=[responses.Delivery.of(DELIVERY, 10)],
+            ),
             b'{"data":[{"webhook_id":"msg_1","subscription_id":null,"event":"job.succeeded",'
-            b'"attempt":1,"attempted_at":"2023-11-14T22:13:21.500Z","duration_ms":12.3,'
-            b'"status_code":500,"error":null,"next_attempt_at":"2023-11-14T22:13:26.500Z"},'
+            b'"attempt":1,"max_attempts":10,"attempted_at":"2023-11-14T22:13:21.500Z",'
+            b'"duration_ms":12.3,"status_code":500,"error":null,"verdict":"retry",'
+            b'"next_attempt_at":"2023-11-14T22:13:26.500Z","response":{"body":"{\\"e\\": '
+            b'\\"\xc3\xa9\\"}","size":11,"truncated":true,"content_type":"text/plain"}},'
             b'{"webhook_id":"msg_2","subscription_id":"sub_1","event":"job.failed","attempt":2,'
-            b'"attempted_at":"2023-11-14T22:13:22.000Z","duration_ms":3000.0,'
-            b'"status_code":null,"error":"timed out","next_attempt_at":null}]}',
+            b'"max_attempts":10,"attempted_at":"2023-11-14T22:13:22.000Z","duration_ms":3000.0,'
+            b'"status_code":null,"error":"timed out","verdict":null,"next_attempt_at":null,'
+            b'"response":null}],'
+            b'"deliveries":[{"webhook_id":"msg_1","subscription_id":null,'
+            b'"event":"job.succeeded","status":"pending","attempts":1,"max_attempts":10,'
+            b'"next_attempt_at":"2023-11-14T22:13:26.500Z",'
+            b'"created_at":"2023-11-14T22:13:21.000Z"}]}',
         ),
         (
             responses.SubscriptionList(data=[responses.Subscription.of(SUBSCRIPTION)]),
@@ -101,8 +119,8 @@ SUBSCRIPTION_SHOWN = (
             SUBSCRIPTION_SHOWN + b',"secret":null}',
         ),
         (
-            responses.Caller(tenant="acme", authenticated=True),
-            b'{"tenant":"acme","authenticated":true}',
+            responses.Caller(tenant="acme", authenticated=True, role="viewer"),
+            b'{"tenant":"acme","authenticated":true,"role":"viewer"}',
         ),
         (responses.Health(status="ok"), b'{"status":"ok"}'),
         (
@@ -114,6 +132,34 @@ SUBSCRIPTION_SHOWN = (
 def test_an_answer_keeps_its_bytes(answer: responses.Answer, expected: bytes) -> None:
     """Keys, their order, null rather than absent, numbers and text: as clients got them."""
     assert answer.dump() == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        # An n8n 2.x resume URL: its signature is the secret that lets a caller resume.
+        (
+            "https://n8n.example/webhook-waiting/77/b1c?signature=5f3e9a",
+            "https://n8n.example/webhook-waiting/77/b1c?signature=********",
+        ),
+        # Every value, names kept, an empty one too: as header values are masked.
+        (
+            "https://h.example/in?a=1&b=&c=x%3Dy",
+            "https://h.example/in?a=********&b=********&c=********",
+        ),
+        # A part without `=` may be a bare token: masked whole; empty parts stay empty.
+        ("https://h.example/in?tok_123&&z=2", "https://h.example/in?********&&z=********"),
+        # Credentials go, and the query is masked all the same.
+        ("https://u:pw@h.example:8443/p?k=v#frag", "https://h.example:8443/p?k=********#frag"),
+        ("https://tok@h.example/p", "https://h.example/p"),
+        # Nothing to hide: the URL exactly as stored.
+        ("https://h.example/p/%7Euser", "https://h.example/p/%7Euser"),
+        ("https://h.example/p?", "https://h.example/p?"),
+    ],
+)
+def test_a_shown_url_hides_credentials_and_query_values(stored: str, shown: str) -> None:
+    """What answers and pages show of a callback or subscription URL."""
+    assert responses.public_url(stored) == shown
 
 
 def test_a_registration_answer_keeps_its_bytes() -> None:

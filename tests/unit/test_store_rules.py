@@ -9,11 +9,15 @@ import pytest
 
 from service.store import rules
 from service.store.base import (
+    DELIVERY_STATES,
+    JOB_OUTCOMES,
+    WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
     AttemptRecord,
     Delivery,
     DeliveryStatus,
+    JobOutcome,
     NewDelivery,
     NewEvent,
     WatchStatus,
@@ -240,3 +244,99 @@ def test_a_claim_with_shares_takes_no_more_groups_than_its_limit() -> None:
     groups = [(f"h{n}", "t1", 50, 50) for n in range(5)]
 
     assert rules.groups_taken(groups, 2) == [("h0", "t1", 2), ("h1", "t1", 2)]
+
+
+# How a job ended, and what became of its delivery.
+
+
+@pytest.mark.parametrize(
+    ("status", "event_type", "error_code", "expected"),
+    [
+        # no final event yet: still polling, or cancelled before the job ended
+        ("active", None, None, "in_progress"),
+        ("cancelled", None, None, "cancelled"),
+        # what the upstream said
+        ("delivering", "job.succeeded", None, "succeeded"),
+        ("delivering", "job.failed", "generation_failed", "failed"),
+        # why the bridge ended it
+        ("delivering", "job.failed", "timeout", "timed_out"),
+        ("completed", "job.failed", "not_found", "not_found"),
+        ("delivering", "job.failed", "unauthorized", "unauthorized"),
+        ("delivering", "job.failed", "bad_request", "bad_request"),
+        # a failure code the bridge does not know yet is a failure
+        ("delivering", "job.failed", "something_new", "failed"),
+        # a final event of no known type says nothing of the job
+        ("delivering", "job.completed", None, "unknown"),
+    ],
+)
+def test_job_outcome(
+    status: WatchStatus, event_type: str | None, error_code: str | None, expected: str
+) -> None:
+    assert rules.job_outcome(status, event_type, error_code) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "job_status", "event_type", "error_code", "expected"),
+    [
+        # the final event, while kept, decides
+        ("failed", "queued", "job.failed", "timeout", "timed_out"),
+        ("cancelled", "succeeded", "job.succeeded", None, "succeeded"),
+        # purged: the upstream's last status, when it was final
+        ("delivered", "succeeded", None, None, "succeeded"),
+        ("failed", "failed", None, None, "failed"),
+        # neither: cancelled before the end, still polling, or nothing left to tell
+        ("cancelled", "queued", None, None, "cancelled"),
+        ("active", "queued", None, None, "in_progress"),
+        ("failed", "queued", None, None, "unknown"),
+        ("completed", None, None, None, "unknown"),
+    ],
+)
+def test_recorded_outcome(
+    status: WatchStatus,
+    job_status: str | None,
+    event_type: str | None,
+    error_code: str | None,
+    expected: str,
+) -> None:
+    assert rules.recorded_outcome(status, job_status, event_type, error_code) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "expected"),
+    [
+        ("active", "in_progress", "none"),  # nothing to send yet
+        ("completed", "succeeded", "none"),  # no callback to send it to
+        ("delivering", "timed_out", "pending"),  # a failed job's event is delivered too
+        ("delivered", "failed", "delivered"),
+        ("failed", "succeeded", "failed"),  # attempts ran out, or a final status
+        ("gone", "succeeded", "failed"),  # the receiver answered 410
+        ("cancelled", "unauthorized", "cancelled"),  # cancelled while delivering
+        ("cancelled", "cancelled", "none"),  # cancelled before the job ended
+    ],
+)
+def test_delivery_state(status: WatchStatus, outcome: JobOutcome, expected: str) -> None:
+    assert rules.delivery_state(status, outcome) == expected
+
+
+def test_every_delivery_state_is_some_status_and_outcome() -> None:
+    """`delivery_pairs` finds each state's (status, outcome) pairs, and every state has some."""
+    for state in DELIVERY_STATES:
+        pairs = rules.delivery_pairs(state)
+        assert pairs, state
+        assert all(rules.delivery_state(s, o) == state for s, o in pairs)
+    every = [pair for state in DELIVERY_STATES for pair in rules.delivery_pairs(state)]
+    assert len(every) == len(set(every)) == len(WATCH_STATUSES) * len(JOB_OUTCOMES)
+
+
+@pytest.mark.parametrize(
+    ("status", "due", "expected"),
+    [
+        ("pending", NOW + 3600, NOW),  # waiting for its next attempt: due now
+        ("pending", NOW - 5, NOW - 5),  # already due: stays first in line
+        ("failed", None, None),  # ended: nothing to retry
+        ("succeeded", None, None),
+        ("cancelled", NOW + 60, None),
+    ],
+)
+def test_retried_at(status: DeliveryStatus, due: float | None, expected: float | None) -> None:
+    assert rules.retried_at(status, due, NOW) == expected

@@ -1,0 +1,100 @@
+"""What the dashboard calls things: the labels of watch statuses, job outcomes and delivery
+states, and an attempt's verdict and answer in a sentence each."""
+
+from __future__ import annotations
+
+from service.events import iso8601
+from service.store import rules
+from service.store.base import Attempt, DeliveryState, JobOutcome, ResponseStart, Watch
+
+STATUS_LABELS = {
+    "active": "Active",
+    "delivering": "Delivering",
+    "delivered": "Delivered",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "gone": "Gone",
+    "completed": "Completed",
+}
+OUTCOME_LABELS: dict[JobOutcome, str] = {
+    "in_progress": "In progress",
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "timed_out": "Timed out",
+    "not_found": "Not found",
+    "unauthorized": "Key refused",
+    "bad_request": "Bad request",
+    "cancelled": "Cancelled",
+    "unknown": "Unknown",
+}
+DELIVERY_LABELS: dict[DeliveryState, str] = {
+    "none": "None",
+    "pending": "Pending",
+    "delivered": "Delivered",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+# A delivery's own status (one event to one endpoint).
+DELIVERY_STATUS_LABELS = {
+    "pending": "Pending",
+    "succeeded": "Delivered",
+    "failed": "Failed",
+    "gone": "Gone (410)",
+    "cancelled": "Cancelled",
+}
+# The colour of a badge, by what it says: fine, waiting, wrong, or nothing to say.
+TONES = {
+    "succeeded": "ok", "delivered": "ok", "in_progress": "wait", "pending": "wait",
+    "failed": "bad", "timed_out": "bad", "not_found": "bad", "unauthorized": "bad",
+    "bad_request": "bad", "cancelled": "off", "none": "off", "unknown": "off", "gone": "bad",
+}  # fmt: skip
+
+
+def delivery_of(watch: Watch) -> DeliveryState:
+    """What became of the watch's delivery (`rules.delivery_state`)."""
+    return rules.delivery_state(watch.status, watch.outcome)
+
+
+def said(watch: Watch) -> str:
+    """What a live update says when the watch's state changed (app.js): its job's outcome and
+    its delivery's state (when it has one), as the page shows them."""
+    words = f"Job {watch.job_id}: {OUTCOME_LABELS[watch.outcome].lower()}"
+    delivery = delivery_of(watch)
+    return words if delivery == "none" else f"{words}, delivery {DELIVERY_LABELS[delivery].lower()}"
+
+
+def when(value: float) -> str:
+    """A time as people read it: `2026-01-02 13:04:05 UTC`."""
+    return iso8601(value)[:19].replace("T", " ") + " UTC"
+
+
+def verdict(attempt: Attempt, max_attempts: int) -> str | None:
+    """What the attempt meant for its delivery, in a sentence; None when it was not kept."""
+    code = attempt.status_code
+    match attempt.verdict:
+        case "succeeded":
+            return "Accepted."
+        case "retry" if attempt.next_attempt_at is not None:
+            following = min(attempt.number + 1, max_attempts)
+            return (
+                f"Retry scheduled at {when(attempt.next_attempt_at)} "
+                f"(attempt {following} of {max_attempts})."
+            )
+        case "gone":
+            return "Retries stopped: the receiver answered 410 Gone, so nothing more is sent there."
+        case "final_status":
+            return f"Retries stopped: {code} is a final status for this endpoint (final_statuses)."
+        case "exhausted":
+            return f"Retries stopped: the schedule ran out after attempt {attempt.number}."
+    return None
+
+
+def response_note(kept: ResponseStart) -> str:
+    """What is shown of an answer besides its text: its size, type and whether it was cut."""
+    kind = kept.content_type or "no Content-Type"
+    if kept.size == 0:
+        return f"Empty body ({kind})."
+    if kept.body is None:
+        return f"{kept.size} bytes, not UTF-8 text ({kind}): not shown."
+    cut = f"the first {kept.size} bytes" if kept.truncated else f"{kept.size} bytes"
+    return f"{cut[0].upper()}{cut[1:]} of the body ({kind})."
