@@ -96,7 +96,7 @@ def test_a_watch_page_shows_its_durations(
     page = new_context().new_page()
     sign_in(page, TENANT)
     page.goto(f"/ui/watches/{the_day}")
-    page.locator("#durations-title").scroll_into_view_if_needed()
+    page.locator("#durations-title").evaluate("title => title.scrollIntoView()")
     shoot(page, "watch-durations")
 
     for step in ("queue", "processing", "delivery"):
