@@ -160,6 +160,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             "/v1/subscriptions", POST=handlers.create_subscription, GET=handlers.list_subscriptions
         ),
         _route("/v1/subscriptions/{subscription_id}", DELETE=handlers.delete_subscription),
+        _route("/v1/subscriptions/{subscription_id}/enable", POST=handlers.enable_subscription),
+        _route("/v1/subscriptions/{subscription_id}/disable", POST=handlers.disable_subscription),
+        _route(
+            "/v1/subscriptions/{subscription_id}/secret/rotate",
+            POST=handlers.rotate_subscription_secret,
+        ),
+        _route("/v1/subscriptions/{subscription_id}/test", POST=handlers.test_subscription),
         _route("/v1/me", GET=handlers.me),
         _route("/livez", GET=handlers.livez),
         _route("/readyz", GET=handlers.readyz),

@@ -108,7 +108,7 @@ class Bridge:
             store, worker.poller, worker.deliverer, owner, settings, clock, registration_body,
             vault,
         )  # fmt: skip
-        subscriptions = SubscriptionService(store, settings, clock, vault)
+        subscriptions = SubscriptionService(store, settings, clock, sender, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstream, settings, store.health)

@@ -47,11 +47,10 @@ class Endpoints:
         be made."""
         vault = self._vault
         try:
-            secrets = (
-                [vault.open(delivery.secret)]
-                if delivery.secret
-                else self._settings.signing_secrets_at(now)
-            )
+            secrets = self._secrets(delivery.secret, now)
+            until = delivery.previous_secret_until
+            if until is not None and now < until:  # a rotation's overlap: the old ones sign too
+                secrets += self._secrets(delivery.previous_secret, now)
             if not secrets:
                 return "no delivery.signing_secrets is configured to sign this watch"
             headers = {k: vault.open(v) for k, v in delivery.callback_headers.items()}
@@ -65,6 +64,10 @@ class Endpoints:
         headers["accept-encoding"] = "identity"
         headers.update(sign(delivery.id, delivery.body, now, secrets))
         return headers
+
+    def _secrets(self, sealed: str, now: float) -> list[str]:
+        """The secrets `sealed` stands for: itself opened, or "" the configured ones."""
+        return [self._vault.open(sealed)] if sealed else self._settings.signing_secrets_at(now)
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:

@@ -24,6 +24,9 @@ PROCESSING = "job.processing"
 FINAL_EVENTS = (SUCCEEDED, FAILED)
 PROGRESS_EVENTS = (QUEUED, PROCESSING)
 ALL_EVENTS = (*FINAL_EVENTS, *PROGRESS_EVENTS)
+# Sent to one subscription on request (whatever events it lists), never subscribed to: a
+# receiver can tell it from job events and acknowledge it with a 2xx.
+TEST = "webhook.test"
 
 # error_code values of `job.failed`.
 GENERATION_FAILED = "generation_failed"
@@ -139,5 +142,25 @@ def envelope(subject: Subject, event: Event, timestamp: float, event_id: str) ->
             "error_code": event.error_code,
             "metadata": subject.metadata,
             "data": event.document,
+        }
+    )
+
+
+def test_envelope(event_id: str, timestamp: float, subscription_id: str) -> bytes:
+    """The body of a test event: the envelope's keys (no watch, no job), and the subscription
+    it was sent to as `data`."""
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "type": TEST,
+            "timestamp": iso8601(timestamp),
+            "watch_id": None,
+            "job_id": None,
+            "status": "test",
+            "image_urls": None,
+            "error": None,
+            "error_code": None,
+            "metadata": None,
+            "data": {"subscription_id": subscription_id},
         }
     )

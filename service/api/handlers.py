@@ -479,12 +479,53 @@ async def list_subscriptions(request: Request[State]) -> Response:
 
 
 async def delete_subscription(request: Request[State]) -> Response:
+    tenant, subscription_id = _subscription_changed(request)
+    await request.state["subscriptions"].delete(tenant, subscription_id)
+    return Response(status_code=204)
+
+
+async def enable_subscription(request: Request[State]) -> Response:
+    tenant, subscription_id = _subscription_changed(request)
+    changed = await request.state["subscriptions"].set_enabled(tenant, subscription_id, True)
+    return json_response(responses.Subscription.of(changed))
+
+
+async def disable_subscription(request: Request[State]) -> Response:
+    tenant, subscription_id = _subscription_changed(request)
+    changed = await request.state["subscriptions"].set_enabled(tenant, subscription_id, False)
+    return json_response(responses.Subscription.of(changed))
+
+
+async def rotate_subscription_secret(request: Request[State]) -> Response:
+    tenant, subscription_id = _subscription_changed(request)
+    rotated = await request.state["subscriptions"].rotate(tenant, subscription_id)
+    return json_response(
+        responses.RotatedSubscription.of(rotated.subscription, secret=rotated.secret)
+    )
+
+
+async def test_subscription(request: Request[State]) -> Response:
+    tenant, subscription_id = _subscription_changed(request)
+    sent = await request.state["subscriptions"].send_test(tenant, subscription_id)
+    return json_response(
+        responses.TestEventResult(
+            webhook_id=sent.message_id,
+            succeeded=sent.succeeded,
+            status_code=sent.status_code,
+            error=sent.error,
+            duration_ms=round(sent.duration_s * 1000),
+        )
+    )
+
+
+def _subscription_changed(request: Request[State]) -> tuple[str, str]:
+    """The tenant (within its rate of subscription changes) and the subscription id of the
+    path, which names no subscription unless it has the form of one."""
     tenant = _subscription_change(request)
     subscription_id = str(request.path_params["subscription_id"])
     if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
-        raise NotFound(f"no active subscription {subscription_id[:80]}")
-    await request.state["subscriptions"].delete(tenant, subscription_id)
-    return Response(status_code=204)
+        raise NotFound(f"no subscription {subscription_id[:80]}")
+    return tenant, subscription_id
 
 
 async def metrics(request: Request[State]) -> Response:

@@ -48,6 +48,7 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     responses.WatchPage, responses.Pending, responses.AttemptList, responses.Delivery,
     responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
+    responses.RotatedSubscription, responses.TestEventResult,
     responses.EventList,
     responses.Problem, responses.Caller, responses.Health, responses.Unready,
 )  # fmt: skip
@@ -394,8 +395,8 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                                  "Subscribed; the secret is shown once."),
                     "400": _NOT_AN_OBJECT,
                     "401": _UNAUTHORIZED,
-                    "409": _problem(f"The tenant already has {subscriptions.MAX_ACTIVE} active "
-                                    "subscriptions."),
+                    "409": _problem(f"The tenant already has {subscriptions.MAX_ACTIVE} "
+                                    "subscriptions, active or disabled."),
                     "413": _TOO_LARGE,
                     "422": _INVALID,
                     "429": changes,
@@ -403,26 +404,72 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                 requestBody=_body(SubscriptionRequest),
             ),
             "get": _operation(
-                "listSubscriptions", "subscriptions", "The active subscriptions, oldest first",
+                "listSubscriptions", "subscriptions",
+                "The active and disabled subscriptions, oldest first",
                 "URL credentials and header values hidden, secrets never shown.",
                 {"200": _json(responses.SubscriptionList, "The subscriptions."),
                  "401": _UNAUTHORIZED},
             ),
         },
-        "/v1/subscriptions/{subscription_id}": {"delete": _operation(
-            "deleteSubscription", "subscriptions",
+        "/v1/subscriptions/{subscription_id}": {"delete": _subscription_operation(
+            "deleteSubscription",
             "Unsubscribe: nothing more is sent, pending deliveries included",
             "The subscription ends at once; a deleted one answers 404.",
-            {"204": {"description": "Unsubscribed."}, "401": _UNAUTHORIZED,
-             "404": _problem("No such active subscription (or another tenant's)."),
-             "429": changes},
-            parameters=[{
-                "name": "subscription_id", "in": "path", "required": True,
-                "description": "Any other form names no subscription (404).",
-                "schema": {"type": "string", "pattern": SUBSCRIPTION_ID_PATTERN},
-            }],
+            {"204": {"description": "Unsubscribed."}},
+        )},
+        "/v1/subscriptions/{subscription_id}/disable": {"post": _subscription_operation(
+            "disableSubscription", "Stop deliveries to a subscription until it is enabled",
+            "A disabled subscription gets no new deliveries, and its pending ones are "
+            "cancelled at once (redeliver a watch to send its final event again once enabled). "
+            "Disabling a disabled one changes nothing.",
+            {"200": _json(responses.Subscription, "Disabled.")},
+        )},
+        "/v1/subscriptions/{subscription_id}/enable": {"post": _subscription_operation(
+            "enableSubscription", "Deliver to a disabled subscription again",
+            "It gets the events recorded from then on; those of the time it was disabled are "
+            "not sent.",
+            {"200": _json(responses.Subscription, "Enabled.")},
+        )},
+        "/v1/subscriptions/{subscription_id}/secret/rotate": {"post": _subscription_operation(
+            "rotateSubscriptionSecret", "Give a subscription a new signing secret",
+            "The new secret, shown only in this answer, signs every webhook from now on; the "
+            f"one before signs alongside it for {subscriptions.ROTATION_OVERLAP_S // 3600} h "
+            "(`previous_secret_expires_at`), so each webhook carries both signatures, space "
+            "separated in `webhook-signature`, and a receiver verifies with either. Rotating "
+            "again within that time drops the oldest.",
+            {"200": _json(responses.RotatedSubscription, "Rotated; the new secret is shown once.")},
+        )},
+        "/v1/subscriptions/{subscription_id}/test": {"post": _subscription_operation(
+            "testSubscription", "Send a signed webhook.test event to a subscription",
+            "POSTs one `webhook.test` event, signed as every webhook, to the subscription now, "
+            "whatever events it lists and whether or not it is disabled, and answers how the "
+            "receiver answered. Sent once: not retried, not in any attempt log. Its body has "
+            "the `Event` envelope's keys with `type` `webhook.test`, `status` `test`, "
+            "`watch_id`, `job_id` and the others null, and `data` "
+            '`{"subscription_id": "sub_..."}`.',
+            {"200": _json(responses.TestEventResult, "Sent; how the receiver answered.")},
         )},
     }  # fmt: skip
+
+
+def _subscription_operation(
+    operation_id: str, summary: str, description: str, answers: dict[str, Any]
+) -> dict[str, Any]:
+    """An operation on one subscription named by the path (404: none such for the tenant)."""
+    changes = _rate_limited(
+        "Too many subscription changes for this token (auth.subscription_changes_per_min)."
+    )
+    return _operation(
+        operation_id, "subscriptions", summary, description,
+        {**answers, "401": _UNAUTHORIZED,
+         "404": _problem("No such subscription (or another tenant's, or one that ended)."),
+         "429": changes},
+        parameters=[{
+            "name": "subscription_id", "in": "path", "required": True,
+            "description": "Any other form names no subscription (404).",
+            "schema": {"type": "string", "pattern": SUBSCRIPTION_ID_PATTERN},
+        }],
+    )  # fmt: skip
 
 
 def _service() -> dict[str, dict[str, Any]]:

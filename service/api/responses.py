@@ -347,12 +347,20 @@ class Subscription(Answer):
     events: list[EventName]
     headers: MaskedHeaders
     final_statuses: list[int]
-    status: SubscriptionStatus
+    status: SubscriptionStatus = Field(
+        description="`active` gets deliveries; `disabled` gets none until enabled again; "
+        "`deleted` and `gone` (it answered 410) are final."
+    )
     created_at: Time
+    previous_secret_expires_at: Time | None = Field(
+        description="After a secret rotation: until when the secret before signs alongside the "
+        "new one (each webhook then carries both signatures); null otherwise."
+    )
 
     @classmethod
     def of(cls, subscription: store.Subscription, **more: Any) -> Self:
         """The answer showing `subscription`, with the `more` fields of a subclass."""
+        until = subscription.previous_secret_until
         return cls(
             id=subscription.id,
             url=public_url(subscription.url),
@@ -361,6 +369,7 @@ class Subscription(Answer):
             final_statuses=subscription.final_statuses,
             status=subscription.status,
             created_at=iso8601(subscription.created_at),
+            previous_secret_expires_at=None if until is None else iso8601(until),
             **more,
         )
 
@@ -374,8 +383,27 @@ class CreatedSubscription(Subscription):
     )
 
 
+class RotatedSubscription(Subscription):
+    """A subscription whose secret was just rotated: the one answer that shows the new one."""
+
+    secret: str = Field(description="The new secret, only in this answer.")
+
+
+class TestEventResult(Answer):
+    """How the receiver answered a test event (sent once, not retried, not in any attempt
+    log)."""
+
+    webhook_id: str = Field(
+        json_schema_extra={"pattern": "^msg_"}, description="The test's `webhook-id` header."
+    )
+    succeeded: bool = Field(description="The receiver answered 2xx.")
+    status_code: int | None = Field(description="null: no answer (see `error`).")
+    error: str | None = Field(description="What went wrong, in words; null on success.")
+    duration_ms: int
+
+
 class SubscriptionList(Answer):
-    """The active subscriptions, oldest first."""
+    """The active and disabled subscriptions, oldest first."""
 
     data: list[Subscription]
 

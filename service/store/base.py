@@ -28,8 +28,11 @@ before that. Its status and outcome together say what became of the final event'
 callback (`rules.delivery_state`). Its `attempts` counts every attempt of every one of its
 deliveries, callback and subscriptions, every series: as many as `list_attempts` lists.
 
-Subscription statuses: `active` → `deleted` (by its tenant) | `gone` (it answered 410). Only an
-`active` subscription gets new deliveries; leaving `active` cancels its pending ones.
+Subscription statuses: `active` ⇄ `disabled` (by its tenant); `active` | `disabled` → `deleted`
+(by its tenant) | `gone` (it answered 410). Only an `active` subscription gets new deliveries;
+leaving `active` cancels its pending ones (a re-enabled one gets the events recorded from then on).
+A rotated subscription signs with its new secret and, until `previous_secret_until`, also with the
+one before (`previous_secret` "" then stands for the shared signing secrets).
 
 Leases
 ------
@@ -76,7 +79,7 @@ WATCH_STATUSES: tuple[WatchStatus, ...] = (
 )  # fmt: skip
 REDELIVERABLE: frozenset[str] = frozenset({"delivered", "failed", "gone", "completed"})
 
-SubscriptionStatus = Literal["active", "deleted", "gone"]
+SubscriptionStatus = Literal["active", "disabled", "deleted", "gone"]
 
 # How the job ended, as far as the bridge knows (`rules.job_outcome`): what the upstream said
 # (`succeeded`, `failed`), or why the bridge ended it (`timed_out`, `not_found`,
@@ -163,6 +166,22 @@ class Subscription:
     status: SubscriptionStatus
     created_at: float
     updated_at: float
+    # After a rotation: the secret before (sealed, "" for the shared ones) and until when it
+    # also signs; None when there was no rotation or it is over.
+    previous_secret: str = ""
+    previous_secret_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionHealth:
+    """How a subscription's attempts went since a time: how many, how many got a 2xx, and the
+    latest that did not (its time and what went wrong: the error, else the status code)."""
+
+    attempts: int
+    succeeded: int
+    last_error_at: float | None = None
+    last_error: str | None = None
+    last_status_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +246,9 @@ class Delivery:
     final_statuses: tuple[int, ...] = ()
     # The watch's tenant: the key of the per-tenant delivery limit.
     tenant: str = ""
+    # A rotated subscription's secret before, signing too until `previous_secret_until`.
+    previous_secret: str = ""
+    previous_secret_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,7 +629,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_subscriptions(self, tenant: str) -> list[Subscription]:
-        """The tenant's `active` subscriptions, oldest first."""
+        """The tenant's `active` and `disabled` subscriptions, oldest first."""
 
     @abc.abstractmethod
     async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
@@ -618,8 +640,28 @@ class Store(abc.ABC):
     async def delete_subscription(
         self, tenant: str, subscription_id: str, now: float
     ) -> Subscription | None:
-        """Make an `active` subscription `deleted` and cancel its pending deliveries; return
-        it as stored. None when not found or not `active`."""
+        """Make an `active` or `disabled` subscription `deleted` and cancel its pending
+        deliveries; return it as stored. None when not found or already ended."""
+
+    @abc.abstractmethod
+    async def set_subscription_status(
+        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
+    ) -> Subscription | None:
+        """Make an `active` or `disabled` subscription `status` (disabling cancels its pending
+        deliveries); return it as stored. None when not found or ended."""
+
+    @abc.abstractmethod
+    async def rotate_subscription_secret(
+        self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
+    ) -> Subscription | None:
+        """Give an `active` or `disabled` subscription the (sealed) `secret`; its secret before
+        becomes `previous_secret`, signing too until `previous_until`. None when not found or
+        ended."""
+
+    @abc.abstractmethod
+    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
+        """Per subscription of the tenant with attempts started at `since` or later, how they
+        went."""
 
     # Events, on behalf of API clients.
 

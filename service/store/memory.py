@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from service.clock import Clock, SystemClock
 from service.errors import LeaseLost, StoreError, StoreUnavailable
@@ -37,6 +38,10 @@ class Lease:
 
     def release(self) -> None:
         self.owner = self.until = None
+
+
+# The subscription statuses that may still change (`active` gets deliveries).
+_LIVE_SUBSCRIPTION = ("active", "disabled")
 
 
 @dataclass(slots=True)
@@ -368,6 +373,7 @@ class MemoryStore(base.Store):
             row.id, row.watch_id, row.event_type, row.body or b"", row.final, row.attempts,
             row.lease.token, url, method, headers, secret, row.created_at, row.subscription_id,
             row.event_id, final_statuses, row.tenant,
+            "" if s is None else s.previous_secret, None if s is None else s.previous_secret_until,
         )  # fmt: skip
 
     # base.Delivery.
@@ -503,7 +509,7 @@ class MemoryStore(base.Store):
     async def list_subscriptions(self, tenant: str) -> list[base.Subscription]:
         self._call(writes=False)
         found = self.subscriptions.values()
-        mine = [s for s in found if s.tenant == tenant and s.status == "active"]
+        mine = [s for s in found if s.tenant == tenant and s.status in _LIVE_SUBSCRIPTION]
         return sorted(mine, key=lambda s: s.id)
 
     async def get_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
@@ -516,13 +522,60 @@ class MemoryStore(base.Store):
     ) -> base.Subscription | None:
         self._call(writes=True)
         found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status != "active":
+        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
             return None
         deleted = self.subscriptions[subscription_id] = replace(
             found, status="deleted", updated_at=now
         )
         self._cancel(lambda row: row.subscription_id == subscription_id, now)
         return deleted
+
+    async def set_subscription_status(
+        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
+    ) -> base.Subscription | None:
+        self._call(writes=True)
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+            return None
+        changed = self.subscriptions[subscription_id] = replace(
+            found, status=status, updated_at=now
+        )
+        if status == "disabled":
+            self._cancel(lambda row: row.subscription_id == subscription_id, now)
+        return changed
+
+    async def rotate_subscription_secret(
+        self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
+    ) -> base.Subscription | None:
+        self._call(writes=True)
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+            return None
+        rotated = self.subscriptions[subscription_id] = replace(
+            found, secret=secret, previous_secret=found.secret,
+            previous_secret_until=previous_until, updated_at=now,
+        )  # fmt: skip
+        return rotated
+
+    async def subscription_health(
+        self, tenant: str, since: float
+    ) -> dict[str, base.SubscriptionHealth]:
+        self._call(writes=False)
+        found: dict[str, base.SubscriptionHealth] = {}
+        for a in self.attempts:  # in the order recorded: the latest error comes last
+            sub = self.subscriptions.get(a.subscription_id or "")
+            if sub is None or sub.tenant != tenant or a.started_at < since:
+                continue
+            ok = a.status_code is not None and 200 <= a.status_code < 300
+            was = found.get(sub.id, base.SubscriptionHealth(0, 0))
+            was = replace(was, attempts=was.attempts + 1, succeeded=was.succeeded + ok)
+            if not ok and (was.last_error_at is None or a.started_at >= was.last_error_at):
+                was = replace(
+                    was, last_error_at=a.started_at, last_error=a.error,
+                    last_status_code=a.status_code,
+                )  # fmt: skip
+            found[sub.id] = was
+        return found
 
     # Events.
 

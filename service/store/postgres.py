@@ -15,14 +15,14 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
-from service.store import buckets, migrations, rules
+from service.store import buckets, migrations, rules, subscription_health
 from service.store.base import (
     WATCH_STATUSES,
     Attempt,
@@ -44,6 +44,7 @@ from service.store.base import (
     ResponseStart,
     Store,
     Subscription,
+    SubscriptionHealth,
     Watch,
     WatchStatus,
 )
@@ -84,10 +85,12 @@ _DELIVERY_COLUMNS = (
     " CASE WHEN s.id IS NULL THEN w.callback_method ELSE 'POST' END AS callback_method,"
     " coalesce(s.headers, w.callback_headers) AS callback_headers,"
     " coalesce(s.secret, w.secret) AS secret, d.created_at, d.subscription_id, d.event_id,"
-    " coalesce(s.final_statuses, w.final_statuses) AS final_statuses, d.tenant"
+    " coalesce(s.final_statuses, w.final_statuses) AS final_statuses, d.tenant,"
+    " coalesce(s.previous_secret, '') AS previous_secret, s.previous_secret_until"
 )
 _SUBSCRIPTION_COLUMNS = (
-    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
+    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
+    " previous_secret, previous_secret_until"
 )
 _ATTEMPT_COLUMNS = (
     "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
@@ -819,16 +822,17 @@ class PostgresStore(Store):
         sub = subscription
         await self._execute(
             f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             sub.id, sub.tenant, sub.url, list(sub.events), sub.secret, sub.headers,
             list(sub.final_statuses), sub.status, sub.created_at, sub.updated_at,
+            sub.previous_secret, sub.previous_secret_until,
         )  # fmt: skip
         return sub
 
     async def list_subscriptions(self, tenant: str) -> list[Subscription]:
         rows = await self._fetch(
             f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
-            " WHERE tenant = $1 AND status = 'active' ORDER BY id",
+            " WHERE tenant = $1 AND status IN ('active', 'disabled') ORDER BY id",
             tenant,
         )
         return [_subscription(row) for row in rows]
@@ -848,7 +852,7 @@ class PostgresStore(Store):
         async with self._transaction() as db:
             row = await db.fetchrow(
                 "UPDATE subscriptions SET status = 'deleted', updated_at = $3"  # noqa: S608
-                " WHERE id = $1 AND tenant = $2 AND status = 'active'"
+                " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
                 f" RETURNING {_SUBSCRIPTION_COLUMNS}",
                 subscription_id,
                 tenant,
@@ -858,6 +862,39 @@ class PostgresStore(Store):
                 return None
             await _end_subscription_deliveries(db, subscription_id, now)
         return _subscription(row)
+
+    async def set_subscription_status(
+        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
+    ) -> Subscription | None:
+        async with self._transaction() as db:
+            row = await db.fetchrow(
+                "UPDATE subscriptions SET status = $3, updated_at = $4"  # noqa: S608
+                " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
+                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                subscription_id, tenant, status, now,
+            )  # fmt: skip
+            if row is None:
+                return None
+            if status == "disabled":
+                await _end_subscription_deliveries(db, subscription_id, now)
+        return _subscription(row)
+
+    async def rotate_subscription_secret(
+        self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
+    ) -> Subscription | None:
+        row = await self._fetchrow(
+            "UPDATE subscriptions SET previous_secret = secret, secret = $3,"  # noqa: S608
+            " previous_secret_until = $4, updated_at = $5"
+            " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
+            f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+            subscription_id, tenant, secret, previous_until, now,
+        )  # fmt: skip
+        return None if row is None else _subscription(row)
+
+    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
+        counts = await self._fetch(subscription_health.COUNTS, tenant, since)
+        errors = await self._fetch(subscription_health.ERRORS, tenant, since)
+        return subscription_health.read(counts, errors)
 
     # Events.
 

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
-from service.store import buckets, migrations, rules, sqlite_outcomes
+from service.store import buckets, migrations, rules, sqlite_outcomes, subscription_health
 from service.store.base import (
     WATCH_STATUSES,
     Attempt,
@@ -49,6 +49,7 @@ from service.store.base import (
     ResponseStart,
     Store,
     Subscription,
+    SubscriptionHealth,
     Watch,
     WatchStatus,
     callback_host,
@@ -82,11 +83,13 @@ _DELIVERIES_BY_ID = (
     " d.final, d.attempts, d.lease_token, coalesce(s.url, w.callback_url),"
     " iif(s.id IS NULL, w.callback_method, 'POST'), coalesce(s.headers, w.callback_headers),"
     " coalesce(s.secret, w.secret), d.created_at, d.subscription_id, d.event_id,"
-    " coalesce(s.final_statuses, w.final_statuses), d.tenant))"
+    " coalesce(s.final_statuses, w.final_statuses), d.tenant,"
+    " coalesce(s.previous_secret, ''), s.previous_secret_until))"
     f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
 _SUBSCRIPTION_COLUMNS = (
-    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at"
+    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
+    " previous_secret, previous_secret_until"
 )
 _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # Leases renewed per transaction: a few milliseconds of the thread each.
@@ -176,6 +179,8 @@ def _delivery(row: list[Any]) -> Delivery:
         event_id=row[13],
         final_statuses=tuple(json.loads(row[14])),
         tenant=row[15],
+        previous_secret=row[16],
+        previous_secret_until=row[17],
     )
 
 
@@ -191,6 +196,8 @@ def _subscription(row: sqlite3.Row) -> Subscription:
         status=row[7],
         created_at=row[8],
         updated_at=row[9],
+        previous_secret=row[10],
+        previous_secret_until=row[11],
     )
 
 
@@ -781,12 +788,12 @@ class SQLiteStore(Store):
         row = (
             sub.id, sub.tenant, sub.url, json.dumps(list(sub.events)), sub.secret,
             json.dumps(sub.headers), json.dumps(list(sub.final_statuses)), sub.status,
-            sub.created_at, sub.updated_at,
+            sub.created_at, sub.updated_at, sub.previous_secret, sub.previous_secret_until,
         )  # fmt: skip
         await self._transaction(
             lambda db: db.execute(
                 f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         )
@@ -796,7 +803,7 @@ class SQLiteStore(Store):
         rows = await self._run(
             lambda db: db.execute(
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
-                " WHERE tenant = ? AND status = 'active' ORDER BY id",
+                " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
                 (tenant,),
             ).fetchall()
         )
@@ -818,7 +825,7 @@ class SQLiteStore(Store):
         def delete(db: sqlite3.Connection) -> Subscription | None:
             row = db.execute(
                 "UPDATE subscriptions SET status = 'deleted', updated_at = ?"  # noqa: S608
-                " WHERE id = ? AND tenant = ? AND status = 'active'"
+                " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
                 f" RETURNING {_SUBSCRIPTION_COLUMNS}",
                 (now, subscription_id, tenant),
             ).fetchone()
@@ -828,6 +835,49 @@ class SQLiteStore(Store):
             return _subscription(row)
 
         return await self._transaction(delete)
+
+    async def set_subscription_status(
+        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
+    ) -> Subscription | None:
+        def change(db: sqlite3.Connection) -> Subscription | None:
+            row = db.execute(
+                "UPDATE subscriptions SET status = ?, updated_at = ?"  # noqa: S608
+                " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
+                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                (status, now, subscription_id, tenant),
+            ).fetchone()
+            if row is None:
+                return None
+            if status == "disabled":
+                _end_subscription_deliveries(db, subscription_id, now)
+            return _subscription(row)
+
+        return await self._transaction(change)
+
+    async def rotate_subscription_secret(
+        self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
+    ) -> Subscription | None:
+        def rotate(db: sqlite3.Connection) -> Subscription | None:
+            row = db.execute(
+                "UPDATE subscriptions SET previous_secret = secret, secret = ?,"  # noqa: S608
+                " previous_secret_until = ?, updated_at = ?"
+                " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
+                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                (secret, previous_until, now, subscription_id, tenant),
+            ).fetchone()
+            return None if row is None else _subscription(row)
+
+        return await self._transaction(rotate)
+
+    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
+        def read(db: sqlite3.Connection) -> dict[str, SubscriptionHealth]:
+            counts, errors = (
+                db.execute(statement.replace("$1", "?").replace("$2", "?"), (tenant, since))
+                for statement in (subscription_health.COUNTS, subscription_health.ERRORS)
+            )
+            return subscription_health.read(counts.fetchall(), errors.fetchall())
+
+        return await self._run(read)
 
     # Events.
 

@@ -10,8 +10,6 @@ and swaps the part that changed.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,7 +36,7 @@ from service.api.handlers import (
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.api.state import State
 from service.clock import Clock
-from service.config import Settings, is_loopback
+from service.config import Settings
 from service.errors import (
     ApiError,
     NotFound,
@@ -51,15 +49,15 @@ from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
-from service.ui import images, trends, words
+from service.ui import flash, images, trends, words
 from service.ui.dashboard import Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
+from service.ui.subscription_pages import SubscriptionPages
 from service.upstream import JOB_ID, JOB_ID_RULE
 from service.watches import Filters
 
 log = structlog.get_logger("service.ui")
 HERE = Path(__file__).parent
-FLASH_COOKIE = "bridge_ui_flash"
 MAX_FORM_BYTES = 16 * 1024
 # How often a live stream looks for changes (other replicas' changes wake nobody here), and
 # how often a quiet one sends a comment so that proxies keep it open.
@@ -94,19 +92,6 @@ def _time(value: float | None) -> str:
 
 def _when(value: float | None) -> str:
     return "" if value is None else words.when(value)
-
-
-def _encode_flash(message: str) -> str:
-    return base64.urlsafe_b64encode(message.encode()).decode()
-
-
-def _decode_flash(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return base64.urlsafe_b64decode(value.encode()).decode()[:500]
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
 
 
 class BadRequest(Exception):
@@ -170,7 +155,7 @@ class Pages:
             return None
         return session
 
-    def _page(self, request: Request[State], session: Session, **context: Any) -> dict[str, Any]:
+    def context(self, request: Request[State], session: Session, **context: Any) -> dict[str, Any]:
         return {
             "session": session,
             "open": self.sessions.open,
@@ -205,10 +190,10 @@ class Pages:
     def error(
         self, request: Request[State], status: int, title: str, text: str, session: Session | None
     ) -> HTMLResponse:
-        context = self._page(request, session) if session is not None else {"session": None}
+        context = self.context(request, session) if session is not None else {"session": None}
         return self.render(request, "error.html", status, title=title, text=text, **context)
 
-    async def _form(self, request: Request[State], session: Session | None) -> dict[str, str]:
+    async def form(self, request: Request[State], session: Session | None) -> dict[str, str]:
         """The urlencoded form of a POST after the same-origin checks (and the CSRF token's,
         when signed in). Raises `HTTPException(403)` when a check fails."""
         if not _same_origin(request):
@@ -237,7 +222,7 @@ class Pages:
         return self.render(request, "login.html", session=None, open=self.sessions.open, error=None)
 
     async def login(self, request: Request[State]) -> Response:
-        form = await self._form(request, None)
+        form = await self.form(request, None)
         if self.sessions.open:
             return RedirectResponse("/ui/", 303)
         token = form.get("token", "").strip()
@@ -261,21 +246,21 @@ class Pages:
         response = RedirectResponse("/ui/", 303)
         response.set_cookie(
             COOKIE, session.value, max_age=self.sessions.lifetime_s, path="/ui",
-            secure=_secure(request), httponly=True, samesite="strict",
+            secure=flash.secure(request), httponly=True, samesite="strict",
         )  # fmt: skip
         return response
 
     async def logout(self, request: Request[State]) -> Response:
         session = await self._session(request)
         if session is not None:
-            await self._form(request, session)
+            await self.form(request, session)
         if session is not None and session.id:  # without tokens there is no sign-in to end
             # Deleting the cookie is not enough: a copy of it would stay good until it expires.
             await request.state["sign_outs"].revoke(session.id, session.expires_at)
             log.info("ui.signed_out", tenant=session.tenant)
         response = RedirectResponse("/ui/login", 303)
         response.delete_cookie(
-            COOKIE, path="/ui", secure=_secure(request), httponly=True, samesite="strict"
+            COOKIE, path="/ui", secure=flash.secure(request), httponly=True, samesite="strict"
         )
         return response
 
@@ -295,7 +280,7 @@ class Pages:
             older = "/ui/?" + urlencode({**query, "cursor": page.next_cursor})
         if cursor is not None:
             newest = "/ui/?" + urlencode(query)
-        context = self._page(
+        context = self.context(
             request, session, page=page, filters=filters, older=older, newest=newest,
             health=dashboard.health(),
             live="/ui/live?" + urlencode({**filters, "cursor": cursor or ""}),
@@ -311,16 +296,15 @@ class Pages:
         page = await _watch_page(_dashboard(request), session, watch_id)
         if page is None:
             return self._no_watch(request, session)
-        context = self._page(
+        context = self.context(
             request, session, page=page, images=images.shown(page.image_urls, self.image_hosts),
             live="/ui/live?" + urlencode({"watch_id": watch_id}),
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watch_live.html", flash=None, **context)
-        flash = _decode_flash(request.cookies.get(FLASH_COOKIE))
-        response = self.render(request, "watch.html", flash=flash, **context)
-        if flash is not None:
-            response.delete_cookie(FLASH_COOKIE, path="/ui", httponly=True, samesite="strict")
+        message = flash.read(request)
+        response = self.render(request, "watch.html", flash=message, **context)
+        flash.clear(response, message)
         return response
 
     def _no_watch(self, request: Request[State], session: Session) -> Response:
@@ -335,14 +319,14 @@ class Pages:
         done: str,
     ) -> Handler:
         async def handler(request: Request[State], session: Session) -> Response:
-            form = await self._form(request, session)
+            form = await self.form(request, session)
             watch_id = str(request.path_params["watch_id"])
             dashboard = _dashboard(request)
             page = await _watch_page(dashboard, session, watch_id)
             if page is None:
                 return self._no_watch(request, session)
             if form.get("confirm") != "yes":
-                context = self._page(request, session, page=page, verb=verb)
+                context = self.context(request, session, page=page, verb=verb)
                 return self.render(request, "confirm.html", **context)
             try:
                 await act(dashboard, session.tenant, watch_id)
@@ -351,10 +335,7 @@ class Pages:
                 message = f"Not done: {refused.message}"
             log.info("ui.action", verb=verb, watch_id=watch_id, result=message)
             response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
-            response.set_cookie(
-                FLASH_COOKIE, _encode_flash(message), max_age=60, path="/ui",
-                secure=_secure(request), httponly=True, samesite="strict",
-            )  # fmt: skip
+            flash.set(request, response, message)
             return response
 
         return handler
@@ -362,7 +343,7 @@ class Pages:
     async def retry(self, request: Request[State], session: Session) -> Response:
         """Retry now (a pending delivery's next attempt): no confirmation, it only brings
         forward an attempt that was going to be made; back to the watch page with a flash."""
-        await self._form(request, session)
+        await self.form(request, session)
         watch_id = str(request.path_params["watch_id"])
         delivery_id = str(request.path_params["delivery_id"])
         if not (_WATCH_ID.match(watch_id) and _WEBHOOK_ID.match(delivery_id)):
@@ -383,10 +364,7 @@ class Pages:
         log.info("ui.action", verb="retry", watch_id=watch_id, webhook_id=delivery_id,
                  result=message)  # fmt: skip
         response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
-        response.set_cookie(
-            FLASH_COOKIE, _encode_flash(message), max_age=60, path="/ui",
-            secure=_secure(request), httponly=True, samesite="strict",
-        )  # fmt: skip
+        flash.set(request, response, message)
         return response
 
     async def live(self, request: Request[State]) -> Response:
@@ -529,16 +507,9 @@ def _same_origin(request: Request[State]) -> bool:
     return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
 
 
-def _secure(request: Request[State]) -> bool:
-    """Mark cookies Secure over https, and on loopback addresses, which browsers treat as
-    secure contexts even over plain http (and where a Secure cookie is kept). Over plain http
-    to any other host a browser would drop a Secure cookie, and sign-in could never succeed:
-    serve the dashboard over https there."""
-    return request.url.scheme == "https" or is_loopback(request.url.hostname or "")
-
-
 def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
     pages = Pages(settings, clock)
+    subscriptions = SubscriptionPages(pages)
 
     # Starlette types its exception handlers' requests without the lifespan's `State`, which
     # they hold all the same.
@@ -597,6 +568,8 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
             POST=signed_in(pages.action("cancel", Dashboard.cancel, "Watch cancelled.")),
         ),
         route("/watches/{watch_id}/deliveries/{delivery_id}/retry", POST=signed_in(pages.retry)),
+        route("/subscriptions", GET=signed_in(subscriptions.list)),
+        route("/subscriptions/{subscription_id}/{verb}", POST=signed_in(subscriptions.act)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(

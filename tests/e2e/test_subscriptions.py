@@ -19,7 +19,7 @@ from tests.e2e import harness
 from tests.e2e.harness import Bridge, Hook, Receiver, Upstream, unique, wait_until
 
 pytestmark = pytest.mark.e2e
-TENANTS = ("fanout", "gone", "completed", "final", "events", "other")
+TENANTS = ("fanout", "gone", "completed", "final", "events", "other", "rotated")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 QUICK: dict[str, Any] = {"queue_positions": 1, "seconds_per_position": 0.3, "processing_s": 0.3}
 
@@ -249,3 +249,29 @@ def test_recent_events_newest_first_filtered_and_per_tenant(
 
     other = {"Authorization": "Bearer other-token"}
     assert httpx.get(f"{tenanted.url}/v1/events", headers=other).json() == []
+
+
+def test_a_rotated_subscription_signs_with_both_secrets_and_a_disabled_one_gets_nothing(
+    clients: Callable[[str], httpx.Client], upstream: Upstream, receiver: Receiver
+) -> None:
+    """After a rotation, the webhooks carry two signatures and verify with the old secret and
+    with the new one; a disabled subscription of the same tenant gets none of them."""
+    api = clients("rotated")
+    rotated_path, disabled_path = unique("rotated"), unique("disabled")
+    rotated = subscribe(api, receiver.callback(rotated_path))
+    disabled = subscribe(api, receiver.callback(disabled_path))
+    rotation = api.post(f"/v1/subscriptions/{rotated['id']}/secret/rotate")
+    assert rotation.status_code == 200, rotation.text
+    off = api.post(f"/v1/subscriptions/{disabled['id']}/disable")
+    assert off.json()["status"] == "disabled"
+
+    watch = register(api, job_id=upstream.create_job(**QUICK))
+
+    [hook] = receiver.wait_for(rotated_path)
+    assert len(hook.headers["webhook-signature"].split(" ")) == 2
+    for secret in (rotated["secret"], rotation.json()["secret"]):
+        assert hook.verify(secret)["watch_id"] == watch["id"]
+    status_of(api, watch["id"], "completed")
+    attempts = api.get(f"/v1/watches/{watch['id']}/deliveries").json()["data"]
+    assert {a["subscription_id"] for a in attempts} == {rotated["id"]}
+    assert receiver.hooks(disabled_path) == []

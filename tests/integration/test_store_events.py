@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
@@ -502,6 +503,27 @@ async def test_the_per_host_limit_counts_a_subscription_under_its_own_host(
 # Deliveries recorded before each kept its host key (migration 0003).
 
 
+async def _insert_old_subscription(store: Store, sub: Subscription) -> None:
+    """`sub` written as the store wrote it at migration 0002 (before rotations)."""
+    row = (
+        sub.id, sub.tenant, sub.url, json.dumps(sub.events), sub.secret, json.dumps(sub.headers),
+        json.dumps(sub.final_statuses), sub.status, sub.created_at, sub.updated_at,
+    )  # fmt: skip
+    columns = "id, tenant, url, events, secret, headers, final_statuses, status, created_at"
+    sql = f"INSERT INTO subscriptions ({columns}, updated_at) VALUES"
+    if isinstance(store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as db, db:
+            db.execute(f"{sql} ({', '.join('?' * len(row))})", row)
+        return
+    assert isinstance(store, PostgresStore)
+    db = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": str(store.schema)})
+    try:
+        places = ", ".join(f"${n}" for n in range(1, len(row) + 1))
+        await db.execute(f"{sql} ({places})", *row)
+    finally:
+        await db.close()
+
+
 async def _insert_old_deliveries(
     store: Store, rows: Sequence[tuple[str, str, str | None]], host: str | None = None
 ) -> None:
@@ -556,10 +578,11 @@ async def test_deliveries_of_a_0002_database_are_claimed_by_host_once_migrated(
     monkeypatch.setattr(migrations, "load", lambda backend: every(backend)[:2])
     old = unopened_sql_store
     await old.open()
-    sub = await subscribe(old, url="https://user:pw@Hooks.Example:8443/in")
+    sub = new_subscription(url="https://user:pw@Hooks.Example:8443/in")
     watch = await register(old, callback_url="https://CB.example/x?y=1")
     other = await register(old, callback_url="http://other.example:8080/hooks")
     await old.close()
+    await _insert_old_subscription(old, sub)
     await _insert_old_deliveries(
         old,
         [(f"msg_cb{n}", watch.id, None) for n in range(3)]
@@ -598,10 +621,11 @@ async def test_deliveries_of_a_0003_database_are_claimed_by_tenant_once_migrated
     monkeypatch.setattr(migrations, "load", lambda backend: [m for m in every(backend) if m[0] < 5])
     old = unopened_sql_store
     await old.open()
-    sub = await subscribe(old, url="https://hooks.example/in")
+    sub = new_subscription(url="https://hooks.example/in")
     mine = await register(old, callback_url="https://hooks.example/a")
     theirs = await register(old, tenant=OTHER_TENANT, callback_url="https://hooks.example/b")
     await old.close()
+    await _insert_old_subscription(old, sub)
     await _insert_old_deliveries(
         old,
         [(f"msg_mine{n}", mine.id, None) for n in range(2)]

@@ -401,8 +401,7 @@ async def test_watches_of_a_0005_database_get_their_outcome_once_migrated(
     )  # fmt: skip
     await store.open(migrate=False)
     try:
-        backend = "sqlite" if isinstance(store, SQLiteStore) else "postgres"
-        assert await store.migrate() == [v for v, _ in every(backend) if v >= 6]
+        assert (await store.migrate())[0] == 6
         found = [(await reread(store, w)).outcome for w in watches]
     finally:
         await store.close()

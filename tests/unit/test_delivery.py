@@ -5,17 +5,19 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 import standardwebhooks
 
-from service.config import DeliverySettings
+from service.config import DeliverySettings, SigningSecret
 from service.delivery import judge, response_start
-from service.endpoints import split_credentials
+from service.endpoints import Endpoints, split_credentials
 from service.sender import Answer, describe
 from service.signing import sign
 from service.store.base import Delivery, ResponseStart
+from service.vault import Vault
 
 SETTINGS = DeliverySettings(retry_schedule_s=(5.0, 300.0), jitter=0.2, max_retry_after_s=600.0)
 NOW = 1_767_225_600.0
@@ -175,6 +177,40 @@ def test_rotation_signs_with_every_secret() -> None:
     assert len(headers["webhook-signature"].split(" ")) == 2
     for secret in (new, SECRET):
         assert standardwebhooks.Webhook(secret).verify(DELIVERY.body, headers) is not None
+
+
+NEW = "whsec_" + "bmV3LXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHMh"
+SHARED = "whsec_c2hhcmVkLXNpZ25pbmctc2VjcmV0LWZvci10ZXN0cw=="
+
+
+@pytest.mark.parametrize(
+    ("previous", "until", "signers"),
+    [
+        ("", None, [NEW]),  # never rotated: its own secret only
+        (SECRET, NOW + 1, [NEW, SECRET]),  # within the overlap: the one before signs too
+        (SECRET, NOW, [NEW]),  # the overlap is over at its end
+        ("", NOW + 1, [NEW, SHARED]),  # it was signed by the shared secrets before
+    ],
+)
+def test_a_rotated_subscription_signs_with_the_secret_before_until_it_expires(
+    previous: str, until: float | None, signers: list[str]
+) -> None:
+    """The signatures of an attempt of a rotated subscription: its secret's, then, until
+    `previous_secret_until`, those of the secret before (or of the shared ones it stood for)."""
+    settings = SETTINGS.model_copy(update={"signing_secrets": (SigningSecret(secret=SHARED),)})
+    endpoints = Endpoints(settings, Vault([]))
+    delivery = replace(
+        DELIVERY, secret=NEW, previous_secret=previous, previous_secret_until=until,
+        subscription_id="sub_1",
+    )  # fmt: skip
+
+    headers = endpoints.headers(delivery, endpoints.get(delivery.callback_url), NOW)
+
+    assert isinstance(headers, dict)
+    assert (
+        headers["webhook-signature"]
+        == sign(delivery.id, delivery.body, NOW, signers)["webhook-signature"]
+    )
 
 
 class _Unreadable(ssl.SSLError):

@@ -3,6 +3,8 @@ models existed; the envelope `service.events` writes is what the Event model des
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -75,7 +77,7 @@ BARE_SHOWN = (
 SUBSCRIPTION_SHOWN = (
     b'{"id":"sub_1","url":"https://sub.example/x","events":["job.succeeded","job.queued"],'
     b'"headers":{"A":"********"},"final_statuses":[404],"status":"active",'
-    b'"created_at":"2023-11-14T22:13:20.000Z"'
+    b'"created_at":"2023-11-14T22:13:20.000Z","previous_secret_expires_at":null'
 )
 
 
@@ -117,6 +119,16 @@ SUBSCRIPTION_SHOWN = (
         (
             responses.CreatedSubscription.of(SUBSCRIPTION, secret=None),
             SUBSCRIPTION_SHOWN + b',"secret":null}',
+        ),
+        (
+            responses.RotatedSubscription.of(
+                replace(SUBSCRIPTION, previous_secret_until=1_700_086_400.0), secret="whsec_x"
+            ),
+            SUBSCRIPTION_SHOWN.replace(
+                b'"previous_secret_expires_at":null',
+                b'"previous_secret_expires_at":"2023-11-15T22:13:20.000Z"',
+            )
+            + b',"secret":"whsec_x"}',
         ),
         (
             responses.Caller(tenant="acme", authenticated=True, role="viewer"),
