@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from service import events, ssrf
 from service.clock import Clock
 from service.config import Settings
 from service.delivery import Deliverer
+from service.durations import Durations, measure
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.poller import Poller
@@ -40,6 +42,7 @@ from service.store.base import (
     Idempotency,
     JobOfAnotherTenant,
     JobOutcome,
+    OutcomeBucket,
     Store,
     Watch,
     WatchSearch,
@@ -47,6 +50,9 @@ from service.store.base import (
 from service.vault import Vault
 
 log = structlog.get_logger("service.watches")
+# The dashboard's trends: what ended in each UTC hour of the last day, the current hour last.
+TREND_BUCKET_S = 3600.0
+TREND_BUCKETS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,11 @@ class History:
     events: list[EventRecord]
     attempts: list[Attempt]
     deliveries: list[DeliveryRecord]
+
+    @property
+    def durations(self) -> Durations:
+        """How long its queue, processing and delivery took (`durations.measure`)."""
+        return measure(self.watch, self.events, self.attempts)
 
 
 def canonical(options: WatchOptions, namespace: bytes = b"", **named: Any) -> bytes:
@@ -377,6 +388,13 @@ class WatchService:
             counts.deliveries[rules.delivery_state(status, outcome)] += n
         return counts
 
+    async def trend(self, tenant: str) -> list[OutcomeBucket]:
+        """What ended for the tenant in each hour of the last day (`TREND_BUCKETS` UTC hours,
+        the current one last), read from the store: the same on every replica."""
+        hour = math.floor(self._clock.now() / TREND_BUCKET_S)
+        since = (hour - TREND_BUCKETS + 1) * TREND_BUCKET_S
+        return await self._store.outcome_buckets(tenant, since, TREND_BUCKET_S, TREND_BUCKETS)
+
     async def cancel(self, tenant: str, watch_id: str) -> Watch:
         watch = await self._store.cancel_watch(tenant, watch_id, self._clock.now())
         if watch is None:
@@ -388,6 +406,12 @@ class WatchService:
     async def attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         await self._existing(tenant, watch_id)
         return await self._store.list_attempts(tenant, watch_id)
+
+    async def timed(self, tenant: str, watch_id: str) -> tuple[Watch, Durations]:
+        """The watch and how long its steps took (`NotFound` when there is no such watch)."""
+        watch = await self._existing(tenant, watch_id)
+        recorded = await self._store.watch_events(tenant, watch_id)
+        return watch, measure(watch, recorded, await self._store.list_attempts(tenant, watch_id))
 
     async def history(self, tenant: str, watch_id: str) -> History:
         """The watch, its events, its attempts and its deliveries (`NotFound` when there is no

@@ -275,8 +275,10 @@ async def list_watches(request: Request[State]) -> Response:
 
 
 async def get_watch(request: Request[State]) -> Response:
-    watch = await request.state["watches"].get(_tenant(request), _watch_id(request))
-    return json_response(responses.Watch.of(watch))
+    watch, durations = await request.state["watches"].timed(_tenant(request), _watch_id(request))
+    return json_response(
+        responses.WatchDetail.of(watch, durations=responses.Durations.of(durations))
+    )
 
 
 async def cancel_watch(request: Request[State]) -> Response:

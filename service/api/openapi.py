@@ -44,8 +44,9 @@ SCHEMAS = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, SubscriptionRequest)
 # The answers' models (with the models they nest).
 ANSWERS: tuple[type[BaseModel], ...] = (
-    responses.Watch, responses.CreatedWatch, responses.Generated, responses.WatchPage,
-    responses.Pending, responses.AttemptList, responses.Delivery, responses.Subscription,
+    responses.Watch, responses.WatchDetail, responses.CreatedWatch, responses.Generated,
+    responses.WatchPage, responses.Pending, responses.AttemptList, responses.Delivery,
+    responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
     responses.RotatedSubscription, responses.TestEventResult,
     responses.EventList,
@@ -270,9 +271,9 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         "/v1/watches/{watch_id}": {
             "get": _operation(
                 "getWatch", "watches", "Read a watch",
-                "Its status, the job's last seen status and queue position, and the last "
-                "error; never its secret or API key.",
-                {"200": _json(responses.Watch, "The watch."), "401": _UNAUTHORIZED,
+                "Its status, the job's last seen status and queue position, the last error "
+                "and how long each step took; never its secret or API key.",
+                {"200": _json(responses.WatchDetail, "The watch."), "401": _UNAUTHORIZED,
                  "404": _NOT_FOUND},
                 parameters=[_WATCH_ID],
             ),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, RootModel
 from typing_extensions import TypeAliasType
 
 from service import config, events
+from service import durations as steps
 from service.api.models import CallbackMethod, EventName, JsonObject, Metadata, PayloadFormat
 from service.events import iso8601
 from service.store import base as store
@@ -148,6 +149,39 @@ class Watch(Answer):
             expires_at=iso8601(watch.deadline_at),
             **more,
         )
+
+
+class Durations(Answer):
+    """How long each step of the watch took, in seconds, as the bridge saw it: each moment is
+    when a poll saw the job's status, or when the receiver answered. null: not measured, because
+    the step has not ended yet, no poll saw the job processing (already finished when first
+    polled, or between two polls), it will never happen (cancelled, no callback, not delivered),
+    or the watch's events were purged after delivery.payload_retention_days."""
+
+    queue_s: float | None = Field(
+        description="From the registration to the first poll that saw the job processing."
+    )
+    processing_s: float | None = Field(
+        description="From the first poll that saw the job processing to the one that saw it end."
+    )
+    delivery_s: float | None = Field(
+        description="From the poll that saw the job end to the end of the first attempt of its "
+        "final event to the watch's callback that the receiver accepted (2xx)."
+    )
+
+    @classmethod
+    def of(cls, measured: steps.Durations) -> Self:
+        return cls(
+            queue_s=measured.queue.seconds,
+            processing_s=measured.processing.seconds,
+            delivery_s=measured.delivery.seconds,
+        )
+
+
+class WatchDetail(Watch):
+    """A watch read on its own: with how long each of its steps took."""
+
+    durations: Durations
 
 
 class CreatedWatch(Watch):

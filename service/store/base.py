@@ -339,6 +339,22 @@ class AttemptRecord:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomeBucket:
+    """What ended for a tenant in one span of time (see `Store.outcome_buckets`): its jobs by
+    how they ended, its watches' webhooks by whether they were delivered, and the time their
+    delivery took (None when none was delivered)."""
+
+    start: float
+    succeeded: int
+    failed: int
+    timed_out: int
+    delivered: int
+    undelivered: int
+    latency_p50_s: float | None
+    latency_p90_s: float | None
+
+
 # scheme, then the authority's host and port after any userinfo (the last `@` of it).
 _HOST = re.compile(r"^([^:/?#]+)://(?:[^/?#]*@)?([^@/?#]*)")
 
@@ -692,6 +708,28 @@ class Store(abc.ABC):
         """The watch's events oldest first; with `after`, only those recorded after that
         event (all of them when `after` is not an event of this watch). Empty when the watch
         does not exist for this tenant."""
+
+    # Trends, on behalf of the dashboard.
+
+    @abc.abstractmethod
+    async def outcome_buckets(
+        self, tenant: str, since: float, bucket_s: float, count: int
+    ) -> list[OutcomeBucket]:
+        """What ended for the tenant in each of `count` consecutive buckets of `bucket_s`
+        seconds from `since`, oldest first, every bucket present (zeros when nothing ended).
+        A moment `t` is in bucket `floor((t - since) / bucket_s)`.
+
+        - Jobs: each watch whose final event was recorded in the bucket, once, by its job's
+          outcome: `succeeded`, `timed_out`, and every other ending counted as `failed`. A
+          final event deleted by `purge_bodies` is no longer counted.
+        - Webhooks: each final-event delivery to a watch's own callback that ended in the
+          bucket (`ended_at`), once whatever its number of attempts: `delivered` when it
+          succeeded, `undelivered` when it failed or was gone (a cancelled one is neither).
+          A redelivered one counts where its latest series ended, or nowhere while pending.
+        - Latency: of the delivered ones, the time from the final event to the delivery's end
+          (`ended_at - created_at`); its 50th and 90th percentiles by nearest rank (the least
+          of those times that at least 50 %, 90 % of them do not exceed), None without any.
+        """
 
     # Dashboard sign-ins, on behalf of the dashboard. A sign-in is a signed cookie naming a
     # random session id; the store keeps only the ids signed out before their cookie expired.

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from service.clock import Clock, SystemClock
 from service.errors import LeaseLost, StoreError, StoreUnavailable
-from service.store import base, rules
+from service.store import base, buckets, rules
 from service.store.health import StoreHealth
 
 
@@ -632,6 +632,34 @@ class MemoryStore(base.Store):
         mine = [e for e in self.events if e.watch_id == watch_id]
         ids = [e.id for e in mine]
         return mine[ids.index(after) + 1 :] if after in ids else mine
+
+    # Trends.
+
+    async def outcome_buckets(
+        self, tenant: str, since: float, bucket_s: float, count: int
+    ) -> list[base.OutcomeBucket]:
+        self._call(writes=False)
+        outcomes: list[list[str]] = [[] for _ in range(count)]  # of the final events
+        for event in self.events:
+            watch = self.watches[event.watch_id]
+            at = buckets.index(event.created_at, since, bucket_s, count)
+            if event.final and watch.tenant == tenant and at is not None:
+                outcomes[at].append(watch.outcome)
+        webhooks: list[buckets.Webhook] = []
+        for row in self.deliveries.values():
+            ended_at = row.ended_at
+            if ended_at is None or row.tenant != tenant or not row.final or row.subscription_id:
+                continue
+            at = buckets.index(ended_at, since, bucket_s, count)
+            if at is not None and row.status == "succeeded":
+                webhooks.append((at, ended_at - row.created_at))
+            elif at is not None and row.status in ("failed", "gone"):
+                webhooks.append((at, None))
+        jobs = [
+            (i, found.count("succeeded"), found.count("timed_out"), len(found))
+            for i, found in enumerate(outcomes)
+        ]
+        return buckets.assemble(since, bucket_s, count, jobs, webhooks)
 
     # Dashboard sign-ins.
 

@@ -22,7 +22,7 @@ import asyncpg
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
-from service.store import migrations, rules, subscription_health
+from service.store import buckets, migrations, rules, subscription_health
 from service.store.base import (
     WATCH_STATUSES,
     Attempt,
@@ -38,6 +38,7 @@ from service.store.base import (
     JobOfAnotherTenant,
     JobOutcome,
     NewEvent,
+    OutcomeBucket,
     Progress,
     Recorded,
     ResponseStart,
@@ -929,6 +930,18 @@ class PostgresStore(Store):
         )
         return [EventRecord(*row) for row in rows]
 
+    # Trends.
+
+    async def outcome_buckets(
+        self, tenant: str, since: float, bucket_s: float, count: int
+    ) -> list[OutcomeBucket]:
+        window = (since, bucket_s, count, tenant, buckets.end(since, bucket_s, count))
+        jobs = await self._fetch(_JOBS_PER_BUCKET, *window)
+        webhooks = await self._fetch(_WEBHOOKS_ENDED, *window)
+        return buckets.assemble(
+            since, bucket_s, count, [tuple(row) for row in jobs], [(r[0], r[1]) for r in webhooks]
+        )
+
     # Dashboard sign-ins.
 
     async def revoke_session(self, session_id: str, expires_at: float) -> None:
@@ -994,6 +1007,23 @@ class PostgresStore(Store):
             tenant,
         )
         return {(row[0], row[1]): row[2] for row in rows}
+
+
+# The queries of `sqlite._JOBS_PER_BUCKET` and `sqlite._WEBHOOKS_ENDED` (see there).
+_JOBS_PER_BUCKET = (
+    "SELECT least(floor((e.created_at - $1) / $2)::int, $3 - 1) AS b,"
+    " count(*) FILTER (WHERE w.outcome = 'succeeded'),"
+    " count(*) FILTER (WHERE w.outcome = 'timed_out'), count(*)"
+    " FROM events e JOIN watches w ON w.id = e.watch_id"
+    " WHERE e.tenant = $4 AND e.final AND e.created_at >= $1 AND e.created_at < $5"
+    " GROUP BY b"
+)
+_WEBHOOKS_ENDED = (
+    "SELECT least(floor((ended_at - $1) / $2)::int, $3 - 1),"
+    " CASE WHEN status = 'succeeded' THEN ended_at - created_at END"
+    " FROM deliveries WHERE tenant = $4 AND final AND subscription_id IS NULL"
+    " AND status IN ('succeeded', 'failed', 'gone') AND ended_at >= $1 AND ended_at < $5"
+)
 
 
 async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
@@ -1163,7 +1193,7 @@ def _where(
     clauses, params = ["tenant = $1"], list[object]([tenant])
     prefix = None
     if search.job_id_prefix:
-        # Job ids hold no LIKE wildcard but `_`; the text_pattern_ops index (migration 8)
+        # Job ids hold no LIKE wildcard but `_`; the text_pattern_ops index (migration 9)
         # answers this as a range whatever the database's collation.
         prefix = search.job_id_prefix.replace("_", "\\_") + "%"
     for column, value in (

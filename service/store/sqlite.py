@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
-from service.store import migrations, rules, sqlite_outcomes, subscription_health
+from service.store import buckets, migrations, rules, sqlite_outcomes, subscription_health
 from service.store.base import (
     WATCH_STATUSES,
     Attempt,
@@ -43,6 +43,7 @@ from service.store.base import (
     JobOfAnotherTenant,
     JobOutcome,
     NewEvent,
+    OutcomeBucket,
     Progress,
     Recorded,
     ResponseStart,
@@ -917,6 +918,20 @@ class SQLiteStore(Store):
         )
         return [_event(row) for row in rows]
 
+    # Trends.
+
+    async def outcome_buckets(
+        self, tenant: str, since: float, bucket_s: float, count: int
+    ) -> list[OutcomeBucket]:
+        window = (since, bucket_s, count, tenant, buckets.end(since, bucket_s, count))
+
+        def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            jobs = db.execute(_JOBS_PER_BUCKET, window).fetchall()
+            return jobs, db.execute(_WEBHOOKS_ENDED, window).fetchall()
+
+        jobs, webhooks = await self._run(read)
+        return buckets.assemble(since, bucket_s, count, jobs, webhooks)
+
     # Dashboard sign-ins.
 
     async def revoke_session(self, session_id: str, expires_at: float) -> None:
@@ -996,6 +1011,25 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return {(status, outcome): count for status, outcome, count in rows}
+
+
+# `Store.outcome_buckets`, with `buckets.index`'s arithmetic; parameters: since, bucket_s,
+# count, tenant, end. A final event's job counted by its watch's outcome, once.
+_JOBS_PER_BUCKET = (
+    "SELECT min(CAST((e.created_at - ?1) / ?2 AS INTEGER), ?3 - 1) AS b,"
+    " sum(w.outcome = 'succeeded'), sum(w.outcome = 'timed_out'), count(*)"
+    " FROM events e JOIN watches w ON w.id = e.watch_id"
+    " WHERE e.tenant = ?4 AND e.final = 1 AND e.created_at >= ?1 AND e.created_at < ?5"
+    " GROUP BY b"
+)
+# The callbacks' final deliveries that ended, each once: its bucket, and the time it took to
+# deliver (NULL: not delivered).
+_WEBHOOKS_ENDED = (
+    "SELECT min(CAST((ended_at - ?1) / ?2 AS INTEGER), ?3 - 1),"
+    " CASE WHEN status = 'succeeded' THEN ended_at - created_at END"
+    " FROM deliveries WHERE tenant = ?4 AND final = 1 AND subscription_id IS NULL"
+    " AND status IN ('succeeded', 'failed', 'gone') AND ended_at >= ?1 AND ended_at < ?5"
+)
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
 """What the dashboard shows: the tenant's watches and their counts by job outcome and delivery
-state, one watch's deliveries (where their attempts stand), its timeline and the body it sent,
-the bridge's health. Everything goes through the service layer, as the API's handlers
-do: reads and actions (`WatchService`, `SubscriptionService`) follow the same rules, the
-health figures come from the `Monitor`."""
+state, what ended over the last day, one watch's deliveries (where their attempts stand), its
+timeline, durations and the body it sent, the bridge's health. Everything goes through the
+service layer, as the API's handlers do: reads and actions (`WatchService`,
+`SubscriptionService`) follow the same rules, the health figures come from the `Monitor`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import orjson
 
 from service import USER_AGENT
 from service.api.responses import MASK, public_url
+from service.durations import Durations, Gap
 from service.errors import NotFound
 from service.monitor import Health, Monitor
 from service.store.base import (
@@ -28,7 +29,7 @@ from service.store.base import (
     Watch,
 )
 from service.subscriptions import SubscriptionService
-from service.ui import words
+from service.ui import trends, words
 from service.ui.images import final_image_urls
 from service.watches import Counts, Filters, History, WatchService
 
@@ -90,11 +91,23 @@ class Sent:
 
 
 @dataclass(frozen=True, slots=True)
+class StepTime:
+    """One step of a watch's durations as its page says it: seconds, or why there are none."""
+
+    key: str
+    label: str
+    between: str  # the two moments it is measured between
+    seconds: float | None
+    gap: str | None  # why there are no seconds, in words
+
+
+@dataclass(frozen=True, slots=True)
 class WatchPage:
     watch: Watch
     callback_url: str | None  # as `public_url` shows it
     metadata: str | None  # pretty-printed JSON
     timeline: list[Step]
+    durations: list[StepTime]
     deliveries: list[DeliveryLine]
     max_attempts: int
     sent: Sent | None
@@ -163,6 +176,7 @@ class Dashboard:
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             metadata=None if watch.metadata is None else pretty(orjson.dumps(watch.metadata)),
             timeline=steps,
+            durations=step_times(history.durations, watch),
             deliveries=[_line(d, attempts, most) for d in deliveries],
             max_attempts=most,
             sent=sent,
@@ -227,6 +241,9 @@ class Dashboard:
             return None
         return Sent("no endpoint: read through the event API", pretty(final.body), [])
 
+    async def trends(self, tenant: str) -> trends.Trends:
+        return trends.trends(await self._watches.trend(tenant))
+
     def health(self) -> Health:
         return self._monitor.health()
 
@@ -242,6 +259,41 @@ class Dashboard:
     @property
     def max_attempts(self) -> int:
         return self._watches.max_attempts
+
+
+_GAPS: dict[Gap, str] = {
+    "waiting": "Not yet",
+    "unseen": "Not seen: no poll saw the job processing",
+    "purged": "No longer known: its events were purged after delivery.payload_retention_days",
+}
+
+
+def step_times(durations: Durations, watch: Watch) -> list[StepTime]:
+    """The watch page's durations, each gap said in words that fit its step and the watch."""
+    if watch.callback_url is None:
+        undelivered = "None: the watch has no callback"
+    elif watch.status == "completed":
+        undelivered = "None: its callback did not ask for the final event"
+    else:
+        undelivered = "None: not delivered"
+    ended = "None: cancelled first" if watch.status == "cancelled" else "None: polling ended first"
+    steps = [
+        ("queue", "Queue", "registered → seen processing", durations.queue, ended),
+        ("processing", "Processing", "seen processing → final status seen",
+         durations.processing, ended),
+        ("delivery", "Time to deliver", "final status seen → webhook accepted",
+         durations.delivery, undelivered),
+    ]  # fmt: skip
+    return [
+        StepTime(key, label, between, span.seconds, _gap_words(span.gap, none))
+        for key, label, between, span, none in steps
+    ]
+
+
+def _gap_words(gap: Gap | None, none: str) -> str | None:
+    if gap is None:
+        return None
+    return none if gap == "none" else _GAPS[gap]
 
 
 def _watch_fingerprint(

@@ -50,7 +50,7 @@ from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
-from service.ui import flash, images, words
+from service.ui import flash, images, trends, words
 from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 from service.ui.subscription_pages import SubscriptionPages
@@ -121,6 +121,9 @@ class Pages:
         self.templates.filters["time"] = _time
         self.templates.filters["when"] = _when
         self.templates.filters["metadata_line"] = words.metadata_line
+        self.templates.filters["duration"] = trends.duration
+        self.templates.filters["number"] = trends.number
+        self.templates.globals["geometry"] = trends.GEOMETRY
         self.templates.globals["delivery_state"] = words.delivery_of
         self.templates.globals["said"] = words.said
         self.templates.filters["verdict"] = words.verdict
@@ -292,7 +295,9 @@ class Pages:
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watches_live.html", **context)
-        return self.render(request, "watches.html", **context)
+        # Drawn once per page load: live updates refresh the list, not the day's trends.
+        trend = await dashboard.trends(session.tenant)
+        return self.render(request, "watches.html", trend=trend, **context)
 
     async def watch(self, request: Request[State], session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])

@@ -193,6 +193,8 @@ def test_the_list_shows_watches_newest_first_with_counts(
         )
     expect(page.locator("#health")).to_be_visible()
     expect(page.locator("#watches th[scope=col]").first).to_be_visible()
+    # The list itself, below the charts of the last day (see test_trends).
+    page.get_by_role("search").evaluate("form => form.scrollIntoView()")
     shoot(page, "list")
 
 

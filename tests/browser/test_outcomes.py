@@ -96,6 +96,8 @@ def test_failed_jobs_and_failed_webhooks_are_told_apart(
         expect(row(page, watch).locator("td.delivery")).to_have_text(delivery)
     expect(page.locator('#outcome-counts li[data-outcome="failed"] .count')).to_have_text("1")
     expect(page.locator('#delivery-counts li[data-delivery="failed"] .count')).to_have_text("1")
+    # The list itself, below the charts of the last day (see test_trends).
+    page.get_by_role("search").evaluate("form => form.scrollIntoView()")
     shoot(page, "list-outcomes")
 
     for label, value, expected in (

@@ -218,8 +218,9 @@ def test_a_generated_client_manages_watches(
     assert created.job_status is None
 
     read = watches["get_watch"].sync(created.id, client=client)
-    assert isinstance(read, models.Watch)
+    assert isinstance(read, models.WatchDetail)
     assert read.id == created.id
+    assert isinstance(read.durations, models.Durations)
     page = watches["list_watches"].sync(client=client, job_id=job)
     assert isinstance(page, models.WatchPage)
     assert [found.id for found in page.data] == [created.id]
@@ -234,6 +235,7 @@ def test_a_generated_client_manages_watches(
     receiver.wait_for(name)
     delivered = _reaches(client, watches["get_watch"], created.id, models.WatchStatus.DELIVERED)
     assert isinstance(delivered.completed_at, datetime)
+    assert isinstance(delivered.durations.delivery_s, float)
     [attempt] = watches["list_deliveries"].sync(created.id, client=client).data
     assert attempt.status_code == 200
     assert attempt.error is None

@@ -595,7 +595,7 @@ async def test_the_health_strip_shows_the_circuit_backlog_and_failure_rate(
     ui: Bridged,
 ) -> None:
     """The strip reads the bridge's own figures: the circuit's state, the due deliveries gauge
-    and the failed share of the last hour's attempts."""
+    and the failed share of the last hour's attempts, saying what it counts."""
     await ui.sign_in()
     page = await ui.client.get("/ui/")
     assert "<dd>Closed (polling)</dd>" in page.text
@@ -609,7 +609,8 @@ async def test_the_health_strip_shows_the_circuit_backlog_and_failure_rate(
     health = re.search(r'<section id="health".*?</section>', page.text, re.S)
     assert health is not None
     assert re.search(r'data-health="backlog">\s*<dt>[^<]+</dt>\s*<dd>7</dd>', health.group(0))
-    assert "<dd>25.0 % (1 of 4)</dd>" in health.group(0)
+    assert "<dt>Failed attempts, last hour (this process, all tenants)</dt>" in health.group(0)
+    assert "<dd>25.0 % (1 of 4 attempts, retries included)</dd>" in health.group(0)
 
 
 # Live updates.
