@@ -45,6 +45,7 @@ from service.store.base import (
     OutcomeBucket,
     Store,
     Watch,
+    WatchSearch,
 )
 from service.vault import Vault
 
@@ -114,12 +115,14 @@ class Page:
 @dataclass(frozen=True, slots=True)
 class Filters:
     """Which watches a listing shows: all of them, or those with a status, a job id, a job
-    outcome or a delivery state (each already valid: the HTTP layer checks them)."""
+    outcome, a delivery state, and those a search finds (each already valid: the HTTP layer
+    checks them)."""
 
     status: str | None = None
     job_id: str | None = None
     outcome: JobOutcome | None = None
     delivery: DeliveryState | None = None
+    search: WatchSearch | None = None  # a job id's start, a metadata value, a time range
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,10 +361,18 @@ class WatchService:
         """The tenant's watches newest first, after `cursor`, those `filters` let through."""
         found = await self._store.list_watches(
             tenant, status=filters.status, job_id=filters.job_id, outcome=filters.outcome,
-            delivery=filters.delivery, before_id=cursor, limit=limit + 1,
+            delivery=filters.delivery, search=filters.search, before_id=cursor,
+            limit=limit + 1,
         )  # fmt: skip
         page = found[:limit]
         return Page(page, page[-1].id if len(found) > limit else None)
+
+    async def matching(self, tenant: str, filters: Filters) -> int:
+        """How many of the tenant's watches `filters` let through, every page together."""
+        return await self._store.count_matching(
+            tenant, status=filters.status, job_id=filters.job_id, outcome=filters.outcome,
+            delivery=filters.delivery, search=filters.search,
+        )  # fmt: skip
 
     async def counts(self, tenant: str) -> Counts:
         """The tenant's watches per status, job outcome and delivery state."""

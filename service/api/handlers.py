@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service import events, upstream
-from service.api import responses
+from service import events
+from service.api import responses, watch_query
 from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
 from service.api.problems import invalid_body
 from service.api.state import State
@@ -28,9 +28,6 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.store.base import (
-    DELIVERY_STATES,
-    JOB_OUTCOMES,
-    WATCH_STATUSES,
     EventRecord,
 )
 from service.watches import Filters, Registered
@@ -253,28 +250,16 @@ def _query_text(
     return raw
 
 
-C = TypeVar("C", bound=str)
-
-
-def _query_choice(request: Request[State], name: str, choices: tuple[C, ...]) -> C | None:
-    raw = request.query_params.get(name) or None
-    if raw is None:
-        return None
-    for choice in choices:
-        if choice == raw:
-            return choice
-    raise InvalidRequest.field(name, f"must be one of {', '.join(choices)}")
-
-
 def watch_filters(request: Request[State]) -> Filters:
-    """The filters of a listing of watches, from the query (`InvalidRequest` naming a bad
+    """The filters of a listing of watches, from the query (`InvalidRequest` naming each bad
     one)."""
-    return Filters(
-        status=_query_choice(request, "status", WATCH_STATUSES),
-        job_id=_query_text(request, "job_id", upstream.JOB_ID, f"must be {upstream.JOB_ID_RULE}"),
-        outcome=_query_choice(request, "outcome", JOB_OUTCOMES),
-        delivery=_query_choice(request, "delivery", DELIVERY_STATES),
-    )
+    filters, errors = watch_query.parse(request.query_params)
+    if errors:
+        raise InvalidRequest(
+            "; ".join(f"{name}: {message}" for name, message in errors.items()),
+            errors=[{"field": name, "message": message} for name, message in errors.items()],
+        )
+    return filters
 
 
 async def list_watches(request: Request[State]) -> Response:

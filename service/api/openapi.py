@@ -15,7 +15,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from typing_extensions import TypeAliasType
 
 from service import __version__, subscriptions
-from service.api import responses
+from service.api import responses, watch_query
 from service.api.handlers import (
     DEFAULT_LIMIT,
     EVENT_ID_PATTERN,
@@ -225,7 +225,8 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "/v1/watches": {"get": _operation(
             "listWatches", "watches", "List watches, newest first",
-            "The caller's watches, filtered by status or job; `next_cursor` pages on.",
+            "The caller's watches, filtered by status, outcome, delivery, job id or its start, a "
+            "metadata value or creation time; `next_cursor` pages on.",
             {"200": _json(responses.WatchPage, "A page of watches."), "401": _UNAUTHORIZED,
              "422": _INVALID_QUERY},
             parameters=[
@@ -240,6 +241,25 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "schema": _ref(responses.DeliveryState)},
                 {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
+                {"name": "job_id_prefix", "in": "query",
+                 "description": "Only the watches whose job id starts with this (case "
+                 "included).", "schema": {"type": "string", "pattern": JOB_ID.pattern}},
+                {"name": "metadata_key", "in": "query",
+                 "description": "With metadata_value: only the watches whose metadata has this "
+                 f"top-level key; {watch_query.METADATA_KEY_RULE}.",
+                 "schema": {"type": "string", "pattern": f"^{watch_query.METADATA_KEY.pattern}$"}},
+                {"name": "metadata_value", "in": "query",
+                 "description": "With metadata_key: the key's value, a string equal to this or "
+                 "a number it writes (exact match).",
+                 "schema": {"type": "string", "minLength": 1,
+                            "maxLength": watch_query.MAX_METADATA_VALUE}},
+                {"name": "created_from", "in": "query",
+                 "description": "Only the watches created at or after this time (UTC without "
+                 "an offset).", "schema": {"type": "string", "format": "date-time"}},
+                {"name": "created_to", "in": "query",
+                 "description": "Only the watches created before this time (UTC without an "
+                 "offset); later than created_from.",
+                 "schema": {"type": "string", "format": "date-time"}},
                 {"name": "limit", "in": "query", "description": "At most this many.",
                  "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
                             "default": DEFAULT_LIMIT}},

@@ -370,6 +370,20 @@ def callback_host(url: str) -> str:
     return f"{found.group(1)}://{found.group(2)}".lower()
 
 
+@dataclass(frozen=True, slots=True)
+class WatchSearch:
+    """What an operator looks for among a tenant's watches; each part given narrows the
+    listing. `job_id_prefix`: job ids that start with it (byte for byte, case included).
+    `metadata`: (key, value): a top-level metadata key (without a double quote or backslash)
+    whose value is the string `value`, or a number equal to it when `value` writes a number
+    (`rules.metadata_values`). `created_from` <= created_at < `created_to`."""
+
+    job_id_prefix: str | None = None
+    metadata: tuple[str, str] | None = None
+    created_from: float | None = None
+    created_to: float | None = None
+
+
 class Store(abc.ABC):
     """Durable state of watches, events, subscriptions, deliveries and attempts."""
 
@@ -451,10 +465,25 @@ class Store(abc.ABC):
         limit: int = 50,
         outcome: JobOutcome | None = None,
         delivery: DeliveryState | None = None,
+        search: WatchSearch | None = None,
     ) -> list[Watch]:
         """Watches newest first (ids are time-ordered), those with an id below `before_id`;
         only those of the given status, job, outcome and delivery state (`rules.delivery_state`
-        of their status and outcome)."""
+        of their status and outcome), and those `search` finds (see `WatchSearch`)."""
+
+    @abc.abstractmethod
+    async def count_matching(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        outcome: JobOutcome | None = None,
+        delivery: DeliveryState | None = None,
+        search: WatchSearch | None = None,
+    ) -> int:
+        """How many of the tenant's watches `list_watches` with these filters would list,
+        every page together."""
 
     @abc.abstractmethod
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from service.clock import Clock, SystemClock
 from service.errors import LeaseLost, StoreError, StoreUnavailable
@@ -177,9 +177,40 @@ class MemoryStore(base.Store):
         limit: int = 50,
         outcome: base.JobOutcome | None = None,
         delivery: base.DeliveryState | None = None,
+        search: base.WatchSearch | None = None,
     ) -> list[base.Watch]:
         self._call(writes=False)
         found = [
+            w
+            for w in self._matching(tenant, status, job_id, outcome, delivery, search)
+            if before_id is None or w.id < before_id
+        ]
+        return sorted(found, key=lambda w: w.id, reverse=True)[:limit]
+
+    async def count_matching(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        outcome: base.JobOutcome | None = None,
+        delivery: base.DeliveryState | None = None,
+        search: base.WatchSearch | None = None,
+    ) -> int:
+        self._call(writes=False)
+        return len(self._matching(tenant, status, job_id, outcome, delivery, search))
+
+    def _matching(
+        self,
+        tenant: str,
+        status: str | None,
+        job_id: str | None,
+        outcome: base.JobOutcome | None,
+        delivery: base.DeliveryState | None,
+        search: base.WatchSearch | None,
+    ) -> list[base.Watch]:
+        search = search or base.WatchSearch()
+        return [
             w
             for w in self.watches.values()
             if w.tenant == tenant
@@ -187,9 +218,11 @@ class MemoryStore(base.Store):
             and job_id in (None, w.job_id)
             and outcome in (None, w.outcome)
             and delivery in (None, rules.delivery_state(w.status, w.outcome))
-            and (before_id is None or w.id < before_id)
+            and (search.job_id_prefix is None or w.job_id.startswith(search.job_id_prefix))
+            and (search.metadata is None or _has(w.metadata, *search.metadata))
+            and (search.created_from is None or w.created_at >= search.created_from)
+            and (search.created_to is None or w.created_at < search.created_to)
         ]
-        return sorted(found, key=lambda w: w.id, reverse=True)[:limit]
 
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
         self._call(writes=True)
@@ -700,3 +733,11 @@ def _record(row: DeliveryRow) -> base.DeliveryRecord:
         row.subscription_id, row.event_id,
         row.next_attempt_at if row.status == "pending" else None,
     )  # fmt: skip
+
+
+def _has(metadata: dict[str, Any] | None, key: str, value: str) -> bool:
+    """Whether the metadata's `key` holds `value` (`base.WatchSearch`); a bool is no number."""
+    if metadata is None or key not in metadata:
+        return False
+    found = metadata[key]
+    return not isinstance(found, bool) and found in rules.metadata_values(value)

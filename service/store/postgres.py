@@ -46,6 +46,7 @@ from service.store.base import (
     Subscription,
     SubscriptionHealth,
     Watch,
+    WatchSearch,
     WatchStatus,
 )
 from service.store.health import StoreHealth
@@ -497,26 +498,32 @@ class PostgresStore(Store):
         limit: int = 50,
         outcome: JobOutcome | None = None,
         delivery: DeliveryState | None = None,
+        search: WatchSearch | None = None,
     ) -> list[Watch]:
-        clauses, params = ["tenant = $1"], list[object]([tenant])
-        for column, value in (
-            ("status =", status), ("job_id =", job_id), ("outcome =", outcome), ("id <", before_id)
-        ):  # fmt: skip
-            if value is not None:
-                params.append(value)
-                clauses.append(f"{column} ${len(params)}")
-        if delivery is not None:
-            statuses, outcomes = zip(*rules.delivery_pairs(delivery), strict=True)
-            params += [list(statuses), list(outcomes)]
-            clauses.append(
-                f"(status, outcome) IN (SELECT * FROM unnest(${len(params) - 1}::text[],"  # noqa: S608
-                f" ${len(params)}::text[]))"
-            )
+        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+        if before_id is not None:
+            params.append(before_id)
+            where += f" AND id < ${len(params)}"
         sql = (
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {' AND '.join(clauses)}"  # noqa: S608
+            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             f" ORDER BY id DESC LIMIT ${len(params) + 1}"
         )
         return [_watch(row) for row in await self._fetch(sql, *params, limit)]
+
+    async def count_matching(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        outcome: JobOutcome | None = None,
+        delivery: DeliveryState | None = None,
+        search: WatchSearch | None = None,
+    ) -> int:
+        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+        row = await self._fetchrow(f"SELECT count(*) FROM watches WHERE {where}", *params)  # noqa: S608
+        assert row is not None
+        return int(row[0])
 
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         row = await self._fetchrow(
@@ -1171,3 +1178,46 @@ def _dropped(connection: Any) -> bool:
     except asyncpg.InterfaceError:
         return True
     return closed
+
+
+def _where(
+    tenant: str,
+    status: str | None,
+    job_id: str | None,
+    outcome: JobOutcome | None,
+    delivery: DeliveryState | None,
+    search: WatchSearch | None,
+) -> tuple[str, list[object]]:
+    """The WHERE clause of a listing of watches and its parameters ($1 on)."""
+    search = search or WatchSearch()
+    clauses, params = ["tenant = $1"], list[object]([tenant])
+    prefix = None
+    if search.job_id_prefix:
+        # Job ids hold no LIKE wildcard but `_`; the text_pattern_ops index (migration 9)
+        # answers this as a range whatever the database's collation.
+        prefix = search.job_id_prefix.replace("_", "\\_") + "%"
+    for column, value in (
+        ("status =", status), ("job_id =", job_id), ("outcome =", outcome),
+        ("job_id LIKE", prefix), ("created_at >=", search.created_from),
+        ("created_at <", search.created_to),
+    ):  # fmt: skip
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{column} ${len(params)}")
+    if delivery is not None:
+        statuses, outcomes = zip(*rules.delivery_pairs(delivery), strict=True)
+        params += [list(statuses), list(outcomes)]
+        clauses.append(
+            f"(status, outcome) IN (SELECT * FROM unnest(${len(params) - 1}::text[],"  # noqa: S608
+            f" ${len(params)}::text[]))"
+        )
+    if search.metadata is not None:
+        key, value = search.metadata
+        # Containment of {key: value} for each value the search matches (no index: the
+        # tenant's other filters narrow the rows first).
+        ors = []
+        for wanted in rules.metadata_values(value):
+            params.append(json.dumps({key: wanted}))
+            ors.append(f"metadata::jsonb @> ${len(params)}::jsonb")
+        clauses.append(f"({' OR '.join(ors)})")
+    return " AND ".join(clauses), params

@@ -9,6 +9,7 @@ memory store cannot disagree on them.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,23 @@ def delivery_state(status: WatchStatus, outcome: JobOutcome) -> DeliveryState:
     if status == "cancelled":
         return "none" if outcome in ("cancelled", "in_progress") else "cancelled"
     return _DELIVERY_OF[status]
+
+
+def metadata_values(value: str) -> list[str | int | float]:
+    """The metadata values a search for `value` matches: the string itself, and the number it
+    writes when it is one (an order number kept as 1234 is found by "1234")."""
+    found: list[str | int | float] = [value]
+    if re.fullmatch(r"-?(0|[1-9][0-9]{0,17})", value):
+        found.append(int(value))
+    elif re.fullmatch(r"-?(0|[1-9][0-9]{0,17})\.[0-9]{1,17}", value):
+        found.append(float(value))
+    return found
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string above every string starting with `prefix` (byte order): the upper
+    bound of a prefix search as a range, which an index on the column answers."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def delivery_pairs(state: DeliveryState) -> list[tuple[WatchStatus, JobOutcome]]:

@@ -51,6 +51,7 @@ from service.store.base import (
     Subscription,
     SubscriptionHealth,
     Watch,
+    WatchSearch,
     WatchStatus,
     callback_host,
 )
@@ -474,27 +475,33 @@ class SQLiteStore(Store):
         limit: int = 50,
         outcome: JobOutcome | None = None,
         delivery: DeliveryState | None = None,
+        search: WatchSearch | None = None,
     ) -> list[Watch]:
-        clauses, params = ["tenant = ?"], [tenant]
-        for clause, value in (
-            ("status = ?", status),
-            ("job_id = ?", job_id),
-            ("outcome = ?", outcome),
-            ("id < ?", before_id),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if delivery is not None:
-            pairs = rules.delivery_pairs(delivery)
-            clauses.append(f"(status, outcome) IN (VALUES {', '.join(['(?, ?)'] * len(pairs))})")
-            params += [value for pair in pairs for value in pair]
+        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+        if before_id is not None:
+            where += " AND id < ?"
+            params.append(before_id)
         sql = (
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {' AND '.join(clauses)}"  # noqa: S608
+            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
         )
         rows = await self._run(lambda db: db.execute(sql, (*params, limit)).fetchall())
         return [_watch(row) for row in rows]
+
+    async def count_matching(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        job_id: str | None = None,
+        outcome: JobOutcome | None = None,
+        delivery: DeliveryState | None = None,
+        search: WatchSearch | None = None,
+    ) -> int:
+        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+        sql = f"SELECT count(*) FROM watches WHERE {where}"  # noqa: S608
+        row = await self._run(lambda db: db.execute(sql, params).fetchone())
+        return int(row[0])
 
     def _select_watch(self, db: sqlite3.Connection, tenant: str, watch_id: str) -> Watch | None:
         row = db.execute(
@@ -1327,3 +1334,45 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
         )
         _cancel_pending_deliveries(db, delivery.watch_id, now, callback_only=True)
     return True
+
+
+def _where(
+    tenant: str,
+    status: str | None,
+    job_id: str | None,
+    outcome: JobOutcome | None,
+    delivery: DeliveryState | None,
+    search: WatchSearch | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a listing of watches and its parameters."""
+    search = search or WatchSearch()
+    clauses, params = ["tenant = ?"], list[Any]([tenant])
+    for clause, value in (
+        ("status = ?", status),
+        ("job_id = ?", job_id),
+        ("outcome = ?", outcome),
+        # A range on the (tenant, job_id) index: LIKE would ignore case and the index.
+        ("job_id >= ?", search.job_id_prefix),
+        ("created_at >= ?", search.created_from),
+        ("created_at < ?", search.created_to),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if search.job_id_prefix:
+        clauses.append("job_id < ?")
+        params.append(rules.prefix_end(search.job_id_prefix))
+    if delivery is not None:
+        pairs = rules.delivery_pairs(delivery)
+        clauses.append(f"(status, outcome) IN (VALUES {', '.join(['(?, ?)'] * len(pairs))})")
+        params += [value for pair in pairs for value in pair]
+    if search.metadata is not None:
+        key, value = search.metadata
+        path = f'$."{key}"'
+        wanted = rules.metadata_values(value)
+        clauses.append(
+            "json_type(metadata, ?) IN ('text', 'integer', 'real')"
+            f" AND json_extract(metadata, ?) IN ({', '.join('?' * len(wanted))})"
+        )
+        params += [path, path, *wanted]
+    return " AND ".join(clauses), params

@@ -34,12 +34,14 @@ from service.ui.images import final_image_urls
 from service.watches import Counts, Filters, History, WatchService
 
 PAGE_SIZE = 50
+PAGE_SIZES = (20, 50, 100)  # the choices of the list's page size; PAGE_SIZE by default
 CANCELLABLE = frozenset({"active", "delivering"})
 
 
 @dataclass(frozen=True, slots=True)
 class ListPage:
     watches: list[Watch]
+    total: int  # of the watches the filters let through, every page together
     counts: Counts
     next_cursor: str | None
     fingerprint: str
@@ -137,18 +139,23 @@ class Dashboard:
         self._subscriptions = subscriptions
         self._monitor = monitor
 
-    async def list_page(self, tenant: str, filters: Filters, cursor: str | None) -> ListPage:
-        page = await self._watches.list_page(tenant, filters, PAGE_SIZE, cursor)
+    async def list_page(
+        self, tenant: str, filters: Filters, cursor: str | None, size: int | None = None
+    ) -> ListPage:
+        page = await self._watches.list_page(tenant, filters, size or PAGE_SIZE, cursor)
         counts = await self._watches.counts(tenant)
+        total = await self._watches.matching(tenant, filters)
         shown = [
             (w.id, w.status, w.outcome, w.job_status, w.queue_position, w.attempts, w.updated_at)
             for w in page.watches
         ]
-        digest = _digest([counts.outcomes, counts.deliveries, shown])
-        return ListPage(page.watches, counts, page.next_cursor, digest)
+        digest = _digest([total, counts.outcomes, counts.deliveries, shown])
+        return ListPage(page.watches, total, counts, page.next_cursor, digest)
 
-    async def list_fingerprint(self, tenant: str, filters: Filters, cursor: str | None) -> str:
-        return (await self.list_page(tenant, filters, cursor)).fingerprint
+    async def list_fingerprint(
+        self, tenant: str, filters: Filters, cursor: str | None, size: int | None = None
+    ) -> str:
+        return (await self.list_page(tenant, filters, cursor, size)).fingerprint
 
     async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
         history = await self._history(tenant, watch_id)

@@ -14,7 +14,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import structlog
@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from service.api import watch_query
 from service.api.handlers import (
     READ_METHODS,
     WATCH_ID_PATTERN,
@@ -50,10 +51,9 @@ from service.events import iso8601
 from service.image_hosts import ImageHost
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
 from service.ui import flash, images, trends, words
-from service.ui.dashboard import Dashboard, WatchPage
+from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
 from service.ui.subscription_pages import SubscriptionPages
-from service.upstream import JOB_ID, JOB_ID_RULE
 from service.watches import Filters
 
 log = structlog.get_logger("service.ui")
@@ -66,6 +66,12 @@ KEEPALIVE_S = 15.0
 _WATCH_ID = re.compile(WATCH_ID_PATTERN)
 _WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
+# The list's fields by name, as its form labels them (the error summary links to each).
+FILTER_LABELS = {
+    "outcome": "Job outcome", "delivery": "Delivery", "job_id": "Job id",
+    "metadata_key": "Metadata key", "metadata_value": "Its value",
+    "created_from": "Created from", "created_to": "Created before", "limit": "Per page",
+}  # fmt: skip
 Handler = Callable[[Request[State], Session], Awaitable[Response]]
 
 
@@ -94,11 +100,6 @@ def _when(value: float | None) -> str:
     return "" if value is None else words.when(value)
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
 def _dashboard(request: Request[State]) -> Dashboard:
     state = request.state
     return Dashboard(state["watches"], state["subscriptions"], state["monitor"])
@@ -119,6 +120,7 @@ class Pages:
         )
         self.templates.filters["time"] = _time
         self.templates.filters["when"] = _when
+        self.templates.filters["metadata_line"] = words.metadata_line
         self.templates.filters["duration"] = trends.duration
         self.templates.filters["number"] = trends.number
         self.templates.globals["geometry"] = trends.GEOMETRY
@@ -129,7 +131,8 @@ class Pages:
         self.templates.globals.update(
             STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
             DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
-            DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS,
+            DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
+            PAGE_SIZES=PAGE_SIZES, PAGE_SIZE=PAGE_SIZE, ago=words.ago,
             OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES,
         )  # fmt: skip
 
@@ -157,6 +160,7 @@ class Pages:
 
     def context(self, request: Request[State], session: Session, **context: Any) -> dict[str, Any]:
         return {
+            "now": self.clock.now(),  # relative times are said against the request's time
             "session": session,
             "open": self.sessions.open,
             "csrf": self.sessions.csrf(session),
@@ -180,10 +184,7 @@ class Pages:
                     " but cannot redeliver, retry, cancel or change anything. Sign in with a "
                     "token of role full to act.", session,
                 )  # fmt: skip
-            try:
-                return await handler(request, session)
-            except BadRequest as bad:
-                return self.error(request, 400, "Bad request", bad.message, session)
+            return await handler(request, session)
 
         return endpoint
 
@@ -267,23 +268,30 @@ class Pages:
     # Pages.
 
     async def watches(self, request: Request[State], session: Session) -> Response:
-        chosen, cursor = _filters(request)
+        shown = _shown_filters(request)
+        query = {name: value for name, value in shown.items() if value}
+        filtered = any(value for name, value in query.items() if name != "limit")
+        try:
+            chosen, cursor, size = _filters(request)
+        except BadFilters as bad:
+            # The form as it was sent, each message next to its field.
+            context = self.context(
+                request, session, page=None, filters=shown, filtered=filtered,
+                errors=bad.errors, older=None, newest=None, live="",
+            )  # fmt: skip
+            return self.render(request, "watches.html", 400, **context)
         dashboard = _dashboard(request)
-        page = await dashboard.list_page(session.tenant, chosen, cursor)
-        filters = {
-            "outcome": chosen.outcome or "", "delivery": chosen.delivery or "",
-            "job_id": chosen.job_id or "", "status": chosen.status or "",
-        }  # fmt: skip
-        query = {k: v for k, v in filters.items() if v}
+        page = await dashboard.list_page(session.tenant, chosen, cursor, size)
         older = newest = None
         if page.next_cursor is not None:
             older = "/ui/?" + urlencode({**query, "cursor": page.next_cursor})
         if cursor is not None:
             newest = "/ui/?" + urlencode(query)
         context = self.context(
-            request, session, page=page, filters=filters, older=older, newest=newest,
+            request, session, page=page, filters=shown, filtered=filtered, errors={},
+            older=older, newest=newest,
             health=dashboard.health(),
-            live="/ui/live?" + urlencode({**filters, "cursor": cursor or ""}),
+            live="/ui/live?" + urlencode({**query, "cursor": cursor or ""}),
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watches_live.html", **context)
@@ -388,12 +396,13 @@ class Pages:
                 return dashboard.watch_fingerprint(session.tenant, wanted)
         else:
             try:
-                chosen, cursor = _filters(request)
-            except BadRequest as bad:
-                return Response(bad.message, 400, media_type="text/plain")
+                chosen, cursor, size = _filters(request)
+            except BadFilters as bad:
+                message = "; ".join(f"{name}: {text}" for name, text in bad.errors.items())
+                return Response(message, 400, media_type="text/plain")
 
             async def fingerprint() -> str | None:
-                return await dashboard.list_fingerprint(session.tenant, chosen, cursor)
+                return await dashboard.list_fingerprint(session.tenant, chosen, cursor, size)
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
@@ -464,34 +473,37 @@ def _retry_in(refused: TooManyRequests) -> str:
     return f"Try again in {_retry_after(refused)} seconds."
 
 
-C = TypeVar("C", bound=str)
+class BadFilters(Exception):
+    """The list's query holds bad values: what to fix, per parameter."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
 
 
-def _choice(request: Request[State], name: str, choices: tuple[C, ...]) -> C | None:
-    raw = request.query_params.get(name) or None
-    if raw is None:
-        return None
-    for choice in choices:
-        if choice == raw:
-            return choice
-    raise BadRequest(f"{name} must be one of {', '.join(choices)}.")
-
-
-def _filters(request: Request[State]) -> tuple[Filters, str | None]:
-    """The list's filters (`status` too, which links may still carry) and its cursor."""
+def _shown_filters(request: Request[State]) -> dict[str, str]:
+    """The list's filters as they were sent (trimmed, cut short), to fill the form in again."""
     query = request.query_params
-    job_id = (query.get("job_id") or "").strip() or None
-    if job_id is not None and not JOB_ID.fullmatch(job_id):
-        raise BadRequest(f"A job id is {JOB_ID_RULE}.")
+    return {name: (query.get(name) or "").strip()[:200] for name in (*watch_query.FIELDS, "limit")}
+
+
+def _filters(request: Request[State]) -> tuple[Filters, str | None, int | None]:
+    """The list's filters (`status` too, which links may still carry; the job id box finds
+    job ids that start with it), its cursor and its page size. Raises `BadFilters`."""
+    query = request.query_params
+    chosen, errors = watch_query.parse(query, prefix_name="job_id")
     cursor = query.get("cursor") or None
     if cursor is not None and not _WATCH_ID.fullmatch(cursor):
-        raise BadRequest("That page link is not valid; start again from the newest watches.")
-    chosen = Filters(
-        status=_choice(request, "status", WATCH_STATUSES), job_id=job_id,
-        outcome=_choice(request, "outcome", JOB_OUTCOMES),
-        delivery=_choice(request, "delivery", DELIVERY_STATES),
-    )  # fmt: skip
-    return chosen, cursor
+        errors["cursor"] = "That page link is not valid; start again from the newest watches."
+    size = None
+    raw = (query.get("limit") or "").strip()
+    if raw:
+        sizes = {str(choice): choice for choice in PAGE_SIZES}
+        size = sizes.get(raw)
+        if size is None:
+            errors["limit"] = f"must be one of {', '.join(sizes)}"
+    if errors:
+        raise BadFilters(errors)
+    return chosen, cursor, size
 
 
 def _same_origin(request: Request[State]) -> bool:

@@ -3,6 +3,10 @@ states, and an attempt's verdict and answer in a sentence each."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 from service.events import iso8601
 from service.store import rules
 from service.store.base import Attempt, DeliveryState, JobOutcome, ResponseStart, Watch
@@ -53,6 +57,34 @@ TONES = {
 def delivery_of(watch: Watch) -> DeliveryState:
     """What became of the watch's delivery (`rules.delivery_state`)."""
     return rules.delivery_state(watch.status, watch.outcome)
+
+
+def metadata_line(metadata: dict[str, Any] | None, limit: int = 80) -> str:
+    """A watch's metadata on one line for the list, `key: value` pairs cut at `limit`
+    characters (its page shows it all)."""
+    if not metadata:
+        return ""
+    text = ", ".join(
+        f"{key}: {value if isinstance(value, str) else orjson.dumps(value).decode()}"
+        for key, value in metadata.items()
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def ago(value: float, now: float) -> str:
+    """How long before `now` a time was, as a person says it (`static/times.js` says the same
+    in the browser): `just now`, `12 s ago`, `3 min ago`, `5 h ago`, `2 days ago`, then the
+    date; a time after `now` (another clock) is `just now` within a minute, else the date."""
+    seconds = now - value
+    if -60 < seconds < 10:
+        return "just now"
+    if seconds < 0 or seconds >= 30 * 86400:
+        return iso8601(value)[:10]
+    for unit, size in (("s", 1), ("min", 60), ("h", 3600)):
+        if seconds < size * (60 if unit != "h" else 24):
+            return f"{int(seconds // size)} {unit} ago"
+    days = int(seconds // 86400)
+    return f"{days} day{'s' if days > 1 else ''} ago"
 
 
 def said(watch: Watch) -> str:

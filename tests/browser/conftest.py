@@ -62,7 +62,7 @@ COOKIE = "bridge_ui"
 # whose watches the others must never see.
 TENANTS = (
     "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "ops",
-    "retry", "focus", "viewed", "subs", "trends",
+    "retry", "focus", "viewed", "subs", "trends", "search", "long",
 )  # fmt: skip
 # Viewer tokens (role viewer), each with the tenant whose watches it sees read-only.
 VIEWERS = {"viewer": "viewed"}

@@ -293,9 +293,40 @@ async def test_listing_pages_newest_first(client: httpx.AsyncClient) -> None:
     assert [w["id"] for w in by_job] == [ids[3]]
 
 
+async def test_listing_searches_job_id_prefix_metadata_and_time(
+    client: httpx.AsyncClient,
+) -> None:
+    """job_id_prefix, metadata_key with metadata_value, created_from and created_to narrow
+    the list, and combine."""
+    order = (await register(client, job_id="ord-1", metadata={"order": 1234})).json()
+    text = (await register(client, job_id="ord-2", metadata={"order": "1234"})).json()
+    other = (await register(client, job_id="img-1", metadata={"order": "99"})).json()
+
+    async def found(**params: str) -> list[str]:
+        response = await client.get("/v1/watches", params=params)
+        assert response.status_code == 200, response.text
+        return [w["id"] for w in response.json()["data"]]
+
+    assert await found(job_id_prefix="ord-") == [text["id"], order["id"]]
+    assert await found(metadata_key="order", metadata_value="1234") == [text["id"], order["id"]]
+    assert await found(job_id_prefix="img", metadata_key="order", metadata_value="99") == [
+        other["id"]
+    ]
+    created = order["created_at"]
+    assert await found(created_from=created) == [other["id"], text["id"], order["id"]]
+    assert await found(created_to=created) == []
+    assert await found(created_from="2999-01-01", job_id_prefix="ord") == []
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
+        ("job_id_prefix=%23123", "job_id_prefix"),
+        ("metadata_key=order", "metadata_value"),
+        ("metadata_value=1", "metadata_key"),
+        ("metadata_key=a%22b&metadata_value=1", "metadata_key"),
+        ("created_from=yesterday", "created_from"),
+        ("created_from=2026-01-02&created_to=2026-01-01", "created_to"),
         ("status=finished", "status"),
         ("outcome=finished", "outcome"),
         ("delivery=sent", "delivery"),

@@ -401,7 +401,7 @@ async def test_watches_of_a_0005_database_get_their_outcome_once_migrated(
     )  # fmt: skip
     await store.open(migrate=False)
     try:
-        assert (await store.migrate())[0] == 6
+        assert (await store.migrate())[:1] == [6]  # and any later ones
         found = [(await reread(store, w)).outcome for w in watches]
     finally:
         await store.close()
