@@ -56,6 +56,9 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 15_000
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 740}
+# Simulator jobs (their `sim` settings): one that stays queued, one that ends at once.
+ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
+AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
 SCREENSHOTS = harness.ROOT / "docs" / "screenshots"
 COOKIE = "bridge_ui"
 # One tenant per test (or per group of tests that share their watches); `other` is the tenant

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.browser.conftest import (
+    AT_ONCE,
     COOKIE,
+    ENDLESS,
     PHONE,
     Dashboard,
     OpenContext,
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 # A job that is still queued when every test has ended, and one that succeeds at its first poll.
-ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
-AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
 
 
 def rows(page: Page) -> list[str]:

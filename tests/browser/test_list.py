@@ -7,12 +7,13 @@ nothing on any of these pages."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser.conftest import (
     DESKTOP,
+    ENDLESS,
     Dashboard,
     OpenContext,
     Shoot,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
 PHONE_390 = {"width": 390, "height": 844}
 
 

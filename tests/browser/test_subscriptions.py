@@ -11,14 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser.conftest import Dashboard, OpenContext, Shoot, axe_violations, expect, sign_in
+from tests.browser.conftest import (
+    AT_ONCE,
+    Dashboard,
+    OpenContext,
+    Shoot,
+    axe_violations,
+    expect,
+    sign_in,
+)
 from tests.e2e.harness import Receiver, Upstream, unique
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.browser.conftest import (
+    AT_ONCE,
+    ENDLESS,
     Dashboard,
     OpenContext,
     Shoot,
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-
-ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
-AT_ONCE: dict[str, Any] = {"queue_positions": 0, "processing_s": 0}
 
 
 def expect(target: Any) -> Any:
