@@ -12,15 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.browser.conftest import Dashboard, axe_violations, sign_in
+from tests.browser.conftest import ENDLESS, Dashboard, axe_violations, sign_in
 from tests.e2e.harness import Receiver, Upstream, unique
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
-
-ENDLESS: dict[str, Any] = {"queue_positions": 100_000}
 
 
 def expect(target: Any) -> Any:
