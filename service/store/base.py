@@ -13,7 +13,9 @@ A *subscription* is a tenant-wide endpoint: every event of every watch of its te
 it lists is addressed to it. A *delivery* is one event addressed to one endpoint: the watch's own
 callback, when it has one and its `events` include the type, or a subscription. Its id is the
 `webhook-id`, stable across every attempt and redelivery (one per event and endpoint). An
-*attempt* is one HTTP request of a delivery.
+*attempt* is one HTTP request of a delivery. A delivery's attempts come in *series*: the first
+series starts when it is recorded, each redelivery starts the next (`series` 2, 3, ...), and
+attempts are numbered from 1 in each.
 
 Watch statuses: `active` (polling) → `delivering` (final event recorded, its callback delivery
 pending) → `delivered` | `failed` (attempts ran out) | `gone` (receiver answered 410). A watch
@@ -64,7 +66,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -78,6 +80,9 @@ WATCH_STATUSES: tuple[WatchStatus, ...] = (
     "active", "delivering", "delivered", "failed", "cancelled", "gone", "completed",
 )  # fmt: skip
 REDELIVERABLE: frozenset[str] = frozenset({"delivered", "failed", "gone", "completed"})
+# How a redelivery names the watch's own callback among its endpoints (the others by their
+# subscription's id).
+CALLBACK = "callback"
 
 SubscriptionStatus = Literal["active", "disabled", "deleted", "gone"]
 
@@ -249,6 +254,7 @@ class Delivery:
     # A rotated subscription's secret before, signing too until `previous_secret_until`.
     previous_secret: str = ""
     previous_secret_until: float | None = None
+    series: int = 1  # its attempts' series: 1, then one more per redelivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +272,12 @@ class DeliveryRecord:
     subscription_id: str | None = None  # None: the watch's own callback
     event_id: str | None = None
     next_attempt_at: float | None = None  # while pending: when it is due
+    series: int = 1  # of its attempts: 1, then one more per redelivery
+
+    @property
+    def endpoint(self) -> str:
+        """Its endpoint as a redelivery names it: its subscription's id, or `CALLBACK`."""
+        return self.subscription_id or CALLBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +307,7 @@ class Attempt:
     # receiver answered (None: no answer); None both for attempts recorded before they were kept.
     verdict: AttemptVerdict | None = None
     response: ResponseStart | None = None
+    series: int = 1  # its delivery's series when it was made (`number` counts within it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +350,15 @@ class AttemptRecord:
     attempt: Attempt
     outcome: AttemptOutcome
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """What `Store.redeliver` did: the watch as it stands, and the final deliveries it started
+    again (their ids), each in a new series."""
+
+    watch: Watch
+    restarted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,15 +516,19 @@ class Store(abc.ABC):
         Other statuses are left as they are (cancelling is idempotent). None when not found."""
 
     @abc.abstractmethod
-    async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
+    async def redeliver(
+        self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
+    ) -> Redelivery | None:
         """Start a new series of attempts of the final event of a `delivered`, `failed`, `gone`
-        or `completed` watch: its ended final deliveries (to its callback, and to subscriptions
-        still `active`) become pending, due at `now`, with their attempt counts reset (a new
-        series; the watch's own count goes on) and the same ids. A watch with a callback
-        delivery made pending becomes `delivering`; a `completed` watch stays `completed`.
-        Returns the watch, unchanged when its status does not allow it or when there is no
-        final delivery body to send (purged, or a watch that went `gone` on a progress event);
-        None when not found."""
+        or `completed` watch to `endpoints` (`CALLBACK` and subscription ids; None: every
+        one): of those, its ended final deliveries with a body to send, to its callback or to
+        a subscription still `active` (`rules.redelivery`), become pending, due at `now`, with
+        their attempt counts reset and their `series` one more (the watch's own count goes
+        on) and the same ids. A watch with a callback delivery made pending becomes
+        `delivering`; a `completed` watch stays `completed`. Returns the watch and the ids
+        started again: none, and the watch unchanged, when its status does not allow it or
+        nothing chosen can be sent again (purged, pending still, or a watch that went `gone` on
+        a progress event); None when not found."""
 
     @abc.abstractmethod
     async def retry_delivery(
@@ -629,9 +655,10 @@ class Store(abc.ABC):
         outcome: AttemptOutcome,
         now: float,
     ) -> None:
-        """Fenced by the delivery's lease: log the attempt, count it, and either schedule the
-        next one at `attempt.next_attempt_at` (`retry`) or end the delivery. The lease is
-        released. Raises `LeaseLost`.
+        """Fenced by the delivery's lease: log the attempt in the delivery's current series
+        (whatever `attempt.series` says), count it, and either schedule the next one at
+        `attempt.next_attempt_at` (`retry`) or end the delivery. The lease is released.
+        Raises `LeaseLost`.
 
         Every attempt counts in its watch's `attempts` (and sets its `updated_at`); otherwise
         only the watch's own callback deliveries change the watch. An attempt of its final

@@ -9,7 +9,7 @@ as an unavailable store's do (every call, or only writes when it is `refusing_wr
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -63,6 +63,7 @@ class DeliveryRow:
     attempts: int = 0
     next_attempt_at: float | None = None
     ended_at: float | None = None
+    series: int = 1
 
     def due(self, now: float) -> bool:
         at = self.next_attempt_at
@@ -241,7 +242,9 @@ class MemoryStore(base.Store):
         self.watches[watch_id] = watch
         return watch
 
-    async def redeliver(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
+    async def redeliver(
+        self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
+    ) -> base.Redelivery | None:
         self._call(writes=True)
         watch = self._watch(tenant, watch_id)
         if watch is None:
@@ -252,15 +255,16 @@ class MemoryStore(base.Store):
                         row.subscription_id is None or row.subscription_id in active)
             for row in self.deliveries.values() if row.watch_id == watch_id and row.final
         ]  # fmt: skip
-        again, delivering = rules.redelivery(watch.status, finals)
+        again, delivering = rules.redelivery(watch.status, finals, endpoints)
         for delivery_id in again:
             row = self.deliveries[delivery_id]
             row.status, row.attempts, row.next_attempt_at, row.ended_at = "pending", 0, now, None
+            row.series += 1
             row.lease.release()
         if delivering:
             watch = replace(watch, status="delivering", updated_at=now, completed_at=None)
             self.watches[watch_id] = watch
-        return watch
+        return base.Redelivery(watch, tuple(again))
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
@@ -407,6 +411,7 @@ class MemoryStore(base.Store):
             row.lease.token, url, method, headers, secret, row.created_at, row.subscription_id,
             row.event_id, final_statuses, row.tenant,
             "" if s is None else s.previous_secret, None if s is None else s.previous_secret_until,
+            row.series,
         )  # fmt: skip
 
     # base.Delivery.
@@ -505,9 +510,10 @@ class MemoryStore(base.Store):
             effect.status, attempt.next_attempt_at, effect.ended_at,
         )  # fmt: skip
         row.lease.release()
-        self.attempts.append(
-            replace(attempt, delivery_id=row.id, subscription_id=row.subscription_id)
+        logged = replace(
+            attempt, delivery_id=row.id, subscription_id=row.subscription_id, series=row.series
         )
+        self.attempts.append(logged)
         gone = effect.subscription_gone
         if gone is not None:
             if self.subscriptions[gone].status == "active":
@@ -731,7 +737,7 @@ def _record(row: DeliveryRow) -> base.DeliveryRecord:
     return base.DeliveryRecord(
         row.id, row.event_type, row.final, row.status, row.attempts, row.body, row.created_at,
         row.subscription_id, row.event_id,
-        row.next_attempt_at if row.status == "pending" else None,
+        row.next_attempt_at if row.status == "pending" else None, row.series,
     )  # fmt: skip
 
 

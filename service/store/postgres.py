@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -41,6 +41,7 @@ from service.store.base import (
     OutcomeBucket,
     Progress,
     Recorded,
+    Redelivery,
     ResponseStart,
     Store,
     Subscription,
@@ -87,7 +88,7 @@ _DELIVERY_COLUMNS = (
     " coalesce(s.headers, w.callback_headers) AS callback_headers,"
     " coalesce(s.secret, w.secret) AS secret, d.created_at, d.subscription_id, d.event_id,"
     " coalesce(s.final_statuses, w.final_statuses) AS final_statuses, d.tenant,"
-    " coalesce(s.previous_secret, '') AS previous_secret, s.previous_secret_until"
+    " coalesce(s.previous_secret, '') AS previous_secret, s.previous_secret_until, d.series"
 )
 _SUBSCRIPTION_COLUMNS = (
     "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
@@ -96,14 +97,14 @@ _SUBSCRIPTION_COLUMNS = (
 _ATTEMPT_COLUMNS = (
     "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
     " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
-    " a.response_truncated, a.response_type"
+    " a.response_truncated, a.response_type, a.series"
 )
 # The watch's deliveries ($1 watch, $2 tenant; only $3 when not null), in `watch_deliveries`
 # order.
 _DELIVERY_RECORDS = (
     "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"
     " d.subscription_id, d.event_id,"
-    " CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at"
+    " CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at, d.series"
     " FROM deliveries d JOIN watches w ON w.id = d.watch_id WHERE w.id = $1 AND w.tenant = $2"
     " AND ($3::text IS NULL OR d.id = $3)"
     " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id"
@@ -200,7 +201,7 @@ def _attempt(row: Any) -> Attempt:
     return Attempt(
         delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
         duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
-        subscription_id=row[8], verdict=row[9], response=response,
+        subscription_id=row[8], verdict=row[9], response=response, series=row[14],
     )  # fmt: skip
 
 
@@ -545,7 +546,9 @@ class PostgresStore(Store):
         )
         return await self.get_watch(tenant, watch_id) if row is None else _watch(row)
 
-    async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
+    async def redeliver(
+        self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
+    ) -> Redelivery | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
                 f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
@@ -563,12 +566,14 @@ class PostgresStore(Store):
                 " FROM deliveries d WHERE d.watch_id = $1 AND d.final",
                 watch_id,
             )
-            again, delivering = rules.redelivery(row["status"], [rules.Final(*f) for f in finals])
+            again, delivering = rules.redelivery(
+                row["status"], [rules.Final(*f) for f in finals], endpoints
+            )
             if again:
                 await db.execute(
-                    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $2,"
-                    " ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
-                    " WHERE id = ANY($1::text[])",
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, series = series + 1,"
+                    " next_attempt_at = $2, ended_at = NULL, lease_owner = NULL,"
+                    " lease_expires_at = NULL WHERE id = ANY($1::text[])",
                     again,
                     now,
                 )
@@ -579,7 +584,7 @@ class PostgresStore(Store):
                     watch_id,
                     now,
                 )
-        return _watch(row)
+        return Redelivery(_watch(row), tuple(again))
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
@@ -1038,11 +1043,11 @@ async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
         " d AS (UPDATE deliveries d SET attempts = d.attempts + 1, status = $5,"
         " next_attempt_at = $6, ended_at = $7, lease_owner = NULL, lease_expires_at = NULL"
         " FROM w WHERE d.id = $2 AND d.watch_id = w.id AND d.lease_owner = $3"
-        " AND d.lease_token = $4 AND d.status = 'pending' RETURNING d.id)"
+        " AND d.lease_token = $4 AND d.status = 'pending' RETURNING d.id, d.series)"
         " INSERT INTO attempts (delivery_id, number, event_type, started_at, duration_s,"
         " status_code, error, next_attempt_at, verdict, response_body, response_size,"
-        " response_truncated, response_type)"
-        " SELECT id, $8, $9, $10, $11, $12, $13, $6, $14, $15, $16, $17, $18 FROM d"
+        " response_truncated, response_type, series)"
+        " SELECT id, $8, $9, $10, $11, $12, $13, $6, $14, $15, $16, $17, $18, series FROM d"
         " RETURNING true",
         delivery.watch_id, delivery.id, owner, delivery.lease_token, effect.status,
         attempt.next_attempt_at, effect.ended_at, attempt.number, attempt.event_type,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from service import events
 from service.ids import new_id
 from service.store.base import (
+    CALLBACK,
     JOB_OUTCOMES,
     REDELIVERABLE,
     WATCH_STATUSES,
@@ -224,18 +225,38 @@ class Final:
     has_body: bool  # False once purged
     subscription_active: bool  # its subscription is still `active` (True for a callback)
 
+    @property
+    def endpoint(self) -> str:
+        return self.subscription_id or CALLBACK
 
-def redelivery(watch_status: WatchStatus, finals: Sequence[Final]) -> tuple[list[str], bool]:
-    """The final deliveries a redelivery makes pending again (their ids), and whether the
-    watch becomes `delivering` (one of them is its callback's). Only a watch whose status is
-    REDELIVERABLE is redelivered; only ended deliveries with a body to send, to its callback
-    or to a subscription still `active`, start again."""
+
+# Why a final delivery cannot be sent again: it is still in its series, its body was purged,
+# or its subscription is no longer `active`.
+Unsendable = Literal["pending", "purged", "inactive"]
+
+
+def unsendable(final: Final) -> Unsendable | None:
+    """Why `final` cannot start a new series; None when it can."""
+    if final.status == "pending":
+        return "pending"
+    if not final.has_body:
+        return "purged"
+    return None if final.subscription_active else "inactive"
+
+
+def redelivery(
+    watch_status: WatchStatus, finals: Sequence[Final], endpoints: Collection[str] | None = None
+) -> tuple[list[str], bool]:
+    """The final deliveries a redelivery to `endpoints` (None: every one) makes pending again
+    (their ids), and whether the watch becomes `delivering` (one of them is its callback's).
+    Only a watch whose status is REDELIVERABLE is redelivered; only the chosen deliveries that
+    can be sent again (`unsendable`) start again."""
     if watch_status not in REDELIVERABLE:
         return [], False
     again = [
         final
         for final in finals
-        if final.status != "pending" and final.has_body and final.subscription_active
+        if (endpoints is None or final.endpoint in endpoints) and unsendable(final) is None
     ]
     return [final.id for final in again], any(f.subscription_id is None for f in again)
 

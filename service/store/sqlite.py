@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -46,6 +46,7 @@ from service.store.base import (
     OutcomeBucket,
     Progress,
     Recorded,
+    Redelivery,
     ResponseStart,
     Store,
     Subscription,
@@ -69,7 +70,7 @@ _WATCH_COLUMNS = (
 _ATTEMPT_COLUMNS = (
     "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
     " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
-    " a.response_truncated, a.response_type"
+    " a.response_truncated, a.response_type, a.series"
 )
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_FROM = (
@@ -85,7 +86,7 @@ _DELIVERIES_BY_ID = (
     " iif(s.id IS NULL, w.callback_method, 'POST'), coalesce(s.headers, w.callback_headers),"
     " coalesce(s.secret, w.secret), d.created_at, d.subscription_id, d.event_id,"
     " coalesce(s.final_statuses, w.final_statuses), d.tenant,"
-    " coalesce(s.previous_secret, ''), s.previous_secret_until))"
+    " coalesce(s.previous_secret, ''), s.previous_secret_until, d.series))"
     f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
 _SUBSCRIPTION_COLUMNS = (
@@ -158,7 +159,7 @@ def _attempt(row: sqlite3.Row) -> Attempt:
     return Attempt(
         delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
         duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
-        subscription_id=row[8], verdict=row[9], response=response,
+        subscription_id=row[8], verdict=row[9], response=response, series=row[14],
     )  # fmt: skip
 
 
@@ -182,6 +183,7 @@ def _delivery(row: list[Any]) -> Delivery:
         tenant=row[15],
         previous_secret=row[16],
         previous_secret_until=row[17],
+        series=row[18],
     )
 
 
@@ -526,8 +528,10 @@ class SQLiteStore(Store):
 
         return await self._transaction(cancel)
 
-    async def redeliver(self, tenant: str, watch_id: str, now: float) -> Watch | None:
-        def redeliver(db: sqlite3.Connection) -> Watch | None:
+    async def redeliver(
+        self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
+    ) -> Redelivery | None:
+        def redeliver(db: sqlite3.Connection) -> Redelivery | None:
             watch = self._select_watch(db, tenant, watch_id)
             if watch is None:
                 return None
@@ -539,13 +543,13 @@ class SQLiteStore(Store):
                 (watch_id,),
             ).fetchall()
             finals = [rules.Final(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
-            again, delivering = rules.redelivery(watch.status, finals)
+            again, delivering = rules.redelivery(watch.status, finals, endpoints)
             if not again:
-                return watch
+                return Redelivery(watch)
             db.execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
-                " ended_at = NULL, lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE id IN (SELECT value FROM json_each(?))",
+                "UPDATE deliveries SET status = 'pending', attempts = 0, series = series + 1,"
+                " next_attempt_at = ?, ended_at = NULL, lease_owner = NULL,"
+                " lease_expires_at = NULL WHERE id IN (SELECT value FROM json_each(?))",
                 (now, json.dumps(again)),
             )
             if delivering:
@@ -554,7 +558,9 @@ class SQLiteStore(Store):
                     " completed_at = NULL WHERE id = ?",
                     (now, watch_id),
                 )
-            return self._select_watch(db, tenant, watch_id)
+            after = self._select_watch(db, tenant, watch_id)
+            assert after is not None  # read in this transaction
+            return Redelivery(after, tuple(again))
 
         return await self._transaction(redeliver)
 
@@ -1262,7 +1268,8 @@ def _delivery_records(
     only = "" if delivery_id is None else " AND d.id = ?"
     rows = db.execute(
         "SELECT d.id, d.event_type, d.final, d.status, d.attempts, d.body, d.created_at,"  # noqa: S608
-        " d.subscription_id, d.event_id, iif(d.status = 'pending', d.next_attempt_at, NULL)"
+        " d.subscription_id, d.event_id, iif(d.status = 'pending', d.next_attempt_at, NULL),"
+        " d.series"
         f" FROM deliveries d JOIN watches w ON w.id = d.watch_id WHERE w.id = ? AND w.tenant = ?"
         f"{only} ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
         (watch_id, tenant) if delivery_id is None else (watch_id, tenant, delivery_id),

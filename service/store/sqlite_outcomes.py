@@ -35,9 +35,10 @@ _Pair = tuple[AttemptRecord, rules.Effect]
 # An attempt's row, as `attempt_row` gives it.
 ATTEMPT_COLUMNS = (
     "delivery_id, number, event_type, started_at, duration_s, status_code, error,"
-    " next_attempt_at, verdict, response_body, response_size, response_truncated, response_type"
+    " next_attempt_at, verdict, response_body, response_size, response_truncated, response_type,"
+    " series"
 )
-ATTEMPT_WIDTH = 13
+ATTEMPT_WIDTH = 14
 
 
 def record_attempts(
@@ -148,7 +149,8 @@ def _delivery_row(r: AttemptRecord, effect: rules.Effect) -> tuple[object, ...]:
 
 
 def attempt_row(r: AttemptRecord) -> tuple[object, ...]:
-    """The values of `ATTEMPT_COLUMNS` of the attempt of `r`."""
+    """The values of `ATTEMPT_COLUMNS` of the attempt of `r`, in its claimed delivery's series
+    (its lease, checked first, keeps it the delivery's current one)."""
     a, answer = r.attempt, r.attempt.response
     return (
         r.delivery.id, a.number, a.event_type, a.started_at, a.duration_s, a.status_code,
@@ -156,6 +158,7 @@ def attempt_row(r: AttemptRecord) -> tuple[object, ...]:
         *((None,) * 4 if answer is None else (
             answer.body, answer.size, int(answer.truncated), answer.content_type
         )),
+        r.delivery.series,
     )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from service.store.base import (
     NewEvent,
     Progress,
     Recorded,
+    Redelivery,
     Store,
     Watch,
     callback_host,
@@ -1352,26 +1353,29 @@ async def test_cancel_unknown_watch_is_none(store: Store) -> None:
 
 @pytest.mark.parametrize("outcome", ["succeeded", "failed", "gone"])
 async def test_redeliver_restarts_the_final_delivery(store: Store, outcome: AttemptOutcome) -> None:
-    """The same final delivery is pending again from `now`, attempts reset; the watch delivering."""
+    """The same final delivery is pending again from `now`, attempts reset, in series 2; the
+    watch delivering."""
     watch, delivery = await ended(store, outcome, now=T0 + 1)
 
     redelivered = await store.redeliver(TENANT, watch.id, T0 + 100)
 
     assert redelivered is not None
-    assert redelivered.status == "delivering"
-    assert await store.get_watch(TENANT, watch.id) == redelivered
+    assert redelivered.restarted == (delivery.id,)
+    assert redelivered.watch.status == "delivering"
+    assert await store.get_watch(TENANT, watch.id) == redelivered.watch
     assert await store.claim_deliveries(B, T0 + 99, T0 + 99 + LEASE_S, 10) == []
     [again] = await store.claim_deliveries(B, T0 + 100, T0 + 100 + LEASE_S, 10)
-    assert again == replace(delivery, attempts=0, lease_token=again.lease_token)
+    assert again == replace(delivery, attempts=0, lease_token=again.lease_token, series=2)
     assert again.lease_token > delivery.lease_token
 
 
-async def test_redelivery_ends_the_watch_again_and_keeps_the_log(store: Store) -> None:
-    """A redelivered watch ends by its new attempts; the attempt log keeps the earlier ones."""
+async def test_redelivery_ends_the_watch_again_and_keeps_the_log_by_series(store: Store) -> None:
+    """A redelivered watch ends by its new attempts; the attempt log keeps the earlier ones,
+    each in its series whatever the attempt said, and the delivery says its latest."""
     watch, _ = await ended(store, "failed", now=T0 + 1)
     await store.redeliver(TENANT, watch.id, T0 + 100)
     [again] = await store.claim_deliveries(B, T0 + 100, T0 + 100 + LEASE_S, 10)
-    second = attempt(again, "succeeded", started_at=T0 + 100)
+    second = replace(attempt(again, "succeeded", started_at=T0 + 100), series=7)
 
     await store.record_attempt(B, again, second, "succeeded", T0 + 101)
 
@@ -1379,14 +1383,31 @@ async def test_redelivery_ends_the_watch_again_and_keeps_the_log(store: Store) -
     assert stored is not None
     assert (stored.status, stored.completed_at) == ("delivered", T0 + 101)
     log = await store.list_attempts(TENANT, watch.id)
-    assert [a.started_at for a in log] == [T0 + 1, T0 + 100]
+    assert [(a.started_at, a.series, a.number) for a in log] == [(T0 + 1, 1, 1), (T0 + 100, 2, 1)]
+    [delivery] = await store.watch_deliveries(TENANT, watch.id)
+    assert (delivery.series, delivery.attempts, delivery.status) == (2, 1, "succeeded")
+
+
+async def test_each_redelivery_starts_the_next_series(store: Store) -> None:
+    """Redelivered twice, a delivery is in series 3, and so is the attempt made then."""
+    watch, _ = await ended(store, "failed", now=T0 + 1)
+    for n, at in enumerate((T0 + 100, T0 + 200), start=2):
+        await store.redeliver(TENANT, watch.id, at)
+        [again] = await store.claim_deliveries(B, at, at + LEASE_S, 10)
+        assert again.series == n
+        await store.record_attempt(
+            B, again, attempt(again, "failed", started_at=at), "failed", at + 1
+        )
+
+    log = await store.list_attempts(TENANT, watch.id)
+    assert [a.series for a in log] == [1, 2, 3]
 
 
 async def test_redeliver_leaves_an_active_watch_as_it_is(store: Store) -> None:
     """An active watch is answered unchanged and nothing becomes deliverable."""
     watch = await register(store)
 
-    assert await store.redeliver(TENANT, watch.id, T0 + 1) == watch
+    assert await store.redeliver(TENANT, watch.id, T0 + 1) == Redelivery(watch)
     assert await store.get_watch(TENANT, watch.id) == watch
     assert await pending_ids(store) == set()
 
@@ -1394,9 +1415,9 @@ async def test_redeliver_leaves_an_active_watch_as_it_is(store: Store) -> None:
 async def test_redeliver_leaves_a_delivering_watch_as_it_is(store: Store) -> None:
     """A watch still delivering is answered unchanged; its delivery stays with its holder."""
     watch, delivery = await delivering(store)
-    before = await store.get_watch(TENANT, watch.id)
+    before = await reread(store, watch)
 
-    assert await store.redeliver(TENANT, watch.id, T0 + 1) == before
+    assert await store.redeliver(TENANT, watch.id, T0 + 1) == Redelivery(before)
     assert await store.claim_deliveries(B, T0 + 1, T0 + 1 + LEASE_S, 10) == []
     await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + 2)
 
@@ -1405,8 +1426,9 @@ async def test_redeliver_leaves_a_cancelled_watch_as_it_is(store: Store) -> None
     """A cancelled watch is answered unchanged and its cancelled delivery stays cancelled."""
     watch, _ = await delivering(store)
     cancelled = await store.cancel_watch(TENANT, watch.id, T0 + 1)
+    assert cancelled is not None
 
-    assert await store.redeliver(TENANT, watch.id, T0 + 2) == cancelled
+    assert await store.redeliver(TENANT, watch.id, T0 + 2) == Redelivery(cancelled)
     assert await store.get_watch(TENANT, watch.id) == cancelled
     assert await pending_ids(store) == set()
 
@@ -1414,10 +1436,10 @@ async def test_redeliver_leaves_a_cancelled_watch_as_it_is(store: Store) -> None
 async def test_redeliver_after_the_body_was_purged_leaves_the_watch(store: Store) -> None:
     """With its final body purged a delivered watch is answered unchanged (not `delivering`)."""
     watch, _ = await ended(store, "succeeded", now=T0 + 1)
-    before = await store.get_watch(TENANT, watch.id)
+    before = await reread(store, watch)
     assert await store.purge_bodies(T0 + 2) == 1
 
-    assert await store.redeliver(TENANT, watch.id, T0 + 3) == before
+    assert await store.redeliver(TENANT, watch.id, T0 + 3) == Redelivery(before)
     assert await pending_ids(store) == set()
 
 

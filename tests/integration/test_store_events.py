@@ -26,6 +26,7 @@ from service.store.base import (
     NewDelivery,
     NewEvent,
     Recorded,
+    Redelivery,
     Store,
     Subscription,
     Watch,
@@ -340,12 +341,13 @@ async def test_redeliver_sends_the_final_event_again_to_callback_and_active_subs
     again = await store.redeliver(TENANT, watch.id, T0 + 10)
 
     assert again is not None
-    assert again.status == "delivering"
+    assert again.watch.status == "delivering"
+    assert set(again.restarted) == {callback.id, to_done.id}
     claimed = await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 10)
     assert {(d.id, d.subscription_id) for d in claimed} == {
         (callback.id, None), (to_done.id, done.id),
     }  # fmt: skip
-    assert all(d.attempts == 0 for d in claimed)
+    assert all((d.attempts, d.series) == (0, 2) for d in claimed)
     # The one still in its retries keeps its schedule and its count.
     later = await store.claim_deliveries(B, T0 + 50, T0 + 50 + LEASE_S, 10)
     assert {d.id: d.attempts for d in later}[to_busy.id] == 1
@@ -362,8 +364,37 @@ async def test_redeliver_of_a_completed_watch_keeps_it_completed(store: Store) -
     again = await store.redeliver(TENANT, watch.id, T0 + 10)
 
     assert again is not None
-    assert again.status == "completed"
+    assert again.watch.status == "completed"
     assert await pending_ids(store) == {delivery.id}
+
+
+async def test_redeliver_to_chosen_endpoints_only(store: Store) -> None:
+    """Named endpoints only: a subscription alone leaves the failed callback (and the watch)
+    as they are; the callback alone leaves the subscriptions. A name the event was not
+    addressed to, or one still pending, restarts nothing."""
+    first = await subscribe(store)
+    await subscribe(store)
+    watch = await register(store, owner=A)
+    callback, to_first, to_second = await finish(store, watch, event("job.succeeded"))
+    ends: list[tuple[Delivery, AttemptOutcome]] = [
+        (callback, "failed"), (to_first, "succeeded"), (to_second, "failed"),
+    ]  # fmt: skip
+    for delivery, outcome in ends:
+        await store.record_attempt(A, delivery, attempt(delivery, outcome), outcome, T0 + 2)
+
+    only_first = await store.redeliver(TENANT, watch.id, T0 + 10, [first.id])
+
+    assert only_first is not None
+    assert (only_first.watch.status, only_first.restarted) == ("failed", (to_first.id,))
+    for nothing in ([first.id, "sub_none"], []):
+        assert await store.redeliver(TENANT, watch.id, T0 + 11, nothing) == Redelivery(
+            only_first.watch
+        )
+    only_callback = await store.redeliver(TENANT, watch.id, T0 + 12, ["callback"])
+    assert only_callback is not None
+    assert (only_callback.watch.status, only_callback.restarted) == ("delivering", (callback.id,))
+    series = {d.id: d.series for d in await store.watch_deliveries(TENANT, watch.id)}
+    assert series == {callback.id: 2, to_first.id: 2, to_second.id: 1}
 
 
 # Reading events back.

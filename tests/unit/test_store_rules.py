@@ -186,6 +186,40 @@ def test_redelivery(
 
 
 @pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        (["sub_1"], (["msg_done"], False)),  # one that accepted it, chosen: sent again
+        (["callback", "sub_1"], (["msg_cb", "msg_done"], True)),
+        (["sub_2", "sub_3", "sub_4"], ([], False)),  # none of those can be sent again
+        (["sub_9"], ([], False)),  # the event was not addressed to it
+        ([], ([], False)),  # nothing chosen, nothing sent
+    ],
+)
+def test_redelivery_to_chosen_endpoints(
+    endpoints: list[str], expected: tuple[list[str], bool]
+) -> None:
+    """Only the chosen endpoints that can be sent again start a new series."""
+    assert rules.redelivery("failed", FINALS, endpoints) == expected
+
+
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        (FINALS[0], None),
+        (FINALS[1], None),  # accepted, yet it can be sent again
+        (FINALS[2], "inactive"),
+        (FINALS[3], "pending"),
+        (FINALS[4], "purged"),
+        # a pending one whose body is purged: pending says more (it is still being sent)
+        (rules.Final("msg_x", None, "pending", False, True), "pending"),
+    ],
+)
+def test_unsendable(final: rules.Final, expected: rules.Unsendable | None) -> None:
+    """Why a final delivery cannot start a new series."""
+    assert rules.unsendable(final) == expected
+
+
+@pytest.mark.parametrize(
     ("limits", "default", "key", "expected"),
     [
         ({"a": 0}, 3, "a", 0),  # a listed key has its own share, even none
