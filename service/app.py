@@ -117,6 +117,7 @@ def services(bridge: Bridge) -> State:
     return State(
         access=bridge.access,
         watches=bridge.watches,
+        redelivery=bridge.redelivery,
         generation=bridge.generation,
         subscriptions=bridge.subscriptions,
         feed=bridge.feed,
@@ -147,6 +148,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         _route("/v1/watches", POST=handlers.create_watch, GET=handlers.list_watches),
         _route("/v1/generate", POST=handlers.generate),
+        _route("/v1/watches/failed/redeliver", POST=handlers.recover),
         _route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
         _route("/v1/watches/{watch_id}/deliveries", GET=handlers.list_deliveries),
         _route("/v1/watches/{watch_id}/redeliver", POST=handlers.redeliver),

@@ -27,6 +27,7 @@ from service.event_hub import EventHub
 from service.generate import GenerateService
 from service.metrics import Metrics
 from service.monitor import Monitor
+from service.redelivery import RedeliveryService
 from service.sender import InlineSender, ProcessSender, Sender
 from service.sign_outs import SignOuts
 from service.store.base import Store
@@ -63,6 +64,7 @@ class Bridge:
     store: Store
     worker: Worker
     watches: WatchService
+    redelivery: RedeliveryService
     generation: GenerateService
     subscriptions: SubscriptionService
     feed: EventFeed
@@ -108,6 +110,7 @@ class Bridge:
             store, worker.poller, worker.deliverer, owner, settings, clock, registration_body,
             vault,
         )  # fmt: skip
+        redelivery = RedeliveryService(store, watches, worker.deliverer, settings, clock)
         subscriptions = SubscriptionService(store, settings, clock, sender, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
@@ -129,8 +132,8 @@ class Bridge:
             ),
         )
         return cls(
-            settings, clock, store, worker, watches, generation, subscriptions, feed, streams,
-            monitor, SignOuts(store), scheduler, access, metrics, upstream_http, sender,
+            settings, clock, store, worker, watches, redelivery, generation, subscriptions, feed,
+            streams, monitor, SignOuts(store), scheduler, access, metrics, upstream_http, sender,
         )  # fmt: skip
 
     def upkeep(self) -> list[Job]:

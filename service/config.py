@@ -418,6 +418,10 @@ class ApiSettings(_Section):
     # Event streams, long-polls and dashboard live streams each tenant may hold open at once,
     # per process: each holds a connection and reads the store every second.
     max_streams_per_tenant: int = Field(20, ge=1, le=100_000)
+    # Watches one redelivery of failed webhooks (POST /v1/watches/failed/redeliver, the
+    # dashboard's "Redeliver N failed") sends again at most, newest first; the answer says how
+    # many are left.
+    max_redeliveries: int = Field(100, ge=1, le=10_000)
 
 
 class UiSettings(_Section):

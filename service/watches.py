@@ -1,5 +1,5 @@
-"""The service layer: registering, reading, cancelling and redelivering watches, and retrying a
-pending delivery at once.
+"""The service layer: registering, reading and cancelling watches, and retrying a pending
+delivery at once (redelivering them: `service.redelivery`).
 
 HTTP handlers and the dashboard call only this; it owns every store call made on a client's
 behalf. It takes what a client asked for as its own records (`WatchOptions`), returns the
@@ -32,7 +32,6 @@ from service.store import rules
 from service.store.base import (
     DELIVERY_STATES,
     JOB_OUTCOMES,
-    REDELIVERABLE,
     WATCH_STATUSES,
     Attempt,
     DeliveryRecord,
@@ -455,35 +454,3 @@ class WatchService:
         purged): the callback's first, then the subscriptions'."""
         found = await self._store.watch_deliveries(tenant, watch_id)
         return [delivery for delivery in found if delivery.final]
-
-    async def redeliver(self, tenant: str, watch_id: str) -> Watch:
-        before = await self._existing(tenant, watch_id)
-        if before.status not in REDELIVERABLE:
-            raise Conflict(
-                f"watch {watch_id} is {before.status}; only delivered, failed, gone and "
-                "completed watches can be redelivered"
-            )
-        after = await self._store.redeliver(tenant, watch_id, self._clock.now())
-        # A completed watch (no callback) stays completed: what was sent again shows in its
-        # final event still being kept (events go with the bodies, after the retention).
-        resent = after is not None and (
-            after.status == "delivering"
-            or (
-                after.status == "completed"
-                and any(e.final for e in await self._store.watch_events(tenant, watch_id))
-            )
-        )
-        if after is None or not resent:
-            attempts = await self._store.list_attempts(tenant, watch_id)
-            if not any(a.event_type in events.FINAL_EVENTS for a in attempts):
-                raise Conflict(
-                    f"watch {watch_id} ended ({before.status}) before its job did: there is no "
-                    "final event to send again"
-                )
-            raise Conflict(
-                f"the final event of watch {watch_id} can no longer be sent again: its body "
-                "was purged after delivery.payload_retention_days"
-            )
-        await self._deliverer.claim()  # at once, not at the next periodic claim
-        log.info("watch.redelivered", watch_id=watch_id)
-        return after

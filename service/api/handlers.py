@@ -8,14 +8,20 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from service import events
 from service.api import responses, watch_query
-from service.api.models import GenerateRequest, SubscriptionRequest, WatchRequest
+from service.api.models import (
+    GenerateRequest,
+    RecoverRequest,
+    RedeliverRequest,
+    SubscriptionRequest,
+    WatchRequest,
+)
 from service.api.problems import invalid_body
 from service.api.state import State
 from service.auth import Caller, RateLimiter, retry_after_header
@@ -130,6 +136,27 @@ async def _json_object(request: Request[State]) -> dict[str, Any]:
         raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
     _check_values(data)
     return data
+
+
+async def _optional_object(request: Request[State]) -> dict[str, Any] | None:
+    """The body as `_json_object` reads it, or None when the request has none (neither a
+    Content-Type nor a byte)."""
+    headers = request.headers
+    framed = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+    if "content-type" not in headers and not framed:
+        return None
+    return await _json_object(request)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _valid(model: type[M], data: dict[str, Any]) -> M:
+    """`data` as `model`, or the 422 naming each invalid field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise invalid_body(error) from None
 
 
 def _check_values(data: dict[str, Any]) -> None:
@@ -253,7 +280,11 @@ def _query_text(
 def watch_filters(request: Request[State]) -> Filters:
     """The filters of a listing of watches, from the query (`InvalidRequest` naming each bad
     one)."""
-    filters, errors = watch_query.parse(request.query_params)
+    return _checked(*watch_query.parse(request.query_params))
+
+
+def _checked(filters: Filters, errors: dict[str, str]) -> Filters:
+    """The filters `watch_query.parse` read, or `InvalidRequest` naming each bad one."""
     if errors:
         raise InvalidRequest(
             "; ".join(f"{name}: {message}" for name, message in errors.items()),
@@ -311,8 +342,24 @@ async def retry_delivery(request: Request[State]) -> Response:
 
 
 async def redeliver(request: Request[State]) -> Response:
-    watch = await request.state["watches"].redeliver(_tenant(request), _watch_id(request))
-    return json_response(responses.Watch.of(watch), 202)
+    tenant, watch_id = _tenant(request), _watch_id(request)
+    data = await _optional_object(request)
+    endpoints = None if data is None else _valid(RedeliverRequest, data).endpoints
+    done = await request.state["redelivery"].redeliver(tenant, watch_id, endpoints)
+    most = request.state["watches"].max_attempts
+    return json_response(responses.Redelivered.of_redelivered(done, most), 202)
+
+
+async def recover(request: Request[State]) -> Response:
+    """Redeliver the failed webhooks of the watches the body's filters match (bounded)."""
+    tenant = _tenant(request)
+    data = await _optional_object(request)
+    body = RecoverRequest() if data is None else _valid(RecoverRequest, data)
+    recovery = await request.state["redelivery"].recover(
+        tenant, _checked(*watch_query.parse(body.query()))
+    )
+    most = request.state["watches"].max_attempts
+    return json_response(responses.Recovery.of(recovery, most), 202)
 
 
 def _watch_id(request: Request[State]) -> str:

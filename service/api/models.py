@@ -21,6 +21,9 @@ from pydantic import (
 from typing_extensions import TypeAliasType
 
 from service import events, signing
+from service.api import watch_query
+from service.store import base as store
+from service.subscriptions import MAX_ACTIVE
 from service.upstream import JOB_ID, JOB_ID_RULE
 from service.watches import WatchOptions
 
@@ -105,6 +108,7 @@ EventName = TypeAliasType(
     "EventName", Annotated[str, Field(json_schema_extra={"enum": list(events.ALL_EVENTS)})]
 )
 CallbackMethod = TypeAliasType("CallbackMethod", Literal["POST", "PUT"])
+JobOutcome = TypeAliasType("JobOutcome", store.JobOutcome)
 PayloadFormat = TypeAliasType("PayloadFormat", Literal["envelope", "raw"])
 Metadata = TypeAliasType(
     "Metadata",
@@ -312,3 +316,85 @@ class SubscriptionRequest(BaseModel):
     @classmethod
     def _whsec(cls, secret: str | None) -> str | None:
         return None if secret is None else signing.check_secret(secret)
+
+
+# An endpoint of a watch's final event, as a redelivery names it.
+ENDPOINT = re.compile(r"^(callback|sub_[0-9A-Za-z]{1,64})$")
+Endpoint = TypeAliasType(
+    "Endpoint",
+    Annotated[
+        str,
+        Field(
+            description="`callback` (the watch's own), or a subscription's id.",
+            json_schema_extra={"pattern": ENDPOINT.pattern},
+        ),
+    ],
+)
+
+
+class RedeliverRequest(BaseModel):
+    """The body of `POST /v1/watches/{watch_id}/redeliver`, which may be left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[Endpoint] | None = Field(
+        None,
+        description="The endpoints that get the final event again, each in a new series: "
+        "`callback` and subscription ids among those the event was addressed to (its "
+        "`deliveries`), those that accepted it included when named. null or left out: every "
+        "one that can still get it.",
+        json_schema_extra={"maxItems": 1 + MAX_ACTIVE},
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, endpoints: list[str] | None) -> list[str] | None:
+        if endpoints is None:
+            return None
+        if len(endpoints) > 1 + MAX_ACTIVE:
+            raise ValueError(f"at most {1 + MAX_ACTIVE}: the callback and the subscriptions")
+        for endpoint in endpoints:
+            if not ENDPOINT.fullmatch(endpoint):
+                raise ValueError(f"{endpoint[:80]!r} is neither callback nor a subscription id")
+        return list(dict.fromkeys(endpoints))
+
+
+class RecoverRequest(BaseModel):
+    """The body of `POST /v1/watches/failed/redeliver`: which watches whose delivery failed, by the
+    filters of `GET /v1/watches` (each may be left out; none: every failed watch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: JobOutcome | None = Field(None, description="Only the watches whose job ended so.")
+    job_id_prefix: str | None = Field(
+        None,
+        description="Only the watches whose job id starts with this (case included).",
+        json_schema_extra={"pattern": JOB_ID.pattern},
+    )
+    metadata_key: str | None = Field(
+        None,
+        description="With metadata_value: only the watches whose metadata has this top-level "
+        f"key; {watch_query.METADATA_KEY_RULE}.",
+        json_schema_extra={"pattern": f"^{watch_query.METADATA_KEY.pattern}$"},
+    )
+    metadata_value: str | None = Field(
+        None,
+        description="With metadata_key: the key's value, a string equal to this or a number it "
+        "writes (exact match).",
+        json_schema_extra={"minLength": 1, "maxLength": watch_query.MAX_METADATA_VALUE},
+    )
+    created_from: str | None = Field(
+        None,
+        description='Only the watches created at or after this time ("since"; UTC without an '
+        "offset).",
+        json_schema_extra={"format": "date-time"},
+    )
+    created_to: str | None = Field(
+        None,
+        description="Only the watches created before this time (UTC without an offset).",
+        json_schema_extra={"format": "date-time"},
+    )
+
+    def query(self) -> dict[str, str]:
+        """The filters given, as the query of a listing names them (`watch_query.parse`)."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}

@@ -33,7 +33,10 @@ from service.api.handlers import (
 from service.api.models import (
     EventName,
     GenerateRequest,
+    JobOutcome,
     JsonObject,
+    RecoverRequest,
+    RedeliverRequest,
     SubscriptionRequest,
     WatchRequest,
 )
@@ -41,11 +44,14 @@ from service.config import PollSettings, Settings
 from service.upstream import JOB_ID
 
 SCHEMAS = "#/components/schemas/{model}"
-REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, SubscriptionRequest)
+REQUESTS: tuple[type[BaseModel], ...] = (
+    WatchRequest, GenerateRequest, SubscriptionRequest, RedeliverRequest, RecoverRequest,
+)  # fmt: skip
 # The answers' models (with the models they nest).
 ANSWERS: tuple[type[BaseModel], ...] = (
     responses.Watch, responses.WatchDetail, responses.CreatedWatch, responses.Generated,
     responses.WatchPage, responses.Pending, responses.AttemptList, responses.Delivery,
+    responses.Redelivered, responses.Recovery,
     responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
     responses.RotatedSubscription, responses.TestEventResult,
@@ -119,8 +125,8 @@ def _operation(
             "description": description, **more, "responses": answers}  # fmt: skip
 
 
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(model)}}}
 
 
 _WATCH_ID = {
@@ -234,7 +240,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "schema": _ref(responses.WatchStatus)},
                 {"name": "outcome", "in": "query",
                  "description": "Only the watches whose job ended so (their `outcome`).",
-                 "schema": _ref(responses.JobOutcome)},
+                 "schema": _ref(JobOutcome)},
                 {"name": "delivery", "in": "query",
                  "description": "Only the watches whose delivery is in this state (their "
                  "`delivery`).",
@@ -315,12 +321,31 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
             "redeliverWatch", "watches", "Send the final event again (same webhook-id)",
-            "A new series of attempts to the callback and the subscriptions still active, "
-            "for a delivered, failed, gone or completed watch.",
-            {"202": _json(responses.Watch, "A new series of attempts has started."),
-             "401": _UNAUTHORIZED, "404": _NOT_FOUND,
-             "409": _problem("The watch is not delivered, failed, gone or completed.")},
+            "A new series of attempts (`series` one more, attempts numbered from 1) for a "
+            "delivered, failed, gone or completed watch: to the endpoints the body names, those "
+            "that accepted it included, or without a body to every endpoint that can still "
+            "get it (the callback, and the subscriptions still active).",
+            {"202": _json(responses.Redelivered, "A new series of attempts has started."),
+             "400": _NOT_AN_OBJECT, "401": _UNAUTHORIZED, "404": _NOT_FOUND,
+             "409": _problem("The watch is not delivered, failed, gone or completed, or none "
+                             "of the endpoints can get the event again (`detail` says why)."),
+             "413": _TOO_LARGE,
+             "422": _problem("An endpoint is neither `callback` nor a subscription the event "
+                             "was addressed to, or none is named.")},
             parameters=[_WATCH_ID],
+            requestBody=_body(RedeliverRequest, required=False),
+        )},
+        "/v1/watches/failed/redeliver": {"post": _operation(
+            "recoverWatches", "watches", "Redeliver the failed webhooks of many watches",
+            "Of the watches whose delivery failed that the body's filters match (those of "
+            "listWatches; none: every one), the newest api.max_redeliveries "
+            f"({settings.api.max_redeliveries}) get their final event again, each to every "
+            "endpoint that did not accept it, in a new series. `left` says how many more "
+            "matched: call again for them.",
+            {"202": _json(responses.Recovery, "The watches taken, and how many are left."),
+             "400": _NOT_AN_OBJECT, "401": _UNAUTHORIZED, "413": _TOO_LARGE,
+             "422": _INVALID},
+            requestBody=_body(RecoverRequest, required=False),
         )},
         "/v1/watches/{watch_id}/wait": {"get": _operation(
             "waitForWatch", "events", "Long-poll: the final event as soon as there is one",

@@ -13,9 +13,16 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field, RootModel
 from typing_extensions import TypeAliasType
 
-from service import config, events
+from service import config, events, redelivery
 from service import durations as steps
-from service.api.models import CallbackMethod, EventName, JsonObject, Metadata, PayloadFormat
+from service.api.models import (
+    CallbackMethod,
+    EventName,
+    JobOutcome,
+    JsonObject,
+    Metadata,
+    PayloadFormat,
+)
 from service.events import iso8601
 from service.store import base as store
 from service.store import rules
@@ -25,7 +32,6 @@ Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 MASK = "********"
 # Named, as in `service.api.models`: one component each in /openapi.json.
 WatchStatus = TypeAliasType("WatchStatus", store.WatchStatus)
-JobOutcome = TypeAliasType("JobOutcome", store.JobOutcome)
 DeliveryState = TypeAliasType("DeliveryState", store.DeliveryState)
 DeliveryStatus = TypeAliasType("DeliveryStatus", store.DeliveryStatus)
 AttemptVerdict = TypeAliasType("AttemptVerdict", store.AttemptVerdict)
@@ -254,7 +260,8 @@ class Attempt(Answer):
         description="The subscription addressed; null: the watch's own callback."
     )
     event: EventName
-    attempt: int = Field(description="Its number in its series (a redelivery starts one at 1).")
+    series: int = Field(description="Its series: 1, then one more per redelivery of its delivery.")
+    attempt: int = Field(description="Its number in its series, from 1.")
     max_attempts: int = Field(
         description="Attempts in a series: the first and one per wait of delivery.retry_schedule_s."
     )
@@ -282,6 +289,7 @@ class Attempt(Answer):
             webhook_id=attempt.delivery_id,
             subscription_id=attempt.subscription_id,
             event=attempt.event_type,
+            series=attempt.series,
             attempt=attempt.number,
             max_attempts=max_attempts,
             attempted_at=iso8601(attempt.started_at),
@@ -303,6 +311,7 @@ class Delivery(Answer):
     )
     event: EventName
     status: DeliveryStatus
+    series: int = Field(description="Its current series: 1, then one more per redelivery.")
     attempts: int = Field(description="Attempts of its current series.")
     max_attempts: int = Field(
         description="Attempts in a series: the first and one per wait of delivery.retry_schedule_s."
@@ -319,10 +328,52 @@ class Delivery(Answer):
             subscription_id=delivery.subscription_id,
             event=delivery.event_type,
             status=delivery.status,
+            series=delivery.series,
             attempts=delivery.attempts,
             max_attempts=max_attempts,
             next_attempt_at=_time(delivery.next_attempt_at),
             created_at=iso8601(delivery.created_at),
+        )
+
+
+class Redelivered(Watch):
+    """A watch redelivered: its final event's deliveries that started a new series."""
+
+    deliveries: list[Delivery] = Field(
+        description="Those sent again, each in its new `series`, with its `webhook_id` kept."
+    )
+
+    @classmethod
+    def of_redelivered(cls, redelivered: redelivery.Redelivered, max_attempts: int) -> Self:
+        shown = [Delivery.of(delivery, max_attempts) for delivery in redelivered.deliveries]
+        return cls.of(redelivered.watch, deliveries=shown)
+
+
+class Recovery(Answer):
+    """A redelivery of the failed webhooks of watches: those taken, newest first."""
+
+    matched: int = Field(description="Watches the filters match whose delivery failed.")
+    max_redeliveries: int = Field(description="The most taken by one call (api.max_redeliveries).")
+    redelivered: list[Redelivered] = Field(
+        description="Sent again to every endpoint that did not accept the final event."
+    )
+    unsendable: list[str] = Field(
+        description="Ids of the watches taken that had nothing left to send (a body purged, "
+        "a subscription no longer active, or no final event)."
+    )
+    left: int = Field(
+        description="Matched but not taken: call again to redeliver the next ones (those sent "
+        "now are pending, no longer failed)."
+    )
+
+    @classmethod
+    def of(cls, recovery: redelivery.Recovery, max_attempts: int) -> Self:
+        return cls(
+            matched=recovery.matched,
+            max_redeliveries=recovery.limit,
+            redelivered=[Redelivered.of_redelivered(r, max_attempts) for r in recovery.redelivered],
+            unsendable=[watch.id for watch in recovery.unsendable],
+            left=recovery.left,
         )
 
 

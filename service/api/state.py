@@ -9,6 +9,7 @@ from service.auth import Access
 from service.event_feed import EventFeed
 from service.generate import GenerateService
 from service.monitor import Monitor
+from service.redelivery import RedeliveryService
 from service.sign_outs import SignOuts
 from service.streams import OpenStreams
 from service.subscriptions import SubscriptionService
@@ -18,6 +19,7 @@ from service.watches import WatchService
 class State(TypedDict):
     access: Access
     watches: WatchService
+    redelivery: RedeliveryService
     generation: GenerateService
     subscriptions: SubscriptionService
     feed: EventFeed

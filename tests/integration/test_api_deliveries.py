@@ -130,8 +130,9 @@ async def test_deliveries_say_where_each_series_stands_and_what_was_answered(
     found = (await api.get(f"/v1/watches/{watch.id}/deliveries", headers=ACME)).json()
 
     [attempt] = found["data"]
-    assert {k: attempt[k] for k in ("attempt", "max_attempts", "verdict", "status_code")} == {
-        "attempt": 1, "max_attempts": 4, "verdict": "retry", "status_code": 503,
+    shown = ("series", "attempt", "max_attempts", "verdict", "status_code")
+    assert {k: attempt[k] for k in shown} == {
+        "series": 1, "attempt": 1, "max_attempts": 4, "verdict": "retry", "status_code": 503,
     }  # fmt: skip
     assert attempt["response"] == {
         "body": '{"error": "maintenance"}', "size": 24, "truncated": False,
@@ -141,7 +142,7 @@ async def test_deliveries_say_where_each_series_stands_and_what_was_answered(
     [listed] = found["deliveries"]
     assert listed == {
         "webhook_id": delivery.id, "subscription_id": None, "event": "job.succeeded",
-        "status": "pending", "attempts": 1, "max_attempts": 4,
+        "status": "pending", "series": 1, "attempts": 1, "max_attempts": 4,
         "next_attempt_at": attempt["next_attempt_at"], "created_at": listed["created_at"],
     }  # fmt: skip
     assert (await api.get(f"/v1/watches/{watch.id}", headers=ACME)).json()["attempts"] == 1

@@ -634,7 +634,12 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "subscription_changes_per_min": 12.0,
         "subscription_change_burst": 4,
     },
-    "api": {"sse_keepalive_s": 5.0, "max_wait_s": 30.0, "max_streams_per_tenant": 5},
+    "api": {
+        "sse_keepalive_s": 5.0,
+        "max_wait_s": 30.0,
+        "max_streams_per_tenant": 5,
+        "max_redeliveries": 25,
+    },
     "ui": {
         "enabled": False,
         "session_hours": 1.5,

@@ -90,9 +90,9 @@ async def test_every_change_is_refused_to_a_viewer(ui: Bridged) -> None:
         if method not in READ_METHODS
     ]
     assert {method for method, _ in changes} == {"POST", "DELETE"}
-    # Registration, generation, cancel, redeliver, retry now; a subscription's creation,
-    # deletion, disabling, enabling, secret rotation and test event.
-    assert len(changes) == 11
+    # Registration, generation, cancel, redeliver, redeliver the failed ones, retry now; a
+    # subscription's creation, deletion, disabling, enabling, secret rotation and test event.
+    assert len(changes) == 12
 
     for method, path in changes:
         for body in (None, {"job_id": "job_new", "callback_url": CALLBACK}, {"bad": 1}):

@@ -45,14 +45,16 @@ ATTEMPTS = [
     store.Attempt(
         delivery_id="msg_2", event_type="job.failed", number=2, started_at=1_700_000_002.0,
         duration_s=3.0, status_code=None, error="timed out", subscription_id="sub_1",
+        series=2,
     ),
 ]  # fmt: skip
 DELIVERY = store.DeliveryRecord(
     id="msg_1", event_type="job.succeeded", final=True, status="pending", attempts=1,
-    body=b"{}", created_at=1_700_000_001.0, next_attempt_at=1_700_000_006.5,
+    body=b"{}", created_at=1_700_000_001.0, next_attempt_at=1_700_000_006.5, series=3,
 )  # fmt: skip
 # The answers as the hand-written views serialized them (orjson on dicts), before the models;
-# since then, query values are masked too, and outcomes, deliveries and answers were added.
+# since then, query values are masked too, and outcomes, deliveries, answers and series were
+# added.
 SHOWN = (
     b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=********",'
     b'"callback_method":"PUT","callback_headers":{"X-Team":"********"},'
@@ -99,16 +101,17 @@ SUBSCRIPTION_SHOWN = (
                 deliveries=[responses.Delivery.of(DELIVERY, 10)],
             ),
             b'{"data":[{"webhook_id":"msg_1","subscription_id":null,"event":"job.succeeded",'
-            b'"attempt":1,"max_attempts":10,"attempted_at":"2023-11-14T22:13:21.500Z",'
+            b'"series":1,"attempt":1,"max_attempts":10,'
+            b'"attempted_at":"2023-11-14T22:13:21.500Z",'
             b'"duration_ms":12.3,"status_code":500,"error":null,"verdict":"retry",'
             b'"next_attempt_at":"2023-11-14T22:13:26.500Z","response":{"body":"{\\"e\\": '
             b'\\"\xc3\xa9\\"}","size":11,"truncated":true,"content_type":"text/plain"}},'
-            b'{"webhook_id":"msg_2","subscription_id":"sub_1","event":"job.failed","attempt":2,'
-            b'"max_attempts":10,"attempted_at":"2023-11-14T22:13:22.000Z","duration_ms":3000.0,'
+            b'{"webhook_id":"msg_2","subscription_id":"sub_1","event":"job.failed","series":2,'
+            b'"attempt":2,"max_attempts":10,"attempted_at":"2023-11-14T22:13:22.000Z","duration_ms":3000.0,'
             b'"status_code":null,"error":"timed out","verdict":null,"next_attempt_at":null,'
             b'"response":null}],'
             b'"deliveries":[{"webhook_id":"msg_1","subscription_id":null,'
-            b'"event":"job.succeeded","status":"pending","attempts":1,"max_attempts":10,'
+            b'"event":"job.succeeded","status":"pending","series":3,"attempts":1,"max_attempts":10,'
             b'"next_attempt_at":"2023-11-14T22:13:26.500Z",'
             b'"created_at":"2023-11-14T22:13:21.000Z"}]}',
         ),
