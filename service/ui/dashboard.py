@@ -1,8 +1,9 @@
 """What the dashboard shows: the tenant's watches and their counts by job outcome and delivery
-state, what ended over the last day, one watch's deliveries (where their attempts stand), its
-timeline, durations and the body it sent, the bridge's health. Everything goes through the
-service layer, as the API's handlers do: reads and actions (`WatchService`,
-`SubscriptionService`) follow the same rules, the health figures come from the `Monitor`."""
+state, what ended over the last day, one watch's deliveries (where their attempts stand), the
+endpoints a redelivery may send it to, its timeline, durations and the body it sent, the
+bridge's health. Everything goes through the service layer, as the API's handlers do: reads and
+actions (`WatchService`, `RedeliveryService`, `SubscriptionService`) follow the same rules, the
+health figures come from the `Monitor`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from service.api.responses import MASK, public_url
 from service.durations import Durations, Gap
 from service.errors import NotFound
 from service.monitor import Health, Monitor
+from service.redelivery import UNSENDABLE_WORDS, Choice, RedeliveryService
 from service.store.base import (
     REDELIVERABLE,
     Attempt,
@@ -61,6 +63,7 @@ class Step:
     ok: bool = True
     verdict: str | None = None
     response: ResponseStart | None = None
+    series: int | None = None  # of an attempt: its delivery's series when it was made
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +77,25 @@ class DeliveryLine:
     attempts: int
     next_attempt_at: float | None  # while pending
     why: str | None  # why it ended, from its last attempt
+    series: int
+    final: bool
+    state: str  # where its current series stands, in a sentence
 
     @property
     def can_retry(self) -> bool:
         return self.status == "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointOption:
+    """An endpoint a redelivery of the watch may send its final event to: a checkbox of its
+    dialog and of its confirmation page, ticked when it can be sent and did not accept it."""
+
+    key: str  # `callback`, or the subscription's id
+    label: str  # what and where it is
+    state: str  # where its latest series stands, in a sentence
+    checked: bool
+    unavailable: str | None  # why it cannot be chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +130,8 @@ class WatchPage:
     max_attempts: int
     sent: Sent | None
     image_urls: list[str]  # of the final event
+    endpoints: list[EndpointOption]  # of its final event, while it can be redelivered
+    redelivered: str | None  # how its latest redelivery goes, in words
     can_redeliver: bool
     can_cancel: bool
     fingerprint: str
@@ -133,9 +153,14 @@ _ORDER = {"registered": 0, "event": 1, "attempt": 2, "ended": 3}
 
 class Dashboard:
     def __init__(
-        self, watches: WatchService, subscriptions: SubscriptionService, monitor: Monitor
+        self,
+        watches: WatchService,
+        redelivery: RedeliveryService,
+        subscriptions: SubscriptionService,
+        monitor: Monitor,
     ) -> None:
         self._watches = watches
+        self._redelivery = redelivery
         self._subscriptions = subscriptions
         self._monitor = monitor
 
@@ -171,20 +196,33 @@ class Dashboard:
             steps.append(Step(ended, "ended", "Cancelled", ok=False))
         steps.sort(key=lambda step: (step.at, _ORDER[step.kind]))
         sent = await self._sent(tenant, watch, recorded, [d for d in deliveries if d.final])
+        lines = [_line(d, attempts, most) for d in deliveries]
+        can_redeliver = watch.status in REDELIVERABLE
         return WatchPage(
             watch=watch,
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             metadata=None if watch.metadata is None else pretty(orjson.dumps(watch.metadata)),
             timeline=steps,
             durations=step_times(history.durations, watch),
-            deliveries=[_line(d, attempts, most) for d in deliveries],
+            deliveries=lines,
             max_attempts=most,
             sent=sent,
             image_urls=final_image_urls(recorded),
-            can_redeliver=watch.status in REDELIVERABLE,
+            endpoints=await self._endpoints(tenant, watch, lines) if can_redeliver else [],
+            redelivered=_redelivered(lines),
+            can_redeliver=can_redeliver,
             can_cancel=watch.status in CANCELLABLE,
             fingerprint=_watch_fingerprint(watch, recorded, attempts, deliveries),
         )
+
+    async def _endpoints(
+        self, tenant: str, watch: Watch, lines: Sequence[DeliveryLine]
+    ) -> list[EndpointOption]:
+        states = {line.id: line.state for line in lines}
+        return [
+            _option(choice, watch, states[choice.delivery.id])
+            for choice in await self._redelivery.choices(tenant, watch.id)
+        ]
 
     async def watch_fingerprint(self, tenant: str, watch_id: str) -> str | None:
         """What changes whenever the watch's page would (its status, events, attempts and
@@ -250,8 +288,13 @@ class Dashboard:
     async def cancel(self, tenant: str, watch_id: str) -> None:
         await self._watches.cancel(tenant, watch_id)
 
-    async def redeliver(self, tenant: str, watch_id: str) -> None:
-        await self._watches.redeliver(tenant, watch_id)
+    async def redeliver(self, tenant: str, watch_id: str, endpoints: Sequence[str]) -> str:
+        """Send the final event again to `endpoints`; what started, in a sentence."""
+        done = await self._redelivery.redeliver(tenant, watch_id, endpoints)
+        sent = ", ".join(
+            f"{delivery.endpoint} (series {delivery.series})" for delivery in done.deliveries
+        )
+        return f"Redelivery started to {sent}."
 
     async def retry(self, tenant: str, watch_id: str, delivery_id: str) -> DeliveryRecord:
         return await self._watches.retry(tenant, watch_id, delivery_id)
@@ -308,17 +351,18 @@ def _watch_fingerprint(
             watch.status, watch.outcome, watch.job_status, watch.queue_position, watch.attempts,
             watch.last_error, watch.updated_at, len(recorded), len(attempts),
             None if last is None else (last.delivery_id, last.number, last.started_at),
-            [(d.id, d.status, d.attempts, d.next_attempt_at) for d in deliveries],
+            [(d.id, d.status, d.series, d.attempts, d.next_attempt_at) for d in deliveries],
         ]
     )  # fmt: skip
 
 
 def _attempt_step(attempt: Attempt, max_attempts: int) -> Step:
     code = attempt.status_code
+    place = _capital(words.place(attempt.series, attempt.number, max_attempts))
     return Step(
         attempt.started_at,
         "attempt",
-        f"Attempt {attempt.number} of {max_attempts}: {attempt.event_type}",
+        f"{place}: {attempt.event_type}",
         endpoint=attempt.subscription_id or "callback",
         status_code=code,
         duration_ms=round(attempt.duration_s * 1000, 1),
@@ -326,21 +370,79 @@ def _attempt_step(attempt: Attempt, max_attempts: int) -> Step:
         ok=attempt.error is None and code is not None and 200 <= code < 300,
         verdict=words.verdict(attempt, max_attempts),
         response=attempt.response,
+        series=attempt.series,
     )
 
 
 def _line(delivery: DeliveryRecord, attempts: Sequence[Attempt], max_attempts: int) -> DeliveryLine:
     """The delivery as the page lists it: why it ended is its last attempt's verdict."""
-    last = next((a for a in reversed(attempts) if a.delivery_id == delivery.id), None)
+    last = next(
+        (a for a in reversed(attempts)
+         if a.delivery_id == delivery.id and a.series == delivery.series),
+        None,
+    )  # fmt: skip
     why = None
     if delivery.status == "cancelled":
         why = "Cancelled before it was delivered."
     elif delivery.status in ("failed", "gone") and last is not None:
         why = words.verdict(last, max_attempts)
     return DeliveryLine(
-        delivery.id, delivery.event_type, delivery.subscription_id or "callback",
-        delivery.status, delivery.attempts, delivery.next_attempt_at, why,
+        delivery.id, delivery.event_type, delivery.endpoint, delivery.status,
+        delivery.attempts, delivery.next_attempt_at, why, delivery.series, delivery.final,
+        _state(delivery, last, why, max_attempts),
     )  # fmt: skip
+
+
+def _state(
+    delivery: DeliveryRecord, last: Attempt | None, why: str | None, max_attempts: int
+) -> str:
+    """Where the delivery's current series stands, in a sentence (`last`: its latest attempt)."""
+    match delivery.status:
+        case "succeeded":
+            return "Delivered." if last is None else f"Delivered at {words.when(last.started_at)}."
+        case "pending" if last is not None and delivery.next_attempt_at is not None:
+            tried = _capital(words.place(delivery.series, last.number, max_attempts))
+            return (
+                f"{tried} failed ({_failure(last)}); the next at "
+                f"{words.when(delivery.next_attempt_at)}."
+            )
+        case "pending":
+            return "Being sent."
+    return why or f"{words.DELIVERY_STATUS_LABELS[delivery.status]}."
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _failure(attempt: Attempt) -> str:
+    return attempt.error or f"HTTP {attempt.status_code}"
+
+
+def _redelivered(lines: Sequence[DeliveryLine]) -> str | None:
+    """How the latest redelivery goes (the final deliveries in a series after the first), in
+    words; None before any."""
+    again = [line for line in lines if line.final and line.series > 1]
+    if not again:
+        return None
+    said = " ".join(f"{line.endpoint}: {line.state}" for line in again)
+    return f"Redelivery: {said}"
+
+
+def _option(choice: Choice, watch: Watch, state: str) -> EndpointOption:
+    why = None if choice.unsendable is None else UNSENDABLE_WORDS[choice.unsendable]
+    return EndpointOption(
+        choice.endpoint, _endpoint_label(choice, watch), state, choice.suggested, why
+    )
+
+
+def _endpoint_label(choice: Choice, watch: Watch) -> str:
+    if choice.delivery.subscription_id is None:
+        url = "" if watch.callback_url is None else f" {public_url(watch.callback_url)}"
+        return f"The callback, {watch.callback_method}{url}"
+    subscription = choice.subscription
+    url = "" if subscription is None else f" {public_url(subscription.url)}"
+    return f"Subscription {choice.delivery.subscription_id}{url}"
 
 
 def _standard_headers(delivery: DeliveryRecord) -> list[tuple[str, str]]:

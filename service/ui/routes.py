@@ -1,10 +1,11 @@
 """The dashboard's pages: parse the request, check the sign-in (and the CSRF token of a form),
 call the dashboard, render a template. Mounted at `/ui` by `service.app` when `ui.enabled`.
 
-Pages work without JavaScript; `app.js` adds a confirmation dialog to the Redeliver and Cancel
-buttons (Retry now needs none: it only brings a pending attempt forward) and live updates: an
-EventSource on `/ui/live` says `changed`, and the page fetches its own URL with `?fragment=1`
-and swaps the part that changed.
+Pages work without JavaScript, where Redeliver and Cancel ask on a page of their own; `app.js`
+asks in a dialog instead (Redeliver's offers the same choice of endpoints; Retry now needs none:
+it only brings a pending attempt forward) and adds live updates: an EventSource on `/ui/live`
+says `changed`, and the page fetches its own URL with `?fragment=1` and swaps the part that
+changed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -26,7 +28,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from service.api import watch_query
 from service.api.handlers import (
     READ_METHODS,
     WATCH_ID_PATTERN,
@@ -50,15 +51,19 @@ from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
-from service.ui import flash, images, trends, words
+from service.subscriptions import MAX_ACTIVE
+from service.ui import flash, images, list_filters, trends, words
 from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
+from service.ui.recovery_pages import RecoveryPages
 from service.ui.session import COOKIE, Session, Sessions
 from service.ui.subscription_pages import SubscriptionPages
-from service.watches import Filters
 
 log = structlog.get_logger("service.ui")
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16 * 1024
+# A redelivery's form names at most every endpoint of a final event: its callback and the
+# subscriptions, besides a few fields of its own.
+MAX_FORM_FIELDS = 10 + 1 + MAX_ACTIVE
 # How often a live stream looks for changes (other replicas' changes wake nobody here), and
 # how often a quiet one sends a comment so that proxies keep it open.
 RECHECK_S = 1.0
@@ -102,7 +107,22 @@ def _when(value: float | None) -> str:
 
 def _dashboard(request: Request[State]) -> Dashboard:
     state = request.state
-    return Dashboard(state["watches"], state["subscriptions"], state["monitor"])
+    return Dashboard(
+        state["watches"], state["redelivery"], state["subscriptions"], state["monitor"]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A posted form's fields: the first value of each, or every value of one (checkboxes)."""
+
+    fields: dict[str, list[str]]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.fields.get(name, [default])[0]
+
+    def every(self, name: str) -> list[str]:
+        return self.fields.get(name, [])
 
 
 class Pages:
@@ -110,6 +130,7 @@ class Pages:
         self.sessions = Sessions(settings)
         self.clock = clock
         self.image_hosts = settings.ui.image_sources
+        self.max_redeliveries = settings.api.max_redeliveries
         self.headers = security_headers(self.image_hosts)
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -126,6 +147,7 @@ class Pages:
         self.templates.globals["geometry"] = trends.GEOMETRY
         self.templates.globals["delivery_state"] = words.delivery_of
         self.templates.globals["said"] = words.said
+        self.templates.globals["place"] = words.place
         self.templates.filters["verdict"] = words.verdict
         self.templates.filters["response_note"] = words.response_note
         self.templates.globals.update(
@@ -194,7 +216,7 @@ class Pages:
         context = self.context(request, session) if session is not None else {"session": None}
         return self.render(request, "error.html", status, title=title, text=text, **context)
 
-    async def form(self, request: Request[State], session: Session | None) -> dict[str, str]:
+    async def form(self, request: Request[State], session: Session | None) -> Form:
         """The urlencoded form of a POST after the same-origin checks (and the CSRF token's,
         when signed in). Raises `HTTPException(403)` when a check fails."""
         if not _same_origin(request):
@@ -205,10 +227,10 @@ class Pages:
             if len(body) > MAX_FORM_BYTES:
                 raise HTTPException(413, "the form is too large")
         try:
-            parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=20)
+            parsed = parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
         except ValueError:
             raise HTTPException(400, "the form has too many fields") from None
-        form = {name: values[0] for name, values in parsed.items()}
+        form = Form(parsed)
         if session is not None and not self.sessions.check_csrf(session, form.get("csrf")):
             raise HTTPException(
                 403, "the form's security token is missing or stale; reload the page and retry"
@@ -226,7 +248,7 @@ class Pages:
         form = await self.form(request, None)
         if self.sessions.open:
             return RedirectResponse("/ui/", 303)
-        token = form.get("token", "").strip()
+        token = (form.get("token") or "").strip()
         try:
             caller = request.state["access"].caller(client_address(request), None, token)
         except TooManyRequests as refused:
@@ -268,16 +290,16 @@ class Pages:
     # Pages.
 
     async def watches(self, request: Request[State], session: Session) -> Response:
-        shown = _shown_filters(request)
+        shown = list_filters.shown(request)
         query = {name: value for name, value in shown.items() if value}
         filtered = any(value for name, value in query.items() if name != "limit")
         try:
-            chosen, cursor, size = _filters(request)
-        except BadFilters as bad:
+            chosen, cursor, size = list_filters.read(request)
+        except list_filters.BadFilters as bad:
             # The form as it was sent, each message next to its field.
             context = self.context(
                 request, session, page=None, filters=shown, filtered=filtered,
-                errors=bad.errors, older=None, newest=None, live="",
+                errors=bad.errors, older=None, newest=None, live="", recover=None, flash=None,
             )  # fmt: skip
             return self.render(request, "watches.html", 400, **context)
         dashboard = _dashboard(request)
@@ -287,17 +309,25 @@ class Pages:
             older = "/ui/?" + urlencode({**query, "cursor": page.next_cursor})
         if cursor is not None:
             newest = "/ui/?" + urlencode(query)
+        # The failed webhooks the filters show can be redelivered together.
+        recover = None
+        if chosen.delivery == "failed" and page.total and not session.read_only:
+            recover = "/ui/redeliver-failed?" + urlencode(query)
         context = self.context(
             request, session, page=page, filters=shown, filtered=filtered, errors={},
             older=older, newest=newest,
             health=dashboard.health(),
             live="/ui/live?" + urlencode({**query, "cursor": cursor or ""}),
+            recover=recover, recover_count=min(page.total, self.max_redeliveries),
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watches_live.html", **context)
         # Drawn once per page load: live updates refresh the list, not the day's trends.
         trend = await dashboard.trends(session.tenant)
-        return self.render(request, "watches.html", trend=trend, **context)
+        message = flash.read(request)
+        response = self.render(request, "watches.html", trend=trend, flash=message, **context)
+        flash.clear(response, message)
+        return response
 
     async def watch(self, request: Request[State], session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])
@@ -321,11 +351,11 @@ class Pages:
         )
 
     def action(
-        self,
-        verb: str,
-        act: Callable[[Dashboard, str, str], Awaitable[None]],
-        done: str,
+        self, verb: str, act: Callable[[Dashboard, str, str, Form], Awaitable[str]]
     ) -> Handler:
+        """A watch's Redeliver or Cancel: its confirmation page, then `act`, which says what it
+        did; back to the watch page with that, or with why it was not done."""
+
         async def handler(request: Request[State], session: Session) -> Response:
             form = await self.form(request, session)
             watch_id = str(request.path_params["watch_id"])
@@ -337,8 +367,7 @@ class Pages:
                 context = self.context(request, session, page=page, verb=verb)
                 return self.render(request, "confirm.html", **context)
             try:
-                await act(dashboard, session.tenant, watch_id)
-                message = done
+                message = await act(dashboard, session.tenant, watch_id, form)
             except ApiError as refused:
                 message = f"Not done: {refused.message}"
             log.info("ui.action", verb=verb, watch_id=watch_id, result=message)
@@ -396,8 +425,8 @@ class Pages:
                 return dashboard.watch_fingerprint(session.tenant, wanted)
         else:
             try:
-                chosen, cursor, size = _filters(request)
-            except BadFilters as bad:
+                chosen, cursor, size = list_filters.read(request)
+            except list_filters.BadFilters as bad:
                 message = "; ".join(f"{name}: {text}" for name, text in bad.errors.items())
                 return Response(message, 400, media_type="text/plain")
 
@@ -473,37 +502,13 @@ def _retry_in(refused: TooManyRequests) -> str:
     return f"Try again in {_retry_after(refused)} seconds."
 
 
-class BadFilters(Exception):
-    """The list's query holds bad values: what to fix, per parameter."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        self.errors = errors
+async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
+    return await dashboard.redeliver(tenant, watch_id, form.every("endpoint"))
 
 
-def _shown_filters(request: Request[State]) -> dict[str, str]:
-    """The list's filters as they were sent (trimmed, cut short), to fill the form in again."""
-    query = request.query_params
-    return {name: (query.get(name) or "").strip()[:200] for name in (*watch_query.FIELDS, "limit")}
-
-
-def _filters(request: Request[State]) -> tuple[Filters, str | None, int | None]:
-    """The list's filters (`status` too, which links may still carry; the job id box finds
-    job ids that start with it), its cursor and its page size. Raises `BadFilters`."""
-    query = request.query_params
-    chosen, errors = watch_query.parse(query, prefix_name="job_id")
-    cursor = query.get("cursor") or None
-    if cursor is not None and not _WATCH_ID.fullmatch(cursor):
-        errors["cursor"] = "That page link is not valid; start again from the newest watches."
-    size = None
-    raw = (query.get("limit") or "").strip()
-    if raw:
-        sizes = {str(choice): choice for choice in PAGE_SIZES}
-        size = sizes.get(raw)
-        if size is None:
-            errors["limit"] = f"must be one of {', '.join(sizes)}"
-    if errors:
-        raise BadFilters(errors)
-    return chosen, cursor, size
+async def _cancel(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
+    await dashboard.cancel(tenant, watch_id)
+    return "Watch cancelled."
 
 
 def _same_origin(request: Request[State]) -> bool:
@@ -522,6 +527,7 @@ def _same_origin(request: Request[State]) -> bool:
 def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
     pages = Pages(settings, clock)
     subscriptions = SubscriptionPages(pages)
+    recovery = RecoveryPages(pages)
 
     # Starlette types its exception handlers' requests without the lifespan's `State`, which
     # they hold all the same.
@@ -572,13 +578,10 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
         route("/live", GET=pages.live),
         route("/watches/{watch_id}", GET=signed_in(pages.watch)),
         route(
-            "/watches/{watch_id}/redeliver",
-            POST=signed_in(pages.action("redeliver", Dashboard.redeliver, "Redelivery started.")),
+            "/watches/{watch_id}/redeliver", POST=signed_in(pages.action("redeliver", _redeliver))
         ),
-        route(
-            "/watches/{watch_id}/cancel",
-            POST=signed_in(pages.action("cancel", Dashboard.cancel, "Watch cancelled.")),
-        ),
+        route("/watches/{watch_id}/cancel", POST=signed_in(pages.action("cancel", _cancel))),
+        route("/redeliver-failed", POST=signed_in(recovery.recover)),
         route("/watches/{watch_id}/deliveries/{delivery_id}/retry", POST=signed_in(pages.retry)),
         route("/subscriptions", GET=signed_in(subscriptions.list)),
         route("/subscriptions/{subscription_id}/{verb}", POST=signed_in(subscriptions.act)),

@@ -1,5 +1,5 @@
 """What the dashboard calls things: the labels of watch statuses, job outcomes and delivery
-states, and an attempt's verdict and answer in a sentence each."""
+states, an attempt's place in its series, its verdict and answer in a sentence each."""
 
 from __future__ import annotations
 
@@ -100,6 +100,13 @@ def when(value: float) -> str:
     return iso8601(value)[:19].replace("T", " ") + " UTC"
 
 
+def place(series: int, number: int, max_attempts: int) -> str:
+    """Where an attempt stands: `attempt 2 of 10`, and its series once a redelivery started
+    one (`series 2, attempt 1 of 10`): each series numbers its attempts from 1."""
+    attempt = f"attempt {number} of {max_attempts}"
+    return attempt if series == 1 else f"series {series}, {attempt}"
+
+
 def verdict(attempt: Attempt, max_attempts: int) -> str | None:
     """What the attempt meant for its delivery, in a sentence; None when it was not kept."""
     code = attempt.status_code
@@ -110,7 +117,7 @@ def verdict(attempt: Attempt, max_attempts: int) -> str | None:
             following = min(attempt.number + 1, max_attempts)
             return (
                 f"Retry scheduled at {when(attempt.next_attempt_at)} "
-                f"(attempt {following} of {max_attempts})."
+                f"({place(attempt.series, following, max_attempts)})."
             )
         case "gone":
             return "Retries stopped: the receiver answered 410 Gone, so nothing more is sent there."

@@ -65,7 +65,8 @@ COOKIE = "bridge_ui"
 # whose watches the others must never see.
 TENANTS = (
     "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "ops",
-    "retry", "focus", "viewed", "subs", "trends", "search", "long",
+    "retry", "focus", "viewed", "subs", "trends", "search", "long", "redeliver", "resend",
+    "recover",
 )  # fmt: skip
 # Viewer tokens (role viewer), each with the tenant whose watches it sees read-only.
 VIEWERS = {"viewer": "viewed"}

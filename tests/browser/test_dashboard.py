@@ -289,9 +289,9 @@ def test_a_watch_page_follows_its_job_live(
 def test_redeliver_after_a_confirmation_sends_the_same_event_again(
     page: Page, dashboard: Dashboard, upstream: Upstream, receiver: Receiver
 ) -> None:
-    """Redeliver asks first (a dismissed dialog sends nothing); accepted, it comes back to the
-    watch page with a flash, and a second attempt of the same webhook appears. Secrets sent with
-    the delivery are not shown."""
+    """Redeliver asks first in a dialog (going back sends nothing); with the callback, which
+    accepted the event, ticked, it comes back to the watch page with a flash, and a second
+    attempt of the same webhook appears. Secrets sent with the delivery are not shown."""
     api = dashboard.api("actions")
     path = unique("redeliver")
     secret_header = f"Bearer {unique('receiver-secret')}"
@@ -321,15 +321,18 @@ def test_redeliver_after_a_confirmation_sends_the_same_event_again(
             posts.append(request.url)
 
     page.on("request", record)
-    page.once("dialog", lambda dialog: dialog.dismiss())
     page.locator("form.redeliver").get_by_role("button").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="No, go back").click()
+    expect(dialog).to_be_hidden()
     assert posts == []
     expect(page.locator("#flash")).to_have_count(0)
 
-    dialogs: list[str] = []
-    accept_next_confirm(page, dialogs)
     page.locator("form.redeliver").get_by_role("button").click()
-    assert dialogs == ["confirm"]
+    callback = dialog.get_by_label(re.compile("^The callback"))
+    expect(callback).not_to_be_checked()  # it accepted the event
+    callback.check()
+    dialog.get_by_role("button", name="Redeliver to the ticked endpoints").click()
     expect(page.locator("#flash")).to_be_visible()
     expect(page).to_have_url(re.compile(f"/ui/watches/{watch['id']}$"))
     expect(attempts).to_have_count(2)

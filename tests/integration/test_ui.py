@@ -496,8 +496,9 @@ async def test_the_watch_page_shows_the_timeline_payload_and_masked_headers(
 
 
 async def test_the_watch_page_masks_the_query_values_of_the_callback(ui: Bridged) -> None:
-    """A resume URL's `?signature=` (n8n 2.x) is shown masked, in the watch's details and
-    where the sent body is, on the page and in its live fragment."""
+    """A resume URL's `?signature=` (n8n 2.x) is shown masked, in the watch's details, in the
+    redelivery's choice of endpoints and where the sent body is, on the page and in its live
+    fragment."""
     resume = "http://127.0.0.1:9/webhook-waiting/77?signature=5f3e9a7c"
     watch = await delivered(ui, callback_url=resume)
     await ui.sign_in()
@@ -506,7 +507,7 @@ async def test_the_watch_page_masks_the_query_values_of_the_callback(ui: Bridged
         assert page.status_code == 200
         assert "5f3e9a7c" not in page.text
         shown = "POST http://127.0.0.1:9/webhook-waiting/77?signature=********"
-        assert page.text.count(shown) == 2, page.text
+        assert page.text.count(shown) == 3, page.text
 
 
 async def test_cancel_without_javascript_confirms_on_a_page_then_flashes(ui: Bridged) -> None:
@@ -536,22 +537,27 @@ async def test_cancel_without_javascript_confirms_on_a_page_then_flashes(ui: Bri
 
 
 async def test_redeliver_sends_again_and_a_refusal_is_flashed(ui: Bridged) -> None:
-    """Redeliver (confirmed) makes a delivered watch deliver again; a second one, while it is
-    delivering, is refused with the service's reason."""
+    """Redeliver (confirmed, the callback ticked) makes a delivered watch deliver again in a
+    new series; a second one, while it is delivering, is refused with the service's reason."""
     watch = await delivered(ui)
     await ui.sign_in()
     csrf = await ui.csrf(f"/ui/watches/{watch.id}")
     action = f"/ui/watches/{watch.id}/redeliver"
 
-    done = await ui.client.post(action, data={"csrf": csrf, "confirm": "yes"})
+    done = await ui.client.post(
+        action, data={"csrf": csrf, "confirm": "yes", "endpoint": "callback"}
+    )
 
     assert done.status_code == 303
     page = await ui.client.get(f"/ui/watches/{watch.id}")
-    assert '<p role="status" id="flash">Redelivery started.</p>' in page.text
+    started = "Redelivery started to callback (series 2)."
+    assert f'<p role="status" id="flash">{started}</p>' in page.text
     stored = await ui.bridge.store.get_watch("acme", watch.id)
     assert stored is not None
     assert stored.status != "delivered"  # delivering again (or already failed once more)
-    refused = await ui.client.post(action, data={"csrf": csrf, "confirm": "yes"})
+    refused = await ui.client.post(
+        action, data={"csrf": csrf, "confirm": "yes", "endpoint": "callback"}
+    )
     assert refused.status_code == 303
     page = await ui.client.get(f"/ui/watches/{watch.id}")
     assert re.search(r'id="flash">Not done: watch \S+ is \w+; only delivered', page.text)

@@ -294,7 +294,8 @@ async def test_the_receivers_answer_is_shown_escaped_with_its_type(ui: Bridged) 
 
 async def test_retries_stopped_by_a_final_status_say_so(ui: Bridged) -> None:
     """A 404 the endpoint lists as final ends the delivery at its first attempt, and the
-    page says that is why retries stopped, on the attempt and on the delivery."""
+    page says that is why retries stopped, on the attempt, on the delivery and where a
+    redelivery offers its endpoint."""
     watch = await held(ui, "job_final", final_statuses=(404,))
     await failed_once(
         ui, await ended(ui, watch, "job.succeeded", None), status_code=404, error="HTTP 404",
@@ -305,6 +306,6 @@ async def test_retries_stopped_by_a_final_status_say_so(ui: Bridged) -> None:
     page = (await ui.client.get(f"/ui/watches/{watch.id}")).text
 
     sentence = "Retries stopped: 404 is a final status for this endpoint (final_statuses)."
-    assert page.count(sentence) == 2  # the attempt, and the delivery it ended
+    assert page.count(sentence) == 3
     assert summary(page, "Delivery") == "Failed"
     assert summary(page, "Job") == "Succeeded"

@@ -1,21 +1,23 @@
-// The dashboard's only script: a confirmation before an action, and live updates that keep the
-// keyboard focus and the opened sections, and announce status changes to screen readers.
-// Without it every page still works (actions then ask on a confirmation page).
+// The dashboard's only script: a confirmation before an action (Redeliver's a dialog with its
+// choice of endpoints), and live updates that keep the keyboard focus and the opened sections,
+// and announce status changes to screen readers. Without it every page still works (actions
+// then ask on a confirmation page).
 (function () {
   "use strict";
-
-  var questions = {
-    redeliver: "Send the final event of job %s again?",
-    cancel: "Cancel the watch of job %s? Polling stops and pending deliveries are dropped.",
-  };
 
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
-    var verb = form.classList.contains("redeliver") ? "redeliver"
-      : form.classList.contains("cancel") ? "cancel" : null;
-    if (verb === null) return;
-    var question = questions[verb].replace("%s", form.getAttribute("data-job") || "");
+    var dialog = document.getElementById(form.getAttribute("data-dialog") || "");
+    if (dialog && dialog.showModal) {
+      // The dialog asks what the confirmation page would, and posts its own form.
+      event.preventDefault();
+      dialog.showModal();
+      return;
+    }
+    if (!form.classList.contains("cancel")) return;
+    var question = "Cancel the watch of job %s? Polling stops and pending deliveries are dropped."
+      .replace("%s", form.getAttribute("data-job") || "");
     if (!window.confirm(question)) {
       event.preventDefault();
       return;
@@ -94,6 +96,9 @@
       var text = element.getAttribute("data-announce");
       if (kept.said[keyOf(element)] !== text) news.push(text);
     });
+    // A flash said what an action started; news of how it went take its place.
+    var flash = document.getElementById("flash");
+    if (flash && news.length) flash.remove();
     if (announcer && news.length) {
       var shown = news.slice(0, 3).join(". ");
       if (news.length > 3) shown += ". " + (news.length - 3) + " more changed";
@@ -109,10 +114,19 @@
   var busy = false;
   var again = false;
 
-  // Fetch this page's live part (`?fragment=1`) and swap it in, one fetch at a time.
+  // Fetch this page's live part (`?fragment=1`) and swap it in, one fetch at a time, and not
+  // under an open dialog (the redelivery's choice): once it is closed.
   function refresh() {
     if (busy) {
       again = true;
+      return;
+    }
+    var open = region.querySelector("dialog[open]");
+    if (open) {
+      if (!open.hasAttribute("data-waiting")) {
+        open.setAttribute("data-waiting", "");
+        open.addEventListener("close", refresh, { once: true });
+      }
       return;
     }
     busy = true;
