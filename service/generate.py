@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 import structlog
 
+from service.answers import JOB_ID, JOB_ID_RULE
 from service.config import Settings
 from service.errors import BadGateway, StoreError, StoreUnavailable, UpstreamRefused
 from service.store.health import StoreHealth
-from service.upstream import JOB_ID, JOB_ID_RULE, UpstreamClient
+from service.upstream import UpstreamClient
 from service.watches import Registered, WatchOptions, WatchService, canonical
 
 log = structlog.get_logger("service.generate")

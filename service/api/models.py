@@ -21,7 +21,7 @@ from pydantic import (
 from typing_extensions import TypeAliasType
 
 from service import events, signing
-from service.upstream import JOB_ID, JOB_ID_RULE
+from service.answers import JOB_ID, JOB_ID_RULE
 from service.watches import WatchOptions
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")

@@ -419,10 +419,17 @@ class Event(Answer):
     timestamp: Time
     watch_id: str
     job_id: str
+    upstream: str | None = Field(
+        description="The upstream the job runs at, by its name in the bridge's settings "
+        "(`default` unless the watch named one); null on test events."
+    )
     status: str = Field(
         json_schema_extra={"enum": [name.removeprefix("job.") for name in events.ALL_EVENTS]}
     )
-    image_urls: list[str] | None
+    image_urls: list[str] | None = Field(
+        description="The job's output URLs that a receiver may fetch, whatever their media "
+        "(images, videos), as the upstream's profile finds them; null when there are none."
+    )
     error: str | None
     error_code: str | None
     metadata: Metadata | None

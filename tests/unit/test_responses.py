@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from service import errors, events
+from service.answers import read_answer
 from service.api import responses
 from service.api.problems import from_error
 from service.store import base as store
@@ -197,7 +198,7 @@ def test_a_problem_lists_errors_only_when_there_are_some() -> None:
     )
 
 
-SUBJECT = events.Subject("wch_1", "job_1", {"order": 7}, "raw")
+SUBJECT = events.Subject("wch_1", "job_1", {"order": 7}, "raw", "default")
 SUCCEEDED = (
     b'{"id": "job_1", "status": "succeeded", "output": {"images": '
     b'[{"url": "https://images.example/a.webp"}, {"url": "javascript:alert(1)"}]}}'
@@ -208,7 +209,7 @@ QUEUED = b'{"id": "job_1", "status": "queued", "queue_position": 4}'
 @pytest.mark.parametrize(
     "event",
     [
-        events.terminal_event("succeeded", SUCCEEDED, orjson.loads(SUCCEEDED)),
+        events.terminal_event(read_answer(200, {}, SUCCEEDED)),
         events.Event(events.QUEUED, "queued", QUEUED, orjson.loads(QUEUED)),
         # Decided by the bridge: no upstream answer, every key still there.
         events.bridge_failure(events.TIMEOUT, "no terminal status within 300 s", None),
