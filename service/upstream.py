@@ -107,6 +107,11 @@ class UpstreamClient:
             shared.set_result(observation)
         return observation
 
+    @property
+    def creates(self) -> bool:
+        """Whether the profile says how to start a job."""
+        return self._profile.create is not None
+
     def secrets(self, api_key: str | None) -> Secrets:
         """What the answer to a request carrying `api_key` must not relay."""
         return self._bridge_secrets if api_key == self._bridge_key else self._secrets(api_key)
