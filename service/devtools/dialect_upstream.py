@@ -16,8 +16,8 @@ import orjson
 
 from service.devtools import asgi
 from service.devtools.providers import Answer, Provider, Request
-from service.devtools.simulator import SIM, FakeUpstream, SimulatorConfig
-from service.devtools.upstream_jobs import Fault, SpecError
+from service.devtools.simulator import FAULT_ANSWERS, SIM, FakeUpstream, SimulatorConfig
+from service.devtools.upstream_jobs import SpecError
 
 PATH_NOT_FOUND: Answer = (404, {"error": "Not found"})
 
@@ -74,14 +74,14 @@ class DialectUpstream(FakeUpstream):
         else:
             await self._reply(send, PATH_NOT_FOUND)
 
-    async def _fault(self, fault: Fault, receive: asgi.Receive, send: asgi.Send) -> bool:
-        if fault.kind == "401":
-            await self._reply(send, self.provider.unauthorized)
-            return True
-        if fault.kind == "404":
-            await self._reply(send, self.provider.not_found(""))
-            return True
-        return await super()._fault(fault, receive, send)
+    def _fault_answer(self, kind: str) -> tuple[int, bytes]:
+        """A 401 or 404 fault answers as the provider refuses a key or a job."""
+        if kind in ("401", "404"):
+            status, body = (
+                self.provider.unauthorized if kind == "401" else self.provider.not_found("")
+            )
+            return status, orjson.dumps(body)
+        return FAULT_ANSWERS[kind]
 
     async def _status(self, receive: asgi.Receive, send: asgi.Send, job_id: str) -> None:
         job = self._jobs.get(job_id)

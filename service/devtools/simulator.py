@@ -238,10 +238,14 @@ class FakeUpstream:
             self._dropped += 1
             await asgi.drop_connection(receive, send)
             return True
-        status, body = FAULT_ANSWERS[fault.kind]
+        status, body = self._fault_answer(fault.kind)
         extra = ((b"retry-after", b"%d" % fault.retry_after),) if fault.kind == "429" else ()
         await self._answer(send, status, body, extra)
         return True
+
+    def _fault_answer(self, kind: str) -> tuple[int, bytes]:
+        """The answer of a fault that answers: status and body."""
+        return FAULT_ANSWERS[kind]
 
     async def _poll(self, receive: asgi.Receive, send: asgi.Send, job_id: str) -> None:
         job = self._jobs.get(job_id)
