@@ -75,21 +75,21 @@ def delivered(bridge: Bridge, receiver: Receiver, upstream: str, job_id: str, **
     return body
 
 
-# What each upstream's succeeded answer says, as its API documents it.
-SUCCEEDED_DATA = {
-    "runway": lambda data, urls: data["status"] == "SUCCEEDED" and data["output"] == urls,
-    "fal": lambda data, urls: [image["url"] for image in data["images"]] == urls,
-    "bfl": lambda data, urls: data["status"] == "Ready" and data["result"]["sample"] == urls[0],
-    "openai": lambda data, urls: data["status"] == "completed" and data["error"] is None,
-}
-# The URLs each webhook lists: BFL delivers one image per task, OpenAI's video is content at
-# another endpoint (no URL).
-EXPECTED_URLS = {
-    "runway": lambda urls: urls,
-    "fal": lambda urls: urls,
-    "bfl": lambda urls: urls[:1],
-    "openai": lambda urls: None,
-}
+def documented_success(upstream: str, data: dict[str, Any], urls: list[str]) -> bool:
+    """Whether `data` is `upstream`'s succeeded answer, as its API documents it."""
+    if upstream == "runway":
+        return bool(data["status"] == "SUCCEEDED" and data["output"] == urls)
+    if upstream == "fal":  # the result request's answer
+        return [image["url"] for image in data["images"]] == urls
+    if upstream == "bfl":
+        return bool(data["status"] == "Ready" and data["result"]["sample"] == urls[0])
+    return data["status"] == "completed" and data["error"] is None
+
+
+def listed(upstream: str, urls: list[str]) -> list[str] | None:
+    """The URLs a webhook lists: BFL delivers one image per task; OpenAI's video is content at
+    another endpoint, not a URL."""
+    return {"bfl": urls[:1], "openai": None}.get(upstream, urls)
 
 
 @pytest.mark.e2e
@@ -104,8 +104,8 @@ def test_a_succeeded_job_delivers_its_outputs(
     job_id = create_job(dialects, upstream, image_urls=urls)
     body = delivered(bridge, receiver, upstream, job_id)
     assert (body["type"], body["error"], body["error_code"]) == ("job.succeeded", None, None)
-    assert body["image_urls"] == EXPECTED_URLS[upstream](urls)
-    assert SUCCEEDED_DATA[upstream](body["data"], urls), body["data"]
+    assert body["image_urls"] == listed(upstream, urls)
+    assert documented_success(upstream, body["data"], urls), body["data"]
 
 
 @pytest.mark.e2e

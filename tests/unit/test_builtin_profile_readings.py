@@ -12,6 +12,7 @@ import pytest
 
 from service import answers, profiles
 from service.devtools.providers import Phase, Provider, View
+from service.observation import Observation
 from service.profile import Reader
 
 URLS = ("https://cdn.example.com/a.png", "https://cdn.example.com/b.png")
@@ -41,11 +42,11 @@ def view(phase: Phase) -> View:
     )  # fmt: skip
 
 
-def read(profile: str, status: int, body: dict[str, Any]) -> answers.Observation:
+def read(profile: str, status: int, body: dict[str, Any]) -> Observation:
     return answers.read_answer(status, {}, orjson.dumps(body), reader=reader(profile))
 
 
-def reading(seen: answers.Observation) -> dict[str, Any]:
+def reading(seen: Observation) -> dict[str, Any]:
     return {
         "kind": seen.kind, "job_status": seen.job_status, "queue_position": seen.queue_position,
         "progress": seen.progress, "outputs": seen.outputs, "message": seen.message,
@@ -108,7 +109,7 @@ def test_a_refused_key_reads_as_unauthorized_with_the_apis_words(profile: str) -
 def test_fals_result_gives_the_outputs_or_the_models_error() -> None:
     """fal's result request: the output URLs of a succeeded request, the model's message of a
     failed one (a 422)."""
-    fal, ended = provider("fal"), answers.Observation("terminal", job_status="succeeded")
+    fal, ended = provider("fal"), Observation("terminal", job_status="succeeded")
     assert fal.render_result is not None
     assert fal.result_error is not None
     ok = orjson.dumps(fal.render_result(view("succeeded")))
