@@ -127,8 +127,8 @@ describe('the app definition', () => {
   it('has a trigger sample shaped like the webhook envelope, id first', () => {
     assert.equal(Object.keys(sample)[0], 'id');
     assert.deepEqual(Object.keys(sample).slice(1), [
-      'type', 'timestamp', 'watch_id', 'job_id', 'status', 'image_urls', 'error', 'error_code',
-      'metadata', 'data',
+      'type', 'timestamp', 'watch_id', 'job_id', 'upstream', 'status', 'image_urls', 'error',
+      'error_code', 'metadata', 'data',
     ]);
   });
 });
