@@ -1,0 +1,120 @@
+"""The simulator's Google Veo dialect answers long-running operations as the Gemini API
+documents them, and the built-in `google-veo` profile reads those answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.devtools.providers import Phase
+from service.devtools.providers.google_veo import PROVIDER
+from tests.unit.dialect_views import URLS, read, request, view
+
+NAME = "models/veo-3.1-generate-preview/operations/job-1"
+
+
+@pytest.mark.parametrize("phase", ["queued", "processing"])
+def test_a_running_operation_is_not_done(phase: Phase) -> None:
+    """While it runs an operation has its name only: no done, response or error."""
+    assert PROVIDER.render(view(phase)) == {"name": NAME}
+
+
+def test_a_done_operation_has_its_videos() -> None:
+    """Each video is a generated sample's video.uri."""
+    operation = PROVIDER.render(view("succeeded"))
+    assert operation["done"] is True
+    samples = operation["response"]["generateVideoResponse"]["generatedSamples"]
+    assert [sample["video"]["uri"] for sample in samples] == list(URLS)
+    assert "error" not in operation
+
+
+def test_a_failed_operation_has_a_status_error() -> None:
+    """A failure is done with a google.rpc.Status error carrying the message."""
+    operation = PROVIDER.render(view("failed", error="Video generation failed"))
+    assert operation["done"] is True
+    assert operation["error"]["message"] == "Video generation failed"
+    assert isinstance(operation["error"]["code"], int)
+    assert "response" not in operation
+
+
+def test_errors_are_google_errors() -> None:
+    """An unknown operation is NOT_FOUND; a wrong key is 400 API key not valid."""
+    status, body = PROVIDER.not_found("zzz")
+    assert (status, body["error"]["code"], body["error"]["status"]) == (404, 404, "NOT_FOUND")
+    status, body = PROVIDER.unauthorized
+    assert (status, body["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    assert body["error"]["message"].startswith("API key not valid")
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"x-goog-api-key": "AIza123"}, "AIza123"),
+        ({"authorization": "Bearer AIza123"}, None),  # an OAuth token is not the API key
+        ({"x-goog-api-key": ""}, None),
+        ({}, None),
+    ],
+)
+def test_the_key_is_the_goog_api_key_header(headers: dict[str, str], key: str | None) -> None:
+    """Only the x-goog-api-key header presents a key."""
+    assert PROVIDER.presented_key(request("/x", headers)) == key
+
+
+@pytest.mark.parametrize("model", ["veo-3.1-generate-preview", "veo-3.0-fast-generate-001"])
+def test_the_route_takes_any_model_and_the_operation_id(model: str) -> None:
+    """GET /v1beta/models/{model}/operations/{id}: its one group is the operation's last
+    segment, the job id."""
+    match = PROVIDER.status_route.fullmatch(f"/v1beta/models/{model}/operations/vz341u0pmdlc")
+    assert match is not None
+    assert match.group(1) == "vz341u0pmdlc"
+    assert PROVIDER.status_route.fullmatch("/v1beta/operations/vz341u0pmdlc") is None
+
+
+def test_a_created_operation_is_named_under_its_model() -> None:
+    """predictLongRunning answers the operation's name, ending in the job id."""
+    assert PROVIDER.created is not None
+    assert PROVIDER.create_path is not None
+    assert PROVIDER.create_path.endswith(":predictLongRunning")
+    assert PROVIDER.created("abc") == {"name": "models/veo-3.1-generate-preview/operations/abc"}
+
+
+@pytest.mark.parametrize(
+    ("phase", "reading"),
+    [
+        ("queued", {"status": "processing", "error": None, "outputs": None}),
+        ("processing", {"status": "processing", "error": None, "outputs": None}),
+        ("succeeded", {"status": "succeeded", "error": None, "outputs": list(URLS)}),
+        (
+            "failed",
+            {"status": "failed", "error": "The prompt was refused by moderation", "outputs": None},
+        ),
+    ],
+)
+def test_the_profile_reads_the_dialect(phase: Phase, reading: dict[str, object]) -> None:
+    """The profile's computed status, error and outputs, on each answer."""
+    assert read("google-veo", PROVIDER.render(view(phase))) == reading
+
+
+def test_the_profile_reads_done_false_as_running() -> None:
+    """An answer that spells out done: false is still running."""
+    assert read("google-veo", {"name": NAME, "done": False})["status"] == "processing"
+
+
+def test_the_profile_fails_a_generation_filtered_by_safety_checks() -> None:
+    """Done without videos, with the filter's reasons: a failure that says why."""
+    answer = {
+        "name": NAME,
+        "done": True,
+        "response": {
+            "generateVideoResponse": {
+                "raiMediaFilteredCount": 1,
+                "raiMediaFilteredReasons": ["The prompt could not be submitted."],
+            }
+        },
+    }
+    reading = read("google-veo", answer)
+    assert (reading["status"], reading["error"]) == ("failed", "The prompt could not be submitted.")
+
+
+def test_the_profile_reads_a_refusal_message() -> None:
+    """The error expression finds the message of an error answer too."""
+    assert read("google-veo", PROVIDER.unauthorized[1])["error"].startswith("API key not valid")

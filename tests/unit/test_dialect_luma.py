@@ -1,0 +1,110 @@
+"""The simulator's Luma dialect answers as the Dream Machine reference documents, and the
+built-in `luma` profile reads those answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.devtools.providers import Phase
+from service.devtools.providers.luma import PROVIDER
+from tests.unit.dialect_views import URLS, read, request, view
+
+
+@pytest.mark.parametrize(
+    ("phase", "state"),
+    [
+        ("queued", "queued"),
+        ("processing", "dreaming"),  # the reference's word for a generation being made
+        ("succeeded", "completed"),
+        ("failed", "failed"),
+    ],
+)
+def test_each_phase_is_the_documented_state(phase: Phase, state: str) -> None:
+    """A generation's `state` is one of the reference's four words."""
+    generation = PROVIDER.render(view(phase))
+    assert generation["state"] == state
+    assert generation["id"] == "job-1"
+    assert generation["created_at"] == "2024-06-01T12:00:00Z"
+
+
+def test_a_completed_generation_has_its_video_asset() -> None:
+    """The video URL is at assets.video; there is no failure reason."""
+    generation = PROVIDER.render(view("succeeded"))
+    assert generation["assets"] == {"video": URLS[0]}
+    assert generation["failure_reason"] is None
+
+
+def test_a_failed_generation_says_why_and_has_no_assets() -> None:
+    """failure_reason carries the job's error text."""
+    generation = PROVIDER.render(view("failed", error="Frame moderation failed"))
+    assert generation["failure_reason"] == "Frame moderation failed"
+    assert generation["assets"] is None
+
+
+def test_a_running_generation_has_no_assets() -> None:
+    """Nothing in flight looks like an output."""
+    assert PROVIDER.render(view("processing"))["assets"] is None
+
+
+def test_errors_are_a_detail() -> None:
+    """An unknown id and a wrong key answer the reference's Error shape."""
+    status, body = PROVIDER.not_found("nope")
+    assert (status, set(body)) == (404, {"detail"})
+    status, body = PROVIDER.unauthorized
+    assert (status, body) == (401, {"detail": "Invalid API key is provided"})
+
+
+@pytest.mark.parametrize(
+    ("authorization", "key"),
+    [("Bearer luma-xxxx", "luma-xxxx"), ("luma-xxxx", None), ("Key luma-xxxx", None), ("", None)],
+)
+def test_the_key_is_a_bearer_token(authorization: str, key: str | None) -> None:
+    """Only `Authorization: Bearer <key>` presents a key."""
+    headers = {"authorization": authorization} if authorization else {}
+    assert PROVIDER.presented_key(request("/x", headers)) == key
+
+
+def test_the_route_is_the_generation_path() -> None:
+    """GET /dream-machine/v1/generations/{id}: its one group is the id."""
+    match = PROVIDER.status_route.fullmatch("/dream-machine/v1/generations/abc-123")
+    assert match is not None
+    assert match.group(1) == "abc-123"
+    assert PROVIDER.status_route.fullmatch("/dream-machine/v1/generations/a/b") is None
+
+
+def test_a_created_generation_is_queued() -> None:
+    """The create answer is the Generation, queued, with its id."""
+    assert PROVIDER.created is not None
+    created = PROVIDER.created("abc")
+    assert (created["id"], created["state"]) == ("abc", "queued")
+
+
+@pytest.mark.parametrize(
+    ("phase", "reading"),
+    [
+        ("queued", {"status": "queued", "error": None, "outputs": []}),
+        ("processing", {"status": "processing", "error": None, "outputs": []}),
+        ("succeeded", {"status": "succeeded", "error": None, "outputs": [URLS[0]]}),
+        (
+            "failed",
+            {"status": "failed", "error": "The prompt was refused by moderation", "outputs": []},
+        ),
+    ],
+)
+def test_the_profile_reads_the_dialect(phase: Phase, reading: dict[str, object]) -> None:
+    """The built-in profile finds the status, error and video in each answer."""
+    assert read("luma", PROVIDER.render(view(phase))) == reading
+
+
+def test_the_profile_reads_an_image_generation() -> None:
+    """An image generation's output is assets.image; the progress video is not an output."""
+    answer = {
+        "state": "completed",
+        "assets": {"image": "https://cdn.example.com/i.jpg", "progress_video": "https://p"},
+    }
+    assert read("luma", answer)["outputs"] == ["https://cdn.example.com/i.jpg"]
+
+
+def test_the_profile_reads_a_refusal_detail() -> None:
+    """The error expression finds the message of an error answer too."""
+    assert read("luma", PROVIDER.unauthorized[1])["error"] == "Invalid API key is provided"

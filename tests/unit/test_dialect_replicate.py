@@ -1,0 +1,128 @@
+"""The simulator's Replicate dialect answers as the HTTP reference documents predictions, and
+the built-in `replicate` profile reads those answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.devtools.providers import Phase
+from service.devtools.providers.replicate import PROVIDER
+from tests.unit.dialect_views import URLS, read, request, view
+
+
+@pytest.mark.parametrize(
+    ("phase", "status"),
+    [
+        ("queued", "starting"),  # waiting for a worker: the reference's first status
+        ("processing", "processing"),
+        ("succeeded", "succeeded"),
+        ("failed", "failed"),
+    ],
+)
+def test_each_phase_is_the_documented_status(phase: Phase, status: str) -> None:
+    """A prediction's `status` is one of the reference's words; its urls lead back to it."""
+    prediction = PROVIDER.render(view(phase))
+    assert prediction["status"] == status
+    assert prediction["id"] == "job-1"
+    assert prediction["urls"]["get"] == "https://api.replicate.com/v1/predictions/job-1"
+    assert prediction["created_at"] == "2024-06-01T12:00:00.000000Z"
+
+
+def test_a_succeeded_prediction_outputs_its_urls() -> None:
+    """Several files are a list of URLs; one file is the URL itself."""
+    assert PROVIDER.render(view("succeeded"))["output"] == list(URLS)
+    assert PROVIDER.render(view("succeeded", output_urls=URLS[:1]))["output"] == URLS[0]
+
+
+def test_a_failed_prediction_has_its_error_and_no_output() -> None:
+    """`error` carries the job's error text."""
+    prediction = PROVIDER.render(view("failed", error="CUDA out of memory"))
+    assert (prediction["error"], prediction["output"]) == ("CUDA out of memory", None)
+
+
+def test_a_running_prediction_has_no_output() -> None:
+    """Nothing in flight looks like an output."""
+    prediction = PROVIDER.render(view("processing"))
+    assert (prediction["output"], prediction["error"]) == (None, None)
+
+
+def test_errors_are_problem_details() -> None:
+    """An unknown id and a wrong token answer RFC 7807 problem details with their status."""
+    status, body = PROVIDER.not_found("nope")
+    assert (status, body["status"], set(body)) == (404, 404, {"title", "detail", "status"})
+    status, body = PROVIDER.unauthorized
+    assert (status, body["title"]) == (401, "Unauthenticated")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "key"),
+    [
+        ("Bearer r8_abc", "r8_abc"),
+        ("Token r8_abc", "r8_abc"),  # the older docs' scheme, still accepted
+        ("r8_abc", None),
+        ("Bearer ", None),
+        ("", None),
+    ],
+)
+def test_the_key_is_a_bearer_or_token(authorization: str, key: str | None) -> None:
+    """`Authorization: Bearer <token>` or `Token <token>` presents a key."""
+    headers = {"authorization": authorization} if authorization else {}
+    assert PROVIDER.presented_key(request("/x", headers)) == key
+
+
+def test_the_route_is_the_prediction_path() -> None:
+    """GET /v1/predictions/{id}: its one group is the id; the cancel path is not a status."""
+    match = PROVIDER.status_route.fullmatch("/v1/predictions/gm3qorzdhgbfurvjtvhg6dckhu")
+    assert match is not None
+    assert match.group(1) == "gm3qorzdhgbfurvjtvhg6dckhu"
+    assert PROVIDER.status_route.fullmatch("/v1/predictions/gm3q/cancel") is None
+
+
+def test_a_created_prediction_is_starting() -> None:
+    """The create answer is the prediction, starting, with its id."""
+    assert PROVIDER.created is not None
+    created = PROVIDER.created("abc")
+    assert (created["id"], created["status"]) == ("abc", "starting")
+
+
+@pytest.mark.parametrize(
+    ("phase", "reading"),
+    [
+        ("queued", {"status": "queued", "error": None, "outputs": None}),
+        ("processing", {"status": "processing", "error": None, "outputs": None}),
+        ("succeeded", {"status": "succeeded", "error": None, "outputs": list(URLS)}),
+        (
+            "failed",
+            {"status": "failed", "error": "The prompt was refused by moderation", "outputs": None},
+        ),
+    ],
+)
+def test_the_profile_reads_the_dialect(phase: Phase, reading: dict[str, object]) -> None:
+    """The built-in profile finds the status, error and outputs in each answer."""
+    assert read("replicate", PROVIDER.render(view(phase))) == reading
+
+
+@pytest.mark.parametrize(
+    ("output", "outputs"),
+    [
+        ("https://replicate.delivery/a.webp", "https://replicate.delivery/a.webp"),
+        (["https://replicate.delivery/a.png"], ["https://replicate.delivery/a.png"]),
+        # a model whose output is an object of files
+        ({"video": "https://replicate.delivery/v.mp4"}, ["https://replicate.delivery/v.mp4"]),
+    ],
+)
+def test_the_profile_reads_every_output_shape(output: object, outputs: object) -> None:
+    """A string, a list and an object of URLs are all read as the outputs."""
+    assert read("replicate", {"status": "succeeded", "output": output})["outputs"] == outputs
+
+
+@pytest.mark.parametrize("word", ["canceled", "aborted"])
+def test_the_profile_ends_stopped_predictions_as_failed(word: str) -> None:
+    """A prediction canceled by its creator or aborted before it ran has failed."""
+    assert read("replicate", {"status": word})["status"] == "failed"
+
+
+def test_the_profile_reads_a_refusal_detail() -> None:
+    """The error expression finds the message of a problem-details answer too."""
+    expected = "You did not pass a valid authentication token"
+    assert read("replicate", PROVIDER.unauthorized[1])["error"] == expected
