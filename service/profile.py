@@ -11,6 +11,8 @@ service/profiles/; an operator declares others in `[upstreams.<name>.profile]`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import jmespath
@@ -153,3 +155,50 @@ def search(expression: ParsedResult | None, document: Any) -> Any:
 
 def fill(template: str, job_id: str) -> str:
     return template.replace("{job_id}", job_id)
+
+
+_REFUSAL_WORDS = {
+    "bad_request": "the upstream refused the request as malformed",
+    "unauthorized": "the upstream refused the API key",
+    "not_found": "the upstream does not know this job",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A profile made ready to read answers: its expressions compiled once."""
+
+    profile: Profile
+    status: ParsedResult
+    queue_position: ParsedResult | None
+    progress: ParsedResult | None
+    eta_s: ParsedResult | None
+    error: ParsedResult | None
+    outputs: ParsedResult | None
+    output_object: ParsedResult | None
+    result_outputs: ParsedResult | None
+    result_error: ParsedResult | None
+    create_job_id: ParsedResult
+    # HTTP status -> (error_code, sentence) of the answers that end a job.
+    refusals: Mapping[int, tuple[str, str]]
+
+    @classmethod
+    def of(cls, profile: Profile) -> Reader:
+        read, result, http = profile.read, profile.result, profile.http
+        refusals = {
+            status: (code, f"{_REFUSAL_WORDS[code]} ({status})")
+            for code, statuses in (
+                ("bad_request", http.bad_request), ("unauthorized", http.unauthorized),
+                ("not_found", http.not_found),
+            )
+            for status in statuses
+        }  # fmt: skip
+        create = profile.create or CreateRequest()
+        return cls(
+            profile, jmespath.compile(read.status), compiled(read.queue_position),
+            compiled(read.progress), compiled(read.eta_s), compiled(read.error),
+            compiled(read.outputs), compiled(read.output_object),
+            compiled(result.outputs if result else None),
+            compiled(result.error if result else None), jmespath.compile(create.job_id),
+            refusals,
+        )  # fmt: skip

@@ -15,6 +15,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from typing_extensions import TypeAliasType
 
 from service import __version__, subscriptions
+from service.answers import JOB_ID
 from service.api import responses, watch_query
 from service.api.handlers import (
     DEFAULT_LIMIT,
@@ -38,7 +39,6 @@ from service.api.models import (
     WatchRequest,
 )
 from service.config import PollSettings, Settings
-from service.upstream import JOB_ID
 
 SCHEMAS = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, SubscriptionRequest)

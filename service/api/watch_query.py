@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from service.answers import JOB_ID, JOB_ID_RULE
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, WatchSearch
-from service.upstream import JOB_ID, JOB_ID_RULE
 from service.watches import Filters
 
 # The parameters, in the order a form shows them.

@@ -136,6 +136,8 @@ class Watch:
     # Receiver statuses that end the callback's retries as `failed` (besides 410 → `gone`).
     final_statuses: tuple[int, ...] = ()
     outcome: JobOutcome = "in_progress"
+    # The upstream it polls, by its name in the settings.
+    upstream: str = "default"
 
     @property
     def deadline_at(self) -> float:

@@ -16,10 +16,10 @@ from aiohttp import web
 from starlette.types import Receive, Scope, Send
 
 from service import config
+from service.answers import JOB_ID_RULE
 from service.api.models import WatchRequest
 from service.app import create_app, create_health_app
 from service.clock import FakeClock
-from service.upstream import JOB_ID_RULE
 from service.watches import canonical
 from tests.loopback import loopback_server
 from tests.outage import fill, small_disk

@@ -86,10 +86,10 @@ class Observed:
     transitions: list[breaker.Transition] = field(default_factory=list)
     attempts: list[tuple[str, AttemptOutcome]] = field(default_factory=list)
 
-    def poll_started(self, lateness_s: float) -> None:
+    def poll_started(self, upstream: str, lateness_s: float) -> None:
         self.lateness.append(lateness_s)
 
-    def circuit_changed(self, change: breaker.Transition) -> None:
+    def circuit_changed(self, upstream: str, change: breaker.Transition) -> None:
         self.transitions.append(change)
 
     def attempted(
@@ -182,7 +182,14 @@ async def running(
         )  # fmt: skip
         sender = InlineSender(receiver_http, 15.0, 4096)
         worker = Worker.build(
-            store, client, sender, config, clock, OWNER, observed, rand=lambda: 0.5
+            store,
+            {"default": client},
+            sender,
+            config,
+            clock,
+            OWNER,
+            observed,
+            rand=lambda: 0.5,
         )
         rig = Rig(clock, store, upstream, received, worker, observed, config)
         await worker.start()
