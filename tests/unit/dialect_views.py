@@ -1,12 +1,16 @@
-"""Views and requests to hand a simulator dialect, and the built-in profile that reads it."""
+"""Views and requests to hand a simulator dialect, and the bridge reading its answers through
+a built-in profile."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from service import profiles
-from service.devtools.providers import Phase, Request, View
-from service.profile import compiled, search
+from service.answers import read_answer
+from service.devtools.providers import Answer, Phase, Request, View
+from service.profile import Reader
 
 # 2024-06-01T12:00:00Z
 CREATED_AT = 1717243200.0
@@ -29,12 +33,21 @@ def request(path: str, headers: dict[str, str] | None = None, method: str = "GET
     return Request(method=method, path=path, query={}, headers=headers or {})
 
 
-def read(profile: str, answer: dict[str, Any]) -> dict[str, Any]:
-    """What the built-in `profile` reads in a 200 answer: target status, error and outputs."""
-    read = profiles.builtin(profile).read
-    word = search(compiled(read.status), answer)
-    return {
-        "status": profiles.builtin(profile).statuses.get(word) if isinstance(word, str) else None,
-        "error": search(compiled(read.error), answer),
-        "outputs": search(compiled(read.outputs), answer),
-    }
+class Reading(NamedTuple):
+    """What the bridge made of an answer: the kind of observation, the job's status or the
+    refusal's code, the error text and the outputs."""
+
+    kind: str
+    status: str | None
+    message: str | None
+    outputs: tuple[str, ...] | None
+
+
+def read(profile: str, answer: Answer) -> Reading:
+    """How the bridge reads `answer` (status, JSON body) through the built-in `profile`."""
+    status, body = answer
+    reader = Reader.of(profiles.builtin(profile))
+    seen = read_answer(status, {}, orjson.dumps(body), reader=reader)
+    return Reading(
+        seen.kind, seen.job_status or seen.error_code, seen.message or seen.error, seen.outputs
+    )

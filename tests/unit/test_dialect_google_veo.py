@@ -3,11 +3,13 @@ documents them, and the built-in `google-veo` profile reads those answers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from service.devtools.providers import Phase
 from service.devtools.providers.google_veo import PROVIDER
-from tests.unit.dialect_views import URLS, read, request, view
+from tests.unit.dialect_views import URLS, Reading, read, request, view
 
 NAME = "models/veo-3.1-generate-preview/operations/job-1"
 
@@ -77,44 +79,49 @@ def test_a_created_operation_is_named_under_its_model() -> None:
     assert PROVIDER.created("abc") == {"name": "models/veo-3.1-generate-preview/operations/abc"}
 
 
+MESSAGE = "The prompt was refused by moderation"
+
+
 @pytest.mark.parametrize(
     ("phase", "reading"),
     [
-        ("queued", {"status": "processing", "error": None, "outputs": None}),
-        ("processing", {"status": "processing", "error": None, "outputs": None}),
-        ("succeeded", {"status": "succeeded", "error": None, "outputs": list(URLS)}),
-        (
-            "failed",
-            {"status": "failed", "error": "The prompt was refused by moderation", "outputs": None},
-        ),
+        # no queue in the Gemini API: a queued job is read as running
+        ("queued", Reading("progress", "processing", None, None)),
+        ("processing", Reading("progress", "processing", None, None)),
+        ("succeeded", Reading("terminal", "succeeded", None, URLS)),
+        ("failed", Reading("terminal", "failed", MESSAGE, None)),
     ],
 )
-def test_the_profile_reads_the_dialect(phase: Phase, reading: dict[str, object]) -> None:
-    """The profile's computed status, error and outputs, on each answer."""
-    assert read("google-veo", PROVIDER.render(view(phase))) == reading
+def test_the_profile_reads_the_dialect(phase: Phase, reading: Reading) -> None:
+    """The profile's computed status, and the error and videos, on each answer."""
+    assert read("google-veo", (200, PROVIDER.render(view(phase)))) == reading
 
 
 def test_the_profile_reads_done_false_as_running() -> None:
     """An answer that spells out done: false is still running."""
-    assert read("google-veo", {"name": NAME, "done": False})["status"] == "processing"
+    assert read("google-veo", (200, {"name": NAME, "done": False})).status == "processing"
 
 
 def test_the_profile_fails_a_generation_filtered_by_safety_checks() -> None:
     """Done without videos, with the filter's reasons: a failure that says why."""
-    answer = {
-        "name": NAME,
-        "done": True,
-        "response": {
-            "generateVideoResponse": {
-                "raiMediaFilteredCount": 1,
-                "raiMediaFilteredReasons": ["The prompt could not be submitted."],
-            }
-        },
-    }
+    filtered = {"raiMediaFilteredCount": 1, "raiMediaFilteredReasons": ["Could not submit."]}
+    answer = {"name": NAME, "done": True, "response": {"generateVideoResponse": filtered}}
+    reading = read("google-veo", (200, answer))
+    assert (reading.status, reading.message) == ("failed", "Could not submit.")
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (PROVIDER.not_found("nope"), "not_found"),
+        (PROVIDER.unauthorized, "unauthorized"),  # a 400: the key, on this bodiless GET
+        ((403, {"error": {"code": 403, "message": "no key", "status": "PERMISSION_DENIED"}}),
+         "unauthorized"),
+    ],
+)  # fmt: skip
+def test_the_profile_reads_the_refusals(answer: tuple[int, dict[str, Any]], code: str) -> None:
+    """An unknown operation and a wrong or missing key end the job with their code and
+    Google's message."""
     reading = read("google-veo", answer)
-    assert (reading["status"], reading["error"]) == ("failed", "The prompt could not be submitted.")
-
-
-def test_the_profile_reads_a_refusal_message() -> None:
-    """The error expression finds the message of an error answer too."""
-    assert read("google-veo", PROVIDER.unauthorized[1])["error"].startswith("API key not valid")
+    assert reading[:2] == ("refused", code)
+    assert answer[1]["error"]["message"] in str(reading.message)

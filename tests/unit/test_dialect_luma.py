@@ -7,7 +7,7 @@ import pytest
 
 from service.devtools.providers import Phase
 from service.devtools.providers.luma import PROVIDER
-from tests.unit.dialect_views import URLS, read, request, view
+from tests.unit.dialect_views import URLS, Reading, read, request, view
 
 
 @pytest.mark.parametrize(
@@ -79,32 +79,36 @@ def test_a_created_generation_is_queued() -> None:
     assert (created["id"], created["state"]) == ("abc", "queued")
 
 
+MESSAGE = "The prompt was refused by moderation"
+
+
 @pytest.mark.parametrize(
     ("phase", "reading"),
     [
-        ("queued", {"status": "queued", "error": None, "outputs": []}),
-        ("processing", {"status": "processing", "error": None, "outputs": []}),
-        ("succeeded", {"status": "succeeded", "error": None, "outputs": [URLS[0]]}),
-        (
-            "failed",
-            {"status": "failed", "error": "The prompt was refused by moderation", "outputs": []},
-        ),
+        ("queued", Reading("progress", "queued", None, None)),
+        ("processing", Reading("progress", "processing", None, None)),
+        ("succeeded", Reading("terminal", "succeeded", None, URLS[:1])),
+        ("failed", Reading("terminal", "failed", MESSAGE, None)),
     ],
 )
-def test_the_profile_reads_the_dialect(phase: Phase, reading: dict[str, object]) -> None:
-    """The built-in profile finds the status, error and video in each answer."""
-    assert read("luma", PROVIDER.render(view(phase))) == reading
+def test_the_profile_reads_the_dialect(phase: Phase, reading: Reading) -> None:
+    """The bridge finds the status, error and video of each answer through the profile."""
+    assert read("luma", (200, PROVIDER.render(view(phase)))) == reading
 
 
 def test_the_profile_reads_an_image_generation() -> None:
     """An image generation's output is assets.image; the progress video is not an output."""
-    answer = {
-        "state": "completed",
-        "assets": {"image": "https://cdn.example.com/i.jpg", "progress_video": "https://p"},
-    }
-    assert read("luma", answer)["outputs"] == ["https://cdn.example.com/i.jpg"]
+    assets = {"image": "https://cdn.example.com/i.jpg", "progress_video": "https://p.example"}
+    answer = {"state": "completed", "assets": assets}
+    assert read("luma", (200, answer)).outputs == ("https://cdn.example.com/i.jpg",)
 
 
-def test_the_profile_reads_a_refusal_detail() -> None:
-    """The error expression finds the message of an error answer too."""
-    assert read("luma", PROVIDER.unauthorized[1])["error"] == "Invalid API key is provided"
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [(PROVIDER.not_found("nope"), "not_found"), (PROVIDER.unauthorized, "unauthorized")],
+)
+def test_the_profile_reads_the_refusals(answer: tuple[int, dict[str, str]], code: str) -> None:
+    """An unknown id and a wrong key end the job with their code and Luma's detail."""
+    reading = read("luma", answer)
+    assert reading[:2] == ("refused", code)
+    assert answer[1]["detail"] in str(reading.message)

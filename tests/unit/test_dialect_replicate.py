@@ -7,7 +7,7 @@ import pytest
 
 from service.devtools.providers import Phase
 from service.devtools.providers.replicate import PROVIDER
-from tests.unit.dialect_views import URLS, read, request, view
+from tests.unit.dialect_views import URLS, Reading, read, request, view
 
 
 @pytest.mark.parametrize(
@@ -85,44 +85,50 @@ def test_a_created_prediction_is_starting() -> None:
     assert (created["id"], created["status"]) == ("abc", "starting")
 
 
+MESSAGE = "The prompt was refused by moderation"
+
+
 @pytest.mark.parametrize(
     ("phase", "reading"),
     [
-        ("queued", {"status": "queued", "error": None, "outputs": None}),
-        ("processing", {"status": "processing", "error": None, "outputs": None}),
-        ("succeeded", {"status": "succeeded", "error": None, "outputs": list(URLS)}),
-        (
-            "failed",
-            {"status": "failed", "error": "The prompt was refused by moderation", "outputs": None},
-        ),
+        ("queued", Reading("progress", "queued", None, None)),
+        ("processing", Reading("progress", "processing", None, None)),
+        ("succeeded", Reading("terminal", "succeeded", None, URLS)),
+        ("failed", Reading("terminal", "failed", MESSAGE, None)),
     ],
 )
-def test_the_profile_reads_the_dialect(phase: Phase, reading: dict[str, object]) -> None:
-    """The built-in profile finds the status, error and outputs in each answer."""
-    assert read("replicate", PROVIDER.render(view(phase))) == reading
+def test_the_profile_reads_the_dialect(phase: Phase, reading: Reading) -> None:
+    """The bridge finds the status, error and outputs of each answer through the profile."""
+    assert read("replicate", (200, PROVIDER.render(view(phase)))) == reading
 
 
 @pytest.mark.parametrize(
     ("output", "outputs"),
     [
-        ("https://replicate.delivery/a.webp", "https://replicate.delivery/a.webp"),
-        (["https://replicate.delivery/a.png"], ["https://replicate.delivery/a.png"]),
+        ("https://replicate.delivery/a.webp", ("https://replicate.delivery/a.webp",)),
+        (["https://replicate.delivery/a.png"], ("https://replicate.delivery/a.png",)),
         # a model whose output is an object of files
-        ({"video": "https://replicate.delivery/v.mp4"}, ["https://replicate.delivery/v.mp4"]),
+        ({"video": "https://replicate.delivery/v.mp4"}, ("https://replicate.delivery/v.mp4",)),
     ],
 )
 def test_the_profile_reads_every_output_shape(output: object, outputs: object) -> None:
     """A string, a list and an object of URLs are all read as the outputs."""
-    assert read("replicate", {"status": "succeeded", "output": output})["outputs"] == outputs
+    answer = {"status": "succeeded", "output": output}
+    assert read("replicate", (200, answer)).outputs == outputs
 
 
 @pytest.mark.parametrize("word", ["canceled", "aborted"])
 def test_the_profile_ends_stopped_predictions_as_failed(word: str) -> None:
     """A prediction canceled by its creator or aborted before it ran has failed."""
-    assert read("replicate", {"status": word})["status"] == "failed"
+    assert read("replicate", (200, {"status": word})).status == "failed"
 
 
-def test_the_profile_reads_a_refusal_detail() -> None:
-    """The error expression finds the message of a problem-details answer too."""
-    expected = "You did not pass a valid authentication token"
-    assert read("replicate", PROVIDER.unauthorized[1])["error"] == expected
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [(PROVIDER.not_found("nope"), "not_found"), (PROVIDER.unauthorized, "unauthorized")],
+)
+def test_the_profile_reads_the_refusals(answer: tuple[int, dict[str, object]], code: str) -> None:
+    """An unknown id and a wrong token end the job with their code and Replicate's detail."""
+    reading = read("replicate", answer)
+    assert reading[:2] == ("refused", code)
+    assert str(answer[1]["detail"]) in str(reading.message)
