@@ -181,8 +181,8 @@ class FakeUpstream:
         method: str = scope["method"]
         self._requests += 1
         if method == "GET":
-            self._gets += 1
-            self._count_get(scope)
+            auth = asgi.header(scope, b"authorization")
+            self._count_get(auth.split(b" ", 1)[-1].decode(errors="replace") if auth else None)
         elif method == "POST":
             self._posts += 1
         if self._thresholds:
@@ -206,10 +206,10 @@ class FakeUpstream:
         else:
             await self._answer(send, 404, PATH_NOT_FOUND)
 
-    def _count_get(self, scope: asgi.Scope) -> None:
-        """Count a GET by its API key (as sent, "none" without one) and its 100 ms slot."""
-        auth = asgi.header(scope, b"authorization")
-        key = auth.split(b" ", 1)[-1].decode(errors="replace") if auth else "none"
+    def _count_get(self, key: str | None) -> None:
+        """Count a GET, by the API key it presented ("none" without one) and its 100 ms slot."""
+        self._gets += 1
+        key = "none" if key is None else key
         self._gets_by_key[key] = self._gets_by_key.get(key, 0) + 1
         slot = int(time.time() / TIMELINE_SLOT_S)
         timeline = self._timeline
