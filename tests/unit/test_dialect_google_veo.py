@@ -9,6 +9,7 @@ import pytest
 
 from service.devtools.providers import Phase
 from service.devtools.providers.google_veo import PROVIDER
+from tests.unit.dialect_rig import KEY, Served, served
 from tests.unit.dialect_views import URLS, Reading, read, request, view
 
 NAME = "models/veo-3.1-generate-preview/operations/job-1"
@@ -125,3 +126,58 @@ def test_the_profile_reads_the_refusals(answer: tuple[int, dict[str, Any]], code
     reading = read("google-veo", answer)
     assert reading[:2] == ("refused", code)
     assert answer[1]["error"]["message"] in str(reading.message)
+
+
+# Through the simulator (`fake-upstream --profile google-veo`) on a loopback port.
+
+BASE = "/v1beta/models/veo-3.1-generate-preview"
+
+
+async def operation(sim: Served, op_id: str, key: str = KEY) -> tuple[int, dict[str, Any]]:
+    response = await sim.api.get(f"{BASE}/operations/{op_id}", headers={"x-goog-api-key": key})
+    return response.status_code, response.json()
+
+
+async def test_the_simulator_serves_an_operation_by_the_clock() -> None:
+    """Not done while queued or running, then done with its videos."""
+    async with served("google-veo") as sim:
+        await sim.job("op1", image_urls=list(URLS))
+        seen = []
+        for elapsed in (0.0, 2.5, 3.5):
+            sim.clock.advance(elapsed)
+            status, body = await operation(sim, "op1")
+            seen.append((status, body.get("done"), "response" in body))
+        assert seen == [(200, None, False), (200, None, False), (200, True, True)]
+
+
+async def test_the_simulator_fails_an_operation_with_its_error() -> None:
+    """A failed job is a done operation with the job's error as error.message."""
+    async with served("google-veo") as sim:
+        await sim.job("op-bad", outcome="failed", error="Video generation failed")
+        sim.clock.advance(6.0)
+        status, body = await operation(sim, "op-bad")
+        assert (status, body["done"], body["error"]["message"]) == (
+            200, True, "Video generation failed",
+        )  # fmt: skip
+
+
+async def test_the_simulator_refuses_an_unknown_operation_and_a_wrong_key() -> None:
+    """An unknown operation is NOT_FOUND; a wrong key the 400 API_KEY_INVALID answer."""
+    async with served("google-veo") as sim:
+        await sim.job("op-key")
+        assert await operation(sim, "no-such") == PROVIDER.not_found("no-such")
+        assert await operation(sim, "op-key", key="AIza-wrong") == PROVIDER.unauthorized
+
+
+async def test_the_simulator_starts_an_operation_that_can_be_polled() -> None:
+    """predictLongRunning answers the operation's name; its last segment polls it."""
+    async with served("google-veo") as sim:
+        response = await sim.api.post(
+            f"{BASE}:predictLongRunning",
+            json={"instances": [{"prompt": "a cat"}]},
+            headers={"x-goog-api-key": KEY},
+        )
+        name = response.json()["name"]
+        assert name.startswith("models/veo-3.1-generate-preview/operations/")
+        status, body = await operation(sim, name.rsplit("/", 1)[1])
+        assert (status, body) == (200, {"name": name})

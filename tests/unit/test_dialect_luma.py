@@ -3,10 +3,13 @@ built-in `luma` profile reads those answers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from service.devtools.providers import Phase
 from service.devtools.providers.luma import PROVIDER
+from tests.unit.dialect_rig import KEY, Served, served
 from tests.unit.dialect_views import URLS, Reading, read, request, view
 
 
@@ -112,3 +115,61 @@ def test_the_profile_reads_the_refusals(answer: tuple[int, dict[str, str]], code
     reading = read("luma", answer)
     assert reading[:2] == ("refused", code)
     assert answer[1]["detail"] in str(reading.message)
+
+
+# Through the simulator (`fake-upstream --profile luma`) on a loopback port.
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+async def generation(sim: Served, job_id: str, **headers: str) -> tuple[int, dict[str, Any]]:
+    response = await sim.api.get(
+        f"/dream-machine/v1/generations/{job_id}", headers={**AUTH, **headers}
+    )
+    return response.status_code, response.json()
+
+
+async def test_the_simulator_serves_a_generation_by_the_clock() -> None:
+    """queued, then dreaming, then completed with its video."""
+    async with served("luma") as sim:
+        await sim.job("g-1", image_urls=list(URLS))
+        states = []
+        for elapsed in (0.0, 2.5, 3.5):
+            sim.clock.advance(elapsed)
+            status, body = await generation(sim, "g-1")
+            states.append((status, body["state"], body["assets"]))
+        assert states == [
+            (200, "queued", None),
+            (200, "dreaming", None),
+            (200, "completed", {"video": URLS[0]}),
+        ]
+
+
+async def test_the_simulator_fails_a_generation_with_its_reason() -> None:
+    """A failed job answers failed with the job's error as failure_reason."""
+    async with served("luma") as sim:
+        await sim.job("g-bad", outcome="failed", error="Prompt processing failed")
+        sim.clock.advance(6.0)
+        status, body = await generation(sim, "g-bad")
+        assert (status, body["state"], body["failure_reason"]) == (
+            200, "failed", "Prompt processing failed",
+        )  # fmt: skip
+
+
+async def test_the_simulator_refuses_an_unknown_id_and_a_wrong_key() -> None:
+    """An unknown generation is a 404 detail; a wrong key the 401 detail."""
+    async with served("luma") as sim:
+        await sim.job("g-key")
+        assert await generation(sim, "no-such") == PROVIDER.not_found("no-such")
+        assert await generation(sim, "g-key", Authorization="Bearer nope") == PROVIDER.unauthorized
+
+
+async def test_the_simulator_creates_a_generation_that_can_be_polled() -> None:
+    """POST /dream-machine/v1/generations/video answers the queued generation and its id."""
+    async with served("luma") as sim:
+        response = await sim.api.post(
+            "/dream-machine/v1/generations/video", json={"prompt": "a tiger"}, headers=AUTH
+        )
+        created = response.json()
+        assert (response.status_code, created["state"]) == (200, "queued")
+        assert (await generation(sim, created["id"]))[1]["state"] == "queued"

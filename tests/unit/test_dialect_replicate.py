@@ -3,10 +3,13 @@ the built-in `replicate` profile reads those answers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from service.devtools.providers import Phase
 from service.devtools.providers.replicate import PROVIDER
+from tests.unit.dialect_rig import KEY, Served, served
 from tests.unit.dialect_views import URLS, Reading, read, request, view
 
 
@@ -132,3 +135,59 @@ def test_the_profile_reads_the_refusals(answer: tuple[int, dict[str, object]], c
     reading = read("replicate", answer)
     assert reading[:2] == ("refused", code)
     assert str(answer[1]["detail"]) in str(reading.message)
+
+
+# Through the simulator (`fake-upstream --profile replicate`) on a loopback port.
+
+
+async def prediction(sim: Served, job_id: str, token: str = KEY) -> tuple[int, dict[str, Any]]:
+    response = await sim.api.get(
+        f"/v1/predictions/{job_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    return response.status_code, response.json()
+
+
+async def test_the_simulator_serves_a_prediction_by_the_clock() -> None:
+    """starting, then processing, then succeeded with its output."""
+    async with served("replicate") as sim:
+        await sim.job("p-1", image_urls=list(URLS))
+        seen = []
+        for elapsed in (0.0, 2.5, 3.5):
+            sim.clock.advance(elapsed)
+            status, body = await prediction(sim, "p-1")
+            seen.append((status, body["status"], body["output"]))
+        assert seen == [
+            (200, "starting", None),
+            (200, "processing", None),
+            (200, "succeeded", list(URLS)),
+        ]
+
+
+async def test_the_simulator_fails_a_prediction_with_its_error() -> None:
+    """A failed job answers failed with the job's error."""
+    async with served("replicate") as sim:
+        await sim.job("p-bad", outcome="failed", error="CUDA out of memory")
+        sim.clock.advance(6.0)
+        status, body = await prediction(sim, "p-bad")
+        assert (status, body["status"], body["error"]) == (200, "failed", "CUDA out of memory")
+
+
+async def test_the_simulator_refuses_an_unknown_id_and_a_wrong_token() -> None:
+    """An unknown prediction is a 404 problem; a wrong token the 401 problem."""
+    async with served("replicate") as sim:
+        await sim.job("p-key")
+        assert await prediction(sim, "no-such") == PROVIDER.not_found("no-such")
+        assert await prediction(sim, "p-key", token="r8_wrong") == PROVIDER.unauthorized
+
+
+async def test_the_simulator_creates_a_prediction_that_can_be_polled() -> None:
+    """POST /v1/predictions answers the starting prediction and its id."""
+    async with served("replicate") as sim:
+        response = await sim.api.post(
+            "/v1/predictions",
+            json={"version": "5c7d5dc6", "input": {"text": "Alice"}},
+            headers={"Authorization": f"Token {KEY}"},
+        )
+        created = response.json()
+        assert (response.status_code, created["status"]) == (200, "starting")
+        assert (await prediction(sim, created["id"]))[1]["status"] == "starting"
