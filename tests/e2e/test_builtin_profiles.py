@@ -1,10 +1,11 @@
-"""The built-in profiles runway, fal, bfl and openai-videos end to end: a bridge with one upstream
-per profile polls one simulator process that speaks the four dialects (`fake-upstream --profile
-runway --profile fal ...`, each under /<name>), and delivers to the receiver."""
+"""The built-in profiles runway, fal, bfl, openai-videos, luma, replicate and google-veo end to
+end: a bridge with one upstream per profile polls one simulator process that speaks their
+dialects (`fake-upstream --profile runway --profile fal ...`, each under /<name>), and delivers
+to the receiver."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from tests.e2e import harness
 from tests.e2e.harness import API_KEY, Bridge, Receiver, Upstream, unique
 
 # Upstream name -> its built-in profile (an upstream's name need not be its profile's).
-UPSTREAMS = {"runway": "runway", "fal": "fal", "bfl": "bfl", "openai": "openai-videos"}
+UPSTREAMS = {
+    "runway": "runway", "fal": "fal", "bfl": "bfl", "openai": "openai-videos", "luma": "luma",
+    "replicate": "replicate", "veo": "google-veo",
+}  # fmt: skip
+# Where an API's paths start beyond the simulator's prefix: the fixed part of a Veo operation's
+# name (its job id is the name's last segment).
+BASE_PATHS = {"veo": "/v1beta/models/veo-3.1-generate-preview"}
 # A short job: one position of 0.3 s in the queue, then 0.6 s of processing.
 TIMELINE = {"queue_positions": 1, "seconds_per_position": 0.3, "processing_s": 0.6}
 
@@ -36,7 +43,8 @@ def bridge(
     its configuration file as an operator would."""
     directory: Path = tmp_path_factory.mktemp("profiles-bridge")
     tables = [
-        f'[upstreams.{name}]\nbase_url = "{dialects.url}/{profile}"\napi_key = "{API_KEY}"\n'
+        f'[upstreams.{name}]\nbase_url = "{dialects.url}/{profile}{BASE_PATHS.get(name, "")}"\n'
+        f'api_key = "{API_KEY}"\n'
         f'profile = "{profile}"\nrequest_timeout_s = 1\n'
         for name, profile in UPSTREAMS.items()
     ]
@@ -75,20 +83,31 @@ def delivered(bridge: Bridge, receiver: Receiver, upstream: str, job_id: str, **
     return body
 
 
+def _videos(operation: dict[str, Any]) -> list[str]:
+    samples = operation["response"]["generateVideoResponse"]["generatedSamples"]
+    return [sample["video"]["uri"] for sample in samples]
+
+
 # What each upstream's succeeded answer says, as its API documents it.
-SUCCEEDED_DATA = {
+SUCCEEDED_DATA: dict[str, Callable[[dict[str, Any], list[str]], bool]] = {
     "runway": lambda data, urls: data["status"] == "SUCCEEDED" and data["output"] == urls,
     "fal": lambda data, urls: [image["url"] for image in data["images"]] == urls,
     "bfl": lambda data, urls: data["status"] == "Ready" and data["result"]["sample"] == urls[0],
     "openai": lambda data, urls: data["status"] == "completed" and data["error"] is None,
+    "luma": lambda data, urls: data["state"] == "completed" and data["assets"]["video"] == urls[0],
+    "replicate": lambda data, urls: data["status"] == "succeeded" and data["output"] == urls,
+    "veo": lambda data, urls: data["done"] is True and _videos(data) == urls,
 }
-# The URLs each webhook lists: BFL delivers one image per task, OpenAI's video is content at
-# another endpoint (no URL).
-EXPECTED_URLS = {
+# The URLs each webhook lists: BFL delivers one image per task and Luma one video per
+# generation, OpenAI's video is content at another endpoint (no URL).
+EXPECTED_URLS: dict[str, Callable[[list[str]], list[str] | None]] = {
     "runway": lambda urls: urls,
     "fal": lambda urls: urls,
     "bfl": lambda urls: urls[:1],
     "openai": lambda urls: None,
+    "luma": lambda urls: urls[:1],
+    "replicate": lambda urls: urls,
+    "veo": lambda urls: urls,
 }
 
 
@@ -114,7 +133,8 @@ def test_a_failed_job_delivers_the_apis_own_error(
     bridge: Bridge, dialects: Upstream, receiver: Receiver, upstream: str
 ) -> None:
     """job.failed carries the error text the API gave (Runway's `failure`, fal's result
-    `detail[].msg`, BFL's `error`, OpenAI's `error.message`)."""
+    `detail[].msg`, BFL's `error`, OpenAI's `error.message`, Luma's `failure_reason`,
+    Replicate's `error`, a Veo operation's `error.message`)."""
     text = f"The {upstream} model refused the prompt ({unique('why')})."
     job_id = create_job(dialects, upstream, outcome="failed", error=text)
     body = delivered(bridge, receiver, upstream, job_id)
