@@ -1,6 +1,7 @@
-"""The built-in profiles runway, fal, bfl and openai-videos end to end: a bridge with one upstream
-per profile polls one simulator process that speaks the four dialects (`fake-upstream --profile
-runway --profile fal ...`, each under /<name>), and delivers to the receiver."""
+"""The built-in profiles runway, fal, bfl, openai-videos, luma, replicate and google-veo end to
+end: a bridge with one upstream per profile polls one simulator process that speaks their
+dialects (`fake-upstream --profile runway --profile fal ...`, each under /<name>), and delivers
+to the receiver."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from tests.e2e import harness
 from tests.e2e.harness import API_KEY, Bridge, Receiver, Upstream, unique
 
 # Upstream name -> its built-in profile (an upstream's name need not be its profile's).
-UPSTREAMS = {"runway": "runway", "fal": "fal", "bfl": "bfl", "openai": "openai-videos"}
+UPSTREAMS = {
+    "runway": "runway", "fal": "fal", "bfl": "bfl", "openai": "openai-videos", "luma": "luma",
+    "replicate": "replicate", "veo": "google-veo",
+}  # fmt: skip
+# Where an API's paths start beyond the simulator's prefix: the fixed part of a Veo operation's
+# name (its job id is the name's last segment).
+BASE_PATHS = {"veo": "/v1beta/models/veo-3.1-generate-preview"}
 # A short job: one position of 0.3 s in the queue, then 0.6 s of processing.
 TIMELINE = {"queue_positions": 1, "seconds_per_position": 0.3, "processing_s": 0.6}
 
@@ -36,7 +43,8 @@ def bridge(
     its configuration file as an operator would."""
     directory: Path = tmp_path_factory.mktemp("profiles-bridge")
     tables = [
-        f'[upstreams.{name}]\nbase_url = "{dialects.url}/{profile}"\napi_key = "{API_KEY}"\n'
+        f'[upstreams.{name}]\nbase_url = "{dialects.url}/{profile}{BASE_PATHS.get(name, "")}"\n'
+        f'api_key = "{API_KEY}"\n'
         f'profile = "{profile}"\nrequest_timeout_s = 1\n'
         for name, profile in UPSTREAMS.items()
     ]
@@ -75,6 +83,11 @@ def delivered(bridge: Bridge, receiver: Receiver, upstream: str, job_id: str, **
     return body
 
 
+def _videos(operation: dict[str, Any]) -> list[str]:
+    samples = operation["response"]["generateVideoResponse"]["generatedSamples"]
+    return [sample["video"]["uri"] for sample in samples]
+
+
 def documented_success(upstream: str, data: dict[str, Any], urls: list[str]) -> bool:
     """Whether `data` is `upstream`'s succeeded answer, as its API documents it."""
     if upstream == "runway":
@@ -83,13 +96,19 @@ def documented_success(upstream: str, data: dict[str, Any], urls: list[str]) -> 
         return [image["url"] for image in data["images"]] == urls
     if upstream == "bfl":
         return bool(data["status"] == "Ready" and data["result"]["sample"] == urls[0])
+    if upstream == "luma":
+        return bool(data["state"] == "completed" and data["assets"]["video"] == urls[0])
+    if upstream == "replicate":
+        return bool(data["status"] == "succeeded" and data["output"] == urls)
+    if upstream == "veo":
+        return data["done"] is True and _videos(data) == urls
     return data["status"] == "completed" and data["error"] is None
 
 
 def listed(upstream: str, urls: list[str]) -> list[str] | None:
-    """The URLs a webhook lists: BFL delivers one image per task; OpenAI's video is content at
-    another endpoint, not a URL."""
-    return {"bfl": urls[:1], "openai": None}.get(upstream, urls)
+    """The URLs a webhook lists: BFL delivers one image per task and Luma one video per
+    generation; OpenAI's video is content at another endpoint, not a URL."""
+    return {"bfl": urls[:1], "luma": urls[:1], "openai": None}.get(upstream, urls)
 
 
 @pytest.mark.e2e
@@ -114,7 +133,8 @@ def test_a_failed_job_delivers_the_apis_own_error(
     bridge: Bridge, dialects: Upstream, receiver: Receiver, upstream: str
 ) -> None:
     """job.failed carries the error text the API gave (Runway's `failure`, fal's result
-    `detail[].msg`, BFL's `error`, OpenAI's `error.message`)."""
+    `detail[].msg`, BFL's `error`, OpenAI's `error.message`, Luma's `failure_reason`,
+    Replicate's `error`, a Veo operation's `error.message`)."""
     text = f"The {upstream} model refused the prompt ({unique('why')})."
     job_id = create_job(dialects, upstream, outcome="failed", error=text)
     body = delivered(bridge, receiver, upstream, job_id)
