@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -582,6 +583,15 @@ class _MappingEnvSource(EnvSettingsSource):
         # The variables the source looks names up in (lower-cased: names are case-insensitive).
         self.env_vars = {name.lower(): value for name, value in environ.items()}
 
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """JSON, as for any structured setting; but a profile may also be a built-in's name."""
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if field_name == "profile":
+                return value
+            raise
+
 
 SECTIONS = frozenset(Settings.model_fields)
 
@@ -652,10 +662,14 @@ def _describe_json_error(error: SettingsError, environ: Mapping[str, str]) -> st
 
 
 def _source(location: tuple[str, ...], path: Path, environ: Mapping[str, str]) -> str:
-    """Where a value came from: its variable, or the section's variables, or the file."""
+    """Where a value came from: its variable (or one holding it: a whole upstream's profile),
+    or the section's variables, or the file."""
+    for length in range(len(location), 1, -1):
+        variable = _env_name(location[:length])
+        if variable in environ:
+            return variable
     if len(location) >= 2:
-        variable = _env_name(location[:2])
-        return variable if variable in environ else str(path)
+        return str(path)
     prefix = _env_name(location) + "__"
     variables = sorted(name for name in environ if name.startswith(prefix))
     return ", ".join(variables) if variables else str(path)
