@@ -51,7 +51,8 @@ ENV_PREFIX = "BRIDGE_"
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
 # The upstream of `[upstream]`, and of every watch that names none.
 DEFAULT_UPSTREAM = "default"
-_UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+UPSTREAM_NAME_RULE = "1 to 32 lower-case letters, digits, - and _, starting with a letter or digit"
 CONFIG_PATH_VARIABLE = "BRIDGE_CONFIG"
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -525,11 +526,8 @@ class Settings(BaseSettings):
         cls, named: dict[str, NamedUpstreamSettings]
     ) -> dict[str, NamedUpstreamSettings]:
         for name in named:
-            if not _UPSTREAM_NAME.fullmatch(name):
-                raise ValueError(
-                    f"{name!r} cannot name an upstream: use 1 to 32 lower-case letters, digits, "
-                    "- and _, starting with a letter or digit"
-                )
+            if not UPSTREAM_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} cannot name an upstream: use {UPSTREAM_NAME_RULE}")
         if DEFAULT_UPSTREAM in named:
             raise ValueError(
                 f"the upstream named {DEFAULT_UPSTREAM!r} is the [upstream] section; "
