@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -37,15 +38,21 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from service import profiles
 from service.errors import ConfigError
 from service.image_hosts import ImageHost
 from service.image_hosts import parse as parse_image_host
+from service.profile import Profile, Reader
 
 if TYPE_CHECKING:
     from service.ssrf import CallbackPolicy
 
 ENV_PREFIX = "BRIDGE_"
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
+# The upstream of `[upstream]`, and of every watch that names none.
+DEFAULT_UPSTREAM = "default"
+UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+UPSTREAM_NAME_RULE = "1 to 32 lower-case letters, digits, - and _, starting with a letter or digit"
 CONFIG_PATH_VARIABLE = "BRIDGE_CONFIG"
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -129,6 +136,9 @@ class UpstreamSettings(_Section):
     circuit_consecutive_failures: int = Field(20, ge=1, le=1_000_000)
     circuit_cooldown_s: float = Field(5.0, gt=0, le=3600)
     circuit_max_cooldown_s: float = Field(60.0, gt=0, le=86400)
+    # How the bridge asks for a job and reads the answer: a built-in profile's name
+    # (service/profiles/), or a table declaring one (service/profile.py).
+    profile: Profile = Field(default_factory=lambda: profiles.builtin(profiles.DEFAULT))
 
     @model_validator(mode="after")
     def _cooldowns_ordered(self) -> UpstreamSettings:
@@ -136,9 +146,26 @@ class UpstreamSettings(_Section):
             raise ValueError("circuit_cooldown_s must not exceed circuit_max_cooldown_s")
         return self
 
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _built_in(cls, profile: Any) -> Any:
+        """A name stands for the built-in profile of that name."""
+        if not isinstance(profile, str):
+            return profile
+        if profile not in profiles.names():
+            raise ValueError(
+                f"no built-in profile is named {profile!r}; the built-in ones are "
+                f"{', '.join(profiles.names())}, or declare one in a table"
+            )
+        return profiles.builtin(profile)
+
     @property
     def root(self) -> str:
         return str(self.base_url).rstrip("/")
+
+    def reader(self) -> Reader:
+        """The profile, ready to read answers."""
+        return Reader.of(self.profile)
 
 
 class StoreSettings(_Section):
@@ -201,6 +228,14 @@ class PollSettings(_Section):
             # Every registration without its own timeout_s would be refused.
             raise ValueError("timeout_s must not exceed max_timeout_s")
         return self
+
+
+class NamedUpstreamSettings(UpstreamSettings):
+    """An upstream of `[upstreams.<name>]`. Its watches poll by `[poll]`, changed by the keys of
+    its own `poll` table."""
+
+    base_url: HttpUrl
+    poll: PollSettings = PollSettings()
 
 
 class SigningSecret(_Section):
@@ -463,6 +498,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    upstreams: dict[str, NamedUpstreamSettings] = {}
     store: StoreSettings = StoreSettings()
     poll: PollSettings = PollSettings()
     delivery: DeliverySettings = DeliverySettings()
@@ -471,6 +507,49 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     ui: UiSettings = UiSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _poll_per_upstream(cls, data: Any) -> Any:
+        """Each named upstream's `poll` table changes `[poll]`: its keys over the section's."""
+        named = data.get("upstreams") if isinstance(data, dict) else None
+        if not isinstance(named, dict):
+            return data
+        base = data.get("poll") or {}
+        if isinstance(base, BaseModel):
+            base = base.model_dump(exclude_unset=True)
+        for entry in named.values():
+            if isinstance(entry, dict) and isinstance(base, dict):
+                own = entry.get("poll") or {}
+                entry["poll"] = {**base, **own} if isinstance(own, dict) else own
+        return data
+
+    @field_validator("upstreams")
+    @classmethod
+    def _default_in_its_section(
+        cls, named: dict[str, NamedUpstreamSettings]
+    ) -> dict[str, NamedUpstreamSettings]:
+        for name in named:
+            if not UPSTREAM_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} cannot name an upstream: use {UPSTREAM_NAME_RULE}")
+        if DEFAULT_UPSTREAM in named:
+            raise ValueError(
+                f"the upstream named {DEFAULT_UPSTREAM!r} is the [upstream] section; "
+                "configure it there, or give this one another name"
+            )
+        return named
+
+    @property
+    def upstream_names(self) -> tuple[str, ...]:
+        """Every upstream's name, the default one first."""
+        return (DEFAULT_UPSTREAM, *sorted(self.upstreams))
+
+    def upstream_named(self, name: str) -> tuple[UpstreamSettings, PollSettings]:
+        """An upstream's settings and its watches' poll settings; KeyError if none has `name`."""
+        if name == DEFAULT_UPSTREAM:
+            return self.upstream, self.poll
+        named = self.upstreams[name]
+        return named, named.poll
 
     @model_validator(mode="after")
     def _not_open_to_the_network(self) -> Settings:
@@ -507,6 +586,15 @@ class _MappingEnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
         # The variables the source looks names up in (lower-cased: names are case-insensitive).
         self.env_vars = {name.lower(): value for name, value in environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """JSON, as for any structured setting; but a profile may also be a built-in's name."""
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if field_name == "profile":
+                return value
+            raise
 
 
 SECTIONS = frozenset(Settings.model_fields)
@@ -578,10 +666,14 @@ def _describe_json_error(error: SettingsError, environ: Mapping[str, str]) -> st
 
 
 def _source(location: tuple[str, ...], path: Path, environ: Mapping[str, str]) -> str:
-    """Where a value came from: its variable, or the section's variables, or the file."""
+    """Where a value came from: its variable (or one holding it: a whole upstream's profile),
+    or the section's variables, or the file."""
+    for length in range(len(location), 1, -1):
+        variable = _env_name(location[:length])
+        if variable in environ:
+            return variable
     if len(location) >= 2:
-        variable = _env_name(location[:2])
-        return variable if variable in environ else str(path)
+        return str(path)
     prefix = _env_name(location) + "__"
     variables = sorted(name for name in environ if name.startswith(prefix))
     return ", ".join(variables) if variables else str(path)
@@ -590,7 +682,12 @@ def _source(location: tuple[str, ...], path: Path, environ: Mapping[str, str]) -
 def _describe(error: ValidationError, path: Path, environ: Mapping[str, str]) -> str:
     lines = []
     for item in error.errors():
-        location = tuple(part for part in item["loc"] if isinstance(part, str))
+        # Past the names of keys, pydantic's location names its validators: not for people.
+        location = tuple(
+            part
+            for part in item["loc"]
+            if isinstance(part, str) and not part.startswith("function-")
+        )
         key = ".".join(location)
         source = _source(location, path, environ)
         message = item["msg"].removeprefix("Value error, ")
@@ -608,6 +705,8 @@ def masked(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     data["store"]["url"] = mask_url_password(settings.store.url)
     data["upstream"]["base_url"] = mask_url_password(str(settings.upstream.base_url))
+    for name, named in settings.upstreams.items():
+        data["upstreams"][name]["base_url"] = mask_url_password(str(named.base_url))
     return data
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from service import ssrf
+from service.observation import Observation
 
 SUCCEEDED = "job.succeeded"
 FAILED = "job.failed"
@@ -43,6 +44,8 @@ class Event:
     document: dict[str, Any] | None = None
     error: str | None = None
     error_code: str | None = None
+    # The output URLs the upstream's profile found in the answer.
+    outputs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Subject:
     job_id: str
     metadata: dict[str, Any] | None
     payload_format: str
+    upstream: str
 
 
 def iso8601(timestamp: float) -> str:
@@ -79,32 +83,21 @@ def image_url(url: str) -> bool:
     return address is None or ssrf.blocked_reason(address) is None
 
 
-def image_urls(document: dict[str, Any] | None) -> list[str] | None:
-    """The image URLs of a succeeded answer (`output.images[].url`) that receivers may fetch
-    (`image_url`), None when there are none. `data` keeps the answer as it was."""
-    output = document.get("output") if document else None
-    images = output.get("images") if isinstance(output, dict) else None
-    if not isinstance(images, list):
-        return None
-    urls = [
-        i["url"]
-        for i in images
-        if isinstance(i, dict) and isinstance(i.get("url"), str) and image_url(i["url"])
-    ]
+def image_urls(outputs: tuple[str, ...] | None) -> list[str] | None:
+    """The output URLs that receivers may fetch (`image_url`), whatever their media; None
+    when there are none. `data` keeps the answer as it was."""
+    urls = [url for url in outputs or () if image_url(url)]
     return urls or None
 
 
-def upstream_error(document: dict[str, Any] | None) -> str | None:
-    value = document.get("error") if document else None
-    return value if isinstance(value, str) else None
-
-
-def terminal_event(job_status: str, body: bytes, document: dict[str, Any]) -> Event:
-    """The final event of a job the upstream reports `succeeded` or `failed`."""
-    if job_status == "succeeded":
-        return Event(SUCCEEDED, job_status, body, document)
-    error = upstream_error(document) or "the upstream reported the generation as failed"
-    return Event(FAILED, job_status, body, document, error, GENERATION_FAILED)
+def terminal_event(seen: Observation) -> Event:
+    """The final event of a job the upstream reports `succeeded` or `failed`, with the output
+    URLs and the error text its profile found."""
+    status, body, document = seen.job_status, seen.body, seen.document
+    if status == "succeeded":
+        return Event(SUCCEEDED, status, body, document, outputs=seen.outputs)
+    error = seen.message or "the upstream reported the generation as failed"
+    return Event(FAILED, status, body, document, error, GENERATION_FAILED)
 
 
 def bridge_failure(
@@ -136,8 +129,9 @@ def envelope(subject: Subject, event: Event, timestamp: float, event_id: str) ->
             "timestamp": iso8601(timestamp),
             "watch_id": subject.watch_id,
             "job_id": subject.job_id,
+            "upstream": subject.upstream,
             "status": event.type.removeprefix("job."),
-            "image_urls": image_urls(event.document),
+            "image_urls": image_urls(event.outputs),
             "error": event.error,
             "error_code": event.error_code,
             "metadata": subject.metadata,
@@ -156,6 +150,7 @@ def test_envelope(event_id: str, timestamp: float, subscription_id: str) -> byte
             "timestamp": iso8601(timestamp),
             "watch_id": None,
             "job_id": None,
+            "upstream": None,
             "status": "test",
             "image_urls": None,
             "error": None,

@@ -12,7 +12,7 @@ from service.delivery import Deliverer
 from service.errors import StoreError, StoreUnavailable
 from service.event_hub import EventHub
 from service.metrics import Metrics
-from service.poller import Poller
+from service.pollers import Pollers
 from service.store.base import Store
 
 
@@ -20,7 +20,8 @@ from service.store.base import Store
 class Health:
     """The figures of /metrics that say whether the bridge is keeping up."""
 
-    circuit: str  # closed, half_open, open
+    circuit: str  # closed, half_open, open: the worst of `circuits`
+    circuits: dict[str, str]  # each upstream's, by name, the default one first
     delivery_backlog: int  # `bridge_delivery_backlog` (counted every few seconds)
     poll_backlog: int  # `bridge_poll_backlog`
     attempts: int  # webhook attempts of this process over the last hour
@@ -35,7 +36,7 @@ class Monitor:
     def __init__(
         self,
         store: Store,
-        poller: Poller,
+        poller: Pollers,
         deliverer: Deliverer,
         metrics: Metrics,
         hub: EventHub,
@@ -80,7 +81,8 @@ class Monitor:
         metrics = self._metrics
         metrics.held_watches.set(self._poller.held_count)
         metrics.poll_backlog.set(self._poller.due_backlog())
-        metrics.throttled.set(self._poller.throttled)
+        for upstream, waiting in self._poller.throttled().items():
+            metrics.throttled.labels(upstream).set(waiting)
         metrics.deliveries_in_flight.set(self._deliverer.in_flight)
         metrics.store_up.set(self._store.health.reason is None)
         metrics.open_streams.set(self._hub.listening)
@@ -91,6 +93,7 @@ class Monitor:
         attempts, failures = self._metrics.recent_attempts.counts(self._clock.now())
         return Health(
             circuit=self._poller.circuit_state,
+            circuits=dict(self._poller.circuits()),
             delivery_backlog=int(backlog),
             poll_backlog=self._poller.due_backlog(),
             attempts=attempts,

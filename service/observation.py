@@ -24,3 +24,9 @@ class Observation:
     error: str | None = None
     retry_after: str | None = None
     http_status: int | None = None
+    # What the upstream's profile finds in the answer besides the status: how far processing
+    # is (0..1), the seconds it predicts are left, the output URLs and its own error text.
+    progress: float | None = None
+    eta_s: float | None = None
+    outputs: tuple[str, ...] | None = None
+    message: str | None = None

@@ -79,7 +79,7 @@ def step(
         assert seen.body is not None
         assert seen.document is not None
         state.job_status = seen.job_status
-        final = events.terminal_event(seen.job_status, seen.body, seen.document)
+        final = events.terminal_event(seen)
         return Step(None, changed=True, final=final)
 
     if seen.kind == "refused" and not (

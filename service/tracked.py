@@ -31,6 +31,7 @@ class Tracked:
     job_id: str
     metadata: dict[str, Any] | None
     payload_format: str
+    upstream: str
     # The event types its own callback gets (shared instances); empty: it has no callback.
     callback_events: frozenset[str]
     token: int
@@ -39,7 +40,9 @@ class Tracked:
     next_poll_at: float
 
     def subject(self) -> events.Subject:
-        return events.Subject(self.watch_id, self.job_id, self.metadata, self.payload_format)
+        return events.Subject(
+            self.watch_id, self.job_id, self.metadata, self.payload_format, self.upstream
+        )
 
     def event(self, event: events.Event, now: float) -> NewEvent:
         """`event` to record: its envelope, and its callback delivery if the watch wants it."""
@@ -109,7 +112,7 @@ class Holdings:
         )
         tracked = Tracked(
             watch.id, watch.job_id, watch.metadata, sys.intern(watch.payload_format),
-            self._shared(watch.events if watch.callback_url else ()),
+            sys.intern(watch.upstream), self._shared(watch.events if watch.callback_url else ()),
             watch.lease_token, state, self._rules_for(watch), due,
         )  # fmt: skip
         target = self.targets.get(key)

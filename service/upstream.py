@@ -1,277 +1,42 @@
-"""The upstream job API: one GET per poll, and the reading of its answers.
+"""The upstream job API's client: one status request per poll, through the upstream's profile.
 
-`read_answer` is pure: it turns a status code, headers and body into an `Observation`, the
-only thing the polling rules look at. `UpstreamClient` makes the requests, sharing one
-in-flight request between every watch of the same job and key. It also makes the one POST that
-starts a job (`create`, for `POST /v1/generate`), whose answer `read_creation` reads.
-
-No text the upstream sends reaches a tenant with a key in it: the key a request carried and
-the bridge's own are masked (`Secrets`), and a refusal of the bridge's own key says only that.
+`UpstreamClient` asks for a job's status as its profile says (`service.profile`: method, path,
+headers, how the key is sent), sharing one in-flight request between every watch of the same
+job and key, and, once a job succeeded, makes the profile's result request if it has one. It
+also makes the one request that starts a job (`create`, for `POST /v1/generate`). The answers
+are read by `service.answers`.
 
 Whatever the upstream answers costs bounded time and memory: the whole request is under the
-timeout, the body is read (and decoded, `service.decoding`) up to a cap, and answers that are
-too large, encoded twice, not JSON, nested too deeply or of the wrong types are transient
-failures that say why (never a crash).
+timeout, and the body is read (and decoded, `service.decoding`) up to a cap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import AsyncIterable, Callable
 from urllib.parse import quote
 
 import httpx
-import orjson
 
 from service import USER_AGENT, decoding
+from service.answers import (
+    DEFAULT_READER,
+    JOB_ID,
+    JOB_ID_RULE,
+    Creation,
+    Secrets,
+    network_failure,
+    read_answer,
+    read_creation,
+    read_result,
+)
 from service.observation import Observation
+from service.profile import Reader, fill
 
-PROGRESS_STATUSES = frozenset({"queued", "processing"})
-TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
-# Each known status as one string: every held watch keeps the last status it saw, and a parsed
-# body makes a new string each time.
-_KNOWN_STATUSES = {status: status for status in PROGRESS_STATUSES | TERMINAL_STATUSES}
-# Upstream answers that end a watch with a failure the bridge decides itself.
-REFUSALS: Mapping[int, tuple[str, str]] = {
-    400: ("bad_request", "the upstream refused the request as malformed (400)"),
-    401: ("unauthorized", "the upstream refused the API key (401)"),
-    403: ("unauthorized", "the upstream refused the API key (403)"),
-    404: ("not_found", "the upstream does not know this job (404)"),
-}
-# The refusal of the bridge's own key (upstream.api_key): the upstream's words are not relayed.
-BRIDGE_KEY_REFUSED = "the upstream refused the bridge's key"
-REDACTED = "********"
-_MAX_ERROR_TEXT = 200
 # A job's status is a few KiB; reading stops past this.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-# Real answers nest a handful of levels; the bridge re-serializes what it keeps (orjson stops
-# at 255 levels), so deeper documents are refused at the door.
-MAX_DEPTH = 64
-# The store keeps queue positions in a 64-bit column; a real queue is far shorter.
-_MAX_QUEUE_POSITION = 2**31 - 1
-# A job id the bridge watches: one segment of the upstream's path. No leading dot: "." and ".."
-# would be read as other paths of the upstream (its API root), polled with the bridge's key.
-JOB_ID = re.compile(r"^[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,127}$")
-JOB_ID_RULE = "1 to 128 characters among A-Z a-z 0-9 _ . : - that do not start with a dot"
-
-
-@dataclass(frozen=True, slots=True)
-class Secrets:
-    """The keys no text relayed from the upstream may show: the key a request carried and the
-    bridge's own (longest first, so that a key holding another is masked whole);
-    `bridge_key` when the request carried the bridge's own key."""
-
-    keys: tuple[str, ...] = ()
-    bridge_key: bool = False
-
-    def redact(self, text: str) -> str:
-        for key in self.keys:
-            if key in text:
-                text = text.replace(key, REDACTED)
-        return text
-
-    def redact_json(self, value: Any) -> Any:
-        """A parsed JSON value with the keys masked in every string, names included."""
-        if not self.keys:
-            return value
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, dict):
-            return {self.redact(k): self.redact_json(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.redact_json(item) for item in value]
-        return value
-
-
-NO_SECRETS = Secrets()
-
-
-def _upstream_message(document: dict[str, Any] | None, secrets: Secrets) -> str | None:
-    if document is not None and isinstance(document.get("error"), str):
-        # Masked before it is cut: a cut could leave the start of a key.
-        return secrets.redact(str(document["error"]))[:_MAX_ERROR_TEXT]
-    return None
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether `value` nests lists and objects more than `limit` levels deep."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
-
-
-def _parse(body: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The body as a JSON object, or None and why it is not one."""
-    if not body:
-        return None, "an empty body"
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        return None, f"a body that is not JSON ({error})"
-    if not isinstance(parsed, dict):
-        return None, f"JSON that is not an object but {type(parsed).__name__}"
-    # Each level opens a bracket: a body with few of them (in strings too) is shallow enough
-    # without walking it.
-    brackets = body.count(b"{") + body.count(b"[")
-    if brackets > MAX_DEPTH and _deeper_than(parsed, MAX_DEPTH):
-        return None, f"JSON nested more than {MAX_DEPTH} levels deep"
-    return parsed, ""
-
-
-def _queue_position(value: Any) -> int | None:
-    """A queue position worth trusting: a small non-negative integer."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if 0 <= value <= _MAX_QUEUE_POSITION else None
-    return None
-
-
-def read_answer(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets = NO_SECRETS
-) -> Observation:
-    """Classify one upstream answer; what a refusal relays has the `secrets` masked."""
-    document, unreadable = _parse(body)
-
-    if status in REFUSALS:
-        code, sentence = REFUSALS[status]
-        if code == "unauthorized" and secrets.bridge_key:
-            # What the upstream says of the operator's key is not for tenants.
-            error = f"{BRIDGE_KEY_REFUSED} ({status})"
-            return Observation("refused", error_code=code, error=error, http_status=status)
-        message = _upstream_message(document, secrets)
-        error = f"{sentence}: {message}" if message else sentence
-        return Observation(
-            "refused", document=secrets.redact_json(document), error_code=code, error=error,
-            http_status=status,
-        )  # fmt: skip
-    if status != 200:
-        kind_of = "rate limited" if status == 429 else f"answered HTTP {status}"
-        return Observation(
-            "transient", error=f"upstream {kind_of}", retry_after=headers.get("retry-after"),
-            http_status=status,
-        )  # fmt: skip
-    if document is None:
-        return Observation(
-            "transient", error=f"upstream answered {unreadable}"[:_MAX_ERROR_TEXT],
-            http_status=status,
-        )  # fmt: skip
-    job_status = document.get("status")
-    if not isinstance(job_status, str):
-        shown = (
-            "no status" if job_status is None else f"a status of type {type(job_status).__name__}"
-        )
-        return Observation("transient", error=f"upstream answered {shown}", http_status=status)
-    job_status = _KNOWN_STATUSES.get(job_status, job_status)
-    if job_status in PROGRESS_STATUSES:
-        return Observation(
-            "progress", job_status=job_status,
-            queue_position=_queue_position(document.get("queue_position")),
-            body=body, document=document, http_status=status,
-        )  # fmt: skip
-    output = document.get("output")
-    if job_status == "succeeded" and output is not None and not isinstance(output, dict):
-        # Receivers read the images from `output`; a malformed one may be fixed by a later poll.
-        return Observation(
-            "transient", http_status=status,
-            error=f"upstream answered succeeded with an output of type {type(output).__name__}",
-        )  # fmt: skip
-    if job_status in TERMINAL_STATUSES:
-        return Observation(
-            "terminal", job_status=job_status, body=body, document=document, http_status=status
-        )
-    shown = repr(secrets.redact(job_status))[:40]
-    return Observation(
-        "transient", error=f"upstream answered an unknown status {shown}", http_status=status
-    )
-
-
-def network_failure(error: BaseException, secrets: Secrets = NO_SECRETS) -> Observation:
-    """The observation of a request that got no answer; its error text (which may quote the
-    request) has the `secrets` masked."""
-    # The aiohttp transport reports most connection errors as httpx.ConnectTimeout: judge by
-    # the original error underneath.
-    root = error.__cause__ or error
-    timed_out = isinstance(error, TimeoutError) or isinstance(root, TimeoutError)
-    if timed_out or (root is error and isinstance(error, httpx.TimeoutException)):
-        text = "upstream did not answer in time"
-    else:
-        detail = secrets.redact(str(root)) or type(root).__name__
-        text = f"upstream request failed: {detail}"[:_MAX_ERROR_TEXT]
-    return Observation("transient", error=text)
-
-
-@dataclass(frozen=True, slots=True)
-class Creation:
-    """What the upstream answered a request to start a job."""
-
-    kind: Literal["created", "refused", "failed"]
-    job_id: str | None = None
-    # The answer, parsed, of a created job.
-    document: dict[str, Any] | None = None
-    http_status: int | None = None
-    # Why it was refused (the upstream's own words) or why it failed.
-    error: str | None = None
-    retry_after: str | None = None
-
-
-def _excerpt(body: bytes, document: dict[str, Any] | None, secrets: Secrets) -> str:
-    """The start of a body as one line of printable text, the `secrets` masked (in JSON, once
-    its escapes are read: a key may be spelt with them)."""
-    if document is not None:
-        text = orjson.dumps(secrets.redact_json(document)).decode()
-    else:
-        # Masked whole, before it is cut: a cut could leave the start of a key.
-        text = secrets.redact(body.decode(errors="replace"))
-    text = "".join(ch if ch.isprintable() else " " for ch in text[: _MAX_ERROR_TEXT * 4])
-    return " ".join(text.split())[:_MAX_ERROR_TEXT]
-
-
-def read_creation(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets = NO_SECRETS
-) -> Creation:
-    """Classify the answer to `POST /api/v1/generate`: a 2xx JSON object with a string `id`
-    started a job; a 4xx refused the request (its `error`, else the start of its body, says
-    why, the `secrets` masked; a refusal of the bridge's own key only says so); anything else
-    failed, and may or may not have started a job."""
-    document, unreadable = _parse(body)
-    if 400 <= status < 500:
-        if status in (401, 403) and secrets.bridge_key:
-            message = f"{BRIDGE_KEY_REFUSED} ({status})"
-        else:
-            message = (
-                _upstream_message(document, secrets)
-                or _excerpt(body, document, secrets)
-                or f"HTTP {status}"
-            )
-        return Creation(
-            "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
-        )
-    if not 200 <= status < 300:
-        # A redirect too: following one could send the key and the request elsewhere.
-        return Creation("failed", http_status=status, error=f"upstream answered HTTP {status}")
-    if document is None:
-        error = f"upstream answered {unreadable}"[:_MAX_ERROR_TEXT]
-        return Creation("failed", http_status=status, error=error)
-    job_id = document.get("id")
-    if not isinstance(job_id, str) or not job_id:
-        shown = "no job id" if job_id is None else f"a job id of type {type(job_id).__name__}"
-        if job_id == "":
-            shown = "an empty job id"
-        return Creation("failed", http_status=status, error=f"upstream answered {shown}")
-    return Creation("created", job_id=job_id, document=document, http_status=status)
+_MAX_ERROR_TEXT = 200
 
 
 class UpstreamClient:
@@ -287,6 +52,7 @@ class UpstreamClient:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         bridge_key: str | None = None,
         observe: Callable[[Observation, float], None] | None = None,
+        reader: Reader = DEFAULT_READER,
     ) -> None:
         """`bridge_key` is the configured upstream.api_key: masked in whatever the upstream
         answers, and refusals of it are not relayed. `observe` is told of each request made
@@ -310,6 +76,8 @@ class UpstreamClient:
         self.requests = 0
         self.last_duration_s = 0.0
         self._observe = observe
+        self._reader = reader
+        self._profile = reader.profile
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
         if not JOB_ID.fullmatch(job_id):
@@ -339,6 +107,11 @@ class UpstreamClient:
             shared.set_result(observation)
         return observation
 
+    @property
+    def creates(self) -> bool:
+        """Whether the profile says how to start a job."""
+        return self._profile.create is not None
+
     def secrets(self, api_key: str | None) -> Secrets:
         """What the answer to a request carrying `api_key` must not relay."""
         return self._bridge_secrets if api_key == self._bridge_key else self._secrets(api_key)
@@ -348,12 +121,59 @@ class UpstreamClient:
         return Secrets(tuple(keys), bridge_key=api_key is not None and api_key == self._bridge_key)
 
     def request(self, job_id: str, api_key: str | None) -> httpx.Request:
-        """The GET of one job's status."""
-        headers: tuple[tuple[bytes, bytes], ...] = self._headers
-        if api_key:
-            headers = (*headers, (b"Authorization", b"Bearer " + api_key.encode()))
-        url = f"{self._base}/api/v1/generate/{quote(job_id, safe='')}"
-        return httpx.Request("GET", url, headers=headers, extensions=self._extensions)
+        """The status request of one job."""
+        status = self._profile.status
+        return self._build(status.method, status.path, job_id, api_key)
+
+    def result_request(self, job_id: str, api_key: str | None) -> httpx.Request | None:
+        """The request of a succeeded job's result, if the profile has one."""
+        result = self._profile.result
+        return None if result is None else self._build(result.method, result.path, job_id, api_key)
+
+    def read(self, answer: tuple[int, httpx.Headers, bytes], api_key: str | None) -> Observation:
+        """An answer to the status request of a job, read through the profile."""
+        status, headers, body = answer
+        return read_answer(status, headers, body, self.secrets(api_key), self._reader)
+
+    def read_result(
+        self, answer: tuple[int, httpx.Headers, bytes], api_key: str | None, ended: Observation
+    ) -> Observation:
+        """An answer to the result request of a job seen `ended`, read through the profile."""
+        status, headers, body = answer
+        secrets = self.secrets(api_key)
+        return read_result(status, headers, body, secrets, self._reader, ended)
+
+    def _build(
+        self,
+        method: str,
+        path: str,
+        job_id: str,
+        api_key: str | None,
+        extra: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Request:
+        """A request to `path` (its `{job_id}` filled in) with the key as the profile sends it,
+        and the profile's headers (an API version, say: every request carries them)."""
+        headers = list(self._headers)
+        params = {}
+        auth = self._profile.auth
+        if api_key and auth.scheme in ("bearer", "key"):
+            scheme = b"Bearer " if auth.scheme == "bearer" else b"Key "
+            headers.append((b"Authorization", scheme + api_key.encode()))
+        elif api_key and auth.scheme == "header":
+            assert auth.name is not None
+            headers.append((auth.name.encode(), api_key.encode()))
+        elif api_key and auth.scheme == "query":
+            assert auth.name is not None
+            params[auth.name] = api_key
+        for name, value in {**self._profile.status.headers, **(extra or {})}.items():
+            headers.append((name.encode(), value.encode()))
+        url = httpx.URL(self._base + fill(path, quote(job_id, safe="")))
+        if params:
+            url = url.copy_merge_params(params)
+        return httpx.Request(
+            method, url, headers=headers, content=content, extensions=self._extensions
+        )
 
     async def _get(self, job_id: str, api_key: str | None) -> Observation:
         self.requests += 1
@@ -376,24 +196,33 @@ class UpstreamClient:
             return network_failure(error, secrets)
         finally:
             self.last_duration_s = time.perf_counter() - started
-        status, headers, body = answer
-        return read_answer(status, headers, body, secrets)
+        seen = self.read(answer, api_key)
+        request = self.result_request(job_id, api_key)
+        if request is None or seen.job_status != "succeeded":
+            return seen
+        try:
+            answer = await get_capped(self._transport, request, self._timeout, self._max_body)
+        except Unread as unread:
+            why = f"{unread.error(secrets)} to the result request; the rest was not read"
+            return Observation("transient", error=why, http_status=unread.status)
+        except Exception as failure:  # whatever the client raised: keep polling, say why
+            return network_failure(failure, secrets)
+        return self.read_result(answer, api_key, seen)
 
     async def create(
         self, body: bytes, api_key: str | None, idempotency_key: str | None
     ) -> Creation:
-        """POST `body` (a JSON object) to start a job, and read the answer. Never shared and
-        never retried: each call may start a job; `idempotency_key` lets the upstream tell a
-        retry from a new request."""
-        headers = [*self._headers, (b"Content-Type", b"application/json")]
-        if api_key:
-            headers.append((b"Authorization", b"Bearer " + api_key.encode()))
+        """Send `body` (a JSON object) as the profile's create request, and read the answer.
+        Never shared and never retried: each call may start a job; `idempotency_key` lets the
+        upstream tell a retry from a new request."""
+        create = self._profile.create
+        if create is None:
+            return Creation("failed", error="this upstream's profile declares no create request")
+        extra = {"Content-Type": "application/json"}
         if idempotency_key:
-            headers.append((b"Idempotency-Key", idempotency_key.encode()))
-        request = httpx.Request(
-            "POST", f"{self._base}/api/v1/generate", headers=headers, content=body,
-            extensions=self._extensions,
-        )  # fmt: skip
+            extra["Idempotency-Key"] = idempotency_key
+        # The create path holds no job id: `_build` fills nothing in it.
+        request = self._build(create.method, create.path, "", api_key, extra, body)
         secrets = self.secrets(api_key)
         try:
             status, answer_headers, answer = await get_capped(
@@ -403,7 +232,7 @@ class UpstreamClient:
             return Creation("failed", http_status=unread.status, error=unread.error(secrets))
         except Exception as error:  # whatever the client raised: say why, never crash
             return Creation("failed", error=network_failure(error, secrets).error)
-        return read_creation(status, answer_headers, answer, secrets)
+        return read_creation(status, answer_headers, answer, secrets, self._reader)
 
 
 class Unread(Exception):

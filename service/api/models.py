@@ -21,10 +21,11 @@ from pydantic import (
 from typing_extensions import TypeAliasType
 
 from service import events, signing
+from service.answers import JOB_ID, JOB_ID_RULE
 from service.api import watch_query
+from service.config import DEFAULT_UPSTREAM, UPSTREAM_NAME
 from service.store import base as store
 from service.subscriptions import MAX_ACTIVE
-from service.upstream import JOB_ID, JOB_ID_RULE
 from service.watches import WatchOptions
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
@@ -176,15 +177,30 @@ class WatchOptionsBody(BaseModel):
     payload_format: PayloadFormat = "envelope"
     secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
     # Their bounds are settings: /openapi.json shows those in force (`service.api.openapi`).
-    poll_interval_s: float | None = Field(None, description="Overrides poll.interval_s.")
-    timeout_s: float | None = Field(None, description="Overrides poll.timeout_s.")
+    poll_interval_s: float | None = Field(
+        None, description="Overrides the upstream's poll.interval_s."
+    )
+    timeout_s: float | None = Field(None, description="Overrides the upstream's poll.timeout_s.")
     upstream_api_key: str | None = Field(
-        None, min_length=1, max_length=512, description="Else the configured key is used."
+        None,
+        min_length=1,
+        max_length=512,
+        description="Else the upstream's configured key (its api_key setting) is used.",
     )
     final_statuses: list[FinalStatus] = Field(
         default_factory=list,
         description=FINAL_STATUSES_DESCRIPTION,
         json_schema_extra=FINAL_STATUSES_SCHEMA,
+    )
+    upstream: str = Field(
+        DEFAULT_UPSTREAM,
+        min_length=1,
+        max_length=32,
+        description="The upstream the job runs at, by its name in the bridge's settings "
+        "(`[upstreams.<name>]`; `default`, the `[upstream]` section, when absent): the job is "
+        "polled there with that upstream's key, pacing and profile, and its webhooks name it "
+        "(`upstream`). A job id on another upstream is another job. A name the bridge does not "
+        "know is refused (422) with the ones it knows.",
     )
 
     @field_validator("callback_url")
@@ -366,6 +382,11 @@ class RecoverRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: JobOutcome | None = Field(None, description="Only the watches whose job ended so.")
+    upstream: str | None = Field(
+        None,
+        description="Only the watches of this upstream, by its name in the settings.",
+        json_schema_extra={"pattern": UPSTREAM_NAME.pattern},
+    )
     job_id_prefix: str | None = Field(
         None,
         description="Only the watches whose job id starts with this (case included).",

@@ -85,6 +85,10 @@ class Watch(Answer):
 
     id: str = Field(json_schema_extra={"pattern": "^wch_"})
     job_id: str
+    upstream: str = Field(
+        description="The upstream the job runs at, by its name in the bridge's settings "
+        "(`default` is the `[upstream]` section), as registered."
+    )
     callback_url: str | None = Field(
         description="Without any credentials, each query value masked (`?signature=********`): "
         "deliveries go to the URL as registered. null: the watch has no callback."
@@ -133,6 +137,7 @@ class Watch(Answer):
         return cls(
             id=watch.id,
             job_id=watch.job_id,
+            upstream=watch.upstream,
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             callback_method=watch.callback_method,
             callback_headers=dict.fromkeys(watch.callback_headers, MASK),
@@ -203,7 +208,10 @@ class Generated(Answer):
     """The answer of `POST /v1/generate`: the job started, and its watch."""
 
     job_id: str
-    upstream: JsonObject = Field(description="The upstream's answer, as sent.")
+    upstream: JsonObject = Field(
+        description="The upstream's answer to the request that started the job, as sent (the "
+        "watch's `upstream` names the upstream)."
+    )
     watch: CreatedWatch
 
 
@@ -470,10 +478,17 @@ class Event(Answer):
     timestamp: Time
     watch_id: str
     job_id: str
+    upstream: str | None = Field(
+        description="The upstream the job runs at, by its name in the bridge's settings "
+        "(`default` unless the watch named one); null on test events."
+    )
     status: str = Field(
         json_schema_extra={"enum": [name.removeprefix("job.") for name in events.ALL_EVENTS]}
     )
-    image_urls: list[str] | None
+    image_urls: list[str] | None = Field(
+        description="The job's output URLs that a receiver may fetch, whatever their media "
+        "(images, videos), as the upstream's profile finds them; null when there are none."
+    )
     error: str | None
     error_code: str | None
     metadata: Metadata | None

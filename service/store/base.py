@@ -141,6 +141,8 @@ class Watch:
     # Receiver statuses that end the callback's retries as `failed` (besides 410 → `gone`).
     final_statuses: tuple[int, ...] = ()
     outcome: JobOutcome = "in_progress"
+    # The upstream it polls, by its name in the settings.
+    upstream: str = "default"
 
     @property
     def deadline_at(self) -> float:
@@ -398,12 +400,14 @@ class WatchSearch:
     listing. `job_id_prefix`: job ids that start with it (byte for byte, case included).
     `metadata`: (key, value): a top-level metadata key (without a double quote or backslash)
     whose value is the string `value`, or a number equal to it when `value` writes a number
-    (`rules.metadata_values`). `created_from` <= created_at < `created_to`."""
+    (`rules.metadata_values`). `created_from` <= created_at < `created_to`. `upstream`: the
+    watches of the upstream of that name, configured or not (any more)."""
 
     job_id_prefix: str | None = None
     metadata: tuple[str, str] | None = None
     created_from: float | None = None
     created_to: float | None = None
+    upstream: str | None = None
 
 
 class Store(abc.ABC):

@@ -76,7 +76,7 @@ _WATCH_FIELDS = (
     "id", "tenant", "job_id", "callback_url", "callback_method", "callback_headers", "metadata",
     "events", "payload_format", "secret", "poll_interval_s", "timeout_s", "upstream_api_key",
     "created_at", "status", "job_status", "queue_position", "attempts", "last_error", "updated_at",
-    "completed_at", "next_poll_at", "lease_token", "final_statuses", "outcome",
+    "completed_at", "next_poll_at", "lease_token", "final_statuses", "outcome", "upstream",
 )  # fmt: skip
 _WATCH_COLUMNS = ", ".join(_WATCH_FIELDS)
 _W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in _WATCH_FIELDS)
@@ -428,15 +428,15 @@ class PostgresStore(Store):
             watch.secret, watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key,
             watch.created_at, watch.status, watch.next_poll_at,
             lease_owner, lease_until if lease_owner else None, token,
-            list(watch.final_statuses),
+            list(watch.final_statuses), watch.upstream,
         )  # fmt: skip
         insert = (
             "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
             " callback_headers, metadata, events, payload_format, secret, poll_interval_s,"
             " timeout_s, upstream_api_key, created_at, status, updated_at, next_poll_at,"
-            " lease_owner, lease_expires_at, lease_token, final_statuses)"
+            " lease_owner, lease_expires_at, lease_token, final_statuses, upstream)"
             " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16,"
-            " $17, $18, $19, $20"
+            " $17, $18, $19, $20, $21"
         )
         if idempotency is None and not shared_key and not started:
             await self._execute(insert, *values)
@@ -450,7 +450,7 @@ class PostgresStore(Store):
             where = f" WHERE NOT {_OWNED}" if shared_key else ""
             ctes.append(
                 "key AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
-                f" watch_id, created_at) SELECT $2, $21, $22, $23, $1, $14{where}"
+                f" watch_id, created_at) SELECT $2, $22, $23, $24, $1, $14{where}"
                 " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1)"
             )
             conditions.append("EXISTS (SELECT FROM key)")
@@ -1204,7 +1204,7 @@ def _where(
     for column, value in (
         ("status =", status), ("job_id =", job_id), ("outcome =", outcome),
         ("job_id LIKE", prefix), ("created_at >=", search.created_from),
-        ("created_at <", search.created_to),
+        ("created_at <", search.created_to), ("upstream =", search.upstream),
     ):  # fmt: skip
         if value is not None:
             params.append(value)

@@ -65,7 +65,7 @@ _WATCH_COLUMNS = (
     "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
     " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
     " job_status, queue_position, attempts, last_error, updated_at, completed_at, next_poll_at,"
-    " lease_token, final_statuses, outcome"
+    " lease_token, final_statuses, outcome, upstream"
 )
 _ATTEMPT_COLUMNS = (
     "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
@@ -150,6 +150,7 @@ def _watch(row: sqlite3.Row) -> Watch:
         lease_token=row[22],
         final_statuses=tuple(json.loads(row[23])),
         outcome=row[24],
+        upstream=row[25],
     )
 
 
@@ -389,7 +390,7 @@ class SQLiteStore(Store):
             watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key, watch.created_at,
             watch.status, watch.created_at, watch.next_poll_at,
             lease_owner, lease_until if lease_owner else None, token,
-            json.dumps(list(watch.final_statuses)),
+            json.dumps(list(watch.final_statuses)), watch.upstream,
         )  # fmt: skip
 
         keyed = (
@@ -1096,8 +1097,8 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
         " callback_headers, metadata, events, payload_format, secret,"
         " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
         " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token,"
-        " final_statuses)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " final_statuses, upstream)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         registration.watch,
     )
     if registration.idempotency is not None:
@@ -1362,6 +1363,7 @@ def _where(
         ("job_id >= ?", search.job_id_prefix),
         ("created_at >= ?", search.created_from),
         ("created_at < ?", search.created_to),
+        ("upstream = ?", search.upstream),
     ):
         if value is not None:
             clauses.append(clause)

@@ -38,7 +38,7 @@ from service.api.handlers import (
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.api.state import State
 from service.clock import Clock
-from service.config import Settings
+from service.config import DEFAULT_UPSTREAM, Settings
 from service.errors import (
     ApiError,
     NotFound,
@@ -50,7 +50,7 @@ from service.errors import (
 from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
-from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, Watch
 from service.subscriptions import MAX_ACTIVE
 from service.ui import flash, images, list_filters, trends, words
 from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
@@ -73,7 +73,7 @@ _WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 # The list's fields by name, as its form labels them (the error summary links to each).
 FILTER_LABELS = {
-    "outcome": "Job outcome", "delivery": "Delivery", "job_id": "Job id",
+    "outcome": "Job outcome", "delivery": "Delivery", "upstream": "Upstream", "job_id": "Job id",
     "metadata_key": "Metadata key", "metadata_value": "Its value",
     "created_from": "Created from", "created_to": "Created before", "limit": "Per page",
 }  # fmt: skip
@@ -131,6 +131,7 @@ class Pages:
         self.clock = clock
         self.image_hosts = settings.ui.image_sources
         self.max_redeliveries = settings.api.max_redeliveries
+        self.upstreams = settings.upstream_names
         self.headers = security_headers(self.image_hosts)
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -155,7 +156,7 @@ class Pages:
             DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
             PAGE_SIZES=PAGE_SIZES, PAGE_SIZE=PAGE_SIZE, ago=words.ago,
-            OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES,
+            OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES, UPSTREAMS=self.upstreams,
         )  # fmt: skip
 
     # Plumbing.
@@ -315,7 +316,7 @@ class Pages:
             recover = "/ui/redeliver-failed?" + urlencode(query)
         context = self.context(
             request, session, page=page, filters=shown, filtered=filtered, errors={},
-            older=older, newest=newest,
+            older=older, newest=newest, upstream_column=self._upstream_column(page.watches),
             health=dashboard.health(),
             live="/ui/live?" + urlencode({**query, "cursor": cursor or ""}),
             recover=recover, recover_count=min(page.total, self.max_redeliveries),
@@ -328,6 +329,12 @@ class Pages:
         response = self.render(request, "watches.html", trend=trend, flash=message, **context)
         flash.clear(response, message)
         return response
+
+    def _upstream_column(self, watches: list[Watch]) -> bool:
+        """Whether the list shows each watch's upstream: when several are configured, or a
+        watch shown is of another than the default (one no longer configured)."""
+        several = len(self.upstreams) > 1
+        return several or any(watch.upstream != DEFAULT_UPSTREAM for watch in watches)
 
     async def watch(self, request: Request[State], session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])

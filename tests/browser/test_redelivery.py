@@ -89,8 +89,9 @@ def test_the_dialog_offers_the_endpoints_and_the_page_says_how_the_redelivery_we
     page.get_by_role("button", name="Redeliver…").click()
     dialog = page.get_by_role("dialog", name=re.compile("Redeliver the final event of job"))
     expect(dialog).to_be_visible()
-    callback, accepted = dialog.get_by_label(re.compile("^The callback")), dialog.get_by_label(
-        re.compile(f"^Subscription {subscription}")
+    callback, accepted = (
+        dialog.get_by_label(re.compile("^The callback")),
+        dialog.get_by_label(re.compile(f"^Subscription {subscription}")),
     )
     expect(callback).to_be_checked()
     expect(accepted).not_to_be_checked()

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from service import events
+from service.answers import read_answer
 from service.store.base import Completion, NewEvent, Watch
 from tests.integration.test_ui import TOKENS, Bridged, serve
 
@@ -76,8 +77,8 @@ async def finished(ui: Bridged, urls: list[str], envelope: bytes | None = None) 
     answer = {"id": "job_pictures", "status": "succeeded",
               "output": {"images": [{"url": url} for url in urls]}}  # fmt: skip
     if envelope is None:
-        subject = events.Subject(watch.id, watch.job_id, None, "envelope")
-        succeeded = events.terminal_event("succeeded", orjson.dumps(answer), answer)
+        subject = events.Subject(watch.id, watch.job_id, None, "envelope", watch.upstream)
+        succeeded = events.terminal_event(read_answer(200, {}, orjson.dumps(answer)))
         envelope = events.envelope(subject, succeeded, now, "evt_1im")
     event = NewEvent("evt_1im", "job.succeeded", True, envelope, None)
     await store.complete_watch(

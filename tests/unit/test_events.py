@@ -6,9 +6,10 @@ import orjson
 import pytest
 
 from service import events
+from service.answers import read_answer
 
-SUBJECT = events.Subject("wch_1", "job_abc123def", {"order": 7}, "envelope")
-RAW = events.Subject("wch_1", "job_abc123def", None, "raw")
+SUBJECT = events.Subject("wch_1", "job_abc123def", {"order": 7}, "envelope", "default")
+RAW = events.Subject("wch_1", "job_abc123def", None, "raw", "default")
 SUCCEEDED_BODY = (
     b'{"id": "job_abc123def", "status": "succeeded", "output": {"images": '
     b'[{"url": "https://images.betterwaifu.com/abc123/xyz789.webp", "id": "xK9mP2nQ4vR7tY1w"}],'
@@ -16,14 +17,14 @@ SUCCEEDED_BODY = (
 )
 EVENT_ID = "evt_01jq0000000000000000000000"
 ENVELOPE_KEYS = {
-    "id", "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
-    "metadata", "data",
+    "id", "type", "timestamp", "watch_id", "job_id", "upstream", "status", "image_urls", "error",
+    "error_code", "metadata", "data",
 }  # fmt: skip
 
 
 def test_succeeded_envelope() -> None:
     """A succeeded job's envelope carries the image URLs, metadata and the upstream body."""
-    event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
+    event = events.terminal_event(read_answer(200, {}, SUCCEEDED_BODY))
     body = orjson.loads(events.render(SUBJECT, event, 1_767_225_600.5, EVENT_ID))
     assert body == {
         "id": EVENT_ID,
@@ -31,6 +32,7 @@ def test_succeeded_envelope() -> None:
         "timestamp": "2026-01-01T00:00:00.500Z",
         "watch_id": "wch_1",
         "job_id": "job_abc123def",
+        "upstream": "default",
         "status": "succeeded",
         "image_urls": ["https://images.betterwaifu.com/abc123/xyz789.webp"],
         "error": None,
@@ -51,7 +53,7 @@ def test_the_event_id_comes_first() -> None:
 def test_the_envelope_of_a_raw_watch_is_an_envelope() -> None:
     """Subscriptions and the event API get the envelope even of a watch whose own callback gets
     the upstream body."""
-    event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
+    event = events.terminal_event(read_answer(200, {}, SUCCEEDED_BODY))
     body = orjson.loads(events.envelope(RAW, event, 0.0, EVENT_ID))
     assert set(body) == ENVELOPE_KEYS
     assert (body["id"], body["job_id"], body["data"]) == (
@@ -72,7 +74,7 @@ def test_every_key_present_on_a_bridge_failure() -> None:
 def test_upstream_failure_carries_its_message() -> None:
     """An upstream `failed` becomes generation_failed with the upstream's error text."""
     raw = b'{"id": "j", "status": "failed", "error": "Generation failed due to an internal error"}'
-    event = events.terminal_event("failed", raw, orjson.loads(raw))
+    event = events.terminal_event(read_answer(200, {}, raw))
     body = orjson.loads(events.render(SUBJECT, event, 0.0, EVENT_ID))
     assert body["error_code"] == "generation_failed"
     assert body["error"] == "Generation failed due to an internal error"
@@ -80,7 +82,7 @@ def test_upstream_failure_carries_its_message() -> None:
 
 def test_raw_format_is_the_upstream_body_byte_for_byte() -> None:
     """`raw` sends exactly what the upstream sent, whitespace and key order included."""
-    event = events.terminal_event("succeeded", SUCCEEDED_BODY, orjson.loads(SUCCEEDED_BODY))
+    event = events.terminal_event(read_answer(200, {}, SUCCEEDED_BODY))
     assert events.render(RAW, event, 0.0, EVENT_ID) == SUCCEEDED_BODY
 
 
@@ -98,8 +100,13 @@ def test_raw_bridge_failure_looks_like_an_upstream_failure() -> None:
 def test_image_urls_ignores_malformed_entries() -> None:
     """Odd output shapes give the URLs that are there, or None, never a crash."""
     images = [{"url": "https://cdn.example/u.webp"}, {"id": 1}, "x", {"url": 7}]
-    assert events.image_urls({"output": {"images": images}}) == ["https://cdn.example/u.webp"]
-    assert events.image_urls({"output": "nope"}) is None
+
+    def image_urls(output: object) -> list[str] | None:
+        answer = orjson.dumps({"status": "succeeded", "output": output})
+        return events.image_urls(read_answer(200, {}, answer).outputs)
+
+    assert image_urls({"images": images}) == ["https://cdn.example/u.webp"]
+    assert image_urls({"images": "nope"}) is None
     assert events.image_urls(None) is None
 
 
@@ -141,7 +148,7 @@ def test_image_urls_keep_only_what_a_receiver_may_fetch(url: str, kept: bool) ->
     """image_urls keeps absolute http(s) URLs of a host not written as a non-public address;
     `data` keeps every URL as the upstream sent it."""
     raw = orjson.dumps({"status": "succeeded", "output": {"images": [{"url": url}]}})
-    event = events.terminal_event("succeeded", raw, orjson.loads(raw))
+    event = events.terminal_event(read_answer(200, {}, raw))
     body = orjson.loads(events.render(SUBJECT, event, 0.0, EVENT_ID))
     assert body["image_urls"] == ([url] if kept else None)
     assert body["data"]["output"]["images"] == [{"url": url}]

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from service import events, pacing, polling
+from service.answers import read_answer
 from service.clock import FakeClock
 from service.observation import Observation
-from service.upstream import read_answer
 
 RULES = polling.Rules(
     interval_s=2.5, timeout_s=300.0, jitter=0.1, max_backoff_s=60.0, not_found_grace_s=30.0

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from service import errors, events
+from service.answers import read_answer
 from service.api import responses
 from service.api.problems import from_error
 from service.store import base as store
@@ -53,10 +54,10 @@ DELIVERY = store.DeliveryRecord(
     body=b"{}", created_at=1_700_000_001.0, next_attempt_at=1_700_000_006.5, series=3,
 )  # fmt: skip
 # The answers as the hand-written views serialized them (orjson on dicts), before the models;
-# since then, query values are masked too, and outcomes, deliveries, answers and series were
-# added.
+# since then, query values are masked too, and outcomes, deliveries, answers, the upstream and
+# series were added.
 SHOWN = (
-    b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=********",'
+    b'{"id":"wch_1","job_id":"job_1","upstream":"default","callback_url":"https://hooks.example/in?x=********",'
     b'"callback_method":"PUT","callback_headers":{"X-Team":"********"},'
     b'"events":["job.succeeded","job.failed","job.queued"],"payload_format":"raw",'
     b'"metadata":{"order":7,"note":"\xc3\xa9\\n","f":1.5},"poll_interval_s":5.0,'
@@ -67,7 +68,8 @@ SHOWN = (
     b'"completed_at":"2023-11-14T22:13:29.250Z","expires_at":"2023-11-14T22:23:20.123Z"'
 )
 BARE_SHOWN = (
-    b'{"id":"wch_2","job_id":"job_2","callback_url":null,"callback_method":"POST",'
+    b'{"id":"wch_2","job_id":"job_2","upstream":"default","callback_url":null,'
+    b'"callback_method":"POST",'
     b'"callback_headers":{},"events":["job.succeeded","job.failed"],'
     b'"payload_format":"envelope","metadata":null,"poll_interval_s":2.5,"timeout_s":300.0,'
     b'"final_statuses":[],"status":"active","outcome":"in_progress","delivery":"none",'
@@ -200,7 +202,7 @@ def test_a_problem_lists_errors_only_when_there_are_some() -> None:
     )
 
 
-SUBJECT = events.Subject("wch_1", "job_1", {"order": 7}, "raw")
+SUBJECT = events.Subject("wch_1", "job_1", {"order": 7}, "raw", "default")
 SUCCEEDED = (
     b'{"id": "job_1", "status": "succeeded", "output": {"images": '
     b'[{"url": "https://images.example/a.webp"}, {"url": "javascript:alert(1)"}]}}'
@@ -211,7 +213,7 @@ QUEUED = b'{"id": "job_1", "status": "queued", "queue_position": 4}'
 @pytest.mark.parametrize(
     "event",
     [
-        events.terminal_event("succeeded", SUCCEEDED, orjson.loads(SUCCEEDED)),
+        events.terminal_event(read_answer(200, {}, SUCCEEDED)),
         events.Event(events.QUEUED, "queued", QUEUED, orjson.loads(QUEUED)),
         # Decided by the bridge: no upstream answer, every key still there.
         events.bridge_failure(events.TIMEOUT, "no terminal status within 300 s", None),

@@ -12,15 +12,9 @@ import orjson
 import pytest
 
 from service import __version__
+from service.answers import JOB_ID_RULE, Secrets, network_failure, read_answer, read_creation
 from service.observation import Observation
-from service.upstream import (
-    JOB_ID_RULE,
-    Secrets,
-    UpstreamClient,
-    network_failure,
-    read_answer,
-    read_creation,
-)
+from service.upstream import UpstreamClient
 
 
 def test_queue_position_must_be_an_integer() -> None:
