@@ -293,18 +293,23 @@ async def test_redeliver_n_failed_confirms_how_many_and_where_then_leaves_the_re
 
 async def test_the_api_recovers_the_failed_ones_its_filters_match(ui: Bridged) -> None:
     """`POST /v1/watches/failed/redeliver` takes the list's filters: the failed watches
-    created since a time, the newest 2 sent again, with how many matched and are left; a bad
-    filter is a 422 naming it."""
+    created since a time, the newest 2 sent again, with how many matched and are left; none of
+    another upstream; a bad filter is a 422 naming it."""
     before = await ended(ui, "job_old", ["failed"])
     ui.clock.advance(1)
     since = iso8601(ui.clock.now()).removesuffix("Z")  # UTC without an offset
     taken = [await ended(ui, f"job_new{n}", ["failed"]) for n in range(3)]
 
-    bad = await ui.client.post(
-        "/v1/watches/failed/redeliver", json={"created_from": "soon"}, headers=ACME
+    for field, value in (("created_from", "soon"), ("upstream", "Not A Name")):
+        bad = await ui.client.post(
+            "/v1/watches/failed/redeliver", json={field: value}, headers=ACME
+        )
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["field"] == field
+    elsewhere = await ui.client.post(
+        "/v1/watches/failed/redeliver", json={"upstream": "elsewhere"}, headers=ACME
     )
-    assert bad.status_code == 422
-    assert bad.json()["errors"][0]["field"] == "created_from"
+    assert elsewhere.json()["matched"] == 0
     done = await ui.client.post(
         "/v1/watches/failed/redeliver", json={"created_from": since}, headers=ACME
     )
