@@ -178,7 +178,7 @@ async def running(
     ):
         client = UpstreamClient(
             upstream_http, config.upstream.root, config.upstream.request_timeout_s,
-            bridge_key=BRIDGE_KEY,
+            bridge_key=BRIDGE_KEY, reader=config.upstream.reader(),
         )  # fmt: skip
         sender = InlineSender(receiver_http, 15.0, 4096)
         worker = Worker.build(
