@@ -15,6 +15,8 @@ Every job follows the settings `--queue-positions`, `--seconds-per-position` and
 `--processing-s` unless its sim object says otherwise; with `--workload realistic` each job's
 queue and processing times are drawn instead, from the distributions documented on
 `upstream_jobs.realistic_spec` (and in docs/pacing.md): `GET /_sim/jobs/{id}` shows the draw.
+With `--readings progress` a processing answer also tells `progress` (0 to 1) and `eta` (seconds
+left), for trying the bridge's progress-aware pacing; by default it is the vendor's, without them.
 
 `/api/v1` needs `Authorization: Bearer <key>`; `/_sim` needs nothing. A `drop` fault closes the
 connection without a byte of answer (see `asgi.drop_connection` for what clients see). The app
