@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -72,7 +73,7 @@ class Bridge:
     scheduler: AsyncIOScheduler
     access: Access
     metrics: Metrics
-    upstream_http: httpx.AsyncBaseTransport
+    upstream_http: Mapping[str, httpx.AsyncBaseTransport]  # by upstream
     sender: Sender
     # The stopping of in-flight work that `drain` begins and `stop` awaits.
     stopping: asyncio.Task[None] | None = field(default=None, init=False)
@@ -83,25 +84,26 @@ class Bridge:
         owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         # One view of the store's health for every caller: one log line per outage.
         store = stores.from_settings(settings.store, StoreHealth(clock))
-        upstream_limit = settings.upstream.max_concurrency
-        upstream_http = http_clients.transport(
-            aiohttp.TCPConnector(limit=upstream_limit, limit_per_host=0)
-        )
-        bridge_key = settings.upstream.api_key
-        metrics = Metrics()
-        upstream = UpstreamClient(
-            upstream_http,
-            settings.upstream.root,
-            settings.upstream.request_timeout_s,
-            bridge_key=None if bridge_key is None else bridge_key.get_secret_value(),
-            observe=metrics.polled,
-        )
+        metrics = Metrics(settings.upstream_names)
+        # Each upstream has connections of its own: one that hangs holds none of another's.
+        upstream_http = {
+            name: http_clients.transport(
+                aiohttp.TCPConnector(
+                    limit=settings.upstream_named(name)[0].max_concurrency, limit_per_host=0
+                )
+            )
+            for name in settings.upstream_names
+        }
+        upstreams = {
+            name: _upstream_client(name, settings, upstream_http[name], metrics)
+            for name in settings.upstream_names
+        }
         vault = Vault(settings.security.encryption_keys)
         # Clients waiting on a watch (long-poll, event stream) wake when its events commit.
         hub = EventHub()
         sender = _sender(settings, metrics)
         worker = Worker.build(
-            store, upstream, sender, settings, clock, owner, metrics,
+            store, upstreams, sender, settings, clock, owner, metrics,
             vault=vault, notify=hub.publish,
         )  # fmt: skip
         watches = WatchService(
@@ -111,7 +113,7 @@ class Bridge:
         subscriptions = SubscriptionService(store, settings, clock, sender, vault)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
-        generation = GenerateService(watches, upstream, settings, store.health)
+        generation = GenerateService(watches, upstreams, settings, store.health)
         scheduler = AsyncIOScheduler()
         monitor = Monitor(store, worker.poller, worker.deliverer, metrics, hub, scheduler, clock)
         access = Access(
@@ -187,7 +189,8 @@ class Bridge:
         self.drain()
         assert self.stopping is not None
         await self.stopping
-        await self.upstream_http.aclose()
+        for transport in self.upstream_http.values():
+            await transport.aclose()
         await self.sender.aclose()
         await self.store.close()
         log.info("bridge.stopped")
@@ -226,6 +229,18 @@ class Bridge:
         for status, count in counts.items():
             self.metrics.watches.labels(status).set(count)
         self.metrics.delivery_backlog.set(due)
+
+
+def _upstream_client(
+    name: str, settings: Settings, transport: httpx.AsyncBaseTransport, metrics: Metrics
+) -> UpstreamClient:
+    limits = settings.upstream_named(name)[0]
+    key = limits.api_key
+    return UpstreamClient(
+        transport, limits.root, limits.request_timeout_s,
+        bridge_key=None if key is None else key.get_secret_value(),
+        observe=functools.partial(metrics.polled, name), reader=limits.reader(),
+    )  # fmt: skip
 
 
 def _sender(settings: Settings, metrics: Metrics) -> Sender:

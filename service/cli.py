@@ -1,4 +1,5 @@
-"""The `webhook-bridge` command: serve, migrate, check-config, fake-upstream, listen."""
+"""The `webhook-bridge` command: serve, migrate, check-config, fake-upstream, listen,
+check-upstream."""
 
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ def new_encryption_key(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from service import check_upstream
     from service.devtools import fake_upstream, listener
 
     parser = argparse.ArgumentParser(
@@ -179,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     listen = commands.add_parser("listen", help="receive, verify and print webhooks")
     listener.configure_parser(listen)
     listen.set_defaults(run=listener.command)
+    check = commands.add_parser(
+        "check-upstream",
+        help="ask an upstream for one job's status and show how its profile reads the answer",
+    )
+    check_upstream.configure_parser(check)
+    check.set_defaults(run=check_upstream.command)
     return parser
 
 

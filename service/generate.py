@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,13 @@ import structlog
 
 from service.answers import JOB_ID, JOB_ID_RULE
 from service.config import Settings
-from service.errors import BadGateway, StoreError, StoreUnavailable, UpstreamRefused
+from service.errors import (
+    BadGateway,
+    InvalidRequest,
+    StoreError,
+    StoreUnavailable,
+    UpstreamRefused,
+)
 from service.store.health import StoreHealth
 from service.upstream import UpstreamClient
 from service.watches import Registered, WatchOptions, WatchService, canonical
@@ -58,12 +64,12 @@ class GenerateService:
     def __init__(
         self,
         watches: WatchService,
-        upstream: UpstreamClient,
+        upstreams: Mapping[str, UpstreamClient],
         settings: Settings,
         store_health: StoreHealth,
     ) -> None:
         self._watches = watches
-        self._upstream = upstream
+        self._upstreams = upstreams
         self._settings = settings
         self._store_health = store_health
         self._turns: dict[tuple[str, str], _Turn] = {}
@@ -100,12 +106,19 @@ class GenerateService:
         traceparent: str | None,
     ) -> Registered:
         checked = await self._watches.check(options)
+        client = self._upstreams[options.upstream]  # `check` knows the name
+        if not client.creates:
+            raise InvalidRequest.field(
+                "upstream",
+                f"upstream {options.upstream!r} cannot start jobs here: its profile declares no "
+                "create request; start the job yourself and register it with POST /v1/watches",
+            )
         unavailable = self._store_health.reason
         if unavailable is not None:
             # The job could not be watched: none is started (the outage is logged already).
             raise StoreUnavailable(unavailable)
-        api_key = options.upstream_api_key or self._default_key()
-        creation = await self._upstream.create(
+        api_key = options.upstream_api_key or self._default_key(options.upstream)
+        creation = await client.create(
             orjson.dumps(job_input),
             api_key,
             None if idempotency_key is None else upstream_key(tenant, idempotency_key),
@@ -124,7 +137,7 @@ class GenerateService:
             raise BadGateway(f"{creation.error}; nothing was registered")
         if not JOB_ID.fullmatch(job_id):
             # Started, but its id cannot be polled as a path segment the bridge trusts.
-            shown = self._upstream.secrets(api_key).redact(job_id)
+            shown = client.secrets(api_key).redact(job_id)
             log.error("generate.unwatchable", job_id=shown[:200])
             raise BadGateway(
                 f"the upstream started job {shown[:80]!r}, whose id the bridge cannot watch "
@@ -144,8 +157,8 @@ class GenerateService:
         log.info("generate.started", job_id=job_id, replayed=registered.registration is None)
         return registered
 
-    def _default_key(self) -> str | None:
-        key = self._settings.upstream.api_key
+    def _default_key(self, upstream: str) -> str | None:
+        key = self._settings.upstream_named(upstream)[0].api_key
         return key.get_secret_value() if key is not None else None
 
     @asynccontextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 from service import throttle
 from service.clock import Clock
 from service.config import Settings
-from service.poller import Poller
+from service.pollers import Pollers
 from service.store.base import Store, Watch
 
 # Claimed watches held in memory by one process; more stay in the store for other replicas.
@@ -21,12 +21,15 @@ CLAIM_BATCH = 1_000
 
 class WatchLeases:
     def __init__(
-        self, store: Store, poller: Poller, settings: Settings, clock: Clock, owner: str
+        self, store: Store, poller: Pollers, settings: Settings, clock: Clock, owner: str
     ) -> None:
         self._store = store
         self._poller = poller
         self._lease_s = settings.store.lease_s
-        self._rate_cap = settings.upstream.max_requests_per_s
+        self._rate_caps = {
+            name: settings.upstream_named(name)[0].max_requests_per_s
+            for name in settings.upstream_names
+        }
         self._clock = clock
         self._owner = owner
         self._closed = False
@@ -54,7 +57,8 @@ class WatchLeases:
             if max(watch.next_poll_at, watch.created_at) > now:
                 self._poller.adopt(watch)
                 continue
-            delay = throttle.spread(rank, overdue, watch.poll_interval_s, self._rate_cap)
+            cap = self._rate_caps.get(watch.upstream, 0.0)
+            delay = throttle.spread(rank, overdue, watch.poll_interval_s, cap)
             self._poller.adopt(watch, not_before=now + delay)
             rank += 1
 

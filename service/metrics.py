@@ -7,6 +7,8 @@ Prometheus text format otherwise, as the client library's own encoder choice dec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from service import breaker
+from service.config import DEFAULT_UPSTREAM
 from service.observation import Observation
 from service.store.base import Attempt, AttemptOutcome, Delivery
 
@@ -56,7 +59,9 @@ class RecentAttempts:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, upstreams: Sequence[str] = (DEFAULT_UPSTREAM,)) -> None:
+        """`upstreams` are the names of the configured upstreams: their series exist from the
+        start, at zero."""
         # A `_created` series per counter and histogram doubles the series and nothing reads
         # them; the client library's switch is process-wide, and the process is the bridge's.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it untyped
@@ -90,19 +95,22 @@ class Metrics:
         )
         self.upstream_requests = Counter(
             "bridge_upstream_requests_total",
-            "Upstream polls by outcome: progress, terminal, refused (400/401/404), transient.",
-            ["outcome"],
+            "Upstream polls by upstream and outcome: progress, terminal, refused (400/401/404),"
+            " transient.",
+            ["upstream", "outcome"],
             registry=registry,
         )
         self.upstream_duration = Histogram(
             "bridge_upstream_request_duration_seconds",
-            "Duration of upstream polls.",
+            "Duration of upstream polls, by upstream.",
+            ["upstream"],
             buckets=_FAST,
             registry=registry,
         )
         self.poll_lateness = Histogram(
             "bridge_poll_lateness_seconds",
-            "How long after it was due each poll started.",
+            "How long after it was due each poll started, by upstream.",
+            ["upstream"],
             buckets=_FAST,
             registry=registry,
         )
@@ -126,13 +134,15 @@ class Metrics:
         )
         self.circuit_state = Gauge(
             "bridge_upstream_circuit_state",
-            "Upstream circuit breaker: 0 closed (polling), 1 half open (probing), 2 open (paused).",
+            "Each upstream's circuit breaker: 0 closed (polling), 1 half open (probing), 2 open"
+            " (paused).",
+            ["upstream"],
             registry=registry,
         )
         self.circuit_transitions = Counter(
             "bridge_upstream_circuit_transitions_total",
-            "Changes of the upstream circuit breaker's state, by the state entered.",
-            ["state"],
+            "Changes of an upstream's circuit breaker's state, by the state entered.",
+            ["upstream", "state"],
             registry=registry,
         )
         self.store_up = Gauge(
@@ -144,7 +154,8 @@ class Metrics:
         self.store_up.set(1)
         self.throttled = Gauge(
             "bridge_upstream_throttled",
-            "Due polls waiting for the request-rate cap or the circuit breaker.",
+            "Due polls waiting for the request-rate cap or the circuit breaker, by upstream.",
+            ["upstream"],
             registry=registry,
         )
         self.open_streams = Gauge(
@@ -152,23 +163,28 @@ class Metrics:
             "Long-polls, event streams and dashboard live streams held open by this process.",
             registry=registry,
         )
-        for outcome in ("progress", "terminal", "refused", "transient"):
-            self.upstream_requests.labels(outcome)
-        for state in breaker.STATES:
-            self.circuit_transitions.labels(state)
+        for upstream in upstreams:
+            for outcome in ("progress", "terminal", "refused", "transient"):
+                self.upstream_requests.labels(upstream, outcome)
+            for state in breaker.STATES:
+                self.circuit_transitions.labels(upstream, state)
+            self.upstream_duration.labels(upstream)
+            self.poll_lateness.labels(upstream)
+            self.circuit_state.labels(upstream).set(0)
+            self.throttled.labels(upstream).set(0)
         for outcome in ("succeeded", "retry", "failed", "gone"):
             self.delivery_attempts.labels(outcome)
 
-    def polled(self, seen: Observation, duration_s: float) -> None:
-        self.upstream_requests.labels(seen.kind).inc()
-        self.upstream_duration.observe(duration_s)
+    def polled(self, upstream: str, seen: Observation, duration_s: float) -> None:
+        self.upstream_requests.labels(upstream, seen.kind).inc()
+        self.upstream_duration.labels(upstream).observe(duration_s)
 
-    def poll_started(self, lateness_s: float) -> None:
-        self.poll_lateness.observe(lateness_s)
+    def poll_started(self, upstream: str, lateness_s: float) -> None:
+        self.poll_lateness.labels(upstream).observe(lateness_s)
 
-    def circuit_changed(self, change: breaker.Transition) -> None:
-        self.circuit_state.set(breaker.STATES.index(change.after))
-        self.circuit_transitions.labels(change.after).inc()
+    def circuit_changed(self, upstream: str, change: breaker.Transition) -> None:
+        self.circuit_state.labels(upstream).set(breaker.STATES.index(change.after))
+        self.circuit_transitions.labels(upstream, change.after).inc()
 
     def attempted(
         self, delivery: Delivery, attempt: Attempt, outcome: AttemptOutcome, now: float

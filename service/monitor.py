@@ -12,7 +12,7 @@ from service.delivery import Deliverer
 from service.errors import StoreError, StoreUnavailable
 from service.event_hub import EventHub
 from service.metrics import Metrics
-from service.poller import Poller
+from service.pollers import Pollers
 from service.store.base import Store
 
 
@@ -35,7 +35,7 @@ class Monitor:
     def __init__(
         self,
         store: Store,
-        poller: Poller,
+        poller: Pollers,
         deliverer: Deliverer,
         metrics: Metrics,
         hub: EventHub,
@@ -80,7 +80,8 @@ class Monitor:
         metrics = self._metrics
         metrics.held_watches.set(self._poller.held_count)
         metrics.poll_backlog.set(self._poller.due_backlog())
-        metrics.throttled.set(self._poller.throttled)
+        for upstream, waiting in self._poller.throttled().items():
+            metrics.throttled.labels(upstream).set(waiting)
         metrics.deliveries_in_flight.set(self._deliverer.in_flight)
         metrics.store_up.set(self._store.health.reason is None)
         metrics.open_streams.set(self._hub.listening)

@@ -21,7 +21,7 @@ import structlog
 
 from service import breaker, events, pacing, polling, schedule, throttle
 from service.clock import Clock, wait_for_tasks
-from service.config import Settings
+from service.config import DEFAULT_UPSTREAM, PollSettings, UpstreamSettings
 from service.errors import LeaseLost, StoreError, StoreUnavailable
 from service.observation import Observation
 from service.progress import ProgressWriter
@@ -43,35 +43,41 @@ MIN_WAIT_S = 0.0005
 class PollObserver(Protocol):
     """Told how polling goes: the metrics."""
 
-    def poll_started(self, lateness_s: float) -> None:
-        """A poll started, this long after it was due."""
+    def poll_started(self, upstream: str, lateness_s: float) -> None:
+        """A poll of `upstream` started, this long after it was due."""
 
-    def circuit_changed(self, change: breaker.Transition) -> None:
-        """The circuit breaker changed state."""
+    def circuit_changed(self, upstream: str, change: breaker.Transition) -> None:
+        """The circuit breaker of `upstream` changed state."""
 
 
 class Poller:
+    """Polls the watches of one upstream: its own slots, rate caps, breaker and pacing, so that
+    one upstream's limits and outages never slow another's watches (`service.pollers`)."""
+
     def __init__(
         self,
         upstream: UpstreamClient,
         writer: ProgressWriter,
-        settings: Settings,
+        limits: UpstreamSettings,
+        poll: PollSettings,
         clock: Clock,
         observer: PollObserver,
         *,
+        name: str = DEFAULT_UPSTREAM,
         vault: Vault | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        self.name = name
         self._upstream = upstream
         self._writer = writer
-        self._settings = settings
+        self._limits = limits
+        self._poll_settings = poll
         self._clock = clock
         self._vault = vault or Vault([])
         self._observer = observer
         self._rand = rand
-        self._held = Holdings(settings.poll)
-        poll, limits = settings.poll, settings.upstream
-        # Adaptive pacing: one learner for this process's upstream, fed by every poll.
+        self._held = Holdings(poll)
+        # Adaptive pacing: one learner for this upstream, fed by every poll.
         self._pacing = (
             pacing.Learner(poll.min_interval_s, poll.interval_s)
             if poll.strategy == "adaptive"
@@ -89,7 +95,7 @@ class Poller:
         )  # fmt: skip
         self._capped = limits.max_requests_per_s > 0 or limits.max_requests_per_s_per_key > 0
         self._breaker = (
-            breaker.Breaker(breaker_rules(settings), now) if limits.circuit_breaker else None
+            breaker.Breaker(breaker_rules(limits), now) if limits.circuit_breaker else None
         )
         self._next_sweep = now
         self._polls: set[asyncio.Task[None]] = set()
@@ -100,10 +106,7 @@ class Poller:
 
     def start(self) -> None:
         self._running = True
-        self._loops = [
-            asyncio.create_task(self._loop(), name="poll loop"),
-            asyncio.create_task(self._forget_lost(), name="lost watches"),
-        ]
+        self._loops = [asyncio.create_task(self._loop(), name=f"poll loop {self.name}")]
 
     async def stop(self, grace_s: float) -> None:
         """Start no more polls; give those in flight `grace_s` to finish, then cancel them."""
@@ -169,7 +172,7 @@ class Poller:
         return self._breaker.state if self._breaker is not None else "closed"
 
     def _default_key(self) -> str | None:
-        key = self._settings.upstream.api_key
+        key = self._limits.api_key
         return key.get_secret_value() if key is not None else None
 
     def _schedule(self, target: Target, due: float) -> None:
@@ -179,10 +182,6 @@ class Poller:
         heapq.heappush(self._heap, (due, self._seq, target.key, target.generation))
         if self._heap[0][1] == self._seq:
             self._wake.set()
-
-    async def _forget_lost(self) -> None:
-        while True:
-            self.forget(await self._writer.lost.get())
 
     # The loop.
 
@@ -259,7 +258,7 @@ class Poller:
                 gate.unprobe()
             return False
         target = self._held.targets[entry[0]]
-        self._observer.poll_started(now - target.due)
+        self._observer.poll_started(self.name, now - target.due)
         self._launch(target, self._poll(target))
         return True
 
@@ -284,7 +283,9 @@ class Poller:
     def _circuit(self, change: breaker.Transition | None) -> None:
         if change is None:
             return
-        fields: dict[str, object] = {"reason": change.reason, "previous": change.before}
+        fields: dict[str, object] = {
+            "upstream": self.name, "reason": change.reason, "previous": change.before,
+        }  # fmt: skip
         if change.retry_at is not None:
             fields["probe_in_s"] = round(change.retry_at - change.at, 3)
         if change.after == "open":
@@ -293,7 +294,7 @@ class Poller:
             log.info("upstream.circuit_half_open", **fields)
         else:
             log.info("upstream.circuit_closed", **fields)
-        self._observer.circuit_changed(change)
+        self._observer.circuit_changed(self.name, change)
         if change.after == "closed":
             self._respread(change.at)
         self._wake.set()
@@ -303,7 +304,7 @@ class Poller:
         a recovering upstream is not met with the whole backlog at once."""
         targets = self._held.targets
         waiting = [targets[entry[0]] for entry in list(self._ready) if self._alive(entry)]
-        cap = self._settings.upstream.max_requests_per_s
+        cap = self._limits.max_requests_per_s
         for rank, target in enumerate(waiting):
             interval = min(t.rules.interval_s for t in target.watches.values())
             self._schedule(target, now + throttle.spread(rank, len(waiting), interval, cap))
@@ -325,7 +326,7 @@ class Poller:
     def _rate_limited(self, api_key: str | None, seen: Observation, now: float) -> None:
         """A 429 holds every poll of its key, not only the watches that saw it, until the
         upstream's Retry-After (within poll.max_backoff_s; 1 s without one)."""
-        wait = schedule.retry_after(seen.retry_after, now, self._settings.poll.max_backoff_s)
+        wait = schedule.retry_after(seen.retry_after, now, self._poll_settings.max_backoff_s)
         self._ready.hold(api_key, now + (wait if wait is not None else 1.0))
 
     async def _poll(self, target: Target) -> None:
@@ -402,8 +403,7 @@ class Poller:
         self.forget(tracked.watch_id)
 
 
-def breaker_rules(settings: Settings) -> breaker.Rules:
-    upstream = settings.upstream
+def breaker_rules(upstream: UpstreamSettings) -> breaker.Rules:
     return breaker.Rules(
         window_s=upstream.circuit_window_s,
         min_requests=upstream.circuit_min_requests,

@@ -107,6 +107,11 @@ class UpstreamClient:
             shared.set_result(observation)
         return observation
 
+    @property
+    def creates(self) -> bool:
+        """Whether the profile says how to start a job."""
+        return self._profile.create is not None
+
     def secrets(self, api_key: str | None) -> Secrets:
         """What the answer to a request carrying `api_key` must not relay."""
         return self._bridge_secrets if api_key == self._bridge_key else self._secrets(api_key)
@@ -119,6 +124,24 @@ class UpstreamClient:
         """The status request of one job."""
         status = self._profile.status
         return self._build(status.method, status.path, job_id, api_key)
+
+    def result_request(self, job_id: str, api_key: str | None) -> httpx.Request | None:
+        """The request of a succeeded job's result, if the profile has one."""
+        result = self._profile.result
+        return None if result is None else self._build(result.method, result.path, job_id, api_key)
+
+    def read(self, answer: tuple[int, httpx.Headers, bytes], api_key: str | None) -> Observation:
+        """An answer to the status request of a job, read through the profile."""
+        status, headers, body = answer
+        return read_answer(status, headers, body, self.secrets(api_key), self._reader)
+
+    def read_result(
+        self, answer: tuple[int, httpx.Headers, bytes], api_key: str | None, ended: Observation
+    ) -> Observation:
+        """An answer to the result request of a job seen `ended`, read through the profile."""
+        status, headers, body = answer
+        secrets = self.secrets(api_key)
+        return read_result(status, headers, body, secrets, self._reader, ended)
 
     def _build(
         self,
@@ -173,22 +196,18 @@ class UpstreamClient:
             return network_failure(error, secrets)
         finally:
             self.last_duration_s = time.perf_counter() - started
-        status, headers, body = answer
-        seen = read_answer(status, headers, body, secrets, self._reader)
-        result = self._profile.result
-        if result is None or seen.job_status != "succeeded":
+        seen = self.read(answer, api_key)
+        request = self.result_request(job_id, api_key)
+        if request is None or seen.job_status != "succeeded":
             return seen
-        request = self._build(result.method, result.path, job_id, api_key)
         try:
-            status, headers, body = await get_capped(
-                self._transport, request, self._timeout, self._max_body
-            )
+            answer = await get_capped(self._transport, request, self._timeout, self._max_body)
         except Unread as unread:
             why = f"{unread.error(secrets)} to the result request; the rest was not read"
             return Observation("transient", error=why, http_status=unread.status)
         except Exception as failure:  # whatever the client raised: keep polling, say why
             return network_failure(failure, secrets)
-        return read_result(status, headers, body, secrets, self._reader, seen)
+        return self.read_result(answer, api_key, seen)
 
     async def create(
         self, body: bytes, api_key: str | None, idempotency_key: str | None

@@ -21,12 +21,12 @@ import structlog
 
 from service import events, ssrf
 from service.clock import Clock
-from service.config import Settings
+from service.config import DEFAULT_UPSTREAM, Settings
 from service.delivery import Deliverer
 from service.durations import Durations, measure
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
-from service.poller import Poller
+from service.pollers import Pollers
 from service.signing import endpoint_secret
 from service.store import rules
 from service.store.base import (
@@ -72,6 +72,7 @@ class WatchOptions:
     timeout_s: float | None = None
     upstream_api_key: str | None = None
     final_statuses: Sequence[int] = ()
+    upstream: str = DEFAULT_UPSTREAM
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +155,11 @@ def canonical(options: WatchOptions, namespace: bytes = b"", **named: Any) -> by
     """The request as the bytes its Idempotency-Key records: the options and the `named`
     fields of its endpoint (`job_id`, or `input`), keys sorted, so that the same request in
     another order is the same; `namespace` tells endpoints apart. Stored keys hold a digest
-    of these bytes: they must not change."""
+    of these bytes: they must not change (so the default upstream, which requests named before
+    there were several, is left out)."""
     fields = dataclasses.asdict(options) | named
+    if fields["upstream"] == DEFAULT_UPSTREAM:
+        del fields["upstream"]
     return namespace + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
@@ -163,7 +167,7 @@ class WatchService:
     def __init__(
         self,
         store: Store,
-        poller: Poller,
+        poller: Pollers,
         deliverer: Deliverer,
         owner: str,
         settings: Settings,
@@ -252,6 +256,7 @@ class WatchService:
             updated_at=now,
             next_poll_at=now,
             final_statuses=tuple(options.final_statuses),
+            upstream=options.upstream,
         )
         registration = Registration(watch, secret or None, upstream)
         answer = self._render(registration)
@@ -266,7 +271,7 @@ class WatchService:
             else None
         )
         lease_until = now + self._settings.store.lease_s
-        shared = self._shared_key(options.upstream_api_key)
+        shared = self._shared_key(options.upstream, options.upstream_api_key)
         try:
             stored = await self._store.insert_watch(
                 watch, idempotency, lease_owner=self._owner, lease_until=lease_until,
@@ -289,12 +294,12 @@ class WatchService:
         log.info("watch.registered", watch_id=watch.id, job_id=watch.job_id)
         return Registered(answer, registration)
 
-    def _shared_key(self, key: str | None) -> bool:
-        """Whether a watch with this `upstream_api_key` polls with the configured key, which
-        every tenant shares (the upstream cannot tell them apart)."""
+    def _shared_key(self, upstream: str, key: str | None) -> bool:
+        """Whether a watch of `upstream` with this `upstream_api_key` polls with the configured
+        key, which every tenant shares (the upstream cannot tell them apart)."""
         if key is None:
             return True
-        configured = self._settings.upstream.api_key
+        configured = self._settings.upstream_named(upstream)[0].api_key
         return configured is not None and hmac.compare_digest(
             key.encode(), configured.get_secret_value().encode()
         )
@@ -302,7 +307,14 @@ class WatchService:
     async def check(self, options: WatchOptions) -> Checked:
         """Refuse (`InvalidRequest`) what the request alone cannot judge: the intervals against
         the settings, a per-watch key without an encryption key, where the callback points."""
-        poll = self._settings.poll
+        names = self._settings.upstream_names
+        if options.upstream not in names:
+            raise InvalidRequest.field(
+                "upstream",
+                f"no upstream is named {options.upstream!r}; the configured ones are "
+                f"{', '.join(names)}",
+            )
+        poll = self._settings.upstream_named(options.upstream)[1]
         interval = poll.interval_s if options.poll_interval_s is None else options.poll_interval_s
         timeout = poll.timeout_s if options.timeout_s is None else options.timeout_s
         if not poll.min_interval_s <= interval <= poll.max_interval_s:

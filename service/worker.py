@@ -1,7 +1,8 @@
 """The worker: the parts that poll and deliver, built complete, started and stopped in order.
 
 ```
-WatchLeases --claims watches for--> Poller --what polls saw--> ProgressWriter
+WatchLeases --claims watches for--> Pollers --what polls saw--> ProgressWriter
+                      (a Poller per upstream)
                                        ^                          |  final events' deliveries,
                                        +---- lost leases (queue) -+  claims after new ones
                                                                   v
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from service.delivery_leases import DeliveryLeases, DeliveryObserver
 from service.errors import StoreError, StoreUnavailable
 from service.leases import WatchLeases
 from service.poller import Poller, PollObserver
+from service.pollers import Pollers
 from service.progress import ProgressWriter
 from service.sender import Sender
 from service.store.base import Store
@@ -48,7 +50,7 @@ class Worker:
     owner: str
     clock: Clock
     leases: WatchLeases
-    poller: Poller
+    poller: Pollers
     writer: ProgressWriter
     deliverer: Deliverer
 
@@ -56,7 +58,7 @@ class Worker:
     def build(
         cls,
         store: Store,
-        upstream: UpstreamClient,
+        upstreams: Mapping[str, UpstreamClient],
         sender: Sender,
         settings: Settings,
         clock: Clock,
@@ -67,15 +69,21 @@ class Worker:
         notify: Callable[[str], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> Worker:
-        """The parts, each handed what it uses; `notify` hears of each watch whose events
-        committed."""
+        """The parts, each handed what it uses: a poller per upstream, with the client of each
+        name in `upstreams`; `notify` hears of each watch whose events committed."""
         lease_s = settings.store.lease_s
         deliverer = Deliverer(
             DeliveryLeases(store, clock, owner, lease_s, observer),
             sender, settings.delivery, clock, vault=vault, rand=rand,
         )  # fmt: skip
         writer = ProgressWriter(store, deliverer, clock, owner, lease_s, notify)
-        poller = Poller(upstream, writer, settings, clock, observer, vault=vault, rand=rand)
+        by_name = {}
+        for name, client in upstreams.items():
+            limits, poll = settings.upstream_named(name)
+            by_name[name] = Poller(
+                client, writer, limits, poll, clock, observer, name=name, vault=vault, rand=rand
+            )
+        poller = Pollers(by_name, writer)
         leases = WatchLeases(store, poller, settings, clock, owner)
         return cls(owner, clock, leases, poller, writer, deliverer)
 

@@ -22,6 +22,7 @@ from typing_extensions import TypeAliasType
 
 from service import events, signing
 from service.answers import JOB_ID, JOB_ID_RULE
+from service.config import DEFAULT_UPSTREAM
 from service.watches import WatchOptions
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
@@ -181,6 +182,14 @@ class WatchOptionsBody(BaseModel):
         default_factory=list,
         description=FINAL_STATUSES_DESCRIPTION,
         json_schema_extra=FINAL_STATUSES_SCHEMA,
+    )
+    upstream: str = Field(
+        DEFAULT_UPSTREAM,
+        min_length=1,
+        max_length=32,
+        description="The upstream the job runs at, by its name in the bridge's settings "
+        "(`[upstreams.<name>]`; `default` is `[upstream]`). A job id on another upstream is "
+        "another job.",
     )
 
     @field_validator("callback_url")

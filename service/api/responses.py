@@ -79,6 +79,7 @@ class Watch(Answer):
 
     id: str = Field(json_schema_extra={"pattern": "^wch_"})
     job_id: str
+    upstream: str = Field(description="The upstream the job runs at, by its name in the settings.")
     callback_url: str | None = Field(
         description="Without any credentials, each query value masked (`?signature=********`): "
         "deliveries go to the URL as registered. null: the watch has no callback."
@@ -127,6 +128,7 @@ class Watch(Answer):
         return cls(
             id=watch.id,
             job_id=watch.job_id,
+            upstream=watch.upstream,
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             callback_method=watch.callback_method,
             callback_headers=dict.fromkeys(watch.callback_headers, MASK),

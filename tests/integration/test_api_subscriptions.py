@@ -96,6 +96,7 @@ async def test_a_test_event_is_signed_with_both_secrets_during_a_rotation(
         "timestamp",
         "watch_id",
         "job_id",
+        "upstream",
         "status",
         "image_urls",
         "error",

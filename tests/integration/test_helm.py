@@ -29,7 +29,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from service import config
+from service import config, profiles
+from service.profile import Profile
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "webhook-bridge"
@@ -595,6 +596,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "circuit_consecutive_failures": 10,
         "circuit_cooldown_s": 2.5,
         "circuit_max_cooldown_s": 120.0,
+        "profile": {"statuses": {"DONE": "succeeded", "BAD": "failed"}},
     },
     "store": {"lease_s": 20, "pool_min_size": 2, "pool_max_size": 5},
     "poll": {
@@ -699,6 +701,10 @@ def test_the_bridge_loads_the_rendered_configuration(name: str, tmp_path: Path) 
                 loaded = [str(item) for item in loaded] if section == "security" else list(loaded)
             elif key == "base_url":
                 loaded = str(loaded).rstrip("/")
+            elif key == "profile":  # a built-in's name, or a table: the profile either way
+                value = profiles.builtin(value) if isinstance(value, str) else value
+                loaded = loaded if isinstance(value, Profile) else loaded.model_dump()
+                value = value if isinstance(value, Profile) else Profile(**value).model_dump()
             assert loaded == value, f"config.{section}.{key}"
     assert settings.server.host == "0.0.0.0"
     assert [t.name for t in settings.auth.tokens] == ["app"]

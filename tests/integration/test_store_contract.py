@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from service.errors import LeaseLost
+from service.store import migrations
 from service.store.base import (
     WATCH_STATUSES,
     Attempt,
@@ -140,6 +141,20 @@ def attempt(
 
 
 # Steps through the lifecycle.
+
+
+# The old schemas of the migration tests hold the watches today's store writes, and it writes
+# the upstream column of this migration.
+WATCH_UPSTREAM_MIGRATION = 10
+
+
+def old_schema(below: int) -> Callable[[str], list[tuple[int, str]]]:
+    """`migrations.load` as at the schema before migration `below`, with the watches' upstream
+    column; `store.migrate()` then applies the others."""
+    every = migrations.load
+    return lambda backend: [
+        m for m in every(backend) if m[0] < below or m[0] == WATCH_UPSTREAM_MIGRATION
+    ]
 
 
 async def register(

@@ -43,6 +43,7 @@ from tests.integration.test_store_contract import (
     delivering,
     ended,
     new_delivery,
+    old_schema,
     pending_ids,
     progress,
     register,
@@ -385,8 +386,7 @@ async def test_watches_of_a_0005_database_get_their_outcome_once_migrated(
     """Migration 0006 gives each existing watch the outcome `rules.recorded_outcome` decides:
     from its final event while it is kept, else from its last job status, else `cancelled` or
     `unknown`; active ones stay `in_progress`."""
-    every = migrations.load
-    monkeypatch.setattr(migrations, "load", lambda backend: [m for m in every(backend) if m[0] < 6])
+    monkeypatch.setattr(migrations, "load", old_schema(6))
     old = unopened_sql_store
     await old.open()
     watches = [await register(old) for _ in OLD_WATCHES]

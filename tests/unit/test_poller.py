@@ -220,6 +220,38 @@ async def test_a_final_answer_is_committed_and_delivered() -> None:
         assert rig.upstream.times("job-1") == [0]
 
 
+async def test_one_upstreams_outage_never_slows_another() -> None:
+    """Each upstream has its own breaker, slots and rate cap: while the default upstream fails
+    and its circuit is open, the other's watches are polled every 2.5 s as before."""
+
+    def answer(job_id: str) -> httpx.Response:
+        if job_id.startswith("down-"):
+            return httpx.Response(503)
+        return httpx.Response(200, json={"id": job_id, "status": "queued"})
+
+    limits = {"circuit_consecutive_failures": 3, "circuit_cooldown_s": 60.0, "max_concurrency": 1}
+    async with running(answer, upstream=limits, upstreams={"other": limits}) as rig:
+        for n in range(3):
+            await rig.register(f"down-{n}")
+        await rig.register("fine", upstream="other")
+        await rig.run_for(10)
+        assert rig.observed.states() == ["open"]
+        assert rig.observed.circuits == ["default"]
+        assert rig.upstream.times("fine") == [0, 2.5, 5, 7.5, 10]
+        assert rig.worker.poller.circuits() == {"default": "open", "other": "closed"}
+
+
+async def test_a_watch_of_an_upstream_not_configured_is_left_to_its_lease() -> None:
+    """A watch whose upstream is not configured here is not polled, and not lost: its lease
+    is not renewed, so a process that knows the upstream takes it over."""
+    async with running() as rig:
+        kept = await rig.register("elsewhere", upstream="gone")
+        await rig.run_for(rig.settings.store.lease_s + 1)
+        assert rig.upstream.requests == []
+        assert rig.worker.poller.held() == []
+        assert rig.store.watches[kept.id].status == "active"
+
+
 async def test_progress_read_by_the_profile_paces_the_polls() -> None:
     """With a profile that reads `progress` and the adaptive strategy, once processing times
     are learned (from the first jobs, polled every 2.5 s), a job is polled three times while

@@ -26,12 +26,15 @@ EVERY_OPTION: dict[str, Any] = {
     "timeout_s": 600,
     "upstream_api_key": "bw_key",
     "final_statuses": [409, 404],
+    "upstream": "default",
 }
 
 
 def earlier_record(body: WatchRequest | GenerateRequest, namespace: bytes = b"") -> bytes:
-    """How earlier versions recorded a request: its model dumped as JSON, keys sorted."""
-    return namespace + orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """How earlier versions recorded a request: its model dumped as JSON, keys sorted (they had
+    no upstream field: every job was the default upstream's)."""
+    fields = body.model_dump(mode="json", exclude={"upstream"})
+    return namespace + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def test_the_options_of_a_body_are_every_option_field() -> None:
@@ -53,6 +56,15 @@ def test_a_watch_request_is_recorded_as_before() -> None:
     )
     full = WatchRequest.model_validate({"job_id": "job_1", **EVERY_OPTION})
     assert canonical(full.options(), job_id=full.job_id) == earlier_record(full)
+
+
+def test_a_named_upstream_is_part_of_the_record() -> None:
+    """The same job id on another upstream is another request: a key reused for it conflicts."""
+    on_default = WatchRequest.model_validate({"job_id": "job_1"})
+    elsewhere = WatchRequest.model_validate({"job_id": "job_1", "upstream": "runway"})
+    recorded = canonical(elsewhere.options(), job_id=elsewhere.job_id)
+    assert b'"upstream":"runway"' in recorded
+    assert recorded != canonical(on_default.options(), job_id=on_default.job_id)
 
 
 def test_a_generate_request_is_recorded_as_before() -> None:

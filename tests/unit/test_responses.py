@@ -53,9 +53,10 @@ DELIVERY = store.DeliveryRecord(
     body=b"{}", created_at=1_700_000_001.0, next_attempt_at=1_700_000_006.5,
 )  # fmt: skip
 # The answers as the hand-written views serialized them (orjson on dicts), before the models;
-# since then, query values are masked too, and outcomes, deliveries and answers were added.
+# since then, query values are masked too, and outcomes, deliveries, answers and the upstream
+# were added.
 SHOWN = (
-    b'{"id":"wch_1","job_id":"job_1","callback_url":"https://hooks.example/in?x=********",'
+    b'{"id":"wch_1","job_id":"job_1","upstream":"default","callback_url":"https://hooks.example/in?x=********",'
     b'"callback_method":"PUT","callback_headers":{"X-Team":"********"},'
     b'"events":["job.succeeded","job.failed","job.queued"],"payload_format":"raw",'
     b'"metadata":{"order":7,"note":"\xc3\xa9\\n","f":1.5},"poll_interval_s":5.0,'
@@ -66,7 +67,8 @@ SHOWN = (
     b'"completed_at":"2023-11-14T22:13:29.250Z","expires_at":"2023-11-14T22:23:20.123Z"'
 )
 BARE_SHOWN = (
-    b'{"id":"wch_2","job_id":"job_2","callback_url":null,"callback_method":"POST",'
+    b'{"id":"wch_2","job_id":"job_2","upstream":"default","callback_url":null,'
+    b'"callback_method":"POST",'
     b'"callback_headers":{},"events":["job.succeeded","job.failed"],'
     b'"payload_format":"envelope","metadata":null,"poll_interval_s":2.5,"timeout_s":300.0,'
     b'"final_statuses":[],"status":"active","outcome":"in_progress","delivery":"none",'

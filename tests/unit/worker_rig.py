@@ -16,6 +16,7 @@ from service import breaker
 from service.clock import FakeClock
 from service.config import (
     DeliverySettings,
+    NamedUpstreamSettings,
     PollSettings,
     Settings,
     StoreSettings,
@@ -84,13 +85,15 @@ class Observed:
 
     lateness: list[float] = field(default_factory=list)
     transitions: list[breaker.Transition] = field(default_factory=list)
+    circuits: list[str] = field(default_factory=list)  # the upstream of each transition
     attempts: list[tuple[str, AttemptOutcome]] = field(default_factory=list)
 
-    def poll_started(self, lateness_s: float) -> None:
+    def poll_started(self, upstream: str, lateness_s: float) -> None:
         self.lateness.append(lateness_s)
 
-    def circuit_changed(self, change: breaker.Transition) -> None:
+    def circuit_changed(self, upstream: str, change: breaker.Transition) -> None:
         self.transitions.append(change)
+        self.circuits.append(upstream)
 
     def attempted(
         self, delivery: Delivery, attempt: Attempt, outcome: AttemptOutcome, now: float
@@ -103,8 +106,16 @@ class Observed:
 
 def settings(**sections: dict[str, Any]) -> Settings:
     """Settings for these tests: fixed 2.5 s polls without jitter, no retry jitter, changed by
-    `sections` (`upstream={...}`, `poll={...}`, ...)."""
+    `sections` (`upstream={...}`, `poll={...}`, ...); `upstreams={name: {...}}` adds named
+    upstreams at http://<name>.example, polled as the default one is."""
     upstream: dict[str, Any] = {"base_url": "http://upstream.example", "api_key": BRIDGE_KEY}
+    named = {
+        name: NamedUpstreamSettings(
+            **({"base_url": f"http://{name}.example", "api_key": BRIDGE_KEY} | changes),
+            poll=PollSettings(strategy="fixed", jitter=0.0),
+        )
+        for name, changes in sections.get("upstreams", {}).items()
+    }
     poll: dict[str, Any] = {"strategy": "fixed", "jitter": 0.0}
     delivery: dict[str, Any] = {"jitter": 0.0}
     return Settings(
@@ -112,6 +123,7 @@ def settings(**sections: dict[str, Any]) -> Settings:
         poll=PollSettings(**(poll | sections.get("poll", {}))),
         delivery=DeliverySettings(**(delivery | sections.get("delivery", {}))),
         store=StoreSettings(url="memory://", **sections.get("store", {})),
+        upstreams=named,
     )
 
 
@@ -176,13 +188,24 @@ async def running(
         httpx.MockTransport(upstream) as upstream_http,
         httpx.MockTransport(receive) as receiver_http,
     ):
-        client = UpstreamClient(
-            upstream_http, config.upstream.root, config.upstream.request_timeout_s,
-            bridge_key=BRIDGE_KEY, reader=config.upstream.reader(),
-        )  # fmt: skip
+        clients = {
+            name: UpstreamClient(
+                upstream_http, limits.root, limits.request_timeout_s, bridge_key=BRIDGE_KEY,
+                reader=limits.reader(),
+            )
+            for name in config.upstream_names
+            for limits in [config.upstream_named(name)[0]]
+        }  # fmt: skip
         sender = InlineSender(receiver_http, 15.0, 4096)
         worker = Worker.build(
-            store, client, sender, config, clock, OWNER, observed, rand=lambda: 0.5
+            store,
+            clients,
+            sender,
+            config,
+            clock,
+            OWNER,
+            observed,
+            rand=lambda: 0.5,
         )
         rig = Rig(clock, store, upstream, received, worker, observed, config)
         await worker.start()

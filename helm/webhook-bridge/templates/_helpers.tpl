@@ -178,12 +178,16 @@ both modes), NOTES.txt and the sidecar template include it, so a broken rule sto
 {{- end }}
 {{- end }}
 
-{{/* One TOML value: a boolean, a number (whole numbers without a fraction), a string or a list. */}}
+{{/*
+One TOML value: a boolean, a number (whole numbers without a fraction), a string, a list or a
+table (inline, its keys quoted: an upstream profile's).
+*/}}
 {{- define "webhook-bridge.tomlValue" -}}
 {{- if kindIs "bool" . }}{{ . }}
 {{- else if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) }}
 {{- if eq (float64 .) (floor .) }}{{ int64 . }}{{ else }}{{ float64 . }}{{ end }}
 {{- else if kindIs "slice" . }}[{{ range $i, $item := . }}{{ if $i }}, {{ end }}{{ include "webhook-bridge.tomlValue" $item }}{{ end }}]
+{{- else if kindIs "map" . }}{{ $table := . }}{ {{- range $i, $key := keys . | sortAlpha }}{{ if $i }},{{ end }} {{ toJson $key }} = {{ include "webhook-bridge.tomlValue" (index $table $key) }}{{ end }} }
 {{- else }}{{ toJson . }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,132 @@
+"""`webhook-bridge check-upstream NAME JOB_ID`: one status request through an upstream's
+profile, printing the raw answer and how the bridge reads it, so that a profile can be checked
+against the real API before watches depend on it.
+
+The request is the one a poll makes (same URL, headers, key, timeout and body cap); a job that
+succeeded also gets the profile's result request. Keys are masked in what is printed. The exit
+status is 0 when the answer was read (whatever it says of the job), 1 when it could not be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from service import config, http_clients
+from service.answers import JOB_ID, JOB_ID_RULE, network_failure
+from service.errors import ConfigError
+from service.observation import Observation
+from service.upstream import DEFAULT_MAX_BODY_BYTES, Unread, UpstreamClient, get_capped
+
+_SHOWN_BODY = 4000  # characters of an answer printed
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the upstream's name (default is [upstream])")
+    parser.add_argument("job_id", help="a job id at that upstream")
+    parser.add_argument(
+        "--key", default=None, help="the API key to send (default: the upstream's api_key)"
+    )
+    parser.add_argument("--config", type=Path, default=None, help="TOML file (as for serve)")
+
+
+def command(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    if args.name not in settings.upstream_names:
+        names = ", ".join(settings.upstream_names)
+        raise ConfigError(f"no upstream is named {args.name!r}; the configured ones are {names}")
+    if not JOB_ID.fullmatch(args.job_id):
+        raise ConfigError(f"{args.job_id[:40]!r} is not a job id the bridge polls: {JOB_ID_RULE}")
+    return asyncio.run(check(settings, args.name, args.job_id, args.key))
+
+
+async def check(settings: config.Settings, name: str, job_id: str, key: str | None) -> int:
+    limits = settings.upstream_named(name)[0]
+    configured = limits.api_key.get_secret_value() if limits.api_key is not None else None
+    api_key = key or configured
+    transport = http_clients.transport(aiohttp.TCPConnector(limit=2))
+    client = UpstreamClient(
+        transport, limits.root, limits.request_timeout_s, bridge_key=configured,
+        reader=limits.reader(),
+    )  # fmt: skip
+    try:
+        exchange = _Exchange(transport, client, api_key, limits.request_timeout_s)
+        seen = await exchange(client.request(job_id, api_key))
+        if isinstance(seen, Observation) or seen is None:
+            return _report(seen)
+        seen = client.read(seen, api_key)
+        result = client.result_request(job_id, api_key)
+        if result is not None and seen.job_status == "succeeded":
+            _print_reading("status answer", seen)
+            answer = await exchange(result)
+            if isinstance(answer, Observation) or answer is None:
+                return _report(answer)
+            seen = client.read_result(answer, api_key, seen)
+        _print_reading("answer", seen)
+        return 1 if seen.kind == "transient" else 0
+    finally:
+        await transport.aclose()
+
+
+class _Exchange:
+    """Sends a request, prints it and its raw answer (keys masked)."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        client: UpstreamClient,
+        api_key: str | None,
+        timeout_s: float,
+    ) -> None:
+        self._transport = transport
+        self._secrets = client.secrets(api_key)
+        self._timeout_s = timeout_s
+
+    async def __call__(
+        self, request: httpx.Request
+    ) -> tuple[int, httpx.Headers, bytes] | Observation | None:
+        """The answer, or why there is none (None: said already)."""
+        secrets = self._secrets
+        print(f"{request.method} {secrets.redact(str(request.url))}")
+        try:
+            answer = await get_capped(
+                self._transport, request, self._timeout_s, DEFAULT_MAX_BODY_BYTES
+            )
+        except Unread as unread:
+            print(unread.error(secrets))
+            return None
+        except Exception as error:  # whatever the client raised: say why
+            return network_failure(error, secrets)
+        status, headers, body = answer
+        kind = headers.get("content-type", "no content type")
+        print(f"HTTP {status}, {len(body)} bytes, {kind}")
+        print(secrets.redact(body.decode(errors="replace"))[:_SHOWN_BODY])
+        print()
+        return answer
+
+
+def _report(seen: Observation | None) -> int:
+    if seen is not None:
+        print(f"no answer: {seen.error}")
+    return 1
+
+
+def _print_reading(what: str, seen: Observation) -> None:
+    reading: dict[str, Any] = {
+        "kind": seen.kind,
+        "status": seen.job_status,
+        "queue_position": seen.queue_position,
+        "progress": seen.progress,
+        "eta_s": seen.eta_s,
+        "outputs": list(seen.outputs) if seen.outputs else None,
+        "error_code": seen.error_code,
+        "error": seen.error or seen.message,
+    }
+    print(f"How the bridge reads the {what}:")
+    print(json.dumps(reading, indent=2))

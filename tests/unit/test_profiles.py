@@ -1,0 +1,263 @@
+"""Upstream profiles: declared in TOML, checked at start-up, and read as they say."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from service import config, profiles
+from service.answers import read_answer
+from service.errors import ConfigError
+from service.profile import Profile, Reader
+from service.upstream import UpstreamClient
+
+# An API declared entirely in TOML: its words, its shapes, its key in a header of its own.
+ACME = """
+[upstreams.acme]
+base_url = "https://api.acme.example/base"
+
+[upstreams.acme.profile.status]
+path = "/v2/tasks/{job_id}"
+headers = { "X-Api-Version" = "7" }
+
+[upstreams.acme.profile.auth]
+scheme = "header"
+name = "x-acme-key"
+
+[upstreams.acme.profile.read]
+status = "task.state"
+queue_position = "task.queue.position"
+progress = "task.percent"
+progress_scale = 100
+eta_s = "task.eta"
+error = "task.failure.message"
+outputs = "task.artifacts[].href"
+
+[upstreams.acme.profile.statuses]
+WAITING = "queued"
+THROTTLED = "queued"
+WORKING = "processing"
+DONE = "succeeded"
+FAILED = "failed"
+CANCELLED = "failed"
+GONE = "not_found"
+"""
+
+
+def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> config.Settings:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return config.load(path, environ or {})
+
+
+@pytest.fixture
+def acme(tmp_path: Path) -> Reader:
+    return load(tmp_path, ACME).upstreams["acme"].reader()
+
+
+def test_every_built_in_profile_loads_and_can_end_a_job() -> None:
+    assert profiles.DEFAULT in profiles.names()
+    for name in profiles.names():
+        ends = set(profiles.builtin(name).statuses.values())
+        assert {"succeeded", "failed"} <= ends, name
+
+
+def test_the_default_upstream_is_betterwaifu_exactly(tmp_path: Path) -> None:
+    """Without a word of it in the settings, `[upstream]` reads answers as the bridge always
+    did: the profile of the default reader."""
+    settings = load(tmp_path, "")
+    assert settings.upstream_names == ("default",)
+    assert settings.upstream.profile == profiles.builtin("betterwaifu")
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "status"),
+    [
+        ({"task": {"state": "WAITING", "queue": {"position": 4}}}, "progress", "queued"),
+        ({"task": {"state": "THROTTLED"}}, "progress", "queued"),
+        ({"task": {"state": "WORKING", "percent": 40}}, "progress", "processing"),
+        ({"task": {"state": "DONE"}}, "terminal", "succeeded"),
+        ({"task": {"state": "CANCELLED"}}, "terminal", "failed"),
+    ],
+)
+def test_several_words_map_onto_one_status(
+    acme: Reader, answer: dict[str, object], kind: str, status: str
+) -> None:
+    seen = read_answer(200, {}, orjson.dumps(answer), reader=acme)
+    assert (seen.kind, seen.job_status) == (kind, status)
+
+
+def test_a_profile_reads_position_progress_eta_outputs_and_error(acme: Reader) -> None:
+    queued = read_answer(
+        200, {}, b'{"task": {"state": "WAITING", "queue": {"position": 4}}}', reader=acme
+    )
+    assert queued.queue_position == 4
+    working = read_answer(
+        200, {}, b'{"task": {"state": "WORKING", "percent": 40, "eta": 12.5}}', reader=acme
+    )
+    assert (working.progress, working.eta_s) == (0.4, 12.5)
+    done = orjson.dumps(
+        {"task": {"state": "DONE", "artifacts": [{"href": "https://cdn.acme/v.mp4"}, {"x": 1}]}}
+    )
+    assert read_answer(200, {}, done, reader=acme).outputs == ("https://cdn.acme/v.mp4",)
+    failed = b'{"task": {"state": "FAILED", "failure": {"message": "NSFW prompt"}}}'
+    assert read_answer(200, {}, failed, reader=acme).message == "NSFW prompt"
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ({"task": {"state": "EXPLODED"}}, "upstream answered an unknown status 'EXPLODED'"),
+        ({"task": {}}, "upstream answered no status"),
+        ({"state": "DONE"}, "upstream answered no status"),
+        ({"task": {"state": 3}}, "upstream answered a status of type int"),
+    ],
+)
+def test_an_answer_the_profile_cannot_read_is_transient_and_says_why(
+    acme: Reader, answer: dict[str, object], error: str
+) -> None:
+    seen = read_answer(200, {}, orjson.dumps(answer), reader=acme)
+    assert (seen.kind, seen.error) == ("transient", error)
+
+
+def test_out_of_range_progress_and_eta_are_ignored(acme: Reader) -> None:
+    seen = read_answer(
+        200, {}, b'{"task": {"state": "WORKING", "percent": 140, "eta": -3}}', reader=acme
+    )
+    assert (seen.kind, seen.progress, seen.eta_s) == ("progress", None, None)
+
+
+def test_a_word_for_no_such_job_reads_as_a_404(acme: Reader) -> None:
+    seen = read_answer(200, {}, b'{"task": {"state": "GONE"}}', reader=acme)
+    assert (seen.kind, seen.error_code) == ("refused", "not_found")
+    assert "'GONE'" in (seen.error or "")
+
+
+async def test_requests_follow_the_profile(tmp_path: Path) -> None:
+    """Path template, extra headers and the key where the profile puts it, for each scheme."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"task": {"state": "WORKING"}})
+
+    schemes = {
+        "bearer": ("authorization", "Bearer k1"),
+        "key": ("authorization", "Key k1"),
+        "header": ("x-acme-key", "k1"),
+    }
+    for scheme, (header, value) in schemes.items():
+        text = ACME.replace('scheme = "header"', f'scheme = "{scheme}"')
+        reader = load(tmp_path, text).upstreams["acme"].reader()
+        async with httpx.MockTransport(handler) as transport:
+            client = UpstreamClient(transport, "https://api.acme.example/base", 5, reader=reader)
+            assert (await client.fetch("t:1", "k1")).job_status == "processing"
+        request = sent.pop()
+        assert request.url.raw_path == b"/base/v2/tasks/t%3A1"
+        assert (request.headers[header], request.headers["x-api-version"]) == (value, "7")
+
+    text = ACME.replace('scheme = "header"', 'scheme = "query"').replace(
+        '/v2/tasks/{job_id}"', '/v2/get?id={job_id}"'
+    )
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    async with httpx.MockTransport(handler) as transport:
+        client = UpstreamClient(transport, "https://api.acme.example/base", 5, reader=reader)
+        await client.fetch("t1", "k1")
+    request = sent.pop()
+    assert (request.url.path, dict(request.url.params)) == (
+        "/base/v2/get",
+        {"id": "t1", "x-acme-key": "k1"},
+    )
+    assert "authorization" not in request.headers
+
+
+async def test_a_result_request_follows_a_success(tmp_path: Path) -> None:
+    """The status says the job ended; the result request's answer is what is delivered."""
+    text = ACME + (
+        '[upstreams.acme.profile.result]\npath = "/v2/tasks/{job_id}/result"\n'
+        'outputs = "files[].url"\n'
+    )
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    result = {"files": [{"url": "https://cdn.acme/a.png"}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/result"):
+            return httpx.Response(200, json=result)
+        return httpx.Response(200, json={"task": {"state": "DONE"}})
+
+    async with httpx.MockTransport(handler) as transport:
+        seen = await UpstreamClient(transport, "https://a.example", 5, reader=reader).fetch(
+            "t1", None
+        )
+    assert (seen.kind, seen.job_status, seen.document) == ("terminal", "succeeded", result)
+    assert seen.outputs == ("https://cdn.acme/a.png",)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('WORKING = "processing"', 'WORKING = "running"'),
+         "upstreams.acme.profile.statuses.WORKING (from {path}): Input should be 'queued', "
+         "'processing', 'succeeded', 'failed' or 'not_found'"),
+        (('status = "task.state"', 'status = "task.[state"'),
+         "upstreams.acme.profile.read.status (from {path}): 'task.[state' is not a JMESPath "
+         "expression"),
+        (('path = "/v2/tasks/{job_id}"', 'path = "/v2/tasks/{id}"'),
+         "upstreams.acme.profile.status.path (from {path}): '/v2/tasks/{id}' has no {job_id}"),
+        (('scheme = "header"', 'scheme = "basic"'),
+         "upstreams.acme.profile.auth.scheme (from {path}): Input should be 'bearer', 'key', "
+         "'header', 'query' or 'none'"),
+        (('name = "x-acme-key"', ""),
+         "upstreams.acme.profile.auth (from {path}): auth scheme 'header' needs a name"),
+        (('base_url = "https://api.acme.example/base"',
+          'base_url = "https://api.acme.example/base"\nprofile = "acme"'),
+         "upstreams.acme.profile (from {path}): no built-in profile is named 'acme'"),
+    ],
+)  # fmt: skip
+def test_an_invalid_profile_stops_start_up_with_one_line(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = ACME.replace(*change)
+    if "profile = " in change[1]:  # a name instead of the tables
+        text = text.split("[upstreams.acme.profile.status]")[0]
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, text)
+    line = str(raised.value)
+    assert "\n" not in line
+    assert message.replace("{path}", str(tmp_path / "bridge.toml")) in line
+
+
+def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'Acme' cannot name an upstream"):
+        load(tmp_path, '[upstreams.Acme]\nbase_url = "https://a.example"\n')
+    with pytest.raises(ConfigError, match=r"'default' is the \[upstream\] section"):
+        load(tmp_path, '[upstreams.default]\nbase_url = "https://a.example"\n')
+    with pytest.raises(ConfigError, match=r"upstreams\.acme\.base_url .*Field required"):
+        load(tmp_path, "[upstreams.acme]\nprofile = 'betterwaifu'\n")
+
+
+def test_a_named_upstream_polls_by_poll_changed_by_its_own_table(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        "[poll]\ninterval_s = 4.0\ntimeout_s = 600\n"
+        '[upstreams.slow]\nbase_url = "https://a.example"\n'
+        "[upstreams.slow.poll]\ninterval_s = 10.0\n",
+        {"BRIDGE_UPSTREAMS__SLOW__API_KEY": "sk_1", "BRIDGE_POLL__MIN_INTERVAL_S": "3"},
+    )
+    limits, poll = settings.upstream_named("slow")
+    assert (poll.interval_s, poll.timeout_s, poll.min_interval_s) == (10.0, 600.0, 3.0)
+    assert settings.upstream_named("default")[1] == settings.poll
+    assert limits.api_key is not None
+    assert limits.api_key.get_secret_value() == "sk_1"
+    assert config.masked(settings)["upstreams"]["slow"]["api_key"] == "**********"
+
+
+def test_the_format_of_the_built_in_files_is_the_settings_format() -> None:
+    """A built-in profile is a TOML file an operator could paste into a profile table."""
+    for name in profiles.names():
+        text = (Path(profiles.__file__).parent / f"{name}.toml").read_text()
+        assert Profile.model_validate(tomllib.loads(text)) == profiles.builtin(name)
