@@ -29,9 +29,10 @@ the learned processing time.
 Readings. A processing answer's progress p at t says the job goes at a pace that ends it at
 start + (t - start)/p, and with an earlier reading p₀ at t₀ at the pace (p - p₀)/(t - t₀),
 which needs no start; an ETA e says it ends at t + e. Each reading is taken at its
-resolution (`PROGRESS_STEP`, `ETA_STEP_S`) and the start within its window, so it places the
-end in a window: the narrowest of them narrows the job's end window, and one that disagrees
-(the pace changed, the ETA moved) replaces it. `next_poll_at`:
+resolution (`PROGRESS_STEP`, `ETA_STEP_S`) and the start where the polls saw it (not where the
+queue predicts it: an error there is multiplied by (1 - p)/p), so it places the end in a
+window: the narrowest of them narrows the job's end window, and one that disagrees (the pace
+changed, the ETA moved) replaces it. `next_poll_at`:
 
 - queued, the start window still wider than `SETTLED_S` and than processing's spread: the poll
   that halves it. Any poll splits the window at t + k·step for every k, so a time a whole
@@ -348,17 +349,16 @@ class Learner:
 
     def _read(self, track: Track, now: float, progress: float | None, eta_s: float | None) -> None:
         """Narrow where the job ends by what a processing answer read: its progress, over the
-        time since processing started or since the first reading, and its ETA; the narrowest
-        of those, and one that disagrees with the window so far replaces it."""
+        time since processing was seen to start or since the first reading, and its ETA; the
+        narrowest of those, and one that disagrees with the window so far replaces it."""
         ends: list[tuple[float, float] | None] = []
         if progress is not None and 0.0 <= progress <= 1.0:
             first = (track.read_at, track.read_at)
             if track.read_at < now:
                 ends.append(ends_by_rate(first, track.read_progress, now, progress))
-            longest = self.processing.longest if len(self.processing) else _INF
-            start = start_window(track, longest)
-            if start is not None:
-                ends.append(ends_by_rate(start, 0.0, now, progress))
+            # Only what the polls saw of the start: a predicted start a little off would put
+            # the end off by as much, times (1 - progress) / progress.
+            ends.append(ends_by_rate((track.start_lo, track.start_hi), 0.0, now, progress))
             if track.read_at == _INF:
                 track.read_at, track.read_progress = now, progress
         if eta_s is not None and 0.0 <= eta_s < _INF:

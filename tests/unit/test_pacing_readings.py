@@ -122,6 +122,20 @@ def test_readings_narrow_the_end_and_a_pace_needs_no_start() -> None:
     assert second.track.end_hi == pytest.approx(T0 + 10 + (0.51 * 8 / 0.38))
 
 
+def test_progress_takes_the_start_the_polls_saw_not_the_one_the_queue_predicts() -> None:
+    """Queued at position 2 at 0 and 1 at 5 (predicted to start by 6.4), processing at 10 and
+    20 % done: the queue was slower than learned (it started at 8, to end at 18). The end is
+    placed from the start seen in (5, 10], so it is in the window; the prediction would have
+    placed it after 23."""
+    learner = ready_learner()
+    learner.observe("job", "queued", 2, T0)
+    learner.observe("job", "queued", 1, T0 + 5)
+    outlook = learner.observe("job", "processing", None, T0 + 10, progress=0.2)
+    assert outlook is not None
+    assert outlook.track.end_lo <= T0 + 18 <= outlook.track.end_hi
+    assert outlook.track.end_lo == T0 + 10
+
+
 def test_a_reading_that_disagrees_replaces_the_window() -> None:
     """An ETA of 5 s at 10, then of 20 s at 12 (the job slowed down): the later one holds."""
     learner = ready_learner()
