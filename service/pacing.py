@@ -11,9 +11,10 @@ this one. A duration is measured between the middles of two brackets, and each b
 its width²/12 of variance, which the window takes out again. That is sound only when the polls
 fall independently of the job's timeline, as fixed-interval polls do; the planner's polls
 cluster where changes are expected, so the middle of their brackets would be biased. So every
-job is learned from while too little is known, and afterwards one new job in `EXPLORE_EVERY`
-is an *explorer*: both are polled at the fixed interval (as the fixed strategy would: they cost
-nothing extra) and learned from; the others are planned.
+new job is learned from while too little is known (a window's worth at most: of more, the
+window would keep the last to end, the longest), and afterwards one new job in
+`EXPLORE_EVERY` is an *explorer*: both are polled at the fixed interval (as the fixed strategy
+would: they cost nothing extra) and learned from; the others are planned.
 Brackets wider than two fixed intervals are not used. Queue steps are measured once per job,
 when processing starts, over every position since its first well-bracketed change, or since it
 was first seen queued at position p (it held p since a random moment of that step, as a queue
@@ -131,6 +132,11 @@ class Window:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+    @property
+    def size(self) -> int:
+        """How many samples it keeps."""
+        return self._samples.maxlen or 0
 
     def _fit(self) -> float:
         if self._mean is None:
@@ -277,6 +283,7 @@ class Learner:
         self.processing = Window(window)
         self._tracks: dict[object, Track] = {}
         self._created = 0
+        self._cold = 0  # jobs made explorers because too little was known
         self._max_tracks = max_tracks
         self._positions = False  # whether the upstream tells queue positions at all
         self._reads = False  # whether it tells progress or an ETA
@@ -374,7 +381,11 @@ class Learner:
     def _track(self, job: object, status: str, position: int | None, now: float) -> Track:
         track = Track(status, position, now, -_INF, now)
         self._created += 1
-        track.explores = self._created % EXPLORE_EVERY == 0 or not self.ready
+        # While too little is known every job explores, but no more than a window holds: the
+        # window keeps the last samples to end, and of a larger cohort those are the longest.
+        cold = not self.ready and self._cold < self.processing.size
+        self._cold += cold
+        track.explores = cold or self._created % EXPLORE_EVERY == 0
         if status == QUEUED:
             if position is not None:
                 track.origin_hi, track.origin_position = now, position

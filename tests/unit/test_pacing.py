@@ -197,6 +197,17 @@ def test_every_job_explores_while_too_little_is_known() -> None:
     assert all(o is not None and o.track.explores for o in outlooks)
 
 
+def test_no_more_jobs_explore_while_cold_than_a_window_holds() -> None:
+    """While too little is known, new jobs explore until as many as the window holds do, then
+    one in EXPLORE_EVERY: of a larger cohort, the last samples to end (those a window keeps)
+    would be its longest jobs."""
+    learner = Learner(FLOOR, INTERVAL, window=8)
+    outlooks = [learner.observe(index, "queued", 3, T0) for index in range(48)]
+    explores = [o is not None and o.track.explores for o in outlooks]
+    assert all(explores[:8])
+    assert explores[8:].count(True) == 2  # the 20th and the 40th job
+
+
 def test_errors_change_nothing_and_unknown_statuses_are_ignored() -> None:
     """No answer (status None) keeps the track as it was; an unknown status has no outlook."""
     learner = ready_learner()
