@@ -11,10 +11,11 @@ this one. A duration is measured between the middles of two brackets, and each b
 its width²/12 of variance, which the window takes out again. That is sound only when the polls
 fall independently of the job's timeline, as fixed-interval polls do; the planner's polls
 cluster where changes are expected, so the middle of their brackets would be biased. So every
-new job is learned from while too little is known (a window's worth at most: of more, the
-window would keep the last to end, the longest), and afterwards one new job in
-`EXPLORE_EVERY` is an *explorer*: both are polled at the fixed interval (as the fixed strategy
-would: they cost nothing extra) and learned from; the others are planned.
+new job is learned from while too little is known (as many as a window holds), and afterwards
+one new job in `EXPLORE_EVERY` is an *explorer*: both are polled at the fixed interval (as the
+fixed strategy would: they cost nothing extra) and learned from; the others are planned. A
+window keeps the samples of the jobs begun last, not of the last measured: of jobs begun
+together, the last to end are the longest.
 Brackets wider than two fixed intervals are not used. Queue steps are measured once per job,
 when processing starts, over every position since its first well-bracketed change, or since it
 was first seen queued at position p (it held p since a random moment of that step, as a queue
@@ -63,8 +64,8 @@ holds at most `max_tracks` jobs, the oldest forgotten first.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
 from dataclasses import dataclass
 
 QUEUED = "queued"
@@ -100,8 +101,10 @@ _INF = math.inf
 
 
 class Window:
-    """The last `size` measured durations of one kind, each with the variance its measurement
-    adds (a change bracketed by polls `w` seconds apart is known to ±w/2: variance w²/12).
+    """The measured durations of the last `size` jobs of one kind, each with the variance its
+    measurement adds (a change bracketed by polls `w` seconds apart is known to ±w/2: variance
+    w²/12). The last jobs by `order` (when the job began), not by when they were measured: of
+    jobs begun together, the last measured are the longest, and would crowd out the others.
 
     Read as a normal distribution: the mean of the samples, and a standard deviation that is
     the samples' own less the measurement noise (at least `min_spread` of the mean), so that
@@ -109,43 +112,45 @@ class Window:
     weighs by its precision, 1 / (its noise + (min_spread · mean)²). The sums are
     recomputed when read after a new sample, over at most `size` samples."""
 
-    __slots__ = ("_mean", "_min_spread", "_samples", "_sd")
+    __slots__ = ("_added", "_mean", "_min_spread", "_samples", "_sd", "size")
 
     def __init__(
         self, size: int = WINDOW, min_spread: float = MIN_SPREAD, samples: tuple[float, ...] = ()
     ) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=size)
+        self.size = size
+        self._samples: list[tuple[float, float, float]] = []  # (order, value, noise), by order
+        self._added = 0
         self._min_spread = min_spread
         self._mean: float | None = None
         self._sd = 0.0
         for sample in samples:
             self.add(sample)
 
-    def add(self, value: float, noise_var: float = 0.0) -> None:
-        """One duration and the variance of its measurement; a negative or infinite one is left
-        out (not a too uncertain one: which values that drops depends on the value)."""
+    def add(self, value: float, noise_var: float = 0.0, order: float | None = None) -> None:
+        """One duration, the variance of its measurement and when its job began (by default,
+        after every sample so far); a negative or infinite one is left out (not a too
+        uncertain one: which values that drops depends on the value). Past `size`, the
+        sample of the job that began first goes."""
         finite = math.isfinite(value) and math.isfinite(noise_var)
         if not finite or value <= 0 or noise_var < 0:
             return
-        self._samples.append((value, noise_var))
+        self._added += 1
+        bisect.insort(self._samples, (self._added if order is None else order, value, noise_var))
+        if len(self._samples) > self.size:
+            del self._samples[0]
         self._mean = None
 
     def __len__(self) -> int:
         return len(self._samples)
 
-    @property
-    def size(self) -> int:
-        """How many samples it keeps."""
-        return self._samples.maxlen or 0
-
     def _fit(self) -> float:
         if self._mean is None:
             samples = self._samples
-            rough = math.fsum(value for value, _ in samples) / len(samples)
+            rough = math.fsum(value for _, value, _ in samples) / len(samples)
             # Each sample weighs by its precision: a sample measured through wide brackets
             # says little, and would make the spread noisy.
             floor = max((self._min_spread * rough) ** 2, 1e-9)
-            weighted = [(1.0 / (noise + floor), value, noise) for value, noise in samples]
+            weighted = [(1.0 / (noise + floor), value, noise) for _, value, noise in samples]
             total = math.fsum(w for w, _, _ in weighted)
             mean = math.fsum(w * value for w, value, _ in weighted) / total
             spread = math.fsum(w * (value - mean) ** 2 for w, value, _ in weighted)
@@ -196,6 +201,7 @@ class Track:
     # ...and the first progress reading while processing, which the later ones take a rate from.
     read_at: float = _INF
     read_progress: float = 0.0
+    seq: int = 0  # the how-manieth job the learner saw: the order of its samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,8 +387,9 @@ class Learner:
     def _track(self, job: object, status: str, position: int | None, now: float) -> Track:
         track = Track(status, position, now, -_INF, now)
         self._created += 1
+        track.seq = self._created
         # While too little is known every job explores, but no more than a window holds: the
-        # window keeps the last samples to end, and of a larger cohort those are the longest.
+        # samples of more would not be kept, and their fixed-interval polls would teach nothing.
         cold = not self.ready and self._cold < self.processing.size
         self._cold += cold
         track.explores = cold or self._created % EXPLORE_EVERY == 0
@@ -403,9 +410,8 @@ class Learner:
             return
         end_lo = track.seen_at
         if self._narrow_enough(end_lo, now):
-            self.processing.add(
-                _mid(end_lo, now) - _mid(lo, hi), ((now - end_lo) ** 2 + (hi - lo) ** 2) / 12
-            )
+            noise = ((now - end_lo) ** 2 + (hi - lo) ** 2) / 12
+            self.processing.add(_mid(end_lo, now) - _mid(lo, hi), noise, track.seq)
 
     def _learn_step(self, track: Track, lo: float, hi: float, went_to: int) -> None:
         """At the start of processing (`went_to` 0), the seconds per position since the job's
@@ -423,11 +429,11 @@ class Learner:
         if track.origin_lo > -_INF:
             noise = ((hi - lo) ** 2 + (track.origin_hi - track.origin_lo) ** 2) / 12
             elapsed = _mid(lo, hi) - _mid(track.origin_lo, track.origin_hi)
-            self.steps.add(elapsed / positions, noise / positions**2)
+            self.steps.add(elapsed / positions, noise / positions**2, track.seq)
         elif positions >= FIRST_SEEN_POSITIONS:
             spent = positions - 0.5  # half of the first step, on average, had passed
             step = (_mid(lo, hi) - track.origin_hi) / spent
-            self.steps.add(step, ((hi - lo) ** 2 / 12 + step**2 / 12) / spent**2)
+            self.steps.add(step, ((hi - lo) ** 2 / 12 + step**2 / 12) / spent**2, track.seq)
 
     def _changed(self, track: Track, status: str, position: int | None, now: float) -> None:
         lo, hi = track.seen_at, now
