@@ -46,8 +46,9 @@ changed, the ETA moved) replaces it. `next_poll_at`:
   with no room for that) just after the window, and before it on a grid `floor_s` apart;
 - processing without readings, or queued with a settled start: polls on a grid `floor_s`
   apart through the `ANCHOR` quantile of the predicted completion, from its `LOW` quantile on
-  (`READ_AHEAD` floors sooner where the upstream tells readings, so that the first one leaves
-  room to read the job again before its end): just after where completions are likely, at
+  (`READ_AHEAD` floors sooner where the upstream tells readings and the completion is spread
+  over more than a floor, so that the first one leaves room to read the job again before its
+  end): just after where completions are likely, at
   the vendor's pace as the end nears, none while it is unlikely;
 - an explorer, too little history, odd answers (queued with no position), a start later than
   predicted, or a job without readings past the learned maximum (its start + mean + 3
@@ -92,8 +93,9 @@ GRID_SLACK = 0.25  # a poll this share of `floor_s` late still counts as on its 
 PROGRESS_STEP = 0.01  # a progress fraction is read to ± this (a percentage, however rounded)
 ETA_STEP_S = 1.0  # an ETA in whole seconds is read to ± this (however rounded)
 PRECISE_S = 0.5  # a predicted end this narrow is polled just after; a wider one is refined
-# Where answers tell progress, the first completion poll comes this many floors sooner: its
-# reading leaves room for another before the end, and a pace measured between the two.
+# Where answers tell progress and the completion is spread over more than a floor, the first
+# completion poll comes this many floors sooner: its reading leaves room for another before
+# the end, and a pace measured between the two.
 READ_AHEAD = 1.5
 MAX_WAIT_S = 30.0  # never wait longer than this between polls: predictions may be stale
 MAX_TRACKS = 200_000
@@ -487,7 +489,8 @@ def _plan(outlook: Outlook, now: float, floor_s: float) -> float | None:
         return None
     mean = _mid(lo, hi) + processing.mean
     sd = math.sqrt((hi - lo) ** 2 / 12 + processing.sd**2)
-    low = mean + LOW * sd - (READ_AHEAD * floor_s if outlook.reads else 0.0)
+    read_ahead = READ_AHEAD * floor_s if outlook.reads and sd > floor_s else 0.0
+    low = mean + LOW * sd - read_ahead
     return _grid(low, mean + ANCHOR * sd, now, floor_s)
 
 
