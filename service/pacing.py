@@ -48,8 +48,8 @@ changed, the ETA moved) replaces it. `next_poll_at`:
   apart through the `ANCHOR` quantile of the predicted completion, from its `LOW` quantile on
   (`READ_AHEAD` floors sooner where the upstream tells readings and the completion is spread
   over more than a floor, so that the first one leaves room to read the job again before its
-  end): just after where completions are likely, at
-  the vendor's pace as the end nears, none while it is unlikely;
+  end): just after where completions are likely, at the vendor's pace as the end nears, none
+  while it is unlikely;
 - an explorer, too little history, odd answers (queued with no position), a start later than
   predicted, or a job without readings past the learned maximum (its start + mean + 3
   standard deviations of processing): None, and the caller polls at its fixed interval. A job
@@ -203,7 +203,7 @@ class Track:
     # ...and the first progress reading while processing, which the later ones take a rate from.
     read_at: float = _INF
     read_progress: float = 0.0
-    seq: int = 0  # the how-manieth job the learner saw: the order of its samples
+    seq: int = 0  # when the learner first saw it, as a count of jobs: the order of its samples
 
 
 @dataclass(frozen=True, slots=True)
