@@ -34,6 +34,11 @@ from runner import run_bench
 KEYS = ("bw_key_big", "bw_key_mid", "bw_key_small")
 LONG_QUEUE = 1_000_000
 RATE_TOLERANCE = 0.05
+# The default upstream's breaker, as /metrics shows it.
+CIRCUIT_STATE = r'^bridge_upstream_circuit_state\{upstream="default"\} (\S+)$'
+TRANSITIONS = (
+    r'^bridge_upstream_circuit_transitions_total\{state="(\w+)",upstream="default"\} (\S+)$'
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -218,10 +223,7 @@ class Bench:
         self.services.stop(bridge)
         transitions = {
             state: float(n)
-            for state, n in re.findall(
-                r'^bridge_upstream_circuit_transitions_total\{state="(\w+)"\} (\S+)$',
-                metrics, re.MULTILINE,
-            )
+            for state, n in re.findall(TRANSITIONS, metrics, re.MULTILINE)
         }  # fmt: skip
         open_s = args.outage - opened_after
         without = await self.outage_without_breaker()
@@ -255,8 +257,7 @@ class Bench:
         """Seconds until bridge_upstream_circuit_state reads `value`."""
         started = time.monotonic()
         while time.monotonic() - started < limit_s:
-            found = re.search(r"^bridge_upstream_circuit_state (\S+)$", await self.metrics(bridge),
-                              re.MULTILINE)  # fmt: skip
+            found = re.search(CIRCUIT_STATE, await self.metrics(bridge), re.MULTILINE)
             if found and float(found.group(1)) == value:
                 return time.monotonic() - started
             await asyncio.sleep(0.05)

@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -50,7 +51,8 @@ ENV_PREFIX = "BRIDGE_"
 DEFAULT_CONFIG_PATH = Path("config/bridge.toml")
 # The upstream of `[upstream]`, and of every watch that names none.
 DEFAULT_UPSTREAM = "default"
-_UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+UPSTREAM_NAME_RULE = "1 to 32 lower-case letters, digits, - and _, starting with a letter or digit"
 CONFIG_PATH_VARIABLE = "BRIDGE_CONFIG"
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -524,11 +526,8 @@ class Settings(BaseSettings):
         cls, named: dict[str, NamedUpstreamSettings]
     ) -> dict[str, NamedUpstreamSettings]:
         for name in named:
-            if not _UPSTREAM_NAME.fullmatch(name):
-                raise ValueError(
-                    f"{name!r} cannot name an upstream: use 1 to 32 lower-case letters, digits, "
-                    "- and _, starting with a letter or digit"
-                )
+            if not UPSTREAM_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} cannot name an upstream: use {UPSTREAM_NAME_RULE}")
         if DEFAULT_UPSTREAM in named:
             raise ValueError(
                 f"the upstream named {DEFAULT_UPSTREAM!r} is the [upstream] section; "
@@ -583,6 +582,15 @@ class _MappingEnvSource(EnvSettingsSource):
         super().__init__(settings_cls)
         # The variables the source looks names up in (lower-cased: names are case-insensitive).
         self.env_vars = {name.lower(): value for name, value in environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """JSON, as for any structured setting; but a profile may also be a built-in's name."""
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            if field_name == "profile":
+                return value
+            raise
 
 
 SECTIONS = frozenset(Settings.model_fields)
@@ -654,10 +662,14 @@ def _describe_json_error(error: SettingsError, environ: Mapping[str, str]) -> st
 
 
 def _source(location: tuple[str, ...], path: Path, environ: Mapping[str, str]) -> str:
-    """Where a value came from: its variable, or the section's variables, or the file."""
+    """Where a value came from: its variable (or one holding it: a whole upstream's profile),
+    or the section's variables, or the file."""
+    for length in range(len(location), 1, -1):
+        variable = _env_name(location[:length])
+        if variable in environ:
+            return variable
     if len(location) >= 2:
-        variable = _env_name(location[:2])
-        return variable if variable in environ else str(path)
+        return str(path)
     prefix = _env_name(location) + "__"
     variables = sorted(name for name in environ if name.startswith(prefix))
     return ", ".join(variables) if variables else str(path)

@@ -20,7 +20,8 @@ from service.store.base import Store
 class Health:
     """The figures of /metrics that say whether the bridge is keeping up."""
 
-    circuit: str  # closed, half_open, open
+    circuit: str  # closed, half_open, open: the worst of `circuits`
+    circuits: dict[str, str]  # each upstream's, by name, the default one first
     delivery_backlog: int  # `bridge_delivery_backlog` (counted every few seconds)
     poll_backlog: int  # `bridge_poll_backlog`
     attempts: int  # webhook attempts of this process over the last hour
@@ -92,6 +93,7 @@ class Monitor:
         attempts, failures = self._metrics.recent_attempts.counts(self._clock.now())
         return Health(
             circuit=self._poller.circuit_state,
+            circuits=dict(self._poller.circuits()),
             delivery_backlog=int(backlog),
             poll_backlog=self._poller.due_backlog(),
             attempts=attempts,

@@ -123,7 +123,8 @@ class Filters:
     job_id: str | None = None
     outcome: JobOutcome | None = None
     delivery: DeliveryState | None = None
-    search: WatchSearch | None = None  # a job id's start, a metadata value, a time range
+    # A job id's start, a metadata value, a time range, an upstream.
+    search: WatchSearch | None = None
 
 
 @dataclass(frozen=True, slots=True)

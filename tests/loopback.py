@@ -1,12 +1,17 @@
-"""A real HTTP server on a loopback port, for tests of the bridge's HTTP clients."""
+"""Real HTTP servers on a loopback port, for tests of the bridge's HTTP clients and of the
+development tools."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import uvicorn
 from aiohttp import web
+from starlette.types import ASGIApp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -25,3 +30,23 @@ async def loopback_server(handle: Handler, **app_options: Any) -> AsyncIterator[
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def asgi_server(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` served by uvicorn in this event loop, on 127.0.0.1 and a free port; its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    )
+    sock = socket.create_server(("127.0.0.1", 0))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -173,10 +173,15 @@ class WatchOptionsBody(BaseModel):
     payload_format: PayloadFormat = "envelope"
     secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
     # Their bounds are settings: /openapi.json shows those in force (`service.api.openapi`).
-    poll_interval_s: float | None = Field(None, description="Overrides poll.interval_s.")
-    timeout_s: float | None = Field(None, description="Overrides poll.timeout_s.")
+    poll_interval_s: float | None = Field(
+        None, description="Overrides the upstream's poll.interval_s."
+    )
+    timeout_s: float | None = Field(None, description="Overrides the upstream's poll.timeout_s.")
     upstream_api_key: str | None = Field(
-        None, min_length=1, max_length=512, description="Else the configured key is used."
+        None,
+        min_length=1,
+        max_length=512,
+        description="Else the upstream's configured key (its api_key setting) is used.",
     )
     final_statuses: list[FinalStatus] = Field(
         default_factory=list,
@@ -188,8 +193,10 @@ class WatchOptionsBody(BaseModel):
         min_length=1,
         max_length=32,
         description="The upstream the job runs at, by its name in the bridge's settings "
-        "(`[upstreams.<name>]`; `default` is `[upstream]`). A job id on another upstream is "
-        "another job.",
+        "(`[upstreams.<name>]`; `default`, the `[upstream]` section, when absent): the job is "
+        "polled there with that upstream's key, pacing and profile, and its webhooks name it "
+        "(`upstream`). A job id on another upstream is another job. A name the bridge does not "
+        "know is refused (422) with the ones it knows.",
     )
 
     @field_validator("callback_url")

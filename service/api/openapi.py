@@ -38,7 +38,7 @@ from service.api.models import (
     SubscriptionRequest,
     WatchRequest,
 )
-from service.config import PollSettings, Settings
+from service.config import UPSTREAM_NAME, PollSettings, Settings
 
 SCHEMAS = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (WatchRequest, GenerateRequest, SubscriptionRequest)
@@ -63,18 +63,41 @@ def schemas(settings: Settings) -> dict[str, Any]:
     _, document = models_json_schema(keyed, ref_template=SCHEMAS)
     found: dict[str, Any] = document["$defs"]
     for model in (WatchRequest, GenerateRequest):
-        _bound(found[model.__name__]["properties"], settings.poll)
+        _bound(found[model.__name__]["properties"], settings)
     return found
 
 
-def _bound(fields: dict[str, Any], poll: PollSettings) -> None:
-    """The bounds of the per-watch overrides in force (`WatchService.check` applies them)."""
+def _bound(fields: dict[str, Any], settings: Settings) -> None:
+    """The upstreams configured and the bounds of the per-watch overrides in force
+    (`WatchService.check` applies them): with several upstreams, the widest of theirs, and
+    each one's in the description."""
+    names = settings.upstream_names
+    fields["upstream"]["enum"] = list(names)
+    polls = {name: settings.upstream_named(name)[1] for name in names}
     bounds = {
-        "poll_interval_s": {"minimum": poll.min_interval_s, "maximum": poll.max_interval_s},
-        "timeout_s": {"exclusiveMinimum": 0, "maximum": poll.max_timeout_s},
+        "poll_interval_s": {
+            "minimum": min(poll.min_interval_s for poll in polls.values()),
+            "maximum": max(poll.max_interval_s for poll in polls.values()),
+        },
+        "timeout_s": {
+            "exclusiveMinimum": 0,
+            "maximum": max(poll.max_timeout_s for poll in polls.values()),
+        },
     }
     for name, bound in bounds.items():
         fields[name]["anyOf"][0].update(bound)  # the number, not the null
+    if len(polls) > 1:
+        for name, say in (("poll_interval_s", _interval_bounds), ("timeout_s", _timeout_bounds)):
+            each = "; ".join(f"{upstream}: {say(poll)}" for upstream, poll in polls.items())
+            fields[name]["description"] += f" Per upstream, {each}."
+
+
+def _interval_bounds(poll: PollSettings) -> str:
+    return f"{poll.min_interval_s:g} to {poll.max_interval_s:g} s"
+
+
+def _timeout_bounds(poll: PollSettings) -> str:
+    return f"at most {poll.max_timeout_s:g} s"
 
 
 def _ref(model: type[BaseModel] | TypeAliasType) -> dict[str, str]:
@@ -178,8 +201,9 @@ def _registration() -> dict[str, dict[str, Any]]:
     )  # fmt: skip
     generated = _operation(
         "generate", "watches", "Start an upstream job and watch it, in one call",
-        "Sends `input` to the upstream's POST /api/v1/generate (with upstream_api_key, else "
-        "the configured key), then registers a watch of the job it started, as POST "
+        "Sends `input` to the create request of the upstream named by `upstream` (its "
+        "profile's; POST /api/v1/generate by default), with upstream_api_key, else that "
+        "upstream's configured key, then registers a watch of the job it started, as POST "
         "/v1/watches does. Every field is checked before the upstream is called; when the "
         "upstream refuses or fails, nothing is registered.",
         {
@@ -225,8 +249,8 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "/v1/watches": {"get": _operation(
             "listWatches", "watches", "List watches, newest first",
-            "The caller's watches, filtered by status, outcome, delivery, job id or its start, a "
-            "metadata value or creation time; `next_cursor` pages on.",
+            "The caller's watches, filtered by status, outcome, delivery, upstream, job id or its "
+            "start, a metadata value or creation time; `next_cursor` pages on.",
             {"200": _json(responses.WatchPage, "A page of watches."), "401": _UNAUTHORIZED,
              "422": _INVALID_QUERY},
             parameters=[
@@ -239,6 +263,11 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "description": "Only the watches whose delivery is in this state (their "
                  "`delivery`).",
                  "schema": _ref(responses.DeliveryState)},
+                {"name": "upstream", "in": "query",
+                 "description": "Only the watches of this upstream, by its name in the settings "
+                 f"(`default` is `[upstream]`; here: {', '.join(settings.upstream_names)}); "
+                 "a name no longer configured still finds its watches.",
+                 "schema": {"type": "string", "pattern": UPSTREAM_NAME.pattern}},
                 {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
                 {"name": "job_id_prefix", "in": "query",

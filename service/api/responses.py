@@ -79,7 +79,10 @@ class Watch(Answer):
 
     id: str = Field(json_schema_extra={"pattern": "^wch_"})
     job_id: str
-    upstream: str = Field(description="The upstream the job runs at, by its name in the settings.")
+    upstream: str = Field(
+        description="The upstream the job runs at, by its name in the bridge's settings "
+        "(`default` is the `[upstream]` section), as registered."
+    )
     callback_url: str | None = Field(
         description="Without any credentials, each query value masked (`?signature=********`): "
         "deliveries go to the URL as registered. null: the watch has no callback."
@@ -199,7 +202,10 @@ class Generated(Answer):
     """The answer of `POST /v1/generate`: the job started, and its watch."""
 
     job_id: str
-    upstream: JsonObject = Field(description="The upstream's answer, as sent.")
+    upstream: JsonObject = Field(
+        description="The upstream's answer to the request that started the job, as sent (the "
+        "watch's `upstream` names the upstream)."
+    )
     watch: CreatedWatch
 
 

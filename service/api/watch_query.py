@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from service.answers import JOB_ID, JOB_ID_RULE
+from service.config import UPSTREAM_NAME, UPSTREAM_NAME_RULE
 from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, WatchSearch
 from service.watches import Filters
 
 # The parameters, in the order a form shows them.
 FIELDS = (
-    "outcome", "delivery", "status", "job_id", "job_id_prefix", "metadata_key",
+    "outcome", "delivery", "upstream", "status", "job_id", "job_id_prefix", "metadata_key",
     "metadata_value", "created_from", "created_to",
 )  # fmt: skip
 # A metadata key the SQL backends can name in a JSON path (`WatchSearch`).
@@ -82,6 +83,9 @@ def parse(
     if prefix_name != "job_id":
         job_id = matching("job_id", JOB_ID, f"must be {JOB_ID_RULE}")
     prefix = matching(prefix_name, JOB_ID, f"must be {JOB_ID_PREFIX_RULE}")
+    upstream = matching(
+        "upstream", UPSTREAM_NAME, f"must be an upstream's name: {UPSTREAM_NAME_RULE}"
+    )
     key = matching("metadata_key", METADATA_KEY, f"must be {METADATA_KEY_RULE}")
     value = text("metadata_value")
     if value is not None and len(value) > MAX_METADATA_VALUE:
@@ -100,6 +104,7 @@ def parse(
         metadata=(key, value) if key is not None and value is not None else None,
         created_from=created_from,
         created_to=created_to,
+        upstream=upstream,
     )
     filters = Filters(
         status=choice("status", WATCH_STATUSES), job_id=job_id,

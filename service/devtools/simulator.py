@@ -192,8 +192,8 @@ class FakeUpstream:
         method: str = scope["method"]
         self._requests += 1
         if method == "GET":
-            self._gets += 1
-            self._count_get(scope)
+            auth = asgi.header(scope, b"authorization")
+            self._count_get(auth.split(b" ", 1)[-1].decode(errors="replace") if auth else None)
         elif method == "POST":
             self._posts += 1
         if self._thresholds:
@@ -217,10 +217,10 @@ class FakeUpstream:
         else:
             await self._answer(send, 404, PATH_NOT_FOUND)
 
-    def _count_get(self, scope: asgi.Scope) -> None:
-        """Count a GET by its API key (as sent, "none" without one) and its 100 ms slot."""
-        auth = asgi.header(scope, b"authorization")
-        key = auth.split(b" ", 1)[-1].decode(errors="replace") if auth else "none"
+    def _count_get(self, key: str | None) -> None:
+        """Count a GET, by the API key it presented ("none" without one) and its 100 ms slot."""
+        self._gets += 1
+        key = "none" if key is None else key
         self._gets_by_key[key] = self._gets_by_key.get(key, 0) + 1
         slot = int(time.time() / TIMELINE_SLOT_S)
         timeline = self._timeline
@@ -249,10 +249,14 @@ class FakeUpstream:
             self._dropped += 1
             await asgi.drop_connection(receive, send)
             return True
-        status, body = FAULT_ANSWERS[fault.kind]
+        status, body = self._fault_answer(fault.kind)
         extra = ((b"retry-after", b"%d" % fault.retry_after),) if fault.kind == "429" else ()
         await self._answer(send, status, body, extra)
         return True
+
+    def _fault_answer(self, kind: str) -> tuple[int, bytes]:
+        """The answer of a fault that answers: status and body."""
+        return FAULT_ANSWERS[kind]
 
     async def _poll(self, receive: asgi.Receive, send: asgi.Send, job_id: str) -> None:
         job = self._jobs.get(job_id)

@@ -26,9 +26,11 @@ import random
 import string
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
+
+from service.devtools.providers import Phase, View
 
 OUTCOMES = ("succeeded", "failed")
 FAULT_KINDS = ("5xx", "429", "slow", "malformed", "drop", "404", "401", "400")
@@ -307,13 +309,16 @@ class Job:
             return "processing"
         return self.spec.outcome
 
+    def _position(self, now: float) -> int:
+        """The queue position at clock time `now` (before `queue_end`): 1 is next."""
+        spec = self.spec
+        gone = spec.queue_phase + (now - self.t0) / spec.seconds_per_position
+        return max(1, min(spec.queue_positions, math.ceil(spec.queue_positions - gone)))
+
     def body(self, now: float) -> bytes:
         """The JSON a poll at clock time `now` answers, as the vendor documents it."""
         if now < self.queue_end:
-            spec = self.spec
-            gone = spec.queue_phase + (now - self.t0) / spec.seconds_per_position
-            left = spec.queue_positions - gone
-            position = max(1, min(spec.queue_positions, math.ceil(left)))
+            position = self._position(now)
             return orjson.dumps({"id": self.id, "status": "queued", "queue_position": position})
         if now < self.terminal_time:
             return self._processing_body if not self.reads else self._reading(now)
@@ -330,6 +335,23 @@ class Job:
                 "progress": math.floor(100 * done) / 100,
                 "eta": round(self.terminal_time - now),
             }
+        )
+
+    def view(self, now: float) -> View:
+        """The job at clock time `now` as any provider's dialect renders it; progress is the
+        elapsed share of processing, the ETA the processing time left."""
+        phase = self.status(now)
+        processing = phase == "processing"
+        spent = now - self.queue_end
+        return View(
+            job_id=self.id,
+            phase=cast(Phase, phase),
+            queue_position=self._position(now) if phase == "queued" else None,
+            progress=spent / self.spec.processing_s if processing else None,
+            eta_s=self.terminal_time - now if processing else None,
+            output_urls=tuple(image["url"] for image in (self.output or {}).get("images", ())),
+            error=self.spec.error if phase == "failed" else None,
+            created_at=self.created_at,
         )
 
     def next_fault(self) -> Fault | None:

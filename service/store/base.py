@@ -378,12 +378,14 @@ class WatchSearch:
     listing. `job_id_prefix`: job ids that start with it (byte for byte, case included).
     `metadata`: (key, value): a top-level metadata key (without a double quote or backslash)
     whose value is the string `value`, or a number equal to it when `value` writes a number
-    (`rules.metadata_values`). `created_from` <= created_at < `created_to`."""
+    (`rules.metadata_values`). `created_from` <= created_at < `created_to`. `upstream`: the
+    watches of the upstream of that name, configured or not (any more)."""
 
     job_id_prefix: str | None = None
     metadata: tuple[str, str] | None = None
     created_from: float | None = None
     created_to: float | None = None
+    upstream: str | None = None
 
 
 class Store(abc.ABC):

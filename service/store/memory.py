@@ -222,6 +222,7 @@ class MemoryStore(base.Store):
             and (search.metadata is None or _has(w.metadata, *search.metadata))
             and (search.created_from is None or w.created_at >= search.created_from)
             and (search.created_to is None or w.created_at < search.created_to)
+            and search.upstream in (None, w.upstream)
         ]
 
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:

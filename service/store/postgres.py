@@ -1199,7 +1199,7 @@ def _where(
     for column, value in (
         ("status =", status), ("job_id =", job_id), ("outcome =", outcome),
         ("job_id LIKE", prefix), ("created_at >=", search.created_from),
-        ("created_at <", search.created_to),
+        ("created_at <", search.created_to), ("upstream =", search.upstream),
     ):  # fmt: skip
         if value is not None:
             params.append(value)

@@ -1356,6 +1356,7 @@ def _where(
         ("job_id >= ?", search.job_id_prefix),
         ("created_at >= ?", search.created_from),
         ("created_at < ?", search.created_to),
+        ("upstream = ?", search.upstream),
     ):
         if value is not None:
             clauses.append(clause)

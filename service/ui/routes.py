@@ -37,7 +37,7 @@ from service.api.handlers import (
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.api.state import State
 from service.clock import Clock
-from service.config import Settings
+from service.config import DEFAULT_UPSTREAM, Settings
 from service.errors import (
     ApiError,
     NotFound,
@@ -49,7 +49,7 @@ from service.errors import (
 from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
-from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, Watch
 from service.ui import flash, images, trends, words
 from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
 from service.ui.session import COOKIE, Session, Sessions
@@ -68,7 +68,7 @@ _WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 # The list's fields by name, as its form labels them (the error summary links to each).
 FILTER_LABELS = {
-    "outcome": "Job outcome", "delivery": "Delivery", "job_id": "Job id",
+    "outcome": "Job outcome", "delivery": "Delivery", "upstream": "Upstream", "job_id": "Job id",
     "metadata_key": "Metadata key", "metadata_value": "Its value",
     "created_from": "Created from", "created_to": "Created before", "limit": "Per page",
 }  # fmt: skip
@@ -110,6 +110,7 @@ class Pages:
         self.sessions = Sessions(settings)
         self.clock = clock
         self.image_hosts = settings.ui.image_sources
+        self.upstreams = settings.upstream_names
         self.headers = security_headers(self.image_hosts)
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -133,7 +134,7 @@ class Pages:
             DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
             PAGE_SIZES=PAGE_SIZES, PAGE_SIZE=PAGE_SIZE, ago=words.ago,
-            OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES,
+            OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES, UPSTREAMS=self.upstreams,
         )  # fmt: skip
 
     # Plumbing.
@@ -289,7 +290,7 @@ class Pages:
             newest = "/ui/?" + urlencode(query)
         context = self.context(
             request, session, page=page, filters=shown, filtered=filtered, errors={},
-            older=older, newest=newest,
+            older=older, newest=newest, upstream_column=self._upstream_column(page.watches),
             health=dashboard.health(),
             live="/ui/live?" + urlencode({**query, "cursor": cursor or ""}),
         )  # fmt: skip
@@ -298,6 +299,12 @@ class Pages:
         # Drawn once per page load: live updates refresh the list, not the day's trends.
         trend = await dashboard.trends(session.tenant)
         return self.render(request, "watches.html", trend=trend, **context)
+
+    def _upstream_column(self, watches: list[Watch]) -> bool:
+        """Whether the list shows each watch's upstream: when several are configured, or a
+        watch shown is of another than the default (one no longer configured)."""
+        several = len(self.upstreams) > 1
+        return several or any(watch.upstream != DEFAULT_UPSTREAM for watch in watches)
 
     async def watch(self, request: Request[State], session: Session) -> Response:
         watch_id = str(request.path_params["watch_id"])

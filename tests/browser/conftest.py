@@ -65,8 +65,12 @@ COOKIE = "bridge_ui"
 # whose watches the others must never see.
 TENANTS = (
     "login", "list", "live", "actions", "nojs", "csrf", "other", "phone", "images", "ops",
-    "retry", "focus", "viewed", "subs", "trends", "search", "long",
+    "retry", "focus", "viewed", "subs", "trends", "search", "long", "upstreams-js",
+    "upstreams-nojs", "upstreams-phone",
 )  # fmt: skip
+# The bridge's second upstream (the same simulator under another name): the pages show each
+# watch's upstream and filter by it, as they do wherever several are configured.
+SECOND_UPSTREAM = "studio"
 # Viewer tokens (role viewer), each with the tenant whose watches it sees read-only.
 VIEWERS = {"viewer": "viewed"}
 
@@ -155,7 +159,7 @@ def dashboard(
 ) -> Iterator[Dashboard]:
     """A bridge with a token per tenant of `TENANTS` and the viewer tokens of `VIEWERS` (the
     dashboard is on by default), whose pages may load images from `IMAGE_HOST` over plain
-    http."""
+    http, and with two upstreams (`SECOND_UPSTREAM` besides the default one)."""
     directory = tmp_path_factory.mktemp("ui-bridge")
     viewers = [
         {"name": name, "tenant": tenant, "role": "viewer", "token": token(name)}
@@ -166,6 +170,8 @@ def dashboard(
         "ui-bridge", directory, upstream.url, directory / "bridge.db",
         BRIDGE_AUTH__TOKENS=tokens,
         BRIDGE_UI__IMAGE_HOSTS=json.dumps([f"http://{IMAGE_HOST}:{images.port}"]),
+        **{f"BRIDGE_UPSTREAMS__{SECOND_UPSTREAM.upper()}__BASE_URL": upstream.url,
+           f"BRIDGE_UPSTREAMS__{SECOND_UPSTREAM.upper()}__API_KEY": harness.API_KEY},
     )  # fmt: skip
     apis = {
         tenant: httpx.Client(

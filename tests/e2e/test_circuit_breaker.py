@@ -75,7 +75,11 @@ def test_breaker_pauses_probes_and_resumes(
         assert upstream.client.post("/_sim/faults", json={"error_rate": 1.0}).status_code == 200
         wait_until(
             lambda: (
-                metric(bridge.client.get("/metrics").text, "bridge_upstream_circuit_state") == 2
+                metric(
+                    bridge.client.get("/metrics").text,
+                    'bridge_upstream_circuit_state{upstream="default"}',
+                )
+                == 2
             ),
             what="the circuit to open",
         )
@@ -90,7 +94,10 @@ def test_breaker_pauses_probes_and_resumes(
 
         def half_opens() -> float:
             text = bridge.client.get("/metrics").text
-            return metric(text, 'bridge_upstream_circuit_transitions_total{state="half_open"}')
+            return metric(
+                text,
+                'bridge_upstream_circuit_transitions_total{state="half_open",upstream="default"}',
+            )
 
         before = half_opens()
         wait_until(lambda: half_opens() >= before + 3, what="three probes")
@@ -107,7 +114,11 @@ def test_breaker_pauses_probes_and_resumes(
         assert upstream.client.post("/_sim/faults", json={"error_rate": 0.0}).status_code == 200
         wait_until(
             lambda: (
-                metric(bridge.client.get("/metrics").text, "bridge_upstream_circuit_state") == 0
+                metric(
+                    bridge.client.get("/metrics").text,
+                    'bridge_upstream_circuit_state{upstream="default"}',
+                )
+                == 0
             ),
             what="the circuit to close",
         )

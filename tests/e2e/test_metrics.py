@@ -46,7 +46,7 @@ TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 def sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample in the Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
     pattern = rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if wanted else ''} (\S+)$"
     found = re.search(pattern, text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
@@ -69,11 +69,12 @@ def test_metrics_follow_a_job_from_poll_to_delivery(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert sample(text, "bridge_upstream_requests_total", outcome="terminal") == 2
-    assert sample(text, "bridge_upstream_requests_total", outcome="transient") >= 1
-    assert sample(text, "bridge_upstream_requests_total", outcome="progress") >= 1
-    assert sample(text, "bridge_upstream_request_duration_seconds_count") >= 4
-    assert sample(text, "bridge_poll_lateness_seconds_count") >= 4
+    polls = "bridge_upstream_requests_total"
+    assert sample(text, polls, upstream="default", outcome="terminal") == 2
+    assert sample(text, polls, upstream="default", outcome="transient") >= 1
+    assert sample(text, polls, upstream="default", outcome="progress") >= 1
+    assert sample(text, "bridge_upstream_request_duration_seconds_count", upstream="default") >= 4
+    assert sample(text, "bridge_poll_lateness_seconds_count", upstream="default") >= 4
     assert sample(text, "bridge_delivery_attempts_total", outcome="retry") == 1
     assert sample(text, "bridge_delivery_attempts_total", outcome="succeeded") == 2
     assert sample(text, "bridge_notification_latency_seconds_count") == 2

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ROOT, Bridge, Receiver, StartBridge, Upstream, unique
+from tests.e2e.harness import API_KEY, ROOT, Bridge, Receiver, StartBridge, Upstream, unique
 from tests.e2e.n8n_code import assert_verifies_only_what_the_bridge_signed, run_code, webhook_item
 from tests.tools import require
 
@@ -221,6 +221,7 @@ def test_resume_workflow_registers_the_resume_url_with_its_header() -> None:
     assert body["callback_headers"] == {values["resume_header_name"]: values["resume_header_value"]}
     assert body["final_statuses"] == [404, 409]
     assert body["input"] == {"prompt": values["prompt"]}
+    assert body["upstream"] == values["upstream"] == "default"
     assert body["metadata"] == {"n8n_execution_id": execution.id}
 
 
@@ -277,10 +278,10 @@ def test_the_verification_computes_hmac_sha256(node_binary: str, length: int) ->
 
 
 def _generate(
-    bridge: Bridge, resume_url: str, header: tuple[str, str]
+    bridge: Bridge, resume_url: str, header: tuple[str, str], **more: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Send the resume workflow's generate call, rendered for `resume_url`: the 201 answer, and
-    the Settings node's values it was rendered with."""
+    """Send the resume workflow's generate call, rendered for `resume_url` (and other Settings
+    in `more`): the 201 answer, and the Settings node's values it was rendered with."""
     workflow = load(RESUME)
     execution = Execution(resume_url)
     execution.nodes["Settings"] = values = settings(
@@ -288,6 +289,7 @@ def _generate(
         bridge_url=bridge.url,
         resume_header_name=header[0],
         resume_header_value=header[1],
+        **more,
     )
     url, body = request_of(workflow, "Generate and watch", execution)
     body["input"]["sim"] = FAST_JOB
@@ -317,6 +319,24 @@ def test_resume_url_gets_the_envelope_with_the_configured_header(
     assert envelope["metadata"] == {"n8n_execution_id": "4711"}
     shown = bridge.watch(answer["watch"]["id"])["callback_url"]
     assert shown == f"{receiver.callback(name)}?signature=********"
+
+
+@pytest.mark.e2e
+def test_the_upstream_setting_picks_the_upstream(
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
+) -> None:
+    """With `upstream` set to another of the bridge's upstreams in Settings, the generation
+    starts there: the watch and the envelope name it."""
+    bridge = start_bridge(
+        BRIDGE_UPSTREAMS__STUDIO__BASE_URL=upstream.url, BRIDGE_UPSTREAMS__STUDIO__API_KEY=API_KEY
+    )
+    name = unique("n8n-upstream")
+    answer, _ = _generate(
+        bridge, receiver.callback(name), ("X-Resume-Token", "t"), upstream="studio"
+    )
+    assert answer["watch"]["upstream"] == "studio"
+    envelope = receiver.wait_for(name)[0].verify(answer["watch"]["secret"])
+    assert (envelope["upstream"], envelope["status"]) == ("studio", "succeeded")
 
 
 @pytest.mark.e2e

@@ -15,8 +15,8 @@ from service import __version__
 from tests.e2e.harness import Bridge, Receiver, Upstream, epoch, unique
 
 ENVELOPE_KEYS = {
-    "id", "type", "timestamp", "watch_id", "job_id", "status", "image_urls", "error", "error_code",
-    "metadata", "data",
+    "id", "type", "timestamp", "watch_id", "job_id", "upstream", "status", "image_urls", "error",
+    "error_code", "metadata", "data",
 }  # fmt: skip
 
 
@@ -82,6 +82,7 @@ def test_succeeded_and_failed_jobs_each_get_one_signed_envelope(
         "timestamp": body["timestamp"],
         "watch_id": ok["id"],
         "job_id": ok_job,
+        "upstream": "default",
         "status": "succeeded",
         "image_urls": [image["url"] for image in ok_final["output"]["images"]],
         "error": None,
@@ -99,6 +100,7 @@ def test_succeeded_and_failed_jobs_each_get_one_signed_envelope(
         "timestamp": body["timestamp"],
         "watch_id": bad["id"],
         "job_id": bad_job,
+        "upstream": "default",
         "status": "failed",
         "image_urls": None,
         "error": "the GPU caught fire",

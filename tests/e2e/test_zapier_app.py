@@ -2,7 +2,8 @@
 
 The app's tests (`npm test`: node's test runner and zapier-platform-core's app tester) do the
 real calls; this test starts what they call: the simulator, a bridge with an API token that may
-call back to loopback and two shared signing secrets (a rotation under way), and the receiver
+call back to loopback, two shared signing secrets (a rotation under way) and a second upstream
+(the simulator under another name, which the Generate Image step names), and the receiver
 standing in for Zapier's hook URLs. `npm ci` runs first
 when node_modules is missing or older than package-lock.json. Without node or npm the test is
 skipped, except in CI, where it fails.
@@ -18,7 +19,7 @@ import pytest
 
 from service.signing import new_secret
 from tests import npm
-from tests.e2e.harness import ROOT, Receiver, StartBridge
+from tests.e2e.harness import API_KEY, ROOT, Receiver, StartBridge, Upstream
 from tests.tools import require
 
 APP = ROOT / "integrations" / "zapier"
@@ -30,6 +31,8 @@ TEST_TIMEOUT_S = 240
 GENERATE_INPUT = {"sim": {"queue_positions": 0, "processing_s": 0.3}}
 # Shared signing secrets mid-rotation, current first: the bridge signs with both.
 SIGNING_SECRETS = [new_secret(), new_secret()]
+# The upstream the app's Generate Image step names (the simulator, under a name of its own).
+UPSTREAM = "studio"
 
 
 def _run(argv: list[str], extra: dict[str, str]) -> str:
@@ -46,10 +49,10 @@ def _run(argv: list[str], extra: dict[str, str]) -> str:
 
 @pytest.mark.e2e
 def test_zapier_app_tests_pass_against_a_real_bridge(
-    start_bridge: StartBridge, receiver: Receiver
+    start_bridge: StartBridge, upstream: Upstream, receiver: Receiver
 ) -> None:
-    """Auth and its label, subscribe, generate, hook verification, performList, unsubscribe and a
-    rotation's deliveries all work for real."""
+    """Auth and its label, subscribe, generate on a named upstream, hook verification,
+    performList, unsubscribe and a rotation's deliveries all work for real."""
     npm.install(APP, WHY)
     retiring = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     current, old = SIGNING_SECRETS
@@ -58,6 +61,10 @@ def test_zapier_app_tests_pass_against_a_real_bridge(
         BRIDGE_DELIVERY__SIGNING_SECRETS=json.dumps(
             [{"secret": current}, {"secret": old, "expires_at": retiring}]
         ),
+        **{
+            f"BRIDGE_UPSTREAMS__{UPSTREAM.upper()}__BASE_URL": upstream.url,
+            f"BRIDGE_UPSTREAMS__{UPSTREAM.upper()}__API_KEY": API_KEY,
+        },
     )
     output = _run(
         [require("npm", WHY), "test"],
@@ -69,6 +76,7 @@ def test_zapier_app_tests_pass_against_a_real_bridge(
             "RECEIVER_RECORD": str(receiver.record),
             "GENERATE_INPUT": json.dumps(GENERATE_INPUT),
             "SIGNING_SECRETS": json.dumps(SIGNING_SECRETS),
+            "UPSTREAM": UPSTREAM,
         },
     )
     # Every test ran (TAP, as package.json asks): none skipped for a missing setting.

@@ -318,10 +318,42 @@ async def test_listing_searches_job_id_prefix_metadata_and_time(
     assert await found(created_from="2999-01-01", job_id_prefix="ord") == []
 
 
+async def listed(client: httpx.AsyncClient, **params: str) -> list[str]:
+    """The ids `GET /v1/watches` lists with these filters."""
+    response = await client.get("/v1/watches", params=params)
+    assert response.status_code == 200, response.text
+    return [w["id"] for w in response.json()["data"]]
+
+
+async def test_watches_name_their_upstream_and_the_list_filters_by_it(tmp_path: Path) -> None:
+    """A watch names the upstream it was registered on (`default` when none was named); the
+    same job id on two upstreams is two watches; the list filters by upstream; an upstream the
+    settings do not name is a 422 listing the ones they do."""
+    async for client in serve(tmp_path, BRIDGE_UPSTREAMS__RUNWAY__BASE_URL="http://127.0.0.1:9"):
+        here = (await register(client)).json()
+        there = (await register(client, upstream="runway")).json()
+        assert (here["upstream"], there["upstream"]) == ("default", "runway")
+        assert here["job_id"] == there["job_id"]
+        shown = await client.get(f"/v1/watches/{there['id']}")
+        assert shown.json()["upstream"] == "runway"
+        assert await listed(client, upstream="runway") == [there["id"]]
+        assert await listed(client, upstream="default") == [here["id"]]
+        assert await listed(client, upstream="fal") == []  # not configured: no watch of its
+        assert await listed(client) == [there["id"], here["id"]]
+
+        refused = await register(client, upstream="fal")
+        assert refused.status_code == 422
+        (error,) = refused.json()["errors"]
+        assert error["field"] == "upstream"
+        assert "the configured ones are default, runway" in error["message"]
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
         ("job_id_prefix=%23123", "job_id_prefix"),
+        ("upstream=Runway", "upstream"),
+        ("upstream=" + "x" * 33, "upstream"),
         ("metadata_key=order", "metadata_value"),
         ("metadata_value=1", "metadata_key"),
         ("metadata_key=a%22b&metadata_value=1", "metadata_key"),

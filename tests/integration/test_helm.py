@@ -46,6 +46,18 @@ _spec.loader.exec_module(helmtool)
 DIGEST = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 TOKENS = [{"name": "app", "sha256": DIGEST}]
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+# Two named upstreams (config.upstreams): one on a built-in profile, one declaring its own.
+FAL = {"base_url": "https://queue.example.com", "profile": "betterwaifu"}
+STUDIO = {
+    "base_url": "https://studio.example.com",
+    "profile": {
+        "status": {"path": "/v1/tasks/{job_id}", "headers": {"X-Api-Version": "2024-11-06"}},
+        "auth": {"scheme": "header", "name": "X-Key"},
+        "read": {"status": "state", "outputs": "output[]"},
+        "statuses": {"DONE": "succeeded", "BAD": "failed", "THROTTLED": "queued"},
+        "http": {"not_found": [404, 410]},
+    },
+}
 # Values that render in deployment mode: API tokens are required there.
 AUTHENTICATED: dict[str, Any] = {"secret": {"authTokens": TOKENS}}
 POSTGRES_URL = "postgresql://bridge@db.example:5432/bridge"
@@ -298,16 +310,21 @@ def test_a_grafana_dashboard_label_kubernetes_refuses_is_refused_by_the_schema()
 
 
 def test_secrets_come_from_the_existing_secret() -> None:
-    """With existingSecret no Secret is made and every secret variable reads the named keys of
-    the existing one; a key named "" is not referenced."""
-    values = {
+    """With existingSecret no Secret is made and every secret variable (a named upstream's API
+    key too) reads the named keys of the existing one; a key named "" is not referenced."""
+    values: dict[str, Any] = {
+        "config": {"upstreams": {"studio": STUDIO, "fal": FAL}},
         "secret": {
             "existingSecret": "bridge-secrets",
-            "existingSecretKeys": {"authTokens": "tokens", "encryptionKey": "", "storeUrl": "pg"},
+            "existingSecretKeys": {
+                "authTokens": "tokens", "encryptionKey": "", "storeUrl": "pg",
+                "upstreamApiKeys": {"studio": "studio-key", "fal": ""},
+            },
             # Ignored with existingSecret.
             "upstreamApiKey": "bw_ignored",
-        }
-    }
+            "upstreamApiKeys": {"fal": "key_ignored"},
+        },
+    }  # fmt: skip
     manifests = render(values=values)
     assert by_kind(manifests, "Secret") == []
     refs = {
@@ -319,25 +336,30 @@ def test_secrets_come_from_the_existing_secret() -> None:
         "BRIDGE_UPSTREAM__API_KEY": {"name": "bridge-secrets", "key": "upstream-api-key"},
         "BRIDGE_AUTH__TOKENS": {"name": "bridge-secrets", "key": "tokens"},
         "BRIDGE_STORE__URL": {"name": "bridge-secrets", "key": "pg"},
+        "BRIDGE_UPSTREAMS__STUDIO__API_KEY": {"name": "bridge-secrets", "key": "studio-key"},
     }
 
 
 def test_secret_values_go_into_the_created_secret_only() -> None:
-    """Secret values land base64-encoded in the chart's Secret (tokens as JSON), are read from
-    it by secretKeyRef, and appear nowhere else in the manifests."""
-    values = {
+    """Secret values land base64-encoded in the chart's Secret (tokens as JSON, a named
+    upstream's API key under a key of its own), are read from it by secretKeyRef, and appear
+    nowhere else in the manifests."""
+    values: dict[str, Any] = {
+        "config": {"upstreams": {"studio": STUDIO, "fal": FAL}},
         "secret": {
             "authTokens": TOKENS,
             "upstreamApiKey": "bw_secret_value",
+            "upstreamApiKeys": {"studio": "key_studio_secret", "fal": ""},
             "encryptionKey": "pVQm2cl3y3ZTOQ0xq0Ht8xKSodUSlsXaZBRiSPVzFjw=",
             "signingSecrets": [{"secret": SIGNING_SECRET}],
-        }
+        },
     }
     manifests = render(values=values)
     data = _secret_data(manifests)
     assert data == {
         "auth-tokens": json.dumps(TOKENS, separators=(",", ":")),
         "upstream-api-key": "bw_secret_value",
+        "upstream-api-key-studio": "key_studio_secret",
         "encryption-key": values["secret"]["encryptionKey"],
         "signing-secrets": json.dumps([{"secret": SIGNING_SECRET}], separators=(",", ":")),
     }
@@ -349,6 +371,7 @@ def test_secret_values_go_into_the_created_secret_only() -> None:
     assert refs == set(data)
     others = yaml.safe_dump_all([m for m in manifests if m["kind"] != "Secret"])
     assert "bw_secret_value" not in others
+    assert "key_studio_secret" not in others
     assert DIGEST not in others
     assert SIGNING_SECRET not in others
 
@@ -657,9 +680,19 @@ NOT_IN_CONFIG = {
 }
 
 
+# config.upstreams maps names to upstreams, not keys to settings: tested on its own below.
+NAMED = "upstreams"
+
+
+def _config_defaults() -> dict[str, Any]:
+    """config in values.yaml, its sections of settings only (without NAMED)."""
+    config_values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    return {section: keys for section, keys in config_values.items() if section != NAMED}
+
+
 def test_config_in_values_has_every_setting_of_the_bridge() -> None:
     """A setting added to the bridge is added to the chart too (or named above as the chart's)."""
-    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    defaults = _config_defaults()
     expected = {
         name: set(field.annotation.model_fields) - NOT_IN_CONFIG.get(name, set())
         for name, field in config.Settings.model_fields.items()
@@ -671,7 +704,7 @@ def test_config_in_values_has_every_setting_of_the_bridge() -> None:
 def test_every_config_key_is_changed_by_the_table_below() -> None:
     """EVERY_KEY_CHANGED covers each key of config in values.yaml, so the next test checks
     the rendering of every one."""
-    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    defaults = _config_defaults()
     assert {s: set(k) for s, k in EVERY_KEY_CHANGED.items()} == {
         s: set(k) for s, k in defaults.items()
     }
@@ -710,6 +743,100 @@ def test_the_bridge_loads_the_rendered_configuration(name: str, tmp_path: Path) 
     assert [t.name for t in settings.auth.tokens] == ["app"]
     if name == "postgresql-ha":
         assert settings.store.url == SECRETS["store-url"]
+
+
+# Named upstreams.
+
+
+def test_a_named_upstream_takes_every_setting_of_one() -> None:
+    """config.upstreams' schema takes each setting of an [upstreams.<name>] table but its API
+    key (the Secret's), and its poll table each setting of [poll]."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    named = schema["properties"]["config"]["properties"][NAMED]["additionalProperties"]
+    assert set(named["properties"]) == set(config.NamedUpstreamSettings.model_fields) - {"api_key"}
+    assert set(named["properties"]["poll"]["properties"]) == set(config.PollSettings.model_fields)
+    assert named["required"] == ["base_url"]
+
+
+def test_named_upstreams_load_as_the_bridges(tmp_path: Path) -> None:
+    """Each of config.upstreams renders as an [upstreams.<name>] table, with its poll and
+    profile as tables of their own, and loads as the bridge's upstream of that name: every key
+    of an upstream and of its poll table changed and a declared profile on one, a built-in
+    profile and the [poll] settings on the other; each one's API key from the Secret."""
+    studio = {
+        **EVERY_KEY_CHANGED["upstream"], "profile": STUDIO["profile"],
+        "poll": EVERY_KEY_CHANGED["poll"],
+    }  # fmt: skip
+    values = with_values(
+        AUTHENTICATED,
+        {
+            "config": {NAMED: {"studio": studio, "fal-queue": FAL}},
+            "secret": {"upstreamApiKeys": {"studio": "key_studio", "fal-queue": "key_fal"}},
+        },
+    )
+    manifests = render(values=values)
+    toml = one(manifests, "ConfigMap")["data"]["bridge.toml"]
+    for table in ("upstreams.fal-queue", "upstreams.studio", "upstreams.studio.poll"):
+        assert f"\n[{table}]\n" in toml
+    assert (
+        '\n[upstreams.studio.profile]\nauth = { "name" = "X-Key", "scheme" = "header" }\n' in toml
+    )
+
+    settings = _load_settings(manifests, _secret_data(manifests), tmp_path)
+    assert settings.upstream_names == ("default", "fal-queue", "studio")
+    loaded = settings.upstreams["studio"]
+    for key, value in studio.items():
+        if key == "poll":
+            assert {name: getattr(loaded.poll, name) for name in value} == value
+        elif key == "profile":
+            assert loaded.profile == Profile(**value)
+        elif key == "base_url":
+            assert str(loaded.base_url).rstrip("/") == value
+        else:
+            assert getattr(loaded, key) == value, f"config.upstreams.studio.{key}"
+    fal = settings.upstreams["fal-queue"]
+    assert (fal.profile, fal.poll) == (profiles.builtin("betterwaifu"), settings.poll)
+    keys = {
+        name: u.api_key and u.api_key.get_secret_value() for name, u in settings.upstreams.items()
+    }
+    assert keys == {"studio": "key_studio", "fal-queue": "key_fal"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # Names the bridge refuses.
+        ({"config": {NAMED: {"default": FAL}}}, "the upstream named default is config.upstream"),
+        ({"config": {NAMED: {"Studio": FAL}}}, "'Studio' does not match pattern"),
+        ({"config": {NAMED: {"a.b": FAL}}}, "'a.b' does not match pattern"),
+        # An upstream without its address, or with its key in the ConfigMap.
+        ({"config": {NAMED: {"studio": {"profile": "betterwaifu"}}}}, "property 'base_url'"),
+        ({"config": {NAMED: {"studio": {**FAL, "api_key": "k"}}}}, "'api_key' not allowed"),
+        ({"config": {NAMED: {"studio": {**FAL, "poll": {"interval_s": 0}}}}}, "poll/interval_s"),
+        # An API key for an upstream that is not configured.
+        (
+            {"secret": {"upstreamApiKeys": {"studio": "k"}}},
+            'secret.upstreamApiKeys names "studio", which is no upstream of config.upstreams '
+            "(none configured): add config.upstreams.studio",
+        ),
+        (
+            {
+                "config": {NAMED: {"fal": FAL}},
+                "secret": {"existingSecret": "s",
+                           "existingSecretKeys": {"upstreamApiKeys": {"studio": "studio-key"}}},
+            },
+            'secret.existingSecretKeys.upstreamApiKeys names "studio", which is no upstream of '
+            "config.upstreams (fal)",
+        ),
+    ],
+)  # fmt: skip
+def test_named_upstreams_the_bridge_would_refuse_stop_the_render(
+    values: dict[str, Any], message: str
+) -> None:
+    """What the bridge would refuse at start-up (or ignore) stops the render, saying what."""
+    with pytest.raises(helm_python.HelmError) as caught:
+        render(values=with_values(AUTHENTICATED, values))
+    assert message in str(caught.value)
 
 
 def _free_port() -> int:

@@ -82,6 +82,8 @@ CONFIG = schemathesis.Config.from_dict(
 # not show).
 ENVIRON = {
     "BRIDGE_UPSTREAM__BASE_URL": "http://127.0.0.1:9",
+    # A second upstream (as closed): requests name either, and the list is filtered by either.
+    "BRIDGE_UPSTREAMS__SECOND__BASE_URL": "http://127.0.0.1:9",
     "BRIDGE_CONFIG": str(Path(__file__).parents[2] / "config" / "bridge.toml"),
     # Registrations get past the rate limit to validation and 201.
     "BRIDGE_AUTH__REGISTRATION_BURST": "100000",

@@ -1,7 +1,7 @@
 """The store contract for searching a tenant's watches (`WatchSearch`), run against every
 backend (`store` fixture): by the start of a job id, by a metadata key's value, by creation
-time, combined with the other filters and paging, and counted as listed. On PostgreSQL and
-SQLite, the prefix search is answered from an index (their query plans)."""
+time, by upstream, combined with the other filters and paging, and counted as listed. On
+PostgreSQL and SQLite, the prefix search is answered from an index (their query plans)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,24 @@ async def test_created_range_is_from_inclusive_to_exclusive(store: Store) -> Non
     assert await listed(store, created_from=T0 + 60) == [late.id, middle.id]
     assert await listed(store, created_to=T0 + 120) == [middle.id, early.id]
     assert await listed(store, created_from=T0 + 1, created_to=T0 + 120) == [middle.id]
+
+
+async def test_upstream_finds_the_watches_of_that_upstream(store: Store) -> None:
+    """An upstream's name finds its watches only, whatever their job ids: the same job id on
+    two upstreams is two jobs, each found by its own upstream's name."""
+    here = await register(store, job_id="job-1")
+    there = await register(store, job_id="job-1", upstream="runway")
+    other = await register(store, job_id="job-2", upstream="fal")
+    await register(store, tenant=OTHER_TENANT, job_id="job-1", upstream="runway")
+
+    assert await listed(store, upstream="default") == [here.id]
+    assert await listed(store, upstream="runway") == [there.id]
+    assert await listed(store, upstream="fal") == [other.id]
+    assert await listed(store, upstream="runway", job_id_prefix="job-2") == []
+    assert await listed(store, upstream="luma") == []
+    assert await listed(store) == [other.id, there.id, here.id]
+    found = await store.list_watches(TENANT, job_id="job-1", search=WatchSearch(upstream="runway"))
+    assert ids(found) == [there.id]
 
 
 async def test_search_combines_with_filters_and_pages(store: Store) -> None:

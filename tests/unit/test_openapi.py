@@ -123,6 +123,39 @@ def test_the_bounds_are_the_settings_in_force() -> None:
     assert "20 s at most (api.max_wait_s)" in wait["description"]
 
 
+def test_the_upstreams_are_those_configured() -> None:
+    """The requests' `upstream` takes the configured names, the list filters by them, and with
+    several upstreams the overrides' bounds are the widest of theirs, each one's said."""
+    settings = config.Settings.model_validate(
+        {
+            "poll": {"min_interval_s": 2, "max_interval_s": 600, "max_timeout_s": 7200},
+            "upstreams": {
+                "runway": {"base_url": "https://runway.example", "poll": {
+                    "interval_s": 5, "min_interval_s": 5, "max_timeout_s": 86400}},
+                "fal": {"base_url": "https://fal.example", "poll": {"max_interval_s": 1200}},
+            },
+        }
+    )  # fmt: skip
+    spec = openapi.spec(settings)
+    for name in ("WatchRequest", "GenerateRequest"):
+        fields = spec["components"]["schemas"][name]["properties"]
+        assert fields["upstream"]["enum"] == ["default", "fal", "runway"]
+        assert fields["upstream"]["default"] == "default"
+        assert fields["poll_interval_s"]["anyOf"][0] == {
+            "type": "number", "minimum": 2, "maximum": 1200,
+        }  # fmt: skip
+        assert fields["timeout_s"]["anyOf"][0]["maximum"] == 86400
+        assert "runway: 5 to 600 s" in fields["poll_interval_s"]["description"]
+        assert "fal: at most 7200 s" in fields["timeout_s"]["description"]
+    listing = spec["paths"]["/v1/watches"]["get"]["parameters"]
+    (upstream,) = [parameter for parameter in listing if parameter["name"] == "upstream"]
+    assert "default, fal, runway" in upstream["description"]
+    assert "upstream" in COMPONENTS["Watch"]["required"]
+    one = COMPONENTS["WatchRequest"]["properties"]
+    assert one["upstream"]["enum"] == ["default"]
+    assert "Per upstream" not in one["poll_interval_s"]["description"]
+
+
 def test_every_answer_body_is_a_named_component() -> None:
     """Each JSON answer's schema is a reference to a component: generators name its class
     after it, and make one class however many operations answer it."""

@@ -62,6 +62,11 @@ is set or no secret value is.
 {{- with .Values.secret.upstreamApiKey }}
 upstream-api-key: {{ . | b64enc | quote }}
 {{- end }}
+{{- range $name, $key := .Values.secret.upstreamApiKeys }}
+{{- if $key }}
+upstream-api-key-{{ $name }}: {{ $key | b64enc | quote }}
+{{- end }}
+{{- end }}
 {{- with .Values.secret.authTokens }}
 auth-tokens: {{ toJson . | b64enc | quote }}
 {{- end }}
@@ -80,20 +85,29 @@ store-url: {{ . | b64enc | quote }}
 {{/*
 The Secret key holding each secret value, as a dict (upstreamApiKey, authTokens,
 encryptionKey, signingSecrets, storeUrl -> key); a value that is not in the Secret has no entry.
+upstreamApiKeys is a dict too, the key of each named upstream's API key by its name.
 */}}
 {{- define "webhook-bridge.secretKeys" -}}
 {{- $keys := dict }}
+{{- $named := dict }}
 {{- if .Values.secret.existingSecret }}
 {{- range $value, $key := .Values.secret.existingSecretKeys }}
-{{- if $key }}{{ $_ := set $keys $value $key }}{{ end }}
+{{- if and $key (ne $value "upstreamApiKeys") }}{{ $_ := set $keys $value $key }}{{ end }}
+{{- end }}
+{{- range $name, $key := .Values.secret.existingSecretKeys.upstreamApiKeys }}
+{{- if $key }}{{ $_ := set $named $name $key }}{{ end }}
 {{- end }}
 {{- else }}
+{{- range $name, $key := .Values.secret.upstreamApiKeys }}
+{{- if $key }}{{ $_ := set $named $name (printf "upstream-api-key-%s" $name) }}{{ end }}
+{{- end }}
 {{- if .Values.secret.upstreamApiKey }}{{ $_ := set $keys "upstreamApiKey" "upstream-api-key" }}{{ end }}
 {{- if .Values.secret.authTokens }}{{ $_ := set $keys "authTokens" "auth-tokens" }}{{ end }}
 {{- if .Values.secret.encryptionKey }}{{ $_ := set $keys "encryptionKey" "encryption-key" }}{{ end }}
 {{- if .Values.secret.signingSecrets }}{{ $_ := set $keys "signingSecrets" "signing-secrets" }}{{ end }}
 {{- if .Values.secret.storeUrl }}{{ $_ := set $keys "storeUrl" "store-url" }}{{ end }}
 {{- end }}
+{{- if $named }}{{ $_ := set $keys "upstreamApiKeys" $named }}{{ end }}
 {{- toJson $keys }}
 {{- end }}
 
@@ -164,6 +178,17 @@ both modes), NOTES.txt and the sidecar template include it, so a broken rule sto
 {{- if and $v.autoscaling.enabled (kindIs "invalid" $v.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" $v.autoscaling.targetMemoryUtilizationPercentage) }}
 {{- fail "autoscaling.enabled needs a target: set autoscaling.targetCPUUtilizationPercentage or autoscaling.targetMemoryUtilizationPercentage" }}
 {{- end }}
+{{- $configured := keys ($v.config.upstreams | default dict) | sortAlpha }}
+{{- if has "default" $configured }}
+{{- fail "config.upstreams.default: the upstream named default is config.upstream (with secret.upstreamApiKey); configure it there, or give this one another name" }}
+{{- end }}
+{{- $named := ternary $v.secret.existingSecretKeys.upstreamApiKeys $v.secret.upstreamApiKeys (not (empty $v.secret.existingSecret)) }}
+{{- $where := ternary "secret.existingSecretKeys.upstreamApiKeys" "secret.upstreamApiKeys" (not (empty $v.secret.existingSecret)) }}
+{{- range $name, $key := $named }}
+{{- if and $key (not (has $name $configured)) }}
+{{- fail (printf "%s names %q, which is no upstream of config.upstreams (%s): add config.upstreams.%s with its base_url, or remove the key" $where $name (ternary "none configured" (join ", " $configured) (empty $configured)) $name) }}
+{{- end }}
+{{- end }}
 {{- if gt (int64 $v.config.store.pool_min_size) (int64 $v.config.store.pool_max_size) }}
 {{- fail "config.store.pool_min_size must not exceed config.store.pool_max_size" }}
 {{- end }}
@@ -204,13 +229,35 @@ loopback networks to security.callback_allow_cidrs.
 {{- end -}}
 # Rendered by the webhook-bridge Helm chart from .Values.config (names as in config/bridge.toml).
 # server.host, store.url and the secrets come from the environment (BRIDGE_<SECTION>__<KEY>).
-{{- range $section := keys $config | sortAlpha }}
+{{- range $section := keys (omit $config "upstreams") | sortAlpha }}
 
 [{{ $section }}]
 {{- range $key, $value := index $config $section }}
 {{- /* TOML has no null: a null value is left out, which leaves the setting unset. */}}
 {{- if not (kindIs "invalid" $value) }}
 {{ $key }} = {{ include "webhook-bridge.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Each named upstream: its values, then each of its tables (poll, profile) as a table. */}}
+{{- range $name := keys ($config.upstreams | default dict) | sortAlpha }}
+{{- $upstream := index $config.upstreams $name }}
+
+[upstreams.{{ $name }}]
+{{- range $key, $value := $upstream }}
+{{- if not (or (kindIs "invalid" $value) (kindIs "map" $value)) }}
+{{ $key }} = {{ include "webhook-bridge.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- range $table, $values := $upstream }}
+{{- if kindIs "map" $values }}
+
+[upstreams.{{ $name }}.{{ $table }}]
+{{- range $key, $value := $values }}
+{{- if not (kindIs "invalid" $value) }}
+{{ ternary $key (toJson $key) (regexMatch "^[A-Za-z0-9_-]+$" $key) }} = {{ include "webhook-bridge.tomlValue" $value }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -237,6 +284,9 @@ that extraEnv names again is left out (one entry per name).
 {{- if hasKey $keys $value }}
 {{- $env = append $env (dict "name" $variable "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" (index $keys $value)))) }}
 {{- end }}
+{{- end }}
+{{- range $name, $key := $keys.upstreamApiKeys }}
+{{- $env = append $env (dict "name" (printf "BRIDGE_UPSTREAMS__%s__API_KEY" (upper $name)) "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" $key))) }}
 {{- end }}
 {{- $extraNames := list }}
 {{- range .Values.extraEnv }}{{ $extraNames = append $extraNames .name }}{{ end }}

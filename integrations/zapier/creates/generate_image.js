@@ -37,6 +37,11 @@ const perform = (z, bundle) => {
   if (inputData.metadata && Object.keys(inputData.metadata).length) {
     body.metadata = inputData.metadata;
   }
+  // Left out when empty: the bridge then uses its default upstream.
+  const upstream = (inputData.upstream || '').trim();
+  if (upstream) {
+    body.upstream = upstream;
+  }
   const headers = {};
   if (inputData.idempotency_key) {
     headers['Idempotency-Key'] = inputData.idempotency_key;
@@ -56,6 +61,17 @@ module.exports = {
   operation: {
     inputFields: [
       { key: 'prompt', label: 'Prompt', type: 'text', required: true },
+      {
+        key: 'upstream',
+        label: 'Upstream',
+        type: 'string',
+        required: false,
+        helpText:
+          'Which job API starts the generation: the name of one of the bridge\'s upstreams ' +
+          '(its `[upstreams.<name>]` settings, e.g. `runway`). Leave empty for `default`, ' +
+          'the bridge\'s main upstream. A name the bridge does not know is refused, with the ' +
+          'ones it knows.',
+      },
       {
         key: 'input_json',
         label: 'Other Parameters',
@@ -97,6 +113,7 @@ module.exports = {
       { key: 'job_id', label: 'Job ID' },
       { key: 'watch__id', label: 'Watch ID' },
       { key: 'watch__status', label: 'Watch Status' },
+      { key: 'watch__upstream', label: 'Watch Upstream' },
       { key: 'upstream__status', label: 'Upstream Status' },
     ],
   },

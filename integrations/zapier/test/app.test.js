@@ -7,6 +7,8 @@
 //   RECEIVER_URL     a `webhook-bridge listen --record FILE` receiver, standing in for Zapier's
 //   RECEIVER_RECORD  hook URLs, and the FILE it records every request to
 //   GENERATE_INPUT   optional: a JSON object of extra upstream parameters for the generation
+//   UPSTREAM         optional: the name of an upstream of the bridge (besides `default`) that
+//                    starts the generation; without it the default upstream does
 //   SIGNING_SECRETS  optional: the bridge's delivery.signing_secrets, current first, as a JSON
 //                    list of whsec_ strings; with two or more, a rotation's deliveries are checked
 //
@@ -127,9 +129,30 @@ describe('the app definition', () => {
   it('has a trigger sample shaped like the webhook envelope, id first', () => {
     assert.equal(Object.keys(sample)[0], 'id');
     assert.deepEqual(Object.keys(sample).slice(1), [
-      'type', 'timestamp', 'watch_id', 'job_id', 'status', 'image_urls', 'error', 'error_code',
-      'metadata', 'data',
+      'type', 'timestamp', 'watch_id', 'job_id', 'upstream', 'status', 'image_urls', 'error',
+      'error_code', 'metadata', 'data',
     ]);
+  });
+
+  it('sends the Upstream field as `upstream`, trimmed, and leaves it out when empty', async () => {
+    const sent = [];
+    const z = {
+      request: (options) => {
+        sent.push(options.body);
+        return Promise.resolve({ data: {} });
+      },
+      errors: { Error },
+    };
+    const perform = App.creates.generate_image.operation.perform;
+    const bundle = (upstream) => ({
+      authData: { base_url: 'https://bridge.example' },
+      inputData: { prompt: 'p', upstream },
+    });
+    await perform(z, bundle(' runway '));
+    await perform(z, bundle(''));
+    await perform(z, bundle(undefined));
+    assert.deepEqual(sent.map((body) => body.upstream), ['runway', undefined, undefined]);
+    assert.ok(!('upstream' in sent[1]) && !('upstream' in sent[2]));
   });
 });
 
@@ -185,6 +208,7 @@ describe('generation finished, end to end', live, () => {
       prompt: 'a lighthouse at dusk',
       input_json: JSON.stringify(extra),
       metadata: { zap_run: path },
+      upstream: env.UPSTREAM || '',
     };
     state.generated = await appTester(App.creates.generate_image.operation.perform, {
       authData,
@@ -193,6 +217,7 @@ describe('generation finished, end to end', live, () => {
     assert.equal(typeof state.generated.job_id, 'string');
     assert.equal(state.generated.watch.job_id, state.generated.job_id);
     assert.equal(state.generated.watch.callback_url, null);
+    assert.equal(state.generated.watch.upstream, env.UPSTREAM || 'default');
   });
 
   /** The trigger's perform on `hook`, as Zapier would call it for this subscription. */
@@ -214,6 +239,7 @@ describe('generation finished, end to end', live, () => {
     assert.match(state.event.id, /^evt_/);
     assert.ok(['job.succeeded', 'job.failed'].includes(state.event.type));
     assert.deepEqual(state.event.metadata, { zap_run: path });
+    assert.equal(state.event.upstream, env.UPSTREAM || 'default');
     assert.deepEqual(Object.keys(state.event), Object.keys(sample));
   });
 
@@ -266,6 +292,14 @@ describe('generation finished, end to end', live, () => {
     await assert.rejects(
       appTester(App.creates.generate_image.operation.perform, { authData, inputData }),
       /callback_url/,
+    );
+  });
+
+  it('reports an upstream the bridge does not know, with the ones it knows', async () => {
+    const inputData = { prompt: 'x', upstream: 'no-such-upstream' };
+    await assert.rejects(
+      appTester(App.creates.generate_image.operation.perform, { authData, inputData }),
+      /no upstream is named 'no-such-upstream'; the configured ones are default/,
     );
   });
 });

@@ -80,6 +80,7 @@ module.exports = {
       { key: 'status', label: 'Status' },
       { key: 'job_id', label: 'Job ID' },
       { key: 'watch_id', label: 'Watch ID' },
+      { key: 'upstream', label: 'Upstream' },
       { key: 'timestamp', label: 'Finished At', type: 'datetime' },
       { key: 'image_urls[]', label: 'Image URLs' },
       { key: 'error', label: 'Error' },

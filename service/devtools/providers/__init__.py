@@ -63,6 +63,13 @@ class Provider:
     # Optional: the result request (fal) and its 200 answer.
     result_route: re.Pattern[str] | None = None
     render_result: Callable[[View], dict[str, Any]] | None = None
-    # Optional: the create request's path and its answer for a new job id.
+    # Optional: the create request's path and its answer for a new job id (without `created`,
+    # the new job's status answer, as OpenAI's videos API answers).
     create_path: str | None = None
     created: Callable[[str], dict[str, Any]] | None = None
+    # Optional: the answer to a request refused before its key is read (Runway refuses a
+    # request without its version header), or None to go on.
+    refuse: Callable[[Request], Answer | None] | None = None
+    # Optional: the result request's answer when it is not render_result's 200 (fal answers a
+    # failed request's error with an HTTP error status), or None for render_result.
+    result_error: Callable[[View], Answer | None] | None = None

@@ -1,0 +1,74 @@
+"""fal's queue, as its reference documents it.
+
+`GET {model}/requests/{request_id}/status` with `Authorization: Key <key>` answers the
+request's `status`: `IN_QUEUE` with `queue_position` (the requests ahead, 0 next), `IN_PROGRESS`
+or `COMPLETED`, whether the model succeeded or not. The outcome is read once, from
+`GET {model}/requests/{request_id}`: the model's output (an image model's
+`{"images": [{"url": ...}], ...}`), or its error, an HTTP error status with
+`{"detail": [{"loc", "msg", "type", "url"}]}`. The model id (`fal-ai/flux`) is part of the
+upstream's base URL; the simulator accepts any or none before `/requests/`.
+
+The status answers of the reference also carry `response_url`, `status_url` and `cancel_url`,
+absolute URLs on the queue's host; the simulator, which renders a job without knowing the host
+it is reached at, leaves them out. It has no create request: fal's is `POST` to the model's
+own URL, which a profile of the queue cannot name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from service.devtools.providers import Answer, Provider, Request, View
+
+_WORDS = {"queued": "IN_QUEUE", "processing": "IN_PROGRESS"}
+ERRORS_URL = "https://docs.fal.ai/errors#content_policy_violation"
+
+
+def _key(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key if scheme == "Key" and key else None
+
+
+def _render(view: View) -> dict[str, Any]:
+    status: dict[str, Any] = {"status": _WORDS.get(view.phase, "COMPLETED")}
+    status["request_id"] = view.job_id
+    if view.queue_position is not None:
+        status["queue_position"] = view.queue_position - 1  # the View counts 1 as next
+    else:
+        status["logs"] = None  # present, null, unless asked for with ?logs=1
+    return status
+
+
+def _result(view: View) -> dict[str, Any]:
+    images = [{"url": url, "content_type": "image/jpeg"} for url in view.output_urls]
+    return {"images": images, "prompt": "", "has_nsfw_concepts": [False] * len(images)}
+
+
+def _result_error(view: View) -> Answer | None:
+    """A failed request's result is the model's error (422 for the documented
+    content_policy_violation); an unfinished one's is not documented, hence a plain 400."""
+    if view.phase == "failed":
+        error = {"loc": ["body"], "msg": view.error, "type": "content_policy_violation"}
+        return 422, {"detail": [{**error, "url": ERRORS_URL}]}
+    if view.phase != "succeeded":
+        return 400, {"detail": "Request is still in progress"}
+    return None
+
+
+PROVIDER = Provider(
+    name="fal",
+    reference="https://docs.fal.ai/model-endpoints/queue; "
+    "https://fal.ai/docs/documentation/model-apis/inference/queue; "
+    "https://fal.ai/docs/documentation/model-apis/errors; "
+    "https://fal.ai/docs/documentation/model-apis/request-errors",
+    status_route=re.compile(r"(?:/.+)?/requests/([^/]+)/status"),
+    presented_key=_key,
+    render=_render,
+    # The errors pages document {"detail": ...} bodies; the words of these two are not.
+    not_found=lambda job_id: (404, {"detail": "Request not found"}),
+    unauthorized=(401, {"detail": "Invalid API key"}),
+    result_route=re.compile(r"(?:/.+)?/requests/([^/]+)"),
+    render_result=_result,
+    result_error=_result_error,
+)
