@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/pacing.py [--rate 2] [--duration 100] [--warmup 40] ...
 
-One simulator (`--workload realistic`), one receiver and two bridges, one polling every 2.5 s
-(`poll.strategy = "fixed"`) and one adaptive, watch the same stream of jobs in the same run:
-each job is drawn once and created twice with the same timeline, one copy per bridge. Measured
-per bridge, over the jobs started after the warm-up: upstream requests per job (the simulator's
+One simulator (`--workload realistic --readings progress`: its processing answers tell the
+job's progress and ETA), one receiver and four bridges watch the same stream of jobs in the same
+run: one polling every 2.5 s (`poll.strategy = "fixed"`) and three adaptive ones, with the
+vendor's profile (which reads neither field) and with that profile reading `progress` or the
+ETA. Each job is drawn once and created once per bridge with the same timeline. Measured per
+bridge, over the jobs started after the warm-up: upstream requests per job (the simulator's
 count of GETs per job) and push latency (the receiver's `received_at` minus the job's terminal
 time in the simulator, both wall clocks of this machine). The table is printed and the whole
 result written to bench/results/<time>-pacing.json.
@@ -18,6 +20,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,37 @@ from loops import Control
 from measure import fmt_ms, fmt_num
 from runner import run_bench
 
+from service import profiles
+
 API_KEY = "bw_bench_key"
-STRATEGIES = ("fixed", "adaptive")
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """One bridge of the run: how it polls, and which of the simulator's processing fields its
+    profile reads (the key in the profile's `read` table and the field of the answer)."""
+
+    name: str
+    label: str
+    strategy: str
+    reads: tuple[str, str] | None = None
+    # Its push latency p50 target, with at most REQUESTS_RATIO_TARGET of the fixed requests.
+    latency_p50_target_s: float | None = None
+
+
+BRIDGES = (
+    Bridge("fixed", "fixed 2.5 s", "fixed"),
+    Bridge("adaptive", "adaptive", "adaptive", latency_p50_target_s=1.0),
+    Bridge("progress", "+ progress", "adaptive", ("progress", "progress"), 0.6),
+    Bridge("eta", "+ ETA", "adaptive", ("eta_s", "eta")),
+)
+FIXED = BRIDGES[0]
 REQUESTS_RATIO_TARGET = 0.6
-LATENCY_P50_TARGET_S = 1.0
 # A job's timeline as the simulator describes it: copied to create its twin.
 TIMELINE = ("queue_positions", "seconds_per_position", "queue_phase", "processing_s", "outcome")
-# The longest realistic job is under 40 s; webhooks are awaited this long after the last start.
-DRAIN_S = 60.0
+# Webhooks are awaited this long after the last start: longer than the longest job drawn
+# (under 40 s at sigma 0.03, under 90 s at 0.5).
+DRAIN_S = 120.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-interval", type=float, default=2.0, help="poll.min_interval_s")
     parser.add_argument("--seed", type=int, default=1, help="the simulator's seed")
     parser.add_argument(
-        "--processing-sigma", type=float, default=0.03,
-        help="log-normal sigma of the jobs' processing times (0.03: about ±0.36 s of 12 s)",
+        "--processing-sigma", type=float, default=0.5,
+        help="log-normal sigma of the jobs' processing times (0.5: 5 to 32 s, 0.03: ±0.36 s)",
     )  # fmt: skip
     parser.add_argument(
         "--results", type=Path, default=ROOT / "bench" / "results", help="directory for JSON"
@@ -69,21 +95,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def bridge_env(
-    args: argparse.Namespace, sim: Service, workdir: Path, strategy: str
+    args: argparse.Namespace, sim: Service, workdir: Path, bridge: Bridge
 ) -> dict[str, str]:
-    return {
+    env = {
         "BRIDGE_UPSTREAM__BASE_URL": sim.url,
         "BRIDGE_UPSTREAM__API_KEY": API_KEY,
-        "BRIDGE_STORE__URL": f"sqlite:///{workdir / strategy}.db",
+        "BRIDGE_STORE__URL": f"sqlite:///{workdir / bridge.name}.db",
         "BRIDGE_SECURITY__ALLOW_PRIVATE_CALLBACKS": "true",
         "BRIDGE_AUTH__REGISTRATIONS_PER_S": "1000000",
         "BRIDGE_AUTH__REGISTRATION_BURST": "1000000",
         "BRIDGE_POLL__INTERVAL_S": str(args.interval),
         "BRIDGE_POLL__MIN_INTERVAL_S": str(args.min_interval),
-        "BRIDGE_POLL__STRATEGY": strategy,
+        "BRIDGE_POLL__STRATEGY": bridge.strategy,
         "BRIDGE_LOG__LEVEL": args.log_level,
         "BRIDGE_LOG__FORMAT": "json",
     }
+    if bridge.reads is not None:
+        vendor = profiles.builtin(profiles.DEFAULT)
+        key, field = bridge.reads
+        read = vendor.read.model_copy(update={key: field})
+        env["BRIDGE_UPSTREAM__PROFILE"] = vendor.model_copy(update={"read": read}).model_dump_json()
+    return env
 
 
 def read_records(path: Path) -> dict[str, float]:
@@ -103,24 +135,25 @@ async def stream(
     bridges: dict[str, Service],
     listener: Service,
 ) -> list[dict[str, Any]]:
-    """Start `--rate` job pairs a second for `--duration` seconds; one twin per bridge, the
-    order of creation alternating so neither bridge's copy is always the older."""
+    """Start `--rate` jobs a second for `--duration` seconds, each created once per bridge with
+    the same timeline, the order of creation rotating so no bridge's copy is always the oldest."""
     pairs: list[dict[str, Any]] = []
     tasks: set[asyncio.Task[None]] = set()
     failures: list[BaseException] = []
 
     async def start(index: int, offset: float) -> None:
-        ids = {strategy: f"job_pace{index:05d}{strategy[0]}" for strategy in STRATEGIES}
-        order = STRATEGIES if index % 2 == 0 else STRATEGIES[::-1]
+        ids = {name: f"job_pace{index:05d}_{name}" for name in bridges}
+        turn = index % len(BRIDGES)
+        order = [bridge.name for bridge in BRIDGES[turn:] + BRIDGES[:turn]]
         await control.create_job({"id": ids[order[0]]})
         drawn = await control.job(ids[order[0]])
-        await control.create_job({"id": ids[order[1]], **{key: drawn[key] for key in TIMELINE}})
+        twin = {key: drawn[key] for key in TIMELINE}
+        for name in order[1:]:
+            await control.create_job({"id": ids[name], **twin})
         await asyncio.gather(
             *(
-                control.register(
-                    bridges[strategy].url, ids[strategy], f"{listener.url}/hooks/{ids[strategy]}"
-                )
-                for strategy in STRATEGIES
+                control.register(bridges[name].url, ids[name], f"{listener.url}/hooks/{ids[name]}")
+                for name in order
             )
         )
         pairs.append({"index": index, "offset_s": offset, "ids": ids, "spec": drawn})
@@ -161,25 +194,27 @@ async def bench(args: argparse.Namespace, services: Services, workdir: Path) -> 
             "realistic",
             "--processing-sigma",
             str(args.processing_sigma),
+            "--readings",
+            "progress",
         ],
     )
     listener = await services.start_devtool(
         "listener", ["listen", "--quiet", "--record", str(records)]
     )
     bridges = {
-        strategy: await services.start_bridge(
-            f"bridge-{strategy}", bridge_env(args, sim, workdir, strategy)
+        bridge.name: await services.start_bridge(
+            f"bridge-{bridge.name}", bridge_env(args, sim, workdir, bridge)
         )
-        for strategy in STRATEGIES
+        for bridge in BRIDGES
     }
     pids = {"simulator": sim.pid, "listener": listener.pid}
-    pids.update({f"bridge {strategy}": bridge.pid for strategy, bridge in bridges.items()})
+    pids.update({f"bridge {name}": service.pid for name, service in bridges.items()})
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     machine0, t0 = machine_busy_seconds(), time.monotonic()
     async with aiohttp.ClientSession() as session:
         control = Control(session, sim.url)
         pairs = await stream(args, control, bridges, listener)
-        ids = [pair["ids"][strategy] for pair in pairs for strategy in STRATEGIES]
+        ids = [job_id for pair in pairs for job_id in pair["ids"].values()]
         deadline = time.monotonic() + DRAIN_S
         received = read_records(records)
         while any(job_id not in received for job_id in ids) and time.monotonic() < deadline:
@@ -193,7 +228,7 @@ async def bench(args: argparse.Namespace, services: Services, workdir: Path) -> 
     measured = [pair for pair in pairs if pair["offset_s"] >= args.warmup]
     timelines = [
         {
-            "strategy": strategy,
+            "bridge": name,
             "offset_s": pair["offset_s"],
             "spec": {key: pair["spec"][key] for key in TIMELINE},
             "created_at": jobs[job_id]["created_at"],
@@ -202,36 +237,37 @@ async def bench(args: argparse.Namespace, services: Services, workdir: Path) -> 
             "poll_times": jobs[job_id]["poll_times"],
         }
         for pair in pairs
-        for strategy, job_id in pair["ids"].items()
+        for name, job_id in pair["ids"].items()
     ]
-    per_strategy: dict[str, Any] = {}
-    for strategy in STRATEGIES:
+    per_bridge: dict[str, Any] = {}
+    for bridge in BRIDGES:
         requests: list[float] = []
         latencies: list[float] = []
         missing = 0
         for pair in measured:
-            job = jobs[pair["ids"][strategy]]
-            requests.append(job["polls"])
-            if pair["ids"][strategy] in received:
-                latencies.append(received[pair["ids"][strategy]] - job["terminal_at"])
+            job_id = pair["ids"][bridge.name]
+            requests.append(jobs[job_id]["polls"])
+            if job_id in received:
+                latencies.append(received[job_id] - jobs[job_id]["terminal_at"])
             else:
                 missing += 1
-        per_strategy[strategy] = {
+        per_bridge[bridge.name] = {
             "jobs": len(measured),
             "webhooks_missing": missing,
             "requests_per_job": measure.summary(requests),
             "push_latency_s": measure.summary(latencies),
-            "cpu_percent": 100 * cpu[f"bridge {strategy}"] / seconds,
+            "cpu_percent": 100 * cpu[f"bridge {bridge.name}"] / seconds,
         }
-    fixed = per_strategy["fixed"]["requests_per_job"]["mean"]
-    adaptive = per_strategy["adaptive"]["requests_per_job"]["mean"]
+    fixed = per_bridge[FIXED.name]["requests_per_job"]["mean"]
+    for stats in per_bridge.values():
+        mean = stats["requests_per_job"]["mean"]
+        stats["requests_ratio"] = mean / fixed if fixed and mean is not None else None
     durations = [
         jobs[pair["ids"]["fixed"]]["terminal_at"] - jobs[pair["ids"]["fixed"]]["created_at"]
         for pair in measured
     ]
     return {
-        "strategies": per_strategy,
-        "requests_ratio": adaptive / fixed if fixed else None,
+        "bridges": per_bridge,
         "job_duration_s": measure.summary(durations),
         "window_s": seconds,
         "cpu_percent": {name: 100 * value / seconds for name, value in cpu.items()},
@@ -242,17 +278,16 @@ async def bench(args: argparse.Namespace, services: Services, workdir: Path) -> 
 
 
 def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
-    fixed, adaptive = (result["strategies"][s] for s in STRATEGIES)
+    stats = [result["bridges"][bridge.name] for bridge in BRIDGES]
 
     def row(label: str, pick: Callable[[dict[str, Any]], str]) -> tuple[str, list[str]]:
-        return (label, [pick(fixed), pick(adaptive)])
+        return (label, [pick(each) for each in stats])
 
-    ratio = result["requests_ratio"]
-    p50 = adaptive["push_latency_s"]["p50"]
     lines = [
         row("jobs measured (after the warm-up)", lambda s: fmt_num(s["jobs"])),
         row("webhooks missing", lambda s: fmt_num(s["webhooks_missing"])),
         row("upstream requests per job, mean", lambda s: fmt_num(s["requests_per_job"]["mean"], 2)),
+        row("  of the fixed strategy's", lambda s: fmt_num(s["requests_ratio"], 2)),
         row("upstream requests per job, p90", lambda s: fmt_num(s["requests_per_job"]["p90"], 1)),
         row("push latency p50", lambda s: fmt_ms(s["push_latency_s"]["p50"])),
         row("push latency p90", lambda s: fmt_ms(s["push_latency_s"]["p90"])),
@@ -265,33 +300,36 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         f"(processing sigma {args.processing_sigma:g}) "
         f"(jobs {fmt_num(result['job_duration_s']['p50'], 1)} s median), "
         f"other processes' CPU {result['other_cpu_percent']:.0f} %",
-        ("metric", "fixed 2.5 s", "adaptive"),
+        ("metric", *(bridge.label for bridge in BRIDGES)),
         lines,
     )
-    verdicts = [
-        f"requests per job, adaptive / fixed: {fmt_num(ratio, 2)}  "
-        + measure.verdict(None if ratio is None else ratio <= REQUESTS_RATIO_TARGET, "<= 0.6"),
-        f"adaptive push latency p50: {fmt_ms(p50)}  "
-        + measure.verdict(None if p50 is None else p50 <= LATENCY_P50_TARGET_S, "<= 1,000 ms"),
-    ]
+    verdicts = []
+    for name, target in targets(result).items():
+        shown = fmt_ms(target["value"]) if name.endswith("_s") else fmt_num(target["value"], 2)
+        verdicts.append(f"{name}: {shown}  " + measure.verdict(target["met"], target["target"]))
     return "\n".join([table, *verdicts])
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
-    ratio = result["requests_ratio"]
-    p50 = result["strategies"]["adaptive"]["push_latency_s"]["p50"]
-    return {
-        "requests_ratio": {
+    """Per adaptive bridge with a target: its requests against the fixed strategy's, and its
+    push latency p50."""
+    found: dict[str, Any] = {}
+    for bridge in BRIDGES:
+        if bridge.latency_p50_target_s is None:
+            continue
+        stats = result["bridges"][bridge.name]
+        ratio, p50 = stats["requests_ratio"], stats["push_latency_s"]["p50"]
+        found[f"{bridge.name}_requests_ratio"] = {
             "target": f"<= {REQUESTS_RATIO_TARGET}",
             "value": ratio,
             "met": None if ratio is None else ratio <= REQUESTS_RATIO_TARGET,
-        },
-        "adaptive_push_latency_p50_s": {
-            "target": f"<= {LATENCY_P50_TARGET_S}",
+        }
+        found[f"{bridge.name}_push_latency_p50_s"] = {
+            "target": f"<= {fmt_ms(bridge.latency_p50_target_s)}",
             "value": p50,
-            "met": None if p50 is None else p50 <= LATENCY_P50_TARGET_S,
-        },
-    }
+            "met": None if p50 is None else p50 <= bridge.latency_p50_target_s,
+        }
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

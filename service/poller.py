@@ -341,8 +341,9 @@ class Poller:
             outlook = None
             if self._pacing is not None:
                 outlook = self._pacing.observe(
-                    target.key, seen.job_status, seen.queue_position, now
-                )
+                    target.key, seen.job_status, seen.queue_position, now,
+                    progress=seen.progress, eta_s=seen.eta_s,
+                )  # fmt: skip
             for tracked in list(target.watches.values()):
                 step = polling.step(tracked.state, seen, tracked.rules, now, self._rand(), outlook)
                 if step.final is not None:

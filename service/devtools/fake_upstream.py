@@ -15,6 +15,8 @@ Every job follows the settings `--queue-positions`, `--seconds-per-position` and
 `--processing-s` unless its sim object says otherwise; with `--workload realistic` each job's
 queue and processing times are drawn instead, from the distributions documented on
 `upstream_jobs.realistic_spec` (and in docs/pacing.md): `GET /_sim/jobs/{id}` shows the draw.
+With `--readings progress` a processing answer also tells `progress` (0 to 1) and `eta` (seconds
+left), for trying the bridge's progress-aware pacing; by default it is the vendor's, without them.
 
 `--profile NAME` speaks another provider's API instead (`dialect_upstream`, with the dialects
 of `providers`), at the root; `--profile runway --profile fal` serves each under its own

@@ -49,6 +49,7 @@ FAULT_ANSWERS = {
 
 Headers = Sequence[tuple[bytes, bytes]]
 WORKLOADS = ("fixed", "realistic")
+READINGS = ("none", "progress")
 # GETs are also counted per 100 ms slot of wall-clock time (GET /_sim/timeline), for the last
 # this many slots (10 minutes).
 TIMELINE_SLOT_S = 0.1
@@ -92,6 +93,14 @@ class SimulatorConfig:
         default=0.03,
         metadata={"help": "realistic workload: log-normal sigma of the processing time"},
     )
+    readings: str = field(
+        default="none",
+        metadata={
+            "help": "none: a processing answer is the vendor's; progress: it also tells "
+            '"progress" (the fraction done, in hundredths rounded down) and "eta" (the seconds '
+            "left, rounded), as some other APIs do"
+        },
+    )
     failure_rate: float = _rate("fraction of jobs that end failed")
     seed: int | None = field(default=None, metadata={"help": "seed for ids, outcomes, faults"})
     error_rate: float = _rate("fraction of API requests answered 503")
@@ -113,6 +122,8 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.workload not in WORKLOADS:
             raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}")
+        if self.readings not in READINGS:
+            raise ValueError(f"readings must be one of {', '.join(READINGS)}")
 
     def fault_rates(self) -> list[tuple[Fault, float]]:
         """Each global fault with its rate."""
@@ -304,7 +315,8 @@ class FakeUpstream:
             if spec.outcome == "succeeded"
             else None
         )
-        job = Job(job_id, spec, self._clock(), time.time(), output)
+        reads = self.config.readings == "progress"
+        job = Job(job_id, spec, self._clock(), time.time(), output, reads=reads)
         self._jobs[job_id] = job
         return job
 

@@ -15,6 +15,8 @@ job is created: a real queue moves when a job ahead of it finishes, at any momen
 realistic`); the distributions are documented on it.
 
 Its faults are served, in order and `count` times each, to its next polls before the timeline.
+A job made with `reads` (the simulator's `--readings progress`) also tells, while processing, its
+`progress` and `eta`, as other APIs do; the vendor's answer has neither.
 """
 
 from __future__ import annotations
@@ -259,6 +261,7 @@ class Job:
         "poll_times",
         "polls",
         "queue_end",
+        "reads",
         "spec",
         "t0",
         "terminal_time",
@@ -271,10 +274,13 @@ class Job:
         t0: float,
         created_at: float,
         output: dict[str, Any] | None,
+        *,
+        reads: bool = False,
     ) -> None:
         """`t0` is on the simulator's clock, `created_at` on the wall clock; `output` is None
-        exactly when the job fails."""
+        exactly when the job fails; with `reads`, a processing answer tells its progress."""
         self.id = job_id
+        self.reads = reads
         self.spec = spec
         self.t0 = t0
         self.created_at = created_at
@@ -315,8 +321,21 @@ class Job:
             position = self._position(now)
             return orjson.dumps({"id": self.id, "status": "queued", "queue_position": position})
         if now < self.terminal_time:
-            return self._processing_body
+            return self._processing_body if not self.reads else self._reading(now)
         return self._terminal_body
+
+    def _reading(self, now: float) -> bytes:
+        """A processing answer that tells how far the job is, as APIs that report it do: the
+        fraction done in hundredths, rounded down, and the whole seconds left."""
+        done = (now - self.queue_end) / self.spec.processing_s
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "status": "processing",
+                "progress": math.floor(100 * done) / 100,
+                "eta": round(self.terminal_time - now),
+            }
+        )
 
     def view(self, now: float) -> View:
         """The job at clock time `now` as any provider's dialect renders it; progress is the

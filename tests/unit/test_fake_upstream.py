@@ -497,3 +497,31 @@ def test_unknown_workload_is_refused() -> None:
     """Only the documented workloads exist."""
     with pytest.raises(ValueError, match="workload must be one of fixed, realistic"):
         SimulatorConfig(workload="busy")
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected"),
+    [
+        (3.0, {"progress": 0.0, "eta": 3}),  # processing just began
+        (4.0, {"progress": 0.33, "eta": 2}),  # a third done: hundredths, rounded down
+        (5.99, {"progress": 0.99, "eta": 0}),
+    ],
+)
+async def test_readings_tell_progress_while_processing(
+    make: Make, clock: Clock, elapsed: float, expected: dict[str, Any]
+) -> None:
+    """--readings progress adds the fraction done and the seconds left to a processing answer,
+    and to no other."""
+    client = make(seed=7, readings="progress")
+    job_id = await create(client)
+    assert "progress" not in (await poll(client, job_id)).json()
+    clock.now += elapsed
+    assert (await poll(client, job_id)).json() == {"id": job_id, "status": "processing", **expected}
+    clock.now += 3.0
+    assert set((await poll(client, job_id)).json()) == {"id", "status", "output"}
+
+
+def test_unknown_readings_are_refused() -> None:
+    """Only the documented readings exist."""
+    with pytest.raises(ValueError, match="readings must be one of none, progress"):
+        SimulatorConfig(readings="percent")

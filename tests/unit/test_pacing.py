@@ -93,6 +93,18 @@ def test_window_leaves_out_impossible_samples(value: float, noise: float) -> Non
     assert durations.mean == 3.0
 
 
+def test_window_keeps_the_samples_of_the_jobs_begun_last() -> None:
+    """Full, a window lets go of the sample of the job that began first, whenever it was
+    measured: a long job begun early, measured last, does not crowd out the later short ones."""
+    durations = Window(size=3, min_spread=0.0)
+    for order, value in ((2, 1.0), (3, 2.0), (4, 3.0), (1, 100.0)):
+        durations.add(value, order=order)
+    assert len(durations) == 3
+    assert durations.mean == pytest.approx(2.0)
+    durations.add(4.0, order=5)
+    assert durations.mean == pytest.approx(3.0)
+
+
 def test_window_keeps_only_the_last_samples() -> None:
     """A full window forgets its oldest sample for each new one (and refits)."""
     durations = Window(size=3, min_spread=0.0)
@@ -195,6 +207,16 @@ def test_every_job_explores_while_too_little_is_known() -> None:
     learner = Learner(FLOOR, INTERVAL)
     outlooks = [learner.observe(index, "queued", 3, T0) for index in range(15)]
     assert all(o is not None and o.track.explores for o in outlooks)
+
+
+def test_no_more_jobs_explore_while_cold_than_a_window_holds() -> None:
+    """While too little is known, new jobs explore until as many as the window holds do (the
+    samples of more would not be kept), then one in EXPLORE_EVERY."""
+    learner = Learner(FLOOR, INTERVAL, window=8)
+    outlooks = [learner.observe(index, "queued", 3, T0) for index in range(48)]
+    explores = [o is not None and o.track.explores for o in outlooks]
+    assert all(explores[:8])
+    assert explores[8:].count(True) == 2  # the 20th and the 40th job
 
 
 def test_errors_change_nothing_and_unknown_statuses_are_ignored() -> None:

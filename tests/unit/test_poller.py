@@ -5,9 +5,11 @@ circuit breaker, the timeout sweep, and leases renewed and lost."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import httpx
 
+from service import pacing, profiles
 from tests.unit.worker_rig import BRIDGE_KEY, running, succeeded
 
 
@@ -248,3 +250,35 @@ async def test_a_watch_of_an_upstream_not_configured_is_left_to_its_lease() -> N
         assert rig.upstream.requests == []
         assert rig.worker.poller.held() == []
         assert rig.store.watches[kept.id].status == "active"
+
+
+async def test_progress_read_by_the_profile_paces_the_polls() -> None:
+    """With a profile that reads `progress` and the adaptive strategy, once processing times
+    are learned (from the first jobs, polled every 2.5 s), a job is polled three times while
+    it processes (from 25 s: 25, 27.5, 30, 32.5 at the fixed interval) and seen done within a
+    second of its end (not 2 s after it, at 35): its readings reach the pacing."""
+    queued_s, processing_s = 3.0, 10.0
+    created: dict[str, float] = {}
+    vendor = profiles.builtin(profiles.DEFAULT)
+    reads = vendor.model_copy(update={"read": vendor.read.model_copy(update={"progress": "p"})})
+
+    def answer(job_id: str) -> httpx.Response:
+        elapsed = clock.now() - created.setdefault(job_id, clock.now()) - queued_s
+        if elapsed < 0:
+            return httpx.Response(200, json={"id": job_id, "status": "queued"})
+        if elapsed < processing_s:
+            done = math.floor(100 * elapsed / processing_s) / 100
+            return httpx.Response(200, json={"id": job_id, "status": "processing", "p": done})
+        return succeeded(job_id)
+
+    async with running(answer, upstream={"profile": reads}, poll={"strategy": "adaptive"}) as rig:
+        clock = rig.clock
+        for n in range(pacing.MIN_SAMPLES + 1):
+            await rig.register(f"learned-{n}")
+        await rig.run_for(20)
+        await rig.register("planned")
+        await rig.run_for(20)
+        times = rig.upstream.times("planned")
+        start, end = times[0] + queued_s, times[0] + queued_s + processing_s
+        assert len([at for at in times if start <= at < end]) <= 3
+        assert end <= times[-1] <= end + 1.0

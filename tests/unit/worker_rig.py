@@ -190,11 +190,12 @@ async def running(
     ):
         clients = {
             name: UpstreamClient(
-                upstream_http, limits.root, limits.request_timeout_s, bridge_key=BRIDGE_KEY
+                upstream_http, limits.root, limits.request_timeout_s, bridge_key=BRIDGE_KEY,
+                reader=limits.reader(),
             )
             for name in config.upstream_names
             for limits in [config.upstream_named(name)[0]]
-        }
+        }  # fmt: skip
         sender = InlineSender(receiver_http, 15.0, 4096)
         worker = Worker.build(
             store,
