@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Phase = Literal["queued", "processing", "succeeded", "failed"]
@@ -73,3 +74,14 @@ class Provider:
     # Optional: the result request's answer when it is not render_result's 200 (fal answers a
     # failed request's error with an HTTP error status), or None for render_result.
     result_error: Callable[[View], Answer | None] | None = None
+
+
+def authorization_key(request: Request, *schemes: str) -> str | None:
+    """The key of an `Authorization: <scheme> <key>` header, for one of `schemes`."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key if scheme in schemes and key else None
+
+
+def iso_utc(epoch: float, timespec: str) -> str:
+    """A time as the APIs write theirs: ISO 8601 in UTC to `timespec`, ending in Z."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec=timespec)[:-6] + "Z"

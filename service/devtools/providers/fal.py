@@ -19,15 +19,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Answer, Provider, Request, View
+from service.devtools.providers import Answer, Provider, Request, View, authorization_key
 
 _WORDS = {"queued": "IN_QUEUE", "processing": "IN_PROGRESS"}
 ERRORS_URL = "https://docs.fal.ai/errors#content_policy_violation"
 
 
 def _key(request: Request) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key if scheme == "Key" and key else None
+    return authorization_key(request, "Key")
 
 
 def _render(view: View) -> dict[str, Any]:

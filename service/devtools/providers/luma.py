@@ -10,23 +10,21 @@ answers the Generation, `queued`. The API gives no queue position, progress or E
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View
+from service.devtools.providers import Provider, Request, View, authorization_key, iso_utc
 
 MODEL = "ray-2"
 _STATES = {"queued": "queued", "processing": "dreaming", "succeeded": "completed"}
 
 
 def _key(request: Request) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key if scheme == "Bearer" and key else None
+    return authorization_key(request, "Bearer")
 
 
 def _iso(epoch: float) -> str:
     """The `created_at` form of the reference's example: 2023-06-01T12:00:00Z."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")[:-6] + "Z"
+    return iso_utc(epoch, "seconds")
 
 
 def _generation(job_id: str, state: str) -> dict[str, Any]:

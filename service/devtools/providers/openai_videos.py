@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View
+from service.devtools.providers import Provider, Request, View, authorization_key
 
 _WORDS = {"queued": "queued", "processing": "in_progress", "succeeded": "completed"}
 # The reference lists no error codes for a failed video; the simulator names one.
@@ -21,8 +21,7 @@ FAILED_CODE = "video_generation_failed"
 
 
 def _key(request: Request) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key if scheme == "Bearer" and key else None
+    return authorization_key(request, "Bearer")
 
 
 def _render(view: View) -> dict[str, Any]:

@@ -12,10 +12,9 @@ client's cancel or a deadline cause.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View
+from service.devtools.providers import Provider, Request, View, authorization_key, iso_utc
 
 API = "https://api.replicate.com/v1/predictions"
 MODEL = "replicate/hello-world"
@@ -23,13 +22,12 @@ _STATUSES = {"queued": "starting", "processing": "processing", "succeeded": "suc
 
 
 def _key(request: Request) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key if scheme in ("Bearer", "Token") and key else None
+    return authorization_key(request, "Bearer", "Token")
 
 
 def _iso(epoch: float) -> str:
     """The reference's timestamps: 2023-09-08T16:19:34.765994Z."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    return iso_utc(epoch, "microseconds")
 
 
 def _prediction(job_id: str, status: str) -> dict[str, Any]:

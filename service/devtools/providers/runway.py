@@ -11,10 +11,9 @@ concurrency), `RUNNING` with `progress` from 0 to 1, `SUCCEEDED` with `output` (
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from service.devtools.providers import Answer, Provider, Request, View
+from service.devtools.providers import Answer, Provider, Request, View, authorization_key, iso_utc
 
 VERSION = "2024-11-06"
 # The reference lists the failure codes' families, not which failure gets which; this one is
@@ -24,13 +23,12 @@ _WORDS = {"queued": "PENDING", "processing": "RUNNING", "succeeded": "SUCCEEDED"
 
 
 def _key(request: Request) -> str | None:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key if scheme == "Bearer" and key else None
+    return authorization_key(request, "Bearer")
 
 
 def _iso(epoch: float) -> str:
     """The `createdAt` form of the reference's examples: 2024-06-27T19:49:32.334Z."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return iso_utc(epoch, "milliseconds")
 
 
 def _render(view: View) -> dict[str, Any]:
