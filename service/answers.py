@@ -21,7 +21,7 @@ import orjson
 
 from service import profiles
 from service.observation import Observation
-from service.profile import Reader, search
+from service.profile import Reader, Unreadable, search
 
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
@@ -74,15 +74,14 @@ NO_SECRETS = Secrets()
 
 
 def _upstream_message(
-    document: dict[str, Any] | None, secrets: Secrets, where: Any = None
+    document: dict[str, Any] | None, secrets: Secrets, where: Any, whole: bool = False
 ) -> str | None:
-    """The upstream's own error text at `where` (a compiled JMESPath; by default `error`)."""
-    if document is None:
-        return None
-    value = document.get("error") if where is None else search(where, document)
+    """The upstream's own error text at `where` (a compiled JMESPath), cut to a sentence's
+    length unless `whole`."""
+    value = None if document is None else search(where, document)
     if isinstance(value, str) and value:
         # Masked before it is cut: a cut could leave the start of a key.
-        return secrets.redact(value)[:_MAX_ERROR_TEXT]
+        return secrets.redact(value) if whole else secrets.redact(value)[:_MAX_ERROR_TEXT]
     return None
 
 
@@ -157,20 +156,41 @@ def read_answer(
 ) -> Observation:
     """Classify one answer to a status request, read through `reader` (the upstream's
     profile); what a refusal relays has the `secrets` masked."""
+    try:
+        return _read_answer(status, headers, body, secrets, reader)
+    except Unreadable as error:
+        return _unreadable(status, error, secrets)
+
+
+def _unreadable(status: int, error: Unreadable, secrets: Secrets) -> Observation:
+    text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
+    return Observation("transient", error=text[:_MAX_ERROR_TEXT], http_status=status)
+
+
+def _refusal(
+    status: int, document: dict[str, Any] | None, secrets: Secrets, reader: Reader
+) -> Observation:
+    """The observation of an answer whose status ends the job (`reader.refusals`)."""
+    code, sentence = reader.refusals[status]
+    if code == "unauthorized" and secrets.bridge_key:
+        # What the upstream says of the operator's key is not for tenants.
+        error = f"{BRIDGE_KEY_REFUSED} ({status})"
+        return Observation("refused", error_code=code, error=error, http_status=status)
+    message = _upstream_message(document, secrets, reader.error)
+    error = f"{sentence}: {message}" if message else sentence
+    return Observation(
+        "refused", document=secrets.redact_json(document), error_code=code, error=error,
+        http_status=status,
+    )  # fmt: skip
+
+
+def _read_answer(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets, reader: Reader
+) -> Observation:
     document, unreadable = _parse(body)
 
     if status in reader.refusals:
-        code, sentence = reader.refusals[status]
-        if code == "unauthorized" and secrets.bridge_key:
-            # What the upstream says of the operator's key is not for tenants.
-            error = f"{BRIDGE_KEY_REFUSED} ({status})"
-            return Observation("refused", error_code=code, error=error, http_status=status)
-        message = _upstream_message(document, secrets, reader.error)
-        error = f"{sentence}: {message}" if message else sentence
-        return Observation(
-            "refused", document=secrets.redact_json(document), error_code=code, error=error,
-            http_status=status,
-        )  # fmt: skip
+        return _refusal(status, document, secrets, reader)
     if status not in reader.profile.http.ok:
         kind_of = "rate limited" if status == 429 else f"answered HTTP {status}"
         return Observation(
@@ -217,7 +237,7 @@ def read_answer(
     return Observation(
         "terminal", job_status=job_status, body=body, document=document, http_status=status,
         outputs=_outputs(search(reader.outputs, document)),
-        message=_upstream_message(document, NO_SECRETS, reader.error),
+        message=_upstream_message(document, NO_SECRETS, reader.error, whole=True),
     )  # fmt: skip
 
 
@@ -230,20 +250,27 @@ def read_result(
     ended: Observation,
 ) -> Observation:
     """Read the answer to a result request (`reader.profile.result`) of the job `ended`
-    succeeded: the answer delivered; a refusal ends the job failed with the upstream's words,
+    succeeded: the answer delivered; a refusal of the profile's (a key refused, say) ends the
+    job as a status request's would; another 4xx ends it failed with the upstream's words;
     anything else is transient (the status is asked again)."""
     document, unreadable = _parse(body)
-    if 200 <= status < 300 and document is not None:
-        return Observation(
-            "terminal", job_status="succeeded", body=body, document=document,
-            http_status=status, outputs=_outputs(search(reader.result_outputs, document)),
-        )  # fmt: skip
-    if 400 <= status < 500 and status != 429:
-        message = _upstream_message(document, secrets, reader.result_error)
-        return Observation(
-            "terminal", job_status="failed", body=ended.body, document=ended.document,
-            http_status=status, message=message or f"the result request answered HTTP {status}",
-        )  # fmt: skip
+    try:
+        if 200 <= status < 300 and document is not None:
+            return Observation(
+                "terminal", job_status="succeeded", body=body, document=document,
+                http_status=status, outputs=_outputs(search(reader.result_outputs, document)),
+            )  # fmt: skip
+        if status in reader.refusals:
+            return _refusal(status, document, secrets, reader)
+        if 400 <= status < 500 and status != 429:
+            message = _upstream_message(document, secrets, reader.result_error, whole=True)
+            # No body: a raw-format webhook then carries the bridge's shape of a failure.
+            return Observation(
+                "terminal", job_status="failed", document=ended.document, http_status=status,
+                message=message or f"the result request answered HTTP {status}",
+            )  # fmt: skip
+    except Unreadable as error:
+        return _unreadable(status, error, secrets)
     why = f"HTTP {status}" if not 200 <= status < 300 else unreadable
     return Observation(
         "transient", error=f"upstream answered the result request with {why}"[:_MAX_ERROR_TEXT],
@@ -307,6 +334,16 @@ def read_creation(
     started a job; a 4xx refused the request (its `error`, else the start of its body, says
     why, the `secrets` masked; a refusal of the bridge's own key only says so); anything else
     failed, and may or may not have started a job."""
+    try:
+        return _read_creation(status, headers, body, secrets, reader)
+    except Unreadable as error:
+        text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
+        return Creation("failed", http_status=status, error=text[:_MAX_ERROR_TEXT])
+
+
+def _read_creation(
+    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets, reader: Reader
+) -> Creation:
     document, unreadable = _parse(body)
     if 400 <= status < 500:
         if status in (401, 403) and secrets.bridge_key:

@@ -76,7 +76,6 @@ def step(
     the job's adaptive pacing, None for the fixed interval."""
     if seen.kind == "terminal":
         assert seen.job_status is not None
-        assert seen.body is not None
         assert seen.document is not None
         state.job_status = seen.job_status
         final = events.terminal_event(seen)

@@ -148,9 +148,20 @@ def compiled(expression: str | None) -> ParsedResult | None:
     return None if expression is None else jmespath.compile(expression)
 
 
+class Unreadable(Exception):
+    """A profile's expression failed on an answer (a function given a value of another type)."""
+
+
 def search(expression: ParsedResult | None, document: Any) -> Any:
-    """The value at `expression` in `document`; None without one, or where nothing is."""
-    return None if expression is None else expression.search(document)
+    """The value at `expression` in `document`; None without one, or where nothing is;
+    `Unreadable` when the expression fails on this document."""
+    if expression is None:
+        return None
+    try:
+        return expression.search(document)
+    except (JMESPathError, TypeError, ValueError) as error:
+        detail = " ".join(str(error).split())
+        raise Unreadable(f"{expression.expression!r} failed on it ({detail})") from None
 
 
 def fill(template: str, job_id: str) -> str:

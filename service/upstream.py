@@ -58,6 +58,8 @@ class UpstreamClient:
         answers, and refusals of it are not relayed. `observe` is told of each request made
         (not of shared answers) and its duration: the metrics."""
         self._transport = transport
+        self._reader = reader
+        self._profile = reader.profile
         # An uncompressed answer costs no inflating; one compressed anyway is still read.
         self._headers = (
             (b"Accept-Encoding", b"identity"),
@@ -76,8 +78,6 @@ class UpstreamClient:
         self.requests = 0
         self.last_duration_s = 0.0
         self._observe = observe
-        self._reader = reader
-        self._profile = reader.profile
 
     async def fetch(self, job_id: str, api_key: str | None) -> Observation:
         if not JOB_ID.fullmatch(job_id):
@@ -117,7 +117,11 @@ class UpstreamClient:
         return self._bridge_secrets if api_key == self._bridge_key else self._secrets(api_key)
 
     def _secrets(self, api_key: str | None) -> Secrets:
-        keys = sorted({*self._held, *([api_key] if api_key else [])}, key=len, reverse=True)
+        found = {*self._held, *([api_key] if api_key else [])}
+        if self._profile.auth.scheme == "query":
+            # A key in the query is spelt encoded in the URL, which errors may quote.
+            found |= {str(httpx.QueryParams({"k": key}))[2:] for key in found}
+        keys = sorted(found, key=len, reverse=True)
         return Secrets(tuple(keys), bridge_key=api_key is not None and api_key == self._bridge_key)
 
     def request(self, job_id: str, api_key: str | None) -> httpx.Request:

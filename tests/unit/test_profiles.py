@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from service import config, profiles
-from service.answers import read_answer
+from service.answers import read_answer, read_creation
 from service.errors import ConfigError
 from service.profile import Profile, Reader
 from service.upstream import UpstreamClient
@@ -280,3 +280,78 @@ def test_the_format_of_the_built_in_files_is_the_settings_format() -> None:
     for name in profiles.names():
         text = (Path(profiles.__file__).parent / f"{name}.toml").read_text()
         assert Profile.model_validate(tomllib.loads(text)) == profiles.builtin(name)
+
+
+def test_an_expression_that_fails_on_an_answer_is_a_transient_error(tmp_path: Path) -> None:
+    """JMESPath functions raise on values of another type: the answer is unreadable, said so,
+    and polling goes on (never a crash); a creation answer so read fails cleanly."""
+    text = ACME.replace(
+        'queue_position = "task.queue.position"', 'queue_position = "length(task.n)"'
+    )
+    text += '[upstreams.acme.profile.create]\npath = "/v2/tasks"\njob_id = "to_string(max(ids))"\n'
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    seen = read_answer(200, {}, b'{"task": {"state": "WAITING", "n": 7}}', reader=reader)
+    assert seen.kind == "transient"
+    assert (seen.error or "").startswith(
+        "upstream answered what its profile cannot read: 'length(task.n)' failed on it"
+    )
+    created = read_creation(200, {}, b'{"ids": ["a", 1]}', reader=reader)
+    assert created.kind == "failed"
+    assert "'to_string(max(ids))' failed on it" in (created.error or "")
+
+
+def test_a_failed_jobs_own_words_reach_the_webhook_whole(acme: Reader) -> None:
+    words = "the model refused: " + "x" * 500
+    failed = orjson.dumps({"task": {"state": "FAILED", "failure": {"message": words}}})
+    assert read_answer(200, {}, failed, reader=acme).message == words
+
+
+async def test_the_result_requests_refusals_are_read_as_the_status_requests(
+    tmp_path: Path,
+) -> None:
+    """A refused key at the result request says only that, for the bridge's own key; another
+    4xx fails the job with the upstream's words and no body of its own."""
+    text = ACME + '[upstreams.acme.profile.result]\npath = "/r/{job_id}"\nerror = "detail"\n'
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    answers = {"401": (401, {"detail": "key ak_own is revoked"}), "422": (422, {"detail": "NSFW"})}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        if request.url.path.startswith("/r/"):
+            status, body = answers[job_id]
+            return httpx.Response(status, json=body)
+        return httpx.Response(200, json={"task": {"state": "DONE"}})
+
+    async with httpx.MockTransport(handler) as transport:
+        client = UpstreamClient(
+            transport, "https://a.example", 5, bridge_key="ak_own", reader=reader
+        )
+        refused = await client.fetch("401", "ak_own")
+        failed = await client.fetch("422", None)
+    assert (refused.kind, refused.error_code, refused.error) == (
+        "refused",
+        "unauthorized",
+        "the upstream refused the bridge's key (401)",
+    )
+    assert (failed.kind, failed.job_status, failed.message, failed.body) == (
+        "terminal",
+        "failed",
+        "NSFW",
+        None,
+    )
+
+
+async def test_a_key_sent_in_the_query_is_masked_as_the_url_spells_it(tmp_path: Path) -> None:
+    text = ACME.replace('scheme = "header"', 'scheme = "query"')
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    key = "ab+c/d=e f"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}")
+
+    async with httpx.MockTransport(handler) as transport:
+        seen = await UpstreamClient(transport, "https://a.example", 5, reader=reader).fetch(
+            "t1", key
+        )
+    assert seen.kind == "transient"
+    assert "x-acme-key=********" in (seen.error or "")
