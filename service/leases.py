@@ -26,6 +26,9 @@ class WatchLeases:
         self._store = store
         self._poller = poller
         self._lease_s = settings.store.lease_s
+        # Only the watches of upstreams configured here: others are left to processes that
+        # poll them.
+        self._upstreams = settings.upstream_names
         self._rate_caps = {
             name: settings.upstream_named(name)[0].max_requests_per_s
             for name in settings.upstream_names
@@ -40,7 +43,9 @@ class WatchLeases:
         if self._closed or room <= 0:
             return
         now = self._clock.now()
-        claimed = await self._store.claim_watches(self._owner, now, now + self._lease_s, room)
+        claimed = await self._store.claim_watches(
+            self._owner, now, now + self._lease_s, room, upstreams=self._upstreams
+        )
         self._adopt(claimed, now)  # during a shutdown too: `release` then hands them back
 
     def _adopt(self, claimed: list[Watch], now: float) -> None:

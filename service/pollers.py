@@ -3,10 +3,9 @@ the monitor see.
 
 Each upstream is polled by a `Poller` of its own, with its own slots, rate caps, circuit breaker
 and pacing, so that one upstream's limits or outage never slow the watches of another. A watch
-goes to the poller of its `upstream`; one whose upstream is not configured (any more) is not
-polled but never dropped: its lease runs out for a process that knows the upstream, and it is
-polled again once the upstream is configured (the first such watch met is logged, once per
-upstream name: `poll.unknown_upstream`).
+goes to the poller of its `upstream`. The watches of an upstream not configured here are not
+claimed here (`WatchLeases`), so processes that poll it take them; one met anyway is not polled
+but never dropped: its lease runs out (logged once per upstream name: `poll.unknown_upstream`).
 """
 
 from __future__ import annotations

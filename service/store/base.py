@@ -558,11 +558,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim_watches(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        upstreams: Sequence[str] | None = None,
     ) -> list[Watch]:
         """Claim up to `limit` `active` watches whose lease is absent or expired at `now`,
-        due or not, those due soonest first, and return them in that order. Each claim raises
-        the token by one."""
+        due or not, those due soonest first, and return them in that order; only those of
+        `upstreams` when given (the ones this process polls). Each claim raises the token by
+        one."""
 
     @abc.abstractmethod
     async def renew_watch_leases(

@@ -299,11 +299,20 @@ class MemoryStore(base.Store):
     # Polling.
 
     async def claim_watches(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        upstreams: Sequence[str] | None = None,
     ) -> list[base.Watch]:
         self._call(writes=True)
         free = [
-            w for w in self.watches.values() if w.status == "active" and self.leases[w.id].free(now)
+            w
+            for w in self.watches.values()
+            if w.status == "active"
+            and self.leases[w.id].free(now)
+            and (upstreams is None or w.upstream in upstreams)
         ]
         claimed = []
         for watch in sorted(free, key=lambda w: (w.next_poll_at, w.id))[:limit]:

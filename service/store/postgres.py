@@ -620,11 +620,17 @@ class PostgresStore(Store):
     # Polling.
 
     async def claim_watches(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        upstreams: Sequence[str] | None = None,
     ) -> list[Watch]:
         rows = await self._fetch(
             "WITH due AS (SELECT id FROM watches WHERE status = 'active'"  # noqa: S608
             " AND (lease_owner IS NULL OR lease_expires_at <= $2)"
+            " AND ($5::text[] IS NULL OR upstream = ANY($5::text[]))"
             " ORDER BY next_poll_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED)"
             " UPDATE watches w SET lease_owner = $1, lease_expires_at = $3,"
             " lease_token = w.lease_token + 1 FROM due WHERE w.id = due.id"
@@ -633,6 +639,7 @@ class PostgresStore(Store):
             now,
             lease_until,
             limit,
+            None if upstreams is None else list(upstreams),
         )
         return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
 

@@ -597,17 +597,25 @@ class SQLiteStore(Store):
     # Polling.
 
     async def claim_watches(
-        self, owner: str, now: float, lease_until: float, limit: int
+        self,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        upstreams: Sequence[str] | None = None,
     ) -> list[Watch]:
+        named = None if upstreams is None else json.dumps(list(upstreams))
+
         def claim(db: sqlite3.Connection) -> list[Watch]:
             rows = db.execute(
                 f"UPDATE watches SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
                 " lease_token = lease_token + 1"
                 " WHERE id IN (SELECT id FROM watches WHERE status = 'active'"
                 "   AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+                "   AND (? IS NULL OR upstream IN (SELECT value FROM json_each(?)))"
                 "   ORDER BY next_poll_at LIMIT ?)"
                 f" RETURNING {_WATCH_COLUMNS}",
-                (owner, lease_until, now, limit),
+                (owner, lease_until, now, named, named, limit),
             ).fetchall()
             return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
 

@@ -574,6 +574,19 @@ async def test_claim_watches_takes_watches_not_yet_due(store: Store) -> None:
     assert ids(await store.claim_watches(A, T0, T0 + LEASE_S, 10)) == [watch.id]
 
 
+async def test_claim_watches_takes_only_the_named_upstreams(store: Store) -> None:
+    """A process claims the watches of the upstreams it polls, and leaves the others, however
+    overdue, to processes that poll theirs."""
+    elsewhere = await register(store, upstream="gone", next_poll_at=T0 - 100)
+    here = await register(store, upstream="runway", next_poll_at=T0)
+    default = await register(store, next_poll_at=T0 + 1)
+    named = ("default", "runway")
+    assert ids(await store.claim_watches(A, T0, T0 + LEASE_S, 10, upstreams=named)) == [
+        here.id, default.id,
+    ]  # fmt: skip
+    assert ids(await store.claim_watches(B, T0, T0 + LEASE_S, 10)) == [elsewhere.id]
+
+
 async def test_claim_watches_raises_the_token_by_one_per_claim(store: Store) -> None:
     """Every claim, after a release or an expiry, answers and stores the next token."""
     watch = await register(store)
