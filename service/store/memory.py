@@ -83,7 +83,7 @@ class MemoryStore(base.Store):
         self.attempts: list[base.Attempt] = []  # in the order recorded
         self.subscriptions: dict[str, base.Subscription] = {}
         self.idempotency: dict[tuple[str, str], base.Idempotency] = {}  # by (tenant, key)
-        self.job_owners: dict[str, str] = {}  # tenant by job id
+        self.job_owners: dict[tuple[str, str], str] = {}  # tenant by (upstream, job id)
         self.revoked_sessions: dict[str, float] = {}  # cookie expiry by session id
 
     def _call(self, *, writes: bool) -> None:
@@ -144,14 +144,15 @@ class MemoryStore(base.Store):
         self._call(writes=True)
         if watch.id in self.watches:
             raise StoreError(f"watch {watch.id} exists already")
-        if shared_key and self.job_owners.get(watch.job_id, watch.tenant) != watch.tenant:
+        job = (watch.upstream, watch.job_id)
+        if shared_key and self.job_owners.get(job, watch.tenant) != watch.tenant:
             raise base.JobOfAnotherTenant()
         if idempotency is not None:
             if (watch.tenant, idempotency.key) in self.idempotency:
                 raise base.DuplicateIdempotencyKey()
             self.idempotency[watch.tenant, idempotency.key] = idempotency
         if started:
-            self.job_owners.setdefault(watch.job_id, watch.tenant)
+            self.job_owners.setdefault(job, watch.tenant)
         lease = Lease()
         if lease_owner is not None:
             lease.take(lease_owner, lease_until)

@@ -124,8 +124,9 @@ _HELD_DELIVERIES = (
     " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
     " ORDER BY d.id FOR NO KEY UPDATE OF d)"
 )
-# A registration's job ($3) is owned by another tenant than its own ($2): `Store.insert_watch`.
-_OWNED = "EXISTS (SELECT FROM job_owners WHERE job_id = $3 AND tenant <> $2)"
+# A registration's job ($3, at upstream $21) is owned by another tenant than its own ($2):
+# `Store.insert_watch`.
+_OWNED = "EXISTS (SELECT FROM job_owners WHERE upstream = $21 AND job_id = $3 AND tenant <> $2)"
 # Claims with shares (see `rules.groups_taken`). The groups (host and tenant) with pending
 # deliveries, one index probe each (`deliveries_group_due`: the hosts, then the tenants of each
 # host), with their shares ($2 and $3 the default host share and the host limits, $4 and $5 the
@@ -459,8 +460,8 @@ class PostgresStore(Store):
         ctes.append(f"w AS ({insert}{where} RETURNING job_id)")
         if started:
             ctes.append(
-                "owner AS (INSERT INTO job_owners (job_id, tenant, created_at)"
-                " SELECT job_id, $2, $14 FROM w ON CONFLICT (job_id) DO NOTHING)"
+                "owner AS (INSERT INTO job_owners (upstream, job_id, tenant, created_at)"
+                " SELECT $21, job_id, $2, $14 FROM w ON CONFLICT (upstream, job_id) DO NOTHING)"
             )
         owned = _OWNED if shared_key else "false"
         row = await self._fetchrow(

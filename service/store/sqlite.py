@@ -399,7 +399,7 @@ class SQLiteStore(Store):
             else (watch.tenant, idempotency.key, idempotency.request_hash,
                   idempotency.response, watch.id, watch.created_at)
         )  # fmt: skip
-        job = (watch.job_id, watch.tenant)
+        job = (watch.upstream, watch.job_id, watch.tenant)
         registration = _Registration(
             row, keyed, job if shared_key else None,
             (*job, watch.created_at) if started else None,
@@ -1053,9 +1053,9 @@ class _Registration:
 
     watch: tuple[object, ...]
     idempotency: tuple[object, ...] | None
-    # (job id, tenant): refused when another tenant owns the job.
-    shared_job: tuple[str, str] | None = None
-    # (job id, tenant, now): the job's owner to record with the watch.
+    # (upstream, job id, tenant): refused when another tenant owns the job.
+    shared_job: tuple[str, str, str] | None = None
+    # (upstream, job id, tenant, now): the job's owner to record with the watch.
     owner: tuple[object, ...] | None = None
     future: asyncio.Future[None] | None = None
     error: Exception | None = None
@@ -1096,7 +1096,7 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
     """Write one registration's rows; the error that refuses it, if any (its caller then rolls
     back what was written)."""
     job = registration.shared_job
-    owned = "SELECT 1 FROM job_owners WHERE job_id = ? AND tenant <> ?"
+    owned = "SELECT 1 FROM job_owners WHERE upstream = ? AND job_id = ? AND tenant <> ?"
     if job is not None and db.execute(owned, job).fetchone():
         return JobOfAnotherTenant()
     # The watch first: the idempotency row references it.
@@ -1120,8 +1120,8 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
             return DuplicateIdempotencyKey()
     if registration.owner is not None:
         db.execute(
-            "INSERT INTO job_owners (job_id, tenant, created_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (job_id) DO NOTHING",
+            "INSERT INTO job_owners (upstream, job_id, tenant, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (upstream, job_id) DO NOTHING",
             registration.owner,
         )
     return None

@@ -393,6 +393,18 @@ async def test_the_owner_and_watches_with_their_own_key_may_watch_a_started_job(
     assert await store.get_watch(OTHER_TENANT, own_key.id) == own_key
 
 
+async def test_a_started_job_is_owned_at_its_upstream_only(store: Store) -> None:
+    """The same job id at another upstream is another job: another tenant may watch it there
+    with that upstream's shared key."""
+    await start_job(store)
+
+    elsewhere = await store.insert_watch(
+        new_watch(tenant=OTHER_TENANT, upstream="runway"), shared_key=True
+    )
+
+    assert await store.get_watch(OTHER_TENANT, elsewhere.id) == elsewhere
+
+
 async def test_a_job_nobody_started_may_be_watched_by_every_tenant(store: Store) -> None:
     """A job without an owner (started elsewhere, or with a key of its own): every tenant's
     shared-key watch of it is stored."""
