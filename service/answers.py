@@ -24,13 +24,12 @@ from service.observation import Observation
 from service.profile import Reader, Unreadable, search
 
 PROGRESS_STATUSES = frozenset({"queued", "processing"})
-TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
 # The profile of `[upstream]` and of every caller that names none.
 DEFAULT_READER = Reader.of(profiles.builtin(profiles.DEFAULT))
 # The refusal of the bridge's own key (upstream.api_key): the upstream's words are not relayed.
 BRIDGE_KEY_REFUSED = "the upstream refused the bridge's key"
 REDACTED = "********"
-_MAX_ERROR_TEXT = 200
+MAX_ERROR_TEXT = 200
 # Real answers nest a handful of levels; the bridge re-serializes what it keeps (orjson stops
 # at 255 levels), so deeper documents are refused at the door.
 MAX_DEPTH = 64
@@ -81,7 +80,7 @@ def _upstream_message(
     value = None if document is None else search(where, document)
     if isinstance(value, str) and value:
         # Masked before it is cut: a cut could leave the start of a key.
-        return secrets.redact(value) if whole else secrets.redact(value)[:_MAX_ERROR_TEXT]
+        return secrets.redact(value) if whole else secrets.redact(value)[:MAX_ERROR_TEXT]
     return None
 
 
@@ -164,7 +163,7 @@ def read_answer(
 
 def _unreadable(status: int, error: Unreadable, secrets: Secrets) -> Observation:
     text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
-    return Observation("transient", error=text[:_MAX_ERROR_TEXT], http_status=status)
+    return Observation("transient", error=text[:MAX_ERROR_TEXT], http_status=status)
 
 
 def _refusal(
@@ -199,7 +198,7 @@ def _read_answer(
         )  # fmt: skip
     if document is None:
         return Observation(
-            "transient", error=f"upstream answered {unreadable}"[:_MAX_ERROR_TEXT],
+            "transient", error=f"upstream answered {unreadable}"[:MAX_ERROR_TEXT],
             http_status=status,
         )  # fmt: skip
     word = search(reader.status, document)
@@ -273,7 +272,7 @@ def read_result(
         return _unreadable(status, error, secrets)
     why = f"HTTP {status}" if not 200 <= status < 300 else unreadable
     return Observation(
-        "transient", error=f"upstream answered the result request with {why}"[:_MAX_ERROR_TEXT],
+        "transient", error=f"upstream answered the result request with {why}"[:MAX_ERROR_TEXT],
         retry_after=headers.get("retry-after"), http_status=status,
     )  # fmt: skip
 
@@ -293,7 +292,7 @@ def network_failure(error: BaseException, secrets: Secrets = NO_SECRETS) -> Obse
         text = "upstream did not answer in time"
     else:
         detail = secrets.redact(str(root)) or type(root).__name__
-        text = f"upstream request failed: {detail}"[:_MAX_ERROR_TEXT]
+        text = f"upstream request failed: {detail}"[:MAX_ERROR_TEXT]
     return Observation("transient", error=text)
 
 
@@ -319,8 +318,8 @@ def _excerpt(body: bytes, document: dict[str, Any] | None, secrets: Secrets) -> 
     else:
         # Masked whole, before it is cut: a cut could leave the start of a key.
         text = secrets.redact(body.decode(errors="replace"))
-    text = "".join(ch if ch.isprintable() else " " for ch in text[: _MAX_ERROR_TEXT * 4])
-    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+    text = "".join(ch if ch.isprintable() else " " for ch in text[: MAX_ERROR_TEXT * 4])
+    return " ".join(text.split())[:MAX_ERROR_TEXT]
 
 
 def read_creation(
@@ -338,7 +337,7 @@ def read_creation(
         return _read_creation(status, headers, body, secrets, reader)
     except Unreadable as error:
         text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
-        return Creation("failed", http_status=status, error=text[:_MAX_ERROR_TEXT])
+        return Creation("failed", http_status=status, error=text[:MAX_ERROR_TEXT])
 
 
 def _read_creation(
@@ -361,7 +360,7 @@ def _read_creation(
         # A redirect too: following one could send the key and the request elsewhere.
         return Creation("failed", http_status=status, error=f"upstream answered HTTP {status}")
     if document is None:
-        error = f"upstream answered {unreadable}"[:_MAX_ERROR_TEXT]
+        error = f"upstream answered {unreadable}"[:MAX_ERROR_TEXT]
         return Creation("failed", http_status=status, error=error)
     job_id = search(reader.create_job_id, document)
     if not isinstance(job_id, str) or not job_id:

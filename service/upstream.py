@@ -24,6 +24,7 @@ from service.answers import (
     DEFAULT_READER,
     JOB_ID,
     JOB_ID_RULE,
+    MAX_ERROR_TEXT,
     Creation,
     Secrets,
     network_failure,
@@ -36,7 +37,6 @@ from service.profile import Reader, fill
 
 # A job's status is a few KiB; reading stops past this.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-_MAX_ERROR_TEXT = 200
 
 
 class UpstreamClient:
@@ -251,7 +251,7 @@ class Unread(Exception):
     def error(self, secrets: Secrets) -> str:
         """Why, as relayed: the reason may quote the upstream's headers, so the `secrets` are
         masked before it is cut."""
-        reason = secrets.redact(str(self))[: _MAX_ERROR_TEXT // 2]
+        reason = secrets.redact(str(self))[: MAX_ERROR_TEXT // 2]
         return f"upstream answered {reason} (HTTP {self.status})"
 
 
