@@ -10,7 +10,9 @@ latency L it finds the schedule with the fewest expected requests that finds at 
 jobs within L of their end (a push latency p50 of L before the bridge's own milliseconds), and
 compares it with the fixed strategy's requests on the same workload (Monte Carlo over the
 simulator's own draws). A real planner learns the distribution and the start, so it can only
-do worse.
+do worse. For comparison it also prints what the bridge's own planner (`service.pacing`)
+spends and finds when it knows as much: the start, and processing times learned from
+`--draws` jobs instead of 64.
 
 The schedule comes from a dynamic program over poll times on a grid of `--step` seconds.
 After a poll at t (the job still running), the next at s >= t + gap costs P(T > t) and finds
@@ -21,12 +23,14 @@ found in time are weighed by a multiplier, bisected until they are half of all j
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import random
 import sys
 from collections import deque
 from statistics import NormalDist
 
+from service import pacing
 from service.devtools.upstream_jobs import REALISTIC_PROCESSING_S, realistic_spec
 
 MAX_WAIT_S = 30.0  # the bridge never waits longer between two polls of a job
@@ -68,22 +72,24 @@ class Schedules:
     """Optimal poll schedules over processing times T ~ log-normal, on a grid of `step` s."""
 
     def __init__(self, sigma: float, gap_s: float, step_s: float) -> None:
-        median = REALISTIC_PROCESSING_S[0]
+        self.median, self.sigma = REALISTIC_PROCESSING_S[0], sigma
         self.step_s = step_s
         self.gap = round(gap_s / step_s)
         self.longest = round(MAX_WAIT_S / step_s)
-        horizon = median * math.exp(5 * sigma)
-        normal = NormalDist()
-        self.cdf = [0.0] + [
-            normal.cdf(math.log(k * step_s / median) / sigma)
-            for k in range(1, math.ceil(horizon / step_s) + 1)
-        ]
+        horizon = self.median * math.exp(5 * sigma)
+        self.cdf = [self.share_by(k * step_s) for k in range(math.ceil(horizon / step_s) + 1)]
+
+    def share_by(self, seconds: float) -> float:
+        """P(T <= seconds)."""
+        if seconds <= 0:
+            return 0.0
+        return NormalDist().cdf(math.log(seconds / self.median) / self.sigma)
 
     def best(self, latency_s: float, weight: float) -> tuple[float, float, list[int]]:
         """The schedule minimising requests - weight x (share found within `latency_s`):
         its expected processing requests, that share, and its poll times (grid indexes)."""
-        cdf, within, n = self.cdf, round(latency_s / self.step_s), len(self.cdf)
-        found = [cdf[j] - cdf[max(j - within, 0)] for j in range(n)]
+        cdf, n = self.cdf, len(self.cdf)
+        found = [cdf[j] - self.share_by(j * self.step_s - latency_s) for j in range(n)]
         # After a poll at i: the cost to go is P(T > i) + min over the next poll j of
         # (its cost to go - weight x found[j]), j in [i + gap, i + longest]: a sliding minimum.
         to_go = [0.0] * n
@@ -122,6 +128,30 @@ class Schedules:
         return self.best(latency_s, high)
 
 
+def planner(args: argparse.Namespace) -> tuple[float, float]:
+    """The bridge's planner on a job seen processing from 0 on, knowing the processing times
+    of `--draws` jobs: its mean requests per job (with the one while queued) and p50 latency."""
+    rng = random.Random(args.seed)
+    median, draws = REALISTIC_PROCESSING_S[0], int(args.draws)
+    times = [median * math.exp(rng.gauss(0.0, args.processing_sigma)) for _ in range(draws)]
+    learned = pacing.Window(size=draws, samples=tuple(times))
+    track = pacing.Track(pacing.PROCESSING, None, 0.0, -1e-3, 0.0, start_lo=-1e-3, start_hi=0.0)
+    track.explores = False
+    outlook = pacing.Outlook(track, pacing.Window(), learned, args.min_interval, args.interval)
+    polls, now = [0.0], 0.0
+    while now < max(times):
+        track.seen_at = now
+        planned = pacing.next_poll_at(outlook, now, args.min_interval, math.inf)
+        now = now + args.interval if planned is None else planned
+        polls.append(now)
+    requests, late = 0, []
+    for end in times:
+        found = bisect.bisect_left(polls, end)
+        requests += found + 1
+        late.append(polls[found] - end)
+    return requests / draws, sorted(late)[draws // 2]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fixed = fixed_requests(args)
@@ -143,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{latency * 1000:>9.0f} ms  {requests:>8.2f}  {requests / fixed:>8.2f}  "
             f"{times} s ... (found in time: {share:.3f})"
         )
+    requests, p50 = planner(args)
+    print(
+        f"{p50 * 1000:>9.0f} ms  {requests:>8.2f}  {requests / fixed:>8.2f}  "
+        "the bridge's planner, knowing as much (its p50)"
+    )
     return 0
 
 
