@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/floor.py --upstream URL --api-key KEY --port PORT
 
-One `POST /v1/watches` route served as the bridge serves its API (uvicorn with httptools on
-uvloop, one process, no access log) in a Starlette app with one pure ASGI middleware, as the
-bridge's. It reads the body as JSON, answers 201 with a small JSON body, and then, as the bridge
-does after a registration, GETs the job from the upstream once with the bridge's own request
-(`loops.bridge_request_client`). No validation, no store, no logging, no scheduling: what a
-registration costs before the bridge does anything of its own, so `registrations.py` can say
-how much of the machine's rate the bridge keeps. `registrations.py --phases f` starts it.
+One `POST /v1/watches` route served as the bridge serves its API (uvicorn on uvloop with the
+bridge's own protocol and bounds, `http_server.uvicorn_options`, one process, no access log) in
+a Starlette app with one pure ASGI middleware, as the bridge's. It reads the body as JSON,
+answers 201 with a small JSON body, and then, as the bridge does after a registration, GETs
+the job from the upstream once with the bridge's own request (`loops.bridge_request_client`).
+No validation, no store, no logging, no scheduling: what a registration costs before the bridge
+does anything of its own, so `registrations.py` can say how much of the machine's rate the
+bridge keeps. `registrations.py --phases f` starts it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import gc_tuning
+from service import gc_tuning, http_server
+from service.config import ServerSettings
 
 CONCURRENCY = 64  # the bridge's default upstream.max_concurrency
 
@@ -89,10 +91,10 @@ def main() -> None:
         create_app(args.upstream, args.api_key),
         host=args.host,
         port=args.port,
-        http="httptools",
         log_level="warning",
         access_log=False,
         lifespan="on",
+        **http_server.uvicorn_options(ServerSettings()),
     )
     gc_tuning.tune()  # as `webhook-bridge serve` does
     uvloop.run(uvicorn.Server(config).serve())
