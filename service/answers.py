@@ -250,8 +250,9 @@ def read_result(
 ) -> Observation:
     """Read the answer to a result request (`reader.profile.result`) of the job `ended`
     succeeded: the answer delivered; a refusal of the profile's (a key refused, say) ends the
-    job as a status request's would; another 4xx ends it failed with the upstream's words;
-    anything else is transient (the status is asked again)."""
+    job as a status request's would; another 4xx ends it failed with the upstream's words, and
+    so does one of the profile's `failed` statuses that has words; anything else is transient
+    (the status is asked again)."""
     document, unreadable = _parse(body)
     try:
         if 200 <= status < 300 and document is not None:
@@ -261,13 +262,15 @@ def read_result(
             )  # fmt: skip
         if status in reader.refusals:
             return _refusal(status, document, secrets, reader)
-        if 400 <= status < 500 and status != 429:
+        client_error = 400 <= status < 500 and status != 429
+        if client_error or status in reader.result_failed:
             message = _upstream_message(document, secrets, reader.result_error, whole=True)
-            # No body: a raw-format webhook then carries the bridge's shape of a failure.
-            return Observation(
-                "terminal", job_status="failed", document=ended.document, http_status=status,
-                message=message or f"the result request answered HTTP {status}",
-            )  # fmt: skip
+            if client_error or message:
+                # No body: a raw-format webhook then carries the bridge's shape of a failure.
+                return Observation(
+                    "terminal", job_status="failed", document=ended.document, http_status=status,
+                    message=message or f"the result request answered HTTP {status}",
+                )  # fmt: skip
     except Unreadable as error:
         return _unreadable(status, error, secrets)
     why = f"HTTP {status}" if not 200 <= status < 300 else unreadable

@@ -146,6 +146,9 @@ class Poller:
         if emptied is not None and self._pacing is not None:
             self._pacing.forget(emptied.key)
 
+    def holds(self, watch_id: str) -> bool:
+        return watch_id in self._held
+
     def held(self) -> list[tuple[str, int]]:
         """(id, lease token) of every watch held, for the lease renewals."""
         return self._held.leases()

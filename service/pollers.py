@@ -64,9 +64,13 @@ class Pollers:
         return True
 
     def forget(self, watch_id: str) -> None:
-        """Stop polling a watch (cancelled, completed, or its lease lost)."""
-        for poller in self._by_name.values():
-            poller.forget(watch_id)
+        """Stop polling a watch (cancelled, completed, or its lease lost): the poller holding
+        it lets it go; of a watch none holds, only what is pending to write is dropped."""
+        holder = next((p for p in self._by_name.values() if p.holds(watch_id)), None)
+        if holder is None:
+            self._writer.discard(watch_id)
+        else:
+            holder.forget(watch_id)
 
     def held(self) -> list[tuple[str, int]]:
         """(id, lease token) of every watch held, for the lease renewals."""

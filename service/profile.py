@@ -48,6 +48,12 @@ def _path_template(path: str) -> str:
     return path
 
 
+def _server_error(status: int) -> int:
+    if not 500 <= status <= 599:
+        raise ValueError(f"{status} is not a 5xx: a 4xx other than 429 already ends the job failed")
+    return status
+
+
 JMESPath = Annotated[str, AfterValidator(_compiles)]
 PathTemplate = Annotated[str, AfterValidator(_path_template)]
 Statuses = tuple[Annotated[int, Field(ge=100, le=599)], ...]
@@ -111,12 +117,22 @@ class HttpMeaning(_Part):
 
 
 class ResultRequest(_Part):
-    """A request made once when the job succeeded; its answer is the one delivered."""
+    """A request made once when the job succeeded; its answer is the one delivered. A 4xx
+    (but 429) ends the job failed, as does an answer with one of the `failed` statuses whose
+    body has the upstream's words at `error` (a gateway's own error page says nothing of the
+    job: it is asked again)."""
 
     method: Literal["GET", "POST"] = "GET"
     path: PathTemplate
     outputs: JMESPath | None = None
     error: JMESPath | None = None
+    failed: tuple[Annotated[int, AfterValidator(_server_error)], ...] = ()
+
+    @model_validator(mode="after")
+    def _failure_readable(self) -> ResultRequest:
+        if self.failed and self.error is None:
+            raise ValueError("failed statuses need an error path: where the job's failure is said")
+        return self
 
 
 class CreateRequest(_Part):
@@ -189,6 +205,7 @@ class Reader:
     output_object: ParsedResult | None
     result_outputs: ParsedResult | None
     result_error: ParsedResult | None
+    result_failed: frozenset[int]
     create_job_id: ParsedResult
     # HTTP status -> (error_code, sentence) of the answers that end a job.
     refusals: Mapping[int, tuple[str, str]]
@@ -210,6 +227,7 @@ class Reader:
             compiled(read.progress), compiled(read.eta_s), compiled(read.error),
             compiled(read.outputs), compiled(read.output_object),
             compiled(result.outputs if result else None),
-            compiled(result.error if result else None), jmespath.compile(create.job_id),
+            compiled(result.error if result else None),
+            frozenset(result.failed if result else ()), jmespath.compile(create.job_id),
             refusals,
         )  # fmt: skip

@@ -27,8 +27,9 @@ from service.store.base import (
     Store,
     Subscription,
     Watch,
+    WatchFilter,
 )
-from service.watches import Filters, WatchService
+from service.watches import WatchService
 
 log = structlog.get_logger("service.redelivery")
 
@@ -171,11 +172,11 @@ class RedeliveryService:
         found = await self._watches.final_deliveries(tenant, watch_id)
         return [delivery for delivery in found if delivery.id in ids]
 
-    async def plan(self, tenant: str, filters: Filters) -> Recovery:
+    async def plan(self, tenant: str, filters: WatchFilter) -> Recovery:
         """What `recover` would do now, sending nothing."""
         return await self._recovery(tenant, filters, send=False)
 
-    async def recover(self, tenant: str, filters: Filters) -> Recovery:
+    async def recover(self, tenant: str, filters: WatchFilter) -> Recovery:
         """Send the final event again to every endpoint that did not accept it, of the newest
         `api.max_redeliveries` watches that `filters` let through whose delivery failed (the
         filters' own delivery state is not read); the others are left for the next call."""
@@ -188,7 +189,7 @@ class RedeliveryService:
         )  # fmt: skip
         return recovery
 
-    async def _recovery(self, tenant: str, filters: Filters, *, send: bool) -> Recovery:
+    async def _recovery(self, tenant: str, filters: WatchFilter, *, send: bool) -> Recovery:
         failed = dataclasses.replace(filters, delivery="failed")
         matched = await self._watches.matching(tenant, failed)
         page = await self._watches.list_page(tenant, failed, self._limit, None)

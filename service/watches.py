@@ -44,7 +44,7 @@ from service.store.base import (
     OutcomeBucket,
     Store,
     Watch,
-    WatchSearch,
+    WatchFilter,
 )
 from service.vault import Vault
 
@@ -110,20 +110,6 @@ class Page:
 
     watches: list[Watch]
     next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """Which watches a listing shows: all of them, or those with a status, a job id, a job
-    outcome, a delivery state, and those a search finds (each already valid: the HTTP layer
-    checks them)."""
-
-    status: str | None = None
-    job_id: str | None = None
-    outcome: JobOutcome | None = None
-    delivery: DeliveryState | None = None
-    # A job id's start, a metadata value, a time range, an upstream.
-    search: WatchSearch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,23 +354,17 @@ class WatchService:
         return 1 + len(self._settings.delivery.retry_schedule_s)
 
     async def list_page(
-        self, tenant: str, filters: Filters, limit: int, cursor: str | None
+        self, tenant: str, filters: WatchFilter, limit: int, cursor: str | None
     ) -> Page:
-        """The tenant's watches newest first, after `cursor`, those `filters` let through."""
-        found = await self._store.list_watches(
-            tenant, status=filters.status, job_id=filters.job_id, outcome=filters.outcome,
-            delivery=filters.delivery, search=filters.search, before_id=cursor,
-            limit=limit + 1,
-        )  # fmt: skip
+        """The tenant's watches newest first, after `cursor`, those `filters` let through
+        (each part already valid: the HTTP layer checks them)."""
+        found = await self._store.list_watches(tenant, filters, before_id=cursor, limit=limit + 1)
         page = found[:limit]
         return Page(page, page[-1].id if len(found) > limit else None)
 
-    async def matching(self, tenant: str, filters: Filters) -> int:
+    async def matching(self, tenant: str, filters: WatchFilter) -> int:
         """How many of the tenant's watches `filters` let through, every page together."""
-        return await self._store.count_matching(
-            tenant, status=filters.status, job_id=filters.job_id, outcome=filters.outcome,
-            delivery=filters.delivery, search=filters.search,
-        )  # fmt: skip
+        return await self._store.count_matching(tenant, filters)
 
     async def counts(self, tenant: str) -> Counts:
         """The tenant's watches per status, job outcome and delivery state."""

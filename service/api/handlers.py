@@ -33,10 +33,8 @@ from service.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from service.store.base import (
-    EventRecord,
-)
-from service.watches import Filters, Registered
+from service.store.base import EventRecord, WatchFilter
+from service.watches import Registered
 
 MAX_BODY_BYTES = 64 * 1024
 # Deeper bodies are refused before validation (orjson cannot serialize past 255 levels).
@@ -277,13 +275,13 @@ def _query_text(
     return raw
 
 
-def watch_filters(request: Request[State]) -> Filters:
+def watch_filters(request: Request[State]) -> WatchFilter:
     """The filters of a listing of watches, from the query (`InvalidRequest` naming each bad
     one)."""
     return _checked(*watch_query.parse(request.query_params))
 
 
-def _checked(filters: Filters, errors: dict[str, str]) -> Filters:
+def _checked(filters: WatchFilter, errors: dict[str, str]) -> WatchFilter:
     """The filters `watch_query.parse` read, or `InvalidRequest` naming each bad one."""
     if errors:
         raise InvalidRequest(

@@ -658,7 +658,8 @@ def spec(settings: Settings) -> dict[str, Any]:
             {"name": "service", "description": "The caller, health, metrics, this document."},
         ],
         "paths": paths,
-        "security": [{"bearer": []}, {"apiKey": []}],
+        # Without tokens the bridge serves anyone who reaches it: no token to ask clients for.
+        "security": [{"bearer": []}, {"apiKey": []}] if settings.auth.tokens else [],
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": _TOKENS},

@@ -11,15 +11,14 @@ from typing import TypeVar
 
 from service.answers import JOB_ID, JOB_ID_RULE
 from service.config import UPSTREAM_NAME, UPSTREAM_NAME_RULE
-from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, WatchSearch
-from service.watches import Filters
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, WatchFilter
 
 # The parameters, in the order a form shows them.
 FIELDS = (
     "outcome", "delivery", "upstream", "status", "job_id", "job_id_prefix", "metadata_key",
     "metadata_value", "created_from", "created_to",
 )  # fmt: skip
-# A metadata key the SQL backends can name in a JSON path (`WatchSearch`).
+# A metadata key the SQL backends can name in a JSON path (`WatchFilter`).
 METADATA_KEY = re.compile(r'[^"\\\x00-\x1f\x7f]{1,100}')
 METADATA_KEY_RULE = "1 to 100 characters, without double quotes, backslashes or control characters"
 MAX_METADATA_VALUE = 200
@@ -48,7 +47,7 @@ def instant(raw: str) -> float | None:
 
 def parse(
     query: Mapping[str, str], prefix_name: str = "job_id_prefix"
-) -> tuple[Filters, dict[str, str]]:
+) -> tuple[WatchFilter, dict[str, str]]:
     """The filters in `query` and, per parameter whose value is wrong, what to fix (the
     filters then leave it out). `prefix_name`: the parameter holding a job id's start."""
     errors: dict[str, str] = {}
@@ -99,16 +98,11 @@ def parse(
     if created_from is not None and created_to is not None and created_to <= created_from:
         errors["created_to"] = "must be later than the start of the range (created_from)"
         created_to = None
-    search = WatchSearch(
-        job_id_prefix=prefix,
-        metadata=(key, value) if key is not None and value is not None else None,
-        created_from=created_from,
-        created_to=created_to,
-        upstream=upstream,
-    )
-    filters = Filters(
+    filters = WatchFilter(
         status=choice("status", WATCH_STATUSES), job_id=job_id,
         outcome=choice("outcome", JOB_OUTCOMES), delivery=choice("delivery", DELIVERY_STATES),
-        search=None if search == WatchSearch() else search,
+        job_id_prefix=prefix,
+        metadata=(key, value) if key is not None and value is not None else None,
+        created_from=created_from, created_to=created_to, upstream=upstream,
     )  # fmt: skip
     return filters, errors

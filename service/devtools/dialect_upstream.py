@@ -94,7 +94,7 @@ class DialectUpstream(FakeUpstream):
         fault = job.next_fault()
         if fault is not None and await self._fault(fault, receive, send):
             return
-        await self._reply(send, (200, self.provider.render(job.view(now))))
+        await self._reply(send, self.provider.answer(job.view(now)))
 
     async def _result(self, send: asgi.Send, job_id: str) -> None:
         provider = self.provider
@@ -117,7 +117,7 @@ class DialectUpstream(FakeUpstream):
         job = self._add(spec, None)
         provider = self.provider
         if provider.created is None:
-            await self._reply(send, (200, provider.render(job.view(self._clock()))))
+            await self._reply(send, provider.answer(job.view(self._clock())))
         else:
             await self._reply(send, (200, provider.created(job.id)))
 

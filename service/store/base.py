@@ -395,19 +395,29 @@ def callback_host(url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class WatchSearch:
-    """What an operator looks for among a tenant's watches; each part given narrows the
-    listing. `job_id_prefix`: job ids that start with it (byte for byte, case included).
-    `metadata`: (key, value): a top-level metadata key (without a double quote or backslash)
-    whose value is the string `value`, or a number equal to it when `value` writes a number
-    (`rules.metadata_values`). `created_from` <= created_at < `created_to`. `upstream`: the
-    watches of the upstream of that name, configured or not (any more)."""
+class WatchFilter:
+    """Which of a tenant's watches a listing shows: each part given narrows it. `status`,
+    `job_id`, `outcome`: the watches with that one. `delivery`: those whose
+    `rules.delivery_state` of their status and outcome is it. `job_id_prefix`: job ids that
+    start with it (byte for byte, case included). `metadata`: (key, value): a top-level
+    metadata key (without a double quote or backslash) whose value is the string `value`, or a
+    number equal to it when `value` writes a number (`rules.metadata_values`).
+    `created_from` <= created_at < `created_to`. `upstream`: the watches of the upstream of
+    that name, configured or not (any more)."""
 
+    status: WatchStatus | None = None
+    job_id: str | None = None
+    outcome: JobOutcome | None = None
+    delivery: DeliveryState | None = None
     job_id_prefix: str | None = None
     metadata: tuple[str, str] | None = None
     created_from: float | None = None
     created_to: float | None = None
     upstream: str | None = None
+
+
+# No part given: every watch of the tenant.
+EVERY_WATCH = WatchFilter()
 
 
 class Store(abc.ABC):
@@ -484,30 +494,16 @@ class Store(abc.ABC):
     async def list_watches(
         self,
         tenant: str,
+        filters: WatchFilter = EVERY_WATCH,
         *,
-        status: str | None = None,
-        job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
-        outcome: JobOutcome | None = None,
-        delivery: DeliveryState | None = None,
-        search: WatchSearch | None = None,
     ) -> list[Watch]:
-        """Watches newest first (ids are time-ordered), those with an id below `before_id`;
-        only those of the given status, job, outcome and delivery state (`rules.delivery_state`
-        of their status and outcome), and those `search` finds (see `WatchSearch`)."""
+        """The watches `filters` let through, newest first (ids are time-ordered), those with
+        an id below `before_id`."""
 
     @abc.abstractmethod
-    async def count_matching(
-        self,
-        tenant: str,
-        *,
-        status: str | None = None,
-        job_id: str | None = None,
-        outcome: JobOutcome | None = None,
-        delivery: DeliveryState | None = None,
-        search: WatchSearch | None = None,
-    ) -> int:
+    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
         """How many of the tenant's watches `list_watches` with these filters would list,
         every page together."""
 

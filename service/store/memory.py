@@ -172,60 +172,25 @@ class MemoryStore(base.Store):
     async def list_watches(
         self,
         tenant: str,
+        filters: base.WatchFilter = base.EVERY_WATCH,
         *,
-        status: str | None = None,
-        job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
-        outcome: base.JobOutcome | None = None,
-        delivery: base.DeliveryState | None = None,
-        search: base.WatchSearch | None = None,
     ) -> list[base.Watch]:
         self._call(writes=False)
         found = [
-            w
-            for w in self._matching(tenant, status, job_id, outcome, delivery, search)
-            if before_id is None or w.id < before_id
+            w for w in self._matching(tenant, filters) if before_id is None or w.id < before_id
         ]
         return sorted(found, key=lambda w: w.id, reverse=True)[:limit]
 
     async def count_matching(
-        self,
-        tenant: str,
-        *,
-        status: str | None = None,
-        job_id: str | None = None,
-        outcome: base.JobOutcome | None = None,
-        delivery: base.DeliveryState | None = None,
-        search: base.WatchSearch | None = None,
+        self, tenant: str, filters: base.WatchFilter = base.EVERY_WATCH
     ) -> int:
         self._call(writes=False)
-        return len(self._matching(tenant, status, job_id, outcome, delivery, search))
+        return len(self._matching(tenant, filters))
 
-    def _matching(
-        self,
-        tenant: str,
-        status: str | None,
-        job_id: str | None,
-        outcome: base.JobOutcome | None,
-        delivery: base.DeliveryState | None,
-        search: base.WatchSearch | None,
-    ) -> list[base.Watch]:
-        search = search or base.WatchSearch()
-        return [
-            w
-            for w in self.watches.values()
-            if w.tenant == tenant
-            and status in (None, w.status)
-            and job_id in (None, w.job_id)
-            and outcome in (None, w.outcome)
-            and delivery in (None, rules.delivery_state(w.status, w.outcome))
-            and (search.job_id_prefix is None or w.job_id.startswith(search.job_id_prefix))
-            and (search.metadata is None or _has(w.metadata, *search.metadata))
-            and (search.created_from is None or w.created_at >= search.created_from)
-            and (search.created_to is None or w.created_at < search.created_to)
-            and search.upstream in (None, w.upstream)
-        ]
+    def _matching(self, tenant: str, filters: base.WatchFilter) -> list[base.Watch]:
+        return [w for w in self.watches.values() if w.tenant == tenant and _passes(w, filters)]
 
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
         self._call(writes=True)
@@ -752,8 +717,24 @@ def _record(row: DeliveryRow) -> base.DeliveryRecord:
     )  # fmt: skip
 
 
+def _passes(w: base.Watch, filters: base.WatchFilter) -> bool:
+    """Whether `filters` let the watch through (`base.WatchFilter`)."""
+    prefix, metadata = filters.job_id_prefix, filters.metadata
+    return (
+        filters.status in (None, w.status)
+        and filters.job_id in (None, w.job_id)
+        and filters.outcome in (None, w.outcome)
+        and filters.delivery in (None, rules.delivery_state(w.status, w.outcome))
+        and (prefix is None or w.job_id.startswith(prefix))
+        and (metadata is None or _has(w.metadata, *metadata))
+        and (filters.created_from is None or w.created_at >= filters.created_from)
+        and (filters.created_to is None or w.created_at < filters.created_to)
+        and filters.upstream in (None, w.upstream)
+    )
+
+
 def _has(metadata: dict[str, Any] | None, key: str, value: str) -> bool:
-    """Whether the metadata's `key` holds `value` (`base.WatchSearch`); a bool is no number."""
+    """Whether the metadata's `key` holds `value` (`base.WatchFilter`); a bool is no number."""
     if metadata is None or key not in metadata:
         return False
     found = metadata[key]

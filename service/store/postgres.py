@@ -24,6 +24,7 @@ from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
 from service.store import buckets, migrations, rules, subscription_health
 from service.store.base import (
+    EVERY_WATCH,
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
@@ -31,7 +32,6 @@ from service.store.base import (
     Completion,
     Delivery,
     DeliveryRecord,
-    DeliveryState,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
@@ -47,7 +47,7 @@ from service.store.base import (
     Subscription,
     SubscriptionHealth,
     Watch,
-    WatchSearch,
+    WatchFilter,
     WatchStatus,
 )
 from service.store.health import StoreHealth
@@ -493,16 +493,12 @@ class PostgresStore(Store):
     async def list_watches(
         self,
         tenant: str,
+        filters: WatchFilter = EVERY_WATCH,
         *,
-        status: str | None = None,
-        job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
-        outcome: JobOutcome | None = None,
-        delivery: DeliveryState | None = None,
-        search: WatchSearch | None = None,
     ) -> list[Watch]:
-        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+        where, params = _where(tenant, filters)
         if before_id is not None:
             params.append(before_id)
             where += f" AND id < ${len(params)}"
@@ -512,17 +508,8 @@ class PostgresStore(Store):
         )
         return [_watch(row) for row in await self._fetch(sql, *params, limit)]
 
-    async def count_matching(
-        self,
-        tenant: str,
-        *,
-        status: str | None = None,
-        job_id: str | None = None,
-        outcome: JobOutcome | None = None,
-        delivery: DeliveryState | None = None,
-        search: WatchSearch | None = None,
-    ) -> int:
-        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
+        where, params = _where(tenant, filters)
         row = await self._fetchrow(f"SELECT count(*) FROM watches WHERE {where}", *params)  # noqa: S608
         assert row is not None
         return int(row[0])
@@ -1193,39 +1180,26 @@ def _dropped(connection: Any) -> bool:
     return closed
 
 
-def _where(
-    tenant: str,
-    status: str | None,
-    job_id: str | None,
-    outcome: JobOutcome | None,
-    delivery: DeliveryState | None,
-    search: WatchSearch | None,
-) -> tuple[str, list[object]]:
+def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[object]]:
     """The WHERE clause of a listing of watches and its parameters ($1 on)."""
-    search = search or WatchSearch()
     clauses, params = ["tenant = $1"], list[object]([tenant])
-    prefix = None
-    if search.job_id_prefix:
+    for column, value in rules.compared(filters):
+        params.append(value)
+        clauses.append(f"{column} ${len(params)}")
+    if filters.job_id_prefix:
         # Job ids hold no LIKE wildcard but `_`; the text_pattern_ops index (migration 9)
         # answers this as a range whatever the database's collation.
-        prefix = search.job_id_prefix.replace("_", "\\_") + "%"
-    for column, value in (
-        ("status =", status), ("job_id =", job_id), ("outcome =", outcome),
-        ("job_id LIKE", prefix), ("created_at >=", search.created_from),
-        ("created_at <", search.created_to), ("upstream =", search.upstream),
-    ):  # fmt: skip
-        if value is not None:
-            params.append(value)
-            clauses.append(f"{column} ${len(params)}")
-    if delivery is not None:
-        statuses, outcomes = zip(*rules.delivery_pairs(delivery), strict=True)
+        params.append(filters.job_id_prefix.replace("_", "\\_") + "%")
+        clauses.append(f"job_id LIKE ${len(params)}")
+    if filters.delivery is not None:
+        statuses, outcomes = zip(*rules.delivery_pairs(filters.delivery), strict=True)
         params += [list(statuses), list(outcomes)]
         clauses.append(
             f"(status, outcome) IN (SELECT * FROM unnest(${len(params) - 1}::text[],"  # noqa: S608
             f" ${len(params)}::text[]))"
         )
-    if search.metadata is not None:
-        key, value = search.metadata
+    if filters.metadata is not None:
+        key, value = filters.metadata
         # Containment of {key: value} for each value the search matches (no index: the
         # tenant's other filters narrow the rows first).
         ors = []

@@ -28,6 +28,7 @@ from service.store.base import (
     JobOutcome,
     NewDelivery,
     NewEvent,
+    WatchFilter,
     WatchStatus,
     callback_host,
 )
@@ -161,6 +162,17 @@ def prefix_end(prefix: str) -> str:
     """The smallest string above every string starting with `prefix` (byte order): the upper
     bound of a prefix search as a range, which an index on the column answers."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def compared(filters: WatchFilter) -> list[tuple[str, object]]:
+    """The parts of `filters` a SQL backend writes as a column compared with a value, those
+    given: (the column and its operator, the value). The others each backend writes its way."""
+    parts = (
+        ("status =", filters.status), ("job_id =", filters.job_id),
+        ("outcome =", filters.outcome), ("upstream =", filters.upstream),
+        ("created_at >=", filters.created_from), ("created_at <", filters.created_to),
+    )  # fmt: skip
+    return [(column, value) for column, value in parts if value is not None]
 
 
 def delivery_pairs(state: DeliveryState) -> list[tuple[WatchStatus, JobOutcome]]:

@@ -29,6 +29,7 @@ from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
 from service.store import buckets, migrations, rules, sqlite_outcomes, subscription_health
 from service.store.base import (
+    EVERY_WATCH,
     WATCH_STATUSES,
     Attempt,
     AttemptOutcome,
@@ -36,7 +37,6 @@ from service.store.base import (
     Completion,
     Delivery,
     DeliveryRecord,
-    DeliveryState,
     DuplicateIdempotencyKey,
     EventRecord,
     Idempotency,
@@ -52,7 +52,7 @@ from service.store.base import (
     Subscription,
     SubscriptionHealth,
     Watch,
-    WatchSearch,
+    WatchFilter,
     WatchStatus,
     callback_host,
 )
@@ -471,16 +471,12 @@ class SQLiteStore(Store):
     async def list_watches(
         self,
         tenant: str,
+        filters: WatchFilter = EVERY_WATCH,
         *,
-        status: str | None = None,
-        job_id: str | None = None,
         before_id: str | None = None,
         limit: int = 50,
-        outcome: JobOutcome | None = None,
-        delivery: DeliveryState | None = None,
-        search: WatchSearch | None = None,
     ) -> list[Watch]:
-        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+        where, params = _where(tenant, filters)
         if before_id is not None:
             where += " AND id < ?"
             params.append(before_id)
@@ -491,17 +487,8 @@ class SQLiteStore(Store):
         rows = await self._run(lambda db: db.execute(sql, (*params, limit)).fetchall())
         return [_watch(row) for row in rows]
 
-    async def count_matching(
-        self,
-        tenant: str,
-        *,
-        status: str | None = None,
-        job_id: str | None = None,
-        outcome: JobOutcome | None = None,
-        delivery: DeliveryState | None = None,
-        search: WatchSearch | None = None,
-    ) -> int:
-        where, params = _where(tenant, status, job_id, outcome, delivery, search)
+    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
+        where, params = _where(tenant, filters)
         sql = f"SELECT count(*) FROM watches WHERE {where}"  # noqa: S608
         row = await self._run(lambda db: db.execute(sql, params).fetchone())
         return int(row[0])
@@ -1352,39 +1339,22 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
     return True
 
 
-def _where(
-    tenant: str,
-    status: str | None,
-    job_id: str | None,
-    outcome: JobOutcome | None,
-    delivery: DeliveryState | None,
-    search: WatchSearch | None,
-) -> tuple[str, list[Any]]:
+def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[Any]]:
     """The WHERE clause of a listing of watches and its parameters."""
-    search = search or WatchSearch()
     clauses, params = ["tenant = ?"], list[Any]([tenant])
-    for clause, value in (
-        ("status = ?", status),
-        ("job_id = ?", job_id),
-        ("outcome = ?", outcome),
+    for column, value in rules.compared(filters):
+        clauses.append(f"{column} ?")
+        params.append(value)
+    if filters.job_id_prefix:
         # A range on the (tenant, job_id) index: LIKE would ignore case and the index.
-        ("job_id >= ?", search.job_id_prefix),
-        ("created_at >= ?", search.created_from),
-        ("created_at < ?", search.created_to),
-        ("upstream = ?", search.upstream),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    if search.job_id_prefix:
-        clauses.append("job_id < ?")
-        params.append(rules.prefix_end(search.job_id_prefix))
-    if delivery is not None:
-        pairs = rules.delivery_pairs(delivery)
+        clauses.append("job_id >= ? AND job_id < ?")
+        params += [filters.job_id_prefix, rules.prefix_end(filters.job_id_prefix)]
+    if filters.delivery is not None:
+        pairs = rules.delivery_pairs(filters.delivery)
         clauses.append(f"(status, outcome) IN (VALUES {', '.join(['(?, ?)'] * len(pairs))})")
         params += [value for pair in pairs for value in pair]
-    if search.metadata is not None:
-        key, value = search.metadata
+    if filters.metadata is not None:
+        key, value = filters.metadata
         path = f'$."{key}"'
         wanted = rules.metadata_values(value)
         clauses.append(

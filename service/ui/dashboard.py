@@ -29,11 +29,12 @@ from service.store.base import (
     EventRecord,
     ResponseStart,
     Watch,
+    WatchFilter,
 )
 from service.subscriptions import SubscriptionService
 from service.ui import trends, words
 from service.ui.images import final_image_urls
-from service.watches import Counts, Filters, History, WatchService
+from service.watches import Counts, History, WatchService
 
 PAGE_SIZE = 50
 PAGE_SIZES = (20, 50, 100)  # the choices of the list's page size; PAGE_SIZE by default
@@ -165,7 +166,7 @@ class Dashboard:
         self._monitor = monitor
 
     async def list_page(
-        self, tenant: str, filters: Filters, cursor: str | None, size: int | None = None
+        self, tenant: str, filters: WatchFilter, cursor: str | None, size: int | None = None
     ) -> ListPage:
         page = await self._watches.list_page(tenant, filters, size or PAGE_SIZE, cursor)
         counts = await self._watches.counts(tenant)
@@ -178,7 +179,7 @@ class Dashboard:
         return ListPage(page.watches, total, counts, page.next_cursor, digest)
 
     async def list_fingerprint(
-        self, tenant: str, filters: Filters, cursor: str | None, size: int | None = None
+        self, tenant: str, filters: WatchFilter, cursor: str | None, size: int | None = None
     ) -> str:
         return (await self.list_page(tenant, filters, cursor, size)).fingerprint
 

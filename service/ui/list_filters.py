@@ -11,8 +11,8 @@ from starlette.requests import Request
 from service.api import watch_query
 from service.api.handlers import WATCH_ID_PATTERN
 from service.api.state import State
+from service.store.base import WatchFilter
 from service.ui.dashboard import PAGE_SIZES
-from service.watches import Filters
 
 _WATCH_ID = re.compile(WATCH_ID_PATTERN)
 
@@ -30,7 +30,7 @@ def shown(request: Request[State]) -> dict[str, str]:
     return {name: (query.get(name) or "").strip()[:200] for name in (*watch_query.FIELDS, "limit")}
 
 
-def read(request: Request[State]) -> tuple[Filters, str | None, int | None]:
+def read(request: Request[State]) -> tuple[WatchFilter, str | None, int | None]:
     """The list's filters (`status` too, which links may still carry; the job id box finds
     job ids that start with it), its cursor and its page size. Raises `BadFilters`."""
     query = request.query_params

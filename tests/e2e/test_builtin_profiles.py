@@ -145,6 +145,26 @@ def test_a_failed_job_delivers_the_apis_own_error(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("error_type", "detail"),
+    [("request_timeout", "Request timed out"),  # answered 504
+     ("runner_disconnected", "Runner disconnected during processing")],  # answered 503
+)  # fmt: skip
+def test_a_fal_request_error_on_the_result_request_fails_the_job_with_fals_words(
+    bridge: Bridge, dialects: Upstream, receiver: Receiver, error_type: str, detail: str
+) -> None:
+    """A fal request that completed with a request error, which its result request answers as
+    a 5xx with the error's `detail`, ends job.failed with those words at once (not `timeout`
+    once the poll's time is over)."""
+    job_id = create_job(dialects, "fal", outcome="failed", error=error_type)
+    body = delivered(bridge, receiver, "fal", job_id)
+    assert (body["type"], body["error"], body["error_code"]) == (
+        "job.failed", detail, "generation_failed"
+    )  # fmt: skip
+    assert body["data"]["status"] == "COMPLETED"  # the status answer: the result has no body
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize("upstream", list(UPSTREAMS))
 def test_a_job_the_api_does_not_know_fails_not_found(
     bridge: Bridge, receiver: Receiver, upstream: str

@@ -186,7 +186,8 @@ def register_jobs(
 def test_two_replicas_deliver_every_job_after_one_is_sigkilled(
     replicas: StartReplicas, database: str, upstream: Upstream, receiver: Receiver
 ) -> None:
-    """500 watches over two replicas, one SIGKILLed midway: every job delivered, none lost."""
+    """500 watches over two replicas, one SIGKILLed midway (holding running jobs and pending
+    deliveries): every job delivered, none lost."""
     first, second = replicas(
         2, BRIDGE_DELIVERY__RETRY_SCHEDULE_S="[2, 0.5, 0.5, 0.5]", BRIDGE_DELIVERY__TIMEOUT_S="10"
     )
@@ -215,6 +216,14 @@ def test_two_replicas_deliver_every_job_after_one_is_sigkilled(
         )[0][0],
         what="the ten 500s recorded",
     )
+    # And three jobs still running at the kill, whatever the machine's pace so far: the other
+    # replica polls them once their leases have expired.
+    running: list[Registered] = []
+    for _ in range(3):
+        job = upstream.create_job(queue_positions=0, processing_s=5)
+        name = unique("replicas_running")
+        watch = first.register(job_id=job, callback_url=receiver.callback(name))
+        running.append((watch, job, name, 0))
     [held] = sql(
         database,
         "SELECT (SELECT count(*) FROM watches WHERE status = 'active' AND lease_owner = $1)"
@@ -226,11 +235,11 @@ def test_two_replicas_deliver_every_job_after_one_is_sigkilled(
     assert first.process.kill() == -signal.SIGKILL
     killed_at = time.time()
     print(f"\nat the SIGKILL the killed replica held {dict(held)}")
-    assert held["watches"] >= 1, dict(held)
+    assert held["watches"] >= 3, dict(held)
     assert held["in_flight"] >= 3, dict(held)
     assert held["pending"] >= 13, dict(held)
 
-    everything = registered + pending
+    everything = registered + pending + running
     wait_all_delivered(second, [watch["id"] for watch, _, _, _ in everything], timeout=60)
     delivered_s = time.time() - killed_at
 

@@ -92,7 +92,8 @@ ENVIRON = {
     # Schemathesis addresses the app as `testserver`, which is not a loopback name.
     "BRIDGE_SERVER__ALLOWED_HOSTS": '["testserver"]',
 }
-# What /openapi.json serves (the fixture checks that it is this very document).
+# What /openapi.json serves (the fixture checks that it is this very document, but for the
+# token it asks for).
 schema = schemathesis.openapi.from_dict(
     openapi.spec(config.load(environ={**ENVIRON, "BRIDGE_STORE__URL": "memory://"})),
     config=CONFIG,
@@ -177,7 +178,9 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         app = create_app(config.load(environ=environ))
         stack.callback(asgi.shutdown_lifespans)  # stops the bridge (before the database goes)
         served = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
-        assert served.raw_schema == schema.raw_schema
+        # The very document tested, but for `security`: a token is asked for only with tokens.
+        assert served.raw_schema == {**schema.raw_schema, "security": served.raw_schema["security"]}
+        assert bool(served.raw_schema["security"]) == (request.param == "token")
         created = schema["/v1/watches"]["POST"].Case(body=GOOD).call(app=app, headers=headers)
         assert created.status_code == 201, created.text
         yield Run(app, headers, created.json()["id"])

@@ -27,6 +27,7 @@ from service.store.base import (
     ResponseStart,
     Store,
     Watch,
+    WatchFilter,
 )
 from service.store.postgres import PostgresStore
 from service.store.sqlite import SQLiteStore
@@ -106,7 +107,7 @@ async def test_the_final_event_decides_the_outcome(store: Store, outcome: JobOut
 
     assert stored.outcome == outcome
     assert stored.status == "delivering"
-    assert await store.list_watches(TENANT, outcome=outcome) == [stored]
+    assert await store.list_watches(TENANT, WatchFilter(outcome=outcome)) == [stored]
 
 
 async def test_cancelling_forgets_the_queue_position_and_keeps_an_ended_jobs_outcome(
@@ -158,14 +159,14 @@ async def test_watches_are_listed_and_counted_by_outcome_and_delivery_state(stor
         "cancelled": [cut_short],
     }
     for state, watches in expected.items():
-        found = await store.list_watches(TENANT, delivery=state)
+        found = await store.list_watches(TENANT, WatchFilter(delivery=state))
         assert [w.id for w in found] == [w.id for w in watches], state
         assert all(rules.delivery_state(w.status, w.outcome) == state for w in found)
-    succeeded = await store.list_watches(TENANT, outcome="succeeded")
+    succeeded = await store.list_watches(TENANT, WatchFilter(outcome="succeeded"))
     assert [w.id for w in succeeded] == [gone.id, no_callback.id]
-    both = await store.list_watches(TENANT, outcome="succeeded", delivery="failed")
+    both = await store.list_watches(TENANT, WatchFilter(outcome="succeeded", delivery="failed"))
     assert [w.id for w in both] == [gone.id]
-    assert await store.list_watches(TENANT, status="gone", delivery="delivered") == []
+    assert await store.list_watches(TENANT, WatchFilter(status="gone", delivery="delivered")) == []
     assert await store.count_outcomes(TENANT) == {
         ("active", "in_progress"): 1, ("completed", "succeeded"): 1,
         ("delivered", "failed"): 1, ("failed", "not_found"): 1, ("gone", "succeeded"): 1,

@@ -4,6 +4,7 @@ status, queue position, progress, outputs and error text each answer holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from service import answers, profiles
 from service.devtools.providers import Phase, Provider, View
+from service.devtools.providers import fal as fal_dialect
 from service.observation import Observation
 from service.profile import Reader
 
@@ -84,8 +86,9 @@ def expect(kind: str, job_status: str, **found: Any) -> dict[str, Any]:
     ],
 )
 def test_a_status_answer_is_read(profile: str, phase: Phase, expected: dict[str, Any]) -> None:
-    """Each phase of a job, as the dialect answers it, reads as the same phase."""
-    assert reading(read(profile, 200, provider(profile).render(view(phase)))) == expected
+    """Each phase of a job, as the dialect answers it (fal's with a 202 until it completes),
+    reads as the same phase."""
+    assert reading(read(profile, *provider(profile).answer(view(phase)))) == expected
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -106,22 +109,41 @@ def test_a_refused_key_reads_as_unauthorized_with_the_apis_words(profile: str) -
     assert seen.error.startswith(f"the upstream refused the API key ({status}): ")
 
 
+def read_fal_result(failed: View) -> Observation:
+    """fal's result request's answer for a request seen `failed`, read by the fal profile."""
+    fal, ended = provider("fal"), Observation("terminal", job_status="succeeded")
+    assert fal.result_error is not None
+    refusal = fal.result_error(failed)
+    assert refusal is not None
+    status, body = refusal
+    return answers.read_result(
+        status, {}, orjson.dumps(body), answers.NO_SECRETS, reader("fal"), ended
+    )
+
+
 def test_fals_result_gives_the_outputs_or_the_models_error() -> None:
     """fal's result request: the output URLs of a succeeded request, the model's message of a
     failed one (a 422)."""
     fal, ended = provider("fal"), Observation("terminal", job_status="succeeded")
     assert fal.render_result is not None
-    assert fal.result_error is not None
     ok = orjson.dumps(fal.render_result(view("succeeded")))
     seen = answers.read_result(200, {}, ok, answers.NO_SECRETS, reader("fal"), ended)
     assert (seen.job_status, seen.outputs) == ("succeeded", URLS)
-    refusal = fal.result_error(view("failed"))
-    assert refusal is not None
-    status, body = refusal
-    seen = answers.read_result(
-        status, {}, orjson.dumps(body), answers.NO_SECRETS, reader("fal"), ended
-    )
+    seen = read_fal_result(view("failed"))
     assert (seen.job_status, seen.message) == ("failed", ERROR)
+
+
+@pytest.mark.parametrize("error_type", sorted(fal_dialect.REQUEST_ERRORS))
+def test_fals_request_errors_fail_the_job_with_their_detail(error_type: str) -> None:
+    """Each documented request error (a 504 timeout, a 503 lost runner, ...) answered by the
+    result request ends the job failed at once, with its `detail`; one of the bad_request
+    status is refused as malformed, as the status request's would be."""
+    seen = read_fal_result(dataclasses.replace(view("failed"), error=error_type))
+    status, detail = fal_dialect.REQUEST_ERRORS[error_type]
+    if status == 400:
+        assert (seen.kind, seen.error_code) == ("refused", "bad_request")
+    else:
+        assert (seen.kind, seen.job_status, seen.message) == ("terminal", "failed", detail)
 
 
 @pytest.mark.parametrize(

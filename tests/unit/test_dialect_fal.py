@@ -24,28 +24,29 @@ async def get(sim: Served, path: str, **headers: str) -> tuple[int, Any]:
 
 
 @pytest.mark.parametrize(
-    ("elapsed", "expected"),
+    ("elapsed", "code", "expected"),
     [
-        (0.0, {"status": "IN_QUEUE", "queue_position": 1}),  # one request ahead
-        (1.5, {"status": "IN_QUEUE", "queue_position": 0}),  # next in line
-        (3.0, {"status": "IN_PROGRESS", "logs": None}),  # running, logs not asked for
-        (6.0, {"status": "COMPLETED", "logs": None}),  # done
+        (0.0, 202, {"status": "IN_QUEUE", "queue_position": 1}),  # one request ahead
+        (1.5, 202, {"status": "IN_QUEUE", "queue_position": 0}),  # next in line
+        (3.0, 202, {"status": "IN_PROGRESS", "logs": None}),  # running, logs not asked for
+        (6.0, 200, {"status": "COMPLETED", "logs": None}),  # done
     ],
 )
 async def test_a_request_queues_runs_and_completes(
-    fal: Served, elapsed: float, expected: dict[str, Any]
+    fal: Served, elapsed: float, code: int, expected: dict[str, Any]
 ) -> None:
-    """IN_QUEUE counts the requests ahead down to 0, then IN_PROGRESS, then COMPLETED."""
+    """IN_QUEUE counts the requests ahead down to 0, then IN_PROGRESS, then COMPLETED; the
+    answer is a 202 until the request completes, then a 200."""
     await fal.job("r-1")
     fal.clock.advance(elapsed)
-    assert await get(fal, "/requests/r-1/status") == (200, {"request_id": "r-1", **expected})
+    assert await get(fal, "/requests/r-1/status") == (code, {"request_id": "r-1", **expected})
 
 
 async def test_the_model_id_may_precede_requests(fal: Served) -> None:
     """A base URL that names the model (queue.fal.run/fal-ai/flux) reaches the same request."""
     await fal.job("r-model")
     status, body = await get(fal, "/fal-ai/flux/requests/r-model/status")
-    assert (status, body["status"]) == (200, "IN_QUEUE")
+    assert (status, body["status"]) == (202, "IN_QUEUE")
 
 
 async def test_a_succeeded_request_answers_its_output(fal: Served) -> None:
@@ -70,6 +71,33 @@ async def test_a_failed_request_completes_and_its_result_is_the_error(fal: Serve
     assert error["msg"] == "The content was flagged by a checker."
     assert (error["type"], error["loc"]) == ("content_policy_violation", ["body"])
     assert error["url"].startswith("https://docs.fal.ai/errors")
+
+
+@pytest.mark.parametrize(
+    ("error_type", "code"),
+    [
+        ("request_timeout", 504),
+        ("startup_timeout", 504),
+        ("runner_disconnected", 503),
+        ("runner_incomplete_response", 502),
+        ("internal_error", 500),
+    ],
+)
+async def test_a_request_error_is_its_status_with_a_detail_and_error_type(
+    fal: Served, error_type: str, code: int
+) -> None:
+    """A request that failed on the platform completes too; its result is the error's typical
+    status with a sentence in `detail` and the machine-readable `error_type`."""
+    await fal.job("r-lost", outcome="failed", error=error_type)
+    fal.clock.advance(6.0)
+    assert await get(fal, "/requests/r-lost/status") == (
+        200, {"request_id": "r-lost", "status": "COMPLETED", "logs": None}
+    )  # fmt: skip
+    status, body = await get(fal, "/requests/r-lost")
+    assert status == code
+    assert set(body) == {"detail", "error_type"}
+    assert isinstance(body["detail"], str)
+    assert body["error_type"] == error_type
 
 
 async def test_the_result_of_an_unfinished_request_is_refused(fal: Served) -> None:
@@ -110,4 +138,4 @@ async def test_an_outage_answers_503_until_it_ends(fal: Served) -> None:
     await fal.faults(error_rate=1.0)
     assert (await get(fal, "/requests/r-outage/status"))[0] == 503
     await fal.faults(error_rate=0.0)
-    assert (await get(fal, "/requests/r-outage/status"))[0] == 200
+    assert (await get(fal, "/requests/r-outage/status"))[0] == 202

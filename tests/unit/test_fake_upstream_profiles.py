@@ -32,9 +32,9 @@ async def test_an_outage_of_one_profile_leaves_the_others_answering() -> None:
             await sim.api.post(f"/{name}/_sim/jobs", json={"id": "j"})
         await sim.api.post("/runway/_sim/faults", json={"error_rate": 1.0})
         assert (await sim.api.get("/runway/v1/tasks/j", headers=RUNWAY)).status_code == 503
-        assert (await sim.api.get("/fal/requests/j/status", headers=FAL)).status_code == 200
+        assert (await sim.api.get("/fal/requests/j/status", headers=FAL)).status_code == 202
         stats = (await sim.api.get("/fal/_sim/stats")).json()
-        assert stats["by_status_code"] == {"200": 1}
+        assert stats["by_status_code"] == {"202": 1}
 
 
 async def test_betterwaifu_can_be_served_beside_a_dialect() -> None:
@@ -60,7 +60,7 @@ async def test_one_profile_is_served_at_the_root() -> None:
     async with served("fal") as sim:
         await sim.api.post("/_sim/jobs", json={"id": "r"})
         response = await sim.api.get("/requests/r/status", headers=FAL)
-        assert (response.status_code, response.json()["status"]) == (200, "IN_QUEUE")
+        assert (response.status_code, response.json()["status"]) == (202, "IN_QUEUE")
 
 
 @pytest.mark.parametrize(

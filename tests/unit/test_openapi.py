@@ -156,6 +156,22 @@ def test_the_upstreams_are_those_configured() -> None:
     assert "Per upstream" not in one["poll_interval_s"]["description"]
 
 
+@pytest.mark.parametrize(
+    ("tokens", "required"),
+    [([], []), ([{"name": "acme", "token": "t"}], [{"bearer": []}, {"apiKey": []}])],
+)
+def test_a_token_is_required_only_where_tokens_are_configured(
+    tokens: list[dict[str, str]], required: list[dict[str, list[str]]]
+) -> None:
+    """A bridge without tokens serves anyone: its document asks clients for no token (a
+    generated client would otherwise insist on one); with tokens, every operation but the
+    open ones needs one."""
+    spec = openapi.spec(config.Settings.model_validate({"auth": {"tokens": tokens}}))
+    assert spec["security"] == required
+    assert spec["paths"]["/livez"]["get"]["security"] == []
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+
+
 def test_every_answer_body_is_a_named_component() -> None:
     """Each JSON answer's schema is a reference to a component: generators name its class
     after it, and make one class however many operations answer it."""

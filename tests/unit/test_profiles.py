@@ -48,6 +48,11 @@ GONE = "not_found"
 """
 
 
+# A result table declared before the statuses table, which ends ACME.
+STATUSES = "[upstreams.acme.profile.statuses]"
+RESULT = '[upstreams.acme.profile.result]\npath = "/r/{job_id}"\n'
+
+
 def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> config.Settings:
     path = tmp_path / "bridge.toml"
     path.write_text(text)
@@ -235,6 +240,11 @@ async def test_a_result_request_follows_a_success(tmp_path: Path) -> None:
         (('base_url = "https://api.acme.example/base"',
           'base_url = "https://api.acme.example/base"\nprofile = "acme"'),
          "upstreams.acme.profile (from {path}): no built-in profile is named 'acme'"),
+        ((STATUSES, f'{RESULT}error = "detail"\nfailed = [503, 422]\n{STATUSES}'),
+         "upstreams.acme.profile.result.failed (from {path}): 422 is not a 5xx: a 4xx other "
+         "than 429 already ends the job failed"),
+        ((STATUSES, f"{RESULT}failed = [504]\n{STATUSES}"),
+         "upstreams.acme.profile.result (from {path}): failed statuses need an error path"),
     ],
 )  # fmt: skip
 def test_an_invalid_profile_stops_start_up_with_one_line(
@@ -355,3 +365,46 @@ async def test_a_key_sent_in_the_query_is_masked_as_the_url_spells_it(tmp_path: 
         )
     assert seen.kind == "transient"
     assert "x-acme-key=********" in (seen.error or "")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "message"),
+    [
+        # A failed status whose body says why: the job failed, in the upstream's words.
+        (504, {"detail": "Request timed out", "error_type": "request_timeout"}, "terminal",
+         "Request timed out"),
+        (503, {"detail": "Runner disconnected"}, "terminal", "Runner disconnected"),
+        # The same status without the upstream's words (a gateway's own page): asked again.
+        (503, b"<html>Service Unavailable</html>", "transient", None),
+        (504, {"message": "upstream timeout"}, "transient", None),
+        # A 5xx the profile does not name: asked again, as ever.
+        (500, {"detail": "Internal error"}, "transient", None),
+    ],
+)  # fmt: skip
+async def test_the_result_requests_failed_statuses_end_the_job_with_its_words(
+    tmp_path: Path, status: int, body: dict[str, str] | bytes, kind: str, message: str | None
+) -> None:
+    """A status of `result.failed` whose body has words at `result.error` ends the job failed
+    with them at once; one without them, or a status not named, is transient."""
+    text = ACME + (
+        '[upstreams.acme.profile.result]\npath = "/r/{job_id}"\nerror = "detail"\n'
+        "failed = [502, 503, 504]\n"
+    )
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/r/"):
+            if isinstance(body, bytes):
+                return httpx.Response(status, content=body)
+            return httpx.Response(status, json=body)
+        return httpx.Response(200, json={"task": {"state": "DONE"}})
+
+    async with httpx.MockTransport(handler) as transport:
+        seen = await UpstreamClient(transport, "https://a.example", 5, reader=reader).fetch(
+            "t1", None
+        )
+    assert (seen.kind, seen.message, seen.http_status) == (kind, message, status)
+    if kind == "terminal":
+        assert (seen.job_status, seen.body) == ("failed", None)
+    else:
+        assert seen.error == f"upstream answered the result request with HTTP {status}"

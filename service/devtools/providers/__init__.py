@@ -74,6 +74,14 @@ class Provider:
     # Optional: the result request's answer when it is not render_result's 200 (fal answers a
     # failed request's error with an HTTP error status), or None for render_result.
     result_error: Callable[[View], Answer | None] | None = None
+    # Optional: the HTTP status of a status answer in each phase, when not always 200 (fal
+    # answers 202 until a request completes).
+    status_code: Callable[[Phase], int] | None = None
+
+    def answer(self, view: View) -> Answer:
+        """The status request's answer of a job seen as `view`."""
+        status = self.status_code(view.phase) if self.status_code else 200
+        return status, self.render(view)
 
 
 def authorization_key(request: Request, *schemes: str) -> str | None:
