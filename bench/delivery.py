@@ -5,8 +5,8 @@
 (a) throughput: a backlog of `--jobs` due webhooks to one fast receiver (`webhook-bridge listen`)
 is drained by a bridge; its deliveries/s and CPU over a steady window are compared with a bare
 POST loop of the same client (httpx on the aiohttp transport, as service/bridge.py builds it)
-posting the same signed bodies to the same receiver with the same concurrency (the per-host
-limit, which is what one receiver gets).
+posting the same bodies, signed as they are sent, to the same receiver with the same
+concurrency (the per-host limit, which is what one receiver gets).
 
 (b) isolation: fast-host notification latency (registration to the webhook's arrival) with
 and without a slow host (answers after --slow-delay s) holding a backlog of --slow-backlog.
@@ -178,7 +178,7 @@ async def throughput(run: Run) -> dict[str, Any]:
     print(f"    draining {backlog:,} due webhooks ...", flush=True)
     receiver = await run.services.start_devtool("receiver-fast", ["listen", "--quiet"], port)
 
-    # The bare loop's bodies: the same as the bridge's, signed, to the same receiver.
+    # The bare loop's bodies: the same as the bridge's, to the same receiver.
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             "SELECT d.id, d.body, w.callback_url FROM deliveries d JOIN watches w"
@@ -336,36 +336,29 @@ async def bare_posts(
     receiver_pid: int,
     via_client: bool = False,
 ) -> dict[str, Any]:
-    """`concurrency` workers POST the signed bodies round-robin, reading each answer: through
-    the transport as the bridge sends them, or (`via_client`) with `client.post` of an httpx
-    client on the same transport."""
+    """`concurrency` workers POST the bodies round-robin, each signed as it is sent (its
+    timestamp is the sending time, as the bridge's), reading each answer: through the transport
+    as the bridge sends them, or (`via_client`) with `client.post` of an httpx client on the
+    same transport."""
     secret = new_secret()
-    now = time.time()
-    signed = [
-        (
-            url,
-            body,
-            {
-                "content-type": "application/json",
-                "user-agent": USER_AGENT,
-                **sign(webhook_id, body, now, [secret]),
-            },
-        )
-        for webhook_id, body, url in rows
-    ]
     # The bridge's transport, built by its own function (its delivery connector adds the
     # callback address check at connect time only), and requests sent straight to it as the
     # bridge's sender does.
     transport = _transport(aiohttp.TCPConnector(limit=MAX_CONCURRENCY, limit_per_host=0))
     client = httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S, follow_redirects=False)
     extensions = {"timeout": httpx.Timeout(TIMEOUT_S).as_dict()}
-    items = itertools.cycle(signed)
+    items = itertools.cycle(rows)
     counts = {"ok": 0, "errors": 0}
     stop = asyncio.Event()
 
     async def worker() -> None:
         while not stop.is_set():
-            url, body, headers = next(items)
+            webhook_id, body, url = next(items)
+            headers = {
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                **sign(webhook_id, body, time.time(), [secret]),
+            }
             try:
                 request = httpx.Request(
                     "POST", url, content=body, headers=headers, extensions=extensions
