@@ -146,6 +146,16 @@ def test_fals_request_errors_fail_the_job_with_their_detail(error_type: str) -> 
         assert (seen.kind, seen.job_status, seen.message) == ("terminal", "failed", detail)
 
 
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_fal_5xx_that_names_no_request_error_is_asked_again(status: int) -> None:
+    """A 5xx of fal's queue service itself (a `detail` but no `error_type`) says nothing of the
+    request, which may well have succeeded: transient, so the result is asked for again."""
+    ended = Observation("terminal", job_status="succeeded")
+    body = orjson.dumps({"detail": "Internal Server Error"})
+    seen = answers.read_result(status, {}, body, answers.NO_SECRETS, reader("fal"), ended)
+    assert seen.kind == "transient"
+
+
 @pytest.mark.parametrize(
     ("profile", "answer", "expected"),
     [
