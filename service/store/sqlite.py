@@ -1355,11 +1355,12 @@ def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[Any]]:
         params += [value for pair in pairs for value in pair]
     if filters.metadata is not None:
         key, value = filters.metadata
-        path = f'$."{key}"'
         wanted = rules.metadata_values(value)
+        # json_each reads keys decoded: a JSON path would not find one stored escaped ("\u00e9").
+        marks = ", ".join("?" * len(wanted))
         clauses.append(
-            "json_type(metadata, ?) IN ('text', 'integer', 'real')"
-            f" AND json_extract(metadata, ?) IN ({', '.join('?' * len(wanted))})"
+            "EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = ?"  # noqa: S608
+            f" AND type IN ('text', 'integer', 'real') AND value IN ({marks}))"
         )
-        params += [path, path, *wanted]
+        params += [key, *wanted]
     return " AND ".join(clauses), params

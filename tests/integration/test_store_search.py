@@ -49,6 +49,17 @@ async def test_metadata_value_matches_strings_and_numbers(store: Store) -> None:
     assert await listed(store, metadata=("x.order", "1234")) == []
 
 
+async def test_metadata_keys_and_values_beyond_ascii_are_found(store: Store) -> None:
+    """A key or value with characters beyond ASCII (and a key with a quote or a dot in it)
+    matches as written."""
+    cafe = await register(store, metadata={"café": "crème", 'say "hi".now': "ok"})
+    await register(store, metadata={"cafe": "crème"})
+
+    assert await listed(store, metadata=("café", "crème")) == [cafe.id]
+    assert await listed(store, metadata=('say "hi".now', "ok")) == [cafe.id]
+    assert await listed(store, metadata=("café", "creme")) == []
+
+
 async def test_created_range_is_from_inclusive_to_exclusive(store: Store) -> None:
     """created_from <= created_at < created_to."""
     early = await register(store, created_at=T0)
