@@ -14,7 +14,8 @@ do worse. For comparison it also prints what the bridge's own planner (`service.
 spends and finds when it knows as much: the start, and processing times learned from
 `--draws` jobs instead of 64.
 
-The schedule comes from a dynamic program over poll times on a grid of `--step` seconds.
+The schedule comes from a dynamic program over poll times on a grid of `--step` seconds (a
+finer grid could only lower its figures, by less than the printed digits).
 After a poll at t (the job still running), the next at s >= t + gap costs P(T > t) and finds
 the jobs ending in (s - L, s] within L (L <= gap, so that window starts after t); the jobs
 found in time are weighed by a multiplier, bisected until they are half of all jobs.
@@ -116,8 +117,12 @@ class Schedules:
         return requests, share, polls
 
     def cheapest(self, latency_s: float) -> tuple[float, float, list[int]]:
-        """The fewest expected requests that find at least half the jobs within `latency_s`
-        (where no schedule does: the one that finds the most)."""
+        """At least the expected requests of any schedule (or mix of schedules) that finds
+        half the jobs within `latency_s`, the share the best one found finds, and its polls
+        (where no schedule finds half: the one that finds the most, and its requests).
+
+        The best schedule for a weight w that finds a share s >= 1/2 with r requests bounds
+        every other that finds half: theirs are at least r - w (s - 1/2)."""
         low, high = 0.0, 1_000.0
         for _ in range(40):
             middle = (low + high) / 2
@@ -125,7 +130,8 @@ class Schedules:
                 high = middle
             else:
                 low = middle
-        return self.best(latency_s, high)
+        requests, share, polls = self.best(latency_s, high)
+        return requests - high * max(share - 0.5, 0.0), share, polls
 
 
 def planner(args: argparse.Namespace) -> tuple[float, float]:
@@ -135,8 +141,9 @@ def planner(args: argparse.Namespace) -> tuple[float, float]:
     median, draws = REALISTIC_PROCESSING_S[0], int(args.draws)
     times = [median * math.exp(rng.gauss(0.0, args.processing_sigma)) for _ in range(draws)]
     learned = pacing.Window(size=draws, samples=tuple(times))
-    track = pacing.Track(pacing.PROCESSING, None, 0.0, -1e-3, 0.0, start_lo=-1e-3, start_hi=0.0)
-    track.explores = False
+    track = pacing.Track(
+        pacing.PROCESSING, None, 0.0, -1e-3, 0.0, start_lo=-1e-3, start_hi=0.0, explores=False
+    )
     outlook = pacing.Outlook(track, pacing.Window(), learned, args.min_interval, args.interval)
     polls, now = [0.0], 0.0
     while now < max(times):

@@ -220,7 +220,7 @@ def test_two_replicas_deliver_every_job_after_one_is_sigkilled(
     # replica polls them once their leases have expired.
     running: list[Registered] = []
     for _ in range(3):
-        job = upstream.create_job(queue_positions=0, processing_s=5)
+        job = upstream.create_job(queue_positions=0, processing_s=15)
         name = unique("replicas_running")
         watch = first.register(job_id=job, callback_url=receiver.callback(name))
         running.append((watch, job, name, 0))
