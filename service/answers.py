@@ -161,9 +161,13 @@ def read_answer(
         return _unreadable(status, error, secrets)
 
 
-def _unreadable(status: int, error: Unreadable, secrets: Secrets) -> Observation:
+def _cannot_read(error: Unreadable, secrets: Secrets) -> str:
     text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
-    return Observation("transient", error=text[:MAX_ERROR_TEXT], http_status=status)
+    return text[:MAX_ERROR_TEXT]
+
+
+def _unreadable(status: int, error: Unreadable, secrets: Secrets) -> Observation:
+    return Observation("transient", error=_cannot_read(error, secrets), http_status=status)
 
 
 def _refusal(
@@ -339,8 +343,7 @@ def read_creation(
     try:
         return _read_creation(status, headers, body, secrets, reader)
     except Unreadable as error:
-        text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
-        return Creation("failed", http_status=status, error=text[:MAX_ERROR_TEXT])
+        return Creation("failed", http_status=status, error=_cannot_read(error, secrets))
 
 
 def _read_creation(
