@@ -18,7 +18,8 @@ FIELDS = (
     "outcome", "delivery", "upstream", "status", "job_id", "job_id_prefix", "metadata_key",
     "metadata_value", "created_from", "created_to",
 )  # fmt: skip
-# A metadata key the SQL backends can name in a JSON path (`WatchFilter`).
+# A metadata key a search may name (`WatchFilter.metadata`): printable, and no quote or
+# backslash, which no key a client means to search by holds.
 METADATA_KEY = re.compile(r'[^"\\\x00-\x1f\x7f]{1,100}')
 METADATA_KEY_RULE = "1 to 100 characters, without double quotes, backslashes or control characters"
 MAX_METADATA_VALUE = 200
