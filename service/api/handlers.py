@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -232,10 +232,7 @@ def _registered(registered: Registered) -> Response:
 
 async def create_watch(request: Request[State]) -> Response:
     tenant, data = await _registration(request)
-    try:
-        body = WatchRequest.model_validate(data)
-    except ValidationError as error:
-        raise invalid_body(error) from None
+    body = _valid(WatchRequest, data)
     registered = await request.state["watches"].register(
         tenant, body.job_id, body.options(), _idempotency_key(request), _traceparent(request)
     )
@@ -245,10 +242,7 @@ async def create_watch(request: Request[State]) -> Response:
 async def generate(request: Request[State]) -> Response:
     """Start an upstream job and watch it (`service.generate`)."""
     tenant, data = await _registration(request)
-    try:
-        body = GenerateRequest.model_validate(data)
-    except ValidationError as error:
-        raise invalid_body(error) from None
+    body = _valid(GenerateRequest, data)
     registered = await request.state["generation"].generate(
         tenant, body.input, body.options(), _idempotency_key(request), _traceparent(request)
     )
@@ -266,23 +260,10 @@ def _query_int(request: Request[State], name: str, default: int, low: int, high:
     return int(raw)
 
 
-def _query_text(
-    request: Request[State], name: str, rule: re.Pattern[str], message: str
-) -> str | None:
-    raw = request.query_params.get(name) or None
-    if raw is not None and not rule.fullmatch(raw):
-        raise InvalidRequest.field(name, message)
-    return raw
-
-
-def watch_filters(request: Request[State]) -> WatchFilter:
-    """The filters of a listing of watches, from the query (`InvalidRequest` naming each bad
-    one)."""
-    return _checked(*watch_query.parse(request.query_params))
-
-
-def _checked(filters: WatchFilter, errors: dict[str, str]) -> WatchFilter:
-    """The filters `watch_query.parse` read, or `InvalidRequest` naming each bad one."""
+def _watch_filters(query: Mapping[str, str]) -> WatchFilter:
+    """The filters of a listing of watches in `query`, or `InvalidRequest` naming each bad
+    one."""
+    filters, errors = watch_query.parse(query)
     if errors:
         raise InvalidRequest(
             "; ".join(f"{name}: {message}" for name, message in errors.items()),
@@ -293,12 +274,12 @@ def _checked(filters: WatchFilter, errors: dict[str, str]) -> WatchFilter:
 
 async def list_watches(request: Request[State]) -> Response:
     tenant = _tenant(request)  # 401 before any other answer
-    page = await request.state["watches"].list_page(
-        tenant,
-        watch_filters(request),
-        limit=_query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE),
-        cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
-    )
+    filters = _watch_filters(request.query_params)
+    limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE)
+    cursor = request.query_params.get("cursor") or None
+    if cursor is not None and not _WATCH_ID.fullmatch(cursor):
+        raise InvalidRequest.field("cursor", "must be a next_cursor of a listing")
+    page = await request.state["watches"].list_page(tenant, filters, limit=limit, cursor=cursor)
     shown = [responses.Watch.of(watch) for watch in page.watches]
     return json_response(responses.WatchPage(data=shown, next_cursor=page.next_cursor))
 
@@ -353,9 +334,7 @@ async def recover(request: Request[State]) -> Response:
     tenant = _tenant(request)
     data = await _optional_object(request)
     body = RecoverRequest() if data is None else _valid(RecoverRequest, data)
-    recovery = await request.state["redelivery"].recover(
-        tenant, _checked(*watch_query.parse(body.query()))
-    )
+    recovery = await request.state["redelivery"].recover(tenant, _watch_filters(body.query()))
     most = request.state["watches"].max_attempts
     return json_response(responses.Recovery.of(recovery, most), 202)
 
@@ -489,11 +468,7 @@ async def list_events(request: Request[State]) -> Response:
 
 async def create_subscription(request: Request[State]) -> Response:
     tenant = _subscription_change(request)
-    data = await _json_object(request)
-    try:
-        body = SubscriptionRequest.model_validate(data)
-    except ValidationError as error:
-        raise invalid_body(error) from None
+    body = _valid(SubscriptionRequest, await _json_object(request))
     created = await request.state["subscriptions"].create(
         tenant, body.url, body.events, secret=body.secret, headers=body.headers,
         final_statuses=body.final_statuses,
