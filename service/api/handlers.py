@@ -1,16 +1,18 @@
-"""HTTP handlers: parse and validate, call the service layer, serialize. Nothing else."""
+"""HTTP handlers: parse and validate, call the service layer, serialize. Nothing else, but
+`route`, which serves them by method for the API and the dashboard alike."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service import events
@@ -65,6 +67,21 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 # Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
 RECONNECT_MS = 2000
 T = TypeVar("T")
+
+
+Endpoint = Callable[[Request[State]], Awaitable[Response]]
+
+
+def route(path: str, **endpoints: Endpoint) -> Route:
+    """One route for all the methods of `path`, so that a 405 lists every allowed method (with
+    one route per method, Starlette's `Allow` would name only the first route's)."""
+    if "GET" in endpoints:
+        endpoints["HEAD"] = endpoints["GET"]
+
+    async def endpoint(request: Request[State]) -> Response:
+        return await endpoints[request.method](request)
+
+    return Route(path, endpoint, methods=list(endpoints))
 
 
 def json_response(answer: responses.Answer, status: int = 200) -> Response:

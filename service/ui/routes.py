@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from service.api.handlers import (
@@ -34,6 +34,7 @@ from service.api.handlers import (
     WEBHOOK_ID_PATTERN,
     HeldStream,
     client_address,
+    route,
 )
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.api.state import State
@@ -567,15 +568,6 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
     async def crash(request: Request[Any], error: Exception) -> Response:
         log.exception("ui.crashed", path=request.url.path)
         return pages.error(request, 500, "Internal error", "The bridge failed; see its logs.", None)
-
-    def route(path: str, **endpoints: Callable[[Request[State]], Awaitable[Response]]) -> Route:
-        if "GET" in endpoints:
-            endpoints["HEAD"] = endpoints["GET"]
-
-        async def endpoint(request: Request[State]) -> Response:
-            return await endpoints[request.method](request)
-
-        return Route(path, endpoint, methods=list(endpoints))
 
     signed_in = pages.signed_in
     routes = [
