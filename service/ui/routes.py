@@ -173,6 +173,13 @@ class Pages:
         html = self.templates.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status, headers={**self.headers, **(headers or {})})
 
+    def render_with_flash(self, request: Request[State], name: str, **context: Any) -> Response:
+        """`render`, with the message the last action left, which is then forgotten."""
+        message = flash.read(request)
+        response = self.render(request, name, flash=message, **context)
+        flash.clear(response, message)
+        return response
+
     async def _session(self, request: Request[State]) -> Session | None:
         """The request's sign-in: its cookie signed, unexpired, and not signed out."""
         session = self.sessions.verify(request.cookies.get(COOKIE), self.clock.now())
@@ -326,10 +333,7 @@ class Pages:
             return self.render(request, "_watches_live.html", **context)
         # Drawn once per page load: live updates refresh the list, not the day's trends.
         trend = await dashboard.trends(session.tenant)
-        message = flash.read(request)
-        response = self.render(request, "watches.html", trend=trend, flash=message, **context)
-        flash.clear(response, message)
-        return response
+        return self.render_with_flash(request, "watches.html", trend=trend, **context)
 
     def _upstream_column(self, watches: list[Watch]) -> bool:
         """Whether the list shows each watch's upstream: when several are configured, or a
@@ -348,10 +352,7 @@ class Pages:
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watch_live.html", flash=None, **context)
-        message = flash.read(request)
-        response = self.render(request, "watch.html", flash=message, **context)
-        flash.clear(response, message)
-        return response
+        return self.render_with_flash(request, "watch.html", **context)
 
     def _no_watch(self, request: Request[State], session: Session) -> Response:
         return self.error(
@@ -379,9 +380,7 @@ class Pages:
             except ApiError as refused:
                 message = f"Not done: {refused.message}"
             log.info("ui.action", verb=verb, watch_id=watch_id, result=message)
-            response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
-            flash.set(request, response, message)
-            return response
+            return flash.redirect(request, f"/ui/watches/{watch_id}", message)
 
         return handler
 
@@ -408,9 +407,7 @@ class Pages:
             )
         log.info("ui.action", verb="retry", watch_id=watch_id, webhook_id=delivery_id,
                  result=message)  # fmt: skip
-        response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
-        flash.set(request, response, message)
-        return response
+        return flash.redirect(request, f"/ui/watches/{watch_id}", message)
 
     async def live(self, request: Request[State]) -> Response:
         """`event: changed` whenever what the page shows changed (its fingerprint): at once

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from service.api.handlers import SUBSCRIPTION_ID_PATTERN
 from service.api.responses import public_url
@@ -64,15 +64,12 @@ class SubscriptionPages:
         service: SubscriptionService = request.state["subscriptions"]
         found = await service.list(session.tenant)
         shown = lines(found, await service.health(session.tenant))
-        message = flash.read(request)
-        response = self._pages.render(
+        return self._pages.render_with_flash(
             request, "subscriptions.html",
-            **self._pages.context(request, session, subscriptions=shown, flash=message,
+            **self._pages.context(request, session, subscriptions=shown,
                                 window_h=HEALTH_WINDOW_S // 3600,
                                 overlap_h=ROTATION_OVERLAP_S // 3600),
         )  # fmt: skip
-        flash.clear(response, message)
-        return response
 
     async def act(self, request: Request[State], session: Session) -> Response:
         form = await self._pages.form(request, session)
@@ -104,9 +101,7 @@ class SubscriptionPages:
         except ApiError as refused:
             message = f"Not done: {refused.message}"
         log.info("ui.action", verb=verb, subscription_id=subscription_id, result=message)
-        response = RedirectResponse(f"/ui/subscriptions#{subscription_id}", 303)
-        flash.set(request, response, message)
-        return response
+        return flash.redirect(request, f"/ui/subscriptions#{subscription_id}", message)
 
     def _none(self, request: Request[State], session: Session) -> Response:
         return self._pages.error(
