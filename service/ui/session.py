@@ -56,7 +56,6 @@ class Session:
 class Sessions:
     def __init__(self, settings: Settings) -> None:
         keys = settings.security.encryption_keys
-        self.durable = bool(keys)
         self._key = (
             hashlib.sha256(b"webhook-bridge ui session\0" + keys[0].encode()).digest()
             if keys
