@@ -48,19 +48,13 @@ class DialectUpstream(FakeUpstream):
     async def _dialect(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         provider = self.provider
         request = _request(scope)
-        self._requests += 1
-        if request.method == "GET":
-            self._count_get(provider.presented_key(request))
-        elif request.method == "POST":
-            self._posts += 1
-        if self._thresholds:
-            fault = self._roll()
-            if fault is not None and await self._fault(fault, receive, send):
-                return
+        key = provider.presented_key(request)
+        if await self._counted(request.method, key, receive, send):
+            return
         refusal = provider.refuse(request) if provider.refuse else None
         if refusal is not None:
             await self._reply(send, refusal)
-        elif provider.presented_key(request) not in self.config.api_keys:
+        elif key not in self.config.api_keys:
             await self._reply(send, provider.unauthorized)
         elif request.method == "POST" and request.path == provider.create_path:
             await self._create_job(receive, send)
@@ -88,10 +82,8 @@ class DialectUpstream(FakeUpstream):
         if job is None:
             await self._reply(send, self.provider.not_found(job_id))
             return
-        job.polls += 1
         now = self._clock()
-        job.poll_times.append(now)
-        fault = job.next_fault()
+        fault = job.polled(now)
         if fault is not None and await self._fault(fault, receive, send):
             return
         await self._reply(send, self.provider.answer(job.view(now)))

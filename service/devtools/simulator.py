@@ -190,17 +190,11 @@ class FakeUpstream:
         self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send, route: str
     ) -> None:
         method: str = scope["method"]
-        self._requests += 1
-        if method == "GET":
-            auth = asgi.header(scope, b"authorization")
-            self._count_get(auth.split(b" ", 1)[-1].decode(errors="replace") if auth else None)
-        elif method == "POST":
-            self._posts += 1
-        if self._thresholds:
-            fault = self._roll()
-            if fault is not None and await self._fault(fault, receive, send):
-                return
-        if asgi.header(scope, b"authorization") not in self._auth:
+        auth = asgi.header(scope, b"authorization")
+        key = auth.split(b" ", 1)[-1].decode(errors="replace") if auth else None
+        if await self._counted(method, key, receive, send):
+            return
+        if auth not in self._auth:
             await self._answer(send, 401, UNAUTHORIZED)
         elif route in ("generate", "generate/"):
             if method == "POST":
@@ -216,6 +210,19 @@ class FakeUpstream:
                 await self._not_allowed(send, b"GET")
         else:
             await self._answer(send, 404, PATH_NOT_FOUND)
+
+    async def _counted(
+        self, method: str, key: str | None, receive: asgi.Receive, send: asgi.Send
+    ) -> bool:
+        """Count an API request (a GET by the API `key` it presented), then draw a global fault;
+        True when the fault answered it."""
+        self._requests += 1
+        if method == "GET":
+            self._count_get(key)
+        elif method == "POST":
+            self._posts += 1
+        fault = self._roll() if self._thresholds else None
+        return fault is not None and await self._fault(fault, receive, send)
 
     def _count_get(self, key: str | None) -> None:
         """Count a GET, by the API key it presented ("none" without one) and its 100 ms slot."""
@@ -263,9 +270,7 @@ class FakeUpstream:
         if job is None:
             await self._answer(send, 404, NOT_FOUND)
             return
-        job.polls += 1
-        job.poll_times.append(self._clock())
-        fault = job.next_fault()
+        fault = job.polled(self._clock())
         if fault is not None and await self._fault(fault, receive, send):
             return
         await self._answer(send, 200, job.body(self._clock()))

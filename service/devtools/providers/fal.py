@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Answer, Phase, Provider, Request, View, authorization_key
+from service.devtools.providers import Answer, Phase, Provider, View, authorization_key
 
 _WORDS = {"queued": "IN_QUEUE", "processing": "IN_PROGRESS"}
 ERRORS_URL = "https://docs.fal.ai/errors#content_policy_violation"
@@ -45,10 +45,6 @@ REQUEST_ERRORS = {
     "client_cancelled": (499, "Request cancelled by the client"),
     "bad_request": (400, "Bad request"),
 }
-
-
-def _key(request: Request) -> str | None:
-    return authorization_key(request, "Key")
 
 
 def _render(view: View) -> dict[str, Any]:
@@ -94,7 +90,7 @@ PROVIDER = Provider(
     "https://fal.ai/docs/inference-api/queue/result; "
     "https://fal.ai/docs/api-reference/inference-api",
     status_route=re.compile(r"(?:/.+)?/requests/([^/]+)/status"),
-    presented_key=_key,
+    presented_key=authorization_key("Key"),
     render=_render,
     # The errors pages document {"detail": ...} bodies; the words of these two are not.
     not_found=lambda job_id: (404, {"detail": "Request not found"}),
