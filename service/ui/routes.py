@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from service.api.guard import from_another_site
 from service.api.handlers import (
     READ_METHODS,
     WATCH_ID_PATTERN,
@@ -228,7 +229,7 @@ class Pages:
     async def form(self, request: Request[State], session: Session | None) -> Form:
         """The urlencoded form of a POST after the same-origin checks (and the CSRF token's,
         when signed in). Raises `HTTPException(403)` when a check fails."""
-        if not _same_origin(request):
+        if from_another_site(request.headers):
             raise HTTPException(403, "this form was not sent from this dashboard's own pages")
         body = bytearray()
         async for chunk in request.stream():
@@ -514,19 +515,6 @@ async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: For
 async def _cancel(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
     await dashboard.cancel(tenant, watch_id)
     return "Watch cancelled."
-
-
-def _same_origin(request: Request[State]) -> bool:
-    """False when the browser says the request came from another site: `Sec-Fetch-Site`, or
-    an `Origin` whose host is not ours. Clients that send neither are not browsers acting
-    for another site (they could not have the cookie)."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
 
 
 def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
