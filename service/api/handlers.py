@@ -66,6 +66,9 @@ CLIENT_GONE = 499
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
 RECONNECT_MS = 2000
+# An event stream's: no caching, and no buffering by a proxy in front (nginx honours
+# X-Accel-Buffering).
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 T = TypeVar("T")
 
 
@@ -447,13 +450,11 @@ async def stream_events(request: Request[State]) -> Response:
         raise InvalidRequest.field(field, "must be the id of an event of this stream (evt_...)")
     feed = request.state["feed"]
     await feed.existing(tenant, watch_id)  # a 404 before the stream starts
-    # No caching, and no buffering by a proxy in front (nginx honours X-Accel-Buffering).
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if request.method == "HEAD":  # the headers only, not a stream held open for nothing
-        return Response(None, headers=headers, media_type="text/event-stream")
+        return Response(None, headers=SSE_HEADERS, media_type="text/event-stream")
     close = request.state["streams"].open(tenant)
     return HeldStream(
-        _server_sent(feed.stream(tenant, watch_id, after)), close, headers=headers,
+        _server_sent(feed.stream(tenant, watch_id, after)), close, headers=SSE_HEADERS,
         media_type="text/event-stream",
     )  # fmt: skip
 

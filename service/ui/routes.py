@@ -31,6 +31,8 @@ from starlette.staticfiles import StaticFiles
 from service.api.guard import from_another_site
 from service.api.handlers import (
     READ_METHODS,
+    RECONNECT_MS,
+    SSE_HEADERS,
     WATCH_ID_PATTERN,
     WEBHOOK_ID_PATTERN,
     HeldStream,
@@ -142,18 +144,13 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.filters["time"] = _time
-        self.templates.filters["when"] = _when
-        self.templates.filters["metadata_line"] = words.metadata_line
-        self.templates.filters["duration"] = trends.duration
-        self.templates.filters["number"] = trends.number
-        self.templates.globals["geometry"] = trends.GEOMETRY
-        self.templates.globals["delivery_state"] = words.delivery_of
-        self.templates.globals["said"] = words.said
-        self.templates.globals["place"] = words.place
-        self.templates.filters["verdict"] = words.verdict
-        self.templates.filters["response_note"] = words.response_note
+        self.templates.filters.update(
+            time=_time, when=_when, metadata_line=words.metadata_line, duration=trends.duration,
+            number=trends.number, verdict=words.verdict, response_note=words.response_note,
+        )  # fmt: skip
         self.templates.globals.update(
+            geometry=trends.GEOMETRY, delivery_state=words.delivery_of, said=words.said,
+            place=words.place,
             STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
             DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
@@ -441,9 +438,8 @@ class Pages:
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if request.method == "HEAD":  # the headers only, not a stream held open for nothing
-            return Response(None, headers=headers, media_type="text/event-stream")
+            return Response(None, headers=SSE_HEADERS, media_type="text/event-stream")
 
         async def signed_in() -> bool:
             return await self._session(request) is not None
@@ -454,7 +450,7 @@ class Pages:
             return Response(full.message, 429, media_type="text/plain")
         hub = request.state["feed"].hub
         stream = _changes(hub, watch_id, fingerprint, previous, signed_in)
-        return HeldStream(stream, close, headers=headers, media_type="text/event-stream")
+        return HeldStream(stream, close, headers=SSE_HEADERS, media_type="text/event-stream")
 
 
 async def _changes(
@@ -465,7 +461,7 @@ async def _changes(
     signed_in: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    yield b"retry: 2000\n\n"
+    yield b"retry: %d\n\n" % RECONNECT_MS
     # The list's stream listens to no watch: only the hub's closing wakes it.
     with hub.listen(watch_id) as listener:
         keepalive_at = loop.time() + KEEPALIVE_S
