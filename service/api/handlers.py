@@ -46,13 +46,13 @@ DEFAULT_LIMIT = 50  # watches per page, events per list
 # What a watch id can look like (service.ids: `wch_` and a base32 suffix). Anything else names
 # no watch: it gets its 404 without reaching the store, whose drivers may choke on it (NUL).
 WATCH_ID_PATTERN = "^wch_[0-9A-Za-z]{1,64}$"
-_WATCH_ID = re.compile(WATCH_ID_PATTERN)
+WATCH_ID = re.compile(WATCH_ID_PATTERN)
 SUBSCRIPTION_ID_PATTERN = "^sub_[0-9A-Za-z]{1,64}$"
-_SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
+SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 WEBHOOK_ID_PATTERN = "^msg_[0-9A-Za-z]{1,64}$"
-_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
+WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
 # One value of `GET /v1/events?type=`: event types separated by commas, spaces around each
@@ -297,7 +297,7 @@ async def list_watches(request: Request[State]) -> Response:
     filters = _watch_filters(request.query_params)
     limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE)
     cursor = request.query_params.get("cursor") or None
-    if cursor is not None and not _WATCH_ID.fullmatch(cursor):
+    if cursor is not None and not WATCH_ID.fullmatch(cursor):
         raise InvalidRequest.field("cursor", "must be a next_cursor of a listing")
     page = await request.state["watches"].list_page(tenant, filters, limit=limit, cursor=cursor)
     shown = [responses.Watch.of(watch) for watch in page.watches]
@@ -334,7 +334,7 @@ async def list_deliveries(request: Request[State]) -> Response:
 async def retry_delivery(request: Request[State]) -> Response:
     tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
     webhook_id = str(request.path_params["webhook_id"])
-    if not _WEBHOOK_ID.fullmatch(webhook_id):
+    if not WEBHOOK_ID.fullmatch(webhook_id):
         raise NotFound(f"no delivery {webhook_id[:80]} of watch {watch_id}")
     retried = await watches.retry(tenant, watch_id, webhook_id)
     return json_response(responses.Delivery.of(retried, watches.max_attempts), 202)
@@ -361,7 +361,7 @@ async def recover(request: Request[State]) -> Response:
 
 def _watch_id(request: Request[State]) -> str:
     watch_id = str(request.path_params["watch_id"])
-    if not _WATCH_ID.fullmatch(watch_id):
+    if not WATCH_ID.fullmatch(watch_id):
         raise NotFound(f"no watch {watch_id[:80]}")
     return watch_id
 
@@ -546,7 +546,7 @@ def _subscription_changed(request: Request[State]) -> tuple[str, str]:
     path, which names no subscription unless it has the form of one."""
     tenant = _subscription_change(request)
     subscription_id = str(request.path_params["subscription_id"])
-    if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+    if not SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise NotFound(f"no subscription {subscription_id[:80]}")
     return tenant, subscription_id
 

@@ -33,8 +33,8 @@ from service.api.handlers import (
     READ_METHODS,
     RECONNECT_MS,
     SSE_HEADERS,
-    WATCH_ID_PATTERN,
-    WEBHOOK_ID_PATTERN,
+    WATCH_ID,
+    WEBHOOK_ID,
     HeldStream,
     client_address,
     route,
@@ -72,8 +72,6 @@ MAX_FORM_FIELDS = 10 + 1 + MAX_ACTIVE
 # how often a quiet one sends a comment so that proxies keep it open.
 RECHECK_S = 1.0
 KEEPALIVE_S = 15.0
-_WATCH_ID = re.compile(WATCH_ID_PATTERN)
-_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 # The list's fields by name, as its form labels them (the error summary links to each).
 FILTER_LABELS = {
@@ -388,7 +386,7 @@ class Pages:
         await self.form(request, session)
         watch_id = str(request.path_params["watch_id"])
         delivery_id = str(request.path_params["delivery_id"])
-        if not (_WATCH_ID.match(watch_id) and _WEBHOOK_ID.match(delivery_id)):
+        if not (WATCH_ID.match(watch_id) and WEBHOOK_ID.match(delivery_id)):
             return self._no_watch(request, session)
         dashboard = _dashboard(request)
         try:
@@ -420,7 +418,7 @@ class Pages:
         watch_id = request.query_params.get("watch_id")
         fingerprint: Callable[[], Awaitable[str | None]]
         if watch_id is not None:
-            if not _WATCH_ID.match(watch_id):
+            if not WATCH_ID.match(watch_id):
                 return Response("no such watch", 404, media_type="text/plain")
             wanted = watch_id
 
@@ -491,7 +489,7 @@ async def _changes(
 
 async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> WatchPage | None:
     """The watch's page for the session's tenant; None when there is no such watch for it."""
-    if not _WATCH_ID.match(watch_id):
+    if not WATCH_ID.match(watch_id):
         return None
     return await dashboard.watch_page(session.tenant, watch_id)
 

@@ -4,7 +4,6 @@ goes through the subscription service; the forms work without JavaScript."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,7 +11,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api.handlers import SUBSCRIPTION_ID_PATTERN
+from service.api.handlers import SUBSCRIPTION_ID
 from service.api.responses import public_url
 from service.api.state import State
 from service.errors import ApiError, NotFound
@@ -25,7 +24,6 @@ if TYPE_CHECKING:  # `routes` imports this module for its routes
     from service.ui.routes import Pages
 
 log = structlog.get_logger("service.ui")
-_SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 # The actions of the page that ask to be confirmed first (they stop or change deliveries).
 CONFIRMED = ("disable", "rotate")
 ACTIONS = ("test", "disable", "enable", "rotate")
@@ -76,7 +74,7 @@ class SubscriptionPages:
         subscription_id = str(request.path_params["subscription_id"])
         verb = str(request.path_params["verb"])
         service: SubscriptionService = request.state["subscriptions"]
-        if verb not in ACTIONS or not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+        if verb not in ACTIONS or not SUBSCRIPTION_ID.fullmatch(subscription_id):
             return self._none(request, session)
         try:
             subscription = await service.get(session.tenant, subscription_id)
