@@ -308,7 +308,9 @@ class SubscriptionRequest(BaseModel):
         "the two final ones.",
         json_schema_extra={"minItems": 1},
     )
-    secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
+    secret: Annotated[Secret, AfterValidator(signing.check_secret)] | None = Field(
+        None, description="A whsec_ signing key; generated when absent."
+    )
     headers: Annotated[Headers, AfterValidator(check_headers)] = Field(default_factory=dict)
     final_statuses: FinalStatuses = Field(default_factory=list)
 
@@ -319,11 +321,6 @@ class SubscriptionRequest(BaseModel):
         if not chosen:
             raise ValueError(f"choose at least one of {', '.join(events.ALL_EVENTS)}")
         return chosen
-
-    @field_validator("secret")
-    @classmethod
-    def _whsec(cls, secret: str | None) -> str | None:
-        return None if secret is None else signing.check_secret(secret)
 
 
 # An endpoint of a watch's final event, as a redelivery names it.
