@@ -258,10 +258,11 @@ class Pages:
             caller = request.state["access"].caller(client_address(request), None, token)
         except TooManyRequests as refused:
             log.info("ui.sign_in_refused", reason="locked out")
+            wait = refused.retry_after or "60"
             return self.render(
                 request, "login.html", 429, session=None, open=False,
-                error=f"Too many failed sign-ins from this address. {_retry_in(refused)}",
-                headers={"Retry-After": _retry_after(refused)},
+                error=f"Too many failed sign-ins from this address. Try again in {wait} seconds.",
+                headers={"Retry-After": wait},
             )  # fmt: skip
         except Unauthorized:
             log.info("ui.sign_in_refused")
@@ -492,14 +493,6 @@ async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> 
     if not WATCH_ID.match(watch_id):
         return None
     return await dashboard.watch_page(session.tenant, watch_id)
-
-
-def _retry_after(refused: TooManyRequests) -> str:
-    return refused.retry_after or "60"
-
-
-def _retry_in(refused: TooManyRequests) -> str:
-    return f"Try again in {_retry_after(refused)} seconds."
 
 
 async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
