@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Answer, Phase, Provider, View, authorization_key
+from service.devtools.providers import Answer, Provider, View, authorization_key
 
 _WORDS = {"queued": "IN_QUEUE", "processing": "IN_PROGRESS"}
 ERRORS_URL = "https://docs.fal.ai/errors#content_policy_violation"
@@ -62,10 +62,6 @@ def _result(view: View) -> dict[str, Any]:
     return {"images": images, "prompt": "", "has_nsfw_concepts": [False] * len(images)}
 
 
-def _status_code(phase: Phase) -> int:
-    return 202 if phase in ("queued", "processing") else 200
-
-
 def _result_error(view: View) -> Answer | None:
     """A failed request's result is its request error, or the model's error (422 for the
     documented content_policy_violation); an unfinished one's is not documented, hence a plain
@@ -98,5 +94,5 @@ PROVIDER = Provider(
     result_route=re.compile(r"(?:/.+)?/requests/([^/]+)"),
     render_result=_result,
     result_error=_result_error,
-    status_code=_status_code,
+    status_code=lambda phase: 202 if phase in ("queued", "processing") else 200,
 )
