@@ -165,7 +165,8 @@ def compiled(expression: str | None) -> ParsedResult | None:
 
 
 class Unreadable(Exception):
-    """A profile's expression failed on an answer (a function given a value of another type)."""
+    """A profile's expression failed on an answer (a function given a value of another type,
+    or `ceil` of an infinite number)."""
 
 
 def search(expression: ParsedResult | None, document: Any) -> Any:
@@ -175,7 +176,7 @@ def search(expression: ParsedResult | None, document: Any) -> Any:
         return None
     try:
         return expression.search(document)
-    except (JMESPathError, TypeError, ValueError) as error:
+    except (JMESPathError, TypeError, ValueError, ArithmeticError) as error:
         detail = " ".join(str(error).split())
         raise Unreadable(f"{expression.expression!r} failed on it ({detail})") from None
 

@@ -310,6 +310,20 @@ def test_an_expression_that_fails_on_an_answer_is_a_transient_error(tmp_path: Pa
     assert "'to_string(max(ids))' failed on it" in (created.error or "")
 
 
+def test_an_expression_that_overflows_on_an_answer_is_a_transient_error(tmp_path: Path) -> None:
+    """`ceil` and `floor` of an infinite number (a string "1e400" made a number) raise
+    OverflowError, not JMESPath's errors: the answer is unreadable all the same."""
+    text = ACME.replace('progress = "task.percent"', 'progress = "ceil(to_number(task.percent))"')
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    seen = read_answer(
+        200, {}, b'{"task": {"state": "WORKING", "percent": "1e400"}}', reader=reader
+    )
+    assert seen.kind == "transient"
+    assert (seen.error or "").startswith(
+        "upstream answered what its profile cannot read: 'ceil(to_number(task.percent))' failed"
+    )
+
+
 def test_a_failed_jobs_own_words_reach_the_webhook_whole(acme: Reader) -> None:
     words = "the model refused: " + "x" * 500
     failed = orjson.dumps({"task": {"state": "FAILED", "failure": {"message": words}}})
