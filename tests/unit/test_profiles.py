@@ -155,6 +155,18 @@ def test_out_of_range_progress_and_eta_are_ignored(acme: Reader) -> None:
     assert (seen.kind, seen.progress, seen.eta_s) == ("progress", None, None)
 
 
+def test_a_reading_too_large_for_a_float_is_ignored(tmp_path: Path) -> None:
+    """A string of digits made a number is an integer of any size, which no float holds: out
+    of range like any other, not a crashed poll."""
+    text = ACME.replace('"task.percent"', '"to_number(task.percent)"')
+    text = text.replace('"task.eta"', '"to_number(task.eta)"')
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    huge = "9" * 400
+    answer = orjson.dumps({"task": {"state": "WORKING", "percent": huge, "eta": huge}})
+    seen = read_answer(200, {}, answer, reader=reader)
+    assert (seen.kind, seen.progress, seen.eta_s) == ("progress", None, None)
+
+
 def test_a_word_for_no_such_job_reads_as_a_404(acme: Reader) -> None:
     seen = read_answer(200, {}, b'{"task": {"state": "GONE"}}', reader=acme)
     assert (seen.kind, seen.error_code) == ("refused", "not_found")
