@@ -614,6 +614,23 @@ def _check_variable_names(environ: Mapping[str, str]) -> None:
                 f"{name}: unknown setting; variables look like "
                 f"BRIDGE_<SECTION>__<KEY> with a section among {', '.join(sorted(SECTIONS))}"
             )
+        _check_status_word(name)
+
+
+def _check_status_word(name: str) -> None:
+    """Names are read in lower case, and a profile's status words are matched as spelt: a word
+    spelt otherwise in a variable's name would never match."""
+    parts = name.split("__")
+    at = {"upstream": 1, "upstreams": 2}.get(parts[0].removeprefix(ENV_PREFIX).lower())
+    if at is None or [part.lower() for part in parts[at : at + 2]] != ["profile", "statuses"]:
+        return
+    word = "__".join(parts[at + 2 :])
+    if word and word != word.lower():
+        statuses = "__".join(parts[: at + 2])
+        raise ConfigError(
+            f"{name}: the status word would be read as {word.lower()!r}, as variable names "
+            f'are; give the words as spelt in JSON: {statuses}=\'{{"{word}": "..."}}\''
+        )
 
 
 def _read_file(path: Path, *, required: bool) -> dict[str, Any]:

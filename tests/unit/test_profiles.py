@@ -272,6 +272,24 @@ def test_an_invalid_profile_stops_start_up_with_one_line(
     assert message.replace("{path}", str(tmp_path / "bridge.toml")) in line
 
 
+@pytest.mark.parametrize(
+    "variable",
+    ["BRIDGE_UPSTREAMS__ACME__PROFILE__STATUSES__DONE", "BRIDGE_UPSTREAM__PROFILE__STATUSES__Done"],
+)
+def test_a_status_word_a_variables_name_would_lower_case_stops_start_up(
+    tmp_path: Path, variable: str
+) -> None:
+    """Variable names are read in lower case, and status words are matched as spelt: `DONE`
+    would silently be `done`, and no job would ever end."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, ACME, {variable: "succeeded"})
+    line = str(raised.value)
+    assert line.startswith(f"{variable}: ")
+    statuses, _, word = variable.rpartition("__")
+    assert line.endswith(f'in JSON: {statuses}=\'{{"{word}": "..."}}\'')
+    load(tmp_path, ACME, {variable.removesuffix(word) + word.lower(): "succeeded"})  # as read
+
+
 def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'Acme' cannot name an upstream"):
         load(tmp_path, '[upstreams.Acme]\nbase_url = "https://a.example"\n')
