@@ -532,6 +532,12 @@ class Settings(BaseSettings):
         for name in named:
             if not UPSTREAM_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} cannot name an upstream: use {UPSTREAM_NAME_RULE}")
+            if "__" in name or name.endswith("_"):
+                # `__` separates the parts of a variable's name.
+                raise ValueError(
+                    f"{name!r} cannot name an upstream: BRIDGE_UPSTREAMS__{name.upper()}__API_KEY "
+                    "would name another; use no __ and no _ at the end"
+                )
         if DEFAULT_UPSTREAM in named:
             raise ValueError(
                 f"the upstream named {DEFAULT_UPSTREAM!r} is the [upstream] section; "

@@ -299,6 +299,19 @@ def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None
         load(tmp_path, "[upstreams.acme]\nprofile = 'betterwaifu'\n")
 
 
+@pytest.mark.parametrize("name", ["my__api", "mine_"])
+def test_a_name_no_variable_can_spell_stops_start_up(tmp_path: Path, name: str) -> None:
+    """`__` separates a variable's parts: BRIDGE_UPSTREAMS__MY__API__API_KEY (what the Helm
+    chart makes of the key of `my__api`) would name upstream `my`, and so would the key of
+    `mine_`; such a name is refused where it is declared, not blamed on another."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, f'[upstreams.{name}]\nbase_url = "https://a.example"\n')
+    assert f"{name!r} cannot name an upstream" in str(raised.value)
+    assert (
+        "my_api" in load(tmp_path, '[upstreams.my_api]\nbase_url = "https://a.example"\n').upstreams
+    )
+
+
 def test_a_named_upstream_polls_by_poll_changed_by_its_own_table(tmp_path: Path) -> None:
     settings = load(
         tmp_path,
