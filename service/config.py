@@ -146,6 +146,17 @@ class UpstreamSettings(_Section):
             raise ValueError("circuit_cooldown_s must not exceed circuit_max_cooldown_s")
         return self
 
+    @field_validator("base_url")
+    @classmethod
+    def _appendable(cls, url: HttpUrl) -> HttpUrl:
+        """Paths are appended to it: after a query or fragment they would change nothing."""
+        if url.query is not None or url.fragment is not None:
+            raise ValueError(
+                "the request paths are appended to the base URL, which must end with its path; "
+                "put query parameters in the profile's path template"
+            )
+        return url
+
     @field_validator("profile", mode="before")
     @classmethod
     def _built_in(cls, profile: Any) -> Any:

@@ -312,6 +312,26 @@ def test_a_name_no_variable_can_spell_stops_start_up(tmp_path: Path, name: str) 
     )
 
 
+@pytest.mark.parametrize(
+    ("section", "base_url"),
+    [
+        ("upstreams.azure", "https://x.example/openai?api-version=2025-04-01"),
+        ("upstream", "https://x.example/#v1"),
+    ],
+)
+def test_a_base_url_with_a_query_stops_start_up(
+    tmp_path: Path, section: str, base_url: str
+) -> None:
+    """Paths are appended to the base URL: after its query (or fragment) every request would
+    reach the base's own path, and each job would end `not_found`. A query goes in the
+    profile's path template."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, f'[{section}]\nbase_url = "{base_url}"\n')
+    line = str(raised.value)
+    assert line.startswith(f"{section}.base_url (from ")
+    assert "path template" in line
+
+
 def test_a_named_upstream_polls_by_poll_changed_by_its_own_table(tmp_path: Path) -> None:
     settings = load(
         tmp_path,
