@@ -69,10 +69,13 @@ class StatusRequest(_Part):
     headers: dict[str, str] = {}
 
     @model_validator(mode="after")
-    def _header_names(self) -> StatusRequest:
-        for name in self.headers:
+    def _headers(self) -> StatusRequest:
+        for name, value in self.headers.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a header name")
+            if any(character in value for character in "\r\n\0"):
+                # The HTTP client refuses it: every request would fail.
+                raise ValueError(f"the value of {name!r} is not one line")
         return self
 
 
