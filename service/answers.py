@@ -10,7 +10,6 @@ that the profile cannot read are transient failures that say why (never a crash)
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -127,15 +126,16 @@ def _queue_position(value: Any) -> int | None:
 
 
 def _fraction(value: Any, scale: int) -> float | None:
-    """A progress worth trusting: a finite number within 0..scale, as a fraction."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return value / scale if 0 <= value <= scale else None
+    """A progress worth trusting: a number within 0..scale (not NaN), as a fraction."""
+    # Compared before any conversion: an integer may be too large for a float.
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= scale:
+        return value / scale
     return None
 
 
 def _seconds(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value) if 0 <= value <= 7 * 86400 else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 7 * 86400:
+        return float(value)
     return None
 
 
