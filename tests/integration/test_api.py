@@ -357,6 +357,8 @@ async def test_watches_name_their_upstream_and_the_list_filters_by_it(tmp_path: 
         ("metadata_key=order", "metadata_value"),
         ("metadata_value=1", "metadata_key"),
         ("metadata_key=a%22b&metadata_value=1", "metadata_key"),
+        # PostgreSQL cannot compare a string holding NUL: the search failed (500) there.
+        ("metadata_key=order&metadata_value=a%00b", "metadata_value"),
         ("created_from=yesterday", "created_from"),
         ("created_from=2026-01-02&created_to=2026-01-01", "created_to"),
         ("status=finished", "status"),
