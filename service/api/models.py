@@ -80,6 +80,18 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def check_credentials_once(url: str | None, headers: dict[str, str]) -> dict[str, str]:
+    """Refuse an Authorization header beside credentials in the URL, which are sent as one
+    (`service.endpoints`): both went out in a single header that receivers refuse."""
+    authorization = any(name.lower() == "authorization" for name in headers)
+    if authorization and url is not None and urlsplit(url).username is not None:
+        raise ValueError(
+            "has an Authorization header and the URL has credentials (user:password@), which "
+            "are sent as Authorization too: give them once, in the URL or in the header"
+        )
+    return headers
+
+
 def check_final_statuses(statuses: list[int]) -> list[int]:
     if len(statuses) > MAX_FINAL_STATUSES:
         raise ValueError(f"at most {MAX_FINAL_STATUSES} statuses")
@@ -214,7 +226,7 @@ class WatchOptionsBody(BaseModel):
     def _headers(cls, headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         if headers:
             _only_with_callback(info, "callback_headers")
-        return check_headers(headers)
+        return check_credentials_once(info.data.get("callback_url"), check_headers(headers))
 
     @field_validator("metadata")
     @classmethod
@@ -313,6 +325,11 @@ class SubscriptionRequest(BaseModel):
     )
     headers: Annotated[Headers, AfterValidator(check_headers)] = Field(default_factory=dict)
     final_statuses: FinalStatuses = Field(default_factory=list)
+
+    @field_validator("headers")
+    @classmethod
+    def _credentials_once(cls, headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_credentials_once(info.data.get("url"), headers)
 
     @field_validator("events")
     @classmethod

@@ -26,6 +26,7 @@ from tests.outage import fill, small_disk
 
 GOOD = {"job_id": "job_abc123def", "callback_url": "https://93.184.215.14/hooks/gen"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+AUTHORIZATION = {"Authorization": "Bearer t0k3n"}
 
 
 async def serve(
@@ -110,6 +111,12 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"callback_url": "https://x.example/a\x1bb"}, "callback_url", "control characters"),
         ({"callback_url": "https://x.example/a\u2028b"}, "callback_url", "control characters"),
         ({"callback_headers": {"X-A": "a\r\nb"}}, "callback_headers", "one line"),
+        # The URL's credentials are sent as Authorization: with another, both went in one.
+        (
+            {"callback_url": "https://u:p@93.184.215.14/h", "callback_headers": AUTHORIZATION},
+            "callback_headers",
+            "credentials",
+        ),
         ({"metadata": {"k": "v" * 5000}}, "metadata", "4096"),  # over 4 KiB
         ({"metadata": [1]}, "metadata", "dictionary"),  # not an object
         ({"events": ["job.succeeded"]}, "events", "must include"),  # final events are always on
@@ -649,6 +656,11 @@ async def test_a_watch_without_a_callback(client: httpx.AsyncClient) -> None:
         ({"url": HOOK, "events": []}, "events", "at least one"),
         ({"url": HOOK, "events": ["job.done"]}, "events", "unknown event"),
         ({"url": HOOK, "headers": {"webhook-signature": "x"}}, "headers", "set by the bridge"),
+        (
+            {"url": "https://u@93.184.215.14/h", "headers": {"authorization": "t"}},
+            "headers",
+            "credentials",
+        ),
         ({"url": HOOK, "secret": "nope"}, "secret", "whsec_"),
         ({"url": HOOK, "final_statuses": [410]}, "final_statuses", "already ends"),
         ({"url": HOOK, "callback_url": HOOK}, "callback_url", "unknown field"),
