@@ -65,10 +65,14 @@ def check_url(url: str) -> str:
 def check_headers(headers: dict[str, str]) -> dict[str, str]:
     if len(headers) > MAX_HEADERS:
         raise ValueError(f"at most {MAX_HEADERS} headers")
+    seen: set[str] = set()
     for name, value in headers.items():
         lower = name.lower()
         if not HEADER_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid header name")
+        if lower in seen:
+            raise ValueError(f"names {name!r} twice (header names ignore case)")
+        seen.add(lower)
         # Content-* headers describe the body, which the bridge makes.
         if lower in RESERVED_HEADERS or lower.startswith(("webhook-", "content-")):
             raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")

@@ -111,6 +111,8 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"callback_url": "https://x.example/a\x1bb"}, "callback_url", "control characters"),
         ({"callback_url": "https://x.example/a\u2028b"}, "callback_url", "control characters"),
         ({"callback_headers": {"X-A": "a\r\nb"}}, "callback_headers", "one line"),
+        # Names ignore case: both went out as one header, "x-token: a, b", which no receiver takes.
+        ({"callback_headers": {"X-Token": "a", "x-token": "b"}}, "callback_headers", "twice"),
         # The URL's credentials are sent as Authorization: with another, both went in one.
         (
             {"callback_url": "https://u:p@93.184.215.14/h", "callback_headers": AUTHORIZATION},
