@@ -56,9 +56,11 @@ def check_url(url: str) -> str:
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise ValueError("must not contain whitespace or control characters")
     try:
-        parts.port  # noqa: B018 - raises on an invalid port
+        port = parts.port  # raises when out of range
     except ValueError:
-        raise ValueError("has an invalid port") from None
+        port = 0
+    if port == 0:  # parses, but nothing can be connected to on it
+        raise ValueError("has an invalid port: give one from 1 to 65535")
     return url
 
 

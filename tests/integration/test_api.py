@@ -99,6 +99,9 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"callback_url": "ftp://x/y"}, "callback_url", "http"),  # not http(s)
         ({"callback_url": "/relative"}, "callback_url", "http"),  # not absolute
         ({"callback_url": "https://x/" + "a" * 2048}, "callback_url", "2048"),  # too long
+        # Port 0 parses, and no connection can be made to it: every attempt failed.
+        ({"callback_url": "https://93.184.215.14:0/h"}, "callback_url", "invalid port"),
+        ({"callback_url": "https://93.184.215.14:65536/h"}, "callback_url", "invalid port"),
         ({"callback_method": "PATCH"}, "callback_method", "POST"),  # only POST or PUT
         ({"callback_headers": {"webhook-id": "x"}}, "callback_headers", "set by the bridge"),
         ({"callback_headers": {"Host": "x"}}, "callback_headers", "set by the bridge"),
