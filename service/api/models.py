@@ -8,6 +8,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from pydantic import (
     AfterValidator,
@@ -61,6 +62,10 @@ def check_url(url: str) -> str:
         port = 0
     if port == 0:  # parses, but nothing can be connected to on it
         raise ValueError("has an invalid port: give one from 1 to 65535")
+    try:
+        httpx.Request("POST", url)  # as webhooks are sent: one it refuses fails every attempt
+    except (httpx.InvalidURL, ValueError) as refused:
+        raise ValueError(f"cannot be requested: {refused}") from None
     return url
 
 

@@ -102,6 +102,9 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         # Port 0 parses, and no connection can be made to it: every attempt failed.
         ({"callback_url": "https://93.184.215.14:0/h"}, "callback_url", "invalid port"),
         ({"callback_url": "https://93.184.215.14:65536/h"}, "callback_url", "invalid port"),
+        # A host the HTTP client cannot encode (IDNA 2008 has no emoji): every attempt failed.
+        ({"callback_url": "https://i\u2764.ws/hook"}, "callback_url", "cannot be requested"),
+        ({"callback_url": "https://xn--ls8h.la/hook"}, "callback_url", "cannot be requested"),
         ({"callback_method": "PATCH"}, "callback_method", "POST"),  # only POST or PUT
         ({"callback_headers": {"webhook-id": "x"}}, "callback_headers", "set by the bridge"),
         ({"callback_headers": {"Host": "x"}}, "callback_headers", "set by the bridge"),
