@@ -449,7 +449,9 @@ async def stream_events(request: Request[State]) -> Response:
     if after is not None and not _EVENT_ID.fullmatch(after):
         raise InvalidRequest.field(field, "must be the id of an event of this stream (evt_...)")
     feed = request.state["feed"]
-    await feed.existing(tenant, watch_id)  # a 404 before the stream starts
+    if not await feed.has_more(tenant, watch_id, after):  # a 404 before the stream starts
+        # An EventSource reconnects after every stream that ends, except on a 204.
+        return Response(None, status_code=204)
     if request.method == "HEAD":  # the headers only, not a stream held open for nothing
         return Response(None, headers=SSE_HEADERS, media_type="text/event-stream")
     close = request.state["streams"].open(tenant)
