@@ -1019,3 +1019,14 @@ async def test_an_unwatchable_job_id_is_quoted_without_a_key(tmp_path: Path) -> 
                 response = await client.post("/v1/generate", json={"input": {"prompt": "a cat"}})
     assert response.status_code == 502, response.text
     assert response.json()["detail"].startswith("the upstream started job '/********', whose id")
+
+
+@pytest.mark.parametrize("headers", [{}, {"Content-Type": "application/json"}])
+async def test_a_body_that_may_be_left_out_may_be_empty_whatever_its_type(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """No-code tools send `Content-Type: application/json` with every request, an empty body
+    included: where a body is optional, an empty one is none."""
+    answer = await client.post("/v1/watches/failed/redeliver", content=b"", headers=headers)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["matched"] == 0
