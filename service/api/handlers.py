@@ -147,11 +147,18 @@ async def _json_body(request: Request[State]) -> Any:
         raise ApiError(f"the body is not valid JSON: {error}") from None
 
 
+# A JSON value that is not an object, named as JSON names it (by the type orjson reads it as).
+_JSON_KINDS = {
+    list: "an array", str: "a string", int: "a number", float: "a number",
+    bool: "true or false", type(None): "null",
+}  # fmt: skip
+
+
 async def _json_object(request: Request[State]) -> dict[str, Any]:
     """The body as a JSON object whose values pass `_check_values`."""
     data = await _json_body(request)
     if not isinstance(data, dict):
-        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
+        raise ApiError(f"the body must be a JSON object, not {_JSON_KINDS[type(data)]}")
     _check_values(data)
     return data
 
