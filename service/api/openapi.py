@@ -236,7 +236,8 @@ def _registration() -> dict[str, dict[str, Any]]:
                 "`detail` (type /problems/upstream-refused)."
             ),
             "502": _problem(
-                "The upstream failed, answered something unreadable, or did not answer in time."
+                "The upstream refused the bridge's own key, failed, answered something "
+                "unreadable, or did not answer in time."
             ),
         },
         parameters=[
