@@ -1159,12 +1159,15 @@ class _FanOut:
         lease_until: float,
     ) -> list[str]:
         """Insert `event` of the watch calling back `callback_url` and its deliveries (claimed
-        by `owner` when given); their ids, the callback's first."""
-        self._db.execute(
+        by `owner` when given); their ids, the callback's first. None when it is recorded
+        already."""
+        inserted = self._db.execute(
             "INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (event.id, tenant, watch_id, event.type, int(event.final), event.body, now),
-        )
+        ).rowcount
+        if not inserted:
+            return []
         news = rules.fan_out(event, callback_url, self._of(tenant), now)
         self._db.executemany(
             "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
