@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -121,8 +122,8 @@ class ProgressWriter:
                 self._wanted.set()
 
     async def flush(self) -> bool:
-        """Write the pending changes; False when the store refused them (they stay pending,
-        unless superseded)."""
+        """Write the pending changes; False when the store refused them (they stay pending:
+        a watch's state as last recorded, with all of its events)."""
         if not self._changes:
             return True
         batch, self._changes = list(self._changes.values()), {}
@@ -132,7 +133,7 @@ class ProgressWriter:
             if not isinstance(error, StoreUnavailable):  # an outage is logged once
                 log.error("poll.record_failed", changes=len(batch), error=str(error))
             for change in batch:
-                self._changes.setdefault(change.watch_id, change)
+                self._keep(change)
             return False
         lost = outcome.lost
         for watch_id in lost:
@@ -144,6 +145,14 @@ class ProgressWriter:
         if outcome.deliveries:  # the new deliveries (callback or subscriptions) are due now
             await self._deliveries.claim()
         return True
+
+    def _keep(self, change: Progress) -> None:
+        """Keep a change not written for the next flush: a later change of its watch supersedes
+        its state, not its events, which come first."""
+        later = self._changes.get(change.watch_id)
+        if later is not None:
+            change = replace(later, events=(*change.events, *later.events))
+        self._changes[change.watch_id] = change
 
     def _notified(self, watch_id: str) -> None:
         """Tell `notify` of a watch's committed events; its failure is not polling's."""
