@@ -3,9 +3,10 @@
 Changes (a new status, a queue position, an error, progress events) are batched: each flush
 writes what gathered meanwhile in one transaction, so a poll that sees nothing new costs no
 write and busy polling costs one commit per flush, not per poll. A final event is not batched:
-`complete` commits it before its deliveries are first attempted. Every status change is
-recorded as an event (the store fans it out to the watch's callback, when it asked for the
-type, and to the tenant's subscriptions); `notify` hears of each watch whose events committed.
+`complete` commits it (after the watch's events still pending) before its deliveries are
+first attempted. Every status change is recorded as an event (the store fans it out to the
+watch's callback, when it asked for the type, and to the tenant's subscriptions); `notify`
+hears of each watch whose events committed.
 Watches whose lease a flush found lost are put on `lost`, for the poller to let go of.
 """
 
@@ -92,8 +93,15 @@ class ProgressWriter:
 
     async def complete(self, tracked: Tracked, event: events.Event, now: float) -> None:
         """Commit the final event, then attempt its deliveries at once. Raises `LeaseLost`,
-        or `StoreError` when nothing was committed."""
-        self._changes.pop(tracked.watch_id, None)
+        or `StoreError` when the final event was not committed."""
+        pending = self._changes.pop(tracked.watch_id, None)
+        if pending is not None and pending.events:
+            # Events a refused flush left come first: after the completion they would be lost.
+            try:
+                await self._store.record_progress(self._owner, now, [pending])
+            except StoreError:
+                self._keep(pending)
+                raise
         completion = Completion(
             watch_id=tracked.watch_id,
             lease_token=tracked.token,

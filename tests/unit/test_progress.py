@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from service.clock import FakeClock
 from service.config import PollSettings
 from service.errors import StoreUnavailable
@@ -82,3 +84,25 @@ async def test_a_refused_flush_keeps_its_events_when_the_watch_changed_meanwhile
 
     assert await writer.flush()
     assert await recorded_types(store, watch) == ["job.queued", "job.processing"]
+
+
+async def test_a_job_ending_during_an_outage_keeps_the_events_not_yet_written() -> None:
+    """A job that ends while its earlier events wait for the store to come back has them
+    recorded before its final event, once its completion is committed after the outage."""
+    clock = FakeClock()
+    store = SlowStore(clock)
+    deliveries = Deliveries()
+    writer = ProgressWriter(store, deliveries, clock, OWNER, 15.0)
+    watch, tracked = await held_watch(store, clock)
+    store.outage = StoreUnavailable("the server is restarting")
+    writer.record(tracked, (Event("job.processing", "processing"),), clock.now())
+    assert not await writer.flush()
+    succeeded = Event("job.succeeded", "succeeded")
+    with pytest.raises(StoreUnavailable):
+        await writer.complete(tracked, succeeded, clock.now())
+
+    store.outage = None
+    await writer.complete(tracked, succeeded, clock.now())
+
+    assert await recorded_types(store, watch) == ["job.processing", "job.succeeded"]
+    assert [d.event_type for d in deliveries.submitted] == ["job.succeeded"]
