@@ -257,7 +257,9 @@ class SQLiteStore(Store):
             try:
                 result = fn(db)
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself after some errors (a full disk mid-statement).
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
             return result
