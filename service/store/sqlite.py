@@ -1062,6 +1062,8 @@ def _insert_registrations(
             try:
                 registration.error = _insert_registration(db, registration)
             except sqlite3.Error as error:
+                if not db.in_transaction:  # SQLite rolled the group back (a full disk)
+                    raise
                 registration.error = _store_error(error, path)
             if registration.error is not None:
                 db.execute("ROLLBACK TO registration")
