@@ -138,7 +138,8 @@ def test_a_profile_reads_position_progress_eta_outputs_and_error(acme: Reader) -
         ({"task": {"state": "EXPLODED"}}, "upstream answered an unknown status 'EXPLODED'"),
         ({"task": {}}, "upstream answered no status"),
         ({"state": "DONE"}, "upstream answered no status"),
-        ({"task": {"state": 3}}, "upstream answered a status of type int"),
+        ({"task": {"state": 3}}, "upstream answered a status of type int: 3"),
+        ({"task": {"state": ["DONE"]}}, 'upstream answered a status of type list: ["DONE"]'),
     ],
 )
 def test_an_answer_the_profile_cannot_read_is_transient_and_says_why(
