@@ -94,6 +94,9 @@ _SUBSCRIPTION_COLUMNS = (
     " previous_secret, previous_secret_until"
 )
 _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
+# Prepared statements the connection keeps (Python's default is 128): the store's own, and the
+# five outcome statements' texts for each group size (service/store/sqlite_outcomes.py).
+STATEMENTS = 128 + 5 * sqlite_outcomes.MOST
 # Leases renewed per transaction: a few milliseconds of the thread each.
 RENEWAL_CHUNK = 1000
 # The status in which a leased row's lease may be renewed.
@@ -281,7 +284,10 @@ class SQLiteStore(Store):
                     "SQLite serves one process only: stop the other one, or run several "
                     "replicas on PostgreSQL (store.url = postgresql://...)"
                 ) from None
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False,
+            cached_statements=STATEMENTS,
+        )  # fmt: skip
         db.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit is on disk before the caller is told so (a 201 means committed).
         db.execute("PRAGMA synchronous = FULL")
