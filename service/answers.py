@@ -10,7 +10,6 @@ that the profile cannot read are transient failures that say why (never a crash)
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -127,15 +126,16 @@ def _queue_position(value: Any) -> int | None:
 
 
 def _fraction(value: Any, scale: int) -> float | None:
-    """A progress worth trusting: a finite number within 0..scale, as a fraction."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return value / scale if 0 <= value <= scale else None
+    """A progress worth trusting: a number within 0..scale (not NaN), as a fraction."""
+    # Compared before any conversion: an integer may be too large for a float.
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= scale:
+        return value / scale
     return None
 
 
 def _seconds(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value) if 0 <= value <= 7 * 86400 else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 7 * 86400:
+        return float(value)
     return None
 
 
@@ -207,7 +207,7 @@ def _read_answer(
         )  # fmt: skip
     word = search(reader.status, document)
     if not isinstance(word, str):
-        shown = "no status" if word is None else f"a status of type {type(word).__name__}"
+        shown = "no status" if word is None else f"a status of type {_typed(word, secrets)}"
         return Observation("transient", error=f"upstream answered {shown}", http_status=status)
     job_status = reader.profile.statuses.get(word)
     if job_status in PROGRESS_STATUSES:
@@ -235,7 +235,7 @@ def _read_answer(
         # Receivers read the outputs from there; a malformed one may be fixed by a later poll.
         return Observation(
             "transient", http_status=status,
-            error=f"upstream answered succeeded with an output of type {type(output).__name__}",
+            error=f"upstream answered succeeded with an output of type {_typed(output, secrets)}",
         )  # fmt: skip
     return Observation(
         "terminal", job_status=job_status, body=body, document=document, http_status=status,
@@ -286,6 +286,13 @@ def read_result(
 
 def _shown(word: str, secrets: Secrets) -> str:
     return repr(secrets.redact(word))[:40]
+
+
+def _typed(value: Any, secrets: Secrets) -> str:
+    """A value of the wrong type, named with its type and its JSON (the raw value, for whoever
+    fixes the profile)."""
+    raw = orjson.dumps(value).decode()
+    return f"{type(value).__name__}: {secrets.redact(raw)[:40]}"
 
 
 def network_failure(error: BaseException, secrets: Secrets = NO_SECRETS) -> Observation:
@@ -370,7 +377,7 @@ def _read_creation(
         return Creation("failed", http_status=status, error=error)
     job_id = search(reader.create_job_id, document)
     if not isinstance(job_id, str) or not job_id:
-        shown = "no job id" if job_id is None else f"a job id of type {type(job_id).__name__}"
+        shown = "no job id" if job_id is None else f"a job id of type {_typed(job_id, secrets)}"
         if job_id == "":
             shown = "an empty job id"
         return Creation("failed", http_status=status, error=f"upstream answered {shown}")

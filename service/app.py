@@ -4,7 +4,7 @@ hands its services to the handlers (`service.api.state.State`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
@@ -15,11 +15,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import handlers, openapi
 from service.api.guard import RequestGuard
+from service.api.handlers import route
 from service.api.problems import from_error, problem, store_unavailable
 from service.api.state import State
 from service.bridge import Bridge
@@ -30,7 +31,6 @@ from service.ids import new_id
 from service.ui.routes import create_ui_app
 
 log = structlog.get_logger("service.app")
-Endpoint = Callable[[Request[State]], Awaitable[Response]]
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -100,18 +100,6 @@ async def _crash(request: Request, error: Exception) -> Response:
     return problem(500, "internal", "Internal error", "the bridge failed; see its logs")
 
 
-def _route(path: str, **endpoints: Endpoint) -> Route:
-    """One route for all the methods of `path`, so that a 405 lists every allowed method (with
-    one route per method, Starlette's `Allow` would name only the first route's)."""
-    if "GET" in endpoints:
-        endpoints["HEAD"] = endpoints["GET"]
-
-    async def endpoint(request: Request[State]) -> Response:
-        return await endpoints[request.method](request)
-
-    return Route(path, endpoint, methods=list(endpoints))
-
-
 def services(bridge: Bridge) -> State:
     """What the handlers of `bridge` use: its services, by name."""
     return State(
@@ -146,38 +134,36 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             await bridge.stop()
 
     routes: list[BaseRoute] = [
-        _route("/v1/watches", POST=handlers.create_watch, GET=handlers.list_watches),
-        _route("/v1/generate", POST=handlers.generate),
-        _route("/v1/watches/failed/redeliver", POST=handlers.recover),
-        _route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
-        _route("/v1/watches/{watch_id}/deliveries", GET=handlers.list_deliveries),
-        _route("/v1/watches/{watch_id}/redeliver", POST=handlers.redeliver),
-        _route(
-            "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry", POST=handlers.retry_delivery
-        ),
-        _route("/v1/watches/{watch_id}/wait", GET=handlers.wait_for_watch),
-        _route("/v1/watches/{watch_id}/events", GET=handlers.stream_events),
-        _route("/v1/events", GET=handlers.list_events),
-        _route(
+        route("/v1/watches", POST=handlers.create_watch, GET=handlers.list_watches),
+        route("/v1/generate", POST=handlers.generate),
+        route("/v1/watches/failed/redeliver", POST=handlers.recover),
+        route("/v1/watches/{watch_id}", GET=handlers.get_watch, DELETE=handlers.cancel_watch),
+        route("/v1/watches/{watch_id}/deliveries", GET=handlers.list_deliveries),
+        route("/v1/watches/{watch_id}/redeliver", POST=handlers.redeliver),
+        route("/v1/watches/{watch_id}/deliveries/{webhook_id}/retry", POST=handlers.retry_delivery),
+        route("/v1/watches/{watch_id}/wait", GET=handlers.wait_for_watch),
+        route("/v1/watches/{watch_id}/events", GET=handlers.stream_events),
+        route("/v1/events", GET=handlers.list_events),
+        route(
             "/v1/subscriptions", POST=handlers.create_subscription, GET=handlers.list_subscriptions
         ),
-        _route("/v1/subscriptions/{subscription_id}", DELETE=handlers.delete_subscription),
-        _route("/v1/subscriptions/{subscription_id}/enable", POST=handlers.enable_subscription),
-        _route("/v1/subscriptions/{subscription_id}/disable", POST=handlers.disable_subscription),
-        _route(
+        route("/v1/subscriptions/{subscription_id}", DELETE=handlers.delete_subscription),
+        route("/v1/subscriptions/{subscription_id}/enable", POST=handlers.enable_subscription),
+        route("/v1/subscriptions/{subscription_id}/disable", POST=handlers.disable_subscription),
+        route(
             "/v1/subscriptions/{subscription_id}/secret/rotate",
             POST=handlers.rotate_subscription_secret,
         ),
-        _route("/v1/subscriptions/{subscription_id}/test", POST=handlers.test_subscription),
-        _route("/v1/me", GET=handlers.me),
-        _route("/livez", GET=handlers.livez),
-        _route("/readyz", GET=handlers.readyz),
+        route("/v1/subscriptions/{subscription_id}/test", POST=handlers.test_subscription),
+        route("/v1/me", GET=handlers.me),
+        route("/livez", GET=handlers.livez),
+        route("/readyz", GET=handlers.readyz),
         # Metrics count every tenant's work: with tokens, only the health port serves them.
-        _route(
+        route(
             "/metrics",
             GET=handlers.metrics_elsewhere if settings.auth.tokens else handlers.metrics,
         ),
-        _route("/openapi.json", GET=openapi_json),
+        route("/openapi.json", GET=openapi_json),
     ]
     if settings.ui.enabled:
         # `/ui` itself is redirected to `/ui/` by the router.
@@ -207,9 +193,9 @@ def create_health_app(api: Starlette) -> ASGIApp:
     own: a sidecar's API listens on localhost, where the kubelet's probes cannot reach."""
     health = Starlette(
         routes=[
-            _route("/livez", GET=handlers.livez),
-            _route("/readyz", GET=handlers.readyz),
-            _route("/metrics", GET=handlers.metrics),
+            route("/livez", GET=handlers.livez),
+            route("/readyz", GET=handlers.readyz),
+            route("/metrics", GET=handlers.metrics),
         ],
         exception_handlers={
             HTTPException: _http_error,

@@ -19,7 +19,7 @@ import aiohttp
 import httpx
 
 from service import config, http_clients
-from service.answers import JOB_ID, JOB_ID_RULE, network_failure
+from service.answers import JOB_ID, JOB_ID_RULE, Secrets, network_failure
 from service.errors import ConfigError
 from service.observation import Observation
 from service.upstream import DEFAULT_MAX_BODY_BYTES, Unread, UpstreamClient, get_capped
@@ -61,14 +61,15 @@ async def check(settings: config.Settings, name: str, job_id: str, key: str | No
         if isinstance(seen, Observation) or seen is None:
             return _report(seen)
         seen = client.read(seen, api_key)
+        secrets = client.secrets(api_key)
         result = client.result_request(job_id, api_key)
         if result is not None and seen.job_status == "succeeded":
-            _print_reading("status answer", seen)
+            _print_reading("status answer", seen, secrets)
             answer = await exchange(result)
             if isinstance(answer, Observation) or answer is None:
                 return _report(answer)
             seen = client.read_result(answer, api_key, seen)
-        _print_reading("answer", seen)
+        _print_reading("answer", seen, secrets)
         return 1 if seen.kind == "transient" else 0
     finally:
         await transport.aclose()
@@ -117,7 +118,9 @@ def _report(seen: Observation | None) -> int:
     return 1
 
 
-def _print_reading(what: str, seen: Observation) -> None:
+def _print_reading(what: str, seen: Observation, secrets: Secrets) -> None:
+    """How the bridge reads an answer; the `secrets` masked, as in the raw answer printed (a
+    job's own words, which a webhook relays as they are, may quote a key)."""
     reading: dict[str, Any] = {
         "kind": seen.kind,
         "status": seen.job_status,
@@ -129,4 +132,4 @@ def _print_reading(what: str, seen: Observation) -> None:
         "error": seen.error or seen.message,
     }
     print(f"How the bridge reads the {what}:")
-    print(json.dumps(reading, indent=2))
+    print(json.dumps(secrets.redact_json(reading), indent=2))

@@ -146,6 +146,17 @@ class UpstreamSettings(_Section):
             raise ValueError("circuit_cooldown_s must not exceed circuit_max_cooldown_s")
         return self
 
+    @field_validator("base_url")
+    @classmethod
+    def _appendable(cls, url: HttpUrl) -> HttpUrl:
+        """Paths are appended to it: after a query or fragment they would change nothing."""
+        if url.query is not None or url.fragment is not None:
+            raise ValueError(
+                "the request paths are appended to the base URL, which must end with its path; "
+                "put query parameters in the profile's path template"
+            )
+        return url
+
     @field_validator("profile", mode="before")
     @classmethod
     def _built_in(cls, profile: Any) -> Any:
@@ -532,6 +543,12 @@ class Settings(BaseSettings):
         for name in named:
             if not UPSTREAM_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} cannot name an upstream: use {UPSTREAM_NAME_RULE}")
+            if "__" in name or name.endswith("_"):
+                # `__` separates the parts of a variable's name.
+                raise ValueError(
+                    f"{name!r} cannot name an upstream: BRIDGE_UPSTREAMS__{name.upper()}__API_KEY "
+                    "would name another; use no __ and no _ at the end"
+                )
         if DEFAULT_UPSTREAM in named:
             raise ValueError(
                 f"the upstream named {DEFAULT_UPSTREAM!r} is the [upstream] section; "
@@ -614,6 +631,23 @@ def _check_variable_names(environ: Mapping[str, str]) -> None:
                 f"{name}: unknown setting; variables look like "
                 f"BRIDGE_<SECTION>__<KEY> with a section among {', '.join(sorted(SECTIONS))}"
             )
+        _check_status_word(name)
+
+
+def _check_status_word(name: str) -> None:
+    """Names are read in lower case, and a profile's status words are matched as spelt: a word
+    spelt otherwise in a variable's name would never match."""
+    parts = name.split("__")
+    at = {"upstream": 1, "upstreams": 2}.get(parts[0].removeprefix(ENV_PREFIX).lower())
+    if at is None or [part.lower() for part in parts[at : at + 2]] != ["profile", "statuses"]:
+        return
+    word = "__".join(parts[at + 2 :])
+    if word and word != word.lower():
+        statuses = "__".join(parts[: at + 2])
+        raise ConfigError(
+            f"{name}: the status word would be read as {word.lower()!r}, as variable names "
+            f'are; give the words as spelt in JSON: {statuses}=\'{{"{word}": "..."}}\''
+        )
 
 
 def _read_file(path: Path, *, required: bool) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from service.observation import Observation
 @dataclass(frozen=True, slots=True)
 class Rules:
     interval_s: float
+    min_interval_s: float  # the upstream's: no poll comes sooner after another
     timeout_s: float
     jitter: float
     max_backoff_s: float
@@ -62,6 +63,12 @@ def deadline_passed(state: State, rules: Rules, now: float) -> events.Event | No
 
 def _next(state: State, rules: Rules, now: float, delay: float) -> float:
     return min(now + delay, state.created_at + rules.timeout_s)
+
+
+def _jittered(rules: Rules, base: float, rand: float) -> float:
+    """`base` jittered, never below the upstream's minimum interval (jitter's low end would
+    poll an upstream whose interval is its minimum too soon)."""
+    return max(schedule.jittered(base, rules.jitter, rand), rules.min_interval_s)
 
 
 def step(
@@ -105,13 +112,11 @@ def step(
             floor_s = outlook.floor_for(rules.interval_s)
             planned = pacing.next_poll_at(outlook, now, floor_s, deadline)
         if planned is None:
-            delay = schedule.jittered(rules.interval_s, rules.jitter, rand)
-            planned = _next(state, rules, now, delay)
+            planned = _next(state, rules, now, _jittered(rules, rules.interval_s, rand))
         return Step(planned, changed=changed, progress=progress)
 
     if seen.kind == "refused":  # a 404 within the grace after registration: not there yet
-        delay = schedule.jittered(rules.interval_s, rules.jitter, rand)
-        return Step(_next(state, rules, now, delay))
+        return Step(_next(state, rules, now, _jittered(rules, rules.interval_s, rand)))
 
     state.failures += 1
     changed = seen.error != state.last_error
@@ -119,7 +124,7 @@ def step(
     waited = schedule.retry_after(seen.retry_after, now, rules.max_backoff_s)
     if waited is None:
         base = schedule.backoff(state.failures, rules.interval_s, rules.max_backoff_s)
-        waited = schedule.jittered(base, rules.jitter, rand)
+        waited = _jittered(rules, base, rand)
     # A `Retry-After: 0` must not turn into a tight loop of requests.
     waited = max(waited, min(1.0, rules.interval_s))
     return Step(_next(state, rules, now, waited), changed=changed)

@@ -69,10 +69,13 @@ class StatusRequest(_Part):
     headers: dict[str, str] = {}
 
     @model_validator(mode="after")
-    def _header_names(self) -> StatusRequest:
-        for name in self.headers:
+    def _headers(self) -> StatusRequest:
+        for name, value in self.headers.items():
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a header name")
+            if any(character in value for character in "\r\n\0"):
+                # The HTTP client refuses it: every request would fail.
+                raise ValueError(f"the value of {name!r} is not one line")
         return self
 
 
@@ -165,7 +168,8 @@ def compiled(expression: str | None) -> ParsedResult | None:
 
 
 class Unreadable(Exception):
-    """A profile's expression failed on an answer (a function given a value of another type)."""
+    """A profile's expression failed on an answer (a function given a value of another type,
+    or `ceil` of an infinite number)."""
 
 
 def search(expression: ParsedResult | None, document: Any) -> Any:
@@ -175,7 +179,7 @@ def search(expression: ParsedResult | None, document: Any) -> Any:
         return None
     try:
         return expression.search(document)
-    except (JMESPathError, TypeError, ValueError) as error:
+    except (JMESPathError, TypeError, ValueError, ArithmeticError) as error:
         detail = " ".join(str(error).split())
         raise Unreadable(f"{expression.expression!r} failed on it ({detail})") from None
 

@@ -153,6 +153,7 @@ class Holdings:
             poll = self._poll
             rules = self._rules[key] = polling.Rules(
                 interval_s=watch.poll_interval_s,
+                min_interval_s=poll.min_interval_s,
                 timeout_s=watch.timeout_s,
                 jitter=poll.jitter,
                 max_backoff_s=poll.max_backoff_s,

@@ -65,7 +65,7 @@ class RequestGuard:
                 "auth.tokens it answers only loopback names (localhost, 127.0.0.1, [::1]) and "
                 "the names in server.allowed_hosts; add the name there",
             )  # fmt: skip
-        if scope["path"].startswith("/v1/") and _from_another_site(headers):
+        if scope["path"].startswith("/v1/") and from_another_site(headers):
             return problem(
                 403, "cross-site-request", "Cross-site request refused",
                 "a browser says another site sent this request (Origin or Sec-Fetch-Site); "
@@ -89,7 +89,10 @@ def _host_name(value: str) -> str:
         return ""
 
 
-def _from_another_site(headers: Headers) -> bool:
+def from_another_site(headers: Headers) -> bool:
+    """Whether a browser says another site sent the request: `Sec-Fetch-Site`, or an `Origin`
+    whose host is not the request's. Clients that send neither are not browsers acting for
+    another site."""
     site = headers.get("sec-fetch-site")
     if site is not None and site not in _OWN_SITE:
         return True

@@ -1,16 +1,18 @@
-"""HTTP handlers: parse and validate, call the service layer, serialize. Nothing else."""
+"""HTTP handlers: parse and validate, call the service layer, serialize. Nothing else, but
+`route`, which serves them by method for the API and the dashboard alike."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service import events
@@ -44,13 +46,13 @@ DEFAULT_LIMIT = 50  # watches per page, events per list
 # What a watch id can look like (service.ids: `wch_` and a base32 suffix). Anything else names
 # no watch: it gets its 404 without reaching the store, whose drivers may choke on it (NUL).
 WATCH_ID_PATTERN = "^wch_[0-9A-Za-z]{1,64}$"
-_WATCH_ID = re.compile(WATCH_ID_PATTERN)
+WATCH_ID = re.compile(WATCH_ID_PATTERN)
 SUBSCRIPTION_ID_PATTERN = "^sub_[0-9A-Za-z]{1,64}$"
-_SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
+SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 WEBHOOK_ID_PATTERN = "^msg_[0-9A-Za-z]{1,64}$"
-_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
+WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
 # One value of `GET /v1/events?type=`: event types separated by commas, spaces around each
@@ -64,7 +66,25 @@ CLIENT_GONE = 499
 READ_METHODS = frozenset({"GET", "HEAD"})
 # Milliseconds an EventSource waits before reconnecting after the stream ends or breaks.
 RECONNECT_MS = 2000
+# An event stream's: no caching, and no buffering by a proxy in front (nginx honours
+# X-Accel-Buffering).
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 T = TypeVar("T")
+
+
+Endpoint = Callable[[Request[State]], Awaitable[Response]]
+
+
+def route(path: str, **endpoints: Endpoint) -> Route:
+    """One route for all the methods of `path`, so that a 405 lists every allowed method (with
+    one route per method, Starlette's `Allow` would name only the first route's)."""
+    if "GET" in endpoints:
+        endpoints["HEAD"] = endpoints["GET"]
+
+    async def endpoint(request: Request[State]) -> Response:
+        return await endpoints[request.method](request)
+
+    return Route(path, endpoint, methods=list(endpoints))
 
 
 def json_response(answer: responses.Answer, status: int = 200) -> Response:
@@ -232,10 +252,7 @@ def _registered(registered: Registered) -> Response:
 
 async def create_watch(request: Request[State]) -> Response:
     tenant, data = await _registration(request)
-    try:
-        body = WatchRequest.model_validate(data)
-    except ValidationError as error:
-        raise invalid_body(error) from None
+    body = _valid(WatchRequest, data)
     registered = await request.state["watches"].register(
         tenant, body.job_id, body.options(), _idempotency_key(request), _traceparent(request)
     )
@@ -245,10 +262,7 @@ async def create_watch(request: Request[State]) -> Response:
 async def generate(request: Request[State]) -> Response:
     """Start an upstream job and watch it (`service.generate`)."""
     tenant, data = await _registration(request)
-    try:
-        body = GenerateRequest.model_validate(data)
-    except ValidationError as error:
-        raise invalid_body(error) from None
+    body = _valid(GenerateRequest, data)
     registered = await request.state["generation"].generate(
         tenant, body.input, body.options(), _idempotency_key(request), _traceparent(request)
     )
@@ -266,23 +280,10 @@ def _query_int(request: Request[State], name: str, default: int, low: int, high:
     return int(raw)
 
 
-def _query_text(
-    request: Request[State], name: str, rule: re.Pattern[str], message: str
-) -> str | None:
-    raw = request.query_params.get(name) or None
-    if raw is not None and not rule.fullmatch(raw):
-        raise InvalidRequest.field(name, message)
-    return raw
-
-
-def watch_filters(request: Request[State]) -> WatchFilter:
-    """The filters of a listing of watches, from the query (`InvalidRequest` naming each bad
-    one)."""
-    return _checked(*watch_query.parse(request.query_params))
-
-
-def _checked(filters: WatchFilter, errors: dict[str, str]) -> WatchFilter:
-    """The filters `watch_query.parse` read, or `InvalidRequest` naming each bad one."""
+def _watch_filters(query: Mapping[str, str]) -> WatchFilter:
+    """The filters of a listing of watches in `query`, or `InvalidRequest` naming each bad
+    one."""
+    filters, errors = watch_query.parse(query)
     if errors:
         raise InvalidRequest(
             "; ".join(f"{name}: {message}" for name, message in errors.items()),
@@ -293,12 +294,12 @@ def _checked(filters: WatchFilter, errors: dict[str, str]) -> WatchFilter:
 
 async def list_watches(request: Request[State]) -> Response:
     tenant = _tenant(request)  # 401 before any other answer
-    page = await request.state["watches"].list_page(
-        tenant,
-        watch_filters(request),
-        limit=_query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE),
-        cursor=_query_text(request, "cursor", _WATCH_ID, "must be a next_cursor of a listing"),
-    )
+    filters = _watch_filters(request.query_params)
+    limit = _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_PAGE)
+    cursor = request.query_params.get("cursor") or None
+    if cursor is not None and not WATCH_ID.fullmatch(cursor):
+        raise InvalidRequest.field("cursor", "must be a next_cursor of a listing")
+    page = await request.state["watches"].list_page(tenant, filters, limit=limit, cursor=cursor)
     shown = [responses.Watch.of(watch) for watch in page.watches]
     return json_response(responses.WatchPage(data=shown, next_cursor=page.next_cursor))
 
@@ -333,7 +334,7 @@ async def list_deliveries(request: Request[State]) -> Response:
 async def retry_delivery(request: Request[State]) -> Response:
     tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
     webhook_id = str(request.path_params["webhook_id"])
-    if not _WEBHOOK_ID.fullmatch(webhook_id):
+    if not WEBHOOK_ID.fullmatch(webhook_id):
         raise NotFound(f"no delivery {webhook_id[:80]} of watch {watch_id}")
     retried = await watches.retry(tenant, watch_id, webhook_id)
     return json_response(responses.Delivery.of(retried, watches.max_attempts), 202)
@@ -353,16 +354,14 @@ async def recover(request: Request[State]) -> Response:
     tenant = _tenant(request)
     data = await _optional_object(request)
     body = RecoverRequest() if data is None else _valid(RecoverRequest, data)
-    recovery = await request.state["redelivery"].recover(
-        tenant, _checked(*watch_query.parse(body.query()))
-    )
+    recovery = await request.state["redelivery"].recover(tenant, _watch_filters(body.query()))
     most = request.state["watches"].max_attempts
     return json_response(responses.Recovery.of(recovery, most), 202)
 
 
 def _watch_id(request: Request[State]) -> str:
     watch_id = str(request.path_params["watch_id"])
-    if not _WATCH_ID.fullmatch(watch_id):
+    if not WATCH_ID.fullmatch(watch_id):
         raise NotFound(f"no watch {watch_id[:80]}")
     return watch_id
 
@@ -451,13 +450,11 @@ async def stream_events(request: Request[State]) -> Response:
         raise InvalidRequest.field(field, "must be the id of an event of this stream (evt_...)")
     feed = request.state["feed"]
     await feed.existing(tenant, watch_id)  # a 404 before the stream starts
-    # No caching, and no buffering by a proxy in front (nginx honours X-Accel-Buffering).
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if request.method == "HEAD":  # the headers only, not a stream held open for nothing
-        return Response(None, headers=headers, media_type="text/event-stream")
+        return Response(None, headers=SSE_HEADERS, media_type="text/event-stream")
     close = request.state["streams"].open(tenant)
     return HeldStream(
-        _server_sent(feed.stream(tenant, watch_id, after)), close, headers=headers,
+        _server_sent(feed.stream(tenant, watch_id, after)), close, headers=SSE_HEADERS,
         media_type="text/event-stream",
     )  # fmt: skip
 
@@ -489,11 +486,7 @@ async def list_events(request: Request[State]) -> Response:
 
 async def create_subscription(request: Request[State]) -> Response:
     tenant = _subscription_change(request)
-    data = await _json_object(request)
-    try:
-        body = SubscriptionRequest.model_validate(data)
-    except ValidationError as error:
-        raise invalid_body(error) from None
+    body = _valid(SubscriptionRequest, await _json_object(request))
     created = await request.state["subscriptions"].create(
         tenant, body.url, body.events, secret=body.secret, headers=body.headers,
         final_statuses=body.final_statuses,
@@ -553,7 +546,7 @@ def _subscription_changed(request: Request[State]) -> tuple[str, str]:
     path, which names no subscription unless it has the form of one."""
     tenant = _subscription_change(request)
     subscription_id = str(request.path_params["subscription_id"])
-    if not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+    if not SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise NotFound(f"no subscription {subscription_id[:80]}")
     return tenant, subscription_id
 

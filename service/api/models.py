@@ -43,10 +43,6 @@ MAX_METADATA_BYTES = 4096
 
 
 MAX_FINAL_STATUSES = 10
-FINAL_STATUSES_DESCRIPTION = (
-    "Receiver statuses (300-599, at most 10) that end retries as failed, as 410 ends them as "
-    "gone; e.g. [404, 409] for a resume URL whose execution is over."
-)
 
 
 def check_url(url: str) -> str:
@@ -132,7 +128,16 @@ Headers = TypeAliasType(
         ),
     ],
 )
-FINAL_STATUSES_SCHEMA: dict[str, Any] = {"maxItems": MAX_FINAL_STATUSES, "uniqueItems": True}
+# The final_statuses of a watch and of a subscription: one rule, one check, one schema.
+FinalStatuses = Annotated[
+    list[FinalStatus],
+    AfterValidator(check_final_statuses),
+    Field(
+        description="Receiver statuses (300-599, at most 10) that end retries as failed, as 410 "
+        "ends them as gone; e.g. [404, 409] for a resume URL whose execution is over.",
+        json_schema_extra={"maxItems": MAX_FINAL_STATUSES, "uniqueItems": True},
+    ),
+]
 
 
 def _only_with_callback(info: ValidationInfo, field: str) -> None:
@@ -187,11 +192,7 @@ class WatchOptionsBody(BaseModel):
         max_length=512,
         description="Else the upstream's configured key (its api_key setting) is used.",
     )
-    final_statuses: list[FinalStatus] = Field(
-        default_factory=list,
-        description=FINAL_STATUSES_DESCRIPTION,
-        json_schema_extra=FINAL_STATUSES_SCHEMA,
-    )
+    final_statuses: FinalStatuses = Field(default_factory=list)
     upstream: str = Field(
         DEFAULT_UPSTREAM,
         min_length=1,
@@ -253,11 +254,6 @@ class WatchOptionsBody(BaseModel):
             raise ValueError("must be printable ASCII characters only")
         return key
 
-    @field_validator("final_statuses")
-    @classmethod
-    def _final_statuses(cls, statuses: list[int]) -> list[int]:
-        return check_final_statuses(statuses)
-
     def options(self) -> WatchOptions:
         """The options as the service layer takes them."""
         return WatchOptions(**{name: getattr(self, name) for name in _OPTIONS})
@@ -312,13 +308,11 @@ class SubscriptionRequest(BaseModel):
         "the two final ones.",
         json_schema_extra={"minItems": 1},
     )
-    secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
-    headers: Annotated[Headers, AfterValidator(check_headers)] = Field(default_factory=dict)
-    final_statuses: Annotated[list[FinalStatus], AfterValidator(check_final_statuses)] = Field(
-        default_factory=list,
-        description=FINAL_STATUSES_DESCRIPTION,
-        json_schema_extra=FINAL_STATUSES_SCHEMA,
+    secret: Annotated[Secret, AfterValidator(signing.check_secret)] | None = Field(
+        None, description="A whsec_ signing key; generated when absent."
     )
+    headers: Annotated[Headers, AfterValidator(check_headers)] = Field(default_factory=dict)
+    final_statuses: FinalStatuses = Field(default_factory=list)
 
     @field_validator("events")
     @classmethod
@@ -327,11 +321,6 @@ class SubscriptionRequest(BaseModel):
         if not chosen:
             raise ValueError(f"choose at least one of {', '.join(events.ALL_EVENTS)}")
         return chosen
-
-    @field_validator("secret")
-    @classmethod
-    def _whsec(cls, secret: str | None) -> str | None:
-        return None if secret is None else signing.check_secret(secret)
 
 
 # An endpoint of a watch's final event, as a redelivery names it.

@@ -169,6 +169,9 @@ _TOO_LARGE = _problem(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
 _INVALID = _problem("A field is invalid; `errors` names each.")
 _INVALID_QUERY = _problem("A query parameter is invalid.")
 _KEY_REUSED = _problem("The Idempotency-Key was used with another body.")
+_CHANGES = _rate_limited(
+    "Too many subscription changes for this token (auth.subscription_changes_per_min)."
+)
 _NO_TOKEN: dict[str, Any] = {"security": []}
 _TOKENS = (
     "An API token of auth.tokens. A token of role viewer may read (GET) but not change "
@@ -453,9 +456,6 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _subscriptions() -> dict[str, dict[str, Any]]:
-    changes = _rate_limited(
-        "Too many subscription changes for this token (auth.subscription_changes_per_min)."
-    )
     return {
         "/v1/subscriptions": {
             "post": _operation(
@@ -473,7 +473,7 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                                     "subscriptions, active or disabled."),
                     "413": _TOO_LARGE,
                     "422": _INVALID,
-                    "429": changes,
+                    "429": _CHANGES,
                 },
                 requestBody=_body(SubscriptionRequest),
             ),
@@ -530,14 +530,11 @@ def _subscription_operation(
     operation_id: str, summary: str, description: str, answers: dict[str, Any]
 ) -> dict[str, Any]:
     """An operation on one subscription named by the path (404: none such for the tenant)."""
-    changes = _rate_limited(
-        "Too many subscription changes for this token (auth.subscription_changes_per_min)."
-    )
     return _operation(
         operation_id, "subscriptions", summary, description,
         {**answers, "401": _UNAUTHORIZED,
          "404": _problem("No such subscription (or another tenant's, or one that ended)."),
-         "429": changes},
+         "429": _CHANGES},
         parameters=[{
             "name": "subscription_id", "in": "path", "required": True,
             "description": "Any other form names no subscription (404).",

@@ -91,15 +91,11 @@ def from_error(error: ApiError) -> Response:
     return problem(status, code, title, error.message, error.errors, headers or None)
 
 
-def _field(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(body)"
-
-
 def invalid_body(error: ValidationError) -> InvalidRequest:
     """A pydantic error as a 422 naming each field and what is wrong with it."""
     errors = []
     for item in error.errors(include_url=False):
-        field = _field(item["loc"])
+        field = ".".join(str(part) for part in item["loc"]) or "(body)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field; remove it"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 from typing_extensions import TypeAliasType
 
 from service import config, events, redelivery
@@ -244,6 +244,7 @@ class Pending(Answer):
 class ResponseStart(Answer):
     """The start of the receiver's answer, as kept."""
 
+    model_config = ConfigDict(from_attributes=True)  # read from `store.ResponseStart` as it is
     body: str | None = Field(
         description="The first `size` bytes of the body as text; null when it was empty or "
         "is not UTF-8 text."
@@ -251,13 +252,6 @@ class ResponseStart(Answer):
     size: int = Field(description="Bytes of the body read: at most delivery.max_response_bytes.")
     truncated: bool = Field(description="The body went on past them.")
     content_type: str | None
-
-    @classmethod
-    def of(cls, kept: store.ResponseStart) -> Self:
-        return cls(
-            body=kept.body, size=kept.size, truncated=kept.truncated,
-            content_type=kept.content_type,
-        )  # fmt: skip
 
 
 class Attempt(Answer):
@@ -292,7 +286,6 @@ class Attempt(Answer):
 
     @classmethod
     def of(cls, attempt: store.Attempt, max_attempts: int) -> Self:
-        kept = attempt.response
         return cls(
             webhook_id=attempt.delivery_id,
             subscription_id=attempt.subscription_id,
@@ -306,7 +299,7 @@ class Attempt(Answer):
             error=attempt.error,
             verdict=attempt.verdict,
             next_attempt_at=_time(attempt.next_attempt_at),
-            response=None if kept is None else ResponseStart.of(kept),
+            response=attempt.response,
         )
 
 

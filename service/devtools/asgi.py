@@ -16,25 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-__all__ = [
-    "ASGIApp",
-    "BodyTooLarge",
-    "ConnectionDropped",
-    "Message",
-    "Receive",
-    "Scope",
-    "Send",
-    "Sleep",
-    "drop_connection",
-    "header",
-    "lifespan",
-    "read_body",
-    "send_bytes",
-    "send_json",
-    "serve",
-]
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Sleep = Callable[[float], Awaitable[None]]
 """`asyncio.sleep`, or a fake that records the delays a test asked for."""

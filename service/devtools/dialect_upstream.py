@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Callable
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from service.devtools import asgi
 from service.devtools.providers import Answer, Provider, Request
@@ -35,32 +36,26 @@ class DialectUpstream(FakeUpstream):
         super().__init__(config, clock, sleep)
         self.provider = provider
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(SIM):
             await self._dialect(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
-    async def _reply(self, send: asgi.Send, answer: Answer) -> None:
+    async def _reply(self, send: Send, answer: Answer) -> None:
         status, body = answer
         await self._answer(send, status, orjson.dumps(body))
 
-    async def _dialect(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def _dialect(self, scope: Scope, receive: Receive, send: Send) -> None:
         provider = self.provider
         request = _request(scope)
-        self._requests += 1
-        if request.method == "GET":
-            self._count_get(provider.presented_key(request))
-        elif request.method == "POST":
-            self._posts += 1
-        if self._thresholds:
-            fault = self._roll()
-            if fault is not None and await self._fault(fault, receive, send):
-                return
+        key = provider.presented_key(request)
+        if await self._counted(request.method, key, receive, send):
+            return
         refusal = provider.refuse(request) if provider.refuse else None
         if refusal is not None:
             await self._reply(send, refusal)
-        elif provider.presented_key(request) not in self.config.api_keys:
+        elif key not in self.config.api_keys:
             await self._reply(send, provider.unauthorized)
         elif request.method == "POST" and request.path == provider.create_path:
             await self._create_job(receive, send)
@@ -83,20 +78,18 @@ class DialectUpstream(FakeUpstream):
             return status, orjson.dumps(body)
         return FAULT_ANSWERS[kind]
 
-    async def _status(self, receive: asgi.Receive, send: asgi.Send, job_id: str) -> None:
+    async def _status(self, receive: Receive, send: Send, job_id: str) -> None:
         job = self._jobs.get(job_id)
         if job is None:
             await self._reply(send, self.provider.not_found(job_id))
             return
-        job.polls += 1
         now = self._clock()
-        job.poll_times.append(now)
-        fault = job.next_fault()
+        fault = job.polled(now)
         if fault is not None and await self._fault(fault, receive, send):
             return
         await self._reply(send, self.provider.answer(job.view(now)))
 
-    async def _result(self, send: asgi.Send, job_id: str) -> None:
+    async def _result(self, send: Send, job_id: str) -> None:
         provider = self.provider
         job = self._jobs.get(job_id)
         if job is None or provider.render_result is None:
@@ -106,7 +99,7 @@ class DialectUpstream(FakeUpstream):
         refusal = provider.result_error(view) if provider.result_error else None
         await self._reply(send, refusal or (200, provider.render_result(view)))
 
-    async def _create_job(self, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def _create_job(self, receive: Receive, send: Send) -> None:
         """A new job from the body's optional `sim` object, answered as the provider does."""
         try:
             payload = await self._json_object(receive)
@@ -122,7 +115,7 @@ class DialectUpstream(FakeUpstream):
             await self._reply(send, (200, provider.created(job.id)))
 
 
-def _request(scope: asgi.Scope) -> Request:
+def _request(scope: Scope) -> Request:
     """What a dialect reads of a request; a repeated query parameter keeps its first value."""
     query: dict[str, str] = {}
     for key, value in urllib.parse.parse_qsl(scope["query_string"].decode("latin-1")):

@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from service.devtools import asgi, providers
 from service.devtools.dialect_upstream import DialectUpstream
 from service.devtools.simulator import FakeUpstream, SimulatorConfig
@@ -64,7 +66,7 @@ def profile_names() -> list[str]:
 
 def _simulator(
     profile: str, config: SimulatorConfig, clock: Callable[[], float], sleep: asgi.Sleep
-) -> asgi.ASGIApp:
+) -> ASGIApp:
     if profile == BETTERWAIFU:
         return FakeUpstream(config, clock, sleep)
     module = importlib.import_module(f"{providers.__name__}.{profile.replace('-', '_')}")
@@ -77,7 +79,7 @@ def build_app(
     *,
     sleep: asgi.Sleep = asyncio.sleep,
     profiles: Sequence[str] = (),
-) -> asgi.ASGIApp:
+) -> ASGIApp:
     """The simulator app; `clock` drives job timelines, `sleep` serves slow answers. Without
     `profiles` it speaks BetterWaifu's API, with one that profile's at the root, with several
     each under `/<name>`."""
@@ -91,10 +93,10 @@ class Prefixes:
     """Several simulators in one server, each under `/<name>`: `/runway/v1/tasks/x` is the
     runway simulator's `/v1/tasks/x`."""
 
-    def __init__(self, apps: Mapping[str, asgi.ASGIApp]) -> None:
+    def __init__(self, apps: Mapping[str, ASGIApp]) -> None:
         self._apps = dict(apps)
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await asgi.lifespan(receive, send)
             return

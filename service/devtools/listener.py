@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 
 import orjson
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.devtools import asgi
 
@@ -93,7 +94,7 @@ def _choose(
     return script, 200, {"ok": True}
 
 
-def _headers(scope: asgi.Scope) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.decode("latin-1").lower()
@@ -169,7 +170,7 @@ class Listener:
         self._sleep = sleep
         self._seen: dict[str, int] = {}
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await asgi.lifespan(receive, send)
         elif scope["type"] != "http":
@@ -191,7 +192,7 @@ class Listener:
             return False, f"Malformed webhook: {exc}"
         return True, None
 
-    async def _receive(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def _receive(self, scope: Scope, receive: Receive, send: Send) -> None:
         received_at = self._clock()
         try:
             body = await asgi.read_body(receive)
@@ -237,7 +238,7 @@ def build_app(
     clock: Callable[[], float] = time.time,
     *,
     sleep: asgi.Sleep = asyncio.sleep,
-) -> asgi.ASGIApp:
+) -> ASGIApp:
     """The listener app; `clock` stamps `received_at`, `sleep` serves `delay_s`."""
     return Listener(secret, record, quiet, clock, sleep)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from service.devtools import asgi
 from service.devtools.upstream_jobs import (
@@ -170,7 +171,7 @@ class FakeUpstream:
         self._gets_by_key: dict[str, int] = {}
         self._timeline: dict[int, int] = {}
 
-    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(API):
@@ -182,25 +183,17 @@ class FakeUpstream:
         elif scope["type"] == "lifespan":
             await asgi.lifespan(receive, send)
 
-    async def _answer(self, send: asgi.Send, status: int, body: bytes, extra: Headers = ()) -> None:
+    async def _answer(self, send: Send, status: int, body: bytes, extra: Headers = ()) -> None:
         self._by_status[status] = self._by_status.get(status, 0) + 1
         await asgi.send_bytes(send, status, body, extra=extra)
 
-    async def _api(
-        self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send, route: str
-    ) -> None:
+    async def _api(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         method: str = scope["method"]
-        self._requests += 1
-        if method == "GET":
-            auth = asgi.header(scope, b"authorization")
-            self._count_get(auth.split(b" ", 1)[-1].decode(errors="replace") if auth else None)
-        elif method == "POST":
-            self._posts += 1
-        if self._thresholds:
-            fault = self._roll()
-            if fault is not None and await self._fault(fault, receive, send):
-                return
-        if asgi.header(scope, b"authorization") not in self._auth:
+        auth = asgi.header(scope, b"authorization")
+        key = auth.split(b" ", 1)[-1].decode(errors="replace") if auth else None
+        if await self._counted(method, key, receive, send):
+            return
+        if auth not in self._auth:
             await self._answer(send, 401, UNAUTHORIZED)
         elif route in ("generate", "generate/"):
             if method == "POST":
@@ -217,6 +210,17 @@ class FakeUpstream:
         else:
             await self._answer(send, 404, PATH_NOT_FOUND)
 
+    async def _counted(self, method: str, key: str | None, receive: Receive, send: Send) -> bool:
+        """Count an API request (a GET by the API `key` it presented), then draw a global fault;
+        True when the fault answered it."""
+        self._requests += 1
+        if method == "GET":
+            self._count_get(key)
+        elif method == "POST":
+            self._posts += 1
+        fault = self._roll() if self._thresholds else None
+        return fault is not None and await self._fault(fault, receive, send)
+
     def _count_get(self, key: str | None) -> None:
         """Count a GET, by the API key it presented ("none" without one) and its 100 ms slot."""
         self._gets += 1
@@ -230,7 +234,7 @@ class FakeUpstream:
                 del timeline[min(timeline)]
         timeline[slot] += 1
 
-    async def _not_allowed(self, send: asgi.Send, allow: bytes) -> None:
+    async def _not_allowed(self, send: Send, allow: bytes) -> None:
         await self._answer(send, 405, NOT_ALLOWED, [(b"allow", allow)])
 
     def _roll(self) -> Fault | None:
@@ -240,7 +244,7 @@ class FakeUpstream:
                 return fault
         return None
 
-    async def _fault(self, fault: Fault, receive: asgi.Receive, send: asgi.Send) -> bool:
+    async def _fault(self, fault: Fault, receive: Receive, send: Send) -> bool:
         """Serve `fault`; False when the request should still be answered normally."""
         if fault.kind == "slow":
             await self._sleep(fault.delay_s)
@@ -258,19 +262,17 @@ class FakeUpstream:
         """The answer of a fault that answers: status and body."""
         return FAULT_ANSWERS[kind]
 
-    async def _poll(self, receive: asgi.Receive, send: asgi.Send, job_id: str) -> None:
+    async def _poll(self, receive: Receive, send: Send, job_id: str) -> None:
         job = self._jobs.get(job_id)
         if job is None:
             await self._answer(send, 404, NOT_FOUND)
             return
-        job.polls += 1
-        job.poll_times.append(self._clock())
-        fault = job.next_fault()
+        fault = job.polled(self._clock())
         if fault is not None and await self._fault(fault, receive, send):
             return
         await self._answer(send, 200, job.body(self._clock()))
 
-    async def _json_object(self, receive: asgi.Receive) -> dict[str, Any]:
+    async def _json_object(self, receive: Receive) -> dict[str, Any]:
         try:
             payload = orjson.loads(await asgi.read_body(receive))
         except asgi.BodyTooLarge:
@@ -281,7 +283,7 @@ class FakeUpstream:
             raise SpecError("the body must be a JSON object")
         return payload
 
-    async def _create(self, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def _create(self, receive: Receive, send: Send) -> None:
         try:
             payload = await self._json_object(receive)
             spec = self._spec(payload.get("sim") or {}, "sim")
@@ -320,9 +322,7 @@ class FakeUpstream:
         self._jobs[job_id] = job
         return job
 
-    async def _control(
-        self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send, route: str
-    ) -> None:
+    async def _control(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         method: str = scope["method"]
         if route == "jobs" and method == "POST":
             await self._control_create(receive, send)
@@ -346,7 +346,7 @@ class FakeUpstream:
         else:
             await asgi.send_bytes(send, 404, PATH_NOT_FOUND)
 
-    async def _control_create(self, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def _control_create(self, receive: Receive, send: Send) -> None:
         try:
             payload = await self._json_object(receive)
             job_id = payload.pop("id", None)
@@ -361,7 +361,7 @@ class FakeUpstream:
             return
         await asgi.send_json(send, 200, {"id": self._add(spec, job_id).id})
 
-    async def _control_faults(self, receive: asgi.Receive, send: asgi.Send) -> None:
+    async def _control_faults(self, receive: Receive, send: Send) -> None:
         """Change the global fault rates at run time: a body such as {"error_rate": 1.0}; the
         rates not named keep their values."""
         try:

@@ -354,8 +354,11 @@ class Job:
             created_at=self.created_at,
         )
 
-    def next_fault(self) -> Fault | None:
-        """The fault this poll gets, if any are left; each is served `count` times."""
+    def polled(self, now: float) -> Fault | None:
+        """Count a poll at clock time `now`; the fault it gets, if any are left (each is served
+        `count` times)."""
+        self.polls += 1
+        self.poll_times.append(now)
         if not self._faults:
             return None
         pending = self._faults[0]

@@ -6,7 +6,7 @@ import base64
 import binascii
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from service.api.state import State
 from service.config import is_loopback
@@ -24,11 +24,14 @@ def read(request: Request[State]) -> str | None:
         return None
 
 
-def set(request: Request[State], response: Response, message: str) -> None:
+def redirect(request: Request[State], url: str, message: str) -> Response:
+    """See `url`, which shows `message` once."""
+    response = RedirectResponse(url, 303)
     response.set_cookie(
         COOKIE, base64.urlsafe_b64encode(message.encode()).decode(), max_age=60, path="/ui",
         secure=secure(request), httponly=True, samesite="strict",
     )  # fmt: skip
+    return response
 
 
 def clear(response: Response, message: str | None) -> None:

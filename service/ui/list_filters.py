@@ -4,17 +4,13 @@ job id box finds the job ids that start with it, with a cursor and a page size."
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 
 from service.api import watch_query
-from service.api.handlers import WATCH_ID_PATTERN
+from service.api.handlers import WATCH_ID
 from service.api.state import State
 from service.store.base import WatchFilter
 from service.ui.dashboard import PAGE_SIZES
-
-_WATCH_ID = re.compile(WATCH_ID_PATTERN)
 
 
 class BadFilters(Exception):
@@ -36,7 +32,7 @@ def read(request: Request[State]) -> tuple[WatchFilter, str | None, int | None]:
     query = request.query_params
     chosen, errors = watch_query.parse(query, prefix_name="job_id")
     cursor = query.get("cursor") or None
-    if cursor is not None and not _WATCH_ID.fullmatch(cursor):
+    if cursor is not None and not WATCH_ID.fullmatch(cursor):
         errors["cursor"] = "That page link is not valid; start again from the newest watches."
     size = None
     raw = (query.get("limit") or "").strip()

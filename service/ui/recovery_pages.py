@@ -52,9 +52,7 @@ class RecoveryPages:
         recovery = await service.recover(session.tenant, chosen)
         message = said(recovery)
         log.info("ui.action", verb="recover", result=message)
-        response = RedirectResponse(back, 303)
-        flash.set(request, response, message)
-        return response
+        return flash.redirect(request, back, message)
 
 
 def said(recovery: Recovery) -> str:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -25,15 +25,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from service.api.guard import from_another_site
 from service.api.handlers import (
     READ_METHODS,
-    WATCH_ID_PATTERN,
-    WEBHOOK_ID_PATTERN,
+    RECONNECT_MS,
+    SSE_HEADERS,
+    WATCH_ID,
+    WEBHOOK_ID,
     HeldStream,
     client_address,
+    route,
 )
 from service.api.problems import STORE_RETRY_AFTER_S
 from service.api.state import State
@@ -68,8 +72,6 @@ MAX_FORM_FIELDS = 10 + 1 + MAX_ACTIVE
 # how often a quiet one sends a comment so that proxies keep it open.
 RECHECK_S = 1.0
 KEEPALIVE_S = 15.0
-_WATCH_ID = re.compile(WATCH_ID_PATTERN)
-_WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
 _FINGERPRINT = re.compile(r"^[0-9a-f]{32}$")
 # The list's fields by name, as its form labels them (the error summary links to each).
 FILTER_LABELS = {
@@ -140,18 +142,13 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.filters["time"] = _time
-        self.templates.filters["when"] = _when
-        self.templates.filters["metadata_line"] = words.metadata_line
-        self.templates.filters["duration"] = trends.duration
-        self.templates.filters["number"] = trends.number
-        self.templates.globals["geometry"] = trends.GEOMETRY
-        self.templates.globals["delivery_state"] = words.delivery_of
-        self.templates.globals["said"] = words.said
-        self.templates.globals["place"] = words.place
-        self.templates.filters["verdict"] = words.verdict
-        self.templates.filters["response_note"] = words.response_note
+        self.templates.filters.update(
+            time=_time, when=_when, metadata_line=words.metadata_line, duration=trends.duration,
+            number=trends.number, verdict=words.verdict, response_note=words.response_note,
+        )  # fmt: skip
         self.templates.globals.update(
+            geometry=trends.GEOMETRY, delivery_state=words.delivery_of, said=words.said,
+            place=words.place,
             STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
             DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
@@ -171,6 +168,13 @@ class Pages:
     ) -> HTMLResponse:
         html = self.templates.get_template(name).render(request=request, **context)
         return HTMLResponse(html, status, headers={**self.headers, **(headers or {})})
+
+    def render_with_flash(self, request: Request[State], name: str, **context: Any) -> Response:
+        """`render`, with the message the last action left, which is then forgotten."""
+        message = flash.read(request)
+        response = self.render(request, name, flash=message, **context)
+        flash.clear(response, message)
+        return response
 
     async def _session(self, request: Request[State]) -> Session | None:
         """The request's sign-in: its cookie signed, unexpired, and not signed out."""
@@ -220,7 +224,7 @@ class Pages:
     async def form(self, request: Request[State], session: Session | None) -> Form:
         """The urlencoded form of a POST after the same-origin checks (and the CSRF token's,
         when signed in). Raises `HTTPException(403)` when a check fails."""
-        if not _same_origin(request):
+        if from_another_site(request.headers):
             raise HTTPException(403, "this form was not sent from this dashboard's own pages")
         body = bytearray()
         async for chunk in request.stream():
@@ -254,10 +258,11 @@ class Pages:
             caller = request.state["access"].caller(client_address(request), None, token)
         except TooManyRequests as refused:
             log.info("ui.sign_in_refused", reason="locked out")
+            wait = refused.retry_after or "60"
             return self.render(
                 request, "login.html", 429, session=None, open=False,
-                error=f"Too many failed sign-ins from this address. {_retry_in(refused)}",
-                headers={"Retry-After": _retry_after(refused)},
+                error=f"Too many failed sign-ins from this address. Try again in {wait} seconds.",
+                headers={"Retry-After": wait},
             )  # fmt: skip
         except Unauthorized:
             log.info("ui.sign_in_refused")
@@ -325,10 +330,7 @@ class Pages:
             return self.render(request, "_watches_live.html", **context)
         # Drawn once per page load: live updates refresh the list, not the day's trends.
         trend = await dashboard.trends(session.tenant)
-        message = flash.read(request)
-        response = self.render(request, "watches.html", trend=trend, flash=message, **context)
-        flash.clear(response, message)
-        return response
+        return self.render_with_flash(request, "watches.html", trend=trend, **context)
 
     def _upstream_column(self, watches: list[Watch]) -> bool:
         """Whether the list shows each watch's upstream: when several are configured, or a
@@ -347,10 +349,7 @@ class Pages:
         )  # fmt: skip
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watch_live.html", flash=None, **context)
-        message = flash.read(request)
-        response = self.render(request, "watch.html", flash=message, **context)
-        flash.clear(response, message)
-        return response
+        return self.render_with_flash(request, "watch.html", **context)
 
     def _no_watch(self, request: Request[State], session: Session) -> Response:
         return self.error(
@@ -378,9 +377,7 @@ class Pages:
             except ApiError as refused:
                 message = f"Not done: {refused.message}"
             log.info("ui.action", verb=verb, watch_id=watch_id, result=message)
-            response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
-            flash.set(request, response, message)
-            return response
+            return flash.redirect(request, f"/ui/watches/{watch_id}", message)
 
         return handler
 
@@ -390,7 +387,7 @@ class Pages:
         await self.form(request, session)
         watch_id = str(request.path_params["watch_id"])
         delivery_id = str(request.path_params["delivery_id"])
-        if not (_WATCH_ID.match(watch_id) and _WEBHOOK_ID.match(delivery_id)):
+        if not (WATCH_ID.match(watch_id) and WEBHOOK_ID.match(delivery_id)):
             return self._no_watch(request, session)
         dashboard = _dashboard(request)
         try:
@@ -407,9 +404,7 @@ class Pages:
             )
         log.info("ui.action", verb="retry", watch_id=watch_id, webhook_id=delivery_id,
                  result=message)  # fmt: skip
-        response = RedirectResponse(f"/ui/watches/{watch_id}", 303)
-        flash.set(request, response, message)
-        return response
+        return flash.redirect(request, f"/ui/watches/{watch_id}", message)
 
     async def live(self, request: Request[State]) -> Response:
         """`event: changed` whenever what the page shows changed (its fingerprint): at once
@@ -424,7 +419,7 @@ class Pages:
         watch_id = request.query_params.get("watch_id")
         fingerprint: Callable[[], Awaitable[str | None]]
         if watch_id is not None:
-            if not _WATCH_ID.match(watch_id):
+            if not WATCH_ID.match(watch_id):
                 return Response("no such watch", 404, media_type="text/plain")
             wanted = watch_id
 
@@ -442,9 +437,8 @@ class Pages:
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if request.method == "HEAD":  # the headers only, not a stream held open for nothing
-            return Response(None, headers=headers, media_type="text/event-stream")
+            return Response(None, headers=SSE_HEADERS, media_type="text/event-stream")
 
         async def signed_in() -> bool:
             return await self._session(request) is not None
@@ -455,7 +449,7 @@ class Pages:
             return Response(full.message, 429, media_type="text/plain")
         hub = request.state["feed"].hub
         stream = _changes(hub, watch_id, fingerprint, previous, signed_in)
-        return HeldStream(stream, close, headers=headers, media_type="text/event-stream")
+        return HeldStream(stream, close, headers=SSE_HEADERS, media_type="text/event-stream")
 
 
 async def _changes(
@@ -466,7 +460,7 @@ async def _changes(
     signed_in: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    yield b"retry: 2000\n\n"
+    yield b"retry: %d\n\n" % RECONNECT_MS
     # The list's stream listens to no watch: only the hub's closing wakes it.
     with hub.listen(watch_id) as listener:
         keepalive_at = loop.time() + KEEPALIVE_S
@@ -496,17 +490,9 @@ async def _changes(
 
 async def _watch_page(dashboard: Dashboard, session: Session, watch_id: str) -> WatchPage | None:
     """The watch's page for the session's tenant; None when there is no such watch for it."""
-    if not _WATCH_ID.match(watch_id):
+    if not WATCH_ID.match(watch_id):
         return None
     return await dashboard.watch_page(session.tenant, watch_id)
-
-
-def _retry_after(refused: TooManyRequests) -> str:
-    return refused.retry_after or "60"
-
-
-def _retry_in(refused: TooManyRequests) -> str:
-    return f"Try again in {_retry_after(refused)} seconds."
 
 
 async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
@@ -516,19 +502,6 @@ async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: For
 async def _cancel(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
     await dashboard.cancel(tenant, watch_id)
     return "Watch cancelled."
-
-
-def _same_origin(request: Request[State]) -> bool:
-    """False when the browser says the request came from another site: `Sec-Fetch-Site`, or
-    an `Origin` whose host is not ours. Clients that send neither are not browsers acting
-    for another site (they could not have the cookie)."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
 
 
 def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
@@ -567,15 +540,6 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
     async def crash(request: Request[Any], error: Exception) -> Response:
         log.exception("ui.crashed", path=request.url.path)
         return pages.error(request, 500, "Internal error", "The bridge failed; see its logs.", None)
-
-    def route(path: str, **endpoints: Callable[[Request[State]], Awaitable[Response]]) -> Route:
-        if "GET" in endpoints:
-            endpoints["HEAD"] = endpoints["GET"]
-
-        async def endpoint(request: Request[State]) -> Response:
-            return await endpoints[request.method](request)
-
-        return Route(path, endpoint, methods=list(endpoints))
 
     signed_in = pages.signed_in
     routes = [

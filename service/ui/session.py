@@ -56,14 +56,12 @@ class Session:
 class Sessions:
     def __init__(self, settings: Settings) -> None:
         keys = settings.security.encryption_keys
-        self.durable = bool(keys)
         self._key = (
             hashlib.sha256(b"webhook-bridge ui session\0" + keys[0].encode()).digest()
             if keys
             else secrets.token_bytes(32)
         )
         self._tokens = {token.name: token for token in settings.auth.tokens}
-        self._digests = {token.name: token.digest for token in settings.auth.tokens}
         self.lifetime_s = int(settings.ui.session_hours * 3600)
 
     @property
@@ -114,6 +112,6 @@ class Sessions:
         return given is not None and hmac.compare_digest(given.encode(), expected)
 
     def _mac(self, token: str, expires_at: int, session_id: str) -> str:
-        digest = self._digests[token]
+        digest = self._tokens[token].digest
         signed = b"%s\0%d\0%s\0%s" % (token.encode(), expires_at, session_id.encode(), digest)
         return _b64(hmac.digest(self._key, b"session\0" + signed, "sha256"))

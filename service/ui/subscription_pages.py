@@ -4,15 +4,14 @@ goes through the subscription service; the forms work without JavaScript."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
-from service.api.handlers import SUBSCRIPTION_ID_PATTERN
+from service.api.handlers import SUBSCRIPTION_ID
 from service.api.responses import public_url
 from service.api.state import State
 from service.errors import ApiError, NotFound
@@ -25,7 +24,6 @@ if TYPE_CHECKING:  # `routes` imports this module for its routes
     from service.ui.routes import Pages
 
 log = structlog.get_logger("service.ui")
-_SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
 # The actions of the page that ask to be confirmed first (they stop or change deliveries).
 CONFIRMED = ("disable", "rotate")
 ACTIONS = ("test", "disable", "enable", "rotate")
@@ -64,22 +62,19 @@ class SubscriptionPages:
         service: SubscriptionService = request.state["subscriptions"]
         found = await service.list(session.tenant)
         shown = lines(found, await service.health(session.tenant))
-        message = flash.read(request)
-        response = self._pages.render(
+        return self._pages.render_with_flash(
             request, "subscriptions.html",
-            **self._pages.context(request, session, subscriptions=shown, flash=message,
+            **self._pages.context(request, session, subscriptions=shown,
                                 window_h=HEALTH_WINDOW_S // 3600,
                                 overlap_h=ROTATION_OVERLAP_S // 3600),
         )  # fmt: skip
-        flash.clear(response, message)
-        return response
 
     async def act(self, request: Request[State], session: Session) -> Response:
         form = await self._pages.form(request, session)
         subscription_id = str(request.path_params["subscription_id"])
         verb = str(request.path_params["verb"])
         service: SubscriptionService = request.state["subscriptions"]
-        if verb not in ACTIONS or not _SUBSCRIPTION_ID.fullmatch(subscription_id):
+        if verb not in ACTIONS or not SUBSCRIPTION_ID.fullmatch(subscription_id):
             return self._none(request, session)
         try:
             subscription = await service.get(session.tenant, subscription_id)
@@ -104,9 +99,7 @@ class SubscriptionPages:
         except ApiError as refused:
             message = f"Not done: {refused.message}"
         log.info("ui.action", verb=verb, subscription_id=subscription_id, result=message)
-        response = RedirectResponse(f"/ui/subscriptions#{subscription_id}", 303)
-        flash.set(request, response, message)
-        return response
+        return flash.redirect(request, f"/ui/subscriptions#{subscription_id}", message)
 
     def _none(self, request: Request[State], session: Session) -> Response:
         return self._pages.error(

@@ -41,6 +41,7 @@ ANSWERS = {
     "t-working": {"state": "WORKING", "percent": 25},
     "t-done": {"state": "DONE", "files": [{"href": "https://cdn.acme.example/1.png"}]},
     "t-odd": {"state": "MELTED", "key": "ak_secret_key"},
+    "t-failed": {"state": "FAILED", "failure": "ak_secret_key may not use this model"},
 }
 
 
@@ -66,6 +67,7 @@ def reading(printed: str) -> dict[str, object]:
         ("t-working", 0, {"kind": "progress", "status": "processing", "progress": 0.25}),
         ("t-done", 0, {"kind": "terminal", "outputs": ["https://cdn.acme.example/1.png"]}),
         ("t-gone", 0, {"kind": "refused", "error_code": "not_found"}),
+        ("t-failed", 0, {"kind": "terminal", "error": "******** may not use this model"}),
         (
             "t-odd",
             1,

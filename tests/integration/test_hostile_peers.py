@@ -259,9 +259,9 @@ async def upstream(bombs: dict[str, Behaviour]) -> AsyncIterator[tuple[Peer, Ups
         ("deep-but-parseable", "nested more than 64 levels"),  # too deep to pass on
         ("not-an-object", "not an object but list"),
         # The right shape, the wrong types.
-        ("status-42", "a status of type int"),
-        ("status-list", "a status of type list"),
-        ("output-string", "succeeded with an output of type str"),
+        ("status-42", "a status of type int: 42"),
+        ("status-list", 'a status of type list: ["queued"]'),
+        ("output-string", 'succeeded with an output of type str: "done"'),
         # No usable answer in time, or none at all.
         ("silent", "did not answer in time"),
         ("drip", "did not answer in time"),

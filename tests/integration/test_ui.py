@@ -339,6 +339,7 @@ async def test_housekeeping_forgets_a_sign_out_once_its_cookie_expired(ui: Bridg
         ({"csrf": None}, {"Origin": "https://evil.example"}),  # a good token, another site
         ({"csrf": None}, {"Sec-Fetch-Site": "cross-site"}),
         ({"csrf": None}, {"Origin": "null"}),
+        ({"csrf": None}, {"Origin": "http://[::1"}),  # no URL: it names no site of ours
     ],
 )
 async def test_an_action_without_the_csrf_token_or_from_elsewhere_is_refused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import orjson
@@ -13,8 +14,9 @@ from service.clock import FakeClock
 from service.observation import Observation
 
 RULES = polling.Rules(
-    interval_s=2.5, timeout_s=300.0, jitter=0.1, max_backoff_s=60.0, not_found_grace_s=30.0
-)
+    interval_s=2.5, min_interval_s=2.0, timeout_s=300.0, jitter=0.1, max_backoff_s=60.0,
+    not_found_grace_s=30.0,
+)  # fmt: skip
 MID = 0.5  # the random draw that leaves jitter out
 
 
@@ -120,6 +122,23 @@ def test_transient_failures_back_off(failures: int, expected_delay: float) -> No
     assert step.next_poll_at == pytest.approx(clock.now() + expected_delay)
     assert state.last_error == "upstream answered HTTP 503"
     assert state.failures == failures
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [
+        answer(200, {"status": "queued"}),
+        answer(404, {"error": "Generation not found"}),  # within the grace
+        answer(503, {"error": "busy"}),
+    ],
+)
+def test_jitter_never_polls_sooner_than_the_minimum_interval(seen: Observation) -> None:
+    """An upstream whose minimum is its interval (Runway: a poll per task every 5 s at most)
+    is not polled sooner at jitter's low end."""
+    clock = FakeClock()
+    rules = dataclasses.replace(RULES, interval_s=5.0, min_interval_s=5.0)
+    step = polling.step(fresh(clock), seen, rules, clock.now(), 0.0)
+    assert step.next_poll_at == clock.now() + 5.0
 
 
 def test_last_error_is_written_only_when_it_changes() -> None:

@@ -138,7 +138,8 @@ def test_a_profile_reads_position_progress_eta_outputs_and_error(acme: Reader) -
         ({"task": {"state": "EXPLODED"}}, "upstream answered an unknown status 'EXPLODED'"),
         ({"task": {}}, "upstream answered no status"),
         ({"state": "DONE"}, "upstream answered no status"),
-        ({"task": {"state": 3}}, "upstream answered a status of type int"),
+        ({"task": {"state": 3}}, "upstream answered a status of type int: 3"),
+        ({"task": {"state": ["DONE"]}}, 'upstream answered a status of type list: ["DONE"]'),
     ],
 )
 def test_an_answer_the_profile_cannot_read_is_transient_and_says_why(
@@ -152,6 +153,18 @@ def test_out_of_range_progress_and_eta_are_ignored(acme: Reader) -> None:
     seen = read_answer(
         200, {}, b'{"task": {"state": "WORKING", "percent": 140, "eta": -3}}', reader=acme
     )
+    assert (seen.kind, seen.progress, seen.eta_s) == ("progress", None, None)
+
+
+def test_a_reading_too_large_for_a_float_is_ignored(tmp_path: Path) -> None:
+    """A string of digits made a number is an integer of any size, which no float holds: out
+    of range like any other, not a crashed poll."""
+    text = ACME.replace('"task.percent"', '"to_number(task.percent)"')
+    text = text.replace('"task.eta"', '"to_number(task.eta)"')
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    huge = "9" * 400
+    answer = orjson.dumps({"task": {"state": "WORKING", "percent": huge, "eta": huge}})
+    seen = read_answer(200, {}, answer, reader=reader)
     assert (seen.kind, seen.progress, seen.eta_s) == ("progress", None, None)
 
 
@@ -245,6 +258,10 @@ async def test_a_result_request_follows_a_success(tmp_path: Path) -> None:
          "than 429 already ends the job failed"),
         ((STATUSES, f"{RESULT}failed = [504]\n{STATUSES}"),
          "upstreams.acme.profile.result (from {path}): failed statuses need an error path"),
+        # Sent with every request, it would fail each one (a header must be one line).
+        (('"X-Api-Version" = "7"', '"X-Api-Version" = "7\\r\\nX-Other: 1"'),
+         "upstreams.acme.profile.status (from {path}): the value of 'X-Api-Version' is not "
+         "one line"),
     ],
 )  # fmt: skip
 def test_an_invalid_profile_stops_start_up_with_one_line(
@@ -260,6 +277,24 @@ def test_an_invalid_profile_stops_start_up_with_one_line(
     assert message.replace("{path}", str(tmp_path / "bridge.toml")) in line
 
 
+@pytest.mark.parametrize(
+    "variable",
+    ["BRIDGE_UPSTREAMS__ACME__PROFILE__STATUSES__DONE", "BRIDGE_UPSTREAM__PROFILE__STATUSES__Done"],
+)
+def test_a_status_word_a_variables_name_would_lower_case_stops_start_up(
+    tmp_path: Path, variable: str
+) -> None:
+    """Variable names are read in lower case, and status words are matched as spelt: `DONE`
+    would silently be `done`, and no job would ever end."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, ACME, {variable: "succeeded"})
+    line = str(raised.value)
+    assert line.startswith(f"{variable}: ")
+    statuses, _, word = variable.rpartition("__")
+    assert line.endswith(f'in JSON: {statuses}=\'{{"{word}": "..."}}\'')
+    load(tmp_path, ACME, {variable.removesuffix(word) + word.lower(): "succeeded"})  # as read
+
+
 def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'Acme' cannot name an upstream"):
         load(tmp_path, '[upstreams.Acme]\nbase_url = "https://a.example"\n')
@@ -267,6 +302,39 @@ def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None
         load(tmp_path, '[upstreams.default]\nbase_url = "https://a.example"\n')
     with pytest.raises(ConfigError, match=r"upstreams\.acme\.base_url .*Field required"):
         load(tmp_path, "[upstreams.acme]\nprofile = 'betterwaifu'\n")
+
+
+@pytest.mark.parametrize("name", ["my__api", "mine_"])
+def test_a_name_no_variable_can_spell_stops_start_up(tmp_path: Path, name: str) -> None:
+    """`__` separates a variable's parts: BRIDGE_UPSTREAMS__MY__API__API_KEY (what the Helm
+    chart makes of the key of `my__api`) would name upstream `my`, and so would the key of
+    `mine_`; such a name is refused where it is declared, not blamed on another."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, f'[upstreams.{name}]\nbase_url = "https://a.example"\n')
+    assert f"{name!r} cannot name an upstream" in str(raised.value)
+    assert (
+        "my_api" in load(tmp_path, '[upstreams.my_api]\nbase_url = "https://a.example"\n').upstreams
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "base_url"),
+    [
+        ("upstreams.azure", "https://x.example/openai?api-version=2025-04-01"),
+        ("upstream", "https://x.example/#v1"),
+    ],
+)
+def test_a_base_url_with_a_query_stops_start_up(
+    tmp_path: Path, section: str, base_url: str
+) -> None:
+    """Paths are appended to the base URL: after its query (or fragment) every request would
+    reach the base's own path, and each job would end `not_found`. A query goes in the
+    profile's path template."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, f'[{section}]\nbase_url = "{base_url}"\n')
+    line = str(raised.value)
+    assert line.startswith(f"{section}.base_url (from ")
+    assert "path template" in line
 
 
 def test_a_named_upstream_polls_by_poll_changed_by_its_own_table(tmp_path: Path) -> None:
@@ -308,6 +376,20 @@ def test_an_expression_that_fails_on_an_answer_is_a_transient_error(tmp_path: Pa
     created = read_creation(200, {}, b'{"ids": ["a", 1]}', reader=reader)
     assert created.kind == "failed"
     assert "'to_string(max(ids))' failed on it" in (created.error or "")
+
+
+def test_an_expression_that_overflows_on_an_answer_is_a_transient_error(tmp_path: Path) -> None:
+    """`ceil` and `floor` of an infinite number (a string "1e400" made a number) raise
+    OverflowError, not JMESPath's errors: the answer is unreadable all the same."""
+    text = ACME.replace('progress = "task.percent"', 'progress = "ceil(to_number(task.percent))"')
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    seen = read_answer(
+        200, {}, b'{"task": {"state": "WORKING", "percent": "1e400"}}', reader=reader
+    )
+    assert seen.kind == "transient"
+    assert (seen.error or "").startswith(
+        "upstream answered what its profile cannot read: 'ceil(to_number(task.percent))' failed"
+    )
 
 
 def test_a_failed_jobs_own_words_reach_the_webhook_whole(acme: Reader) -> None:

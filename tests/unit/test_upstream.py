@@ -247,7 +247,7 @@ def test_depth_limit_is_exact(inner: int, kind: str, opening: bytes, closing: by
         (200, b"<html>", "failed", "upstream answered a body that is not JSON"),
         (200, b'["job_1"]', "failed", "upstream answered JSON that is not an object but list"),
         (200, b'{"status": "queued"}', "failed", "upstream answered no job id"),
-        (200, b'{"id": 7}', "failed", "upstream answered a job id of type int"),
+        (200, b'{"id": 7}', "failed", "upstream answered a job id of type int: 7"),
         (200, b'{"id": ""}', "failed", "upstream answered an empty job id"),
     ],
 )

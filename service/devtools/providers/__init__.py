@@ -84,10 +84,15 @@ class Provider:
         return status, self.render(view)
 
 
-def authorization_key(request: Request, *schemes: str) -> str | None:
-    """The key of an `Authorization: <scheme> <key>` header, for one of `schemes`."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key if scheme in schemes and key else None
+def authorization_key(*schemes: str) -> Callable[[Request], str | None]:
+    """A `presented_key`: the key of an `Authorization: <scheme> <key>` header, for one of
+    `schemes`."""
+
+    def presented_key(request: Request) -> str | None:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        return key if scheme in schemes and key else None
+
+    return presented_key
 
 
 def iso_utc(epoch: float, timespec: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View
+from service.devtools.providers import Provider, View
 
 _WORDS = {"queued": "Pending", "processing": "Pending", "succeeded": "Ready", "failed": "Error"}
 
@@ -33,10 +33,6 @@ def _render(view: View) -> dict[str, Any]:
     elif view.phase == "failed":
         answer["error"] = view.error
     return answer
-
-
-def _job_id(request: Request) -> str | None:
-    return request.query.get("id")
 
 
 PROVIDER = Provider(
@@ -54,7 +50,7 @@ PROVIDER = Provider(
     # BFL's examples call a missing or wrong key "Not authenticated"; the body's shape is not
     # documented.
     unauthorized=(401, {"detail": "Not authenticated"}),
-    job_id=_job_id,
+    job_id=lambda request: request.query.get("id"),
     create_path="/v1/flux-2-pro",
     created=lambda job_id: {"id": job_id},
 )

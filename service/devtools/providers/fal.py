@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Answer, Phase, Provider, Request, View, authorization_key
+from service.devtools.providers import Answer, Provider, View, authorization_key
 
 _WORDS = {"queued": "IN_QUEUE", "processing": "IN_PROGRESS"}
 ERRORS_URL = "https://docs.fal.ai/errors#content_policy_violation"
@@ -47,10 +47,6 @@ REQUEST_ERRORS = {
 }
 
 
-def _key(request: Request) -> str | None:
-    return authorization_key(request, "Key")
-
-
 def _render(view: View) -> dict[str, Any]:
     status: dict[str, Any] = {"status": _WORDS.get(view.phase, "COMPLETED")}
     status["request_id"] = view.job_id
@@ -64,10 +60,6 @@ def _render(view: View) -> dict[str, Any]:
 def _result(view: View) -> dict[str, Any]:
     images = [{"url": url, "content_type": "image/jpeg"} for url in view.output_urls]
     return {"images": images, "prompt": "", "has_nsfw_concepts": [False] * len(images)}
-
-
-def _status_code(phase: Phase) -> int:
-    return 202 if phase in ("queued", "processing") else 200
 
 
 def _result_error(view: View) -> Answer | None:
@@ -94,7 +86,7 @@ PROVIDER = Provider(
     "https://fal.ai/docs/inference-api/queue/result; "
     "https://fal.ai/docs/api-reference/inference-api",
     status_route=re.compile(r"(?:/.+)?/requests/([^/]+)/status"),
-    presented_key=_key,
+    presented_key=authorization_key("Key"),
     render=_render,
     # The errors pages document {"detail": ...} bodies; the words of these two are not.
     not_found=lambda job_id: (404, {"detail": "Request not found"}),
@@ -102,5 +94,5 @@ PROVIDER = Provider(
     result_route=re.compile(r"(?:/.+)?/requests/([^/]+)"),
     render_result=_result,
     result_error=_result_error,
-    status_code=_status_code,
+    status_code=lambda phase: 202 if phase in ("queued", "processing") else 200,
 )

@@ -14,15 +14,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Answer, Provider, Request, View
+from service.devtools.providers import Answer, Provider, View
 
 MODEL = "veo-3.1-generate-preview"
 # The reference gives no google.rpc code for a failed generation; 13 is INTERNAL.
 FAILED_CODE = 13
-
-
-def _key(request: Request) -> str | None:
-    return request.headers.get("x-goog-api-key") or None
 
 
 def _name(job_id: str) -> str:
@@ -52,7 +48,7 @@ PROVIDER = Provider(
     "https://ai.google.dev/gemini-api/docs/troubleshooting; "
     "https://github.com/googleapis/python-genai (google/genai/_operations_converters.py)",
     status_route=re.compile(r"/v1beta/models/[^/:]+/operations/([^/]+)"),
-    presented_key=_key,
+    presented_key=lambda request: request.headers.get("x-goog-api-key") or None,
     render=_render,
     # NOT_FOUND is the documented status; the message's wording is assumed.
     not_found=lambda job_id: _error(404, "NOT_FOUND", f"Operation {_name(job_id)} not found."),

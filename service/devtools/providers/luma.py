@@ -12,14 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View, authorization_key, iso_utc
+from service.devtools.providers import Provider, View, authorization_key, iso_utc
 
 MODEL = "ray-2"
 _STATES = {"queued": "queued", "processing": "dreaming", "succeeded": "completed"}
-
-
-def _key(request: Request) -> str | None:
-    return authorization_key(request, "Bearer")
 
 
 def _iso(epoch: float) -> str:
@@ -51,7 +47,7 @@ PROVIDER = Provider(
     "https://github.com/lumalabs/lumaai-api/blob/main/openapi.yaml (getGeneration, Generation, "
     "State, Assets, Error)",
     status_route=re.compile(r"/dream-machine/v1/generations/([^/]+)"),
-    presented_key=_key,
+    presented_key=authorization_key("Bearer"),
     render=_render,
     # The reference documents errors' {"detail"} shape only, not their statuses or this
     # wording: a 404 is assumed.

@@ -13,15 +13,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View, authorization_key
+from service.devtools.providers import Provider, View, authorization_key
 
 _WORDS = {"queued": "queued", "processing": "in_progress", "succeeded": "completed"}
 # The reference lists no error codes for a failed video; the simulator names one.
 FAILED_CODE = "video_generation_failed"
-
-
-def _key(request: Request) -> str | None:
-    return authorization_key(request, "Bearer")
 
 
 def _render(view: View) -> dict[str, Any]:
@@ -58,7 +54,7 @@ PROVIDER = Provider(
     "https://platform.openai.com/docs/guides/video-generation; "
     "https://platform.openai.com/docs/guides/error-codes",
     status_route=re.compile(r"/v1/videos/([^/]+)"),
-    presented_key=_key,
+    presented_key=authorization_key("Bearer"),
     render=_render,
     # The error object is documented; the wording of a 404 is not.
     not_found=lambda job_id: (404, _error(f"Video with id '{job_id}' not found.", None)),

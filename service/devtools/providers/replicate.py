@@ -14,15 +14,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.devtools.providers import Provider, Request, View, authorization_key, iso_utc
+from service.devtools.providers import Provider, View, authorization_key, iso_utc
 
 API = "https://api.replicate.com/v1/predictions"
 MODEL = "replicate/hello-world"
 _STATUSES = {"queued": "starting", "processing": "processing", "succeeded": "succeeded"}
-
-
-def _key(request: Request) -> str | None:
-    return authorization_key(request, "Bearer", "Token")
 
 
 def _iso(epoch: float) -> str:
@@ -63,7 +59,7 @@ PROVIDER = Provider(
     "https://github.com/replicate/replicate-python/blob/main/replicate/exceptions.py; "
     "https://github.com/replicate/replicate-python/issues/47",
     status_route=re.compile(r"/v1/predictions/([^/]+)"),
-    presented_key=_key,
+    presented_key=authorization_key("Bearer", "Token"),
     render=_render,
     # The reference shows no 404 body: the problem-details shape is Replicate's, the wording
     # assumed.

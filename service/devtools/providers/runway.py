@@ -22,10 +22,6 @@ FAILURE_CODE = "INPUT_PREPROCESSING.INTERNAL"
 _WORDS = {"queued": "PENDING", "processing": "RUNNING", "succeeded": "SUCCEEDED"}
 
 
-def _key(request: Request) -> str | None:
-    return authorization_key(request, "Bearer")
-
-
 def _iso(epoch: float) -> str:
     """The `createdAt` form of the reference's examples: 2024-06-27T19:49:32.334Z."""
     return iso_utc(epoch, "milliseconds")
@@ -59,7 +55,7 @@ PROVIDER = Provider(
     "https://docs.dev.runwayml.com/api-details/errors; "
     "https://docs.dev.runwayml.com/api-details/task-failures",
     status_route=re.compile(r"/v1/tasks/([^/]+)"),
-    presented_key=_key,
+    presented_key=authorization_key("Bearer"),
     render=_render,
     # The 404's body is documented as {"error": string}; its wording is not.
     not_found=lambda job_id: (404, {"error": "Task not found"}),
