@@ -359,13 +359,13 @@ def _read_creation(
     document, unreadable = _parse(body)
     if 400 <= status < 500:
         if status in (401, 403) and secrets.bridge_key:
-            message = f"{BRIDGE_KEY_REFUSED} ({status})"
-        else:
-            message = (
-                _upstream_message(document, secrets, reader.error)
-                or _excerpt(body, document, secrets)
-                or f"HTTP {status}"
-            )
+            # The operator's key to fix: no refusal of the caller's.
+            return Creation("failed", http_status=status, error=f"{BRIDGE_KEY_REFUSED} ({status})")
+        message = (
+            _upstream_message(document, secrets, reader.error)
+            or _excerpt(body, document, secrets)
+            or f"HTTP {status}"
+        )
         return Creation(
             "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
         )

@@ -70,9 +70,14 @@ class EventFeed:
                     return Waited(watch, None)
                 await listener.wait(min(RECHECK_S, remaining))
 
-    async def existing(self, tenant: str, watch_id: str) -> None:
-        """404 unless the watch exists for this tenant (checked before a stream starts)."""
-        await self._existing(tenant, watch_id)
+    async def has_more(self, tenant: str, watch_id: str, after: str | None) -> bool:
+        """Whether a stream after the event `after` would send any: not once the watch has
+        ended and its events were all sent, so a client told so stops reconnecting.
+        `NotFound` for an unknown watch (checked before a stream starts)."""
+        watch = await self._existing(tenant, watch_id)
+        if watch.status == "active":
+            return True
+        return bool(await self._store.watch_events(tenant, watch_id, after=after))
 
     async def stream(
         self, tenant: str, watch_id: str, after: str | None

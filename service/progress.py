@@ -3,9 +3,10 @@
 Changes (a new status, a queue position, an error, progress events) are batched: each flush
 writes what gathered meanwhile in one transaction, so a poll that sees nothing new costs no
 write and busy polling costs one commit per flush, not per poll. A final event is not batched:
-`complete` commits it before its deliveries are first attempted. Every status change is
-recorded as an event (the store fans it out to the watch's callback, when it asked for the
-type, and to the tenant's subscriptions); `notify` hears of each watch whose events committed.
+`complete` commits it (after the watch's events still pending) before its deliveries are
+first attempted. Every status change is recorded as an event (the store fans it out to the
+watch's callback, when it asked for the type, and to the tenant's subscriptions); `notify`
+hears of each watch whose events committed.
 Watches whose lease a flush found lost are put on `lost`, for the poller to let go of.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -91,8 +93,15 @@ class ProgressWriter:
 
     async def complete(self, tracked: Tracked, event: events.Event, now: float) -> None:
         """Commit the final event, then attempt its deliveries at once. Raises `LeaseLost`,
-        or `StoreError` when nothing was committed."""
-        self._changes.pop(tracked.watch_id, None)
+        or `StoreError` when the final event was not committed."""
+        pending = self._changes.pop(tracked.watch_id, None)
+        if pending is not None and pending.events:
+            # Events a refused flush left come first: after the completion they would be lost.
+            try:
+                await self._store.record_progress(self._owner, now, [pending])
+            except StoreError:
+                self._keep(pending)
+                raise
         completion = Completion(
             watch_id=tracked.watch_id,
             lease_token=tracked.token,
@@ -121,8 +130,8 @@ class ProgressWriter:
                 self._wanted.set()
 
     async def flush(self) -> bool:
-        """Write the pending changes; False when the store refused them (they stay pending,
-        unless superseded)."""
+        """Write the pending changes; False when the store refused them (they stay pending:
+        a watch's state as last recorded, with all of its events)."""
         if not self._changes:
             return True
         batch, self._changes = list(self._changes.values()), {}
@@ -132,7 +141,7 @@ class ProgressWriter:
             if not isinstance(error, StoreUnavailable):  # an outage is logged once
                 log.error("poll.record_failed", changes=len(batch), error=str(error))
             for change in batch:
-                self._changes.setdefault(change.watch_id, change)
+                self._keep(change)
             return False
         lost = outcome.lost
         for watch_id in lost:
@@ -144,6 +153,14 @@ class ProgressWriter:
         if outcome.deliveries:  # the new deliveries (callback or subscriptions) are due now
             await self._deliveries.claim()
         return True
+
+    def _keep(self, change: Progress) -> None:
+        """Keep a change not written for the next flush: a later change of its watch supersedes
+        its state, not its events, which come first."""
+        later = self._changes.get(change.watch_id)
+        if later is not None:
+            change = replace(later, events=(*change.events, *later.events))
+        self._changes[change.watch_id] = change
 
     def _notified(self, watch_id: str) -> None:
         """Tell `notify` of a watch's committed events; its failure is not polling's."""

@@ -147,21 +147,27 @@ async def _json_body(request: Request[State]) -> Any:
         raise ApiError(f"the body is not valid JSON: {error}") from None
 
 
+# A JSON value that is not an object, named as JSON names it (by the type orjson reads it as).
+_JSON_KINDS = {
+    list: "an array", str: "a string", int: "a number", float: "a number",
+    bool: "true or false", type(None): "null",
+}  # fmt: skip
+
+
 async def _json_object(request: Request[State]) -> dict[str, Any]:
     """The body as a JSON object whose values pass `_check_values`."""
     data = await _json_body(request)
     if not isinstance(data, dict):
-        raise ApiError(f"the body must be a JSON object, not {type(data).__name__}")
+        raise ApiError(f"the body must be a JSON object, not {_JSON_KINDS[type(data)]}")
     _check_values(data)
     return data
 
 
 async def _optional_object(request: Request[State]) -> dict[str, Any] | None:
-    """The body as `_json_object` reads it, or None when the request has none (neither a
-    Content-Type nor a byte)."""
+    """The body as `_json_object` reads it, or None when the request has not a byte (whatever
+    its Content-Type: no-code tools send one with every request)."""
     headers = request.headers
-    framed = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
-    if "content-type" not in headers and not framed:
+    if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
         return None
     return await _json_object(request)
 
@@ -449,7 +455,9 @@ async def stream_events(request: Request[State]) -> Response:
     if after is not None and not _EVENT_ID.fullmatch(after):
         raise InvalidRequest.field(field, "must be the id of an event of this stream (evt_...)")
     feed = request.state["feed"]
-    await feed.existing(tenant, watch_id)  # a 404 before the stream starts
+    if not await feed.has_more(tenant, watch_id, after):  # a 404 before the stream starts
+        # An EventSource reconnects after every stream that ends, except on a 204.
+        return Response(None, status_code=204)
     if request.method == "HEAD":  # the headers only, not a stream held open for nothing
         return Response(None, headers=SSE_HEADERS, media_type="text/event-stream")
     close = request.state["streams"].open(tenant)

@@ -8,6 +8,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from pydantic import (
     AfterValidator,
@@ -56,19 +57,29 @@ def check_url(url: str) -> str:
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise ValueError("must not contain whitespace or control characters")
     try:
-        parts.port  # noqa: B018 - raises on an invalid port
+        port = parts.port  # raises when out of range
     except ValueError:
-        raise ValueError("has an invalid port") from None
+        port = 0
+    if port == 0:  # parses, but nothing can be connected to on it
+        raise ValueError("has an invalid port: give one from 1 to 65535")
+    try:
+        httpx.Request("POST", url)  # as webhooks are sent: one it refuses fails every attempt
+    except (httpx.InvalidURL, ValueError) as refused:
+        raise ValueError(f"cannot be requested: {refused}") from None
     return url
 
 
 def check_headers(headers: dict[str, str]) -> dict[str, str]:
     if len(headers) > MAX_HEADERS:
         raise ValueError(f"at most {MAX_HEADERS} headers")
+    seen: set[str] = set()
     for name, value in headers.items():
         lower = name.lower()
         if not HEADER_NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a valid header name")
+        if lower in seen:
+            raise ValueError(f"names {name!r} twice (header names ignore case)")
+        seen.add(lower)
         # Content-* headers describe the body, which the bridge makes.
         if lower in RESERVED_HEADERS or lower.startswith(("webhook-", "content-")):
             raise ValueError(f"{name!r} is set by the bridge and cannot be overridden")
@@ -77,6 +88,18 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
                 f"the value of {name!r} must be one line of at most {MAX_HEADER_VALUE} "
                 "printable ASCII characters"
             )
+    return headers
+
+
+def check_credentials_once(url: str | None, headers: dict[str, str]) -> dict[str, str]:
+    """Refuse an Authorization header beside credentials in the URL, which are sent as one
+    (`service.endpoints`): both went out in a single header that receivers refuse."""
+    authorization = any(name.lower() == "authorization" for name in headers)
+    if authorization and url is not None and urlsplit(url).username is not None:
+        raise ValueError(
+            "has an Authorization header and the URL has credentials (user:password@), which "
+            "are sent as Authorization too: give them once, in the URL or in the header"
+        )
     return headers
 
 
@@ -214,7 +237,7 @@ class WatchOptionsBody(BaseModel):
     def _headers(cls, headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         if headers:
             _only_with_callback(info, "callback_headers")
-        return check_headers(headers)
+        return check_credentials_once(info.data.get("callback_url"), check_headers(headers))
 
     @field_validator("metadata")
     @classmethod
@@ -313,6 +336,11 @@ class SubscriptionRequest(BaseModel):
     )
     headers: Annotated[Headers, AfterValidator(check_headers)] = Field(default_factory=dict)
     final_statuses: FinalStatuses = Field(default_factory=list)
+
+    @field_validator("headers")
+    @classmethod
+    def _credentials_once(cls, headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return check_credentials_once(info.data.get("url"), headers)
 
     @field_validator("events")
     @classmethod

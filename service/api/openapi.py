@@ -236,7 +236,8 @@ def _registration() -> dict[str, dict[str, Any]]:
                 "`detail` (type /problems/upstream-refused)."
             ),
             "502": _problem(
-                "The upstream failed, answered something unreadable, or did not answer in time."
+                "The upstream refused the bridge's own key, failed, answered something "
+                "unreadable, or did not answer in time."
             ),
         },
         parameters=[
@@ -411,10 +412,12 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             f"`retry: {RECONNECT_MS}` first, then per event `id: evt_...`, `event: <type>`, "
             "`data: <envelope>` (the Event schema); a `: keep-alive` comment every "
             "api.sse_keepalive_s. The stream ends after the final event, or when the watch was "
-            "cancelled. `Last-Event-ID` resumes after that event.",
+            "cancelled. `Last-Event-ID` resumes after that event. A watch that has ended with "
+            "no event after it answers 204, which tells an EventSource to stop reconnecting.",
             {
                 "200": {"description": "The event stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "204": {"description": "The watch has ended and every event was sent."},
                 "401": _UNAUTHORIZED,
                 "404": _NOT_FOUND,
                 "422": _problem("Last-Event-ID is not an event id."),

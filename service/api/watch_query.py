@@ -91,6 +91,9 @@ def parse(
     if value is not None and len(value) > MAX_METADATA_VALUE:
         errors["metadata_value"] = f"must be at most {MAX_METADATA_VALUE} characters"
         value = None
+    elif value is not None and "\x00" in value:  # PostgreSQL cannot compare it
+        errors["metadata_value"] = "must not contain NUL (U+0000) characters"
+        value = None
     if key is not None and value is None and "metadata_value" not in errors:
         errors["metadata_value"] = "must be given too: the value to find under the metadata key"
     if value is not None and key is None and "metadata_key" not in errors:

@@ -586,7 +586,9 @@ class Store(abc.ABC):
 
         Recording an event inserts it, its callback delivery if any, and one delivery (a new
         `msg_` id, the event's body) per `active` subscription of the watch's tenant whose
-        `events` include the type. Deliveries are pending, due at `now`, unclaimed.
+        `events` include the type. Deliveries are pending, due at `now`, unclaimed. An event
+        already recorded (its id) is skipped with its deliveries: a change written again after
+        a commit whose answer was lost is applied once.
 
         Returns the ids whose lease was lost (their changes were not applied) and how many
         deliveries were created (none: no claim is needed for them)."""

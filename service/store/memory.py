@@ -331,7 +331,10 @@ class MemoryStore(base.Store):
         owner: str | None,
         lease_until: float,
     ) -> list[str]:
-        """Keep `event` and record its deliveries (claimed by `owner` when given); their ids."""
+        """Keep `event` and record its deliveries (claimed by `owner` when given); their ids.
+        An event kept already is skipped."""
+        if any(kept.id == event.id for kept in self.events):
+            return []
         self.events.append(
             base.EventRecord(event.id, watch.id, event.type, event.final, event.body, now)
         )

@@ -1115,7 +1115,7 @@ async def _record_events(
     """Insert (tenant, callback URL, watch id, event) events, their callback deliveries and a
     delivery per matching active subscription, each with its endpoint's host key, claimed by
     `owner` when given, in the caller's transaction (which holds the watches); the delivery
-    ids, each event's callback first.
+    ids, each event's callback first. An event recorded already is skipped with its deliveries.
 
     The tenants' subscriptions are read once, locked `FOR SHARE`: a subscription leaving
     `active` meanwhile waits for this commit and then cancels what it got, or, having committed
@@ -1135,10 +1135,10 @@ async def _record_events(
         for tenant, callback_url, watch_id, event in recorded
         for new in rules.fan_out(event, callback_url, subscriptions.get(tenant, ()), now)
     ]
-    await db.execute(
+    inserted = await db.fetch(
         "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
         " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-        " $5::boolean[], $6::bytea[]))"
+        " $5::boolean[], $6::bytea[]) ON CONFLICT (id) DO NOTHING RETURNING id)"
         " INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"
         " next_attempt_at, created_at, lease_owner, lease_expires_at, lease_token,"
         " subscription_id, event_id, host, tenant)"
@@ -1147,7 +1147,8 @@ async def _record_events(
         " CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END, n.subscription_id, n.event_id, n.host,"
         " n.tenant FROM unnest($10::text[], $11::text[], $12::text[], $13::bytea[],"
         " $14::boolean[], $15::text[], $16::text[], $17::text[], $18::text[])"
-        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host, tenant)",
+        " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host, tenant)"
+        " WHERE n.event_id IN (SELECT id FROM e) RETURNING id",
         [event.id for _, _, _, event in recorded],
         [tenant for tenant, _, _, _ in recorded],
         [watch_id for _, _, watch_id, _ in recorded],
@@ -1167,7 +1168,8 @@ async def _record_events(
         [new.host for _, _, _, new in news],
         [tenant for tenant, _, _, _ in news],
     )
-    return [new.delivery.id for _, _, _, new in news]
+    created = {row[0] for row in inserted}
+    return [new.delivery.id for _, _, _, new in news if new.delivery.id in created]
 
 
 def _dropped(connection: Any) -> bool:

@@ -261,7 +261,9 @@ class SQLiteStore(Store):
             try:
                 result = fn(db)
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself after some errors (a full disk mid-statement).
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
             return result
@@ -1067,6 +1069,8 @@ def _insert_registrations(
             try:
                 registration.error = _insert_registration(db, registration)
             except sqlite3.Error as error:
+                if not db.in_transaction:  # SQLite rolled the group back (a full disk)
+                    raise
                 registration.error = _store_error(error, path)
             if registration.error is not None:
                 db.execute("ROLLBACK TO registration")
@@ -1166,12 +1170,15 @@ class _FanOut:
         lease_until: float,
     ) -> list[str]:
         """Insert `event` of the watch calling back `callback_url` and its deliveries (claimed
-        by `owner` when given); their ids, the callback's first."""
-        self._db.execute(
+        by `owner` when given); their ids, the callback's first. None when it is recorded
+        already."""
+        inserted = self._db.execute(
             "INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (event.id, tenant, watch_id, event.type, int(event.final), event.body, now),
-        )
+        ).rowcount
+        if not inserted:
+            return []
         news = rules.fan_out(event, callback_url, self._of(tenant), now)
         self._db.executemany(
             "INSERT INTO deliveries (id, watch_id, event_type, body, final, status,"

@@ -176,9 +176,12 @@ def test_unparseable_bodies_are_problems(bridge: Bridge) -> None:
     )
     assert "JSON" in assert_problem(response, 400)["detail"]
     listed = assert_problem(bridge.client.post("/v1/watches", json=["job_x"]), 400)
-    assert "must be a JSON object, not list" in listed["detail"]
+    assert "must be a JSON object, not an array" in listed["detail"]
     json_type = {"content-type": "application/json"}
-    assert_problem(bridge.client.post("/v1/watches", content=b"null", headers=json_type), 400)
+    null = assert_problem(
+        bridge.client.post("/v1/watches", content=b"null", headers=json_type), 400
+    )
+    assert null["detail"].endswith("must be a JSON object, not null")
     assert_problem(bridge.client.post("/v1/watches", content=b"", headers=json_type), 400)
 
 

@@ -131,6 +131,10 @@ def test_the_stream_resumes_after_the_last_event_id_and_ends_after_the_final(
     assert [frame.id for frame in replayed] == [seen.id] + [frame.id for frame in events]
     assert replayed[-1].data == events[-1].data
 
+    # An EventSource reconnects after the stream ends, with the final event's id: a 204 stops it.
+    over = streaming.client.get(path, headers={"Last-Event-ID": events[-1].id}, timeout=30)
+    assert (over.status_code, over.content) == (204, b"")
+
 
 def test_a_closed_stream_or_long_poll_frees_its_place_at_once(
     start_bridge: StartBridge, upstream: Upstream

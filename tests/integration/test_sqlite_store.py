@@ -301,6 +301,39 @@ async def test_a_full_disk_makes_the_store_unavailable_until_space_is_freed(
             assert await store.get_watch(TENANT, second.id) == second
 
 
+async def test_a_full_disk_is_an_outage_for_a_write_larger_than_the_cache(
+    tmp_path: Path,
+) -> None:
+    """A transaction whose statement spills to a full disk (SQLite then rolls it back itself)
+    raises StoreUnavailable saying the disk is full, as a small one's commit does, not the
+    error of a rollback that found nothing to roll back; nothing of it is written."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with opened(str(disk / "bridge.db")) as store:
+            watch = await store.insert_watch(new_watch(), lease_owner=A, lease_until=FAR)
+            large = [replace(new_delivery(), body=bytes(4_000_000)) for _ in range(2)]
+            filler = fill(disk)
+            with pytest.raises(StoreUnavailable, match="database or disk is full"):
+                await store.record_progress(A, T0, [progress(watch, deliveries=large)])
+
+            filler.unlink()
+            assert await store.watch_events(TENANT, watch.id) == []
+            await store.record_progress(A, T0, [progress(watch, deliveries=large[:1])])
+            assert len(await store.watch_events(TENANT, watch.id)) == 1
+
+
+async def test_a_full_disk_is_an_outage_for_a_registration_larger_than_the_cache(
+    tmp_path: Path,
+) -> None:
+    """Registrations whose rows spill to a full disk (a large group of them, or here one large
+    one), which SQLite then rolls back itself, raise StoreUnavailable saying the disk is full,
+    not the error of the savepoint gone with the transaction."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with opened(str(disk / "bridge.db")) as store:
+            fill(disk)
+            with pytest.raises(StoreUnavailable, match="database or disk is full"):
+                await store.insert_watch(new_watch(metadata={"note": "x" * 4_000_000}))
+
+
 async def test_a_store_bug_is_not_an_outage(path: str) -> None:
     """A statement the database refuses (a watch id already stored) is a plain StoreError:
     nothing for a client to wait for, and no outage."""

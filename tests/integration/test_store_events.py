@@ -188,6 +188,22 @@ async def test_one_flush_fans_out_every_watch_of_a_tenant(store: Store) -> None:
     assert await store.watch_events(TENANT, stale.id) == []
 
 
+async def test_a_flush_written_again_records_its_events_once(store: Store) -> None:
+    """A flush written again, as after a commit applied whose answer was lost (an outage may do
+    that), is applied, and records each of its events and their deliveries once: it is not
+    refused, which would fail every later flush it is part of."""
+    subscription = await subscribe(store, events=EVERY)
+    watch = await register(store, owner=A, lease_until=FAR)
+    change = progress(watch, events=[event("job.queued")])
+    assert await store.record_progress(A, T0 + 1, [change]) == Recorded(set(), 2)
+
+    assert await store.record_progress(A, T0 + 2, [change]) == Recorded(set(), 0)
+
+    assert len(await store.watch_events(TENANT, watch.id)) == 1
+    endpoints = [d.subscription_id for d in await store.watch_deliveries(TENANT, watch.id)]
+    assert endpoints == [None, subscription.id]
+
+
 async def test_a_watch_without_a_callback_completes_and_its_events_go_to_subscriptions(
     store: Store,
 ) -> None:

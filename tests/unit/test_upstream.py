@@ -413,23 +413,24 @@ def test_an_unknown_status_quotes_no_key(body: bytes, error: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "secrets", "error"),
+    ("status", "body", "secrets", "kind", "error"),
     [
-        (401, ECHO, AS_BRIDGE, "the upstream refused the bridge's key (401)"),
-        (403, b"<p>Forbidden: %s</p>" % BRIDGE_KEY.encode(), AS_BRIDGE,
+        # The bridge's own key refused is no fault of the caller's: the creation failed.
+        (401, ECHO, AS_BRIDGE, "failed", "the upstream refused the bridge's key (401)"),
+        (403, b"<p>Forbidden: %s</p>" % BRIDGE_KEY.encode(), AS_BRIDGE, "failed",
          "the upstream refused the bridge's key (403)"),
-        (401, ECHO, AS_OWN, "invalid key ******** (also tried ********)"),
-        (402, ECHO, AS_BRIDGE, "invalid key ******** (also tried ********)"),
-        (400, b"<p>Bad request from %s</p>" % OWN_KEY.encode(), AS_OWN,
+        (401, ECHO, AS_OWN, "refused", "invalid key ******** (also tried ********)"),
+        (402, ECHO, AS_BRIDGE, "refused", "invalid key ******** (also tried ********)"),
+        (400, b"<p>Bad request from %s</p>" % OWN_KEY.encode(), AS_OWN, "refused",
          "<p>Bad request from ********</p>"),
     ],
 )  # fmt: skip
 def test_a_refused_generation_never_relays_a_key(
-    status: int, body: bytes, secrets: Secrets, error: str
+    status: int, body: bytes, secrets: Secrets, kind: str, error: str
 ) -> None:
     """The message of a refused POST shows no key; the bridge's own key's refusal only says so."""
     seen = read_creation(status, {}, body, secrets)
-    assert (seen.kind, seen.error) == ("refused", error)
+    assert (seen.kind, seen.error) == (kind, error)
 
 
 def test_a_network_failure_quotes_no_key() -> None:
