@@ -361,7 +361,8 @@ class SQLiteStore(Store):
                     )
                     db.execute("COMMIT")
                 except sqlite3.Error as error:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                        db.execute("ROLLBACK")
                     raise MigrationError(f"migration {version:04d} failed: {error}") from error
                 applied.append(version)
             return applied
