@@ -346,9 +346,10 @@ OLD_WATCHES: list[tuple[str, str | None, str | None, str | None]] = [
 async def _write_old(store: Store, watches: list[Watch]) -> None:
     """Give each watch of `watches` the status and job status of its row of `OLD_WATCHES`, and
     its final event when it has one, as a store before migration 0006 wrote them."""
+    # The upstream's answer is kept verbatim: a NUL in it (which jsonb cannot hold) too.
     rows = [
         (w.id, status, job_status, f"evt_old{n}", event_type,
-         b'{"type": "%s", "error_code": %s}' % (
+         b'{"type": "%s", "error_code": %s, "data": {"note": "a\\u0000b"}}' % (
              (event_type or "").encode(), b"null" if code is None else b'"%s"' % code.encode()))
         for n, (w, (status, job_status, event_type, code)) in enumerate(
             zip(watches, OLD_WATCHES, strict=True))

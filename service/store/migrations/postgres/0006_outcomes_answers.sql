@@ -6,6 +6,20 @@
 
 ALTER TABLE watches ADD COLUMN outcome text NOT NULL DEFAULT 'in_progress';
 
+-- A final event's error_code. jsonb cannot hold \u0000, which the upstream's answer kept
+-- verbatim in the body may: such a body is read with that escape left out (or, that failing,
+-- the code is unknown), rather than stopping the migration.
+CREATE FUNCTION pg_temp.final_error_code(body bytea) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN convert_from(body, 'UTF8')::jsonb ->> 'error_code';
+EXCEPTION WHEN untranslatable_character THEN
+    BEGIN
+        RETURN replace(convert_from(body, 'UTF8'), '\u0000', '')::jsonb ->> 'error_code';
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
+END $$;
+
 -- Existing watches, once, as `rules.recorded_outcome` decides: from the final event while it is
 -- kept, else from the upstream's last status, else cancelled or unknown.
 UPDATE watches w SET outcome = CASE
@@ -22,7 +36,7 @@ UPDATE watches w SET outcome = CASE
         ELSE 'unknown' END
 FROM watches x
 LEFT JOIN LATERAL (
-    SELECT e.type, convert_from(e.body, 'UTF8')::jsonb ->> 'error_code' AS error_code
+    SELECT e.type, pg_temp.final_error_code(e.body) AS error_code
     FROM events e WHERE e.watch_id = x.id AND e.final LIMIT 1
 ) f ON true
 WHERE x.id = w.id AND w.status <> 'active';
