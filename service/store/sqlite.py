@@ -77,15 +77,16 @@ _DELIVERY_FROM = (
     "deliveries d JOIN watches w ON w.id = d.watch_id"
     " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
 )
-# Deliveries by id (a JSON array of them), read as one JSON array of rows (the body in hex): a
-# statement's every step hands the GIL to this thread and back, one step per row made reading a
-# claim the event loop's busiest interrupter (see sqlite_outcomes).
+# Deliveries by id (a JSON array of them), read as one JSON array of rows (the body in hex, the
+# headers and final statuses as JSON in it): a statement's every step hands the GIL to this
+# thread and back, one step per row made reading a claim the event loop's busiest interrupter
+# (see sqlite_outcomes).
 _DELIVERIES_BY_ID = (
     "SELECT json_group_array(json_array(d.id, d.watch_id, d.event_type, hex(d.body),"  # noqa: S608
     " d.final, d.attempts, d.lease_token, coalesce(s.url, w.callback_url),"
-    " iif(s.id IS NULL, w.callback_method, 'POST'), coalesce(s.headers, w.callback_headers),"
+    " iif(s.id IS NULL, w.callback_method, 'POST'), json(coalesce(s.headers, w.callback_headers)),"
     " coalesce(s.secret, w.secret), d.created_at, d.subscription_id, d.event_id,"
-    " coalesce(s.final_statuses, w.final_statuses), d.tenant,"
+    " json(coalesce(s.final_statuses, w.final_statuses)), d.tenant,"
     " coalesce(s.previous_secret, ''), s.previous_secret_until, d.series))"
     f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
@@ -94,6 +95,9 @@ _SUBSCRIPTION_COLUMNS = (
     " previous_secret, previous_secret_until"
 )
 _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
+# Prepared statements the connection keeps (Python's default is 128): the store's own, and the
+# five outcome statements' texts for each group size (service/store/sqlite_outcomes.py).
+STATEMENTS = 128 + 5 * sqlite_outcomes.MOST
 # Leases renewed per transaction: a few milliseconds of the thread each.
 RENEWAL_CHUNK = 1000
 # The status in which a leased row's lease may be renewed.
@@ -175,12 +179,12 @@ def _delivery(row: list[Any]) -> Delivery:
         lease_token=row[6],
         callback_url=row[7],
         callback_method=row[8],
-        callback_headers=json.loads(row[9]),
+        callback_headers=row[9],
         secret=row[10],
         created_at=row[11],
         subscription_id=row[12],
         event_id=row[13],
-        final_statuses=tuple(json.loads(row[14])),
+        final_statuses=tuple(row[14]),
         tenant=row[15],
         previous_secret=row[16],
         previous_secret_until=row[17],
@@ -283,7 +287,10 @@ class SQLiteStore(Store):
                     "SQLite serves one process only: stop the other one, or run several "
                     "replicas on PostgreSQL (store.url = postgresql://...)"
                 ) from None
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False,
+            cached_statements=STATEMENTS,
+        )  # fmt: skip
         db.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit is on disk before the caller is told so (a 201 means committed).
         db.execute("PRAGMA synchronous = FULL")
@@ -354,7 +361,8 @@ class SQLiteStore(Store):
                     )
                     db.execute("COMMIT")
                 except sqlite3.Error as error:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                        db.execute("ROLLBACK")
                     raise MigrationError(f"migration {version:04d} failed: {error}") from error
                 applied.append(version)
             return applied

@@ -19,17 +19,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from sqlite3 import Connection
-from typing import TypeVar
 
 from service.store import rules
 from service.store.base import AttemptRecord
 
-# Attempts per group of statements, and the sizes a group is cut into: a statement's text
-# depends on its number of rows, so groups of these sizes only keep few texts in the
-# connection's statement cache (a batch of 25 is written as 16 + 8 + 1).
+# Attempts per group of statements. A statement's text depends on its number of rows, so each
+# size up to this has texts of its own, which the connection keeps prepared (`STATEMENTS` in
+# service/store/sqlite.py): a group of any size is then one statement per table.
 MOST = 64
-_SIZES = (64, 32, 16, 8, 4, 2, 1)
-_T = TypeVar("_T")
 # An attempt to record, with what it does.
 _Pair = tuple[AttemptRecord, rules.Effect]
 # An attempt's row, as `attempt_row` gives it.
@@ -53,8 +50,8 @@ def record_attempts(
     group: list[_Pair] = []
 
     def flush() -> None:
-        for piece in _pieces(group):
-            lost.update(_record_group(db, owner, piece, record_one))
+        if group:
+            lost.update(_record_group(db, owner, group, record_one))
         group.clear()
 
     for record in records:
@@ -69,15 +66,6 @@ def record_attempts(
         group.append((record, effect))
     flush()
     return lost
-
-
-def _pieces(records: list[_T]) -> list[list[_T]]:
-    pieces, start = [], 0
-    for size in _SIZES:
-        while len(records) - start >= size:
-            pieces.append(records[start : start + size])
-            start += size
-    return pieces
 
 
 def _values(rows: int, columns: int) -> str:
@@ -122,24 +110,23 @@ def _record_group(
     counted = Counter(r.delivery.watch_id for r, _ in group)
     latest = {r.delivery.watch_id: r.now for r, _ in sorted(group, key=lambda p: p[0].now)}
     watches = [(watch_id, n, latest[watch_id]) for watch_id, n in counted.items()]
-    for part in _pieces(watches):
-        db.execute(
-            "UPDATE watches SET attempts = watches.attempts + v.column2,"  # noqa: S608
-            f" updated_at = v.column3 FROM (VALUES {_values(len(part), 3)}) AS v"
-            " WHERE watches.id = v.column1",
-            [x for row in part for x in row],
-        )
+    db.execute(
+        "UPDATE watches SET attempts = watches.attempts + v.column2,"  # noqa: S608
+        f" updated_at = v.column3 FROM (VALUES {_values(len(watches), 3)}) AS v"
+        " WHERE watches.id = v.column1",
+        [x for row in watches for x in row],
+    )
     # A watch has one final delivery to its callback (a redelivery sends it again), so no two
     # records of a group change the same watch's status.
     finals = [pair for pair in group if pair[1].counted]
-    for piece in _pieces(finals):
+    if finals:
         db.execute(
             "UPDATE watches SET"  # noqa: S608
             " last_error = COALESCE(v.column2, watches.last_error),"
             " status = COALESCE(v.column3, watches.status), completed_at = v.column4"
-            f" FROM (VALUES {_values(len(piece), 4)}) AS v"
+            f" FROM (VALUES {_values(len(finals), 4)}) AS v"
             " WHERE watches.id = v.column1 AND watches.status = 'delivering'",
-            [x for pair in piece for x in _watch_row(*pair)],
+            [x for pair in finals for x in _watch_row(*pair)],
         )
     return set()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from service.errors import StoreError, StoreLocked, StoreUnavailable
+from service.errors import MigrationError, StoreError, StoreLocked, StoreUnavailable
 from service.store import migrations
 from service.store.base import DuplicateIdempotencyKey, Idempotency
 from service.store.sqlite import RENEWAL_CHUNK, SQLiteStore
@@ -344,3 +344,20 @@ async def test_a_store_bug_is_not_an_outage(path: str) -> None:
 
     assert not isinstance(refused.value, StoreUnavailable)
     assert store.health.reason is None
+
+
+async def test_a_migration_stopped_by_a_full_disk_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration whose writes spill to a full disk (SQLite then rolls it back itself) fails
+    naming the full disk, not the rollback that found nothing to roll back."""
+    with small_disk(tmp_path / "disk") as disk:
+        async with opened(str(disk / "bridge.db")) as store:
+            for _ in range(3):
+                await store.insert_watch(new_watch())
+            every = migrations.load
+            spill = "CREATE TABLE spill AS SELECT zeroblob(1000000) FROM watches, watches, watches"
+            monkeypatch.setattr(migrations, "load", lambda backend: [*every(backend), (999, spill)])
+            fill(disk)
+            with pytest.raises(MigrationError, match="migration 0999 failed: database or disk"):
+                await store.migrate()

@@ -9,7 +9,7 @@ ALTER TABLE watches ADD COLUMN outcome text NOT NULL DEFAULT 'in_progress';
 -- A final event's error_code. jsonb cannot hold \u0000, which the upstream's answer kept
 -- verbatim in the body may: such a body is read with that escape left out (or, that failing,
 -- the code is unknown), rather than stopping the migration.
-CREATE FUNCTION pg_temp.final_error_code(body bytea) RETURNS text LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION pg_temp.final_error_code(body bytea) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
     RETURN convert_from(body, 'UTF8')::jsonb ->> 'error_code';
 EXCEPTION WHEN untranslatable_character THEN
@@ -40,6 +40,8 @@ LEFT JOIN LATERAL (
     FROM events e WHERE e.watch_id = x.id AND e.final LIMIT 1
 ) f ON true
 WHERE x.id = w.id AND w.status <> 'active';
+
+DROP FUNCTION pg_temp.final_error_code(bytea);
 
 CREATE INDEX watches_tenant_outcome ON watches (tenant, outcome, id);
 
