@@ -236,11 +236,10 @@ class Deliverer:
 
     def submit(self, delivery: Delivery) -> None:
         """Attempt `delivery` (claimed by this process) now, or once its host and its tenant
-        have a free slot."""
-        if delivery.id in self._leases or self._closing:
+        have a free slot; of a delivery held already, only the new lease token is taken."""
+        if self._closing or not self._leases.hold(delivery):
             return
         admission = self._limits.admit(delivery)
-        self._leases.hold(delivery)
         if admission == "run":
             self._start(delivery)
         elif admission == "release":

@@ -60,20 +60,27 @@ def keys(d: Delivery) -> tuple[str, str]:
 class Store(MemoryStore):
     """The memory store, recording the shares each delivery claim asked for; while `gate` is
     unset, commits of outcomes wait (the grouping of outcomes into commits, which a store that
-    commits at once cannot show)."""
+    commits at once cannot show), and lease renewals while `renewals` is."""
 
     def __init__(self) -> None:
         super().__init__()
         self.claims: list[dict[str, Any]] = []
         self.commits: list[int] = []
-        self.gate = asyncio.Event()
+        self.gate, self.renewals = asyncio.Event(), asyncio.Event()
         self.gate.set()
+        self.renewals.set()
 
     async def claim_deliveries(
         self, owner: str, now: float, lease_until: float, limit: int, **shares: Any
     ) -> list[Delivery]:
         self.claims.append({"limit": limit, **shares})
         return await super().claim_deliveries(owner, now, lease_until, limit, **shares)
+
+    async def renew_delivery_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        await self.renewals.wait()
+        return await super().renew_delivery_leases(owner, held, lease_until)
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
         await self.gate.wait()

@@ -7,7 +7,9 @@ import asyncio
 from dataclasses import replace
 
 import httpx
+import pytest
 
+from service.errors import StoreUnavailable
 from service.store.base import ResponseStart
 from tests.unit.delivery_rig import (
     FAST,
@@ -19,6 +21,7 @@ from tests.unit.delivery_rig import (
     recorded,
     running,
 )
+from tests.unit.fake_time import settle
 
 
 async def claims_every_second(rig: Rig, seconds: int) -> None:
@@ -91,6 +94,77 @@ async def test_an_attempt_whose_lease_was_lost_is_not_counted() -> None:
         await rig.until(lambda: rig.deliverer.held() == [], "let go")
         assert recorded(rig.store) == []
         assert rig.outcomes.seen == []
+
+
+async def test_deliveries_held_across_an_outage_longer_than_their_leases_are_sent_once() -> None:
+    """Deliveries held while a store outage outlasts their leases (one in flight, one waiting
+    for its host) are claimed again by this process when the store is back: each is sent once
+    and recorded under its new lease, not dropped at the next renewal or refused at its record
+    and sent again once that lease has run out."""
+    async with running(max_per_host=1) as rig:
+        store, deliverer = rig.store, rig.deliverer
+        await rig.due(delivery(0), delivery(1))
+        await deliverer.claim()  # the first runs
+        await deliverer.claim()  # the second waits for its host
+        await rig.until(lambda: deliverer.in_flight == 1, "one in flight")
+        assert len(deliverer.held()) == 2
+        store.outage = StoreUnavailable("the server is restarting")
+        with pytest.raises(StoreUnavailable):
+            await deliverer.renew()
+        await rig.run_for(20)
+        store.outage = None
+        await deliverer.claim()  # both: their leases ran out
+        await deliverer.renew()
+        rig.receivers.open_slow.set()
+        await claims_every_second(rig, 30)
+        assert rig.receivers.urls == [f"{SLOW}/hooks/0", f"{SLOW}/hooks/1"]
+        assert sorted(recorded(store)) == [delivery(0).id, delivery(1).id]
+        assert deliverer.held() == []
+
+
+async def test_an_outcome_refused_as_its_delivery_is_claimed_again_is_committed_again() -> None:
+    """An outcome committed with the old token while this process claims its delivery again
+    (its lease ran out) is refused; it is committed again under the new token, and the delivery
+    is not sent a second time."""
+    async with running() as rig:
+        store, deliverer = rig.store, rig.deliverer
+        await rig.due(delivery(0))
+        await deliverer.claim()
+        store.gate.clear()
+        rig.receivers.open_slow.set()
+        await rig.until(lambda: rig.receivers.requests, "sent")
+        await rig.run_for(16)  # its outcome waits to be committed; its lease runs out
+        await deliverer.claim()
+        store.gate.set()
+        await claims_every_second(rig, 30)
+        assert rig.receivers.urls == [f"{SLOW}/hooks/0"]
+        assert recorded(store) == [delivery(0).id]
+        assert deliverer.held() == []
+
+
+async def test_a_renewal_refused_as_a_waiting_delivery_is_claimed_again_keeps_it() -> None:
+    """A renewal made with the old token while this process claims its deliveries again (their
+    leases ran out) does not drop the one waiting for its host: it is sent as soon as the host
+    is free, not once its new lease has run out."""
+    async with running(max_per_host=1) as rig:
+        store, deliverer = rig.store, rig.deliverer
+        await rig.due(delivery(0), delivery(1))
+        await deliverer.claim()  # the first runs
+        await deliverer.claim()  # the second waits for its host
+        await rig.until(lambda: deliverer.in_flight == 1, "one in flight")
+        assert len(deliverer.held()) == 2
+        await rig.run_for(16)  # not renewed: their leases ran out
+        store.renewals.clear()
+        renewing = asyncio.ensure_future(deliverer.renew())
+        await settle()
+        await deliverer.claim()
+        store.renewals.set()
+        await renewing
+        rig.receivers.open_slow.set()
+        freed_at = rig.clock.now()
+        await claims_every_second(rig, 30)
+        assert rig.receivers.urls == [f"{SLOW}/hooks/0", f"{SLOW}/hooks/1"]
+        assert [a.started_at for a in store.attempts][1] == freed_at
 
 
 async def test_a_claim_while_stopping_takes_nothing() -> None:

@@ -5,7 +5,6 @@ the edge."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from service.slots import Slots
 from service.store.base import Delivery, callback_host
 from tests.unit.delivery_rig import (
     FAST,
+    OWNER,
     SLOW,
     Rig,
     delivery,
@@ -224,10 +224,15 @@ async def test_a_waiting_delivery_whose_lease_was_lost_is_dropped(rig: Rig) -> N
 
 
 async def test_a_redelivered_copy_of_a_held_delivery_is_not_sent_twice(rig: Rig) -> None:
-    """Submitting a delivery already held (running or waiting) changes nothing."""
+    """Submitting a delivery already held (running or waiting) starts nothing: a copy claimed
+    again, its lease having run out, only brings its new lease token."""
     store, receivers, deliverer = rig.store, rig.receivers, rig.deliverer
     first, second, third = await held(store, *(delivery(n) for n in range(3)))
-    for claimed in (first, second, third, replace(third, lease_token=2), first):
+    store.deliveries[third.id].lease.until = rig.clock.now()  # its lease ran out
+    now = rig.clock.now()
+    [again] = await store.claim_deliveries(OWNER, now, now + 15, 10)
+    assert again.lease_token == third.lease_token + 1
+    for claimed in (first, second, third, again, first):
         deliverer.submit(claimed)
     assert len(deliverer.held()) == 3
     receivers.open_slow.set()

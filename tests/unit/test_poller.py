@@ -4,13 +4,44 @@ circuit breaker, the timeout sweep, and leases renewed and lost."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
+from collections.abc import Sequence
 
 import httpx
 
 from service import pacing, profiles
+from service.clock import Clock
+from service.errors import StoreUnavailable
+from service.store.base import Completion, Delivery
+from service.store.memory import MemoryStore
+from tests.unit.fake_time import settle
 from tests.unit.worker_rig import BRIDGE_KEY, running, succeeded
+
+
+class GatedStore(MemoryStore):
+    """The memory store whose lease renewals and completions wait for their gate (open at
+    first): a write under way when another call commits, as a store serving several at once
+    lets happen."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.renewals, self.completions = asyncio.Event(), asyncio.Event()
+        self.renewals.set()
+        self.completions.set()
+
+    async def renew_watch_leases(
+        self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
+    ) -> set[str]:
+        await self.renewals.wait()
+        return await super().renew_watch_leases(owner, held, lease_until)
+
+    async def complete_watch(
+        self, owner: str, now: float, completion: Completion, delivery_lease_until: float
+    ) -> list[Delivery]:
+        await self.completions.wait()
+        return await super().complete_watch(owner, now, completion, delivery_lease_until)
 
 
 async def test_the_first_poll_is_made_at_once_then_every_interval() -> None:
@@ -204,6 +235,77 @@ async def test_a_write_that_finds_the_lease_lost_lets_the_watch_go() -> None:
         assert rig.worker.poller.held() == []
         await rig.run_for(10)
         assert rig.upstream.times("job-1") == [0, 2.5]
+
+
+async def test_after_a_store_outage_longer_than_the_lease_polling_goes_on() -> None:
+    """A store outage outlasting the leases: once the store is back, this process claims its
+    own watch again and goes on polling it every 2.5 s under the new lease (not letting it go at
+    the next renewal, then waiting for that lease to run out); the status seen during the
+    outage is recorded once."""
+    status = {"job-1": "queued"}
+
+    def answer(job_id: str) -> httpx.Response:
+        return httpx.Response(200, json={"id": job_id, "status": status[job_id]})
+
+    async with running(answer) as rig, rig.upkeep():
+        watch = await rig.register("job-1")
+        await rig.run_for(1.3)
+        rig.store.outage = StoreUnavailable("the server is restarting")
+        await rig.run_for(20)
+        status["job-1"] = "processing"
+        await rig.run_for(20)
+        rig.store.outage = None
+        polled = len(rig.upstream.times("job-1"))
+        await rig.run_for(30)
+        assert rig.store.leases[watch.id].token > watch.lease_token  # claimed again
+        times = rig.upstream.times("job-1")[polled - 1 :]
+        assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [2.5] * 12
+        assert rig.worker.poller.held() == [(watch.id, rig.store.leases[watch.id].token)]
+        assert [e.type for e in rig.store.events] == ["job.queued", "job.processing"]
+
+
+async def test_a_renewal_under_way_when_a_watch_is_claimed_again_keeps_it() -> None:
+    """A renewal sent with the old token while this process claims its watch again (its lease
+    ran out) is refused for it; the watch is kept, under the new lease, and polled on."""
+    async with running(store_type=GatedStore) as rig:
+        store = rig.store
+        assert isinstance(store, GatedStore)
+        watch = await rig.register("job-1")
+        await rig.run_for(16)  # not renewed: its lease ran out
+        store.renewals.clear()
+        renewing = asyncio.ensure_future(rig.worker.leases.renew())
+        await settle()
+        await rig.worker.leases.claim()
+        store.renewals.set()
+        await renewing
+        assert rig.worker.poller.held() == [(watch.id, store.leases[watch.id].token)]
+        polled = len(rig.upstream.times("job-1"))
+        await rig.run_for(10)
+        assert len(rig.upstream.times("job-1")) == polled + 4
+
+
+async def test_a_completion_under_way_when_a_watch_is_claimed_again_is_made_again() -> None:
+    """A final event sent with the old token while this process claims its watch again (its
+    lease ran out) is refused; the next poll sees the job's end again and commits it under the
+    new lease, without waiting for that lease to run out."""
+    status = {"job-1": "queued"}
+
+    def answer(job_id: str) -> httpx.Response:
+        return httpx.Response(200, json={"id": job_id, "status": status[job_id], "output": {}})
+
+    async with running(answer, store_type=GatedStore) as rig:
+        store = rig.store
+        assert isinstance(store, GatedStore)
+        watch = await rig.register("job-1")
+        await rig.run_for(16)  # not renewed: its lease ran out
+        status["job-1"] = "succeeded"
+        store.completions.clear()
+        await rig.until(lambda: len(rig.upstream.times("job-1")) == 8, "the job seen done")
+        await rig.worker.leases.claim()
+        store.completions.set()
+        await rig.until(lambda: store.watches[watch.id].status == "delivered", "delivered")
+        assert rig.upstream.times("job-1")[-2:] == [17.5, 20]  # seen done, then committed
+        assert len(rig.receivers) == 1
 
 
 async def test_a_final_answer_is_committed_and_delivered() -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from service import breaker
+from service.bridge import CLAIM_S
 from service.clock import FakeClock
 from service.config import (
     DeliverySettings,
@@ -22,6 +23,7 @@ from service.config import (
     StoreSettings,
     UpstreamSettings,
 )
+from service.errors import StoreError
 from service.sender import InlineSender
 from service.store.base import Attempt, AttemptOutcome, Delivery, Watch
 from service.store.memory import MemoryStore
@@ -143,6 +145,30 @@ class Rig:
     async def until(self, predicate: Callable[[], Any], what: str, within_s: float = 60) -> None:
         await run_until(self.clock, predicate, what, within_s)
 
+    @contextlib.asynccontextmanager
+    async def upkeep(self) -> AsyncIterator[None]:
+        """The worker's claims and lease renewals running on the fake clock as the bridge
+        schedules them (`Bridge.upkeep`), a run the store refuses tried again at the next."""
+        worker, renew_s = self.worker, self.settings.store.lease_s / 3
+        jobs = [
+            (CLAIM_S, worker.deliverer.claim), (CLAIM_S, worker.leases.claim),
+            (renew_s, worker.leases.renew), (renew_s, worker.deliverer.renew),
+        ]  # fmt: skip
+
+        async def every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+            while True:
+                await self.clock.sleep(seconds)
+                with contextlib.suppress(StoreError):
+                    await job()
+
+        tasks = [asyncio.ensure_future(every(seconds, job)) for seconds, job in jobs]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def watch(self, job_id: str, **changes: Any) -> Watch:
         """A watch of `job_id` registered now, as the service layer builds it."""
         fields: dict[str, Any] = {
@@ -170,11 +196,15 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def running(
-    upstream_answer: Answer = queued, duration_s: float = 0.0, **sections: dict[str, Any]
+    upstream_answer: Answer = queued,
+    duration_s: float = 0.0,
+    store_type: type[MemoryStore] = MemoryStore,
+    **sections: dict[str, Any],
 ) -> AsyncIterator[Rig]:
-    """A started worker with these settings (see `settings`); stopped afterwards."""
+    """A started worker with these settings (see `settings`), on a store of `store_type`;
+    stopped afterwards."""
     clock = FakeClock()
-    store = MemoryStore(clock)
+    store = store_type(clock)
     upstream = Upstream(clock, upstream_answer, duration_s)
     received: list[httpx.Request] = []
 
