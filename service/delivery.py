@@ -218,9 +218,11 @@ class Deliverer:
         self._closing = True
         self._leases.close()
         deadline = self._clock.now() + max(grace_s, 0.0)
-        waiting = self._limits.clear_waiting()
-        for delivery in waiting:
-            self._leases.drop(delivery.id)
+        # Under the token each is held with now (one claimed again after an outage has a new one).
+        tokens = dict(self._leases.leases())
+        waiting = [(d.id, tokens[d.id]) for d in self._limits.clear_waiting()]
+        for delivery_id, _ in waiting:
+            self._leases.drop(delivery_id)
         pending = await wait_for_tasks(self._clock, self._tasks, grace_s)
         for task in pending:
             task.cancel()
@@ -230,7 +232,7 @@ class Deliverer:
         abandoned = self._leases.leases()
         for delivery_id, _ in abandoned:
             self._leases.drop(delivery_id)
-        return [*((d.id, d.lease_token) for d in waiting), *abandoned]
+        return [*waiting, *abandoned]
 
     # Attempts.
 

@@ -19,6 +19,7 @@ from tests.unit.delivery_rig import (
     Rig,
     delivery,
     recorded,
+    released,
     running,
 )
 from tests.unit.fake_time import settle
@@ -179,3 +180,22 @@ async def test_a_claim_while_stopping_takes_nothing() -> None:
         assert rig.store.claims == []
         assert stopping.result() == 1  # the slow one, abandoned after the grace
         assert [d.lease.owner for d in rig.store.deliveries.values()] == [None, None]
+
+
+async def test_a_stop_hands_back_a_waiting_delivery_under_the_token_it_was_claimed_again_with() -> (
+    None
+):
+    """A delivery waiting for its host, claimed again by this process after an outage outlasted
+    its lease, is handed back at a stop under its new token: free at once for another process,
+    not after that lease has run out."""
+    async with running(max_per_host=1) as rig:
+        store, deliverer = rig.store, rig.deliverer
+        await rig.due(delivery(0), delivery(1))
+        await deliverer.claim()  # the first runs
+        await deliverer.claim()  # the second waits for its host
+        await rig.until(lambda: deliverer.in_flight == 1, "one in flight")
+        await rig.run_for(20)  # not renewed: their leases ran out
+        await deliverer.claim()  # both again, under new tokens
+        stopping = asyncio.ensure_future(deliverer.stop(0.0))
+        await rig.until(stopping.done, "stopped")
+        assert delivery(1).id in released(store)
