@@ -97,6 +97,16 @@ async def test_an_attempt_whose_lease_was_lost_is_not_counted() -> None:
         assert rig.outcomes.seen == []
 
 
+async def one_sent_one_waiting(rig: Rig) -> None:
+    """Two deliveries to one host claimed by the rig's deliverer (one slot per host): the first
+    being sent, the second waiting for the host."""
+    await rig.due(delivery(0), delivery(1))
+    await rig.deliverer.claim()
+    await rig.deliverer.claim()
+    await rig.until(lambda: rig.deliverer.in_flight == 1, "one in flight")
+    assert len(rig.deliverer.held()) == 2
+
+
 async def test_deliveries_held_across_an_outage_longer_than_their_leases_are_sent_once() -> None:
     """Deliveries held while a store outage outlasts their leases (one in flight, one waiting
     for its host) are claimed again by this process when the store is back: each is sent once
@@ -104,11 +114,7 @@ async def test_deliveries_held_across_an_outage_longer_than_their_leases_are_sen
     and sent again once that lease has run out."""
     async with running(max_per_host=1) as rig:
         store, deliverer = rig.store, rig.deliverer
-        await rig.due(delivery(0), delivery(1))
-        await deliverer.claim()  # the first runs
-        await deliverer.claim()  # the second waits for its host
-        await rig.until(lambda: deliverer.in_flight == 1, "one in flight")
-        assert len(deliverer.held()) == 2
+        await one_sent_one_waiting(rig)
         store.outage = StoreUnavailable("the server is restarting")
         with pytest.raises(StoreUnavailable):
             await deliverer.renew()
@@ -149,11 +155,7 @@ async def test_a_renewal_refused_as_a_waiting_delivery_is_claimed_again_keeps_it
     is free, not once its new lease has run out."""
     async with running(max_per_host=1) as rig:
         store, deliverer = rig.store, rig.deliverer
-        await rig.due(delivery(0), delivery(1))
-        await deliverer.claim()  # the first runs
-        await deliverer.claim()  # the second waits for its host
-        await rig.until(lambda: deliverer.in_flight == 1, "one in flight")
-        assert len(deliverer.held()) == 2
+        await one_sent_one_waiting(rig)
         await rig.run_for(16)  # not renewed: their leases ran out
         store.renewals.clear()
         renewing = asyncio.ensure_future(deliverer.renew())
@@ -190,10 +192,7 @@ async def test_a_stop_hands_back_a_waiting_delivery_under_the_token_it_was_claim
     not after that lease has run out."""
     async with running(max_per_host=1) as rig:
         store, deliverer = rig.store, rig.deliverer
-        await rig.due(delivery(0), delivery(1))
-        await deliverer.claim()  # the first runs
-        await deliverer.claim()  # the second waits for its host
-        await rig.until(lambda: deliverer.in_flight == 1, "one in flight")
+        await one_sent_one_waiting(rig)
         await rig.run_for(20)  # not renewed: their leases ran out
         await deliverer.claim()  # both again, under new tokens
         stopping = asyncio.ensure_future(deliverer.stop(0.0))
