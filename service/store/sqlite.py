@@ -1171,8 +1171,8 @@ class _FanOut:
         lease_until: float,
     ) -> list[str]:
         """Insert `event` of the watch calling back `callback_url` and its deliveries (claimed
-        by `owner` when given); their ids, the callback's first. None when it is recorded
-        already."""
+        by `owner` when given); their ids, the callback's first; no ids when it is recorded
+        already (nothing is inserted)."""
         inserted = self._db.execute(
             "INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
