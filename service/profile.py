@@ -20,11 +20,12 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service import header_fields
+
 Target = Literal["queued", "processing", "succeeded", "failed", "not_found"]
 AuthScheme = Literal["bearer", "key", "header", "query", "none"]
 # `{job_id}` is the one placeholder of a path template.
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _compiles(expression: str) -> str:
@@ -70,12 +71,8 @@ class StatusRequest(_Part):
 
     @model_validator(mode="after")
     def _headers(self) -> StatusRequest:
-        for name, value in self.headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a header name")
-            if any(character in value for character in "\r\n\0"):
-                # The HTTP client refuses it: every request would fail.
-                raise ValueError(f"the value of {name!r} is not one line")
+        # Sent with every request: one the upstream refuses would fail each one.
+        header_fields.check_fields(self.headers)
         return self
 
 
@@ -90,8 +87,8 @@ class Auth(_Part):
     def _named(self) -> Auth:
         if self.scheme in ("header", "query") and not self.name:
             raise ValueError(f"auth scheme {self.scheme!r} needs a name (the key's {self.scheme})")
-        if self.scheme == "header" and self.name and not _HEADER_NAME.fullmatch(self.name):
-            raise ValueError(f"{self.name!r} is not a header name")
+        if self.scheme == "header" and self.name:
+            header_fields.check_name(self.name)
         return self
 
 

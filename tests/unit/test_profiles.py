@@ -260,8 +260,8 @@ async def test_a_result_request_follows_a_success(tmp_path: Path) -> None:
          "upstreams.acme.profile.result (from {path}): failed statuses need an error path"),
         # Sent with every request, it would fail each one (a header must be one line).
         (('"X-Api-Version" = "7"', '"X-Api-Version" = "7\\r\\nX-Other: 1"'),
-         "upstreams.acme.profile.status (from {path}): the value of 'X-Api-Version' is not "
-         "one line"),
+         "upstreams.acme.profile.status (from {path}): the value of 'X-Api-Version' must be "
+         "one line of printable ASCII characters"),
     ],
 )  # fmt: skip
 def test_an_invalid_profile_stops_start_up_with_one_line(
