@@ -21,6 +21,7 @@ from jmespath.parser import ParsedResult
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from service import header_fields
+from service.setting_types import NOT_A_BOOLEAN, Int
 
 Target = Literal["queued", "processing", "succeeded", "failed", "not_found"]
 AuthScheme = Literal["bearer", "key", "header", "query", "none"]
@@ -57,7 +58,7 @@ def _server_error(status: int) -> int:
 
 JMESPath = Annotated[str, AfterValidator(_compiles)]
 PathTemplate = Annotated[str, AfterValidator(_path_template)]
-Statuses = tuple[Annotated[int, Field(ge=100, le=599)], ...]
+Statuses = tuple[Annotated[Int, Field(ge=100, le=599)], ...]
 
 
 class _Part(BaseModel):
@@ -98,7 +99,7 @@ class Read(_Part):
     status: JMESPath = "status"
     queue_position: JMESPath | None = None
     progress: JMESPath | None = None
-    progress_scale: Literal[1, 100] = 1
+    progress_scale: Annotated[Literal[1, 100], NOT_A_BOOLEAN] = 1
     eta_s: JMESPath | None = None
     error: JMESPath | None = None
     outputs: JMESPath | None = None
@@ -126,7 +127,7 @@ class ResultRequest(_Part):
     path: PathTemplate
     outputs: JMESPath | None = None
     error: JMESPath | None = None
-    failed: tuple[Annotated[int, AfterValidator(_server_error)], ...] = ()
+    failed: tuple[Annotated[Int, AfterValidator(_server_error)], ...] = ()
 
     @model_validator(mode="after")
     def _failure_readable(self) -> ResultRequest:

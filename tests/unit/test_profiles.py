@@ -295,6 +295,25 @@ def test_a_status_word_a_variables_name_would_lower_case_stops_start_up(
     load(tmp_path, ACME, {variable.removesuffix(word) + word.lower(): "succeeded"})  # as read
 
 
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("progress_scale = 100", "progress_scale = true"), "read.progress_scale"),
+        ((STATUSES, f"[upstreams.acme.profile.http]\nok = [200, true]\n{STATUSES}"), "http.ok"),
+        ((STATUSES, f'{RESULT}error = "e"\nfailed = [true]\n{STATUSES}'), "result.failed"),
+    ],
+)
+def test_a_boolean_where_a_profile_takes_a_number_stops_start_up(
+    tmp_path: Path, change: tuple[str, str], key: str
+) -> None:
+    """`progress_scale = true` is not 1, nor `ok = [true]` the status 1: each names its key."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, ACME.replace(*change))
+    assert str(raised.value) == (
+        f"upstreams.acme.profile.{key} (from {tmp_path / 'bridge.toml'}): true is not a number"
+    )
+
+
 def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'Acme' cannot name an upstream"):
         load(tmp_path, '[upstreams.Acme]\nbase_url = "https://a.example"\n')
