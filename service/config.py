@@ -416,8 +416,8 @@ class AuthSettings(_Section):
     # until it may try again, whatever token they carry.
     failed_auth_burst: Int = Field(20, ge=1, le=10_000)
     failed_auth_per_minute: Float = Field(10.0, gt=0, le=60_000)
-    # Subscription changes (creations and deletions) each token may make: a sustained rate per
-    # minute and a burst.
+    # Subscription changes (creations, deletions, enabling, disabling, rotations, test events;
+    # from the API or the dashboard) each token may make: a sustained rate per minute and a burst.
     subscription_changes_per_min: Float = Field(60.0, gt=0)
     subscription_change_burst: Int = Field(20, ge=1)
 
