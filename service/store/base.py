@@ -806,6 +806,10 @@ class Store(abc.ABC):
         """Watches per status (every status present, zero when none)."""
 
     @abc.abstractmethod
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        """Every tenant's `active` watches per upstream name, the names that have any."""
+
+    @abc.abstractmethod
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
         """The tenant's watches per (status, outcome), the pairs that have any."""
 

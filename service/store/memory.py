@@ -704,6 +704,10 @@ class MemoryStore(base.Store):
                 counts[watch.status] += 1
         return counts
 
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        self._call(writes=False)
+        return dict(Counter(w.upstream for w in self.watches.values() if w.status == "active"))
+
     async def count_outcomes(
         self, tenant: str
     ) -> dict[tuple[base.WatchStatus, base.JobOutcome], int]:

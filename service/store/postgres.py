@@ -1003,6 +1003,12 @@ class PostgresStore(Store):
         counts.update((row[0], row[1]) for row in rows)
         return counts
 
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
+        )
+        return {row[0]: row[1] for row in rows}
+
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
         rows = await self._fetch(
             "SELECT status, outcome, count(*) FROM watches WHERE tenant = $1"

@@ -1017,6 +1017,14 @@ class SQLiteStore(Store):
         counts.update(dict(rows))
         return counts
 
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
+            ).fetchall()
+        )
+        return dict(rows)
+
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
         rows = await self._run(
             lambda db: db.execute(

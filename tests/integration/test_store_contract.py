@@ -1647,6 +1647,21 @@ async def test_count_watches_has_every_status(store: Store) -> None:
     assert await store.count_watches() == {**none, **everyone}
 
 
+async def test_count_active_by_upstream_counts_every_tenants_active_watches(
+    store: Store,
+) -> None:
+    """Per upstream name, the active watches of all tenants; ended ones and names without an
+    active watch are left out."""
+    assert await store.count_active_by_upstream() == {}
+    await register(store)
+    await register(store, upstream="runway")
+    await register(store, upstream="runway", tenant=OTHER_TENANT)
+    cancelled = await register(store, upstream="fal")
+    await store.cancel_watch(TENANT, cancelled.id, T0)
+
+    assert await store.count_active_by_upstream() == {"default": 1, "runway": 2}
+
+
 async def test_migrate_again_applies_nothing(store: Store) -> None:
     """Opening migrated the schema: later calls, even concurrent ones, apply nothing."""
     watch = await register(store)
