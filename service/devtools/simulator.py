@@ -284,14 +284,19 @@ class FakeUpstream:
         return payload
 
     async def _create(self, receive: Receive, send: Send) -> None:
+        job = await self._new_job(receive, send)
+        if job is not None:
+            await self._answer(send, 200, orjson.dumps({"id": job.id, "status": "queued"}))
+
+    async def _new_job(self, receive: Receive, send: Send) -> Job | None:
+        """A job from the body's optional `sim` object; None when that is invalid (400 sent)."""
         try:
             payload = await self._json_object(receive)
             spec = self._spec(payload.get("sim") or {}, "sim")
         except SpecError as exc:
             await self._answer(send, 400, orjson.dumps({"error": str(exc)}))
-            return
-        job = self._add(spec, None)
-        await self._answer(send, 200, orjson.dumps({"id": job.id, "status": "queued"}))
+            return None
+        return self._add(spec, None)
 
     def _spec(self, raw: object, where: str) -> JobSpec:
         config = self.config
