@@ -38,17 +38,6 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
-async def lifespan(receive: Receive, send: Send) -> None:
-    """Answer the lifespan protocol: nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 async def read_body(receive: Receive, limit: int = MAX_BODY) -> bytes:
     """The whole request body; BodyTooLarge past `limit` bytes."""
     chunks: list[bytes] = []
@@ -140,7 +129,7 @@ def serve(app: ASGIApp, host: str, port: int, banner: Callable[[str], str]) -> i
         http="httptools",
         loop="uvloop",
         ws="none",
-        lifespan="on",
+        lifespan="off",  # the apps have nothing to start or stop
         access_log=False,
         log_level="warning",
         proxy_headers=False,

@@ -173,11 +173,9 @@ class Listener:
         self._seen: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await asgi.lifespan(receive, send)
-        elif scope["type"] != "http":
+        if scope["type"] != "http":
             return
-        elif scope["method"] not in ("POST", "PUT"):
+        if scope["method"] not in ("POST", "PUT"):
             error = {"error": "send webhooks with POST or PUT"}
             await asgi.send_json(send, 405, error, extra=[(b"allow", b"POST, PUT")])
         else:

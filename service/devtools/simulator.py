@@ -180,8 +180,6 @@ class FakeUpstream:
                 await self._control(scope, receive, send, path[len(SIM) :])
             else:
                 await asgi.send_bytes(send, 404, PATH_NOT_FOUND)
-        elif scope["type"] == "lifespan":
-            await asgi.lifespan(receive, send)
 
     async def _answer(self, send: Send, status: int, body: bytes, extra: Headers = ()) -> None:
         self._by_status[status] = self._by_status.get(status, 0) + 1
