@@ -29,18 +29,8 @@ LATENCY_MARKS = {
 LATENCY_TICKS = tuple(LATENCY_MARKS)
 
 
-@dataclass(frozen=True, slots=True)
-class Geometry:
-    """Where the template draws a chart's frame and labels."""
-
-    width: float = WIDTH
-    height: float = HEIGHT
-    left: float = LEFT
-    right: float = RIGHT
-    label_y: float = LABEL_Y
-
-
-GEOMETRY = Geometry()
+# Where the template draws a chart's frame and labels.
+GEOMETRY = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": RIGHT, "label_y": LABEL_Y}
 
 
 @dataclass(frozen=True, slots=True)
