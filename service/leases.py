@@ -74,13 +74,9 @@ class WatchLeases:
             return
         lease_until = self._clock.now() + self._lease_s
         renewed = await self._store.renew_watch_leases(self._owner, held, lease_until)
-        lost = [(watch_id, token) for watch_id, token in held if watch_id not in renewed]
-        if lost:
-            # One this process claimed again during the renewal is held under its new token.
-            current = dict(self._poller.held())
-            for watch_id, token in lost:
-                if current.get(watch_id) == token:
-                    self._poller.forget(watch_id)
+        for watch_id, _ in held:
+            if watch_id not in renewed:
+                self._poller.forget(watch_id)
 
     def close(self) -> None:
         """Claim nothing more (a shutdown)."""

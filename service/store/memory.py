@@ -34,7 +34,8 @@ class Lease:
         return self.owner == owner and self.token == token
 
     def take(self, owner: str, until: float) -> None:
-        self.owner, self.until, self.token = owner, until, self.token + 1
+        token = self.token if owner == self.owner else self.token + 1
+        self.owner, self.until, self.token = owner, until, token
 
     def release(self) -> None:
         self.owner = self.until = None
