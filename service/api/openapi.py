@@ -16,7 +16,7 @@ from typing_extensions import TypeAliasType
 
 from service import __version__, subscriptions
 from service.answers import JOB_ID
-from service.api import responses, watch_query
+from service.api import responses
 from service.api.handlers import (
     DEFAULT_LIMIT,
     EVENT_ID_PATTERN,
@@ -249,6 +249,14 @@ def _registration() -> dict[str, dict[str, Any]]:
     return {"/v1/watches": {"post": created}, "/v1/generate": {"post": generated}}
 
 
+def _recovery_filter(name: str) -> dict[str, Any]:
+    """A query parameter of the listing, described as the `RecoverRequest` field it is too."""
+    field = RecoverRequest.model_fields[name]
+    assert isinstance(field.json_schema_extra, dict)
+    schema = {"type": "string", **field.json_schema_extra}
+    return {"name": name, "in": "query", "description": field.description, "schema": schema}
+
+
 def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
     """The operations on watches once registered."""
     too_many_streams = _problem(
@@ -280,18 +288,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "schema": {"type": "string", "pattern": UPSTREAM_NAME.pattern}},
                 {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
-                {"name": "job_id_prefix", "in": "query",
-                 "description": "Only the watches whose job id starts with this (case "
-                 "included).", "schema": {"type": "string", "pattern": JOB_ID.pattern}},
-                {"name": "metadata_key", "in": "query",
-                 "description": "With metadata_value: only the watches whose metadata has this "
-                 f"top-level key; {watch_query.METADATA_KEY_RULE}.",
-                 "schema": {"type": "string", "pattern": f"^{watch_query.METADATA_KEY.pattern}$"}},
-                {"name": "metadata_value", "in": "query",
-                 "description": "With metadata_key: the key's value, a string equal to this or "
-                 "a number it writes (exact match).",
-                 "schema": {"type": "string", "minLength": 1,
-                            "maxLength": watch_query.MAX_METADATA_VALUE}},
+                *map(_recovery_filter, ("job_id_prefix", "metadata_key", "metadata_value")),
                 {"name": "created_from", "in": "query",
                  "description": "Only the watches created at or after this time (UTC without "
                  "an offset).", "schema": {"type": "string", "format": "date-time"}},

@@ -109,9 +109,7 @@ def _when(value: float | None) -> str:
 
 def _dashboard(request: Request[State]) -> Dashboard:
     state = request.state
-    return Dashboard(
-        state["watches"], state["redelivery"], state["subscriptions"], state["monitor"]
-    )
+    return Dashboard(state["watches"], state["redelivery"], state["subscriptions"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +320,7 @@ class Pages:
         context = self.context(
             request, session, page=page, filters=shown, filtered=filtered, errors={},
             older=older, newest=newest, upstream_column=self._upstream_column(page.watches),
-            health=dashboard.health(),
+            health=request.state["monitor"].health(),
             live="/ui/live?" + urlencode({**query, "cursor": cursor or ""}),
             recover=recover, recover_count=min(page.total, self.max_redeliveries),
         )  # fmt: skip
@@ -389,15 +387,15 @@ class Pages:
         delivery_id = str(request.path_params["delivery_id"])
         if not (WATCH_ID.match(watch_id) and WEBHOOK_ID.match(delivery_id)):
             return self._no_watch(request, session)
-        dashboard = _dashboard(request)
+        watches = request.state["watches"]
         try:
-            retried = await dashboard.retry(session.tenant, watch_id, delivery_id)
+            retried = await watches.retry(session.tenant, watch_id, delivery_id)
         except NotFound:
             return self._no_watch(request, session)
         except ApiError as refused:
             message = f"Not done: {refused.message}"
         else:
-            most = dashboard.max_attempts
+            most = watches.max_attempts
             message = (
                 f"Retry started: attempt {min(retried.attempts + 1, most)} of {most} of "
                 f"{delivery_id} is made now."
@@ -433,7 +431,8 @@ class Pages:
                 return Response(message, 400, media_type="text/plain")
 
             async def fingerprint() -> str | None:
-                return await dashboard.list_fingerprint(session.tenant, chosen, cursor, size)
+                page = await dashboard.list_page(session.tenant, chosen, cursor, size)
+                return page.fingerprint
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
