@@ -327,6 +327,9 @@ class SecuritySettings(_Section):
         Annotated[str, AfterValidator(lambda v: str(_network(v)))], ...
     ] = ()
     require_https: bool = False
+    # Seconds a registration waits for its callback host's DNS answer (422 naming the host
+    # past it), its wait for one of the threads of these lookups included (503 past it).
+    callback_dns_timeout_s: float = Field(5.0, gt=0, le=60)
     # Fernet key(s) encrypting stored secrets, comma-separated, newest first (the first
     # encrypts, all decrypt). `webhook-bridge new-encryption-key` makes one.
     encryption_key: SecretStr | None = None
