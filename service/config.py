@@ -83,8 +83,8 @@ class ServerSettings(_Section):
     forwarded_allow_ips: tuple[str, ...] | None = None
     # What one client may hold on either port, before any token is checked (see
     # service/http_server.py): bytes of a request head (request line and headers), header
-    # fields, seconds for a whole request head to arrive, connections served at once, and
-    # seconds an idle kept-alive connection stays open.
+    # fields, seconds for a whole request (head and body) to arrive, connections served at
+    # once, and seconds an idle kept-alive connection stays open.
     max_header_bytes: int = Field(16384, ge=1024, le=1 << 20)
     max_headers: int = Field(100, ge=8, le=10_000)
     header_timeout_s: float = Field(10.0, gt=0, le=300)
