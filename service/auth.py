@@ -1,5 +1,6 @@
 """Who is calling: API tokens (each one a tenant's, full or read-only), failed authentications
-per address, and each tenant's rates of registrations and subscription changes."""
+per address, and the token buckets of each tenant's rates (registrations here, subscription
+changes in the subscription service)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,16 @@ class RateLimiter:
         self._keep(key, tokens, now)
         return (1.0 - tokens) / self._rate
 
+    def spend(self, key: str, what: str) -> None:
+        """Spend one token of `key`, or raise `TooManyRequests` naming `what` and when a token
+        is there again."""
+        wait = self.take(key)
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many {what} for this token; retry in {retry_after_header(wait)} s",
+                retry_after=retry_after_header(wait),
+            )
+
     def wait(self, key: str) -> float | None:
         """The seconds until `key` has a token, None when it has one now; nothing is spent."""
         tokens = self._tokens(key, self._clock.now())
@@ -173,7 +184,6 @@ class Access:
     tokens: Authenticator
     failures: RateLimiter  # failed authentications, per client address
     registrations: RateLimiter  # per tenant
-    subscription_changes: RateLimiter  # per tenant
 
     def caller(self, address: str, authorization: str | None, api_key: str | None) -> Caller:
         """The caller a request's credentials name (`authenticate`)."""

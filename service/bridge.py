@@ -129,11 +129,6 @@ class Bridge:
             registrations=RateLimiter(
                 settings.auth.registrations_per_s, settings.auth.registration_burst, clock
             ),
-            subscription_changes=RateLimiter(
-                settings.auth.subscription_changes_per_min / 60,
-                settings.auth.subscription_change_burst,
-                clock,
-            ),
         )
         return cls(
             settings, clock, store, worker, watches, redelivery, generation, subscriptions, feed,
