@@ -73,6 +73,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from service.errors import LeaseLost
+
 if TYPE_CHECKING:
     from service.store.health import StoreHealth
 
@@ -657,7 +659,6 @@ class Store(abc.ABC):
         """Give up the leases of `held` (id, token) pending deliveries whose attempts were
         abandoned (a shutdown), so any process may attempt them at once."""
 
-    @abc.abstractmethod
     async def record_attempt(
         self,
         owner: str,
@@ -680,6 +681,8 @@ class Store(abc.ABC):
 
         `gone` on a subscription delivery makes the subscription `gone` and cancels its
         pending deliveries (of every watch); the watch is left as it is."""
+        if await self.record_attempts(owner, [AttemptRecord(delivery, attempt, outcome, now)]):
+            raise LeaseLost()
 
     @abc.abstractmethod
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:

@@ -461,18 +461,6 @@ class MemoryStore(base.Store):
             if row is not None and row.status == "pending" and row.lease.held(owner, token)
         ]
 
-    async def record_attempt(
-        self,
-        owner: str,
-        delivery: base.Delivery,
-        attempt: base.Attempt,
-        outcome: base.AttemptOutcome,
-        now: float,
-    ) -> None:
-        self._call(writes=True)
-        if not self._record(owner, base.AttemptRecord(delivery, attempt, outcome, now)):
-            raise LeaseLost()
-
     async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         self._call(writes=True)
         return {r.delivery.id for r in records if not self._record(owner, r)}

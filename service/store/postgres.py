@@ -27,7 +27,6 @@ from service.store.base import (
     EVERY_WATCH,
     WATCH_STATUSES,
     Attempt,
-    AttemptOutcome,
     AttemptRecord,
     Completion,
     Delivery,
@@ -801,18 +800,6 @@ class PostgresStore(Store):
                 lease_until,
             )
         return [_delivery(row) for row in rows]
-
-    async def record_attempt(
-        self,
-        owner: str,
-        delivery: Delivery,
-        attempt: Attempt,
-        outcome: AttemptOutcome,
-        now: float,
-    ) -> None:
-        async with self._transaction() as db:
-            if not await _record_attempt(db, owner, AttemptRecord(delivery, attempt, outcome, now)):
-                raise LeaseLost()
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
         if not records:

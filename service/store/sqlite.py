@@ -32,7 +32,6 @@ from service.store.base import (
     EVERY_WATCH,
     WATCH_STATUSES,
     Attempt,
-    AttemptOutcome,
     AttemptRecord,
     Completion,
     Delivery,
@@ -780,22 +779,6 @@ class SQLiteStore(Store):
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
         return await self._renew_leases("deliveries", owner, held, lease_until)
-
-    async def record_attempt(
-        self,
-        owner: str,
-        delivery: Delivery,
-        attempt: Attempt,
-        outcome: AttemptOutcome,
-        now: float,
-    ) -> None:
-        record = AttemptRecord(delivery, attempt, outcome, now)
-
-        def one(db: sqlite3.Connection) -> None:
-            if not _record_attempt(db, owner, record):
-                raise LeaseLost()
-
-        await self._transaction(one)
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
         def every(db: sqlite3.Connection) -> set[str]:
