@@ -472,13 +472,7 @@ class SQLiteStore(Store):
         return None if row is None else Idempotency(row[0], row[1], bytes(row[2]))
 
     async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
-        row = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
-                (watch_id, tenant),
-            ).fetchone()
-        )
-        return None if row is None else _watch(row)
+        return await self._run(lambda db: self._select_watch(db, tenant, watch_id))
 
     async def list_watches(
         self,
