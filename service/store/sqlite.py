@@ -76,10 +76,10 @@ _DELIVERY_FROM = (
     "deliveries d JOIN watches w ON w.id = d.watch_id"
     " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
 )
-# Deliveries by id (a JSON array of them), read as one JSON array of rows (the body in hex, the
-# headers and final statuses as JSON in it): a statement's every step hands the GIL to this
-# thread and back, one step per row made reading a claim the event loop's busiest interrupter
-# (see sqlite_outcomes).
+# Deliveries by id (a JSON array of them), read as one JSON array of rows in `Delivery`'s field
+# order (the body in hex, the headers and final statuses as JSON in it): a statement's every
+# step hands the GIL to this thread and back, one step per row made reading a claim the event
+# loop's busiest interrupter (see sqlite_outcomes).
 _DELIVERIES_BY_ID = (
     "SELECT json_group_array(json_array(d.id, d.watch_id, d.event_type, hex(d.body),"  # noqa: S608
     " d.final, d.attempts, d.lease_token, coalesce(s.url, w.callback_url),"
@@ -168,30 +168,6 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
         subscription_id=row[8], verdict=row[9], response=response, series=row[14],
     )  # fmt: skip
-
-
-def _delivery(row: list[Any]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        watch_id=row[1],
-        event_type=row[2],
-        body=row[3],
-        final=bool(row[4]),
-        attempts=row[5],
-        lease_token=row[6],
-        callback_url=row[7],
-        callback_method=row[8],
-        callback_headers=row[9],
-        secret=row[10],
-        created_at=row[11],
-        subscription_id=row[12],
-        event_id=row[13],
-        final_statuses=tuple(row[14]),
-        tenant=row[15],
-        previous_secret=row[16],
-        previous_secret_until=row[17],
-        series=row[18],
-    )
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
@@ -1233,8 +1209,8 @@ def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Deliver
     (rows,) = db.execute(_DELIVERIES_BY_ID, (json.dumps(list(ids)),)).fetchone()
     found = {}
     for row in json.loads(rows):
-        row[3] = bytes.fromhex(row[3])
-        found[row[0]] = _delivery(row)
+        row[3], row[4], row[14] = bytes.fromhex(row[3]), bool(row[4]), tuple(row[14])
+        found[row[0]] = Delivery(*row)
     return found
 
 
