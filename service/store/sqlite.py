@@ -56,7 +56,7 @@ from service.store.base import (
     callback_host,
 )
 from service.store.health import StoreHealth
-from service.store.serial_thread import SerialThread
+from service.store.serial_thread import SerialThread, settle
 
 T = TypeVar("T")
 
@@ -1093,13 +1093,8 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
 def _settle(group: Sequence[_Registration]) -> None:
     """On the loop: hand each registration its outcome (unless its caller gave up)."""
     for registration in group:
-        future = registration.future
-        if future is None or future.done():
-            continue
-        if registration.error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(registration.error)
+        if registration.future is not None:
+            settle(registration.future, None, registration.error)
 
 
 class _FanOut:
