@@ -363,14 +363,12 @@ class MemoryStore(base.Store):
         watch = self._held(completion.watch_id, owner, completion.lease_token)
         if watch is None:
             raise LeaseLost()
-        event = completion.event
-        status = rules.completed_status(event)
+        status, completed_at, outcome = rules.ending(completion.event, now)
         self.leases[watch.id].release()
         watch = replace(
             watch, status=status, job_status=completion.job_status, queue_position=None,
-            last_error=completion.last_error, updated_at=now,
-            completed_at=None if status == "delivering" else now,
-            outcome=rules.job_outcome(status, event.type, event.error_code),
+            last_error=completion.last_error, updated_at=now, completed_at=completed_at,
+            outcome=outcome,
         )  # fmt: skip
         self.watches[watch.id] = watch
         ids = self._record_event(watch, completion.event, now, owner, delivery_lease_until)

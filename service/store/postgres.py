@@ -726,7 +726,7 @@ class PostgresStore(Store):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
-        status = rules.completed_status(event)
+        status, completed_at, outcome = rules.ending(event, now)
         async with self._transaction() as db:
             updated = await db.fetchrow(
                 "UPDATE watches SET status = $7, job_status = $4, queue_position = NULL,"
@@ -735,9 +735,8 @@ class PostgresStore(Store):
                 " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
                 " RETURNING tenant, callback_url",
                 completion.watch_id, owner, now, completion.job_status,
-                _text(completion.last_error), completion.lease_token, status,
-                None if status == "delivering" else now,
-                rules.job_outcome(status, event.type, event.error_code),
+                _text(completion.last_error), completion.lease_token, status, completed_at,
+                outcome,
             )  # fmt: skip
             if updated is None:
                 raise LeaseLost()

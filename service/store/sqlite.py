@@ -673,8 +673,7 @@ class SQLiteStore(Store):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
-        status = rules.completed_status(event)
-        outcome = rules.job_outcome(status, event.type, event.error_code)
+        status, completed_at, outcome = rules.ending(event, now)
 
         def complete(db: sqlite3.Connection) -> list[Delivery]:
             updated = db.execute(
@@ -683,9 +682,8 @@ class SQLiteStore(Store):
                 " lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'"
                 " RETURNING tenant, callback_url",
-                (status, completion.job_status, completion.last_error, now,
-                 None if status == "delivering" else now, outcome,
-                 completion.watch_id, owner, completion.lease_token),
+                (status, completion.job_status, completion.last_error, now, completed_at,
+                 outcome, completion.watch_id, owner, completion.lease_token),
             ).fetchone()  # fmt: skip
             if updated is None:
                 raise LeaseLost()
