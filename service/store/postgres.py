@@ -278,17 +278,21 @@ class PostgresStore(Store):
             text = text.replace(secret, "********")
         return text
 
-    def _store_error(self, error: BaseException, *, lost: bool = False) -> StoreError:
-        """A driver error as the store's: `StoreUnavailable` when the server cannot be used for
-        now (unreachable, refusing writes, or `lost`: the connection it ran on was dropped)."""
+    def _failed(self, error: BaseException, *, lost: bool = False) -> StoreError:
+        """A driver error as the store's: `StoreUnavailable`, reported to `health`, when the
+        server cannot be used for now (unreachable, refusing writes, or `lost`: the connection
+        it ran on was dropped)."""
         message = f"PostgreSQL at {self.where}: {self._describe(error)}"
         state = error.sqlstate if isinstance(error, asyncpg.PostgresError) else None
         unreachable = isinstance(error, OSError | asyncpg.PostgresConnectionError)
         if lost or unreachable or state in _UNREACHABLE:
-            return StoreUnavailable(message)
-        if state in _REFUSING_WRITES:
-            return StoreUnavailable(message, refusing_writes=True)
-        return StoreError(message)
+            outage = StoreUnavailable(message)
+        elif state in _REFUSING_WRITES:
+            outage = StoreUnavailable(message, refusing_writes=True)
+        else:
+            return StoreError(message)
+        self.health.failed(outage)
+        return outage
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, writes: bool = True) -> AsyncIterator[Any]:
@@ -307,13 +311,6 @@ class PostgresStore(Store):
         except _DRIVER_ERRORS as error:
             raise self._failed(error) from error
         self.health.succeeded(wrote=writes)
-
-    def _failed(self, error: BaseException, *, lost: bool = False) -> StoreError:
-        """`error` as the store's, reported to `health` when it is an outage."""
-        failure = self._store_error(error, lost=lost)
-        if isinstance(failure, StoreUnavailable):
-            self.health.failed(failure)
-        return failure
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
