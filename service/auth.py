@@ -9,6 +9,7 @@ import hmac
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network, ip_address
 
 import structlog
 
@@ -138,9 +139,11 @@ def authenticate(
 ) -> Caller:
     """The caller a request's credentials name. Raises `Unauthorized` when none matches, which
     counts against the client's `address`, and `TooManyRequests`, without looking at the
-    credentials, while that address has failed too often: guessing tokens stays slow."""
+    credentials, while that address (`client_key`) has failed too often: guessing tokens stays
+    slow."""
     if not auth.required:
         return Caller(ANONYMOUS, authenticated=False)
+    address = client_key(address)
     wait = failures.wait(address)
     if wait is not None:
         raise TooManyRequests(
@@ -158,6 +161,20 @@ def authenticate(
             "X-API-Key: <token>"
         )
     return caller
+
+
+def client_key(address: str) -> str:
+    """What a client's failed authentications count against: its address; of an IPv6 one,
+    its /64, whose every address its host may use (an IPv4-mapped one is its IPv4 address)."""
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return address
+    if not isinstance(parsed, IPv6Address):
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(IPv6Network((int(parsed), 64), strict=False))
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,8 +84,8 @@ class ServerSettings(_Section):
     forwarded_allow_ips: tuple[str, ...] | None = None
     # What one client may hold on either port, before any token is checked (see
     # service/http_server.py): bytes of a request head (request line and headers), header
-    # fields, seconds for a whole request head to arrive, connections served at once, and
-    # seconds an idle kept-alive connection stays open.
+    # fields, seconds for a whole request (head and body) to arrive, connections served at
+    # once, and seconds an idle kept-alive connection stays open.
     max_header_bytes: Int = Field(16384, ge=1024, le=1 << 20)
     max_headers: Int = Field(100, ge=8, le=10_000)
     header_timeout_s: Float = Field(10.0, gt=0, le=300)
@@ -328,6 +328,9 @@ class SecuritySettings(_Section):
         Annotated[str, AfterValidator(lambda v: str(_network(v)))], ...
     ] = ()
     require_https: bool = False
+    # Seconds a registration waits for its callback host's DNS answer (422 naming the host
+    # past it), its wait for one of the threads of these lookups included (503 past it).
+    callback_dns_timeout_s: Float = Field(5.0, gt=0, le=60)
     # Fernet key(s) encrypting stored secrets, comma-separated, newest first (the first
     # encrypts, all decrypt). `webhook-bridge new-encryption-key` makes one.
     encryption_key: SecretStr | None = None

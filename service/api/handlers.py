@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -84,6 +84,13 @@ def route(path: str, **endpoints: Endpoint) -> Route:
         return await endpoints[request.method](request)
 
     return Route(path, endpoint, methods=list(endpoints))
+
+
+async def client_gone(request: Request[Any], error: Exception) -> Response:
+    """The answer to a request whose client went away before its body was whole (or whose
+    connection was closed for taking too long): nobody reads it, and nothing failed."""
+    assert isinstance(error, ClientDisconnect)
+    return Response(status_code=CLIENT_GONE)
 
 
 def json_response(answer: responses.Answer, status: int = 200) -> Response:

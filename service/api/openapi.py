@@ -169,6 +169,20 @@ _TOO_LARGE = _problem(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
 _INVALID = _problem("A field is invalid; `errors` names each.")
 _INVALID_QUERY = _problem("A query parameter is invalid.")
 _KEY_REUSED = _problem("The Idempotency-Key was used with another body.")
+_STORE_UNAVAILABLE = (
+    "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), "
+    "type /problems/store-unavailable; retry after Retry-After. A registration retried "
+    "with the same Idempotency-Key is registered once, even if the first one was committed "
+    "after all."
+)
+_RETRY_AFTER = {"Retry-After": _header("Seconds to wait.", _SECONDS)}
+# Where a callback URL is checked: its host's lookup may find no free thread in time.
+_STORE_OR_LOOKUPS_BUSY = _problem(
+    f"{_STORE_UNAVAILABLE} Or every lookup of callback hosts is waiting for DNS servers that "
+    "do not answer, type /problems/busy: the URL's host could not be looked up within "
+    "security.callback_dns_timeout_s; retry after Retry-After.",
+    _RETRY_AFTER,
+)
 _CHANGES = _rate_limited(
     "Too many subscription changes for this token (auth.subscription_changes_per_min)."
 )
@@ -201,6 +215,7 @@ def _registration() -> dict[str, dict[str, Any]]:
             "409": _KEY_REUSED,
             "413": _TOO_LARGE,
             "422": _INVALID,
+            "503": _STORE_OR_LOOKUPS_BUSY,
             "429": _rate_limited(f"{too_many}."),
         },
         parameters=[
@@ -226,6 +241,7 @@ def _registration() -> dict[str, dict[str, Any]]:
             "409": _KEY_REUSED,
             "413": _TOO_LARGE,
             "422": _INVALID,
+            "503": _STORE_OR_LOOKUPS_BUSY,
             "429": _problem(
                 f"{too_many}, or the upstream's own 429.",
                 {"Retry-After": {"description": "Whole seconds to wait.",
@@ -474,6 +490,7 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                     "413": _TOO_LARGE,
                     "422": _INVALID,
                     "429": _CHANGES,
+                    "503": _STORE_OR_LOOKUPS_BUSY,
                 },
                 requestBody=_body(SubscriptionRequest),
             ),
@@ -601,13 +618,7 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
         "A browser says another site sent the request (Origin, Sec-Fetch-Site), or the token "
         "has role viewer, which may read but not change anything (type /problems/read-only-token)."
     )
-    store_unavailable = _problem(
-        "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), "
-        "type /problems/store-unavailable; retry after Retry-After. A registration retried "
-        "with the same Idempotency-Key is registered once, even if the first one was committed "
-        "after all.",
-        {"Retry-After": _header("Seconds to wait.", _SECONDS)},
-    )
+    store_unavailable = _problem(_STORE_UNAVAILABLE, _RETRY_AFTER)
     locked_out = _rate_limited(
         "Too many failed authentications from this address (auth.failed_auth_burst)."
     )
@@ -619,7 +630,7 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
             if path.startswith("/v1/"):
                 reads = method.upper() in READ_METHODS
                 answers["403"] = cross_site if reads else cross_site_or_read_only
-                answers["503"] = store_unavailable
+                answers.setdefault("503", store_unavailable)
             if "requestBody" in operation:
                 answers["415"] = _problem(
                     "The body was not sent as Content-Type: application/json."

@@ -23,7 +23,7 @@ import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -37,6 +37,7 @@ from service.api.handlers import (
     WEBHOOK_ID,
     HeldStream,
     client_address,
+    client_gone,
     route,
 )
 from service.api.problems import STORE_RETRY_AFTER_S
@@ -562,6 +563,7 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
         exception_handlers={
             HTTPException: http_error,
             StoreUnavailable: unavailable,
+            ClientDisconnect: client_gone,
             Exception: crash,
         },
     )

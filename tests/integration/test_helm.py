@@ -650,6 +650,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "allow_private_callbacks": True,
         "callback_allow_cidrs": ["10.0.0.0/8"],
         "require_https": True,
+        "callback_dns_timeout_s": 2.5,
     },
     "auth": {
         "allow_unauthenticated": True,
