@@ -389,8 +389,8 @@ class SQLiteStore(Store):
         )  # fmt: skip
         job = (watch.upstream, watch.job_id, watch.tenant)
         registration = _Registration(
-            row, keyed, job if shared_key else None,
-            (*job, watch.created_at) if started else None,
+            asyncio.get_running_loop().create_future(), row, keyed,
+            job if shared_key else None, (*job, watch.created_at) if started else None,
         )  # fmt: skip
         await self._group_commit(registration)
         return replace(watch, updated_at=watch.created_at, lease_token=token)
@@ -400,7 +400,6 @@ class SQLiteStore(Store):
         if self._db is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
-        registration.future = loop.create_future()
         with self._registrations_lock:
             self._registrations.append(registration)
             submit = not self._commit_queued
@@ -1010,13 +1009,14 @@ _WEBHOOKS_ENDED = (
 class _Registration:
     """One `insert_watch` waiting for a group commit: its rows, then its outcome."""
 
+    # Settled on the loop with the outcome (`error`, set on the store's thread).
+    future: asyncio.Future[None]
     watch: tuple[object, ...]
     idempotency: tuple[object, ...] | None
     # (upstream, job id, tenant): refused when another tenant owns the job.
     shared_job: tuple[str, str, str] | None = None
     # (upstream, job id, tenant, now): the job's owner to record with the watch.
     owner: tuple[object, ...] | None = None
-    future: asyncio.Future[None] | None = None
     error: Exception | None = None
 
 
@@ -1091,8 +1091,7 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
 def _settle(group: Sequence[_Registration]) -> None:
     """On the loop: hand each registration its outcome (unless its caller gave up)."""
     for registration in group:
-        if registration.future is not None:
-            settle(registration.future, None, registration.error)
+        settle(registration.future, None, registration.error)
 
 
 class _FanOut:
