@@ -53,6 +53,7 @@ def test_backoff(failures: int, expected: float) -> None:
         ("Wed, 31 Dec 2025 23:59:00 GMT", 0.0),  # a date in the past: no wait
         ("soon", None),  # unreadable: ignored
         ("-5", None),  # negative numbers are not delta-seconds
+        ("²", None),  # a digit to str.isdigit, not a number of seconds
     ],
 )
 def test_retry_after(header: str | None, expected: float | None) -> None:
