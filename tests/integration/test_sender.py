@@ -368,3 +368,39 @@ async def test_a_request_to_a_child_that_has_just_died_is_answered_at_once() -> 
         assert answer.result()[:3] == (None, None, "the sender process exited before the request")
     finally:
         await sender.aclose()
+
+
+async def test_a_request_given_up_on_is_not_started_by_the_sender_process(
+    server: tuple[str, Received],
+) -> None:
+    """A request waiting in the child for its host when the bridge gives up on it (a stop
+    cancels the attempts it then hands back to the store) is dropped there, not sent once the
+    host is free: the delivery is attempted again later, so sending it too is a duplicate."""
+    other, _ = server
+    arrived, release, paths = asyncio.Event(), asyncio.Event(), list[str]()
+
+    async def hold(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        arrived.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    sender = ProcessSender(DeliverySettings(timeout_s=5, max_per_host=1), ALLOWED, LOGS)
+    async with loopback_server(hold) as host:
+        try:
+            sent = asyncio.create_task(sender.send("POST", f"{host}/sent", HEADERS, b"{}"))
+            given_up = asyncio.create_task(sender.send("POST", f"{host}/dropped", HEADERS, b"{}"))
+            await asyncio.wait_for(arrived.wait(), timeout=5)
+            given_up.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await given_up
+            # Answered once the child has read everything handed to it before.
+            assert (await sender.send("POST", f"{other}/ok", HEADERS, b"{}"))[0] == 200
+            release.set()
+            assert (await sent)[0] == 200
+            # Behind the one given up on in the host's line, had it been kept.
+            assert (await sender.send("POST", f"{host}/after", HEADERS, b"{}"))[0] == 200
+            assert paths == ["/sent", "/after"]
+        finally:
+            release.set()
+            await sender.aclose()
