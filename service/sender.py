@@ -424,12 +424,19 @@ def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
-    """At most `cap` bytes of the body, and whether more than that was read."""
+    """At most `cap` bytes of the body, and whether that is not the whole of it: more was
+    read, or the body broke off before its end. A receiver's status stands whatever becomes of
+    its body (a 2xx retried would be a duplicate); only a timeout ends the exchange."""
     read = bytearray()
-    async for chunk in response.aiter_raw():
-        read += chunk
-        if len(read) >= cap:
-            break
+    try:
+        async for chunk in response.aiter_raw():
+            read += chunk
+            if len(read) >= cap:
+                break
+    except Exception as failure:
+        if isinstance(failure, TimeoutError) or isinstance(failure.__cause__, TimeoutError):
+            raise
+        return bytes(read[:cap]), True
     return bytes(read[:cap]), len(read) > cap
 
 
