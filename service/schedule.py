@@ -38,7 +38,7 @@ def retry_after(header: str | None, now: float, cap: float) -> float | None:
         return min(float(value), cap)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a number no date can hold
         return None
     if when.tzinfo is None:
         return None
