@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -176,6 +176,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             ApiError: _api_error,
             HTTPException: _http_error,
             StoreUnavailable: _store_unavailable,
+            ClientDisconnect: handlers.client_gone,
             Exception: _crash,
         },
     )

@@ -1,5 +1,6 @@
 """Who is calling: API tokens (each one a tenant's, full or read-only), failed authentications
-per address, and each tenant's rates of registrations and subscription changes."""
+per address, and the token buckets of each tenant's rates (registrations here, subscription
+changes in the subscription service)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hmac
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network, ip_address
 
 import structlog
 
@@ -95,6 +97,16 @@ class RateLimiter:
         self._keep(key, tokens, now)
         return (1.0 - tokens) / self._rate
 
+    def spend(self, key: str, what: str) -> None:
+        """Spend one token of `key`, or raise `TooManyRequests` naming `what` and when a token
+        is there again."""
+        wait = self.take(key)
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many {what} for this token; retry in {retry_after_header(wait)} s",
+                retry_after=retry_after_header(wait),
+            )
+
     def wait(self, key: str) -> float | None:
         """The seconds until `key` has a token, None when it has one now; nothing is spent."""
         tokens = self._tokens(key, self._clock.now())
@@ -127,9 +139,11 @@ def authenticate(
 ) -> Caller:
     """The caller a request's credentials name. Raises `Unauthorized` when none matches, which
     counts against the client's `address`, and `TooManyRequests`, without looking at the
-    credentials, while that address has failed too often: guessing tokens stays slow."""
+    credentials, while that address (`client_key`) has failed too often: guessing tokens stays
+    slow."""
     if not auth.required:
         return Caller(ANONYMOUS, authenticated=False)
+    address = client_key(address)
     wait = failures.wait(address)
     if wait is not None:
         raise TooManyRequests(
@@ -149,6 +163,20 @@ def authenticate(
     return caller
 
 
+def client_key(address: str) -> str:
+    """What a client's failed authentications count against: its address; of an IPv6 one,
+    its /64, whose every address its host may use (an IPv4-mapped one is its IPv4 address)."""
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return address
+    if not isinstance(parsed, IPv6Address):
+        return address
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(IPv6Network((int(parsed), 64), strict=False))
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """Who may call, and how often."""
@@ -156,7 +184,6 @@ class Access:
     tokens: Authenticator
     failures: RateLimiter  # failed authentications, per client address
     registrations: RateLimiter  # per tenant
-    subscription_changes: RateLimiter  # per tenant
 
     def caller(self, address: str, authorization: str | None, api_key: str | None) -> Caller:
         """The caller a request's credentials name (`authenticate`)."""

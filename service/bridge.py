@@ -16,7 +16,7 @@ import httpx
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from service import http_clients
+from service import http_clients, ssrf
 from service import store as stores
 from service.api.responses import registration_body
 from service.auth import Access, Authenticator, RateLimiter
@@ -77,6 +77,7 @@ class Bridge:
     metrics: Metrics
     upstream_http: Mapping[str, httpx.AsyncBaseTransport]  # by upstream
     sender: Sender
+    lookups: ssrf.HostLookups  # of callback hosts, at registration
     # The stopping of in-flight work that `drain` begins and `stop` awaits.
     stopping: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -104,16 +105,17 @@ class Bridge:
         # Clients waiting on a watch (long-poll, event stream) wake when its events commit.
         hub = EventHub()
         sender = _sender(settings, metrics)
+        lookups = ssrf.HostLookups(clock, settings.security.callback_dns_timeout_s)
         worker = Worker.build(
             store, upstreams, sender, settings, clock, owner, metrics,
             vault=vault, notify=hub.publish,
         )  # fmt: skip
         watches = WatchService(
             store, worker.poller, worker.deliverer, owner, settings, clock, registration_body,
-            vault,
+            vault, lookups,
         )  # fmt: skip
         redelivery = RedeliveryService(store, watches, worker.deliverer, settings, clock)
-        subscriptions = SubscriptionService(store, settings, clock, sender, vault)
+        subscriptions = SubscriptionService(store, settings, clock, sender, vault, lookups)
         feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstreams, settings, store.health)
@@ -127,15 +129,11 @@ class Bridge:
             registrations=RateLimiter(
                 settings.auth.registrations_per_s, settings.auth.registration_burst, clock
             ),
-            subscription_changes=RateLimiter(
-                settings.auth.subscription_changes_per_min / 60,
-                settings.auth.subscription_change_burst,
-                clock,
-            ),
         )
         return cls(
             settings, clock, store, worker, watches, redelivery, generation, subscriptions, feed,
             streams, monitor, SignOuts(store), scheduler, access, metrics, upstream_http, sender,
+            lookups,
         )  # fmt: skip
 
     def upkeep(self) -> list[Job]:
@@ -195,6 +193,7 @@ class Bridge:
         for transport in self.upstream_http.values():
             await transport.aclose()
         await self.sender.aclose()
+        self.lookups.close()
         await self.store.close()
         log.info("bridge.stopped")
 

@@ -55,17 +55,17 @@ async def check(settings: config.Settings, name: str, job_id: str, key: str | No
         transport, limits.root, limits.request_timeout_s, bridge_key=configured,
         reader=limits.reader(),
     )  # fmt: skip
+    secrets = client.secrets(api_key)
+    timeout_s = limits.request_timeout_s
     try:
-        exchange = _Exchange(transport, client, api_key, limits.request_timeout_s)
-        seen = await exchange(client.request(job_id, api_key))
+        seen = await _exchange(transport, client.request(job_id, api_key), secrets, timeout_s)
         if isinstance(seen, Observation) or seen is None:
             return _report(seen)
         seen = client.read(seen, api_key)
-        secrets = client.secrets(api_key)
         result = client.result_request(job_id, api_key)
         if result is not None and seen.job_status == "succeeded":
             _print_reading("status answer", seen, secrets)
-            answer = await exchange(result)
+            answer = await _exchange(transport, result, secrets, timeout_s)
             if isinstance(answer, Observation) or answer is None:
                 return _report(answer)
             seen = client.read_result(answer, api_key, seen)
@@ -75,41 +75,25 @@ async def check(settings: config.Settings, name: str, job_id: str, key: str | No
         await transport.aclose()
 
 
-class _Exchange:
-    """Sends a request, prints it and its raw answer (keys masked)."""
-
-    def __init__(
-        self,
-        transport: httpx.AsyncBaseTransport,
-        client: UpstreamClient,
-        api_key: str | None,
-        timeout_s: float,
-    ) -> None:
-        self._transport = transport
-        self._secrets = client.secrets(api_key)
-        self._timeout_s = timeout_s
-
-    async def __call__(
-        self, request: httpx.Request
-    ) -> tuple[int, httpx.Headers, bytes] | Observation | None:
-        """The answer, or why there is none (None: said already)."""
-        secrets = self._secrets
-        print(f"{request.method} {secrets.redact(str(request.url))}")
-        try:
-            answer = await get_capped(
-                self._transport, request, self._timeout_s, DEFAULT_MAX_BODY_BYTES
-            )
-        except Unread as unread:
-            print(unread.error(secrets))
-            return None
-        except Exception as error:  # whatever the client raised: say why
-            return network_failure(error, secrets)
-        status, headers, body = answer
-        kind = headers.get("content-type", "no content type")
-        print(f"HTTP {status}, {len(body)} bytes, {kind}")
-        print(secrets.redact(body.decode(errors="replace"))[:_SHOWN_BODY])
-        print()
-        return answer
+async def _exchange(
+    transport: httpx.AsyncBaseTransport, request: httpx.Request, secrets: Secrets, timeout_s: float
+) -> tuple[int, httpx.Headers, bytes] | Observation | None:
+    """Send `request` and print it and its raw answer (the `secrets` masked): the answer, or
+    why there is none (None: said already)."""
+    print(f"{request.method} {secrets.redact(str(request.url))}")
+    try:
+        answer = await get_capped(transport, request, timeout_s, DEFAULT_MAX_BODY_BYTES)
+    except Unread as unread:
+        print(unread.error(secrets))
+        return None
+    except Exception as error:  # whatever the client raised: say why
+        return network_failure(error, secrets)
+    status, headers, body = answer
+    kind = headers.get("content-type", "no content type")
+    print(f"HTTP {status}, {len(body)} bytes, {kind}")
+    print(secrets.redact(body.decode(errors="replace"))[:_SHOWN_BODY])
+    print()
+    return answer
 
 
 def _report(seen: Observation | None) -> int:

@@ -173,20 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
         "new-encryption-key", help="print a new key for security.encryption_key"
     )
     key.set_defaults(run=new_encryption_key)
-    fake = commands.add_parser(
-        "fake-upstream", help="run a simulator of the upstream API for trials and tests"
-    )
-    fake_upstream.configure_parser(fake)
-    fake.set_defaults(run=fake_upstream.command)
-    listen = commands.add_parser("listen", help="receive, verify and print webhooks")
-    listener.configure_parser(listen)
-    listen.set_defaults(run=listener.command)
-    check = commands.add_parser(
-        "check-upstream",
-        help="ask an upstream for one job's status and show how its profile reads the answer",
-    )
-    check_upstream.configure_parser(check)
-    check.set_defaults(run=check_upstream.command)
+    # The commands whose module adds its own arguments.
+    for name, module, text in (
+        ("fake-upstream", fake_upstream,
+         "run a simulator of the upstream API for trials and tests"),
+        ("listen", listener, "receive, verify and print webhooks"),
+        ("check-upstream", check_upstream,
+         "ask an upstream for one job's status and show how its profile reads the answer"),
+    ):  # fmt: skip
+        sub = commands.add_parser(name, help=text)
+        module.configure_parser(sub)
+        sub.set_defaults(run=module.command)
     return parser
 
 

@@ -43,6 +43,7 @@ from service.errors import ConfigError
 from service.image_hosts import ImageHost
 from service.image_hosts import parse as parse_image_host
 from service.profile import Profile, Reader
+from service.setting_types import NOT_A_BOOLEAN, Float, Int
 
 if TYPE_CHECKING:
     from service.ssrf import CallbackPolicy
@@ -55,7 +56,7 @@ UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 UPSTREAM_NAME_RULE = "1 to 32 lower-case letters, digits, - and _, starting with a letter or digit"
 CONFIG_PATH_VARIABLE = "BRIDGE_CONFIG"
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[Float, Field(gt=0)]
 # A DNS name or an IPv4 address (dot-separated labels); IPv6 addresses in brackets.
 _HOST_NAME = re.compile(
     r"^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+$|^\[[0-9A-Fa-f:.]+\]$"
@@ -68,13 +69,13 @@ class _Section(BaseModel):
 
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: Int = Field(8080, ge=0, le=65535)
     # On SIGTERM: seconds for in-flight polls and deliveries to finish before leases are
     # released for another process to take over.
-    shutdown_grace_s: float = Field(10.0, ge=0, le=600)
+    shutdown_grace_s: Float = Field(10.0, ge=0, le=600)
     # A second port for /livez, /readyz and /metrics only (unset: they are on the API port).
     # A sidecar's API listens on 127.0.0.1, which the kubelet's probes cannot reach.
-    health_port: int | None = Field(None, ge=1, le=65535)
+    health_port: Annotated[int | None, NOT_A_BOOLEAN] = Field(None, ge=1, le=65535)
     health_host: str = "0.0.0.0"
     # Addresses (or networks, or "*") of proxies whose X-Forwarded-For and X-Forwarded-Proto
     # are believed: the client address of a request is then the one they forwarded (failed
@@ -83,13 +84,13 @@ class ServerSettings(_Section):
     forwarded_allow_ips: tuple[str, ...] | None = None
     # What one client may hold on either port, before any token is checked (see
     # service/http_server.py): bytes of a request head (request line and headers), header
-    # fields, seconds for a whole request head to arrive, connections served at once, and
-    # seconds an idle kept-alive connection stays open.
-    max_header_bytes: int = Field(16384, ge=1024, le=1 << 20)
-    max_headers: int = Field(100, ge=8, le=10_000)
-    header_timeout_s: float = Field(10.0, gt=0, le=300)
-    max_connections: int = Field(1000, ge=1, le=1_000_000)
-    keepalive_timeout_s: int = Field(5, ge=1, le=300)
+    # fields, seconds for a whole request (head and body) to arrive, connections served at
+    # once, and seconds an idle kept-alive connection stays open.
+    max_header_bytes: Int = Field(16384, ge=1024, le=1 << 20)
+    max_headers: Int = Field(100, ge=8, le=10_000)
+    header_timeout_s: Float = Field(10.0, gt=0, le=300)
+    max_connections: Int = Field(1000, ge=1, le=1_000_000)
+    keepalive_timeout_s: Int = Field(5, ge=1, le=300)
     # Host names the API answers to besides loopback ones (localhost, 127.0.0.1, ::1), for
     # example a sidecar's or a Service's own names; "*.example.com" matches subdomains.
     # Without auth.tokens only these and loopback names are served (a page elsewhere cannot
@@ -119,23 +120,23 @@ class UpstreamSettings(_Section):
     base_url: HttpUrl = HttpUrl("https://betterwaifu.com")
     api_key: SecretStr | None = None
     request_timeout_s: PositiveSeconds = 10.0
-    max_concurrency: int = Field(64, ge=1, le=4096)
+    max_concurrency: Int = Field(64, ge=1, le=4096)
     # Request-rate caps (token buckets), across all keys and per API key; 0 is no cap. The
     # burst is how many requests may go at once after a quiet spell.
-    max_requests_per_s: float = Field(0.0, ge=0, le=1e6)
-    request_burst: int = Field(10, ge=1, le=1_000_000)
-    max_requests_per_s_per_key: float = Field(0.0, ge=0, le=1e6)
-    request_burst_per_key: int = Field(10, ge=1, le=1_000_000)
+    max_requests_per_s: Float = Field(0.0, ge=0, le=1e6)
+    request_burst: Int = Field(10, ge=1, le=1_000_000)
+    max_requests_per_s_per_key: Float = Field(0.0, ge=0, le=1e6)
+    request_burst_per_key: Int = Field(10, ge=1, le=1_000_000)
     # Circuit breaker: opens when at least `circuit_failure_ratio` of at least
     # `circuit_min_requests` requests within `circuit_window_s` were 5xx or unanswered, or when
     # `circuit_consecutive_failures` were in a row.
     circuit_breaker: bool = True
-    circuit_window_s: float = Field(10.0, ge=1, le=3600)
-    circuit_min_requests: int = Field(20, ge=1, le=1_000_000)
-    circuit_failure_ratio: float = Field(0.5, gt=0, le=1)
-    circuit_consecutive_failures: int = Field(20, ge=1, le=1_000_000)
-    circuit_cooldown_s: float = Field(5.0, gt=0, le=3600)
-    circuit_max_cooldown_s: float = Field(60.0, gt=0, le=86400)
+    circuit_window_s: Float = Field(10.0, ge=1, le=3600)
+    circuit_min_requests: Int = Field(20, ge=1, le=1_000_000)
+    circuit_failure_ratio: Float = Field(0.5, gt=0, le=1)
+    circuit_consecutive_failures: Int = Field(20, ge=1, le=1_000_000)
+    circuit_cooldown_s: Float = Field(5.0, gt=0, le=3600)
+    circuit_max_cooldown_s: Float = Field(60.0, gt=0, le=86400)
     # How the bridge asks for a job and reads the answer: a built-in profile's name
     # (service/profiles/), or a table declaring one (service/profile.py).
     profile: Profile = Field(default_factory=lambda: profiles.builtin(profiles.DEFAULT))
@@ -183,10 +184,10 @@ class StoreSettings(_Section):
     url: str = "sqlite:///bridge.db"
     # At least 3 s: a lease is renewed every third of it (service/bridge.py), once a second at
     # most.
-    lease_s: float = Field(15.0, ge=3, le=300)
+    lease_s: Float = Field(15.0, ge=3, le=300)
     # PostgreSQL connection pool of each process.
-    pool_min_size: int = Field(1, ge=0, le=100)
-    pool_max_size: int = Field(10, ge=1, le=100)
+    pool_min_size: Int = Field(1, ge=0, le=100)
+    pool_max_size: Int = Field(10, ge=1, le=100)
 
     @model_validator(mode="after")
     def _pool_ordered(self) -> StoreSettings:
@@ -216,15 +217,15 @@ class StoreSettings(_Section):
 
 
 class PollSettings(_Section):
-    interval_s: float = Field(2.5, ge=0.1, le=3600)
-    timeout_s: float = Field(300.0, gt=0, le=7 * 86400)
+    interval_s: Float = Field(2.5, ge=0.1, le=3600)
+    timeout_s: Float = Field(300.0, gt=0, le=7 * 86400)
     # Bounds for the per-watch overrides `poll_interval_s` and `timeout_s`.
-    min_interval_s: float = Field(2.0, ge=0.1, le=3600)
-    max_interval_s: float = Field(3600.0, ge=0.1, le=3600)
-    max_timeout_s: float = Field(86400.0, gt=0, le=30 * 86400)
-    jitter: float = Field(0.1, ge=0, lt=1)
-    max_backoff_s: float = Field(60.0, gt=0, le=3600)
-    not_found_grace_s: float = Field(30.0, ge=0, le=3600)
+    min_interval_s: Float = Field(2.0, ge=0.1, le=3600)
+    max_interval_s: Float = Field(3600.0, ge=0.1, le=3600)
+    max_timeout_s: Float = Field(86400.0, gt=0, le=30 * 86400)
+    jitter: Float = Field(0.1, ge=0, lt=1)
+    max_backoff_s: Float = Field(60.0, gt=0, le=3600)
+    not_found_grace_s: Float = Field(30.0, ge=0, le=3600)
     # "adaptive": learn the upstream's queue and processing times and poll where news is
     # likely (service/pacing.py); "fixed": every interval_s.
     strategy: Literal["adaptive", "fixed"] = "adaptive"
@@ -266,20 +267,20 @@ class SigningSecret(_Section):
 
 
 class DeliverySettings(_Section):
-    timeout_s: float = Field(15.0, gt=0, le=300)
+    timeout_s: Float = Field(15.0, gt=0, le=300)
     retry_schedule_s: tuple[PositiveSeconds, ...] = (
         5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
     )  # fmt: skip
-    jitter: float = Field(0.2, ge=0, lt=1)
-    max_concurrency: int = Field(64, ge=1, le=4096)
+    jitter: Float = Field(0.2, ge=0, lt=1)
+    max_concurrency: Int = Field(64, ge=1, le=4096)
     # Of those, at most this many to one callback host (scheme, host and port).
-    max_per_host: int = Field(16, ge=1, le=4096)
+    max_per_host: Int = Field(16, ge=1, le=4096)
     # Of those, at most this many of one tenant's webhooks, so that its slow receivers leave
     # the others slots; 0: half of max_concurrency.
-    max_per_tenant: int = Field(0, ge=0, le=4096)
-    max_retry_after_s: float = Field(3600.0, ge=0)
-    max_response_bytes: int = Field(4096, ge=0, le=1 << 20)
-    payload_retention_days: float = Field(30.0, gt=0)
+    max_per_tenant: Int = Field(0, ge=0, le=4096)
+    max_retry_after_s: Float = Field(3600.0, ge=0)
+    max_response_bytes: Int = Field(4096, ge=0, le=1 << 20)
+    payload_retention_days: Float = Field(30.0, gt=0)
     # Where the requests are made: "inline" in the bridge's process, or "process" in a sender
     # process beside it, so that sending uses a second core (see service/sender.py).
     sender: Literal["inline", "process"] = "inline"
@@ -327,6 +328,9 @@ class SecuritySettings(_Section):
         Annotated[str, AfterValidator(lambda v: str(_network(v)))], ...
     ] = ()
     require_https: bool = False
+    # Seconds a registration waits for its callback host's DNS answer (422 naming the host
+    # past it), its wait for one of the threads of these lookups included (503 past it).
+    callback_dns_timeout_s: Float = Field(5.0, gt=0, le=60)
     # Fernet key(s) encrypting stored secrets, comma-separated, newest first (the first
     # encrypts, all decrypt). `webhook-bridge new-encryption-key` makes one.
     encryption_key: SecretStr | None = None
@@ -408,17 +412,17 @@ class AuthSettings(_Section):
     # Serve the API without tokens on a non-loopback address anyway (behind your own gateway).
     allow_unauthenticated: bool = False
     # Registrations each token may make: a sustained rate per second and a burst.
-    registrations_per_s: float = Field(20.0, gt=0)
-    registration_burst: int = Field(100, ge=1)
+    registrations_per_s: Float = Field(20.0, gt=0)
+    registration_burst: Int = Field(100, ge=1)
     # Failed authentications (API 401s, refused dashboard sign-ins) each client address may
     # make: a burst, then a sustained rate per minute; past them its requests answer 429
     # until it may try again, whatever token they carry.
-    failed_auth_burst: int = Field(20, ge=1, le=10_000)
-    failed_auth_per_minute: float = Field(10.0, gt=0, le=60_000)
-    # Subscription changes (creations and deletions) each token may make: a sustained rate per
-    # minute and a burst.
-    subscription_changes_per_min: float = Field(60.0, gt=0)
-    subscription_change_burst: int = Field(20, ge=1)
+    failed_auth_burst: Int = Field(20, ge=1, le=10_000)
+    failed_auth_per_minute: Float = Field(10.0, gt=0, le=60_000)
+    # Subscription changes (creations, deletions, enabling, disabling, rotations, test events;
+    # from the API or the dashboard) each token may make: a sustained rate per minute and a burst.
+    subscription_changes_per_min: Float = Field(60.0, gt=0)
+    subscription_change_burst: Int = Field(20, ge=1)
 
     @field_validator("tokens")
     @classmethod
@@ -460,21 +464,21 @@ class ApiSettings(_Section):
     # do not take a quiet stream for a dead one.
     sse_keepalive_s: PositiveSeconds = 15.0
     # Longest a long-poll (`GET /v1/watches/{id}/wait`) is held; a longer timeout_s is cut to it.
-    max_wait_s: float = Field(60.0, ge=0, le=60)
+    max_wait_s: Float = Field(60.0, ge=0, le=60)
     # Event streams, long-polls and dashboard live streams each tenant may hold open at once,
     # per process: each holds a connection and reads the store every second.
-    max_streams_per_tenant: int = Field(20, ge=1, le=100_000)
+    max_streams_per_tenant: Int = Field(20, ge=1, le=100_000)
     # Watches one redelivery of failed webhooks (POST /v1/watches/failed/redeliver, the
     # dashboard's "Redeliver N failed") sends again at most, newest first; the answer says how
     # many are left.
-    max_redeliveries: int = Field(100, ge=1, le=10_000)
+    max_redeliveries: Int = Field(100, ge=1, le=10_000)
 
 
 class UiSettings(_Section):
     # The dashboard at /ui/ (service/ui). false: every /ui route answers 404.
     enabled: bool = True
     # Hours a dashboard sign-in lasts.
-    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    session_hours: Float = Field(12.0, gt=0, le=24 * 30)
     # Hosts a watch's page may load its generated images from, as thumbnails linking to the
     # full size; the pages' Content-Security-Policy allows exactly these in img-src (grammar:
     # service/image_hosts.py). Empty: images are links only, nothing is loaded from elsewhere.

@@ -218,11 +218,9 @@ class Deliverer:
         self._closing = True
         self._leases.close()
         deadline = self._clock.now() + max(grace_s, 0.0)
-        # Under the token each is held with now (one claimed again after an outage has a new one).
-        tokens = dict(self._leases.leases())
-        waiting = [(d.id, tokens[d.id]) for d in self._limits.clear_waiting()]
-        for delivery_id, _ in waiting:
-            self._leases.drop(delivery_id)
+        waiting = self._limits.clear_waiting()
+        for delivery in waiting:
+            self._leases.drop(delivery.id)
         pending = await wait_for_tasks(self._clock, self._tasks, grace_s)
         for task in pending:
             task.cancel()
@@ -232,16 +230,18 @@ class Deliverer:
         abandoned = self._leases.leases()
         for delivery_id, _ in abandoned:
             self._leases.drop(delivery_id)
-        return [*waiting, *abandoned]
+        return [*((d.id, d.lease_token) for d in waiting), *abandoned]
 
     # Attempts.
 
     def submit(self, delivery: Delivery) -> None:
         """Attempt `delivery` (claimed by this process) now, or once its host and its tenant
-        have a free slot; of a delivery held already, only the new lease token is taken."""
-        if self._closing or not self._leases.hold(delivery):
+        have a free slot. One held already is one this process claimed again after its lease
+        ran out (a store outage): its attempt goes on, under the token the store kept."""
+        if delivery.id in self._leases or self._closing:
             return
         admission = self._limits.admit(delivery)
+        self._leases.hold(delivery)
         if admission == "run":
             self._start(delivery)
         elif admission == "release":

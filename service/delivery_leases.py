@@ -4,16 +4,13 @@ renewals, hand-backs, and the outcomes of attempts (which end the lease).
 A delivery is held from its claim until its outcome is committed or it is handed back, and its
 lease is renewed meanwhile. Outcomes are committed in groups: those that arrive while one
 commit runs go into the next (one transaction for many attempts); an attempt whose outcome was
-not committed (a crash) is made again later with the same `webhook-id`. Every write names the
-token the delivery is held with when it is made: one this process claims again while holding it
-(its lease ran out during a store outage) goes on under the new token.
+not committed (a crash) is made again later with the same `webhook-id`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -71,12 +68,8 @@ class DeliveryLeases:
         """(id, lease token) of every delivery held."""
         return list(self._held.items())
 
-    def hold(self, delivery: Delivery) -> bool:
-        """Hold `delivery`; False when it is held already: this process claimed it again, and
-        its attempt, under way or waiting, goes on under the new token."""
-        new = delivery.id not in self._held
+    def hold(self, delivery: Delivery) -> None:
         self._held[delivery.id] = delivery.lease_token
-        return new
 
     def drop(self, delivery_id: str) -> None:
         """Let go of a delivery without a write: its lease runs out (or is already lost)."""
@@ -98,12 +91,7 @@ class DeliveryLeases:
             return set()
         lease_until = self._clock.now() + self._lease_s
         renewed = await self._store.renew_delivery_leases(self._owner, held, lease_until)
-        # One this process claimed again during the renewal is held under its new token.
-        return {
-            delivery_id
-            for delivery_id, token in held
-            if delivery_id not in renewed and self._held.get(delivery_id) == token
-        }
+        return {delivery_id for delivery_id, _ in held} - renewed
 
     async def give_back(self, held: Sequence[tuple[str, int]]) -> None:
         """Release the leases of `held` (id, token) deliveries no longer held (a shutdown)."""
@@ -145,27 +133,16 @@ class DeliveryLeases:
 
     async def _record_all(self) -> None:
         while self._records:
-            batch, self._records = [self._leased(record) for record in self._records], []
+            batch, self._records = self._records, []
             try:
                 lost = await self._store.record_attempts(self._owner, batch)
             except StoreError as failure:
                 self._not_recorded(batch, failure)
             else:
                 for record in batch:
-                    if record.delivery.id in lost and self._leased(record) is not record:
-                        self._records.append(record)  # claimed again during the commit
-                    else:
-                        self._recorded(record, record.delivery.id in lost)
+                    self._recorded(record, record.delivery.id in lost)
             if self._records and not self._closing:
                 await self._clock.sleep(COMMIT_GAP_S)
-
-    def _leased(self, record: AttemptRecord) -> AttemptRecord:
-        """`record` under the lease token its delivery is held with now."""
-        delivery = record.delivery
-        token = self._held.get(delivery.id, delivery.lease_token)
-        if token == delivery.lease_token:
-            return record
-        return replace(record, delivery=replace(delivery, lease_token=token))
 
     def _not_recorded(self, batch: Sequence[AttemptRecord], failure: StoreError) -> None:
         for record in batch:

@@ -20,7 +20,8 @@ BridgeError
     ├── TooManyRequests    over a rate; retry after a while
     │   └── TooManyStreams the tenant holds its most open streams already
     ├── UpstreamRefused    the upstream refused a request made for the caller
-    └── BadGateway         the upstream failed or did not answer in time
+    ├── BadGateway         the upstream failed or did not answer in time
+    └── Busy               the bridge cannot serve the request now; retry after a while
 ```
 """
 
@@ -141,3 +142,7 @@ class UpstreamRefused(ApiError):
 
 class BadGateway(ApiError):
     """The upstream failed or did not answer in time."""
+
+
+class Busy(ApiError):
+    """The bridge cannot serve the request now; retry after the time in the Retry-After header."""

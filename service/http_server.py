@@ -6,9 +6,11 @@ client sends must cost bounded memory and time before any token is checked:
 
 - a request head (request line and headers) holds at most `server.max_header_bytes`: h11, the
   parser uvicorn bounds (`h11_max_incomplete_event_size`), answers 400 past it;
-- a request head must arrive whole within `server.header_timeout_s` of the connection opening,
-  or of its first byte on a kept-alive connection (uvicorn closes idle kept-alive connections
-  but not one that stopped halfway through a head): `HeadDeadline` closes it;
+- a request, its head and then its body, must arrive whole within `server.header_timeout_s` of
+  the connection opening, or of its first byte on a kept-alive connection (uvicorn closes idle
+  kept-alive connections but not one that stopped halfway through a head or a body, even one
+  already answered, as a request refused before its body was read is): `HeadDeadline` closes
+  it;
 - at most `server.max_connections` connections and requests are served at once: uvicorn
   answers 503 to the requests past it (`limit_concurrency`).
 """
@@ -28,6 +30,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import ServerSettings
 
+# The client's states in h11 of a request not yet whole: its head or its body still to come.
+_ARRIVING = (h11.IDLE, h11.SEND_BODY)
+
 
 def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
     """The `uvicorn.Config` arguments that bound what one client can hold."""
@@ -45,8 +50,8 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
 
 
 def head_deadline_protocol(timeout_s: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, closing a connection whose request head is not whole within
-    `timeout_s`."""
+    """uvicorn's h11 protocol, closing a connection whose request (head and body) is not whole
+    within `timeout_s`."""
 
     class HeadDeadline(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -57,8 +62,8 @@ def head_deadline_protocol(timeout_s: float) -> type[H11Protocol]:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self._arm()  # a head has begun (or the connection waits for its first)
+            if self.conn.their_state in _ARRIVING and not self.transport.is_closing():
+                self._arm()  # a request has begun (or the connection waits for its first)
             else:
                 self._disarm()
 
@@ -77,7 +82,7 @@ def head_deadline_protocol(timeout_s: float) -> type[H11Protocol]:
 
         def _expire(self) -> None:
             self._deadline = None
-            if self.conn.their_state is h11.IDLE:
+            if self.conn.their_state in _ARRIVING:
                 self.transport.close()
 
     return HeadDeadline

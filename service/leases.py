@@ -6,12 +6,15 @@ holds, and releasing them at a shutdown so that another process takes over at on
 
 from __future__ import annotations
 
+import structlog
+
 from service import throttle
 from service.clock import Clock
 from service.config import Settings
 from service.pollers import Pollers
 from service.store.base import Store, Watch
 
+log = structlog.get_logger("service.leases")
 # Claimed watches held in memory by one process; more stay in the store for other replicas.
 MAX_HELD_WATCHES = 200_000
 # Claimed per claim: replicas starting together split the backlog, and a restart with many
@@ -48,6 +51,20 @@ class WatchLeases:
         )
         self._adopt(claimed, now)  # during a shutdown too: `release` then hands them back
 
+    async def report_unconfigured(self) -> None:
+        """Warn, once per upstream name, of the active watches of upstreams not configured
+        here: they are never claimed here, so nothing else this process does says so."""
+        counts = await self._store.count_active_by_upstream()
+        for name, count in sorted(counts.items()):
+            if name not in self._upstreams:
+                log.warning(
+                    "watches.upstream_not_configured", upstream=name, watches=count,
+                    detail=f"upstream {name!r} is not configured here, so this process does "
+                    f"not poll its {count} active watches: add [upstreams.{name}] back to the "
+                    "settings, or cancel them "
+                    f"(GET /v1/watches?upstream={name}&status=active lists a tenant's)",
+                )  # fmt: skip
+
     def _adopt(self, claimed: list[Watch], now: float) -> None:
         """Adopt claimed watches, spreading the first polls of the overdue ones.
 
@@ -74,13 +91,9 @@ class WatchLeases:
             return
         lease_until = self._clock.now() + self._lease_s
         renewed = await self._store.renew_watch_leases(self._owner, held, lease_until)
-        lost = [(watch_id, token) for watch_id, token in held if watch_id not in renewed]
-        if lost:
-            # One this process claimed again during the renewal is held under its new token.
-            current = dict(self._poller.held())
-            for watch_id, token in lost:
-                if current.get(watch_id) == token:
-                    self._poller.forget(watch_id)
+        for watch_id, _ in held:
+            if watch_id not in renewed:
+                self._poller.forget(watch_id)
 
     def close(self) -> None:
         """Claim nothing more (a shutdown)."""

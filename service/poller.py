@@ -125,8 +125,9 @@ class Poller:
 
     def adopt(self, watch: Watch, not_before: float = 0.0) -> None:
         """Start polling a watch this process holds the lease of (token in `watch`), first when
-        it is due and not before `not_before`; of a watch held already, only the new token."""
-        if self._held.relet(watch):
+        it is due and not before `not_before`. One held already is one this process claimed
+        again after its lease ran out (a store outage): the store kept its token."""
+        if watch.id in self._held:
             return
         try:
             api_key = self._vault.open(watch.upstream_api_key) if watch.upstream_api_key else None
@@ -392,14 +393,9 @@ class Poller:
 
     async def _finish(self, tracked: Tracked, event: events.Event, now: float) -> None:
         """Commit the final event (its deliveries then start), and stop polling the watch."""
-        token = tracked.token
         try:
             await self._writer.complete(tracked, event, now)
         except LeaseLost:
-            if tracked.token != token:
-                # Claimed again by this process meanwhile: the next poll sees the same ending.
-                tracked.next_poll_at = now + tracked.rules.interval_s
-                return
             log.info("poll.lease_lost", watch_id=tracked.watch_id)
         except StoreError as error:
             # Nothing was committed: keep polling, the next poll sees the same ending. An

@@ -20,11 +20,13 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service import header_fields
+from service.setting_types import NOT_A_BOOLEAN, Int
+
 Target = Literal["queued", "processing", "succeeded", "failed", "not_found"]
 AuthScheme = Literal["bearer", "key", "header", "query", "none"]
 # `{job_id}` is the one placeholder of a path template.
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _compiles(expression: str) -> str:
@@ -56,7 +58,7 @@ def _server_error(status: int) -> int:
 
 JMESPath = Annotated[str, AfterValidator(_compiles)]
 PathTemplate = Annotated[str, AfterValidator(_path_template)]
-Statuses = tuple[Annotated[int, Field(ge=100, le=599)], ...]
+Statuses = tuple[Annotated[Int, Field(ge=100, le=599)], ...]
 
 
 class _Part(BaseModel):
@@ -70,12 +72,8 @@ class StatusRequest(_Part):
 
     @model_validator(mode="after")
     def _headers(self) -> StatusRequest:
-        for name, value in self.headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a header name")
-            if any(character in value for character in "\r\n\0"):
-                # The HTTP client refuses it: every request would fail.
-                raise ValueError(f"the value of {name!r} is not one line")
+        # Sent with every request: one the upstream refuses would fail each one.
+        header_fields.check_fields(self.headers)
         return self
 
 
@@ -90,8 +88,8 @@ class Auth(_Part):
     def _named(self) -> Auth:
         if self.scheme in ("header", "query") and not self.name:
             raise ValueError(f"auth scheme {self.scheme!r} needs a name (the key's {self.scheme})")
-        if self.scheme == "header" and self.name and not _HEADER_NAME.fullmatch(self.name):
-            raise ValueError(f"{self.name!r} is not a header name")
+        if self.scheme == "header" and self.name:
+            header_fields.check_name(self.name)
         return self
 
 
@@ -101,7 +99,7 @@ class Read(_Part):
     status: JMESPath = "status"
     queue_position: JMESPath | None = None
     progress: JMESPath | None = None
-    progress_scale: Literal[1, 100] = 1
+    progress_scale: Annotated[Literal[1, 100], NOT_A_BOOLEAN] = 1
     eta_s: JMESPath | None = None
     error: JMESPath | None = None
     outputs: JMESPath | None = None
@@ -129,7 +127,7 @@ class ResultRequest(_Part):
     path: PathTemplate
     outputs: JMESPath | None = None
     error: JMESPath | None = None
-    failed: tuple[Annotated[int, AfterValidator(_server_error)], ...] = ()
+    failed: tuple[Annotated[Int, AfterValidator(_server_error)], ...] = ()
 
     @model_validator(mode="after")
     def _failure_readable(self) -> ResultRequest:

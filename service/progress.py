@@ -7,9 +7,7 @@ write and busy polling costs one commit per flush, not per poll. A final event i
 first attempted. Every status change is recorded as an event (the store fans it out to the
 watch's callback, when it asked for the type, and to the tenant's subscriptions); `notify`
 hears of each watch whose events committed.
-Watches whose lease a flush found lost are put on `lost`, for the poller to let go of. A
-change is written under the lease token its watch is held with when it is written: a watch this
-process claimed again (its lease ran out during a store outage) keeps its changes.
+Watches whose lease a flush found lost are put on `lost`, for the poller to let go of.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import structlog
 
 from service import events
 from service.clock import Clock
-from service.errors import LeaseLost, StoreError, StoreUnavailable
+from service.errors import StoreError, StoreUnavailable
 from service.store.base import Completion, Delivery, NewEvent, Progress, Store
 from service.tracked import Tracked
 
@@ -63,8 +61,7 @@ class ProgressWriter:
         self._lease_s = lease_s
         # Told the id of each watch whose events were just committed.
         self._notify = notify
-        # Each watch's pending change, with the watch as held (whose token it is written under).
-        self._changes: dict[str, tuple[Tracked, Progress]] = {}
+        self._changes: dict[str, Progress] = {}
         self._wanted = asyncio.Event()
         self._running = False
         self._task: asyncio.Task[None] | None = None
@@ -85,9 +82,9 @@ class ProgressWriter:
     def record(self, tracked: Tracked, progress: tuple[events.Event, ...], now: float) -> None:
         """Write `tracked`'s state, and its `progress` events, with the next flush."""
         earlier = self._changes.get(tracked.watch_id)
-        recorded: tuple[NewEvent, ...] = tuple(earlier[1].events) if earlier else ()
+        recorded: tuple[NewEvent, ...] = tuple(earlier.events) if earlier else ()
         recorded += tuple(tracked.event(event, now) for event in progress)
-        self._changes[tracked.watch_id] = (tracked, tracked.progress(recorded))
+        self._changes[tracked.watch_id] = tracked.progress(recorded)
         self._wanted.set()
 
     def discard(self, watch_id: str) -> None:
@@ -98,16 +95,13 @@ class ProgressWriter:
         """Commit the final event, then attempt its deliveries at once. Raises `LeaseLost`,
         or `StoreError` when the final event was not committed."""
         pending = self._changes.pop(tracked.watch_id, None)
-        if pending is not None and pending[1].events:
+        if pending is not None and pending.events:
             # Events a refused flush left come first: after the completion they would be lost.
             try:
-                written = await self._store.record_progress(self._owner, now, [_leased(*pending)])
+                await self._store.record_progress(self._owner, now, [pending])
             except StoreError:
-                self._keep(*pending)
+                self._keep(pending)
                 raise
-            if written.lost:
-                self._keep(*pending)  # dropped with the watch, unless it was claimed again
-                raise LeaseLost()
         completion = Completion(
             watch_id=tracked.watch_id,
             lease_token=tracked.token,
@@ -140,39 +134,33 @@ class ProgressWriter:
         a watch's state as last recorded, with all of its events)."""
         if not self._changes:
             return True
-        pending, self._changes = list(self._changes.values()), {}
-        batch = [_leased(*change) for change in pending]
+        batch, self._changes = list(self._changes.values()), {}
         try:
             outcome = await self._store.record_progress(self._owner, self._clock.now(), batch)
         except StoreError as error:
             if not isinstance(error, StoreUnavailable):  # an outage is logged once
                 log.error("poll.record_failed", changes=len(batch), error=str(error))
-            for tracked, change in pending:
-                self._keep(tracked, change)
+            for change in batch:
+                self._keep(change)
             return False
         lost = outcome.lost
-        for (tracked, _), change in zip(pending, batch, strict=True):
-            if change.watch_id not in lost:
-                if change.events:
-                    self._notified(change.watch_id)
-            elif tracked.token != change.lease_token:
-                # Claimed again by this process during the write: written again under the new token.
-                self._keep(tracked, change)
-                self._wanted.set()
-            else:
-                log.info("poll.lease_lost", watch_id=change.watch_id)
-                self.lost.put_nowait(change.watch_id)
+        for watch_id in lost:
+            log.info("poll.lease_lost", watch_id=watch_id)
+            self.lost.put_nowait(watch_id)
+        for change in batch:
+            if change.events and change.watch_id not in lost:
+                self._notified(change.watch_id)
         if outcome.deliveries:  # the new deliveries (callback or subscriptions) are due now
             await self._deliveries.claim()
         return True
 
-    def _keep(self, tracked: Tracked, change: Progress) -> None:
+    def _keep(self, change: Progress) -> None:
         """Keep a change not written for the next flush: a later change of its watch supersedes
         its state, not its events, which come first."""
         later = self._changes.get(change.watch_id)
         if later is not None:
-            tracked, change = later[0], replace(later[1], events=(*change.events, *later[1].events))
-        self._changes[change.watch_id] = (tracked, change)
+            change = replace(later, events=(*change.events, *later.events))
+        self._changes[change.watch_id] = change
 
     def _notified(self, watch_id: str) -> None:
         """Tell `notify` of a watch's committed events; its failure is not polling's."""
@@ -182,12 +170,3 @@ class ProgressWriter:
             self._notify(watch_id)
         except Exception:
             log.exception("progress.notify_failed", watch_id=watch_id)
-
-
-def _leased(tracked: Tracked, change: Progress) -> Progress:
-    """`change` under the lease token `tracked` is held with now."""
-    return (
-        change
-        if change.lease_token == tracked.token
-        else replace(change, lease_token=tracked.token)
-    )

@@ -35,9 +35,16 @@ With an HTTP proxy (the bridge's sessions use none) the connection goes to the p
 callback host's name is resolved by the proxy, not checked here: only literals and the proxy's
 own address are.
 
+Registration resolves a callback host through `HostLookups`: getaddrinfo cannot be cancelled,
+so a host whose DNS servers never answer holds its thread until the system resolver gives up.
+On the event loop's default executor it would hold a thread that the connect-time lookups of
+deliveries and polls (aiohttp's ThreadedResolver) need, so registration's lookups have threads
+of their own, and a time limit.
+
 Exceptions::
 
     CallbackBlocked         a URL or address is refused (registration: reply 422)
+    LookupsBusy             every thread of registration's lookups is held (reply 503)
     OSError
      └── CallbackBlockedError   the same refusal at connect time, as aiohttp expects it
 """
@@ -45,10 +52,12 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
@@ -56,6 +65,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+from service.clock import Clock
 
 if TYPE_CHECKING:
     from aiohappyeyeballs import AddrInfoType, SocketFactoryType
@@ -68,6 +79,8 @@ __all__ = [
     "CallbackPolicy",
     "GuardedConnector",
     "GuardedResolver",
+    "HostLookups",
+    "LookupsBusy",
     "blocked_cause",
     "blocked_reason",
     "check_address",
@@ -81,6 +94,9 @@ IPNetwork = IPv4Network | IPv6Network
 Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 _HINT = "set security.allow_private_callbacks or add an allowed CIDR"
+# Registration's lookups of callback hosts at once: each holds a thread, for as long as the
+# system resolver waits for an answer when a host's DNS servers do not answer.
+LOOKUP_THREADS = 8
 
 
 class CallbackBlocked(Exception):
@@ -92,6 +108,15 @@ class CallbackBlocked(Exception):
         super().__init__(reason)
         self.reason = reason
         """A sentence a person can act on, naming the host, the address and the way out."""
+
+
+class LookupsBusy(Exception):
+    """Every thread of registration's lookups is held by a lookup still waiting for its DNS
+    servers: a callback host could not be looked up in time; retry later."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class CallbackBlockedError(OSError):
@@ -362,16 +387,65 @@ def check_address(address: IPAddress, policy: CallbackPolicy, *, host: str | Non
         raise CallbackBlocked(reason)
 
 
-async def _getaddrinfo(host: str, port: int) -> list[IPAddress]:
-    """Resolve `host` with the event loop's getaddrinfo (the system resolver)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+def _addresses(infos: Sequence[tuple[Any, ...]]) -> list[IPAddress]:
+    """The IP addresses of getaddrinfo's answers."""
     addresses: list[IPAddress] = []
     for *_, sockaddr in infos:
         address = parse_ip_literal(str(sockaddr[0]))
         if address is not None:
             addresses.append(address)
     return addresses
+
+
+async def _getaddrinfo(host: str, port: int) -> list[IPAddress]:
+    """Resolve `host` with the event loop's getaddrinfo (the system resolver)."""
+    loop = asyncio.get_running_loop()
+    return _addresses(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+class HostLookups:
+    """Registration's lookups of callback hosts (a `Resolve` for `check_url`): the system
+    resolver on `LOOKUP_THREADS` threads of their own, each lookup given `timeout_s` of
+    `clock`'s time, its wait for a free thread included.
+
+    A lookup its DNS servers do not answer in time is a `CallbackBlocked` naming the host; its
+    thread is held until the resolver gives up. One that found no free thread in time is
+    dropped unstarted, a `LookupsBusy`."""
+
+    def __init__(self, clock: Clock, timeout_s: float, threads: int = LOOKUP_THREADS) -> None:
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="callback-lookup")
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+
+        def wake(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(answered.set)
+
+        lookup = self._pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        lookup.add_done_callback(wake)
+        try:
+            await self._clock.wait(answered, self._timeout_s)
+        finally:
+            unstarted = lookup.cancel()  # only a lookup still waiting for a thread is dropped
+        if unstarted:
+            raise LookupsBusy(
+                f"host {host} could not be looked up within {self._timeout_s:g} s: every lookup "
+                "of callback hosts is waiting for DNS servers that do not answer; retry later"
+            )
+        if not lookup.done():
+            raise CallbackBlocked(
+                f"host {host} did not resolve within {self._timeout_s:g} s "
+                "(security.callback_dns_timeout_s): its DNS servers did not answer in time"
+            )
+        return _addresses(lookup.result())
+
+    def close(self) -> None:
+        """Drop the lookups still waiting for a thread; those under way end on their own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def check_url(url: str, policy: CallbackPolicy, resolve: Resolve | None = None) -> None:

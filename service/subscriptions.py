@@ -1,7 +1,8 @@
 """The service layer of subscriptions: tenant-wide endpoints that get every matching event.
 
 HTTP handlers and the dashboard call only this; it owns every store call made for
-subscriptions.
+subscriptions, and each tenant's rate of subscription changes (`auth.subscription_changes_per_min`):
+creations, deletions, enabling and disabling, rotations and test events, from either.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Literal
 import structlog
 
 from service import events, ssrf
+from service.auth import RateLimiter, retry_after_header
 from service.clock import Clock
 from service.config import Settings
 from service.endpoints import Endpoints
-from service.errors import Conflict, InvalidRequest, NotFound
+from service.errors import Busy, Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.sender import Sender
 from service.signing import endpoint_secret, new_secret
@@ -83,6 +85,10 @@ class SubscriptionService:
         self._endpoints = Endpoints(settings.delivery, self._vault)
         self._resolve = resolve
         self._policy = settings.security.callback_policy()
+        auth = settings.auth
+        self._changes = RateLimiter(
+            auth.subscription_changes_per_min / 60, auth.subscription_change_burst, clock
+        )
 
     async def create(
         self,
@@ -96,10 +102,14 @@ class SubscriptionService:
     ) -> Created:
         """Check where the URL points, and commit. Each argument is valid on its own already
         (the HTTP layer's request model checks each)."""
+        self._change(tenant)
         try:
             await ssrf.check_url(url, self._policy, self._resolve)
         except ssrf.CallbackBlocked as blocked:
             raise InvalidRequest.field("url", blocked.reason) from None
+        except ssrf.LookupsBusy as busy:
+            wait = retry_after_header(self._settings.security.callback_dns_timeout_s)
+            raise Busy(busy.reason, retry_after=wait) from None
         # Counted before the insert: two creations racing at 99 may make 101. The cap is there
         # to bound fan-out, which one or two more do not change.
         if len(await self._store.list_subscriptions(tenant)) >= MAX_ACTIVE:
@@ -129,6 +139,10 @@ class SubscriptionService:
         log.info("subscription.created", subscription_id=subscription.id, events=list(events))
         return Created(subscription, secret or None)
 
+    def _change(self, tenant: str) -> None:
+        """Spend one of the tenant's subscription changes (`TooManyRequests` past its rate)."""
+        self._changes.spend(tenant, "subscription changes")
+
     async def list(self, tenant: str) -> list[Subscription]:
         """The tenant's active and disabled subscriptions, oldest first."""
         return await self._store.list_subscriptions(tenant)
@@ -141,6 +155,7 @@ class SubscriptionService:
     async def set_enabled(self, tenant: str, subscription_id: str, enabled: bool) -> Subscription:
         """Enable or disable a subscription. A disabled one gets no new deliveries and its
         pending ones are cancelled (redeliver them once enabled again)."""
+        self._change(tenant)
         status: Literal["active", "disabled"] = "active" if enabled else "disabled"
         changed = await self._store.set_subscription_status(
             tenant, subscription_id, status, self._clock.now()
@@ -153,6 +168,7 @@ class SubscriptionService:
     async def rotate(self, tenant: str, subscription_id: str) -> Rotated:
         """Give the subscription a new secret; the one before (its own, or the configured
         signing secrets) signs too for `ROTATION_OVERLAP_S`."""
+        self._change(tenant)
         now, secret = self._clock.now(), new_secret()
         rotated = await self._store.rotate_subscription_secret(
             tenant, subscription_id, self._vault.seal(secret), now + ROTATION_OVERLAP_S, now
@@ -165,6 +181,7 @@ class SubscriptionService:
     async def send_test(self, tenant: str, subscription_id: str) -> TestSent:
         """POST a signed `webhook.test` event to the subscription now, once (no retries, not
         recorded as a delivery), and say how the receiver answered."""
+        self._change(tenant)
         subscription = await self.get(tenant, subscription_id)
         if subscription.status not in ("active", "disabled"):
             raise NotFound(f"no subscription {subscription_id}")
@@ -196,6 +213,7 @@ class SubscriptionService:
     async def delete(self, tenant: str, subscription_id: str) -> None:
         """End an active or disabled subscription: nothing more is sent to it, pending
         deliveries included."""
+        self._change(tenant)
         deleted = await self._store.delete_subscription(tenant, subscription_id, self._clock.now())
         if deleted is None:
             raise NotFound(f"no active subscription {subscription_id}")

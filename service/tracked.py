@@ -122,16 +122,6 @@ class Holdings:
         self._by_watch[watch.id] = key
         return target
 
-    def relet(self, watch: Watch) -> bool:
-        """Hold a watch already held under the lease token in `watch`: this process claimed it
-        again (its lease ran out while the store was down), and its writes go on under the new
-        token. False when it is not held."""
-        key = self._by_watch.get(watch.id)
-        if key is None:
-            return False
-        self.targets[key].watches[watch.id].token = watch.lease_token
-        return True
-
     def remove(self, watch_id: str) -> Target | None:
         """Let go of a watch; its target when that is left without watches (now stale)."""
         key = self._by_watch.pop(watch_id, None)

@@ -17,6 +17,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from service.errors import BridgeError
 
 PREFIX = "enc:v1:"
+# Without a key, a value that starts as sealed ones do is stored behind this, to open as it was
+# given (a Fernet token never starts with it).
+_CLEAR = PREFIX + "clear:"
 
 
 class VaultError(BridgeError):
@@ -50,15 +53,18 @@ class Vault:
         return self._fernet is not None
 
     def seal(self, value: str) -> str:
-        """`value` encrypted under the newest key (unchanged when no key is configured)."""
+        """`value` encrypted under the newest key (unchanged when no key is configured, but for
+        a value that starts as sealed ones do)."""
         if self._fernet is None:
-            return value
+            return _CLEAR + value if value.startswith(PREFIX) else value
         return PREFIX + self._fernet.encrypt(value.encode()).decode()
 
     def open(self, value: str) -> str:
         """The plain value of something `seal` returned (or stored before keys existed)."""
         if not value.startswith(PREFIX):
             return value
+        if value.startswith(_CLEAR):
+            return value.removeprefix(_CLEAR)
         if self._fernet is None:
             raise VaultError(
                 "a stored secret is encrypted but security.encryption_key is not set; "

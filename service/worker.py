@@ -88,13 +88,18 @@ class Worker:
         return cls(owner, clock, leases, poller, writer, deliverer)
 
     async def start(self) -> None:
-        """Start polling, and claim what is due at once."""
+        """Start polling, report the watches no process configured like this one polls, and
+        claim what is due at once."""
         self.writer.start()
         self.poller.start()
-        claims = {"claim-deliveries": self.deliverer.claim, "claim-watches": self.leases.claim}
-        for name, claim in claims.items():
+        at_start = {
+            "report-unconfigured-upstreams": self.leases.report_unconfigured,
+            "claim-deliveries": self.deliverer.claim,
+            "claim-watches": self.leases.claim,
+        }
+        for name, job in at_start.items():
             try:
-                await claim()
+                await job()
             except StoreUnavailable:
                 pass  # logged once per outage by the store's health; the next claim tries again
             except StoreError as error:

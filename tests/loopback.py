@@ -16,6 +16,16 @@ from starlette.types import ASGIApp
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def eventually(predicate: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
+    """Until `predicate()` is true; fail at the deadline (no fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    # Polled: what it watches (a server's count, the bridge's) signals nothing when it changes.
+    while not predicate():
+        assert loop.time() < deadline, f"not within {within_s:g} s: {what}"
+        await asyncio.sleep(0.005)
+
+
 @contextlib.asynccontextmanager
 async def loopback_server(handle: Handler, **app_options: Any) -> AsyncIterator[str]:
     """An aiohttp server on 127.0.0.1 and a free port answering every method and path with

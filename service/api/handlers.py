@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -26,13 +26,12 @@ from service.api.models import (
 )
 from service.api.problems import invalid_body
 from service.api.state import State
-from service.auth import Caller, RateLimiter, retry_after_header
+from service.auth import Caller
 from service.errors import (
     ApiError,
     InvalidRequest,
     NotFound,
     TooLarge,
-    TooManyRequests,
     UnsupportedMediaType,
 )
 from service.store.base import EventRecord, WatchFilter
@@ -85,6 +84,13 @@ def route(path: str, **endpoints: Endpoint) -> Route:
         return await endpoints[request.method](request)
 
     return Route(path, endpoint, methods=list(endpoints))
+
+
+async def client_gone(request: Request[Any], error: Exception) -> Response:
+    """The answer to a request whose client went away before its body was whole (or whose
+    connection was closed for taking too long): nobody reads it, and nothing failed."""
+    assert isinstance(error, ClientDisconnect)
+    return Response(status_code=CLIENT_GONE)
 
 
 def json_response(answer: responses.Answer, status: int = 200) -> Response:
@@ -226,28 +232,11 @@ def _traceparent(request: Request[State]) -> str | None:
     return value if _TRACEPARENT.match(value) else None
 
 
-def _within_rate(limiter: RateLimiter, tenant: str, what: str) -> None:
-    """Spend one of the tenant's tokens of `limiter`, or answer 429 with Retry-After."""
-    wait = limiter.take(tenant)
-    if wait is not None:
-        raise TooManyRequests(
-            f"too many {what} for this token; retry in {retry_after_header(wait)} s",
-            retry_after=retry_after_header(wait),
-        )
-
-
 async def _registration(request: Request[State]) -> tuple[str, dict[str, Any]]:
     """The tenant and the JSON object of a registration, within the tenant's rate."""
     tenant = _tenant(request)
-    _within_rate(request.state["access"].registrations, tenant, "registrations")
+    request.state["access"].registrations.spend(tenant, "registrations")
     return tenant, await _json_object(request)
-
-
-def _subscription_change(request: Request[State]) -> str:
-    """The tenant of a subscription creation or deletion, within the tenant's rate."""
-    tenant = _tenant(request)
-    _within_rate(request.state["access"].subscription_changes, tenant, "subscription changes")
-    return tenant
 
 
 def _registered(registered: Registered) -> Response:
@@ -493,7 +482,7 @@ async def list_events(request: Request[State]) -> Response:
 
 
 async def create_subscription(request: Request[State]) -> Response:
-    tenant = _subscription_change(request)
+    tenant = _tenant(request)
     body = _valid(SubscriptionRequest, await _json_object(request))
     created = await request.state["subscriptions"].create(
         tenant, body.url, body.events, secret=body.secret, headers=body.headers,
@@ -550,9 +539,9 @@ async def test_subscription(request: Request[State]) -> Response:
 
 
 def _subscription_changed(request: Request[State]) -> tuple[str, str]:
-    """The tenant (within its rate of subscription changes) and the subscription id of the
-    path, which names no subscription unless it has the form of one."""
-    tenant = _subscription_change(request)
+    """The tenant and the subscription id of the path, which names no subscription unless it
+    has the form of one."""
+    tenant = _tenant(request)
     subscription_id = str(request.path_params["subscription_id"])
     if not SUBSCRIPTION_ID.fullmatch(subscription_id):
         raise NotFound(f"no subscription {subscription_id[:80]}")

@@ -16,7 +16,7 @@ from typing_extensions import TypeAliasType
 
 from service import __version__, subscriptions
 from service.answers import JOB_ID
-from service.api import responses, watch_query
+from service.api import responses
 from service.api.handlers import (
     DEFAULT_LIMIT,
     EVENT_ID_PATTERN,
@@ -169,6 +169,20 @@ _TOO_LARGE = _problem(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
 _INVALID = _problem("A field is invalid; `errors` names each.")
 _INVALID_QUERY = _problem("A query parameter is invalid.")
 _KEY_REUSED = _problem("The Idempotency-Key was used with another body.")
+_STORE_UNAVAILABLE = (
+    "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), "
+    "type /problems/store-unavailable; retry after Retry-After. A registration retried "
+    "with the same Idempotency-Key is registered once, even if the first one was committed "
+    "after all."
+)
+_RETRY_AFTER = {"Retry-After": _header("Seconds to wait.", _SECONDS)}
+# Where a callback URL is checked: its host's lookup may find no free thread in time.
+_STORE_OR_LOOKUPS_BUSY = _problem(
+    f"{_STORE_UNAVAILABLE} Or every lookup of callback hosts is waiting for DNS servers that "
+    "do not answer, type /problems/busy: the URL's host could not be looked up within "
+    "security.callback_dns_timeout_s; retry after Retry-After.",
+    _RETRY_AFTER,
+)
 _CHANGES = _rate_limited(
     "Too many subscription changes for this token (auth.subscription_changes_per_min)."
 )
@@ -201,6 +215,7 @@ def _registration() -> dict[str, dict[str, Any]]:
             "409": _KEY_REUSED,
             "413": _TOO_LARGE,
             "422": _INVALID,
+            "503": _STORE_OR_LOOKUPS_BUSY,
             "429": _rate_limited(f"{too_many}."),
         },
         parameters=[
@@ -226,6 +241,7 @@ def _registration() -> dict[str, dict[str, Any]]:
             "409": _KEY_REUSED,
             "413": _TOO_LARGE,
             "422": _INVALID,
+            "503": _STORE_OR_LOOKUPS_BUSY,
             "429": _problem(
                 f"{too_many}, or the upstream's own 429.",
                 {"Retry-After": {"description": "Whole seconds to wait.",
@@ -247,6 +263,14 @@ def _registration() -> dict[str, dict[str, Any]]:
         requestBody=_body(GenerateRequest),
     )  # fmt: skip
     return {"/v1/watches": {"post": created}, "/v1/generate": {"post": generated}}
+
+
+def _recovery_filter(name: str) -> dict[str, Any]:
+    """A query parameter of the listing, described as the `RecoverRequest` field it is too."""
+    field = RecoverRequest.model_fields[name]
+    assert isinstance(field.json_schema_extra, dict)
+    schema = {"type": "string", **field.json_schema_extra}
+    return {"name": name, "in": "query", "description": field.description, "schema": schema}
 
 
 def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -280,18 +304,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "schema": {"type": "string", "pattern": UPSTREAM_NAME.pattern}},
                 {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
                  "schema": {"type": "string", "pattern": JOB_ID.pattern}},
-                {"name": "job_id_prefix", "in": "query",
-                 "description": "Only the watches whose job id starts with this (case "
-                 "included).", "schema": {"type": "string", "pattern": JOB_ID.pattern}},
-                {"name": "metadata_key", "in": "query",
-                 "description": "With metadata_value: only the watches whose metadata has this "
-                 f"top-level key; {watch_query.METADATA_KEY_RULE}.",
-                 "schema": {"type": "string", "pattern": f"^{watch_query.METADATA_KEY.pattern}$"}},
-                {"name": "metadata_value", "in": "query",
-                 "description": "With metadata_key: the key's value, a string equal to this or "
-                 "a number it writes (exact match).",
-                 "schema": {"type": "string", "minLength": 1,
-                            "maxLength": watch_query.MAX_METADATA_VALUE}},
+                *map(_recovery_filter, ("job_id_prefix", "metadata_key", "metadata_value")),
                 {"name": "created_from", "in": "query",
                  "description": "Only the watches created at or after this time (UTC without "
                  "an offset).", "schema": {"type": "string", "format": "date-time"}},
@@ -477,6 +490,7 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                     "413": _TOO_LARGE,
                     "422": _INVALID,
                     "429": _CHANGES,
+                    "503": _STORE_OR_LOOKUPS_BUSY,
                 },
                 requestBody=_body(SubscriptionRequest),
             ),
@@ -604,13 +618,7 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
         "A browser says another site sent the request (Origin, Sec-Fetch-Site), or the token "
         "has role viewer, which may read but not change anything (type /problems/read-only-token)."
     )
-    store_unavailable = _problem(
-        "The bridge's store is unavailable (unreachable, or refusing writes: a full disk), "
-        "type /problems/store-unavailable; retry after Retry-After. A registration retried "
-        "with the same Idempotency-Key is registered once, even if the first one was committed "
-        "after all.",
-        {"Retry-After": _header("Seconds to wait.", _SECONDS)},
-    )
+    store_unavailable = _problem(_STORE_UNAVAILABLE, _RETRY_AFTER)
     locked_out = _rate_limited(
         "Too many failed authentications from this address (auth.failed_auth_burst)."
     )
@@ -622,7 +630,7 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
             if path.startswith("/v1/"):
                 reads = method.upper() in READ_METHODS
                 answers["403"] = cross_site if reads else cross_site_or_read_only
-                answers["503"] = store_unavailable
+                answers.setdefault("503", store_unavailable)
             if "requestBody" in operation:
                 answers["415"] = _problem(
                     "The body was not sent as Content-Type: application/json."

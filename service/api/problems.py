@@ -15,6 +15,7 @@ from service.api.responses import FieldError, Problem
 from service.errors import (
     ApiError,
     BadGateway,
+    Busy,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -46,6 +47,7 @@ PROBLEMS: dict[type[ApiError], tuple[int, str, str]] = {
     # The status is the upstream's own (`UpstreamRefused.upstream_status`).
     UpstreamRefused: (400, "upstream-refused", "The upstream refused the request"),
     BadGateway: (502, "upstream-failed", "The upstream failed"),
+    Busy: (503, "busy", "Busy"),
 }
 # How a client presents a token (RFC 6750), said with every 401.
 WWW_AUTHENTICATE = 'Bearer realm="webhook-bridge"'

@@ -414,7 +414,6 @@ class Subscription(Answer):
     @classmethod
     def of(cls, subscription: store.Subscription, **more: Any) -> Self:
         """The answer showing `subscription`, with the `more` fields of a subclass."""
-        until = subscription.previous_secret_until
         return cls(
             id=subscription.id,
             url=public_url(subscription.url),
@@ -423,7 +422,7 @@ class Subscription(Answer):
             final_statuses=subscription.final_statuses,
             status=subscription.status,
             created_at=iso8601(subscription.created_at),
-            previous_secret_expires_at=None if until is None else iso8601(until),
+            previous_secret_expires_at=_time(subscription.previous_secret_until),
             **more,
         )
 

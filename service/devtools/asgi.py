@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 Sleep = Callable[[float], Awaitable[None]]
 """`asyncio.sleep`, or a fake that records the delays a test asked for."""
 
-JSON_TYPE = b"application/json"
 MAX_BODY = 1 << 20
 
 
@@ -38,19 +37,8 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
-async def lifespan(receive: Receive, send: Send) -> None:
-    """Answer the lifespan protocol: nothing to start or stop."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def read_body(receive: Receive, limit: int = MAX_BODY) -> bytes:
-    """The whole request body; BodyTooLarge past `limit` bytes."""
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body; BodyTooLarge past MAX_BODY bytes."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -59,7 +47,7 @@ async def read_body(receive: Receive, limit: int = MAX_BODY) -> bytes:
             break
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
+        if size > MAX_BODY:
             raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -76,14 +64,10 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 async def send_bytes(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = JSON_TYPE,
-    extra: Iterable[tuple[bytes, bytes]] = (),
+    send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
-    """Send a complete answer in two messages, with its length."""
-    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    """Send a complete JSON answer in two messages, with its length."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -140,7 +124,7 @@ def serve(app: ASGIApp, host: str, port: int, banner: Callable[[str], str]) -> i
         http="httptools",
         loop="uvloop",
         ws="none",
-        lifespan="on",
+        lifespan="off",  # the apps have nothing to start or stop
         access_log=False,
         log_level="warning",
         proxy_headers=False,

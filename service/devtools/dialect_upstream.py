@@ -18,7 +18,6 @@ from starlette.types import Receive, Scope, Send
 from service.devtools import asgi
 from service.devtools.providers import Answer, Provider, Request
 from service.devtools.simulator import FAULT_ANSWERS, SIM, FakeUpstream, SimulatorConfig
-from service.devtools.upstream_jobs import SpecError
 
 PATH_NOT_FOUND: Answer = (404, {"error": "Not found"})
 
@@ -101,13 +100,9 @@ class DialectUpstream(FakeUpstream):
 
     async def _create_job(self, receive: Receive, send: Send) -> None:
         """A new job from the body's optional `sim` object, answered as the provider does."""
-        try:
-            payload = await self._json_object(receive)
-            spec = self._spec(payload.get("sim") or {}, "sim")
-        except SpecError as exc:
-            await self._reply(send, (400, {"error": str(exc)}))
+        job = await self._new_job(receive, send)
+        if job is None:
             return
-        job = self._add(spec, None)
         provider = self.provider
         if provider.created is None:
             await self._reply(send, provider.answer(job.view(self._clock())))

@@ -97,9 +97,6 @@ class Prefixes:
         self._apps = dict(apps)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await asgi.lifespan(receive, send)
-            return
         if scope["type"] != "http":
             return
         name, _, rest = scope["path"][1:].partition("/")

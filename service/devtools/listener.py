@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 
 import orjson
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from service.devtools import asgi
 
@@ -150,15 +150,17 @@ def _append(path: Path, line: bytes) -> None:
 
 
 class Listener:
-    """The receiving endpoint as an ASGI app; counts requests per exact path and query."""
+    """The receiving endpoint as an ASGI app; counts requests per exact path and query.
+    `clock` stamps `received_at`, `sleep` serves `delay_s`."""
 
     def __init__(
         self,
         secret: str | None,
         record: Path | None,
         quiet: bool,
-        clock: Callable[[], float],
-        sleep: asgi.Sleep,
+        clock: Callable[[], float] = time.time,
+        *,
+        sleep: asgi.Sleep = asyncio.sleep,
     ) -> None:
         try:
             self._webhook = Webhook(secret) if secret else None
@@ -171,11 +173,9 @@ class Listener:
         self._seen: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await asgi.lifespan(receive, send)
-        elif scope["type"] != "http":
+        if scope["type"] != "http":
             return
-        elif scope["method"] not in ("POST", "PUT"):
+        if scope["method"] not in ("POST", "PUT"):
             error = {"error": "send webhooks with POST or PUT"}
             await asgi.send_json(send, 405, error, extra=[(b"allow", b"POST, PUT")])
         else:
@@ -231,16 +231,8 @@ class Listener:
         await asgi.send_bytes(send, status, body_out, extra=extra)
 
 
-def build_app(
-    secret: str | None,
-    record: Path | None,
-    quiet: bool,
-    clock: Callable[[], float] = time.time,
-    *,
-    sleep: asgi.Sleep = asyncio.sleep,
-) -> ASGIApp:
-    """The listener app; `clock` stamps `received_at`, `sleep` serves `delay_s`."""
-    return Listener(secret, record, quiet, clock, sleep)
+# Named as `fake_upstream.build_app`, which builds the simulator.
+build_app = Listener
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -180,8 +180,6 @@ class FakeUpstream:
                 await self._control(scope, receive, send, path[len(SIM) :])
             else:
                 await asgi.send_bytes(send, 404, PATH_NOT_FOUND)
-        elif scope["type"] == "lifespan":
-            await asgi.lifespan(receive, send)
 
     async def _answer(self, send: Send, status: int, body: bytes, extra: Headers = ()) -> None:
         self._by_status[status] = self._by_status.get(status, 0) + 1
@@ -284,14 +282,19 @@ class FakeUpstream:
         return payload
 
     async def _create(self, receive: Receive, send: Send) -> None:
+        job = await self._new_job(receive, send)
+        if job is not None:
+            await self._answer(send, 200, orjson.dumps({"id": job.id, "status": "queued"}))
+
+    async def _new_job(self, receive: Receive, send: Send) -> Job | None:
+        """A job from the body's optional `sim` object; None when that is invalid (400 sent)."""
         try:
             payload = await self._json_object(receive)
             spec = self._spec(payload.get("sim") or {}, "sim")
         except SpecError as exc:
             await self._answer(send, 400, orjson.dumps({"error": str(exc)}))
-            return
-        job = self._add(spec, None)
-        await self._answer(send, 200, orjson.dumps({"id": job.id, "status": "queued"}))
+            return None
+        return self._add(spec, None)
 
     def _spec(self, raw: object, where: str) -> JobSpec:
         config = self.config

@@ -39,8 +39,11 @@ one before (`previous_secret` "" then stands for the shared signing secrets).
 Leases
 ------
 Work is claimed with a lease: an owner name, an expiry time and a *token* that grows by one at
-each claim. A row whose lease has expired (or that has none) may be claimed by anyone; a claim
-takes the lease away from a previous holder, whose token no longer matches. Every write-back of
+each claim by another owner. A row whose lease has expired (or that has none) may be claimed by
+anyone; a claim takes the lease away from a previous holder, whose token no longer matches. An
+owner taking back its own lease that ran out (a store outage outlasted it, and nobody claimed
+the row meanwhile) keeps the token: it still holds the work, and its writes under way still
+count. A released lease has no owner, so claiming it again raises the token. Every write-back of
 claimed work names the owner and token it was claimed with and is applied only when both still
 match (*fencing*): otherwise it raises `LeaseLost` and changes nothing. So at most one holder
 acts on a row at a time, and a stale holder's writes are rejected.
@@ -565,7 +568,7 @@ class Store(abc.ABC):
         """Claim up to `limit` `active` watches whose lease is absent or expired at `now`,
         due or not, those due soonest first, and return them in that order; only those of
         `upstreams` when given (the ones this process polls). Each claim raises the token by
-        one."""
+        one, unless `owner` holds the lease already (see Leases)."""
 
     @abc.abstractmethod
     async def renew_watch_leases(
@@ -802,6 +805,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         """Watches per status (every status present, zero when none)."""
+
+    @abc.abstractmethod
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        """Every tenant's `active` watches per upstream name, the names that have any."""
 
     @abc.abstractmethod
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:

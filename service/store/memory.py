@@ -34,7 +34,8 @@ class Lease:
         return self.owner == owner and self.token == token
 
     def take(self, owner: str, until: float) -> None:
-        self.owner, self.until, self.token = owner, until, self.token + 1
+        token = self.token if owner == self.owner else self.token + 1
+        self.owner, self.until, self.token = owner, until, token
 
     def release(self) -> None:
         self.owner = self.until = None
@@ -702,6 +703,10 @@ class MemoryStore(base.Store):
             if tenant in (None, watch.tenant):
                 counts[watch.status] += 1
         return counts
+
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        self._call(writes=False)
+        return dict(Counter(w.upstream for w in self.watches.values() if w.status == "active"))
 
     async def count_outcomes(
         self, tenant: str

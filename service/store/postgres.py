@@ -176,10 +176,13 @@ FROM unnest($1::text[], $2::text[], $3::int[]) AS t (host, tenant, most) CROSS J
     ORDER BY d.host, d.tenant, d.next_attempt_at, d.id
     LIMIT t.most FOR NO KEY UPDATE OF d SKIP LOCKED) c
 """
+# The token a claim by $1 gives: kept when $1 takes back a lease of its own that ran out while it
+# still held the work (a store outage), so its writes under way still count; raised otherwise.
+_NEXT_LEASE_NUMBER = "CASE WHEN lease_owner = $1 THEN lease_token ELSE lease_token + 1 END"
 # Claims the deliveries of `due` (ids) for $1 until $3, and reads them as sent.
 _CLAIM = (
     "d AS (UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $3,"  # noqa: S608
-    " lease_token = d.lease_token + 1 FROM due WHERE d.id = due.id RETURNING d.*)"
+    f" lease_token = {_NEXT_LEASE_NUMBER} FROM due WHERE d.id = due.id RETURNING d.*)"
     f" SELECT {_DELIVERY_COLUMNS} FROM d JOIN watches w ON w.id = d.watch_id"
     " LEFT JOIN subscriptions s ON s.id = d.subscription_id ORDER BY d.next_attempt_at, d.id"
 )
@@ -621,7 +624,7 @@ class PostgresStore(Store):
             " AND ($5::text[] IS NULL OR upstream = ANY($5::text[]))"
             " ORDER BY next_poll_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED)"
             " UPDATE watches w SET lease_owner = $1, lease_expires_at = $3,"
-            " lease_token = w.lease_token + 1 FROM due WHERE w.id = due.id"
+            f" lease_token = {_NEXT_LEASE_NUMBER} FROM due WHERE w.id = due.id"
             f" RETURNING {_W_WATCH_COLUMNS}",
             owner,
             now,
@@ -1003,6 +1006,12 @@ class PostgresStore(Store):
         counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
         counts.update((row[0], row[1]) for row in rows)
         return counts
+
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        rows = await self._fetch(
+            "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
+        )
+        return {row[0]: row[1] for row in rows}
 
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
         rows = await self._fetch(

@@ -100,6 +100,9 @@ _EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 STATEMENTS = 128 + 5 * sqlite_outcomes.MOST
 # Leases renewed per transaction: a few milliseconds of the thread each.
 RENEWAL_CHUNK = 1000
+# The token a claim by ? gives: kept when it takes back a lease of its own that ran out while it
+# still held the work (a store outage), so its writes under way still count; raised otherwise.
+_NEXT_LEASE_NUMBER = "CASE WHEN lease_owner = ? THEN lease_token ELSE lease_token + 1 END"
 # The status in which a leased row's lease may be renewed.
 _LEASED_WHILE = {"watches": "active", "deliveries": "pending"}
 # SQLite's primary result codes that say the database cannot be used for now rather than that
@@ -606,13 +609,13 @@ class SQLiteStore(Store):
         def claim(db: sqlite3.Connection) -> list[Watch]:
             rows = db.execute(
                 f"UPDATE watches SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
-                " lease_token = lease_token + 1"
+                f" lease_token = {_NEXT_LEASE_NUMBER}"
                 " WHERE id IN (SELECT id FROM watches WHERE status = 'active'"
                 "   AND (lease_owner IS NULL OR lease_expires_at <= ?)"
                 "   AND (? IS NULL OR upstream IN (SELECT value FROM json_each(?)))"
                 "   ORDER BY next_poll_at LIMIT ?)"
                 f" RETURNING {_WATCH_COLUMNS}",
-                (owner, lease_until, now, named, named, limit),
+                (owner, lease_until, owner, now, named, named, limit),
             ).fetchall()
             return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
 
@@ -764,9 +767,9 @@ class SQLiteStore(Store):
             if not chosen:
                 return []
             db.execute(
-                "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"
-                " lease_token = lease_token + 1 WHERE id IN (SELECT value FROM json_each(?))",
-                (owner, lease_until, json.dumps(chosen)),
+                f"UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
+                f" lease_token = {_NEXT_LEASE_NUMBER} WHERE id IN (SELECT value FROM json_each(?))",
+                (owner, lease_until, owner, json.dumps(chosen)),
             )
             found = _deliveries(db, chosen)
             return [found[delivery_id] for delivery_id in chosen]
@@ -1013,6 +1016,14 @@ class SQLiteStore(Store):
         counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
         counts.update(dict(rows))
         return counts
+
+    async def count_active_by_upstream(self) -> dict[str, int]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
+            ).fetchall()
+        )
+        return dict(rows)
 
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
         rows = await self._run(

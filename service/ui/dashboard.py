@@ -1,9 +1,8 @@
 """What the dashboard shows: the tenant's watches and their counts by job outcome and delivery
 state, what ended over the last day, one watch's deliveries (where their attempts stand), the
-endpoints a redelivery may send it to, its timeline, durations and the body it sent, the
-bridge's health. Everything goes through the service layer, as the API's handlers do: reads and
-actions (`WatchService`, `RedeliveryService`, `SubscriptionService`) follow the same rules, the
-health figures come from the `Monitor`."""
+endpoints a redelivery may send it to, its timeline, durations and the body it sent.
+Everything goes through the service layer, as the API's handlers do: reads and actions
+(`WatchService`, `RedeliveryService`, `SubscriptionService`) follow the same rules."""
 
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from service import USER_AGENT
 from service.api.responses import MASK, public_url
 from service.durations import Durations, Gap
 from service.errors import NotFound
-from service.monitor import Health, Monitor
 from service.redelivery import UNSENDABLE_WORDS, Choice, RedeliveryService
 from service.store.base import (
     REDELIVERABLE,
@@ -158,12 +156,10 @@ class Dashboard:
         watches: WatchService,
         redelivery: RedeliveryService,
         subscriptions: SubscriptionService,
-        monitor: Monitor,
     ) -> None:
         self._watches = watches
         self._redelivery = redelivery
         self._subscriptions = subscriptions
-        self._monitor = monitor
 
     async def list_page(
         self, tenant: str, filters: WatchFilter, cursor: str | None, size: int | None = None
@@ -177,11 +173,6 @@ class Dashboard:
         ]
         digest = _digest([total, counts.outcomes, counts.deliveries, shown])
         return ListPage(page.watches, total, counts, page.next_cursor, digest)
-
-    async def list_fingerprint(
-        self, tenant: str, filters: WatchFilter, cursor: str | None, size: int | None = None
-    ) -> str:
-        return (await self.list_page(tenant, filters, cursor, size)).fingerprint
 
     async def watch_page(self, tenant: str, watch_id: str) -> WatchPage | None:
         history = await self._history(tenant, watch_id)
@@ -283,9 +274,6 @@ class Dashboard:
     async def trends(self, tenant: str) -> trends.Trends:
         return trends.trends(await self._watches.trend(tenant))
 
-    def health(self) -> Health:
-        return self._monitor.health()
-
     async def cancel(self, tenant: str, watch_id: str) -> None:
         await self._watches.cancel(tenant, watch_id)
 
@@ -296,13 +284,6 @@ class Dashboard:
             f"{delivery.endpoint} (series {delivery.series})" for delivery in done.deliveries
         )
         return f"Redelivery started to {sent}."
-
-    async def retry(self, tenant: str, watch_id: str, delivery_id: str) -> DeliveryRecord:
-        return await self._watches.retry(tenant, watch_id, delivery_id)
-
-    @property
-    def max_attempts(self) -> int:
-        return self._watches.max_attempts
 
 
 _GAPS: dict[Gap, str] = {

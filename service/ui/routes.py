@@ -23,7 +23,7 @@ import structlog
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -37,6 +37,7 @@ from service.api.handlers import (
     WEBHOOK_ID,
     HeldStream,
     client_address,
+    client_gone,
     route,
 )
 from service.api.problems import STORE_RETRY_AFTER_S
@@ -109,9 +110,7 @@ def _when(value: float | None) -> str:
 
 def _dashboard(request: Request[State]) -> Dashboard:
     state = request.state
-    return Dashboard(
-        state["watches"], state["redelivery"], state["subscriptions"], state["monitor"]
-    )
+    return Dashboard(state["watches"], state["redelivery"], state["subscriptions"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +321,7 @@ class Pages:
         context = self.context(
             request, session, page=page, filters=shown, filtered=filtered, errors={},
             older=older, newest=newest, upstream_column=self._upstream_column(page.watches),
-            health=dashboard.health(),
+            health=request.state["monitor"].health(),
             live="/ui/live?" + urlencode({**query, "cursor": cursor or ""}),
             recover=recover, recover_count=min(page.total, self.max_redeliveries),
         )  # fmt: skip
@@ -389,15 +388,15 @@ class Pages:
         delivery_id = str(request.path_params["delivery_id"])
         if not (WATCH_ID.match(watch_id) and WEBHOOK_ID.match(delivery_id)):
             return self._no_watch(request, session)
-        dashboard = _dashboard(request)
+        watches = request.state["watches"]
         try:
-            retried = await dashboard.retry(session.tenant, watch_id, delivery_id)
+            retried = await watches.retry(session.tenant, watch_id, delivery_id)
         except NotFound:
             return self._no_watch(request, session)
         except ApiError as refused:
             message = f"Not done: {refused.message}"
         else:
-            most = dashboard.max_attempts
+            most = watches.max_attempts
             message = (
                 f"Retry started: attempt {min(retried.attempts + 1, most)} of {most} of "
                 f"{delivery_id} is made now."
@@ -433,7 +432,8 @@ class Pages:
                 return Response(message, 400, media_type="text/plain")
 
             async def fingerprint() -> str | None:
-                return await dashboard.list_fingerprint(session.tenant, chosen, cursor, size)
+                page = await dashboard.list_page(session.tenant, chosen, cursor, size)
+                return page.fingerprint
 
         if await fingerprint() is None:
             return Response("no such watch", 404, media_type="text/plain")
@@ -563,6 +563,7 @@ def create_ui_app(settings: Settings, clock: Clock) -> Starlette:
         exception_handlers={
             HTTPException: http_error,
             StoreUnavailable: unavailable,
+            ClientDisconnect: client_gone,
             Exception: crash,
         },
     )

@@ -29,18 +29,8 @@ LATENCY_MARKS = {
 LATENCY_TICKS = tuple(LATENCY_MARKS)
 
 
-@dataclass(frozen=True, slots=True)
-class Geometry:
-    """Where the template draws a chart's frame and labels."""
-
-    width: float = WIDTH
-    height: float = HEIGHT
-    left: float = LEFT
-    right: float = RIGHT
-    label_y: float = LABEL_Y
-
-
-GEOMETRY = Geometry()
+# Where the template draws a chart's frame and labels.
+GEOMETRY = {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": RIGHT, "label_y": LABEL_Y}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +84,9 @@ class Trends:
     totals: OutcomeBucket  # every count summed; no percentiles (those of hours do not add up)
 
 
-def number(value: int) -> str:
+def number(value: float) -> str:
     """A count with its thousands apart: `12,345`."""
-    return f"{value:,}"
+    return f"{value:,.0f}"
 
 
 def hour_label(start: float) -> str:
@@ -172,10 +162,6 @@ def _nice_ceiling(value: float) -> float:
     return next(m * power for m in (1, 2, 5, 10) if m * power >= value)
 
 
-def _count(value: float) -> str:
-    return f"{value:,.0f}"
-
-
 def stacked(
     chart_id: str, title: str, labels: Sequence[str], series: Sequence[Series], empty: str
 ) -> Chart:
@@ -193,17 +179,17 @@ def stacked(
                 continue
             tall = value / top * height
             base -= tall
-            tip = f"{label}: {_count(value)} {s.label}"
+            tip = f"{label}: {number(value)} {s.label}"
             box = (round(x, 2), round(base, 2), round(width, 2), round(tall, 2))
             bars.append(Bar(*box, s.key, tip))
-    scale = [Mark(BOTTOM, "0"), Mark(TOP, _count(top))]
+    scale = [Mark(BOTTOM, "0"), Mark(TOP, number(top))]
     if top >= 2 and top % 2 == 0:
-        scale.insert(1, Mark(round(TOP + height / 2, 2), _count(top / 2)))
-    sums = ", ".join(f"{_count(sum(v or 0.0 for v in s.values))} {s.label}" for s in series)
+        scale.insert(1, Mark(round(TOP + height / 2, 2), number(top / 2)))
+    sums = ", ".join(f"{number(sum(v or 0.0 for v in s.values))} {s.label}" for s in series)
     busiest = max(range(len(totals)), key=lambda i: totals[i], default=None)
     summary = f"In the last 24 hours: {sums}."
     if busiest is not None and totals[busiest] > 0:
-        summary += f" The busiest hour, {labels[busiest]}, had {_count(totals[busiest])}."
+        summary += f" The busiest hour, {labels[busiest]}, had {number(totals[busiest])}."
     return Chart(
         chart_id, title, summary, tuple(series), tuple(bars), tuple(scale), _hours(labels),
         None if any(totals) else empty,

@@ -143,3 +143,23 @@ def test_connections_past_the_bound_are_answered_503(start_bridge: StartBridge) 
             assert answer(extra).startswith(b"HTTP/1.1 503 ")
     # Once they are closed, requests are served again.
     wait_until(lambda: bridge.client.get("/livez").status_code == 200, what="served again")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # Before any token is read: the dashboard's sign-in form.
+        b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
+        # Refused at once (no token), the rest of its body still awaited.
+        b"POST /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+    ],
+    ids=["sign-in", "refused"],
+)
+def test_half_a_body_is_closed_after_the_header_timeout(bounded: Bridge, head: bytes) -> None:
+    """A connection that stops halfway through its request's body is closed after the timeout,
+    as one that stops halfway through its head: the request must arrive whole."""
+    with connection(bounded) as sock:
+        sock.sendall(head + b"token=")
+        assert closed_within(sock, CLOSED_DEADLINE_S)

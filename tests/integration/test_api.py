@@ -96,6 +96,9 @@ async def register(client: httpx.AsyncClient, **changes: Any) -> Any:
         ({"job_id": ".."}, "job_id", f"must be {JOB_ID_RULE}"),
         ({"job_id": ".job_1"}, "job_id", f"must be {JOB_ID_RULE}"),
         ({"callback_headers": {"X-A\n": "v"}}, "callback_headers", "valid header name"),
+        # The API's own bounds, said as bounds.
+        ({"callback_headers": {"X-" + "a" * 63: "v"}}, "callback_headers", "longer than 64"),
+        ({"callback_headers": {"X-A": "v" * 4097}}, "callback_headers", "longer than 4096"),
         ({"callback_url": "ftp://x/y"}, "callback_url", "http"),  # not http(s)
         ({"callback_url": "/relative"}, "callback_url", "http"),  # not absolute
         ({"callback_url": "https://x/" + "a" * 2048}, "callback_url", "2048"),  # too long

@@ -30,6 +30,7 @@ import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
 from service import config, profiles
+from service.errors import ConfigError
 from service.profile import Profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -649,6 +650,7 @@ EVERY_KEY_CHANGED: dict[str, dict[str, Any]] = {
         "allow_private_callbacks": True,
         "callback_allow_cidrs": ["10.0.0.0/8"],
         "require_https": True,
+        "callback_dns_timeout_s": 2.5,
     },
     "auth": {
         "allow_unauthenticated": True,
@@ -814,6 +816,10 @@ def test_named_upstreams_load_as_the_bridges(tmp_path: Path) -> None:
         ({"config": {NAMED: {"default": FAL}}}, "the upstream named default is config.upstream"),
         ({"config": {NAMED: {"Studio": FAL}}}, "'Studio' does not match pattern"),
         ({"config": {NAMED: {"a.b": FAL}}}, "'a.b' does not match pattern"),
+        # `__` splits BRIDGE_UPSTREAMS__<NAME>__API_KEY, and so does a `_` before it.
+        ({"config": {NAMED: {"fal__eu": FAL}}}, "'fal__eu' does not match pattern"),
+        ({"config": {NAMED: {"fal_": FAL}}}, "'fal_' does not match pattern"),
+        ({"secret": {"upstreamApiKeys": {"fal_": "k"}}}, "'fal_' does not match pattern"),
         # An upstream without its address, or with its key in the ConfigMap.
         ({"config": {NAMED: {"studio": {"profile": "betterwaifu"}}}}, "property 'base_url'"),
         ({"config": {NAMED: {"studio": {**FAL, "api_key": "k"}}}}, "'api_key' not allowed"),
@@ -842,6 +848,31 @@ def test_named_upstreams_the_bridge_would_refuse_stop_the_render(
     with pytest.raises(helm_python.HelmError) as caught:
         render(values=with_values(AUTHENTICATED, values))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fal", "f", "0x", "fal-eu", "fal_eu", "fal-", "fal_-eu", "a" * 32,
+     "fal__eu", "fal_", "_fal", "-fal", "Fal", "fal.eu", "a" * 33],
+)  # fmt: skip
+def test_the_chart_takes_the_upstream_names_the_bridge_takes(name: str, tmp_path: Path) -> None:
+    """A name config.upstreams' schema takes is one the bridge starts with, and the reverse."""
+    values = with_values(AUTHENTICATED, {"config": {NAMED: {name: FAL}}})
+    try:
+        render(values=values)
+    except helm_python.HelmError:
+        rendered = False
+    else:
+        rendered = True
+    path = tmp_path / "bridge.toml"
+    path.write_text(f'[upstreams."{name}"]\nbase_url = "{FAL.get("base_url")}"\n')
+    try:
+        config.load(path, {})
+    except ConfigError:
+        loaded = False
+    else:
+        loaded = True
+    assert rendered == loaded
 
 
 def _free_port() -> int:

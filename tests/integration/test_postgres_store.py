@@ -91,9 +91,12 @@ def with_url_parts(
 
 
 def claimers(
-    replicas: Sequence[PostgresStore], per_replica: int
+    replicas: Sequence[PostgresStore], per_replica: int, round_: int
 ) -> list[tuple[str, PostgresStore]]:
-    return [(f"replica-{i}", replica) for i, replica in enumerate(replicas)] * per_replica
+    """(owner, replica) claiming in `round_`: owners new at each round, whose claims of a
+    lease that ran out therefore raise its token (an owner's own would keep it)."""
+    named = [(f"replica-{i}-{round_}", replica) for i, replica in enumerate(replicas)]
+    return named * per_replica
 
 
 def assert_disjoint(batches: Sequence[Sequence[Watch] | Sequence[Delivery]]) -> set[str]:
@@ -115,12 +118,14 @@ async def test_replicas_never_claim_the_same_watch_while_its_lease_holds(
         (await first.insert_watch(new_watch(next_poll_at=T0 + n % 7))).id for n in range(120)
     }
     # 4 replicas x 6 concurrent claims x 8 = 192 places for 120 watches: every claim contends.
-    everyone = claimers(replicas, 6)
 
     for round_ in range(4):
         now = T0 + round_ * (LEASE_S + 1)  # every lease of the previous round has expired
         batches = await asyncio.gather(
-            *(replica.claim_watches(owner, now, now + LEASE_S, 8) for owner, replica in everyone)
+            *(
+                replica.claim_watches(owner, now, now + LEASE_S, 8)
+                for owner, replica in claimers(replicas, 6, round_)
+            )
         )
 
         assert assert_disjoint(batches) == registered
@@ -142,14 +147,13 @@ async def test_replicas_never_claim_the_same_delivery_while_its_lease_holds(
         batch = news[chunk : chunk + 50]
         recorded = await first.record_progress(A, T0, [progress(watch, deliveries=batch)])
         assert recorded == Recorded(lost=set(), deliveries=50)
-    everyone = claimers(replicas, 6)
 
     for round_ in range(4):
         now = T0 + round_ * (LEASE_S + 1)
         batches = await asyncio.gather(
             *(
                 replica.claim_deliveries(owner, now, now + LEASE_S, 10)
-                for owner, replica in everyone
+                for owner, replica in claimers(replicas, 6, round_)
             )
         )
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from service.config import DeliverySettings, LogSettings, SecuritySettings
 from service.http_clients import delivery_transport
 from service.sender import InlineSender, ProcessSender, Sender
-from tests.loopback import Handler, loopback_server
+from tests.loopback import Handler, eventually, loopback_server
 
 DELIVERY = DeliverySettings(timeout_s=0.5, max_response_bytes=64)
 ALLOWED = SecuritySettings(allow_private_callbacks=True)
@@ -275,6 +275,7 @@ async def test_the_sender_process_keeps_the_per_host_limit_and_spares_other_host
                 asyncio.create_task(sender.send("POST", f"{held_host}/{n}", HEADERS, b"{}"))
                 for n in range(sender.depth * delivery.max_per_host)
             ]
+            await eventually(lambda: len(seen) == delivery.max_per_host, "the host's slots taken")
             answer = await asyncio.wait_for(
                 sender.send("POST", f"{other}/ok", HEADERS, b"{}"), timeout=4
             )
@@ -309,6 +310,7 @@ async def test_the_sender_process_keeps_the_per_tenant_limit_and_spares_other_te
                 )
                 for n in range(sender.depth * delivery.per_tenant)
             ]
+            await eventually(lambda: len(seen) == delivery.per_tenant, "the tenant's slots taken")
             answer = await asyncio.wait_for(
                 sender.send("POST", f"{other}/ok", HEADERS, b"{}", "globex"), timeout=4
             )

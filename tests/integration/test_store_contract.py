@@ -196,6 +196,10 @@ async def held_by(store: Store, owner: str, watch: Watch) -> Watch:
     return claimed
 
 
+# A lease taken over by B at T0 + LEASE_S + 1, then taken back by A once B's ran out.
+TAKEN_BACK_AT = T0 + 2 * LEASE_S + 2
+
+
 async def pending_ids(store: Store) -> set[str]:
     """Ids of every pending delivery (claims them all, far in the future, as a bystander)."""
     return {d.id for d in await store.claim_deliveries("bystander", FAR, FAR + LEASE_S, 1000)}
@@ -718,13 +722,31 @@ async def test_release_with_a_stale_token_leaves_the_new_lease(store: Store) -> 
 
 
 async def test_release_with_an_own_older_token_leaves_the_new_lease(store: Store) -> None:
-    """An owner that claimed the watch again cannot release the new lease with its older token."""
+    """An owner that released the watch and claimed it again cannot release the new lease with
+    its older token."""
     watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
-    await store.claim_watches(A, T0 + LEASE_S + 1, T0 + 3 * LEASE_S, 10)
+    await store.release_watches(A, [(watch.id, 1)])
+    [again] = await store.claim_watches(A, T0 + 1, T0 + 1 + LEASE_S, 10)
 
     await store.release_watches(A, [(watch.id, 1)])
 
-    assert await store.claim_watches(C, T0 + LEASE_S + 2, T0 + 3 * LEASE_S - 1, 10) == []
+    assert again.lease_token == 2
+    assert await store.claim_watches(C, T0 + 2, T0 + 2 + LEASE_S, 10) == []
+
+
+async def test_an_owner_taking_back_its_own_expired_lease_keeps_the_token(store: Store) -> None:
+    """A's lease ran out (a store outage outlasted it) and nobody claimed the watch meanwhile:
+    A's claim keeps its token, so A's writes made with it still count; another owner's claim
+    after that raises it."""
+    watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
+    [again] = await store.claim_watches(A, T0 + LEASE_S + 1, T0 + 2 * LEASE_S + 1, 10)
+
+    assert again == replace(watch, lease_token=1)
+    recorded = await store.record_progress(A, T0 + LEASE_S + 2, [progress(watch, token=1)])
+    assert recorded.lost == set()
+    assert await store.renew_watch_leases(A, [(watch.id, 1)], T0 + 2 * LEASE_S + 2) == {watch.id}
+    [taken] = await store.claim_watches(B, T0 + 2 * LEASE_S + 3, FAR, 10)
+    assert taken.lease_token == 2
 
 
 # Recording progress.
@@ -769,12 +791,14 @@ async def test_record_progress_with_a_stale_token_is_lost_and_not_applied(store:
 
 
 async def test_record_progress_with_an_own_older_token_is_lost(store: Store) -> None:
-    """Fencing is by token too: the same owner, having claimed again, cannot write with token 1."""
+    """Fencing is by token too: the same owner, having claimed the watch again after another
+    owner held it, cannot write with token 1."""
     watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
-    [again] = await store.claim_watches(A, T0 + LEASE_S + 1, FAR, 10)
+    await store.claim_watches(B, T0 + LEASE_S + 1, T0 + 2 * LEASE_S + 1, 10)
+    [again] = await store.claim_watches(A, TAKEN_BACK_AT, FAR, 10)
 
-    recorded = await store.record_progress(A, T0 + LEASE_S + 2, [progress(watch, token=1)])
-    assert recorded.lost == {watch.id}
+    recorded = await store.record_progress(A, TAKEN_BACK_AT, [progress(watch, token=1)])
+    assert (again.lease_token, recorded.lost) == (3, {watch.id})
     assert await store.get_watch(TENANT, watch.id) == again
 
 
@@ -905,12 +929,14 @@ async def test_complete_watch_with_a_stale_token_raises_and_writes_nothing(store
 
 
 async def test_complete_watch_with_an_own_older_token_raises(store: Store) -> None:
-    """The same owner, having claimed the watch again, cannot complete it with token 1."""
+    """The same owner, having claimed the watch again after another owner held it, cannot
+    complete it with token 1."""
     watch = await register(store, owner=A, lease_until=T0 + LEASE_S)
-    [again] = await store.claim_watches(A, T0 + LEASE_S + 1, FAR, 10)
+    await store.claim_watches(B, T0 + LEASE_S + 1, T0 + 2 * LEASE_S + 1, 10)
+    [again] = await store.claim_watches(A, TAKEN_BACK_AT, FAR, 10)
 
     with pytest.raises(LeaseLost):
-        await store.complete_watch(A, T0 + LEASE_S + 2, completion(watch, token=1), FAR)
+        await store.complete_watch(A, TAKEN_BACK_AT, completion(watch, token=1), FAR)
 
     assert await store.get_watch(TENANT, watch.id) == again
     assert await pending_ids(store) == set()
@@ -1308,15 +1334,32 @@ async def test_record_attempt_with_a_stale_token_raises_and_logs_nothing(store: 
 
 
 async def test_record_attempt_with_an_own_older_token_raises(store: Store) -> None:
-    """The same owner, having claimed the delivery again, cannot record with its older token."""
+    """The same owner, having claimed the delivery again after another owner held it, cannot
+    record with its older token."""
+    watch, delivery = await delivering(store, lease_until=T0 + LEASE_S)
+    await store.claim_deliveries(B, T0 + LEASE_S + 1, T0 + 2 * LEASE_S + 1, 10)
+    [again] = await store.claim_deliveries(A, TAKEN_BACK_AT, FAR, 10)
+
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(A, delivery, attempt(delivery), "succeeded", TAKEN_BACK_AT)
+
+    assert again.lease_token == delivery.lease_token + 2
+    assert await store.list_attempts(TENANT, watch.id) == []
+    await store.record_attempt(A, again, attempt(again), "succeeded", TAKEN_BACK_AT + 1)
+
+
+async def test_an_owner_taking_back_its_own_expired_delivery_keeps_the_token(
+    store: Store,
+) -> None:
+    """A's delivery lease ran out and nobody claimed it meanwhile: A's claim keeps the token, so
+    the outcome of A's attempt under way is recorded."""
     watch, delivery = await delivering(store, lease_until=T0 + LEASE_S)
     [again] = await store.claim_deliveries(A, T0 + LEASE_S + 1, FAR, 10)
 
-    with pytest.raises(LeaseLost):
-        await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + LEASE_S + 2)
+    await store.record_attempt(A, delivery, attempt(delivery), "succeeded", T0 + LEASE_S + 2)
 
-    assert await store.list_attempts(TENANT, watch.id) == []
-    await store.record_attempt(A, again, attempt(again), "succeeded", T0 + LEASE_S + 3)
+    assert again.lease_token == delivery.lease_token
+    assert (await reread(store, watch)).status == "delivered"
 
 
 async def test_record_attempt_by_another_owner_raises(store: Store) -> None:
@@ -1602,6 +1645,21 @@ async def test_count_watches_has_every_status(store: Store) -> None:
     assert await store.count_watches(TENANT) == {**none, **mine}
     everyone = {**mine, "active": 3, "gone": 1}
     assert await store.count_watches() == {**none, **everyone}
+
+
+async def test_count_active_by_upstream_counts_every_tenants_active_watches(
+    store: Store,
+) -> None:
+    """Per upstream name, the active watches of all tenants; ended ones and names without an
+    active watch are left out."""
+    assert await store.count_active_by_upstream() == {}
+    await register(store)
+    await register(store, upstream="runway")
+    await register(store, upstream="runway", tenant=OTHER_TENANT)
+    cancelled = await register(store, upstream="fal")
+    await store.cancel_watch(TENANT, cancelled.id, T0)
+
+    assert await store.count_active_by_upstream() == {"default": 1, "runway": 2}
 
 
 async def test_migrate_again_applies_nothing(store: Store) -> None:

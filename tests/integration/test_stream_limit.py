@@ -14,6 +14,7 @@ import pytest
 from starlette.types import Message, Scope
 
 from tests.integration.test_ui import ACME, GLOBEX, TOKENS, Bridged, serve
+from tests.loopback import eventually
 
 DEADLINE_S = 10.0
 
@@ -84,16 +85,6 @@ async def refused(served: Bridged, path: str, headers: dict[str, str]) -> Held:
     assert await held.answered() == 429
     await held.ended()
     return held
-
-
-async def eventually(predicate: Callable[[], bool], what: str) -> None:
-    """Until `predicate()` is true; fail at the deadline (no fixed sleep)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE_S
-    # Polled: the count is the bridge's own, which signals nothing when it changes.
-    while not predicate():
-        assert loop.time() < deadline, f"not within {DEADLINE_S:g} s: {what}"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import structlog
 from starlette.applications import Starlette
 from starlette.types import Message, Scope
 
@@ -729,3 +730,40 @@ async def test_without_tokens_the_dashboard_is_open_and_says_so(tmp_path: Path) 
             f"/ui/watches/{watch_id}/cancel", data={"csrf": csrf, "confirm": "yes"}
         )
         assert done.status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/ui/login", [(b"content-type", b"application/x-www-form-urlencoded")]),
+        ("/v1/watches", [(b"content-type", b"application/json"),
+                         (b"authorization", b"Bearer acme-token")]),
+    ],
+    ids=["sign-in", "registration"],
+)  # fmt: skip
+async def test_a_client_gone_halfway_through_its_body_is_no_crash(
+    ui: Bridged, path: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A client that goes away before its body is whole (or whose connection the bridge closed
+    for taking too long) is let go: no crash logged with its traceback, which any client could
+    otherwise fill the logs with."""
+    parts: list[Message] = [
+        {"type": "http.request", "body": b'{"job_id', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    scope: Scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"bridge"), (b"content-length", b"100"), *headers],
+        "client": ("127.0.0.1", 50000), "server": ("bridge", 80), "state": dict(ui.state),
+    }  # fmt: skip
+
+    async def receive() -> Message:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    with structlog.testing.capture_logs() as logs:
+        await ui.app(scope, receive, send)
+    assert [entry for entry in logs if entry["log_level"] == "error"] == []

@@ -206,6 +206,43 @@ async def test_actions_are_tenant_isolated_and_need_the_csrf_token(ui: Bridged) 
     assert (stored.status, stored.previous_secret_until) == ("active", None)
 
 
+async def test_the_actions_share_the_apis_rate_of_subscription_changes(tmp_path: Path) -> None:
+    """Enable, disable, rotate and test spend the token's subscription changes as the API's
+    calls do: past the burst the page says when to retry and nothing changes, the API's next
+    change is a 429 too, and once the rate refills an action goes through. Asking to confirm
+    changes nothing, so it spends nothing."""
+    async for ui in serve(
+        tmp_path, BRIDGE_AUTH__TOKENS=TOKENS,
+        BRIDGE_AUTH__SUBSCRIPTION_CHANGE_BURST="3", BRIDGE_AUTH__SUBSCRIPTION_CHANGES_PER_MIN="6",
+    ):  # fmt: skip
+        subscription = await subscribe(ui, "http://127.0.0.1:9/in")  # the first change
+        await ui.sign_in()
+        csrf = await ui.csrf(PAGE)
+        action = f"{PAGE}/{subscription['id']}"
+        asked = await ui.client.post(f"{action}/disable", data={"csrf": csrf})
+        assert asked.status_code == 200
+        for verb in ("disable", "enable"):  # the second and third
+            done = await ui.client.post(f"{action}/{verb}", data={"csrf": csrf, "confirm": "yes"})
+            assert done.status_code == 303
+
+        refused = await ui.client.post(f"{action}/disable", data={"csrf": csrf, "confirm": "yes"})
+
+        assert refused.status_code == 303
+        page = await ui.client.get(PAGE)
+        assert "Not done: too many subscription changes for this token; retry in 10 s" in page.text
+        stored = await ui.bridge.store.get_subscription("acme", subscription["id"])
+        assert stored is not None
+        assert stored.status == "active"
+        deleted = await ui.client.delete(f"/v1/subscriptions/{subscription['id']}", headers=ACME)
+        assert (deleted.status_code, deleted.headers["retry-after"]) == (429, "10")
+        ui.clock.advance(10)
+        again = await ui.client.post(f"{action}/disable", data={"csrf": csrf, "confirm": "yes"})
+        assert again.status_code == 303
+        stored = await ui.bridge.store.get_subscription("acme", subscription["id"])
+        assert stored is not None
+        assert stored.status == "disabled"
+
+
 def _section(page: str, subscription_id: str) -> str:
     found = re.search(
         rf'<section class="subscription" id="{subscription_id}".*?</section>', page, re.S

@@ -168,6 +168,32 @@ def test_failed_authentications_lock_the_address_out_whatever_it_sends_next() ->
     assert attempt("203.0.113.7", "acme-token") == Caller("acme", True, "acme")
 
 
+def test_an_ipv6_client_is_counted_by_its_64() -> None:
+    """A host picks any address of its /64 at will: failures from one /64 count together, so
+    changing address does not bring a fresh burst; an IPv4-mapped address (a dual-stack
+    listener's IPv4 client) counts as its IPv4 address, not with every other IPv4 client."""
+    clock = FakeClock()
+    auth = Authenticator([ACME])
+    failures = RateLimiter(rate=1 / 60, burst=3, clock=clock)
+
+    def attempt(address: str, token: str) -> Caller:
+        return authenticate(auth, failures, address, f"Bearer {token}", None)
+
+    for host in (1, 2, 3):
+        with pytest.raises(Unauthorized):
+            attempt(f"2001:db8:1:2::{host}", "guess")
+    with pytest.raises(TooManyRequests):
+        attempt("2001:db8:1:2:ffff:ffff:ffff:ffff", "acme-token")
+    assert attempt("2001:db8:1:3::1", "acme-token") == Caller("acme", True, "acme")
+
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            attempt("::ffff:203.0.113.7", "guess")
+    with pytest.raises(TooManyRequests):
+        attempt("203.0.113.7", "acme-token")
+    assert attempt("::ffff:198.51.100.1", "acme-token") == Caller("acme", True, "acme")
+
+
 def test_without_tokens_nothing_is_counted() -> None:
     """A bridge without tokens never refuses, so nothing counts against anyone."""
     failures = RateLimiter(rate=1 / 60, burst=1, clock=FakeClock())

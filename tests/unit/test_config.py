@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from service import config
 from service.errors import ConfigError
@@ -272,3 +273,72 @@ def test_bad_signing_secrets(value: str, message: str) -> None:
     """Signing secrets are checked at start-up."""
     with pytest.raises(ConfigError, match=message):
         config.load(DEFAULT_FILE, environ={"BRIDGE_DELIVERY__SIGNING_SECRETS": value})
+
+
+def _number_keys(model: type[BaseModel]) -> list[str]:
+    """The keys of `model` that take a number, as its JSON Schema says."""
+    keys = []
+    for key, schema in model.model_json_schema()["properties"].items():
+        types = {choice.get("type") for choice in [schema, *schema.get("anyOf", [])]}
+        if types & {"number", "integer"}:
+            keys.append(key)
+    return keys
+
+
+# Each table of the file: what comes before one of its keys, and the settings model of its keys.
+_STUDIO = '[upstreams.studio]\nbase_url = "https://studio.example"\n'
+_TABLES: list[tuple[str, str, type[BaseModel]]] = [
+    *(
+        (section, f"[{section}]\n", model)
+        for section, field in config.Settings.model_fields.items()
+        if isinstance(model := field.annotation, type) and issubclass(model, BaseModel)
+    ),
+    ("upstreams.studio", _STUDIO, config.NamedUpstreamSettings),
+    ("upstreams.studio.poll", f"{_STUDIO}[upstreams.studio.poll]\n", config.PollSettings),
+]
+_NUMBERS = [(table, head, key) for table, head, model in _TABLES for key in _number_keys(model)]
+
+
+@pytest.mark.parametrize(("table", "head", "key"), _NUMBERS)
+def test_a_boolean_is_not_read_as_a_number(tmp_path: Path, table: str, head: str, key: str) -> None:
+    """`timeout_s = true` stops start-up naming the key (and its upstream): pydantic's lax mode
+    would read it as 1, and the bridge would run with 1 s."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"{head}{key} = true\n")
+    with pytest.raises(ConfigError) as raised:
+        config.load(path, environ={})
+    assert str(raised.value) == f"{table}.{key} (from {path}): true is not a number"
+
+
+def test_every_kind_of_number_setting_is_covered() -> None:
+    """The table above reaches the numbers of the upstreams, their poll tables and the rest."""
+    assert ("upstreams.studio", "request_timeout_s") in {(t, k) for t, _, k in _NUMBERS}
+    assert ("upstreams.studio.poll", "timeout_s") in {(t, k) for t, _, k in _NUMBERS}
+    assert {"port", "health_port"} <= {k for t, _, k in _NUMBERS if t == "server"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "toml", "message"),
+    [
+        # A list of numbers, each one checked.
+        ({}, "[delivery]\nretry_schedule_s = [5, false]\n",
+         "delivery.retry_schedule_s (from {path}): false is not a number"),
+        # JSON in a variable has booleans too.
+        ({"BRIDGE_UPSTREAMS__STUDIO__BASE_URL": "https://studio.example",
+          "BRIDGE_UPSTREAMS__STUDIO__POLL": '{"timeout_s": true}'}, "",
+         "upstreams.studio.poll.timeout_s (from BRIDGE_UPSTREAMS__STUDIO__POLL): true is not a "
+         "number"),
+        # A variable's plain "true" was never a number.
+        ({"BRIDGE_POLL__TIMEOUT_S": "true"}, "",
+         "poll.timeout_s (from BRIDGE_POLL__TIMEOUT_S): Input should be a valid number"),
+    ],
+)  # fmt: skip
+def test_booleans_in_lists_and_variables_are_not_numbers(
+    tmp_path: Path, environ: dict[str, str], toml: str, message: str
+) -> None:
+    """Each number of a list, and a number in a variable's JSON, refuses a boolean too."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        config.load(path, environ=environ)
+    assert message.replace("{path}", str(path)) in str(raised.value)

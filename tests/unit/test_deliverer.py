@@ -110,8 +110,8 @@ async def one_sent_one_waiting(rig: Rig) -> None:
 async def test_deliveries_held_across_an_outage_longer_than_their_leases_are_sent_once() -> None:
     """Deliveries held while a store outage outlasts their leases (one in flight, one waiting
     for its host) are claimed again by this process when the store is back: each is sent once
-    and recorded under its new lease, not dropped at the next renewal or refused at its record
-    and sent again once that lease has run out."""
+    and recorded under the token the store kept, not dropped at the next renewal or refused at
+    its record and sent again once that lease has run out."""
     async with running(max_per_host=1) as rig:
         store, deliverer = rig.store, rig.deliverer
         await one_sent_one_waiting(rig)
@@ -129,10 +129,9 @@ async def test_deliveries_held_across_an_outage_longer_than_their_leases_are_sen
         assert deliverer.held() == []
 
 
-async def test_an_outcome_refused_as_its_delivery_is_claimed_again_is_committed_again() -> None:
-    """An outcome committed with the old token while this process claims its delivery again
-    (its lease ran out) is refused; it is committed again under the new token, and the delivery
-    is not sent a second time."""
+async def test_an_outcome_under_way_as_its_delivery_is_claimed_again_is_committed() -> None:
+    """An outcome being committed while this process claims its delivery again (its lease ran
+    out) is committed, and the delivery is not sent a second time."""
     async with running() as rig:
         store, deliverer = rig.store, rig.deliverer
         await rig.due(delivery(0))
@@ -149,10 +148,10 @@ async def test_an_outcome_refused_as_its_delivery_is_claimed_again_is_committed_
         assert deliverer.held() == []
 
 
-async def test_a_renewal_refused_as_a_waiting_delivery_is_claimed_again_keeps_it() -> None:
-    """A renewal made with the old token while this process claims its deliveries again (their
-    leases ran out) does not drop the one waiting for its host: it is sent as soon as the host
-    is free, not once its new lease has run out."""
+async def test_a_renewal_under_way_as_a_waiting_delivery_is_claimed_again_keeps_it() -> None:
+    """A renewal under way while this process claims its deliveries again (their leases ran
+    out) does not drop the one waiting for its host: it is sent as soon as the host is free,
+    not once its lease has run out."""
     async with running(max_per_host=1) as rig:
         store, deliverer = rig.store, rig.deliverer
         await one_sent_one_waiting(rig)
@@ -184,17 +183,15 @@ async def test_a_claim_while_stopping_takes_nothing() -> None:
         assert [d.lease.owner for d in rig.store.deliveries.values()] == [None, None]
 
 
-async def test_a_stop_hands_back_a_waiting_delivery_under_the_token_it_was_claimed_again_with() -> (
-    None
-):
+async def test_a_stop_hands_back_a_waiting_delivery_claimed_again() -> None:
     """A delivery waiting for its host, claimed again by this process after an outage outlasted
-    its lease, is handed back at a stop under its new token: free at once for another process,
-    not after that lease has run out."""
+    its lease, is handed back at a stop: free at once for another process, not after that lease
+    has run out."""
     async with running(max_per_host=1) as rig:
         store, deliverer = rig.store, rig.deliverer
         await one_sent_one_waiting(rig)
         await rig.run_for(20)  # not renewed: their leases ran out
-        await deliverer.claim()  # both again, under new tokens
+        await deliverer.claim()  # both again
         stopping = asyncio.ensure_future(deliverer.stop(0.0))
         await rig.until(stopping.done, "stopped")
         assert delivery(1).id in released(store)

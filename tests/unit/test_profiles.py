@@ -260,8 +260,8 @@ async def test_a_result_request_follows_a_success(tmp_path: Path) -> None:
          "upstreams.acme.profile.result (from {path}): failed statuses need an error path"),
         # Sent with every request, it would fail each one (a header must be one line).
         (('"X-Api-Version" = "7"', '"X-Api-Version" = "7\\r\\nX-Other: 1"'),
-         "upstreams.acme.profile.status (from {path}): the value of 'X-Api-Version' is not "
-         "one line"),
+         "upstreams.acme.profile.status (from {path}): the value of 'X-Api-Version' must be "
+         "one line of printable ASCII characters"),
     ],
 )  # fmt: skip
 def test_an_invalid_profile_stops_start_up_with_one_line(
@@ -293,6 +293,25 @@ def test_a_status_word_a_variables_name_would_lower_case_stops_start_up(
     statuses, _, word = variable.rpartition("__")
     assert line.endswith(f'in JSON: {statuses}=\'{{"{word}": "..."}}\'')
     load(tmp_path, ACME, {variable.removesuffix(word) + word.lower(): "succeeded"})  # as read
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("progress_scale = 100", "progress_scale = true"), "read.progress_scale"),
+        ((STATUSES, f"[upstreams.acme.profile.http]\nok = [200, true]\n{STATUSES}"), "http.ok"),
+        ((STATUSES, f'{RESULT}error = "e"\nfailed = [true]\n{STATUSES}'), "result.failed"),
+    ],
+)
+def test_a_boolean_where_a_profile_takes_a_number_stops_start_up(
+    tmp_path: Path, change: tuple[str, str], key: str
+) -> None:
+    """`progress_scale = true` is not 1, nor `ok = [true]` the status 1: each names its key."""
+    with pytest.raises(ConfigError) as raised:
+        load(tmp_path, ACME.replace(*change))
+    assert str(raised.value) == (
+        f"upstreams.acme.profile.{key} (from {tmp_path / 'bridge.toml'}): true is not a number"
+    )
 
 
 def test_upstream_names_and_the_default_name_are_checked(tmp_path: Path) -> None:

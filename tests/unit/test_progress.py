@@ -10,7 +10,7 @@ import pytest
 
 from service.clock import FakeClock
 from service.config import PollSettings
-from service.errors import LeaseLost, StoreUnavailable
+from service.errors import StoreUnavailable
 from service.events import Event
 from service.progress import ProgressWriter
 from service.store.base import Delivery, Progress, Recorded, Watch
@@ -52,15 +52,11 @@ class SlowStore(MemoryStore):
         return await super().record_progress(owner, now, changes)
 
 
-async def held_watch(
-    store: MemoryStore, clock: FakeClock, holdings: Holdings | None = None
-) -> tuple[Watch, Tracked]:
-    """A watch registered with OWNER's lease, asking for every event, as its poller holds it
-    (in `holdings`, when given)."""
+async def held_watch(store: MemoryStore, clock: FakeClock) -> tuple[Watch, Tracked]:
+    """A watch registered with OWNER's lease, asking for every event, as its poller holds it."""
     watch = new_watch(created_at=clock.now(), events=EVERY)
     stored = await store.insert_watch(watch, lease_owner=OWNER, lease_until=clock.now() + 15)
-    held = holdings if holdings is not None else Holdings(PollSettings())
-    target = held.add(stored, (stored.job_id, None), clock.now())
+    target = Holdings(PollSettings()).add(stored, (stored.job_id, None), clock.now())
     return stored, target.watches[stored.id]
 
 
@@ -110,58 +106,3 @@ async def test_a_job_ending_during_an_outage_keeps_the_events_not_yet_written() 
 
     assert await recorded_types(store, watch) == ["job.processing", "job.succeeded"]
     assert [d.event_type for d in deliveries.submitted] == ["job.succeeded"]
-
-
-async def claimed_again(store: MemoryStore, clock: FakeClock, holdings: Holdings) -> None:
-    """The lease of the one watch of `store` ran out, and OWNER claimed it again: its poller
-    holds it under the new token."""
-    clock.advance(16)
-    [watch] = await store.claim_watches(OWNER, clock.now(), clock.now() + 15, 10)
-    assert holdings.relet(watch)
-
-
-async def test_a_flush_refused_as_its_watch_is_claimed_again_is_written_again() -> None:
-    """A flush under way with the old token when this process claims its watch again (its
-    lease ran out during an outage) is refused; its events are written with the next flush,
-    under the new token, and the watch is not reported lost."""
-    clock = FakeClock()
-    store = SlowStore(clock)
-    writer = ProgressWriter(store, Deliveries(), clock, OWNER, 15.0)
-    holdings = Holdings(PollSettings())
-    watch, tracked = await held_watch(store, clock, holdings)
-    writer.record(tracked, (Event("job.processing", "processing"),), clock.now())
-    store.gate.clear()
-    flushing = asyncio.ensure_future(writer.flush())
-    await settle()
-    await claimed_again(store, clock, holdings)
-    store.gate.set()
-
-    assert await flushing
-    assert writer.lost.empty()
-    assert await writer.flush()
-    assert await recorded_types(store, watch) == ["job.processing"]
-
-
-async def test_a_completion_whose_earlier_events_are_refused_as_its_watch_is_claimed_again() -> (
-    None
-):
-    """A job ending with events pending, whose write goes with the old token while this process
-    claims the watch again, is not completed without them: `LeaseLost`, and the next completion
-    writes them first, under the new token."""
-    clock = FakeClock()
-    store = SlowStore(clock)
-    writer = ProgressWriter(store, Deliveries(), clock, OWNER, 15.0)
-    holdings = Holdings(PollSettings())
-    watch, tracked = await held_watch(store, clock, holdings)
-    writer.record(tracked, (Event("job.processing", "processing"),), clock.now())
-    succeeded = Event("job.succeeded", "succeeded")
-    store.gate.clear()
-    completing = asyncio.ensure_future(writer.complete(tracked, succeeded, clock.now()))
-    await settle()
-    await claimed_again(store, clock, holdings)
-    store.gate.set()
-    with pytest.raises(LeaseLost):
-        await completing
-
-    await writer.complete(tracked, succeeded, clock.now())
-    assert await recorded_types(store, watch) == ["job.processing", "job.succeeded"]

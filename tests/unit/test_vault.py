@@ -46,6 +46,15 @@ def test_without_keys_values_pass_through() -> None:
     )
 
 
+@pytest.mark.parametrize("keys", [[], [NEW]])
+def test_a_value_that_looks_sealed_opens_as_it_was_given(keys: list[str]) -> None:
+    """A client's value that happens to start as a sealed one does (a callback header's) opens
+    as it was given, with or without a key: without one it was stored as it was, and every
+    delivery failed, saying a secret was encrypted without a key to open it."""
+    vault = Vault(keys)
+    assert vault.open(vault.seal(f"{PREFIX}abc")) == f"{PREFIX}abc"
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

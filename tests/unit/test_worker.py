@@ -1,10 +1,14 @@
-"""The worker's shutdown, on the memory store and a fake clock: the work in flight gets the
-grace once, nothing more is claimed, every lease is released."""
+"""The worker's start and shutdown, on the memory store and a fake clock: watches it will
+never claim are reported once; at a stop the work in flight gets the grace once, nothing more
+is claimed, every lease is released."""
 
 from __future__ import annotations
 
 import asyncio
 
+from structlog.testing import capture_logs
+
+from tests.integration.test_store_contract import new_watch
 from tests.unit.worker_rig import OWNER, running
 
 
@@ -26,3 +30,26 @@ async def test_stop_gives_polls_the_grace_once_then_releases_every_lease() -> No
         assert {lease.owner for lease in rig.store.leases.values()} == {None}
         assert OWNER not in {lease.owner for lease in rig.store.leases.values()}
         assert rig.worker.poller.held_count == 3  # the claim adopted nothing
+
+
+async def test_the_start_reports_watches_of_upstreams_not_configured_once_per_upstream() -> None:
+    """Active watches of an upstream no longer in the settings are never claimed here: the
+    start logs one warning per such upstream, with how many and what to do, and the claims
+    after it add none; configured upstreams' watches and ended ones are not reported."""
+    stored = [
+        *(new_watch(job_id=f"job-{n}", upstream="runway") for n in range(3)),
+        new_watch(job_id="job-fal", upstream="fal"),
+        new_watch(job_id="job-ended", upstream="luma", status="cancelled"),
+        new_watch(job_id="job-studio", upstream="studio"),
+        new_watch(job_id="job-default"),
+    ]
+    with capture_logs() as logs:
+        async with running(stored=stored, upstreams={"studio": {}}) as rig, rig.upkeep():
+            await rig.run_for(5)
+
+    reported = [entry for entry in logs if entry["event"] == "watches.upstream_not_configured"]
+    assert [(e["log_level"], e["upstream"], e["watches"]) for e in reported] == [
+        ("warning", "fal", 1), ("warning", "runway", 3),
+    ]  # fmt: skip
+    assert "add [upstreams.runway] back" in reported[1]["detail"]
+    assert "cancel them" in reported[1]["detail"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,12 +199,15 @@ async def running(
     upstream_answer: Answer = queued,
     duration_s: float = 0.0,
     store_type: type[MemoryStore] = MemoryStore,
+    stored: Sequence[Watch] = (),
     **sections: dict[str, Any],
 ) -> AsyncIterator[Rig]:
-    """A started worker with these settings (see `settings`), on a store of `store_type`;
-    stopped afterwards."""
+    """A started worker with these settings (see `settings`), on a store of `store_type` that
+    holds the `stored` watches when it starts; stopped afterwards."""
     clock = FakeClock()
     store = store_type(clock)
+    for watch in stored:
+        await store.insert_watch(watch)
     upstream = Upstream(clock, upstream_answer, duration_s)
     received: list[httpx.Request] = []
 

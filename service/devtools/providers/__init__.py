@@ -1,8 +1,9 @@
 """The simulator's dialects: how each provider whose profile the bridge ships answers, as its
 API reference documents it (paths, auth, status words, JSON shapes, errors).
 
-Each provider module defines one `Provider`; `PROVIDERS` names them. They are written from the
-providers' documentation, not from the bridge's profiles, so that a test through the simulator
+Each provider module defines one `PROVIDER`, named by the module (`openai_videos.py` speaks
+`openai-videos`: `fake_upstream.profile_names`). They are written from the providers'
+documentation, not from the bridge's profiles, so that a test through the simulator
 checks a profile against an independent reading of the same pages.
 """
 
@@ -46,7 +47,6 @@ Answer = tuple[int, dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    name: str
     # The reference pages the dialect follows.
     reference: str
     # The status request's path; its one group is the job id. The query, if the API puts the

@@ -36,7 +36,6 @@ def _render(view: View) -> dict[str, Any]:
 
 
 PROVIDER = Provider(
-    name="bfl",
     reference="https://docs.bfl.ai/api-reference/utility/get-result; "
     "https://docs.bfl.ai/quick_start/generating_images; "
     "https://github.com/black-forest-labs/skills (skills/bfl-api/references/endpoints.md)",

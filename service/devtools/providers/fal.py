@@ -78,7 +78,6 @@ def _result_error(view: View) -> Answer | None:
 
 
 PROVIDER = Provider(
-    name="fal",
     reference="https://docs.fal.ai/model-endpoints/queue; "
     "https://fal.ai/docs/documentation/model-apis/inference/queue; "
     "https://fal.ai/docs/documentation/model-apis/errors; "

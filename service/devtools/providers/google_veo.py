@@ -43,7 +43,6 @@ def _error(code: int, status: str, message: str) -> Answer:
 
 
 PROVIDER = Provider(
-    name="google-veo",
     reference="https://ai.google.dev/gemini-api/docs/video (REST); "
     "https://ai.google.dev/gemini-api/docs/troubleshooting; "
     "https://github.com/googleapis/python-genai (google/genai/_operations_converters.py)",

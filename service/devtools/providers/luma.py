@@ -42,7 +42,6 @@ def _render(view: View) -> dict[str, Any]:
 
 
 PROVIDER = Provider(
-    name="luma",
     reference="https://docs.lumalabs.ai/docs/api; https://docs.lumalabs.ai/docs/errors; "
     "https://github.com/lumalabs/lumaai-api/blob/main/openapi.yaml (getGeneration, Generation, "
     "State, Assets, Error)",

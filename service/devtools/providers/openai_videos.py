@@ -49,7 +49,6 @@ def _error(message: str, code: str | None) -> dict[str, Any]:
 
 
 PROVIDER = Provider(
-    name="openai-videos",
     reference="https://platform.openai.com/docs/api-reference/videos/retrieve; "
     "https://platform.openai.com/docs/guides/video-generation; "
     "https://platform.openai.com/docs/guides/error-codes",

@@ -54,7 +54,6 @@ def _problem(status: int, title: str, detail: str) -> tuple[int, dict[str, Any]]
 
 
 PROVIDER = Provider(
-    name="replicate",
     reference="https://replicate.com/docs/reference/http#predictions.get; "
     "https://github.com/replicate/replicate-python/blob/main/replicate/exceptions.py; "
     "https://github.com/replicate/replicate-python/issues/47",

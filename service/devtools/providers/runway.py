@@ -49,7 +49,6 @@ def _refuse(request: Request) -> Answer | None:
 
 
 PROVIDER = Provider(
-    name="runway",
     reference="https://docs.dev.runwayml.com/api/#tag/Task-management (Get task detail, from "
     "https://github.com/runwayml/openapi openapi.json); "
     "https://docs.dev.runwayml.com/api-details/errors; "
