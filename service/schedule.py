@@ -33,11 +33,12 @@ def retry_after(header: str | None, now: float, cap: float) -> float | None:
     if header is None:
         return None
     value = header.strip()
-    if value.isdigit():
+    # ASCII only: `str.isdigit` also takes digits `float` refuses, such as "²".
+    if value.isascii() and value.isdigit():
         return min(float(value), cap)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a number no date can hold
         return None
     if when.tzinfo is None:
         return None

@@ -17,7 +17,8 @@ request names its tenant), with the deliverer's own bookkeeping (`service.slots`
 bridge hands it `depth` (4) times as many: a host's next
 webhook is already waiting in the child when an answer comes in, instead of making the trip
 through the bridge's event loop first. Waiting requests hold no slot, so a slow host (or a
-tenant's slow receivers) still costs only its own.
+tenant's slow receivers) still costs only its own. A request the bridge gives up on (its
+timeout, an attempt cancelled at a stop) is dropped by the child unless it has started.
 
 If the child dies, every request it held is answered with an error (the attempt is recorded
 as failed and retried on schedule, with the same `webhook-id`), and the next request starts
@@ -326,7 +327,12 @@ class _Child:
         return future
 
     def forget(self, request_id: int) -> None:
-        self._waiting.pop(request_id, None)
+        """Stop waiting for the answer to `request_id`. One given up on before it came (a
+        timeout, a cancelled attempt) is dropped by the child unless it has started: its
+        delivery is attempted again later, so sending it as well would be a duplicate."""
+        future = self._waiting.pop(request_id, None)
+        if future is not None and (future.cancelled() or not future.done()) and self.alive:
+            self._out.put((request_id,))
 
     async def _read(self) -> None:
         try:
@@ -418,12 +424,19 @@ def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
-    """At most `cap` bytes of the body, and whether more than that was read."""
+    """At most `cap` bytes of the body, and whether that is not the whole of it: more was
+    read, or the body broke off before its end. A receiver's status stands whatever becomes of
+    its body (a 2xx retried would be a duplicate); only a timeout ends the exchange."""
     read = bytearray()
-    async for chunk in response.aiter_raw():
-        read += chunk
-        if len(read) >= cap:
-            break
+    try:
+        async for chunk in response.aiter_raw():
+            read += chunk
+            if len(read) >= cap:
+                break
+    except Exception as failure:
+        if isinstance(failure, TimeoutError) or isinstance(failure.__cause__, TimeoutError):
+            raise
+        return bytes(read[:cap]), True
     return bytes(read[:cap]), len(read) > cap
 
 
@@ -552,10 +565,19 @@ class _Relay:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = _Outbox(writer)
+        # The requests waiting in line, by id: False once the bridge has given up on them.
+        self._lined: dict[int, bool] = {}
 
-    def take(self, request: tuple[Any, ...]) -> None:
-        if self._limits.admit(request) == "run":
-            self._start(request)
+    def take(self, message: tuple[Any, ...]) -> None:
+        """A request, or (its id,) when the bridge gave up on it: never started if in line."""
+        if len(message) == 1:
+            if message[0] in self._lined:
+                self._lined[message[0]] = False
+            return
+        if self._limits.admit(message) == "run":
+            self._start(message)
+        else:
+            self._lined[message[0]] = True
 
     def _start(self, request: tuple[Any, ...]) -> None:
         task = asyncio.create_task(self._run(request))
@@ -565,9 +587,10 @@ class _Relay:
     async def _run(self, request: tuple[Any, ...]) -> None:
         while True:
             request_id, method, url, headers, body, _ = request
-            async with self._concurrency:
-                answer = await self._sender.send(method, url, dict(headers), body)
-            self._out.put((request_id, *answer))  # a plain tuple: marshal takes no subclass
+            if self._lined.pop(request_id, True):  # its slots pass on at once otherwise
+                async with self._concurrency:
+                    answer = await self._sender.send(method, url, dict(headers), body)
+                self._out.put((request_id, *answer))  # a plain tuple: marshal takes no subclass
             passed = self._limits.done(request)
             for other in passed[1:]:
                 self._start(other)

@@ -250,7 +250,9 @@ class ResponseStart(Answer):
         "is not UTF-8 text."
     )
     size: int = Field(description="Bytes of the body read: at most delivery.max_response_bytes.")
-    truncated: bool = Field(description="The body went on past them.")
+    truncated: bool = Field(
+        description="The body went on past them, or broke off before its announced end."
+    )
     content_type: str | None
 
 

@@ -284,7 +284,8 @@ class DeliveryRecord:
 class ResponseStart:
     """What is kept of a receiver's answer: the start of its body as text (None when it had
     none, or it is not UTF-8 text), how many bytes of it were read (at most
-    `delivery.max_response_bytes`), whether it went on past them, and its Content-Type."""
+    `delivery.max_response_bytes`), whether it went on past them (or broke off before its
+    end), and its Content-Type."""
 
     body: str | None
     size: int

@@ -801,9 +801,13 @@ class PostgresStore(Store):
             return set()
         lost: set[str] = set()
         async with self._transaction() as db:
-            # Watches are locked in id order, as every set write does (no deadlocks); records of
-            # one watch keep their order (the sort is stable).
-            for record in sorted(records, key=lambda r: r.delivery.watch_id):
+            # Watches are locked first, in id order, as every set write does (no deadlocks);
+            # then the records are applied in their order (a 410 cancels what comes after it).
+            await db.execute(
+                "SELECT FROM watches WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE",
+                sorted({record.delivery.watch_id for record in records}),
+            )
+            for record in records:
                 if not await _record_attempt(db, owner, record):
                     lost.add(record.delivery.id)
         return lost

@@ -4,6 +4,7 @@ same requests, whether the request is made in this process or in a sender proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -370,3 +371,78 @@ async def test_a_request_to_a_child_that_has_just_died_is_answered_at_once() -> 
         assert answer.result()[:3] == (None, None, "the sender process exited before the request")
     finally:
         await sender.aclose()
+
+
+async def test_a_request_given_up_on_is_not_started_by_the_sender_process(
+    server: tuple[str, Received],
+) -> None:
+    """A request waiting in the child for its host when the bridge gives up on it (a stop
+    cancels the attempts it then hands back to the store) is dropped there, not sent once the
+    host is free: the delivery is attempted again later, so sending it too is a duplicate."""
+    other, _ = server
+    arrived, release, paths = asyncio.Event(), asyncio.Event(), list[str]()
+
+    async def hold(request: web.Request) -> web.Response:
+        paths.append(request.path)
+        arrived.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    sender = ProcessSender(DeliverySettings(timeout_s=5, max_per_host=1), ALLOWED, LOGS)
+    async with loopback_server(hold) as host:
+        try:
+            sent = asyncio.create_task(sender.send("POST", f"{host}/sent", HEADERS, b"{}"))
+            given_up = asyncio.create_task(sender.send("POST", f"{host}/dropped", HEADERS, b"{}"))
+            await asyncio.wait_for(arrived.wait(), timeout=5)
+            given_up.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await given_up
+            # Answered once the child has read everything handed to it before.
+            assert (await sender.send("POST", f"{other}/ok", HEADERS, b"{}"))[0] == 200
+            release.set()
+            assert (await sent)[0] == 200
+            # Behind the one given up on in the host's line, had it been kept.
+            assert (await sender.send("POST", f"{host}/after", HEADERS, b"{}"))[0] == 200
+            assert paths == ["/sent", "/after"]
+        finally:
+            release.set()
+            await sender.aclose()
+
+
+@contextlib.asynccontextmanager
+async def cut_short(head: bytes, start: bytes) -> AsyncIterator[str]:
+    """A raw loopback server answering every request with `head` (a status line and headers
+    announcing a longer body) and `start`, then closing the connection; its base URL."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head + b"\r\n\r\n" + start)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("head", "status_code", "error"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100", 200, None),
+        (b"HTTP/1.1 410 Gone\r\nTransfer-Encoding: chunked", 410, "HTTP 410"),
+    ],
+)
+async def test_an_answer_whose_body_is_cut_short_keeps_its_status(
+    make: MakeSender, head: bytes, status_code: int, error: str | None
+) -> None:
+    """A receiver that sends its status, then closes the connection before the body it
+    announced has ended, answered all the same: a 2xx is not retried (a duplicate for the
+    receiver), a 410 is gone; what came of the body is kept, marked as not the whole."""
+    sender = make(ALLOWED)
+    start = b"abc" if status_code == 200 else b"3\r\nabc\r\n"
+    async with cut_short(head, start) as base:
+        answer = await sender.send("POST", f"{base}/hook", HEADERS, b"{}")
+    assert answer == (status_code, None, error, b"abc", True, None)

@@ -21,6 +21,7 @@ import pytest
 from service.store import migrations
 from service.store.base import (
     AttemptOutcome,
+    AttemptRecord,
     Delivery,
     DeliveryRecord,
     NewDelivery,
@@ -279,6 +280,33 @@ async def test_gone_on_a_subscription_ends_it_and_only_its_pending_deliveries(
     await store.record_progress(A, FAR, [progress(other, events=[later])])
     fresh = await store.claim_deliveries(B, FAR, FAR + LEASE_S, 20)
     assert {d.subscription_id for d in fresh} == {None, staying.id}
+
+
+async def test_a_batch_applies_a_subscriptions_410_after_the_records_before_it(
+    store: Store,
+) -> None:
+    """Records of several watches are applied in their order: another watch's attempt to a
+    subscription, recorded before the subscription's 410 in the same batch, is kept (its
+    delivery failed, its attempt logged), not undone by the 410 that came after it."""
+    subscription = await subscribe(store)
+    first, second = [await register(store, owner=A, lease_until=FAR) for _ in range(2)]
+    [earlier] = await finish(store, first, event("job.succeeded", callback=False))
+    [later] = await finish(store, second, event("job.succeeded", callback=False))
+    assert (earlier.subscription_id, later.subscription_id) == (subscription.id,) * 2
+
+    lost = await store.record_attempts(
+        A, [
+            AttemptRecord(later, attempt(later, "failed"), "failed", T0 + 2),
+            AttemptRecord(earlier, attempt(earlier, "gone"), "gone", T0 + 2),
+        ],
+    )  # fmt: skip
+
+    assert lost == set()
+    assert [d.status for d in await store.watch_deliveries(TENANT, second.id)] == ["failed"]
+    assert [a.delivery_id for a in await store.list_attempts(TENANT, second.id)] == [later.id]
+    found = await store.get_subscription(TENANT, subscription.id)
+    assert found is not None
+    assert found.status == "gone"
 
 
 async def test_gone_on_the_callback_spares_the_subscriptions_deliveries(store: Store) -> None:

@@ -195,3 +195,20 @@ async def test_a_stop_hands_back_a_waiting_delivery_claimed_again() -> None:
         stopping = asyncio.ensure_future(deliverer.stop(0.0))
         await rig.until(stopping.done, "stopped")
         assert delivery(1).id in released(store)
+
+
+async def test_an_unreadable_retry_after_falls_back_to_the_schedule_and_frees_the_host() -> None:
+    """A receiver's `Retry-After: ²` (a digit to `str.isdigit`, not to `float`) is ignored
+    like any unreadable one: the attempt is recorded, retried on the schedule, and the host's
+    slot goes to the next delivery instead of being held for good."""
+    unreadable = [(b"Retry-After", "²".encode())]  # as the aiohttp transport reads it
+    answers = {"/hooks/0": lambda _: httpx.Response(503, headers=unreadable, stream=Body(b""))}
+    async with running(answers, max_per_host=1) as rig:
+        store = rig.store
+        await rig.due(delivery(0, FAST), delivery(1, FAST))
+        await rig.deliverer.claim()
+        await rig.until(lambda: len(store.attempts) == 2, "both attempts recorded")
+        first = store.attempts[0]
+        assert (first.status_code, first.next_attempt_at) == (503, first.started_at + 5.0)
+        assert rig.receivers.urls == [f"{FAST}/hooks/0", f"{FAST}/hooks/1"]
+        assert rig.deliverer.held() == []

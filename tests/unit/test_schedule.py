@@ -53,6 +53,9 @@ def test_backoff(failures: int, expected: float) -> None:
         ("Wed, 31 Dec 2025 23:59:00 GMT", 0.0),  # a date in the past: no wait
         ("soon", None),  # unreadable: ignored
         ("-5", None),  # negative numbers are not delta-seconds
+        ("²", None),  # a digit to str.isdigit, not a number of seconds
+        ("Sun, 06 Nov 99999999999999999999 08:49:37 GMT", None),  # no year a date can have
+        ("Sun, 06 Nov 1994 08:49:37 +99999999999999999999", None),  # nor such an offset
     ],
 )
 def test_retry_after(header: str | None, expected: float | None) -> None:
