@@ -624,7 +624,7 @@ class Store(abc.ABC):
         tenant_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         """Claim up to `limit` pending deliveries due at `now` whose lease is absent or expired,
-        oldest due first, and return them in that order.
+        oldest due first (then by id), and return them in that order.
 
         Shares: a delivery counts under its host (the `callback_host` key of its endpoint: the
         subscription's URL, else the watch's callback URL, as it was when the delivery was
