@@ -42,8 +42,8 @@ from service import profiles
 from service.errors import ConfigError
 from service.image_hosts import ImageHost
 from service.image_hosts import parse as parse_image_host
+from service.number_fields import NOT_A_BOOLEAN, Float, Int
 from service.profile import Profile, Reader
-from service.setting_types import NOT_A_BOOLEAN, Float, Int
 
 if TYPE_CHECKING:
     from service.ssrf import CallbackPolicy

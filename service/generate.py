@@ -164,9 +164,7 @@ class GenerateService:
     @asynccontextmanager
     async def _one_at_a_time(self, tenant: str, key: str) -> AsyncIterator[None]:
         """Hold the lock of (tenant, key); it is dropped once no call holds or awaits it."""
-        turn = self._turns.get((tenant, key))
-        if turn is None:
-            turn = self._turns[(tenant, key)] = _Turn()
+        turn = self._turns.setdefault((tenant, key), _Turn())
         turn.users += 1
         try:
             async with turn.lock:

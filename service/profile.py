@@ -21,7 +21,7 @@ from jmespath.parser import ParsedResult
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from service import header_fields
-from service.setting_types import NOT_A_BOOLEAN, Int
+from service.number_fields import NOT_A_BOOLEAN, Int
 
 Target = Literal["queued", "processing", "succeeded", "failed", "not_found"]
 AuthScheme = Literal["bearer", "key", "header", "query", "none"]

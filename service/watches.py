@@ -343,9 +343,6 @@ class WatchService:
         return Registered(self._vault.open(earlier.response.decode()).encode())
 
     async def get(self, tenant: str, watch_id: str) -> Watch:
-        return await self._existing(tenant, watch_id)
-
-    async def _existing(self, tenant: str, watch_id: str) -> Watch:
         watch = await self._store.get_watch(tenant, watch_id)
         if watch is None:
             raise NotFound(f"no watch {watch_id}")
@@ -400,19 +397,19 @@ class WatchService:
         return watch
 
     async def attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
-        await self._existing(tenant, watch_id)
+        await self.get(tenant, watch_id)
         return await self._store.list_attempts(tenant, watch_id)
 
     async def timed(self, tenant: str, watch_id: str) -> tuple[Watch, Durations]:
         """The watch and how long its steps took (`NotFound` when there is no such watch)."""
-        watch = await self._existing(tenant, watch_id)
+        watch = await self.get(tenant, watch_id)
         recorded = await self._store.watch_events(tenant, watch_id)
         return watch, measure(watch, recorded, await self._store.list_attempts(tenant, watch_id))
 
     async def history(self, tenant: str, watch_id: str) -> History:
         """The watch, its events, its attempts and its deliveries (`NotFound` when there is no
         such watch)."""
-        watch = await self._existing(tenant, watch_id)
+        watch = await self.get(tenant, watch_id)
         recorded = await self._store.watch_events(tenant, watch_id)
         attempts = await self._store.list_attempts(tenant, watch_id)
         return History(
@@ -421,7 +418,7 @@ class WatchService:
 
     async def deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
         """Every delivery of the watch, oldest first (`NotFound` when there is no such watch)."""
-        await self._existing(tenant, watch_id)
+        await self.get(tenant, watch_id)
         return await self._store.watch_deliveries(tenant, watch_id)
 
     async def retry(self, tenant: str, watch_id: str, delivery_id: str) -> DeliveryRecord:
@@ -430,7 +427,7 @@ class WatchService:
         when it is not pending."""
         found = await self._store.retry_delivery(tenant, watch_id, delivery_id, self._clock.now())
         if found is None:
-            await self._existing(tenant, watch_id)
+            await self.get(tenant, watch_id)
             raise NotFound(f"no delivery {delivery_id} of watch {watch_id}")
         if found.status != "pending":
             again = (

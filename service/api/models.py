@@ -21,7 +21,7 @@ from pydantic import (
 )
 from typing_extensions import TypeAliasType
 
-from service import events, header_fields, signing
+from service import events, header_fields, number_fields, signing
 from service.answers import JOB_ID, JOB_ID_RULE
 from service.api import watch_query
 from service.config import DEFAULT_UPSTREAM, UPSTREAM_NAME
@@ -201,10 +201,12 @@ class WatchOptionsBody(BaseModel):
     payload_format: PayloadFormat = "envelope"
     secret: Secret | None = Field(None, description="A whsec_ signing key; generated when absent.")
     # Their bounds are settings: /openapi.json shows those in force (`service.api.openapi`).
-    poll_interval_s: float | None = Field(
+    poll_interval_s: number_fields.Float | None = Field(
         None, description="Overrides the upstream's poll.interval_s."
     )
-    timeout_s: float | None = Field(None, description="Overrides the upstream's poll.timeout_s.")
+    timeout_s: number_fields.Float | None = Field(
+        None, description="Overrides the upstream's poll.timeout_s."
+    )
     upstream_api_key: str | None = Field(
         None,
         min_length=1,

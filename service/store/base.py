@@ -71,7 +71,9 @@ import abc
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from service.errors import LeaseLost
 
 if TYPE_CHECKING:
     from service.store.health import StoreHealth
@@ -79,9 +81,7 @@ if TYPE_CHECKING:
 WatchStatus = Literal[
     "active", "delivering", "delivered", "failed", "cancelled", "gone", "completed"
 ]  # fmt: skip
-WATCH_STATUSES: tuple[WatchStatus, ...] = (
-    "active", "delivering", "delivered", "failed", "cancelled", "gone", "completed",
-)  # fmt: skip
+WATCH_STATUSES: tuple[WatchStatus, ...] = get_args(WatchStatus)
 REDELIVERABLE: frozenset[str] = frozenset({"delivered", "failed", "gone", "completed"})
 # How a redelivery names the watch's own callback among its endpoints (the others by their
 # subscription's id).
@@ -97,16 +97,11 @@ JobOutcome = Literal[
     "in_progress", "succeeded", "failed", "timed_out", "not_found", "unauthorized",
     "bad_request", "cancelled", "unknown",
 ]  # fmt: skip
-JOB_OUTCOMES: tuple[JobOutcome, ...] = (
-    "in_progress", "succeeded", "failed", "timed_out", "not_found", "unauthorized",
-    "bad_request", "cancelled", "unknown",
-)  # fmt: skip
+JOB_OUTCOMES: tuple[JobOutcome, ...] = get_args(JobOutcome)
 # The state of the final event's delivery to the watch's own callback (`rules.delivery_state`):
 # `none` while there is nothing to send, or nothing to send it to.
 DeliveryState = Literal["none", "pending", "delivered", "failed", "cancelled"]
-DELIVERY_STATES: tuple[DeliveryState, ...] = (
-    "none", "pending", "delivered", "failed", "cancelled",
-)  # fmt: skip
+DELIVERY_STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
 
 DeliveryStatus = Literal["pending", "succeeded", "failed", "gone", "cancelled"]
 # What one attempt's outcome does to its delivery: try again later, or end it.
@@ -660,7 +655,6 @@ class Store(abc.ABC):
         """Give up the leases of `held` (id, token) pending deliveries whose attempts were
         abandoned (a shutdown), so any process may attempt them at once."""
 
-    @abc.abstractmethod
     async def record_attempt(
         self,
         owner: str,
@@ -683,6 +677,8 @@ class Store(abc.ABC):
 
         `gone` on a subscription delivery makes the subscription `gone` and cancels its
         pending deliveries (of every watch); the watch is left as it is."""
+        if await self.record_attempts(owner, [AttemptRecord(delivery, attempt, outcome, now)]):
+            raise LeaseLost()
 
     @abc.abstractmethod
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:

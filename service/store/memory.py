@@ -363,14 +363,12 @@ class MemoryStore(base.Store):
         watch = self._held(completion.watch_id, owner, completion.lease_token)
         if watch is None:
             raise LeaseLost()
-        event = completion.event
-        status = rules.completed_status(event)
+        status, completed_at, outcome = rules.ending(completion.event, now)
         self.leases[watch.id].release()
         watch = replace(
             watch, status=status, job_status=completion.job_status, queue_position=None,
-            last_error=completion.last_error, updated_at=now,
-            completed_at=None if status == "delivering" else now,
-            outcome=rules.job_outcome(status, event.type, event.error_code),
+            last_error=completion.last_error, updated_at=now, completed_at=completed_at,
+            outcome=outcome,
         )  # fmt: skip
         self.watches[watch.id] = watch
         ids = self._record_event(watch, completion.event, now, owner, delivery_lease_until)
@@ -460,18 +458,6 @@ class MemoryStore(base.Store):
             for row, (_, token) in zip(rows, held, strict=True)
             if row is not None and row.status == "pending" and row.lease.held(owner, token)
         ]
-
-    async def record_attempt(
-        self,
-        owner: str,
-        delivery: base.Delivery,
-        attempt: base.Attempt,
-        outcome: base.AttemptOutcome,
-        now: float,
-    ) -> None:
-        self._call(writes=True)
-        if not self._record(owner, base.AttemptRecord(delivery, attempt, outcome, now)):
-            raise LeaseLost()
 
     async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         self._call(writes=True)

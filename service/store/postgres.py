@@ -27,7 +27,6 @@ from service.store.base import (
     EVERY_WATCH,
     WATCH_STATUSES,
     Attempt,
-    AttemptOutcome,
     AttemptRecord,
     Completion,
     Delivery,
@@ -279,17 +278,21 @@ class PostgresStore(Store):
             text = text.replace(secret, "********")
         return text
 
-    def _store_error(self, error: BaseException, *, lost: bool = False) -> StoreError:
-        """A driver error as the store's: `StoreUnavailable` when the server cannot be used for
-        now (unreachable, refusing writes, or `lost`: the connection it ran on was dropped)."""
+    def _failed(self, error: BaseException, *, lost: bool = False) -> StoreError:
+        """A driver error as the store's: `StoreUnavailable`, reported to `health`, when the
+        server cannot be used for now (unreachable, refusing writes, or `lost`: the connection
+        it ran on was dropped)."""
         message = f"PostgreSQL at {self.where}: {self._describe(error)}"
         state = error.sqlstate if isinstance(error, asyncpg.PostgresError) else None
         unreachable = isinstance(error, OSError | asyncpg.PostgresConnectionError)
         if lost or unreachable or state in _UNREACHABLE:
-            return StoreUnavailable(message)
-        if state in _REFUSING_WRITES:
-            return StoreUnavailable(message, refusing_writes=True)
-        return StoreError(message)
+            outage = StoreUnavailable(message)
+        elif state in _REFUSING_WRITES:
+            outage = StoreUnavailable(message, refusing_writes=True)
+        else:
+            return StoreError(message)
+        self.health.failed(outage)
+        return outage
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, writes: bool = True) -> AsyncIterator[Any]:
@@ -308,13 +311,6 @@ class PostgresStore(Store):
         except _DRIVER_ERRORS as error:
             raise self._failed(error) from error
         self.health.succeeded(wrote=writes)
-
-    def _failed(self, error: BaseException, *, lost: bool = False) -> StoreError:
-        """`error` as the store's, reported to `health` when it is an outage."""
-        failure = self._store_error(error, lost=lost)
-        if isinstance(failure, StoreUnavailable):
-            self.health.failed(failure)
-        return failure
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
@@ -514,7 +510,6 @@ class PostgresStore(Store):
     async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
         where, params = _where(tenant, filters)
         row = await self._fetchrow(f"SELECT count(*) FROM watches WHERE {where}", *params)  # noqa: S608
-        assert row is not None
         return int(row[0])
 
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
@@ -727,7 +722,7 @@ class PostgresStore(Store):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
-        status = rules.completed_status(event)
+        status, completed_at, outcome = rules.ending(event, now)
         async with self._transaction() as db:
             updated = await db.fetchrow(
                 "UPDATE watches SET status = $7, job_status = $4, queue_position = NULL,"
@@ -736,9 +731,8 @@ class PostgresStore(Store):
                 " WHERE id = $1 AND lease_owner = $2 AND lease_token = $6 AND status = 'active'"
                 " RETURNING tenant, callback_url",
                 completion.watch_id, owner, now, completion.job_status,
-                _text(completion.last_error), completion.lease_token, status,
-                None if status == "delivering" else now,
-                rules.job_outcome(status, event.type, event.error_code),
+                _text(completion.last_error), completion.lease_token, status, completed_at,
+                outcome,
             )  # fmt: skip
             if updated is None:
                 raise LeaseLost()
@@ -801,18 +795,6 @@ class PostgresStore(Store):
                 lease_until,
             )
         return [_delivery(row) for row in rows]
-
-    async def record_attempt(
-        self,
-        owner: str,
-        delivery: Delivery,
-        attempt: Attempt,
-        outcome: AttemptOutcome,
-        now: float,
-    ) -> None:
-        async with self._transaction() as db:
-            if not await _record_attempt(db, owner, AttemptRecord(delivery, attempt, outcome, now)):
-                raise LeaseLost()
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
         if not records:

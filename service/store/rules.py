@@ -96,6 +96,14 @@ def completed_status(event: NewEvent) -> WatchStatus:
     return "delivering" if event.callback is not None else "completed"
 
 
+def ending(event: NewEvent, now: float) -> tuple[WatchStatus, float | None, JobOutcome]:
+    """What recording a watch's final `event` at `now` makes of it: its status
+    (`completed_status`), when it ended (None while delivering) and its job's outcome."""
+    status = completed_status(event)
+    outcome = job_outcome(status, event.type, event.error_code)
+    return status, None if status == "delivering" else now, outcome
+
+
 # How the job ended, and what became of its delivery.
 
 # A `job.failed`'s error_code, as the job's outcome (any other code: `failed`).

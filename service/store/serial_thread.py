@@ -76,10 +76,11 @@ class SerialThread:
                 continue
             # The loop is gone (closed without closing the store): nobody is waiting.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                loop.call_soon_threadsafe(settle, future, result, error)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: give `future` its outcome, `error` if any, unless its caller gave up."""
     if future.done():  # its caller was cancelled
         return
     if error is not None:

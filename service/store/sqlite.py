@@ -32,7 +32,6 @@ from service.store.base import (
     EVERY_WATCH,
     WATCH_STATUSES,
     Attempt,
-    AttemptOutcome,
     AttemptRecord,
     Completion,
     Delivery,
@@ -57,7 +56,7 @@ from service.store.base import (
     callback_host,
 )
 from service.store.health import StoreHealth
-from service.store.serial_thread import SerialThread
+from service.store.serial_thread import SerialThread, settle
 
 T = TypeVar("T")
 
@@ -77,10 +76,10 @@ _DELIVERY_FROM = (
     "deliveries d JOIN watches w ON w.id = d.watch_id"
     " LEFT JOIN subscriptions s ON s.id = d.subscription_id"
 )
-# Deliveries by id (a JSON array of them), read as one JSON array of rows (the body in hex, the
-# headers and final statuses as JSON in it): a statement's every step hands the GIL to this
-# thread and back, one step per row made reading a claim the event loop's busiest interrupter
-# (see sqlite_outcomes).
+# Deliveries by id (a JSON array of them), read as one JSON array of rows in `Delivery`'s field
+# order (the body in hex, the headers and final statuses as JSON in it): a statement's every
+# step hands the GIL to this thread and back, one step per row made reading a claim the event
+# loop's busiest interrupter (see sqlite_outcomes).
 _DELIVERIES_BY_ID = (
     "SELECT json_group_array(json_array(d.id, d.watch_id, d.event_type, hex(d.body),"  # noqa: S608
     " d.final, d.attempts, d.lease_token, coalesce(s.url, w.callback_url),"
@@ -169,30 +168,6 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
         subscription_id=row[8], verdict=row[9], response=response, series=row[14],
     )  # fmt: skip
-
-
-def _delivery(row: list[Any]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        watch_id=row[1],
-        event_type=row[2],
-        body=row[3],
-        final=bool(row[4]),
-        attempts=row[5],
-        lease_token=row[6],
-        callback_url=row[7],
-        callback_method=row[8],
-        callback_headers=row[9],
-        secret=row[10],
-        created_at=row[11],
-        subscription_id=row[12],
-        event_id=row[13],
-        final_statuses=tuple(row[14]),
-        tenant=row[15],
-        previous_secret=row[16],
-        previous_secret_until=row[17],
-        series=row[18],
-    )
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
@@ -414,8 +389,8 @@ class SQLiteStore(Store):
         )  # fmt: skip
         job = (watch.upstream, watch.job_id, watch.tenant)
         registration = _Registration(
-            row, keyed, job if shared_key else None,
-            (*job, watch.created_at) if started else None,
+            asyncio.get_running_loop().create_future(), row, keyed,
+            job if shared_key else None, (*job, watch.created_at) if started else None,
         )  # fmt: skip
         await self._group_commit(registration)
         return replace(watch, updated_at=watch.created_at, lease_token=token)
@@ -425,7 +400,6 @@ class SQLiteStore(Store):
         if self._db is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
-        registration.future = loop.create_future()
         with self._registrations_lock:
             self._registrations.append(registration)
             submit = not self._commit_queued
@@ -473,13 +447,7 @@ class SQLiteStore(Store):
         return None if row is None else Idempotency(row[0], row[1], bytes(row[2]))
 
     async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
-        row = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
-                (watch_id, tenant),
-            ).fetchone()
-        )
-        return None if row is None else _watch(row)
+        return await self._run(lambda db: self._select_watch(db, tenant, watch_id))
 
     async def list_watches(
         self,
@@ -704,8 +672,7 @@ class SQLiteStore(Store):
         self, owner: str, now: float, completion: Completion, delivery_lease_until: float
     ) -> list[Delivery]:
         event = completion.event
-        status = rules.completed_status(event)
-        outcome = rules.job_outcome(status, event.type, event.error_code)
+        status, completed_at, outcome = rules.ending(event, now)
 
         def complete(db: sqlite3.Connection) -> list[Delivery]:
             updated = db.execute(
@@ -714,9 +681,8 @@ class SQLiteStore(Store):
                 " lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'active'"
                 " RETURNING tenant, callback_url",
-                (status, completion.job_status, completion.last_error, now,
-                 None if status == "delivering" else now, outcome,
-                 completion.watch_id, owner, completion.lease_token),
+                (status, completion.job_status, completion.last_error, now, completed_at,
+                 outcome, completion.watch_id, owner, completion.lease_token),
             ).fetchone()  # fmt: skip
             if updated is None:
                 raise LeaseLost()
@@ -780,22 +746,6 @@ class SQLiteStore(Store):
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
         return await self._renew_leases("deliveries", owner, held, lease_until)
-
-    async def record_attempt(
-        self,
-        owner: str,
-        delivery: Delivery,
-        attempt: Attempt,
-        outcome: AttemptOutcome,
-        now: float,
-    ) -> None:
-        record = AttemptRecord(delivery, attempt, outcome, now)
-
-        def one(db: sqlite3.Connection) -> None:
-            if not _record_attempt(db, owner, record):
-                raise LeaseLost()
-
-        await self._transaction(one)
 
     async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
         def every(db: sqlite3.Connection) -> set[str]:
@@ -1059,13 +1009,14 @@ _WEBHOOKS_ENDED = (
 class _Registration:
     """One `insert_watch` waiting for a group commit: its rows, then its outcome."""
 
+    # Settled on the loop with the outcome (`error`, set on the store's thread).
+    future: asyncio.Future[None]
     watch: tuple[object, ...]
     idempotency: tuple[object, ...] | None
     # (upstream, job id, tenant): refused when another tenant owns the job.
     shared_job: tuple[str, str, str] | None = None
     # (upstream, job id, tenant, now): the job's owner to record with the watch.
     owner: tuple[object, ...] | None = None
-    future: asyncio.Future[None] | None = None
     error: Exception | None = None
 
 
@@ -1140,13 +1091,7 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
 def _settle(group: Sequence[_Registration]) -> None:
     """On the loop: hand each registration its outcome (unless its caller gave up)."""
     for registration in group:
-        future = registration.future
-        if future is None or future.done():
-            continue
-        if registration.error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(registration.error)
+        settle(registration.future, None, registration.error)
 
 
 class _FanOut:
@@ -1256,8 +1201,8 @@ def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Deliver
     (rows,) = db.execute(_DELIVERIES_BY_ID, (json.dumps(list(ids)),)).fetchone()
     found = {}
     for row in json.loads(rows):
-        row[3] = bytes.fromhex(row[3])
-        found[row[0]] = _delivery(row)
+        row[3], row[4], row[14] = bytes.fromhex(row[3]), bool(row[4]), tuple(row[14])
+        found[row[0]] = Delivery(*row)
     return found
 
 

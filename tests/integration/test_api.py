@@ -178,6 +178,40 @@ async def test_the_configured_interval_bounds_are_served_and_enforced(tmp_path: 
         ]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        # true was read as 1: a one-second timeout, from a checkbox mapped into a number field.
+        ("/v1/watches", {**GOOD, "timeout_s": True}, "timeout_s"),
+        ("/v1/watches", {**GOOD, "timeout_s": False}, "timeout_s"),
+        ("/v1/watches", {**GOOD, "poll_interval_s": True}, "poll_interval_s"),
+        ("/v1/generate", {"input": {}, "timeout_s": True}, "timeout_s"),
+        ("/v1/generate", {"input": {}, "poll_interval_s": True}, "poll_interval_s"),
+    ],
+)
+async def test_a_boolean_is_not_a_number(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    """true or false where a body takes a number is a 422 naming the field; nothing is
+    registered (or sent upstream)."""
+    response = await client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    value = str(body[field]).lower()
+    assert response.json()["errors"] == [{"field": field, "message": f"{value} is not a number"}]
+    assert (await client.get("/v1/watches")).json()["data"] == []
+
+
+async def test_a_number_field_takes_a_json_integer_or_a_number_as_text(
+    client: httpx.AsyncClient,
+) -> None:
+    """A whole number in a fractional field is that number of seconds, and so is a number
+    written as text, as no-code tools send every value they map."""
+    created = await register(client, timeout_s=60, poll_interval_s="5")
+    assert created.status_code == 201, created.text
+    assert (created.json()["timeout_s"], created.json()["poll_interval_s"]) == (60, 5)
+
+
 async def test_missing_fields_are_listed(client: httpx.AsyncClient) -> None:
     """An empty object names the one required field (a callback is optional)."""
     problem = (await client.post("/v1/watches", json={})).json()
