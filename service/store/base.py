@@ -523,9 +523,11 @@ class Store(abc.ABC):
         one): of those, its ended final deliveries with a body to send, to its callback or to
         a subscription still `active` (`rules.redelivery`), become pending, due at `now`, with
         their attempt counts reset and their `series` one more (the watch's own count goes
-        on) and the same ids. A watch with a callback delivery made pending becomes
-        `delivering`; a `completed` watch stays `completed`. Returns the watch and the ids
-        started again: none, and the watch unchanged, when its status does not allow it or
+        on) and the same ids, their leases released: an attempt of an earlier series still in
+        flight is then refused (`LeaseLost`) even if its owner claims the new series, so it
+        neither counts in nor ends the new one. A watch with a callback delivery made pending
+        becomes `delivering`; a `completed` watch stays `completed`. Returns the watch and the
+        ids started again: none, and the watch unchanged, when its status does not allow it or
         nothing chosen can be sent again (purged, pending still, or a watch that went `gone` on
         a progress event); None when not found."""
 
@@ -619,7 +621,7 @@ class Store(abc.ABC):
         tenant_limits: Mapping[str, int] | None = None,
     ) -> list[Delivery]:
         """Claim up to `limit` pending deliveries due at `now` whose lease is absent or expired,
-        oldest due first, and return them in that order.
+        oldest due first (then by id), and return them in that order.
 
         Shares: a delivery counts under its host (the `callback_host` key of its endpoint: the
         subscription's URL, else the watch's callback URL, as it was when the delivery was

@@ -767,7 +767,7 @@ class PostgresStore(Store):
             rows = await self._fetch(
                 "WITH due AS (SELECT id FROM deliveries WHERE status = 'pending'"  # noqa: S608
                 " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
-                f" ORDER BY next_attempt_at LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED), {_CLAIM}",
+                f" ORDER BY next_attempt_at, id LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED), {_CLAIM}",
                 owner,
                 now,
                 lease_until,

@@ -981,6 +981,20 @@ async def test_claim_deliveries_takes_oldest_due_first_up_to_limit(store: Store)
     assert ids(rest) == [late.id]
 
 
+async def test_claim_deliveries_breaks_ties_in_due_time_by_id(store: Store) -> None:
+    """Deliveries due at the same time are claimed by id, whatever order they were written in."""
+    watch = await register(store, owner=A, lease_until=FAR)
+    news = [new_delivery() for _ in range(6)]
+    for new in reversed(news):
+        await store.record_progress(A, T0 + 1, [progress(watch, deliveries=[new])])
+
+    claims = [await store.claim_deliveries(B, T0 + 10, T0 + 10 + LEASE_S, 2) for _ in range(3)]
+
+    assert [ids(claimed) for claimed in claims] == [
+        [news[0].id, news[1].id], [news[2].id, news[3].id], [news[4].id, news[5].id],
+    ]  # fmt: skip
+
+
 async def test_claim_deliveries_skips_leased_ones_until_expiry(store: Store) -> None:
     """A claimed delivery is not handed out again while its lease holds, then with token + 1."""
     watch = await register(store, owner=A)

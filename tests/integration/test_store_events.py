@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from service.errors import LeaseLost
 from service.store import migrations
 from service.store.base import (
     AttemptOutcome,
@@ -397,6 +398,31 @@ async def test_redeliver_sends_the_final_event_again_to_callback_and_active_subs
     # The one still in its retries keeps its schedule and its count.
     later = await store.claim_deliveries(B, T0 + 50, T0 + 50 + LEASE_S, 10)
     assert {d.id: d.attempts for d in later}[to_busy.id] == 1
+
+
+async def test_an_attempt_of_the_series_before_a_redelivery_is_fenced_off(store: Store) -> None:
+    """An attempt still in flight when its delivery was cancelled and redelivered is refused,
+    even when its owner has claimed the new series since: it is logged in no series and
+    neither counts against the new series nor ends it."""
+    subscription = await subscribe(store)
+    watch = await register(store, owner=A, callback_url=None)
+    [old] = await finish(store, watch, event("job.succeeded", callback=False))
+    await store.set_subscription_status(TENANT, subscription.id, "disabled", T0 + 2)
+    await store.set_subscription_status(TENANT, subscription.id, "active", T0 + 3)
+    await store.redeliver(TENANT, watch.id, T0 + 4)
+    [new] = await store.claim_deliveries(A, T0 + 5, T0 + 5 + LEASE_S, 10)
+    stale = AttemptRecord(old, attempt(old, "failed", started_at=T0 + 1), "failed", T0 + 6)
+
+    assert await store.record_attempts(A, [stale]) == {old.id}
+    with pytest.raises(LeaseLost):
+        await store.record_attempt(A, old, stale.attempt, "failed", T0 + 6)
+
+    assert await store.list_attempts(TENANT, watch.id) == []
+    [pending] = await store.watch_deliveries(TENANT, watch.id)
+    assert (pending.status, pending.attempts, pending.series) == ("pending", 0, 2)
+    await store.record_attempt(A, new, attempt(new, started_at=T0 + 5), "succeeded", T0 + 7)
+    log = await store.list_attempts(TENANT, watch.id)
+    assert [(a.series, a.number, a.status_code) for a in log] == [(2, 1, 200)]
 
 
 async def test_redeliver_of_a_completed_watch_keeps_it_completed(store: Store) -> None:
