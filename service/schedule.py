@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
@@ -40,8 +41,8 @@ def retry_after(header: str | None, now: float, cap: float) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: a number no date can hold
         return None
-    if when.tzinfo is None:
-        return None
+    if when.tzinfo is None:  # asctime's form, or -0000: an HTTP date is in UTC whatever it says
+        when = when.replace(tzinfo=UTC)
     return max(0.0, min(when.timestamp() - now, cap))
 
 

@@ -51,6 +51,10 @@ def test_backoff(failures: int, expected: float) -> None:
         ("0", 0.0),  # zero is a valid answer
         ("Thu, 01 Jan 2026 00:00:30 GMT", 30.0),  # an HTTP date 30 s ahead
         ("Wed, 31 Dec 2025 23:59:00 GMT", 0.0),  # a date in the past: no wait
+        # The obsolete forms a recipient must still read (RFC 9110, 5.6.7), UTC without a zone.
+        ("Thursday, 01-Jan-26 00:00:30 GMT", 30.0),  # RFC 850
+        ("Thu Jan  1 00:00:30 2026", 30.0),  # asctime
+        ("Thu, 01 Jan 2026 00:00:30 -0000", 30.0),  # a zone of -0000: UTC
         ("soon", None),  # unreadable: ignored
         ("-5", None),  # negative numbers are not delta-seconds
         ("²", None),  # a digit to str.isdigit, not a number of seconds
