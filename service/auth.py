@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network, ip_address
@@ -15,7 +14,7 @@ import structlog
 
 from service.clock import Clock
 from service.config import ApiToken
-from service.errors import ReadOnly, TooManyRequests, Unauthorized
+from service.errors import ReadOnly, TooManyRequests, Unauthorized, retry_after_header
 
 log = structlog.get_logger("service.auth")
 
@@ -188,11 +187,6 @@ class Access:
     def caller(self, address: str, authorization: str | None, api_key: str | None) -> Caller:
         """The caller a request's credentials name (`authenticate`)."""
         return authenticate(self.tokens, self.failures, address, authorization, api_key)
-
-
-def retry_after_header(seconds: float) -> str:
-    """Whole seconds, rounded up, at least 1 (Retry-After takes integers)."""
-    return str(max(1, math.ceil(seconds)))
 
 
 def new_token() -> tuple[str, str]:

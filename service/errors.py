@@ -27,6 +27,7 @@ BridgeError
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -72,6 +73,11 @@ class StoreLocked(StoreError):
 
 class LeaseLost(BridgeError):
     """The lease on this work was lost to another holder; the write was not applied."""
+
+
+def retry_after_header(seconds: float) -> str:
+    """Whole seconds, rounded up, at least 1 (Retry-After takes integers)."""
+    return str(max(1, math.ceil(seconds)))
 
 
 class ApiError(BridgeError):

@@ -44,7 +44,7 @@ of their own, and a time limit.
 Exceptions::
 
     CallbackBlocked         a URL or address is refused (registration: reply 422)
-    LookupsBusy             every thread of registration's lookups is held (reply 503)
+    errors.Busy             every thread of registration's lookups is held (reply 503)
     OSError
      └── CallbackBlockedError   the same refusal at connect time, as aiohttp expects it
 """
@@ -67,6 +67,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from service.clock import Clock
+from service.errors import Busy, retry_after_header
 
 if TYPE_CHECKING:
     from aiohappyeyeballs import AddrInfoType, SocketFactoryType
@@ -80,7 +81,6 @@ __all__ = [
     "GuardedConnector",
     "GuardedResolver",
     "HostLookups",
-    "LookupsBusy",
     "blocked_cause",
     "blocked_reason",
     "check_address",
@@ -108,15 +108,6 @@ class CallbackBlocked(Exception):
         super().__init__(reason)
         self.reason = reason
         """A sentence a person can act on, naming the host, the address and the way out."""
-
-
-class LookupsBusy(Exception):
-    """Every thread of registration's lookups is held by a lookup still waiting for its DNS
-    servers: a callback host could not be looked up in time; retry later."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class CallbackBlockedError(OSError):
@@ -410,7 +401,7 @@ class HostLookups:
 
     A lookup its DNS servers do not answer in time is a `CallbackBlocked` naming the host; its
     thread is held until the resolver gives up. One that found no free thread in time is
-    dropped unstarted, a `LookupsBusy`."""
+    dropped unstarted, a `Busy` to retry after `timeout_s`."""
 
     def __init__(self, clock: Clock, timeout_s: float, threads: int = LOOKUP_THREADS) -> None:
         self._clock = clock
@@ -432,9 +423,10 @@ class HostLookups:
         finally:
             unstarted = lookup.cancel()  # only a lookup still waiting for a thread is dropped
         if unstarted:
-            raise LookupsBusy(
+            raise Busy(
                 f"host {host} could not be looked up within {self._timeout_s:g} s: every lookup "
-                "of callback hosts is waiting for DNS servers that do not answer; retry later"
+                "of callback hosts is waiting for DNS servers that do not answer; retry later",
+                retry_after=retry_after_header(self._timeout_s),
             )
         if not lookup.done():
             raise CallbackBlocked(

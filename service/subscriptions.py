@@ -14,11 +14,11 @@ from typing import Literal
 import structlog
 
 from service import events, ssrf
-from service.auth import RateLimiter, retry_after_header
+from service.auth import RateLimiter
 from service.clock import Clock
 from service.config import Settings
 from service.endpoints import Endpoints
-from service.errors import Busy, Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.sender import Sender
 from service.signing import endpoint_secret, new_secret
@@ -107,9 +107,6 @@ class SubscriptionService:
             await ssrf.check_url(url, self._policy, self._resolve)
         except ssrf.CallbackBlocked as blocked:
             raise InvalidRequest.field("url", blocked.reason) from None
-        except ssrf.LookupsBusy as busy:
-            wait = retry_after_header(self._settings.security.callback_dns_timeout_s)
-            raise Busy(busy.reason, retry_after=wait) from None
         # Counted before the insert: two creations racing at 99 may make 101. The cap is there
         # to bound fan-out, which one or two more do not change.
         if len(await self._store.list_subscriptions(tenant)) >= MAX_ACTIVE:

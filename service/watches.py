@@ -20,12 +20,11 @@ import orjson
 import structlog
 
 from service import events, ssrf
-from service.auth import retry_after_header
 from service.clock import Clock
 from service.config import DEFAULT_UPSTREAM, Settings
 from service.delivery import Deliverer
 from service.durations import Durations, measure
-from service.errors import Busy, Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.pollers import Pollers
 from service.signing import endpoint_secret
@@ -324,9 +323,6 @@ class WatchService:
                 await ssrf.check_url(options.callback_url, self._policy, self._resolve)
             except ssrf.CallbackBlocked as blocked:
                 raise InvalidRequest.field("callback_url", blocked.reason) from None
-            except ssrf.LookupsBusy as busy:
-                wait = retry_after_header(self._settings.security.callback_dns_timeout_s)
-                raise Busy(busy.reason, retry_after=wait) from None
         return Checked(options, interval, timeout)
 
     async def replay(self, tenant: str, key: str, request: bytes) -> Registered | None:

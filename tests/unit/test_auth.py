@@ -14,11 +14,10 @@ from service.auth import (
     RateLimiter,
     authenticate,
     new_token,
-    retry_after_header,
 )
 from service.clock import FakeClock
 from service.config import ApiToken
-from service.errors import ReadOnly, TooManyRequests, Unauthorized
+from service.errors import ReadOnly, TooManyRequests, Unauthorized, retry_after_header
 
 ACME = ApiToken(name="acme", sha256=hashlib.sha256(b"acme-token").hexdigest())
 GLOBEX = ApiToken.model_validate({"name": "globex", "token": "globex-token"})
