@@ -9,7 +9,7 @@ as an unavailable store's do (every call, or only writes when it is `refusing_wr
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -392,37 +392,27 @@ class MemoryStore(base.Store):
             row.series,
         )  # fmt: skip
 
-    # base.Delivery.
+    # Delivery.
 
-    async def claim_deliveries(
-        self,
-        owner: str,
-        now: float,
-        lease_until: float,
-        limit: int,
-        *,
-        per_host: int | None = None,
-        host_limits: Mapping[str, int] | None = None,
-        per_tenant: int | None = None,
-        tenant_limits: Mapping[str, int] | None = None,
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: base.Shares | None
     ) -> list[base.Delivery]:
         self._call(writes=True)
         due = sorted(
             self._pending(lambda row: row.due(now)), key=lambda r: (r.next_attempt_at, r.id)
         )
-        if not any((per_host is not None, host_limits, per_tenant is not None, tenant_limits)):
+        if shares is None:
             chosen = due[:limit]
         else:
             groups: dict[tuple[str, str], list[DeliveryRow]] = {}
             for row in due:
                 groups.setdefault((row.host, row.tenant), []).append(row)
-            shares = [
-                (host, tenant, rules.share(host_limits, per_host, host, limit),
-                 rules.share(tenant_limits, per_tenant, tenant, limit))
-                for host, tenant in groups
-            ]  # fmt: skip
             with_both = sorted(
-                (group for group in shares if group[2] > 0 and group[3] > 0),
+                (
+                    (host, tenant, shares.host(host), shares.tenant(tenant))
+                    for host, tenant in groups
+                    if shares.host(host) > 0 and shares.tenant(tenant) > 0
+                ),
                 key=lambda g: (groups[g[0], g[1]][0].next_attempt_at, g[0], g[1]),
             )
             offered = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -42,6 +42,7 @@ from service.store.base import (
     Recorded,
     Redelivery,
     ResponseStart,
+    Shares,
     Store,
     Subscription,
     SubscriptionHealth,
@@ -751,19 +752,10 @@ class PostgresStore(Store):
 
     # Delivery.
 
-    async def claim_deliveries(
-        self,
-        owner: str,
-        now: float,
-        lease_until: float,
-        limit: int,
-        *,
-        per_host: int | None = None,
-        host_limits: Mapping[str, int] | None = None,
-        per_tenant: int | None = None,
-        tenant_limits: Mapping[str, int] | None = None,
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: Shares | None
     ) -> list[Delivery]:
-        if per_host is None and not host_limits and per_tenant is None and not tenant_limits:
+        if shares is None:
             rows = await self._fetch(
                 "WITH due AS (SELECT id FROM deliveries WHERE status = 'pending'"  # noqa: S608
                 " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
@@ -776,9 +768,8 @@ class PostgresStore(Store):
             return [_delivery(row) for row in rows]
         async with self._transaction() as db:
             found = await db.fetch(
-                _GROUPS_DUE, now,
-                limit if per_host is None else per_host, json.dumps(dict(host_limits or {})),
-                limit if per_tenant is None else per_tenant, json.dumps(dict(tenant_limits or {})),
+                _GROUPS_DUE, now, shares.per_host, json.dumps(shares.host_limits),
+                shares.per_tenant, json.dumps(shares.tenant_limits),
             )  # fmt: skip
             groups = [(g[0], g[1], g[2], g[3]) for g in found]
             taken = rules.groups_taken(groups, limit)

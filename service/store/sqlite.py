@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -47,6 +47,7 @@ from service.store.base import (
     Recorded,
     Redelivery,
     ResponseStart,
+    Shares,
     Store,
     Subscription,
     SubscriptionHealth,
@@ -699,22 +700,11 @@ class SQLiteStore(Store):
 
     # Delivery.
 
-    async def claim_deliveries(
-        self,
-        owner: str,
-        now: float,
-        lease_until: float,
-        limit: int,
-        *,
-        per_host: int | None = None,
-        host_limits: Mapping[str, int] | None = None,
-        per_tenant: int | None = None,
-        tenant_limits: Mapping[str, int] | None = None,
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: Shares | None
     ) -> list[Delivery]:
-        shared = any((per_host is not None, host_limits, per_tenant is not None, tenant_limits))
-
         def claim(db: sqlite3.Connection) -> list[Delivery]:
-            if not shared:
+            if shares is None:
                 chosen = [
                     row[0]
                     for row in db.execute(
@@ -725,11 +715,7 @@ class SQLiteStore(Store):
                     )
                 ]
             else:
-                chosen = _choose_within_shares(
-                    db, now, limit,
-                    (per_host if per_host is not None else limit, dict(host_limits or {})),
-                    (per_tenant if per_tenant is not None else limit, dict(tenant_limits or {})),
-                )  # fmt: skip
+                chosen = _choose_within_shares(db, now, limit, shares)
             if not chosen:
                 return []
             db.execute(
@@ -1207,18 +1193,14 @@ def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Deliver
 
 
 def _choose_within_shares(
-    db: sqlite3.Connection,
-    now: float,
-    limit: int,
-    hosts: tuple[int, dict[str, int]],
-    tenants: tuple[int, dict[str, int]],
+    db: sqlite3.Connection, now: float, limit: int, shares: Shares
 ) -> list[str]:
-    """The ids a claim with shares takes (see `rules.groups_taken`). `hosts` and `tenants`
-    are each (default share, listed shares)."""
+    """The ids a claim with shares takes (see `rules.groups_taken`)."""
     groups = db.execute(
         _GROUPS_DUE,
-        {"per_host": hosts[0], "host_limits": json.dumps(hosts[1]), "per_tenant": tenants[0],
-         "tenant_limits": json.dumps(tenants[1]), "now": now},
+        {"per_host": shares.per_host, "host_limits": json.dumps(shares.host_limits),
+         "per_tenant": shares.per_tenant, "tenant_limits": json.dumps(shares.tenant_limits),
+         "now": now},
     ).fetchall()  # fmt: skip
 
     offered = []
