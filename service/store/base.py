@@ -744,19 +744,27 @@ class Store(abc.ABC):
         """The subscription whatever its status, or None when it does not exist for this
         tenant."""
 
-    @abc.abstractmethod
     async def delete_subscription(
         self, tenant: str, subscription_id: str, now: float
     ) -> Subscription | None:
         """Make an `active` or `disabled` subscription `deleted` and cancel its pending
         deliveries; return it as stored. None when not found or already ended."""
+        return await self._change_subscription_status(tenant, subscription_id, "deleted", now)
 
-    @abc.abstractmethod
     async def set_subscription_status(
         self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
     ) -> Subscription | None:
         """Make an `active` or `disabled` subscription `status` (disabling cancels its pending
         deliveries); return it as stored. None when not found or ended."""
+        return await self._change_subscription_status(tenant, subscription_id, status, now)
+
+    @abc.abstractmethod
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
+    ) -> Subscription | None:
+        """Make an `active` or `disabled` subscription `status`, cancelling its pending
+        deliveries unless it becomes `active`; return it as stored. None when not found or
+        ended."""
 
     @abc.abstractmethod
     async def rotate_subscription_secret(

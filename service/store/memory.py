@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from service.clock import Clock, SystemClock
 from service.errors import LeaseLost, StoreError, StoreUnavailable
@@ -512,30 +512,17 @@ class MemoryStore(base.Store):
         found = self.subscriptions.get(subscription_id)
         return found if found is not None and found.tenant == tenant else None
 
-    async def delete_subscription(
-        self, tenant: str, subscription_id: str, now: float
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: base.SubscriptionStatus, now: float
     ) -> base.Subscription | None:
         self._call(writes=True)
-        found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
-            return None
-        deleted = self.subscriptions[subscription_id] = replace(
-            found, status="deleted", updated_at=now
-        )
-        self._cancel(lambda row: row.subscription_id == subscription_id, now)
-        return deleted
-
-    async def set_subscription_status(
-        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
-    ) -> base.Subscription | None:
-        self._call(writes=True)
-        found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+        found = self._live_subscription(tenant, subscription_id)
+        if found is None:
             return None
         changed = self.subscriptions[subscription_id] = replace(
             found, status=status, updated_at=now
         )
-        if status == "disabled":
+        if status != "active":
             self._cancel(lambda row: row.subscription_id == subscription_id, now)
         return changed
 
@@ -543,14 +530,21 @@ class MemoryStore(base.Store):
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
     ) -> base.Subscription | None:
         self._call(writes=True)
-        found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+        found = self._live_subscription(tenant, subscription_id)
+        if found is None:
             return None
         rotated = self.subscriptions[subscription_id] = replace(
             found, secret=secret, previous_secret=found.secret,
             previous_secret_until=previous_until, updated_at=now,
         )  # fmt: skip
         return rotated
+
+    def _live_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
+        """The tenant's subscription, if it is `active` or `disabled`."""
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+            return None
+        return found
 
     async def subscription_health(
         self, tenant: str, since: float

@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -46,6 +46,7 @@ from service.store.base import (
     Store,
     Subscription,
     SubscriptionHealth,
+    SubscriptionStatus,
     Watch,
     WatchFilter,
     WatchStatus,
@@ -833,25 +834,8 @@ class PostgresStore(Store):
         )
         return None if row is None else _subscription(row)
 
-    async def delete_subscription(
-        self, tenant: str, subscription_id: str, now: float
-    ) -> Subscription | None:
-        async with self._transaction() as db:
-            row = await db.fetchrow(
-                "UPDATE subscriptions SET status = 'deleted', updated_at = $3"  # noqa: S608
-                " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
-                subscription_id,
-                tenant,
-                now,
-            )
-            if row is None:
-                return None
-            await _end_subscription_deliveries(db, subscription_id, now)
-        return _subscription(row)
-
-    async def set_subscription_status(
-        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
     ) -> Subscription | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
@@ -862,7 +846,7 @@ class PostgresStore(Store):
             )  # fmt: skip
             if row is None:
                 return None
-            if status == "disabled":
+            if status != "active":
                 await _end_subscription_deliveries(db, subscription_id, now)
         return _subscription(row)
 

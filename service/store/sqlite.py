@@ -51,6 +51,7 @@ from service.store.base import (
     Store,
     Subscription,
     SubscriptionHealth,
+    SubscriptionStatus,
     Watch,
     WatchFilter,
     WatchStatus,
@@ -249,6 +250,16 @@ class SQLiteStore(Store):
 
         return await self._run(transact)
 
+    async def _fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        return await self._run(lambda db: db.execute(sql, params).fetchall())
+
+    async def _fetchone(self, sql: str, params: Sequence[object] = ()) -> Any:
+        return await self._run(lambda db: db.execute(sql, params).fetchone())
+
+    async def _write(self, sql: str, params: Sequence[object]) -> int:
+        """Run one statement in a transaction of its own; the rows it changed."""
+        return await self._transaction(lambda db: db.execute(sql, params).rowcount)
+
     def _connect(self) -> None:
         if sqlite3.sqlite_version_info < (3, 37):  # STRICT tables, RETURNING
             raise StoreError(
@@ -356,7 +367,7 @@ class SQLiteStore(Store):
         if write:
             await self._transaction(change_and_change_back)
         else:
-            await self._run(lambda db: db.execute("SELECT 1").fetchone())
+            await self._fetchone("SELECT 1")
 
     # Registration and reading.
 
@@ -438,12 +449,9 @@ class SQLiteStore(Store):
             loop.call_soon_threadsafe(_settle, group)
 
     async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT key, request_hash, response FROM idempotency_keys"
-                " WHERE tenant = ? AND key = ?",
-                (tenant, key),
-            ).fetchone()
+        row = await self._fetchone(
+            "SELECT key, request_hash, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
+            (tenant, key),
         )
         return None if row is None else Idempotency(row[0], row[1], bytes(row[2]))
 
@@ -466,13 +474,11 @@ class SQLiteStore(Store):
             f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
         )
-        rows = await self._run(lambda db: db.execute(sql, (*params, limit)).fetchall())
-        return [_watch(row) for row in rows]
+        return [_watch(row) for row in await self._fetchall(sql, (*params, limit))]
 
     async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
         where, params = _where(tenant, filters)
-        sql = f"SELECT count(*) FROM watches WHERE {where}"  # noqa: S608
-        row = await self._run(lambda db: db.execute(sql, params).fetchone())
+        row = await self._fetchone(f"SELECT count(*) FROM watches WHERE {where}", params)  # noqa: S608
         return int(row[0])
 
     def _select_watch(self, db: sqlite3.Connection, tenant: str, watch_id: str) -> Watch | None:
@@ -550,13 +556,11 @@ class SQLiteStore(Store):
         return await self._transaction(retry)
 
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
-                " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
-                " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
-                (watch_id, tenant),
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
+            " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
+            " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
+            (watch_id, tenant),
         )
         return [_attempt(row) for row in rows]
 
@@ -748,54 +752,31 @@ class SQLiteStore(Store):
             json.dumps(sub.headers), json.dumps(list(sub.final_statuses)), sub.status,
             sub.created_at, sub.updated_at, sub.previous_secret, sub.previous_secret_until,
         )  # fmt: skip
-        await self._transaction(
-            lambda db: db.execute(
-                f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+        await self._write(
+            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
         )
         return sub
 
     async def list_subscriptions(self, tenant: str) -> list[Subscription]:
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
-                " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
-                (tenant,),
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
+            (tenant,),
         )
         return [_subscription(row) for row in rows]
 
     async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
-        row = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
-                " WHERE id = ? AND tenant = ?",
-                (subscription_id, tenant),
-            ).fetchone()
+        row = await self._fetchone(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            " WHERE id = ? AND tenant = ?",
+            (subscription_id, tenant),
         )
         return None if row is None else _subscription(row)
 
-    async def delete_subscription(
-        self, tenant: str, subscription_id: str, now: float
-    ) -> Subscription | None:
-        def delete(db: sqlite3.Connection) -> Subscription | None:
-            row = db.execute(
-                "UPDATE subscriptions SET status = 'deleted', updated_at = ?"  # noqa: S608
-                " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
-                (now, subscription_id, tenant),
-            ).fetchone()
-            if row is None:
-                return None
-            _end_subscription_deliveries(db, subscription_id, now)
-            return _subscription(row)
-
-        return await self._transaction(delete)
-
-    async def set_subscription_status(
-        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
     ) -> Subscription | None:
         def change(db: sqlite3.Connection) -> Subscription | None:
             row = db.execute(
@@ -806,7 +787,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is None:
                 return None
-            if status == "disabled":
+            if status != "active":
                 _end_subscription_deliveries(db, subscription_id, now)
             return _subscription(row)
 
@@ -846,26 +827,22 @@ class SQLiteStore(Store):
         if types is not None:
             clause = f" AND e.type IN ({', '.join('?' * len(types))})"
             params += list(types)
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
-                " ORDER BY e.seq DESC LIMIT ?",
-                (*params, limit),
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
+            " ORDER BY e.seq DESC LIMIT ?",
+            (*params, limit),
         )
         return [_event(row) for row in rows]
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
     ) -> list[EventRecord]:
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
-                " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
-                "  (SELECT seq FROM events WHERE id = ? AND watch_id = ?), 0)"
-                " ORDER BY e.seq",
-                (watch_id, tenant, after, watch_id),
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
+            " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
+            "  (SELECT seq FROM events WHERE id = ? AND watch_id = ?), 0)"
+            " ORDER BY e.seq",
+            (watch_id, tenant, after, watch_id),
         )
         return [_event(row) for row in rows]
 
@@ -886,30 +863,20 @@ class SQLiteStore(Store):
     # Dashboard sign-ins.
 
     async def revoke_session(self, session_id: str, expires_at: float) -> None:
-        await self._transaction(
-            lambda db: db.execute(
-                "INSERT INTO revoked_sessions (id, expires_at) VALUES (?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
-                (session_id, expires_at),
-            )
+        await self._write(
+            "INSERT INTO revoked_sessions (id, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (session_id, expires_at),
         )
 
     async def session_revoked(self, session_id: str) -> bool:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-        )
+        row = await self._fetchone("SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,))
         return row is not None
 
     # Housekeeping.
 
     async def purge_revoked_sessions(self, now: float) -> int:
-        return await self._transaction(
-            lambda db: (
-                db.execute("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,)).rowcount
-            )
-        )
+        return await self._write("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,))
 
     async def purge_bodies(self, completed_before: float) -> int:
         def purge(db: sqlite3.Connection) -> int:
@@ -932,42 +899,34 @@ class SQLiteStore(Store):
         return await self._transaction(purge)
 
     async def count_due_deliveries(self, now: float) -> int:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-                " AND (lease_owner IS NULL OR lease_expires_at <= ?)",
-                (now, now),
-            ).fetchone()
+        row = await self._fetchone(
+            "SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
+            " AND (lease_owner IS NULL OR lease_expires_at <= ?)",
+            (now, now),
         )
         return int(row[0])
 
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT status, count(*) FROM watches {where} GROUP BY status",  # noqa: S608
-                params,
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT status, count(*) FROM watches {where} GROUP BY status",  # noqa: S608
+            params,
         )
         counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
         counts.update(dict(rows))
         return counts
 
     async def count_active_by_upstream(self) -> dict[str, int]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
-            ).fetchall()
+        rows = await self._fetchall(
+            "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
         )
         return dict(rows)
 
     async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT status, outcome, count(*) FROM watches WHERE tenant = ?"
-                " GROUP BY status, outcome",
-                (tenant,),
-            ).fetchall()
+        rows = await self._fetchall(
+            "SELECT status, outcome, count(*) FROM watches WHERE tenant = ?"
+            " GROUP BY status, outcome",
+            (tenant,),
         )
         return {(status, outcome): count for status, outcome, count in rows}
 
