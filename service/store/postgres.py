@@ -22,7 +22,7 @@ import asyncpg
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
-from service.store import buckets, migrations, rules, subscription_health
+from service.store import buckets, migrations, rules, sql_rows, subscription_health
 from service.store.base import (
     EVERY_WATCH,
     WATCH_STATUSES,
@@ -41,7 +41,6 @@ from service.store.base import (
     Progress,
     Recorded,
     Redelivery,
-    ResponseStart,
     Shares,
     Store,
     Subscription,
@@ -73,14 +72,7 @@ _WRITE_PROBE = (
     " WHERE version = (SELECT max(version) FROM schema_migrations)"
 )
 
-_WATCH_FIELDS = (
-    "id", "tenant", "job_id", "callback_url", "callback_method", "callback_headers", "metadata",
-    "events", "payload_format", "secret", "poll_interval_s", "timeout_s", "upstream_api_key",
-    "created_at", "status", "job_status", "queue_position", "attempts", "last_error", "updated_at",
-    "completed_at", "next_poll_at", "lease_token", "final_statuses", "outcome", "upstream",
-)  # fmt: skip
-_WATCH_COLUMNS = ", ".join(_WATCH_FIELDS)
-_W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in _WATCH_FIELDS)
+_W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in sql_rows.WATCH_FIELDS)
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
@@ -90,15 +82,6 @@ _DELIVERY_COLUMNS = (
     " coalesce(s.secret, w.secret) AS secret, d.created_at, d.subscription_id, d.event_id,"
     " coalesce(s.final_statuses, w.final_statuses) AS final_statuses, d.tenant,"
     " coalesce(s.previous_secret, '') AS previous_secret, s.previous_secret_until, d.series"
-)
-_SUBSCRIPTION_COLUMNS = (
-    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
-    " previous_secret, previous_secret_until"
-)
-_ATTEMPT_COLUMNS = (
-    "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
-    " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
-    " a.response_truncated, a.response_type, a.series"
 )
 # The watch's deliveries ($1 watch, $2 tenant; only $3 when not null), in `watch_deliveries`
 # order.
@@ -110,7 +93,6 @@ _DELIVERY_RECORDS = (
     " AND ($3::text IS NULL OR d.id = $3)"
     " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id"
 )
-_EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # The watches of ($2 ids, $3 tokens) that $1 holds, locked in id order, so that set writes to the
 # same watches (a renewal and a progress flush, say) wait for each other instead of deadlocking.
 _HELD = (
@@ -189,39 +171,8 @@ _CLAIM = (
 )
 
 
-def _watch(row: Any) -> Watch:
-    return Watch(
-        **{
-            **row,
-            "callback_url": row["callback_url"] or None,
-            "events": tuple(row["events"]),
-            "final_statuses": tuple(row["final_statuses"]),
-        }
-    )
-
-
-def _attempt(row: Any) -> Attempt:
-    size = row[11]
-    response = None if size is None else ResponseStart(row[10], size, row[12], row[13])
-    return Attempt(
-        delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
-        duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
-        subscription_id=row[8], verdict=row[9], response=response, series=row[14],
-    )  # fmt: skip
-
-
 def _delivery(row: Any) -> Delivery:
     return Delivery(**{**row, "final_statuses": tuple(row["final_statuses"])})
-
-
-def _subscription(row: Any) -> Subscription:
-    return Subscription(
-        **{
-            **row,
-            "events": tuple(row["events"]),
-            "final_statuses": tuple(row["final_statuses"]),
-        }
-    )
 
 
 def _quote(identifier: str) -> str:
@@ -485,11 +436,11 @@ class PostgresStore(Store):
 
     async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
         row = await self._fetchrow(
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2",  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2",  # noqa: S608
             watch_id,
             tenant,
         )
-        return None if row is None else _watch(row)
+        return None if row is None else sql_rows.watch(row)
 
     async def list_watches(
         self,
@@ -504,10 +455,10 @@ class PostgresStore(Store):
             params.append(before_id)
             where += f" AND id < ${len(params)}"
         sql = (
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             f" ORDER BY id DESC LIMIT ${len(params) + 1}"
         )
-        return [_watch(row) for row in await self._fetch(sql, *params, limit)]
+        return [sql_rows.watch(row) for row in await self._fetch(sql, *params, limit)]
 
     async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
         where, params = _where(tenant, filters)
@@ -521,7 +472,7 @@ class PostgresStore(Store):
             " queue_position = NULL,"
             " outcome = CASE WHEN status = 'active' THEN $5 ELSE outcome END"
             " WHERE id = $1 AND tenant = $2 AND status = ANY($4::text[])"
-            f" RETURNING {_WATCH_COLUMNS}),"
+            f" RETURNING {sql_rows.WATCH_COLUMNS}),"
             " pending AS (UPDATE deliveries SET status = 'cancelled', ended_at = $3,"
             " lease_owner = NULL, lease_expires_at = NULL"
             " WHERE watch_id IN (SELECT id FROM w) AND status = 'pending')"
@@ -532,14 +483,14 @@ class PostgresStore(Store):
             list(rules.LIVE),
             rules.job_outcome("cancelled", None, None),
         )
-        return await self.get_watch(tenant, watch_id) if row is None else _watch(row)
+        return await self.get_watch(tenant, watch_id) if row is None else sql_rows.watch(row)
 
     async def redeliver(
         self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
     ) -> Redelivery | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
-                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
+                f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
                 " FOR NO KEY UPDATE",
                 watch_id,
                 tenant,
@@ -568,11 +519,11 @@ class PostgresStore(Store):
             if delivering:
                 row = await db.fetchrow(
                     "UPDATE watches SET status = 'delivering', updated_at = $2,"  # noqa: S608
-                    f" completed_at = NULL WHERE id = $1 RETURNING {_WATCH_COLUMNS}",
+                    f" completed_at = NULL WHERE id = $1 RETURNING {sql_rows.WATCH_COLUMNS}",
                     watch_id,
                     now,
                 )
-        return Redelivery(_watch(row), tuple(again))
+        return Redelivery(sql_rows.watch(row), tuple(again))
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
@@ -582,7 +533,7 @@ class PostgresStore(Store):
                                     tenant, delivery_id)  # fmt: skip
             if row is None:
                 return None
-            found = DeliveryRecord(*row)
+            found = sql_rows.delivery_record(row)
             due = rules.retried_at(found.status, found.next_attempt_at, now)
             if due is None:
                 return found
@@ -593,17 +544,17 @@ class PostgresStore(Store):
 
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         rows = await self._fetch(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
+            f"SELECT {sql_rows.ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
             " WHERE w.id = $1 AND w.tenant = $2 ORDER BY a.started_at, a.seq",
             watch_id,
             tenant,
         )
-        return [_attempt(row) for row in rows]
+        return [sql_rows.attempt(row) for row in rows]
 
     async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
         rows = await self._fetch(_DELIVERY_RECORDS, watch_id, tenant, None)
-        return [DeliveryRecord(*row) for row in rows]
+        return [sql_rows.delivery_record(row) for row in rows]
 
     # Polling.
 
@@ -629,7 +580,7 @@ class PostgresStore(Store):
             limit,
             None if upstreams is None else list(upstreams),
         )
-        return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
+        return sorted((sql_rows.watch(row) for row in rows), key=lambda w: w.next_poll_at)
 
     async def renew_watch_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
@@ -807,32 +758,29 @@ class PostgresStore(Store):
     # Subscriptions.
 
     async def insert_subscription(self, subscription: Subscription) -> Subscription:
-        sub = subscription
         await self._execute(
-            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
+            f"INSERT INTO subscriptions ({sql_rows.SUBSCRIPTION_COLUMNS})"  # noqa: S608
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            sub.id, sub.tenant, sub.url, list(sub.events), sub.secret, sub.headers,
-            list(sub.final_statuses), sub.status, sub.created_at, sub.updated_at,
-            sub.previous_secret, sub.previous_secret_until,
-        )  # fmt: skip
-        return sub
+            *sql_rows.subscription_values(subscription),
+        )
+        return subscription
 
     async def list_subscriptions(self, tenant: str) -> list[Subscription]:
         rows = await self._fetch(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE tenant = $1 AND status IN ('active', 'disabled') ORDER BY id",
             tenant,
         )
-        return [_subscription(row) for row in rows]
+        return [sql_rows.subscription(row) for row in rows]
 
     async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
         row = await self._fetchrow(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE id = $1 AND tenant = $2",
             subscription_id,
             tenant,
         )
-        return None if row is None else _subscription(row)
+        return None if row is None else sql_rows.subscription(row)
 
     async def _change_subscription_status(
         self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
@@ -841,14 +789,14 @@ class PostgresStore(Store):
             row = await db.fetchrow(
                 "UPDATE subscriptions SET status = $3, updated_at = $4"  # noqa: S608
                 " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
                 subscription_id, tenant, status, now,
             )  # fmt: skip
             if row is None:
                 return None
             if status != "active":
                 await _end_subscription_deliveries(db, subscription_id, now)
-        return _subscription(row)
+        return sql_rows.subscription(row)
 
     async def rotate_subscription_secret(
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
@@ -857,10 +805,10 @@ class PostgresStore(Store):
             "UPDATE subscriptions SET previous_secret = secret, secret = $3,"  # noqa: S608
             " previous_secret_until = $4, updated_at = $5"
             " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
-            f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+            f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
             subscription_id, tenant, secret, previous_until, now,
         )  # fmt: skip
-        return None if row is None else _subscription(row)
+        return None if row is None else sql_rows.subscription(row)
 
     async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
         counts = await self._fetch(subscription_health.COUNTS, tenant, since)
@@ -873,26 +821,26 @@ class PostgresStore(Store):
         self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
     ) -> list[EventRecord]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = $1"  # noqa: S608
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e WHERE e.tenant = $1"  # noqa: S608
             " AND ($2::text[] IS NULL OR e.type = ANY($2::text[])) ORDER BY e.seq DESC LIMIT $3",
             tenant,
             None if types is None else list(types),
             limit,
         )
-        return [EventRecord(*row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
     ) -> list[EventRecord]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e"  # noqa: S608
             " WHERE e.watch_id = $1 AND e.tenant = $2 AND e.seq > coalesce("
             " (SELECT seq FROM events WHERE id = $3 AND watch_id = $1), 0) ORDER BY e.seq",
             watch_id,
             tenant,
             after,
         )
-        return [EventRecord(*row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     # Trends.
 

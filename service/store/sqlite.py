@@ -27,7 +27,14 @@ from typing import Any, Literal, TypeVar
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
-from service.store import buckets, migrations, rules, sqlite_outcomes, subscription_health
+from service.store import (
+    buckets,
+    migrations,
+    rules,
+    sql_rows,
+    sqlite_outcomes,
+    subscription_health,
+)
 from service.store.base import (
     EVERY_WATCH,
     WATCH_STATUSES,
@@ -46,7 +53,6 @@ from service.store.base import (
     Progress,
     Recorded,
     Redelivery,
-    ResponseStart,
     Shares,
     Store,
     Subscription,
@@ -62,17 +68,6 @@ from service.store.serial_thread import SerialThread, settle
 
 T = TypeVar("T")
 
-_WATCH_COLUMNS = (
-    "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
-    " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
-    " job_status, queue_position, attempts, last_error, updated_at, completed_at, next_poll_at,"
-    " lease_token, final_statuses, outcome, upstream"
-)
-_ATTEMPT_COLUMNS = (
-    "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
-    " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
-    " a.response_truncated, a.response_type, a.series"
-)
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_FROM = (
     "deliveries d JOIN watches w ON w.id = d.watch_id"
@@ -91,11 +86,6 @@ _DELIVERIES_BY_ID = (
     " coalesce(s.previous_secret, ''), s.previous_secret_until, d.series))"
     f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
-_SUBSCRIPTION_COLUMNS = (
-    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
-    " previous_secret, previous_secret_until"
-)
-_EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # Prepared statements the connection keeps (Python's default is 128): the store's own, and the
 # five outcome statements' texts for each group size (service/store/sqlite_outcomes.py).
 STATEMENTS = 128 + 5 * sqlite_outcomes.MOST
@@ -129,68 +119,6 @@ def _store_error(error: sqlite3.Error, path: str) -> StoreError:
     if getattr(error, "sqlite_errorcode", 0) & 0xFF in _UNAVAILABLE:
         return StoreUnavailable(f"SQLite database {path}: {error}", refusing_writes=True)
     return StoreError(f"sqlite: {error}")
-
-
-def _watch(row: sqlite3.Row) -> Watch:
-    return Watch(
-        id=row[0],
-        tenant=row[1],
-        job_id=row[2],
-        callback_url=row[3] or None,
-        callback_method=row[4],
-        callback_headers=json.loads(row[5]),
-        metadata=None if row[6] is None else json.loads(row[6]),
-        events=tuple(json.loads(row[7])),
-        payload_format=row[8],
-        secret=row[9],
-        poll_interval_s=row[10],
-        timeout_s=row[11],
-        upstream_api_key=row[12],
-        created_at=row[13],
-        status=row[14],
-        job_status=row[15],
-        queue_position=row[16],
-        attempts=row[17],
-        last_error=row[18],
-        updated_at=row[19],
-        completed_at=row[20],
-        next_poll_at=row[21],
-        lease_token=row[22],
-        final_statuses=tuple(json.loads(row[23])),
-        outcome=row[24],
-        upstream=row[25],
-    )
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    size = row[11]
-    response = None if size is None else ResponseStart(row[10], size, bool(row[12]), row[13])
-    return Attempt(
-        delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
-        duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
-        subscription_id=row[8], verdict=row[9], response=response, series=row[14],
-    )  # fmt: skip
-
-
-def _subscription(row: sqlite3.Row) -> Subscription:
-    return Subscription(
-        id=row[0],
-        tenant=row[1],
-        url=row[2],
-        events=tuple(json.loads(row[3])),
-        secret=row[4],
-        headers=json.loads(row[5]),
-        final_statuses=tuple(json.loads(row[6])),
-        status=row[7],
-        created_at=row[8],
-        updated_at=row[9],
-        previous_secret=row[10],
-        previous_secret_until=row[11],
-    )
-
-
-def _event(row: sqlite3.Row) -> EventRecord:
-    return EventRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
 
 
 class SQLiteStore(Store):
@@ -471,10 +399,12 @@ class SQLiteStore(Store):
             where += " AND id < ?"
             params.append(before_id)
         sql = (
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
         )
-        return [_watch(row) for row in await self._fetchall(sql, (*params, limit))]
+        return [
+            sql_rows.watch(row, json.loads) for row in await self._fetchall(sql, (*params, limit))
+        ]
 
     async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
         where, params = _where(tenant, filters)
@@ -483,10 +413,10 @@ class SQLiteStore(Store):
 
     def _select_watch(self, db: sqlite3.Connection, tenant: str, watch_id: str) -> Watch | None:
         row = db.execute(
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
             (watch_id, tenant),
         ).fetchone()
-        return None if row is None else _watch(row)
+        return None if row is None else sql_rows.watch(row, json.loads)
 
     async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
         def cancel(db: sqlite3.Connection) -> Watch | None:
@@ -557,12 +487,12 @@ class SQLiteStore(Store):
 
     async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
         rows = await self._fetchall(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
+            f"SELECT {sql_rows.ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
             " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
             (watch_id, tenant),
         )
-        return [_attempt(row) for row in rows]
+        return [sql_rows.attempt(row) for row in rows]
 
     async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
         return await self._run(lambda db: _delivery_records(db, tenant, watch_id))
@@ -587,10 +517,12 @@ class SQLiteStore(Store):
                 "   AND (lease_owner IS NULL OR lease_expires_at <= ?)"
                 "   AND (? IS NULL OR upstream IN (SELECT value FROM json_each(?)))"
                 "   ORDER BY next_poll_at LIMIT ?)"
-                f" RETURNING {_WATCH_COLUMNS}",
+                f" RETURNING {sql_rows.WATCH_COLUMNS}",
                 (owner, lease_until, owner, now, named, named, limit),
             ).fetchall()
-            return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
+            return sorted(
+                (sql_rows.watch(row, json.loads) for row in rows), key=lambda w: w.next_poll_at
+            )
 
         return await self._transaction(claim)
 
@@ -746,34 +678,28 @@ class SQLiteStore(Store):
     # Subscriptions.
 
     async def insert_subscription(self, subscription: Subscription) -> Subscription:
-        sub = subscription
-        row = (
-            sub.id, sub.tenant, sub.url, json.dumps(list(sub.events)), sub.secret,
-            json.dumps(sub.headers), json.dumps(list(sub.final_statuses)), sub.status,
-            sub.created_at, sub.updated_at, sub.previous_secret, sub.previous_secret_until,
-        )  # fmt: skip
         await self._write(
-            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
+            f"INSERT INTO subscriptions ({sql_rows.SUBSCRIPTION_COLUMNS})"  # noqa: S608
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            row,
+            sql_rows.subscription_values(subscription, json.dumps),
         )
-        return sub
+        return subscription
 
     async def list_subscriptions(self, tenant: str) -> list[Subscription]:
         rows = await self._fetchall(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
             (tenant,),
         )
-        return [_subscription(row) for row in rows]
+        return [sql_rows.subscription(row, json.loads) for row in rows]
 
     async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
         row = await self._fetchone(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE id = ? AND tenant = ?",
             (subscription_id, tenant),
         )
-        return None if row is None else _subscription(row)
+        return None if row is None else sql_rows.subscription(row, json.loads)
 
     async def _change_subscription_status(
         self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
@@ -782,14 +708,14 @@ class SQLiteStore(Store):
             row = db.execute(
                 "UPDATE subscriptions SET status = ?, updated_at = ?"  # noqa: S608
                 " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
                 (status, now, subscription_id, tenant),
             ).fetchone()
             if row is None:
                 return None
             if status != "active":
                 _end_subscription_deliveries(db, subscription_id, now)
-            return _subscription(row)
+            return sql_rows.subscription(row, json.loads)
 
         return await self._transaction(change)
 
@@ -801,10 +727,10 @@ class SQLiteStore(Store):
                 "UPDATE subscriptions SET previous_secret = secret, secret = ?,"  # noqa: S608
                 " previous_secret_until = ?, updated_at = ?"
                 " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
                 (secret, previous_until, now, subscription_id, tenant),
             ).fetchone()
-            return None if row is None else _subscription(row)
+            return None if row is None else sql_rows.subscription(row, json.loads)
 
         return await self._transaction(rotate)
 
@@ -828,23 +754,23 @@ class SQLiteStore(Store):
             clause = f" AND e.type IN ({', '.join('?' * len(types))})"
             params += list(types)
         rows = await self._fetchall(
-            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
             " ORDER BY e.seq DESC LIMIT ?",
             (*params, limit),
         )
-        return [_event(row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
     ) -> list[EventRecord]:
         rows = await self._fetchall(
-            f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e"  # noqa: S608
             " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
             "  (SELECT seq FROM events WHERE id = ? AND watch_id = ?), 0)"
             " ORDER BY e.seq",
             (watch_id, tenant, after, watch_id),
         )
-        return [_event(row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     # Trends.
 
@@ -1182,7 +1108,7 @@ def _delivery_records(
         f"{only} ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
         (watch_id, tenant) if delivery_id is None else (watch_id, tenant, delivery_id),
     ).fetchall()
-    return [DeliveryRecord(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+    return [sql_rows.delivery_record(row) for row in rows]
 
 
 def _cancel_pending_deliveries(
