@@ -22,34 +22,7 @@ import asyncpg
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
-from service.store import buckets, migrations, rules, sql_rows, subscription_health
-from service.store.base import (
-    EVERY_WATCH,
-    WATCH_STATUSES,
-    Attempt,
-    AttemptRecord,
-    Completion,
-    Delivery,
-    DeliveryRecord,
-    DuplicateIdempotencyKey,
-    EventRecord,
-    Idempotency,
-    JobOfAnotherTenant,
-    JobOutcome,
-    NewEvent,
-    OutcomeBucket,
-    Progress,
-    Recorded,
-    Redelivery,
-    Shares,
-    Store,
-    Subscription,
-    SubscriptionHealth,
-    SubscriptionStatus,
-    Watch,
-    WatchFilter,
-    WatchStatus,
-)
+from service.store import base, buckets, migrations, rules, sql_rows, subscription_health
 from service.store.health import StoreHealth
 
 CONNECT_TIMEOUT_S = 10.0
@@ -171,8 +144,8 @@ _CLAIM = (
 )
 
 
-def _delivery(row: Any) -> Delivery:
-    return Delivery(**{**row, "final_statuses": tuple(row["final_statuses"])})
+def _delivery(row: Any) -> base.Delivery:
+    return base.Delivery(**{**row, "final_statuses": tuple(row["final_statuses"])})
 
 
 def _quote(identifier: str) -> str:
@@ -202,7 +175,7 @@ async def _init_connection(connection: Any) -> None:
     )
 
 
-class PostgresStore(Store):
+class PostgresStore(base.Store):
     def __init__(
         self,
         url: str,
@@ -366,14 +339,14 @@ class PostgresStore(Store):
 
     async def insert_watch(
         self,
-        watch: Watch,
-        idempotency: Idempotency | None = None,
+        watch: base.Watch,
+        idempotency: base.Idempotency | None = None,
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
         shared_key: bool = False,
         started: bool = False,
-    ) -> Watch:
+    ) -> base.Watch:
         token = 1 if lease_owner else 0
         values = (
             watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
@@ -422,19 +395,19 @@ class PostgresStore(Store):
             *args,
         )
         if not row["inserted"]:
-            raise JobOfAnotherTenant() if row["owned"] else DuplicateIdempotencyKey()
+            raise base.JobOfAnotherTenant() if row["owned"] else base.DuplicateIdempotencyKey()
         return replace(watch, updated_at=watch.created_at, lease_token=token)
 
-    async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
+    async def find_idempotency(self, tenant: str, key: str) -> base.Idempotency | None:
         row = await self._fetchrow(
             "SELECT key, request_hash, response FROM idempotency_keys"
             " WHERE tenant = $1 AND key = $2",
             tenant,
             key,
         )
-        return None if row is None else Idempotency(*row)
+        return None if row is None else base.Idempotency(*row)
 
-    async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
+    async def get_watch(self, tenant: str, watch_id: str) -> base.Watch | None:
         row = await self._fetchrow(
             f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2",  # noqa: S608
             watch_id,
@@ -445,11 +418,11 @@ class PostgresStore(Store):
     async def list_watches(
         self,
         tenant: str,
-        filters: WatchFilter = EVERY_WATCH,
+        filters: base.WatchFilter = base.EVERY_WATCH,
         *,
         before_id: str | None = None,
         limit: int = 50,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         where, params = _where(tenant, filters)
         if before_id is not None:
             params.append(before_id)
@@ -460,12 +433,14 @@ class PostgresStore(Store):
         )
         return [sql_rows.watch(row) for row in await self._fetch(sql, *params, limit)]
 
-    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
+    async def count_matching(
+        self, tenant: str, filters: base.WatchFilter = base.EVERY_WATCH
+    ) -> int:
         where, params = _where(tenant, filters)
         row = await self._fetchrow(f"SELECT count(*) FROM watches WHERE {where}", *params)  # noqa: S608
         return int(row[0])
 
-    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
+    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
         row = await self._fetchrow(
             "WITH w AS (UPDATE watches SET status = 'cancelled', updated_at = $3,"  # noqa: S608
             " completed_at = $3, lease_owner = NULL, lease_expires_at = NULL,"
@@ -487,7 +462,7 @@ class PostgresStore(Store):
 
     async def redeliver(
         self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
-    ) -> Redelivery | None:
+    ) -> base.Redelivery | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
                 f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
@@ -523,11 +498,11 @@ class PostgresStore(Store):
                     watch_id,
                     now,
                 )
-        return Redelivery(sql_rows.watch(row), tuple(again))
+        return base.Redelivery(sql_rows.watch(row), tuple(again))
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
-    ) -> DeliveryRecord | None:
+    ) -> base.DeliveryRecord | None:
         async with self._transaction() as db:
             row = await db.fetchrow(f"{_DELIVERY_RECORDS} FOR NO KEY UPDATE OF d", watch_id,
                                     tenant, delivery_id)  # fmt: skip
@@ -542,7 +517,7 @@ class PostgresStore(Store):
             )
         return replace(found, next_attempt_at=due)
 
-    async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
+    async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
         rows = await self._fetch(
             f"SELECT {sql_rows.ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
@@ -552,7 +527,7 @@ class PostgresStore(Store):
         )
         return [sql_rows.attempt(row) for row in rows]
 
-    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[base.DeliveryRecord]:
         rows = await self._fetch(_DELIVERY_RECORDS, watch_id, tenant, None)
         return [sql_rows.delivery_record(row) for row in rows]
 
@@ -565,7 +540,7 @@ class PostgresStore(Store):
         lease_until: float,
         limit: int,
         upstreams: Sequence[str] | None = None,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         rows = await self._fetch(
             "WITH due AS (SELECT id FROM watches WHERE status = 'active'"  # noqa: S608
             " AND (lease_owner IS NULL OR lease_expires_at <= $2)"
@@ -585,62 +560,52 @@ class PostgresStore(Store):
     async def renew_watch_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        if not held:
-            return set()
-        rows = await self._fetch(
+        return await self._update_held(
             f"{_HELD} UPDATE watches w SET lease_expires_at = $4"  # noqa: S608
             " FROM held WHERE w.id = held.id AND w.status = 'active' RETURNING w.id",
-            owner,
-            [watch_id for watch_id, _ in held],
-            [token for _, token in held],
-            lease_until,
-        )
-        return {row[0] for row in rows}
+            owner, held, lease_until,
+        )  # fmt: skip
 
     async def renew_delivery_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        if not held:
-            return set()
-        rows = await self._fetch(
+        return await self._update_held(
             f"{_HELD_DELIVERIES}"  # noqa: S608 - constant SQL, values are parameters
             " UPDATE deliveries d SET lease_expires_at = $4 FROM held WHERE d.id = held.id"
             " RETURNING d.id",
-            owner,
-            [delivery_id for delivery_id, _ in held],
-            [token for _, token in held],
-            lease_until,
-        )
-        return {row[0] for row in rows}
+            owner, held, lease_until,
+        )  # fmt: skip
 
     async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
-        if not held:
-            return
-        await self._execute(
+        await self._update_held(
             f"{_HELD_DELIVERIES}"  # noqa: S608 - constant SQL, values are parameters
             " UPDATE deliveries d SET lease_owner = NULL, lease_expires_at = NULL"
             " FROM held WHERE d.id = held.id",
-            owner,
-            [delivery_id for delivery_id, _ in held],
-            [token for _, token in held],
-        )
+            owner, held,
+        )  # fmt: skip
 
     async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
-        if not held:
-            return
-        await self._execute(
+        await self._update_held(
             f"{_HELD} UPDATE watches w SET lease_owner = NULL, lease_expires_at = NULL"  # noqa: S608
             " FROM held WHERE w.id = held.id",
-            owner,
-            [watch_id for watch_id, _ in held],
-            [token for _, token in held],
-        )
+            owner, held,
+        )  # fmt: skip
+
+    async def _update_held(
+        self, sql: str, owner: str, held: Sequence[tuple[str, int]], *args: Any
+    ) -> set[str]:
+        """Run `sql` (`_HELD` or `_HELD_DELIVERIES`, then its update) on the rows of `held`
+        (id, token) that `owner` holds, with `args` from $4; the ids it returns."""
+        if not held:
+            return set()
+        ids, tokens = [row_id for row_id, _ in held], [token for _, token in held]
+        return {row[0] for row in await self._fetch(sql, owner, ids, tokens, *args)}
 
     async def record_progress(
-        self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> Recorded:
+        self, owner: str, now: float, changes: Sequence[base.Progress]
+    ) -> base.Recorded:
         if not changes:
-            return Recorded(set(), 0)
+            return base.Recorded(set(), 0)
         async with self._transaction() as db:
             # The fenced updates; then the events of the watches they applied to.
             rows = await db.fetch(
@@ -669,11 +634,11 @@ class PostgresStore(Store):
                 for event in change.events
             ]
             created = await _record_events(db, recorded, now, None, None) if recorded else []
-        return Recorded({change.watch_id for change in changes} - applied.keys(), len(created))
+        return base.Recorded({change.watch_id for change in changes} - applied.keys(), len(created))
 
     async def complete_watch(
-        self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> list[Delivery]:
+        self, owner: str, now: float, completion: base.Completion, delivery_lease_until: float
+    ) -> list[base.Delivery]:
         event = completion.event
         status, completed_at, outcome = rules.ending(event, now)
         async with self._transaction() as db:
@@ -705,8 +670,8 @@ class PostgresStore(Store):
     # Delivery.
 
     async def _claim_deliveries(
-        self, owner: str, now: float, lease_until: float, limit: int, shares: Shares | None
-    ) -> list[Delivery]:
+        self, owner: str, now: float, lease_until: float, limit: int, shares: base.Shares | None
+    ) -> list[base.Delivery]:
         if shares is None:
             rows = await self._fetch(
                 "WITH due AS (SELECT id FROM deliveries WHERE status = 'pending'"  # noqa: S608
@@ -739,7 +704,7 @@ class PostgresStore(Store):
             )
         return [_delivery(row) for row in rows]
 
-    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+    async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         if not records:
             return set()
         lost: set[str] = set()
@@ -757,7 +722,7 @@ class PostgresStore(Store):
 
     # Subscriptions.
 
-    async def insert_subscription(self, subscription: Subscription) -> Subscription:
+    async def insert_subscription(self, subscription: base.Subscription) -> base.Subscription:
         await self._execute(
             f"INSERT INTO subscriptions ({sql_rows.SUBSCRIPTION_COLUMNS})"  # noqa: S608
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -765,7 +730,7 @@ class PostgresStore(Store):
         )
         return subscription
 
-    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
+    async def list_subscriptions(self, tenant: str) -> list[base.Subscription]:
         rows = await self._fetch(
             f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE tenant = $1 AND status IN ('active', 'disabled') ORDER BY id",
@@ -773,7 +738,7 @@ class PostgresStore(Store):
         )
         return [sql_rows.subscription(row) for row in rows]
 
-    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+    async def get_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
         row = await self._fetchrow(
             f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE id = $1 AND tenant = $2",
@@ -783,8 +748,8 @@ class PostgresStore(Store):
         return None if row is None else sql_rows.subscription(row)
 
     async def _change_subscription_status(
-        self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
-    ) -> Subscription | None:
+        self, tenant: str, subscription_id: str, status: base.SubscriptionStatus, now: float
+    ) -> base.Subscription | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
                 "UPDATE subscriptions SET status = $3, updated_at = $4"  # noqa: S608
@@ -800,7 +765,7 @@ class PostgresStore(Store):
 
     async def rotate_subscription_secret(
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
-    ) -> Subscription | None:
+    ) -> base.Subscription | None:
         row = await self._fetchrow(
             "UPDATE subscriptions SET previous_secret = secret, secret = $3,"  # noqa: S608
             " previous_secret_until = $4, updated_at = $5"
@@ -810,7 +775,9 @@ class PostgresStore(Store):
         )  # fmt: skip
         return None if row is None else sql_rows.subscription(row)
 
-    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
+    async def subscription_health(
+        self, tenant: str, since: float
+    ) -> dict[str, base.SubscriptionHealth]:
         counts = await self._fetch(subscription_health.COUNTS, tenant, since)
         errors = await self._fetch(subscription_health.ERRORS, tenant, since)
         return subscription_health.read(counts, errors)
@@ -819,7 +786,7 @@ class PostgresStore(Store):
 
     async def list_events(
         self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         rows = await self._fetch(
             f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e WHERE e.tenant = $1"  # noqa: S608
             " AND ($2::text[] IS NULL OR e.type = ANY($2::text[])) ORDER BY e.seq DESC LIMIT $3",
@@ -831,7 +798,7 @@ class PostgresStore(Store):
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         rows = await self._fetch(
             f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e"  # noqa: S608
             " WHERE e.watch_id = $1 AND e.tenant = $2 AND e.seq > coalesce("
@@ -846,7 +813,7 @@ class PostgresStore(Store):
 
     async def outcome_buckets(
         self, tenant: str, since: float, bucket_s: float, count: int
-    ) -> list[OutcomeBucket]:
+    ) -> list[base.OutcomeBucket]:
         window = (since, bucket_s, count, tenant, buckets.end(since, bucket_s, count))
         jobs = await self._fetch(_JOBS_PER_BUCKET, *window)
         webhooks = await self._fetch(_WEBHOOKS_ENDED, *window)
@@ -908,7 +875,7 @@ class PostgresStore(Store):
             " GROUP BY status",
             tenant,
         )
-        counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(base.WATCH_STATUSES, 0)
         counts.update((row[0], row[1]) for row in rows)
         return counts
 
@@ -918,7 +885,9 @@ class PostgresStore(Store):
         )
         return {row[0]: row[1] for row in rows}
 
-    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
+    async def count_outcomes(
+        self, tenant: str
+    ) -> dict[tuple[base.WatchStatus, base.JobOutcome], int]:
         rows = await self._fetch(
             "SELECT status, outcome, count(*) FROM watches WHERE tenant = $1"
             " GROUP BY status, outcome",
@@ -944,7 +913,7 @@ _WEBHOOKS_ENDED = (
 )
 
 
-async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
+async def _record_attempt(db: Any, owner: str, record: base.AttemptRecord) -> bool:
     """Apply one fenced attempt record (see `rules.effect`) in the caller's transaction; False:
     the lease was lost."""
     delivery, attempt, now = record.delivery, record.attempt, record.now
@@ -1025,7 +994,7 @@ async def _end_subscription_deliveries(db: Any, subscription_id: str, now: float
 
 async def _record_events(
     db: Any,
-    recorded: Sequence[tuple[str, str, str, NewEvent]],
+    recorded: Sequence[tuple[str, str, str, base.NewEvent]],
     now: float,
     owner: str | None,
     lease_until: float | None,
@@ -1100,7 +1069,7 @@ def _dropped(connection: Any) -> bool:
     return closed
 
 
-def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[object]]:
+def _where(tenant: str, filters: base.WatchFilter) -> tuple[str, list[object]]:
     """The WHERE clause of a listing of watches and its parameters ($1 on)."""
     clauses, params = ["tenant = $1"], list[object]([tenant])
     for column, value in rules.compared(filters):

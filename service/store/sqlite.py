@@ -28,40 +28,13 @@ from typing import Any, Literal, TypeVar
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
 from service.store import (
+    base,
     buckets,
     migrations,
     rules,
     sql_rows,
     sqlite_outcomes,
     subscription_health,
-)
-from service.store.base import (
-    EVERY_WATCH,
-    WATCH_STATUSES,
-    Attempt,
-    AttemptRecord,
-    Completion,
-    Delivery,
-    DeliveryRecord,
-    DuplicateIdempotencyKey,
-    EventRecord,
-    Idempotency,
-    JobOfAnotherTenant,
-    JobOutcome,
-    NewEvent,
-    OutcomeBucket,
-    Progress,
-    Recorded,
-    Redelivery,
-    Shares,
-    Store,
-    Subscription,
-    SubscriptionHealth,
-    SubscriptionStatus,
-    Watch,
-    WatchFilter,
-    WatchStatus,
-    callback_host,
 )
 from service.store.health import StoreHealth
 from service.store.serial_thread import SerialThread, settle
@@ -121,7 +94,7 @@ def _store_error(error: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"sqlite: {error}")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(base.Store):
     def __init__(self, path: str, *, health: StoreHealth | None = None) -> None:
         self.path = path
         self.health = health or StoreHealth(SystemClock())
@@ -216,7 +189,7 @@ class SQLiteStore(Store):
         db.execute("PRAGMA busy_timeout = 5000")
         # The per-host delivery limit's key of rows recorded before it was kept (migration
         # 0003 fills it in with this function; new rows get it from `_FanOut`).
-        db.create_function("callback_host", 1, callback_host, deterministic=True)
+        db.create_function("callback_host", 1, base.callback_host, deterministic=True)
         # The outcome of watches recorded before it was kept, for migration 0006.
         db.create_function("recorded_outcome", 4, rules.recorded_outcome, deterministic=True)
         self._db = db
@@ -301,14 +274,14 @@ class SQLiteStore(Store):
 
     async def insert_watch(
         self,
-        watch: Watch,
-        idempotency: Idempotency | None = None,
+        watch: base.Watch,
+        idempotency: base.Idempotency | None = None,
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
         shared_key: bool = False,
         started: bool = False,
-    ) -> Watch:
+    ) -> base.Watch:
         token = 1 if lease_owner else 0
         row = (
             watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
@@ -376,24 +349,24 @@ class SQLiteStore(Store):
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(_settle, group)
 
-    async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
+    async def find_idempotency(self, tenant: str, key: str) -> base.Idempotency | None:
         row = await self._fetchone(
             "SELECT key, request_hash, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
             (tenant, key),
         )
-        return None if row is None else Idempotency(row[0], row[1], bytes(row[2]))
+        return None if row is None else base.Idempotency(row[0], row[1], bytes(row[2]))
 
-    async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
+    async def get_watch(self, tenant: str, watch_id: str) -> base.Watch | None:
         return await self._run(lambda db: self._select_watch(db, tenant, watch_id))
 
     async def list_watches(
         self,
         tenant: str,
-        filters: WatchFilter = EVERY_WATCH,
+        filters: base.WatchFilter = base.EVERY_WATCH,
         *,
         before_id: str | None = None,
         limit: int = 50,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         where, params = _where(tenant, filters)
         if before_id is not None:
             where += " AND id < ?"
@@ -406,20 +379,24 @@ class SQLiteStore(Store):
             sql_rows.watch(row, json.loads) for row in await self._fetchall(sql, (*params, limit))
         ]
 
-    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
+    async def count_matching(
+        self, tenant: str, filters: base.WatchFilter = base.EVERY_WATCH
+    ) -> int:
         where, params = _where(tenant, filters)
         row = await self._fetchone(f"SELECT count(*) FROM watches WHERE {where}", params)  # noqa: S608
         return int(row[0])
 
-    def _select_watch(self, db: sqlite3.Connection, tenant: str, watch_id: str) -> Watch | None:
+    def _select_watch(
+        self, db: sqlite3.Connection, tenant: str, watch_id: str
+    ) -> base.Watch | None:
         row = db.execute(
             f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
             (watch_id, tenant),
         ).fetchone()
         return None if row is None else sql_rows.watch(row, json.loads)
 
-    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
-        def cancel(db: sqlite3.Connection) -> Watch | None:
+    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
+        def cancel(db: sqlite3.Connection) -> base.Watch | None:
             watch = self._select_watch(db, tenant, watch_id)
             if watch is None or watch.status not in rules.LIVE:
                 return watch
@@ -436,8 +413,8 @@ class SQLiteStore(Store):
 
     async def redeliver(
         self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
-    ) -> Redelivery | None:
-        def redeliver(db: sqlite3.Connection) -> Redelivery | None:
+    ) -> base.Redelivery | None:
+        def redeliver(db: sqlite3.Connection) -> base.Redelivery | None:
             watch = self._select_watch(db, tenant, watch_id)
             if watch is None:
                 return None
@@ -451,7 +428,7 @@ class SQLiteStore(Store):
             finals = [rules.Final(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
             again, delivering = rules.redelivery(watch.status, finals, endpoints)
             if not again:
-                return Redelivery(watch)
+                return base.Redelivery(watch)
             db.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, series = series + 1,"
                 " next_attempt_at = ?, ended_at = NULL, lease_owner = NULL,"
@@ -466,14 +443,14 @@ class SQLiteStore(Store):
                 )
             after = self._select_watch(db, tenant, watch_id)
             assert after is not None  # read in this transaction
-            return Redelivery(after, tuple(again))
+            return base.Redelivery(after, tuple(again))
 
         return await self._transaction(redeliver)
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
-    ) -> DeliveryRecord | None:
-        def retry(db: sqlite3.Connection) -> DeliveryRecord | None:
+    ) -> base.DeliveryRecord | None:
+        def retry(db: sqlite3.Connection) -> base.DeliveryRecord | None:
             found = _delivery_records(db, tenant, watch_id, delivery_id)
             if not found:
                 return None
@@ -485,7 +462,7 @@ class SQLiteStore(Store):
 
         return await self._transaction(retry)
 
-    async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
+    async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
         rows = await self._fetchall(
             f"SELECT {sql_rows.ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
@@ -494,7 +471,7 @@ class SQLiteStore(Store):
         )
         return [sql_rows.attempt(row) for row in rows]
 
-    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[base.DeliveryRecord]:
         return await self._run(lambda db: _delivery_records(db, tenant, watch_id))
 
     # Polling.
@@ -506,10 +483,10 @@ class SQLiteStore(Store):
         lease_until: float,
         limit: int,
         upstreams: Sequence[str] | None = None,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         named = None if upstreams is None else json.dumps(list(upstreams))
 
-        def claim(db: sqlite3.Connection) -> list[Watch]:
+        def claim(db: sqlite3.Connection) -> list[base.Watch]:
             rows = db.execute(
                 f"UPDATE watches SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
                 f" lease_token = {_NEXT_LEASE_NUMBER}"
@@ -578,9 +555,9 @@ class SQLiteStore(Store):
         )
 
     async def record_progress(
-        self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> Recorded:
-        def record(db: sqlite3.Connection) -> Recorded:
+        self, owner: str, now: float, changes: Sequence[base.Progress]
+    ) -> base.Recorded:
+        def record(db: sqlite3.Connection) -> base.Recorded:
             lost = set()
             deliveries = 0
             fan_out = _FanOut(db)
@@ -601,17 +578,17 @@ class SQLiteStore(Store):
                         tenant, callback_url, change.watch_id, event, now, None, 0.0
                     )
                     deliveries += len(created)
-            return Recorded(lost, deliveries)
+            return base.Recorded(lost, deliveries)
 
         return await self._transaction(record)
 
     async def complete_watch(
-        self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> list[Delivery]:
+        self, owner: str, now: float, completion: base.Completion, delivery_lease_until: float
+    ) -> list[base.Delivery]:
         event = completion.event
         status, completed_at, outcome = rules.ending(event, now)
 
-        def complete(db: sqlite3.Connection) -> list[Delivery]:
+        def complete(db: sqlite3.Connection) -> list[base.Delivery]:
             updated = db.execute(
                 "UPDATE watches SET status = ?, job_status = ?, queue_position = NULL,"
                 " last_error = ?, updated_at = ?, completed_at = ?, outcome = ?,"
@@ -637,9 +614,9 @@ class SQLiteStore(Store):
     # Delivery.
 
     async def _claim_deliveries(
-        self, owner: str, now: float, lease_until: float, limit: int, shares: Shares | None
-    ) -> list[Delivery]:
-        def claim(db: sqlite3.Connection) -> list[Delivery]:
+        self, owner: str, now: float, lease_until: float, limit: int, shares: base.Shares | None
+    ) -> list[base.Delivery]:
+        def claim(db: sqlite3.Connection) -> list[base.Delivery]:
             if shares is None:
                 chosen = [
                     row[0]
@@ -669,7 +646,7 @@ class SQLiteStore(Store):
     ) -> set[str]:
         return await self._renew_leases("deliveries", owner, held, lease_until)
 
-    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+    async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         def every(db: sqlite3.Connection) -> set[str]:
             return sqlite_outcomes.record_attempts(db, owner, records, _record_attempt)
 
@@ -677,7 +654,7 @@ class SQLiteStore(Store):
 
     # Subscriptions.
 
-    async def insert_subscription(self, subscription: Subscription) -> Subscription:
+    async def insert_subscription(self, subscription: base.Subscription) -> base.Subscription:
         await self._write(
             f"INSERT INTO subscriptions ({sql_rows.SUBSCRIPTION_COLUMNS})"  # noqa: S608
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -685,7 +662,7 @@ class SQLiteStore(Store):
         )
         return subscription
 
-    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
+    async def list_subscriptions(self, tenant: str) -> list[base.Subscription]:
         rows = await self._fetchall(
             f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
@@ -693,7 +670,7 @@ class SQLiteStore(Store):
         )
         return [sql_rows.subscription(row, json.loads) for row in rows]
 
-    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+    async def get_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
         row = await self._fetchone(
             f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE id = ? AND tenant = ?",
@@ -702,9 +679,9 @@ class SQLiteStore(Store):
         return None if row is None else sql_rows.subscription(row, json.loads)
 
     async def _change_subscription_status(
-        self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
-    ) -> Subscription | None:
-        def change(db: sqlite3.Connection) -> Subscription | None:
+        self, tenant: str, subscription_id: str, status: base.SubscriptionStatus, now: float
+    ) -> base.Subscription | None:
+        def change(db: sqlite3.Connection) -> base.Subscription | None:
             row = db.execute(
                 "UPDATE subscriptions SET status = ?, updated_at = ?"  # noqa: S608
                 " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
@@ -721,8 +698,8 @@ class SQLiteStore(Store):
 
     async def rotate_subscription_secret(
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
-    ) -> Subscription | None:
-        def rotate(db: sqlite3.Connection) -> Subscription | None:
+    ) -> base.Subscription | None:
+        def rotate(db: sqlite3.Connection) -> base.Subscription | None:
             row = db.execute(
                 "UPDATE subscriptions SET previous_secret = secret, secret = ?,"  # noqa: S608
                 " previous_secret_until = ?, updated_at = ?"
@@ -734,8 +711,10 @@ class SQLiteStore(Store):
 
         return await self._transaction(rotate)
 
-    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
-        def read(db: sqlite3.Connection) -> dict[str, SubscriptionHealth]:
+    async def subscription_health(
+        self, tenant: str, since: float
+    ) -> dict[str, base.SubscriptionHealth]:
+        def read(db: sqlite3.Connection) -> dict[str, base.SubscriptionHealth]:
             counts, errors = (
                 db.execute(statement.replace("$1", "?").replace("$2", "?"), (tenant, since))
                 for statement in (subscription_health.COUNTS, subscription_health.ERRORS)
@@ -748,7 +727,7 @@ class SQLiteStore(Store):
 
     async def list_events(
         self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         clause, params = "", [tenant]
         if types is not None:
             clause = f" AND e.type IN ({', '.join('?' * len(types))})"
@@ -762,7 +741,7 @@ class SQLiteStore(Store):
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         rows = await self._fetchall(
             f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e"  # noqa: S608
             " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
@@ -776,7 +755,7 @@ class SQLiteStore(Store):
 
     async def outcome_buckets(
         self, tenant: str, since: float, bucket_s: float, count: int
-    ) -> list[OutcomeBucket]:
+    ) -> list[base.OutcomeBucket]:
         window = (since, bucket_s, count, tenant, buckets.end(since, bucket_s, count))
 
         def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
@@ -838,7 +817,7 @@ class SQLiteStore(Store):
             f"SELECT status, count(*) FROM watches {where} GROUP BY status",  # noqa: S608
             params,
         )
-        counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(base.WATCH_STATUSES, 0)
         counts.update(dict(rows))
         return counts
 
@@ -848,7 +827,9 @@ class SQLiteStore(Store):
         )
         return dict(rows)
 
-    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
+    async def count_outcomes(
+        self, tenant: str
+    ) -> dict[tuple[base.WatchStatus, base.JobOutcome], int]:
         rows = await self._fetchall(
             "SELECT status, outcome, count(*) FROM watches WHERE tenant = ?"
             " GROUP BY status, outcome",
@@ -930,7 +911,7 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
     job = registration.shared_job
     owned = "SELECT 1 FROM job_owners WHERE upstream = ? AND job_id = ? AND tenant <> ?"
     if job is not None and db.execute(owned, job).fetchone():
-        return JobOfAnotherTenant()
+        return base.JobOfAnotherTenant()
     # The watch first: the idempotency row references it.
     db.execute(
         "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
@@ -949,7 +930,7 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
                 registration.idempotency,
             )
         except sqlite3.IntegrityError:
-            return DuplicateIdempotencyKey()
+            return base.DuplicateIdempotencyKey()
     if registration.owner is not None:
         db.execute(
             "INSERT INTO job_owners (upstream, job_id, tenant, created_at) VALUES (?, ?, ?, ?)"
@@ -992,7 +973,7 @@ class _FanOut:
         tenant: str,
         callback_url: str,
         watch_id: str,
-        event: NewEvent,
+        event: base.NewEvent,
         now: float,
         owner: str | None,
         lease_until: float,
@@ -1067,18 +1048,18 @@ _GROUP_DUE = (
 )
 
 
-def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Delivery]:
+def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, base.Delivery]:
     """The deliveries of `ids` by id, as claimed (see `_DELIVERIES_BY_ID`)."""
     (rows,) = db.execute(_DELIVERIES_BY_ID, (json.dumps(list(ids)),)).fetchone()
     found = {}
     for row in json.loads(rows):
         row[3], row[4], row[14] = bytes.fromhex(row[3]), bool(row[4]), tuple(row[14])
-        found[row[0]] = Delivery(*row)
+        found[row[0]] = base.Delivery(*row)
     return found
 
 
 def _choose_within_shares(
-    db: sqlite3.Connection, now: float, limit: int, shares: Shares
+    db: sqlite3.Connection, now: float, limit: int, shares: base.Shares
 ) -> list[str]:
     """The ids a claim with shares takes (see `rules.groups_taken`)."""
     groups = db.execute(
@@ -1097,7 +1078,7 @@ def _choose_within_shares(
 
 def _delivery_records(
     db: sqlite3.Connection, tenant: str, watch_id: str, delivery_id: str | None = None
-) -> list[DeliveryRecord]:
+) -> list[base.DeliveryRecord]:
     """The watch's deliveries (only `delivery_id` when given) in `watch_deliveries` order."""
     only = "" if delivery_id is None else " AND d.id = ?"
     rows = db.execute(
@@ -1131,7 +1112,7 @@ def _end_subscription_deliveries(db: sqlite3.Connection, subscription_id: str, n
     )
 
 
-def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -> bool:
+def _record_attempt(db: sqlite3.Connection, owner: str, record: base.AttemptRecord) -> bool:
     """Apply one fenced attempt record (see `rules.effect`); False: the lease was lost."""
     delivery, attempt, now = record.delivery, record.attempt, record.now
     effect = rules.effect(record)
@@ -1177,7 +1158,7 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -
     return True
 
 
-def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[Any]]:
+def _where(tenant: str, filters: base.WatchFilter) -> tuple[str, list[Any]]:
     """The WHERE clause of a listing of watches and its parameters."""
     clauses, params = ["tenant = ?"], list[Any]([tenant])
     for column, value in rules.compared(filters):
