@@ -648,7 +648,7 @@ class SQLiteStore(base.Store):
 
     async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         def every(db: sqlite3.Connection) -> set[str]:
-            return sqlite_outcomes.record_attempts(db, owner, records, _record_attempt)
+            return sqlite_outcomes.record_attempts(db, owner, records, _cascade)
 
         return await self._transaction(every) if records else set()
 
@@ -1112,24 +1112,10 @@ def _end_subscription_deliveries(db: sqlite3.Connection, subscription_id: str, n
     )
 
 
-def _record_attempt(db: sqlite3.Connection, owner: str, record: base.AttemptRecord) -> bool:
-    """Apply one fenced attempt record (see `rules.effect`); False: the lease was lost."""
-    delivery, attempt, now = record.delivery, record.attempt, record.now
-    effect = rules.effect(record)
-    updated = db.execute(
-        "UPDATE deliveries SET attempts = attempts + 1, status = ?, next_attempt_at = ?,"
-        " ended_at = ?, lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
-        (effect.status, attempt.next_attempt_at, effect.ended_at, delivery.id, owner,
-         delivery.lease_token),
-    ).rowcount  # fmt: skip
-    if not updated:
-        return False
-    db.execute(
-        f"INSERT INTO attempts ({sqlite_outcomes.ATTEMPT_COLUMNS})"  # noqa: S608
-        f" VALUES ({', '.join('?' * sqlite_outcomes.ATTEMPT_WIDTH)})",
-        sqlite_outcomes.attempt_row(record),
-    )
+def _cascade(db: sqlite3.Connection, record: base.AttemptRecord, effect: rules.Effect) -> None:
+    """What a recorded 410 changes beyond its delivery and its watch's counters (see
+    `rules.effect`)."""
+    now = record.now
     if effect.subscription_gone is not None:
         db.execute(
             "UPDATE subscriptions SET status = 'gone', updated_at = ?"
@@ -1137,25 +1123,13 @@ def _record_attempt(db: sqlite3.Connection, owner: str, record: base.AttemptReco
             (now, effect.subscription_gone),
         )
         _end_subscription_deliveries(db, effect.subscription_gone, now)
-    db.execute(
-        "UPDATE watches SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        (now, delivery.watch_id),
-    )
-    if effect.counted:
-        db.execute(
-            "UPDATE watches SET last_error = COALESCE(?, last_error),"
-            " status = COALESCE(?, status), completed_at = ?"
-            " WHERE id = ? AND status = 'delivering'",
-            (attempt.error, effect.watch_status, effect.ended_at, delivery.watch_id),
-        )  # fmt: skip
     if effect.watch_gone:
         db.execute(
             "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
             " lease_owner = NULL WHERE id = ? AND status IN (?, ?)",
-            (now, now, delivery.watch_id, *rules.LIVE),
+            (now, now, record.delivery.watch_id, *rules.LIVE),
         )
-        _cancel_pending_deliveries(db, delivery.watch_id, now, callback_only=True)
-    return True
+        _cancel_pending_deliveries(db, record.delivery.watch_id, now, callback_only=True)
 
 
 def _where(tenant: str, filters: base.WatchFilter) -> tuple[str, list[Any]]:
