@@ -1016,12 +1016,16 @@ async def _record_events(
     subscriptions: dict[str, list[rules.Endpoint]] = {}
     for row in rows:
         subscriptions.setdefault(row[1], []).append(rules.Endpoint.of(row[0], row[2], row[3]))
-    # (tenant, watch id, event, addressed delivery)
-    news = [
-        (tenant, watch_id, event, new)
+    # The rows to insert, in the order of their `unnest`'s columns.
+    events = [
+        (e.id, tenant, watch_id, e.type, e.final, e.body) for tenant, _, watch_id, e in recorded
+    ]
+    deliveries = [
+        (new.delivery.id, watch_id, event.type, new.delivery.body, event.final,
+         new.subscription_id, event.id, new.host, tenant)
         for tenant, callback_url, watch_id, event in recorded
         for new in rules.fan_out(event, callback_url, subscriptions.get(tenant, ()), now)
-    ]
+    ]  # fmt: skip
     inserted = await db.fetch(
         "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
         " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
@@ -1036,27 +1040,19 @@ async def _record_events(
         " $14::boolean[], $15::text[], $16::text[], $17::text[], $18::text[])"
         " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host, tenant)"
         " WHERE n.event_id IN (SELECT id FROM e) RETURNING id",
-        [event.id for _, _, _, event in recorded],
-        [tenant for tenant, _, _, _ in recorded],
-        [watch_id for _, _, watch_id, _ in recorded],
-        [event.type for _, _, _, event in recorded],
-        [event.final for _, _, _, event in recorded],
-        [event.body for _, _, _, event in recorded],
+        *_arrays(events, 6),
         now,
         owner,
         lease_until,
-        [new.delivery.id for _, _, _, new in news],
-        [watch_id for _, watch_id, _, _ in news],
-        [event.type for _, _, event, _ in news],
-        [new.delivery.body for _, _, _, new in news],
-        [event.final for _, _, event, _ in news],
-        [new.subscription_id for _, _, _, new in news],
-        [event.id for _, _, event, _ in news],
-        [new.host for _, _, _, new in news],
-        [tenant for tenant, _, _, _ in news],
+        *_arrays(deliveries, 9),
     )
     created = {row[0] for row in inserted}
-    return [new.delivery.id for _, _, _, new in news if new.delivery.id in created]
+    return [row[0] for row in deliveries if row[0] in created]
+
+
+def _arrays(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """`rows` of `width` values as one array per column: the parameters of an `unnest`."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def _dropped(connection: Any) -> bool:
