@@ -406,7 +406,7 @@ class SQLiteStore(base.Store):
                 " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
                 (rules.job_outcome("cancelled", None, None), now, now, watch_id),
             )
-            _cancel_pending_deliveries(db, watch_id, now)
+            _cancel_pending_deliveries(db, now, "watch_id = ?", watch_id)
             return self._select_watch(db, tenant, watch_id)
 
         return await self._transaction(cancel)
@@ -604,10 +604,7 @@ class SQLiteStore(base.Store):
             ids = _FanOut(db).record(
                 tenant, callback_url, completion.watch_id, event, now, owner, delivery_lease_until
             )
-            if not ids:
-                return []
-            found = _deliveries(db, ids)
-            return [found[delivery_id] for delivery_id in ids]
+            return _deliveries(db, ids) if ids else []
 
         return await self._transaction(complete)
 
@@ -636,8 +633,7 @@ class SQLiteStore(base.Store):
                 f" lease_token = {_NEXT_LEASE_NUMBER} WHERE id IN (SELECT value FROM json_each(?))",
                 (owner, lease_until, owner, json.dumps(chosen)),
             )
-            found = _deliveries(db, chosen)
-            return [found[delivery_id] for delivery_id in chosen]
+            return _deliveries(db, chosen)
 
         return await self._transaction(claim)
 
@@ -691,7 +687,7 @@ class SQLiteStore(base.Store):
             if row is None:
                 return None
             if status != "active":
-                _end_subscription_deliveries(db, subscription_id, now)
+                _cancel_pending_deliveries(db, now, "subscription_id = ?", subscription_id)
             return sql_rows.subscription(row, json.loads)
 
         return await self._transaction(change)
@@ -1048,14 +1044,14 @@ _GROUP_DUE = (
 )
 
 
-def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, base.Delivery]:
-    """The deliveries of `ids` by id, as claimed (see `_DELIVERIES_BY_ID`)."""
+def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> list[base.Delivery]:
+    """The deliveries of `ids`, in that order, as claimed (see `_DELIVERIES_BY_ID`)."""
     (rows,) = db.execute(_DELIVERIES_BY_ID, (json.dumps(list(ids)),)).fetchone()
     found = {}
     for row in json.loads(rows):
         row[3], row[4], row[14] = bytes.fromhex(row[3]), bool(row[4]), tuple(row[14])
         found[row[0]] = base.Delivery(*row)
-    return found
+    return [found[delivery_id] for delivery_id in ids]
 
 
 def _choose_within_shares(
@@ -1092,23 +1088,12 @@ def _delivery_records(
     return [sql_rows.delivery_record(row) for row in rows]
 
 
-def _cancel_pending_deliveries(
-    db: sqlite3.Connection, watch_id: str, now: float, *, callback_only: bool = False
-) -> None:
-    """Cancel the watch's pending deliveries: all of them, or only its own callback's."""
-    only = " AND subscription_id IS NULL" if callback_only else ""
+def _cancel_pending_deliveries(db: sqlite3.Connection, now: float, where: str, key: str) -> None:
+    """Cancel the pending deliveries `where` (a condition on `key`) says."""
     db.execute(
         "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"  # noqa: S608
-        f" lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'{only}",
-        (now, watch_id),
-    )
-
-
-def _end_subscription_deliveries(db: sqlite3.Connection, subscription_id: str, now: float) -> None:
-    db.execute(
-        "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"
-        " lease_expires_at = NULL WHERE subscription_id = ? AND status = 'pending'",
-        (now, subscription_id),
+        f" lease_expires_at = NULL WHERE {where} AND status = 'pending'",
+        (now, key),
     )
 
 
@@ -1122,14 +1107,16 @@ def _cascade(db: sqlite3.Connection, record: base.AttemptRecord, effect: rules.E
             " WHERE id = ? AND status = 'active'",
             (now, effect.subscription_gone),
         )
-        _end_subscription_deliveries(db, effect.subscription_gone, now)
+        _cancel_pending_deliveries(db, now, "subscription_id = ?", effect.subscription_gone)
     if effect.watch_gone:
         db.execute(
             "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
             " lease_owner = NULL WHERE id = ? AND status IN (?, ?)",
             (now, now, record.delivery.watch_id, *rules.LIVE),
         )
-        _cancel_pending_deliveries(db, record.delivery.watch_id, now, callback_only=True)
+        _cancel_pending_deliveries(
+            db, now, "watch_id = ? AND subscription_id IS NULL", record.delivery.watch_id
+        )
 
 
 def _where(tenant: str, filters: base.WatchFilter) -> tuple[str, list[Any]]:
