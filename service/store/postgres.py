@@ -80,9 +80,9 @@ _HELD_DELIVERIES = (
     " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
     " ORDER BY d.id FOR NO KEY UPDATE OF d)"
 )
-# A registration's job ($3, at upstream $21) is owned by another tenant than its own ($2):
+# A registration's job ($3, at upstream $22) is owned by another tenant than its own ($2):
 # `Store.insert_watch`.
-_OWNED = "EXISTS (SELECT FROM job_owners WHERE upstream = $21 AND job_id = $3 AND tenant <> $2)"
+_OWNED = "EXISTS (SELECT FROM job_owners WHERE upstream = $22 AND job_id = $3 AND tenant <> $2)"
 # Claims with shares (see `rules.groups_taken`). The groups (host and tenant) with pending
 # deliveries, one index probe each (`deliveries_group_due`: the hosts, then the tenants of each
 # host), with their shares ($2 and $3 the default host share and the host limits, $4 and $5 the
@@ -348,22 +348,9 @@ class PostgresStore(base.Store):
         started: bool = False,
     ) -> base.Watch:
         token = 1 if lease_owner else 0
-        values = (
-            watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
-            watch.callback_headers, watch.metadata, list(watch.events), watch.payload_format,
-            watch.secret, watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key,
-            watch.created_at, watch.status, watch.next_poll_at,
-            lease_owner, lease_until if lease_owner else None, token,
-            list(watch.final_statuses), watch.upstream,
-        )  # fmt: skip
-        insert = (
-            "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
-            " callback_headers, metadata, events, payload_format, secret, poll_interval_s,"
-            " timeout_s, upstream_api_key, created_at, status, updated_at, next_poll_at,"
-            " lease_owner, lease_expires_at, lease_token, final_statuses, upstream)"
-            " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16,"
-            " $17, $18, $19, $20, $21"
-        )
+        values = sql_rows.new_watch_values(watch, lease_owner, lease_until)
+        marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+        insert = f"INSERT INTO watches ({sql_rows.NEW_WATCH_COLUMNS}) SELECT {marks}"
         if idempotency is None and not shared_key and not started:
             await self._execute(insert, *values)
             return replace(watch, updated_at=watch.created_at, lease_token=token)
@@ -376,7 +363,7 @@ class PostgresStore(base.Store):
             where = f" WHERE NOT {_OWNED}" if shared_key else ""
             ctes.append(
                 "key AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
-                f" watch_id, created_at) SELECT $2, $22, $23, $24, $1, $14{where}"
+                f" watch_id, created_at) SELECT $2, $23, $24, $25, $1, $14{where}"
                 " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1)"
             )
             conditions.append("EXISTS (SELECT FROM key)")
@@ -386,7 +373,7 @@ class PostgresStore(base.Store):
         if started:
             ctes.append(
                 "owner AS (INSERT INTO job_owners (upstream, job_id, tenant, created_at)"
-                " SELECT $21, job_id, $2, $14 FROM w ON CONFLICT (upstream, job_id) DO NOTHING)"
+                " SELECT $22, job_id, $2, $14 FROM w ON CONFLICT (upstream, job_id) DO NOTHING)"
             )
         owned = _OWNED if shared_key else "false"
         row = await self._fetchrow(

@@ -25,6 +25,13 @@ WATCH_FIELDS = (
     "completed_at", "next_poll_at", "lease_token", "final_statuses", "outcome", "upstream",
 )  # fmt: skip
 WATCH_COLUMNS = ", ".join(WATCH_FIELDS)
+# The columns a new watch is inserted with (the others start at their defaults).
+NEW_WATCH_COLUMNS = (
+    "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
+    " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
+    " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token, final_statuses,"
+    " upstream"
+)
 SUBSCRIPTION_FIELDS = (
     "id", "tenant", "url", "events", "secret", "headers", "final_statuses", "status",
     "created_at", "updated_at", "previous_secret", "previous_secret_until",
@@ -56,6 +63,22 @@ def watch(row: Sequence[Any], decode: Convert = same) -> Watch:
             "final_statuses": tuple(decode(values["final_statuses"])),
         }
     )
+
+
+def new_watch_values(
+    watch: Watch, lease_owner: str | None, lease_until: float, encode: Convert = same
+) -> tuple[object, ...]:
+    """The values of `NEW_WATCH_COLUMNS` of `watch`, leased to `lease_owner` (token 1) until
+    `lease_until` when given (see `Store.insert_watch`)."""
+    metadata = None if watch.metadata is None else encode(watch.metadata)
+    return (
+        watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
+        encode(watch.callback_headers), metadata, encode(list(watch.events)),
+        watch.payload_format, watch.secret, watch.poll_interval_s, watch.timeout_s,
+        watch.upstream_api_key, watch.created_at, watch.status, watch.created_at,
+        watch.next_poll_at, lease_owner, lease_until if lease_owner else None,
+        1 if lease_owner else 0, encode(list(watch.final_statuses)), watch.upstream,
+    )  # fmt: skip
 
 
 def subscription(row: Sequence[Any], decode: Convert = same) -> Subscription:

@@ -283,17 +283,7 @@ class SQLiteStore(base.Store):
         started: bool = False,
     ) -> base.Watch:
         token = 1 if lease_owner else 0
-        row = (
-            watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
-            json.dumps(watch.callback_headers),
-            None if watch.metadata is None else json.dumps(watch.metadata),
-            json.dumps(list(watch.events)), watch.payload_format, watch.secret,
-            watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key, watch.created_at,
-            watch.status, watch.created_at, watch.next_poll_at,
-            lease_owner, lease_until if lease_owner else None, token,
-            json.dumps(list(watch.final_statuses)), watch.upstream,
-        )  # fmt: skip
-
+        row = sql_rows.new_watch_values(watch, lease_owner, lease_until, json.dumps)
         keyed = (
             None
             if idempotency is None
@@ -909,13 +899,9 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
     if job is not None and db.execute(owned, job).fetchone():
         return base.JobOfAnotherTenant()
     # The watch first: the idempotency row references it.
+    marks = ", ".join("?" * len(registration.watch))
     db.execute(
-        "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
-        " callback_headers, metadata, events, payload_format, secret,"
-        " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
-        " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token,"
-        " final_statuses, upstream)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO watches ({sql_rows.NEW_WATCH_COLUMNS}) VALUES ({marks})",  # noqa: S608
         registration.watch,
     )
     if registration.idempotency is not None:
