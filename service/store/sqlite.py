@@ -106,9 +106,6 @@ class SQLiteStore(base.Store):
         self._registrations: list[_Registration] = []
         self._registrations_lock = threading.Lock()
         self._commit_queued = False
-        # Transactions that committed registrations: fewer than the registrations themselves
-        # when they were grouped.
-        self.group_commits = 0
 
     # Plumbing.
 
@@ -335,7 +332,6 @@ class SQLiteStore(base.Store):
                 registration.error = StoreError("the store is not open")
         else:
             _insert_registrations(self._db, group, self.path)
-            self.group_commits += 1
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(_settle, group)
 
