@@ -136,11 +136,11 @@ def _in_query(name: str, description: str | None, schema: dict[str, Any]) -> dic
     return {"name": name, "in": "query", "description": description, "schema": schema}
 
 
-_WATCH_ID = _in_path("watch_id", "Any other form names no watch (404).", handlers.WATCH_ID_PATTERN)
+_WATCH_ID = _in_path("watch_id", "Any other form names no watch (404).", handlers.WATCH_ID.pattern)
 _SUBSCRIPTION_ID = _in_path(
     "subscription_id",
     "Any other form names no subscription (404).",
-    handlers.SUBSCRIPTION_ID_PATTERN,
+    handlers.SUBSCRIPTION_ID.pattern,
 )
 _UNAUTHORIZED = _problem(
     "No valid API token (when tokens are configured).",
@@ -252,7 +252,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         "The token holds api.max_streams_per_tenant open streams (event streams, long-polls, "
         "dashboard live updates) already."
     )
-    event_id = {"type": "string", "pattern": handlers.EVENT_ID_PATTERN}
+    event_id = {"type": "string", "pattern": handlers.EVENT_ID.pattern}
     time = {"type": "string", "format": "date-time"}
     return {
         "/v1/watches": {"get": _operation(
@@ -280,7 +280,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                           "an offset); later than created_from.", time),
                 _limit(handlers.MAX_PAGE),
                 _in_query("cursor", "The next_cursor of the previous page.",
-                          {"type": "string", "pattern": handlers.WATCH_ID_PATTERN}),
+                          {"type": "string", "pattern": handlers.WATCH_ID.pattern}),
             ],
         )},
         "/v1/watches/{watch_id}": {
@@ -319,7 +319,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                              "cancelled (redeliver the watch to send its final event again).")},
             parameters=[_WATCH_ID, _in_path(
                 "webhook_id", "The delivery's webhook id (`msg_...`); any other form names no "
-                "delivery (404).", handlers.WEBHOOK_ID_PATTERN,
+                "delivery (404).", handlers.WEBHOOK_ID.pattern,
             )],
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
@@ -408,7 +408,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "style": "form", "explode": True,
                  "schema": {"type": "array", "items": {"anyOf": [
                      _ref(models.EventName),
-                     {"type": "string", "pattern": handlers.EVENT_TYPES_PATTERN},
+                     {"type": "string", "pattern": handlers.EVENT_TYPES.pattern},
                  ]}}},
                 _limit(handlers.MAX_EVENTS),
             ],
