@@ -463,7 +463,7 @@ def _words(failure: BaseException, timeout_s: float) -> str:
     blocked = ssrf.blocked_cause(failure)
     if blocked is not None:
         return f"refused by the callback policy: {blocked.reason}"
-    chain = _causes(failure)
+    chain = ssrf.causes(failure)
     where = next((e for e in chain if isinstance(e, aiohttp.ClientConnectorError)), None)
     host = "" if where is None else str(where.host)
     for error in chain:
@@ -501,20 +501,6 @@ def _words(failure: BaseException, timeout_s: float) -> str:
 
 
 _UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
-
-
-def _causes(failure: BaseException) -> list[BaseException]:
-    """`failure` and what caused it, outermost first (each once); aiohttp's connection errors
-    hold the OS's error as `os_error`."""
-    chain: list[BaseException] = []
-    current: BaseException | None = failure
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        underneath = current.__cause__ or current.__context__
-        if underneath is None and isinstance(current, aiohttp.ClientConnectorError):
-            underneath = current.os_error
-        current = underneath
-    return chain
 
 
 # The child.

@@ -11,7 +11,7 @@ do not lean on them). One blocked address blocks the whole URL.
 Two places apply it:
 
 * `check_url`, at registration time, so the client gets a 422 with a reason it can act on.
-* `guarded_connector`, at connect time, for every request (redirects included), so a name
+* `GuardedConnector`, at connect time, for every request (redirects included), so a name
   that resolved to a public address at registration and to 10.0.0.5 now (DNS rebinding) is
   still refused. The connector resolves each name once, checks every answer, and connects
   to exactly the checked addresses: there is no second lookup to race. TLS still verifies
@@ -73,21 +73,6 @@ if TYPE_CHECKING:
     from aiohappyeyeballs import AddrInfoType, SocketFactoryType
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
-
-__all__ = [
-    "CallbackBlocked",
-    "CallbackBlockedError",
-    "CallbackPolicy",
-    "GuardedConnector",
-    "GuardedResolver",
-    "HostLookups",
-    "blocked_cause",
-    "blocked_reason",
-    "check_address",
-    "check_url",
-    "guarded_connector",
-    "parse_ip_literal",
-]
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -483,19 +468,6 @@ async def check_url(url: str, policy: CallbackPolicy, resolve: Resolve | None = 
 # --- Connect time: aiohttp ------------------------------------------------------------------
 
 
-def _check_resolved(results: Sequence[ResolveResult], policy: CallbackPolicy, host: str) -> None:
-    """Raise CallbackBlockedError if any resolved address is blocked under `policy`."""
-    for result in results:
-        address = parse_ip_literal(result["host"])
-        if address is None:
-            raise CallbackBlockedError(
-                f"host {host} resolved to {result['host']!r}, not an IP address"
-            )
-        reason = _refusal(address, policy, host)
-        if reason is not None:
-            raise CallbackBlockedError(reason)
-
-
 class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that refuses hosts resolving to any address `policy` blocks.
 
@@ -515,7 +487,15 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         if not results:
             raise OSError(errno.EHOSTUNREACH, f"host {host} resolved to no address")
-        _check_resolved(results, self._policy, host)
+        for result in results:
+            address = parse_ip_literal(result["host"])
+            if address is None:
+                raise CallbackBlockedError(
+                    f"host {host} resolved to {result['host']!r}, not an IP address"
+                )
+            reason = _refusal(address, self._policy, host)
+            if reason is not None:
+                raise CallbackBlockedError(reason)
         return results
 
     async def close(self) -> None:
@@ -546,11 +526,13 @@ def _guarded_socket_factory(
 
 
 class GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that connects only to addresses `policy` allows (see the module doc).
+    """The connector of callback sessions, connecting only to addresses `policy` allows (see
+    the module doc).
 
     Names are checked by a GuardedResolver wrapped around `resolver` (default: aiohttp's
     ThreadedResolver); IP literals, which aiohttp never hands to a resolver, are checked in
-    `connect`; each socket is checked once more as it is opened.
+    `connect`; each socket is checked once more as it is opened, after `socket_factory`'s
+    check if one is given. `kwargs` go to aiohttp.TCPConnector (``limit``, ...).
     """
 
     def __init__(
@@ -592,13 +574,18 @@ class GuardedConnector(aiohttp.TCPConnector):
         await self._guard.close()
 
 
-def guarded_connector(policy: CallbackPolicy, **kwargs: Any) -> aiohttp.TCPConnector:
-    """Build the connector for callback sessions: ``ClientSession(connector=...)``.
-
-    `kwargs` go to aiohttp.TCPConnector (``limit``, ``ttl_dns_cache``, ...); a ``resolver``
-    is wrapped, not replaced, and a ``socket_factory`` runs after the check.
-    """
-    return GuardedConnector(policy, **kwargs)
+def causes(failure: BaseException) -> list[BaseException]:
+    """`failure` and what caused it, outermost first (each once); aiohttp's connection errors
+    hold the OS's error as `os_error`."""
+    chain: list[BaseException] = []
+    current: BaseException | None = failure
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        underneath = current.__cause__ or current.__context__
+        if underneath is None and isinstance(current, aiohttp.ClientConnectorError):
+            underneath = current.os_error
+        current = underneath
+    return chain
 
 
 def blocked_cause(exc: BaseException) -> CallbackBlockedError | None:
@@ -607,15 +594,4 @@ def blocked_cause(exc: BaseException) -> CallbackBlockedError | None:
     httpx-aiohttp reports a refused connection as `httpx.ConnectTimeout`, so callers that
     must tell "blocked" (permanent) from "timed out" (retry) ask this.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, CallbackBlockedError):
-            return current
-        seen.add(id(current))
-        if isinstance(current, aiohttp.ClientConnectorError):
-            os_error = current.os_error
-            if isinstance(os_error, CallbackBlockedError):
-                return os_error
-        current = current.__cause__ or current.__context__
-    return None
+    return next((e for e in causes(exc) if isinstance(e, CallbackBlockedError)), None)
