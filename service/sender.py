@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import itertools
 import marshal
 import signal
@@ -109,7 +110,6 @@ class InlineSender:
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
-        self._urls: dict[str, httpx.URL | str] = {}  # parsed, or why it cannot be requested
 
     async def start(self) -> None:
         pass
@@ -117,7 +117,7 @@ class InlineSender:
     async def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes, tenant: str = ""
     ) -> Answer:
-        parsed = self._parse(url)
+        parsed = _parsed(url)
         if isinstance(parsed, str):
             return Answer(None, None, parsed)
         cap = self._max_response_bytes
@@ -149,20 +149,17 @@ class InlineSender:
             content_type = content_type[:MAX_CONTENT_TYPE]
         return Answer(code, found.get("retry-after"), error, start, truncated, content_type)
 
-    def _parse(self, url: str) -> httpx.URL | str:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= URLS:  # the oldest goes
-                del self._urls[next(iter(self._urls))]
-            try:
-                parsed = httpx.URL(url)
-            except Exception as invalid:  # whatever httpx refuses, recorded as the error
-                parsed = f"not a valid URL: {invalid}"[:300]
-            self._urls[url] = parsed
-        return parsed
-
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+@functools.lru_cache(maxsize=URLS)
+def _parsed(url: str) -> httpx.URL | str:
+    """The URL parsed, or why it cannot be requested."""
+    try:
+        return httpx.URL(url)
+    except Exception as invalid:  # whatever httpx refuses, recorded as the error
+        return f"not a valid URL: {invalid}"[:300]
 
 
 class ProcessSender:
@@ -194,7 +191,7 @@ class ProcessSender:
         self._timeout_s = (2 * self.depth - 1) * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
-        self._on_exit = on_exit
+        self._on_exit = on_exit or (lambda _: None)
         self._starting = asyncio.Lock()
         self._failed: tuple[float, OSError] | None = None  # the last start that failed, when
 
@@ -238,17 +235,13 @@ class ProcessSender:
                 if self._failed is not None and now - self._failed[0] < RESTART_AFTER_S:
                     raise self._failed[1]
                 try:
-                    self._child = await _Child.start(self._config, self._exited)
+                    self._child = await _Child.start(self._config, self._on_exit)
                 except OSError as failure:
                     log.error("delivery.sender_failed", error=str(failure))
                     self._failed = (now, failure)
                     raise
                 self._failed = None
             return self._child
-
-    def _exited(self, code: int) -> None:
-        if self._on_exit is not None:
-            self._on_exit(code)
 
     async def aclose(self) -> None:
         if self._child is not None:
