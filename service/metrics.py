@@ -7,6 +7,7 @@ Prometheus text format otherwise, as the client library's own encoder choice dec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from prometheus_client import (
@@ -67,101 +68,87 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it untyped
         self.recent_attempts = RecentAttempts()
         self.registry = registry = CollectorRegistry()
-        self.watches = Gauge("bridge_watches", "Watches by status.", ["status"], registry=registry)
-        self.held_watches = Gauge(
-            "bridge_held_watches", "Watches this process holds the lease of.", registry=registry
-        )
-        self.poll_backlog = Gauge(
+        gauge = functools.partial(Gauge, registry=registry)
+        counter = functools.partial(Counter, registry=registry)
+        histogram = functools.partial(Histogram, registry=registry)
+        self.watches = gauge("bridge_watches", "Watches by status.", ["status"])
+        self.held_watches = gauge("bridge_held_watches", "Watches this process holds the lease of.")
+        self.poll_backlog = gauge(
             "bridge_poll_backlog",
             "Polls that are due and not started yet (a growing value means falling behind).",
-            registry=registry,
         )
-        self.delivery_backlog = Gauge(
+        self.delivery_backlog = gauge(
             "bridge_delivery_backlog",
             "Webhook attempts that are due and not started by any replica.",
-            registry=registry,
         )
-        self.deliveries_in_flight = Gauge(
+        self.deliveries_in_flight = gauge(
             "bridge_deliveries_in_flight",
             "Webhook attempts in progress (with the sender process: handed to it, up to"
             " four times the limits, of which it makes at most the limits at once).",
-            registry=registry,
         )
-        self.sender_exits = Counter(
+        self.sender_exits = counter(
             "bridge_delivery_sender_exits_total",
             "Sender processes (delivery.sender = process) that exited while still needed;"
             " each is replaced at the next webhook.",
-            registry=registry,
         )
-        self.upstream_requests = Counter(
+        self.upstream_requests = counter(
             "bridge_upstream_requests_total",
             "Upstream polls by upstream and outcome: progress, terminal, refused (400/401/404),"
             " transient.",
             ["upstream", "outcome"],
-            registry=registry,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = histogram(
             "bridge_upstream_request_duration_seconds",
             "Duration of upstream polls, by upstream.",
             ["upstream"],
             buckets=_FAST,
-            registry=registry,
         )
-        self.poll_lateness = Histogram(
+        self.poll_lateness = histogram(
             "bridge_poll_lateness_seconds",
             "How long after it was due each poll started, by upstream.",
             ["upstream"],
             buckets=_FAST,
-            registry=registry,
         )
-        self.delivery_attempts = Counter(
+        self.delivery_attempts = counter(
             "bridge_delivery_attempts_total",
             "Webhook attempts by outcome: succeeded, retry, failed (attempts ran out), gone.",
             ["outcome"],
-            registry=registry,
         )
-        self.delivery_duration = Histogram(
+        self.delivery_duration = histogram(
             "bridge_delivery_attempt_duration_seconds",
             "Duration of webhook attempts.",
             buckets=_FAST,
-            registry=registry,
         )
-        self.notification_latency = Histogram(
+        self.notification_latency = histogram(
             "bridge_notification_latency_seconds",
             "From the upstream's final status seen to the receiver's 2xx.",
             buckets=_SLOW,
-            registry=registry,
         )
-        self.circuit_state = Gauge(
+        self.circuit_state = gauge(
             "bridge_upstream_circuit_state",
             "Each upstream's circuit breaker: 0 closed (polling), 1 half open (probing), 2 open"
             " (paused).",
             ["upstream"],
-            registry=registry,
         )
-        self.circuit_transitions = Counter(
+        self.circuit_transitions = counter(
             "bridge_upstream_circuit_transitions_total",
             "Changes of an upstream's circuit breaker's state, by the state entered.",
             ["upstream", "state"],
-            registry=registry,
         )
-        self.store_up = Gauge(
+        self.store_up = gauge(
             "bridge_store_up",
             "1 while the store is usable, 0 while it is unreachable or refuses writes (a full"
             " disk); the reason is in the log (store.unavailable) and in /readyz.",
-            registry=registry,
         )
         self.store_up.set(1)
-        self.throttled = Gauge(
+        self.throttled = gauge(
             "bridge_upstream_throttled",
             "Due polls waiting for the request-rate cap or the circuit breaker, by upstream.",
             ["upstream"],
-            registry=registry,
         )
-        self.open_streams = Gauge(
+        self.open_streams = gauge(
             "bridge_open_streams",
             "Long-polls, event streams and dashboard live streams held open by this process.",
-            registry=registry,
         )
         for upstream in upstreams:
             for outcome in ("progress", "terminal", "refused", "transient"):
