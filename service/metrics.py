@@ -28,37 +28,6 @@ _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0)
 
 
-class RecentAttempts:
-    """Webhook attempts of the last `window_s` by outcome, in `slices` buckets of time (fixed
-    memory): the dashboard's delivery failure rate, the same figure as
-    `1 - rate(bridge_delivery_attempts_total{outcome="succeeded"}[1h]) /
-    rate(bridge_delivery_attempts_total[1h])` over this process's attempts."""
-
-    def __init__(self, window_s: float = 3600.0, slices: int = 60) -> None:
-        self._slice_s = window_s / slices
-        self._slices = slices
-        self._buckets: dict[int, list[int]] = {}  # slice number -> [attempts, failures]
-
-    def record(self, now: float, failed: bool) -> None:
-        bucket = self._buckets.setdefault(int(now // self._slice_s), [0, 0])
-        bucket[0] += 1
-        bucket[1] += failed
-        if len(self._buckets) > self._slices:
-            self._drop_before(int(now // self._slice_s) - self._slices + 1)
-
-    def counts(self, now: float) -> tuple[int, int]:
-        """(attempts, failures) within the window ending at `now`."""
-        self._drop_before(int(now // self._slice_s) - self._slices + 1)
-        return (
-            sum(b[0] for b in self._buckets.values()),
-            sum(b[1] for b in self._buckets.values()),
-        )
-
-    def _drop_before(self, first: int) -> None:
-        for number in [n for n in self._buckets if n < first]:
-            del self._buckets[number]
-
-
 class Metrics:
     def __init__(self, upstreams: Sequence[str] = (DEFAULT_UPSTREAM,)) -> None:
         """`upstreams` are the names of the configured upstreams: their series exist from the
@@ -66,7 +35,10 @@ class Metrics:
         # A `_created` series per counter and histogram doubles the series and nothing reads
         # them; the client library's switch is process-wide, and the process is the bridge's.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it untyped
-        self.recent_attempts = RecentAttempts()
+        # Webhook attempts of the last hour, in minutes: the dashboard's delivery failure rate,
+        # the same figure as `1 - rate(bridge_delivery_attempts_total{outcome="succeeded"}[1h])
+        # / rate(bridge_delivery_attempts_total[1h])` over this process's attempts.
+        self.recent_attempts = breaker.Outcomes(3600.0, 60)
         self.registry = registry = CollectorRegistry()
         gauge = functools.partial(Gauge, registry=registry)
         counter = functools.partial(Counter, registry=registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.metrics import RecentAttempts
+from service.breaker import Outcomes
 
 T0 = 1_767_225_600.0  # a slice boundary
 
@@ -24,7 +24,7 @@ def test_counts_cover_the_last_hour(
 ) -> None:
     """(attempts, failures) counts what was recorded in the hour's 60 one-minute slices up to
     `at`, the slice of `at` included."""
-    window = RecentAttempts(3600.0, 60)
+    window = Outcomes(3600.0, 60)
     for now, failed in recorded:
         window.record(now, failed)
     assert window.counts(at) == expected
@@ -32,7 +32,7 @@ def test_counts_cover_the_last_hour(
 
 def test_memory_stays_within_the_slices() -> None:
     """Recording for days keeps at most one bucket per slice of the window."""
-    window = RecentAttempts(3600.0, 60)
+    window = Outcomes(3600.0, 60)
     for minute in range(3 * 24 * 60):
         window.record(T0 + minute * 60.0, minute % 2 == 0)
     assert len(window._buckets) <= 60
