@@ -396,24 +396,10 @@ def _load(frame: bytes) -> Any:
 
 async def _receive(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
     """Each whole frame from `reader`, until the other end closes."""
-    buffer = b""
-    while chunk := await reader.read(1 << 16):
-        frames, buffer = _split(buffer + chunk)
-        for frame in frames:
-            yield frame
-
-
-def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """The whole frames at the start of `buffer`, and what follows them."""
-    frames, at = [], 0
-    while len(buffer) - at >= _LENGTH.size:
-        (size,) = _LENGTH.unpack_from(buffer, at)
-        end = at + _LENGTH.size + size
-        if end > len(buffer):
-            break
-        frames.append(buffer[at + _LENGTH.size : end])
-        at = end
-    return frames, buffer[at:]
+    with contextlib.suppress(asyncio.IncompleteReadError):
+        while True:
+            (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+            yield await reader.readexactly(size)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
