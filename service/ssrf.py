@@ -278,33 +278,19 @@ def blocked_reason(address: IPAddress) -> str | None:
 
 # --- Reading hosts ----------------------------------------------------------------------------
 
-# One part of an IPv4 address as inet_aton(3) reads it: hex with 0x, octal with a leading
-# zero, decimal otherwise. ASCII only (int() would take other digits and underscores).
-_V4_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]{0,9}")
+# What inet_aton(3) may read as an IPv4 address: it would also take text after a space.
+_V4_CHARACTERS = re.compile(r"[0-9A-Fa-fXx.]+")
 
 
 def _parse_v4(text: str) -> IPv4Address | None:
-    """Read an IPv4 address in any spelling inet_aton accepts: 1 to 4 parts, each in any base.
-
-    The last part fills the remaining bytes (``127.1`` is 127.0.0.1, ``2130706433`` too).
-    """
-    parts = text.split(".")
-    if not 1 <= len(parts) <= 4:
+    """Read an IPv4 address in any spelling inet_aton accepts: 1 to 4 parts, each in any base,
+    the last filling the remaining bytes (``127.1`` is 127.0.0.1, ``2130706433`` too)."""
+    if not _V4_CHARACTERS.fullmatch(text):
         return None
-    values: list[int] = []
-    for part in parts:
-        if not _V4_PART.fullmatch(part):
-            return None
-        base = 16 if part[:2] in ("0x", "0X") else 8 if part[0] == "0" else 10
-        values.append(int(part, base))
-    *heads, last = values
-    tail_bits = 8 * (5 - len(parts))
-    if any(value > 0xFF for value in heads) or last >= 1 << tail_bits:
+    try:
+        return IPv4Address(socket.inet_aton(text))
+    except OSError:
         return None
-    number = 0
-    for value in heads:
-        number = number << 8 | value
-    return IPv4Address(number << tail_bits | last)
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:
