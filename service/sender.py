@@ -163,11 +163,9 @@ def _parsed(url: str) -> httpx.URL | str:
 
 
 class ProcessSender:
-    # The next requests of a busy host wait in the child, so that one goes out as soon as an
-    # answer comes in, not after that answer's trip through the bridge's event loop and back.
-    # 4 rather than 2: the child's line then rides out the bridge's pauses (a claim, a commit,
-    # a turn of its loop on the other CPU; docs/performance.md, section 6). A request waits in
-    # the child for at most `depth - 1` attempts to its host before its own.
+    # A busy host's next requests wait in the child (see the module doc); 4 rather than 2: the
+    # child's line then rides out the bridge's pauses (a claim, a commit, a turn of its loop on
+    # the other CPU; docs/performance.md, section 6).
     depth = 4
 
     def __init__(
@@ -513,10 +511,8 @@ async def _serve(fd: int) -> None:
 
 
 class _Relay:
-    """The child's side: requests in, answers out, at most `max_per_host` requests to a host,
-    the per-tenant limit of a tenant and `max_concurrency` in all (the bridge hands over `depth`
-    times as many). One task per running slot, which carries on with a waiting request its
-    slots pass to."""
+    """The child's side: requests in, answers out, within the limits (see the module doc). One
+    task per running slot, which carries on with a waiting request its slots pass to."""
 
     def __init__(
         self, sender: InlineSender, writer: asyncio.StreamWriter, delivery: DeliverySettings
