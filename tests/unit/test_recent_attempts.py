@@ -17,6 +17,7 @@ T0 = 1_767_225_600.0  # a slice boundary
         ([(T0, True), (T0 + 60, False)], T0 + 3600, (1, 0)),  # the first slice has left
         ([(T0, True), (T0 + 60, False)], T0 + 3599, (2, 1)),  # still within the hour
         ([(T0, True)], T0 + 7 * 86400, (0, 0)),  # long after: nothing left
+        ([(T0 + 60, True), (T0, False)], T0 + 60, (2, 1)),  # a clock that stepped back
     ],
 )
 def test_counts_cover_the_last_hour(
