@@ -301,12 +301,11 @@ class Pages:
         try:
             chosen, cursor, size = list_filters.read(request)
         except list_filters.BadFilters as bad:
-            # The form as it was sent, each message next to its field.
+            # The form as it was sent, each message next to its field; no list.
             context = self.context(
-                request, session, page=None, filters=shown, filtered=filtered,
-                errors=bad.errors, older=None, newest=None, live="", recover=None, flash=None,
-            )  # fmt: skip
-            return self.render(request, "watches.html", 400, **context)
+                request, session, page=None, filters=shown, filtered=filtered, errors=bad.errors
+            )
+            return self.render(request, "watches.html", 400, flash=None, **context)
         dashboard = _dashboard(request)
         page = await dashboard.list_page(session.tenant, chosen, cursor, size)
         older = newest = None
@@ -328,7 +327,7 @@ class Pages:
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watches_live.html", **context)
         # Drawn once per page load: live updates refresh the list, not the day's trends.
-        trend = await dashboard.trends(session.tenant)
+        trend = trends.trends(await dashboard.watches.trend(session.tenant))
         return self.render_with_flash(request, "watches.html", trend=trend, **context)
 
     def _upstream_column(self, watches: list[Watch]) -> bool:
@@ -500,7 +499,7 @@ async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: For
 
 
 async def _cancel(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
-    await dashboard.cancel(tenant, watch_id)
+    await dashboard.watches.cancel(tenant, watch_id)
     return "Watch cancelled."
 
 
