@@ -195,7 +195,7 @@ class Dashboard:
             redelivered=_redelivered(lines),
             can_redeliver=can_redeliver,
             can_cancel=watch.status in CANCELLABLE,
-            fingerprint=_watch_fingerprint(watch, recorded, attempts, deliveries),
+            fingerprint=_watch_fingerprint(history),
         )
 
     async def _endpoints(
@@ -211,11 +211,7 @@ class Dashboard:
         """What changes whenever the watch's page would (its status, events, attempts and
         deliveries)."""
         history = await self._history(tenant, watch_id)
-        if history is None:
-            return None
-        return _watch_fingerprint(
-            history.watch, history.events, history.attempts, history.deliveries
-        )
+        return None if history is None else _watch_fingerprint(history)
 
     async def _history(self, tenant: str, watch_id: str) -> History | None:
         try:
@@ -306,19 +302,15 @@ def _gap_words(gap: Gap | None, none: str) -> str | None:
     return none if gap == "none" else _GAPS[gap]
 
 
-def _watch_fingerprint(
-    watch: Watch,
-    recorded: Sequence[EventRecord],
-    attempts: Sequence[Attempt],
-    deliveries: Sequence[DeliveryRecord],
-) -> str:
+def _watch_fingerprint(history: History) -> str:
+    watch, attempts = history.watch, history.attempts
     last = attempts[-1] if attempts else None
     return _digest(
         [
             watch.status, watch.outcome, watch.job_status, watch.queue_position, watch.attempts,
-            watch.last_error, watch.updated_at, len(recorded), len(attempts),
+            watch.last_error, watch.updated_at, len(history.events), len(attempts),
             None if last is None else (last.delivery_id, last.number, last.started_at),
-            [(d.id, d.status, d.series, d.attempts, d.next_attempt_at) for d in deliveries],
+            [(d.id, d.status, d.series, d.attempts, d.next_attempt_at) for d in history.deliveries],
         ]
     )  # fmt: skip
 

@@ -55,7 +55,7 @@ from service.errors import (
 from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
-from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, Watch
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, Watch
 from service.subscriptions import MAX_ACTIVE
 from service.ui import flash, images, list_filters, trends, words
 from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
@@ -143,13 +143,12 @@ class Pages:
         )
         self.templates.filters.update(
             time=_time, when=_when, metadata_line=words.metadata_line, duration=trends.duration,
-            number=trends.number, verdict=words.verdict, response_note=words.response_note,
+            number=trends.number, response_note=words.response_note,
         )  # fmt: skip
         self.templates.globals.update(
             geometry=trends.GEOMETRY, delivery_state=words.delivery_of, said=words.said,
-            place=words.place,
-            STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
-            DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
+            place=words.place, STATUS_LABELS=words.STATUS_LABELS, TONES=words.TONES,
+            OUTCOME_LABELS=words.OUTCOME_LABELS, DELIVERY_LABELS=words.DELIVERY_LABELS,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
             PAGE_SIZES=PAGE_SIZES, PAGE_SIZE=PAGE_SIZE, ago=words.ago,
             OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES, UPSTREAMS=self.upstreams,

@@ -123,5 +123,5 @@ def response_note(kept: ResponseStart) -> str:
         return f"Empty body ({kind})."
     if kept.body is None:
         return f"{kept.size} bytes, not UTF-8 text ({kind}): not shown."
-    cut = f"the first {kept.size} bytes" if kept.truncated else f"{kept.size} bytes"
-    return f"{cut[0].upper()}{cut[1:]} of the body ({kind})."
+    cut = f"The first {kept.size} bytes" if kept.truncated else f"{kept.size} bytes"
+    return f"{cut} of the body ({kind})."
