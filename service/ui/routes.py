@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -418,10 +419,7 @@ class Pages:
         if watch_id is not None:
             if not WATCH_ID.match(watch_id):
                 return Response("no such watch", 404, media_type="text/plain")
-            wanted = watch_id
-
-            def fingerprint() -> Awaitable[str | None]:
-                return dashboard.watch_fingerprint(session.tenant, wanted)
+            fingerprint = functools.partial(dashboard.watch_fingerprint, session.tenant, watch_id)
         else:
             try:
                 chosen, cursor, size = list_filters.read(request)
