@@ -419,6 +419,41 @@ class WatchFilter:
 EVERY_WATCH = WatchFilter()
 
 
+@dataclass(frozen=True, slots=True)
+class Shares:
+    """The shares a claim was given (see `Store.claim_deliveries`): a host listed in
+    `host_limits` has that share, any other `per_host`; likewise a tenant."""
+
+    per_host: int
+    host_limits: dict[str, int]
+    per_tenant: int
+    tenant_limits: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        limit: int,
+        per_host: int | None,
+        host_limits: Mapping[str, int] | None,
+        per_tenant: int | None,
+        tenant_limits: Mapping[str, int] | None,
+    ) -> Shares | None:
+        """The shares of a claim of `limit`, None when it was given none: without either of
+        a pair, every share of that kind is `limit`."""
+        if per_host is None and not host_limits and per_tenant is None and not tenant_limits:
+            return None
+        return cls(
+            limit if per_host is None else per_host, dict(host_limits or {}),
+            limit if per_tenant is None else per_tenant, dict(tenant_limits or {}),
+        )  # fmt: skip
+
+    def host(self, host: str) -> int:
+        return self.host_limits.get(host, self.per_host)
+
+    def tenant(self, tenant: str) -> int:
+        return self.tenant_limits.get(tenant, self.per_tenant)
+
+
 class Store(abc.ABC):
     """Durable state of watches, events, subscriptions, deliveries and attempts."""
 
@@ -607,7 +642,6 @@ class Store(abc.ABC):
 
     # Delivery, on behalf of the deliverer (delivery_leases).
 
-    @abc.abstractmethod
     async def claim_deliveries(
         self,
         owner: str,
@@ -642,6 +676,14 @@ class Store(abc.ABC):
         group left alone and at most `limit` due rows (past the leased ones) of each of at most
         `limit` groups: its cost grows with the number of groups that have pending deliveries
         (one index probe each), not with their backlogs."""
+        shares = Shares.of(limit, per_host, host_limits, per_tenant, tenant_limits)
+        return await self._claim_deliveries(owner, now, lease_until, limit, shares)
+
+    @abc.abstractmethod
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: Shares | None
+    ) -> list[Delivery]:
+        """`claim_deliveries` with its shares, None when it was given none."""
 
     @abc.abstractmethod
     async def renew_delivery_leases(
@@ -702,19 +744,27 @@ class Store(abc.ABC):
         """The subscription whatever its status, or None when it does not exist for this
         tenant."""
 
-    @abc.abstractmethod
     async def delete_subscription(
         self, tenant: str, subscription_id: str, now: float
     ) -> Subscription | None:
         """Make an `active` or `disabled` subscription `deleted` and cancel its pending
         deliveries; return it as stored. None when not found or already ended."""
+        return await self._change_subscription_status(tenant, subscription_id, "deleted", now)
 
-    @abc.abstractmethod
     async def set_subscription_status(
         self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
     ) -> Subscription | None:
         """Make an `active` or `disabled` subscription `status` (disabling cancels its pending
         deliveries); return it as stored. None when not found or ended."""
+        return await self._change_subscription_status(tenant, subscription_id, status, now)
+
+    @abc.abstractmethod
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: SubscriptionStatus, now: float
+    ) -> Subscription | None:
+        """Make an `active` or `disabled` subscription `status`, cancelling its pending
+        deliveries unless it becomes `active`; return it as stored. None when not found or
+        ended."""
 
     @abc.abstractmethod
     async def rotate_subscription_secret(

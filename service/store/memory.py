@@ -9,9 +9,9 @@ as an unavailable store's do (every call, or only writes when it is `refusing_wr
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from service.clock import Clock, SystemClock
 from service.errors import LeaseLost, StoreError, StoreUnavailable
@@ -392,37 +392,27 @@ class MemoryStore(base.Store):
             row.series,
         )  # fmt: skip
 
-    # base.Delivery.
+    # Delivery.
 
-    async def claim_deliveries(
-        self,
-        owner: str,
-        now: float,
-        lease_until: float,
-        limit: int,
-        *,
-        per_host: int | None = None,
-        host_limits: Mapping[str, int] | None = None,
-        per_tenant: int | None = None,
-        tenant_limits: Mapping[str, int] | None = None,
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: base.Shares | None
     ) -> list[base.Delivery]:
         self._call(writes=True)
         due = sorted(
             self._pending(lambda row: row.due(now)), key=lambda r: (r.next_attempt_at, r.id)
         )
-        if not any((per_host is not None, host_limits, per_tenant is not None, tenant_limits)):
+        if shares is None:
             chosen = due[:limit]
         else:
             groups: dict[tuple[str, str], list[DeliveryRow]] = {}
             for row in due:
                 groups.setdefault((row.host, row.tenant), []).append(row)
-            shares = [
-                (host, tenant, rules.share(host_limits, per_host, host, limit),
-                 rules.share(tenant_limits, per_tenant, tenant, limit))
-                for host, tenant in groups
-            ]  # fmt: skip
             with_both = sorted(
-                (group for group in shares if group[2] > 0 and group[3] > 0),
+                (
+                    (host, tenant, shares.host(host), shares.tenant(tenant))
+                    for host, tenant in groups
+                    if shares.host(host) > 0 and shares.tenant(tenant) > 0
+                ),
                 key=lambda g: (groups[g[0], g[1]][0].next_attempt_at, g[0], g[1]),
             )
             offered = [
@@ -522,30 +512,17 @@ class MemoryStore(base.Store):
         found = self.subscriptions.get(subscription_id)
         return found if found is not None and found.tenant == tenant else None
 
-    async def delete_subscription(
-        self, tenant: str, subscription_id: str, now: float
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: base.SubscriptionStatus, now: float
     ) -> base.Subscription | None:
         self._call(writes=True)
-        found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
-            return None
-        deleted = self.subscriptions[subscription_id] = replace(
-            found, status="deleted", updated_at=now
-        )
-        self._cancel(lambda row: row.subscription_id == subscription_id, now)
-        return deleted
-
-    async def set_subscription_status(
-        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
-    ) -> base.Subscription | None:
-        self._call(writes=True)
-        found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+        found = self._live_subscription(tenant, subscription_id)
+        if found is None:
             return None
         changed = self.subscriptions[subscription_id] = replace(
             found, status=status, updated_at=now
         )
-        if status == "disabled":
+        if status != "active":
             self._cancel(lambda row: row.subscription_id == subscription_id, now)
         return changed
 
@@ -553,14 +530,21 @@ class MemoryStore(base.Store):
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
     ) -> base.Subscription | None:
         self._call(writes=True)
-        found = self.subscriptions.get(subscription_id)
-        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+        found = self._live_subscription(tenant, subscription_id)
+        if found is None:
             return None
         rotated = self.subscriptions[subscription_id] = replace(
             found, secret=secret, previous_secret=found.secret,
             previous_secret_until=previous_until, updated_at=now,
         )  # fmt: skip
         return rotated
+
+    def _live_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
+        """The tenant's subscription, if it is `active` or `disabled`."""
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found.tenant != tenant or found.status not in _LIVE_SUBSCRIPTION:
+            return None
+        return found
 
     async def subscription_health(
         self, tenant: str, since: float

@@ -13,42 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreUnavailable
-from service.store import buckets, migrations, rules, subscription_health
-from service.store.base import (
-    EVERY_WATCH,
-    WATCH_STATUSES,
-    Attempt,
-    AttemptRecord,
-    Completion,
-    Delivery,
-    DeliveryRecord,
-    DuplicateIdempotencyKey,
-    EventRecord,
-    Idempotency,
-    JobOfAnotherTenant,
-    JobOutcome,
-    NewEvent,
-    OutcomeBucket,
-    Progress,
-    Recorded,
-    Redelivery,
-    ResponseStart,
-    Store,
-    Subscription,
-    SubscriptionHealth,
-    Watch,
-    WatchFilter,
-    WatchStatus,
-)
+from service.store import base, buckets, migrations, rules, sql_rows, subscription_health
 from service.store.health import StoreHealth
 
 CONNECT_TIMEOUT_S = 10.0
@@ -71,14 +45,7 @@ _WRITE_PROBE = (
     " WHERE version = (SELECT max(version) FROM schema_migrations)"
 )
 
-_WATCH_FIELDS = (
-    "id", "tenant", "job_id", "callback_url", "callback_method", "callback_headers", "metadata",
-    "events", "payload_format", "secret", "poll_interval_s", "timeout_s", "upstream_api_key",
-    "created_at", "status", "job_status", "queue_position", "attempts", "last_error", "updated_at",
-    "completed_at", "next_poll_at", "lease_token", "final_statuses", "outcome", "upstream",
-)  # fmt: skip
-_WATCH_COLUMNS = ", ".join(_WATCH_FIELDS)
-_W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in _WATCH_FIELDS)
+_W_WATCH_COLUMNS = ", ".join(f"w.{name}" for name in sql_rows.WATCH_FIELDS)
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_COLUMNS = (
     "d.id, d.watch_id, d.event_type, d.body, d.final, d.attempts, d.lease_token,"
@@ -88,15 +55,6 @@ _DELIVERY_COLUMNS = (
     " coalesce(s.secret, w.secret) AS secret, d.created_at, d.subscription_id, d.event_id,"
     " coalesce(s.final_statuses, w.final_statuses) AS final_statuses, d.tenant,"
     " coalesce(s.previous_secret, '') AS previous_secret, s.previous_secret_until, d.series"
-)
-_SUBSCRIPTION_COLUMNS = (
-    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
-    " previous_secret, previous_secret_until"
-)
-_ATTEMPT_COLUMNS = (
-    "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
-    " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
-    " a.response_truncated, a.response_type, a.series"
 )
 # The watch's deliveries ($1 watch, $2 tenant; only $3 when not null), in `watch_deliveries`
 # order.
@@ -108,7 +66,6 @@ _DELIVERY_RECORDS = (
     " AND ($3::text IS NULL OR d.id = $3)"
     " ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id"
 )
-_EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # The watches of ($2 ids, $3 tokens) that $1 holds, locked in id order, so that set writes to the
 # same watches (a renewal and a progress flush, say) wait for each other instead of deadlocking.
 _HELD = (
@@ -123,9 +80,9 @@ _HELD_DELIVERIES = (
     " AND d.lease_token = h.token WHERE d.lease_owner = $1 AND d.status = 'pending'"
     " ORDER BY d.id FOR NO KEY UPDATE OF d)"
 )
-# A registration's job ($3, at upstream $21) is owned by another tenant than its own ($2):
+# A registration's job ($3, at upstream $22) is owned by another tenant than its own ($2):
 # `Store.insert_watch`.
-_OWNED = "EXISTS (SELECT FROM job_owners WHERE upstream = $21 AND job_id = $3 AND tenant <> $2)"
+_OWNED = "EXISTS (SELECT FROM job_owners WHERE upstream = $22 AND job_id = $3 AND tenant <> $2)"
 # Claims with shares (see `rules.groups_taken`). The groups (host and tenant) with pending
 # deliveries, one index probe each (`deliveries_group_due`: the hosts, then the tenants of each
 # host), with their shares ($2 and $3 the default host share and the host limits, $4 and $5 the
@@ -187,39 +144,8 @@ _CLAIM = (
 )
 
 
-def _watch(row: Any) -> Watch:
-    return Watch(
-        **{
-            **row,
-            "callback_url": row["callback_url"] or None,
-            "events": tuple(row["events"]),
-            "final_statuses": tuple(row["final_statuses"]),
-        }
-    )
-
-
-def _attempt(row: Any) -> Attempt:
-    size = row[11]
-    response = None if size is None else ResponseStart(row[10], size, row[12], row[13])
-    return Attempt(
-        delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
-        duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
-        subscription_id=row[8], verdict=row[9], response=response, series=row[14],
-    )  # fmt: skip
-
-
-def _delivery(row: Any) -> Delivery:
-    return Delivery(**{**row, "final_statuses": tuple(row["final_statuses"])})
-
-
-def _subscription(row: Any) -> Subscription:
-    return Subscription(
-        **{
-            **row,
-            "events": tuple(row["events"]),
-            "final_statuses": tuple(row["final_statuses"]),
-        }
-    )
+def _delivery(row: Any) -> base.Delivery:
+    return base.Delivery(**{**row, "final_statuses": tuple(row["final_statuses"])})
 
 
 def _quote(identifier: str) -> str:
@@ -249,7 +175,7 @@ async def _init_connection(connection: Any) -> None:
     )
 
 
-class PostgresStore(Store):
+class PostgresStore(base.Store):
     def __init__(
         self,
         url: str,
@@ -413,31 +339,18 @@ class PostgresStore(Store):
 
     async def insert_watch(
         self,
-        watch: Watch,
-        idempotency: Idempotency | None = None,
+        watch: base.Watch,
+        idempotency: base.Idempotency | None = None,
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
         shared_key: bool = False,
         started: bool = False,
-    ) -> Watch:
+    ) -> base.Watch:
         token = 1 if lease_owner else 0
-        values = (
-            watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
-            watch.callback_headers, watch.metadata, list(watch.events), watch.payload_format,
-            watch.secret, watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key,
-            watch.created_at, watch.status, watch.next_poll_at,
-            lease_owner, lease_until if lease_owner else None, token,
-            list(watch.final_statuses), watch.upstream,
-        )  # fmt: skip
-        insert = (
-            "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
-            " callback_headers, metadata, events, payload_format, secret, poll_interval_s,"
-            " timeout_s, upstream_api_key, created_at, status, updated_at, next_poll_at,"
-            " lease_owner, lease_expires_at, lease_token, final_statuses, upstream)"
-            " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $14, $16,"
-            " $17, $18, $19, $20, $21"
-        )
+        values = sql_rows.new_watch_values(watch, lease_owner, lease_until)
+        marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+        insert = f"INSERT INTO watches ({sql_rows.NEW_WATCH_COLUMNS}) SELECT {marks}"
         if idempotency is None and not shared_key and not started:
             await self._execute(insert, *values)
             return replace(watch, updated_at=watch.created_at, lease_token=token)
@@ -450,7 +363,7 @@ class PostgresStore(Store):
             where = f" WHERE NOT {_OWNED}" if shared_key else ""
             ctes.append(
                 "key AS (INSERT INTO idempotency_keys (tenant, key, request_hash, response,"
-                f" watch_id, created_at) SELECT $2, $22, $23, $24, $1, $14{where}"
+                f" watch_id, created_at) SELECT $2, $23, $24, $25, $1, $14{where}"
                 " ON CONFLICT (tenant, key) DO NOTHING RETURNING 1)"
             )
             conditions.append("EXISTS (SELECT FROM key)")
@@ -460,7 +373,7 @@ class PostgresStore(Store):
         if started:
             ctes.append(
                 "owner AS (INSERT INTO job_owners (upstream, job_id, tenant, created_at)"
-                " SELECT $21, job_id, $2, $14 FROM w ON CONFLICT (upstream, job_id) DO NOTHING)"
+                " SELECT $22, job_id, $2, $14 FROM w ON CONFLICT (upstream, job_id) DO NOTHING)"
             )
         owned = _OWNED if shared_key else "false"
         row = await self._fetchrow(
@@ -469,57 +382,59 @@ class PostgresStore(Store):
             *args,
         )
         if not row["inserted"]:
-            raise JobOfAnotherTenant() if row["owned"] else DuplicateIdempotencyKey()
+            raise base.JobOfAnotherTenant() if row["owned"] else base.DuplicateIdempotencyKey()
         return replace(watch, updated_at=watch.created_at, lease_token=token)
 
-    async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
+    async def find_idempotency(self, tenant: str, key: str) -> base.Idempotency | None:
         row = await self._fetchrow(
             "SELECT key, request_hash, response FROM idempotency_keys"
             " WHERE tenant = $1 AND key = $2",
             tenant,
             key,
         )
-        return None if row is None else Idempotency(*row)
+        return None if row is None else base.Idempotency(*row)
 
-    async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
+    async def get_watch(self, tenant: str, watch_id: str) -> base.Watch | None:
         row = await self._fetchrow(
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2",  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2",  # noqa: S608
             watch_id,
             tenant,
         )
-        return None if row is None else _watch(row)
+        return None if row is None else sql_rows.watch(row)
 
     async def list_watches(
         self,
         tenant: str,
-        filters: WatchFilter = EVERY_WATCH,
+        filters: base.WatchFilter = base.EVERY_WATCH,
         *,
         before_id: str | None = None,
         limit: int = 50,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         where, params = _where(tenant, filters)
         if before_id is not None:
             params.append(before_id)
             where += f" AND id < ${len(params)}"
         sql = (
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             f" ORDER BY id DESC LIMIT ${len(params) + 1}"
         )
-        return [_watch(row) for row in await self._fetch(sql, *params, limit)]
+        return [sql_rows.watch(row) for row in await self._fetch(sql, *params, limit)]
 
-    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
+    async def count_matching(
+        self, tenant: str, filters: base.WatchFilter = base.EVERY_WATCH
+    ) -> int:
         where, params = _where(tenant, filters)
         row = await self._fetchrow(f"SELECT count(*) FROM watches WHERE {where}", *params)  # noqa: S608
         return int(row[0])
 
-    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
+    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
         row = await self._fetchrow(
             "WITH w AS (UPDATE watches SET status = 'cancelled', updated_at = $3,"  # noqa: S608
             " completed_at = $3, lease_owner = NULL, lease_expires_at = NULL,"
             " queue_position = NULL,"
             " outcome = CASE WHEN status = 'active' THEN $5 ELSE outcome END"
             " WHERE id = $1 AND tenant = $2 AND status = ANY($4::text[])"
-            f" RETURNING {_WATCH_COLUMNS}),"
+            f" RETURNING {sql_rows.WATCH_COLUMNS}),"
             " pending AS (UPDATE deliveries SET status = 'cancelled', ended_at = $3,"
             " lease_owner = NULL, lease_expires_at = NULL"
             " WHERE watch_id IN (SELECT id FROM w) AND status = 'pending')"
@@ -530,14 +445,14 @@ class PostgresStore(Store):
             list(rules.LIVE),
             rules.job_outcome("cancelled", None, None),
         )
-        return await self.get_watch(tenant, watch_id) if row is None else _watch(row)
+        return await self.get_watch(tenant, watch_id) if row is None else sql_rows.watch(row)
 
     async def redeliver(
         self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
-    ) -> Redelivery | None:
+    ) -> base.Redelivery | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
-                f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
+                f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = $1 AND tenant = $2"  # noqa: S608
                 " FOR NO KEY UPDATE",
                 watch_id,
                 tenant,
@@ -566,21 +481,21 @@ class PostgresStore(Store):
             if delivering:
                 row = await db.fetchrow(
                     "UPDATE watches SET status = 'delivering', updated_at = $2,"  # noqa: S608
-                    f" completed_at = NULL WHERE id = $1 RETURNING {_WATCH_COLUMNS}",
+                    f" completed_at = NULL WHERE id = $1 RETURNING {sql_rows.WATCH_COLUMNS}",
                     watch_id,
                     now,
                 )
-        return Redelivery(_watch(row), tuple(again))
+        return base.Redelivery(sql_rows.watch(row), tuple(again))
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
-    ) -> DeliveryRecord | None:
+    ) -> base.DeliveryRecord | None:
         async with self._transaction() as db:
             row = await db.fetchrow(f"{_DELIVERY_RECORDS} FOR NO KEY UPDATE OF d", watch_id,
                                     tenant, delivery_id)  # fmt: skip
             if row is None:
                 return None
-            found = DeliveryRecord(*row)
+            found = sql_rows.delivery_record(row)
             due = rules.retried_at(found.status, found.next_attempt_at, now)
             if due is None:
                 return found
@@ -589,19 +504,19 @@ class PostgresStore(Store):
             )
         return replace(found, next_attempt_at=due)
 
-    async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
+    async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
         rows = await self._fetch(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
+            f"SELECT {sql_rows.ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
             " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
             " WHERE w.id = $1 AND w.tenant = $2 ORDER BY a.started_at, a.seq",
             watch_id,
             tenant,
         )
-        return [_attempt(row) for row in rows]
+        return [sql_rows.attempt(row) for row in rows]
 
-    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[base.DeliveryRecord]:
         rows = await self._fetch(_DELIVERY_RECORDS, watch_id, tenant, None)
-        return [DeliveryRecord(*row) for row in rows]
+        return [sql_rows.delivery_record(row) for row in rows]
 
     # Polling.
 
@@ -612,7 +527,7 @@ class PostgresStore(Store):
         lease_until: float,
         limit: int,
         upstreams: Sequence[str] | None = None,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         rows = await self._fetch(
             "WITH due AS (SELECT id FROM watches WHERE status = 'active'"  # noqa: S608
             " AND (lease_owner IS NULL OR lease_expires_at <= $2)"
@@ -627,67 +542,57 @@ class PostgresStore(Store):
             limit,
             None if upstreams is None else list(upstreams),
         )
-        return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
+        return sorted((sql_rows.watch(row) for row in rows), key=lambda w: w.next_poll_at)
 
     async def renew_watch_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        if not held:
-            return set()
-        rows = await self._fetch(
+        return await self._update_held(
             f"{_HELD} UPDATE watches w SET lease_expires_at = $4"  # noqa: S608
             " FROM held WHERE w.id = held.id AND w.status = 'active' RETURNING w.id",
-            owner,
-            [watch_id for watch_id, _ in held],
-            [token for _, token in held],
-            lease_until,
-        )
-        return {row[0] for row in rows}
+            owner, held, lease_until,
+        )  # fmt: skip
 
     async def renew_delivery_leases(
         self, owner: str, held: Sequence[tuple[str, int]], lease_until: float
     ) -> set[str]:
-        if not held:
-            return set()
-        rows = await self._fetch(
+        return await self._update_held(
             f"{_HELD_DELIVERIES}"  # noqa: S608 - constant SQL, values are parameters
             " UPDATE deliveries d SET lease_expires_at = $4 FROM held WHERE d.id = held.id"
             " RETURNING d.id",
-            owner,
-            [delivery_id for delivery_id, _ in held],
-            [token for _, token in held],
-            lease_until,
-        )
-        return {row[0] for row in rows}
+            owner, held, lease_until,
+        )  # fmt: skip
 
     async def release_deliveries(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
-        if not held:
-            return
-        await self._execute(
+        await self._update_held(
             f"{_HELD_DELIVERIES}"  # noqa: S608 - constant SQL, values are parameters
             " UPDATE deliveries d SET lease_owner = NULL, lease_expires_at = NULL"
             " FROM held WHERE d.id = held.id",
-            owner,
-            [delivery_id for delivery_id, _ in held],
-            [token for _, token in held],
-        )
+            owner, held,
+        )  # fmt: skip
 
     async def release_watches(self, owner: str, held: Sequence[tuple[str, int]]) -> None:
-        if not held:
-            return
-        await self._execute(
+        await self._update_held(
             f"{_HELD} UPDATE watches w SET lease_owner = NULL, lease_expires_at = NULL"  # noqa: S608
             " FROM held WHERE w.id = held.id",
-            owner,
-            [watch_id for watch_id, _ in held],
-            [token for _, token in held],
-        )
+            owner, held,
+        )  # fmt: skip
+
+    async def _update_held(
+        self, sql: str, owner: str, held: Sequence[tuple[str, int]], *args: Any
+    ) -> set[str]:
+        """Run `sql` (`_HELD` or `_HELD_DELIVERIES`, then its update) on the rows of `held`
+        (id, token) that `owner` holds, with `args` from $4; the ids it returns."""
+        if not held:
+            return set()
+        ids, tokens = [row_id for row_id, _ in held], [token for _, token in held]
+        return {row[0] for row in await self._fetch(sql, owner, ids, tokens, *args)}
 
     async def record_progress(
-        self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> Recorded:
+        self, owner: str, now: float, changes: Sequence[base.Progress]
+    ) -> base.Recorded:
         if not changes:
-            return Recorded(set(), 0)
+            return base.Recorded(set(), 0)
         async with self._transaction() as db:
             # The fenced updates; then the events of the watches they applied to.
             rows = await db.fetch(
@@ -716,11 +621,11 @@ class PostgresStore(Store):
                 for event in change.events
             ]
             created = await _record_events(db, recorded, now, None, None) if recorded else []
-        return Recorded({change.watch_id for change in changes} - applied.keys(), len(created))
+        return base.Recorded({change.watch_id for change in changes} - applied.keys(), len(created))
 
     async def complete_watch(
-        self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> list[Delivery]:
+        self, owner: str, now: float, completion: base.Completion, delivery_lease_until: float
+    ) -> list[base.Delivery]:
         event = completion.event
         status, completed_at, outcome = rules.ending(event, now)
         async with self._transaction() as db:
@@ -751,19 +656,10 @@ class PostgresStore(Store):
 
     # Delivery.
 
-    async def claim_deliveries(
-        self,
-        owner: str,
-        now: float,
-        lease_until: float,
-        limit: int,
-        *,
-        per_host: int | None = None,
-        host_limits: Mapping[str, int] | None = None,
-        per_tenant: int | None = None,
-        tenant_limits: Mapping[str, int] | None = None,
-    ) -> list[Delivery]:
-        if per_host is None and not host_limits and per_tenant is None and not tenant_limits:
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: base.Shares | None
+    ) -> list[base.Delivery]:
+        if shares is None:
             rows = await self._fetch(
                 "WITH due AS (SELECT id FROM deliveries WHERE status = 'pending'"  # noqa: S608
                 " AND next_attempt_at <= $2 AND (lease_owner IS NULL OR lease_expires_at <= $2)"
@@ -776,9 +672,8 @@ class PostgresStore(Store):
             return [_delivery(row) for row in rows]
         async with self._transaction() as db:
             found = await db.fetch(
-                _GROUPS_DUE, now,
-                limit if per_host is None else per_host, json.dumps(dict(host_limits or {})),
-                limit if per_tenant is None else per_tenant, json.dumps(dict(tenant_limits or {})),
+                _GROUPS_DUE, now, shares.per_host, json.dumps(shares.host_limits),
+                shares.per_tenant, json.dumps(shares.tenant_limits),
             )  # fmt: skip
             groups = [(g[0], g[1], g[2], g[3]) for g in found]
             taken = rules.groups_taken(groups, limit)
@@ -796,7 +691,7 @@ class PostgresStore(Store):
             )
         return [_delivery(row) for row in rows]
 
-    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+    async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         if not records:
             return set()
         lost: set[str] = set()
@@ -814,80 +709,62 @@ class PostgresStore(Store):
 
     # Subscriptions.
 
-    async def insert_subscription(self, subscription: Subscription) -> Subscription:
-        sub = subscription
+    async def insert_subscription(self, subscription: base.Subscription) -> base.Subscription:
         await self._execute(
-            f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
+            f"INSERT INTO subscriptions ({sql_rows.SUBSCRIPTION_COLUMNS})"  # noqa: S608
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            sub.id, sub.tenant, sub.url, list(sub.events), sub.secret, sub.headers,
-            list(sub.final_statuses), sub.status, sub.created_at, sub.updated_at,
-            sub.previous_secret, sub.previous_secret_until,
-        )  # fmt: skip
-        return sub
+            *sql_rows.subscription_values(subscription),
+        )
+        return subscription
 
-    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
+    async def list_subscriptions(self, tenant: str) -> list[base.Subscription]:
         rows = await self._fetch(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE tenant = $1 AND status IN ('active', 'disabled') ORDER BY id",
             tenant,
         )
-        return [_subscription(row) for row in rows]
+        return [sql_rows.subscription(row) for row in rows]
 
-    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
+    async def get_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
         row = await self._fetchrow(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
             " WHERE id = $1 AND tenant = $2",
             subscription_id,
             tenant,
         )
-        return None if row is None else _subscription(row)
+        return None if row is None else sql_rows.subscription(row)
 
-    async def delete_subscription(
-        self, tenant: str, subscription_id: str, now: float
-    ) -> Subscription | None:
-        async with self._transaction() as db:
-            row = await db.fetchrow(
-                "UPDATE subscriptions SET status = 'deleted', updated_at = $3"  # noqa: S608
-                " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
-                subscription_id,
-                tenant,
-                now,
-            )
-            if row is None:
-                return None
-            await _end_subscription_deliveries(db, subscription_id, now)
-        return _subscription(row)
-
-    async def set_subscription_status(
-        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
-    ) -> Subscription | None:
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: base.SubscriptionStatus, now: float
+    ) -> base.Subscription | None:
         async with self._transaction() as db:
             row = await db.fetchrow(
                 "UPDATE subscriptions SET status = $3, updated_at = $4"  # noqa: S608
                 " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
                 subscription_id, tenant, status, now,
             )  # fmt: skip
             if row is None:
                 return None
-            if status == "disabled":
+            if status != "active":
                 await _end_subscription_deliveries(db, subscription_id, now)
-        return _subscription(row)
+        return sql_rows.subscription(row)
 
     async def rotate_subscription_secret(
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
-    ) -> Subscription | None:
+    ) -> base.Subscription | None:
         row = await self._fetchrow(
             "UPDATE subscriptions SET previous_secret = secret, secret = $3,"  # noqa: S608
             " previous_secret_until = $4, updated_at = $5"
             " WHERE id = $1 AND tenant = $2 AND status IN ('active', 'disabled')"
-            f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+            f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
             subscription_id, tenant, secret, previous_until, now,
         )  # fmt: skip
-        return None if row is None else _subscription(row)
+        return None if row is None else sql_rows.subscription(row)
 
-    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
+    async def subscription_health(
+        self, tenant: str, since: float
+    ) -> dict[str, base.SubscriptionHealth]:
         counts = await self._fetch(subscription_health.COUNTS, tenant, since)
         errors = await self._fetch(subscription_health.ERRORS, tenant, since)
         return subscription_health.read(counts, errors)
@@ -896,34 +773,34 @@ class PostgresStore(Store):
 
     async def list_events(
         self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = $1"  # noqa: S608
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e WHERE e.tenant = $1"  # noqa: S608
             " AND ($2::text[] IS NULL OR e.type = ANY($2::text[])) ORDER BY e.seq DESC LIMIT $3",
             tenant,
             None if types is None else list(types),
             limit,
         )
-        return [EventRecord(*row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e"  # noqa: S608
             " WHERE e.watch_id = $1 AND e.tenant = $2 AND e.seq > coalesce("
             " (SELECT seq FROM events WHERE id = $3 AND watch_id = $1), 0) ORDER BY e.seq",
             watch_id,
             tenant,
             after,
         )
-        return [EventRecord(*row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     # Trends.
 
     async def outcome_buckets(
         self, tenant: str, since: float, bucket_s: float, count: int
-    ) -> list[OutcomeBucket]:
+    ) -> list[base.OutcomeBucket]:
         window = (since, bucket_s, count, tenant, buckets.end(since, bucket_s, count))
         jobs = await self._fetch(_JOBS_PER_BUCKET, *window)
         webhooks = await self._fetch(_WEBHOOKS_ENDED, *window)
@@ -985,7 +862,7 @@ class PostgresStore(Store):
             " GROUP BY status",
             tenant,
         )
-        counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(base.WATCH_STATUSES, 0)
         counts.update((row[0], row[1]) for row in rows)
         return counts
 
@@ -995,7 +872,9 @@ class PostgresStore(Store):
         )
         return {row[0]: row[1] for row in rows}
 
-    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
+    async def count_outcomes(
+        self, tenant: str
+    ) -> dict[tuple[base.WatchStatus, base.JobOutcome], int]:
         rows = await self._fetch(
             "SELECT status, outcome, count(*) FROM watches WHERE tenant = $1"
             " GROUP BY status, outcome",
@@ -1021,7 +900,7 @@ _WEBHOOKS_ENDED = (
 )
 
 
-async def _record_attempt(db: Any, owner: str, record: AttemptRecord) -> bool:
+async def _record_attempt(db: Any, owner: str, record: base.AttemptRecord) -> bool:
     """Apply one fenced attempt record (see `rules.effect`) in the caller's transaction; False:
     the lease was lost."""
     delivery, attempt, now = record.delivery, record.attempt, record.now
@@ -1102,7 +981,7 @@ async def _end_subscription_deliveries(db: Any, subscription_id: str, now: float
 
 async def _record_events(
     db: Any,
-    recorded: Sequence[tuple[str, str, str, NewEvent]],
+    recorded: Sequence[tuple[str, str, str, base.NewEvent]],
     now: float,
     owner: str | None,
     lease_until: float | None,
@@ -1124,12 +1003,16 @@ async def _record_events(
     subscriptions: dict[str, list[rules.Endpoint]] = {}
     for row in rows:
         subscriptions.setdefault(row[1], []).append(rules.Endpoint.of(row[0], row[2], row[3]))
-    # (tenant, watch id, event, addressed delivery)
-    news = [
-        (tenant, watch_id, event, new)
+    # The rows to insert, in the order of their `unnest`'s columns.
+    events = [
+        (e.id, tenant, watch_id, e.type, e.final, e.body) for tenant, _, watch_id, e in recorded
+    ]
+    deliveries = [
+        (new.delivery.id, watch_id, event.type, new.delivery.body, event.final,
+         new.subscription_id, event.id, new.host, tenant)
         for tenant, callback_url, watch_id, event in recorded
         for new in rules.fan_out(event, callback_url, subscriptions.get(tenant, ()), now)
-    ]
+    ]  # fmt: skip
     inserted = await db.fetch(
         "WITH e AS (INSERT INTO events (id, tenant, watch_id, type, final, body, created_at)"
         " SELECT *, $7::float8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
@@ -1144,27 +1027,19 @@ async def _record_events(
         " $14::boolean[], $15::text[], $16::text[], $17::text[], $18::text[])"
         " AS n (id, watch_id, event_type, body, final, subscription_id, event_id, host, tenant)"
         " WHERE n.event_id IN (SELECT id FROM e) RETURNING id",
-        [event.id for _, _, _, event in recorded],
-        [tenant for tenant, _, _, _ in recorded],
-        [watch_id for _, _, watch_id, _ in recorded],
-        [event.type for _, _, _, event in recorded],
-        [event.final for _, _, _, event in recorded],
-        [event.body for _, _, _, event in recorded],
+        *_arrays(events, 6),
         now,
         owner,
         lease_until,
-        [new.delivery.id for _, _, _, new in news],
-        [watch_id for _, watch_id, _, _ in news],
-        [event.type for _, _, event, _ in news],
-        [new.delivery.body for _, _, _, new in news],
-        [event.final for _, _, event, _ in news],
-        [new.subscription_id for _, _, _, new in news],
-        [event.id for _, _, event, _ in news],
-        [new.host for _, _, _, new in news],
-        [tenant for tenant, _, _, _ in news],
+        *_arrays(deliveries, 9),
     )
     created = {row[0] for row in inserted}
-    return [new.delivery.id for _, _, _, new in news if new.delivery.id in created]
+    return [row[0] for row in deliveries if row[0] in created]
+
+
+def _arrays(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """`rows` of `width` values as one array per column: the parameters of an `unnest`."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def _dropped(connection: Any) -> bool:
@@ -1177,7 +1052,7 @@ def _dropped(connection: Any) -> bool:
     return closed
 
 
-def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[object]]:
+def _where(tenant: str, filters: base.WatchFilter) -> tuple[str, list[object]]:
     """The WHERE clause of a listing of watches and its parameters ($1 on)."""
     clauses, params = ["tenant = $1"], list[object]([tenant])
     for column, value in rules.compared(filters):

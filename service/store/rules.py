@@ -295,14 +295,6 @@ def retried_at(status: DeliveryStatus, next_attempt_at: float | None, now: float
 Group = tuple[str, str, int]
 
 
-def share(limits: Mapping[str, int] | None, default: int | None, key: str, limit: int) -> int:
-    """The share of `key` (a host or a tenant) in a claim of `limit`: its own limit, else the
-    default, else `limit`."""
-    if limits and key in limits:
-        return limits[key]
-    return limit if default is None else default
-
-
 def within_shares(
     items: Sequence[tuple[str, str, _V]],
     host_share: Mapping[str, int],

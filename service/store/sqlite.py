@@ -20,57 +20,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from service.clock import SystemClock
 from service.errors import LeaseLost, MigrationError, StoreError, StoreLocked, StoreUnavailable
-from service.store import buckets, migrations, rules, sqlite_outcomes, subscription_health
-from service.store.base import (
-    EVERY_WATCH,
-    WATCH_STATUSES,
-    Attempt,
-    AttemptRecord,
-    Completion,
-    Delivery,
-    DeliveryRecord,
-    DuplicateIdempotencyKey,
-    EventRecord,
-    Idempotency,
-    JobOfAnotherTenant,
-    JobOutcome,
-    NewEvent,
-    OutcomeBucket,
-    Progress,
-    Recorded,
-    Redelivery,
-    ResponseStart,
-    Store,
-    Subscription,
-    SubscriptionHealth,
-    Watch,
-    WatchFilter,
-    WatchStatus,
-    callback_host,
+from service.store import (
+    base,
+    buckets,
+    migrations,
+    rules,
+    sql_rows,
+    sqlite_outcomes,
+    subscription_health,
 )
 from service.store.health import StoreHealth
 from service.store.serial_thread import SerialThread, settle
 
 T = TypeVar("T")
 
-_WATCH_COLUMNS = (
-    "id, tenant, job_id, callback_url, callback_method, callback_headers, metadata, events,"
-    " payload_format, secret, poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
-    " job_status, queue_position, attempts, last_error, updated_at, completed_at, next_poll_at,"
-    " lease_token, final_statuses, outcome, upstream"
-)
-_ATTEMPT_COLUMNS = (
-    "a.delivery_id, a.event_type, a.number, a.started_at, a.duration_s, a.status_code, a.error,"
-    " a.next_attempt_at, d.subscription_id, a.verdict, a.response_body, a.response_size,"
-    " a.response_truncated, a.response_type, a.series"
-)
 # A subscription delivery is sent as the subscription says (`s` is left-joined).
 _DELIVERY_FROM = (
     "deliveries d JOIN watches w ON w.id = d.watch_id"
@@ -89,11 +59,6 @@ _DELIVERIES_BY_ID = (
     " coalesce(s.previous_secret, ''), s.previous_secret_until, d.series))"
     f" FROM {_DELIVERY_FROM} WHERE d.id IN (SELECT value FROM json_each(?))"
 )
-_SUBSCRIPTION_COLUMNS = (
-    "id, tenant, url, events, secret, headers, final_statuses, status, created_at, updated_at,"
-    " previous_secret, previous_secret_until"
-)
-_EVENT_COLUMNS = "e.id, e.watch_id, e.type, e.final, e.body, e.created_at"
 # Prepared statements the connection keeps (Python's default is 128): the store's own, and the
 # five outcome statements' texts for each group size (service/store/sqlite_outcomes.py).
 STATEMENTS = 128 + 5 * sqlite_outcomes.MOST
@@ -129,69 +94,7 @@ def _store_error(error: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"sqlite: {error}")
 
 
-def _watch(row: sqlite3.Row) -> Watch:
-    return Watch(
-        id=row[0],
-        tenant=row[1],
-        job_id=row[2],
-        callback_url=row[3] or None,
-        callback_method=row[4],
-        callback_headers=json.loads(row[5]),
-        metadata=None if row[6] is None else json.loads(row[6]),
-        events=tuple(json.loads(row[7])),
-        payload_format=row[8],
-        secret=row[9],
-        poll_interval_s=row[10],
-        timeout_s=row[11],
-        upstream_api_key=row[12],
-        created_at=row[13],
-        status=row[14],
-        job_status=row[15],
-        queue_position=row[16],
-        attempts=row[17],
-        last_error=row[18],
-        updated_at=row[19],
-        completed_at=row[20],
-        next_poll_at=row[21],
-        lease_token=row[22],
-        final_statuses=tuple(json.loads(row[23])),
-        outcome=row[24],
-        upstream=row[25],
-    )
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    size = row[11]
-    response = None if size is None else ResponseStart(row[10], size, bool(row[12]), row[13])
-    return Attempt(
-        delivery_id=row[0], event_type=row[1], number=row[2], started_at=row[3],
-        duration_s=row[4], status_code=row[5], error=row[6], next_attempt_at=row[7],
-        subscription_id=row[8], verdict=row[9], response=response, series=row[14],
-    )  # fmt: skip
-
-
-def _subscription(row: sqlite3.Row) -> Subscription:
-    return Subscription(
-        id=row[0],
-        tenant=row[1],
-        url=row[2],
-        events=tuple(json.loads(row[3])),
-        secret=row[4],
-        headers=json.loads(row[5]),
-        final_statuses=tuple(json.loads(row[6])),
-        status=row[7],
-        created_at=row[8],
-        updated_at=row[9],
-        previous_secret=row[10],
-        previous_secret_until=row[11],
-    )
-
-
-def _event(row: sqlite3.Row) -> EventRecord:
-    return EventRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
-
-
-class SQLiteStore(Store):
+class SQLiteStore(base.Store):
     def __init__(self, path: str, *, health: StoreHealth | None = None) -> None:
         self.path = path
         self.health = health or StoreHealth(SystemClock())
@@ -203,9 +106,6 @@ class SQLiteStore(Store):
         self._registrations: list[_Registration] = []
         self._registrations_lock = threading.Lock()
         self._commit_queued = False
-        # Transactions that committed registrations: fewer than the registrations themselves
-        # when they were grouped.
-        self.group_commits = 0
 
     # Plumbing.
 
@@ -248,6 +148,16 @@ class SQLiteStore(Store):
 
         return await self._run(transact)
 
+    async def _fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        return await self._run(lambda db: db.execute(sql, params).fetchall())
+
+    async def _fetchone(self, sql: str, params: Sequence[object] = ()) -> Any:
+        return await self._run(lambda db: db.execute(sql, params).fetchone())
+
+    async def _write(self, sql: str, params: Sequence[object]) -> int:
+        """Run one statement in a transaction of its own; the rows it changed."""
+        return await self._transaction(lambda db: db.execute(sql, params).rowcount)
+
     def _connect(self) -> None:
         if sqlite3.sqlite_version_info < (3, 37):  # STRICT tables, RETURNING
             raise StoreError(
@@ -276,7 +186,7 @@ class SQLiteStore(Store):
         db.execute("PRAGMA busy_timeout = 5000")
         # The per-host delivery limit's key of rows recorded before it was kept (migration
         # 0003 fills it in with this function; new rows get it from `_FanOut`).
-        db.create_function("callback_host", 1, callback_host, deterministic=True)
+        db.create_function("callback_host", 1, base.callback_host, deterministic=True)
         # The outcome of watches recorded before it was kept, for migration 0006.
         db.create_function("recorded_outcome", 4, rules.recorded_outcome, deterministic=True)
         self._db = db
@@ -355,32 +265,22 @@ class SQLiteStore(Store):
         if write:
             await self._transaction(change_and_change_back)
         else:
-            await self._run(lambda db: db.execute("SELECT 1").fetchone())
+            await self._fetchone("SELECT 1")
 
     # Registration and reading.
 
     async def insert_watch(
         self,
-        watch: Watch,
-        idempotency: Idempotency | None = None,
+        watch: base.Watch,
+        idempotency: base.Idempotency | None = None,
         *,
         lease_owner: str | None = None,
         lease_until: float = 0.0,
         shared_key: bool = False,
         started: bool = False,
-    ) -> Watch:
+    ) -> base.Watch:
         token = 1 if lease_owner else 0
-        row = (
-            watch.id, watch.tenant, watch.job_id, watch.callback_url or "", watch.callback_method,
-            json.dumps(watch.callback_headers),
-            None if watch.metadata is None else json.dumps(watch.metadata),
-            json.dumps(list(watch.events)), watch.payload_format, watch.secret,
-            watch.poll_interval_s, watch.timeout_s, watch.upstream_api_key, watch.created_at,
-            watch.status, watch.created_at, watch.next_poll_at,
-            lease_owner, lease_until if lease_owner else None, token,
-            json.dumps(list(watch.final_statuses)), watch.upstream,
-        )  # fmt: skip
-
+        row = sql_rows.new_watch_values(watch, lease_owner, lease_until, json.dumps)
         keyed = (
             None
             if idempotency is None
@@ -432,57 +332,57 @@ class SQLiteStore(Store):
                 registration.error = StoreError("the store is not open")
         else:
             _insert_registrations(self._db, group, self.path)
-            self.group_commits += 1
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             loop.call_soon_threadsafe(_settle, group)
 
-    async def find_idempotency(self, tenant: str, key: str) -> Idempotency | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT key, request_hash, response FROM idempotency_keys"
-                " WHERE tenant = ? AND key = ?",
-                (tenant, key),
-            ).fetchone()
+    async def find_idempotency(self, tenant: str, key: str) -> base.Idempotency | None:
+        row = await self._fetchone(
+            "SELECT key, request_hash, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
+            (tenant, key),
         )
-        return None if row is None else Idempotency(row[0], row[1], bytes(row[2]))
+        return None if row is None else base.Idempotency(row[0], row[1], bytes(row[2]))
 
-    async def get_watch(self, tenant: str, watch_id: str) -> Watch | None:
+    async def get_watch(self, tenant: str, watch_id: str) -> base.Watch | None:
         return await self._run(lambda db: self._select_watch(db, tenant, watch_id))
 
     async def list_watches(
         self,
         tenant: str,
-        filters: WatchFilter = EVERY_WATCH,
+        filters: base.WatchFilter = base.EVERY_WATCH,
         *,
         before_id: str | None = None,
         limit: int = 50,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         where, params = _where(tenant, filters)
         if before_id is not None:
             where += " AND id < ?"
             params.append(before_id)
         sql = (
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE {where}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
         )
-        rows = await self._run(lambda db: db.execute(sql, (*params, limit)).fetchall())
-        return [_watch(row) for row in rows]
+        return [
+            sql_rows.watch(row, json.loads) for row in await self._fetchall(sql, (*params, limit))
+        ]
 
-    async def count_matching(self, tenant: str, filters: WatchFilter = EVERY_WATCH) -> int:
+    async def count_matching(
+        self, tenant: str, filters: base.WatchFilter = base.EVERY_WATCH
+    ) -> int:
         where, params = _where(tenant, filters)
-        sql = f"SELECT count(*) FROM watches WHERE {where}"  # noqa: S608
-        row = await self._run(lambda db: db.execute(sql, params).fetchone())
+        row = await self._fetchone(f"SELECT count(*) FROM watches WHERE {where}", params)  # noqa: S608
         return int(row[0])
 
-    def _select_watch(self, db: sqlite3.Connection, tenant: str, watch_id: str) -> Watch | None:
+    def _select_watch(
+        self, db: sqlite3.Connection, tenant: str, watch_id: str
+    ) -> base.Watch | None:
         row = db.execute(
-            f"SELECT {_WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
+            f"SELECT {sql_rows.WATCH_COLUMNS} FROM watches WHERE id = ? AND tenant = ?",  # noqa: S608
             (watch_id, tenant),
         ).fetchone()
-        return None if row is None else _watch(row)
+        return None if row is None else sql_rows.watch(row, json.loads)
 
-    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> Watch | None:
-        def cancel(db: sqlite3.Connection) -> Watch | None:
+    async def cancel_watch(self, tenant: str, watch_id: str, now: float) -> base.Watch | None:
+        def cancel(db: sqlite3.Connection) -> base.Watch | None:
             watch = self._select_watch(db, tenant, watch_id)
             if watch is None or watch.status not in rules.LIVE:
                 return watch
@@ -492,15 +392,15 @@ class SQLiteStore(Store):
                 " lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
                 (rules.job_outcome("cancelled", None, None), now, now, watch_id),
             )
-            _cancel_pending_deliveries(db, watch_id, now)
+            _cancel_pending_deliveries(db, now, "watch_id = ?", watch_id)
             return self._select_watch(db, tenant, watch_id)
 
         return await self._transaction(cancel)
 
     async def redeliver(
         self, tenant: str, watch_id: str, now: float, endpoints: Collection[str] | None = None
-    ) -> Redelivery | None:
-        def redeliver(db: sqlite3.Connection) -> Redelivery | None:
+    ) -> base.Redelivery | None:
+        def redeliver(db: sqlite3.Connection) -> base.Redelivery | None:
             watch = self._select_watch(db, tenant, watch_id)
             if watch is None:
                 return None
@@ -514,7 +414,7 @@ class SQLiteStore(Store):
             finals = [rules.Final(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
             again, delivering = rules.redelivery(watch.status, finals, endpoints)
             if not again:
-                return Redelivery(watch)
+                return base.Redelivery(watch)
             db.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, series = series + 1,"
                 " next_attempt_at = ?, ended_at = NULL, lease_owner = NULL,"
@@ -529,14 +429,14 @@ class SQLiteStore(Store):
                 )
             after = self._select_watch(db, tenant, watch_id)
             assert after is not None  # read in this transaction
-            return Redelivery(after, tuple(again))
+            return base.Redelivery(after, tuple(again))
 
         return await self._transaction(redeliver)
 
     async def retry_delivery(
         self, tenant: str, watch_id: str, delivery_id: str, now: float
-    ) -> DeliveryRecord | None:
-        def retry(db: sqlite3.Connection) -> DeliveryRecord | None:
+    ) -> base.DeliveryRecord | None:
+        def retry(db: sqlite3.Connection) -> base.DeliveryRecord | None:
             found = _delivery_records(db, tenant, watch_id, delivery_id)
             if not found:
                 return None
@@ -548,18 +448,16 @@ class SQLiteStore(Store):
 
         return await self._transaction(retry)
 
-    async def list_attempts(self, tenant: str, watch_id: str) -> list[Attempt]:
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
-                " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
-                " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
-                (watch_id, tenant),
-            ).fetchall()
+    async def list_attempts(self, tenant: str, watch_id: str) -> list[base.Attempt]:
+        rows = await self._fetchall(
+            f"SELECT {sql_rows.ATTEMPT_COLUMNS} FROM attempts a"  # noqa: S608
+            " JOIN deliveries d ON d.id = a.delivery_id JOIN watches w ON w.id = d.watch_id"
+            " WHERE w.id = ? AND w.tenant = ? ORDER BY a.started_at, a.rowid",
+            (watch_id, tenant),
         )
-        return [_attempt(row) for row in rows]
+        return [sql_rows.attempt(row) for row in rows]
 
-    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[DeliveryRecord]:
+    async def watch_deliveries(self, tenant: str, watch_id: str) -> list[base.DeliveryRecord]:
         return await self._run(lambda db: _delivery_records(db, tenant, watch_id))
 
     # Polling.
@@ -571,10 +469,10 @@ class SQLiteStore(Store):
         lease_until: float,
         limit: int,
         upstreams: Sequence[str] | None = None,
-    ) -> list[Watch]:
+    ) -> list[base.Watch]:
         named = None if upstreams is None else json.dumps(list(upstreams))
 
-        def claim(db: sqlite3.Connection) -> list[Watch]:
+        def claim(db: sqlite3.Connection) -> list[base.Watch]:
             rows = db.execute(
                 f"UPDATE watches SET lease_owner = ?, lease_expires_at = ?,"  # noqa: S608
                 f" lease_token = {_NEXT_LEASE_NUMBER}"
@@ -582,10 +480,12 @@ class SQLiteStore(Store):
                 "   AND (lease_owner IS NULL OR lease_expires_at <= ?)"
                 "   AND (? IS NULL OR upstream IN (SELECT value FROM json_each(?)))"
                 "   ORDER BY next_poll_at LIMIT ?)"
-                f" RETURNING {_WATCH_COLUMNS}",
+                f" RETURNING {sql_rows.WATCH_COLUMNS}",
                 (owner, lease_until, owner, now, named, named, limit),
             ).fetchall()
-            return sorted((_watch(row) for row in rows), key=lambda w: w.next_poll_at)
+            return sorted(
+                (sql_rows.watch(row, json.loads) for row in rows), key=lambda w: w.next_poll_at
+            )
 
         return await self._transaction(claim)
 
@@ -641,9 +541,9 @@ class SQLiteStore(Store):
         )
 
     async def record_progress(
-        self, owner: str, now: float, changes: Sequence[Progress]
-    ) -> Recorded:
-        def record(db: sqlite3.Connection) -> Recorded:
+        self, owner: str, now: float, changes: Sequence[base.Progress]
+    ) -> base.Recorded:
+        def record(db: sqlite3.Connection) -> base.Recorded:
             lost = set()
             deliveries = 0
             fan_out = _FanOut(db)
@@ -664,17 +564,17 @@ class SQLiteStore(Store):
                         tenant, callback_url, change.watch_id, event, now, None, 0.0
                     )
                     deliveries += len(created)
-            return Recorded(lost, deliveries)
+            return base.Recorded(lost, deliveries)
 
         return await self._transaction(record)
 
     async def complete_watch(
-        self, owner: str, now: float, completion: Completion, delivery_lease_until: float
-    ) -> list[Delivery]:
+        self, owner: str, now: float, completion: base.Completion, delivery_lease_until: float
+    ) -> list[base.Delivery]:
         event = completion.event
         status, completed_at, outcome = rules.ending(event, now)
 
-        def complete(db: sqlite3.Connection) -> list[Delivery]:
+        def complete(db: sqlite3.Connection) -> list[base.Delivery]:
             updated = db.execute(
                 "UPDATE watches SET status = ?, job_status = ?, queue_position = NULL,"
                 " last_error = ?, updated_at = ?, completed_at = ?, outcome = ?,"
@@ -690,31 +590,17 @@ class SQLiteStore(Store):
             ids = _FanOut(db).record(
                 tenant, callback_url, completion.watch_id, event, now, owner, delivery_lease_until
             )
-            if not ids:
-                return []
-            found = _deliveries(db, ids)
-            return [found[delivery_id] for delivery_id in ids]
+            return _deliveries(db, ids) if ids else []
 
         return await self._transaction(complete)
 
     # Delivery.
 
-    async def claim_deliveries(
-        self,
-        owner: str,
-        now: float,
-        lease_until: float,
-        limit: int,
-        *,
-        per_host: int | None = None,
-        host_limits: Mapping[str, int] | None = None,
-        per_tenant: int | None = None,
-        tenant_limits: Mapping[str, int] | None = None,
-    ) -> list[Delivery]:
-        shared = any((per_host is not None, host_limits, per_tenant is not None, tenant_limits))
-
-        def claim(db: sqlite3.Connection) -> list[Delivery]:
-            if not shared:
+    async def _claim_deliveries(
+        self, owner: str, now: float, lease_until: float, limit: int, shares: base.Shares | None
+    ) -> list[base.Delivery]:
+        def claim(db: sqlite3.Connection) -> list[base.Delivery]:
+            if shares is None:
                 chosen = [
                     row[0]
                     for row in db.execute(
@@ -725,11 +611,7 @@ class SQLiteStore(Store):
                     )
                 ]
             else:
-                chosen = _choose_within_shares(
-                    db, now, limit,
-                    (per_host if per_host is not None else limit, dict(host_limits or {})),
-                    (per_tenant if per_tenant is not None else limit, dict(tenant_limits or {})),
-                )  # fmt: skip
+                chosen = _choose_within_shares(db, now, limit, shares)
             if not chosen:
                 return []
             db.execute(
@@ -737,8 +619,7 @@ class SQLiteStore(Store):
                 f" lease_token = {_NEXT_LEASE_NUMBER} WHERE id IN (SELECT value FROM json_each(?))",
                 (owner, lease_until, owner, json.dumps(chosen)),
             )
-            found = _deliveries(db, chosen)
-            return [found[delivery_id] for delivery_id in chosen]
+            return _deliveries(db, chosen)
 
         return await self._transaction(claim)
 
@@ -747,102 +628,75 @@ class SQLiteStore(Store):
     ) -> set[str]:
         return await self._renew_leases("deliveries", owner, held, lease_until)
 
-    async def record_attempts(self, owner: str, records: Sequence[AttemptRecord]) -> set[str]:
+    async def record_attempts(self, owner: str, records: Sequence[base.AttemptRecord]) -> set[str]:
         def every(db: sqlite3.Connection) -> set[str]:
-            return sqlite_outcomes.record_attempts(db, owner, records, _record_attempt)
+            return sqlite_outcomes.record_attempts(db, owner, records, _cascade)
 
         return await self._transaction(every) if records else set()
 
     # Subscriptions.
 
-    async def insert_subscription(self, subscription: Subscription) -> Subscription:
-        sub = subscription
-        row = (
-            sub.id, sub.tenant, sub.url, json.dumps(list(sub.events)), sub.secret,
-            json.dumps(sub.headers), json.dumps(list(sub.final_statuses)), sub.status,
-            sub.created_at, sub.updated_at, sub.previous_secret, sub.previous_secret_until,
-        )  # fmt: skip
-        await self._transaction(
-            lambda db: db.execute(
-                f"INSERT INTO subscriptions ({_SUBSCRIPTION_COLUMNS})"  # noqa: S608
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+    async def insert_subscription(self, subscription: base.Subscription) -> base.Subscription:
+        await self._write(
+            f"INSERT INTO subscriptions ({sql_rows.SUBSCRIPTION_COLUMNS})"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sql_rows.subscription_values(subscription, json.dumps),
         )
-        return sub
+        return subscription
 
-    async def list_subscriptions(self, tenant: str) -> list[Subscription]:
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
-                " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
-                (tenant,),
-            ).fetchall()
+    async def list_subscriptions(self, tenant: str) -> list[base.Subscription]:
+        rows = await self._fetchall(
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            " WHERE tenant = ? AND status IN ('active', 'disabled') ORDER BY id",
+            (tenant,),
         )
-        return [_subscription(row) for row in rows]
+        return [sql_rows.subscription(row, json.loads) for row in rows]
 
-    async def get_subscription(self, tenant: str, subscription_id: str) -> Subscription | None:
-        row = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
-                " WHERE id = ? AND tenant = ?",
-                (subscription_id, tenant),
-            ).fetchone()
+    async def get_subscription(self, tenant: str, subscription_id: str) -> base.Subscription | None:
+        row = await self._fetchone(
+            f"SELECT {sql_rows.SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608
+            " WHERE id = ? AND tenant = ?",
+            (subscription_id, tenant),
         )
-        return None if row is None else _subscription(row)
+        return None if row is None else sql_rows.subscription(row, json.loads)
 
-    async def delete_subscription(
-        self, tenant: str, subscription_id: str, now: float
-    ) -> Subscription | None:
-        def delete(db: sqlite3.Connection) -> Subscription | None:
-            row = db.execute(
-                "UPDATE subscriptions SET status = 'deleted', updated_at = ?"  # noqa: S608
-                " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
-                (now, subscription_id, tenant),
-            ).fetchone()
-            if row is None:
-                return None
-            _end_subscription_deliveries(db, subscription_id, now)
-            return _subscription(row)
-
-        return await self._transaction(delete)
-
-    async def set_subscription_status(
-        self, tenant: str, subscription_id: str, status: Literal["active", "disabled"], now: float
-    ) -> Subscription | None:
-        def change(db: sqlite3.Connection) -> Subscription | None:
+    async def _change_subscription_status(
+        self, tenant: str, subscription_id: str, status: base.SubscriptionStatus, now: float
+    ) -> base.Subscription | None:
+        def change(db: sqlite3.Connection) -> base.Subscription | None:
             row = db.execute(
                 "UPDATE subscriptions SET status = ?, updated_at = ?"  # noqa: S608
                 " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
                 (status, now, subscription_id, tenant),
             ).fetchone()
             if row is None:
                 return None
-            if status == "disabled":
-                _end_subscription_deliveries(db, subscription_id, now)
-            return _subscription(row)
+            if status != "active":
+                _cancel_pending_deliveries(db, now, "subscription_id = ?", subscription_id)
+            return sql_rows.subscription(row, json.loads)
 
         return await self._transaction(change)
 
     async def rotate_subscription_secret(
         self, tenant: str, subscription_id: str, secret: str, previous_until: float, now: float
-    ) -> Subscription | None:
-        def rotate(db: sqlite3.Connection) -> Subscription | None:
+    ) -> base.Subscription | None:
+        def rotate(db: sqlite3.Connection) -> base.Subscription | None:
             row = db.execute(
                 "UPDATE subscriptions SET previous_secret = secret, secret = ?,"  # noqa: S608
                 " previous_secret_until = ?, updated_at = ?"
                 " WHERE id = ? AND tenant = ? AND status IN ('active', 'disabled')"
-                f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+                f" RETURNING {sql_rows.SUBSCRIPTION_COLUMNS}",
                 (secret, previous_until, now, subscription_id, tenant),
             ).fetchone()
-            return None if row is None else _subscription(row)
+            return None if row is None else sql_rows.subscription(row, json.loads)
 
         return await self._transaction(rotate)
 
-    async def subscription_health(self, tenant: str, since: float) -> dict[str, SubscriptionHealth]:
-        def read(db: sqlite3.Connection) -> dict[str, SubscriptionHealth]:
+    async def subscription_health(
+        self, tenant: str, since: float
+    ) -> dict[str, base.SubscriptionHealth]:
+        def read(db: sqlite3.Connection) -> dict[str, base.SubscriptionHealth]:
             counts, errors = (
                 db.execute(statement.replace("$1", "?").replace("$2", "?"), (tenant, since))
                 for statement in (subscription_health.COUNTS, subscription_health.ERRORS)
@@ -855,39 +709,35 @@ class SQLiteStore(Store):
 
     async def list_events(
         self, tenant: str, *, types: Sequence[str] | None = None, limit: int = 50
-    ) -> list[EventRecord]:
+    ) -> list[base.EventRecord]:
         clause, params = "", [tenant]
         if types is not None:
             clause = f" AND e.type IN ({', '.join('?' * len(types))})"
             params += list(types)
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
-                " ORDER BY e.seq DESC LIMIT ?",
-                (*params, limit),
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e WHERE e.tenant = ?{clause}"  # noqa: S608
+            " ORDER BY e.seq DESC LIMIT ?",
+            (*params, limit),
         )
-        return [_event(row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     async def watch_events(
         self, tenant: str, watch_id: str, *, after: str | None = None
-    ) -> list[EventRecord]:
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events e"  # noqa: S608
-                " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
-                "  (SELECT seq FROM events WHERE id = ? AND watch_id = ?), 0)"
-                " ORDER BY e.seq",
-                (watch_id, tenant, after, watch_id),
-            ).fetchall()
+    ) -> list[base.EventRecord]:
+        rows = await self._fetchall(
+            f"SELECT {sql_rows.EVENT_COLUMNS} FROM events e"  # noqa: S608
+            " WHERE e.watch_id = ? AND e.tenant = ? AND e.seq > coalesce("
+            "  (SELECT seq FROM events WHERE id = ? AND watch_id = ?), 0)"
+            " ORDER BY e.seq",
+            (watch_id, tenant, after, watch_id),
         )
-        return [_event(row) for row in rows]
+        return [sql_rows.event(row) for row in rows]
 
     # Trends.
 
     async def outcome_buckets(
         self, tenant: str, since: float, bucket_s: float, count: int
-    ) -> list[OutcomeBucket]:
+    ) -> list[base.OutcomeBucket]:
         window = (since, bucket_s, count, tenant, buckets.end(since, bucket_s, count))
 
         def read(db: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
@@ -900,30 +750,20 @@ class SQLiteStore(Store):
     # Dashboard sign-ins.
 
     async def revoke_session(self, session_id: str, expires_at: float) -> None:
-        await self._transaction(
-            lambda db: db.execute(
-                "INSERT INTO revoked_sessions (id, expires_at) VALUES (?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
-                (session_id, expires_at),
-            )
+        await self._write(
+            "INSERT INTO revoked_sessions (id, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (session_id, expires_at),
         )
 
     async def session_revoked(self, session_id: str) -> bool:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-        )
+        row = await self._fetchone("SELECT 1 FROM revoked_sessions WHERE id = ?", (session_id,))
         return row is not None
 
     # Housekeeping.
 
     async def purge_revoked_sessions(self, now: float) -> int:
-        return await self._transaction(
-            lambda db: (
-                db.execute("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,)).rowcount
-            )
-        )
+        return await self._write("DELETE FROM revoked_sessions WHERE expires_at <= ?", (now,))
 
     async def purge_bodies(self, completed_before: float) -> int:
         def purge(db: sqlite3.Connection) -> int:
@@ -946,42 +786,36 @@ class SQLiteStore(Store):
         return await self._transaction(purge)
 
     async def count_due_deliveries(self, now: float) -> int:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-                " AND (lease_owner IS NULL OR lease_expires_at <= ?)",
-                (now, now),
-            ).fetchone()
+        row = await self._fetchone(
+            "SELECT count(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
+            " AND (lease_owner IS NULL OR lease_expires_at <= ?)",
+            (now, now),
         )
         return int(row[0])
 
     async def count_watches(self, tenant: str | None = None) -> dict[str, int]:
         where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT status, count(*) FROM watches {where} GROUP BY status",  # noqa: S608
-                params,
-            ).fetchall()
+        rows = await self._fetchall(
+            f"SELECT status, count(*) FROM watches {where} GROUP BY status",  # noqa: S608
+            params,
         )
-        counts: dict[str, int] = dict.fromkeys(WATCH_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(base.WATCH_STATUSES, 0)
         counts.update(dict(rows))
         return counts
 
     async def count_active_by_upstream(self) -> dict[str, int]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
-            ).fetchall()
+        rows = await self._fetchall(
+            "SELECT upstream, count(*) FROM watches WHERE status = 'active' GROUP BY upstream"
         )
         return dict(rows)
 
-    async def count_outcomes(self, tenant: str) -> dict[tuple[WatchStatus, JobOutcome], int]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT status, outcome, count(*) FROM watches WHERE tenant = ?"
-                " GROUP BY status, outcome",
-                (tenant,),
-            ).fetchall()
+    async def count_outcomes(
+        self, tenant: str
+    ) -> dict[tuple[base.WatchStatus, base.JobOutcome], int]:
+        rows = await self._fetchall(
+            "SELECT status, outcome, count(*) FROM watches WHERE tenant = ?"
+            " GROUP BY status, outcome",
+            (tenant,),
         )
         return {(status, outcome): count for status, outcome, count in rows}
 
@@ -1059,15 +893,11 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
     job = registration.shared_job
     owned = "SELECT 1 FROM job_owners WHERE upstream = ? AND job_id = ? AND tenant <> ?"
     if job is not None and db.execute(owned, job).fetchone():
-        return JobOfAnotherTenant()
+        return base.JobOfAnotherTenant()
     # The watch first: the idempotency row references it.
+    marks = ", ".join("?" * len(registration.watch))
     db.execute(
-        "INSERT INTO watches (id, tenant, job_id, callback_url, callback_method,"
-        " callback_headers, metadata, events, payload_format, secret,"
-        " poll_interval_s, timeout_s, upstream_api_key, created_at, status,"
-        " updated_at, next_poll_at, lease_owner, lease_expires_at, lease_token,"
-        " final_statuses, upstream)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO watches ({sql_rows.NEW_WATCH_COLUMNS}) VALUES ({marks})",  # noqa: S608
         registration.watch,
     )
     if registration.idempotency is not None:
@@ -1078,7 +908,7 @@ def _insert_registration(db: sqlite3.Connection, registration: _Registration) ->
                 registration.idempotency,
             )
         except sqlite3.IntegrityError:
-            return DuplicateIdempotencyKey()
+            return base.DuplicateIdempotencyKey()
     if registration.owner is not None:
         db.execute(
             "INSERT INTO job_owners (upstream, job_id, tenant, created_at) VALUES (?, ?, ?, ?)"
@@ -1121,7 +951,7 @@ class _FanOut:
         tenant: str,
         callback_url: str,
         watch_id: str,
-        event: NewEvent,
+        event: base.NewEvent,
         now: float,
         owner: str | None,
         lease_until: float,
@@ -1196,29 +1026,25 @@ _GROUP_DUE = (
 )
 
 
-def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Delivery]:
-    """The deliveries of `ids` by id, as claimed (see `_DELIVERIES_BY_ID`)."""
+def _deliveries(db: sqlite3.Connection, ids: Sequence[str]) -> list[base.Delivery]:
+    """The deliveries of `ids`, in that order, as claimed (see `_DELIVERIES_BY_ID`)."""
     (rows,) = db.execute(_DELIVERIES_BY_ID, (json.dumps(list(ids)),)).fetchone()
     found = {}
     for row in json.loads(rows):
         row[3], row[4], row[14] = bytes.fromhex(row[3]), bool(row[4]), tuple(row[14])
-        found[row[0]] = Delivery(*row)
-    return found
+        found[row[0]] = base.Delivery(*row)
+    return [found[delivery_id] for delivery_id in ids]
 
 
 def _choose_within_shares(
-    db: sqlite3.Connection,
-    now: float,
-    limit: int,
-    hosts: tuple[int, dict[str, int]],
-    tenants: tuple[int, dict[str, int]],
+    db: sqlite3.Connection, now: float, limit: int, shares: base.Shares
 ) -> list[str]:
-    """The ids a claim with shares takes (see `rules.groups_taken`). `hosts` and `tenants`
-    are each (default share, listed shares)."""
+    """The ids a claim with shares takes (see `rules.groups_taken`)."""
     groups = db.execute(
         _GROUPS_DUE,
-        {"per_host": hosts[0], "host_limits": json.dumps(hosts[1]), "per_tenant": tenants[0],
-         "tenant_limits": json.dumps(tenants[1]), "now": now},
+        {"per_host": shares.per_host, "host_limits": json.dumps(shares.host_limits),
+         "per_tenant": shares.per_tenant, "tenant_limits": json.dumps(shares.tenant_limits),
+         "now": now},
     ).fetchall()  # fmt: skip
 
     offered = []
@@ -1230,7 +1056,7 @@ def _choose_within_shares(
 
 def _delivery_records(
     db: sqlite3.Connection, tenant: str, watch_id: str, delivery_id: str | None = None
-) -> list[DeliveryRecord]:
+) -> list[base.DeliveryRecord]:
     """The watch's deliveries (only `delivery_id` when given) in `watch_deliveries` order."""
     only = "" if delivery_id is None else " AND d.id = ?"
     rows = db.execute(
@@ -1241,76 +1067,41 @@ def _delivery_records(
         f"{only} ORDER BY d.created_at, d.subscription_id IS NOT NULL, d.subscription_id, d.id",
         (watch_id, tenant) if delivery_id is None else (watch_id, tenant, delivery_id),
     ).fetchall()
-    return [DeliveryRecord(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]
+    return [sql_rows.delivery_record(row) for row in rows]
 
 
-def _cancel_pending_deliveries(
-    db: sqlite3.Connection, watch_id: str, now: float, *, callback_only: bool = False
-) -> None:
-    """Cancel the watch's pending deliveries: all of them, or only its own callback's."""
-    only = " AND subscription_id IS NULL" if callback_only else ""
+def _cancel_pending_deliveries(db: sqlite3.Connection, now: float, where: str, key: str) -> None:
+    """Cancel the pending deliveries `where` (a condition on `key`) says."""
     db.execute(
         "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"  # noqa: S608
-        f" lease_expires_at = NULL WHERE watch_id = ? AND status = 'pending'{only}",
-        (now, watch_id),
+        f" lease_expires_at = NULL WHERE {where} AND status = 'pending'",
+        (now, key),
     )
 
 
-def _end_subscription_deliveries(db: sqlite3.Connection, subscription_id: str, now: float) -> None:
-    db.execute(
-        "UPDATE deliveries SET status = 'cancelled', ended_at = ?, lease_owner = NULL,"
-        " lease_expires_at = NULL WHERE subscription_id = ? AND status = 'pending'",
-        (now, subscription_id),
-    )
-
-
-def _record_attempt(db: sqlite3.Connection, owner: str, record: AttemptRecord) -> bool:
-    """Apply one fenced attempt record (see `rules.effect`); False: the lease was lost."""
-    delivery, attempt, now = record.delivery, record.attempt, record.now
-    effect = rules.effect(record)
-    updated = db.execute(
-        "UPDATE deliveries SET attempts = attempts + 1, status = ?, next_attempt_at = ?,"
-        " ended_at = ?, lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND status = 'pending'",
-        (effect.status, attempt.next_attempt_at, effect.ended_at, delivery.id, owner,
-         delivery.lease_token),
-    ).rowcount  # fmt: skip
-    if not updated:
-        return False
-    db.execute(
-        f"INSERT INTO attempts ({sqlite_outcomes.ATTEMPT_COLUMNS})"  # noqa: S608
-        f" VALUES ({', '.join('?' * sqlite_outcomes.ATTEMPT_WIDTH)})",
-        sqlite_outcomes.attempt_row(record),
-    )
+def _cascade(db: sqlite3.Connection, record: base.AttemptRecord, effect: rules.Effect) -> None:
+    """What a recorded 410 changes beyond its delivery and its watch's counters (see
+    `rules.effect`)."""
+    now = record.now
     if effect.subscription_gone is not None:
         db.execute(
             "UPDATE subscriptions SET status = 'gone', updated_at = ?"
             " WHERE id = ? AND status = 'active'",
             (now, effect.subscription_gone),
         )
-        _end_subscription_deliveries(db, effect.subscription_gone, now)
-    db.execute(
-        "UPDATE watches SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        (now, delivery.watch_id),
-    )
-    if effect.counted:
-        db.execute(
-            "UPDATE watches SET last_error = COALESCE(?, last_error),"
-            " status = COALESCE(?, status), completed_at = ?"
-            " WHERE id = ? AND status = 'delivering'",
-            (attempt.error, effect.watch_status, effect.ended_at, delivery.watch_id),
-        )  # fmt: skip
+        _cancel_pending_deliveries(db, now, "subscription_id = ?", effect.subscription_gone)
     if effect.watch_gone:
         db.execute(
             "UPDATE watches SET status = 'gone', updated_at = ?, completed_at = ?,"
             " lease_owner = NULL WHERE id = ? AND status IN (?, ?)",
-            (now, now, delivery.watch_id, *rules.LIVE),
+            (now, now, record.delivery.watch_id, *rules.LIVE),
         )
-        _cancel_pending_deliveries(db, delivery.watch_id, now, callback_only=True)
-    return True
+        _cancel_pending_deliveries(
+            db, now, "watch_id = ? AND subscription_id IS NULL", record.delivery.watch_id
+        )
 
 
-def _where(tenant: str, filters: WatchFilter) -> tuple[str, list[Any]]:
+def _where(tenant: str, filters: base.WatchFilter) -> tuple[str, list[Any]]:
     """The WHERE clause of a listing of watches and its parameters."""
     clauses, params = ["tenant = ?"], list[Any]([tenant])
     for column, value in rules.compared(filters):

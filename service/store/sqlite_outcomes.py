@@ -6,12 +6,11 @@ statement, and each of those hand-overs interrupts the loop that is sending the 
 statements per attempt made the store's thread the loop's busiest interrupter; a statement per
 group of attempts (each a single step when no lease was lost) keeps it out of the loop's way.
 
-An attempt is written here when it touches nothing but its delivery, its attempt row and its
-watch's counters (and, for the final event of a watch's own callback, its status; see
-`rules.effect`): every outcome except
-`gone`, which cascades (it also ends a watch or a subscription and cancels deliveries). Those go
-through `record_one`, the statements of one attempt, in their place in the order, so the
-records still apply in order.
+Every attempt is written here with its delivery, its attempt row and its watch's counters (and,
+for the final event of a watch's own callback, its status; see `rules.effect`). A `gone` also
+cascades (it ends a watch or a subscription and cancels deliveries): it is written as a group of
+its own, in its place in the order, followed by its `cascade`, so the records still apply in
+order.
 """
 
 from __future__ import annotations
@@ -29,41 +28,39 @@ from service.store.base import AttemptRecord
 MOST = 64
 # An attempt to record, with what it does.
 _Pair = tuple[AttemptRecord, rules.Effect]
-# An attempt's row, as `attempt_row` gives it.
-ATTEMPT_COLUMNS = (
+# An attempt's row, as `_attempt_row` gives it.
+_ATTEMPT_COLUMNS = (
     "delivery_id, number, event_type, started_at, duration_s, status_code, error,"
     " next_attempt_at, verdict, response_body, response_size, response_truncated, response_type,"
     " series"
 )
-ATTEMPT_WIDTH = 14
+_ATTEMPT_WIDTH = 14
 
 
 def record_attempts(
     db: Connection,
     owner: str,
     records: Sequence[AttemptRecord],
-    record_one: Callable[[Connection, str, AttemptRecord], bool],
+    cascade: Callable[[Connection, AttemptRecord, rules.Effect], None],
 ) -> set[str]:
     """Apply `records` in order (see `Store.record_attempts`); the ids of those whose lease
-    was lost. `record_one` applies one record and says whether its lease held."""
+    was lost. `cascade` applies what a record that `cascades` changes besides."""
     lost: set[str] = set()
     group: list[_Pair] = []
 
-    def flush() -> None:
-        if group:
-            lost.update(_record_group(db, owner, group, record_one))
+    def flush() -> set[str]:
+        found = _record_group(db, owner, group) if group else set()
+        lost.update(found)
         group.clear()
+        return found
 
     for record in records:
         effect = rules.effect(record)
-        if effect.cascades:
-            flush()
-            if not record_one(db, owner, record):
-                lost.add(record.delivery.id)
-            continue
-        if len(group) == MOST:
+        if len(group) == MOST or effect.cascades:
             flush()
         group.append((record, effect))
+        if effect.cascades and record.delivery.id not in flush():
+            cascade(db, record, effect)
     flush()
     return lost
 
@@ -73,12 +70,7 @@ def _values(rows: int, columns: int) -> str:
     return ", ".join([row] * rows)
 
 
-def _record_group(
-    db: Connection,
-    owner: str,
-    group: list[_Pair],
-    record_one: Callable[[Connection, str, AttemptRecord], bool],
-) -> set[str]:
+def _record_group(db: Connection, owner: str, group: list[_Pair]) -> set[str]:
     lost = {
         row[0]
         for row in db.execute(
@@ -88,11 +80,9 @@ def _record_group(
             [*(x for r, _ in group for x in (r.delivery.id, r.delivery.lease_token)), owner],
         )
     }
-    if lost:  # rare: the others one by one, rather than a statement of another size
-        for record, _ in group:
-            if record.delivery.id not in lost:
-                record_one(db, owner, record)
-        return lost
+    if lost:  # rare: the others as a group of their own
+        held = [pair for pair in group if pair[0].delivery.id not in lost]
+        return lost | (_record_group(db, owner, held) if held else set())
     db.execute(
         "UPDATE deliveries SET attempts = deliveries.attempts + 1, status = v.column2,"  # noqa: S608
         " next_attempt_at = v.column3, ended_at = v.column4, lease_owner = NULL,"
@@ -101,9 +91,9 @@ def _record_group(
         [x for pair in group for x in _delivery_row(*pair)],
     )
     db.execute(
-        f"INSERT INTO attempts ({ATTEMPT_COLUMNS})"  # noqa: S608
-        f" VALUES {_values(len(group), ATTEMPT_WIDTH)}",
-        [x for r, _ in group for x in attempt_row(r)],
+        f"INSERT INTO attempts ({_ATTEMPT_COLUMNS})"  # noqa: S608
+        f" VALUES {_values(len(group), _ATTEMPT_WIDTH)}",
+        [x for r, _ in group for x in _attempt_row(r)],
     )
     # Every attempt counts in its watch; several of a group may be of one watch (its callback's
     # and its subscriptions' deliveries), so each watch is counted once, by how many it had.
@@ -135,8 +125,8 @@ def _delivery_row(r: AttemptRecord, effect: rules.Effect) -> tuple[object, ...]:
     return (r.delivery.id, effect.status, r.attempt.next_attempt_at, effect.ended_at)
 
 
-def attempt_row(r: AttemptRecord) -> tuple[object, ...]:
-    """The values of `ATTEMPT_COLUMNS` of the attempt of `r`, in its claimed delivery's series
+def _attempt_row(r: AttemptRecord) -> tuple[object, ...]:
+    """The values of `_ATTEMPT_COLUMNS` of the attempt of `r`, in its claimed delivery's series
     (its lease, checked first, keeps it the delivery's current one)."""
     a, answer = r.attempt, r.attempt.response
     return (

@@ -20,6 +20,7 @@ from service.store.base import (
     JobOutcome,
     NewDelivery,
     NewEvent,
+    Shares,
     WatchStatus,
 )
 
@@ -230,7 +231,11 @@ def test_unsendable(final: rules.Final, expected: rules.Unsendable | None) -> No
 )
 def test_share(limits: dict[str, int] | None, default: int | None, key: str, expected: int) -> None:
     """A host's or a tenant's share of a claim of 10."""
-    assert rules.share(limits, default, key, 10) == expected
+    host_shares = Shares.of(10, default, limits, 5, None)
+    tenant_shares = Shares.of(10, 5, None, default, limits)
+    assert host_shares is not None
+    assert tenant_shares is not None
+    assert (host_shares.host(key), tenant_shares.tenant(key)) == (expected, expected)
 
 
 @pytest.mark.parametrize(
