@@ -12,7 +12,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -57,14 +57,6 @@ TIMELINE_SLOT_S = 0.1
 TIMELINE_SLOTS = 6000
 
 
-_RATES = (
-    "failure_rate",
-    "error_rate",
-    "rate_limit_rate",
-    "slow_rate",
-    "malformed_rate",
-    "drop_rate",
-)
 _DURATIONS = (
     "queue_positions", "seconds_per_position", "processing_s", "processing_sigma", "retry_after",
     "slow_s",
@@ -135,6 +127,12 @@ class SimulatorConfig:
             (Fault("malformed"), self.malformed_rate),
             (Fault("slow", delay_s=self.slow_s), self.slow_rate),
         ]
+
+
+# The fractions in SimulatorConfig: the job failure rate and the global fault rates.
+_RATES = tuple(
+    setting.name for setting in fields(SimulatorConfig) if setting.name.endswith("_rate")
+)
 
 
 def _thresholds(config: SimulatorConfig) -> tuple[tuple[float, Fault], ...]:

@@ -25,7 +25,7 @@ import math
 import random
 import string
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
 import orjson
@@ -38,20 +38,6 @@ DEFAULT_ERROR = "Generation failed due to an internal error"
 
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
-_SPEC_KEYS = frozenset(
-    {
-        "queue_positions",
-        "seconds_per_position",
-        "queue_phase",
-        "processing_s",
-        "outcome",
-        "error",
-        "images",
-        "image_urls",
-        "faults",
-    }
-)
-_FAULT_KEYS = frozenset({"kind", "count", "retry_after", "delay_s"})
 MAX_IMAGES = 100
 MAX_URL_CHARS = 2048
 MAX_POLL_TIMES = 64
@@ -86,6 +72,11 @@ class JobSpec:
     # `images` random CDN URLs.
     image_urls: tuple[str, ...] = ()
     faults: tuple[Fault, ...] = ()
+
+
+# The keys a `sim` object and a fault may hold: their dataclasses' fields.
+_SPEC_KEYS = frozenset(setting.name for setting in fields(JobSpec))
+_FAULT_KEYS = frozenset(setting.name for setting in fields(Fault))
 
 
 def _field(where: str, key: str) -> str:

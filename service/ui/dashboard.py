@@ -30,7 +30,7 @@ from service.store.base import (
     WatchFilter,
 )
 from service.subscriptions import SubscriptionService
-from service.ui import trends, words
+from service.ui import words
 from service.ui.images import final_image_urls
 from service.watches import Counts, History, WatchService
 
@@ -79,10 +79,6 @@ class DeliveryLine:
     series: int
     final: bool
     state: str  # where its current series stands, in a sentence
-
-    @property
-    def can_retry(self) -> bool:
-        return self.status == "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,23 +146,18 @@ def _digest(data: Any) -> str:
 _ORDER = {"registered": 0, "event": 1, "attempt": 2, "ended": 3}
 
 
+@dataclass(frozen=True, slots=True)
 class Dashboard:
-    def __init__(
-        self,
-        watches: WatchService,
-        redelivery: RedeliveryService,
-        subscriptions: SubscriptionService,
-    ) -> None:
-        self._watches = watches
-        self._redelivery = redelivery
-        self._subscriptions = subscriptions
+    watches: WatchService
+    redelivery: RedeliveryService
+    subscriptions: SubscriptionService
 
     async def list_page(
         self, tenant: str, filters: WatchFilter, cursor: str | None, size: int | None = None
     ) -> ListPage:
-        page = await self._watches.list_page(tenant, filters, size or PAGE_SIZE, cursor)
-        counts = await self._watches.counts(tenant)
-        total = await self._watches.matching(tenant, filters)
+        page = await self.watches.list_page(tenant, filters, size or PAGE_SIZE, cursor)
+        counts = await self.watches.counts(tenant)
+        total = await self.watches.matching(tenant, filters)
         shown = [
             (w.id, w.status, w.outcome, w.job_status, w.queue_position, w.attempts, w.updated_at)
             for w in page.watches
@@ -179,7 +170,7 @@ class Dashboard:
         if history is None:
             return None
         watch, recorded, attempts = history.watch, history.events, history.attempts
-        deliveries, most = history.deliveries, self._watches.max_attempts
+        deliveries, most = history.deliveries, self.watches.max_attempts
         steps = [Step(watch.created_at, "registered", "Registered")]
         steps += [_event_step(event) for event in recorded]
         steps += [_attempt_step(attempt, most) for attempt in attempts]
@@ -204,7 +195,7 @@ class Dashboard:
             redelivered=_redelivered(lines),
             can_redeliver=can_redeliver,
             can_cancel=watch.status in CANCELLABLE,
-            fingerprint=_watch_fingerprint(watch, recorded, attempts, deliveries),
+            fingerprint=_watch_fingerprint(history),
         )
 
     async def _endpoints(
@@ -213,22 +204,18 @@ class Dashboard:
         states = {line.id: line.state for line in lines}
         return [
             _option(choice, watch, states[choice.delivery.id])
-            for choice in await self._redelivery.choices(tenant, watch.id)
+            for choice in await self.redelivery.choices(tenant, watch.id)
         ]
 
     async def watch_fingerprint(self, tenant: str, watch_id: str) -> str | None:
         """What changes whenever the watch's page would (its status, events, attempts and
         deliveries)."""
         history = await self._history(tenant, watch_id)
-        if history is None:
-            return None
-        return _watch_fingerprint(
-            history.watch, history.events, history.attempts, history.deliveries
-        )
+        return None if history is None else _watch_fingerprint(history)
 
     async def _history(self, tenant: str, watch_id: str) -> History | None:
         try:
-            return await self._watches.history(tenant, watch_id)
+            return await self.watches.history(tenant, watch_id)
         except NotFound:
             return None
 
@@ -256,7 +243,7 @@ class Dashboard:
             first = deliveries[0]
             assert first.subscription_id is not None
             try:
-                subscription = await self._subscriptions.get(tenant, first.subscription_id)
+                subscription = await self.subscriptions.get(tenant, first.subscription_id)
             except NotFound:
                 subscription = None
             names = [] if subscription is None else list(subscription.headers)
@@ -271,15 +258,9 @@ class Dashboard:
             return None
         return Sent("no endpoint: read through the event API", pretty(final.body), [])
 
-    async def trends(self, tenant: str) -> trends.Trends:
-        return trends.trends(await self._watches.trend(tenant))
-
-    async def cancel(self, tenant: str, watch_id: str) -> None:
-        await self._watches.cancel(tenant, watch_id)
-
     async def redeliver(self, tenant: str, watch_id: str, endpoints: Sequence[str]) -> str:
         """Send the final event again to `endpoints`; what started, in a sentence."""
-        done = await self._redelivery.redeliver(tenant, watch_id, endpoints)
+        done = await self.redelivery.redeliver(tenant, watch_id, endpoints)
         sent = ", ".join(
             f"{delivery.endpoint} (series {delivery.series})" for delivery in done.deliveries
         )
@@ -321,19 +302,15 @@ def _gap_words(gap: Gap | None, none: str) -> str | None:
     return none if gap == "none" else _GAPS[gap]
 
 
-def _watch_fingerprint(
-    watch: Watch,
-    recorded: Sequence[EventRecord],
-    attempts: Sequence[Attempt],
-    deliveries: Sequence[DeliveryRecord],
-) -> str:
+def _watch_fingerprint(history: History) -> str:
+    watch, attempts = history.watch, history.attempts
     last = attempts[-1] if attempts else None
     return _digest(
         [
             watch.status, watch.outcome, watch.job_status, watch.queue_position, watch.attempts,
-            watch.last_error, watch.updated_at, len(recorded), len(attempts),
+            watch.last_error, watch.updated_at, len(history.events), len(attempts),
             None if last is None else (last.delivery_id, last.number, last.started_at),
-            [(d.id, d.status, d.series, d.attempts, d.next_attempt_at) for d in deliveries],
+            [(d.id, d.status, d.series, d.attempts, d.next_attempt_at) for d in history.deliveries],
         ]
     )  # fmt: skip
 

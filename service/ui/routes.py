@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ from service.errors import (
 from service.event_hub import EventHub
 from service.events import iso8601
 from service.image_hosts import ImageHost
-from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, WATCH_STATUSES, Watch
+from service.store.base import DELIVERY_STATES, JOB_OUTCOMES, Watch
 from service.subscriptions import MAX_ACTIVE
 from service.ui import flash, images, list_filters, trends, words
 from service.ui.dashboard import PAGE_SIZE, PAGE_SIZES, Dashboard, WatchPage
@@ -143,13 +144,12 @@ class Pages:
         )
         self.templates.filters.update(
             time=_time, when=_when, metadata_line=words.metadata_line, duration=trends.duration,
-            number=trends.number, verdict=words.verdict, response_note=words.response_note,
+            number=trends.number, response_note=words.response_note,
         )  # fmt: skip
         self.templates.globals.update(
             geometry=trends.GEOMETRY, delivery_state=words.delivery_of, said=words.said,
-            place=words.place,
-            STATUS_LABELS=words.STATUS_LABELS, OUTCOME_LABELS=words.OUTCOME_LABELS,
-            DELIVERY_LABELS=words.DELIVERY_LABELS, TONES=words.TONES, STATUSES=WATCH_STATUSES,
+            place=words.place, STATUS_LABELS=words.STATUS_LABELS, TONES=words.TONES,
+            OUTCOME_LABELS=words.OUTCOME_LABELS, DELIVERY_LABELS=words.DELIVERY_LABELS,
             DELIVERY_STATUS_LABELS=words.DELIVERY_STATUS_LABELS, FILTER_LABELS=FILTER_LABELS,
             PAGE_SIZES=PAGE_SIZES, PAGE_SIZE=PAGE_SIZE, ago=words.ago,
             OUTCOMES=JOB_OUTCOMES, DELIVERY_STATES=DELIVERY_STATES, UPSTREAMS=self.upstreams,
@@ -301,12 +301,11 @@ class Pages:
         try:
             chosen, cursor, size = list_filters.read(request)
         except list_filters.BadFilters as bad:
-            # The form as it was sent, each message next to its field.
+            # The form as it was sent, each message next to its field; no list.
             context = self.context(
-                request, session, page=None, filters=shown, filtered=filtered,
-                errors=bad.errors, older=None, newest=None, live="", recover=None, flash=None,
-            )  # fmt: skip
-            return self.render(request, "watches.html", 400, **context)
+                request, session, page=None, filters=shown, filtered=filtered, errors=bad.errors
+            )
+            return self.render(request, "watches.html", 400, flash=None, **context)
         dashboard = _dashboard(request)
         page = await dashboard.list_page(session.tenant, chosen, cursor, size)
         older = newest = None
@@ -328,7 +327,7 @@ class Pages:
         if request.query_params.get("fragment") == "1":
             return self.render(request, "_watches_live.html", **context)
         # Drawn once per page load: live updates refresh the list, not the day's trends.
-        trend = await dashboard.trends(session.tenant)
+        trend = trends.trends(await dashboard.watches.trend(session.tenant))
         return self.render_with_flash(request, "watches.html", trend=trend, **context)
 
     def _upstream_column(self, watches: list[Watch]) -> bool:
@@ -420,10 +419,7 @@ class Pages:
         if watch_id is not None:
             if not WATCH_ID.match(watch_id):
                 return Response("no such watch", 404, media_type="text/plain")
-            wanted = watch_id
-
-            def fingerprint() -> Awaitable[str | None]:
-                return dashboard.watch_fingerprint(session.tenant, wanted)
+            fingerprint = functools.partial(dashboard.watch_fingerprint, session.tenant, watch_id)
         else:
             try:
                 chosen, cursor, size = list_filters.read(request)
@@ -500,7 +496,7 @@ async def _redeliver(dashboard: Dashboard, tenant: str, watch_id: str, form: For
 
 
 async def _cancel(dashboard: Dashboard, tenant: str, watch_id: str, form: Form) -> str:
-    await dashboard.cancel(tenant, watch_id)
+    await dashboard.watches.cancel(tenant, watch_id)
     return "Watch cancelled."
 
 

@@ -45,12 +45,6 @@ class SubscriptionLine:
         return round(100 * health.succeeded / health.attempts)
 
 
-def lines(
-    found: list[Subscription], health: dict[str, SubscriptionHealth]
-) -> list[SubscriptionLine]:
-    return [SubscriptionLine(s, public_url(s.url), health.get(s.id)) for s in found]
-
-
 class SubscriptionPages:
     """The page and its actions; `pages` is the dashboard's `Pages` (rendering, sign-in,
     forms)."""
@@ -61,7 +55,8 @@ class SubscriptionPages:
     async def list(self, request: Request[State], session: Session) -> Response:
         service: SubscriptionService = request.state["subscriptions"]
         found = await service.list(session.tenant)
-        shown = lines(found, await service.health(session.tenant))
+        health = await service.health(session.tenant)
+        shown = [SubscriptionLine(s, public_url(s.url), health.get(s.id)) for s in found]
         return self._pages.render_with_flash(
             request, "subscriptions.html",
             **self._pages.context(request, session, subscriptions=shown,

@@ -105,29 +105,30 @@ def duration(seconds: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60} min"
 
 
+# The counts of a bucket: each is charted, and they add up over the day.
+COUNTS = ("succeeded", "failed", "timed_out", "delivered", "undelivered")
+
+
 def trends(buckets: Sequence[OutcomeBucket]) -> Trends:
     labels = [hour_label(b.start) for b in buckets]
+    hourly = {name: tuple(float(getattr(b, name)) for b in buckets) for name in COUNTS}
     totals = OutcomeBucket(
         start=buckets[0].start if buckets else 0.0,
-        succeeded=sum(b.succeeded for b in buckets),
-        failed=sum(b.failed for b in buckets),
-        timed_out=sum(b.timed_out for b in buckets),
-        delivered=sum(b.delivered for b in buckets),
-        undelivered=sum(b.undelivered for b in buckets),
+        **{name: sum(getattr(b, name) for b in buckets) for name in COUNTS},
         latency_p50_s=None,
         latency_p90_s=None,
     )
     jobs = stacked(
         "trend-jobs", "Jobs that ended, per hour", labels,
-        (Series("succeeded", "succeeded", tuple(float(b.succeeded) for b in buckets)),
-         Series("failed", "failed", tuple(float(b.failed) for b in buckets)),
-         Series("timed-out", "timed out", tuple(float(b.timed_out) for b in buckets))),
+        (Series("succeeded", "succeeded", hourly["succeeded"]),
+         Series("failed", "failed", hourly["failed"]),
+         Series("timed-out", "timed out", hourly["timed_out"])),
         "No job ended in the last 24 hours.",
     )  # fmt: skip
     webhooks = stacked(
         "trend-webhooks", "Webhooks that ended, per hour", labels,
-        (Series("delivered", "delivered", tuple(float(b.delivered) for b in buckets)),
-         Series("undelivered", "failed", tuple(float(b.undelivered) for b in buckets))),
+        (Series("delivered", "delivered", hourly["delivered"]),
+         Series("undelivered", "failed", hourly["undelivered"])),
         "No webhook ended in the last 24 hours.",
     )  # fmt: skip
     latency = latencies(

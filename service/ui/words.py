@@ -3,49 +3,37 @@ states, an attempt's place in its series, its verdict and answer in a sentence e
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar, get_args
 
 import orjson
 
 from service.events import iso8601
 from service.store import rules
-from service.store.base import Attempt, DeliveryState, JobOutcome, ResponseStart, Watch
+from service.store.base import (
+    DELIVERY_STATES,
+    JOB_OUTCOMES,
+    WATCH_STATUSES,
+    Attempt,
+    DeliveryState,
+    DeliveryStatus,
+    ResponseStart,
+    Watch,
+)
 
-STATUS_LABELS = {
-    "active": "Active",
-    "delivering": "Delivering",
-    "delivered": "Delivered",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
-    "gone": "Gone",
-    "completed": "Completed",
-}
-OUTCOME_LABELS: dict[JobOutcome, str] = {
-    "in_progress": "In progress",
-    "succeeded": "Succeeded",
-    "failed": "Failed",
-    "timed_out": "Timed out",
-    "not_found": "Not found",
-    "unauthorized": "Key refused",
-    "bad_request": "Bad request",
-    "cancelled": "Cancelled",
-    "unknown": "Unknown",
-}
-DELIVERY_LABELS: dict[DeliveryState, str] = {
-    "none": "None",
-    "pending": "Pending",
-    "delivered": "Delivered",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
-}
+Word = TypeVar("Word", bound=str)
+
+
+def _labels(words: Iterable[Word], **exceptions: str) -> dict[Word, str]:
+    """What the pages call each of `words`: itself, capitalized, `_` a space, but `exceptions`."""
+    return {word: exceptions.get(word) or word.replace("_", " ").capitalize() for word in words}
+
+
+STATUS_LABELS = _labels(WATCH_STATUSES)
+OUTCOME_LABELS = _labels(JOB_OUTCOMES, unauthorized="Key refused")
+DELIVERY_LABELS = _labels(DELIVERY_STATES)
 # A delivery's own status (one event to one endpoint).
-DELIVERY_STATUS_LABELS = {
-    "pending": "Pending",
-    "succeeded": "Delivered",
-    "failed": "Failed",
-    "gone": "Gone (410)",
-    "cancelled": "Cancelled",
-}
+DELIVERY_STATUS_LABELS = _labels(get_args(DeliveryStatus), succeeded="Delivered", gone="Gone (410)")
 # The colour of a badge, by what it says: fine, waiting, wrong, or nothing to say.
 TONES = {
     "succeeded": "ok", "delivered": "ok", "in_progress": "wait", "pending": "wait",
@@ -135,5 +123,5 @@ def response_note(kept: ResponseStart) -> str:
         return f"Empty body ({kind})."
     if kept.body is None:
         return f"{kept.size} bytes, not UTF-8 text ({kind}): not shown."
-    cut = f"the first {kept.size} bytes" if kept.truncated else f"{kept.size} bytes"
-    return f"{cut[0].upper()}{cut[1:]} of the body ({kind})."
+    cut = f"The first {kept.size} bytes" if kept.truncated else f"{kept.size} bytes"
+    return f"{cut} of the body ({kind})."

@@ -23,10 +23,12 @@ from service.devtools.providers import Provider, View
 _WORDS = {"queued": "Pending", "processing": "Pending", "succeeded": "Ready", "failed": "Error"}
 
 
+def _task(job_id: str, status: str) -> dict[str, Any]:
+    return {"id": job_id, "status": status, "result": None, "progress": None}
+
+
 def _render(view: View) -> dict[str, Any]:
-    answer: dict[str, Any] = {"id": view.job_id, "status": _WORDS[view.phase]}
-    answer["result"] = None
-    answer["progress"] = None
+    answer = _task(view.job_id, _WORDS[view.phase])
     if view.phase == "succeeded":
         # One image per task: the first URL is the sample.
         answer["result"] = {"sample": view.output_urls[0] if view.output_urls else None}
@@ -42,10 +44,7 @@ PROVIDER = Provider(
     status_route=re.compile(r"/v1/get_result"),
     presented_key=lambda request: request.headers.get("x-key") or None,
     render=_render,
-    not_found=lambda job_id: (
-        200,
-        {"id": job_id, "status": "Task not found", "result": None, "progress": None},
-    ),
+    not_found=lambda job_id: (200, _task(job_id, "Task not found")),
     # BFL's examples call a missing or wrong key "Not authenticated"; the body's shape is not
     # documented.
     unauthorized=(401, {"detail": "Not authenticated"}),

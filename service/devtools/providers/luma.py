@@ -18,11 +18,6 @@ MODEL = "ray-2"
 _STATES = {"queued": "queued", "processing": "dreaming", "succeeded": "completed"}
 
 
-def _iso(epoch: float) -> str:
-    """The `created_at` form of the reference's example: 2023-06-01T12:00:00Z."""
-    return iso_utc(epoch, "seconds")
-
-
 def _generation(job_id: str, state: str) -> dict[str, Any]:
     return {
         "id": job_id, "generation_type": "video", "state": state, "failure_reason": None,
@@ -32,7 +27,8 @@ def _generation(job_id: str, state: str) -> dict[str, Any]:
 
 def _render(view: View) -> dict[str, Any]:
     generation = _generation(view.job_id, _STATES.get(view.phase, "failed"))
-    generation["created_at"] = _iso(view.created_at)
+    # As the reference writes it: 2023-06-01T12:00:00Z
+    generation["created_at"] = iso_utc(view.created_at, "seconds")
     if view.phase == "succeeded":
         # A generation is one video: the job's first output.
         generation["assets"] = {"video": view.output_urls[0]} if view.output_urls else {}

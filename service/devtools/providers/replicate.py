@@ -21,11 +21,6 @@ MODEL = "replicate/hello-world"
 _STATUSES = {"queued": "starting", "processing": "processing", "succeeded": "succeeded"}
 
 
-def _iso(epoch: float) -> str:
-    """The reference's timestamps: 2023-09-08T16:19:34.765994Z."""
-    return iso_utc(epoch, "microseconds")
-
-
 def _prediction(job_id: str, status: str) -> dict[str, Any]:
     # No started_at, completed_at or metrics: the simulated job has no such times to show.
     return {
@@ -40,7 +35,8 @@ def _prediction(job_id: str, status: str) -> dict[str, Any]:
 
 def _render(view: View) -> dict[str, Any]:
     prediction = _prediction(view.job_id, _STATUSES.get(view.phase, "failed"))
-    prediction["created_at"] = _iso(view.created_at)
+    # As the reference writes it: 2023-09-08T16:19:34.765994Z
+    prediction["created_at"] = iso_utc(view.created_at, "microseconds")
     if view.phase == "succeeded":
         urls = list(view.output_urls)
         prediction["output"] = urls[0] if len(urls) == 1 else urls

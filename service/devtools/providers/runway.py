@@ -22,14 +22,10 @@ FAILURE_CODE = "INPUT_PREPROCESSING.INTERNAL"
 _WORDS = {"queued": "PENDING", "processing": "RUNNING", "succeeded": "SUCCEEDED"}
 
 
-def _iso(epoch: float) -> str:
-    """The `createdAt` form of the reference's examples: 2024-06-27T19:49:32.334Z."""
-    return iso_utc(epoch, "milliseconds")
-
-
 def _render(view: View) -> dict[str, Any]:
     task: dict[str, Any] = {"id": view.job_id, "status": _WORDS.get(view.phase, "FAILED")}
-    task["createdAt"] = _iso(view.created_at)
+    # As the reference writes it: 2024-06-27T19:49:32.334Z
+    task["createdAt"] = iso_utc(view.created_at, "milliseconds")
     if view.phase == "processing":
         task["progress"] = view.progress
     elif view.phase == "succeeded":
