@@ -28,7 +28,7 @@ from service import claims, schedule
 from service.clock import Clock, wait_for_tasks
 from service.config import DeliverySettings
 from service.delivery_leases import DeliveryLeases
-from service.endpoints import Endpoints
+from service.endpoints import Endpoints, endpoint_of
 from service.errors import StoreError, StoreUnavailable
 from service.sender import Answer, Sender
 from service.slots import Slots
@@ -249,7 +249,7 @@ class Deliverer:
 
     def _keys(self, delivery: Delivery) -> tuple[str, str]:
         """What the per-host and per-tenant limits count `delivery` under."""
-        return self._endpoints.get(delivery.callback_url).host, delivery.tenant
+        return endpoint_of(delivery.callback_url).host, delivery.tenant
 
     def _start(self, delivery: Delivery) -> None:
         self._posting += 1
@@ -282,7 +282,7 @@ class Deliverer:
         outcome is committed (a cancelled attempt stays held too: `drain` hands it back)."""
         try:
             async with self._concurrency:
-                endpoint = self._endpoints.get(delivery.callback_url)
+                endpoint = endpoint_of(delivery.callback_url)
                 started = self._clock.now()
                 began = time.perf_counter()
                 headers = self._endpoints.headers(delivery, endpoint, started)
