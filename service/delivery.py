@@ -108,11 +108,10 @@ def response_start(answer: Answer) -> ResponseStart | None:
 
 
 class Deliverer:
-    """Attempts the deliveries this process claimed: at most `max_concurrency` requests at
-    once, at most `max_per_host` to one host and `per_tenant` of one tenant, each outcome
-    committed (in groups) before its delivery is let go. `claim` and `renew` are periodic jobs
-    (service/bridge.py); a claim is also made as soon as slots free up for which the store
-    may have more. `stop` hands back what was not attempted."""
+    """Attempts the deliveries this process claimed, each outcome committed (in groups) before
+    its delivery is let go. `claim` and `renew` are periodic jobs (service/bridge.py); a claim
+    is also made as soon as slots free up for which the store may have more. `stop` hands back
+    what was not attempted."""
 
     def __init__(
         self,
