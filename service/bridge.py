@@ -116,7 +116,7 @@ class Bridge:
         )  # fmt: skip
         redelivery = RedeliveryService(store, watches, worker.deliverer, settings, clock)
         subscriptions = SubscriptionService(store, settings, clock, sender, vault, lookups)
-        feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
+        feed = EventFeed(store, watches, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstreams, settings, store.health)
         scheduler = AsyncIOScheduler()

@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from service.errors import Conflict, NotFound, StoreUnavailable
+from service.errors import Conflict, StoreUnavailable
 from service.event_hub import EventHub
 from service.store.base import EventRecord, Store, Watch
+from service.watches import WatchService
 
 RECHECK_S = 1.0
 
@@ -31,6 +32,7 @@ class Waited:
 @dataclass(frozen=True)
 class EventFeed:
     store: Store
+    watches: WatchService
     hub: EventHub  # the wake-ups of this process's committed events (the dashboard listens too)
     keepalive_s: float
     max_wait_s: float
@@ -52,7 +54,7 @@ class EventFeed:
         with self.hub.listen(watch_id) as listener:  # before reading: no wake-up is lost
             while True:
                 # The watch first: a watch seen ended has its final event committed already.
-                watch = await self._existing(tenant, watch_id)
+                watch = await self.watches.get(tenant, watch_id)
                 found = await self.store.watch_events(tenant, watch_id, after=after)
                 final = next((event for event in found if event.final), None)
                 if final is not None:
@@ -69,7 +71,7 @@ class EventFeed:
         """Whether a stream after the event `after` would send any: not once the watch has
         ended and its events were all sent, so a client told so stops reconnecting.
         `NotFound` for an unknown watch (checked before a stream starts)."""
-        watch = await self._existing(tenant, watch_id)
+        watch = await self.watches.get(tenant, watch_id)
         if watch.status == "active":
             return True
         return bool(await self.store.watch_events(tenant, watch_id, after=after))
@@ -109,12 +111,6 @@ class EventFeed:
                     yield None
                     keepalive_at = now + self.keepalive_s
                 await listener.wait(min(RECHECK_S, keepalive_at - now))
-
-    async def _existing(self, tenant: str, watch_id: str) -> Watch:
-        watch = await self.store.get_watch(tenant, watch_id)
-        if watch is None:
-            raise NotFound(f"no watch {watch_id}")
-        return watch
 
 
 def _no_final_event(watch: Watch) -> Conflict:

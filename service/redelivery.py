@@ -24,6 +24,7 @@ from service.store.base import (
     CALLBACK,
     REDELIVERABLE,
     DeliveryRecord,
+    Redelivery,
     Store,
     Subscription,
     Watch,
@@ -155,13 +156,11 @@ class RedeliveryService:
             raise Conflict(_nothing_sent(watch, choices, endpoints))
         await self.deliverer.claim()  # at once, not at the next periodic claim
         log.info("watch.redelivered", watch_id=watch_id, webhook_ids=list(done.restarted))
-        return Redelivered(done.watch, await self._restarted(tenant, watch_id, done.restarted))
+        return await self._redelivered(tenant, done)
 
-    async def _restarted(
-        self, tenant: str, watch_id: str, ids: Sequence[str]
-    ) -> list[DeliveryRecord]:
-        found = await self.watches.final_deliveries(tenant, watch_id)
-        return [delivery for delivery in found if delivery.id in ids]
+    async def _redelivered(self, tenant: str, done: Redelivery) -> Redelivered:
+        found = await self.watches.final_deliveries(tenant, done.watch.id)
+        return Redelivered(done.watch, [d for d in found if d.id in done.restarted])
 
     async def plan(self, tenant: str, filters: WatchFilter) -> Recovery:
         """What `recover` would do now, sending nothing."""
@@ -203,7 +202,7 @@ class RedeliveryService:
         done = await self.store.redeliver(tenant, watch.id, self.clock.now(), endpoints)
         if done is None or not done.restarted:  # gone, or changed since it was read
             return Redelivered(watch, [])
-        return Redelivered(done.watch, await self._restarted(tenant, watch.id, done.restarted))
+        return await self._redelivered(tenant, done)
 
 
 def _check_chosen(watch_id: str, choices: Sequence[Choice], endpoints: Collection[str]) -> None:
