@@ -141,9 +141,7 @@ def planner(args: argparse.Namespace) -> tuple[float, float]:
     median, draws = REALISTIC_PROCESSING_S[0], int(args.draws)
     times = [median * math.exp(rng.gauss(0.0, args.processing_sigma)) for _ in range(draws)]
     learned = pacing.Window(size=draws, samples=tuple(times))
-    track = pacing.Track(
-        pacing.PROCESSING, None, 0.0, -1e-3, 0.0, start_lo=-1e-3, start_hi=0.0, explores=False
-    )
+    track = pacing.Track(pacing.PROCESSING, None, 0.0, start_lo=-1e-3, start_hi=0.0, explores=False)
     outlook = pacing.Outlook(track, pacing.Window(), learned, args.min_interval, args.interval)
     polls, now = [0.0], 0.0
     while now < max(times):

@@ -146,21 +146,6 @@ def _outputs(value: Any) -> tuple[str, ...] | None:
     return urls or None
 
 
-def read_answer(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    secrets: Secrets = NO_SECRETS,
-    reader: Reader = DEFAULT_READER,
-) -> Observation:
-    """Classify one answer to a status request, read through `reader` (the upstream's
-    profile); what a refusal relays has the `secrets` masked."""
-    try:
-        return _read_answer(status, headers, body, secrets, reader)
-    except Unreadable as error:
-        return _unreadable(status, error, secrets)
-
-
 def _cannot_read(error: Unreadable, secrets: Secrets) -> str:
     text = f"upstream answered what its profile cannot read: {secrets.redact(str(error))}"
     return text[:MAX_ERROR_TEXT]
@@ -187,61 +172,69 @@ def _refusal(
     )  # fmt: skip
 
 
-def _read_answer(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets, reader: Reader
+def read_answer(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Secrets = NO_SECRETS,
+    reader: Reader = DEFAULT_READER,
 ) -> Observation:
+    """Classify one answer to a status request, read through `reader` (the upstream's
+    profile); what a refusal relays has the `secrets` masked."""
     document, unreadable = _parse(body)
-
-    if status in reader.refusals:
-        return _refusal(status, document, secrets, reader)
-    if status not in reader.profile.http.ok:
-        kind_of = "rate limited" if status == 429 else f"answered HTTP {status}"
+    try:
+        if status in reader.refusals:
+            return _refusal(status, document, secrets, reader)
+        if status not in reader.profile.http.ok:
+            kind_of = "rate limited" if status == 429 else f"answered HTTP {status}"
+            return Observation(
+                "transient", error=f"upstream {kind_of}", retry_after=headers.get("retry-after"),
+                http_status=status,
+            )  # fmt: skip
+        if document is None:
+            return Observation(
+                "transient", error=f"upstream answered {unreadable}"[:MAX_ERROR_TEXT],
+                http_status=status,
+            )  # fmt: skip
+        word = search(reader.status, document)
+        if not isinstance(word, str):
+            shown = "no status" if word is None else f"a status of type {_typed(word, secrets)}"
+            return Observation("transient", error=f"upstream answered {shown}", http_status=status)
+        job_status = reader.profile.statuses.get(word)
+        if job_status in PROGRESS_STATUSES:
+            read = reader.profile.read
+            return Observation(
+                "progress", job_status=job_status,
+                queue_position=_queue_position(search(reader.queue_position, document)),
+                progress=_fraction(search(reader.progress, document), read.progress_scale),
+                eta_s=_seconds(search(reader.eta_s, document)),
+                body=body, document=document, http_status=status,
+            )  # fmt: skip
+        if job_status == "not_found":  # a status word that says what a 404 would
+            error = f"the upstream does not know this job (status {_shown(word, secrets)})"
+            return Observation(
+                "refused", document=secrets.redact_json(document), error_code="not_found",
+                error=error, http_status=status,
+            )  # fmt: skip
+        if job_status is None:
+            return Observation(
+                "transient", http_status=status,
+                error=f"upstream answered an unknown status {_shown(word, secrets)}",
+            )  # fmt: skip
+        output = search(reader.output_object, document)
+        if job_status == "succeeded" and output is not None and not isinstance(output, dict):
+            # Receivers read the outputs from there; a malformed one may be fixed by a later poll.
+            shown = f"an output of type {_typed(output, secrets)}"
+            return Observation(
+                "transient", error=f"upstream answered succeeded with {shown}", http_status=status
+            )
         return Observation(
-            "transient", error=f"upstream {kind_of}", retry_after=headers.get("retry-after"),
-            http_status=status,
+            "terminal", job_status=job_status, body=body, document=document, http_status=status,
+            outputs=_outputs(search(reader.outputs, document)),
+            message=_upstream_message(document, NO_SECRETS, reader.error, whole=True),
         )  # fmt: skip
-    if document is None:
-        return Observation(
-            "transient", error=f"upstream answered {unreadable}"[:MAX_ERROR_TEXT],
-            http_status=status,
-        )  # fmt: skip
-    word = search(reader.status, document)
-    if not isinstance(word, str):
-        shown = "no status" if word is None else f"a status of type {_typed(word, secrets)}"
-        return Observation("transient", error=f"upstream answered {shown}", http_status=status)
-    job_status = reader.profile.statuses.get(word)
-    if job_status in PROGRESS_STATUSES:
-        read = reader.profile.read
-        return Observation(
-            "progress", job_status=job_status,
-            queue_position=_queue_position(search(reader.queue_position, document)),
-            progress=_fraction(search(reader.progress, document), read.progress_scale),
-            eta_s=_seconds(search(reader.eta_s, document)),
-            body=body, document=document, http_status=status,
-        )  # fmt: skip
-    if job_status == "not_found":  # a status word that says what a 404 would
-        error = f"the upstream does not know this job (status {_shown(word, secrets)})"
-        return Observation(
-            "refused", document=secrets.redact_json(document), error_code="not_found",
-            error=error, http_status=status,
-        )  # fmt: skip
-    if job_status is None:
-        return Observation(
-            "transient", http_status=status,
-            error=f"upstream answered an unknown status {_shown(word, secrets)}",
-        )  # fmt: skip
-    output = search(reader.output_object, document)
-    if job_status == "succeeded" and output is not None and not isinstance(output, dict):
-        # Receivers read the outputs from there; a malformed one may be fixed by a later poll.
-        return Observation(
-            "transient", http_status=status,
-            error=f"upstream answered succeeded with an output of type {_typed(output, secrets)}",
-        )  # fmt: skip
-    return Observation(
-        "terminal", job_status=job_status, body=body, document=document, http_status=status,
-        outputs=_outputs(search(reader.outputs, document)),
-        message=_upstream_message(document, NO_SECRETS, reader.error, whole=True),
-    )  # fmt: skip
+    except Unreadable as error:
+        return _unreadable(status, error, secrets)
 
 
 def read_result(
@@ -347,38 +340,34 @@ def read_creation(
     started a job; a 4xx refused the request (its `error`, else the start of its body, says
     why, the `secrets` masked; a refusal of the bridge's own key only says so); anything else
     failed, and may or may not have started a job."""
+    document, unreadable = _parse(body)
     try:
-        return _read_creation(status, headers, body, secrets, reader)
+        if 400 <= status < 500:
+            if status in (401, 403) and secrets.bridge_key:
+                # The operator's key to fix: no refusal of the caller's.
+                return Creation(
+                    "failed", http_status=status, error=f"{BRIDGE_KEY_REFUSED} ({status})"
+                )
+            message = (
+                _upstream_message(document, secrets, reader.error)
+                or _excerpt(body, document, secrets)
+                or f"HTTP {status}"
+            )
+            return Creation(
+                "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
+            )
+        if not 200 <= status < 300:
+            # A redirect too: following one could send the key and the request elsewhere.
+            return Creation("failed", http_status=status, error=f"upstream answered HTTP {status}")
+        if document is None:
+            error = f"upstream answered {unreadable}"[:MAX_ERROR_TEXT]
+            return Creation("failed", http_status=status, error=error)
+        job_id = search(reader.create_job_id, document)
+        if not isinstance(job_id, str) or not job_id:
+            shown = "no job id" if job_id is None else f"a job id of type {_typed(job_id, secrets)}"
+            if job_id == "":
+                shown = "an empty job id"
+            return Creation("failed", http_status=status, error=f"upstream answered {shown}")
+        return Creation("created", job_id=job_id, document=document, http_status=status)
     except Unreadable as error:
         return Creation("failed", http_status=status, error=_cannot_read(error, secrets))
-
-
-def _read_creation(
-    status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets, reader: Reader
-) -> Creation:
-    document, unreadable = _parse(body)
-    if 400 <= status < 500:
-        if status in (401, 403) and secrets.bridge_key:
-            # The operator's key to fix: no refusal of the caller's.
-            return Creation("failed", http_status=status, error=f"{BRIDGE_KEY_REFUSED} ({status})")
-        message = (
-            _upstream_message(document, secrets, reader.error)
-            or _excerpt(body, document, secrets)
-            or f"HTTP {status}"
-        )
-        return Creation(
-            "refused", http_status=status, error=message, retry_after=headers.get("retry-after")
-        )
-    if not 200 <= status < 300:
-        # A redirect too: following one could send the key and the request elsewhere.
-        return Creation("failed", http_status=status, error=f"upstream answered HTTP {status}")
-    if document is None:
-        error = f"upstream answered {unreadable}"[:MAX_ERROR_TEXT]
-        return Creation("failed", http_status=status, error=error)
-    job_id = search(reader.create_job_id, document)
-    if not isinstance(job_id, str) or not job_id:
-        shown = "no job id" if job_id is None else f"a job id of type {_typed(job_id, secrets)}"
-        if job_id == "":
-            shown = "an empty job id"
-        return Creation("failed", http_status=status, error=f"upstream answered {shown}")
-    return Creation("created", job_id=job_id, document=document, http_status=status)

@@ -38,6 +38,44 @@ def is_failure(seen: Observation) -> bool:
     return seen.http_status is None or seen.http_status >= 500
 
 
+class Outcomes:
+    """Requests and failures of the last `window_s`, counted in `slices` slices of time, so that
+    memory is fixed whatever the rate. A clock that steps back counts in the latest slice."""
+
+    def __init__(self, window_s: float, slices: int) -> None:
+        self._slice_s = window_s / slices
+        self._slices = slices
+        # [slice number, requests, failures], oldest first, and their sums.
+        self._buckets: deque[list[int]] = deque()
+        self._requests = self._failures = 0
+
+    def record(self, now: float, failed: bool) -> None:
+        current = self._drop_old(now)
+        if not self._buckets or self._buckets[-1][0] < current:
+            self._buckets.append([current, 0, 0])
+        self._buckets[-1][1] += 1
+        self._buckets[-1][2] += failed
+        self._requests += 1
+        self._failures += failed
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(requests, failures) within the window ending at `now`, the slice of `now` included."""
+        self._drop_old(now)
+        return self._requests, self._failures
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self._requests = self._failures = 0
+
+    def _drop_old(self, now: float) -> int:
+        current = int(now // self._slice_s)
+        while self._buckets and self._buckets[0][0] <= current - self._slices:
+            _, requests, failures = self._buckets.popleft()
+            self._requests -= requests
+            self._failures -= failures
+        return current
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     window_s: float = 10.0
@@ -67,10 +105,7 @@ class Breaker:
         self.rules = rules
         self.state: State = "closed"
         self._since = now
-        self._slice_s = rules.window_s / WINDOW_SLICES
-        # [slice number, requests, failures], oldest first, and their sums.
-        self._slices: deque[list[int]] = deque()
-        self._requests = self._failures = 0
+        self._window = Outcomes(rules.window_s, WINDOW_SLICES)
         self._trips = 0
         self._in_a_row = 0
         self._retry_at = now
@@ -118,11 +153,12 @@ class Breaker:
                 self._trips += 1
                 return self._open("the probe failed", now)
             self._trips = 0
-            self._forget_window()
+            self._window.clear()
             return self._move("closed", "the probe succeeded", now)
         if self.state == "open":
             return None
-        requests, failures = self._count(now, failed)
+        self._window.record(now, failed)
+        requests, failures = self._window.counts(now)
         rules = self.rules
         self._in_a_row = self._in_a_row + 1 if failed else 0
         if self._in_a_row >= rules.consecutive_failures:
@@ -137,33 +173,12 @@ class Breaker:
             return self._open(reason, now)
         return None
 
-    def _count(self, now: float, failed: bool) -> tuple[int, int]:
-        """Add one outcome to the window; the window's requests and failures."""
-        current = int(now // self._slice_s)
-        slices = self._slices
-        oldest = current - WINDOW_SLICES + 1
-        while slices and slices[0][0] < oldest:
-            _, requests, failures = slices.popleft()
-            self._requests -= requests
-            self._failures -= failures
-        if not slices or slices[-1][0] != current:
-            slices.append([current, 0, 0])
-        slices[-1][1] += 1
-        slices[-1][2] += failed
-        self._requests += 1
-        self._failures += failed
-        return self._requests, self._failures
-
-    def _forget_window(self) -> None:
-        self._slices.clear()
-        self._requests = self._failures = 0
-
     def _open(self, reason: str, now: float) -> Transition:
         rules = self.rules
         cooldown = min(rules.cooldown_s * 2 ** min(self._trips - 1, 30), rules.max_cooldown_s)
         self._retry_at = now + cooldown
         self._probe_at = None
-        self._forget_window()
+        self._window.clear()
         self._in_a_row = 0
         return self._move("open", reason, now)
 

@@ -9,6 +9,7 @@ as Twisted's `task.Clock` and trio's `MockClock` do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -39,11 +40,9 @@ class SystemClock:
 
     async def wait(self, event: asyncio.Event, seconds: float) -> bool:
         if not event.is_set() and seconds > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await event.wait()
-            except TimeoutError:
-                pass
         return event.is_set()
 
 

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -65,6 +65,15 @@ _HOST_NAME = re.compile(
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Pairs of keys (lower, upper) whose values must come in that order.
+    _ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Self:
+        for lower, upper in self._ordered:
+            if getattr(self, lower) > getattr(self, upper):
+                raise ValueError(f"{lower} must not exceed {upper}")
+        return self
 
 
 class ServerSettings(_Section):
@@ -141,11 +150,7 @@ class UpstreamSettings(_Section):
     # (service/profiles/), or a table declaring one (service/profile.py).
     profile: Profile = Field(default_factory=lambda: profiles.builtin(profiles.DEFAULT))
 
-    @model_validator(mode="after")
-    def _cooldowns_ordered(self) -> UpstreamSettings:
-        if self.circuit_cooldown_s > self.circuit_max_cooldown_s:
-            raise ValueError("circuit_cooldown_s must not exceed circuit_max_cooldown_s")
-        return self
+    _ordered = (("circuit_cooldown_s", "circuit_max_cooldown_s"),)
 
     @field_validator("base_url")
     @classmethod
@@ -189,11 +194,7 @@ class StoreSettings(_Section):
     pool_min_size: Int = Field(1, ge=0, le=100)
     pool_max_size: Int = Field(10, ge=1, le=100)
 
-    @model_validator(mode="after")
-    def _pool_ordered(self) -> StoreSettings:
-        if self.pool_min_size > self.pool_max_size:
-            raise ValueError("pool_min_size must not exceed pool_max_size")
-        return self
+    _ordered = (("pool_min_size", "pool_max_size"),)
 
     @field_validator("url")
     @classmethod
@@ -230,16 +231,11 @@ class PollSettings(_Section):
     # likely (service/pacing.py); "fixed": every interval_s.
     strategy: Literal["adaptive", "fixed"] = "adaptive"
 
-    @model_validator(mode="after")
-    def _ordered(self) -> PollSettings:
-        if self.min_interval_s > self.interval_s:
-            raise ValueError("min_interval_s must not exceed interval_s")
-        if self.interval_s > self.max_interval_s:
-            raise ValueError("interval_s must not exceed max_interval_s")
-        if self.timeout_s > self.max_timeout_s:
-            # Every registration without its own timeout_s would be refused.
-            raise ValueError("timeout_s must not exceed max_timeout_s")
-        return self
+    # A timeout_s past max_timeout_s would refuse every registration without its own.
+    _ordered = (
+        ("min_interval_s", "interval_s"), ("interval_s", "max_interval_s"),
+        ("timeout_s", "max_timeout_s"),
+    )  # fmt: skip
 
 
 class NamedUpstreamSettings(UpstreamSettings):
@@ -288,11 +284,7 @@ class DeliverySettings(_Section):
     # during a rotation every unexpired one signs (receivers accept any of the signatures).
     signing_secrets: tuple[SigningSecret, ...] = ()
 
-    @model_validator(mode="after")
-    def _tenant_share_fits(self) -> DeliverySettings:
-        if self.max_per_tenant > self.max_concurrency:
-            raise ValueError("max_per_tenant must not exceed max_concurrency")
-        return self
+    _ordered = (("max_per_tenant", "max_concurrency"),)
 
     @property
     def per_tenant(self) -> int:

@@ -62,20 +62,17 @@ def measure(
     # Housekeeping deletes every event of an ended watch at once; a job that ended had some.
     purged = not recorded and watch.status in _ENDED and watch.status != "cancelled"
     ongoing = watch.status == "active"
-
+    # A step neither seen begun nor passed: still to come, its events purged, or never to be.
+    not_begun = Span(None, "waiting" if ongoing else "purged" if purged else "none")
     if processing_at is not None:
         queue = Span(max(0.0, processing_at - watch.created_at))
-    elif final_at is not None:
-        queue = Span(None, "unseen")
     else:
-        queue = Span(None, "waiting" if ongoing else "purged" if purged else "none")
+        queue = Span(None, "unseen") if final_at is not None else not_begun
 
     if processing_at is not None and final_at is not None:
         processing = Span(max(0.0, final_at - processing_at))
-    elif final_at is not None:
-        processing = Span(None, "unseen")
     else:
-        processing = Span(None, "waiting" if ongoing else "purged" if purged else "none")
+        processing = Span(None, "unseen") if final_at is not None else not_begun
 
     if accepted_at is not None and final_at is not None:
         delivery = Span(max(0.0, accepted_at - final_at))

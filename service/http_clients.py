@@ -33,5 +33,5 @@ def delivery_transport(
 ) -> httpx.AsyncBaseTransport:
     """The transport webhooks are sent through: its connector refuses addresses the callback
     policy does not allow, at every connection."""
-    connector = ssrf.guarded_connector(security.callback_policy(), limit=delivery.max_concurrency)
+    connector = ssrf.GuardedConnector(security.callback_policy(), limit=delivery.max_concurrency)
     return transport(connector)

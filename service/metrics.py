@@ -7,6 +7,7 @@ Prometheus text format otherwise, as the client library's own encoder choice dec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from prometheus_client import (
@@ -27,37 +28,6 @@ _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0)
 
 
-class RecentAttempts:
-    """Webhook attempts of the last `window_s` by outcome, in `slices` buckets of time (fixed
-    memory): the dashboard's delivery failure rate, the same figure as
-    `1 - rate(bridge_delivery_attempts_total{outcome="succeeded"}[1h]) /
-    rate(bridge_delivery_attempts_total[1h])` over this process's attempts."""
-
-    def __init__(self, window_s: float = 3600.0, slices: int = 60) -> None:
-        self._slice_s = window_s / slices
-        self._slices = slices
-        self._buckets: dict[int, list[int]] = {}  # slice number -> [attempts, failures]
-
-    def record(self, now: float, failed: bool) -> None:
-        bucket = self._buckets.setdefault(int(now // self._slice_s), [0, 0])
-        bucket[0] += 1
-        bucket[1] += failed
-        if len(self._buckets) > self._slices:
-            self._drop_before(int(now // self._slice_s) - self._slices + 1)
-
-    def counts(self, now: float) -> tuple[int, int]:
-        """(attempts, failures) within the window ending at `now`."""
-        self._drop_before(int(now // self._slice_s) - self._slices + 1)
-        return (
-            sum(b[0] for b in self._buckets.values()),
-            sum(b[1] for b in self._buckets.values()),
-        )
-
-    def _drop_before(self, first: int) -> None:
-        for number in [n for n in self._buckets if n < first]:
-            del self._buckets[number]
-
-
 class Metrics:
     def __init__(self, upstreams: Sequence[str] = (DEFAULT_UPSTREAM,)) -> None:
         """`upstreams` are the names of the configured upstreams: their series exist from the
@@ -65,103 +35,92 @@ class Metrics:
         # A `_created` series per counter and histogram doubles the series and nothing reads
         # them; the client library's switch is process-wide, and the process is the bridge's.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it untyped
-        self.recent_attempts = RecentAttempts()
+        # Webhook attempts of the last hour, in minutes: the dashboard's delivery failure rate,
+        # the same figure as `1 - rate(bridge_delivery_attempts_total{outcome="succeeded"}[1h])
+        # / rate(bridge_delivery_attempts_total[1h])` over this process's attempts.
+        self.recent_attempts = breaker.Outcomes(3600.0, 60)
         self.registry = registry = CollectorRegistry()
-        self.watches = Gauge("bridge_watches", "Watches by status.", ["status"], registry=registry)
-        self.held_watches = Gauge(
-            "bridge_held_watches", "Watches this process holds the lease of.", registry=registry
-        )
-        self.poll_backlog = Gauge(
+        gauge = functools.partial(Gauge, registry=registry)
+        counter = functools.partial(Counter, registry=registry)
+        histogram = functools.partial(Histogram, registry=registry)
+        self.watches = gauge("bridge_watches", "Watches by status.", ["status"])
+        self.held_watches = gauge("bridge_held_watches", "Watches this process holds the lease of.")
+        self.poll_backlog = gauge(
             "bridge_poll_backlog",
             "Polls that are due and not started yet (a growing value means falling behind).",
-            registry=registry,
         )
-        self.delivery_backlog = Gauge(
+        self.delivery_backlog = gauge(
             "bridge_delivery_backlog",
             "Webhook attempts that are due and not started by any replica.",
-            registry=registry,
         )
-        self.deliveries_in_flight = Gauge(
+        self.deliveries_in_flight = gauge(
             "bridge_deliveries_in_flight",
             "Webhook attempts in progress (with the sender process: handed to it, up to"
             " four times the limits, of which it makes at most the limits at once).",
-            registry=registry,
         )
-        self.sender_exits = Counter(
+        self.sender_exits = counter(
             "bridge_delivery_sender_exits_total",
             "Sender processes (delivery.sender = process) that exited while still needed;"
             " each is replaced at the next webhook.",
-            registry=registry,
         )
-        self.upstream_requests = Counter(
+        self.upstream_requests = counter(
             "bridge_upstream_requests_total",
             "Upstream polls by upstream and outcome: progress, terminal, refused (400/401/404),"
             " transient.",
             ["upstream", "outcome"],
-            registry=registry,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = histogram(
             "bridge_upstream_request_duration_seconds",
             "Duration of upstream polls, by upstream.",
             ["upstream"],
             buckets=_FAST,
-            registry=registry,
         )
-        self.poll_lateness = Histogram(
+        self.poll_lateness = histogram(
             "bridge_poll_lateness_seconds",
             "How long after it was due each poll started, by upstream.",
             ["upstream"],
             buckets=_FAST,
-            registry=registry,
         )
-        self.delivery_attempts = Counter(
+        self.delivery_attempts = counter(
             "bridge_delivery_attempts_total",
             "Webhook attempts by outcome: succeeded, retry, failed (attempts ran out), gone.",
             ["outcome"],
-            registry=registry,
         )
-        self.delivery_duration = Histogram(
+        self.delivery_duration = histogram(
             "bridge_delivery_attempt_duration_seconds",
             "Duration of webhook attempts.",
             buckets=_FAST,
-            registry=registry,
         )
-        self.notification_latency = Histogram(
+        self.notification_latency = histogram(
             "bridge_notification_latency_seconds",
             "From the upstream's final status seen to the receiver's 2xx.",
             buckets=_SLOW,
-            registry=registry,
         )
-        self.circuit_state = Gauge(
+        self.circuit_state = gauge(
             "bridge_upstream_circuit_state",
             "Each upstream's circuit breaker: 0 closed (polling), 1 half open (probing), 2 open"
             " (paused).",
             ["upstream"],
-            registry=registry,
         )
-        self.circuit_transitions = Counter(
+        self.circuit_transitions = counter(
             "bridge_upstream_circuit_transitions_total",
             "Changes of an upstream's circuit breaker's state, by the state entered.",
             ["upstream", "state"],
-            registry=registry,
         )
-        self.store_up = Gauge(
+        self.store_up = gauge(
             "bridge_store_up",
             "1 while the store is usable, 0 while it is unreachable or refuses writes (a full"
             " disk); the reason is in the log (store.unavailable) and in /readyz.",
-            registry=registry,
         )
         self.store_up.set(1)
-        self.throttled = Gauge(
+        self.throttled = gauge(
             "bridge_upstream_throttled",
             "Due polls waiting for the request-rate cap or the circuit breaker, by upstream.",
             ["upstream"],
-            registry=registry,
         )
-        self.open_streams = Gauge(
+        self.open_streams = gauge(
             "bridge_open_streams",
             "Long-polls, event streams and dashboard live streams held open by this process.",
-            registry=registry,
         )
         for upstream in upstreams:
             for outcome in ("progress", "terminal", "refused", "transient"):

@@ -185,8 +185,6 @@ class Track:
     status: str
     position: int | None
     seen_at: float  # the last poll that saw it in progress
-    change_lo: float  # the current status and position began after this...
-    change_hi: float  # ...and at or before this
     start_lo: float = -_INF  # processing starts (or started) after this...
     start_hi: float = _INF  # ...and at or before this (both seen, not predicted)
     expect_lo: float = -_INF  # processing is expected to start after this...
@@ -387,7 +385,7 @@ class Learner:
         track.end_lo, track.end_hi = narrowed if narrowed[0] <= narrowed[1] else (lo, hi)
 
     def _track(self, job: object, status: str, position: int | None, now: float) -> Track:
-        track = Track(status, position, now, -_INF, now)
+        track = Track(status, position, now)
         self._created += 1
         track.seq = self._created
         # While too little is known every job explores, but no more than a window holds: the
@@ -438,16 +436,14 @@ class Learner:
             self.steps.add(step, ((hi - lo) ** 2 / 12 + step**2 / 12) / spent**2, track.seq)
 
     def _changed(self, track: Track, status: str, position: int | None, now: float) -> None:
-        lo, hi = track.seen_at, now
         went_from = track.position if track.status == QUEUED else None
         went_to = 0 if status == PROCESSING else position
         forward = went_from is not None and went_to is not None and went_to < went_from
         if forward:
-            self._learn_step(track, lo, hi, went_to or 0)
+            self._learn_step(track, track.seen_at, now, went_to or 0)
         if status == PROCESSING:
             track.start_hi = min(track.start_hi, now)
         track.status, track.position = status, position
-        track.change_lo, track.change_hi = lo, hi
         if status == QUEUED and not forward:  # moved back, or from processing: start over
             track.start_lo, track.start_hi = -_INF, _INF
             track.expect_lo, track.expect_hi = -_INF, _INF

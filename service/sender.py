@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import itertools
 import marshal
 import signal
@@ -109,7 +110,6 @@ class InlineSender:
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
-        self._urls: dict[str, httpx.URL | str] = {}  # parsed, or why it cannot be requested
 
     async def start(self) -> None:
         pass
@@ -117,7 +117,7 @@ class InlineSender:
     async def send(
         self, method: str, url: str, headers: dict[str, str], body: bytes, tenant: str = ""
     ) -> Answer:
-        parsed = self._parse(url)
+        parsed = _parsed(url)
         if isinstance(parsed, str):
             return Answer(None, None, parsed)
         cap = self._max_response_bytes
@@ -149,28 +149,23 @@ class InlineSender:
             content_type = content_type[:MAX_CONTENT_TYPE]
         return Answer(code, found.get("retry-after"), error, start, truncated, content_type)
 
-    def _parse(self, url: str) -> httpx.URL | str:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= URLS:  # the oldest goes
-                del self._urls[next(iter(self._urls))]
-            try:
-                parsed = httpx.URL(url)
-            except Exception as invalid:  # whatever httpx refuses, recorded as the error
-                parsed = f"not a valid URL: {invalid}"[:300]
-            self._urls[url] = parsed
-        return parsed
-
     async def aclose(self) -> None:
         await self._transport.aclose()
 
 
+@functools.lru_cache(maxsize=URLS)
+def _parsed(url: str) -> httpx.URL | str:
+    """The URL parsed, or why it cannot be requested."""
+    try:
+        return httpx.URL(url)
+    except Exception as invalid:  # whatever httpx refuses, recorded as the error
+        return f"not a valid URL: {invalid}"[:300]
+
+
 class ProcessSender:
-    # The next requests of a busy host wait in the child, so that one goes out as soon as an
-    # answer comes in, not after that answer's trip through the bridge's event loop and back.
-    # 4 rather than 2: the child's line then rides out the bridge's pauses (a claim, a commit,
-    # a turn of its loop on the other CPU; docs/performance.md, section 6). A request waits in
-    # the child for at most `depth - 1` attempts to its host before its own.
+    # A busy host's next requests wait in the child (see the module doc); 4 rather than 2: the
+    # child's line then rides out the bridge's pauses (a claim, a commit, a turn of its loop on
+    # the other CPU; docs/performance.md, section 6).
     depth = 4
 
     def __init__(
@@ -194,7 +189,7 @@ class ProcessSender:
         self._timeout_s = (2 * self.depth - 1) * delivery.timeout_s + GRACE_S
         self._ids = itertools.count()
         self._child: _Child | None = None
-        self._on_exit = on_exit
+        self._on_exit = on_exit or (lambda _: None)
         self._starting = asyncio.Lock()
         self._failed: tuple[float, OSError] | None = None  # the last start that failed, when
 
@@ -238,17 +233,13 @@ class ProcessSender:
                 if self._failed is not None and now - self._failed[0] < RESTART_AFTER_S:
                     raise self._failed[1]
                 try:
-                    self._child = await _Child.start(self._config, self._exited)
+                    self._child = await _Child.start(self._config, self._on_exit)
                 except OSError as failure:
                     log.error("delivery.sender_failed", error=str(failure))
                     self._failed = (now, failure)
                     raise
                 self._failed = None
             return self._child
-
-    def _exited(self, code: int) -> None:
-        if self._on_exit is not None:
-            self._on_exit(code)
 
     async def aclose(self) -> None:
         if self._child is not None:
@@ -403,24 +394,10 @@ def _load(frame: bytes) -> Any:
 
 async def _receive(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
     """Each whole frame from `reader`, until the other end closes."""
-    buffer = b""
-    while chunk := await reader.read(1 << 16):
-        frames, buffer = _split(buffer + chunk)
-        for frame in frames:
-            yield frame
-
-
-def _split(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """The whole frames at the start of `buffer`, and what follows them."""
-    frames, at = [], 0
-    while len(buffer) - at >= _LENGTH.size:
-        (size,) = _LENGTH.unpack_from(buffer, at)
-        end = at + _LENGTH.size + size
-        if end > len(buffer):
-            break
-        frames.append(buffer[at + _LENGTH.size : end])
-        at = end
-    return frames, buffer[at:]
+    with contextlib.suppress(asyncio.IncompleteReadError):
+        while True:
+            (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+            yield await reader.readexactly(size)
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
@@ -463,7 +440,7 @@ def _words(failure: BaseException, timeout_s: float) -> str:
     blocked = ssrf.blocked_cause(failure)
     if blocked is not None:
         return f"refused by the callback policy: {blocked.reason}"
-    chain = _causes(failure)
+    chain = ssrf.causes(failure)
     where = next((e for e in chain if isinstance(e, aiohttp.ClientConnectorError)), None)
     host = "" if where is None else str(where.host)
     for error in chain:
@@ -503,20 +480,6 @@ def _words(failure: BaseException, timeout_s: float) -> str:
 _UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
 
 
-def _causes(failure: BaseException) -> list[BaseException]:
-    """`failure` and what caused it, outermost first (each once); aiohttp's connection errors
-    hold the OS's error as `os_error`."""
-    chain: list[BaseException] = []
-    current: BaseException | None = failure
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        underneath = current.__cause__ or current.__context__
-        if underneath is None and isinstance(current, aiohttp.ClientConnectorError):
-            underneath = current.os_error
-        current = underneath
-    return chain
-
-
 # The child.
 
 
@@ -548,10 +511,8 @@ async def _serve(fd: int) -> None:
 
 
 class _Relay:
-    """The child's side: requests in, answers out, at most `max_per_host` requests to a host,
-    the per-tenant limit of a tenant and `max_concurrency` in all (the bridge hands over `depth`
-    times as many). One task per running slot, which carries on with a waiting request its
-    slots pass to."""
+    """The child's side: requests in, answers out, within the limits (see the module doc). One
+    task per running slot, which carries on with a waiting request its slots pass to."""
 
     def __init__(
         self, sender: InlineSender, writer: asyncio.StreamWriter, delivery: DeliverySettings

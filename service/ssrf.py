@@ -11,7 +11,7 @@ do not lean on them). One blocked address blocks the whole URL.
 Two places apply it:
 
 * `check_url`, at registration time, so the client gets a 422 with a reason it can act on.
-* `guarded_connector`, at connect time, for every request (redirects included), so a name
+* `GuardedConnector`, at connect time, for every request (redirects included), so a name
   that resolved to a public address at registration and to 10.0.0.5 now (DNS rebinding) is
   still refused. The connector resolves each name once, checks every answer, and connects
   to exactly the checked addresses: there is no second lookup to race. TLS still verifies
@@ -73,21 +73,6 @@ if TYPE_CHECKING:
     from aiohappyeyeballs import AddrInfoType, SocketFactoryType
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
-
-__all__ = [
-    "CallbackBlocked",
-    "CallbackBlockedError",
-    "CallbackPolicy",
-    "GuardedConnector",
-    "GuardedResolver",
-    "HostLookups",
-    "blocked_cause",
-    "blocked_reason",
-    "check_address",
-    "check_url",
-    "guarded_connector",
-    "parse_ip_literal",
-]
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -293,33 +278,19 @@ def blocked_reason(address: IPAddress) -> str | None:
 
 # --- Reading hosts ----------------------------------------------------------------------------
 
-# One part of an IPv4 address as inet_aton(3) reads it: hex with 0x, octal with a leading
-# zero, decimal otherwise. ASCII only (int() would take other digits and underscores).
-_V4_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]{0,9}")
+# What inet_aton(3) may read as an IPv4 address: it would also take text after a space.
+_V4_CHARACTERS = re.compile(r"[0-9A-Fa-fXx.]+")
 
 
 def _parse_v4(text: str) -> IPv4Address | None:
-    """Read an IPv4 address in any spelling inet_aton accepts: 1 to 4 parts, each in any base.
-
-    The last part fills the remaining bytes (``127.1`` is 127.0.0.1, ``2130706433`` too).
-    """
-    parts = text.split(".")
-    if not 1 <= len(parts) <= 4:
+    """Read an IPv4 address in any spelling inet_aton accepts: 1 to 4 parts, each in any base,
+    the last filling the remaining bytes (``127.1`` is 127.0.0.1, ``2130706433`` too)."""
+    if not _V4_CHARACTERS.fullmatch(text):
         return None
-    values: list[int] = []
-    for part in parts:
-        if not _V4_PART.fullmatch(part):
-            return None
-        base = 16 if part[:2] in ("0x", "0X") else 8 if part[0] == "0" else 10
-        values.append(int(part, base))
-    *heads, last = values
-    tail_bits = 8 * (5 - len(parts))
-    if any(value > 0xFF for value in heads) or last >= 1 << tail_bits:
+    try:
+        return IPv4Address(socket.inet_aton(text))
+    except OSError:
         return None
-    number = 0
-    for value in heads:
-        number = number << 8 | value
-    return IPv4Address(number << tail_bits | last)
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:
@@ -483,19 +454,6 @@ async def check_url(url: str, policy: CallbackPolicy, resolve: Resolve | None = 
 # --- Connect time: aiohttp ------------------------------------------------------------------
 
 
-def _check_resolved(results: Sequence[ResolveResult], policy: CallbackPolicy, host: str) -> None:
-    """Raise CallbackBlockedError if any resolved address is blocked under `policy`."""
-    for result in results:
-        address = parse_ip_literal(result["host"])
-        if address is None:
-            raise CallbackBlockedError(
-                f"host {host} resolved to {result['host']!r}, not an IP address"
-            )
-        reason = _refusal(address, policy, host)
-        if reason is not None:
-            raise CallbackBlockedError(reason)
-
-
 class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that refuses hosts resolving to any address `policy` blocks.
 
@@ -515,7 +473,15 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         if not results:
             raise OSError(errno.EHOSTUNREACH, f"host {host} resolved to no address")
-        _check_resolved(results, self._policy, host)
+        for result in results:
+            address = parse_ip_literal(result["host"])
+            if address is None:
+                raise CallbackBlockedError(
+                    f"host {host} resolved to {result['host']!r}, not an IP address"
+                )
+            reason = _refusal(address, self._policy, host)
+            if reason is not None:
+                raise CallbackBlockedError(reason)
         return results
 
     async def close(self) -> None:
@@ -546,11 +512,13 @@ def _guarded_socket_factory(
 
 
 class GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that connects only to addresses `policy` allows (see the module doc).
+    """The connector of callback sessions, connecting only to addresses `policy` allows (see
+    the module doc).
 
     Names are checked by a GuardedResolver wrapped around `resolver` (default: aiohttp's
     ThreadedResolver); IP literals, which aiohttp never hands to a resolver, are checked in
-    `connect`; each socket is checked once more as it is opened.
+    `connect`; each socket is checked once more as it is opened, after `socket_factory`'s
+    check if one is given. `kwargs` go to aiohttp.TCPConnector (``limit``, ...).
     """
 
     def __init__(
@@ -592,13 +560,18 @@ class GuardedConnector(aiohttp.TCPConnector):
         await self._guard.close()
 
 
-def guarded_connector(policy: CallbackPolicy, **kwargs: Any) -> aiohttp.TCPConnector:
-    """Build the connector for callback sessions: ``ClientSession(connector=...)``.
-
-    `kwargs` go to aiohttp.TCPConnector (``limit``, ``ttl_dns_cache``, ...); a ``resolver``
-    is wrapped, not replaced, and a ``socket_factory`` runs after the check.
-    """
-    return GuardedConnector(policy, **kwargs)
+def causes(failure: BaseException) -> list[BaseException]:
+    """`failure` and what caused it, outermost first (each once); aiohttp's connection errors
+    hold the OS's error as `os_error`."""
+    chain: list[BaseException] = []
+    current: BaseException | None = failure
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        underneath = current.__cause__ or current.__context__
+        if underneath is None and isinstance(current, aiohttp.ClientConnectorError):
+            underneath = current.os_error
+        current = underneath
+    return chain
 
 
 def blocked_cause(exc: BaseException) -> CallbackBlockedError | None:
@@ -607,15 +580,4 @@ def blocked_cause(exc: BaseException) -> CallbackBlockedError | None:
     httpx-aiohttp reports a refused connection as `httpx.ConnectTimeout`, so callers that
     must tell "blocked" (permanent) from "timed out" (retry) ask this.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, CallbackBlockedError):
-            return current
-        seen.add(id(current))
-        if isinstance(current, aiohttp.ClientConnectorError):
-            os_error = current.os_error
-            if isinstance(os_error, CallbackBlockedError):
-                return os_error
-        current = current.__cause__ or current.__context__
-    return None
+    return next((e for e in causes(exc) if isinstance(e, CallbackBlockedError)), None)

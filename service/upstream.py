@@ -194,8 +194,6 @@ class UpstreamClient:
                 retry_after=unread.headers.get("retry-after"),
                 http_status=unread.status,
             )
-        except (httpx.HTTPError, OSError, TimeoutError) as error:
-            return network_failure(error, secrets)
         except Exception as error:  # keep polling, and say why, whatever the client raised
             return network_failure(error, secrets)
         finally:

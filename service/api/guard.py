@@ -39,14 +39,11 @@ class RequestGuard:
         self._suffixes = tuple(host[1:] for host in allowed if host.startswith("*."))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        refusal = self._refusal(scope)
+        refusal = self._refusal(scope) if scope["type"] == "http" else None
         if refusal is not None:
             await refusal(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope) -> Response | None:
         raw = scope["headers"]

@@ -16,14 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from service import events
-from service.api import responses, watch_query
-from service.api.models import (
-    GenerateRequest,
-    RecoverRequest,
-    RedeliverRequest,
-    SubscriptionRequest,
-    WatchRequest,
-)
+from service.api import models, responses, watch_query
 from service.api.problems import invalid_body
 from service.api.state import State
 from service.auth import Caller
@@ -44,21 +37,16 @@ MAX_PAGE = 200
 DEFAULT_LIMIT = 50  # watches per page, events per list
 # What a watch id can look like (service.ids: `wch_` and a base32 suffix). Anything else names
 # no watch: it gets its 404 without reaching the store, whose drivers may choke on it (NUL).
-WATCH_ID_PATTERN = "^wch_[0-9A-Za-z]{1,64}$"
-WATCH_ID = re.compile(WATCH_ID_PATTERN)
-SUBSCRIPTION_ID_PATTERN = "^sub_[0-9A-Za-z]{1,64}$"
-SUBSCRIPTION_ID = re.compile(SUBSCRIPTION_ID_PATTERN)
-EVENT_ID_PATTERN = "^evt_[0-9A-Za-z]{1,64}$"
-_EVENT_ID = re.compile(EVENT_ID_PATTERN)
-WEBHOOK_ID_PATTERN = "^msg_[0-9A-Za-z]{1,64}$"
-WEBHOOK_ID = re.compile(WEBHOOK_ID_PATTERN)
+WATCH_ID = re.compile("^wch_[0-9A-Za-z]{1,64}$")
+SUBSCRIPTION_ID = re.compile("^sub_[0-9A-Za-z]{1,64}$")
+EVENT_ID = re.compile("^evt_[0-9A-Za-z]{1,64}$")
+WEBHOOK_ID = re.compile("^msg_[0-9A-Za-z]{1,64}$")
 MAX_WAIT_S = 60
 MAX_EVENTS = 100
 # One value of `GET /v1/events?type=`: event types separated by commas, spaces around each
 # ignored; an empty one adds none. The parameter may be repeated (`?type=a&type=b`) as well.
 _EVENT_NAME = "|".join(re.escape(name) for name in events.ALL_EVENTS)
-EVENT_TYPES_PATTERN = rf"^(?: *(?:{_EVENT_NAME}) *(?:, *(?:{_EVENT_NAME}) *)*)?$"
-_EVENT_TYPES = re.compile(EVENT_TYPES_PATTERN)
+EVENT_TYPES = re.compile(rf"^(?: *(?:{_EVENT_NAME}) *(?:, *(?:{_EVENT_NAME}) *)*)?$")
 # The status of a long-poll whose client went away (nobody reads it; the logs show it).
 CLIENT_GONE = 499
 # The methods that change nothing: all a viewer token may use.
@@ -160,33 +148,29 @@ _JSON_KINDS = {
 }  # fmt: skip
 
 
-async def _json_object(request: Request[State]) -> dict[str, Any]:
-    """The body as a JSON object whose values pass `_check_values`."""
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: Request[State], model: type[M]) -> M:
+    """The body as `model`: a JSON object whose values pass `_check_values`, validated, or the
+    422 naming each invalid field."""
     data = await _json_body(request)
     if not isinstance(data, dict):
         raise ApiError(f"the body must be a JSON object, not {_JSON_KINDS[type(data)]}")
     _check_values(data)
-    return data
-
-
-async def _optional_object(request: Request[State]) -> dict[str, Any] | None:
-    """The body as `_json_object` reads it, or None when the request has not a byte (whatever
-    its Content-Type: no-code tools send one with every request)."""
-    headers = request.headers
-    if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
-        return None
-    return await _json_object(request)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _valid(model: type[M], data: dict[str, Any]) -> M:
-    """`data` as `model`, or the 422 naming each invalid field."""
     try:
         return model.model_validate(data)
     except ValidationError as error:
         raise invalid_body(error) from None
+
+
+async def _optional_body(request: Request[State], model: type[M]) -> M | None:
+    """The body as `_body` reads it, or None when the request has not a byte (whatever its
+    Content-Type: no-code tools send one with every request)."""
+    headers = request.headers
+    if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
+        return None
+    return await _body(request, model)
 
 
 def _check_values(data: dict[str, Any]) -> None:
@@ -232,11 +216,11 @@ def _traceparent(request: Request[State]) -> str | None:
     return value if _TRACEPARENT.match(value) else None
 
 
-async def _registration(request: Request[State]) -> tuple[str, dict[str, Any]]:
-    """The tenant and the JSON object of a registration, within the tenant's rate."""
+async def _registration(request: Request[State], model: type[M]) -> tuple[str, M]:
+    """The tenant and the body of a registration, within the tenant's rate."""
     tenant = _tenant(request)
     request.state["access"].registrations.spend(tenant, "registrations")
-    return tenant, await _json_object(request)
+    return tenant, await _body(request, model)
 
 
 def _registered(registered: Registered) -> Response:
@@ -246,8 +230,7 @@ def _registered(registered: Registered) -> Response:
 
 
 async def create_watch(request: Request[State]) -> Response:
-    tenant, data = await _registration(request)
-    body = _valid(WatchRequest, data)
+    tenant, body = await _registration(request, models.WatchRequest)
     registered = await request.state["watches"].register(
         tenant, body.job_id, body.options(), _idempotency_key(request), _traceparent(request)
     )
@@ -256,8 +239,7 @@ async def create_watch(request: Request[State]) -> Response:
 
 async def generate(request: Request[State]) -> Response:
     """Start an upstream job and watch it (`service.generate`)."""
-    tenant, data = await _registration(request)
-    body = _valid(GenerateRequest, data)
+    tenant, body = await _registration(request, models.GenerateRequest)
     registered = await request.state["generation"].generate(
         tenant, body.input, body.options(), _idempotency_key(request), _traceparent(request)
     )
@@ -313,14 +295,12 @@ async def cancel_watch(request: Request[State]) -> Response:
 
 async def list_deliveries(request: Request[State]) -> Response:
     tenant, watch_id, watches = _tenant(request), _watch_id(request), request.state["watches"]
-    found, deliveries = (
-        await watches.attempts(tenant, watch_id),
-        await watches.deliveries(tenant, watch_id),
-    )
+    attempts = await watches.attempts(tenant, watch_id)
+    deliveries = await watches.deliveries(tenant, watch_id)
     most = watches.max_attempts
     return json_response(
         responses.AttemptList(
-            data=[responses.Attempt.of(a, most) for a in found],
+            data=[responses.Attempt.of(a, most) for a in attempts],
             deliveries=[responses.Delivery.of(d, most) for d in deliveries],
         )
     )
@@ -337,8 +317,8 @@ async def retry_delivery(request: Request[State]) -> Response:
 
 async def redeliver(request: Request[State]) -> Response:
     tenant, watch_id = _tenant(request), _watch_id(request)
-    data = await _optional_object(request)
-    endpoints = None if data is None else _valid(RedeliverRequest, data).endpoints
+    body = await _optional_body(request, models.RedeliverRequest)
+    endpoints = None if body is None else body.endpoints
     done = await request.state["redelivery"].redeliver(tenant, watch_id, endpoints)
     most = request.state["watches"].max_attempts
     return json_response(responses.Redelivered.of_redelivered(done, most), 202)
@@ -347,8 +327,7 @@ async def redeliver(request: Request[State]) -> Response:
 async def recover(request: Request[State]) -> Response:
     """Redeliver the failed webhooks of the watches the body's filters match (bounded)."""
     tenant = _tenant(request)
-    data = await _optional_object(request)
-    body = RecoverRequest() if data is None else _valid(RecoverRequest, data)
+    body = await _optional_body(request, models.RecoverRequest) or models.RecoverRequest()
     recovery = await request.state["redelivery"].recover(tenant, _watch_filters(body.query()))
     most = request.state["watches"].max_attempts
     return json_response(responses.Recovery.of(recovery, most), 202)
@@ -441,7 +420,7 @@ async def stream_events(request: Request[State]) -> Response:
     field, after = "Last-Event-ID", request.headers.get("last-event-id")
     if after is None:
         field, after = "last_event_id", request.query_params.get("last_event_id")
-    if after is not None and not _EVENT_ID.fullmatch(after):
+    if after is not None and not EVENT_ID.fullmatch(after):
         raise InvalidRequest.field(field, "must be the id of an event of this stream (evt_...)")
     feed = request.state["feed"]
     if not await feed.has_more(tenant, watch_id, after):  # a 404 before the stream starts
@@ -457,9 +436,9 @@ async def stream_events(request: Request[State]) -> Response:
 
 
 def _event_types(values: list[str]) -> list[str]:
-    """The event types the `type` parameters choose (`EVENT_TYPES_PATTERN` is their rule)."""
+    """The event types the `type` parameters choose (`EVENT_TYPES` is their rule)."""
     for value in values:
-        if not _EVENT_TYPES.fullmatch(value):
+        if not EVENT_TYPES.fullmatch(value):
             names = (part.strip(" ") for part in value.split(","))
             wrong = next((name for name in names if name not in events.ALL_EVENTS), value)
             shown = repr(wrong[:80]) if wrong else "an empty one"
@@ -483,7 +462,7 @@ async def list_events(request: Request[State]) -> Response:
 
 async def create_subscription(request: Request[State]) -> Response:
     tenant = _tenant(request)
-    body = _valid(SubscriptionRequest, await _json_object(request))
+    body = await _body(request, models.SubscriptionRequest)
     created = await request.state["subscriptions"].create(
         tenant, body.url, body.events, secret=body.secret, headers=body.headers,
         final_statuses=body.final_statuses,

@@ -16,46 +16,21 @@ from typing_extensions import TypeAliasType
 
 from service import __version__, subscriptions
 from service.answers import JOB_ID
-from service.api import responses
-from service.api.handlers import (
-    DEFAULT_LIMIT,
-    EVENT_ID_PATTERN,
-    EVENT_TYPES_PATTERN,
-    MAX_BODY_BYTES,
-    MAX_EVENTS,
-    MAX_PAGE,
-    MAX_WAIT_S,
-    READ_METHODS,
-    RECONNECT_MS,
-    SUBSCRIPTION_ID_PATTERN,
-    WATCH_ID_PATTERN,
-    WEBHOOK_ID_PATTERN,
-)
-from service.api.models import (
-    EventName,
-    GenerateRequest,
-    JobOutcome,
-    JsonObject,
-    RecoverRequest,
-    RedeliverRequest,
-    SubscriptionRequest,
-    WatchRequest,
-)
+from service.api import handlers, models, responses
 from service.config import UPSTREAM_NAME, PollSettings, Settings
 
 SCHEMAS = "#/components/schemas/{model}"
 REQUESTS: tuple[type[BaseModel], ...] = (
-    WatchRequest, GenerateRequest, SubscriptionRequest, RedeliverRequest, RecoverRequest,
+    models.WatchRequest, models.GenerateRequest, models.SubscriptionRequest,
+    models.RedeliverRequest, models.RecoverRequest,
 )  # fmt: skip
 # The answers' models (with the models they nest).
 ANSWERS: tuple[type[BaseModel], ...] = (
     responses.Watch, responses.WatchDetail, responses.CreatedWatch, responses.Generated,
     responses.WatchPage, responses.Pending, responses.AttemptList, responses.Delivery,
-    responses.Redelivered, responses.Recovery,
-    responses.Subscription,
+    responses.Redelivered, responses.Recovery, responses.Subscription,
     responses.CreatedSubscription, responses.SubscriptionList, responses.Event,
-    responses.RotatedSubscription, responses.TestEventResult,
-    responses.EventList,
+    responses.RotatedSubscription, responses.TestEventResult, responses.EventList,
     responses.Problem, responses.Caller, responses.Health, responses.Unready,
 )  # fmt: skip
 
@@ -68,7 +43,7 @@ def schemas(settings: Settings) -> dict[str, Any]:
     ]
     _, document = models_json_schema(keyed, ref_template=SCHEMAS)
     found: dict[str, Any] = document["$defs"]
-    for model in (WatchRequest, GenerateRequest):
+    for model in (models.WatchRequest, models.GenerateRequest):
         _bound(found[model.__name__]["properties"], settings)
     return found
 
@@ -152,21 +127,25 @@ def _body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-_WATCH_ID = {
-    "name": "watch_id",
-    "in": "path",
-    "required": True,
-    "description": "Any other form names no watch (404).",
-    "schema": {"type": "string", "pattern": WATCH_ID_PATTERN},
-}
-_NOT_FOUND = _problem("No such watch (or another tenant's).")
+def _in_path(name: str, description: str, pattern: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": pattern}}  # fmt: skip
+
+
+def _in_query(name: str, description: str | None, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+_WATCH_ID = _in_path("watch_id", "Any other form names no watch (404).", handlers.WATCH_ID.pattern)
+_SUBSCRIPTION_ID = _in_path(
+    "subscription_id",
+    "Any other form names no subscription (404).",
+    handlers.SUBSCRIPTION_ID.pattern,
+)
 _UNAUTHORIZED = _problem(
     "No valid API token (when tokens are configured).",
     {"WWW-Authenticate": _header("The scheme to use: Bearer.", {"type": "string"})},
 )
-_NOT_AN_OBJECT = _problem("The body is not JSON, not an object, or nested too deeply.")
-_TOO_LARGE = _problem(f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.")
-_INVALID = _problem("A field is invalid; `errors` names each.")
 _INVALID_QUERY = _problem("A query parameter is invalid.")
 _KEY_REUSED = _problem("The Idempotency-Key was used with another body.")
 _STORE_UNAVAILABLE = (
@@ -182,9 +161,6 @@ _STORE_OR_LOOKUPS_BUSY = _problem(
     "do not answer, type /problems/busy: the URL's host could not be looked up within "
     "security.callback_dns_timeout_s; retry after Retry-After.",
     _RETRY_AFTER,
-)
-_CHANGES = _rate_limited(
-    "Too many subscription changes for this token (auth.subscription_changes_per_min)."
 )
 _NO_TOKEN: dict[str, Any] = {"security": []}
 _TOKENS = (
@@ -206,22 +182,18 @@ def _registration() -> dict[str, dict[str, Any]]:
         {
             "201": _json(responses.CreatedWatch, "Committed; polling has started."),
             "200": _json(responses.CreatedWatch, "A replay of an earlier call with the same key."),
-            "400": _NOT_AN_OBJECT,
-            "401": _UNAUTHORIZED,
             "404": _problem(
                 "No job `job_id` for this token: another token started it through POST "
                 "/v1/generate with the bridge's upstream key, which this watch would use too."
             ),
             "409": _KEY_REUSED,
-            "413": _TOO_LARGE,
-            "422": _INVALID,
             "503": _STORE_OR_LOOKUPS_BUSY,
             "429": _rate_limited(f"{too_many}."),
         },
         parameters=[
             {**key, "description": "A retry with the same key and body replays the answer."}
         ],
-        requestBody=_body(WatchRequest),
+        requestBody=_body(models.WatchRequest),
     )  # fmt: skip
     generated = _operation(
         "generate", "watches", "Start an upstream job and watch it, in one call",
@@ -237,10 +209,7 @@ def _registration() -> dict[str, dict[str, Any]]:
                 "The body is not JSON, not an object, or nested too deeply; or the upstream "
                 "answered 400 (see 4XX)."
             ),
-            "401": _UNAUTHORIZED,
             "409": _KEY_REUSED,
-            "413": _TOO_LARGE,
-            "422": _INVALID,
             "503": _STORE_OR_LOOKUPS_BUSY,
             "429": _problem(
                 f"{too_many}, or the upstream's own 429.",
@@ -260,17 +229,21 @@ def _registration() -> dict[str, dict[str, Any]]:
             {**key, "description": "A retry with the same key and body replays the answer (200) "
              "without calling the upstream again; the upstream gets a key derived from it."}
         ],
-        requestBody=_body(GenerateRequest),
+        requestBody=_body(models.GenerateRequest),
     )  # fmt: skip
     return {"/v1/watches": {"post": created}, "/v1/generate": {"post": generated}}
 
 
 def _recovery_filter(name: str) -> dict[str, Any]:
     """A query parameter of the listing, described as the `RecoverRequest` field it is too."""
-    field = RecoverRequest.model_fields[name]
+    field = models.RecoverRequest.model_fields[name]
     assert isinstance(field.json_schema_extra, dict)
-    schema = {"type": "string", **field.json_schema_extra}
-    return {"name": name, "in": "query", "description": field.description, "schema": schema}
+    return _in_query(name, field.description, {"type": "string", **field.json_schema_extra})
+
+
+def _limit(most: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": 1, "maximum": most, "default": handlers.DEFAULT_LIMIT}
+    return _in_query("limit", "At most this many.", schema)
 
 
 def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -279,45 +252,35 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
         "The token holds api.max_streams_per_tenant open streams (event streams, long-polls, "
         "dashboard live updates) already."
     )
-    event_id = {"type": "string", "pattern": EVENT_ID_PATTERN}
+    event_id = {"type": "string", "pattern": handlers.EVENT_ID.pattern}
+    time = {"type": "string", "format": "date-time"}
     return {
         "/v1/watches": {"get": _operation(
             "listWatches", "watches", "List watches, newest first",
             "The caller's watches, filtered by status, outcome, delivery, upstream, job id or its "
             "start, a metadata value or creation time; `next_cursor` pages on.",
-            {"200": _json(responses.WatchPage, "A page of watches."), "401": _UNAUTHORIZED,
-             "422": _INVALID_QUERY},
+            {"200": _json(responses.WatchPage, "A page of watches."), "422": _INVALID_QUERY},
             parameters=[
-                {"name": "status", "in": "query", "description": "Only watches in this status.",
-                 "schema": _ref(responses.WatchStatus)},
-                {"name": "outcome", "in": "query",
-                 "description": "Only the watches whose job ended so (their `outcome`).",
-                 "schema": _ref(JobOutcome)},
-                {"name": "delivery", "in": "query",
-                 "description": "Only the watches whose delivery is in this state (their "
-                 "`delivery`).",
-                 "schema": _ref(responses.DeliveryState)},
-                {"name": "upstream", "in": "query",
-                 "description": "Only the watches of this upstream, by its name in the settings "
-                 f"(`default` is `[upstream]`; here: {', '.join(settings.upstream_names)}); "
-                 "a name no longer configured still finds its watches.",
-                 "schema": {"type": "string", "pattern": UPSTREAM_NAME.pattern}},
-                {"name": "job_id", "in": "query", "description": "Only the watches of this job.",
-                 "schema": {"type": "string", "pattern": JOB_ID.pattern}},
+                _in_query("status", "Only watches in this status.", _ref(responses.WatchStatus)),
+                _in_query("outcome", "Only the watches whose job ended so (their `outcome`).",
+                          _ref(models.JobOutcome)),
+                _in_query("delivery", "Only the watches whose delivery is in this state (their "
+                          "`delivery`).", _ref(responses.DeliveryState)),
+                _in_query("upstream", "Only the watches of this upstream, by its name in the "
+                          "settings (`default` is `[upstream]`; here: "
+                          f"{', '.join(settings.upstream_names)}); a name no longer configured "
+                          "still finds its watches.",
+                          {"type": "string", "pattern": UPSTREAM_NAME.pattern}),
+                _in_query("job_id", "Only the watches of this job.",
+                          {"type": "string", "pattern": JOB_ID.pattern}),
                 *map(_recovery_filter, ("job_id_prefix", "metadata_key", "metadata_value")),
-                {"name": "created_from", "in": "query",
-                 "description": "Only the watches created at or after this time (UTC without "
-                 "an offset).", "schema": {"type": "string", "format": "date-time"}},
-                {"name": "created_to", "in": "query",
-                 "description": "Only the watches created before this time (UTC without an "
-                 "offset); later than created_from.",
-                 "schema": {"type": "string", "format": "date-time"}},
-                {"name": "limit", "in": "query", "description": "At most this many.",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
-                            "default": DEFAULT_LIMIT}},
-                {"name": "cursor", "in": "query",
-                 "description": "The next_cursor of the previous page.",
-                 "schema": {"type": "string", "pattern": WATCH_ID_PATTERN}},
+                _in_query("created_from", "Only the watches created at or after this time (UTC "
+                          "without an offset).", time),
+                _in_query("created_to", "Only the watches created before this time (UTC without "
+                          "an offset); later than created_from.", time),
+                _limit(handlers.MAX_PAGE),
+                _in_query("cursor", "The next_cursor of the previous page.",
+                          {"type": "string", "pattern": handlers.WATCH_ID.pattern}),
             ],
         )},
         "/v1/watches/{watch_id}": {
@@ -325,16 +288,14 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                 "getWatch", "watches", "Read a watch",
                 "Its status, the job's last seen status and queue position, the last error "
                 "and how long each step took; never its secret or API key.",
-                {"200": _json(responses.WatchDetail, "The watch."), "401": _UNAUTHORIZED,
-                 "404": _NOT_FOUND},
+                {"200": _json(responses.WatchDetail, "The watch.")},
                 parameters=[_WATCH_ID],
             ),
             "delete": _operation(
                 "cancelWatch", "watches", "Cancel polling and pending deliveries (idempotent)",
                 "The job is polled no more and no further webhook is sent; cancelling a "
                 "watch again answers it as it is.",
-                {"200": _json(responses.Watch, "The watch."), "401": _UNAUTHORIZED,
-                 "404": _NOT_FOUND},
+                {"200": _json(responses.Watch, "The watch.")},
                 parameters=[_WATCH_ID],
             ),
         },
@@ -344,8 +305,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             "subscriptions: its place in its series, its verdict, the start of the receiver's "
             "answer and when the next attempt is due; and each delivery (one event to one "
             "endpoint): its status, its attempts and its next one.",
-            {"200": _json(responses.AttemptList, "The attempts and the deliveries."),
-             "401": _UNAUTHORIZED, "404": _NOT_FOUND},
+            {"200": _json(responses.AttemptList, "The attempts and the deliveries.")},
             parameters=[_WATCH_ID],
         )},
         "/v1/watches/{watch_id}/deliveries/{webhook_id}/retry": {"post": _operation(
@@ -354,16 +314,13 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             "instead of at its `next_attempt_at`; the schedule goes on from it (the attempt "
             "counts in the series as any other).",
             {"202": _json(responses.Delivery, "Due now; the attempt follows at once."),
-             "401": _UNAUTHORIZED,
              "404": _problem("No such watch (or another tenant's), or no such delivery of it."),
              "409": _problem("The delivery is not pending: it succeeded, failed, went or was "
                              "cancelled (redeliver the watch to send its final event again).")},
-            parameters=[_WATCH_ID, {
-                "name": "webhook_id", "in": "path", "required": True,
-                "description": "The delivery's webhook id (`msg_...`); any other form names no "
-                "delivery (404).",
-                "schema": {"type": "string", "pattern": WEBHOOK_ID_PATTERN},
-            }],
+            parameters=[_WATCH_ID, _in_path(
+                "webhook_id", "The delivery's webhook id (`msg_...`); any other form names no "
+                "delivery (404).", handlers.WEBHOOK_ID.pattern,
+            )],
         )},
         "/v1/watches/{watch_id}/redeliver": {"post": _operation(
             "redeliverWatch", "watches", "Send the final event again (same webhook-id)",
@@ -372,14 +329,12 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             "that accepted it included, or without a body to every endpoint that can still "
             "get it (the callback, and the subscriptions still active).",
             {"202": _json(responses.Redelivered, "A new series of attempts has started."),
-             "400": _NOT_AN_OBJECT, "401": _UNAUTHORIZED, "404": _NOT_FOUND,
              "409": _problem("The watch is not delivered, failed, gone or completed, or none "
                              "of the endpoints can get the event again (`detail` says why)."),
-             "413": _TOO_LARGE,
              "422": _problem("An endpoint is neither `callback` nor a subscription the event "
                              "was addressed to, or none is named.")},
             parameters=[_WATCH_ID],
-            requestBody=_body(RedeliverRequest, required=False),
+            requestBody=_body(models.RedeliverRequest, required=False),
         )},
         "/v1/watches/failed/redeliver": {"post": _operation(
             "recoverWatches", "watches", "Redeliver the failed webhooks of many watches",
@@ -388,10 +343,8 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             f"({settings.api.max_redeliveries}) get their final event again, each to every "
             "endpoint that did not accept it, in a new series. `left` says how many more "
             "matched: call again for them.",
-            {"202": _json(responses.Recovery, "The watches taken, and how many are left."),
-             "400": _NOT_AN_OBJECT, "401": _UNAUTHORIZED, "413": _TOO_LARGE,
-             "422": _INVALID},
-            requestBody=_body(RecoverRequest, required=False),
+            {"202": _json(responses.Recovery, "The watches taken, and how many are left.")},
+            requestBody=_body(models.RecoverRequest, required=False),
         )},
         "/v1/watches/{watch_id}/wait": {"get": _operation(
             "waitForWatch", "events", "Long-poll: the final event as soon as there is one",
@@ -403,8 +356,6 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                     **_json(responses.Pending, "Not yet: the watch as it stands. Ask again."),
                     "headers": {"Retry-After": _header("0", {"const": "0"})},
                 },
-                "401": _UNAUTHORIZED,
-                "404": _NOT_FOUND,
                 "409": _problem(
                     "The watch ended without a final event (cancelled), or its events were "
                     "purged."
@@ -412,27 +363,24 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                 "422": _problem("timeout_s is invalid."),
                 "429": too_many_streams,
             },
-            parameters=[_WATCH_ID, {
-                "name": "timeout_s", "in": "query",
-                "description": "Seconds to wait at most (30 when absent); this bridge waits "
+            parameters=[_WATCH_ID, _in_query(
+                "timeout_s", "Seconds to wait at most (30 when absent); this bridge waits "
                 f"{settings.api.max_wait_s:g} s at most (api.max_wait_s).",
-                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S},
-            }],
+                {"type": "integer", "minimum": 0, "maximum": handlers.MAX_WAIT_S},
+            )],
         )},
         "/v1/watches/{watch_id}/events": {"get": _operation(
             "streamWatchEvents", "events",
             "Server-Sent Events of the watch, ending after the final one",
-            f"`retry: {RECONNECT_MS}` first, then per event `id: evt_...`, `event: <type>`, "
-            "`data: <envelope>` (the Event schema); a `: keep-alive` comment every "
-            "api.sse_keepalive_s. The stream ends after the final event, or when the watch was "
-            "cancelled. `Last-Event-ID` resumes after that event. A watch that has ended with "
+            f"`retry: {handlers.RECONNECT_MS}` first, then per event `id: evt_...`, "
+            "`event: <type>`, `data: <envelope>` (the Event schema); a `: keep-alive` comment "
+            "every api.sse_keepalive_s. The stream ends after the final event, or when the watch "
+            "was cancelled. `Last-Event-ID` resumes after that event. A watch that has ended with "
             "no event after it answers 204, which tells an EventSource to stop reconnecting.",
             {
                 "200": {"description": "The event stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                 "204": {"description": "The watch has ended and every event was sent."},
-                "401": _UNAUTHORIZED,
-                "404": _NOT_FOUND,
                 "422": _problem("Last-Event-ID is not an event id."),
                 "429": too_many_streams,
             },
@@ -441,9 +389,8 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                 {"name": "Last-Event-ID", "in": "header",
                  "description": "Resume after this event (EventSource sends it).",
                  "schema": event_id},
-                {"name": "last_event_id", "in": "query",
-                 "description": "The same, for clients that cannot set headers.",
-                 "schema": event_id},
+                _in_query("last_event_id", "The same, for clients that cannot set headers.",
+                          event_id),
             ],
         )},
         "/v1/events": {"get": _operation(
@@ -452,7 +399,7 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
             "polling triggers and samples.",
             {"200": _json(responses.EventList,
                           "The envelopes, each the body its webhooks carry."),
-             "401": _UNAUTHORIZED, "422": _INVALID_QUERY},
+             "422": _INVALID_QUERY},
             parameters=[
                 {"name": "type", "in": "query",
                  "description": "Only events of these types (all when absent): separated by "
@@ -460,12 +407,10 @@ def _watches(settings: Settings) -> dict[str, dict[str, Any]]:
                  "(`type=job.succeeded&type=job.failed`), or both; an empty value is ignored.",
                  "style": "form", "explode": True,
                  "schema": {"type": "array", "items": {"anyOf": [
-                     _ref(EventName),
-                     {"type": "string", "pattern": EVENT_TYPES_PATTERN},
+                     _ref(models.EventName),
+                     {"type": "string", "pattern": handlers.EVENT_TYPES.pattern},
                  ]}}},
-                {"name": "limit", "in": "query", "description": "At most this many.",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS,
-                            "default": DEFAULT_LIMIT}},
+                _limit(handlers.MAX_EVENTS),
             ],
         )},
     }  # fmt: skip
@@ -483,23 +428,17 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
                 {
                     "201": _json(responses.CreatedSubscription,
                                  "Subscribed; the secret is shown once."),
-                    "400": _NOT_AN_OBJECT,
-                    "401": _UNAUTHORIZED,
                     "409": _problem(f"The tenant already has {subscriptions.MAX_ACTIVE} "
                                     "subscriptions, active or disabled."),
-                    "413": _TOO_LARGE,
-                    "422": _INVALID,
-                    "429": _CHANGES,
                     "503": _STORE_OR_LOOKUPS_BUSY,
                 },
-                requestBody=_body(SubscriptionRequest),
+                requestBody=_body(models.SubscriptionRequest),
             ),
             "get": _operation(
                 "listSubscriptions", "subscriptions",
                 "The active and disabled subscriptions, oldest first",
                 "URL credentials and header values hidden, secrets never shown.",
-                {"200": _json(responses.SubscriptionList, "The subscriptions."),
-                 "401": _UNAUTHORIZED},
+                {"200": _json(responses.SubscriptionList, "The subscriptions.")},
             ),
         },
         "/v1/subscriptions/{subscription_id}": {"delete": _subscription_operation(
@@ -546,18 +485,10 @@ def _subscriptions() -> dict[str, dict[str, Any]]:
 def _subscription_operation(
     operation_id: str, summary: str, description: str, answers: dict[str, Any]
 ) -> dict[str, Any]:
-    """An operation on one subscription named by the path (404: none such for the tenant)."""
+    """An operation on one subscription named by the path."""
     return _operation(
-        operation_id, "subscriptions", summary, description,
-        {**answers, "401": _UNAUTHORIZED,
-         "404": _problem("No such subscription (or another tenant's, or one that ended)."),
-         "429": _CHANGES},
-        parameters=[{
-            "name": "subscription_id", "in": "path", "required": True,
-            "description": "Any other form names no subscription (404).",
-            "schema": {"type": "string", "pattern": SUBSCRIPTION_ID_PATTERN},
-        }],
-    )  # fmt: skip
+        operation_id, "subscriptions", summary, description, answers, parameters=[_SUBSCRIPTION_ID]
+    )
 
 
 def _service() -> dict[str, dict[str, Any]]:
@@ -568,7 +499,7 @@ def _service() -> dict[str, dict[str, Any]]:
             "getCaller", "service", "Who the token belongs to (to test a connection)",
             "The tenant the token names and its role; without tokens configured, the "
             "anonymous tenant.",
-            {"200": _json(responses.Caller, "The caller."), "401": _UNAUTHORIZED},
+            {"200": _json(responses.Caller, "The caller.")},
         )},
         "/livez": {"get": _operation(
             "livez", "service", "Alive", "The process answers (a liveness probe).",
@@ -599,14 +530,49 @@ def _service() -> dict[str, dict[str, Any]]:
         "/openapi.json": {"get": _operation(
             "openapi", "service", "This document",
             "The OpenAPI 3.1 description of this bridge's API, its bounds those in force.",
-            {"200": _json(JsonObject, "This document.")}, **_NO_TOKEN,
+            {"200": _json(models.JsonObject, "This document.")}, **_NO_TOKEN,
         )},
     }  # fmt: skip
 
 
+def _checked(path: str, method: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """What the handlers' checks answer before an operation's own work: a missing token, a
+    path's id that names nothing, too many subscription changes, a body that is no valid JSON
+    object."""
+    answers: dict[str, Any] = {}
+    if operation.get("security") != []:
+        answers["401"] = _UNAUTHORIZED
+    if "{watch_id}" in path:
+        answers["404"] = _problem("No such watch (or another tenant's).")
+    if "{subscription_id}" in path:
+        answers["404"] = _problem("No such subscription (or another tenant's, or one that ended).")
+    if path.startswith("/v1/subscriptions") and method.upper() not in handlers.READ_METHODS:
+        answers["429"] = _rate_limited(
+            "Too many subscription changes for this token (auth.subscription_changes_per_min)."
+        )
+    if "requestBody" in operation:
+        answers["400"] = _problem("The body is not JSON, not an object, or nested too deeply.")
+        answers["413"] = _problem(f"The body is larger than {handlers.MAX_BODY_BYTES // 1024} KiB.")
+        answers["422"] = _problem("A field is invalid; `errors` names each.")
+    return answers
+
+
+def _in_code_order(own: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+    """An operation's `own` answers and those `checked` that it does not replace, each of
+    these placed before the first of its own with a higher status code."""
+    merged: dict[str, Any] = {}
+    pending = sorted(code for code in checked if code not in own)
+    for code, answer in own.items():
+        while pending and pending[0] < code:
+            first = pending.pop(0)
+            merged[first] = checked[first]
+        merged[code] = answer
+    return merged | {code: checked[code] for code in pending}
+
+
 def _guarded(paths: dict[str, dict[str, Any]]) -> None:
-    """Add what `service.api.guard`, the JSON body check and the error handlers answer on any
-    route they cover."""
+    """Add what the handlers' checks (`_checked`, and a body's Content-Type),
+    `service.api.guard` and the error handlers answer on any route they cover."""
     host = _problem(
         "Addressed to a host the bridge does not serve (without tokens: only loopback names "
         "and server.allowed_hosts)."
@@ -624,11 +590,12 @@ def _guarded(paths: dict[str, dict[str, Any]]) -> None:
     )
     for path, operations in paths.items():
         for method, operation in operations.items():
-            answers = operation["responses"]
+            own, checked = operation["responses"], _checked(path, method, operation)
+            answers = operation["responses"] = _in_code_order(own, checked)
             answers["421"] = host
             answers["431"] = headers
             if path.startswith("/v1/"):
-                reads = method.upper() in READ_METHODS
+                reads = method.upper() in handlers.READ_METHODS
                 answers["403"] = cross_site if reads else cross_site_or_read_only
                 answers.setdefault("503", store_unavailable)
             if "requestBody" in operation:

@@ -15,14 +15,7 @@ from typing_extensions import TypeAliasType
 
 from service import config, events, redelivery
 from service import durations as steps
-from service.api.models import (
-    CallbackMethod,
-    EventName,
-    JobOutcome,
-    JsonObject,
-    Metadata,
-    PayloadFormat,
-)
+from service.api import models
 from service.events import iso8601
 from service.store import base as store
 from service.store import rules
@@ -93,18 +86,18 @@ class Watch(Answer):
         description="Without any credentials, each query value masked (`?signature=********`): "
         "deliveries go to the URL as registered. null: the watch has no callback."
     )
-    callback_method: CallbackMethod
+    callback_method: models.CallbackMethod
     callback_headers: MaskedHeaders
-    events: list[EventName]
-    payload_format: PayloadFormat
-    metadata: Metadata | None
+    events: list[models.EventName]
+    payload_format: models.PayloadFormat
+    metadata: models.Metadata | None
     poll_interval_s: float
     timeout_s: float
     final_statuses: list[int]
     status: WatchStatus = Field(
         description="`completed`: the job ended and the watch has no callback."
     )
-    outcome: JobOutcome = Field(
+    outcome: models.JobOutcome = Field(
         description="How the job ended: what the upstream said (`succeeded`, `failed`), why "
         "the bridge ended it (`timed_out`, `not_found`, `unauthorized`, `bad_request`: the "
         "`error_code` of its `job.failed`), `cancelled` before it ended, or `in_progress`; "
@@ -208,7 +201,7 @@ class Generated(Answer):
     """The answer of `POST /v1/generate`: the job started, and its watch."""
 
     job_id: str
-    upstream: JsonObject = Field(
+    upstream: models.JsonObject = Field(
         description="The upstream's answer to the request that started the job, as sent (the "
         "watch's `upstream` names the upstream)."
     )
@@ -263,7 +256,7 @@ class Attempt(Answer):
     subscription_id: str | None = Field(
         description="The subscription addressed; null: the watch's own callback."
     )
-    event: EventName
+    event: models.EventName
     series: int = Field(description="Its series: 1, then one more per redelivery of its delivery.")
     attempt: int = Field(description="Its number in its series, from 1.")
     max_attempts: int = Field(
@@ -312,7 +305,7 @@ class Delivery(Answer):
     subscription_id: str | None = Field(
         description="The subscription addressed; null: the watch's own callback."
     )
-    event: EventName
+    event: models.EventName
     status: DeliveryStatus
     series: int = Field(description="Its current series: 1, then one more per redelivery.")
     attempts: int = Field(description="Attempts of its current series.")
@@ -398,7 +391,7 @@ class Subscription(Answer):
         description="Without any credentials, each query value masked (`?token=********`): "
         "deliveries go to the URL as registered."
     )
-    events: list[EventName]
+    events: list[models.EventName]
     headers: MaskedHeaders
     final_statuses: list[int]
     status: SubscriptionStatus = Field(
@@ -468,7 +461,7 @@ class Event(Answer):
     id: str = Field(
         json_schema_extra={"pattern": "^evt_"}, description="The same for every endpoint."
     )
-    type: EventName
+    type: models.EventName
     timestamp: Time
     watch_id: str
     job_id: str
@@ -485,8 +478,8 @@ class Event(Answer):
     )
     error: str | None
     error_code: str | None
-    metadata: Metadata | None
-    data: JsonObject | None = Field(description="The upstream's answer.")
+    metadata: models.Metadata | None
+    data: models.JsonObject | None = Field(description="The upstream's answer.")
 
 
 class EventList(RootModel[list[Event]]):

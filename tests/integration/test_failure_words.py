@@ -194,7 +194,7 @@ class NoSuchHost(AbstractResolver):
 
 async def test_a_host_that_does_not_exist_is_a_dns_failure() -> None:
     """Through the callback connector (its resolver answering that no such host exists)."""
-    connector = ssrf.guarded_connector(ALLOWED.callback_policy(), resolver=NoSuchHost())
+    connector = ssrf.GuardedConnector(ALLOWED.callback_policy(), resolver=NoSuchHost())
     sender = InlineSender(transport(connector), DELIVERY.timeout_s, DELIVERY.max_response_bytes)
     try:
         error = await error_of(sender, "https://hooks.nowhere.example/in")

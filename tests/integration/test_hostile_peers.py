@@ -374,7 +374,7 @@ async def receivers(tmp_path: Path) -> AsyncIterator[tuple[Peer, SQLiteStore, De
     )
     store = SQLiteStore(str(tmp_path / "bridge.db"))
     await store.open()
-    connector = ssrf.guarded_connector(policy, limit=settings.delivery.max_concurrency)
+    connector = ssrf.GuardedConnector(policy, limit=settings.delivery.max_concurrency)
     try:
         async with (
             Peer(dict(RECEIVERS)) as peer,

@@ -235,10 +235,12 @@ def test_errors_change_nothing_and_unknown_statuses_are_ignored() -> None:
 def test_a_clock_that_goes_back_starts_the_track_over() -> None:
     """An answer older than the last one seen (the wall clock stepped back) restarts the job."""
     learner = ready_learner()
-    learner.observe("job", "queued", 3, T0)
+    first = learner.observe("job", "queued", 3, T0)
     outlook = learner.observe("job", "queued", 2, T0 - 60)
+    assert first is not None
     assert outlook is not None
-    assert (outlook.track.change_lo, outlook.track.change_hi) == (-math.inf, T0 - 60)
+    assert outlook.track is not first.track
+    assert (outlook.track.seen_at, outlook.track.origin_position) == (T0 - 60, 2)
 
 
 def test_tracks_are_bounded_oldest_first_and_forgettable() -> None:
@@ -303,7 +305,7 @@ def test_start_window(
     window_: tuple[float, float] | None,
 ) -> None:
     """What the polls saw, narrowed by the queue's prediction when they agree."""
-    track = Track("processing", None, 0.0, 0.0, 0.0, *seen, *expected)
+    track = Track("processing", None, 0.0, *seen, *expected)
     assert pacing.start_window(track, longest_s=15.0) == window_
 
 
@@ -340,13 +342,12 @@ def test_a_sighting_that_disagrees_replaces_the_window() -> None:
 
 
 def processing_since(lo: float, hi: float) -> Track:
-    return Track("processing", None, hi, lo, hi, lo, hi, explores=False)
+    return Track("processing", None, hi, lo, hi, explores=False)
 
 
 def queued(expect: tuple[float, float], seen_at: float) -> Track:
     """A planned job seen queued at `seen_at`, its start expected in `expect`."""
-    return Track("queued", 3, seen_at, seen_at - 1, seen_at, seen_at, math.inf, *expect,
-                 explores=False)  # fmt: skip
+    return Track("queued", 3, seen_at, seen_at, math.inf, *expect, explores=False)
 
 
 # Processing started in (10, 12]; processing takes 12 s ± 0.163: completion ~ N(23, 0.609).
@@ -397,10 +398,10 @@ def test_next_poll_at(track: Track, now: float, deadline: float, expected: float
     ("track", "processing", "reason"),
     [
         (processing_since(10.0, 12.0), PROCESSING[:2], "too little history"),
-        (Track("queued", 3, 0.0, 0.0, 0.0, explores=True), PROCESSING, "explorer"),
-        (Track("queued", None, 0.0, 0.0, 0.0, 0.0, math.inf, 5.0, 8.0, explores=False),
+        (Track("queued", 3, 0.0, explores=True), PROCESSING, "explorer"),
+        (Track("queued", None, 0.0, 0.0, math.inf, 5.0, 8.0, explores=False),
          PROCESSING, "no position"),
-        (Track("queued", 3, 0.0, 0.0, 0.0, explores=False), PROCESSING, "no prediction"),
+        (Track("queued", 3, 0.0, explores=False), PROCESSING, "no prediction"),
     ],
 )  # fmt: skip
 def test_no_plan_means_the_fixed_interval(
@@ -416,7 +417,7 @@ def test_a_watch_that_asked_for_slower_polling_keeps_its_proportion(
     interval_s: float, floor_s: float
 ) -> None:
     """The floor scales with a watch's own interval when that is slower than the default."""
-    outlook = Outlook(Track("queued", 1, 0.0, 0.0, 0.0), window(), window(), 2.0, 2.5)
+    outlook = Outlook(Track("queued", 1, 0.0), window(), window(), 2.0, 2.5)
     assert outlook.floor_for(interval_s) == pytest.approx(floor_s)
 
 
@@ -458,7 +459,7 @@ def outlooks(draw: st.DrawFn) -> tuple[Outlook, float]:
     expect_hi = draw(
         st.sampled_from([math.inf]) | st.floats(min_value=now - 1e4, max_value=now + 1e4)
     )
-    track = Track(status, position, now, lo, now, lo, hi, expect_lo, expect_hi,
+    track = Track(status, position, now, lo, hi, expect_lo, expect_hi,
                   explores=draw(st.booleans()))  # fmt: skip
     steps = Window(samples=tuple(draw(durations)))
     processing = Window(samples=tuple(draw(durations)))

@@ -39,7 +39,7 @@ def ready_learner(reads: bool = False) -> Learner:
 
 def processing_track(end: tuple[float, float], explores: bool = False) -> Track:
     """A job seen processing since (10, 12] whose readings place its end in `end`."""
-    return Track("processing", None, 12.0, 10.0, 12.0, 10.0, 12.0, explores=explores,
+    return Track("processing", None, 12.0, 10.0, 12.0, explores=explores,
                  end_lo=end[0], end_hi=end[1])  # fmt: skip
 
 
@@ -222,7 +222,7 @@ def test_the_first_poll_comes_sooner_where_answers_read() -> None:
     """Processing since (10, 12], 12 s ± 3 s: the first completion poll is on the grid through
     the 84 % quantile from the 10 % quantile on; READ_AHEAD floors sooner with readings, here
     one grid point. Processing of 12 s ± 0.4 s is predicted closely enough without."""
-    track = Track("processing", None, 12.0, 10.0, 12.0, 10.0, 12.0, explores=False)
+    track = Track("processing", None, 12.0, 10.0, 12.0, explores=False)
     without, with_readings = planned(track, 12.0, reads=False), planned(track, 12.0)
     assert without is not None
     assert with_readings == pytest.approx(without - FLOOR)
@@ -240,7 +240,7 @@ def test_the_first_poll_comes_sooner_where_answers_read() -> None:
 def test_a_wide_processing_spread_settles_the_start_at_once() -> None:
     """Processing that varies by seconds makes splitting a 6 s start window moot: the first
     poll goes straight to the completion grid, not to a split three steps on."""
-    track = Track("queued", 3, 0.0, -1.0, 0.0, 0.0, math.inf, 30.0, 36.0, explores=False)
+    track = Track("queued", 3, 0.0, 0.0, math.inf, 30.0, 36.0, explores=False)
     wide = Window(samples=(4.0, 12.0, 20.0) * 2)  # a standard deviation of 6.5 s
     steady = Outlook(track, Window(samples=STEPS), Window(samples=(12.0,) * 6), FLOOR, INTERVAL)
     spread = Outlook(track, Window(samples=STEPS), wide, FLOOR, INTERVAL)

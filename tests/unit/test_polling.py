@@ -225,8 +225,7 @@ def test_deadline_produces_a_timeout_event() -> None:
 
 def planned_outlook(now: float) -> pacing.Outlook:
     """A planned job seen at position 8, its start expected in (now + 27, now + 33]."""
-    track = pacing.Track("queued", 8, now, now - 2, now, now, math.inf, now + 27, now + 33,
-                         explores=False)  # fmt: skip
+    track = pacing.Track("queued", 8, now, now, math.inf, now + 27, now + 33, explores=False)
     steps = pacing.Window(samples=(3.0,) * pacing.MIN_SAMPLES)
     processing = pacing.Window(samples=(12.0,) * pacing.MIN_SAMPLES)
     return pacing.Outlook(track, steps, processing, floor_s=2.0, interval_s=2.5)

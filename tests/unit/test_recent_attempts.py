@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.metrics import RecentAttempts
+from service.breaker import Outcomes
 
 T0 = 1_767_225_600.0  # a slice boundary
 
@@ -17,6 +17,7 @@ T0 = 1_767_225_600.0  # a slice boundary
         ([(T0, True), (T0 + 60, False)], T0 + 3600, (1, 0)),  # the first slice has left
         ([(T0, True), (T0 + 60, False)], T0 + 3599, (2, 1)),  # still within the hour
         ([(T0, True)], T0 + 7 * 86400, (0, 0)),  # long after: nothing left
+        ([(T0 + 60, True), (T0, False)], T0 + 60, (2, 1)),  # a clock that stepped back
     ],
 )
 def test_counts_cover_the_last_hour(
@@ -24,7 +25,7 @@ def test_counts_cover_the_last_hour(
 ) -> None:
     """(attempts, failures) counts what was recorded in the hour's 60 one-minute slices up to
     `at`, the slice of `at` included."""
-    window = RecentAttempts(3600.0, 60)
+    window = Outcomes(3600.0, 60)
     for now, failed in recorded:
         window.record(now, failed)
     assert window.counts(at) == expected
@@ -32,7 +33,7 @@ def test_counts_cover_the_last_hour(
 
 def test_memory_stays_within_the_slices() -> None:
     """Recording for days keeps at most one bucket per slice of the window."""
-    window = RecentAttempts(3600.0, 60)
+    window = Outcomes(3600.0, 60)
     for minute in range(3 * 24 * 60):
         window.record(T0 + minute * 60.0, minute % 2 == 0)
     assert len(window._buckets) <= 60

@@ -21,10 +21,10 @@ from service.ssrf import (
     CallbackBlocked,
     CallbackBlockedError,
     CallbackPolicy,
+    GuardedConnector,
     blocked_reason,
     check_address,
     check_url,
-    guarded_connector,
     parse_ip_literal,
 )
 from tests.loopback import loopback_server
@@ -585,7 +585,7 @@ async def test_connector_refuses_loopback(receiver: Receiver, host: str) -> None
     """The guarded connector refuses loopback before connecting; the reason is in the error."""
     url = f"http://{host}:{receiver.port}/"
     with pytest.raises(aiohttp.ClientConnectorError) as caught:
-        await _get(url, guarded_connector(DEFAULT))
+        await _get(url, GuardedConnector(DEFAULT))
     # Refused while resolving, before any socket exists (the socket backstop is not needed).
     assert isinstance(caught.value, aiohttp.ClientConnectorDNSError)
     assert isinstance(caught.value.os_error, CallbackBlockedError)
@@ -598,14 +598,14 @@ async def test_connector_refuses_loopback(receiver: Receiver, host: str) -> None
 async def test_connector_allows_private_when_told(receiver: Receiver, host: str) -> None:
     """With allow_private the same requests go through."""
     url = f"http://{host}:{receiver.port}/"
-    assert await _get(url, guarded_connector(ALLOW_PRIVATE, limit=10)) == 200
+    assert await _get(url, GuardedConnector(ALLOW_PRIVATE, limit=10)) == 200
     assert len(receiver.hosts) == 1
 
 
 async def test_connector_refuses_zone_id_literal(receiver: Receiver) -> None:
     """A link-local IPv6 literal with a zone id is refused."""
     with pytest.raises(aiohttp.ClientConnectorError, match="a link-local address"):
-        await _get("http://[fe80::1%25lo]:9/", guarded_connector(DEFAULT))
+        await _get("http://[fe80::1%25lo]:9/", GuardedConnector(DEFAULT))
 
 
 async def test_connector_refuses_when_any_answer_is_blocked(receiver: Receiver) -> None:
@@ -614,7 +614,7 @@ async def test_connector_refuses_when_any_answer_is_blocked(receiver: Receiver) 
     url = f"http://mixed.test:{receiver.port}/"
     reason = re.escape("mixed.test resolves to 127.0.0.1, a loopback address")
     with pytest.raises(aiohttp.ClientConnectorError, match=reason):
-        await _get(url, guarded_connector(DEFAULT, resolver=dns))
+        await _get(url, GuardedConnector(DEFAULT, resolver=dns))
     assert receiver.hosts == []
 
 
@@ -624,7 +624,7 @@ async def test_rebinding_after_registration_is_refused(receiver: Receiver) -> No
     dns = FakeResolver({"rebind.test": ["127.0.0.1"]})
     reason = re.escape("rebind.test resolves to 127.0.0.1, a loopback address")
     with pytest.raises(aiohttp.ClientConnectorError, match=reason):
-        await _get(f"http://rebind.test:{receiver.port}/", guarded_connector(DEFAULT, resolver=dns))
+        await _get(f"http://rebind.test:{receiver.port}/", GuardedConnector(DEFAULT, resolver=dns))
     assert receiver.hosts == []
 
 
@@ -633,7 +633,7 @@ async def test_connector_uses_the_checked_answer(receiver: Receiver) -> None:
     dns = FakeResolver({"callback.test": ["127.0.0.1"]})
     policy = CallbackPolicy(allow_cidrs=(IPv4Network("127.0.0.0/8"),))
     url = f"http://callback.test:{receiver.port}/"
-    async with aiohttp.ClientSession(connector=guarded_connector(policy, resolver=dns)) as session:
+    async with aiohttp.ClientSession(connector=GuardedConnector(policy, resolver=dns)) as session:
         for _ in range(2):
             async with session.get(url) as reply:
                 assert reply.status == 200
@@ -662,7 +662,7 @@ async def test_guarded_resolver_returns_answers_unchanged() -> None:
 async def test_connector_leaves_a_given_resolver_open() -> None:
     """Closing the session does not close a resolver the caller passed in (the caller owns it)."""
     dns = FakeResolver({})
-    async with aiohttp.ClientSession(connector=guarded_connector(DEFAULT, resolver=dns)):
+    async with aiohttp.ClientSession(connector=GuardedConnector(DEFAULT, resolver=dns)):
         pass
     assert not dns.closed
 
@@ -679,7 +679,7 @@ def test_socket_backstop_refuses_blocked_addresses() -> None:
 
 
 def _httpx_client(policy: CallbackPolicy) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=http_clients.transport(guarded_connector(policy)))
+    return httpx.AsyncClient(transport=http_clients.transport(GuardedConnector(policy)))
 
 
 async def test_httpx_reports_the_refusal(receiver: Receiver) -> None:
