@@ -100,6 +100,14 @@ async def _crash(request: Request, error: Exception) -> Response:
     return problem(500, "internal", "Internal error", "the bridge failed; see its logs")
 
 
+# How the API and the health port both answer errors.
+_ERROR_HANDLERS = {
+    HTTPException: _http_error,
+    StoreUnavailable: _store_unavailable,
+    Exception: _crash,
+}
+
+
 def services(bridge: Bridge) -> State:
     """What the handlers of `bridge` use: its services, by name."""
     return State(
@@ -174,10 +182,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
         middleware=[Middleware(RequestContext), Middleware(RequestGuard, settings=settings)],
         exception_handlers={
             ApiError: _api_error,
-            HTTPException: _http_error,
-            StoreUnavailable: _store_unavailable,
             ClientDisconnect: handlers.client_gone,
-            Exception: _crash,
+            **_ERROR_HANDLERS,
         },
     )
 
@@ -198,11 +204,7 @@ def create_health_app(api: Starlette) -> ASGIApp:
             route("/readyz", GET=handlers.readyz),
             route("/metrics", GET=handlers.metrics),
         ],
-        exception_handlers={
-            HTTPException: _http_error,
-            StoreUnavailable: _store_unavailable,
-            Exception: _crash,
-        },
+        exception_handlers=_ERROR_HANDLERS,
     )
 
     async def with_services(scope: Scope, receive: Receive, send: Send) -> None:

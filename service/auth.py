@@ -88,13 +88,11 @@ class RateLimiter:
 
     def take(self, key: str) -> float | None:
         """Spend one token: None when allowed, else the seconds until one is available."""
-        now = self._clock.now()
-        tokens = self._tokens(key, now)
-        if tokens >= 1.0:
-            self._keep(key, tokens - 1.0, now)
-            return None
-        self._keep(key, tokens, now)
-        return (1.0 - tokens) / self._rate
+        wait = self.wait(key)
+        if wait is None:
+            now = self._clock.now()
+            self._keep(key, self._tokens(key, now) - 1.0, now)
+        return wait
 
     def spend(self, key: str, what: str) -> None:
         """Spend one token of `key`, or raise `TooManyRequests` naming `what` and when a token

@@ -38,7 +38,7 @@ from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
 from service.watches import WatchService
-from service.worker import Worker
+from service.worker import Worker, run_logged
 
 log = structlog.get_logger("service.bridge")
 # How often new work is claimed: unclaimed watches, and due deliveries (also claimed as soon as
@@ -116,7 +116,7 @@ class Bridge:
         )  # fmt: skip
         redelivery = RedeliveryService(store, watches, worker.deliverer, settings, clock)
         subscriptions = SubscriptionService(store, settings, clock, sender, vault, lookups)
-        feed = EventFeed(store, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
+        feed = EventFeed(store, watches, hub, settings.api.sse_keepalive_s, settings.api.max_wait_s)
         streams = OpenStreams(settings.api.max_streams_per_tenant)
         generation = GenerateService(watches, upstreams, settings, store.health)
         scheduler = AsyncIOScheduler()
@@ -158,8 +158,8 @@ class Bridge:
         for job in self.upkeep():
             first = {"next_run_time": datetime.now(UTC)} if job.at_once else {}
             self.scheduler.add_job(
-                _logged(job), "interval", seconds=job.seconds, id=job.name,
-                max_instances=1, coalesce=True, misfire_grace_time=None, **first,
+                run_logged, "interval", args=(job.name, job.run), seconds=job.seconds,
+                id=job.name, max_instances=1, coalesce=True, misfire_grace_time=None, **first,
             )  # fmt: skip
         self.scheduler.start()
         log.info("bridge.started", owner=self.worker.owner, store=_safe_url(self))
@@ -198,17 +198,12 @@ class Bridge:
         log.info("bridge.stopped")
 
     async def housekeeping(self) -> None:
+        """Purge old bodies and sessions; a store error is the upkeep job's (`run_logged`)."""
         retention_s = self.settings.delivery.payload_retention_days * 86400
         now = self.clock.now()
-        try:
-            purged = await self.store.purge_bodies(now - retention_s)
-            # Signed-out sessions whose cookies have expired: nothing can present them now.
-            forgotten = await self.store.purge_revoked_sessions(now)
-        except StoreUnavailable:
-            return  # logged once for the whole outage (`StoreHealth`); next hour, then
-        except StoreError as error:
-            log.error("housekeeping.failed", error=str(error))
-            return
+        purged = await self.store.purge_bodies(now - retention_s)
+        # Signed-out sessions whose cookies have expired: nothing can present them now.
+        forgotten = await self.store.purge_revoked_sessions(now)
         if purged:
             log.info("housekeeping.purged", deliveries=purged)
         if forgotten:
@@ -255,20 +250,6 @@ def _sender(settings: Settings, metrics: Metrics) -> Sender:
     return InlineSender(
         transport, settings.delivery.timeout_s, settings.delivery.max_response_bytes
     )
-
-
-def _logged(job: Job) -> Callable[[], Awaitable[None]]:
-    """`job`, its store errors logged: the next run tries again."""
-
-    async def run() -> None:
-        try:
-            await job.run()
-        except StoreUnavailable:
-            pass  # logged once per outage by the store's health
-        except StoreError as error:
-            log.error("upkeep.failed", job=job.name, error=str(error))
-
-    return run
 
 
 def _safe_url(bridge: Bridge) -> str:

@@ -58,16 +58,16 @@ async def check(settings: config.Settings, name: str, job_id: str, key: str | No
     secrets = client.secrets(api_key)
     timeout_s = limits.request_timeout_s
     try:
-        seen = await _exchange(transport, client.request(job_id, api_key), secrets, timeout_s)
-        if isinstance(seen, Observation) or seen is None:
-            return _report(seen)
-        seen = client.read(seen, api_key)
+        answer = await _exchange(transport, client.request(job_id, api_key), secrets, timeout_s)
+        if answer is None:
+            return 1
+        seen = client.read(answer, api_key)
         result = client.result_request(job_id, api_key)
         if result is not None and seen.job_status == "succeeded":
             _print_reading("status answer", seen, secrets)
             answer = await _exchange(transport, result, secrets, timeout_s)
-            if isinstance(answer, Observation) or answer is None:
-                return _report(answer)
+            if answer is None:
+                return 1
             seen = client.read_result(answer, api_key, seen)
         _print_reading("answer", seen, secrets)
         return 1 if seen.kind == "transient" else 0
@@ -77,9 +77,9 @@ async def check(settings: config.Settings, name: str, job_id: str, key: str | No
 
 async def _exchange(
     transport: httpx.AsyncBaseTransport, request: httpx.Request, secrets: Secrets, timeout_s: float
-) -> tuple[int, httpx.Headers, bytes] | Observation | None:
-    """Send `request` and print it and its raw answer (the `secrets` masked): the answer, or
-    why there is none (None: said already)."""
+) -> tuple[int, httpx.Headers, bytes] | None:
+    """Send `request` and print it and its raw answer, or why there is none (None), the
+    `secrets` masked."""
     print(f"{request.method} {secrets.redact(str(request.url))}")
     try:
         answer = await get_capped(transport, request, timeout_s, DEFAULT_MAX_BODY_BYTES)
@@ -87,19 +87,14 @@ async def _exchange(
         print(unread.error(secrets))
         return None
     except Exception as error:  # whatever the client raised: say why
-        return network_failure(error, secrets)
+        print(f"no answer: {network_failure(error, secrets).error}")
+        return None
     status, headers, body = answer
     kind = headers.get("content-type", "no content type")
     print(f"HTTP {status}, {len(body)} bytes, {kind}")
     print(secrets.redact(body.decode(errors="replace"))[:_SHOWN_BODY])
     print()
     return answer
-
-
-def _report(seen: Observation | None) -> int:
-    if seen is not None:
-        print(f"no answer: {seen.error}")
-    return 1
 
 
 def _print_reading(what: str, seen: Observation, secrets: Secrets) -> None:

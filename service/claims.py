@@ -48,16 +48,12 @@ class Leftovers:
 
     def claimed(self, plan: ClaimPlan, keys: Iterable[tuple[str, str]]) -> None:
         """A claim made with `plan` got deliveries of these (host, tenant) keys."""
-        got_hosts: Counter[str] = Counter()
-        got_tenants: Counter[str] = Counter()
-        count = 0
-        for host, tenant in keys:
-            got_hosts[host] += 1
-            got_tenants[tenant] += 1
-            count += 1
+        got = list(keys)
+        got_hosts = Counter(host for host, _ in got)
+        got_tenants = Counter(tenant for _, tenant in got)
         self._hosts = _more_for(plan.host_limits, plan.per_host, got_hosts)
         self._tenants = _more_for(plan.tenant_limits, plan.per_tenant, got_tenants)
-        self._any = plan.limit > 0 and count >= plan.limit
+        self._any = plan.limit > 0 and len(got) >= plan.limit
 
     def worth_claiming(self, slots: Slots[Any], host: str, tenant: str) -> bool:
         """Whether a claim now would likely find work after an attempt to `host` of `tenant`

@@ -16,10 +16,6 @@ from service import __version__, config, gc_tuning
 from service.errors import BridgeError
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.load(args.config)
-
-
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
     import uvloop
@@ -27,7 +23,7 @@ def serve(args: argparse.Namespace) -> int:
     from service import http_server, logs
     from service.app import create_app, create_health_app, drain
 
-    settings = _settings(args)
+    settings = config.load(args.config)
     logs.configure(settings.log)
     # Open the store once before serving, so a locked or broken store fails start-up with one
     # clear line instead of a lifespan traceback.
@@ -93,7 +89,7 @@ def migrate(args: argparse.Namespace) -> int:
     from service import store
 
     async def run() -> list[int]:
-        backend = store.from_settings(_settings(args).store)
+        backend = store.from_settings(config.load(args.config).store)
         await backend.open(migrate=False)
         try:
             return await backend.migrate()
@@ -107,7 +103,7 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    print(json.dumps(config.masked(_settings(args)), indent=2))
+    print(json.dumps(config.masked(config.load(args.config)), indent=2))
     return 0
 
 

@@ -28,7 +28,7 @@ from service import claims, schedule
 from service.clock import Clock, wait_for_tasks
 from service.config import DeliverySettings
 from service.delivery_leases import DeliveryLeases
-from service.endpoints import Endpoints
+from service.endpoints import Endpoints, endpoint_of
 from service.errors import StoreError, StoreUnavailable
 from service.sender import Answer, Sender
 from service.slots import Slots
@@ -108,11 +108,10 @@ def response_start(answer: Answer) -> ResponseStart | None:
 
 
 class Deliverer:
-    """Attempts the deliveries this process claimed: at most `max_concurrency` requests at
-    once, at most `max_per_host` to one host and `per_tenant` of one tenant, each outcome
-    committed (in groups) before its delivery is let go. `claim` and `renew` are periodic jobs
-    (service/bridge.py); a claim is also made as soon as slots free up for which the store
-    may have more. `stop` hands back what was not attempted."""
+    """Attempts the deliveries this process claimed, each outcome committed (in groups) before
+    its delivery is let go. `claim` and `renew` are periodic jobs (service/bridge.py); a claim
+    is also made as soon as slots free up for which the store may have more. `stop` hands back
+    what was not attempted."""
 
     def __init__(
         self,
@@ -249,7 +248,7 @@ class Deliverer:
 
     def _keys(self, delivery: Delivery) -> tuple[str, str]:
         """What the per-host and per-tenant limits count `delivery` under."""
-        return self._endpoints.get(delivery.callback_url).host, delivery.tenant
+        return endpoint_of(delivery.callback_url).host, delivery.tenant
 
     def _start(self, delivery: Delivery) -> None:
         self._posting += 1
@@ -282,7 +281,7 @@ class Deliverer:
         outcome is committed (a cancelled attempt stays held too: `drain` hands it back)."""
         try:
             async with self._concurrency:
-                endpoint = self._endpoints.get(delivery.callback_url)
+                endpoint = endpoint_of(delivery.callback_url)
                 started = self._clock.now()
                 began = time.perf_counter()
                 headers = self._endpoints.headers(delivery, endpoint, started)

@@ -163,14 +163,9 @@ class DeliveryLeases:
             log.info("delivery.lease_lost", watch_id=delivery.watch_id, webhook_id=delivery.id)
             return
         log.info(
-            "delivery.attempted",
-            watch_id=delivery.watch_id,
-            webhook_id=delivery.id,
-            event_type=delivery.event_type,
-            attempt=attempt.number,
-            status_code=attempt.status_code,
-            error=attempt.error,
-            outcome=record.outcome,
+            "delivery.attempted", watch_id=delivery.watch_id, webhook_id=delivery.id,
+            event_type=delivery.event_type, attempt=attempt.number,
+            status_code=attempt.status_code, error=attempt.error, outcome=record.outcome,
             duration_s=round(attempt.duration_s, 4),
-        )
+        )  # fmt: skip
         self._observer.attempted(delivery, attempt, record.outcome, record.now)

@@ -5,6 +5,7 @@ to it."""
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -26,21 +27,16 @@ class Endpoint:
     host: str  # what the per-host limit counts it under
 
 
+@functools.lru_cache(maxsize=KEPT)
+def endpoint_of(callback_url: str) -> Endpoint:
+    url, authorization = split_credentials(callback_url)
+    return Endpoint(url, authorization, callback_host(callback_url))
+
+
 class Endpoints:
     def __init__(self, settings: DeliverySettings, vault: Vault) -> None:
         self._settings = settings
         self._vault = vault
-        self._known: dict[str, Endpoint] = {}
-
-    def get(self, callback_url: str) -> Endpoint:
-        endpoint = self._known.get(callback_url)
-        if endpoint is None:
-            if len(self._known) >= KEPT:  # the oldest goes
-                del self._known[next(iter(self._known))]
-            url, authorization = split_credentials(callback_url)
-            endpoint = Endpoint(url, authorization, callback_host(callback_url))
-            self._known[callback_url] = endpoint
-        return endpoint
 
     def headers(self, delivery: Delivery, endpoint: Endpoint, now: float) -> dict[str, str] | str:
         """The headers of an attempt of `delivery` made at `now`, signed; or why it cannot

@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from service.errors import Conflict, NotFound, StoreUnavailable
+from service.errors import Conflict, StoreUnavailable
 from service.event_hub import EventHub
 from service.store.base import EventRecord, Store, Watch
+from service.watches import WatchService
 
 RECHECK_S = 1.0
 
@@ -28,23 +29,19 @@ class Waited:
     final: EventRecord | None
 
 
+@dataclass(frozen=True)
 class EventFeed:
-    def __init__(self, store: Store, hub: EventHub, keepalive_s: float, max_wait_s: float) -> None:
-        self._store = store
-        self._hub = hub
-        self._keepalive_s = keepalive_s
-        self._max_wait_s = max_wait_s
-
-    @property
-    def hub(self) -> EventHub:
-        """The wake-ups of this process's committed events (the dashboard listens too)."""
-        return self._hub
+    store: Store
+    watches: WatchService
+    hub: EventHub  # the wake-ups of this process's committed events (the dashboard listens too)
+    keepalive_s: float
+    max_wait_s: float
 
     async def recent(
         self, tenant: str, types: Sequence[str] | None, limit: int
     ) -> list[EventRecord]:
         """The tenant's latest events, newest first."""
-        return await self._store.list_events(tenant, types=types, limit=limit)
+        return await self.store.list_events(tenant, types=types, limit=limit)
 
     async def wait(self, tenant: str, watch_id: str, timeout_s: float) -> Waited:
         """The final event as soon as there is one, or after `timeout_s` (at most
@@ -52,13 +49,13 @@ class EventFeed:
         stands. `NotFound` for an unknown watch; `Conflict` for one that ended without a final
         event (cancelled) or whose events were purged."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout_s, self._max_wait_s)
+        deadline = loop.time() + min(timeout_s, self.max_wait_s)
         after: str | None = None
-        with self._hub.listen(watch_id) as listener:  # before reading: no wake-up is lost
+        with self.hub.listen(watch_id) as listener:  # before reading: no wake-up is lost
             while True:
                 # The watch first: a watch seen ended has its final event committed already.
-                watch = await self._existing(tenant, watch_id)
-                found = await self._store.watch_events(tenant, watch_id, after=after)
+                watch = await self.watches.get(tenant, watch_id)
+                found = await self.store.watch_events(tenant, watch_id, after=after)
                 final = next((event for event in found if event.final), None)
                 if final is not None:
                     return Waited(watch, final)
@@ -66,7 +63,7 @@ class EventFeed:
                 if watch.status != "active":
                     raise _no_final_event(watch)
                 remaining = deadline - loop.time()
-                if remaining <= 0 or self._hub.closed:
+                if remaining <= 0 or self.hub.closed:
                     return Waited(watch, None)
                 await listener.wait(min(RECHECK_S, remaining))
 
@@ -74,10 +71,10 @@ class EventFeed:
         """Whether a stream after the event `after` would send any: not once the watch has
         ended and its events were all sent, so a client told so stops reconnecting.
         `NotFound` for an unknown watch (checked before a stream starts)."""
-        watch = await self._existing(tenant, watch_id)
+        watch = await self.watches.get(tenant, watch_id)
         if watch.status == "active":
             return True
-        return bool(await self._store.watch_events(tenant, watch_id, after=after))
+        return bool(await self.store.watch_events(tenant, watch_id, after=after))
 
     async def stream(
         self, tenant: str, watch_id: str, after: str | None
@@ -89,12 +86,12 @@ class EventFeed:
         something. The client going away cancels the iteration, which releases its
         listener."""
         loop = asyncio.get_running_loop()
-        with self._hub.listen(watch_id) as listener:
-            keepalive_at = loop.time() + self._keepalive_s
+        with self.hub.listen(watch_id) as listener:
+            keepalive_at = loop.time() + self.keepalive_s
             while True:
                 try:
-                    watch = await self._store.get_watch(tenant, watch_id)
-                    found = await self._store.watch_events(tenant, watch_id, after=after)
+                    watch = await self.store.get_watch(tenant, watch_id)
+                    found = await self.store.watch_events(tenant, watch_id, after=after)
                 except StoreUnavailable:  # logged once per outage; the stream waits it out
                     found, ended = [], False
                 else:
@@ -105,21 +102,15 @@ class EventFeed:
                     after = event.id
                     if event.final:
                         return
-                if ended or self._hub.closed:
+                if ended or self.hub.closed:
                     return  # on shutdown, the client reconnects elsewhere
                 now = loop.time()
                 if found:
-                    keepalive_at = now + self._keepalive_s
+                    keepalive_at = now + self.keepalive_s
                 elif now >= keepalive_at:
                     yield None
-                    keepalive_at = now + self._keepalive_s
+                    keepalive_at = now + self.keepalive_s
                 await listener.wait(min(RECHECK_S, keepalive_at - now))
-
-    async def _existing(self, tenant: str, watch_id: str) -> Watch:
-        watch = await self._store.get_watch(tenant, watch_id)
-        if watch is None:
-            raise NotFound(f"no watch {watch_id}")
-        return watch
 
 
 def _no_final_event(watch: Watch) -> Conflict:

@@ -83,8 +83,3 @@ class EventHub:
     def listening(self) -> int:
         """How many clients wait (long-polls, event streams, dashboard live streams)."""
         return sum(len(listeners) for listeners in self._listeners.values())
-
-    @property
-    def watched(self) -> int:
-        """How many watches have listeners (each holds memory until its last one leaves)."""
-        return len(self._listeners.keys() - {None})

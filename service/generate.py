@@ -60,19 +60,13 @@ def upstream_key(tenant: str, key: str) -> str:
     return hashlib.sha256(f"{tenant}\x00{key}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
 class GenerateService:
-    def __init__(
-        self,
-        watches: WatchService,
-        upstreams: Mapping[str, UpstreamClient],
-        settings: Settings,
-        store_health: StoreHealth,
-    ) -> None:
-        self._watches = watches
-        self._upstreams = upstreams
-        self._settings = settings
-        self._store_health = store_health
-        self._turns: dict[tuple[str, str], _Turn] = {}
+    watches: WatchService
+    upstreams: Mapping[str, UpstreamClient]
+    settings: Settings
+    store_health: StoreHealth
+    _turns: dict[tuple[str, str], _Turn] = field(default_factory=dict, init=False)
 
     async def generate(
         self,
@@ -88,7 +82,7 @@ class GenerateService:
             return await self._generate(tenant, job_input, options, None, b"", traceparent)
         recorded = recorded_request(job_input, options)
         async with self._one_at_a_time(tenant, idempotency_key):
-            replay = await self._watches.replay(tenant, idempotency_key, recorded)
+            replay = await self.watches.replay(tenant, idempotency_key, recorded)
             if replay is not None:
                 log.info("generate.replayed")
                 return replay
@@ -105,15 +99,15 @@ class GenerateService:
         recorded: bytes,
         traceparent: str | None,
     ) -> Registered:
-        checked = await self._watches.check(options)
-        client = self._upstreams[options.upstream]  # `check` knows the name
+        checked = await self.watches.check(options)
+        client = self.upstreams[options.upstream]  # `check` knows the name
         if not client.creates:
             raise InvalidRequest.field(
                 "upstream",
                 f"upstream {options.upstream!r} cannot start jobs here: its profile declares no "
                 "create request; start the job yourself and register it with POST /v1/watches",
             )
-        unavailable = self._store_health.reason
+        unavailable = self.store_health.reason
         if unavailable is not None:
             # The job could not be watched: none is started (the outage is logged already).
             raise StoreUnavailable(unavailable)
@@ -144,7 +138,7 @@ class GenerateService:
                 f"(a job id is {JOB_ID_RULE}); nothing was registered"
             )
         try:
-            registered = await self._watches.commit(
+            registered = await self.watches.commit(
                 tenant, job_id, checked, idempotency_key, recorded, traceparent, document
             )
         except StoreError as error:
@@ -158,7 +152,7 @@ class GenerateService:
         return registered
 
     def _default_key(self, upstream: str) -> str | None:
-        key = self._settings.upstream_named(upstream)[0].api_key
+        key = self.settings.upstream_named(upstream)[0].api_key
         return key.get_secret_value() if key is not None else None
 
     @asynccontextmanager

@@ -3,7 +3,7 @@ figures of them that the dashboard shows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -32,43 +32,30 @@ class Health:
         return self.failures / self.attempts if self.attempts else None
 
 
+@dataclass
 class Monitor:
-    def __init__(
-        self,
-        store: Store,
-        poller: Pollers,
-        deliverer: Deliverer,
-        metrics: Metrics,
-        hub: EventHub,
-        scheduler: AsyncIOScheduler,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._poller = poller
-        self._deliverer = deliverer
-        self._metrics = metrics
-        self._hub = hub
-        self._scheduler = scheduler
-        self._clock = clock
-        self._draining = False
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
+    store: Store
+    poller: Pollers
+    deliverer: Deliverer
+    metrics: Metrics
+    hub: EventHub
+    scheduler: AsyncIOScheduler
+    clock: Clock
+    draining: bool = field(default=False, init=False)
 
     def drain(self) -> None:
         """From now on the bridge is not ready: it is shutting down (`Bridge.drain`)."""
-        self._draining = True
+        self.draining = True
 
     async def ready(self) -> str | None:
         """None when ready, else why not."""
-        if self._draining:
+        if self.draining:
             return "draining: the bridge is shutting down"
-        if not self._scheduler.running or not self._poller.running:
+        if not self.scheduler.running or not self.poller.running:
             return "the scheduler is not running"
         # While writes are refused, a query that works says nothing about them: try one.
         try:
-            await self._store.ping(write=self._store.health.refusing_writes)
+            await self.store.ping(write=self.store.health.refusing_writes)
         except StoreUnavailable as error:
             return f"the store is unavailable: {error}"
         except StoreError as error:
@@ -78,24 +65,24 @@ class Monitor:
     def render_metrics(self, accept: str) -> tuple[bytes, str]:
         """The exposition `accept` asks for and its media type, with the gauges read from the
         running parts now."""
-        metrics = self._metrics
-        metrics.held_watches.set(self._poller.held_count)
-        metrics.poll_backlog.set(self._poller.due_backlog())
-        for upstream, waiting in self._poller.throttled().items():
+        metrics = self.metrics
+        metrics.held_watches.set(self.poller.held_count)
+        metrics.poll_backlog.set(self.poller.due_backlog())
+        for upstream, waiting in self.poller.throttled().items():
             metrics.throttled.labels(upstream).set(waiting)
-        metrics.deliveries_in_flight.set(self._deliverer.in_flight)
-        metrics.store_up.set(self._store.health.reason is None)
-        metrics.open_streams.set(self._hub.listening)
+        metrics.deliveries_in_flight.set(self.deliverer.in_flight)
+        metrics.store_up.set(self.store.health.reason is None)
+        metrics.open_streams.set(self.hub.listening)
         return metrics.render(accept)
 
     def health(self) -> Health:
-        backlog = self._metrics.registry.get_sample_value("bridge_delivery_backlog") or 0.0
-        attempts, failures = self._metrics.recent_attempts.counts(self._clock.now())
+        backlog = self.metrics.registry.get_sample_value("bridge_delivery_backlog") or 0.0
+        attempts, failures = self.metrics.recent_attempts.counts(self.clock.now())
         return Health(
-            circuit=self._poller.circuit_state,
-            circuits=dict(self._poller.circuits()),
+            circuit=self.poller.circuit_state,
+            circuits=dict(self.poller.circuits()),
             delivery_backlog=int(backlog),
-            poll_backlog=self._poller.due_backlog(),
+            poll_backlog=self.poller.due_backlog(),
             attempts=attempts,
             failures=failures,
         )

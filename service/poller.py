@@ -169,7 +169,7 @@ class Poller:
     def throttled(self) -> int:
         """Due targets waiting for a token, a slot or the circuit breaker (at a scrape: it
         walks the queue)."""
-        return sum(1 for entry in self._ready if self._alive(entry))
+        return len(self._waiting())
 
     @property
     def circuit_state(self) -> breaker.State:
@@ -222,16 +222,20 @@ class Poller:
 
     def _take_due(self, now: float) -> None:
         """Move the targets due at `now` from the heap to the ready queue."""
-        heap, targets, ready = self._heap, self._held.targets, self._ready
+        heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, key, generation = heapq.heappop(heap)
-            target = targets.get(key)
-            if target is not None and target.generation == generation and not target.polling:
-                ready.push(key[1], (key, generation))
+            if self._alive((key, generation)):
+                self._ready.push(key[1], (key, generation))
 
     def _alive(self, entry: tuple[TargetKey, int]) -> bool:
+        """Whether a heap or queue entry still stands for its target's next poll."""
         target = self._held.targets.get(entry[0])
         return target is not None and target.generation == entry[1] and not target.polling
+
+    def _waiting(self) -> list[Target]:
+        """The targets in the ready queue: waiting for a token, a slot or the breaker."""
+        return [self._held.targets[entry[0]] for entry in list(self._ready) if self._alive(entry)]
 
     def _blocked_until(self, now: float) -> float | None:
         """None when the circuit breaker lets a request go at `now`, else when it may."""
@@ -274,10 +278,7 @@ class Poller:
 
     def _sweep(self, now: float) -> None:
         """End, without a request, the watches of waiting targets whose timeout passed."""
-        for entry in list(self._ready):
-            if not self._alive(entry):
-                continue
-            target = self._held.targets[entry[0]]
+        for target in self._waiting():
             rules_state = ((t.state, t.rules) for t in target.watches.values())
             if any(polling.deadline_passed(st, ru, now) is not None for st, ru in rules_state):
                 self._launch(target, self._expire(target))
@@ -306,8 +307,7 @@ class Poller:
     def _respread(self, now: float) -> None:
         """Spread the polls that fell due during a pause over an interval, as at start-up, so
         a recovering upstream is not met with the whole backlog at once."""
-        targets = self._held.targets
-        waiting = [targets[entry[0]] for entry in list(self._ready) if self._alive(entry)]
+        waiting = self._waiting()
         cap = self._limits.max_requests_per_s
         for rank, target in enumerate(waiting):
             interval = min(t.rules.interval_s for t in target.watches.values())

@@ -24,6 +24,7 @@ from service.store.base import (
     CALLBACK,
     REDELIVERABLE,
     DeliveryRecord,
+    Redelivery,
     Store,
     Subscription,
     Watch,
@@ -101,33 +102,26 @@ class Recovery:
         return {key: n for key, n in counted.items() if n}
 
 
+@dataclass(frozen=True)
 class RedeliveryService:
-    def __init__(
-        self,
-        store: Store,
-        watches: WatchService,
-        deliverer: Deliverer,
-        settings: Settings,
-        clock: Clock,
-    ) -> None:
-        self._store = store
-        self._watches = watches
-        self._deliverer = deliverer
-        self._limit = settings.api.max_redeliveries
-        self._clock = clock
+    store: Store
+    watches: WatchService
+    deliverer: Deliverer
+    settings: Settings
+    clock: Clock
 
     async def choices(self, tenant: str, watch_id: str) -> list[Choice]:
         """The endpoints of the watch's final event, the callback's first (`NotFound` when
         there is no such watch)."""
-        await self._watches.get(tenant, watch_id)
-        return await self._choices(tenant, watch_id, await self._store.list_subscriptions(tenant))
+        await self.watches.get(tenant, watch_id)
+        return await self._choices(tenant, watch_id, await self.store.list_subscriptions(tenant))
 
     async def _choices(
         self, tenant: str, watch_id: str, subscriptions: Sequence[Subscription]
     ) -> list[Choice]:
         by_id = {subscription.id: subscription for subscription in subscriptions}
         found = []
-        for delivery in await self._watches.final_deliveries(tenant, watch_id):
+        for delivery in await self.watches.final_deliveries(tenant, watch_id):
             subscription = by_id.get(delivery.subscription_id or "")
             active = delivery.subscription_id is None or (
                 subscription is not None and subscription.status == "active"
@@ -146,31 +140,27 @@ class RedeliveryService:
         None: every endpoint that can get it, those that accepted it too), each in a new
         series. `InvalidRequest` for an endpoint the event was not addressed to, `Conflict`
         when the watch has not ended or nothing chosen can be sent again."""
-        watch = await self._watches.get(tenant, watch_id)
+        watch = await self.watches.get(tenant, watch_id)
         if watch.status not in REDELIVERABLE:
             raise Conflict(
                 f"watch {watch_id} is {watch.status}; only delivered, failed, gone and "
                 "completed watches can be redelivered"
             )
-        choices = await self._choices(
-            tenant, watch_id, await self._store.list_subscriptions(tenant)
-        )
+        choices = await self._choices(tenant, watch_id, await self.store.list_subscriptions(tenant))
         if endpoints is not None:
             _check_chosen(watch_id, choices, endpoints)
-        done = await self._store.redeliver(tenant, watch_id, self._clock.now(), endpoints)
+        done = await self.store.redeliver(tenant, watch_id, self.clock.now(), endpoints)
         if done is None:
             raise NotFound(f"no watch {watch_id}")
         if not done.restarted:
             raise Conflict(_nothing_sent(watch, choices, endpoints))
-        await self._deliverer.claim()  # at once, not at the next periodic claim
+        await self.deliverer.claim()  # at once, not at the next periodic claim
         log.info("watch.redelivered", watch_id=watch_id, webhook_ids=list(done.restarted))
-        return Redelivered(done.watch, await self._restarted(tenant, watch_id, done.restarted))
+        return await self._redelivered(tenant, done)
 
-    async def _restarted(
-        self, tenant: str, watch_id: str, ids: Sequence[str]
-    ) -> list[DeliveryRecord]:
-        found = await self._watches.final_deliveries(tenant, watch_id)
-        return [delivery for delivery in found if delivery.id in ids]
+    async def _redelivered(self, tenant: str, done: Redelivery) -> Redelivered:
+        found = await self.watches.final_deliveries(tenant, done.watch.id)
+        return Redelivered(done.watch, [d for d in found if d.id in done.restarted])
 
     async def plan(self, tenant: str, filters: WatchFilter) -> Recovery:
         """What `recover` would do now, sending nothing."""
@@ -182,7 +172,7 @@ class RedeliveryService:
         filters' own delivery state is not read); the others are left for the next call."""
         recovery = await self._recovery(tenant, filters, send=True)
         if recovery.redelivered:
-            await self._deliverer.claim()
+            await self.deliverer.claim()
         log.info(
             "watches.recovered", matched=recovery.matched,
             redelivered=len(recovery.redelivered), unsendable=len(recovery.unsendable),
@@ -191,9 +181,10 @@ class RedeliveryService:
 
     async def _recovery(self, tenant: str, filters: WatchFilter, *, send: bool) -> Recovery:
         failed = dataclasses.replace(filters, delivery="failed")
-        matched = await self._watches.matching(tenant, failed)
-        page = await self._watches.list_page(tenant, failed, self._limit, None)
-        subscriptions = await self._store.list_subscriptions(tenant)
+        matched = await self.watches.matching(tenant, failed)
+        limit = self.settings.api.max_redeliveries
+        page = await self.watches.list_page(tenant, failed, limit, None)
+        subscriptions = await self.store.list_subscriptions(tenant)
         redelivered, unsendable = [], []
         for watch in page.watches:
             choices = await self._choices(tenant, watch.id, subscriptions)
@@ -204,14 +195,14 @@ class RedeliveryService:
                 redelivered.append(item)
             else:
                 unsendable.append(watch)
-        return Recovery(matched, self._limit, redelivered, unsendable)
+        return Recovery(matched, limit, redelivered, unsendable)
 
     async def _send(self, tenant: str, watch: Watch, endpoints: Sequence[str]) -> Redelivered:
         """One watch of a recovery sent again to `endpoints`: what was started."""
-        done = await self._store.redeliver(tenant, watch.id, self._clock.now(), endpoints)
+        done = await self.store.redeliver(tenant, watch.id, self.clock.now(), endpoints)
         if done is None or not done.restarted:  # gone, or changed since it was read
             return Redelivered(watch, [])
-        return Redelivered(done.watch, await self._restarted(tenant, watch.id, done.restarted))
+        return await self._redelivered(tenant, done)
 
 
 def _check_chosen(watch_id: str, choices: Sequence[Choice], endpoints: Collection[str]) -> None:

@@ -17,7 +17,7 @@ from service import events, ssrf
 from service.auth import RateLimiter
 from service.clock import Clock
 from service.config import Settings
-from service.endpoints import Endpoints
+from service.endpoints import Endpoints, endpoint_of
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.ids import new_id
 from service.sender import Sender
@@ -191,7 +191,7 @@ class SubscriptionService:
             subscription.final_statuses, tenant, subscription.previous_secret,
             subscription.previous_secret_until,
         )  # fmt: skip
-        endpoint = self._endpoints.get(subscription.url)
+        endpoint = endpoint_of(subscription.url)
         headers = self._endpoints.headers(delivery, endpoint, now)
         if isinstance(headers, str):
             return TestSent(message_id, None, headers, 0.0)

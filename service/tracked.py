@@ -8,6 +8,7 @@ share one instance of each.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,8 @@ from service.store.base import NewDelivery, NewEvent, Progress, Watch
 
 TargetKey = tuple[str, str | None]  # (job id, API key)
 # Distinct polling rules and event sets shared between held watches; past this many (an odd
-# registration pattern), sharing starts over rather than grow without bound.
+# registration pattern), the least recently made are no longer shared rather than the cache grow
+# without bound (held watches keep theirs).
 SHARED_CACHE_SIZE = 1_024
 
 
@@ -93,8 +95,6 @@ class Holdings:
         self._poll = poll
         self.targets: dict[TargetKey, Target] = {}
         self._by_watch: dict[str, TargetKey] = {}
-        self._rules: dict[tuple[float, float], polling.Rules] = {}
-        self._event_sets: dict[tuple[str, ...], frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._by_watch)
@@ -110,10 +110,16 @@ class Holdings:
             queue_position=watch.queue_position,
             last_error=watch.last_error,
         )
+        poll = self._poll
+        rules = _shared_rules(
+            interval_s=watch.poll_interval_s, min_interval_s=poll.min_interval_s,
+            timeout_s=watch.timeout_s, jitter=poll.jitter, max_backoff_s=poll.max_backoff_s,
+            not_found_grace_s=poll.not_found_grace_s,
+        )  # fmt: skip
         tracked = Tracked(
             watch.id, watch.job_id, watch.metadata, sys.intern(watch.payload_format),
-            sys.intern(watch.upstream), self._shared(watch.events if watch.callback_url else ()),
-            watch.lease_token, state, self._rules_for(watch), due,
+            sys.intern(watch.upstream), _shared_events(watch.events if watch.callback_url else ()),
+            watch.lease_token, state, rules, due,
         )  # fmt: skip
         target = self.targets.get(key)
         if target is None:
@@ -143,32 +149,13 @@ class Holdings:
             for watch_id, tracked in target.watches.items()
         ]
 
-    def _rules_for(self, watch: Watch) -> polling.Rules:
-        """The polling rules of `watch`, one instance per interval and timeout."""
-        key = (watch.poll_interval_s, watch.timeout_s)
-        rules = self._rules.get(key)
-        if rules is None:
-            if len(self._rules) >= SHARED_CACHE_SIZE:
-                self._rules.clear()  # held watches keep theirs; new ones share anew
-            poll = self._poll
-            rules = self._rules[key] = polling.Rules(
-                interval_s=watch.poll_interval_s,
-                min_interval_s=poll.min_interval_s,
-                timeout_s=watch.timeout_s,
-                jitter=poll.jitter,
-                max_backoff_s=poll.max_backoff_s,
-                not_found_grace_s=poll.not_found_grace_s,
-            )
-        return rules
 
-    def _shared(self, names: tuple[str, ...]) -> frozenset[str]:
-        """The set of event names, one instance per distinct set."""
-        found = self._event_sets.get(names)
-        if found is None:
-            if len(self._event_sets) >= SHARED_CACHE_SIZE:
-                self._event_sets.clear()
-            found = self._event_sets[names] = frozenset(sys.intern(name) for name in names)
-        return found
+_shared_rules = functools.lru_cache(maxsize=SHARED_CACHE_SIZE)(polling.Rules)
+
+
+@functools.lru_cache(maxsize=SHARED_CACHE_SIZE)
+def _shared_events(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(sys.intern(name) for name in names)
 
 
 def _intern(text: str | None) -> str | None:

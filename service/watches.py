@@ -246,16 +246,10 @@ class WatchService:
         )
         registration = Registration(watch, secret or None, upstream)
         answer = self._render(registration)
-        # The stored answer holds the secret, so it is sealed like the secret itself.
-        idempotency = (
-            Idempotency(
-                idempotency_key,
-                self._vault.fingerprint(request),
-                seal(answer.decode()).encode(),
-            )
-            if idempotency_key
-            else None
-        )
+        idempotency = None
+        if idempotency_key:  # its answer holds the secret, so it is sealed like the secret
+            fingerprint = self._vault.fingerprint(request)
+            idempotency = Idempotency(idempotency_key, fingerprint, seal(answer.decode()).encode())
         lease_until = now + self._settings.store.lease_s
         shared = self._shared_key(options.upstream, options.upstream_api_key)
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,12 +98,7 @@ class Worker:
             "claim-watches": self.leases.claim,
         }
         for name, job in at_start.items():
-            try:
-                await job()
-            except StoreUnavailable:
-                pass  # logged once per outage by the store's health; the next claim tries again
-            except StoreError as error:
-                log.error("upkeep.failed", job=name, error=str(error))
+            await run_logged(name, job)
 
     async def stop(self, grace_s: float) -> None:
         """Claim nothing more; give the polls and attempts in flight `grace_s`, once; write
@@ -118,3 +113,13 @@ class Worker:
         with contextlib.suppress(StoreError):  # else their leases run out instead
             released = await self.leases.release()
         log.info("worker.stopped", released=released, abandoned=abandoned)
+
+
+async def run_logged(name: str, job: Callable[[], Awaitable[None]]) -> None:
+    """Run the upkeep job `name`, its store errors logged: its next run tries again."""
+    try:
+        await job()
+    except StoreUnavailable:
+        pass  # logged once per outage by the store's health
+    except StoreError as error:
+        log.error("upkeep.failed", job=name, error=str(error))

@@ -13,7 +13,7 @@ import standardwebhooks
 
 from service.config import DeliverySettings, SigningSecret
 from service.delivery import judge, response_start
-from service.endpoints import Endpoints, split_credentials
+from service.endpoints import Endpoints, endpoint_of, split_credentials
 from service.sender import Answer, describe
 from service.signing import sign
 from service.store.base import Delivery, ResponseStart
@@ -204,7 +204,7 @@ def test_a_rotated_subscription_signs_with_the_secret_before_until_it_expires(
         subscription_id="sub_1",
     )  # fmt: skip
 
-    headers = endpoints.headers(delivery, endpoints.get(delivery.callback_url), NOW)
+    headers = endpoints.headers(delivery, endpoint_of(delivery.callback_url), NOW)
 
     assert isinstance(headers, dict)
     assert (
