@@ -35,21 +35,35 @@ async def test_a_wait_times_out_without_a_publish() -> None:
         assert await listener.wait(0.01) is False
 
 
+async def test_a_listener_leaving_keeps_the_others_of_its_watch() -> None:
+    """The watch's entry stays until its last listener leaves: the others are still woken."""
+    hub = EventHub()
+    with hub.listen("wch_a") as staying:
+        with hub.listen("wch_a"):
+            pass
+        hub.publish("wch_a")
+        assert await staying.wait(0) is True
+
+
 def test_memory_only_for_watches_with_listeners() -> None:
-    """Publishing to a watch nobody listens to keeps nothing; the last listener leaving frees
-    its watch's entry: thousands of watches published to and listened to hold no memory after."""
+    """Publishing to watches nobody listens to keeps nothing; the last listener leaving frees
+    its watch's entry: thousands of watches published to, then listened to, hold no memory."""
     hub = EventHub()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for number in range(10_000):
             hub.publish(f"wch_{number}")
+        published = tracemalloc.get_traced_memory()[0] - before
+        for number in range(10_000):
             with hub.listen(f"wch_{number}"), hub.listen(f"wch_{number}"):
                 assert hub.listening == 2
         kept = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert kept < 10_000, kept  # an entry left behind would be hundreds of bytes per watch
+    # An entry left behind would be hundreds of bytes per watch.
+    assert published < 10_000, published
+    assert kept < 10_000, kept
 
 
 async def test_a_listener_that_leaves_on_an_error_is_removed() -> None:
