@@ -279,10 +279,8 @@ class WatchService:
         key, which every tenant shares (the upstream cannot tell them apart)."""
         if key is None:
             return True
-        configured = self._settings.upstream_named(upstream)[0].api_key
-        return configured is not None and hmac.compare_digest(
-            key.encode(), configured.get_secret_value().encode()
-        )
+        configured = self._settings.upstream_named(upstream)[0].bridge_key
+        return configured is not None and hmac.compare_digest(key.encode(), configured.encode())
 
     async def check(self, options: WatchOptions) -> Checked:
         """Refuse (`InvalidRequest`) what the request alone cannot judge: the intervals against
