@@ -311,10 +311,9 @@ class WatchService:
                 "set; set it, or leave this field out to use the configured upstream.api_key",
             )
         if options.callback_url is not None:
-            try:
-                await ssrf.check_url(options.callback_url, self._policy, self._resolve)
-            except ssrf.CallbackBlocked as blocked:
-                raise InvalidRequest.field("callback_url", blocked.reason) from None
+            await ssrf.check_field(
+                "callback_url", options.callback_url, self._policy, self._resolve
+            )
         return Checked(options, interval, timeout)
 
     async def replay(self, tenant: str, key: str, request: bytes) -> Registered | None:
