@@ -78,14 +78,17 @@ class Outcomes:
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    window_s: float = 10.0
-    min_requests: int = 20
+    """When the circuit opens and for how long: an upstream's `circuit_*` settings (config.py
+    holds their defaults)."""
+
+    window_s: float
+    min_requests: int
     # A sudden outage trips at once, not once failures outweigh the window's earlier successes.
-    consecutive_failures: int = 20
-    failure_ratio: float = 0.5
-    cooldown_s: float = 5.0
-    max_cooldown_s: float = 120.0
-    probe_timeout_s: float = 15.0
+    consecutive_failures: int
+    failure_ratio: float
+    cooldown_s: float
+    max_cooldown_s: float
+    probe_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,10 +232,8 @@ def _upstream_client(
     name: str, settings: Settings, transport: httpx.AsyncBaseTransport, metrics: Metrics
 ) -> UpstreamClient:
     limits = settings.upstream_named(name)[0]
-    key = limits.api_key
     return UpstreamClient(
-        transport, limits.root, limits.request_timeout_s,
-        bridge_key=None if key is None else key.get_secret_value(),
+        transport, limits.root, limits.request_timeout_s, bridge_key=limits.bridge_key,
         observe=functools.partial(metrics.polled, name), reader=limits.reader(),
     )  # fmt: skip
 

@@ -48,11 +48,10 @@ def command(args: argparse.Namespace) -> int:
 
 async def check(settings: config.Settings, name: str, job_id: str, key: str | None) -> int:
     limits = settings.upstream_named(name)[0]
-    configured = limits.api_key.get_secret_value() if limits.api_key is not None else None
-    api_key = key or configured
+    api_key = key or limits.bridge_key
     transport = http_clients.transport(aiohttp.TCPConnector(limit=2))
     client = UpstreamClient(
-        transport, limits.root, limits.request_timeout_s, bridge_key=configured,
+        transport, limits.root, limits.request_timeout_s, bridge_key=limits.bridge_key,
         reader=limits.reader(),
     )  # fmt: skip
     secrets = client.secrets(api_key)

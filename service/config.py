@@ -180,6 +180,11 @@ class UpstreamSettings(_Section):
     def root(self) -> str:
         return str(self.base_url).rstrip("/")
 
+    @property
+    def bridge_key(self) -> str | None:
+        """The configured `api_key` in clear, which every tenant's watches share by default."""
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
     def reader(self) -> Reader:
         """The profile, ready to read answers."""
         return Reader.of(self.profile)

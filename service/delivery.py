@@ -265,13 +265,11 @@ class Deliverer:
             if self._closing:
                 return
             # Its slots pass to waiting deliveries: one carries on here, any other in a task.
-            passed = self._limits.done(delivery)
+            passed = self._limits.pass_on(delivery, self._start)
             self._slot_freed(*self._keys(delivery))
-            for other in passed[1:]:
-                self._start(other)
-            if not passed:
+            if passed is None:
                 return
-            delivery = passed[0]
+            delivery = passed
             self._posting += 1
 
     async def _attempt(self, delivery: Delivery) -> None:

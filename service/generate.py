@@ -111,7 +111,8 @@ class GenerateService:
         if unavailable is not None:
             # The job could not be watched: none is started (the outage is logged already).
             raise StoreUnavailable(unavailable)
-        api_key = options.upstream_api_key or self._default_key(options.upstream)
+        limits = self.settings.upstream_named(options.upstream)[0]
+        api_key = options.upstream_api_key or limits.bridge_key
         creation = await client.create(
             orjson.dumps(job_input),
             api_key,
@@ -150,10 +151,6 @@ class GenerateService:
             raise
         log.info("generate.started", job_id=job_id, replayed=registered.registration is None)
         return registered
-
-    def _default_key(self, upstream: str) -> str | None:
-        key = self.settings.upstream_named(upstream)[0].api_key
-        return key.get_secret_value() if key is not None else None
 
     @asynccontextmanager
     async def _one_at_a_time(self, tenant: str, key: str) -> AsyncIterator[None]:

@@ -136,7 +136,7 @@ class Poller:
             log.error("poll.key_unreadable", watch_id=watch.id, error=error.message)
             return
         due = max(watch.next_poll_at, watch.created_at, not_before)
-        target = self._held.add(watch, (watch.job_id, api_key or self._default_key()), due)
+        target = self._held.add(watch, (watch.job_id, api_key or self._limits.bridge_key), due)
         if not target.polling and (len(target.watches) == 1 or due < target.due):
             self._schedule(target, due)
 
@@ -174,10 +174,6 @@ class Poller:
     @property
     def circuit_state(self) -> breaker.State:
         return self._breaker.state if self._breaker is not None else "closed"
-
-    def _default_key(self) -> str | None:
-        key = self._limits.api_key
-        return key.get_secret_value() if key is not None else None
 
     def _schedule(self, target: Target, due: float) -> None:
         target.generation += 1

@@ -552,12 +552,10 @@ class _Relay:
                 async with self._concurrency:
                     answer = await self._sender.send(method, url, dict(headers), body)
                 self._out.put((request_id, *answer))  # a plain tuple: marshal takes no subclass
-            passed = self._limits.done(request)
-            for other in passed[1:]:
-                self._start(other)
-            if not passed:
+            passed = self._limits.pass_on(request, self._start)
+            if passed is None:
                 return
-            request = passed[0]
+            request = passed
 
     async def finish(self) -> None:
         while self._tasks:

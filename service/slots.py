@@ -144,6 +144,17 @@ class Slots(Generic[T]):
         self.tenants.give(tenant)
         return [*self._serve(self.hosts, host), *self._serve(self.tenants, tenant)]
 
+    def pass_on(self, item: T, start: Callable[[T], None]) -> T | None:
+        """`item` ended: the first item that runs now in its place, for `item`'s runner to carry
+        on with; `start` is given each other one. None when none runs."""
+        passed = self.done(item)
+        if not passed:
+            return None
+        first = passed.pop(0)
+        for other in passed:
+            start(other)
+        return first
+
     def _serve(self, limit: Limit[T], key: str) -> list[T]:
         """Hand `key`'s free slots to its line, first come first; the items whose other key has
         no slot go to the front of that key's line, in the order they waited."""

@@ -10,7 +10,8 @@ do not lean on them). One blocked address blocks the whole URL.
 
 Two places apply it:
 
-* `check_url`, at registration time, so the client gets a 422 with a reason it can act on.
+* `check_url`, at registration time, so the client gets a 422 with a reason it can act on
+  (`check_field` names the request's field).
 * `GuardedConnector`, at connect time, for every request (redirects included), so a name
   that resolved to a public address at registration and to 10.0.0.5 now (DNS rebinding) is
   still refused. The connector resolves each name once, checks every answer, and connects
@@ -44,6 +45,7 @@ of their own, and a time limit.
 Exceptions::
 
     CallbackBlocked         a URL or address is refused (registration: reply 422)
+    errors.InvalidRequest   the same refusal, naming the request's field (`check_field`)
     errors.Busy             every thread of registration's lookups is held (reply 503)
     OSError
      └── CallbackBlockedError   the same refusal at connect time, as aiohttp expects it
@@ -67,7 +69,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from service.clock import Clock
-from service.errors import Busy, retry_after_header
+from service.errors import Busy, InvalidRequest, retry_after_header
 
 if TYPE_CHECKING:
     from aiohappyeyeballs import AddrInfoType, SocketFactoryType
@@ -449,6 +451,16 @@ async def check_url(url: str, policy: CallbackPolicy, resolve: Resolve | None = 
         raise CallbackBlocked(f"host {host} could not be resolved: no addresses")
     for address in addresses:
         check_address(address, policy, host=host)
+
+
+async def check_field(
+    name: str, url: str, policy: CallbackPolicy, resolve: Resolve | None = None
+) -> None:
+    """`check_url`, its refusal the `InvalidRequest` of the request's field `name`."""
+    try:
+        await check_url(url, policy, resolve)
+    except CallbackBlocked as blocked:
+        raise InvalidRequest.field(name, blocked.reason) from None
 
 
 # --- Connect time: aiohttp ------------------------------------------------------------------

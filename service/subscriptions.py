@@ -18,7 +18,7 @@ from service.auth import RateLimiter
 from service.clock import Clock
 from service.config import Settings
 from service.endpoints import Endpoints, endpoint_of
-from service.errors import Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, NotFound
 from service.ids import new_id
 from service.sender import Sender
 from service.signing import endpoint_secret, new_secret
@@ -103,10 +103,7 @@ class SubscriptionService:
         """Check where the URL points, and commit. Each argument is valid on its own already
         (the HTTP layer's request model checks each)."""
         self._change(tenant)
-        try:
-            await ssrf.check_url(url, self._policy, self._resolve)
-        except ssrf.CallbackBlocked as blocked:
-            raise InvalidRequest.field("url", blocked.reason) from None
+        await ssrf.check_field("url", url, self._policy, self._resolve)
         # Counted before the insert: two creations racing at 99 may make 101. The cap is there
         # to bound fan-out, which one or two more do not change.
         if len(await self._store.list_subscriptions(tenant)) >= MAX_ACTIVE:

@@ -279,10 +279,8 @@ class WatchService:
         key, which every tenant shares (the upstream cannot tell them apart)."""
         if key is None:
             return True
-        configured = self._settings.upstream_named(upstream)[0].api_key
-        return configured is not None and hmac.compare_digest(
-            key.encode(), configured.get_secret_value().encode()
-        )
+        configured = self._settings.upstream_named(upstream)[0].bridge_key
+        return configured is not None and hmac.compare_digest(key.encode(), configured.encode())
 
     async def check(self, options: WatchOptions) -> Checked:
         """Refuse (`InvalidRequest`) what the request alone cannot judge: the intervals against
@@ -313,10 +311,9 @@ class WatchService:
                 "set; set it, or leave this field out to use the configured upstream.api_key",
             )
         if options.callback_url is not None:
-            try:
-                await ssrf.check_url(options.callback_url, self._policy, self._resolve)
-            except ssrf.CallbackBlocked as blocked:
-                raise InvalidRequest.field("callback_url", blocked.reason) from None
+            await ssrf.check_field(
+                "callback_url", options.callback_url, self._policy, self._resolve
+            )
         return Checked(options, interval, timeout)
 
     async def replay(self, tenant: str, key: str, request: bytes) -> Registered | None:

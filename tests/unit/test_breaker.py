@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from service.breaker import Breaker, Rules, is_failure
@@ -79,7 +81,7 @@ def test_trips_on_failure_ratio(outcomes: str, entered: list[str]) -> None:
 def test_trips_on_failures_in_a_row(outcomes: str, entered: list[str]) -> None:
     """A sudden outage opens the circuit at once, not once failures outweigh past successes."""
     clock = FakeClock(0.0)
-    rules = Rules(window_s=10.0, min_requests=4, failure_ratio=0.5, consecutive_failures=5)
+    rules = dataclasses.replace(RULES, consecutive_failures=5)
     breaker = Breaker(rules, clock.now())
     assert feed(breaker, clock, outcomes, gap=0.01) == entered
 

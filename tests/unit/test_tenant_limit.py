@@ -94,6 +94,20 @@ def test_deliveries_moving_to_their_tenants_line_keep_the_order_they_waited_in()
     assert limits.done(ours) == [older]
 
 
+def test_one_delivery_a_slot_passes_to_carries_on_the_others_are_started() -> None:
+    """Of the deliveries that run in an ended one's place (its host's slot to one, its tenant's
+    to another), `pass_on` returns the first, to carry on, and gives the others to `start`."""
+    limits = slots(per_host=1, per_tenant=1)
+    running, for_host, for_tenant = delivery(0, SLOW, A), delivery(1, SLOW, B), delivery(2, FAST, A)
+    assert [limits.admit(d) for d in (running, for_host, for_tenant)] == ["run", "wait", "wait"]
+    started: list[Delivery] = []
+    assert limits.pass_on(running, started.append) == for_host
+    assert started == [for_tenant]
+    assert limits.pass_on(for_host, started.append) is None  # nothing waits: the slots are free
+    assert started == [for_tenant]
+    assert limits.hosts.running(SLOW) == 0
+
+
 def test_slots_forget_idle_tenants_and_drop_what_waits() -> None:
     """A tenant with nothing held takes no memory; waiting deliveries, for a host or for a
     tenant, can be dropped (lost leases) or cleared (a shutdown)."""
