@@ -111,6 +111,15 @@ def _summary(body: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(payload, dict):
         return {}
+    if "watch_id" in payload:
+        # The bridge's envelope says it in its own words, whatever the upstream's `data` holds.
+        urls = payload.get("image_urls")
+        return {
+            "type": payload.get("type"),
+            "job_id": payload.get("job_id"),
+            "status": payload.get("status"),
+            "image_urls": ", ".join(str(url) for url in urls or [] if url) or None,
+        }
     data = payload.get("data")
     event = data if isinstance(data, dict) else payload
     output = event.get("output")

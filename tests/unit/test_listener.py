@@ -234,3 +234,25 @@ def test_parser_defaults() -> None:
         False,
     )
     assert parser.parse_args(["--record", "r.jsonl"]).record == Path("r.jsonl")
+
+
+async def test_an_envelope_is_summed_up_from_its_own_fields(
+    make: Make, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever the upstream's answer in `data` looks like, the envelope's words are printed."""
+    envelope = {
+        "id": "evt_1",
+        "type": "job.succeeded",
+        "watch_id": "wch_1",
+        "job_id": "task_42",
+        "upstream": "runway",
+        "status": "succeeded",
+        "image_urls": ["https://cdn.example/a.mp4"],
+        "data": {"id": "task_42", "status": "SUCCEEDED", "output": ["https://cdn.example/a.mp4"]},
+    }
+    body, headers = signed(envelope)
+    await make().post("/hooks/a", content=body, headers=headers)
+    out = capsys.readouterr().out
+    assert "job_id      task_42" in out
+    assert "status      succeeded" in out
+    assert "image_urls  https://cdn.example/a.mp4" in out
