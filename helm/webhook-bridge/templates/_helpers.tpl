@@ -333,11 +333,15 @@ livenessProbe:
   periodSeconds: {{ $p.liveness.periodSeconds }}
   timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
+{{- /* A sidecar's readiness would be its application pod's: a store outage is not a reason
+to take the application out of its Service. */}}
+{{- if eq .Values.mode "deployment" }}
 readinessProbe:
   {{- include "webhook-bridge.probeHandler" (list . "/readyz") | nindent 2 }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end }}
 {{- end }}
 
 {{/* The restricted container security context (Pod Security Standard "restricted"). */}}
