@@ -532,6 +532,18 @@ def test_a_sidecar_has_no_readiness_probe(native: bool) -> None:
 # Sidecar mode.
 
 
+def test_pods_take_no_service_links() -> None:
+    """Kubernetes gives a pod BRIDGE_..._SERVICE_HOST and the like for each Service whose name
+    starts with "bridge" (the examples' release name), which the bridge refuses as unknown
+    settings: the Deployment's pods and the example application's turn service links off."""
+    links = {"BRIDGE_WEBHOOK_BRIDGE_SERVICE_HOST": "10.96.0.12", "BRIDGE_STORE__URL": "memory://"}
+    with pytest.raises(ConfigError, match="BRIDGE_WEBHOOK_BRIDGE_SERVICE_HOST"):
+        config.load(environ=links)
+    assert pod_spec(render(values=AUTHENTICATED))["enableServiceLinks"] is False
+    for native in (True, False):
+        assert pod_spec(render_app({"sidecar": {"native": native}}))["enableServiceLinks"] is False
+
+
 def test_native_sidecar_is_an_init_container_that_restarts_always() -> None:
     """sidecar.native renders the bridge as an initContainers entry with restartPolicy Always
     and a startupProbe on /readyz, listening on 127.0.0.1 with loopback callbacks allowed."""
