@@ -14,6 +14,7 @@ import base64
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import socket
 import subprocess
@@ -30,7 +31,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from service import config, profiles
+from service import config, profiles, sender
 from service.errors import ConfigError
 from service.profile import Profile
 
@@ -202,6 +203,21 @@ def test_a_grace_period_shorter_than_the_bridge_shutdown_is_refused() -> None:
     assert pod_spec(render(values=least))["terminationGracePeriodSeconds"] == 38
     with pytest.raises(helm_python.HelmError, match="must be at least"):
         render(values=with_values(values, {"terminationGracePeriodSeconds": 37}))
+
+
+def test_a_sender_process_lengthens_the_least_grace_period() -> None:
+    """With delivery.sender "process" the bridge may wait for the sender process a while more
+    after shutdown_grace_s (service.sender.GRACE_S): the least grace period covers it too."""
+    values = with_values(
+        AUTHENTICATED,
+        {"config": {"server": {"shutdown_grace_s": 30}, "delivery": {"sender": "process"}}},
+    )
+    least = 5 + 30 + 3 + math.ceil(sender.GRACE_S)
+    assert pod_spec(render(values=values))["terminationGracePeriodSeconds"] == least + 7
+    enough = with_values(values, {"terminationGracePeriodSeconds": least})
+    assert pod_spec(render(values=enough))["terminationGracePeriodSeconds"] == least
+    with pytest.raises(helm_python.HelmError, match="must be at least"):
+        render(values=with_values(values, {"terminationGracePeriodSeconds": least - 1}))
 
 
 # Optional resources.
