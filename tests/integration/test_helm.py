@@ -11,8 +11,10 @@ checks behaviour.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
+import math
 import os
 import socket
 import subprocess
@@ -29,7 +31,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
-from service import config, profiles
+from service import config, profiles, sender
 from service.errors import ConfigError
 from service.profile import Profile
 
@@ -203,6 +205,21 @@ def test_a_grace_period_shorter_than_the_bridge_shutdown_is_refused() -> None:
         render(values=with_values(values, {"terminationGracePeriodSeconds": 37}))
 
 
+def test_a_sender_process_lengthens_the_least_grace_period() -> None:
+    """With delivery.sender "process" the bridge may wait for the sender process a while more
+    after shutdown_grace_s (service.sender.GRACE_S): the least grace period covers it too."""
+    values = with_values(
+        AUTHENTICATED,
+        {"config": {"server": {"shutdown_grace_s": 30}, "delivery": {"sender": "process"}}},
+    )
+    least = 5 + 30 + 3 + math.ceil(sender.GRACE_S)
+    assert pod_spec(render(values=values))["terminationGracePeriodSeconds"] == least + 7
+    enough = with_values(values, {"terminationGracePeriodSeconds": least})
+    assert pod_spec(render(values=enough))["terminationGracePeriodSeconds"] == least
+    with pytest.raises(helm_python.HelmError, match="must be at least"):
+        render(values=with_values(values, {"terminationGracePeriodSeconds": least - 1}))
+
+
 # Optional resources.
 
 MONITORED = {"serviceMonitor": {"enabled": True}}
@@ -211,10 +228,16 @@ MONITORED = {"serviceMonitor": {"enabled": True}}
 def test_a_service_monitor_with_tokens_needs_the_health_port() -> None:
     """With API tokens /metrics is on the health port only: a ServiceMonitor without one would
     scrape 404s, so the chart says what to set; behind a gateway (no tokens) the API port works."""
-    base = with_values(AUTHENTICATED, {"store": {"url": POSTGRES_URL}, "metrics": MONITORED})
+    base = with_values(
+        AUTHENTICATED, {"store": {"url": POSTGRES_URL}, "metrics": MONITORED, "healthPort": None}
+    )
     with pytest.raises(helm_python.HelmError, match="needs healthPort"):
         render(values=base)
-    open_api = {"config": {"auth": {"allow_unauthenticated": True}}, "metrics": MONITORED}
+    open_api = {
+        "config": {"auth": {"allow_unauthenticated": True}},
+        "metrics": MONITORED,
+        "healthPort": None,
+    }
     (endpoint,) = one(render(values=open_api), "ServiceMonitor")["spec"]["endpoints"]
     assert endpoint["port"] == "http"
 
@@ -468,9 +491,9 @@ def test_every_resource_has_the_standard_labels() -> None:
 
 
 def test_deployment_probes_are_http_on_the_api_port() -> None:
-    """In deployment mode the kubelet reaches the API port: httpGet probes on /livez and
-    /readyz there, a startupProbe first."""
-    container = bridge_container(render(values=AUTHENTICATED))
+    """In deployment mode the kubelet reaches the API port: with healthPort null, httpGet
+    probes on /livez and /readyz there, a startupProbe first."""
+    container = bridge_container(render(values=with_values(AUTHENTICATED, {"healthPort": None})))
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
@@ -489,11 +512,52 @@ def test_a_separate_health_port_is_probed_over_http(mode: str) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["BRIDGE_SERVER__HEALTH_PORT"] == "9090"
     assert {"name": "health", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    probes = ("startupProbe", "livenessProbe", "readinessProbe")
+    for probe in probes if mode == "deployment" else probes[:2]:
         assert container[probe]["httpGet"]["port"] == "health"
 
 
+@pytest.mark.parametrize("mode", ["deployment", "sidecar"])
+def test_the_probes_have_a_port_of_their_own_by_default(mode: str) -> None:
+    """By default the probes reach the health port, not the API port, whose
+    server.max_connections long-polls and event streams can fill: there /livez would answer
+    503 and the kubelet restart a bridge that is only busy."""
+    if mode == "deployment":
+        container = bridge_container(render(values=AUTHENTICATED))
+    else:
+        container = bridge_container(render_app({}))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["BRIDGE_SERVER__HEALTH_PORT"] == "9091"
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "health"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_sidecar_has_no_readiness_probe(native: bool) -> None:
+    """A sidecar's readiness is its pod's: /readyz failing while the bridge's store is down
+    would take the application out of its Service. The startupProbe on /readyz still holds
+    the application (native) until the bridge is ready."""
+    container = bridge_container(render_app({"sidecar": {"native": native}}))
+    assert "readinessProbe" not in container
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    deployment = bridge_container(render(values=AUTHENTICATED))
+    assert deployment["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
 # Sidecar mode.
+
+
+def test_pods_take_no_service_links() -> None:
+    """Kubernetes gives a pod BRIDGE_..._SERVICE_HOST and the like for each Service whose name
+    starts with "bridge" (the examples' release name), which the bridge refuses as unknown
+    settings: the Deployment's pods and the example application's turn service links off."""
+    links = {"BRIDGE_WEBHOOK_BRIDGE_SERVICE_HOST": "10.96.0.12", "BRIDGE_STORE__URL": "memory://"}
+    with pytest.raises(ConfigError, match="BRIDGE_WEBHOOK_BRIDGE_SERVICE_HOST"):
+        config.load(environ=links)
+    assert pod_spec(render(values=AUTHENTICATED))["enableServiceLinks"] is False
+    for native in (True, False):
+        assert pod_spec(render_app({"sidecar": {"native": native}}))["enableServiceLinks"] is False
 
 
 def test_native_sidecar_is_an_init_container_that_restarts_always() -> None:
@@ -504,7 +568,7 @@ def test_native_sidecar_is_an_init_container_that_restarts_always() -> None:
     (init,) = spec["initContainers"]
     assert init["name"] == "webhook-bridge"
     assert init["restartPolicy"] == "Always"
-    assert "/readyz" in init["startupProbe"]["exec"]["command"][-1]
+    assert init["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert [c["name"] for c in spec["containers"]] == ["app"]
     env = {e["name"]: e.get("value") for e in init["env"]}
     assert env["BRIDGE_SERVER__HOST"] == "127.0.0.1"
@@ -521,7 +585,7 @@ def test_legacy_sidecar_is_a_plain_container() -> None:
     assert "initContainers" not in spec
     assert [c["name"] for c in spec["containers"]] == ["app", "webhook-bridge"]
     assert "restartPolicy" not in spec["containers"][1]
-    assert "exec" in spec["containers"][1]["startupProbe"]
+    assert "httpGet" in spec["containers"][1]["startupProbe"]
 
 
 def test_sidecar_mode_renders_no_workload_of_its_own() -> None:
@@ -889,40 +953,53 @@ def _run_probe(command: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def sidecar_bridge(tmp_path: Path) -> Iterator[tuple[dict[str, Any], subprocess.Popen[bytes]]]:
-    """A real bridge started with the native sidecar's rendered configuration and environment
-    (on a free port, SQLite in tmp_path), and its container."""
-    port = _free_port()
-    manifests = render_app({"config": {"server": {"port": port}}})
-    container = bridge_container(manifests)
+@contextlib.contextmanager
+def _rendered_bridge(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real bridge started with the rendered bridge.toml and container environment, SQLite in
+    tmp_path; its output in tmp_path/bridge.log."""
     (tmp_path / "bridge.toml").write_text(one(manifests, "ConfigMap")["data"]["bridge.toml"])
-    environ = _environment(container, SECRETS)
+    environ = _environment(bridge_container(manifests), SECRETS)
     environ["BRIDGE_CONFIG"] = str(tmp_path / "bridge.toml")
     environ["BRIDGE_STORE__URL"] = f"sqlite:///{tmp_path}/bridge.db"
-    assert _run_probe(container["startupProbe"]["exec"]["command"]).returncode != 0
+    if environ["BRIDGE_SERVER__HOST"] == "0.0.0.0":
+        environ["BRIDGE_SERVER__HOST"] = "127.0.0.1"
     base = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     log = (tmp_path / "bridge.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve"],
         cwd=tmp_path,
-        env={**base, **environ},
+        env={**base, **environ, "BRIDGE_SERVER__HEALTH_HOST": "127.0.0.1"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        yield container, process
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=20)
         log.close()
 
 
+@pytest.fixture
+def sidecar_bridge(tmp_path: Path) -> Iterator[tuple[dict[str, Any], subprocess.Popen[bytes]]]:
+    """A real bridge started with the native sidecar's rendered configuration and environment
+    (healthPort null, on a free port, SQLite in tmp_path), and its container."""
+    port = _free_port()
+    manifests = render_app({"config": {"server": {"port": port}}, "healthPort": None})
+    container = bridge_container(manifests)
+    assert _run_probe(container["startupProbe"]["exec"]["command"]).returncode != 0
+    with _rendered_bridge(manifests, tmp_path) as process:
+        yield container, process
+
+
 def test_sidecar_exec_probes_pass_against_the_rendered_bridge(
     sidecar_bridge: tuple[dict[str, Any], subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    """The bridge starts on 127.0.0.1 from the rendered sidecar settings, and the exec probes
-    (python -c against 127.0.0.1) fail before it listens and pass once it is ready."""
+    """The bridge starts on 127.0.0.1 from the rendered sidecar settings (healthPort null), and
+    the exec probes (python -c against 127.0.0.1) fail before it listens and pass once it is
+    ready."""
     container, process = sidecar_bridge
     deadline = time.monotonic() + 30
     while True:
@@ -934,7 +1011,6 @@ def test_sidecar_exec_probes_pass_against_the_rendered_bridge(
         assert time.monotonic() < deadline, f"never ready: {startup.stderr}\n{log}"
         time.sleep(0.2)
     assert _run_probe(container["livenessProbe"]["exec"]["command"]).returncode == 0
-    assert _run_probe(container["readinessProbe"]["exec"]["command"]).returncode == 0
     assert process.poll() is None
 
 
@@ -991,3 +1067,36 @@ def test_every_value_is_in_the_schema_and_documented() -> None:
     assert undocumented == []
     described = sorted(".".join(p) for p, s in leaves.items() if not s.get("description"))
     assert described == []
+
+
+def _get(port: int, path: str) -> int:
+    """The status of GET http://127.0.0.1:port/path, as the kubelet's httpGet probe sees it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        return int(connection.recv(4096).split(b" ", 2)[1])
+
+
+def test_probes_pass_while_the_api_port_is_full(tmp_path: Path) -> None:
+    """With the API port at server.max_connections (long-polls and streams), it answers 503,
+    /livez included; the probes, on the health port by default, still pass."""
+    api, health = _free_port(), _free_port()
+    values = {"config": {"server": {"port": api, "max_connections": 2}}, "healthPort": health}
+    manifests = render(values=with_values(AUTHENTICATED, values))
+    container = bridge_container(manifests)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    probed = ports[container["livenessProbe"]["httpGet"]["port"]]
+    assert probed == health
+    with _rendered_bridge(manifests, tmp_path) as process:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                if _get(probed, "/readyz") == 200 and _get(api, "/livez") == 200:
+                    break
+            log = (tmp_path / "bridge.log").read_text()
+            assert process.poll() is None, f"the bridge exited:\n{log}"
+            assert time.monotonic() < deadline, f"never ready:\n{log}"
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", api)):  # one of the two slots
+            assert _get(api, "/livez") == 503
+            assert _get(probed, "/livez") == 200
+            assert _get(probed, "/readyz") == 200

@@ -138,10 +138,13 @@ upstreamApiKeys is a dict too, the key of each named upstream's API key by its n
 {{/*
 The least terminationGracePeriodSeconds that lets the bridge finish: the preStop sleep, its
 shutdown grace (SIGTERM answers waiting clients at once and gives in-flight work the grace,
-once), and 3 s to commit the last outcomes, release its leases and exit.
+once), 3 s to commit the last outcomes, release its leases and exit, and with
+delivery.sender "process" the 5 s the bridge then gives the sender process to finish what it
+holds (service/sender.py, GRACE_S).
 */}}
 {{- define "webhook-bridge.minTerminationGracePeriodSeconds" -}}
-{{- add (int64 .Values.preStopSleepSeconds) (ceil .Values.config.server.shutdown_grace_s | int64) 3 }}
+{{- $sender := ternary 5 0 (eq .Values.config.delivery.sender "process") }}
+{{- add (int64 .Values.preStopSleepSeconds) (ceil .Values.config.server.shutdown_grace_s | int64) 3 $sender }}
 {{- end }}
 
 {{/* seconds of the pod's terminationGracePeriodSeconds (mode: deployment). */}}
@@ -198,7 +201,7 @@ both modes), NOTES.txt and the sidecar template include it, so a broken rule sto
 {{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) }}
 {{- $needed := include "webhook-bridge.minTerminationGracePeriodSeconds" . | int64 }}
 {{- if lt (float64 $v.terminationGracePeriodSeconds) (float64 $needed) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + config.server.shutdown_grace_s + 3 s to exit (%v), or the bridge is killed before it has released its work" $v.terminationGracePeriodSeconds $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + config.server.shutdown_grace_s + 3 s to exit, + 5 s with config.delivery.sender process (%v), or the bridge is killed before it has released its work" $v.terminationGracePeriodSeconds $needed) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -333,11 +336,15 @@ livenessProbe:
   periodSeconds: {{ $p.liveness.periodSeconds }}
   timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
   failureThreshold: {{ $p.liveness.failureThreshold }}
+{{- /* A sidecar's readiness would be its application pod's: a store outage is not a reason
+to take the application out of its Service. */}}
+{{- if eq .Values.mode "deployment" }}
 readinessProbe:
   {{- include "webhook-bridge.probeHandler" (list . "/readyz") | nindent 2 }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end }}
 {{- end }}
 
 {{/* The restricted container security context (Pod Security Standard "restricted"). */}}
