@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,11 +23,21 @@ from prometheus_client.exposition import choose_encoder
 
 from service import breaker
 from service.config import DEFAULT_UPSTREAM
-from service.observation import Observation
+from service.observation import Kind, Observation
 from service.store.base import Attempt, AttemptOutcome, Delivery
 
 _FAST = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _PollSeries:
+    """An upstream's series that every poll records, bound once: `labels()` looks a child up
+    under a lock on each call."""
+
+    requests: dict[str, Counter]  # by outcome
+    duration: Histogram
+    lateness: Histogram
 
 
 class Metrics:
@@ -122,24 +134,37 @@ class Metrics:
             "bridge_open_streams",
             "Long-polls, event streams and dashboard live streams held open by this process.",
         )
+        self._poll_series: dict[str, _PollSeries] = {}
         for upstream in upstreams:
-            for outcome in ("progress", "terminal", "refused", "transient"):
-                self.upstream_requests.labels(upstream, outcome)
+            self._polls(upstream)
             for state in breaker.STATES:
                 self.circuit_transitions.labels(upstream, state)
-            self.upstream_duration.labels(upstream)
-            self.poll_lateness.labels(upstream)
             self.circuit_state.labels(upstream).set(0)
             self.throttled.labels(upstream).set(0)
         for outcome in ("succeeded", "retry", "failed", "gone"):
             self.delivery_attempts.labels(outcome)
 
+    def _polls(self, upstream: str) -> _PollSeries:
+        series = self._poll_series.get(upstream)
+        if series is None:
+            requests = {
+                kind: self.upstream_requests.labels(upstream, kind) for kind in get_args(Kind)
+            }
+            series = _PollSeries(
+                requests,
+                self.upstream_duration.labels(upstream),
+                self.poll_lateness.labels(upstream),
+            )
+            self._poll_series[upstream] = series
+        return series
+
     def polled(self, upstream: str, seen: Observation, duration_s: float) -> None:
-        self.upstream_requests.labels(upstream, seen.kind).inc()
-        self.upstream_duration.labels(upstream).observe(duration_s)
+        series = self._polls(upstream)
+        series.requests[seen.kind].inc()
+        series.duration.observe(duration_s)
 
     def poll_started(self, upstream: str, lateness_s: float) -> None:
-        self.poll_lateness.labels(upstream).observe(lateness_s)
+        self._polls(upstream).lateness.observe(lateness_s)
 
     def circuit_changed(self, upstream: str, change: breaker.Transition) -> None:
         self.circuit_state.labels(upstream).set(breaker.STATES.index(change.after))
