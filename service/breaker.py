@@ -49,7 +49,8 @@ class Outcomes:
         self._buckets: deque[list[int]] = deque()
         self._requests = self._failures = 0
 
-    def record(self, now: float, failed: bool) -> None:
+    def record(self, now: float, failed: bool) -> tuple[int, int]:
+        """Count one request; (requests, failures) within the window, this one included."""
         current = self._drop_old(now)
         if not self._buckets or self._buckets[-1][0] < current:
             self._buckets.append([current, 0, 0])
@@ -57,6 +58,7 @@ class Outcomes:
         self._buckets[-1][2] += failed
         self._requests += 1
         self._failures += failed
+        return self._requests, self._failures
 
     def counts(self, now: float) -> tuple[int, int]:
         """(requests, failures) within the window ending at `now`, the slice of `now` included."""
@@ -160,8 +162,7 @@ class Breaker:
             return self._move("closed", "the probe succeeded", now)
         if self.state == "open":
             return None
-        self._window.record(now, failed)
-        requests, failures = self._window.counts(now)
+        requests, failures = self._window.record(now, failed)
         rules = self.rules
         self._in_a_row = self._in_a_row + 1 if failed else 0
         if self._in_a_row >= rules.consecutive_failures:
