@@ -33,7 +33,7 @@ from service.answers import (
     read_result,
 )
 from service.observation import Observation
-from service.profile import Reader, fill
+from service.profile import Auth, Reader, fill
 
 # A job's status is a few KiB; reading stops past this.
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -60,11 +60,12 @@ class UpstreamClient:
         self._transport = transport
         self._reader = reader
         self._profile = reader.profile
-        # An uncompressed answer costs no inflating; one compressed anyway is still read.
-        self._headers = (
-            (b"Accept-Encoding", b"identity"),
-            (b"User-Agent", USER_AGENT.encode()),
-        )
+        # Built once: every request carries them, the profile's own (an API version, say) too.
+        self._headers = self._headers_with({})
+        auth = self._profile.auth
+        # The key goes in a header (its name and the value's prefix) or a query parameter.
+        self._key_header = _key_header(auth)
+        self._key_param = auth.name if auth.scheme == "query" else None
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
         self._base = base_url.rstrip("/")
         self._timeout = timeout_s
@@ -147,6 +148,15 @@ class UpstreamClient:
         secrets = self.secrets(api_key)
         return read_result(status, headers, body, secrets, self._reader, ended)
 
+    def _headers_with(self, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        # An uncompressed answer costs no inflating; one compressed anyway is still read.
+        named = {**self._profile.status.headers, **extra}
+        return [
+            (b"Accept-Encoding", b"identity"),
+            (b"User-Agent", USER_AGENT.encode()),
+            *((name.encode(), value.encode()) for name, value in named.items()),
+        ]
+
     def _build(
         self,
         method: str,
@@ -157,24 +167,14 @@ class UpstreamClient:
         content: bytes | None = None,
     ) -> httpx.Request:
         """A request to `path` (its `{job_id}` filled in) with the key as the profile sends it,
-        and the profile's headers (an API version, say: every request carries them)."""
-        headers = list(self._headers)
-        params = {}
-        auth = self._profile.auth
-        if api_key and auth.scheme in ("bearer", "key"):
-            scheme = b"Bearer " if auth.scheme == "bearer" else b"Key "
-            headers.append((b"Authorization", scheme + api_key.encode()))
-        elif api_key and auth.scheme == "header":
-            assert auth.name is not None
-            headers.append((auth.name.encode(), api_key.encode()))
-        elif api_key and auth.scheme == "query":
-            assert auth.name is not None
-            params[auth.name] = api_key
-        for name, value in {**self._profile.status.headers, **(extra or {})}.items():
-            headers.append((name.encode(), value.encode()))
-        url = httpx.URL(self._base + fill(path, quote(job_id, safe="")))
-        if params:
-            url = url.copy_merge_params(params)
+        and the profile's headers, `extra` taking the place of any of the same name."""
+        url: str | httpx.URL = self._base + fill(path, quote(job_id, safe=""))
+        headers = self._headers_with(extra) if extra else self._headers
+        if api_key and self._key_header is not None:
+            name, prefix = self._key_header
+            headers = [*headers, (name, prefix + api_key.encode())]
+        elif api_key and self._key_param is not None:
+            url = httpx.URL(url).copy_merge_params({self._key_param: api_key})
         return httpx.Request(
             method, url, headers=headers, content=content, extensions=self._extensions
         )
@@ -235,6 +235,18 @@ class UpstreamClient:
         except Exception as error:  # whatever the client raised: say why, never crash
             return Creation("failed", error=network_failure(error, secrets).error)
         return read_creation(status, answer_headers, answer, secrets, self._reader)
+
+
+def _key_header(auth: Auth) -> tuple[bytes, bytes] | None:
+    """The header that carries the key, as (name, the value's prefix), if the key goes in one."""
+    if auth.scheme == "bearer":
+        return b"Authorization", b"Bearer "
+    if auth.scheme == "key":
+        return b"Authorization", b"Key "
+    if auth.scheme == "header":
+        assert auth.name is not None
+        return auth.name.encode(), b""
+    return None
 
 
 class Unread(Exception):
