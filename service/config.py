@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     HttpUrl,
     SecretStr,
     ValidationError,
@@ -30,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -125,8 +127,30 @@ class ServerSettings(_Section):
         return self
 
 
+class _MaskedRepr:
+    """A URL whose repr masks the credentials it carries, so that the settings, and whatever
+    holds them, print safely in an exception report, a debugger or a log."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({mask_url_password(str(self))!r})"
+
+
+class UpstreamUrl(_MaskedRepr, HttpUrl):
+    """An upstream's `base_url`, which may carry a user name and password."""
+
+
+class StoreUrl(_MaskedRepr, str):
+    """`store.url`, which may carry the database's password."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, handler(str))
+
+
 class UpstreamSettings(_Section):
-    base_url: HttpUrl = HttpUrl("https://betterwaifu.com")
+    base_url: UpstreamUrl = UpstreamUrl("https://betterwaifu.com")
     api_key: SecretStr | None = None
     request_timeout_s: PositiveSeconds = 10.0
     max_concurrency: Int = Field(64, ge=1, le=4096)
@@ -154,7 +178,7 @@ class UpstreamSettings(_Section):
 
     @field_validator("base_url")
     @classmethod
-    def _appendable(cls, url: HttpUrl) -> HttpUrl:
+    def _appendable(cls, url: UpstreamUrl) -> UpstreamUrl:
         """Paths are appended to it: after a query or fragment they would change nothing."""
         if url.query is not None or url.fragment is not None:
             raise ValueError(
@@ -191,7 +215,7 @@ class UpstreamSettings(_Section):
 
 
 class StoreSettings(_Section):
-    url: str = "sqlite:///bridge.db"
+    url: StoreUrl = StoreUrl("sqlite:///bridge.db")
     # At least 3 s: a lease is renewed every third of it (service/bridge.py), once a second at
     # most.
     lease_s: Float = Field(15.0, ge=3, le=300)
@@ -203,7 +227,7 @@ class StoreSettings(_Section):
 
     @field_validator("url")
     @classmethod
-    def _reachable(cls, url: str) -> str:
+    def _reachable(cls, url: StoreUrl) -> StoreUrl:
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
             if str(path) == ":memory:":
@@ -247,7 +271,7 @@ class NamedUpstreamSettings(UpstreamSettings):
     """An upstream of `[upstreams.<name>]`. Its watches poll by `[poll]`, changed by the keys of
     its own `poll` table."""
 
-    base_url: HttpUrl
+    base_url: UpstreamUrl
     poll: PollSettings = PollSettings()
 
 

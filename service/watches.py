@@ -52,6 +52,8 @@ log = structlog.get_logger("service.watches")
 # The dashboard's trends: what ended in each UTC hour of the last day, the current hour last.
 TREND_BUCKET_S = 3600.0
 TREND_BUCKETS = 24
+# The W3C trace context header: a registration's request's goes on with its webhooks.
+TRACEPARENT = "traceparent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +217,8 @@ class WatchService:
         seal = self._vault.seal
         headers = dict(options.callback_headers)
         callback = options.callback_url
-        if callback and traceparent and "traceparent" not in {name.lower() for name in headers}:
-            headers["traceparent"] = traceparent  # the caller's trace goes on in the webhook
+        if callback and traceparent and TRACEPARENT not in {name.lower() for name in headers}:
+            headers[TRACEPARENT] = traceparent  # the caller's trace goes on in the webhook
         # Without its own secret a watch is signed with the configured signing secrets, if any
         # (stored as ""), else with one generated for it. A watch without a callback signs
         # nothing (subscriptions have their own secrets).

@@ -19,7 +19,7 @@ from service.api import models
 from service.events import iso8601
 from service.store import base as store
 from service.store import rules
-from service.watches import Registration
+from service.watches import TRACEPARENT, Registration
 
 Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 MASK = "********"
@@ -87,7 +87,11 @@ class Watch(Answer):
         "deliveries go to the URL as registered. null: the watch has no callback."
     )
     callback_method: models.CallbackMethod
-    callback_headers: MaskedHeaders
+    callback_headers: MaskedHeaders = Field(
+        description=f"The header fields given in `callback_headers`, each value shown as "
+        f"{MASK}; a `traceparent` is left out (the registration request's own is sent with "
+        "the webhooks too)."
+    )
     events: list[models.EventName]
     payload_format: models.PayloadFormat
     metadata: models.Metadata | None
@@ -133,7 +137,9 @@ class Watch(Answer):
             upstream=watch.upstream,
             callback_url=None if watch.callback_url is None else public_url(watch.callback_url),
             callback_method=watch.callback_method,
-            callback_headers=dict.fromkeys(watch.callback_headers, MASK),
+            callback_headers={
+                name: MASK for name in watch.callback_headers if name.lower() != TRACEPARENT
+            },
             events=watch.events,
             payload_format=watch.payload_format,
             metadata=watch.metadata,

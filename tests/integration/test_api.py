@@ -247,6 +247,31 @@ async def test_created_watch_shows_the_secret_once(client: httpx.AsyncClient) ->
     assert shown.json()["callback_headers"] == {"X-Token": "********"}
 
 
+async def test_a_carried_traceparent_is_not_shown_as_a_callback_header(
+    client: httpx.AsyncClient,
+) -> None:
+    """The `traceparent` of a registration's request goes with the webhooks (the stored
+    headers keep it) but no answer lists it among the caller's masked `callback_headers`."""
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {"traceparent": trace, "Idempotency-Key": "traced"}
+    changes = {"callback_headers": {"X-Token": "t0ps3cret"}}
+    created = await client.post("/v1/watches", json={**GOOD, **changes}, headers=headers)
+    replayed = await client.post("/v1/watches", json={**GOOD, **changes}, headers=headers)
+    watch_id = created.json()["id"]
+    listed = await client.get("/v1/watches")
+    shown = [
+        created.json(),
+        replayed.json(),
+        (await client.get(f"/v1/watches/{watch_id}")).json(),
+        listed.json()["data"][0],
+        (await client.delete(f"/v1/watches/{watch_id}")).json(),
+    ]
+    assert [answer["callback_headers"] for answer in shown] == [{"X-Token": "********"}] * 5
+    bridge = client.app.state.bridge  # type: ignore[attr-defined]
+    stored = await bridge.store.get_watch("", watch_id)
+    assert stored.callback_headers == {"X-Token": "t0ps3cret", "traceparent": trace}
+
+
 async def test_query_values_of_a_callback_are_masked_in_every_answer(
     client: httpx.AsyncClient,
 ) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from service import config
+from service import config, signing, vault
+from service.bridge import Bridge
 from service.errors import ConfigError
 
 DEFAULT_FILE = Path(__file__).parents[2] / "config" / "bridge.toml"
@@ -77,6 +79,38 @@ def test_secrets_are_masked() -> None:
     assert settings.upstream.api_key.get_secret_value() == "bw_secret123"
     assert "bw_secret123" not in str(config.masked(settings))
     assert "bw_secret123" not in repr(settings)
+
+
+async def test_no_secret_prints_with_the_settings() -> None:
+    """No secret of the settings shows in the repr or str of the settings, nor of the services
+    built from them (an exception report, a debugger or a log prints those); the URLs show
+    with their passwords masked."""
+    encryption_key, signing_secret = vault.new_key(), signing.new_secret()
+    settings = config.load(
+        environ={
+            "BRIDGE_STORE__URL": "postgresql://bridge:store-password@db/bridge",
+            "BRIDGE_UPSTREAM__BASE_URL": "https://bridge:upstream-password@up.example/api",
+            "BRIDGE_UPSTREAM__API_KEY": "upstream-key",
+            "BRIDGE_UPSTREAMS__OTHER__BASE_URL": "https://other-password@other.example",
+            "BRIDGE_UPSTREAMS__OTHER__API_KEY": "other-key",
+            "BRIDGE_SECURITY__ENCRYPTION_KEY": encryption_key,
+            "BRIDGE_DELIVERY__SIGNING_SECRETS": json.dumps([{"secret": signing_secret}]),
+            "BRIDGE_AUTH__TOKENS": json.dumps([{"name": "acme", "token": "acme-token"}]),
+        }
+    )
+    bridge = Bridge.build(settings)
+    printed = "\n".join((repr(settings), str(settings), repr(bridge), str(bridge)))
+    for transport in bridge.upstream_http.values():
+        await transport.aclose()
+    await bridge.sender.aclose()
+    bridge.lookups.close()
+    secrets = [
+        "store-password", "upstream-password", "upstream-key", "other-password", "other-key",
+        encryption_key, signing_secret, "acme-token",
+    ]  # fmt: skip
+    assert [secret for secret in secrets if secret in printed] == []
+    assert "postgresql://bridge:********@db/bridge" in printed
+    assert "https://bridge:********@up.example/api" in printed
 
 
 @pytest.mark.parametrize(

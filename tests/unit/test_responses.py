@@ -3,7 +3,9 @@ models existed; the envelope `service.events` writes is what the Event model des
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import orjson
 import pytest
@@ -227,3 +229,14 @@ def test_an_envelope_is_what_the_event_model_describes(event: events.Event) -> N
     model = responses.Event.model_validate_json(body)
     assert model.dump() == body
     assert list(orjson.loads(body)) == list(responses.Event.model_fields)
+
+
+def test_the_readme_shows_a_registration_answer_as_the_bridge_writes_it() -> None:
+    """The README's example answer to a registration is the one its model writes, byte for
+    byte once compacted: `timeout_s` is a number written 300.0, as in every answer and as
+    /openapi.json's `number` has it."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", readme, re.DOTALL)
+    [example] = [block for block in blocks if block.startswith('{"id": "wch_')]
+    written = responses.CreatedWatch.model_validate_json(example).dump()
+    assert written == orjson.dumps(orjson.loads(example))
