@@ -21,7 +21,7 @@ from service import store as stores
 from service.api.responses import registration_body
 from service.auth import Access, Authenticator, RateLimiter
 from service.clock import Clock, SystemClock
-from service.config import Settings
+from service.config import Settings, mask_url_password
 from service.errors import StoreError, StoreUnavailable
 from service.event_feed import EventFeed
 from service.event_hub import EventHub
@@ -162,7 +162,8 @@ class Bridge:
                 id=job.name, max_instances=1, coalesce=True, misfire_grace_time=None, **first,
             )  # fmt: skip
         self.scheduler.start()
-        log.info("bridge.started", owner=self.worker.owner, store=_safe_url(self))
+        store = mask_url_password(self.settings.store.url)
+        log.info("bridge.started", owner=self.worker.owner, store=store)
         if self.settings.security.encryption_key is None:
             log.warning(
                 "bridge.secrets_in_clear",
@@ -248,8 +249,3 @@ def _sender(settings: Settings, metrics: Metrics) -> Sender:
     return InlineSender(
         transport, settings.delivery.timeout_s, settings.delivery.max_response_bytes
     )
-
-
-def _safe_url(bridge: Bridge) -> str:
-    url = bridge.settings.store.url
-    return url.split("@", 1)[-1] if "@" in url else url
