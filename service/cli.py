@@ -30,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
     asyncio.run(_check_store(settings))
     server = settings.server
     common: dict[str, Any] = {
-        "log_level": "warning",
+        "log_config": None,  # service.logs renders uvicorn's records, at the bridge's level
         "access_log": False,
         **http_server.uvicorn_options(server),
     }
