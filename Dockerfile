@@ -18,7 +18,9 @@ COPY requirements.lock ./
 RUN pip install --require-hashes --requirement requirements.lock
 COPY pyproject.toml README.md ./
 COPY service ./service
+# The runtime installs nothing: pip and setuptools (the build backend) stay out of the image.
 RUN pip install --no-deps --no-build-isolation . \
+    && python -m pip uninstall --yes pip setuptools wheel \
     && python -m compileall -q /opt/venv
 
 FROM ${PYTHON}
@@ -31,10 +33,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=build /opt/venv /opt/venv
 COPY config/bridge.toml /etc/webhook-bridge/bridge.toml
 # /data holds the SQLite database: mount a volume there (and an emptyDir on /tmp with a
-# read-only root filesystem).
-RUN mkdir /data && chown 10001:10001 /data
+# read-only root filesystem). The system Python's pip, setuptools and wheel go too.
+RUN /usr/local/bin/python -m pip uninstall --yes --root-user-action=ignore pip setuptools wheel \
+    && mkdir /data && chown 10001:10001 /data
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8080
+# /livez on the health port if BRIDGE_SERVER__HEALTH_PORT is set, else on the API port (8080 in
+# bridge.toml); each check starts a Python (~50 ms of CPU), hence every 30 s, and the first
+# minute, in which migrations run, does not count.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; port = os.environ.get('BRIDGE_SERVER__HEALTH_PORT') or os.environ.get('BRIDGE_SERVER__PORT') or '8080'; r.build_opener(r.ProxyHandler({})).open(f'http://127.0.0.1:{port}/livez', timeout=4)"]
 ENTRYPOINT ["webhook-bridge"]
 CMD ["serve"]

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import os
-import signal
 import sqlite3
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ from harness import (
     cpu_seconds,
     free_port,
     machine_busy_seconds,
+    paused,
 )
 from loops import Control, each
 from measure import fmt_ms, fmt_num
@@ -200,7 +199,7 @@ async def throughput(run: Run) -> dict[str, Any]:
                 spy()
             # The bare loop next, while the bridge is stopped (SIGSTOP): the two windows of a
             # pair are seconds apart, so a machine whose speed drifts skews their ratio little.
-            with _paused(pids["bridge"]):
+            with paused(pids["bridge"]):
                 bare = await bare_posts(
                     rows, args.per_host, args.warmup, args.duration, receiver.pid
                 )
@@ -298,18 +297,6 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(child) for child in (task / "children").read_text().split()]
     return found
-
-
-@contextlib.contextmanager
-def _paused(pids: list[int]) -> Iterator[None]:
-    """`pids` stopped (SIGSTOP) inside the block, continued after it."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 def _window(start: dict[str, Any], end: dict[str, Any], me: str) -> dict[str, Any]:

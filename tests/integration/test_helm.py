@@ -545,6 +545,37 @@ def test_a_sidecar_has_no_readiness_probe(native: bool) -> None:
     assert deployment["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+# A private CA bundle from a ConfigMap, trusted by the bridge's TLS (OpenSSL reads
+# SSL_CERT_FILE; the image's public CAs in /etc/ssl/certs stay trusted).
+CA_BUNDLE: dict[str, Any] = {
+    "extraVolumes": [{"name": "corporate-ca", "configMap": {"name": "corporate-ca"}}],
+    "extraVolumeMounts": [
+        {"name": "corporate-ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}
+    ],
+    "extraEnv": [{"name": "SSL_CERT_FILE", "value": "/etc/ssl/corporate/ca.crt"}],
+}
+
+
+@pytest.mark.parametrize("mode", ["deployment", "native sidecar", "legacy sidecar"])
+def test_extra_volumes_mount_a_ca_bundle_in_the_bridge_container(mode: str) -> None:
+    """extraVolumes join the pod's volumes and extraVolumeMounts the bridge container's mounts,
+    beside the chart's own, in both modes (a sidecar's in the application's pod); the result is
+    a valid Kubernetes Deployment."""
+    if mode == "deployment":
+        manifests = render(values=with_values(AUTHENTICATED, CA_BUNDLE))
+    else:
+        native = mode == "native sidecar"
+        manifests = render_app(with_values(CA_BUNDLE, {"sidecar": {"native": native}}))
+    container = bridge_container(manifests)
+    assert container["volumeMounts"][-1] == CA_BUNDLE["extraVolumeMounts"][0]
+    assert {"/etc/webhook-bridge", "/data", "/tmp"} <= {
+        m["mountPath"] for m in container["volumeMounts"]
+    }
+    assert container["env"][-1] == CA_BUNDLE["extraEnv"][0]
+    assert pod_spec(manifests)["volumes"][-1] == CA_BUNDLE["extraVolumes"][0]
+    assert kubernetes_validate.validate(one(manifests, "Deployment"), "1.29.0", strict=True)
+
+
 # Sidecar mode.
 
 

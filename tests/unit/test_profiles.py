@@ -6,13 +6,17 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import jmespath
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jmespath.exceptions import JMESPathError
 
 from service import config, profiles
 from service.answers import read_answer, read_creation
 from service.errors import ConfigError
-from service.profile import Profile, Reader
+from service.profile import Profile, Reader, Unreadable, compiled, search
 from service.upstream import UpstreamClient
 
 # An API declared entirely in TOML: its words, its shapes, its key in a header of its own.
@@ -509,3 +513,35 @@ async def test_the_result_requests_failed_statuses_end_the_job_with_its_words(
         assert (seen.job_status, seen.body) == ("failed", None)
     else:
         assert seen.error == f"upstream answered the result request with HTTP {status}"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(["a", "b", "", "2"]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["status", "n", "items", "url"]), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+# Fields, projections, filters, and functions taking expressions (`&n`), which call back into
+# the interpreter: what profiles write.
+EXPRESSIONS = [
+    "status", "items[0].url", "items[].url", "items[?n > `0`].url | [0]", "length(items)",
+    "sort_by(items, &n)[-1].url", "max_by(items, &n).url", "to_string(n)", "status || n",
+]  # fmt: skip
+
+
+@given(st.lists(st.tuples(st.sampled_from(EXPRESSIONS), JSON_VALUES), min_size=1, max_size=10))
+def test_searches_find_what_jmespath_finds(cases: list[tuple[str, object]]) -> None:
+    """The profiles' searches, sharing one interpreter across calls, answer as jmespath's own
+    search does, and fail (`Unreadable`) where it raises."""
+    for expression, document in cases:
+        try:
+            expected: object = jmespath.search(expression, document)
+        except (JMESPathError, TypeError, ValueError, ArithmeticError):
+            expected = Unreadable
+        try:
+            found: object = search(compiled(expression), document)
+        except Unreadable:
+            found = Unreadable
+        assert found == expected, (expression, document)

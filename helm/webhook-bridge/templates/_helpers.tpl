@@ -415,6 +415,9 @@ sidecar.containerName as prefix in sidecar mode.
       mountPath: /data
     - name: {{ $prefix }}tmp
       mountPath: /tmp
+    {{- with .Values.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/* Pod annotations that roll the pods when bridge.toml or the created Secret change. */}}
@@ -471,7 +474,7 @@ template renders nothing, so the pod template above serves both.
 {{- if not .Values.sidecar.native }}{{ include "webhook-bridge.sidecar" . }}{{ end }}
 {{- end }}
 
-{{/* The bridge's volumes: bridge.toml, its data (an emptyDir) and /tmp. */}}
+{{/* The bridge's volumes: bridge.toml, its data (an emptyDir), /tmp, then extraVolumes. */}}
 {{- define "webhook-bridge.sidecar.volumes" -}}
 {{- $prefix := .Values.sidecar.containerName -}}
 - name: {{ $prefix }}-config
@@ -483,6 +486,9 @@ template renders nothing, so the pod template above serves both.
 - name: {{ $prefix }}-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Annotations for the application's pod template: roll it when the bridge's config changes. */}}
