@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import math
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,12 +26,22 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = config.load(args.config)
     logs.configure(settings.log)
+    server = settings.server
+    # Listen before the bridge starts, so that a port in use fails start-up with one clear line
+    # (uvicorn binds after the lifespan has started the bridge, and exits with tracebacks).
+    api_sockets = _listen(server.host, server.port, "server.port")
+    health_sockets = (
+        _listen(server.health_host, server.health_port, "server.health_port")
+        if server.health_port is not None
+        else []
+    )
+    if api_sockets is None or health_sockets is None:
+        return 1
     # Open the store once before serving, so a locked or broken store fails start-up with one
     # clear line instead of a lifespan traceback.
     asyncio.run(_check_store(settings))
-    server = settings.server
     common: dict[str, Any] = {
-        "log_level": "warning",
+        "log_config": None,  # service.logs renders uvicorn's records, at the bridge's level
         "access_log": False,
         **http_server.uvicorn_options(server),
     }
@@ -59,19 +70,44 @@ def serve(args: argparse.Namespace) -> int:
                 **common,
             )
         )
-    uvloop.run(_serve(api, health))
+    uvloop.run(_serve(api, api_sockets, health, health_sockets))
     return 0 if api.started else 1
 
 
-async def _serve(api: Any, health: Any) -> None:
+def _listen(host: str, port: int, setting: str) -> list[socket.socket] | None:
+    """Sockets listening on `host`:`port`, or None once the reason they cannot be is logged,
+    with the `setting` that changes the port."""
+    import structlog
+
+    from service import http_server
+
+    try:
+        return http_server.listen(host, port)
+    except OSError as error:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = (error.strerror or str(error)).lower()
+        variable = config.ENV_PREFIX + setting.upper().replace(".", "__")
+        structlog.get_logger("service.cli").error(
+            "server.cannot_listen",
+            address=address,
+            reason=reason,
+            detail=f"cannot listen on {address}: {reason}; choose another port with {setting} "
+            f"({variable})",
+        )
+        return None
+
+
+async def _serve(
+    api: Any, api_sockets: list[socket.socket], health: Any, health_sockets: list[socket.socket]
+) -> None:
     """Serve the API and, beside it, the health port, which answers (`/readyz` 503 while
     draining) until the API's shutdown is over."""
     if health is None:
-        await api.serve()
+        await api.serve(sockets=api_sockets)
         return
-    health_task = asyncio.create_task(health.serve())
+    health_task = asyncio.create_task(health.serve(sockets=health_sockets))
     try:
-        await api.serve()
+        await api.serve(sockets=api_sockets)
     finally:
         health.should_exit = True
         await health_task

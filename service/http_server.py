@@ -49,6 +49,27 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
     }
 
 
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on every address of `host`, as uvicorn's own binding (asyncio's
+    `create_server`) would; OSError if one cannot be bound (then none is left open)."""
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, protocol, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, protocol)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen()
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def head_deadline_protocol(timeout_s: float) -> type[H11Protocol]:
     """uvicorn's h11 protocol, closing a connection whose request (head and body) is not whole
     within `timeout_s`."""

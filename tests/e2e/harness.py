@@ -395,7 +395,7 @@ def launch_bridge(
         if process.running:
             return Bridge(process, url, db, client)
         client.close()
-        if "address already in use" not in process.stderr().lower():
+        if "address already in use" not in (process.stdout() + process.stderr()).lower():
             raise AssertionError(f"{name} did not start:\n{process.tail()}")
     raise AssertionError(f"{name}: no free port in 3 attempts")
 
