@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -60,3 +63,22 @@ async def asgi_server(app: ASGIApp) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@contextlib.contextmanager
+def serving_bridge(environ: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`webhook-bridge serve` with exactly `environ`, in `log`'s folder, its output in `log`;
+    stopped (SIGTERM) on the way out."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            cwd=log.parent,
+            env=environ,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=20)

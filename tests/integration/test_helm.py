@@ -34,6 +34,7 @@ from kubernetes_validate import utils as kubernetes_validate
 from service import config, profiles, sender
 from service.errors import ConfigError
 from service.profile import Profile
+from tests.loopback import serving_bridge
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "webhook-bridge"
@@ -997,20 +998,9 @@ def _rendered_bridge(
     if environ["BRIDGE_SERVER__HOST"] == "0.0.0.0":
         environ["BRIDGE_SERVER__HOST"] = "127.0.0.1"
     base = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    log = (tmp_path / "bridge.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve"],
-        cwd=tmp_path,
-        env={**base, **environ, "BRIDGE_SERVER__HEALTH_HOST": "127.0.0.1"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    environ = {**base, **environ, "BRIDGE_SERVER__HEALTH_HOST": "127.0.0.1"}
+    with serving_bridge(environ, tmp_path / "bridge.log") as process:
         yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ run against a real bridge started with the image's environment and bridge.toml."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -12,13 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib import error, request
 
 import pytest
 
 from service import config
+from tests.loopback import serving_bridge
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,23 +74,6 @@ def _check(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@contextlib.contextmanager
-def _bridge(environ: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=log.parent,
-            env=environ,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-
-
 def test_the_healthcheck_falls_back_to_the_port_of_the_images_bridge_toml() -> None:
     """With neither port variable set, the check asks the API port of the bridge.toml the image
     copies (8080: a port a test cannot count on binding)."""
@@ -127,7 +109,7 @@ def test_the_healthcheck_passes_once_the_bridge_serves_livez(
         )
     assert _check(environ).returncode != 0
     log = tmp_path / "bridge.log"
-    with _bridge(environ, log) as process:
+    with serving_bridge(environ, log) as process:
         deadline = time.monotonic() + 30
         while (check := _check(environ)).returncode != 0:
             assert process.poll() is None, f"the bridge exited:\n{log.read_text()}"
