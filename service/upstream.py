@@ -60,8 +60,8 @@ class UpstreamClient:
         self._transport = transport
         self._reader = reader
         self._profile = reader.profile
-        # Built once: every request carries them, the profile's own (an API version, say) too.
-        self._headers = self._headers_with({})
+        # Built once: the profile's headers (an API version, say) go with every request.
+        self._named = self._named_headers({})
         auth = self._profile.auth
         # The key goes in a header (its name and the value's prefix) or a query parameter.
         self._key_header = _key_header(auth)
@@ -148,14 +148,11 @@ class UpstreamClient:
         secrets = self.secrets(api_key)
         return read_result(status, headers, body, secrets, self._reader, ended)
 
-    def _headers_with(self, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
-        # An uncompressed answer costs no inflating; one compressed anyway is still read.
-        named = {**self._profile.status.headers, **extra}
-        return [
-            (b"Accept-Encoding", b"identity"),
-            (b"User-Agent", USER_AGENT.encode()),
-            *((name.encode(), value.encode()) for name, value in named.items()),
-        ]
+    def _named_headers(self, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        """The profile's headers, those `extra` names (whatever their case) replaced by it."""
+        replaced = {name.lower() for name in extra}
+        named = {k: v for k, v in self._profile.status.headers.items() if k.lower() not in replaced}
+        return [(name.encode(), value.encode()) for name, value in {**named, **extra}.items()]
 
     def _build(
         self,
@@ -169,12 +166,14 @@ class UpstreamClient:
         """A request to `path` (its `{job_id}` filled in) with the key as the profile sends it,
         and the profile's headers, `extra` taking the place of any of the same name."""
         url: str | httpx.URL = self._base + fill(path, quote(job_id, safe=""))
-        headers = self._headers_with(extra) if extra else self._headers
+        key: list[tuple[bytes, bytes]] = []
         if api_key and self._key_header is not None:
             name, prefix = self._key_header
-            headers = [*headers, (name, prefix + api_key.encode())]
+            key.append((name, prefix + api_key.encode()))
         elif api_key and self._key_param is not None:
             url = httpx.URL(url).copy_merge_params({self._key_param: api_key})
+        named = self._named_headers(extra) if extra else self._named
+        headers = [*_FIXED_HEADERS, *key, *named]
         return httpx.Request(
             method, url, headers=headers, content=content, extensions=self._extensions
         )
@@ -235,6 +234,10 @@ class UpstreamClient:
         except Exception as error:  # whatever the client raised: say why, never crash
             return Creation("failed", error=network_failure(error, secrets).error)
         return read_creation(status, answer_headers, answer, secrets, self._reader)
+
+
+# An uncompressed answer costs no inflating; one compressed anyway is still read.
+_FIXED_HEADERS = ((b"Accept-Encoding", b"identity"), (b"User-Agent", USER_AGENT.encode()))
 
 
 def _key_header(auth: Auth) -> tuple[bytes, bytes] | None:

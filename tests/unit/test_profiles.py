@@ -216,6 +216,44 @@ async def test_requests_follow_the_profile(tmp_path: Path) -> None:
     assert "authorization" not in request.headers
 
 
+def test_the_key_comes_before_the_profiles_headers(tmp_path: Path) -> None:
+    """The key's header is sent before the profile's own, as it always was: a server that
+    reads the first of two `Authorization` fields (one declared by the profile) sees the key."""
+    text = ACME.replace('scheme = "header"', 'scheme = "bearer"').replace(
+        '{ "X-Api-Version" = "7" }', '{ "X-Api-Version" = "7", Authorization = "Basic zzz" }'
+    )
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    unused = httpx.MockTransport(lambda _: httpx.Response(500))
+    request = UpstreamClient(unused, "https://a.example", 5, reader=reader).request("t1", "k1")
+    assert [name.lower() for name, _ in request.headers.raw] == [
+        b"host", b"accept-encoding", b"user-agent", b"authorization", b"x-api-version",
+        b"authorization",
+    ]  # fmt: skip
+    assert request.headers.get_list("authorization") == ["Bearer k1", "Basic zzz"]
+
+
+async def test_the_create_requests_own_headers_replace_the_profiles_whatever_their_case(
+    tmp_path: Path,
+) -> None:
+    """A profile declaring `content-type` does not send it beside the create request's JSON
+    `Content-Type`: one field, the create's."""
+    text = ACME.replace(
+        '{ "X-Api-Version" = "7" }', '{ "X-Api-Version" = "7", content-type = "text/plain" }'
+    ).replace(STATUSES, '[upstreams.acme.profile.create]\npath = "/v2/tasks"\n\n' + STATUSES)
+    reader = load(tmp_path, text).upstreams["acme"].reader()
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(201, json={"id": "t1"})
+
+    async with httpx.MockTransport(handler) as transport:
+        client = UpstreamClient(transport, "https://a.example", 5, reader=reader)
+        assert (await client.create(b"{}", "k1", None)).job_id == "t1"
+    assert sent[0].headers.get_list("content-type") == ["application/json"]
+    assert sent[0].headers["x-api-version"] == "7"
+
+
 async def test_a_result_request_follows_a_success(tmp_path: Path) -> None:
     """The status says the job ended; the result request's answer is what is delivered."""
     text = ACME + (
