@@ -771,11 +771,19 @@ def masked(settings: Settings) -> dict[str, Any]:
 
 def mask_url_password(url: str) -> str:
     """The URL with the credentials it carries masked: `scheme://user:********@host/...`, or
-    `scheme://********@host/...` when the user name is all there is (it is then the secret)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    shown = f"{user}:********" if colon else "********"
-    return urlunsplit(parts._replace(netloc=f"{shown}@{host}"))
+    `scheme://********@host/...` when the user name is all there is (it is then the secret),
+    and a `password` query parameter's value (libpq reads one there too)."""
+    parts = urlsplit(str(url))
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:********@{host}" if colon else f"********@{host}"
+    if query:
+        query = "&".join(
+            f"{name}=********" if name == "password" and sep else f"{name}{sep}{value}"
+            for name, sep, value in (pair.partition("=") for pair in query.split("&"))
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return str(url)  # reassembled, `sqlite:///x` would lose its empty host
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -89,8 +89,8 @@ class Watch(Answer):
     callback_method: models.CallbackMethod
     callback_headers: MaskedHeaders = Field(
         description=f"The header fields given in `callback_headers`, each value shown as "
-        f"{MASK}; a `traceparent` is left out (the registration request's own is sent with "
-        "the webhooks too)."
+        f"{MASK}, but `traceparent`: the registration request's own is kept there for the "
+        "webhooks, and one given in `callback_headers` is not told from it, so none is listed."
     )
     events: list[models.EventName]
     payload_format: models.PayloadFormat

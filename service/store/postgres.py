@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -194,7 +194,9 @@ class PostgresStore(base.Store):
         parts = urlsplit(url)
         # host:port/db for messages; never the user info, which may hold a password.
         self.where = parts.netloc.rpartition("@")[2] + parts.path
-        self._secrets = {s for s in (parts.password, unquote(parts.password or "")) if s}
+        # libpq takes a password in the query too.
+        passwords = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+        self._secrets = {s for p in passwords for s in (p, unquote(p)) if s}
 
     # Plumbing.
 

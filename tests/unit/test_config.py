@@ -361,3 +361,21 @@ def test_every_kind_of_number_setting_is_covered() -> None:
     assert ("upstreams.studio", "request_timeout_s") in {(t, k) for t, _, k in _NUMBERS}
     assert ("upstreams.studio.poll", "timeout_s") in {(t, k) for t, _, k in _NUMBERS}
     assert {"port", "health_port"} <= {k for t, _, k in _NUMBERS if t == "server"}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///bridge.db", "sqlite:///bridge.db"),
+        ("sqlite:////tmp/a dir/b.db", "sqlite:////tmp/a dir/b.db"),
+        ("postgresql://bridge:pw@db/bridge", "postgresql://bridge:********@db/bridge"),
+        # libpq reads a password from the query as well
+        ("postgresql://db/b?user=u&password=pw", "postgresql://db/b?user=u&password=********"),
+        ("https://key@up.example/api", "https://********@up.example/api"),
+    ],
+)
+def test_a_url_is_shown_with_its_passwords_masked(url: str, shown: str) -> None:
+    """A URL as logs and `check-config` show it: a plain string (a console log line quotes it
+    as such), every password masked."""
+    masked = config.mask_url_password(config.StoreUrl(url))
+    assert (type(masked), masked) == (str, shown)
