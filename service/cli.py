@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import math
 import socket
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from service import __version__, config, gc_tuning
-from service.errors import BridgeError
+from service.errors import BridgeError, ConfigError
 
 
 def serve(args: argparse.Namespace) -> int:
+    import structlog
     import uvicorn
     import uvloop
 
@@ -27,19 +29,21 @@ def serve(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     logs.configure(settings.log)
     server = settings.server
-    # Listen before the bridge starts, so that a port in use fails start-up with one clear line
-    # (uvicorn binds after the lifespan has started the bridge, and exits with tracebacks).
-    api_sockets = _listen(server.host, server.port, "server.port")
-    health_sockets = (
-        _listen(server.health_host, server.health_port, "server.health_port")
-        if server.health_port is not None
-        else []
-    )
-    if api_sockets is None or health_sockets is None:
-        return 1
-    # Open the store once before serving, so a locked or broken store fails start-up with one
-    # clear line instead of a lifespan traceback.
-    asyncio.run(_check_store(settings))
+    try:
+        # Both ports are taken before the bridge starts (uvicorn would take them after, and a
+        # port in use would end it with tracebacks), and the store is opened once: a refusal is
+        # one line, in the log's format.
+        api_sockets = _listen(server.host, server.port, "server.host", "server.port")
+        health_sockets = (
+            _listen(server.health_host, server.health_port, "server.health_host",
+                    "server.health_port")
+            if server.health_port is not None
+            else []
+        )  # fmt: skip
+        asyncio.run(_check_store(settings))
+    except BridgeError as error:
+        structlog.get_logger("service.cli").error("bridge.cannot_start", detail=str(error))
+        return 2
     common: dict[str, Any] = {
         "log_config": None,  # service.logs renders uvicorn's records, at the bridge's level
         "access_log": False,
@@ -74,27 +78,23 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if api.started else 1
 
 
-def _listen(host: str, port: int, setting: str) -> list[socket.socket] | None:
-    """Sockets listening on `host`:`port`, or None once the reason they cannot be is logged,
-    with the `setting` that changes the port."""
-    import structlog
-
+def _listen(host: str, port: int, host_key: str, port_key: str) -> list[socket.socket]:
+    """Sockets listening on `host`:`port`; ConfigError naming the setting to change if they
+    cannot be: the port's when it is taken (or reserved), else the host's."""
     from service import http_server
 
     try:
         return http_server.listen(host, port)
-    except OSError as error:
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        reason = (error.strerror or str(error)).lower()
-        variable = config.ENV_PREFIX + setting.upper().replace(".", "__")
-        structlog.get_logger("service.cli").error(
-            "server.cannot_listen",
-            address=address,
-            reason=reason,
-            detail=f"cannot listen on {address}: {reason}; choose another port with {setting} "
-            f"({variable})",
-        )
-        return None
+    except (OSError, UnicodeError) as error:  # UnicodeError: a host name IDNA refuses
+        bare_ipv6 = ":" in host and not host.startswith("[")
+        address = f"[{host}]:{port}" if bare_ipv6 else f"{host}:{port}"
+        reason = (getattr(error, "strerror", None) or str(error)).lower()
+        taken = isinstance(error, OSError) and error.errno in (errno.EADDRINUSE, errno.EACCES)
+        key, what = (port_key, "port") if taken else (host_key, "host")
+        variable = config.ENV_PREFIX + key.upper().replace(".", "__")
+        raise ConfigError(
+            f"cannot listen on {address}: {reason}; choose another {what} with {key} ({variable})"
+        ) from None
 
 
 async def _serve(

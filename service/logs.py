@@ -21,18 +21,19 @@ def configure(settings: LogSettings) -> None:
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
     )
     stamped: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,  # a request's id on every line it causes
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             *stamped,
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write a line, as the handler below makes: lines from two threads never merge.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)

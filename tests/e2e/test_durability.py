@@ -115,10 +115,11 @@ def test_second_serve_on_the_same_sqlite_file_refuses_to_start(
     finally:
         second.kill()
     assert code != 0
-    lines = second.stderr().strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "in use by another webhook-bridge process" in lines[0]
-    assert str(bridge.db) in lines[0]
+    [line] = (second.stdout() + second.stderr()).strip().splitlines()
+    refusal = json.loads(line)
+    assert refusal["event"] == "bridge.cannot_start"
+    assert "in use by another webhook-bridge process" in refusal["detail"]
+    assert str(bridge.db) in refusal["detail"]
     # The first one is unharmed.
     assert bridge.client.get("/readyz").status_code == 200
 

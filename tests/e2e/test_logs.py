@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,56 @@ def test_a_port_in_use_is_one_line_naming_it_and_its_setting(
     assert "Traceback" not in process.stdout() + process.stderr()
     [line] = lines(process)
     error = as_json(line)
-    assert error["level"] == "error"
+    assert (error["event"], error["level"]) == ("bridge.cannot_start", "error")
     assert f"127.0.0.1:{port}" in error["detail"]
     assert "in use" in error["detail"]
-    assert f"{setting} ({variable})" in error["detail"]
+    assert f"choose another port with {setting} ({variable})" in error["detail"]
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "a..b"])
+def test_a_host_that_cannot_be_listened_on_names_the_host_setting(
+    upstream: Upstream, tmp_path: Path, host: str
+) -> None:
+    """A host name that does not resolve, or that IDNA refuses, is one JSON line pointing at
+    server.host, not at the port, and no traceback."""
+    env = harness.bridge_env(
+        upstream.url, tmp_path / "bridge.db", free_port(), BRIDGE_SERVER__HOST=host,
+        BRIDGE_AUTH__ALLOW_UNAUTHENTICATED="true",
+    )  # fmt: skip
+    process = harness.start_process(host, tmp_path, ["serve"], env)
+    assert process.wait(harness.START_DEADLINE_S) != 0
+    [line] = lines(process)
+    error = as_json(line)
+    assert error["event"] == "bridge.cannot_start"
+    assert f"cannot listen on {host}:" in error["detail"]
+    assert "choose another host with server.host (BRIDGE_SERVER__HOST)" in error["detail"]
+
+
+# The bridge's own lines and a library's, written at once from two threads.
+TWO_THREADS = """
+import logging, threading, structlog
+from service import logs
+from service.config import LogSettings
+logs.configure(LogSettings(level="info", format="json"))
+structlog.contextvars.bind_contextvars(request_id="req_1")
+def library():
+    structlog.contextvars.bind_contextvars(request_id="req_1")  # a thread has its own context
+    for n in range(20000):
+        logging.getLogger("library").warning("line %d", n)
+thread = threading.Thread(target=library)
+thread.start()
+for n in range(20000):
+    structlog.get_logger().info("bridge.line", n=n)
+thread.join()
+"""
+
+
+def test_lines_written_from_two_threads_stay_whole_and_carry_the_request_id() -> None:
+    """Every line is whole JSON even while a library logs from another thread (each line one
+    write), and a library's line carries the request's id as the bridge's do."""
+    written = subprocess.run(
+        [sys.executable, "-c", TWO_THREADS], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    parsed = [as_json(line) for line in written]
+    assert len(parsed) == 40000
+    assert {line["request_id"] for line in parsed} == {"req_1"}
