@@ -38,7 +38,7 @@ from service.subscriptions import SubscriptionService
 from service.upstream import UpstreamClient
 from service.vault import Vault
 from service.watches import WatchService
-from service.worker import Worker, run_logged
+from service.worker import Worker, run_scheduled
 
 log = structlog.get_logger("service.bridge")
 # How often new work is claimed: unclaimed watches, and due deliveries (also claimed as soon as
@@ -158,7 +158,7 @@ class Bridge:
         for job in self.upkeep():
             first = {"next_run_time": datetime.now(UTC)} if job.at_once else {}
             self.scheduler.add_job(
-                run_logged, "interval", args=(job.name, job.run), seconds=job.seconds,
+                run_scheduled, "interval", args=(job.name, job.run), seconds=job.seconds,
                 id=job.name, max_instances=1, coalesce=True, misfire_grace_time=None, **first,
             )  # fmt: skip
         self.scheduler.start()

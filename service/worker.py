@@ -16,6 +16,7 @@ named jobs in service/bridge.py.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -123,3 +124,13 @@ async def run_logged(name: str, job: Callable[[], Awaitable[None]]) -> None:
         pass  # logged once per outage by the store's health
     except StoreError as error:
         log.error("upkeep.failed", job=name, error=str(error))
+
+
+async def run_scheduled(name: str, job: Callable[[], Awaitable[None]]) -> None:
+    """`run_logged` as the scheduler runs it, the whole of its task: a run that the scheduler's
+    shutdown cancels (the bridge is draining) ends quietly, where the scheduler would log it as
+    a failed job with a traceback."""
+    try:
+        await run_logged(name, job)
+    except asyncio.CancelledError:
+        log.info("upkeep.cut_short", job=name)
