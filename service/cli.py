@@ -91,7 +91,7 @@ def _listen(host: str, port: int, host_key: str, port_key: str) -> list[socket.s
         reason = (getattr(error, "strerror", None) or str(error)).lower()
         taken = isinstance(error, OSError) and error.errno in (errno.EADDRINUSE, errno.EACCES)
         key, what = (port_key, "port") if taken else (host_key, "host")
-        variable = config.ENV_PREFIX + key.upper().replace(".", "__")
+        variable = config.env_name(tuple(key.split(".")))
         raise ConfigError(
             f"cannot listen on {address}: {reason}; choose another {what} with {key} ({variable})"
         ) from None

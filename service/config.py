@@ -642,7 +642,8 @@ class _MappingEnvSource(EnvSettingsSource):
 SECTIONS = frozenset(Settings.model_fields)
 
 
-def _env_name(location: tuple[str | int, ...]) -> str:
+def env_name(location: tuple[str | int, ...]) -> str:
+    """The variable of the setting at `location`: ("server", "port") is BRIDGE_SERVER__PORT."""
     return ENV_PREFIX + "__".join(str(part).upper() for part in location)
 
 
@@ -715,7 +716,7 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
 def _describe_json_error(error: SettingsError, environ: Mapping[str, str]) -> str:
     cause = str(error.__cause__ or error)
     section = re.search(r'field "(\w+)"', str(error))
-    prefix = _env_name((section.group(1),)) + "__" if section else ENV_PREFIX
+    prefix = env_name((section.group(1),)) + "__" if section else ENV_PREFIX
     suspects = [name for name in sorted(environ) if name.startswith(prefix)]
     names = ", ".join(suspects) or "a BRIDGE_ variable"
     return (
@@ -728,12 +729,12 @@ def _source(location: tuple[str, ...], path: Path, environ: Mapping[str, str]) -
     """Where a value came from: its variable (or one holding it: a whole upstream's profile),
     or the section's variables, or the file."""
     for length in range(len(location), 1, -1):
-        variable = _env_name(location[:length])
+        variable = env_name(location[:length])
         if variable in environ:
             return variable
     if len(location) >= 2:
         return str(path)
-    prefix = _env_name(location) + "__"
+    prefix = env_name(location) + "__"
     variables = sorted(name for name in environ if name.startswith(prefix))
     return ", ".join(variables) if variables else str(path)
 
